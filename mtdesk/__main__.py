@@ -1,0 +1,5 @@
+import sys
+
+from mtdesk.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Settings, normalized wire types, errors, Redis keys and the clock. Imports nothing of ours."""

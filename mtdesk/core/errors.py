@@ -1,0 +1,84 @@
+"""The error tree of MT Desk.
+
+    MTDeskError                      root; ``retriable`` says whether trying again may help
+    ├── ConfigError                  a setting is missing or malformed (names the variable)
+    ├── ValidationError              caller input is wrong (names the field) → HTTP 4xx
+    ├── NotFound                     → HTTP 404
+    ├── Unauthorized                 → HTTP 401
+    ├── StoreUnavailable             Redis cannot be reached (retriable) → HTTP 503
+    ├── DecryptionError              a ciphertext cannot be opened with the configured keys
+    ├── GraphError                   the Graph API refused a call (code, subcode; retriable
+    │                                from one table in actors.graph_errors)
+    └── ProviderError                an LLM / embedding provider failed (retriable for
+                                     timeouts, 429 and 5xx)
+
+Third-party errors are mapped at the boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class MTDeskError(Exception):
+    retriable: bool = False
+
+
+class ConfigError(MTDeskError):
+    """A setting is missing or malformed. ``variable`` names it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class ValidationError(MTDeskError):
+    """Caller input is wrong. ``field`` names what is wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFound(MTDeskError):
+    pass
+
+
+class Unauthorized(MTDeskError):
+    pass
+
+
+class StoreUnavailable(MTDeskError):
+    retriable = True
+
+
+class DecryptionError(MTDeskError):
+    pass
+
+
+class GraphError(MTDeskError):
+    """An error answer of the Graph API. ``retriable`` is set per instance from the table."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str = "",
+        *,
+        subcode: int | None = None,
+        http_status: int = 0,
+        retriable: bool = False,
+        fbtrace_id: str | None = None,
+    ) -> None:
+        super().__init__(f"Graph API error {code}: {message}")
+        self.code = code
+        self.subcode = subcode
+        self.http_status = http_status
+        self.retriable = retriable
+        self.fbtrace_id = fbtrace_id
+
+
+class ProviderError(MTDeskError):
+    def __init__(self, provider: str, message: str, *, retriable: bool = False) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.retriable = retriable

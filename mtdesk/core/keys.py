@@ -1,0 +1,125 @@
+"""The Redis layout: every key MT Desk writes is named here, nowhere else.
+
+All of a tenant's data lives under ``mt:t:{tenant}:`` (so account deletion can find it
+all with one SCAN); the few global keys hold routing, de-duplication and queues and
+carry no message text. Event ids in de-duplication keys are hashed: a WhatsApp
+``wamid`` embeds the user's phone number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+ROOT = "mt"
+
+# --- queues (global) -------------------------------------------------------------------
+SHARD_GROUP = "shards"  # consumer group of the conversation shards on every inbound stream
+
+
+def inbound(partition: int) -> str:
+    """Partition stream of inbound events; fields: e (msgpack event), t (tenant), s (stale)."""
+    return f"{ROOT}:in:{partition}"
+
+
+DEAD_LETTERS = f"{ROOT}:dead"  # signed but undecodable bodies, capped
+
+
+def seen(event_id: str) -> str:
+    """De-duplication marker of one inbound event (kept ≥ 7 days)."""
+    digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=12).hexdigest()
+    return f"{ROOT}:seen:{digest}"
+
+
+# --- routing and auth (global) ----------------------------------------------------------
+TENANTS = f"{ROOT}:tenants"  # set of tenant ids
+
+
+def account(channel: str, account_id: str) -> str:
+    """Hash {tenant, channel_id}: which tenant owns this Page / IG account / WA number."""
+    return f"{ROOT}:acct:{channel}:{account_id}"
+
+
+def api_key(key_hash: str) -> str:
+    """Tenant id by the SHA-256 of its API key (keys are stored hashed)."""
+    return f"{ROOT}:apikey:{key_hash}"
+
+
+def app_user(app_scoped_user_id: str) -> str:
+    """Set of 'tenant:channel_id' a Meta app-scoped user connected (deletion callbacks)."""
+    return f"{ROOT}:asu:{app_scoped_user_id}"
+
+
+def rate(channel: str, account_id: str, second: int) -> str:
+    return f"{ROOT}:rl:{channel}:{account_id}:{second}"
+
+
+def deletion_job(job_id: str) -> str:
+    return f"{ROOT}:job:{job_id}"
+
+
+DELETION_JOBS = f"{ROOT}:jobs"  # stream of job ids for the deletion worker
+
+
+# --- a tenant's own data ----------------------------------------------------------------
+def tenant_prefix(tenant: str) -> str:
+    return f"{ROOT}:t:{tenant}:"
+
+
+def tenant(tenant_id: str) -> str:
+    """Hash: name, email, created_ms, status, retention_days, api_key_hash."""
+    return f"{ROOT}:t:{tenant_id}"
+
+
+def channels(tenant_id: str) -> str:
+    """Set of the tenant's channel ids."""
+    return f"{ROOT}:t:{tenant_id}:channels"
+
+
+def channel(tenant_id: str, channel_id: str) -> str:
+    """Hash: channel, account_id, token (ciphertext), status, connected_ms, connected_by."""
+    return f"{ROOT}:t:{tenant_id}:ch:{channel_id}"
+
+
+def bot(tenant_id: str) -> str:
+    """JSON of the bot settings."""
+    return f"{ROOT}:t:{tenant_id}:bot"
+
+
+def conversations(tenant_id: str) -> str:
+    """Sorted set: conversation key → last activity (ms)."""
+    return f"{ROOT}:t:{tenant_id}:convs"
+
+
+def context(tenant_id: str, conversation: str) -> str:
+    """Persisted conversation context (msgpack)."""
+    return f"{ROOT}:t:{tenant_id}:ctx:{conversation}"
+
+
+def history(tenant_id: str, conversation: str) -> str:
+    """Stream of stored messages (inbound and outbound); entry ids are message times."""
+    return f"{ROOT}:t:{tenant_id}:hist:{conversation}"
+
+
+def reply(tenant_id: str, event_id: str) -> str:
+    """Hash: state (generating|sending|sent|skipped|failed), graph ids, attempts."""
+    return f"{ROOT}:t:{tenant_id}:reply:{event_id}"
+
+
+def outbound(tenant_id: str, graph_message_id: str) -> str:
+    """Where a message we sent is stored: {conversation, entry} (for statuses/receipts)."""
+    return f"{ROOT}:t:{tenant_id}:out:{graph_message_id}"
+
+
+def paused(tenant_id: str, conversation: str) -> str:
+    """Present (with a TTL) while a human agent has the conversation."""
+    return f"{ROOT}:t:{tenant_id}:paused:{conversation}"
+
+
+def restricted(tenant_id: str) -> str:
+    """Set of end-user ids (channel:user) whose processing is restricted."""
+    return f"{ROOT}:t:{tenant_id}:restricted"
+
+
+def knowledge(tenant_id: str, suffix: str) -> str:
+    """Knowledge-base keys: sources, chunks, index metadata."""
+    return f"{ROOT}:t:{tenant_id}:kb:{suffix}"

@@ -1,0 +1,104 @@
+"""Small typed interfaces between the parts, so each is built and tested with fakes.
+
+The conversation shard talks to the outside world only through these.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from mtdesk.core.events import Channel
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class Passage(msgspec.Struct, frozen=True, kw_only=True):
+    """A retrieved piece of the tenant's knowledge."""
+
+    text: str
+    source: str  # source name shown to the model and in citations
+    score: float
+    answer: str | None = None  # set for a Q&A pair: the stored answer
+    chunk_id: str = ""
+
+
+class BotConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A tenant's bot, as ``PUT /admin/api/v1/bot`` sets it."""
+
+    provider: str = "extractive"
+    model: str = ""
+    system_prompt: str = "You are a helpful customer support assistant."
+    temperature: float = 0.3
+    max_tokens: int = 512
+    fallback: tuple[str, ...] = ()  # further "provider:model" tried in order
+    grounding: str = "knowledge_only"  # or "general"
+    fallback_message: str = "Sorry, I don't know the answer to that yet. A person will follow up."
+    min_score: float = 0.35
+    enabled: bool = True
+    greeting: str | None = None
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    provider: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ChatModel(Protocol):
+    async def complete(
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+    ) -> Completion:
+        """Answer; tries the bot's fallback chain. Raises ProviderError when all fail."""
+        ...
+
+
+class Retriever(Protocol):
+    async def search(self, tenant_id: str, query: str, k: int = 5) -> list[Passage]: ...
+
+
+class SendResult(msgspec.Struct, frozen=True, kw_only=True):
+    message_ids: tuple[str, ...]  # Graph message ids, one per part sent
+
+
+class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    channel: Channel
+    account_id: str
+    user_id: str
+    wa_id: str | None = None
+    text: str
+    reply_key: str  # the inbound event id this answers; put in metadata, used for idempotency
+    reply_to: str | None = None  # WhatsApp context message id
+
+
+class Sender(Protocol):
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Send (splitting as the channel needs). Raises GraphError."""
+        ...
+
+
+class ChannelCredentials(msgspec.Struct, frozen=True, kw_only=True):
+    """What the Graph sender needs for one connected account, token decrypted just now."""
+
+    tenant_id: str
+    channel_id: str
+    channel: Channel
+    account_id: str
+    access_token: object  # a mtdesk.core.secret.Secret; never logged, never stored plain
+
+
+class CredentialSource(Protocol):
+    async def credentials(self, channel: Channel, account_id: str) -> ChannelCredentials:
+        """Decrypts the account's token at the moment of sending. Raises NotFound."""
+        ...
+
+    async def mark_disconnected(self, channel: Channel, account_id: str, reason: str) -> None:
+        """Graph error 190: the token is no longer valid."""
+        ...

@@ -1,0 +1,24 @@
+"""The Redis client: one per process, made by the composition root and passed in."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Redis = aioredis.Redis
+
+# What "Redis is unreachable" looks like from redis-py; callers map it to StoreUnavailable.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def connect(url: str, *, max_connections: int = 64) -> Redis:
+    """A client for ``url`` (bytes in, bytes out; hiredis parses when installed)."""
+    return aioredis.from_url(
+        url,
+        max_connections=max_connections,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=30,
+        decode_responses=False,
+    )
