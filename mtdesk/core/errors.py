@@ -4,6 +4,7 @@
     ├── ConfigError                  a setting is missing or malformed (names the variable)
     ├── ValidationError              caller input is wrong (names the field) → HTTP 4xx
     ├── NotFound                     → HTTP 404
+    ├── Conflict                     clashes with stored state (names the field) → HTTP 409
     ├── Unauthorized                 → HTTP 401
     ├── StoreUnavailable             Redis cannot be reached (retriable) → HTTP 503
     ├── DecryptionError              a ciphertext cannot be opened with the configured keys
@@ -42,6 +43,15 @@ class ValidationError(MTDeskError):
 
 class NotFound(MTDeskError):
     pass
+
+
+class Conflict(MTDeskError):
+    """The input clashes with what is stored (e.g. an account another tenant connected)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
 class Unauthorized(MTDeskError):
