@@ -1,0 +1,434 @@
+"""A fake Meta Graph API: a real aiohttp server speaking the Send API wire format.
+
+What it answers (``{version}`` is any ``vNN.N``):
+
+- ``POST /{version}/{account_id}/messages`` — Messenger / Instagram body
+  (``recipient.id``, ``messaging_type``, ``message.text``, ``metadata``) answers
+  ``{"recipient_id", "message_id"}``; a WhatsApp body (``messaging_product: "whatsapp"``,
+  ``to`` or ``recipient``, ``type: "text"``, ``text.body``, ``context.message_id``) answers
+  ``{"messaging_product": "whatsapp", "contacts": [...], "messages": [{"id": "wamid..."}]}``.
+  Text over the channel's limit answers error 100, as Meta does.
+- ``GET /{version}/{media_id}`` — media metadata ``{"url", "mime_type", "sha256",
+  "file_size", "id", "messaging_product"}``; the URL downloads the bytes (Bearer needed).
+- Bearer tokens: an account registered with :meth:`FakeGraphAPI.register` accepts only
+  its tokens (anything else answers error 190); unregistered accounts accept any
+  non-empty token unless ``strict=True``.
+- Error injection: :meth:`FakeGraphAPI.fail_next` answers the real error JSON
+  ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``.
+- Latency: ``latency_s`` (settable at any time) delays every answer.
+
+Control endpoints for a fake running in another process (``python -m mtdesk.fakes.graph``):
+``GET /_fake/sends`` (accepted sends), ``GET /_fake/attempts`` (every call),
+``POST /_fake/accounts`` ``{"account_id", "token", "channel"?}``, ``POST /_fake/fail``
+(the arguments of ``fail_next``), ``POST /_fake/latency`` ``{"ms"}``, ``POST /_fake/reset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from mtdesk.fakes._server import FakeProcess, FakeServer, process_arguments, spawn_fake
+
+DEFAULT_VERSION = "v25.0"
+
+# The messages Meta gives for the codes tests most often inject (others get a generic one).
+_ERROR_TEXT: dict[int, tuple[str, str]] = {
+    1: ("An unknown error occurred", "OAuthException"),
+    2: ("An unexpected error has occurred. Please retry your request later.", "OAuthException"),
+    4: ("Application request limit reached", "OAuthException"),
+    10: ("Application does not have permission for this action", "OAuthException"),
+    17: ("User request limit reached", "OAuthException"),
+    32: ("Page request limit reached", "OAuthException"),
+    100: ("Invalid parameter", "OAuthException"),
+    190: ("Error validating access token: Session has expired", "OAuthException"),
+    200: ("Permissions error", "OAuthException"),
+    551: ("This person isn't available right now.", "OAuthException"),
+    613: ("Calls to this api have exceeded the rate limit.", "OAuthException"),
+    1200: ("Temporary send message failure. Please try again later", "OAuthException"),
+    130429: ("Rate limit hit", "OAuthException"),
+    131026: ("Message undeliverable", "OAuthException"),
+    131047: ("Re-engagement message", "OAuthException"),
+    131056: ("(Business Account, Consumer Account) pair rate limit hit", "OAuthException"),
+}
+
+# Meta's own limits on one text, per channel (Instagram counts UTF-8 bytes).
+MESSENGER_MAX_CHARS = 1999
+INSTAGRAM_MAX_BYTES = 1000
+WHATSAPP_MAX_CHARS = 4096
+
+
+@dataclass
+class RecordedSend:
+    """One call to ``POST /{account_id}/messages`` as the fake saw it."""
+
+    account_id: str
+    body: dict[str, Any]
+    token: str | None
+    time: float
+    status: int
+    message_id: str | None = None
+    error_code: int | None = None
+
+    @property
+    def text(self) -> str | None:
+        """The text sent, whichever channel's shape the body had."""
+        if self.body.get("messaging_product") == "whatsapp":
+            text = self.body.get("text")
+            return text.get("body") if isinstance(text, dict) else None
+        message = self.body.get("message")
+        return message.get("text") if isinstance(message, dict) else None
+
+
+@dataclass
+class _Failure:
+    code: int
+    subcode: int | None
+    http_status: int
+    remaining: int
+    message: str | None = None
+
+
+@dataclass
+class _Media:
+    content: bytes
+    mime_type: str
+    account_id: str | None
+
+
+@dataclass
+class _Account:
+    tokens: set[str] = field(default_factory=set)
+    channel: str | None = None  # "messenger" | "instagram" | "whatsapp" (enables limit checks)
+
+
+def graph_error_body(code: int, subcode: int | None = None, message: str | None = None) -> bytes:
+    """The exact JSON the Graph API answers for an error."""
+    text, kind = _ERROR_TEXT.get(code, ("An error occurred", "OAuthException"))
+    error: dict[str, Any] = {
+        "message": message or f"(#{code}) {text}",
+        "type": kind,
+        "code": code,
+        "fbtrace_id": "A" + hashlib.sha1(f"{code}{time.time_ns()}".encode()).hexdigest()[:20],
+    }
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return json.dumps({"error": error}).encode()
+
+
+class FakeGraphAPI(FakeServer):
+    """The fake Graph API. ``sends`` holds accepted sends; ``attempts`` every call."""
+
+    def __init__(
+        self,
+        *,
+        version: str = DEFAULT_VERSION,
+        latency_s: float = 0.0,
+        strict: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self.version = version
+        self.latency_s = latency_s
+        self.strict = strict
+        self.sends: list[RecordedSend] = []
+        self.attempts: list[RecordedSend] = []
+        self._accounts: dict[str, _Account] = {}
+        self._failures: dict[str, list[_Failure]] = {}
+        self._media: dict[str, _Media] = {}
+        self._ids = itertools.count(1)
+
+    @property
+    def base_url(self) -> str:
+        """What ``MTDESK_GRAPH_API_BASE`` should be: ``http://127.0.0.1:PORT/v25.0``."""
+        return f"{self.root_url}/{self.version}"
+
+    # --- configuration --------------------------------------------------------------
+    def register(self, account_id: str, token: str, *, channel: str | None = None) -> None:
+        """Accept ``token`` for ``account_id`` (an account may have several tokens)."""
+        account = self._accounts.setdefault(account_id, _Account())
+        account.tokens.add(token)
+        if channel is not None:
+            account.channel = channel
+
+    def revoke(self, account_id: str) -> None:
+        """Every token of the account answers 190 from now on."""
+        self._accounts[account_id] = _Account(tokens=set(), channel=self._channel_of(account_id))
+
+    def fail_next(
+        self,
+        account_id: str,
+        code: int,
+        subcode: int | None = None,
+        http_status: int = 400,
+        times: int = 1,
+        message: str | None = None,
+    ) -> None:
+        """The next ``times`` calls for ``account_id`` (``"*"``: any) answer this error.
+
+        ``code=0`` with a 5xx ``http_status`` answers a bare server error (no JSON).
+        """
+        self._failures.setdefault(account_id, []).append(
+            _Failure(code, subcode, http_status, times, message)
+        )
+
+    def add_media(
+        self,
+        media_id: str,
+        content: bytes,
+        mime_type: str = "image/jpeg",
+        *,
+        account_id: str | None = None,
+    ) -> None:
+        """Make ``GET /{media_id}`` answer; ``account_id`` restricts the accepted tokens."""
+        self._media[media_id] = _Media(content, mime_type, account_id)
+
+    def reset(self) -> None:
+        self.sends.clear()
+        self.attempts.clear()
+        self._failures.clear()
+
+    def sends_to(self, account_id: str) -> list[RecordedSend]:
+        return [s for s in self.sends if s.account_id == account_id]
+
+    # --- the app --------------------------------------------------------------------
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_get("/_fake/sends", self._h_sends)
+        app.router.add_get("/_fake/attempts", self._h_attempts)
+        app.router.add_post("/_fake/accounts", self._h_register)
+        app.router.add_post("/_fake/fail", self._h_fail)
+        app.router.add_post("/_fake/latency", self._h_latency)
+        app.router.add_post("/_fake/reset", self._h_reset)
+        app.router.add_get("/_fake/media/{media_id}", self._h_download)
+        app.router.add_post("/{version}/{account_id}/messages", self._h_messages)
+        app.router.add_get("/{version}/{media_id}", self._h_media)
+        return app
+
+    def _channel_of(self, account_id: str) -> str | None:
+        account = self._accounts.get(account_id)
+        return account.channel if account else None
+
+    def _token_ok(self, account_id: str | None, token: str | None) -> bool:
+        if not token:
+            return False
+        account = self._accounts.get(account_id) if account_id is not None else None
+        if account is None:
+            if account_id is None:  # media with no owner: any registered token, or lenient
+                known = [t for a in self._accounts.values() for t in a.tokens]
+                return token in known or (not self.strict)
+            return not self.strict
+        return token in account.tokens
+
+    def _take_failure(self, account_id: str) -> _Failure | None:
+        for key in (account_id, "*"):
+            queue = self._failures.get(key)
+            while queue:
+                failure = queue[0]
+                if failure.remaining <= 0:
+                    queue.pop(0)
+                    continue
+                failure.remaining -= 1
+                if failure.remaining == 0:
+                    queue.pop(0)
+                return failure
+        return None
+
+    async def _delay(self) -> None:
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+
+    @staticmethod
+    def _bearer(request: web.Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return header[len("Bearer "):].strip() or None
+        return request.query.get("access_token")
+
+    def _error(self, code: int, subcode: int | None = None, status: int = 400,
+               message: str | None = None) -> web.Response:
+        return web.Response(
+            status=status,
+            body=graph_error_body(code, subcode, message),
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'OAuth "Facebook Platform" "invalid_token"'}
+            if code == 190 else None,
+        )
+
+    async def _h_messages(self, request: web.Request) -> web.Response:
+        await self._delay()
+        account_id = request.match_info["account_id"]
+        token = self._bearer(request)
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            body = {"_raw": raw.decode("utf-8", "replace")}
+        record = RecordedSend(account_id=account_id, body=body, token=token,
+                              time=time.time(), status=200)
+        self.attempts.append(record)
+        response = self._answer_send(account_id, token, body, record)
+        record.status = response.status
+        if response.status == 200:
+            self.sends.append(record)
+        return response
+
+    def _answer_send(self, account_id: str, token: str | None, body: dict[str, Any],
+                     record: RecordedSend) -> web.Response:
+        if not self._token_ok(account_id, token):
+            record.error_code = 190
+            return self._error(190, 460 if token else None, 401)
+        failure = self._take_failure(account_id)
+        if failure is not None:
+            record.error_code = failure.code
+            if failure.code == 0:
+                return web.Response(status=failure.http_status, text="Service Unavailable")
+            return self._error(failure.code, failure.subcode, failure.http_status, failure.message)
+        problem = self._invalid(account_id, body)
+        if problem is not None:
+            record.error_code = 100
+            return self._error(100, None, 400, f"(#100) {problem}")
+        n = next(self._ids)
+        if body.get("messaging_product") == "whatsapp":
+            wamid = "wamid." + base64.b64encode(
+                hashlib.sha256(f"{account_id}:{n}".encode()).digest()[:24]
+            ).decode()
+            record.message_id = wamid
+            who = body.get("to") or body.get("recipient")
+            contact = {"input": who, "wa_id": who} if body.get("to") else {
+                "input": who, "user_id": who}
+            return web.json_response({
+                "messaging_product": "whatsapp",
+                "contacts": [contact],
+                "messages": [{"id": wamid, "message_status": "accepted"}],
+            })
+        mid = f"m_fake{n:012d}" + hashlib.sha1(account_id.encode()).hexdigest()[:16]
+        record.message_id = mid
+        recipient = body.get("recipient") or {}
+        return web.json_response({"recipient_id": recipient.get("id"), "message_id": mid})
+
+    def _invalid(self, account_id: str, body: dict[str, Any]) -> str | None:
+        """What Meta would refuse in this body, or None."""
+        channel = self._channel_of(account_id)
+        if body.get("messaging_product") == "whatsapp":
+            if not (body.get("to") or body.get("recipient")):
+                return "The parameter to is required."
+            if body.get("type", "text") == "text":
+                text = body.get("text")
+                text_body = text.get("body") if isinstance(text, dict) else None
+                if not isinstance(text_body, str) or not text_body:
+                    return "The parameter text['body'] is required."
+                if len(text_body) > WHATSAPP_MAX_CHARS:
+                    return "Param text['body'] must be at most 4096 characters long."
+            return None
+        if channel == "whatsapp":
+            return "The parameter messaging_product is required."
+        recipient = body.get("recipient")
+        if not isinstance(recipient, dict) or not recipient.get("id"):
+            return "The parameter recipient is required."
+        message = body.get("message")
+        if not isinstance(message, dict):
+            return "The parameter message is required."
+        text = message.get("text")
+        if text is not None:
+            if not isinstance(text, str) or not text:
+                return "Message text is empty"
+            if channel == "instagram" and len(text.encode("utf-8")) > INSTAGRAM_MAX_BYTES:
+                return "Length of param message[text] must be less than or equal to 1000"
+            if len(text) > MESSENGER_MAX_CHARS:
+                return "Length of param message[text] must be less than 2000 characters"
+        metadata = message.get("metadata")
+        if isinstance(metadata, str) and len(metadata) > 1000:
+            return "Param message[metadata] must be at most 1000 characters long."
+        return None
+
+    async def _h_media(self, request: web.Request) -> web.Response:
+        await self._delay()
+        media_id = request.match_info["media_id"]
+        media = self._media.get(media_id)
+        token = self._bearer(request)
+        if media is None:
+            if not self._token_ok(None, token):
+                return self._error(190, None, 401)
+            return self._error(100, 33, 400, f"Unsupported get request. Object with ID "
+                                              f"'{media_id}' does not exist")
+        if not self._token_ok(media.account_id, token):
+            return self._error(190, None, 401)
+        return web.json_response({
+            "messaging_product": "whatsapp",
+            "url": f"{self.root_url}/_fake/media/{media_id}",
+            "mime_type": media.mime_type,
+            "sha256": hashlib.sha256(media.content).hexdigest(),
+            "file_size": len(media.content),
+            "id": media_id,
+        })
+
+    async def _h_download(self, request: web.Request) -> web.Response:
+        await self._delay()
+        media = self._media.get(request.match_info["media_id"])
+        if media is None:
+            return web.Response(status=404)
+        if not self._token_ok(media.account_id, self._bearer(request)):
+            return web.Response(status=401)
+        return web.Response(body=media.content, content_type=media.mime_type)
+
+    # --- control endpoints ----------------------------------------------------------
+    async def _h_sends(self, request: web.Request) -> web.Response:
+        return web.json_response([asdict(s) for s in self.sends])
+
+    async def _h_attempts(self, request: web.Request) -> web.Response:
+        return web.json_response([asdict(s) for s in self.attempts])
+
+    async def _h_register(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.register(str(data["account_id"]), str(data["token"]), channel=data.get("channel"))
+        return web.json_response({"ok": True})
+
+    async def _h_fail(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.fail_next(
+            str(data["account_id"]), int(data["code"]), data.get("subcode"),
+            int(data.get("http_status", 400)), int(data.get("times", 1)), data.get("message"),
+        )
+        return web.json_response({"ok": True})
+
+    async def _h_latency(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.latency_s = float(data["ms"]) / 1000.0
+        return web.json_response({"ok": True})
+
+    async def _h_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+
+def spawn_graph(*, latency_ms: float = 0.0, strict: bool = False) -> FakeProcess:
+    """Run the fake Graph API in a child process; its base URL is ``root_url + '/v25.0'``."""
+    args = ["--latency-ms", str(latency_ms)]
+    if strict:
+        args.append("--strict")
+    return spawn_fake("mtdesk.fakes.graph", *args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = process_arguments("Fake Meta Graph API (records sends; error injection)")
+    parser.add_argument("--strict", action="store_true", help="unregistered accounts answer 190")
+    args = parser.parse_args(argv)
+    fake = FakeGraphAPI(latency_s=args.latency_ms / 1000.0, strict=args.strict,
+                        host=args.host, port=args.port)
+    asyncio.run(fake.serve_forever())
+
+
+if __name__ == "__main__":
+    main()
