@@ -70,6 +70,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Privacy.
     retention_days: int = 365
     stop_words: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
+    # Knowledge base.
+    kb_embedder: str = ""  # "" = default (openrouter when keyed, else local, else lexical)
+    kb_allow_private_urls: bool = False  # tests and closed networks only: turns off SSRF checks
+    kb_max_file_bytes: int = 20 * 1024 * 1024
+    kb_shard_chunks: int = 50_000  # a tenant's knowledge spreads to a next shard past this
 
     @property
     def billing_enabled(self) -> bool:
@@ -239,5 +244,10 @@ def _build(env: Mapping[str, str]) -> Settings:
         whatsapp_mps=_int(env, "MTDESK_WHATSAPP_MPS", 80, low=1, high=1000),
         retention_days=_int(env, "MTDESK_RETENTION_DAYS", 365, low=1, high=365),
         stop_words=stop_words,
+        kb_embedder=env.get("MTDESK_KB_EMBEDDER", "").strip(),
+        kb_allow_private_urls=env.get("MTDESK_KB_ALLOW_PRIVATE_URLS", "").strip().lower()
+        in ("1", "true", "yes", "on"),
+        kb_max_file_bytes=_int(env, "MTDESK_KB_MAX_FILE_BYTES", 20 * 1024 * 1024, low=1024, high=1 << 31),
+        kb_shard_chunks=_int(env, "MTDESK_KB_SHARD_CHUNKS", 50_000, low=100, high=100_000_000),
     )
     return Settings(**fields)
