@@ -1,0 +1,457 @@
+"""Repositories of tenants, their channels and their bot, over Redis.
+
+What a caller may rely on:
+
+- Every key is named by :mod:`mtdesk.core.keys`. A tenant's own data lives under
+  ``mt:t:{tenant}:``; the routing hash ``keys.account(channel, account_id)`` holds
+  ``tenant`` and ``channel_id`` (the gateway's ingest reads ``tenant``).
+- API keys (``mtd_…``) are returned once by :meth:`Tenants.create` and stored only as
+  their SHA-256 (``keys.api_key(hash)`` → tenant id, and ``api_key_hash`` in the tenant).
+- Access tokens are stored only as the ciphertext the ``encrypt`` callable returns
+  (the token vault's ``encrypt``; core cannot import policy, so it is passed in), bound to
+  :func:`channel_token_aad` of the channel. Nothing here logs or returns a token.
+- Bad input raises :class:`ValidationError` naming the field; an account another tenant
+  holds raises :class:`Conflict`; an unknown tenant or channel raises :class:`NotFound`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import msgspec
+from redis.exceptions import WatchError
+
+from mtdesk.core import keys
+from mtdesk.core.clock import Clock, now_ms
+from mtdesk.core.errors import Conflict, NotFound, ValidationError
+from mtdesk.core.events import CHANNELS, Channel
+from mtdesk.core.ports import BotConfig
+from mtdesk.core.redis import Redis
+from mtdesk.core.secret import Secret
+
+API_KEY_PREFIX = "mtd_"
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+
+Encrypt = Callable[[Secret, bytes], str]
+"""Seals a token for an owner: ``TokenVault.encrypt``."""
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]+$")
+_DIGITS = re.compile(r"^[0-9]{1,32}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def channel_token_aad(tenant_id: str, channel_id: str) -> bytes:
+    """Associated data binding a token ciphertext to its channel (swap → no decrypt)."""
+    return f"mtdesk:channel-token:{tenant_id}:{channel_id}".encode()
+
+
+def hash_api_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+# --- validation (shared by the admin API and the CLI) -----------------------------------
+def validate_name(value: object, field: str = "name") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "is required (a non-empty string)")
+    name = value.strip()
+    if len(name) > 200:
+        raise ValidationError(field, "must be at most 200 characters")
+    if _CONTROL.search(name):
+        raise ValidationError(field, "must not contain control characters")
+    return name
+
+
+def validate_email(value: object, field: str = "email") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "is required (an e-mail address)")
+    email = value.strip()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise ValidationError(field, "must be an e-mail address like name@example.com")
+    return email
+
+
+def validate_channel(value: object, field: str = "channel") -> Channel:
+    if value not in CHANNELS:
+        raise ValidationError(field, f"must be one of {', '.join(CHANNELS)}")
+    return value  # type: ignore[return-value]
+
+
+def validate_account_id(value: object, field: str = "account_id") -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)
+    if not isinstance(value, str) or not _DIGITS.match(value.strip()):
+        raise ValidationError(
+            field,
+            "must be the numeric Page id, Instagram account id or WhatsApp phone_number_id",
+        )
+    return value.strip()
+
+
+def validate_token(value: object, field: str = "access_token") -> Secret:
+    if isinstance(value, Secret):
+        value = value.reveal()
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "is required (a non-empty string)")
+    token = value.strip()
+    if len(token) > 4096 or any(c.isspace() for c in token):
+        raise ValidationError(field, "must be a single word of at most 4096 characters")
+    return Secret(token)
+
+
+def validate_app_user(value: object, field: str = "connected_by") -> str | None:
+    if value is None or value == "":
+        return None
+    return validate_account_id(value, field)
+
+
+# --- records ----------------------------------------------------------------------------
+class TenantRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    email: str
+    created_ms: int
+    status: str = "active"
+    retention_days: int | None = None
+
+
+class ChannelRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A connected account as shown to its tenant: never the token."""
+
+    id: str
+    tenant_id: str
+    channel: str
+    account_id: str
+    status: str
+    connected_ms: int
+    connected_by: str | None = None
+    token_kid: str | None = None  # key id the token is encrypted under (rotation status)
+    disconnected_ms: int | None = None
+    disconnected_reason: str | None = None
+
+
+def _s(raw: Mapping[bytes, bytes], name: str) -> str | None:
+    value = raw.get(name.encode())
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def _i(raw: Mapping[bytes, bytes], name: str) -> int | None:
+    value = _s(raw, name)
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+# --- tenants ----------------------------------------------------------------------------
+class Tenants:
+    def __init__(self, redis: Redis, clock: Clock) -> None:
+        self._redis = redis
+        self._clock = clock
+
+    async def create(self, name: object, email: object) -> tuple[TenantRecord, Secret]:
+        """A new tenant and its API key (the only time the key is seen)."""
+        record = TenantRecord(
+            id="t_" + secrets.token_hex(8),
+            name=validate_name(name),
+            email=validate_email(email),
+            created_ms=now_ms(self._clock),
+        )
+        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        digest = hash_api_key(api_key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                keys.tenant(record.id),
+                mapping={
+                    "name": record.name,
+                    "email": record.email,
+                    "created_ms": record.created_ms,
+                    "status": record.status,
+                    "api_key_hash": digest,
+                },
+            )
+            pipe.set(keys.api_key(digest), record.id)
+            pipe.sadd(keys.TENANTS, record.id)
+            await pipe.execute()
+        return record, Secret(api_key)
+
+    async def authenticate(self, api_key: str) -> str | None:
+        """The active tenant this API key belongs to, or None."""
+        if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > 200:
+            return None
+        raw = await self._redis.get(keys.api_key(hash_api_key(api_key)))
+        if raw is None:
+            return None
+        tid = raw.decode()
+        status = await self._redis.hget(keys.tenant(tid), "status")
+        return tid if status == b"active" else None
+
+    async def get(self, tenant_id: str) -> TenantRecord:
+        raw = await self._redis.hgetall(keys.tenant(tenant_id))
+        if not raw or ":" in tenant_id:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        return TenantRecord(
+            id=tenant_id,
+            name=_s(raw, "name") or "",
+            email=_s(raw, "email") or "",
+            created_ms=_i(raw, "created_ms") or 0,
+            status=_s(raw, "status") or "active",
+            retention_days=_i(raw, "retention_days"),
+        )
+
+    async def list(self) -> list[TenantRecord]:
+        ids = sorted(t.decode() for t in await self._redis.smembers(keys.TENANTS))
+        out: list[TenantRecord] = []
+        for tid in ids:
+            try:
+                out.append(await self.get(tid))
+            except NotFound:
+                continue  # a deletion in progress
+        return sorted(out, key=lambda t: (t.created_ms, t.id))
+
+    async def set_status(self, tenant_id: str, status: str) -> None:
+        await self.get(tenant_id)
+        await self._redis.hset(keys.tenant(tenant_id), "status", status)
+
+
+# --- channels ---------------------------------------------------------------------------
+# Drop the routing only while it still points at this channel; keep the hash as a record.
+_DISCONNECT = """
+if redis.call('HGET', KEYS[1], 'tenant') == ARGV[1]
+   and redis.call('HGET', KEYS[1], 'channel_id') == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+end
+redis.call('HSET', KEYS[2], 'status', 'disconnected', 'disconnected_ms', ARGV[3],
+           'disconnected_reason', ARGV[4])
+redis.call('HDEL', KEYS[2], 'token')
+return 1
+"""
+
+
+class Channels:
+    """Connected accounts. ``encrypt`` is needed only to connect."""
+
+    def __init__(self, redis: Redis, clock: Clock, encrypt: Encrypt | None = None) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._encrypt = encrypt
+        self._disconnect = redis.register_script(_DISCONNECT)
+
+    async def connect(
+        self,
+        tenant_id: str,
+        channel: object,
+        account_id: object,
+        access_token: object,
+        connected_by: object = None,
+    ) -> ChannelRecord:
+        """Connect (or re-connect, updating the token) an account to a tenant."""
+        ch = validate_channel(channel)
+        acct = validate_account_id(account_id)
+        token = validate_token(access_token)
+        asid = validate_app_user(connected_by)
+        if self._encrypt is None:
+            raise RuntimeError("Channels needs an encrypt callable to connect accounts")
+        tenant = await Tenants(self._redis, self._clock).get(tenant_id)
+        if tenant.status != "active":
+            raise Conflict("tenant_id", f"tenant is {tenant.status}")
+        route = keys.account(ch, acct)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(route)
+                    owner = await pipe.hgetall(route)
+                    owner_tid = _s(owner, "tenant")
+                    if owner_tid is not None and owner_tid != tenant_id:
+                        raise Conflict(
+                            "account_id",
+                            f"this {ch} account is already connected to another tenant; "
+                            "it must be disconnected there first",
+                        )
+                    cid = _s(owner, "channel_id") or await self._find(tenant_id, ch, acct)
+                    cid = cid or "ch_" + secrets.token_hex(6)
+                    sealed = self._encrypt(token, channel_token_aad(tenant_id, cid))
+                    at = now_ms(self._clock)
+                    ch_key = keys.channel(tenant_id, cid)
+                    pipe.multi()
+                    pipe.hset(route, mapping={"tenant": tenant_id, "channel_id": cid})
+                    pipe.sadd(keys.channels(tenant_id), cid)
+                    fields: dict[str, str | int] = {
+                        "channel": ch,
+                        "account_id": acct,
+                        "token": sealed,
+                        "status": CONNECTED,
+                        "connected_ms": at,
+                    }
+                    if asid is not None:
+                        fields["connected_by"] = asid
+                        pipe.sadd(keys.app_user(asid), f"{tenant_id}:{cid}")
+                    pipe.hset(ch_key, mapping=fields)
+                    pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason")
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        return await self.get(tenant_id, cid)
+
+    async def _find(self, tenant_id: str, channel: str, account_id: str) -> str | None:
+        """A channel id this tenant used before for the same account (re-connect)."""
+        for raw in await self._redis.smembers(keys.channels(tenant_id)):
+            cid = raw.decode()
+            found = await self._redis.hmget(keys.channel(tenant_id, cid), "channel", "account_id")
+            if found == [channel.encode(), account_id.encode()]:
+                return cid
+        return None
+
+    async def get(self, tenant_id: str, channel_id: str) -> ChannelRecord:
+        if not await self._redis.sismember(keys.channels(tenant_id), channel_id):
+            raise NotFound(f"channel {channel_id!r} not found")
+        raw = await self._redis.hgetall(keys.channel(tenant_id, channel_id))
+        if not raw:
+            raise NotFound(f"channel {channel_id!r} not found")
+        token = _s(raw, "token")
+        kid = token.split(".")[1] if token and token.count(".") == 2 else None
+        return ChannelRecord(
+            id=channel_id,
+            tenant_id=tenant_id,
+            channel=_s(raw, "channel") or "",
+            account_id=_s(raw, "account_id") or "",
+            status=_s(raw, "status") or DISCONNECTED,
+            connected_ms=_i(raw, "connected_ms") or 0,
+            connected_by=_s(raw, "connected_by"),
+            token_kid=kid,
+            disconnected_ms=_i(raw, "disconnected_ms"),
+            disconnected_reason=_s(raw, "disconnected_reason"),
+        )
+
+    async def list(self, tenant_id: str) -> list[ChannelRecord]:
+        out: list[ChannelRecord] = []
+        for raw in await self._redis.smembers(keys.channels(tenant_id)):
+            try:
+                out.append(await self.get(tenant_id, raw.decode()))
+            except NotFound:
+                continue
+        return sorted(out, key=lambda c: (c.connected_ms, c.id))
+
+    async def disconnect(
+        self, tenant_id: str, channel_id: str, reason: str = "disconnected by the tenant"
+    ) -> ChannelRecord:
+        """Stop routing the account to this tenant and drop its token; keep the record."""
+        record = await self.get(tenant_id, channel_id)
+        await self._disconnect(
+            keys=[keys.account(record.channel, record.account_id),
+                  keys.channel(tenant_id, channel_id)],
+            args=[tenant_id, channel_id, now_ms(self._clock), reason[:200]],
+        )
+        return await self.get(tenant_id, channel_id)
+
+    async def mark_token_invalid(self, tenant_id: str, channel_id: str, reason: str) -> None:
+        """Graph said the token is dead: status disconnected, routing kept (inbound recorded)."""
+        await self._redis.hset(
+            keys.channel(tenant_id, channel_id),
+            mapping={
+                "status": DISCONNECTED,
+                "disconnected_ms": now_ms(self._clock),
+                "disconnected_reason": reason[:200],
+            },
+        )
+
+    async def resolve(self, channel: str, account_id: str) -> tuple[str, str] | None:
+        """(tenant id, channel id) routed for an account, or None."""
+        tid, cid = await self._redis.hmget(keys.account(channel, account_id), "tenant", "channel_id")
+        if tid is None or cid is None:
+            return None
+        return tid.decode(), cid.decode()
+
+    async def token_ciphertext(self, tenant_id: str, channel_id: str) -> str | None:
+        raw = await self._redis.hget(keys.channel(tenant_id, channel_id), "token")
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+
+# --- bot --------------------------------------------------------------------------------
+_BOT_FIELDS: dict[str, Any] = {f.name: f.type for f in msgspec.structs.fields(BotConfig)}
+_GROUNDING = ("knowledge_only", "general")
+EXTRACTIVE = "extractive"
+
+
+def parse_bot_config(
+    data: object, providers: Collection[str], base: BotConfig | None = None
+) -> BotConfig:
+    """Validate a bot config body (fields of :class:`BotConfig`) over ``base`` (or defaults).
+
+    ``provider`` is "extractive" or a name in ``providers``; a model is required for any
+    other provider; temperature 0..2; ``fallback`` entries are "provider:model" (or
+    "extractive") with known providers.
+    """
+    if not isinstance(data, Mapping):
+        raise ValidationError("body", "must be a JSON object")
+    merged: dict[str, Any] = msgspec.structs.asdict(base or BotConfig())
+    for name, value in data.items():
+        if name not in _BOT_FIELDS:
+            raise ValidationError(str(name), f"unknown field (known: {', '.join(_BOT_FIELDS)})")
+        if name == "fallback" and isinstance(value, list):
+            value = tuple(value)
+        try:
+            merged[name] = msgspec.convert(value, _BOT_FIELDS[name], strict=True)
+        except msgspec.ValidationError as exc:
+            raise ValidationError(name, f"has the wrong type ({exc})") from None
+    cfg = BotConfig(**merged)
+    known = set(providers)
+    if cfg.provider != EXTRACTIVE and cfg.provider not in known:
+        raise ValidationError(
+            "provider", f"must be 'extractive' or one of: {', '.join(sorted(known))}"
+        )
+    if cfg.provider != EXTRACTIVE and not cfg.model.strip():
+        raise ValidationError("model", f"is required for provider {cfg.provider!r}")
+    _check_text("model", cfg.model, 200, allow_empty=True)
+    _check_text("system_prompt", cfg.system_prompt, 20_000, allow_empty=True)
+    _check_text("fallback_message", cfg.fallback_message, 2_000)
+    if cfg.greeting is not None:
+        _check_text("greeting", cfg.greeting, 2_000)
+    if not 0.0 <= cfg.temperature <= 2.0:
+        raise ValidationError("temperature", "must be between 0 and 2")
+    if not 1 <= cfg.max_tokens <= 32_768:
+        raise ValidationError("max_tokens", "must be between 1 and 32768")
+    if not 0.0 <= cfg.min_score <= 1.0:
+        raise ValidationError("min_score", "must be between 0 and 1")
+    if cfg.grounding not in _GROUNDING:
+        raise ValidationError("grounding", f"must be one of {', '.join(_GROUNDING)}")
+    if len(cfg.fallback) > 5:
+        raise ValidationError("fallback", "at most 5 entries")
+    for entry in cfg.fallback:
+        prov, sep, model = entry.partition(":")
+        if entry == EXTRACTIVE:
+            continue
+        if not sep or not model.strip() or prov not in known or len(entry) > 200:
+            raise ValidationError(
+                "fallback",
+                f"entries must be 'provider:model' with a known provider, got {entry[:60]!r}",
+            )
+    return cfg
+
+
+def _check_text(field: str, value: str, limit: int, *, allow_empty: bool = False) -> None:
+    if not allow_empty and not value.strip():
+        raise ValidationError(field, "must not be empty")
+    if len(value) > limit:
+        raise ValidationError(field, f"must be at most {limit} characters")
+
+
+class Bots:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def get(self, tenant_id: str) -> BotConfig:
+        """The stored config, or the offline default (extractive) when none was set."""
+        raw = await self._redis.get(keys.bot(tenant_id))
+        if raw is None:
+            return BotConfig()
+        return msgspec.json.decode(raw, type=BotConfig)
+
+    async def put(self, tenant_id: str, config: BotConfig) -> BotConfig:
+        await self._redis.set(keys.bot(tenant_id), msgspec.json.encode(config))
+        return config
