@@ -123,3 +123,44 @@ def restricted(tenant_id: str) -> str:
 def knowledge(tenant_id: str, suffix: str) -> str:
     """Knowledge-base keys: sources, chunks, index metadata."""
     return f"{ROOT}:t:{tenant_id}:kb:{suffix}"
+
+
+# --- knowledge base (all under mt:t:{tenant}:kb:, built on knowledge()) ------------------
+def kb_sources(tenant_id: str) -> str:
+    """Sorted set: source id → created (ms)."""
+    return knowledge(tenant_id, "sources")
+
+
+def kb_source(tenant_id: str, source_id: str) -> str:
+    """Hash: one source's kind, name, status, counts, error, spec and chunk ids."""
+    return knowledge(tenant_id, f"src:{source_id}")
+
+
+def kb_chunks(tenant_id: str) -> str:
+    """Hash: chunk id → msgpack chunk record (text, answer, source id and name)."""
+    return knowledge(tenant_id, "chunks")
+
+
+def kb_vectors(tenant_id: str) -> str:
+    """Hash: chunk id → float16 vector bytes (rebuilds a lost index snapshot)."""
+    return knowledge(tenant_id, "vecs")
+
+
+def kb_seq(tenant_id: str) -> str:
+    """Counter of chunk ids (ids are never reused; their blocks place them on shards)."""
+    return knowledge(tenant_id, "seq")
+
+
+def kb_meta(tenant_id: str) -> str:
+    """Hash: embedder (name and spec) and dim of the tenant's vectors."""
+    return knowledge(tenant_id, "meta")
+
+
+def kb_log(tenant_id: str) -> str:
+    """Stream of index changes (op add|del|reset, packed ids) the shards catch up from."""
+    return knowledge(tenant_id, "log")
+
+
+# Global: "tenant:source" ids of ingestion jobs not finished (ids only, no content), so a
+# restarted worker resumes them.
+KB_PENDING = f"{ROOT}:kbpending"
