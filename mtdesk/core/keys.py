@@ -164,3 +164,14 @@ def kb_log(tenant_id: str) -> str:
 # Global: "tenant:source" ids of ingestion jobs not finished (ids only, no content), so a
 # restarted worker resumes them.
 KB_PENDING = f"{ROOT}:kbpending"
+
+
+# --- privacy (global; ids, counts and times only, never personal data) -----------------
+DELETION_GROUP = "deleters"  # consumer group of the deletion workers on DELETION_JOBS
+
+# Pub/sub channel (nothing is stored): JSON notices {"scope": "tenant"|"channel"|
+# "conversations", "tenant", "prefix"?, "conversations"?} telling the conversation shards
+# to drop what they hold in memory for deleted data. See docs/privacy.md.
+PURGE = f"{ROOT}:purge"
+
+RETENTION_STATUS = f"{ROOT}:retention"  # hash: last run time and deleted counts by type
