@@ -1,0 +1,134 @@
+"""``mtdesk serve``: run the HTTP server (webhooks, health, metrics; admin when added).
+
+Settings are read from the environment once and validated (a missing or malformed
+variable stops with a message naming it, exit 2). ``--workers N`` runs N gateway
+processes on one port with SO_REUSEPORT: the gateway needs no Ray, so it scales by
+processes; ``/metrics`` then aggregates all workers (prometheus multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+
+from mtdesk.core.settings import Settings
+
+# LEAD: start (or join) the Ray deployment here, before the HTTP server. It gets the
+# validated settings and returns a function that stops what it started. The gateway
+# workers never need Ray; readiness of the actors is registered in compose.build_app.
+BackendStarter = Callable[[Settings], Callable[[], None]]
+
+
+def start_backend(settings: Settings) -> Callable[[], None]:
+    """Start what must run beside the HTTP server (the actors, once they exist)."""
+    return lambda: None
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the HTTP server (Meta webhooks, health, metrics, admin)",
+        description="Run MT Desk's HTTP server. Configuration comes from MTDESK_* variables.",
+    )
+    p.add_argument("--host", help="listen address (default: MTDESK_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default: MTDESK_PORT or 8080)")
+    p.add_argument(
+        "--workers", type=int, default=1,
+        help="gateway processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    settings.require_serve()
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    if args.workers < 1:
+        print("mtdesk: error: --workers: must be at least 1", file=sys.stderr)
+        return 2
+    stop_backend = start_backend(settings)
+    try:
+        if args.workers == 1:
+            run_worker(settings, host, port, reuse_port=False, metrics_dir=None)
+        else:
+            _run_workers(settings, host, port, args.workers)
+    finally:
+        stop_backend()
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # optional: plain asyncio works, slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_worker(
+    settings: Settings, host: str, port: int, *, reuse_port: bool, metrics_dir: str | None
+) -> None:
+    """Serve until SIGINT/SIGTERM in this process (one gateway worker)."""
+    _install_uvloop()
+    asyncio.run(_serve(settings, host, port, reuse_port=reuse_port, metrics_dir=metrics_dir))
+
+
+async def _serve(
+    settings: Settings, host: str, port: int, *, reuse_port: bool, metrics_dir: str | None
+) -> None:
+    from aiohttp import web
+
+    from mtdesk.cli.compose import build_app
+
+    app = build_app(settings, metrics_dir=metrics_dir)
+    runner = web.AppRunner(app, access_log=None)  # access logs cost ~10% of throughput
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    await site.start()
+    print(f"mtdesk: serving on http://{host}:{port} (pid {os.getpid()})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _worker_main(settings: Settings, host: str, port: int, metrics_dir: str) -> None:
+    run_worker(settings, host, port, reuse_port=True, metrics_dir=metrics_dir)
+
+
+def _run_workers(settings: Settings, host: str, port: int, workers: int) -> None:
+    metrics_dir = tempfile.mkdtemp(prefix="mtdesk-metrics-")
+    # prometheus-client picks its multiprocess value store from this variable when it is
+    # first imported; "spawn" starts each worker fresh so it sees it.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker_main, args=(settings, host, port, metrics_dir), daemon=False)
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,237 @@
+"""Durable, de-duplicated hand-off of webhook events to the conversation shards.
+
+Stream entry format (the contract with the conversation shards)
+----------------------------------------------------------------
+Each accepted event is one entry of ``keys.inbound(partition_of(event.conversation,
+settings.partitions))`` with the fields:
+
+- ``b"e"``: the event, msgpack (decode with :func:`mtdesk.core.events.decode_event`);
+- ``b"t"``: the tenant id owning the account (from the routing hash ``keys.account``);
+- ``b"r"``: the gateway's receive time, epoch milliseconds, as decimal text;
+- ``b"s"``: ``b"1"`` when the event is stale (its timestamp is older than
+  ``settings.max_event_age_s``): record it, do not answer it. Absent otherwise.
+
+Events of one conversation land in one partition in body order. Inbound streams are
+never trimmed here (no MAXLEN): the shards delete what they processed.
+
+Guarantees
+----------
+All events of a request are written in ONE Lua script call (``ingest.lua``): per event
+it reads the routing hash (unknown account → status ``unknown``: not stored, not
+marked), sets the de-duplication marker ``keys.seen(event_id)`` with ``NX`` and
+``EX settings.dedup_ttl_s`` and, only when newly set, ``XADD``s the entry. A script
+runs atomically, so a redelivery never enqueues twice and no marker exists without its
+entry. Requests arriving while a round trip is in flight are sent together in the next
+one by :class:`IngestBatcher` (one EVALSHA per up to ``max_events_per_call`` events,
+all in one pipeline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import Sequence
+from importlib import resources
+
+from redis.exceptions import NoScriptError, RedisError
+
+from mtdesk.core import keys
+from mtdesk.core.errors import StoreUnavailable
+from mtdesk.core.events import Event, encode_event, partition_of
+from mtdesk.core.redis import UNAVAILABLE, Redis
+
+SCRIPT: bytes = resources.files("mtdesk.gateway").joinpath("ingest.lua").read_bytes()
+DEAD_LETTER_MAXLEN = 10_000
+
+
+class Outcome(enum.IntEnum):
+    """What happened to one event (the script's return codes)."""
+
+    ENQUEUED = 0
+    DUPLICATE = 1
+    UNKNOWN = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class IngestCall:
+    """The script arguments of one request's events (built without I/O)."""
+
+    __slots__ = ("keys", "args", "count")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[bytes | str] = []
+        self.count = 0
+
+    def add(self, event: Event, *, partitions: int, received_ms: str, stale: bool) -> None:
+        self.keys.append(keys.account(event.channel, event.account_id))
+        self.keys.append(keys.seen(event.event_id))
+        self.keys.append(keys.inbound(partition_of(event.conversation, partitions)))
+        self.args.append(encode_event(event))
+        self.args.append(received_ms)
+        self.args.append("1" if stale else "")
+        self.count += 1
+
+
+def build_call(
+    events: Sequence[Event], *, partitions: int, received_ms: int, stale_before_ms: int
+) -> IngestCall:
+    """Arguments for ``events``; an event with a timestamp before ``stale_before_ms`` is stale."""
+    call = IngestCall()
+    r = str(received_ms)
+    for ev in events:
+        ts = ev.timestamp_ms
+        call.add(ev, partitions=partitions, received_ms=r, stale=0 < ts < stale_before_ms)
+    return call
+
+
+class _Pending:
+    __slots__ = ("call", "future")
+
+    def __init__(self, call: IngestCall, future: asyncio.Future[list[Outcome]]) -> None:
+        self.call = call
+        self.future = future
+
+
+class IngestBatcher:
+    """Collects the calls queued while a round trip is in flight and sends them together.
+
+    :meth:`submit` returns one :class:`Outcome` per event once Redis has them, or raises
+    :class:`StoreUnavailable` (the route answers 503; Meta retries). Start with
+    :meth:`start` and stop with :meth:`aclose` (pending calls are flushed first).
+    """
+
+    def __init__(self, redis: Redis, *, dedup_ttl_s: int, max_events_per_call: int = 1000) -> None:
+        self._redis = redis
+        self._ttl = str(dedup_ttl_s)
+        self._max = max_events_per_call
+        self._sha: str | None = None
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.round_trips = 0  # for tests and benchmarks: how much batching happened
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.create_task(self._run(), name="mtdesk-ingest-batcher")
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def submit(self, call: IngestCall) -> list[Outcome]:
+        if call.count == 0:
+            return []
+        if self._task is None:
+            raise StoreUnavailable("the ingest batcher is not running")
+        fut: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(call, fut))
+        self._wake.set()
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                if self._closing:
+                    return
+                continue
+            batch, self._pending = self._pending, []
+            try:
+                codes = await self._send(batch)
+            except StoreUnavailable as exc:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+            else:
+                for p, result in zip(batch, codes, strict=True):
+                    if not p.future.done():
+                        p.future.set_result(result)
+            if self._pending or self._closing:
+                self._wake.set()
+
+    def _groups(self, batch: list[_Pending]) -> list[list[_Pending]]:
+        groups: list[list[_Pending]] = [[]]
+        size = 0
+        for p in batch:
+            if groups[-1] and size + p.call.count > self._max:
+                groups.append([])
+                size = 0
+            groups[-1].append(p)
+            size += p.call.count
+        return groups
+
+    async def _send(self, batch: list[_Pending]) -> list[list[Outcome]]:
+        groups = self._groups(batch)
+        commands: list[tuple[list[str], list[bytes | str]]] = []
+        for group in groups:
+            if len(group) == 1:
+                commands.append((group[0].call.keys, [self._ttl, *group[0].call.args]))
+                continue
+            ks: list[str] = []
+            args: list[bytes | str] = [self._ttl]
+            for p in group:
+                ks.extend(p.call.keys)
+                args.extend(p.call.args)
+            commands.append((ks, args))
+        try:
+            replies = await self._execute(commands)
+        except NoScriptError:
+            # Redis restarted or SCRIPT FLUSH: an EVALSHA that says NOSCRIPT ran nothing.
+            self._sha = None
+            try:
+                replies = await self._execute(commands)
+            except (RedisError, *UNAVAILABLE) as exc:
+                raise StoreUnavailable(f"ingest failed: {type(exc).__name__}") from exc
+        except (RedisError, *UNAVAILABLE) as exc:
+            raise StoreUnavailable(f"ingest failed: {type(exc).__name__}") from exc
+        self.round_trips += 1
+        out: list[list[Outcome]] = []
+        for group, reply in zip(groups, replies, strict=True):
+            pos = 0
+            for p in group:
+                out.append([Outcome(int(c)) for c in reply[pos : pos + p.call.count]])
+                pos += p.call.count
+        return out
+
+    async def _execute(
+        self, commands: list[tuple[list[str], list[bytes | str]]]
+    ) -> list[list[int]]:
+        if self._sha is None:
+            sha = await self._redis.script_load(SCRIPT)
+            self._sha = sha.decode() if isinstance(sha, bytes) else str(sha)
+        if len(commands) == 1:
+            ks, args = commands[0]
+            return [await self._redis.execute_command("EVALSHA", self._sha, len(ks), *ks, *args)]
+        pipe = self._redis.pipeline(transaction=False)
+        for ks, args in commands:
+            pipe.execute_command("EVALSHA", self._sha, len(ks), *ks, *args)
+        return list(await pipe.execute())
+
+
+async def dead_letter(redis: Redis, body: bytes, *, received_ms: int, reason: str) -> None:
+    """Keep a signed but undecodable body (capped, approximately) for an operator to inspect.
+
+    Raises :class:`StoreUnavailable` when Redis cannot take it (the route answers 503).
+    """
+    try:
+        await redis.xadd(
+            keys.DEAD_LETTERS,
+            {"b": body, "r": str(received_ms), "why": reason[:200]},
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
+    except (RedisError, *UNAVAILABLE) as exc:
+        raise StoreUnavailable(f"dead letter failed: {type(exc).__name__}") from exc

@@ -1,0 +1,297 @@
+"""Messenger (``object: "page"``): wire types of the Messenger Platform's ``messaging``
+items and their translation into normalized events.
+
+Instagram messaging uses the same item shape, so :mod:`mtdesk.gateway.instagram`
+reuses :class:`MessagingItem` and :func:`messaging_events` with its own channel name.
+
+What callers may rely on: every item yields at least one event or one entry in
+``unknown`` (counted by the route), never an exception for a shape Meta documents;
+ids are synthesized stably for things without their own id (receipts, reactions), so
+a redelivered webhook maps to the same event ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from mtdesk.core.events import (
+    Attachment,
+    Channel,
+    Echo,
+    Event,
+    Location,
+    Message,
+    Postback,
+    Reaction,
+    Receipt,
+    Unsend,
+    Unsupported,
+)
+
+# --- wire types (only the fields we use; unknown fields are ignored by msgspec) --------
+
+
+class Party(msgspec.Struct, frozen=True):
+    id: str | None = None
+
+
+class Coordinates(msgspec.Struct, frozen=True):
+    lat: float
+    long: float
+
+
+class AttachmentPayload(msgspec.Struct, frozen=True):
+    url: str | None = None
+    sticker_id: int | str | None = None
+    title: str | None = None
+    coordinates: Coordinates | None = None
+    id: str | None = None  # Instagram reel / share id
+
+
+class WireAttachment(msgspec.Struct, frozen=True):
+    type: str = "unsupported"
+    payload: AttachmentPayload | None = None
+
+
+class QuickReply(msgspec.Struct, frozen=True):
+    payload: str | None = None
+
+
+class StoryRef(msgspec.Struct, frozen=True):
+    id: str | None = None
+    url: str | None = None
+
+
+class ReplyTo(msgspec.Struct, frozen=True):
+    mid: str | None = None
+    story: StoryRef | None = None
+
+
+class Referral(msgspec.Struct, frozen=True):
+    ref: str | None = None
+    source: str | None = None
+    ad_id: str | None = None
+
+
+class WireMessage(msgspec.Struct, frozen=True):
+    mid: str | None = None
+    text: str | None = None
+    attachments: list[WireAttachment] | None = None
+    quick_reply: QuickReply | None = None
+    reply_to: ReplyTo | None = None
+    referral: Referral | None = None
+    is_echo: bool = False
+    app_id: int | str | None = None
+    metadata: str | None = None
+    is_deleted: bool = False
+    is_unsupported: bool = False
+
+
+class WirePostback(msgspec.Struct, frozen=True):
+    mid: str | None = None
+    title: str | None = None
+    payload: str | None = None
+    referral: Referral | None = None
+
+
+class WireReaction(msgspec.Struct, frozen=True):
+    mid: str | None = None
+    action: str | None = None  # "react" | "unreact"
+    reaction: str | None = None  # "love", "smile", …
+    emoji: str | None = None
+
+
+class WireDelivery(msgspec.Struct, frozen=True):
+    mids: list[str] | None = None
+    watermark: int | None = None
+
+
+class WireRead(msgspec.Struct, frozen=True):
+    watermark: int | None = None
+    mid: str | None = None  # Instagram "seen" names the message
+
+
+class WireEdit(msgspec.Struct, frozen=True):
+    mid: str | None = None
+    text: str | None = None
+    num_edit: int | str | None = None
+
+
+class MessagingItem(msgspec.Struct, frozen=True):
+    """One element of ``entry[].messaging[]`` (Messenger and Instagram)."""
+
+    sender: Party | None = None
+    recipient: Party | None = None
+    timestamp: int | None = None
+    message: WireMessage | None = None
+    postback: WirePostback | None = None
+    reaction: WireReaction | None = None
+    delivery: WireDelivery | None = None
+    read: WireRead | None = None
+    message_edit: WireEdit | None = None
+    referral: Referral | None = None
+    optin: Any = None
+    account_linking: Any = None
+    pass_thread_control: Any = None
+    take_thread_control: Any = None
+    request_thread_control: Any = None
+    policy_enforcement: Any = None
+
+
+messaging_item_decoder: msgspec.json.Decoder[MessagingItem] = msgspec.json.Decoder(MessagingItem)
+
+# Item kinds we record as Unsupported (not answered), by the field that carries them.
+_OTHER_ITEMS = (
+    "optin", "account_linking", "pass_thread_control", "take_thread_control",
+    "request_thread_control", "policy_enforcement", "referral",
+)
+
+
+# --- translation ------------------------------------------------------------------------
+
+
+def _attachment(wire: WireAttachment) -> Attachment:
+    p = wire.payload
+    if p is None:
+        return Attachment(type=wire.type)
+    if p.sticker_id is not None:
+        # Messenger sends stickers (and the like button) as images with a sticker_id.
+        return Attachment(type="sticker", url=p.url, sticker_id=str(p.sticker_id))
+    return Attachment(type=wire.type, url=p.url, caption=p.title, media_id=p.id)
+
+
+def _location(attachments: list[WireAttachment]) -> Location | None:
+    for a in attachments:
+        if a.type == "location" and a.payload is not None and a.payload.coordinates is not None:
+            c = a.payload.coordinates
+            return Location(latitude=c.lat, longitude=c.long, name=a.payload.title)
+    return None
+
+
+def _referral(ref: Referral | None) -> str | None:
+    if ref is None:
+        return None
+    return ref.ref or ref.ad_id or ref.source
+
+
+def messaging_events(
+    channel: Channel, entry_id: str, item: MessagingItem, unknown: list[str]
+) -> list[Event]:
+    """Normalized events of one ``messaging`` item; unrecognized kinds go to ``unknown``."""
+    sender = item.sender.id if item.sender is not None and item.sender.id else None
+    recipient = item.recipient.id if item.recipient is not None and item.recipient.id else None
+    ts = item.timestamp or 0
+    msg = item.message
+
+    if msg is not None and msg.is_echo:
+        # The business's own message: the end user is the recipient, the account the sender.
+        account = sender or entry_id
+        user = recipient or ""
+        return [
+            Echo(
+                event_id=msg.mid or f"echo:{account}:{user}:{ts}",
+                channel=channel,
+                account_id=account,
+                user_id=user,
+                timestamp_ms=ts,
+                app_id=None if msg.app_id is None else str(msg.app_id),
+                metadata=msg.metadata,
+                text=msg.text,
+                attachments=tuple(_attachment(a) for a in msg.attachments or ()),
+            )
+        ]
+
+    account = recipient or entry_id
+    user = sender or ""
+    base = {"channel": channel, "account_id": account, "user_id": user, "timestamp_ms": ts}
+
+    if msg is not None:
+        mid = msg.mid or f"msg:{account}:{user}:{ts}"
+        if msg.is_deleted:
+            return [Unsend(event_id=f"unsend:{mid}", target_id=mid, **base)]
+        if msg.is_unsupported:
+            return [Unsupported(event_id=mid, type="unsupported", **base)]
+        atts = msg.attachments or []
+        story = msg.reply_to.story if msg.reply_to is not None else None
+        kind = "text" if msg.text is not None or not atts else atts[0].type
+        return [
+            Message(
+                event_id=mid,
+                text=msg.text,
+                attachments=tuple(_attachment(a) for a in atts if a.type != "location"),
+                quick_reply=msg.quick_reply.payload if msg.quick_reply is not None else None,
+                reply_to=msg.reply_to.mid if msg.reply_to is not None else None,
+                story_id=story.id if story is not None else None,
+                story_url=story.url if story is not None else None,
+                location=_location(atts),
+                referral=_referral(msg.referral),
+                type=kind,
+                **base,
+            )
+        ]
+    if item.postback is not None:
+        pb = item.postback
+        return [
+            Postback(
+                event_id=pb.mid or f"postback:{account}:{user}:{ts}",
+                title=pb.title,
+                payload=pb.payload,
+                **base,
+            )
+        ]
+    if item.reaction is not None:
+        r = item.reaction
+        action = "unreact" if r.action == "unreact" else "react"
+        emoji = r.emoji or r.reaction
+        target = r.mid or ""
+        return [
+            Reaction(
+                event_id=f"reaction:{account}:{user}:{target}:{action}:{emoji or ''}:{ts}",
+                target_id=target,
+                emoji=emoji,
+                action=action,
+                **base,
+            )
+        ]
+    if item.delivery is not None:
+        d = item.delivery
+        wm = d.watermark or ts
+        return [
+            Receipt(
+                event_id=f"delivery:{account}:{user}:{wm}",
+                receipt="delivered",
+                watermark_ms=wm,
+                message_ids=tuple(d.mids or ()),
+                **base,
+            )
+        ]
+    if item.read is not None:
+        rd = item.read
+        wm = rd.watermark or ts
+        marker = rd.mid or str(wm)
+        return [
+            Receipt(
+                event_id=f"read:{account}:{user}:{marker}",
+                receipt="read",
+                watermark_ms=wm,
+                message_ids=(rd.mid,) if rd.mid else (),
+                **base,
+            )
+        ]
+    if item.message_edit is not None:
+        ed = item.message_edit
+        # An edit is recorded, never answered: replying twice to one message confuses people.
+        return [
+            Unsupported(
+                event_id=f"edit:{ed.mid}:{ed.num_edit}:{ts}",
+                type="message_edit",
+                **base,
+            )
+        ]
+    for name in _OTHER_ITEMS:
+        if getattr(item, name) is not None:
+            return [Unsupported(event_id=f"{name}:{account}:{user}:{ts}", type=name, **base)]
+    unknown.append(f"{channel}:messaging")
+    return []

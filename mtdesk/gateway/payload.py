@@ -1,0 +1,104 @@
+"""A webhook body → normalized events, for all three channels.
+
+:func:`parse_webhook` decodes the envelope once (msgspec, only the fields used), then
+hands every ``entry[].messaging[]`` item and every ``entry[].changes[]`` item to its
+channel adapter. Callers may rely on:
+
+- a body that is not a JSON object with ``object`` (string) and ``entry`` (list)
+  raises :class:`UndecodableBody` (the route dead-letters it and answers 200);
+- unknown ``object`` values, unknown change fields and unknown item kinds are not
+  errors: they are listed in ``ParsedWebhook.unknown`` (the route counts them);
+- one malformed item does not lose its neighbours: its events are missing, the others
+  are returned, and ``ParsedWebhook.malformed`` says the body should be dead-lettered too.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from mtdesk.core.events import Event
+from mtdesk.gateway import instagram, whatsapp
+from mtdesk.gateway.messenger import messaging_events, messaging_item_decoder
+
+OBJECT_CHANNEL = {"page": "messenger", "instagram": "instagram", whatsapp.OBJECT: "whatsapp"}
+
+
+class UndecodableBody(Exception):
+    """The body is not a Meta webhook envelope."""
+
+
+_NO_VALUE = msgspec.Raw(b"null")
+
+
+class _Change(msgspec.Struct, frozen=True):
+    field: str = ""
+    value: msgspec.Raw = _NO_VALUE
+
+
+class _Entry(msgspec.Struct, frozen=True):
+    id: str | int | None = None
+    time: int | None = None
+    messaging: list[msgspec.Raw] | None = None
+    changes: list[_Change] | None = None
+    standby: list[msgspec.Raw] | None = None
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    object: str
+    entry: list[_Entry]
+
+
+_envelope_decoder: msgspec.json.Decoder[_Envelope] = msgspec.json.Decoder(_Envelope)
+
+
+class ParsedWebhook(msgspec.Struct, kw_only=True):
+    object: str
+    events: list[Event]
+    unknown: list[str]  # labels of what was tolerated but not understood (for metrics)
+    malformed: int = 0  # items that could not be decoded (the body goes to dead letters)
+
+
+def parse_webhook(body: bytes) -> ParsedWebhook:
+    """All events of one webhook body, in body order. Raises :class:`UndecodableBody`."""
+    try:
+        env = _envelope_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UndecodableBody(str(exc)) from exc
+    events: list[Event] = []
+    unknown: list[str] = []
+    malformed = 0
+    obj = env.object
+    channel = OBJECT_CHANNEL.get(obj)
+    if channel is None:
+        unknown.append("object")
+        return ParsedWebhook(object=obj, events=events, unknown=unknown)
+    for entry in env.entry:
+        entry_id = "" if entry.id is None else str(entry.id)
+        for raw in entry.messaging or ():
+            if channel == "whatsapp":
+                unknown.append("whatsapp:messaging")
+                continue
+            try:
+                item = messaging_item_decoder.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                malformed += 1
+                continue
+            if channel == "instagram":
+                events.extend(instagram.instagram_events(entry_id, item, unknown))
+            else:
+                events.extend(messaging_events("messenger", entry_id, item, unknown))
+        for change in entry.changes or ():
+            if channel != "whatsapp" or change.field != "messages" or change.value is _NO_VALUE:
+                # Page feed, Instagram comments, WhatsApp template/account updates, …
+                unknown.append(f"{channel}:field:{change.field}"[:64])
+                continue
+            try:
+                value = whatsapp.value_decoder.decode(change.value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                malformed += 1
+                continue
+            events.extend(whatsapp.whatsapp_events(entry_id, value, unknown))
+        if entry.standby:
+            # Handover protocol: another app owns the thread; we only watch.
+            unknown.append(f"{channel}:standby")
+    return ParsedWebhook(object=obj, events=events, unknown=unknown, malformed=malformed)

@@ -1,0 +1,225 @@
+"""The Meta webhook routes, health and metrics: :func:`setup_gateway` adds them to the app.
+
+``POST /webhooks/meta`` answers:
+
+- 413 when the body is larger than ``settings.max_body_bytes``;
+- 403 when ``X-Hub-Signature-256`` is missing, malformed or wrong (never 500);
+- 503 when Redis cannot take the events (Meta retries; nothing is lost);
+- 200 otherwise, and only after the events are durably in their streams: also for
+  duplicates, unknown accounts (counted), unknown objects (counted) and signed bodies
+  that cannot be decoded (kept in the dead-letter stream, counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import get_args
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.errors import StoreUnavailable
+from mtdesk.core.events import Event
+from mtdesk.core.redis import UNAVAILABLE
+from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call, dead_letter
+from mtdesk.gateway.metrics import GatewayMetrics, render_metrics
+from mtdesk.gateway.payload import UndecodableBody, parse_webhook
+from mtdesk.gateway.signature import verify_signature
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+"""A readiness check returns when ready and raises when not (the message is shown)."""
+
+BATCHER = web.AppKey("ingest_batcher", IngestBatcher)
+METRICS = web.AppKey("gateway_metrics", GatewayMetrics)
+READINESS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
+
+_OK_BODY = b"EVENT_RECEIVED"
+_KIND: dict[type, str] = {t: str(t.__struct_config__.tag) for t in get_args(Event)}
+_READY_TIMEOUT_S = 2.0
+
+
+def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) -> None:
+    """Make ``GET /readyz`` also depend on ``check`` (e.g. the actors). Call before start."""
+    app[READINESS][name] = check
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The raw body, or None when it exceeds ``limit`` (read no further than that)."""
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            return None
+        return await request.content.readexactly(length) if length else b""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _response(status: int, body: bytes = b"") -> web.Response:
+    return web.Response(status=status, body=body, content_type="text/plain")
+
+
+def _json_error(status: int, field: str, message: str) -> web.Response:
+    return web.json_response({"error": {"field": field, "message": message}}, status=status)
+
+
+async def post_webhook(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    app = request.app
+    metrics = app[METRICS]
+    response = await _handle(request, app, metrics)
+    metrics.ack_seconds.observe(time.perf_counter() - started)
+    metrics.requests.labels(str(response.status)).inc()
+    return response
+
+
+async def _handle(request: web.Request, app: web.Application, metrics: GatewayMetrics) -> web.Response:
+    settings = app[SETTINGS]
+    try:
+        body = await _read_body(request, settings.max_body_bytes)
+    except asyncio.IncompleteReadError:
+        return _json_error(400, "body", "shorter than its Content-Length")
+    if body is None:
+        return _json_error(413, "body", f"larger than {settings.max_body_bytes} bytes")
+    header = request.headers.get("X-Hub-Signature-256")
+    if not verify_signature(body, header, settings.meta_app_secrets):
+        metrics.signature_failures.inc()
+        return _json_error(403, "X-Hub-Signature-256", "missing or invalid signature")
+
+    clock = app[CLOCK]
+    received_ms = int(clock.now() * 1000)
+    try:
+        parsed = parse_webhook(body)
+    except UndecodableBody:
+        return await _dead_letter(app, metrics, body, received_ms, "undecodable")
+
+    for what in parsed.unknown:
+        metrics.unknown.labels(what).inc()
+    events = parsed.events
+    if events:
+        call = build_call(
+            events,
+            partitions=settings.partitions,
+            received_ms=received_ms,
+            stale_before_ms=received_ms - settings.max_event_age_s * 1000,
+        )
+        try:
+            outcomes = await app[BATCHER].submit(call)
+        except StoreUnavailable as exc:
+            metrics.redis_errors.labels("ingest").inc()
+            log.warning("ingest: Redis unavailable (%s), %d events refused with 503", exc.__cause__, len(events))
+            return _json_error(503, "redis", "store unavailable, retry later")
+        stale_args = call.args
+        for i, (ev, outcome) in enumerate(zip(events, outcomes, strict=True)):
+            label = outcome.label
+            if outcome is Outcome.ENQUEUED and stale_args[3 * i + 2]:
+                label = "stale"
+            elif outcome is Outcome.UNKNOWN:
+                log.info("ingest: unknown account channel=%s account=%s", ev.channel, ev.account_id)
+            metrics.event(ev.channel, _KIND[type(ev)], label)
+    if parsed.malformed:
+        return await _dead_letter(app, metrics, body, received_ms, "malformed_item")
+    return _response(200, _OK_BODY)
+
+
+async def _dead_letter(
+    app: web.Application, metrics: GatewayMetrics, body: bytes, received_ms: int, reason: str
+) -> web.Response:
+    try:
+        await dead_letter(app[REDIS], body, received_ms=received_ms, reason=reason)
+    except StoreUnavailable:
+        metrics.redis_errors.labels("dead_letter").inc()
+        return _json_error(503, "redis", "store unavailable, retry later")
+    metrics.dead_letters.labels(reason).inc()
+    log.warning("webhook: signed body kept as dead letter (%s, %d bytes)", reason, len(body))
+    return _response(200, _OK_BODY)
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    """The subscription handshake: echo ``hub.challenge`` when the token is ours."""
+    settings = request.app[SETTINGS]
+    q = request.query
+    token = q.get("hub.verify_token", "")
+    expected = settings.meta_verify_token
+    challenge = q.get("hub.challenge")
+    if (
+        q.get("hub.mode") == "subscribe"
+        and expected is not None
+        and challenge is not None
+        and hmac.compare_digest(token.encode("utf-8"), expected.reveal().encode("utf-8"))
+    ):
+        return web.Response(text=challenge, content_type="text/plain")
+    return _json_error(403, "hub.verify_token", "handshake refused")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    results: dict[str, str] = {}
+    ok = True
+    for name, check in request.app[READINESS].items():
+        try:
+            await asyncio.wait_for(check(), _READY_TIMEOUT_S)
+            results[name] = "ok"
+        except Exception as exc:  # any failure means "not ready"; the name says which
+            ok = False
+            results[name] = f"{type(exc).__name__}: {exc}"[:200]
+    return web.json_response({"ok": ok, "checks": results}, status=200 if ok else 503)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    body = render_metrics(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+def _redis_check(app: web.Application) -> ReadinessCheck:
+    async def check() -> None:
+        try:
+            await app[REDIS].ping()
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable("Redis does not answer") from exc
+
+    return check
+
+
+async def _batcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    batcher = app[BATCHER]
+    await batcher.start()
+    yield
+    await batcher.aclose()
+
+
+def setup_gateway(
+    app: web.Application,
+    *,
+    registry: CollectorRegistry | None = None,
+    multiprocess_dir: str | None = None,
+) -> None:
+    """Add the webhook, health and metrics routes. Needs app[REDIS], app[SETTINGS], app[CLOCK].
+
+    ``multiprocess_dir``: prometheus-client's multiprocess directory when several worker
+    processes serve one port (``/metrics`` then aggregates them all).
+    """
+    app[METRICS] = GatewayMetrics(registry or CollectorRegistry(), multiprocess_dir=multiprocess_dir)
+    app[BATCHER] = IngestBatcher(app[REDIS], dedup_ttl_s=app[SETTINGS].dedup_ttl_s)
+    app[READINESS] = {"redis": _redis_check(app)}
+    app.cleanup_ctx.append(_batcher_ctx)
+    app.router.add_get("/webhooks/meta", get_webhook)
+    app.router.add_post("/webhooks/meta", post_webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
