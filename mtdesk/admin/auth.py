@@ -1,0 +1,84 @@
+"""Who is calling the admin API: the operator or one tenant.
+
+``Authorization: Bearer <token>`` is either the operator token (``MTDESK_ADMIN_TOKEN``,
+compared in constant time) or a tenant API key (looked up by its SHA-256). Anything else
+under ``/admin/api/`` is a 401. Route handlers read :func:`principal` and use
+:func:`require_operator` or :func:`tenant_scope`, so a tenant only ever reaches its own id.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from mtdesk.admin.http import Forbidden, Handler
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.errors import Unauthorized, ValidationError
+from mtdesk.core.tenants import Tenants
+
+
+class Principal(msgspec.Struct, frozen=True):
+    kind: Literal["operator", "tenant"]
+    tenant_id: str | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.kind == "operator"
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+API_PREFIX = "/admin/api/"
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def require_operator(request: web.Request) -> None:
+    if not principal(request).is_operator:
+        raise Forbidden("this needs the operator token")
+
+
+def tenant_scope(request: web.Request, body: dict[str, Any] | None = None) -> str:
+    """The tenant a request acts for: a tenant key's own id; for the operator, the
+    ``tenant_id`` of the body or the query (required)."""
+    who = principal(request)
+    asked = (body or {}).get("tenant_id", request.query.get("tenant_id"))
+    if not who.is_operator:
+        assert who.tenant_id is not None
+        if asked is not None and asked != who.tenant_id:
+            raise Forbidden("a tenant key acts only for its own tenant")
+        return who.tenant_id
+    if not isinstance(asked, str) or not asked:
+        raise ValidationError("tenant_id", "is required with the operator token")
+    return asked
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send Authorization: Bearer <operator token or tenant API key>")
+    return token.strip()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(API_PREFIX):
+        return await handler(request)
+    token = _bearer(request)
+    admin_token = request.config_dict[SETTINGS].admin_token
+    if admin_token is not None and hmac.compare_digest(
+        token.encode("utf-8", "replace"), admin_token.reveal().encode("utf-8")
+    ):
+        request[PRINCIPAL] = Principal("operator")
+        return await handler(request)
+    tenants = Tenants(request.config_dict[REDIS], request.config_dict[CLOCK])
+    tenant_id = await tenants.authenticate(token)
+    if tenant_id is None:
+        raise Unauthorized("the bearer token is not a valid operator token or API key")
+    request[PRINCIPAL] = Principal("tenant", tenant_id)
+    return await handler(request)

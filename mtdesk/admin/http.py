@@ -1,0 +1,102 @@
+"""JSON in and out for the admin API, and the one place errors become HTTP answers.
+
+Every error answer is ``{"error": {"field": <name or null>, "message": <text>}}``:
+ValidationError → 400, Unauthorized → 401, Forbidden → 403, NotFound → 404,
+Conflict → 409, ConfigError → 503 (names the variable), Redis unreachable → 503.
+Route modules raise those errors; they never build error responses themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from mtdesk.core.errors import (
+    ConfigError,
+    Conflict,
+    MTDeskError,
+    NotFound,
+    StoreUnavailable,
+    Unauthorized,
+    ValidationError,
+)
+from mtdesk.core.redis import UNAVAILABLE
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Forbidden(MTDeskError):
+    """Authenticated, but not allowed (a tenant key on an operator route) → 403."""
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """``data`` may hold msgspec Structs."""
+    return web.Response(
+        body=msgspec.json.encode(data), status=status, content_type="application/json"
+    )
+
+
+def error_response(status: int, field: str | None, message: str) -> web.Response:
+    return json_response({"error": {"field": field, "message": message}}, status)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; ValidationError(field="body") otherwise."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ValidationError("body", "is too large") from None
+    if not raw.strip():
+        raise ValidationError("body", "is required (a JSON object)")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationError("body", "is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValidationError("body", "must be a JSON object")
+    return data
+
+
+def reject_unknown(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    for name in data:
+        if name not in allowed:
+            raise ValidationError(name, f"unknown field (known: {', '.join(allowed)})")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ValidationError as exc:
+        return error_response(400, exc.field, exc.problem)
+    except Unauthorized as exc:
+        return error_response(401, "Authorization", str(exc) or "a valid bearer token is required")
+    except Forbidden as exc:
+        return error_response(403, "Authorization", str(exc))
+    except NotFound as exc:
+        return error_response(404, None, str(exc) or "not found")
+    except Conflict as exc:
+        return error_response(409, exc.field, exc.problem)
+    except ConfigError as exc:
+        return error_response(503, exc.variable, exc.problem)
+    except StoreUnavailable as exc:
+        return error_response(503, None, str(exc) or "the store is unavailable, retry")
+    except UNAVAILABLE:
+        return error_response(503, None, "the store is unavailable, retry")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, None, exc.reason)
+    except MTDeskError as exc:
+        log.warning("admin request failed: %s %s: %s", request.method, request.path, type(exc).__name__)
+        return error_response(500, None, type(exc).__name__)
+    except Exception:
+        log.exception("admin request crashed: %s %s", request.method, request.path)
+        return error_response(500, None, "internal error")

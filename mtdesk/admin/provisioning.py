@@ -1,0 +1,117 @@
+"""Provisioning routes: tenants (operator), channels and the bot (tenant or operator).
+
+Tokens come in once (``POST /channels``) and are stored encrypted; no answer here ever
+contains a token or an API key, except the one ``POST /tenants`` answer that hands the
+new tenant its key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from mtdesk.admin.app import API_BASE, vault_of
+from mtdesk.admin.auth import require_operator, tenant_scope
+from mtdesk.admin.http import json_response, read_json, reject_unknown
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.ports import BotConfig
+from mtdesk.core.tenants import Bots, Channels, Tenants, parse_bot_config
+
+
+def _tenants(request: web.Request) -> Tenants:
+    return Tenants(request.config_dict[REDIS], request.config_dict[CLOCK])
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    require_operator(request)
+    body = await read_json(request)
+    reject_unknown(body, ("name", "email"))
+    record, api_key = await _tenants(request).create(body.get("name"), body.get("email"))
+    out = msgspec.structs.asdict(record) | {"api_key": api_key.reveal()}
+    return json_response(out, 201)
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    require_operator(request)
+    return json_response({"tenants": await _tenants(request).list()})
+
+
+async def get_tenant(request: web.Request) -> web.Response:
+    tid = tenant_scope(request)
+    return json_response(await _tenants(request).get(tid))
+
+
+async def _scoped_tenant(request: web.Request, body: dict[str, Any] | None = None) -> str:
+    """The tenant acted for, which must exist (404 otherwise)."""
+    tid = tenant_scope(request, body)
+    await _tenants(request).get(tid)
+    return tid
+
+
+CHANNEL_FIELDS = ("channel", "account_id", "access_token", "connected_by", "tenant_id")
+
+
+async def create_channel(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    reject_unknown(body, CHANNEL_FIELDS)
+    tid = await _scoped_tenant(request, body)
+    channels = Channels(
+        request.config_dict[REDIS], request.config_dict[CLOCK], vault_of(request).encrypt
+    )
+    record = await channels.connect(
+        tid, body.get("channel"), body.get("account_id"), body.get("access_token"),
+        body.get("connected_by"),
+    )
+    return json_response(record, 201)
+
+
+def _channels(request: web.Request) -> Channels:
+    return Channels(request.config_dict[REDIS], request.config_dict[CLOCK])
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    tid = await _scoped_tenant(request)
+    return json_response({"channels": await _channels(request).list(tid)})
+
+
+async def get_channel(request: web.Request) -> web.Response:
+    tid = await _scoped_tenant(request)
+    return json_response(await _channels(request).get(tid, request.match_info["id"]))
+
+
+async def delete_channel(request: web.Request) -> web.Response:
+    tid = await _scoped_tenant(request)
+    return json_response(await _channels(request).disconnect(tid, request.match_info["id"]))
+
+
+async def put_bot(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    scoped = dict(body)
+    tid = await _scoped_tenant(request, scoped)
+    scoped.pop("tenant_id", None)
+    providers = request.config_dict[SETTINGS].providers
+    # PUT replaces: fields left out take their defaults.
+    config = parse_bot_config(scoped, providers, BotConfig())
+    stored = await Bots(request.config_dict[REDIS]).put(tid, config)
+    return json_response(msgspec.structs.asdict(stored))
+
+
+async def get_bot(request: web.Request) -> web.Response:
+    tid = await _scoped_tenant(request)
+    config = await Bots(request.config_dict[REDIS]).get(tid)
+    # Show every field, defaults included, so the caller sees what is in force.
+    return json_response(msgspec.structs.asdict(config))
+
+
+def add_routes(admin: web.Application) -> None:
+    admin.router.add_post(f"{API_BASE}/tenants", create_tenant)
+    admin.router.add_get(f"{API_BASE}/tenants", list_tenants)
+    admin.router.add_get(f"{API_BASE}/tenant", get_tenant)
+    admin.router.add_post(f"{API_BASE}/channels", create_channel)
+    admin.router.add_get(f"{API_BASE}/channels", list_channels)
+    admin.router.add_get(f"{API_BASE}/channels/{{id}}", get_channel)
+    admin.router.add_delete(f"{API_BASE}/channels/{{id}}", delete_channel)
+    admin.router.add_put(f"{API_BASE}/bot", put_bot)
+    admin.router.add_get(f"{API_BASE}/bot", get_bot)
