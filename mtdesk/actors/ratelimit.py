@@ -1,0 +1,92 @@
+"""Send rate limits per business account, shared by every shard through Redis.
+
+A fixed one-second window per (channel, account): ``keys.rate(channel, account, second)``
+counts the sends granted in that second. One Lua call both checks and counts, so
+concurrent shards never grant more than the limit in a window. Limits: Messenger and
+Instagram ``settings.page_sends_per_s`` (300) per Page / Instagram account, WhatsApp
+``settings.whatsapp_mps`` (80 by default, up to 1,000) per phone number.
+
+Callers rely on: ``await limiter.acquire(channel, account_id)`` returns once the send is
+allowed (sleeping, never busy-waiting, until a later window when this one is full), and
+raises :class:`~mtdesk.core.errors.StoreUnavailable` when Redis cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from mtdesk.core import keys
+from mtdesk.core.clock import Clock, SystemClock
+from mtdesk.core.errors import StoreUnavailable
+from mtdesk.core.events import Channel
+from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.core.settings import Settings
+
+# KEYS[1] window counter; ARGV[1] limit. Returns 1 when granted (and counted), else 0.
+# The counter lives 2 s: long enough for late callers of that second, then gone.
+_ACQUIRE: Final = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('INCR', KEYS[1])
+if used == 0 then
+  redis.call('EXPIRE', KEYS[1], 2)
+end
+return 1
+"""
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class SendRateLimiter:
+    """Fixed-window limiter; one instance per process, any number of processes."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        sleep: Sleep = asyncio.sleep,
+        overrides: dict[tuple[str, str], int] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._clock = clock or SystemClock()
+        self._sleep = sleep
+        # (channel, account_id) → sends per second, e.g. a WhatsApp number on a higher tier.
+        self._overrides = dict(overrides or {})
+        self._script = redis.register_script(_ACQUIRE)
+
+    def limit(self, channel: Channel, account_id: str) -> int:
+        """Sends per second allowed for this account."""
+        override = self._overrides.get((channel, account_id))
+        if override is not None:
+            return override
+        if channel == "whatsapp":
+            return self._settings.whatsapp_mps
+        return self._settings.page_sends_per_s
+
+    def set_limit(self, channel: Channel, account_id: str, per_second: int) -> None:
+        self._overrides[(channel, account_id)] = per_second
+
+    async def try_acquire(self, channel: Channel, account_id: str) -> bool:
+        """Count one send in the current window if there is room; True when granted."""
+        second = math.floor(self._clock.now())
+        key = keys.rate(channel, account_id, second)
+        try:
+            granted = await self._script(keys=[key], args=[self.limit(channel, account_id)])
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable("rate limiter: Redis unreachable") from exc
+        return bool(granted)
+
+    async def acquire(self, channel: Channel, account_id: str) -> None:
+        """Wait until one send to ``account_id`` on ``channel`` is allowed, and count it."""
+        while not await self.try_acquire(channel, account_id):
+            now = self._clock.now()
+            # Sleep to just past the next window's start (at least 1 ms).
+            await self._sleep(max(math.floor(now) + 1 - now, 0.001))
