@@ -1,0 +1,251 @@
+"""The Graph API sender: one reply out, split per channel, rate limited, retried per the table.
+
+Callers rely on (see docs/delivery.md for the whole contract):
+
+- ``await sender.send(message, already_sent=k, on_part_sent=cb)`` renders and splits
+  ``message.text`` (deterministically: the same text always gives the same parts), skips
+  the first ``k`` parts, sends the rest in order and awaits ``cb(index, message_id)``
+  after each part Meta accepted, before the next. It returns the ids of the parts sent
+  by this call. Pass the stored reply text and the stored count on a resume so nothing
+  already accepted is sent again.
+- Retriable errors (the table in :mod:`mtdesk.actors.graph_errors`, network errors and
+  timeouts) are retried with exponential backoff and jitter, at most ``max_attempts``
+  times per part; then, or at once for the rest, :class:`GraphError` is raised with the
+  parts sent so far in ``exc.parts_sent``. Error 190 first marks the channel disconnected.
+- The access token is fetched (decrypted) per call and read only into the header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from mtdesk.actors.graph_errors import classify, graph_error_from_response
+from mtdesk.actors.ratelimit import SendRateLimiter
+from mtdesk.actors.render import render_parts
+from mtdesk.core.errors import GraphError, ValidationError
+from mtdesk.core.ports import ChannelCredentials, CredentialSource, OutboundMessage, SendResult
+from mtdesk.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OnPartSent = Callable[[int, str], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+MAX_MEDIA_BYTES: Final = 100 * 1024 * 1024  # WhatsApp's largest media (documents)
+
+
+class SenderMetrics:
+    """Prometheus collectors of the sender; one set per registry."""
+
+    _by_registry: dict[int, SenderMetrics] = {}
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.graph_errors = Counter(
+            "mtdesk_graph_errors_total", "Graph API error answers by code",
+            ["channel", "code"], registry=registry)
+        self.sends = Counter(
+            "mtdesk_sends_total", "Message parts by outcome (sent, retried, failed)",
+            ["channel", "outcome"], registry=registry)
+        self.latency = Histogram(
+            "mtdesk_send_seconds", "Graph API send call latency (one part, one attempt)",
+            ["channel"], registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+        self.disconnects = Counter(
+            "mtdesk_channel_disconnects_total", "Channels marked disconnected (error 190)",
+            ["channel"], registry=registry)
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry = REGISTRY) -> SenderMetrics:
+        metrics = cls._by_registry.get(id(registry))
+        if metrics is None:
+            metrics = cls._by_registry[id(registry)] = cls(registry)
+        return metrics
+
+
+class _Sent(msgspec.Struct):
+    id: str
+
+
+class _SendAnswer(msgspec.Struct):
+    message_id: str | None = None  # Messenger / Instagram
+    messages: list[_Sent] = msgspec.field(default_factory=list)  # WhatsApp
+
+
+class _MediaInfo(msgspec.Struct):
+    url: str
+    mime_type: str | None = None
+
+
+_answer_decoder = msgspec.json.Decoder(_SendAnswer)
+_media_decoder = msgspec.json.Decoder(_MediaInfo)
+
+
+def _bearer(credentials: ChannelCredentials) -> str:
+    token = credentials.access_token
+    value = token.reveal() if hasattr(token, "reveal") else str(token)
+    return f"Bearer {value}"
+
+
+class GraphSender:
+    """Implements :class:`mtdesk.core.ports.Sender` over the Graph API with aiohttp."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: CredentialSource,
+        limiter: SendRateLimiter | None,
+        session: aiohttp.ClientSession,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        max_attempts: int = 5,
+        base_delay_s: float = 0.5,
+        max_delay_s: float = 30.0,
+        request_timeout_s: float = 20.0,
+        rng: random.Random | None = None,
+        metrics: SenderMetrics | None = None,
+    ) -> None:
+        self._base = settings.graph_api_base.rstrip("/")
+        self._credentials = credentials
+        self._limiter = limiter
+        self._session = session
+        self._sleep = sleep
+        self._max_attempts = max(1, max_attempts)
+        self._base_delay = base_delay_s
+        self._max_delay = max_delay_s
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
+        self._rng = rng or random.Random()
+        self._metrics = metrics or SenderMetrics.for_registry()
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry ``attempt`` (1-based): exponential, capped, half of it jitter."""
+        ceiling = min(self._max_delay, self._base_delay * (2 ** (attempt - 1)))
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    async def send(
+        self,
+        message: OutboundMessage,
+        *,
+        already_sent: int = 0,
+        on_part_sent: OnPartSent | None = None,
+    ) -> SendResult:
+        """Send the parts of ``message`` from ``already_sent`` on. Raises GraphError."""
+        bodies = render_parts(message)
+        if not bodies:
+            raise ValidationError("text", "is empty: nothing to send")
+        url = f"{self._base}/{quote(message.account_id, safe='')}/messages"
+        sent: list[str] = []
+        for index in range(max(0, already_sent), len(bodies)):
+            try:
+                message_id = await self._send_part(message, url, bodies[index])
+            except GraphError as exc:
+                exc.parts_sent = already_sent + len(sent)  # type: ignore[attr-defined]
+                raise
+            sent.append(message_id)
+            if on_part_sent is not None:
+                await on_part_sent(index, message_id)
+        log.info("sent reply=%s channel=%s parts=%d/%d", message.reply_key, message.channel,
+                 len(sent), len(bodies))
+        return SendResult(message_ids=tuple(sent))
+
+    async def _send_part(self, message: OutboundMessage, url: str, body: bytes) -> str:
+        channel = message.channel
+        for attempt in range(1, self._max_attempts + 1):
+            if self._limiter is not None:
+                await self._limiter.acquire(channel, message.account_id)
+            credentials = await self._credentials.credentials(channel, message.account_id)
+            try:
+                return await self._post(channel, url, body, credentials)
+            except GraphError as exc:
+                self._metrics.graph_errors.labels(channel, str(exc.code)).inc()
+                policy = classify(exc.code, exc.http_status)
+                if policy.disconnect:
+                    self._metrics.disconnects.labels(channel).inc()
+                    await self._credentials.mark_disconnected(
+                        channel, message.account_id, f"graph error {exc.code}: token invalid")
+                if not exc.retriable or attempt == self._max_attempts:
+                    self._metrics.sends.labels(channel, "failed").inc()
+                    log.warning("send failed reply=%s account=%s code=%s subcode=%s attempt=%d",
+                                message.reply_key, message.account_id, exc.code, exc.subcode,
+                                attempt)
+                    raise
+                self._metrics.sends.labels(channel, "retried").inc()
+                delay = self.backoff(attempt)
+                log.info("send retry reply=%s code=%s in %.3fs", message.reply_key, exc.code,
+                         delay)
+                await self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _post(
+        self, channel: str, url: str, body: bytes, credentials: ChannelCredentials
+    ) -> str:
+        headers = {"Authorization": _bearer(credentials), "Content-Type": "application/json"}
+        started = time.perf_counter()
+        try:
+            async with self._session.post(url, data=body, headers=headers,
+                                          timeout=self._timeout) as response:
+                payload = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The request may or may not have reached Meta; retrying risks a duplicate
+            # part, not retrying loses the reply. We retry (see docs/delivery.md).
+            raise GraphError(0, f"network error: {type(exc).__name__}", retriable=True) from exc
+        finally:
+            self._metrics.latency.labels(channel).observe(time.perf_counter() - started)
+        if status != 200:
+            raise graph_error_from_response(status, payload)
+        try:
+            answer = _answer_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise GraphError(0, "accepted but the answer was unreadable", http_status=status) from exc
+        message_id = answer.message_id or (answer.messages[0].id if answer.messages else None)
+        if not message_id:
+            raise GraphError(0, "accepted without a message id", http_status=status)
+        self._metrics.sends.labels(channel, "sent").inc()
+        return message_id
+
+    async def fetch_media(
+        self, credentials: ChannelCredentials, media_id: str, *, max_bytes: int = MAX_MEDIA_BYTES
+    ) -> bytes:
+        """Download WhatsApp media: ``GET /{media-id}`` then its URL, Bearer both times."""
+        headers = {"Authorization": _bearer(credentials)}
+        try:
+            async with self._session.get(f"{self._base}/{quote(media_id, safe='')}",
+                                         headers=headers, timeout=self._timeout) as response:
+                payload = await response.read()
+                if response.status != 200:
+                    raise graph_error_from_response(response.status, payload)
+            try:
+                info = _media_decoder.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise GraphError(0, "media answer without a url", http_status=200) from exc
+            async with self._session.get(info.url, headers=headers,
+                                         timeout=self._timeout) as response:
+                if response.status != 200:
+                    raise graph_error_from_response(response.status, await response.read())
+                chunks: list[bytes] = []
+                total = 0
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise GraphError(0, f"media larger than {max_bytes} bytes",
+                                         http_status=200)
+                    chunks.append(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GraphError(0, f"network error: {type(exc).__name__}", retriable=True) from exc
+        except GraphError as exc:
+            if classify(exc.code, exc.http_status).disconnect:
+                self._metrics.disconnects.labels(credentials.channel).inc()
+                await self._credentials.mark_disconnected(
+                    credentials.channel, credentials.account_id,
+                    f"graph error {exc.code}: token invalid")
+            raise
+        return b"".join(chunks)
