@@ -175,3 +175,14 @@ DELETION_GROUP = "deleters"  # consumer group of the deletion workers on DELETIO
 PURGE = f"{ROOT}:purge"
 
 RETENTION_STATUS = f"{ROOT}:retention"  # hash: last run time and deleted counts by type
+
+
+# --- conversation shards (global; counts and times only) ---------------------------------
+def shard_stats(shard: int) -> str:
+    """Last metrics snapshot of one conversation shard (msgpack, short TTL)."""
+    return f"{ROOT}:stats:shard:{shard}"
+
+
+def shard_stats_pattern() -> str:
+    """SCAN pattern matching every :func:`shard_stats` key."""
+    return f"{ROOT}:stats:shard:*"
