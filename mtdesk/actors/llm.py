@@ -1,0 +1,271 @@
+"""LLM answers through the openai SDK, with the bot's fallback chain.
+
+Callers rely on:
+
+- :class:`ProviderChatModel` implements :class:`mtdesk.core.ports.ChatModel` for every
+  OpenAI-compatible provider in ``settings.providers``. It tries ``bot.provider`` /
+  ``bot.model`` and then each ``bot.fallback`` item (``"provider:model"``) in order, moving
+  on when a call times out (``settings.llm_timeout_s``), cannot connect, answers 429 or
+  5xx, or answers something unreadable or empty. Any other refusal (400, 401, …) stops at
+  once. When nothing answers it raises :class:`ProviderError` (``from`` the last SDK error)
+  naming every attempt. The :class:`Completion` says which provider and model answered.
+- :func:`build_messages` — the exact prompt: one system message (the bot's prompt, the
+  grounding rule and the numbered passages ``[n] (source: NAME) text``), then ``messages``.
+- :class:`ModelRouter` sends bots with ``provider == "extractive"`` to the offline model
+  it is given, others to the providers; a bot whose fallback chain names ``extractive``
+  gets the offline answer when every provider failed.
+
+One SDK client per provider, made on first use in the running event loop (aiohttp
+transport when installed), closed by :meth:`ProviderChatModel.aclose`. No SDK retries:
+the fallback chain is the retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any, Final
+
+import openai
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from mtdesk.core.errors import ConfigError, ProviderError, ValidationError
+from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage
+from mtdesk.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXTRACTIVE: Final = "extractive"
+_SPACES = re.compile(r"\s+")
+
+GROUNDING_RULES: Final[dict[str, str]] = {
+    "knowledge_only": (
+        "Answer only from the passages below. If they do not contain the answer, say you "
+        "don't know and that a person will follow up. Do not invent facts."
+    ),
+    "general": (
+        "Prefer the passages below when they answer the question; otherwise answer from "
+        "general knowledge and say so."
+    ),
+}
+
+
+class LLMMetrics:
+    """Prometheus collectors of the LLM client; one set per registry."""
+
+    _by_registry: dict[int, LLMMetrics] = {}
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.calls = Counter(
+            "mtdesk_llm_calls_total", "LLM calls by provider and outcome",
+            ["provider", "outcome"], registry=registry)
+        self.latency = Histogram(
+            "mtdesk_llm_seconds", "LLM call latency (one provider attempt)", ["provider"],
+            registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0))
+        self.fallbacks = Counter(
+            "mtdesk_llm_fallbacks_total", "Answers that came from a fallback, not the first choice",
+            ["provider"], registry=registry)
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry = REGISTRY) -> LLMMetrics:
+        metrics = cls._by_registry.get(id(registry))
+        if metrics is None:
+            metrics = cls._by_registry[id(registry)] = cls(registry)
+        return metrics
+
+
+def parse_fallback(item: str) -> tuple[str, str]:
+    """``"provider:model"`` → (provider, model); the model may itself contain colons."""
+    provider, sep, model = item.partition(":")
+    provider = provider.strip().lower()
+    if not sep or not provider:
+        raise ValidationError("fallback", f"items look like 'provider:model', got {item!r}")
+    return provider, model.strip()
+
+
+def chain_of(bot: BotConfig) -> list[tuple[str, str]]:
+    """The (provider, model) pairs to try, in order."""
+    chain = [(bot.provider.strip().lower(), bot.model)]
+    chain.extend(parse_fallback(item) for item in bot.fallback)
+    return chain
+
+
+def _one_line(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def passages_block(passages: list[Passage]) -> str:
+    """Numbered passages, one per line: ``[n] (source: NAME) text``."""
+    lines = []
+    for n, p in enumerate(passages, start=1):
+        body = f"Q: {p.text} A: {p.answer}" if p.answer else p.text
+        lines.append(f"[{n}] (source: {_one_line(p.source) or 'unknown'}) {_one_line(body)}")
+    return "\n".join(lines)
+
+
+def build_messages(
+    bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+) -> list[dict[str, str]]:
+    """The prompt sent to the provider (system prompt + passages, then the turns)."""
+    system = bot.system_prompt.strip()
+    if passages:
+        rule = GROUNDING_RULES.get(bot.grounding, GROUNDING_RULES["knowledge_only"])
+        system = f"{system}\n\n{rule}\n\nPassages:\n{passages_block(passages)}"
+    # No passages: the system prompt alone. Whether to answer at all without knowledge
+    # (bot.grounding, bot.min_score, bot.fallback_message) is the conversation's decision.
+    out = [{"role": "system", "content": system}]
+    out.extend({"role": m.role, "content": m.content} for m in messages)
+    return out
+
+
+def _fallback_worthy(exc: Exception) -> bool:
+    """Timeouts, connection failures, 429, 5xx and unreadable answers move to the next."""
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code == 429 or exc.status_code >= 500
+    return isinstance(exc, openai.APIResponseValidationError | ValueError)
+
+
+class ProviderChatModel:
+    """The tenant's OpenAI-compatible providers, with fallback. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout_s: float | None = None,
+        aiohttp_transport: bool = True,
+        metrics: LLMMetrics | None = None,
+    ) -> None:
+        self._settings = settings
+        self._timeout = timeout_s if timeout_s is not None else settings.llm_timeout_s
+        self._aiohttp = aiohttp_transport
+        self._clients: dict[str, openai.AsyncOpenAI] = {}
+        self._metrics = metrics or LLMMetrics.for_registry()
+
+    def _client(self, provider: str) -> openai.AsyncOpenAI:
+        client = self._clients.get(provider)
+        if client is not None:
+            return client
+        try:
+            config = self._settings.provider(provider)
+        except ConfigError as exc:
+            raise ProviderError(provider, "is not a configured provider") from exc
+        kwargs: dict[str, Any] = dict(
+            base_url=config.base_url,
+            # Local OpenAI-compatible servers take no key; the SDK insists on one.
+            api_key=config.api_key.reveal() if config.api_key else "unset",
+            timeout=self._timeout,
+            max_retries=0,
+        )
+        if self._aiohttp:
+            try:
+                kwargs["http_client"] = openai.DefaultAioHttpClient(timeout=self._timeout)
+            except RuntimeError:  # the aiohttp extra is missing: the default transport works
+                pass
+        client = self._clients[provider] = openai.AsyncOpenAI(**kwargs)
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
+    async def complete(
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+    ) -> Completion:
+        prompt = build_messages(bot, messages, passages)
+        chain = [(p, m) for p, m in chain_of(bot) if p != EXTRACTIVE]
+        if not chain:
+            raise ProviderError(bot.provider, "no LLM provider in the bot's chain")
+        failures: list[str] = []
+        last: Exception | None = None
+        for position, (provider, model) in enumerate(chain):
+            try:
+                client = self._client(provider)
+            except ProviderError as exc:  # a misconfigured item must not sink the others
+                failures.append(f"{provider}:{model}: {exc}")
+                last = exc
+                continue
+            try:
+                completion = await self._call(client, provider, model, bot, prompt)
+            except ProviderError as exc:
+                failures.append(f"{provider}:{model}: {exc}")
+                last = exc
+                if not exc.retriable:
+                    break
+                continue
+            if position > 0:
+                self._metrics.fallbacks.labels(provider).inc()
+            return completion
+        first = chain[0][0]
+        error = ProviderError(first, "no provider answered (" + "; ".join(failures) + ")",
+                              retriable=bool(last and last.retriable))
+        raise error from last
+
+    async def _call(
+        self,
+        client: openai.AsyncOpenAI,
+        provider: str,
+        model: str,
+        bot: BotConfig,
+        prompt: list[dict[str, str]],
+    ) -> Completion:
+        started = time.perf_counter()
+        try:
+            response = await client.chat.completions.create(
+                model=model,
+                messages=prompt,  # type: ignore[arg-type]
+                temperature=bot.temperature,
+                max_tokens=bot.max_tokens,
+            )
+        except (openai.OpenAIError, ValueError) as exc:
+            retriable = _fallback_worthy(exc)
+            outcome = "timeout" if isinstance(exc, openai.APITimeoutError) else (
+                str(exc.status_code) if isinstance(exc, openai.APIStatusError) else "error")
+            self._metrics.calls.labels(provider, outcome).inc()
+            log.warning("llm call failed provider=%s model=%s outcome=%s", provider, model, outcome)
+            raise ProviderError(provider, f"{type(exc).__name__} ({outcome})",
+                                retriable=retriable) from exc
+        finally:
+            self._metrics.latency.labels(provider).observe(time.perf_counter() - started)
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "").strip() if choice is not None else ""
+        if not text:
+            self._metrics.calls.labels(provider, "empty").inc()
+            raise ProviderError(provider, "answered with no text", retriable=True)
+        self._metrics.calls.labels(provider, "ok").inc()
+        usage = response.usage
+        return Completion(
+            text=text,
+            provider=provider,
+            model=response.model or model,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+
+class ModelRouter:
+    """A ChatModel choosing between the LLM providers and the offline (extractive) model."""
+
+    def __init__(self, providers: ProviderChatModel, offline: ChatModel) -> None:
+        self._providers = providers
+        self._offline = offline
+
+    async def complete(
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+    ) -> Completion:
+        if bot.provider.strip().lower() == EXTRACTIVE:
+            return await self._offline.complete(bot, messages, passages)
+        try:
+            return await self._providers.complete(bot, messages, passages)
+        except ProviderError:
+            if any(p == EXTRACTIVE for p, _ in chain_of(bot)[1:]):
+                return await self._offline.complete(bot, messages, passages)
+            raise
+
+    async def aclose(self) -> None:
+        await self._providers.aclose()
