@@ -1,0 +1,393 @@
+"""Deletion jobs: durable, idempotent, audited; run by :class:`DeletionWorker`.
+
+What a caller may rely on:
+
+- ``schedule_*`` writes the job (hash ``keys.deletion_job(id)``) and queues its id on
+  the stream ``keys.DELETION_JOBS`` in one transaction, and returns at once with the
+  job (status ``queued``). Account deletion also revokes the tenant's API key and marks
+  the tenant ``deleting`` *before* returning, so the key answers 401 from then on.
+- A job id is 24 random hex digits: it doubles as Meta's ``confirmation_code``.
+- The worker reads the stream in the consumer group ``keys.DELETION_GROUP``; a job is
+  acknowledged only after it finished, so a crash leaves it pending and the next worker
+  (or the same one restarted) resumes it. Erasure is idempotent, so resuming repeats
+  nothing harmful. Counts are added as work is done (``HINCRBY``), so a resumed job's
+  audit adds up.
+- The audit record (:class:`DeletionJob`) holds the kind, status, source, counts per data
+  type and the requested/started/finished times — no personal data, not even the tenant
+  id (only a keyed digest, to let a tenant read its own jobs). What the worker needs to
+  know *whom* to erase (``params``) is removed from the record when the job finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+from redis.exceptions import RedisError, ResponseError
+
+from mtdesk.core import keys
+from mtdesk.core.clock import Clock, now_ms
+from mtdesk.core.errors import MTDeskError, NotFound, ValidationError
+from mtdesk.core.events import CHANNELS
+from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.core.settings import Settings
+from mtdesk.policy.erasure import Eraser
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["account", "channel", "user", "app_user"]
+KINDS: tuple[str, ...] = ("account", "channel", "user", "app_user")
+AUDIT_TTL_S = 400 * 86400  # audit records outlive the 12-month retention, then go
+MAX_ATTEMPTS = 5
+_COUNT = "c:"  # prefix of count fields in the job hash
+
+
+class DeletionJob(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The audit view of a job: safe to show anyone holding its id."""
+
+    id: str
+    kind: str
+    status: str  # queued | running | done | failed
+    source: str = "api"  # api | cli | meta
+    requested_ms: int = 0
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    attempts: int = 0
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    error: str | None = None
+
+
+def owner_digest(tenant_id: str) -> str:
+    """A digest naming the owning tenant in the audit without storing its id."""
+    return hashlib.blake2b(tenant_id.encode(), digest_size=12, person=b"mtdesk-job").hexdigest()
+
+
+def _job_from_hash(job_id: str, raw: Mapping[bytes, bytes]) -> DeletionJob:
+    def s(name: str) -> str | None:
+        v = raw.get(name.encode())
+        return None if v is None else v.decode("utf-8", "replace")
+
+    def i(name: str) -> int | None:
+        v = s(name)
+        return int(v) if v is not None and v.lstrip("-").isdigit() else None
+
+    counts = {
+        k.decode()[len(_COUNT):]: int(v) for k, v in raw.items() if k.startswith(_COUNT.encode())
+    }
+    return DeletionJob(
+        id=job_id,
+        kind=s("kind") or "",
+        status=s("status") or "queued",
+        source=s("source") or "api",
+        requested_ms=i("requested_ms") or 0,
+        started_ms=i("started_ms"),
+        finished_ms=i("finished_ms"),
+        attempts=i("attempts") or 0,
+        counts=dict(sorted(counts.items())),
+        error=s("error"),
+    )
+
+
+def _valid_job_id(job_id: str) -> bool:
+    return len(job_id) == 24 and all(c in "0123456789abcdef" for c in job_id)
+
+
+class DeletionJobs:
+    """Schedules jobs and reads their audit records."""
+
+    def __init__(self, redis: Redis, clock: Clock) -> None:
+        self._redis = redis
+        self._clock = clock
+
+    async def _schedule(
+        self, kind: Kind, params: dict[str, object], *, source: str, owner: str | None
+    ) -> DeletionJob:
+        job_id = secrets.token_hex(12)
+        at = now_ms(self._clock)
+        fields: dict[str, str | int] = {
+            "kind": kind, "status": "queued", "source": source, "requested_ms": at,
+            "params": json.dumps(params), "attempts": 0,
+        }
+        if owner is not None:
+            fields["owner"] = owner_digest(owner)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.deletion_job(job_id), mapping=fields)
+            pipe.xadd(keys.DELETION_JOBS, {"job": job_id})
+            await pipe.execute()
+        log.info("deletion job %s scheduled: kind=%s source=%s", job_id, kind, source)
+        return await self.get(job_id)
+
+    async def schedule_account(self, tenant_id: str, *, source: str = "api") -> DeletionJob:
+        """Everything of a tenant. Revokes its API key now; erasure follows in the job."""
+        raw = await self._redis.hgetall(keys.tenant(tenant_id))
+        if not raw or ":" in tenant_id:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        pending = raw.get(b"deletion_job")
+        if pending is not None:
+            job = await self.find(pending.decode())
+            if job is not None and job.status in ("queued", "running"):
+                return job  # asked twice: one job
+        accounts: list[list[str]] = []
+        for cid in await self._redis.smembers(keys.channels(tenant_id)):
+            ch, acct = await self._redis.hmget(
+                keys.channel(tenant_id, cid.decode()), "channel", "account_id"
+            )
+            if ch and acct:
+                accounts.append([ch.decode(), acct.decode()])
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.tenant(tenant_id), "status", "deleting")
+            if raw.get(b"api_key_hash"):
+                pipe.delete(keys.api_key(raw[b"api_key_hash"].decode()))
+            await pipe.execute()
+        job = await self._schedule(
+            "account", {"tenant": tenant_id, "accounts": sorted(accounts)},
+            source=source, owner=tenant_id,
+        )
+        await self._redis.hset(keys.tenant(tenant_id), "deletion_job", job.id)
+        return job
+
+    async def schedule_channel(
+        self, tenant_id: str, channel_id: str, *, source: str = "api"
+    ) -> DeletionJob:
+        """All Platform Data of one of the tenant's channels (connected or not)."""
+        ch, acct = await self._redis.hmget(
+            keys.channel(tenant_id, channel_id), "channel", "account_id"
+        )
+        if not ch or not acct or ":" in tenant_id:
+            raise NotFound(f"channel {channel_id!r} not found")
+        return await self._schedule(
+            "channel",
+            {"tenant": tenant_id, "channel_id": channel_id, "channel": ch.decode(),
+             "account_id": acct.decode()},
+            source=source, owner=tenant_id,
+        )
+
+    async def schedule_user(
+        self, tenant_id: str, channel: str, user_id: str, *, source: str = "api"
+    ) -> DeletionJob:
+        """One end user (PSID, IGSID, WhatsApp user id or wa_id) on one channel type."""
+        channel, user_id = validate_end_user(channel, user_id)
+        return await self._schedule(
+            "user", {"tenant": tenant_id, "channel": channel, "user_id": user_id},
+            source=source, owner=tenant_id,
+        )
+
+    async def schedule_app_user(self, app_scoped_user_id: str, *, source: str = "meta") -> DeletionJob:
+        """Meta's data-deletion request: every channel this Facebook user connected."""
+        # Resolved now: a resumed job must find accounts whose records it already erased.
+        targets: list[list[str]] = []
+        for member in await self._redis.smembers(keys.app_user(app_scoped_user_id)):
+            tid, _, cid = member.decode().partition(":")
+            ch, acct = await self._redis.hmget(keys.channel(tid, cid), "channel", "account_id")
+            if ch and acct:
+                targets.append([tid, cid, ch.decode(), acct.decode()])
+        targets.sort()
+        return await self._schedule(
+            "app_user", {"app_user": app_scoped_user_id, "targets": targets},
+            source=source, owner=None,
+        )
+
+    async def find(self, job_id: str) -> DeletionJob | None:
+        if not _valid_job_id(job_id):
+            return None
+        raw = await self._redis.hgetall(keys.deletion_job(job_id))
+        return _job_from_hash(job_id, raw) if raw else None
+
+    async def get(self, job_id: str) -> DeletionJob:
+        job = await self.find(job_id)
+        if job is None:
+            raise NotFound(f"deletion job {job_id[:40]!r} not found")
+        return job
+
+    async def get_for_tenant(self, job_id: str, tenant_id: str) -> DeletionJob:
+        """The job, only when ``tenant_id`` scheduled it (else NotFound, not 403)."""
+        if _valid_job_id(job_id):
+            owner = await self._redis.hget(keys.deletion_job(job_id), "owner")
+            if owner is not None and owner.decode() == owner_digest(tenant_id):
+                return await self.get(job_id)
+        raise NotFound(f"deletion job {job_id[:40]!r} not found")
+
+
+async def schedule_channel_deletion(
+    redis: Redis, clock: Clock, tenant_id: str, channel_id: str, *, source: str = "api"
+) -> DeletionJob:
+    """For the channel routes: queue the erasure of a (disconnected) channel's data."""
+    return await DeletionJobs(redis, clock).schedule_channel(tenant_id, channel_id, source=source)
+
+
+def validate_end_user(channel: object, user_id: object) -> tuple[str, str]:
+    """(channel, user id) from caller input; ValidationError naming the field."""
+    if channel not in CHANNELS:
+        raise ValidationError("channel", f"must be one of {', '.join(CHANNELS)}")
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise ValidationError("user_id", "is required")
+    uid = user_id.strip()
+    if len(uid) > 128 or any(c.isspace() or c in ":*?[]" for c in uid):
+        raise ValidationError("user_id", "must be the PSID, IGSID, WhatsApp user id or wa_id")
+    return str(channel), uid
+
+
+class DeletionWorker:
+    """Consumes ``keys.DELETION_JOBS``; one or more may run (consumer names differ)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        clock: Clock,
+        *,
+        consumer: str = "deleter-1",
+        claim_idle_ms: int = 60_000,
+        batch: int = 500,
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._clock = clock
+        self._consumer = consumer
+        self._claim_idle_ms = claim_idle_ms
+        self._batch = batch
+        self.processed = 0
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(
+                keys.DELETION_JOBS, keys.DELETION_GROUP, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run_once(self, block_ms: int | None = None) -> int:
+        """Process what is due: stale jobs of crashed workers, own pending, then new."""
+        await self.ensure_group()
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        _, claimed, *_ = await self._redis.xautoclaim(
+            keys.DELETION_JOBS, keys.DELETION_GROUP, self._consumer,
+            min_idle_time=self._claim_idle_ms, start_id="0-0", count=10,
+        )
+        entries.extend((e, f) for e, f in claimed if f)
+        own = await self._redis.xreadgroup(
+            keys.DELETION_GROUP, self._consumer, {keys.DELETION_JOBS: "0"}, count=10
+        )
+        for _stream, rows in own or []:
+            entries.extend((e, f) for e, f in rows if f)
+        if not entries:
+            new = await self._redis.xreadgroup(
+                keys.DELETION_GROUP, self._consumer, {keys.DELETION_JOBS: ">"},
+                count=10, block=block_ms,
+            )
+            for _stream, rows in new or []:
+                entries.extend((e, f) for e, f in rows if f)
+        seen: set[bytes] = set()
+        for entry_id, fields in entries:
+            if entry_id in seen:
+                continue
+            seen.add(entry_id)
+            await self._handle(entry_id, fields.get(b"job", b"").decode())
+        return len(seen)
+
+    async def run(self, stop: asyncio.Event | None = None, *, block_ms: int = 1000) -> None:
+        """Loop until ``stop`` is set; Redis outages are waited out, not fatal."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self.run_once(block_ms=block_ms)
+            except (RedisError, *UNAVAILABLE) as exc:
+                log.warning("deletion worker: Redis unavailable (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _handle(self, entry_id: bytes, job_id: str) -> None:
+        done = True
+        if _valid_job_id(job_id):
+            try:
+                done = await self._execute(job_id)
+            except (RedisError, *UNAVAILABLE):
+                raise  # not acknowledged: resumed when Redis is back
+        if done:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xack(keys.DELETION_JOBS, keys.DELETION_GROUP, entry_id)
+                pipe.xdel(keys.DELETION_JOBS, entry_id)
+                await pipe.execute()
+
+    async def execute(self, job_id: str) -> DeletionJob:
+        """Run one job now (the CLI's inline mode); idempotent, safe beside a worker."""
+        await self._execute(job_id)
+        return await DeletionJobs(self._redis, self._clock).get(job_id)
+
+    async def _execute(self, job_id: str) -> bool:
+        """True when the job is finished (done or given up), False to retry later."""
+        key = keys.deletion_job(job_id)
+        raw = await self._redis.hgetall(key)
+        if not raw or raw.get(b"status") in (b"done", b"failed"):
+            return True
+        params = json.loads(raw.get(b"params", b"{}"))
+        kind = raw.get(b"kind", b"").decode()
+        attempts = int(await self._redis.hincrby(key, "attempts", 1))
+        await self._redis.hset(key, "status", "running")
+        await self._redis.hsetnx(key, "started_ms", now_ms(self._clock))
+
+        async def progress(counts: dict[str, int]) -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for name, n in counts.items():
+                pipe.hincrby(key, _COUNT + name, n)
+            await pipe.execute()
+
+        eraser = Eraser(
+            self._redis, partitions=self._settings.partitions,
+            data_dir=self._settings.data_dir, progress=progress, batch=self._batch,
+        )
+        try:
+            await self._run_kind(eraser, kind, params)
+        except (RedisError, *UNAVAILABLE):
+            raise
+        except (MTDeskError, ValueError, KeyError, TypeError, OSError) as exc:
+            # The message may name ids; the audit keeps only the type.
+            log.warning("deletion job %s attempt %d failed: %s", job_id, attempts, type(exc).__name__)
+            if attempts < MAX_ATTEMPTS:
+                await self._redis.hset(key, mapping={"status": "queued", "error": type(exc).__name__})
+                return False
+            await self._finish(key, "failed", error=type(exc).__name__)
+            return True
+        await self._finish(key, "done")
+        self.processed += 1
+        log.info("deletion job %s done (kind=%s)", job_id, kind)
+        return True
+
+    async def _finish(self, key: str, status: str, *, error: str | None = None) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"status": status, "finished_ms": now_ms(self._clock)})
+            if error is None:
+                pipe.hdel(key, "error", "params")
+            else:
+                pipe.hset(key, "error", error)
+                pipe.hdel(key, "params")
+            pipe.expire(key, AUDIT_TTL_S)
+            await pipe.execute()
+
+    async def _run_kind(self, eraser: Eraser, kind: str, params: dict[str, object]) -> None:
+        if kind == "account":
+            accounts = [tuple(a) for a in params.get("accounts", [])]  # type: ignore[attr-defined]
+            await eraser.erase_tenant(str(params["tenant"]), accounts)  # type: ignore[arg-type]
+        elif kind == "channel":
+            await eraser.erase_channel(
+                str(params["tenant"]), str(params["channel_id"]),
+                str(params["channel"]), str(params["account_id"]),
+            )
+        elif kind == "user":
+            await eraser.erase_user(
+                str(params["tenant"]), str(params["channel"]), str(params["user_id"])
+            )
+        elif kind == "app_user":
+            for tid, cid, ch, acct in params.get("targets", []):  # type: ignore[attr-defined]
+                await eraser.erase_channel(str(tid), str(cid), str(ch), str(acct))
+            await self._redis.delete(keys.app_user(str(params["app_user"])))
+        else:
+            raise ValueError(f"unknown job kind {kind!r}")

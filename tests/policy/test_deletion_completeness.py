@@ -1,0 +1,174 @@
+"""After each kind of deletion, nothing of what was deleted is left anywhere in Redis or
+the data directory, and nobody else's data is touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtdesk.core import keys
+from mtdesk.core.clock import FakeClock
+from mtdesk.core.history import MessageStore
+from mtdesk.core.redis import Redis
+from mtdesk.core.tenants import Tenants
+from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+
+from _privacy_world import Person, World, build_world, make_settings, where_found
+
+
+@pytest.fixture
+async def world(redis: Redis, tmp_path: Path) -> World:
+    clock = FakeClock()
+    return await build_world(redis, make_settings(tmp_path), clock)
+
+
+async def run_all(redis: Redis, tmp_path: Path) -> DeletionWorker:
+    worker = DeletionWorker(redis, make_settings(tmp_path), FakeClock(), batch=3)
+    while await worker.run_once():
+        pass
+    return worker
+
+
+async def messages_of(redis: Redis, tenant_id: str, person: Person) -> list[str]:
+    return [m.text or "" for m in await MessageStore(redis).read(tenant_id, person.conv)]
+
+
+async def assert_untouched(redis: Redis, w: World, tenant_id: str, *people: Person) -> None:
+    for person in people:
+        texts = await messages_of(redis, tenant_id, person)
+        assert person.text in texts
+        assert await redis.exists(keys.context(tenant_id, person.conv))
+        assert await redis.zscore(keys.conversations(tenant_id), person.conv) is not None
+    hits = await where_found(redis, w.data_dir, [p.text for p in people])
+    assert len(hits) >= len(people)
+
+
+async def test_end_user_deletion_leaves_no_trace_of_that_user(
+    redis: Redis, world: World, tmp_path: Path
+) -> None:
+    w = world
+    before = await where_found(redis, w.data_dir, w.alice.identifiers())
+    assert len(before) >= 8  # history, context, reply, outbound, index, inbound, dead letter…
+    job = await DeletionJobs(redis, FakeClock()).schedule_user(w.a.id, "messenger", w.alice.user_id)
+    assert job.status == "queued"
+    await run_all(redis, tmp_path)
+
+    assert await where_found(redis, w.data_dir, w.alice.identifiers()) == []
+    await assert_untouched(redis, w, w.a.id, w.carol, w.bob)
+    await assert_untouched(redis, w, w.b.id, w.dave)
+    assert await redis.sismember(keys.restricted(w.a.id), f"whatsapp:{w.bob.user_id}")
+    done = await DeletionJobs(redis, FakeClock()).get(job.id)
+    assert done.status == "done"
+    assert done.counts["messages"] == 2 and done.counts["conversations"] == 1
+    assert done.counts["inbound_events"] == 1 and done.counts["dead_letters"] == 1
+
+
+async def test_whatsapp_user_deletion_also_finds_records_by_wa_id(
+    redis: Redis, world: World, tmp_path: Path
+) -> None:
+    w = world
+    await DeletionJobs(redis, FakeClock()).schedule_user(w.a.id, "whatsapp", w.bob.user_id)
+    await run_all(redis, tmp_path)
+    assert await where_found(redis, w.data_dir, w.bob.identifiers()) == []
+    await assert_untouched(redis, w, w.a.id, w.alice, w.carol)
+
+
+async def test_channel_deletion_removes_all_platform_data_of_that_account(
+    redis: Redis, world: World, tmp_path: Path
+) -> None:
+    w = world
+    cid = w.a.channels["2220002"]
+    await DeletionJobs(redis, FakeClock()).schedule_channel(w.a.id, cid)
+    await run_all(redis, tmp_path)
+
+    gone = ["2220002", cid, w.tokens["2220002"], *w.bob.identifiers()]
+    assert await where_found(redis, w.data_dir, gone) == []
+    assert not await redis.exists(keys.account("whatsapp", "2220002"))
+    await assert_untouched(redis, w, w.a.id, w.alice, w.carol)
+    await assert_untouched(redis, w, w.b.id, w.dave)
+    assert await redis.exists(keys.account("messenger", "1110001"))
+
+
+async def test_account_deletion_leaves_nothing_of_the_tenant(
+    redis: Redis, world: World, tmp_path: Path
+) -> None:
+    w = world
+    tenants = Tenants(redis, FakeClock())
+    assert await tenants.authenticate(w.a.api_key.reveal()) == w.a.id
+    job = await DeletionJobs(redis, FakeClock()).schedule_account(w.a.id)
+    # The API key stops working at once, before the erasure ran.
+    assert await tenants.authenticate(w.a.api_key.reveal()) is None
+
+    await run_all(redis, tmp_path)
+
+    gone = [w.a.id, "1110001", "2220002", w.asid, w.tokens["1110001"], w.tokens["2220002"],
+            "faq of a", "kb text of shop a", "upload a", "owner@a.example.com",
+            *w.alice.identifiers(), *w.carol.identifiers(), *w.bob.identifiers()]
+    assert await where_found(redis, w.data_dir, gone) == []
+    await assert_untouched(redis, w, w.b.id, w.dave)
+    assert await tenants.authenticate(w.b.api_key.reveal()) == w.b.id
+    assert (await redis.hget(keys.account("messenger", "3330003"), "tenant")).decode() == w.b.id
+    assert await where_found(redis, w.data_dir, ["kb text of shop b", "upload b", "vectors of " + w.b.id])
+    done = await DeletionJobs(redis, FakeClock()).get(job.id)
+    assert done.status == "done" and done.finished_ms is not None
+    assert done.counts["messages"] == 6 and done.counts["files"] == 2
+
+
+async def test_a_second_run_of_a_finished_job_changes_nothing(
+    redis: Redis, world: World, tmp_path: Path
+) -> None:
+    w = world
+    jobs = DeletionJobs(redis, FakeClock())
+    job = await jobs.schedule_user(w.a.id, "messenger", w.alice.user_id)
+    worker = await run_all(redis, tmp_path)
+    first = await jobs.get(job.id)
+    again = await worker.execute(job.id)
+    assert again == first
+    # And the same erasure scheduled again finds nothing more to do.
+    second = await jobs.schedule_user(w.a.id, "messenger", w.alice.user_id)
+    await run_all(redis, tmp_path)
+    assert (await jobs.get(second.id)).counts == {}
+    await assert_untouched(redis, w, w.a.id, w.carol, w.bob)
+
+
+async def test_a_job_interrupted_by_a_crash_is_resumed_by_another_worker(
+    redis: Redis, world: World, tmp_path: Path
+) -> None:
+    w = world
+    jobs = DeletionJobs(redis, FakeClock())
+    job = await jobs.schedule_account(w.a.id)
+    # What a crash leaves: the job read by a worker that died mid-way (some keys already
+    # erased, progress counted, status running, never acknowledged).
+    crashed = DeletionWorker(redis, make_settings(tmp_path), FakeClock(), consumer="died")
+    await crashed.ensure_group()
+    await redis.xreadgroup(keys.DELETION_GROUP, "died", {keys.DELETION_JOBS: ">"}, count=1)
+    await redis.hset(keys.deletion_job(job.id), mapping={"status": "running", "started_ms": 1,
+                                                          "c:messages": 2, "attempts": 1})
+    await redis.delete(keys.history(w.a.id, w.alice.conv), keys.channel(w.a.id, w.a.channels["1110001"]))
+
+    survivor = DeletionWorker(redis, make_settings(tmp_path), FakeClock(), consumer="next",
+                              claim_idle_ms=0)
+    assert await survivor.run_once() == 1
+
+    done = await jobs.get(job.id)
+    assert done.status == "done" and done.attempts == 2 and done.started_ms == 1
+    gone = [w.a.id, "1110001", "2220002", *w.alice.identifiers(), *w.bob.identifiers()]
+    assert await where_found(redis, w.data_dir, gone) == []
+    assert await redis.xlen(keys.DELETION_JOBS) == 0
+    pending = await redis.xpending(keys.DELETION_JOBS, keys.DELETION_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_the_audit_record_holds_no_personal_data(
+    redis: Redis, world: World, tmp_path: Path
+) -> None:
+    w = world
+    job = await DeletionJobs(redis, FakeClock()).schedule_user(w.a.id, "messenger", w.alice.user_id)
+    raw_before = await redis.hgetall(keys.deletion_job(job.id))
+    assert any(w.alice.user_id.encode() in v for v in raw_before.values())  # needed to run
+    await run_all(redis, tmp_path)
+    raw = await redis.hgetall(keys.deletion_job(job.id))
+    blob = b"".join(k + v for k, v in raw.items())
+    assert w.alice.user_id.encode() not in blob and w.a.id.encode() not in blob
+    assert 0 < await redis.ttl(keys.deletion_job(job.id))
