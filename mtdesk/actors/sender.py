@@ -147,7 +147,7 @@ class GraphSender:
             try:
                 message_id = await self._send_part(message, url, bodies[index])
             except GraphError as exc:
-                exc.parts_sent = already_sent + len(sent)  # type: ignore[attr-defined]
+                exc.parts_sent = max(0, already_sent) + len(sent)
                 raise
             sent.append(message_id)
             if on_part_sent is not None:

@@ -69,6 +69,9 @@ class DecryptionError(MTDeskError):
 class GraphError(MTDeskError):
     """An error answer of the Graph API. ``retriable`` is set per instance from the table."""
 
+    # Parts of a split reply Meta had accepted before this error (set by the sender).
+    parts_sent: int = 0
+
     def __init__(
         self,
         code: int,
