@@ -1,0 +1,324 @@
+"""Adding knowledge: sources in, chunks and vectors out, in the background with progress.
+
+:class:`KnowledgeService` is what the admin API and the CLI call. ``add_*`` validate the
+input at once (a bad file or a refused URL raises :class:`ValidationError` naming the
+field), record the source as ``queued`` and hand it to the background worker; the worker
+moves it to ``processing`` (with ``done``/``total`` progress), then ``ready`` (with its
+chunk count) or ``failed`` (with the reason). Nothing here runs on the webhook path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from mtdesk.core.errors import MTDeskError, NotFound, ValidationError
+from mtdesk.core.settings import Settings
+from mtdesk.retrieval.chunking import Chunk, ChunkingOptions, chunk_document
+from mtdesk.retrieval.crawl import CrawlOptions, crawl_site, fetch_page
+from mtdesk.retrieval.documents import Document, QAPair
+from mtdesk.retrieval.embedders import Embedder, default_spec
+from mtdesk.retrieval.extract import extract, kind_of
+from mtdesk.retrieval.search import Embedders
+from mtdesk.retrieval.store import KnowledgeStore, SourceInfo
+from mtdesk.retrieval.urlpolicy import AddressPolicy
+
+log = logging.getLogger(__name__)
+
+MAX_QA_PAIRS = 5000
+EMBED_BATCH = 64
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+OnChange = Callable[[str], Awaitable[None]]
+
+
+class SourceSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How to (re)build a source: kept with it, so a re-sync repeats the same work."""
+
+    kind: str
+    qa: tuple[QAPair, ...] = ()
+    url: str | None = None
+    options: CrawlOptions | None = None
+    path: str | None = None  # the stored upload
+    filename: str | None = None
+    content_type: str | None = None
+
+
+def parse_qa(items: Any) -> tuple[QAPair, ...]:
+    """Validate ``[{"q": …, "a": …}, …]`` (also ``question``/``answer``)."""
+    if not isinstance(items, list) or not items:
+        raise ValidationError("qa", "must be a non-empty list of {q, a} pairs")
+    if len(items) > MAX_QA_PAIRS:
+        raise ValidationError("qa", f"at most {MAX_QA_PAIRS} pairs per request")
+    pairs = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValidationError(f"qa[{i}]", "must be an object with q and a")
+        q = item.get("q", item.get("question"))
+        a = item.get("a", item.get("answer"))
+        if not isinstance(q, str) or not q.strip():
+            raise ValidationError(f"qa[{i}].q", "must be a non-empty string")
+        if not isinstance(a, str) or not a.strip():
+            raise ValidationError(f"qa[{i}].a", "must be a non-empty string")
+        pairs.append(QAPair(q=q.strip(), a=a.strip()))
+    return tuple(pairs)
+
+
+class KnowledgeService:
+    def __init__(
+        self, store: KnowledgeStore, settings: Settings, *, embedders: Embedders | None = None,
+        on_change: OnChange | None = None, policy: AddressPolicy | None = None,
+        chunking: ChunkingOptions | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.embedders = embedders or Embedders(settings)
+        self.on_change = on_change
+        self.policy = policy or AddressPolicy(allow_private=settings.kb_allow_private_urls)
+        self.chunking = chunking or ChunkingOptions()
+        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._docs: dict[tuple[str, str], Document] = {}  # extracted at upload, used once
+
+    # -- background worker -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the worker and resume the jobs a previous process left unfinished."""
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._work(), name="kb-ingest")
+            for tenant, sid in await self.store.pending():
+                self._queue.put_nowait((tenant, sid))
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+
+    async def drain(self) -> None:
+        """Wait until every queued job has run (tests, CLI)."""
+        await self._queue.join()
+
+    async def _work(self) -> None:
+        while True:
+            tenant, sid = await self._queue.get()
+            try:
+                await self.run(tenant, sid)
+            except Exception:  # the job is marked failed in run(); keep the worker alive
+                log.exception("kb ingestion crashed", extra={"tenant": tenant, "source": sid})
+            finally:
+                self._queue.task_done()
+
+    def _submit(self, tenant: str, sid: str) -> None:
+        self._queue.put_nowait((tenant, sid))
+
+    # -- adding sources --------------------------------------------------------------------
+    async def add_qa(self, tenant: str, items: Any, *, name: str | None = None) -> SourceInfo:
+        pairs = parse_qa(items)
+        spec = SourceSpec(kind="qa", qa=pairs)
+        info = await self.store.create_source(
+            tenant, kind="qa", name=(name or "Q&A").strip()[:200], spec=msgspec.msgpack.encode(spec)
+        )
+        self._submit(tenant, info.id)
+        return info
+
+    async def add_url(self, tenant: str, url: str, options: CrawlOptions | None = None) -> SourceInfo:
+        if not isinstance(url, str) or not url.strip():
+            raise ValidationError("url", "must be a non-empty string")
+        url = url.strip()
+        options = (options or CrawlOptions()).validated()
+        await self.policy.check(url)  # refuse private addresses now, with a 4xx that says why
+        spec = SourceSpec(kind="url", url=url, options=options)
+        info = await self.store.create_source(
+            tenant, kind="url", name=url[:500], spec=msgspec.msgpack.encode(spec), url=url
+        )
+        self._submit(tenant, info.id)
+        return info
+
+    async def add_file(
+        self, tenant: str, filename: str, data: bytes, content_type: str | None = None
+    ) -> SourceInfo:
+        filename = Path(filename or "upload").name
+        kind_of(filename, content_type)
+        doc = await asyncio.to_thread(
+            extract, data, filename, content_type, max_bytes=self.settings.kb_max_file_bytes
+        )
+        safe = _SAFE_NAME.sub("_", filename)[:120] or "upload"
+        info = await self.store.create_source(tenant, kind="file", name=filename, spec=b"")
+        path = Path(self.settings.data_dir) / "uploads" / _SAFE_NAME.sub("_", tenant) / info.id / safe
+        await asyncio.to_thread(_write, path, data)
+        spec = SourceSpec(kind="file", path=str(path), filename=filename, content_type=content_type)
+        await self.store.update_source(tenant, info.id, spec=msgspec.msgpack.encode(spec))
+        self._docs[(tenant, info.id)] = doc
+        self._submit(tenant, info.id)
+        return info
+
+    async def resync(self, tenant: str, sid: str) -> SourceInfo:
+        await self.store.get_source(tenant, sid)
+        await self.store.update_source(tenant, sid, status="queued", error=None, done=0, total=0, stage=None)
+        await self.store.mark_pending(tenant, sid)
+        self._submit(tenant, sid)
+        return await self.store.get_source(tenant, sid)
+
+    async def delete(self, tenant: str, sid: str) -> int:
+        info = await self.store.get_source(tenant, sid)
+        removed = await self.store.delete_source(tenant, sid)
+        if info.kind == "file":
+            folder = Path(self.settings.data_dir) / "uploads" / _SAFE_NAME.sub("_", tenant) / sid
+            await asyncio.to_thread(_rmtree, folder)
+        await self._changed(tenant)
+        return removed
+
+    async def list(self, tenant: str) -> list[SourceInfo]:
+        return await self.store.list_sources(tenant)
+
+    async def get(self, tenant: str, sid: str) -> SourceInfo:
+        return await self.store.get_source(tenant, sid)
+
+    # -- the job ---------------------------------------------------------------------------
+    async def run(self, tenant: str, sid: str) -> SourceInfo:
+        """Build (or rebuild) one source now. Marks it ready or failed; returns its state."""
+        try:
+            spec = msgspec.msgpack.decode(await self.store.source_spec(tenant, sid), type=SourceSpec)
+            info = await self.store.get_source(tenant, sid)
+        except (NotFound, msgspec.DecodeError):
+            return SourceInfo(id=sid, kind="?", name="?", status="failed", error="source is gone")
+        try:
+            await self.store.update_source(tenant, sid, status="processing", stage="reading", error=None)
+            pieces = await self._read(tenant, sid, spec, info)
+            chunks = [(name, c) for name, doc in pieces for c in chunk_document(doc, self.chunking)]
+            if not chunks:
+                raise ValidationError("source", "has no text to learn from")
+            embedder = await self._embedder(tenant)
+            await self.store.update_source(tenant, sid, stage="embedding", done=0, total=len(chunks))
+            vectors = await self._embed(tenant, sid, embedder, [c.embed_text for _, c in chunks])
+            await self._store_chunks(tenant, sid, chunks, vectors)
+            await self.store.update_source(
+                tenant, sid, status="ready", stage=None, chunks=len(chunks), done=len(chunks)
+            )
+        except NotFound:
+            return SourceInfo(id=sid, kind=info.kind, name=info.name, status="failed", error="source was deleted")
+        except Exception as exc:  # any failure ends as a visible status, never a stuck job
+            if isinstance(exc, ValidationError):
+                reason = exc.problem
+            elif isinstance(exc, MTDeskError):
+                reason = str(exc)
+            else:
+                reason = f"internal error ({type(exc).__name__})"
+                log.exception("kb ingestion crashed", extra={"tenant": tenant, "source": sid})
+            log.info("kb source failed", extra={"tenant": tenant, "source": sid, "error": type(exc).__name__})
+            try:
+                await self.store.update_source(tenant, sid, status="failed", stage=None, error=reason[:500])
+            except NotFound:
+                pass
+        await self._changed(tenant)
+        try:
+            return await self.store.get_source(tenant, sid)
+        except NotFound:
+            return SourceInfo(id=sid, kind=info.kind, name=info.name, status="failed", error="source was deleted")
+
+    async def _read(self, tenant: str, sid: str, spec: SourceSpec, info: SourceInfo) -> list[tuple[str, Document]]:
+        if spec.kind == "qa":
+            return [(info.name, Document(title="", qa=spec.qa))]
+        if spec.kind == "file":
+            doc = self._docs.pop((tenant, sid), None)
+            if doc is None:
+                if not spec.path or not await asyncio.to_thread(Path(spec.path).is_file):
+                    raise ValidationError("file", "the uploaded file is no longer stored; upload it again")
+                data = await asyncio.to_thread(Path(spec.path).read_bytes)
+                doc = await asyncio.to_thread(
+                    extract, data, spec.filename or "upload", spec.content_type,
+                    max_bytes=self.settings.kb_max_file_bytes,
+                )
+            return [(info.name, doc)]
+        if spec.kind == "url" and spec.url:
+            opts = spec.options or CrawlOptions()
+            if not opts.crawl:
+                page = await fetch_page(spec.url, self.policy, opts)
+                return [(page.document.title or page.url, page.document)]
+
+            async def progress(done: int, total: int) -> None:
+                await self.store.update_source(tenant, sid, stage="crawling", done=done, total=total)
+
+            docs, problems = await crawl_site(spec.url, self.policy, opts, progress)
+            await self.store.update_source(
+                tenant, sid, pages=len(docs), error=("; ".join(problems)[:500] if problems else None)
+            )
+            return [(d.document.title or d.url, d.document) for d in docs]
+        raise ValidationError("source", f"unknown source kind {spec.kind!r}")
+
+    async def _embed(self, tenant: str, sid: str, embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+        parts = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            parts.append(await embedder.embed(texts[start : start + EMBED_BATCH]))
+            await self.store.update_source(tenant, sid, done=min(len(texts), start + EMBED_BATCH))
+        return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
+
+    async def _store_chunks(
+        self, tenant: str, sid: str, chunks: list[tuple[str, Chunk]], vectors: np.ndarray
+    ) -> None:
+        # Chunks of one source may carry different names (the pages of a crawl): group them.
+        old = await self.store.take_source_chunk_ids(tenant, sid)
+        by_name: dict[str, list[int]] = {}
+        for i, (name, _) in enumerate(chunks):
+            by_name.setdefault(name, []).append(i)
+        for name, rows in by_name.items():
+            await self.store.add_chunks(tenant, sid, name, [chunks[i][1] for i in rows], vectors[rows])
+        await self.store.remove_chunks(tenant, old)
+
+    # -- embedder bookkeeping --------------------------------------------------------------
+    async def _embedder(self, tenant: str) -> Embedder:
+        """The configured embedder; when the tenant's index was made by another, re-embed."""
+        spec = default_spec(self.settings)
+        embedder = self.embedders.get(spec)
+        meta = await self.store.meta(tenant)
+        if meta.get("spec") != spec:
+            await self.reembed(tenant, spec)
+        return embedder
+
+    async def reembed(self, tenant: str, spec: str | None = None) -> int:
+        """Embed every chunk of the tenant again with ``spec`` (default: the configured one)."""
+        spec = spec or default_spec(self.settings)
+        embedder = self.embedders.get(spec)
+        ids = await self.store.all_chunk_ids(tenant)
+        dim = embedder.dim
+        for start in range(0, len(ids), 256):
+            batch = ids[start : start + 256].tolist()
+            records = await self.store.chunks(tenant, batch)
+            pairs = [(i, r) for i, r in zip(batch, records, strict=True) if r is not None]
+            texts = [Chunk(text=r.text, answer=r.answer, context=r.context).embed_text for _, r in pairs]
+            vecs = await embedder.embed(texts)
+            dim = vecs.shape[1] if len(vecs) else dim
+            await self.store.put_vectors(tenant, [i for i, _ in pairs], vecs)
+        await self.store.set_meta(tenant, spec=spec, embedder=embedder.name, dim=str(dim))
+        if len(ids):
+            await self.store.log(tenant, "reset")
+        await self._changed(tenant)
+        return len(ids)
+
+    async def _changed(self, tenant: str) -> None:
+        if self.on_change is not None:
+            try:
+                await self.on_change(tenant)
+            except MTDeskError:
+                log.warning("kb index refresh failed; shards catch up on their own", extra={"tenant": tenant})
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,106 @@
+"""The :class:`~mtdesk.core.ports.Retriever` over sharded FAISS indexes.
+
+``KnowledgeRetriever.search(tenant, query, k)`` embeds the query with the embedder that
+built the tenant's index (recorded in Redis), asks the shards holding the tenant's
+chunks (batched per shard by the shard client), merges their top-k, and returns
+:class:`~mtdesk.core.ports.Passage` objects with the source names for citations.
+Scores are cosine similarities in the embedder's space.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from mtdesk.core.ports import Passage
+from mtdesk.core.settings import Settings
+from mtdesk.retrieval.embedders import Embedder, embedder_for
+from mtdesk.retrieval.placement import shards_for
+from mtdesk.retrieval.shard import Hit, IndexShard, SearchRequest
+from mtdesk.retrieval.store import KnowledgeStore
+
+
+class ShardClient(Protocol):
+    """What the retriever needs of a shard: the in-process :class:`IndexShard` is one."""
+
+    async def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]: ...
+
+    async def sync(self, tenant: str) -> int: ...
+
+
+class Embedders:
+    """Embedders by spec, built once per process (the local model loads once)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._cache: dict[str, Embedder] = {}
+
+    def get(self, spec: str) -> Embedder:
+        emb = self._cache.get(spec)
+        if emb is None:
+            emb = self._cache[spec] = embedder_for(spec, self.settings)
+        return emb
+
+
+class KnowledgeRetriever:
+    def __init__(
+        self, store: KnowledgeStore, shards: Sequence[ShardClient], embedders: Embedders,
+        *, block: int, meta_ttl: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.shards = list(shards)
+        self.embedders = embedders
+        self.block = block
+        self.meta_ttl = meta_ttl
+        self._meta: dict[str, tuple[float, str, int]] = {}  # tenant → (fetched, spec, max id)
+
+    async def _tenant(self, tenant: str) -> tuple[str, int]:
+        cached = self._meta.get(tenant)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.meta_ttl:
+            return cached[1], cached[2]
+        meta = await self.store.meta(tenant)
+        seq = await self.store.seq(tenant)
+        spec = meta.get("spec", "")
+        self._meta[tenant] = (now, spec, seq)
+        return spec, seq
+
+    async def search(self, tenant_id: str, query: str, k: int = 5) -> list[Passage]:
+        spec, max_id = await self._tenant(tenant_id)
+        if not spec or not query.strip() or k <= 0:
+            return []
+        vector = (await self.embedders.get(spec).embed([query]))[0]
+        return await self.search_vector(tenant_id, vector.tobytes(), k, max_id)
+
+    async def search_vector(self, tenant_id: str, vector: bytes, k: int, max_id: int) -> list[Passage]:
+        targets = shards_for(tenant_id, max_id, len(self.shards), self.block)
+        request = SearchRequest(tenant_id, vector, k)
+        results = await asyncio.gather(*(self.shards[s].search_batch([request]) for s in targets))
+        hits = sorted((h for r in results for h in r[0]), key=lambda h: -h.score)[:k]
+        records = await self.store.chunks(tenant_id, [h.id for h in hits])
+        return [
+            Passage(text=rec.text, source=rec.source_name, score=h.score, answer=rec.answer, chunk_id=str(h.id))
+            for h, rec in zip(hits, records, strict=True)
+            if rec is not None and h.score > 0  # gone since the index saw it, or unrelated
+        ]
+
+    async def refresh(self, tenant_id: str) -> None:
+        """Make the shards apply the tenant's latest changes now (after an ingestion)."""
+        self._meta.pop(tenant_id, None)
+        await asyncio.gather(*(s.sync(tenant_id) for s in self.shards))
+
+
+def local_retriever(
+    store: KnowledgeStore, settings: Settings, *, n_shards: int = 1, check_interval: float = 1.0,
+) -> KnowledgeRetriever:
+    """An in-process retriever (demo, CLI, tests): ``n_shards`` :class:`IndexShard` objects."""
+    shards = [
+        IndexShard(
+            shard=i, n_shards=n_shards, block=settings.kb_shard_chunks, store=store,
+            data_dir=settings.data_dir, check_interval=check_interval,
+        )
+        for i in range(n_shards)
+    ]
+    return KnowledgeRetriever(store, shards, Embedders(settings), block=settings.kb_shard_chunks)

@@ -1,0 +1,329 @@
+"""The knowledge base in Redis: sources with their status, chunks, vectors and a change log.
+
+Redis is the source of truth; FAISS indexes on the shards are caches of it. Every write
+that changes vectors appends to the tenant's change log (``kb:log``), which the shards
+read to catch up (see :mod:`mtdesk.retrieval.shard`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from mtdesk.core import keys
+from mtdesk.core.clock import Clock, SystemClock, now_ms
+from mtdesk.core.errors import NotFound, StoreUnavailable
+from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.retrieval.chunking import Chunk
+
+Status = Literal["queued", "processing", "ready", "failed"]
+LOG_MAXLEN = 10_000
+
+
+class SourceInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A knowledge source as the API shows it."""
+
+    id: str
+    kind: str  # qa | url | file
+    name: str
+    status: Status
+    chunks: int = 0
+    error: str | None = None
+    done: int = 0  # progress: units (pages, chunks) done of total
+    total: int = 0
+    stage: str | None = None
+    created_ms: int = 0
+    updated_ms: int = 0
+    url: str | None = None
+    pages: int | None = None
+
+
+class ChunkRecord(msgspec.Struct, array_like=True, frozen=True):
+    source_id: str
+    source_name: str
+    text: str
+    answer: str | None = None
+    context: str = ""
+
+
+class LogEntry(msgspec.Struct, frozen=True):
+    id: bytes  # stream id
+    op: str  # add | del | reset
+    ids: np.ndarray
+
+
+_CHUNK_DECODER = msgspec.msgpack.Decoder(ChunkRecord)
+_INT_FIELDS = ("chunks", "done", "total", "created_ms", "updated_ms", "pages")
+
+
+def pack_ids(ids: Iterable[int]) -> bytes:
+    return np.fromiter((int(i) for i in ids), dtype=np.int64).tobytes()
+
+
+def unpack_ids(data: bytes | None) -> np.ndarray:
+    return np.frombuffer(data or b"", dtype=np.int64)
+
+
+class KnowledgeStore:
+    """Typed access to one Redis for all tenants' knowledge. Raises StoreUnavailable."""
+
+    def __init__(self, redis: Redis, clock: Clock | None = None) -> None:
+        self.redis = redis
+        self.clock = clock or SystemClock()
+
+    # -- sources ---------------------------------------------------------------------------
+    async def create_source(
+        self, tenant: str, *, kind: str, name: str, spec: bytes, url: str | None = None
+    ) -> SourceInfo:
+        sid = secrets.token_hex(6)
+        now = now_ms(self.clock)
+        info = SourceInfo(id=sid, kind=kind, name=name, status="queued", created_ms=now, updated_ms=now, url=url)
+        fields = _to_fields(info)
+        fields["spec"] = spec
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.kb_source(tenant, sid), mapping=fields)
+                pipe.zadd(keys.kb_sources(tenant), {sid: now})
+                pipe.sadd(keys.KB_PENDING, f"{tenant}:{sid}")
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable("redis unreachable") from exc
+        return info
+
+    async def get_source(self, tenant: str, sid: str) -> SourceInfo:
+        raw = await self._hgetall(keys.kb_source(tenant, sid))
+        if not raw:
+            raise NotFound(f"knowledge source {sid!r} not found")
+        return _from_fields(raw)
+
+    async def source_spec(self, tenant: str, sid: str) -> bytes:
+        spec = await self.redis.hget(keys.kb_source(tenant, sid), "spec")
+        if spec is None:
+            raise NotFound(f"knowledge source {sid!r} not found")
+        return bytes(spec)
+
+    async def list_sources(self, tenant: str) -> list[SourceInfo]:
+        sids = await self.redis.zrange(keys.kb_sources(tenant), 0, -1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.hgetall(keys.kb_source(tenant, sid.decode()))
+            rows = await pipe.execute()
+        return [_from_fields(r) for r in rows if r]
+
+    async def update_source(self, tenant: str, sid: str, **fields: object) -> None:
+        """Set status/progress fields (None deletes a field); ``finished`` status clears pending."""
+        key = keys.kb_source(tenant, sid)
+        sets = {k: _enc(v) for k, v in fields.items() if v is not None}
+        dels = [k for k, v in fields.items() if v is None]
+        sets["updated_ms"] = str(now_ms(self.clock)).encode()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            pipe.hset(key, mapping=sets)
+            if dels:
+                pipe.hdel(key, *dels)
+            if fields.get("status") in ("ready", "failed"):
+                pipe.srem(keys.KB_PENDING, f"{tenant}:{sid}")
+            res = await pipe.execute()
+        if not res[0]:  # deleted while we worked: do not resurrect it
+            await self.redis.delete(key)
+            raise NotFound(f"knowledge source {sid!r} was deleted")
+
+    async def mark_pending(self, tenant: str, sid: str) -> None:
+        await self.redis.sadd(keys.KB_PENDING, f"{tenant}:{sid}")
+
+    async def pending(self) -> list[tuple[str, str]]:
+        out = []
+        for member in await self.redis.smembers(keys.KB_PENDING):
+            tenant, _, sid = member.decode().rpartition(":")
+            out.append((tenant, sid))
+        return out
+
+    async def source_chunk_ids(self, tenant: str, sid: str) -> np.ndarray:
+        return unpack_ids(await self.redis.hget(keys.kb_source(tenant, sid), "ids"))
+
+    async def delete_source(self, tenant: str, sid: str) -> int:
+        """Delete a source, its chunks and vectors. Returns how many chunks went."""
+        key = keys.kb_source(tenant, sid)
+        if not await self.redis.exists(key):
+            raise NotFound(f"knowledge source {sid!r} not found")
+        ids = await self.source_chunk_ids(tenant, sid)
+        await self.remove_chunks(tenant, ids)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.zrem(keys.kb_sources(tenant), sid)
+            pipe.srem(keys.KB_PENDING, f"{tenant}:{sid}")
+            await pipe.execute()
+        return len(ids)
+
+    # -- chunks and vectors ----------------------------------------------------------------
+    async def add_chunks(
+        self, tenant: str, sid: str, name: str, chunks: Sequence[Chunk], vectors: np.ndarray
+    ) -> np.ndarray:
+        """Store chunks + vectors under new ids, record them on the source, log the add."""
+        if not chunks:
+            return np.zeros(0, np.int64)
+        last = int(await self.redis.incrby(keys.kb_seq(tenant), len(chunks)))
+        ids = np.arange(last - len(chunks) + 1, last + 1, dtype=np.int64)
+        enc = msgspec.msgpack.Encoder()
+        vec16 = np.asarray(vectors, dtype=np.float16)
+        texts = {
+            str(i): enc.encode(ChunkRecord(sid, name, c.text, c.answer, c.context))
+            for i, c in zip(ids, chunks, strict=True)
+        }
+        vecs = {str(i): vec16[j].tobytes() for j, i in enumerate(ids)}
+        src = keys.kb_source(tenant, sid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.kb_chunks(tenant), mapping=texts)
+            pipe.hset(keys.kb_vectors(tenant), mapping=vecs)
+            await pipe.execute()
+        old = await self.redis.hget(src, "ids")
+        await self.redis.hset(src, "ids", (old or b"") + ids.tobytes())
+        await self.log(tenant, "add", ids)
+        return ids
+
+    async def remove_chunks(self, tenant: str, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        fields = [str(int(i)) for i in ids]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.kb_chunks(tenant), *fields)
+            pipe.hdel(keys.kb_vectors(tenant), *fields)
+            await pipe.execute()
+        await self.log(tenant, "del", ids)
+
+    async def take_source_chunk_ids(self, tenant: str, sid: str) -> np.ndarray:
+        """A source's chunk ids, forgotten by the source (re-sync: new ones replace them)."""
+        key = keys.kb_source(tenant, sid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(key, "ids")
+            pipe.hdel(key, "ids")
+            raw, _ = await pipe.execute()
+        return unpack_ids(raw)
+
+    async def chunks(self, tenant: str, ids: Sequence[int]) -> list[ChunkRecord | None]:
+        if not ids:
+            return []
+        raw = await self.redis.hmget(keys.kb_chunks(tenant), [str(int(i)) for i in ids])
+        return [_CHUNK_DECODER.decode(r) if r is not None else None for r in raw]
+
+    async def all_chunk_ids(self, tenant: str) -> np.ndarray:
+        fields = await self.redis.hkeys(keys.kb_chunks(tenant))
+        return np.array(sorted(int(f) for f in fields), dtype=np.int64)
+
+    async def vectors(self, tenant: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, float32 vectors) for ``ids``; missing ids are left out."""
+        if not len(ids):
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        raw = await self.redis.hmget(keys.kb_vectors(tenant), [str(int(i)) for i in ids])
+        found = [(int(i), r) for i, r in zip(ids, raw, strict=True) if r is not None]
+        return _stack(found)
+
+    async def put_vectors(self, tenant: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Overwrite stored vectors (re-embedding); the caller logs a reset."""
+        if not len(ids):
+            return
+        vec16 = np.asarray(vectors, dtype=np.float16)
+        await self.redis.hset(
+            keys.kb_vectors(tenant), mapping={str(int(i)): vec16[j].tobytes() for j, i in enumerate(ids)}
+        )
+
+    async def scan_vectors(self, tenant: str, batch: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored vector of a tenant (for rebuilding an index)."""
+        found: list[tuple[int, bytes]] = []
+        async for field, value in self.redis.hscan_iter(keys.kb_vectors(tenant), count=batch):
+            found.append((int(field), value))
+        return _stack(found)
+
+    async def meta(self, tenant: str) -> dict[str, str]:
+        raw = await self._hgetall(keys.kb_meta(tenant))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def set_meta(self, tenant: str, **fields: str) -> None:
+        await self.redis.hset(keys.kb_meta(tenant), mapping=fields)
+
+    async def seq(self, tenant: str) -> int:
+        raw = await self.redis.get(keys.kb_seq(tenant))
+        return int(raw or 0)
+
+    # -- change log ------------------------------------------------------------------------
+    async def log(self, tenant: str, op: str, ids: np.ndarray | None = None) -> bytes:
+        entry = await self.redis.xadd(
+            keys.kb_log(tenant), {"op": op, "ids": pack_ids(ids if ids is not None else [])},
+            maxlen=LOG_MAXLEN, approximate=True,
+        )
+        return bytes(entry)
+
+    async def log_since(self, tenant: str, after: bytes | None) -> list[LogEntry] | None:
+        """Entries after stream id ``after``; None when ``after`` was trimmed away (rebuild)."""
+        key = keys.kb_log(tenant)
+        start = b"(" + after if after else b"-"
+        if after:
+            first = await self.redis.xrange(key, min=b"-", max=b"+", count=1)
+            if not first or _sid(first[0][0]) > _sid(after):
+                return None  # what we saw was trimmed away (or the log was dropped)
+        rows = await self.redis.xrange(key, min=start, max=b"+")
+        return [LogEntry(bytes(eid), f[b"op"].decode(), unpack_ids(f.get(b"ids"))) for eid, f in rows]
+
+    async def log_head(self, tenant: str) -> bytes | None:
+        rows = await self.redis.xrevrange(keys.kb_log(tenant), count=1)
+        return bytes(rows[0][0]) if rows else None
+
+    async def drop_tenant(self, tenant: str) -> None:
+        """Remove all knowledge keys of a tenant (account deletion uses the prefix anyway)."""
+        cursor = 0
+        pattern = keys.knowledge(tenant, "*")
+        while True:
+            cursor, found = await self.redis.scan(cursor, match=pattern, count=500)
+            if found:
+                await self.redis.delete(*found)
+            if cursor == 0:
+                break
+
+    async def _hgetall(self, key: str) -> dict[bytes, bytes]:
+        try:
+            return await self.redis.hgetall(key)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable("redis unreachable") from exc
+
+
+def _sid(stream_id: bytes) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _stack(found: list[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    if not found:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    ids = np.array([i for i, _ in found], dtype=np.int64)
+    vecs = np.stack([np.frombuffer(v, dtype=np.float16) for _, v in found]).astype(np.float32)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return ids, np.ascontiguousarray(vecs / norms, dtype=np.float32)
+
+
+def _enc(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _to_fields(info: SourceInfo) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for name in info.__struct_fields__:
+        value = getattr(info, name)
+        if value is not None:
+            out[name] = _enc(value)
+    return out
+
+
+def _from_fields(raw: dict[bytes, bytes]) -> SourceInfo:
+    data: dict[str, object] = {}
+    for k, v in raw.items():
+        name = k.decode()
+        if name in ("spec", "ids"):
+            continue
+        if name in SourceInfo.__struct_fields__:
+            data[name] = int(v) if name in _INT_FIELDS else v.decode()
+    return msgspec.convert(data, SourceInfo)
