@@ -3,6 +3,7 @@ and a dump of ALL of Redis and the data directory to search for identifiers."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,11 +101,9 @@ async def store_conversation(
     )
     await redis.xadd(keys.inbound(partition_of(person.conv, PARTITIONS)),
                      {"e": encode_event(event), "t": tenant_id, "r": str(at_ms)})
-    body = (
-        '{"object":"page","entry":[{"id":"%s","messaging":[{"sender":{"id":"%s"},'
-        '"message":{"mid":"%s","text":"%s"}}]}]}'
-        % (person.account_id, person.user_id, person.mid, person.text)
-    )
+    body = json.dumps({"object": "page", "entry": [{"id": person.account_id, "messaging": [
+        {"sender": {"id": person.user_id}, "message": {"mid": person.mid, "text": person.text}}
+    ]}]})
     await redis.xadd(keys.DEAD_LETTERS, {"b": body.encode(), "r": str(at_ms), "why": "test"})
 
 

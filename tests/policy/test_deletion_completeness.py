@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _privacy_world import Person, World, build_world, make_settings, where_found
 
 from mtdesk.core import keys
 from mtdesk.core.clock import FakeClock
@@ -13,8 +14,6 @@ from mtdesk.core.history import MessageStore
 from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Tenants
 from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
-
-from _privacy_world import Person, World, build_world, make_settings, where_found
 
 
 @pytest.fixture
