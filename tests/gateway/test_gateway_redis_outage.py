@@ -4,10 +4,10 @@ Runs its OWN redis-server on a free port (the shared one is never stopped)."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -44,7 +44,7 @@ class OwnRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    async def start(self) -> None:
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--daemonize", "no"],
@@ -55,7 +55,7 @@ class OwnRedis:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
                     return
             except OSError:
-                await asyncio.sleep(0.02)
+                time.sleep(0.02)
         raise RuntimeError("own redis-server did not start")
 
     def stop(self) -> None:
@@ -76,7 +76,7 @@ def own_redis() -> Iterator[OwnRedis]:
 
 @pytest.fixture
 async def own_client(own_redis: OwnRedis) -> AsyncIterator[tuple[TestClient, Redis]]:
-    await own_redis.start()
+    own_redis.start()
     redis = connect(own_redis.url)
     settings = make_settings(own_redis.url)
     from mtdesk.cli.compose import make_redis
@@ -110,7 +110,7 @@ async def test_redis_down_is_503_and_back_up_is_accepted(
     assert (await client.post("/webhooks/meta", data=undecodable, headers=signed(undecodable))).status == 503
 
     # Back up, empty (a fresh server: the script cache is gone too). Meta's retry lands.
-    await own_redis.start()
+    own_redis.start()
     await redis.connection_pool.disconnect()  # the test's own client: drop dead sockets
     await route(redis, "whatsapp", WA_PHONE_ID)
     assert (await client.post("/webhooks/meta", data=second, headers=signed(second))).status == 200
