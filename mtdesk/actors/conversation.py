@@ -1,0 +1,504 @@
+"""A conversation as a virtual actor inside a shard.
+
+One :class:`Conversation` per (channel, account, end user) while it is active: a FIFO of
+work items and, while there is work, one asyncio task draining it. So events of one
+conversation are handled strictly in order, and different conversations concurrently.
+Its :class:`ConversationContext` (recent turns bounded by ``settings.history_turns``, bot
+state, last inbound time, paused-until) is kept in memory, persisted to
+``keys.context(tenant, conv)`` after every reply and on eviction, and restored on
+activation.
+
+Per event (see docs/shards.md for the table): echoes of our own sends are never
+answered; a human agent's echo pauses the bot (``keys.paused`` with a TTL); receipts and
+WhatsApp statuses move stored statuses forward; stale replays, unsends, reactions,
+paused/disabled bots, disconnected channels and restricted users are recorded, not
+answered (a restricted user's text never reaches a model); everything else is answered
+once, bursts of one person's messages together. Every event is handed back to the shard
+with ``services.done(item)`` once it is fully handled (the shard acks it then); an event
+whose handling raised is handed back with ``services.release(item)`` (not acked: the
+shard reclaims it later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from mtdesk.actors.render import is_our_metadata
+from mtdesk.actors.replies import ReplyRecord, ReplyStore, ResumableSender
+from mtdesk.actors.stats import ShardMetrics
+from mtdesk.actors.tenantview import TenantView
+from mtdesk.core import keys
+from mtdesk.core.clock import Clock, now_ms
+from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
+from mtdesk.core.events import Echo, Event, Message, Postback, Receipt, Status
+from mtdesk.core.history import OUTSIDE_WINDOW, MessageStore, StoredMessage
+from mtdesk.core.ports import (
+    BotConfig,
+    ChatMessage,
+    ChatModel,
+    Completion,
+    OutboundMessage,
+    Passage,
+    Retriever,
+)
+from mtdesk.core.redis import Redis
+from mtdesk.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One inbound stream entry, decoded once by the shard."""
+
+    partition: int
+    entry_id: str
+    tenant_id: str
+    event: Event
+    received_ms: int  # gateway receive time (field r)
+    stale: bool = False  # field s: older than max_event_age_s: record, don't answer
+    dispatched: float = field(default_factory=time.monotonic)
+
+
+class ConversationContext(msgspec.Struct, kw_only=True):
+    turns: list[ChatMessage] = msgspec.field(default_factory=list)
+    bot_state: dict[str, str] = msgspec.field(default_factory=dict)
+    last_inbound_ms: int = 0
+    paused_until_ms: int = 0
+
+
+_ctx_encoder = msgspec.msgpack.Encoder()
+_ctx_decoder = msgspec.msgpack.Decoder(ConversationContext)
+
+PromptBuilder = Callable[[BotConfig, list[ChatMessage], list[str], list[Passage]], list[ChatMessage]]
+
+
+def build_prompt(
+    bot: BotConfig, turns: list[ChatMessage], texts: list[str], passages: list[Passage]
+) -> list[ChatMessage]:
+    """Recent turns, then the new user message(s). The system prompt and the passages
+    are the ChatModel's to add (it gets ``bot`` and ``passages``)."""
+    return [*turns, *(ChatMessage("user", t) for t in texts)]
+
+
+@dataclass
+class ConversationServices:
+    """What every conversation of a shard shares (built once per shard)."""
+
+    redis: Redis
+    settings: Settings
+    clock: Clock
+    store: MessageStore
+    replies: ReplyStore
+    tenants: TenantView
+    sender: ResumableSender
+    chat_model: ChatModel
+    metrics: ShardMetrics
+    done: Callable[[WorkItem], None]
+    release: Callable[[WorkItem], None]
+    retriever: Retriever | None = None
+    prompt_builder: PromptBuilder = build_prompt
+    on_idle: Callable[[], None] = lambda: None
+
+
+def describe_attachments(message: Message) -> str:
+    """What the model is told about an attachment-only message."""
+    kinds = ", ".join(a.type for a in message.attachments) or message.type
+    captions = " ".join(a.caption for a in message.attachments if a.caption)
+    text = f"(The customer sent: {kinds}"
+    if message.location is not None:
+        text += f", location {message.location.name or ''} {message.location.address or ''}".rstrip()
+    return text + (f", with the caption: {captions})" if captions else ")")
+
+
+def user_text(event: Message | Postback) -> str:
+    if isinstance(event, Postback):
+        return event.title or event.payload or ""
+    return event.text or event.quick_reply or event.interactive_id or describe_attachments(event)
+
+
+class Conversation:
+    """One conversation's in-order worker. Built by the shard, never shared."""
+
+    def __init__(
+        self, tenant_id: str, key: str, services: ConversationServices,
+        context: ConversationContext,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.key = key
+        self.context = context
+        self._s = services
+        self._queue: deque[WorkItem] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self.last_active = time.monotonic()
+        self._dirty = False
+
+    # --- shard-facing -----------------------------------------------------------------
+    @staticmethod
+    async def restore(redis: Redis, tenant_id: str, key: str) -> ConversationContext:
+        raw = await redis.get(keys.context(tenant_id, key))
+        if raw is None:
+            return ConversationContext()
+        try:
+            return _ctx_decoder.decode(raw)
+        except msgspec.DecodeError:
+            log.warning("conversation context undecodable, starting fresh", extra={"conv": key})
+            return ConversationContext()
+
+    def submit(self, item: WorkItem) -> None:
+        self._queue.append(item)
+        self.last_active = time.monotonic()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"conv:{self.key}")
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and (self._task is None or self._task.done())
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def persist(self) -> None:
+        await self._s.redis.set(
+            keys.context(self.tenant_id, self.key), _ctx_encoder.encode(self.context),
+            ex=self._s.store.ttl_s,
+        )
+        self._dirty = False
+
+    async def wait_idle(self) -> None:
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for item in self._queue:
+            self._s.release(item)
+        self._queue.clear()
+
+    # --- the worker -------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                item = self._queue.popleft()
+                try:
+                    await self._handle_with_retry(item)
+                except asyncio.CancelledError:
+                    self._s.release(item)
+                    raise
+                except Exception:
+                    log.exception("event failed, left pending for redelivery",
+                                  extra={"entry": item.entry_id, "conv": self.key})
+                    self._s.release(item)
+                self.last_active = time.monotonic()
+            if self._dirty:
+                with contextlib.suppress(Exception):
+                    await self.persist()
+        finally:
+            self._s.on_idle()
+
+    async def _handle_with_retry(self, item: WorkItem, attempts: int = 3) -> None:
+        # Redis blips are retried in place, so one conversation's order survives them.
+        for attempt in range(attempts):
+            try:
+                await self._handle(item)
+                return
+            except MTDeskError as exc:
+                if not exc.retriable or attempt == attempts - 1:
+                    raise
+            except (ConnectionError, OSError, TimeoutError):
+                if attempt == attempts - 1:
+                    raise
+            await asyncio.sleep(0.2 * 2**attempt)
+
+    async def _handle(self, item: WorkItem) -> None:
+        event = item.event
+        if isinstance(event, Message | Postback):
+            await self._on_message(item, event)
+            return
+        if isinstance(event, Echo):
+            await self._on_echo(item, event)
+        elif isinstance(event, Receipt):
+            await self._on_receipt(event)
+        elif isinstance(event, Status):
+            await self._on_status(event)
+        else:  # reaction, unsend, unsupported: recorded, never answered
+            await self._record(item, reason=event.__struct_config__.tag or "other")
+            self._s.metrics.outcome("recorded")
+        self._s.done(item)
+
+    def _now_ms(self) -> int:
+        return now_ms(self._s.clock)
+
+    def _inbound(self, item: WorkItem, *, status: str = "received",
+                 reason: str | None = None) -> StoredMessage:
+        event = item.event
+        text: str | None = getattr(event, "text", None)
+        reply_to = getattr(event, "reply_to", None) or getattr(event, "target_id", None)
+        if isinstance(event, Postback):
+            text = event.title or event.payload
+        elif event.__struct_config__.tag == "reaction":
+            text = getattr(event, "emoji", None)
+        return StoredMessage(
+            direction="in", message_id=event.event_id, kind=str(event.__struct_config__.tag),
+            channel=event.channel, account_id=event.account_id, user_id=event.user_id,
+            timestamp_ms=event.timestamp_ms, text=text,
+            attachments=getattr(event, "attachments", ()), reply_to=reply_to,
+            status=status, reason=reason,
+        )
+
+    async def _record(self, item: WorkItem, *, reason: str) -> None:
+        await self._s.replies.store_inbound(
+            item.tenant_id, item.event.event_id,
+            self._inbound(item, status="skipped", reason=reason),
+            now_ms=self._now_ms(), skip_reason=reason,
+        )
+
+    # --- echoes, receipts, statuses ---------------------------------------------------
+    async def _on_echo(self, item: WorkItem, echo: Echo) -> None:
+        ours = (self._s.settings.meta_app_id is not None
+                and echo.app_id == self._s.settings.meta_app_id) or is_our_metadata(echo.metadata)
+        if not ours and await self._s.redis.hexists(
+            keys.outbound(item.tenant_id, echo.event_id), "entry"
+        ):
+            ours = True  # we recorded this send ourselves (app id not configured)
+        if ours:
+            self._s.metrics.outcome("echo")
+            if await self._s.redis.hexists(keys.outbound(item.tenant_id, echo.event_id), "entry"):
+                return  # already in history, from our own record of the send
+            kind = "echo"
+        else:
+            kind = "agent"
+            pause_s = self._s.settings.handoff_pause_s
+            if pause_s > 0:
+                await self._s.redis.set(keys.paused(item.tenant_id, self.key), b"1", ex=pause_s)
+                self.context.paused_until_ms = self._now_ms() + pause_s * 1000
+                self._dirty = True
+            self._s.metrics.outcome("handoff")
+        message = StoredMessage(
+            direction="out", message_id=echo.event_id, kind=kind, channel=echo.channel,
+            account_id=echo.account_id, user_id=echo.user_id, timestamp_ms=echo.timestamp_ms,
+            text=echo.text, attachments=echo.attachments, status="sent",
+        )
+        # Stored once per mid, like inbound events (a redelivered echo is not stored twice).
+        await self._s.replies.store_inbound(item.tenant_id, echo.event_id, message,
+                                            now_ms=self._now_ms(), skip_reason="echo")
+        if not ours:
+            self.context.turns = self._bounded([*self.context.turns,
+                                                ChatMessage("assistant", echo.text or "")])
+
+    async def _on_receipt(self, receipt: Receipt) -> None:
+        tid = self.tenant_id
+        now = self._now_ms()
+        for mid in receipt.message_ids:
+            await self._s.store.update_status(tid, mid, receipt.receipt, now_ms=now,
+                                              conversation=self.key)
+        if receipt.watermark_ms:
+            await self._s.store.mark_read_up_to(tid, self.key, receipt.receipt,
+                                                receipt.watermark_ms, now_ms=now)
+        self._s.metrics.outcome("receipt")
+
+    async def _on_status(self, status: Status) -> None:
+        state = {"played": "read"}.get(status.status, status.status)
+        reason = ""
+        if state == "failed":
+            codes = [e.code for e in status.errors]
+            reason = OUTSIDE_WINDOW if 131047 in codes else (
+                f"error {codes[0]}: {status.errors[0].title or ''}".strip() if codes else "failed")
+        await self._s.store.update_status(self.tenant_id, status.message_id, state,
+                                          now_ms=self._now_ms(), reason=reason,
+                                          conversation=self.key)
+        self._s.metrics.outcome("status")
+
+    # --- messages -----------------------------------------------------------------------
+    async def _skip_reason(self, item: WorkItem, event: Message | Postback) -> str:
+        """Why this message is recorded but not answered ('' = answer it)."""
+        s = self._s.settings
+        if item.stale:
+            return "stale"
+        tid = self.tenant_id
+        member = f"{event.channel}:{event.user_id}"
+        text = (event.text or "").strip().upper() if isinstance(event, Message) else ""
+        if text and text in s.stop_words:
+            await self._s.redis.sadd(keys.restricted(tid), member)
+            return "stop word"
+        pipe = self._s.redis.pipeline(transaction=False)
+        pipe.sismember(keys.restricted(tid), member)
+        pipe.exists(keys.paused(tid, self.key))
+        restricted, paused = await pipe.execute()
+        if restricted:
+            return "restricted"
+        if paused:
+            return "paused: human agent"
+        bot = await self._s.tenants.bot(tid)
+        if not bot.enabled:
+            return "bot disabled"
+        if not await self._s.tenants.channel_connected(tid, event.channel, event.account_id):
+            return "channel disconnected"
+        return ""
+
+    async def _admit(self, item: WorkItem) -> tuple[str, ReplyRecord]:
+        """Store the inbound once; returns (skip reason, its reply record)."""
+        event = item.event
+        assert isinstance(event, Message | Postback)
+        reason = await self._skip_reason(item, event)
+        await self._s.replies.store_inbound(
+            item.tenant_id, event.event_id,
+            self._inbound(item, status="skipped" if reason else "received", reason=reason or None),
+            now_ms=self._now_ms(), skip_reason=reason,
+        )
+        self.context.last_inbound_ms = max(self.context.last_inbound_ms, event.timestamp_ms)
+        self._dirty = True
+        record = await self._s.replies.load(item.tenant_id, event.event_id)
+        return reason, record
+
+    async def _on_message(self, item: WorkItem, event: Message | Postback) -> None:
+        reason, record = await self._admit(item)
+        if reason or record.done:
+            self._s.metrics.outcome("skipped" if reason else "duplicate")
+            self._s.done(item)
+            return
+        if record.resumable:  # a restart mid-send: finish the same reply
+            await self._send(item, [item], record.text, record.provider, record.model,
+                             already_sent=record.parts_sent)
+            return
+        burst = [item]
+        if record.state != "generating":  # generating: members were claimed before a crash
+            burst += await self._collect_burst()
+        texts = [user_text(b.event) for b in burst if isinstance(b.event, Message | Postback)]
+        if record.state != "generating":
+            claimed = await self._s.replies.claim(
+                item.tenant_id, event.event_id, [b.event.event_id for b in burst[1:]],
+                now_ms=self._now_ms(),
+            )
+            if claimed is None:  # answered elsewhere meanwhile: look again next delivery
+                for b in burst:
+                    self._s.release(b)
+                return
+            keep = set(claimed)
+            for b in burst[1:]:
+                if b.event.event_id not in keep:
+                    self._s.done(b)  # already answered by someone else
+            burst = [item, *(b for b in burst[1:] if b.event.event_id in keep)]
+            texts = [user_text(b.event) for b in burst  # type: ignore[arg-type]
+                     if isinstance(b.event, Message | Postback)]
+        completion, fallback = await self._generate(item.tenant_id, texts)
+        await self._s.replies.generated(item.tenant_id, event.event_id, completion.text,
+                                        completion.provider, completion.model,
+                                        now_ms=self._now_ms())
+        self.context.turns = self._bounded(
+            [*self.context.turns, *(ChatMessage("user", t) for t in texts)]
+        )
+        await self._send(item, burst, completion.text, completion.provider, completion.model,
+                         already_sent=0, fallback=fallback)
+
+    async def _collect_burst(self) -> list[WorkItem]:
+        """The person's further messages already queued (they arrived while the previous
+        reply was being made), and, with ``burst_window_ms``, those arriving within it."""
+        window_s = self._s.settings.burst_window_ms / 1000
+        deadline = time.monotonic() + window_s
+        burst: list[WorkItem] = []
+        while True:
+            while self._queue and isinstance(self._queue[0].event, Message | Postback):
+                nxt = self._queue[0]
+                reason, record = await self._admit(nxt)
+                if reason or record.done:
+                    self._queue.popleft()
+                    self._s.metrics.outcome("skipped" if reason else "duplicate")
+                    self._s.done(nxt)
+                    continue
+                if record.state:  # resumable/generating: its own turn, after this burst
+                    return burst
+                burst.append(self._queue.popleft())
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self._queue and not isinstance(
+                    self._queue[0].event, Message | Postback)):
+                return burst
+            await asyncio.sleep(min(remaining, 0.05))
+
+    async def _generate(self, tenant_id: str, texts: list[str]) -> tuple[Completion, bool]:
+        bot = await self._s.tenants.bot(tenant_id)
+        passages: list[Passage] = []
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._s.settings.llm_timeout_s):
+                if self._s.retriever is not None:
+                    passages = await self._s.retriever.search(tenant_id, "\n".join(texts))
+                prompt = self._s.prompt_builder(bot, list(self.context.turns), texts, passages)
+                completion = await self._s.chat_model.complete(bot, prompt, passages)
+            self._s.metrics.observe("llm", time.monotonic() - started)
+            return completion, False
+        except (ProviderError, TimeoutError) as exc:
+            self._s.metrics.observe("llm", time.monotonic() - started)
+            log.warning("model failed, sending the bot's fallback message",
+                        extra={"tenant": tenant_id, "error": type(exc).__name__})
+            return Completion(text=bot.fallback_message, provider="fallback",
+                              model=str(getattr(exc, "provider", "timeout"))), True
+
+    async def _send(
+        self, head: WorkItem, burst: list[WorkItem], text: str, provider: str, model: str,
+        *, already_sent: int, fallback: bool = False,
+    ) -> None:
+        event = head.event
+        tid = head.tenant_id
+        replies = self._s.replies
+
+        async def on_part_sent(index: int, mid: str) -> None:
+            await replies.part_sent(tid, event.event_id, index, StoredMessage(
+                direction="out", message_id=mid, kind="reply", channel=event.channel,
+                account_id=event.account_id, user_id=event.user_id,
+                timestamp_ms=self._now_ms(), text=text if index == 0 else None,
+                reply_to=event.event_id, provider=provider, model=model, status="sent",
+                part=index,
+            ), now_ms=self._now_ms())
+
+        outbound = OutboundMessage(
+            tenant_id=tid, channel=event.channel, account_id=event.account_id,
+            user_id=event.user_id, wa_id=event.wa_id, text=text, reply_key=event.event_id,
+            reply_to=event.event_id if event.channel == "whatsapp" else None,
+        )
+        started = time.monotonic()
+        outcome = "fallback" if fallback else "sent"
+        try:
+            await self._s.sender.send(outbound, already_sent=already_sent,
+                                      on_part_sent=on_part_sent)
+            await replies.finish(tid, event.event_id, "sent", now_ms=self._now_ms(),
+                                 reason="model failed: fallback message" if fallback else "")
+            self.context.turns = self._bounded([*self.context.turns,
+                                                ChatMessage("assistant", text)])
+        except GraphError as exc:
+            outcome = "failed"
+            self._s.metrics.graph_error(exc.code)
+            log.warning("reply not sent", extra={"tenant": tid, "code": exc.code})
+            await replies.finish(tid, event.event_id, "failed", now_ms=self._now_ms(),
+                                 reason=f"graph error {exc.code}")
+        except MTDeskError as exc:
+            if exc.retriable:
+                raise
+            outcome = "failed"  # e.g. the channel was removed: NotFound
+            await replies.finish(tid, event.event_id, "failed", now_ms=self._now_ms(),
+                                 reason=type(exc).__name__)
+        now = time.monotonic()
+        self._s.metrics.observe("send", now - started)
+        self._s.metrics.outcome(outcome)
+        self._dirty = True
+        await self.persist()
+        for b in burst:
+            self._s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
+            self._s.done(b)
+
+    def _bounded(self, turns: list[ChatMessage]) -> list[ChatMessage]:
+        limit = self._s.settings.history_turns
+        return turns[-limit:] if limit else []
+

@@ -1,0 +1,73 @@
+"""Build a shard's services from :class:`Settings`, inside the actor process.
+
+``await build_shard_services(settings)`` opens what a shard talks to — the Redis client,
+one aiohttp session, the Graph sender with the shared Redis rate limiter, the token
+vault's credentials, and the model router (OpenAI-compatible providers plus an offline
+model for ``provider: "extractive"``) — and returns a
+:class:`~mtdesk.actors.shard.ShardServices` whose ``aclose()`` closes them all.
+
+The offline model and the retriever are injectable so the composition root can wire the
+knowledge base; without them the offline model is :class:`CannedReply` and there is no
+retrieval.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from mtdesk.actors.credentials import VaultCredentials
+from mtdesk.actors.llm import ModelRouter, ProviderChatModel
+from mtdesk.actors.ratelimit import SendRateLimiter
+from mtdesk.actors.sender import GraphSender
+from mtdesk.actors.shard import ShardServices
+from mtdesk.core.clock import Clock, SystemClock
+from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage, Retriever
+from mtdesk.core.redis import connect
+from mtdesk.core.settings import Settings
+from mtdesk.policy.vault import TokenVault
+
+CANNED_TEXT = (
+    "Thanks for your message! This assistant is running offline for now; "
+    "a person will follow up soon."
+)
+
+
+class CannedReply:
+    """The offline answer until the knowledge base's extractive model is wired:
+    the best passage's answer when one is given, else a fixed polite text."""
+
+    async def complete(
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+    ) -> Completion:
+        if passages:
+            best = passages[0]
+            return Completion(text=best.answer or best.text, provider="extractive",
+                              model="canned")
+        return Completion(text=CANNED_TEXT, provider="extractive", model="canned")
+
+
+async def build_shard_services(
+    settings: Settings,
+    *,
+    offline_model: ChatModel | None = None,
+    retriever: Retriever | None = None,
+    clock: Clock | None = None,
+    sender_options: dict[str, Any] | None = None,
+) -> ShardServices:
+    """Everything one shard needs, opened in the running event loop."""
+    redis = connect(settings.redis_url)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
+    )
+    clock = clock or SystemClock()
+    credentials = VaultCredentials(redis, TokenVault.from_settings(settings), clock=clock)
+    sender = GraphSender(settings, credentials, SendRateLimiter(redis, settings, clock=clock),
+                         session, **(sender_options or {}))
+    providers = ProviderChatModel(settings)
+    model = ModelRouter(providers, offline_model or CannedReply())
+    services = ShardServices(redis=redis, sender=sender, chat_model=model, settings=settings,
+                             clock=clock, retriever=retriever)
+    services.closers = [redis.aclose, session.close, model.aclose]
+    return services

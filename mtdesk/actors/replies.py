@@ -1,0 +1,241 @@
+"""Exactly-once reply state, keyed by the inbound event a reply answers.
+
+One hash per inbound event at ``keys.reply(tenant, event_id)`` (TTL: the de-duplication
+window, ``settings.dedup_ttl_s``), fields:
+
+``stored``      history entry id of the inbound message (stored exactly once)
+``state``       ``generating`` → ``generated`` → ``sending`` → ``sent``, or ``skipped`` /
+                ``failed``; ``answered`` for a message answered as part of a burst
+``answered_by`` burst members: the event id whose reply answered them all
+``members``     burst head: the other event ids it answers (space-separated)
+``text``, ``provider``, ``model``   the generated reply, stored BEFORE the first send
+``parts_sent``  how many parts of the split reply Meta accepted (and we recorded)
+``mids``        their Graph message ids (space-separated)
+``reason``      why skipped/failed; ``updated_ms``
+
+What a caller may rely on: a redelivery or a restart looks the hash up first. A terminal
+state (``sent``, ``skipped``, ``failed``, ``answered``) means done: ack, don't answer.
+``generating`` means the model was called but nothing was sent: generate again.
+``generated``/``sending`` means resume the send from ``parts_sent`` with the stored text,
+so the reply the user sees is the same one. Every part is recorded (reply hash +
+history + outbound hash) in ONE Lua script, so "Meta accepted part i and we know it" is a
+single step; the only window is a crash between Meta's answer and that script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import msgspec
+
+from mtdesk.core import keys
+from mtdesk.core.history import StoredMessage, conversation_of, encode_message
+from mtdesk.core.ports import OutboundMessage, SendResult
+from mtdesk.core.redis import Redis
+
+TERMINAL = frozenset({"sent", "skipped", "failed", "answered"})
+RESUMABLE = frozenset({"generated", "sending"})
+
+
+class ResumableSender(Protocol):
+    """The Sender port plus resume support (GraphSender implements it)."""
+
+    async def send(
+        self,
+        message: OutboundMessage,
+        *,
+        already_sent: int = 0,
+        on_part_sent: Callable[[int, str], Awaitable[None]] | None = None,
+    ) -> SendResult: ...
+
+
+class ReplyRecord(msgspec.Struct, kw_only=True):
+    state: str = ""
+    stored: str = ""
+    answered_by: str = ""
+    members: tuple[str, ...] = ()
+    text: str = ""
+    provider: str = ""
+    model: str = ""
+    parts_sent: int = 0
+    mids: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def resumable(self) -> bool:
+        return self.state in RESUMABLE
+
+
+# KEYS: reply, history, convs; ARGV: msg, conv, now_ms, ttl, skip_reason ('' = to answer)
+_STORE_INBOUND = """
+local have = redis.call('HGET', KEYS[1], 'stored')
+if have then return have end
+local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[1], 'stored', entry, 'updated_ms', ARGV[3])
+if ARGV[5] ~= '' then
+  if redis.call('HEXISTS', KEYS[1], 'state') == 0 then
+    redis.call('HSET', KEYS[1], 'state', 'skipped', 'reason', ARGV[5])
+  end
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return entry
+"""
+
+# KEYS: head reply, member replies...; ARGV: now_ms, ttl, head_id, member ids...
+# Returns the member ids claimed (those not already answered/claimed), or -1 when the
+# head itself was already claimed by someone.
+_CLAIM = """
+if redis.call('HEXISTS', KEYS[1], 'state') == 1 then return -1 end
+local claimed = {}
+for i = 2, #KEYS do
+  if redis.call('HEXISTS', KEYS[i], 'state') == 0 then
+    redis.call('HSET', KEYS[i], 'state', 'answered', 'answered_by', ARGV[3], 'updated_ms', ARGV[1])
+    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2]))
+    claimed[#claimed + 1] = ARGV[i + 2]
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'generating', 'members', table.concat(claimed, ' '),
+  'updated_ms', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return claimed
+"""
+
+# KEYS: reply; ARGV: text, provider, model, now_ms. Only from generating.
+_GENERATED = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'generating' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'generated', 'text', ARGV[1], 'provider', ARGV[2],
+  'model', ARGV[3], 'parts_sent', 0, 'updated_ms', ARGV[4])
+return 1
+"""
+
+# KEYS: reply, history, convs, outbound; ARGV: index, mid, msg, conv, now_ms, ttl_out
+_PART_SENT = """
+local sent = tonumber(redis.call('HGET', KEYS[1], 'parts_sent') or '0')
+local index = tonumber(ARGV[1])
+if sent > index then return 0 end
+local mids = redis.call('HGET', KEYS[1], 'mids')
+if mids and mids ~= '' then mids = mids .. ' ' .. ARGV[2] else mids = ARGV[2] end
+redis.call('HSET', KEYS[1], 'state', 'sending', 'parts_sent', index + 1, 'mids', mids,
+  'updated_ms', ARGV[5])
+local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+redis.call('HSET', KEYS[4], 'conv', ARGV[4], 'entry', entry)
+redis.call('HSETNX', KEYS[4], 'status', 'sent')
+redis.call('HSETNX', KEYS[4], 'updated_ms', ARGV[5])
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
+return 1
+"""
+
+# KEYS: reply; ARGV: state, reason, now_ms, ttl. Never leaves a terminal state.
+_FINISH = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if cur == 'sent' or cur == 'skipped' or cur == 'failed' or cur == 'answered' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'updated_ms', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+
+_FIELDS = ("state", "stored", "answered_by", "members", "text", "provider", "model",
+           "parts_sent", "mids", "reason")
+
+
+def _s(raw: bytes | None) -> str:
+    return raw.decode() if raw else ""
+
+
+class ReplyStore:
+    """The reply state machine over Redis. All writes are single Lua scripts."""
+
+    def __init__(self, redis: Redis, *, ttl_s: int, history_ttl_s: int) -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+        self._history_ttl_s = history_ttl_s
+        self._store_inbound = redis.register_script(_STORE_INBOUND)
+        self._claim = redis.register_script(_CLAIM)
+        self._generated = redis.register_script(_GENERATED)
+        self._part_sent = redis.register_script(_PART_SENT)
+        self._finish = redis.register_script(_FINISH)
+
+    async def load_many(self, tenant_id: str, event_ids: Sequence[str]) -> list[ReplyRecord]:
+        pipe = self._redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.hmget(keys.reply(tenant_id, event_id), *_FIELDS)
+        rows = await pipe.execute()
+        return [self._record(row) for row in rows]
+
+    async def load(self, tenant_id: str, event_id: str) -> ReplyRecord:
+        return (await self.load_many(tenant_id, [event_id]))[0]
+
+    @staticmethod
+    def _record(row: Sequence[bytes | None]) -> ReplyRecord:
+        v = dict(zip(_FIELDS, (_s(x) for x in row), strict=True))
+        return ReplyRecord(
+            state=v["state"], stored=v["stored"], answered_by=v["answered_by"],
+            members=tuple(v["members"].split()), text=v["text"], provider=v["provider"],
+            model=v["model"], parts_sent=int(v["parts_sent"] or 0),
+            mids=tuple(v["mids"].split()), reason=v["reason"],
+        )
+
+    async def store_inbound(
+        self, tenant_id: str, event_id: str, message: StoredMessage, *, now_ms: int,
+        skip_reason: str = "",
+    ) -> str:
+        """Append the inbound message to history once per event id (a redelivery gets the
+        first entry id back). With ``skip_reason`` the event is also marked ``skipped``."""
+        conv = conversation_of(message)
+        entry = await self._store_inbound(
+            keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
+                  keys.conversations(tenant_id)],
+            args=[encode_message(message), conv, now_ms, self._ttl_s, skip_reason],
+        )
+        return _s(entry)
+
+    async def claim(
+        self, tenant_id: str, head: str, members: Sequence[str], *, now_ms: int
+    ) -> list[str] | None:
+        """Start answering ``head`` (state ``generating``) and mark every member not yet
+        answered as answered by it, atomically. Returns the members claimed, or None when
+        ``head`` already has a state (someone else is answering it)."""
+        result = await self._claim(
+            keys=[keys.reply(tenant_id, head), *(keys.reply(tenant_id, m) for m in members)],
+            args=[now_ms, self._ttl_s, head, *members],
+        )
+        if result == -1:
+            return None
+        return [_s(x) for x in result]
+
+    async def generated(
+        self, tenant_id: str, event_id: str, text: str, provider: str, model: str, *,
+        now_ms: int,
+    ) -> bool:
+        return bool(await self._generated(
+            keys=[keys.reply(tenant_id, event_id)], args=[text, provider, model, now_ms]
+        ))
+
+    async def part_sent(
+        self, tenant_id: str, event_id: str, index: int, message: StoredMessage, *,
+        now_ms: int,
+    ) -> bool:
+        """Record that Meta accepted part ``index`` (its id is ``message.message_id``):
+        progress, the history entry and the outbound status hash in one step."""
+        conv = conversation_of(message)
+        return bool(await self._part_sent(
+            keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
+                  keys.conversations(tenant_id), keys.outbound(tenant_id, message.message_id)],
+            args=[index, message.message_id, encode_message(message), conv, now_ms,
+                  self._history_ttl_s],
+        ))
+
+    async def finish(
+        self, tenant_id: str, event_id: str, state: str, *, now_ms: int, reason: str = ""
+    ) -> bool:
+        """Move to a terminal state (sent | skipped | failed); never out of one."""
+        return bool(await self._finish(
+            keys=[keys.reply(tenant_id, event_id)], args=[state, reason, now_ms, self._ttl_s]
+        ))

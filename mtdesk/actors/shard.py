@@ -1,0 +1,429 @@
+"""The conversation shard: reads its inbound partitions and hosts their conversations.
+
+A plain class (Ray wraps it in :mod:`mtdesk.actors.deploy`; unit tests build it
+directly). What a caller may rely on:
+
+- It reads the streams ``keys.inbound(p)`` of the partitions it was given with consumer
+  group ``keys.SHARD_GROUP`` (created with MKSTREAM at id 0) as consumer
+  ``shard-{index}``, in batches (COUNT, BLOCK). On start it first re-reads its OWN pending
+  entries (id ``0``): what it had read but not acknowledged before a crash. Every
+  ``claim_interval_s`` it XAUTOCLAIMs entries idle longer than ``claim_idle_ms`` from any
+  consumer (a shard that no longer exists after the shard count changed, or an event
+  whose handling failed); entries it already holds are never dispatched twice.
+- Events are dispatched to :class:`~mtdesk.actors.conversation.Conversation` workers
+  (in order per conversation, concurrent across). When an event is fully handled it is
+  XACKed and XDELed, batched in pipelines, so handled events don't linger in Redis.
+- Memory is bounded: at most ``settings.max_active_conversations`` conversations in
+  memory (least recently used idle ones are evicted, context persisted first) and at most
+  ``max_inflight`` events read but not yet acknowledged. When every slot is busy it stops
+  reading (backpressure): entries wait in Redis, not in memory.
+- :meth:`stop` drains: stops reading, lets conversations finish what they hold (up to a
+  timeout), flushes acks, persists contexts. Anything left is still pending in Redis and
+  resumed by the next start.
+- Metrics (:class:`~mtdesk.actors.stats.ShardMetrics`) are published to Redis every
+  ``stats_interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from redis.exceptions import ResponseError
+
+from mtdesk.actors.conversation import (
+    Conversation,
+    ConversationServices,
+    PromptBuilder,
+    WorkItem,
+    build_prompt,
+)
+from mtdesk.actors.replies import ReplyStore, ResumableSender
+from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
+from mtdesk.actors.tenantview import TenantView
+from mtdesk.core import keys
+from mtdesk.core.clock import Clock, SystemClock
+from mtdesk.core.events import decode_event
+from mtdesk.core.history import MessageStore
+from mtdesk.core.ports import ChatModel, Retriever
+from mtdesk.core.redis import Redis
+from mtdesk.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardServices:
+    """What a shard talks to. ``aclose`` releases what the builder opened."""
+
+    redis: Redis
+    sender: ResumableSender
+    chat_model: ChatModel
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    retriever: Retriever | None = None
+    prompt_builder: PromptBuilder = build_prompt
+    closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await close()
+        self.closers.clear()
+
+
+def _s(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+class ConversationShard:
+    def __init__(
+        self,
+        index: int,
+        partitions: list[int],
+        services: ShardServices,
+        *,
+        batch: int = 256,
+        block_ms: int = 500,
+        max_inflight: int = 2048,
+        claim_idle_ms: int = 60_000,
+        claim_interval_s: float = 15.0,
+        ack_delay_s: float = 0.005,
+        stats_interval_s: float = 5.0,
+    ) -> None:
+        self.index = index
+        self.partitions = sorted(partitions)
+        self.consumer = f"shard-{index}"
+        self._svc = services
+        self._redis = services.redis
+        self._settings = services.settings
+        self._batch = batch
+        self._block_ms = block_ms
+        self._max_inflight = max(1, max_inflight)
+        self._claim_idle_ms = claim_idle_ms
+        self._claim_interval_s = claim_interval_s
+        self._ack_delay_s = ack_delay_s
+        self._stats_interval_s = stats_interval_s
+        self.metrics = ShardMetrics(index)
+        settings = services.settings
+        self._conv_services = ConversationServices(
+            redis=services.redis, settings=settings, clock=services.clock,
+            store=MessageStore(services.redis, retention_days=settings.retention_days),
+            replies=ReplyStore(services.redis, ttl_s=settings.dedup_ttl_s,
+                               history_ttl_s=settings.retention_days * 86400),
+            tenants=TenantView(services.redis), sender=services.sender,
+            chat_model=services.chat_model, metrics=self.metrics, done=self._done,
+            release=self._release, retriever=services.retriever,
+            prompt_builder=services.prompt_builder, on_idle=self._wake_capacity,
+        )
+        self._convs: OrderedDict[str, Conversation] = OrderedDict()
+        self._inflight: set[tuple[int, str]] = set()
+        self._to_ack: dict[int, list[str]] = {}
+        self._ack_event = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._dispatch_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._started = False
+        self.handled = 0  # events acknowledged since start
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the groups, resume own pending entries, start reading. Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        self._running = True
+        await self._ensure_groups()
+        self._tasks = [
+            asyncio.create_task(self._ack_loop(), name=f"{self.consumer}:ack"),
+            asyncio.create_task(self._read_loop(), name=f"{self.consumer}:read"),
+            asyncio.create_task(self._claim_loop(), name=f"{self.consumer}:claim"),
+            asyncio.create_task(self._housekeeping_loop(), name=f"{self.consumer}:house"),
+        ]
+        log.info("shard started", extra={"shard": self.index, "partitions": len(self.partitions)})
+
+    async def stop(self, *, drain_timeout_s: float = 10.0) -> None:
+        """Stop reading, let conversations finish (up to the timeout), ack, persist."""
+        if not self._started:
+            return
+        self._running = False
+        self._wake_capacity()
+        read = self._tasks[1] if len(self._tasks) > 1 else None
+        if read is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(read), self._block_ms / 1000 + 2)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._drain(), drain_timeout_s)
+        for conv in list(self._convs.values()):
+            await conv.cancel()
+        await self._flush_acks()
+        for conv in list(self._convs.values()):
+            with contextlib.suppress(Exception):
+                await conv.persist()
+        self._convs.clear()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        self._started = False
+        with contextlib.suppress(Exception):
+            await self._publish_stats()
+
+    async def _drain(self) -> None:
+        for conv in list(self._convs.values()):
+            await conv.wait_idle()
+        await self._flush_acks()
+
+    def ping(self) -> dict[str, Any]:
+        return {"shard": self.index, "partitions": self.partitions, "running": self._running,
+                "active": len(self._convs), "inflight": len(self._inflight),
+                "handled": self.handled}
+
+    @property
+    def active_conversations(self) -> int:
+        return len(self._convs)
+
+    # --- reading ----------------------------------------------------------------------
+    async def _ensure_groups(self) -> None:
+        for p in self.partitions:
+            try:
+                await self._redis.xgroup_create(keys.inbound(p), keys.SHARD_GROUP, id="0",
+                                                mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def _read_loop(self) -> None:
+        await self._resume_own_pending()
+        streams_all = {keys.inbound(p): ">" for p in self.partitions}
+        by_stream = {keys.inbound(p).encode(): p for p in self.partitions}
+        while self._running:
+            room = self._max_inflight - len(self._inflight)
+            if room <= 0:
+                await self._wait_capacity()
+                continue
+            per_stream = max(1, min(self._batch, room // max(1, len(self.partitions))))
+            try:
+                answer = await self._redis.xreadgroup(
+                    keys.SHARD_GROUP, self.consumer, streams_all, count=per_stream,
+                    block=self._block_ms,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the inbound streams failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            for stream, entries in answer or []:
+                partition = by_stream[stream if isinstance(stream, bytes) else stream.encode()]
+                await self._dispatch_many(partition, entries)
+
+    async def _resume_own_pending(self) -> None:
+        """Entries this consumer read before a crash/restart and never acknowledged."""
+        for p in self.partitions:
+            start = "0"
+            while self._running:
+                answer = await self._redis.xreadgroup(
+                    keys.SHARD_GROUP, self.consumer, {keys.inbound(p): start},
+                    count=self._batch,
+                )
+                entries = answer[0][1] if answer else []
+                if not entries:
+                    break
+                await self._dispatch_many(p, entries)
+                start = _s(entries[-1][0])
+
+    async def _claim_loop(self) -> None:
+        while self._running:
+            await asyncio.sleep(self._claim_interval_s)
+            try:
+                await self.claim_stale()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("XAUTOCLAIM failed; will retry")
+
+    async def claim_stale(self) -> int:
+        """Take over entries idle past ``claim_idle_ms`` on this shard's partitions."""
+        claimed = 0
+        for p in self.partitions:
+            start = "0-0"
+            for _ in range(100):  # bounded pages per round
+                if len(self._inflight) >= self._max_inflight:
+                    return claimed
+                result = await self._redis.xautoclaim(
+                    keys.inbound(p), keys.SHARD_GROUP, self.consumer,
+                    min_idle_time=self._claim_idle_ms, start_id=start, count=self._batch,
+                )
+                start = _s(result[0])
+                entries = result[1]
+                deleted = result[2] if len(result) > 2 else []
+                if deleted:  # acknowledged elsewhere but never XDELed? drop from the PEL
+                    await self._redis.xack(keys.inbound(p), keys.SHARD_GROUP, *deleted)
+                fresh = [e for e in entries if (p, _s(e[0])) not in self._inflight]
+                claimed += len(fresh)
+                await self._dispatch_many(p, fresh)
+                if start == "0-0":
+                    break
+        return claimed
+
+    async def _dispatch_many(self, partition: int, entries: list[Any]) -> None:
+        async with self._dispatch_lock:
+            for entry_id, fields in entries:
+                await self._dispatch(partition, _s(entry_id), fields)
+
+    async def _dispatch(self, partition: int, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
+        if (partition, entry_id) in self._inflight:
+            return
+        if not fields:  # deleted while pending: nothing to do but acknowledge
+            self._queue_ack(partition, entry_id)
+            return
+        try:
+            event = decode_event(fields[b"e"])
+            tenant_id = fields[b"t"].decode()
+            received_ms = int(fields.get(b"r", b"0") or 0)
+        except (KeyError, ValueError, msgspec.DecodeError):
+            log.error("undecodable inbound entry dropped", extra={"entry": entry_id,
+                                                                  "partition": partition})
+            self.metrics.outcome("undecodable")
+            self._queue_ack(partition, entry_id)
+            return
+        now = time.time()
+        if received_ms:
+            self.metrics.observe("queue", now - received_ms / 1000)
+        item = WorkItem(partition=partition, entry_id=entry_id, tenant_id=tenant_id,
+                        event=event, received_ms=received_ms or int(now * 1000),
+                        stale=fields.get(b"s") == b"1")
+        self._inflight.add((partition, entry_id))
+        conv = await self._activate(tenant_id, event.conversation)
+        conv.submit(item)
+
+    # --- conversations ----------------------------------------------------------------
+    async def _activate(self, tenant_id: str, conversation: str) -> Conversation:
+        slot = f"{tenant_id}|{conversation}"
+        conv = self._convs.get(slot)
+        if conv is not None:
+            self._convs.move_to_end(slot)
+            return conv
+        while len(self._convs) >= self._settings.max_active_conversations:
+            if not await self._evict_one():
+                await self._wait_capacity()  # every conversation is busy: backpressure
+        context = await Conversation.restore(self._redis, tenant_id, conversation)
+        conv = Conversation(tenant_id, conversation, self._conv_services, context)
+        self._convs[slot] = conv
+        return conv
+
+    async def _evict_one(self, *, older_than: float | None = None) -> bool:
+        for slot, conv in self._convs.items():  # least recently used first
+            if conv.idle and (older_than is None or conv.last_active < older_than):
+                del self._convs[slot]
+                await conv.persist()
+                return True
+        return False
+
+    async def evict_idle(self) -> int:
+        """Evict conversations idle longer than ``settings.conversation_idle_s``."""
+        cutoff = time.monotonic() - self._settings.conversation_idle_s
+        evicted = 0
+        while await self._evict_one(older_than=cutoff):
+            evicted += 1
+        return evicted
+
+    def _wake_capacity(self) -> None:
+        self._capacity.set()
+
+    async def _wait_capacity(self) -> None:
+        self._capacity.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._capacity.wait(), 0.5)
+
+    # --- acknowledgement --------------------------------------------------------------
+    def _done(self, item: WorkItem) -> None:
+        self._queue_ack(item.partition, item.entry_id)
+
+    def _release(self, item: WorkItem) -> None:
+        """Handling failed: keep the entry pending (reclaimed after ``claim_idle_ms``)."""
+        self._inflight.discard((item.partition, item.entry_id))
+        self._wake_capacity()
+
+    def _queue_ack(self, partition: int, entry_id: str) -> None:
+        self._to_ack.setdefault(partition, []).append(entry_id)
+        self._ack_event.set()
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_event.wait()
+            await asyncio.sleep(self._ack_delay_s)  # let a batch gather
+            try:
+                await self._flush_acks()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("acknowledging failed; will retry")
+                await asyncio.sleep(0.5)
+
+    async def _flush_acks(self) -> None:
+        self._ack_event.clear()
+        if not self._to_ack:
+            return
+        batch, self._to_ack = self._to_ack, {}
+        pipe = self._redis.pipeline(transaction=False)
+        for partition, ids in batch.items():
+            pipe.xack(keys.inbound(partition), keys.SHARD_GROUP, *ids)
+            pipe.xdel(keys.inbound(partition), *ids)
+        try:
+            await pipe.execute()
+        except Exception:
+            for partition, ids in batch.items():  # put back, retried by the loop
+                self._to_ack.setdefault(partition, []).extend(ids)
+            self._ack_event.set()
+            raise
+        for partition, ids in batch.items():
+            for entry_id in ids:
+                self._inflight.discard((partition, entry_id))
+            self.handled += len(ids)
+        self._wake_capacity()
+
+    # --- housekeeping -----------------------------------------------------------------
+    async def _housekeeping_loop(self) -> None:
+        interval = min(self._stats_interval_s, max(0.05, self._settings.conversation_idle_s / 2))
+        last_stats = 0.0
+        while self._running:
+            await asyncio.sleep(interval)
+            try:
+                await self.evict_idle()
+                if time.monotonic() - last_stats >= self._stats_interval_s:
+                    last_stats = time.monotonic()
+                    await self._publish_stats()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("shard housekeeping failed")
+
+    async def _publish_stats(self) -> None:
+        self.metrics.set_active(len(self._convs), len(self._inflight))
+        pipe = self._redis.pipeline(transaction=False)
+        for p in self.partitions:
+            pipe.xinfo_groups(keys.inbound(p))
+        for p, groups in zip(self.partitions, await pipe.execute(raise_on_error=False),
+                             strict=True):
+            if isinstance(groups, Exception):
+                continue
+            for group in groups:
+                if _s(group.get("name", b"")) == keys.SHARD_GROUP:
+                    lag = group.get("lag")
+                    self.metrics.set_queue(p, int(lag) if lag is not None else None,
+                                           int(group.get("pending", 0)))
+        await publish_shard_stats(self._redis, self.metrics.snapshot(
+            time=time.time(), partitions=self.partitions),
+            ttl_s=max(30, int(self._stats_interval_s * 6)))

@@ -1,0 +1,179 @@
+"""Shard metrics: prometheus-client inside the actor process, and a snapshot in Redis so
+the gateway process's ``/metrics`` can export every shard's numbers.
+
+Each shard owns a :class:`ShardMetrics` (its own ``CollectorRegistry``, every series
+labelled ``shard``) and publishes :meth:`ShardMetrics.snapshot` as msgpack to
+``keys.shard_stats(index)`` every few seconds with a short TTL (a dead shard's numbers
+vanish). The gateway calls :func:`read_shard_stats` then :func:`render_shard_stats` and
+appends the text to its own exposition, or registers a :class:`ShardStatsCollector`
+whose ``refresh`` it awaits before ``generate_latest``.
+
+Series (all with label ``shard``):
+
+- ``mtdesk_shard_stage_seconds{stage}`` histogram: ``queue`` (gateway receive → shard
+  pick-up), ``llm``, ``send``, ``end_to_end`` (gateway receive → reply sent).
+- ``mtdesk_shard_replies_total{outcome}``: sent, fallback, failed, skipped, duplicate,
+  echo, handoff, receipt, status, recorded.
+- ``mtdesk_shard_graph_errors_total{code}``: Graph errors that ended a reply.
+- ``mtdesk_shard_active_conversations``, ``mtdesk_shard_inflight_events``.
+- ``mtdesk_queue_lag_entries{partition}`` / ``mtdesk_queue_pending_entries{partition}``
+  from ``XINFO GROUPS`` (entries not yet read / read but not acknowledged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from mtdesk.core import keys
+from mtdesk.core.redis import Redis
+
+STAGES = ("queue", "llm", "send", "end_to_end")
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Sample(msgspec.Struct, array_like=True):
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+class Family(msgspec.Struct, array_like=True):
+    name: str
+    type: str
+    help: str
+    samples: list[Sample]
+
+
+class ShardStats(msgspec.Struct, kw_only=True):
+    shard: int
+    time: float
+    partitions: list[int]
+    active_conversations: int
+    families: list[Family]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ShardStats)
+
+
+class ShardMetrics:
+    """The counters a shard updates; cheap to call on the hot path."""
+
+    def __init__(self, shard: int) -> None:
+        self.shard = str(shard)
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._stage = Histogram("mtdesk_shard_stage_seconds", "Latency per stage of a message",
+                                ["shard", "stage"], buckets=_BUCKETS, registry=r)
+        self._replies = Counter("mtdesk_shard_replies", "Inbound events by outcome",
+                                ["shard", "outcome"], registry=r)
+        self._graph = Counter("mtdesk_shard_graph_errors", "Graph errors that ended a reply",
+                              ["shard", "code"], registry=r)
+        self._active = Gauge("mtdesk_shard_active_conversations", "Conversations in memory",
+                             ["shard"], registry=r)
+        self._inflight = Gauge("mtdesk_shard_inflight_events", "Events read, not yet acked",
+                               ["shard"], registry=r)
+        self._lag = Gauge("mtdesk_queue_lag_entries", "Entries not yet read by the shards",
+                          ["shard", "partition"], registry=r)
+        self._pending = Gauge("mtdesk_queue_pending_entries", "Entries read, not acknowledged",
+                              ["shard", "partition"], registry=r)
+        self.active = 0
+
+    def observe(self, stage: str, seconds: float) -> None:
+        self._stage.labels(self.shard, stage).observe(max(0.0, seconds))
+
+    def outcome(self, outcome: str, n: int = 1) -> None:
+        self._replies.labels(self.shard, outcome).inc(n)
+
+    def graph_error(self, code: int) -> None:
+        self._graph.labels(self.shard, str(code)).inc()
+
+    def set_active(self, active: int, inflight: int) -> None:
+        self.active = active
+        self._active.labels(self.shard).set(active)
+        self._inflight.labels(self.shard).set(inflight)
+
+    def set_queue(self, partition: int, lag: int | None, pending: int) -> None:
+        if lag is not None:
+            self._lag.labels(self.shard, str(partition)).set(lag)
+        self._pending.labels(self.shard, str(partition)).set(pending)
+
+    def count(self, outcome: str) -> float:
+        """Current value of one outcome counter (tests, the bench)."""
+        value = self.registry.get_sample_value(
+            "mtdesk_shard_replies_total", {"shard": self.shard, "outcome": outcome})
+        return value or 0.0
+
+    def snapshot(self, *, time: float, partitions: list[int]) -> ShardStats:
+        families = [
+            Family(m.name, m.type, m.documentation,
+                   [Sample(s.name, dict(s.labels), float(s.value)) for s in m.samples])
+            for m in self.registry.collect()
+        ]
+        return ShardStats(shard=int(self.shard), time=time, partitions=partitions,
+                          active_conversations=self.active, families=families)
+
+
+async def publish_shard_stats(redis: Redis, stats: ShardStats, *, ttl_s: int = 30) -> None:
+    await redis.set(keys.shard_stats(stats.shard), _encoder.encode(stats), ex=ttl_s)
+
+
+async def read_shard_stats(redis: Redis) -> list[ShardStats]:
+    """Every live shard's last snapshot, ordered by shard index."""
+    found: list[bytes] = []
+    async for key in redis.scan_iter(match=keys.shard_stats_pattern(), count=200):
+        found.append(key)
+    if not found:
+        return []
+    raw = await redis.mget(found)
+    out = []
+    for data in raw:
+        if data is None:
+            continue
+        try:
+            out.append(_decoder.decode(data))
+        except msgspec.DecodeError:
+            continue  # a snapshot from another version: skip rather than break /metrics
+    return sorted(out, key=lambda s: s.shard)
+
+
+def _merged(stats: Iterable[ShardStats]) -> Iterator[Metric]:
+    by_name: dict[str, Metric] = {}
+    for snapshot in stats:
+        for fam in snapshot.families:
+            metric = by_name.get(fam.name)
+            if metric is None:
+                metric = by_name[fam.name] = Metric(fam.name, fam.help, fam.type)
+            for s in fam.samples:
+                metric.add_sample(s.name, s.labels, s.value)
+    yield from by_name.values()
+
+
+class ShardStatsCollector(Collector):
+    """Register on the gateway's registry; ``await collector.refresh(redis)`` before
+    rendering (``collect`` is synchronous and serves the last refresh)."""
+
+    def __init__(self) -> None:
+        self._stats: list[ShardStats] = []
+
+    async def refresh(self, redis: Redis) -> list[ShardStats]:
+        self._stats = await read_shard_stats(redis)
+        return self._stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _merged(self._stats)
+
+
+def render_shard_stats(stats: list[ShardStats]) -> bytes:
+    """Prometheus text exposition of all shards' snapshots, merged per metric family."""
+    registry = CollectorRegistry(auto_describe=False)
+    collector = ShardStatsCollector()
+    collector._stats = list(stats)
+    registry.register(collector)
+    return generate_latest(registry)

@@ -1,0 +1,263 @@
+"""The message store: every inbound and outbound message of a tenant, for history,
+analytics, retention, deletion and export.
+
+Layout (all under ``mt:t:{tenant}:``, names from :mod:`mtdesk.core.keys`):
+
+``keys.history(tid, conv)`` — a Redis **stream**, one entry per stored message, oldest
+first. Entry ids are auto ids, so the id's millisecond part is the time the message was
+*stored*: retention trims with ``XTRIM key MINID <cutoff_ms>`` and deletion of a
+conversation is ``DEL``. Each entry has one field ``m``: a msgpack :class:`StoredMessage`.
+Entries are never rewritten; an outbound message's *current* delivery status lives in
+the outbound hash below (joined by :meth:`MessageStore.read`).
+
+``keys.conversations(tid)`` — a **sorted set**: conversation key → last activity (ms).
+Conversation keys are ``"{channel}:{account_id}:{user_id}"``
+(:func:`mtdesk.core.events.conversation_key`). Retention/deletion should ``ZREM`` a
+conversation whose stream is gone.
+
+``keys.outbound(tid, graph_message_id)`` — a **hash** per message we (or a human agent)
+sent: ``conv`` (conversation key), ``entry`` (its history entry id; may be empty when a
+status arrived before our own record of the send), ``status`` (``sent`` < ``delivered`` <
+``read``; ``failed`` is terminal), ``reason`` (e.g. ``"outside the 24 h window"`` for
+WhatsApp error 131047), ``updated_ms``. Status only moves forward (a Lua script); the
+hash expires after the retention period, like the data it describes.
+
+Inbound messages of end users who restricted processing are stored like any other (the
+restriction forbids processing, not keeping); the privacy module's export/erasure reads
+them with :meth:`MessageStore.iter_conversations` and :meth:`MessageStore.read`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Literal
+
+import msgspec
+
+from mtdesk.core import keys
+from mtdesk.core.events import Attachment
+from mtdesk.core.redis import Redis
+
+Direction = Literal["in", "out"]
+
+# Outbound status order; failed is terminal and outranks everything.
+STATUS_RANK: dict[str, int] = {"sent": 1, "delivered": 2, "read": 3, "failed": 9}
+OUTSIDE_WINDOW = "outside the 24 h window"
+
+
+class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One stored message.
+
+    ``message_id`` is the inbound event id (``mid``/``wamid``) or the Graph message id
+    of an outbound one. ``kind``: ``message``, ``postback``, ``reaction``, ``unsend``,
+    ``unsupported`` (inbound); ``reply`` (the bot), ``agent`` (a human agent from the
+    inbox), ``echo`` (our own send seen only through its echo). ``status`` for inbound is
+    ``received`` (to be answered) or ``skipped`` with ``reason``; for outbound it is the
+    status at the time of storing — :meth:`MessageStore.read` joins the current one.
+    """
+
+    direction: Direction
+    message_id: str
+    kind: str
+    channel: str
+    account_id: str
+    user_id: str
+    timestamp_ms: int
+    text: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    reply_to: str | None = None  # outbound: the inbound event id answered
+    provider: str | None = None
+    model: str | None = None
+    status: str = "received"
+    reason: str | None = None
+    part: int = 0  # outbound: index of this part of a split reply
+    entry: str = ""  # the stream entry id; filled in when read, empty when stored
+
+
+class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
+    conversation: str
+    last_activity_ms: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(StoredMessage)
+
+
+def encode_message(message: StoredMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_message(data: bytes, entry: str = "") -> StoredMessage:
+    message = _decoder.decode(data)
+    return msgspec.structs.replace(message, entry=entry) if entry else message
+
+
+# KEYS: outbound hash; ARGV: status, reason, ttl_s, now_ms, conv.
+# Moves status forward only; creates the hash when the status arrives before our record.
+UPDATE_STATUS_LUA = """
+local rank = {sent=1, delivered=2, read=3, failed=9}
+local cur = redis.call('HGET', KEYS[1], 'status')
+local new = rank[ARGV[1]]
+if new == nil then return 0 end
+if cur and (cur == 'failed' or (rank[cur] or 0) >= new) then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_ms', ARGV[4])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
+if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], 'conv', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+
+# KEYS: history stream, conversations zset, outbound hash (or the history key again when
+# inbound); ARGV: msgpack message, conv, now_ms, ttl_s, is_outbound ('1'/''), status.
+# Appends the message; for outbound, links its Graph id to the entry without moving a
+# status that already arrived backwards.
+APPEND_LUA = """
+local entry = redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[3], 'conv', ARGV[2], 'entry', entry)
+  redis.call('HSETNX', KEYS[3], 'status', ARGV[6])
+  redis.call('HSETNX', KEYS[3], 'updated_ms', ARGV[3])
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+end
+return entry
+"""
+
+
+def conversation_of(message: StoredMessage) -> str:
+    return f"{message.channel}:{message.account_id}:{message.user_id}"
+
+
+class MessageStore:
+    """Reads and writes the layout above. Cheap to build; holds only the client."""
+
+    def __init__(self, redis: Redis, *, retention_days: int = 365) -> None:
+        self._redis = redis
+        self._ttl_s = retention_days * 86400
+        self._append = redis.register_script(APPEND_LUA)
+        self._status = redis.register_script(UPDATE_STATUS_LUA)
+
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
+    # --- writing ----------------------------------------------------------------------
+    async def append(self, tenant_id: str, message: StoredMessage, *, now_ms: int) -> str:
+        """Store one message; returns its entry id. Outbound ones get their status hash."""
+        conv = conversation_of(message)
+        outbound = message.direction == "out"
+        out_key = keys.outbound(tenant_id, message.message_id) if outbound else keys.history(
+            tenant_id, conv
+        )
+        entry = await self._append(
+            keys=[keys.history(tenant_id, conv), keys.conversations(tenant_id), out_key],
+            args=[encode_message(message), conv, now_ms, self._ttl_s,
+                  "1" if outbound else "", message.status],
+        )
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    async def update_status(
+        self, tenant_id: str, graph_message_id: str, status: str, *, now_ms: int,
+        reason: str = "", conversation: str = "",
+    ) -> bool:
+        """Move an outbound message's status forward; False when it would go backwards
+        (or is unknown). ``failed`` is terminal."""
+        if status not in STATUS_RANK:
+            return False
+        done = await self._status(
+            keys=[keys.outbound(tenant_id, graph_message_id)],
+            args=[status, reason, self._ttl_s, now_ms, conversation],
+        )
+        return bool(done)
+
+    async def status_of(self, tenant_id: str, graph_message_id: str) -> dict[str, str]:
+        raw = await self._redis.hgetall(keys.outbound(tenant_id, graph_message_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def mark_read_up_to(
+        self, tenant_id: str, conversation: str, status: str, watermark_ms: int, *,
+        now_ms: int, scan: int = 50,
+    ) -> int:
+        """A Messenger/Instagram watermark receipt: every outbound message of the
+        conversation sent at or before ``watermark_ms`` (among the last ``scan`` stored
+        messages) moves forward to ``status``. Returns how many moved."""
+        entries = await self._redis.xrevrange(keys.history(tenant_id, conversation), count=scan)
+        moved = 0
+        for entry_id, fields in entries:
+            message = decode_message(fields[b"m"])
+            if message.direction != "out" or message.timestamp_ms > watermark_ms:
+                continue
+            _ = entry_id
+            if await self.update_status(tenant_id, message.message_id, status, now_ms=now_ms):
+                moved += 1
+        return moved
+
+    # --- reading ----------------------------------------------------------------------
+    async def conversations(
+        self, tenant_id: str, *, offset: int = 0, limit: int = 50
+    ) -> list[ConversationSummary]:
+        """Most recently active first."""
+        rows = await self._redis.zrevrange(
+            keys.conversations(tenant_id), offset, offset + limit - 1, withscores=True
+        )
+        return [ConversationSummary(conversation=c.decode(), last_activity_ms=int(s))
+                for c, s in rows]
+
+    async def read(
+        self, tenant_id: str, conversation: str, *, start: str = "-", end: str = "+",
+        count: int | None = None, join_status: bool = True,
+    ) -> list[StoredMessage]:
+        """Messages oldest first, with ``entry`` set and outbound ``status``/``reason``
+        replaced by the current ones from the outbound hash."""
+        entries = await self._redis.xrange(
+            keys.history(tenant_id, conversation), start, end, count=count
+        )
+        messages = [decode_message(fields[b"m"], entry_id.decode())
+                    for entry_id, fields in entries]
+        if join_status:
+            messages = await self._join(tenant_id, messages)
+        return messages
+
+    async def iter_conversations(self, tenant_id: str, *, batch: int = 200) -> AsyncIterator[str]:
+        """Every conversation key of the tenant (for export, retention, deletion)."""
+        cursor = 0
+        while True:
+            cursor, rows = await self._redis.zscan(
+                keys.conversations(tenant_id), cursor, count=batch
+            )
+            for conv, _score in rows:
+                yield conv.decode()
+            if cursor == 0:
+                return
+
+    async def iter_messages(
+        self, tenant_id: str, conversation: str, *, batch: int = 500
+    ) -> AsyncIterator[StoredMessage]:
+        """Every stored message of a conversation, oldest first, in pages."""
+        start = "-"
+        while True:
+            page = await self.read(tenant_id, conversation, start=start, count=batch)
+            for message in page:
+                yield message
+            if len(page) < batch:
+                return
+            start = "(" + page[-1].entry
+
+    async def _join(
+        self, tenant_id: str, messages: Sequence[StoredMessage]
+    ) -> list[StoredMessage]:
+        outs = [i for i, m in enumerate(messages) if m.direction == "out"]
+        if not outs:
+            return list(messages)
+        pipe = self._redis.pipeline(transaction=False)
+        for i in outs:
+            pipe.hmget(keys.outbound(tenant_id, messages[i].message_id), "status", "reason")
+        rows = await pipe.execute()
+        joined = list(messages)
+        for i, (status, reason) in zip(outs, rows, strict=True):
+            if status is not None:
+                joined[i] = msgspec.structs.replace(
+                    joined[i], status=status.decode(),
+                    reason=reason.decode() if reason else joined[i].reason,
+                )
+        return joined
