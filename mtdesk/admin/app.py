@@ -26,6 +26,7 @@ from mtdesk.policy.vault import VAULT, TokenVault
 
 ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.provisioning",
+    "mtdesk.admin.conversations",
     "mtdesk.admin.ui",
 )
 

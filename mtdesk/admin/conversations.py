@@ -1,0 +1,80 @@
+"""Conversation routes: a tenant's conversations, newest first, and their messages.
+
+``GET /admin/api/v1/conversations?limit=&before=`` pages by last activity: ``before`` is
+the ``last_activity_ms`` of the last row already seen (answers carry it as ``next``).
+``GET /admin/api/v1/conversations/{key}/messages?limit=&after=`` gives messages oldest
+first; ``after`` is the ``entry`` of the last message already seen (``next``). The key is
+``channel:account_id:user_id``, URL-encoded.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from mtdesk.admin.app import API_BASE
+from mtdesk.admin.auth import tenant_scope
+from mtdesk.admin.http import json_response
+from mtdesk.core import keys
+from mtdesk.core.appkeys import REDIS, SETTINGS
+from mtdesk.core.errors import NotFound, ValidationError
+from mtdesk.core.history import MessageStore
+
+_ENTRY = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+
+
+def _limit(request: web.Request, default: int = 50, most: int = 200) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError("limit", "must be a whole number") from None
+    if not 1 <= value <= most:
+        raise ValidationError("limit", f"must be between 1 and {most}")
+    return value
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    tid = tenant_scope(request)
+    limit = _limit(request)
+    before = request.query.get("before")
+    high = "+inf"
+    if before is not None:
+        if not before.isdigit() or len(before) > 20:
+            raise ValidationError("before", "must be a last_activity_ms from a previous page")
+        high = f"({before}"
+    rows = await request.config_dict[REDIS].zrevrangebyscore(
+        keys.conversations(tid), high, "-inf", start=0, num=limit, withscores=True
+    )
+    items = [
+        {"conversation": member.decode(), "last_activity_ms": int(score)}
+        for member, score in rows
+    ]
+    nxt = items[-1]["last_activity_ms"] if len(items) == limit else None
+    return json_response({"conversations": items, "next": nxt})
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    tid = tenant_scope(request)
+    conv = request.match_info["key"]
+    limit = _limit(request)
+    after = request.query.get("after")
+    if after is not None and not _ENTRY.match(after):
+        raise ValidationError("after", "must be the entry of a message from a previous page")
+    redis = request.config_dict[REDIS]
+    if await redis.zscore(keys.conversations(tid), conv) is None:
+        raise NotFound(f"conversation {conv!r} not found")
+    store = MessageStore(redis, retention_days=request.config_dict[SETTINGS].retention_days)
+    messages = await store.read(
+        tid, conv, start="-" if after is None else f"({after}", count=limit
+    )
+    nxt = messages[-1].entry if len(messages) == limit else None
+    return json_response({"conversation": conv, "messages": messages, "next": nxt})
+
+
+def add_routes(admin: web.Application) -> None:
+    admin.router.add_get(f"{API_BASE}/conversations", list_conversations)
+    admin.router.add_get(f"{API_BASE}/conversations/{{key}}/messages", list_messages)
