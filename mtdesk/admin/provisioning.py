@@ -16,6 +16,7 @@ from mtdesk.admin.app import API_BASE, vault_of
 from mtdesk.admin.auth import require_operator, tenant_scope
 from mtdesk.admin.http import json_response, read_json, reject_unknown
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.errors import ValidationError
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.tenants import Bots, Channels, Tenants, parse_bot_config
 
@@ -36,6 +37,22 @@ async def create_tenant(request: web.Request) -> web.Response:
 async def list_tenants(request: web.Request) -> web.Response:
     require_operator(request)
     return json_response({"tenants": await _tenants(request).list()})
+
+
+async def get_tenant_by_id(request: web.Request) -> web.Response:
+    require_operator(request)
+    return json_response(await _tenants(request).get(request.match_info["id"]))
+
+
+async def patch_tenant(request: web.Request) -> web.Response:
+    """Operator: ``{"status": "active" | "suspended"}`` (a suspended key gets 401)."""
+    require_operator(request)
+    body = await read_json(request)
+    reject_unknown(body, ("status",))
+    if "status" not in body:
+        raise ValidationError("status", "is required")
+    tenants = _tenants(request)
+    return json_response(await tenants.set_status(request.match_info["id"], body["status"]))
 
 
 async def get_tenant(request: web.Request) -> web.Response:
@@ -108,6 +125,8 @@ async def get_bot(request: web.Request) -> web.Response:
 def add_routes(admin: web.Application) -> None:
     admin.router.add_post(f"{API_BASE}/tenants", create_tenant)
     admin.router.add_get(f"{API_BASE}/tenants", list_tenants)
+    admin.router.add_get(f"{API_BASE}/tenants/{{id}}", get_tenant_by_id)
+    admin.router.add_patch(f"{API_BASE}/tenants/{{id}}", patch_tenant)
     admin.router.add_get(f"{API_BASE}/tenant", get_tenant)
     admin.router.add_post(f"{API_BASE}/channels", create_channel)
     admin.router.add_get(f"{API_BASE}/channels", list_channels)

@@ -31,6 +31,13 @@ def register(sub: Any) -> None:
     listing = verbs.add_parser("list", help="list tenants", description="List tenants.")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_list)
+    for verb, status, text in (
+        ("suspend", "suspended", "refuse the tenant's API key (channels stay connected)"),
+        ("activate", "active", "accept the tenant's API key again"),
+    ):
+        change = verbs.add_parser(verb, help=text, description=text[0].upper() + text[1:] + ".")
+        change.add_argument("--tenant", required=True, help="tenant id")
+        change.set_defaults(handler=_set_status, status=status)
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -61,4 +68,13 @@ def _list(args: argparse.Namespace) -> int:
     else:
         for t in tenants:
             print(f"{t.id}  {t.status:<9}  {t.name}  <{t.email}>")
+    return 0
+
+
+def _set_status(args: argparse.Namespace) -> int:
+    async def job(redis: Redis, settings: Settings) -> Any:
+        return await Tenants(redis, SystemClock()).set_status(args.tenant, args.status)
+
+    record = run_with_store(job)
+    print(f"{record.id}  {record.status}")
     return 0

@@ -34,6 +34,7 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 
 API_KEY_PREFIX = "mtd_"
+TENANT_STATUSES = ("active", "suspended")  # set by operators; deletion sets others
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 
@@ -191,8 +192,8 @@ class Tenants:
         return tid if status == b"active" else None
 
     async def get(self, tenant_id: str) -> TenantRecord:
-        raw = await self._redis.hgetall(keys.tenant(tenant_id))
-        if not raw or ":" in tenant_id:
+        raw = {} if ":" in tenant_id else await self._redis.hgetall(keys.tenant(tenant_id))
+        if not raw:
             raise NotFound(f"tenant {tenant_id!r} not found")
         return TenantRecord(
             id=tenant_id,
@@ -213,9 +214,15 @@ class Tenants:
                 continue  # a deletion in progress
         return sorted(out, key=lambda t: (t.created_ms, t.id))
 
-    async def set_status(self, tenant_id: str, status: str) -> None:
-        await self.get(tenant_id)
-        await self._redis.hset(keys.tenant(tenant_id), "status", status)
+    async def set_status(self, tenant_id: str, status: object) -> TenantRecord:
+        """Suspend (API key refused, channels untouched) or re-activate a tenant."""
+        if status not in TENANT_STATUSES:
+            raise ValidationError("status", f"must be one of {', '.join(TENANT_STATUSES)}")
+        current = await self.get(tenant_id)
+        if current.status not in TENANT_STATUSES:
+            raise Conflict("status", f"tenant is {current.status}; its status cannot change")
+        await self._redis.hset(keys.tenant(tenant_id), "status", str(status))
+        return await self.get(tenant_id)
 
 
 # --- channels ---------------------------------------------------------------------------

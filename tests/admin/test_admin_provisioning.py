@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from mtdesk.core import keys
 from mtdesk.core.appkeys import SETTINGS as SETTINGS_KEY
 from mtdesk.core.history import MessageStore, StoredMessage
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, connect
 from mtdesk.core.tenants import channel_token_aad
 from mtdesk.policy.vault import TokenVault
 
@@ -282,3 +282,28 @@ async def test_unknown_routes_and_methods_answer_json(client: TestClient) -> Non
     assert r.status == 404 and "error" in await r.json()
     r = await client.patch(f"{API}/tenants", headers=op())
     assert r.status == 405 and "error" in await r.json()
+
+
+async def test_a_suspended_tenant_is_locked_out_until_reactivated(client: TestClient) -> None:
+    tid, key = await new_tenant(client)
+    r = await client.patch(f"{API}/tenants/{tid}", json={"status": "suspended"}, headers=op())
+    assert r.status == 200 and (await r.json())["status"] == "suspended"
+    assert (await client.get(f"{API}/channels", headers=bearer(key))).status == 401
+    r = await client.patch(f"{API}/tenants/{tid}", json={"status": "gone"}, headers=op())
+    assert r.status == 400 and (await r.json())["error"]["field"] == "status"
+    r = await client.patch(f"{API}/tenants/{tid}", json={"status": "active"}, headers=bearer(key))
+    assert r.status == 401
+    await client.patch(f"{API}/tenants/{tid}", json={"status": "active"}, headers=op())
+    assert (await client.get(f"{API}/channels", headers=bearer(key))).status == 200
+    assert (await client.get(f"{API}/tenants/t_nobody", headers=op())).status == 404
+
+
+async def test_redis_down_is_503_not_500() -> None:
+    unreachable = connect("redis://127.0.0.1:1/0")
+    async with TestClient(TestServer(make_app(unreachable))) as c:
+        r = await c.post(f"{API}/tenants", json={"name": "A", "email": "a@a.example"},
+                         headers=op())
+        assert r.status == 503 and "error" in await r.json()
+        r = await c.get(f"{API}/channels", headers=bearer("mtd_whatever"))
+        assert r.status == 503
+    await unreachable.aclose()

@@ -60,6 +60,10 @@ def test_tenant_channel_bot_from_the_command_line(
     assert tenant["api_key"].startswith("mtd_")
     code, out, _ = run(capsys, "tenant", "list")
     assert code == 0 and tenant["id"] in out and tenant["api_key"] not in out
+    code, out, _ = run(capsys, "tenant", "suspend", "--tenant", tenant["id"])
+    assert code == 0 and "suspended" in out
+    code, out, _ = run(capsys, "tenant", "activate", "--tenant", tenant["id"])
+    assert code == 0 and "active" in out
 
     code, out, _ = run(capsys, "channel", "add", "--tenant", tenant["id"], "--channel",
                        "messenger", "--account-id", "1234567", "--token-env", "PAGE_TOKEN",
