@@ -9,7 +9,8 @@ Callers rely on:
   comes from this table. It never raises.
 
 Code 0 means "no Graph error code in the answer" (a bare 5xx, a proxy page): only the
-HTTP status decides then.
+HTTP status decides then. For a code the table does not know, Meta's ``is_transient: true``
+also makes it retriable.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class _ErrorBody(msgspec.Struct):
     code: int = 0
     error_subcode: int | None = None
     fbtrace_id: str | None = None
+    is_transient: bool = False
 
 
 class _Envelope(msgspec.Struct):
@@ -101,11 +103,14 @@ def graph_error_from_response(status: int, body: bytes) -> GraphError:
             http_status=status, retriable=policy.retriable,
         )
     policy = classify(parsed.code, status)
+    # Meta's own hint counts only for codes the table does not know.
+    retriable = policy.retriable or (parsed.is_transient and parsed.code not in TABLE
+                                     and parsed.code not in PERMISSION_CODES)
     return GraphError(
         parsed.code,
         parsed.message,
         subcode=parsed.error_subcode,
         http_status=status,
-        retriable=policy.retriable,
+        retriable=retriable,
         fbtrace_id=parsed.fbtrace_id,
     )

@@ -18,7 +18,8 @@ What it answers (``{version}`` is any ``vNN.N``):
 - Latency: ``latency_s`` (settable at any time) delays every answer.
 
 Control endpoints for a fake running in another process (``python -m mtdesk.fakes.graph``):
-``GET /_fake/sends`` (accepted sends), ``GET /_fake/attempts`` (every call),
+``GET /_fake/sends`` (accepted sends), ``GET /_fake/attempts`` (every call; both take
+``?since=N`` to skip the first N),
 ``POST /_fake/accounts`` ``{"account_id", "token", "channel"?}``, ``POST /_fake/fail``
 (the arguments of ``fail_next``), ``POST /_fake/latency`` ``{"ms"}``, ``POST /_fake/reset``.
 """
@@ -31,6 +32,7 @@ import hashlib
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -133,10 +135,12 @@ class FakeGraphAPI(FakeServer):
         version: str = DEFAULT_VERSION,
         latency_s: float = 0.0,
         strict: bool = False,
+        on_send: Callable[[RecordedSend], None] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         super().__init__(host=host, port=port)
+        self.on_send = on_send  # called for every accepted send (the demo prints them)
         self.version = version
         self.latency_s = latency_s
         self.strict = strict
@@ -282,6 +286,8 @@ class FakeGraphAPI(FakeServer):
         record.status = response.status
         if response.status == 200:
             self.sends.append(record)
+            if self.on_send is not None:
+                self.on_send(record)
         return response
 
     def _answer_send(self, account_id: str, token: str | None, body: dict[str, Any],
@@ -385,10 +391,10 @@ class FakeGraphAPI(FakeServer):
 
     # --- control endpoints ----------------------------------------------------------
     async def _h_sends(self, request: web.Request) -> web.Response:
-        return web.json_response([asdict(s) for s in self.sends])
+        return web.json_response([asdict(s) for s in self.sends[_since(request):]])
 
     async def _h_attempts(self, request: web.Request) -> web.Response:
-        return web.json_response([asdict(s) for s in self.attempts])
+        return web.json_response([asdict(s) for s in self.attempts[_since(request):]])
 
     async def _h_register(self, request: web.Request) -> web.Response:
         data = await request.json()
@@ -411,6 +417,14 @@ class FakeGraphAPI(FakeServer):
     async def _h_reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"ok": True})
+
+
+def _since(request: web.Request) -> int:
+    """``?since=N``: skip the first N records (cheap polling by a benchmark or the demo)."""
+    try:
+        return max(0, int(request.query.get("since", "0")))
+    except ValueError:
+        return 0
 
 
 def spawn_graph(*, latency_ms: float = 0.0, strict: bool = False) -> FakeProcess:

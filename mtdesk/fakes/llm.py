@@ -16,7 +16,7 @@ Knobs: ``latency_s`` (0 by default; the benchmark uses 0.3), and :meth:`FakeLLM.
 for the next N calls: ``status`` (429/500/503 with an OpenAI-style error body), ``"hang"``
 (never answers until the client gives up) or ``"malformed"`` (200 with a body that is not
 JSON). Every request is recorded in ``requests`` (model, messages, stream, api key), and
-``GET /_fake/requests`` returns them for a fake in another process
+``GET /_fake/requests[?since=N]`` returns them for a fake in another process
 (``python -m mtdesk.fakes.llm --port N --latency-ms 300``); ``POST /_fake/fail``
 ``{"mode", "times", "model"?}`` and ``POST /_fake/latency`` ``{"ms"}`` drive it remotely.
 """
@@ -259,7 +259,11 @@ class FakeLLM(FakeServer):
             for m in self.models]})
 
     async def _h_requests(self, request: web.Request) -> web.Response:
-        return web.json_response([asdict(r) for r in self.requests])
+        try:
+            since = max(0, int(request.query.get("since", "0")))
+        except ValueError:
+            since = 0
+        return web.json_response([asdict(r) for r in self.requests[since:]])
 
     async def _h_fail(self, request: web.Request) -> web.Response:
         data = await request.json()

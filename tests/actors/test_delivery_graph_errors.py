@@ -42,6 +42,15 @@ def test_real_error_json_is_parsed() -> None:
     assert err.code == 131047 and not err.retriable
 
 
+def test_meta_transient_hint_counts_only_for_unknown_codes() -> None:
+    def body(code: int) -> bytes:
+        return json.dumps({"error": {"message": "m", "code": code, "is_transient": True}}).encode()
+
+    assert graph_error_from_response(400, body(4242)).retriable
+    assert not graph_error_from_response(400, body(131047)).retriable
+    assert not graph_error_from_response(400, body(190)).retriable
+
+
 def test_a_proxy_page_on_502_is_a_retriable_error_without_code() -> None:
     err = graph_error_from_response(502, b"<html>Bad Gateway</html>")
     assert err.code == 0 and err.retriable and "Bad Gateway" in str(err)

@@ -253,3 +253,13 @@ async def test_network_failure_is_retried_then_reported(session: aiohttp.ClientS
     with pytest.raises(GraphError) as info:
         await sender.send(msg())
     assert info.value.code == 0 and info.value.retriable
+
+
+async def test_a_graph_api_slower_than_the_timeout_is_a_retriable_failure(session: aiohttp.ClientSession) -> None:
+    async with FakeGraphAPI(latency_s=30.0) as slow:
+        sender = GraphSender(Settings(graph_api_base=slow.base_url), creds(), None, session,
+                             sleep=Delays(), max_attempts=1, request_timeout_s=0.2,
+                             metrics=SenderMetrics(CollectorRegistry()))
+        with pytest.raises(GraphError) as info:
+            await sender.send(msg())
+    assert info.value.code == 0 and info.value.retriable and "Timeout" in str(info.value)

@@ -98,3 +98,14 @@ def test_runs_as_its_own_process_and_reports_sends_over_http() -> None:
         with urllib.request.urlopen(proc.root_url + "/_fake/sends") as r:
             sends = json.loads(r.read())
         assert [(x["account_id"], x["body"]["message"]["text"]) for x in sends] == [("PAGE9", "ping")]
+
+
+async def test_on_send_sees_each_accepted_send_and_since_skips_old_ones() -> None:
+    seen: list[str | None] = []
+    async with FakeGraphAPI(on_send=lambda s: seen.append(s.text)) as g, aiohttp.ClientSession() as s:
+        g.fail_next("P", 1)
+        for text in ("a", "b", "c"):
+            await _post(s, f"{g.base_url}/P/messages", "t", {"recipient": {"id": "u"}, "message": {"text": text}})
+        async with s.get(f"{g.root_url}/_fake/sends?since=1") as r:
+            later = [x["body"]["message"]["text"] for x in await r.json()]
+    assert seen == ["b", "c"] and later == ["c"]
