@@ -1,14 +1,17 @@
 """Channel credentials for the Graph sender, decrypted at the moment of sending.
 
 :class:`VaultCredentials` implements :class:`mtdesk.core.ports.CredentialSource`. It keeps
-a short-lived in-process cache of the routing and the token *ciphertext* (never the
-plaintext); each :meth:`credentials` call decrypts afresh and hands the token over in a
-:class:`Secret`.
+a short-lived in-process cache (``cache_ttl_s``, default 2 s of real time; 0 turns it
+off) of the routing and the token *ciphertext* (never the plaintext); each
+:meth:`credentials` call decrypts afresh and hands the token over in a :class:`Secret`.
+A re-connected token is therefore used at most ``cache_ttl_s`` after it was stored;
+:meth:`mark_disconnected` drops the entry at once.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from prometheus_client import Counter
 
@@ -58,7 +61,8 @@ class VaultCredentials:
 
     async def _lookup(self, channel: str, account_id: str) -> _Entry:
         key = (channel, account_id)
-        now = self._clock.now()
+        # Process-local freshness, not domain time: a test's fake clock must not pin it.
+        now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[4] < self._ttl:
             return hit

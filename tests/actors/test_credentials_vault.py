@@ -55,8 +55,8 @@ async def test_unknown_account_is_not_found(redis: Redis) -> None:
 async def test_a_dead_token_marks_the_channel_and_counts_it(redis: Redis) -> None:
     vault = TokenVault([Secret(generate_key())])
     tid, cid, channels, clock = await setup(redis, vault)
-    creds = VaultCredentials(redis, vault, clock=clock)
-    await creds.credentials("whatsapp", "106540352242922")  # warm the cache
+    creds = VaultCredentials(redis, vault, clock=clock, cache_ttl_s=0.0)
+    await creds.credentials("whatsapp", "106540352242922")
     before = disconnected_total("whatsapp")
     await creds.mark_disconnected("whatsapp", "106540352242922", "graph error 190")
     assert disconnected_total("whatsapp") == before + 1
@@ -66,9 +66,8 @@ async def test_a_dead_token_marks_the_channel_and_counts_it(redis: Redis) -> Non
     assert await channels.resolve("whatsapp", "106540352242922") == (tid, cid)
     with pytest.raises(NotFound, match="disconnected"):
         await creds.credentials("whatsapp", "106540352242922")
-    # A re-connect with a fresh token brings it back (after the short cache expires).
+    # A re-connect with a fresh token brings it back.
     await channels.connect(tid, "whatsapp", "106540352242922", "EAAfresh")
-    clock.advance(5)
     assert (await creds.credentials("whatsapp", "106540352242922")).access_token.reveal() == "EAAfresh"
 
 
@@ -76,4 +75,15 @@ async def test_a_wrong_key_is_a_clear_error_not_garbage(redis: Redis) -> None:
     _, _, _, clock = await setup(redis, TokenVault([Secret(generate_key())]))
     creds = VaultCredentials(redis, TokenVault([Secret(generate_key())]), clock=clock)
     with pytest.raises(DecryptionError, match="MTDESK_ENCRYPTION_KEYS"):
+        await creds.credentials("whatsapp", "106540352242922")
+
+
+async def test_the_cache_holds_ciphertext_only_and_is_dropped_on_disconnect(redis: Redis) -> None:
+    vault = TokenVault([Secret(generate_key())])
+    _, _, _, clock = await setup(redis, vault)
+    creds = VaultCredentials(redis, vault, clock=clock, cache_ttl_s=60.0)
+    await creds.credentials("whatsapp", "106540352242922")
+    assert TOKEN not in repr(creds._cache)  # the cache is the class's own business
+    await creds.mark_disconnected("whatsapp", "106540352242922", "graph error 190")
+    with pytest.raises(NotFound):
         await creds.credentials("whatsapp", "106540352242922")
