@@ -134,11 +134,13 @@ async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
         await redis.sadd(keys.KB_PENDING, f"{record.id}:s1")
         # A billing reference kept by a global key (as a billing module would).
         await redis.set(f"{keys.ROOT}:billing:cus_{name}", record.id)
-        index_dir = data_dir / "kb" / record.id
-        index_dir.mkdir(parents=True)
-        (index_dir / "shard-0.faiss").write_bytes(b"vectors of " + record.id.encode())
-        (data_dir / "uploads").mkdir(exist_ok=True)
-        (data_dir / "uploads" / f"{record.id}-price-list.txt").write_text(f"upload {name}")
+        # The retrieval layout: kb/shard-N/{tenant}.idx and uploads/{tenant}/{source}/file.
+        (data_dir / "kb" / "shard-0").mkdir(parents=True, exist_ok=True)
+        (data_dir / "kb" / "shard-0" / f"{record.id}.idx").write_bytes(
+            b"vectors of " + record.id.encode())
+        upload = data_dir / "uploads" / record.id / "s1"
+        upload.mkdir(parents=True)
+        (upload / "price-list.txt").write_text(f"upload {name}")
         out[name] = t
 
     a, b = out["a"], out["b"]

@@ -1,0 +1,277 @@
+"""Retention: message data older than the tenant's retention period is deleted.
+
+What a caller may rely on:
+
+- The period is ``settings.retention_days`` (default and maximum 365 days, the privacy
+  policy's 12 months); a tenant may set less with :func:`set_retention_days` (field
+  ``retention_days`` of the tenant hash). :func:`effective_retention_days` is what applies.
+- :meth:`RetentionSweep.run` deletes, per tenant, everything stored before
+  ``now - period``: history entries (``XTRIM MINID``: entry ids are store times), the
+  conversation index entry, context and pause marker of a conversation with nothing
+  left, reply and outbound state last updated before the cutoff, and dead letters (raw
+  webhook bodies) older than the global maximum. Time comes from the injected clock.
+- It works in pages (``ZSCAN``/``SCAN`` of ``batch`` items, pipelined writes, an optional
+  ``pause_s`` between pages) so the hot path never waits behind it.
+- Every run adds its counts to the hash ``keys.RETENTION_STATUS`` (``deleted:<type>``,
+  ``last_run_ms``, ``last_duration_ms``); :class:`RetentionCollector` exports them to
+  Prometheus as ``mtdesk_retention_deleted_total{type}`` and
+  ``mtdesk_retention_last_run_timestamp_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, Sequence
+
+import msgspec
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mtdesk.core import keys
+from mtdesk.core.clock import Clock, now_ms
+from mtdesk.core.errors import NotFound, ValidationError
+from mtdesk.core.redis import Redis
+from mtdesk.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+_STATE_TIME_FIELDS = (b"updated_ms", b"created_ms")
+
+# KEYS: history, context, paused, conversations; ARGV: conversation, cutoff ms.
+# Expire a conversation only while its history is empty and it was not active since.
+_EXPIRE_CONVERSATION = """
+if redis.call('XLEN', KEYS[1]) > 0 then return {0, 0} end
+local last = redis.call('ZSCORE', KEYS[4], ARGV[1])
+if last and tonumber(last) >= tonumber(ARGV[2]) then return {0, 0} end
+local ctx = redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[3])
+return {redis.call('ZREM', KEYS[4], ARGV[1]), ctx}
+"""
+
+
+class RetentionReport(msgspec.Struct, kw_only=True):
+    """What one run deleted. ``deleted`` maps a data type to a count."""
+
+    started_ms: int
+    finished_ms: int = 0
+    tenants: int = 0
+    deleted: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def add(self, kind: str, n: int) -> None:
+        if n:
+            self.deleted[kind] = self.deleted.get(kind, 0) + int(n)
+
+
+def effective_retention_days(stored: object, settings: Settings) -> int:
+    """The tenant's period: its own setting when valid and shorter, else the maximum."""
+    try:
+        days = int(stored) if stored not in (None, b"", "") else settings.retention_days  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        days = settings.retention_days
+    return max(1, min(days, settings.retention_days))
+
+
+def validate_retention_days(value: object, settings: Settings) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("days", "must be a whole number of days")
+    if not 1 <= value <= settings.retention_days:
+        raise ValidationError("days", f"must be between 1 and {settings.retention_days}")
+    return value
+
+
+async def set_retention_days(redis: Redis, settings: Settings, tenant_id: str, days: object) -> int:
+    """Store a tenant's retention period (1..``settings.retention_days``); returns it."""
+    value = validate_retention_days(days, settings)
+    if ":" in tenant_id or not await redis.exists(keys.tenant(tenant_id)):
+        raise NotFound(f"tenant {tenant_id!r} not found")
+    await redis.hset(keys.tenant(tenant_id), "retention_days", value)
+    return value
+
+
+async def get_retention_days(redis: Redis, settings: Settings, tenant_id: str) -> int:
+    return effective_retention_days(await redis.hget(keys.tenant(tenant_id), "retention_days"), settings)
+
+
+class RetentionSweep:
+    """Deletes expired message data; ``run`` on demand, ``run_forever`` on a schedule."""
+
+    def __init__(
+        self, redis: Redis, settings: Settings, clock: Clock, *,
+        batch: int = 500, pause_s: float = 0.0,
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._clock = clock
+        self._batch = batch
+        self._pause_s = pause_s
+        self._expire = redis.register_script(_EXPIRE_CONVERSATION)
+
+    async def run(self, tenant_ids: Sequence[str] | None = None) -> RetentionReport:
+        """One sweep over ``tenant_ids`` (default: every tenant)."""
+        t0 = time.monotonic()
+        report = RetentionReport(started_ms=now_ms(self._clock))
+        if tenant_ids is None:
+            tenant_ids = sorted(t.decode() for t in await self._redis.smembers(keys.TENANTS))
+        for tid in tenant_ids:
+            await self.sweep_tenant(tid, report)
+            report.tenants += 1
+        cutoff = report.started_ms - self._settings.retention_days * DAY_MS
+        if await self._redis.exists(keys.DEAD_LETTERS):
+            trimmed = await self._redis.xtrim(keys.DEAD_LETTERS, minid=cutoff, approximate=False)
+            report.add("dead_letters", trimmed)
+        report.finished_ms = now_ms(self._clock)
+        await self._record(report, duration_ms=int((time.monotonic() - t0) * 1000))
+        log.info("retention run: tenants=%d deleted=%s", report.tenants, report.deleted)
+        return report
+
+    async def run_forever(self, interval_s: float = 3600.0, stop: asyncio.Event | None = None) -> None:
+        """Sweep every ``interval_s`` until ``stop`` is set; a failed run is retried next time."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self.run()
+            except Exception as exc:  # noqa: BLE001 - a schedule must survive one bad run
+                log.warning("retention run failed: %s", type(exc).__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            except TimeoutError:
+                pass
+
+    async def sweep_tenant(self, tenant_id: str, report: RetentionReport) -> None:
+        days = await get_retention_days(self._redis, self._settings, tenant_id)
+        cutoff = now_ms(self._clock) - days * DAY_MS
+        r = self._redis
+        cursor = 0
+        while True:
+            cursor, rows = await r.zscan(keys.conversations(tenant_id), cursor, count=self._batch)
+            convs = [(c.decode(), float(s)) for c, s in rows]
+            if convs:
+                await self._trim_page(tenant_id, convs, cutoff, report)
+            if cursor == 0:
+                break
+            await self._breathe()
+        # Per-message state: replies (with the generated text) and outbound statuses.
+        # (Exact XTRIM above: the approximate form keeps whole old nodes.)
+        for kind in ("reply", "out"):
+            await self._expire_state(tenant_id, kind, cutoff, report)
+
+    async def _trim_page(
+        self, tenant_id: str, convs: list[tuple[str, float]], cutoff: int, report: RetentionReport
+    ) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for conv, _ in convs:
+            pipe.xtrim(keys.history(tenant_id, conv), minid=cutoff, approximate=False)
+        trimmed = await pipe.execute()
+        pipe = self._redis.pipeline(transaction=False)
+        for conv, _ in convs:
+            pipe.xlen(keys.history(tenant_id, conv))
+        lengths = await pipe.execute()
+        report.add("messages", sum(int(n) for n in trimmed))
+        # A conversation with no message left and no activity since the cutoff goes,
+        # with its context; decided atomically so a message arriving meanwhile keeps it.
+        stale = [conv for (conv, _), n in zip(convs, lengths, strict=True) if int(n) == 0]
+        if not stale:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for conv in stale:
+            await self._expire(
+                keys=[keys.history(tenant_id, conv), keys.context(tenant_id, conv),
+                      keys.paused(tenant_id, conv), keys.conversations(tenant_id)],
+                args=[conv, cutoff], client=pipe,
+            )
+        for zremoved, ctx in await pipe.execute():
+            report.add("conversations", int(zremoved))
+            report.add("contexts", int(ctx))
+
+    async def _expire_state(
+        self, tenant_id: str, kind: str, cutoff: int, report: RetentionReport
+    ) -> None:
+        match = f"{keys.tenant_prefix(tenant_id)}{kind}:*"
+        cursor = 0
+        while True:
+            cursor, names = await self._redis.scan(cursor, match=match, count=self._batch)
+            if names:
+                pipe = self._redis.pipeline(transaction=False)
+                for name in names:
+                    pipe.hmget(name, *_STATE_TIME_FIELDS, b"entry", b"stored")
+                rows = await pipe.execute()
+                old = [n for n, row in zip(names, rows, strict=True) if _state_ms(row) < cutoff]
+                if old:
+                    report.add("replies" if kind == "reply" else "outbound",
+                               int(await self._redis.unlink(*old)))
+            if cursor == 0:
+                return
+            await self._breathe()
+
+    async def _breathe(self) -> None:
+        if self._pause_s:
+            await asyncio.sleep(self._pause_s)
+
+    async def _record(self, report: RetentionReport, *, duration_ms: int) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for kind, n in report.deleted.items():
+            pipe.hincrby(keys.RETENTION_STATUS, f"deleted:{kind}", n)
+        pipe.hset(keys.RETENTION_STATUS, mapping={
+            "last_run_ms": report.finished_ms, "last_duration_ms": duration_ms,
+            "last_tenants": report.tenants,
+        })
+        await pipe.execute()
+
+
+def _state_ms(row: list[bytes | None]) -> int:
+    """When a reply/outbound record was last touched; unknown → never expired here."""
+    for value in row[: len(_STATE_TIME_FIELDS)]:
+        if value and value.isdigit():
+            return int(value)
+    for value in row[len(_STATE_TIME_FIELDS):]:  # a history entry id: "<ms>-<seq>"
+        if value and value.split(b"-")[0].isdigit():
+            return int(value.split(b"-")[0])
+    return 1 << 62
+
+
+class RetentionStatus(msgspec.Struct, kw_only=True):
+    last_run_ms: int | None = None
+    last_duration_ms: int | None = None
+    deleted: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+async def read_retention_status(redis: Redis) -> RetentionStatus:
+    raw = await redis.hgetall(keys.RETENTION_STATUS)
+    status = RetentionStatus()
+    for k, v in raw.items():
+        name = k.decode()
+        if name.startswith("deleted:"):
+            status.deleted[name.removeprefix("deleted:")] = int(v)
+        elif name == "last_run_ms":
+            status.last_run_ms = int(v)
+        elif name == "last_duration_ms":
+            status.last_duration_ms = int(v)
+    return status
+
+
+class RetentionCollector(Collector):
+    """Prometheus view of :func:`read_retention_status`; await :meth:`refresh` first."""
+
+    def __init__(self) -> None:
+        self._status = RetentionStatus()
+
+    async def refresh(self, redis: Redis) -> RetentionStatus:
+        self._status = await read_retention_status(redis)
+        return self._status
+
+    def collect(self) -> Iterator[Metric]:
+        deleted = CounterMetricFamily(
+            "mtdesk_retention_deleted", "Items deleted by retention sweeps, by type",
+            labels=["type"],
+        )
+        for kind, n in sorted(self._status.deleted.items()):
+            deleted.add_metric([kind], float(n))
+        yield deleted
+        last = GaugeMetricFamily(
+            "mtdesk_retention_last_run_timestamp_seconds", "When the last retention sweep ended"
+        )
+        last.add_metric([], (self._status.last_run_ms or 0) / 1000)
+        yield last
