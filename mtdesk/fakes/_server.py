@@ -24,7 +24,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from types import TracebackType
 from typing import IO, Self
 
@@ -145,13 +145,21 @@ def spawn_fake(module: str, *args: str, timeout: float = 20.0) -> FakeProcess:
 
 
 def _read_ready_line(stream: IO[str] | None, popen: subprocess.Popen[str], timeout: float) -> str:
+    """The root URL from the child's ``LISTENING`` line; kills the child after ``timeout``."""
     assert stream is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if line.startswith(READY_PREFIX):
-            return line[len(READY_PREFIX):].strip()
-        if not line and popen.poll() is not None:
-            raise RuntimeError(f"fake process exited with {popen.returncode} before listening")
+    found: list[str] = []
+
+    def read() -> None:  # readline blocks: do it in a thread so the deadline holds
+        for line in stream:
+            if line.startswith(READY_PREFIX):
+                found.append(line[len(READY_PREFIX):].strip())
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if found:
+        return found[0]
     popen.kill()
-    raise RuntimeError("fake process did not start listening in time")
+    popen.wait()
+    raise RuntimeError(f"fake process did not start listening (exit code {popen.returncode})")
