@@ -38,7 +38,8 @@ def render_passage(number: int, passage: Passage) -> str:
         body = f"Q: {passage.text}\nA: {passage.answer}"
     else:
         body = passage.text
-    return f"[{number}] source: {passage.source}\n{body}"
+    # One line "[n] (source: NAME) text": the format the fake provider (and people) read.
+    return f"[{number}] (source: {passage.source}) {body}"
 
 
 def build_prompt(
