@@ -164,6 +164,10 @@ class Conversation:
         return not self._queue and (self._task is None or self._task.done())
 
     @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    @property
     def queued(self) -> int:
         return len(self._queue)
 
@@ -480,6 +484,8 @@ class Conversation:
         except GraphError as exc:
             outcome = "failed"
             self._s.metrics.graph_error(exc.code)
+            if exc.code == 190:  # the sender marked the channel disconnected
+                self._s.tenants.forget_channel(tid, event.channel, event.account_id)
             log.warning("reply not sent", extra={"tenant": tid, "code": exc.code})
             await replies.finish(tid, event.event_id, "failed", now_ms=self._now_ms(),
                                  reason=f"graph error {exc.code}")

@@ -179,6 +179,23 @@ class ConversationShard:
         with contextlib.suppress(Exception):
             await self._publish_stats()
 
+    async def abort(self) -> None:
+        """Stop at once as a crash would: no drain, no acks, no persisting. What was read
+        stays pending in Redis for the next start (tests and emergency stops)."""
+        self._running = False
+        for conv in list(self._convs.values()):
+            if conv.task is not None and not conv.task.done():
+                conv.task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *(c.task for c in self._convs.values() if c.task)]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks, self._to_ack = [], {}
+        self._convs.clear()
+        self._inflight.clear()
+        self._started = False
+
     async def _drain(self) -> None:
         for conv in list(self._convs.values()):
             await conv.wait_idle()

@@ -50,6 +50,10 @@ class TenantView:
         self._put(self._channel_cache, key, (now + self._ttl, connected))
         return connected
 
+    def forget_channel(self, tenant_id: str, channel: str, account_id: str) -> None:
+        """Drop the cached status (e.g. right after Graph error 190 disconnected it)."""
+        self._channel_cache.pop((tenant_id, channel, account_id), None)
+
     def _put(self, cache: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
         if len(cache) >= self._max:
             cache.clear()  # bounded memory; it is only a cache

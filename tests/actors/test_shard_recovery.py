@@ -1,0 +1,173 @@
+"""Crashes, restarts, failures and bounded memory: nothing lost, nothing answered twice."""
+
+from __future__ import annotations
+
+import time
+
+from shardkit import ACCOUNTS, desk, eventually
+
+from mtdesk.actors.render import split_text
+from mtdesk.actors.replies import ReplyStore
+from mtdesk.core import keys
+from mtdesk.core.history import MessageStore, StoredMessage
+from mtdesk.core.redis import Redis
+
+
+async def test_a_shard_restarted_mid_stream_resumes_its_pending_entries_without_duplicates(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        d.llm.latency_s = 0.3
+        first = await d.shard()
+        await first.start()
+        users = [f"c{i}" for i in range(8)]
+        for u in users:
+            await d.push(d.message(f"hello from {u}", user=u))
+        await eventually(lambda: len(d.graph.sends) >= 2)
+        await first.abort()  # a crash: nothing drained, nothing more acknowledged
+        assert await d.pending() > 0
+        again = await d.shard()  # same index: same consumer name
+        await again.start()
+        sent_before_restart = len(d.graph.sends)
+        await eventually(lambda: all(d.texts_to(u) for u in users))
+
+        async def settled() -> bool:
+            return await d.pending() == 0
+
+        await eventually(settled)
+        for u in users:
+            assert d.texts_to(u) == [f"[gpt-test] You said: hello from {u}"]
+        assert again.handled >= 8 - sent_before_restart  # the restarted shard did the rest
+
+
+async def test_a_half_sent_split_reply_resumes_from_the_next_part_with_the_same_text(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        # The state a crash leaves: the reply generated and stored, part 0 accepted by Meta
+        # and recorded, the inbound entry read by shard-0 but never acknowledged.
+        event = d.message("tell me everything")
+        await redis.xgroup_create(keys.inbound(0), keys.SHARD_GROUP, id="0", mkstream=True)
+        for p in range(1, d.settings.partitions):
+            await redis.xgroup_create(keys.inbound(p), keys.SHARD_GROUP, id="0", mkstream=True)
+        await d.push(event)
+        for p in range(d.settings.partitions):
+            await redis.xreadgroup(keys.SHARD_GROUP, "shard-0", {keys.inbound(p): ">"})
+        long_text = " ".join(f"Sentence number {i} of the stored answer." for i in range(120))
+        parts = split_text("messenger", long_text)
+        assert len(parts) >= 3
+        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600)
+        now = int(time.time() * 1000)
+        await replies.store_inbound(d.tenant_id, event.event_id, StoredMessage(
+            direction="in", message_id=event.event_id, kind="message", channel="messenger",
+            account_id=ACCOUNTS["messenger"], user_id="U1", timestamp_ms=now,
+            text="tell me everything"), now_ms=now)
+        assert await replies.claim(d.tenant_id, event.event_id, [], now_ms=now) == []
+        assert await replies.generated(d.tenant_id, event.event_id, long_text, "openai",
+                                       "gpt-test", now_ms=now)
+        await replies.part_sent(d.tenant_id, event.event_id, 0, StoredMessage(
+            direction="out", message_id="m.part0", kind="reply", channel="messenger",
+            account_id=ACCOUNTS["messenger"], user_id="U1", timestamp_ms=now, text=long_text,
+            reply_to=event.event_id), now_ms=now)
+
+        shard = await d.shard()
+        await shard.start()
+        await eventually(lambda: shard.handled == 1)
+        assert [s.text for s in d.graph.sends] == parts[1:]  # part 0 not sent again
+        assert d.llm.chat_requests == []  # the same stored text, not a new answer
+        record = await replies.load(d.tenant_id, event.event_id)
+        assert record.state == "sent" and record.parts_sent == len(parts)
+        out = [m for m in await MessageStore(redis).read(d.tenant_id, event.conversation)
+               if m.direction == "out"]
+        assert [m.part for m in out] == list(range(len(parts)))
+
+
+async def test_memory_is_bounded_and_context_comes_back_on_reactivation(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url, max_active_conversations=2) as d:
+        d.llm.latency_s = 0.05
+        shard = await d.shard()
+        await shard.start()
+        peak = 0
+        users = [f"p{i}" for i in range(6)]
+        for u in users:
+            await d.push(d.message(f"my name is {u}", user=u))
+
+        def all_answered() -> bool:
+            nonlocal peak
+            peak = max(peak, shard.active_conversations)
+            return all(d.texts_to(u) for u in users)
+
+        await eventually(all_answered)
+        assert peak <= 2
+        assert shard.active_conversations <= 2
+        # p0 was evicted long ago; its context is restored from Redis.
+        await d.push(d.message("what is my name?", user="p0"))
+        await eventually(lambda: len(d.texts_to("p0")) == 2)
+        prompt = [m["content"] for m in d.llm.chat_requests[-1].messages]
+        assert "my name is p0" in prompt and "[gpt-test] You said: my name is p0" in prompt
+
+
+async def test_graph_190_is_not_retried_and_disconnects_the_channel(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard()
+        await shard.start()
+        d.graph.fail_next(ACCOUNTS["messenger"], 190, http_status=401)
+        first = d.message("hello")
+        await d.push(first)
+        await eventually(lambda: shard.handled == 1)
+        assert len(d.graph.attempts) == 1 and d.graph.sends == []
+        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load(
+            d.tenant_id, first.event_id)
+        assert (record.state, record.reason) == ("failed", "graph error 190")
+        status = await redis.hget(keys.channel(d.tenant_id, d.channel_ids["messenger"]), "status")
+        assert status == b"disconnected"
+        # Later messages on that channel are recorded, not answered (no model call either).
+        second = d.message("anyone?")
+        await d.push(second)
+        await eventually(lambda: shard.handled == 2)
+        assert len(d.llm.chat_requests) == 1 and len(d.graph.attempts) == 1
+        history = await MessageStore(redis).read(d.tenant_id, second.conversation)
+        assert history[-1].reason == "channel disconnected"
+
+
+async def test_a_failing_model_gets_the_fallback_message_and_nothing_crashes(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard()
+        await shard.start()
+        d.llm.fail_next(500)
+        first = d.message("hello")
+        await d.push(first)
+        await eventually(lambda: shard.handled == 1)
+        assert d.texts_to("U1") == ["Sorry, I don't know the answer to that yet. "
+                                    "A person will follow up."]
+        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load(
+            d.tenant_id, first.event_id)
+        assert record.state == "sent" and record.provider == "fallback"
+        assert shard.metrics.count("fallback") == 1
+        await d.push(d.message("and now?"))  # the shard carries on
+        await eventually(lambda: len(d.graph.sends) == 2)
+        assert d.graph.sends[1].text == "[gpt-test] You said: and now?"
+
+
+async def test_entries_left_by_a_shard_that_no_longer_exists_are_claimed(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        for p in range(d.settings.partitions):
+            await redis.xgroup_create(keys.inbound(p), keys.SHARD_GROUP, id="0", mkstream=True)
+        event = d.message("left behind")
+        await d.push(event)
+        for p in range(d.settings.partitions):  # read by shard-7, which then went away
+            await redis.xreadgroup(keys.SHARD_GROUP, "shard-7", {keys.inbound(p): ">"})
+        shard = await d.shard(claim_idle_ms=0, claim_interval_s=0.1)
+        await shard.start()
+        await eventually(lambda: len(d.graph.sends) == 1)
+        assert d.texts_to("U1") == ["[gpt-test] You said: left behind"]
+        await eventually(lambda: shard.handled == 1)
+        assert await d.pending() == 0
