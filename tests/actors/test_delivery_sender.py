@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -263,3 +265,27 @@ async def test_a_graph_api_slower_than_the_timeout_is_a_retriable_failure(sessio
         with pytest.raises(GraphError) as info:
             await sender.send(msg())
     assert info.value.code == 0 and info.value.retriable and "Timeout" in str(info.value)
+
+
+async def test_concurrent_shards_never_grant_more_than_the_limit_in_a_window(redis: Redis) -> None:
+    clock = FakeClock(500.5)
+    settings = Settings(page_sends_per_s=10)
+    shards = [SendRateLimiter(redis, settings, clock=clock) for _ in range(2)]
+    grants = await asyncio.gather(*(shards[i % 2].try_acquire("messenger", "PAGE1") for i in range(50)))
+    assert sum(grants) == 10
+    assert await redis.get(keys.rate("messenger", "PAGE1", 500)) == b"10"
+
+
+async def test_tokens_and_message_text_stay_out_of_the_logs(
+        graph: FakeGraphAPI, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    sender = make_sender(graph, session, creds())
+    await sender.send(msg(text="my secret order 12345"))
+    graph.fail_next("PAGE1", 613)
+    await sender.send(msg(text="my secret order 12345"))
+    with pytest.raises(GraphError):
+        await make_sender(graph, session, MemoryCredentials({"PAGE1": "bad-token"})).send(
+            msg(text="my secret order 12345"))
+    assert caplog.records  # the sender did log what happened
+    assert TOKEN not in caplog.text and "bad-token" not in caplog.text
+    assert "secret order" not in caplog.text
