@@ -50,6 +50,7 @@ class RecordedRequest:
     stream: bool = False
     input: list[str] = field(default_factory=list)  # embeddings input
     api_key: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, …
     time: float = 0.0
     outcome: str = "ok"  # "ok" | "429" | "500" | ... | "hang" | "malformed"
 
@@ -197,8 +198,10 @@ class FakeLLM(FakeServer):
         except (ValueError, KeyError, TypeError):
             return _error(400, "messages and model are required", "invalid_request_error")
         stream = bool(body.get("stream"))
+        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
         record = RecordedRequest(path=request.path, model=model, messages=messages,
-                                 stream=stream, api_key=self._key(request), time=time.time())
+                                 stream=stream, api_key=self._key(request), params=params,
+                                 time=time.time())
         early = await self._begin(request, record)
         if early is not None:
             return early

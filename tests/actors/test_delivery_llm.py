@@ -57,6 +57,7 @@ async def test_answer_comes_from_the_bot_provider_with_passages_in_the_prompt(
                          'Source: "We ship to all EU countries and Norway."')
     [request] = a.chat_requests
     assert request.api_key == "key-a" and b.requests == []
+    assert request.params["temperature"] == 0.1 and request.params["max_tokens"] == 99
     system = request.messages[0]
     assert system["role"] == "system" and system["content"].startswith("You are Acme's helper.")
     assert "[1] (source: shipping.md) We ship to all EU countries and Norway." in system["content"]
