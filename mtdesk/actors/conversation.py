@@ -140,6 +140,7 @@ class Conversation:
         self._task: asyncio.Task[None] | None = None
         self.last_active = time.monotonic()
         self._dirty = False
+        self.forgotten = False  # its data was erased: never write its context again
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
@@ -172,6 +173,8 @@ class Conversation:
         return len(self._queue)
 
     async def persist(self) -> None:
+        if self.forgotten:
+            return
         await self._s.redis.set(
             keys.context(self.tenant_id, self.key), _ctx_encoder.encode(self.context),
             ex=self._s.store.ttl_s,

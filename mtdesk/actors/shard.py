@@ -147,6 +147,7 @@ class ConversationShard:
             asyncio.create_task(self._read_loop(), name=f"{self.consumer}:read"),
             asyncio.create_task(self._claim_loop(), name=f"{self.consumer}:claim"),
             asyncio.create_task(self._housekeeping_loop(), name=f"{self.consumer}:house"),
+            asyncio.create_task(self._purge_loop(), name=f"{self.consumer}:purge"),
         ]
         log.info("shard started", extra={"shard": self.index, "partitions": len(self.partitions)})
 
@@ -410,6 +411,47 @@ class ConversationShard:
                 self._inflight.discard((partition, entry_id))
             self.handled += len(ids)
         self._wake_capacity()
+
+    # --- erasure notices ----------------------------------------------------------------
+    async def _purge_loop(self) -> None:
+        """Forget conversations whose data the privacy module erased (``keys.PURGE``), so
+        a cached context is never written back after a deletion."""
+        while self._running:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.PURGE)
+                while self._running:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self.forget(msgspec.json.decode(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("purge subscription failed; resubscribing")
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def forget(self, notice: dict[str, Any]) -> int:
+        """Drop conversations named by an erasure notice: ``{"scope": "tenant"|"channel"|
+        "conversations", "tenant", "prefix"?, "conversations"?}``."""
+        tenant = str(notice.get("tenant", ""))
+        scope = notice.get("scope")
+        prefix = str(notice.get("prefix", ""))
+        named = {str(c) for c in notice.get("conversations") or ()}
+        dropped = 0
+        for slot, conv in list(self._convs.items()):
+            if conv.tenant_id != tenant:
+                continue
+            if (scope == "tenant" or (scope == "channel" and conv.key.startswith(prefix))
+                    or (scope == "conversations" and conv.key in named)):
+                conv.forgotten = True
+                conv.context = type(conv.context)()
+                if conv.idle:
+                    del self._convs[slot]
+                dropped += 1
+        return dropped
 
     # --- housekeeping -----------------------------------------------------------------
     async def _housekeeping_loop(self) -> None:

@@ -174,3 +174,25 @@ async def test_entries_left_by_a_shard_that_no_longer_exists_are_claimed(
         assert d.texts_to("U1") == ["[gpt-test] You said: left behind"]
         await eventually(lambda: shard.handled == 1)
         assert await d.pending() == 0
+
+
+async def test_an_erasure_notice_makes_the_shard_forget_a_cached_conversation(
+    redis: Redis, redis_url: str
+) -> None:
+    import json
+
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard()
+        await shard.start()
+        event = d.message("my address is 1 Main St")
+        await d.push(event)
+        await eventually(lambda: shard.handled == 1)
+        # What the privacy module does: delete the data, then tell the shards.
+        await redis.delete(keys.context(d.tenant_id, event.conversation),
+                           keys.history(d.tenant_id, event.conversation))
+        await eventually(lambda: redis.publish(keys.PURGE, json.dumps({
+            "scope": "conversations", "tenant": d.tenant_id,
+            "conversations": [event.conversation]})))
+        await eventually(lambda: shard.active_conversations == 0)
+        await shard.stop()  # stopping persists contexts: the erased one must stay gone
+        assert not await redis.exists(keys.context(d.tenant_id, event.conversation))
