@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -131,9 +132,7 @@ def server(redis_url: str) -> Iterator[tuple[_Server, str]]:
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:  # the module-scoped server needs a module-scoped URL
-    from conftest import REDIS_URL
-
-    return REDIS_URL
+    return os.environ.get("MTDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 bodies = st.one_of(
