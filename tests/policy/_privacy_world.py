@@ -124,7 +124,7 @@ async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
         record, api_key = await tenants.create(f"Shop {name}", f"owner@{name}.example.com")
         t = Tenant(id=record.id, api_key=api_key)
         for ch, acct in accounts:
-            asid = "5550001" if acct == "1110001" else ("5550003" if name == "b" else None)
+            asid = "7770001" if acct == "1110001" else ("7770003" if name == "b" else None)
             rec = await channels.connect(record.id, ch, acct, tokens[acct], connected_by=asid)
             t.channels[acct] = rec.id
         await redis.hset(keys.kb_source(record.id, "s1"),
@@ -149,7 +149,7 @@ async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
     carol = Person("messenger", "1110001", "9000000000000003", "carol asks about returns",
                    "m_carol_1")
     bob = Person("whatsapp", "2220002", "US.900002", "bob wants a refund 8812",
-                 "wamid.bob1", wa_id="4915550001")
+                 "wamid.bob1", wa_id="4915550123")
     dave = Person("messenger", "3330003", "9000000000000004", "dave books a table",
                   "m_dave_1")
     at = now_ms(clock)
@@ -158,7 +158,7 @@ async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
         tenant.people.append(person)
     await redis.sadd(keys.restricted(a.id), f"messenger:{alice.user_id}", f"whatsapp:{bob.user_id}")
     await redis.sadd(keys.restricted(b.id), f"messenger:{dave.user_id}")
-    return World(a=a, b=b, alice=alice, carol=carol, bob=bob, dave=dave, asid="5550001",
+    return World(a=a, b=b, alice=alice, carol=carol, bob=bob, dave=dave, asid="7770001",
                  tokens=tokens, data_dir=data_dir)
 
 
