@@ -1,0 +1,185 @@
+"""The one module that touches Ray: conversation shards as Ray actors, and their director.
+
+What a caller (the CLI, the only place that calls ``ray.init``) may rely on:
+
+- :func:`ray_init_kwargs` gives the arguments for ``ray.init``: join
+  ``MTDESK_RAY_ADDRESS`` when set, else start a local instance (``ray.init()`` picks free
+  ports; note that ``ray start --head`` defaults to port 6379, which is Redis's).
+- :class:`Deployment` ``start()`` creates ``settings.shards`` named actors
+  (``mtdesk-shard-{i}`` in namespace ``"mtdesk"``), gives them the ``settings.partitions``
+  partitions round-robin (shard ``i`` owns every ``p`` with ``p % S == i``), and starts
+  each one's loop; ``ready()`` says whether every shard answered a ping; ``stop()`` drains
+  and removes them. Actors live as long as the driver unless ``detached=True``.
+- A shard that dies (killed, crashed, its node lost) is restarted by Ray
+  (``max_restarts=-1``, ``max_task_retries=-1``); the director's watchdog pings every
+  shard each ``watch_interval_s`` and a ping starts the loop of a restarted actor, which
+  resumes from its consumer's pending entries. Nothing lost; the reply state makes sure
+  nothing is answered twice.
+- Ray calls are control calls only (start, ping, stop, stats): messages travel through
+  the Redis streams in batches, never one actor call per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import ray
+
+from mtdesk.actors.pipeline import build_shard_services
+from mtdesk.actors.shard import ConversationShard, ShardServices
+from mtdesk.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "mtdesk"
+ServicesFactory = Callable[[Settings], Awaitable[ShardServices]]
+
+
+def ray_init_kwargs(settings: Settings) -> dict[str, Any]:
+    """Arguments for ``ray.init``: join ``settings.ray_address`` or start a local one."""
+    if settings.ray_address:
+        return {"address": settings.ray_address, "namespace": NAMESPACE,
+                "log_to_driver": False}
+    # No address: a fresh local instance on free ports (never Redis's 6379).
+    return {"address": "local", "namespace": NAMESPACE, "include_dashboard": False,
+            "log_to_driver": False}
+
+
+def assign_partitions(partitions: int, shards: int) -> list[list[int]]:
+    """Round-robin: shard ``i`` owns every partition ``p`` with ``p % shards == i``."""
+    return [[p for p in range(partitions) if p % shards == i] for i in range(shards)]
+
+
+def shard_name(index: int) -> str:
+    return f"mtdesk-shard-{index}"
+
+
+class ShardHost:
+    """The body of a shard actor: builds the services inside the actor process and runs
+    one :class:`ConversationShard`. Every call first makes sure the shard runs, so a
+    restarted actor resumes on the first call it gets (the director's ping)."""
+
+    def __init__(
+        self, settings: Settings, index: int, partitions: list[int],
+        factory: ServicesFactory | None = None, shard_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._index = index
+        self._partitions = partitions
+        self._factory = factory or build_shard_services
+        self._options = shard_options or {}
+        self._shard: ConversationShard | None = None
+        self._services: ShardServices | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def ensure_started(self) -> dict[str, Any]:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._shard is None:
+                self._services = await self._factory(self._settings)
+                shard = ConversationShard(self._index, self._partitions, self._services,
+                                          **self._options)
+                await shard.start()
+                self._shard = shard
+        return self._shard.ping()
+
+    async def ping(self) -> dict[str, Any]:
+        info = await self.ensure_started()
+        info["pid"] = os.getpid()
+        return info
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> dict[str, Any]:
+        if self._shard is None:
+            return {"shard": self._index, "running": False}
+        shard, self._shard = self._shard, None
+        await shard.stop(drain_timeout_s=drain_timeout_s)
+        if self._services is not None:
+            await self._services.aclose()
+        info = shard.ping()
+        return info
+
+
+# The one place ray.remote is applied. num_cpus=0: shards are I/O bound and may outnumber
+# the cores; the operator sizes them with MTDESK_SHARDS.
+ShardActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(ShardHost)
+
+
+class Deployment:
+    """Creates, watches and stops the shard actors. Ray must already be initialised."""
+
+    def __init__(
+        self, settings: Settings, *, factory: ServicesFactory | None = None,
+        shard_options: dict[str, Any] | None = None, detached: bool = False,
+        watch_interval_s: float = 1.0,
+    ) -> None:
+        self._settings = settings
+        self._factory = factory
+        self._shard_options = shard_options
+        self._detached = detached
+        self._watch_interval_s = watch_interval_s
+        self.actors: list[Any] = []
+        self._watchdog: asyncio.Task[None] | None = None
+        self._healthy: list[bool] = []
+
+    async def start(self) -> None:
+        s = self._settings
+        if not ray.is_initialized():
+            raise RuntimeError("ray.init() must be called first (see ray_init_kwargs)")
+        for index, partitions in enumerate(assign_partitions(s.partitions, s.shards)):
+            options: dict[str, Any] = {"name": shard_name(index), "namespace": NAMESPACE,
+                                       "get_if_exists": True}
+            if self._detached:
+                options["lifetime"] = "detached"
+            actor = ShardActor.options(**options).remote(  # type: ignore[attr-defined]
+                s, index, partitions, self._factory, self._shard_options)
+            self.actors.append(actor)
+        await asyncio.gather(*(a.ensure_started.remote() for a in self.actors))
+        self._healthy = [True] * len(self.actors)
+        self._watchdog = asyncio.create_task(self._watch(), name="mtdesk-shard-watchdog")
+        log.info("shards started", extra={"shards": s.shards, "partitions": s.partitions})
+
+    async def ping_all(self, timeout_s: float = 5.0) -> list[dict[str, Any] | None]:
+        async def one(actor: Any) -> dict[str, Any] | None:
+            try:
+                return await asyncio.wait_for(actor.ping.remote(), timeout_s)  # type: ignore[no-any-return]
+            except Exception:
+                return None
+
+        return list(await asyncio.gather(*(one(a) for a in self.actors)))
+
+    async def ready(self, timeout_s: float = 5.0) -> bool:
+        """Every shard answered a ping (and so is running)."""
+        if not self.actors:
+            return False
+        return all(info is not None for info in await self.ping_all(timeout_s))
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._watch_interval_s)
+            infos = await self.ping_all(timeout_s=max(5.0, self._watch_interval_s * 5))
+            for index, info in enumerate(infos):
+                ok = info is not None
+                if ok != self._healthy[index]:
+                    log.warning("shard %s is %s", index, "back" if ok else "not answering")
+                self._healthy[index] = ok
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+        async def one(actor: Any) -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(actor.stop.remote(drain_timeout_s), drain_timeout_s + 5)
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+
+        await asyncio.gather(*(one(a) for a in self.actors))
+        self.actors = []
