@@ -1,0 +1,410 @@
+"""``mtdesk bench ingest``: how close the webhook gets to a bare aiohttp endpoint.
+
+One run, on this machine:
+
+1. a bare aiohttp endpoint that only answers 200 (same uvloop + AppRunner setup as the
+   gateway) is loaded at maximum rate: the ceiling;
+2. the real gateway (``build_app``: signature, decode, one batched Lua round trip into
+   a real Redis, a throwaway database flushed before and after, a throwaway tenant
+   routed) is loaded at maximum rate;
+3. the gateway is loaded at half its maximum rate (open loop) to measure ack latency.
+
+Each server runs in its own process, and so does the load generator: a minimal HTTP/1.1
+keep-alive client on raw asyncio sockets (an aiohttp client would be the bottleneck),
+posting signed real-format payloads of the three channels, each with a unique message
+id. At the end, the events in the streams are counted against the 200s received.
+
+JSON keys: ``events_per_s``, ``baseline_events_per_s``, ``ratio``, ``ack_p50_ms``,
+``ack_p99_ms`` (gateway at half rate), plus the other phases' figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+BENCH_SECRET = "bench-app-secret"
+TENANT = "bench-tenant"
+ACCOUNTS = {"messenger": "900000000000001", "instagram": "17841499999999999", "whatsapp": "900000000000003"}
+USERS = 2000  # distinct end users, spread over the partitions
+
+
+# --- payloads ---------------------------------------------------------------------------
+
+_MESSENGER = (
+    b'{"object":"page","entry":[{"id":"%(acct)s","time":%(ts)d,"messaging":[{"sender":{"id":"%(user)s"},'
+    b'"recipient":{"id":"%(acct)s"},"timestamp":%(ts)d,"message":{"mid":"m_%(mid)s",'
+    b'"text":"Hi! Do you ship to Canada? \\u00e7a marche \\/ ok"}}]}]}'
+)
+_INSTAGRAM = (
+    b'{"object":"instagram","entry":[{"id":"%(acct)s","time":%(ts)d,"messaging":[{"sender":{"id":"%(user)s"},'
+    b'"recipient":{"id":"%(acct)s"},"timestamp":%(ts)d,"message":{"mid":"aWdf%(mid)s",'
+    b'"text":"is this still available?"}}]}]}'
+)
+_WHATSAPP = (
+    b'{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages",'
+    b'"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881",'
+    b'"phone_number_id":"%(acct)s"},"contacts":[{"profile":{"name":"Sheena Nelson"},"wa_id":"1650%(user)s",'
+    b'"user_id":"US.%(user)s"}],"messages":[{"from":"1650%(user)s","id":"wamid.%(mid)s","timestamp":"%(tss)d",'
+    b'"type":"text","text":{"body":"Does it come in another color?"},"from_user_id":"US.%(user)s"}]}}]}]}'
+)
+_TEMPLATES = ((_MESSENGER, ACCOUNTS["messenger"]), (_INSTAGRAM, ACCOUNTS["instagram"]), (_WHATSAPP, ACCOUNTS["whatsapp"]))
+
+
+class RequestFactory:
+    """Signed POSTs with unique message ids (prefix + counter), rotating the channels."""
+
+    def __init__(self, prefix: str, secret: str = BENCH_SECRET) -> None:
+        self._prefix = prefix.encode()
+        self._key = secret.encode()
+        self._n = 0
+
+    def next(self) -> bytes:
+        self._n += 1
+        n = self._n
+        template, acct = _TEMPLATES[n % 3]
+        now = time.time()
+        body = template % {
+            b"acct": acct.encode(), b"ts": int(now * 1000), b"tss": int(now),
+            b"user": str(n % USERS).encode(), b"mid": self._prefix + str(n).encode(),
+        }
+        sig = hmac.new(self._key, body, hashlib.sha256).hexdigest().encode()
+        return (
+            b"POST /webhooks/meta HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"X-Hub-Signature-256: sha256=" + sig + b"\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+
+
+# --- the load generator (its own process) ----------------------------------------------------
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection; one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
+        self._buf = bytearray()
+        self._waiter: asyncio.Future[int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self._buf[:end]).lower()
+        i = head.find(b"content-length:")
+        length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+        total = end + 4 + length
+        if len(self._buf) < total:
+            return
+        status = int(self._buf[9:12])
+        del self._buf[:total]
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionError("closed"))
+
+    async def request(self, raw: bytes) -> int:
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self._waiter
+
+
+@dataclass
+class PhaseResult:
+    requests: int = 0
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    late_sends: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+async def _run_phase(
+    port: int, connections: int, seconds: float, rate: float | None, prefix: str, warmup: float
+) -> PhaseResult:
+    loop = asyncio.get_running_loop()
+    conns = []
+    for _ in range(connections):
+        _t, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
+        conns.append(proto)
+    factory = RequestFactory(prefix)
+    result = PhaseResult()
+    start = time.perf_counter()
+    measure_from = start + warmup
+    deadline = measure_from + seconds
+    interval = connections / rate if rate else 0.0
+
+    async def worker(i: int, conn: _Conn) -> None:
+        next_at = start + (i / rate if rate else 0.0)
+        while True:
+            if rate:
+                now = time.perf_counter()
+                if now < next_at:
+                    await asyncio.sleep(next_at - now)
+                elif now - next_at > 0.005:
+                    if now >= measure_from:
+                        result.late_sends += 1
+                next_at += interval
+            raw = factory.next()
+            t0 = time.perf_counter()
+            if t0 >= deadline:
+                return
+            try:
+                status = await conn.request(raw)
+            except ConnectionError:
+                result.errors["connection"] = result.errors.get("connection", 0) + 1
+                return
+            t1 = time.perf_counter()
+            if t0 < measure_from:
+                continue
+            result.requests += 1
+            if status == 200:
+                result.ok += 1
+                result.latencies_ms.append((t1 - t0) * 1000)
+            else:
+                result.errors[str(status)] = result.errors.get(str(status), 0) + 1
+
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(conns)))
+    result.seconds = min(time.perf_counter(), deadline) - measure_from
+    for c in conns:
+        if c.transport is not None:
+            c.transport.close()
+    return result
+
+
+def _loadgen_main(port: int, connections: int, seconds: float, rate: float | None, prefix: str,
+                  warmup: float, out: Any) -> None:
+    _install_uvloop()
+    res = asyncio.run(_run_phase(port, connections, seconds, rate, prefix, warmup))
+    out.put(asdict(res))
+
+
+# --- the servers (each in its own process) ------------------------------------------------------
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve(app: Any, ready: Any) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    ready.put(runner.addresses[0][1])
+    await stop.wait()
+    await runner.cleanup()
+
+
+def _bare_main(ready: Any) -> None:
+    from aiohttp import web
+
+    async def ok(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b"EVENT_RECEIVED", content_type="text/plain")
+
+    _install_uvloop()
+    app = web.Application()
+    app.router.add_post("/webhooks/meta", ok)
+    asyncio.run(_serve(app, ready))
+
+
+def _gateway_main(redis_url: str, ready: Any) -> None:
+    from mtdesk.cli.compose import build_app
+    from mtdesk.core.secret import Secret
+    from mtdesk.core.settings import Settings
+
+    settings = Settings(
+        redis_url=redis_url, meta_app_secrets=(Secret(BENCH_SECRET),), meta_verify_token=Secret("bench")
+    )
+    _install_uvloop()
+
+    async def main() -> None:
+        await _serve(build_app(settings), ready)
+
+    asyncio.run(main())
+
+
+class _Server:
+    def __init__(self, target: Any, *args: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._ready = ctx.Queue()
+        self._proc = ctx.Process(target=target, args=(*args, self._ready), daemon=True)
+
+    def __enter__(self) -> int:
+        self._proc.start()
+        return int(self._ready.get(timeout=60))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc.pid is not None and self._proc.is_alive():
+            os.kill(self._proc.pid, signal.SIGTERM)
+        self._proc.join(15)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+
+
+def _load(port: int, connections: int, seconds: float, rate: float | None, prefix: str) -> PhaseResult:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_loadgen_main, args=(port, connections, seconds, rate, prefix, 1.0, out))
+    proc.start()
+    give_up = time.monotonic() + seconds + 120
+    while True:
+        try:
+            data = out.get(timeout=0.5)
+            break
+        except queue.Empty:
+            if not proc.is_alive() or time.monotonic() > give_up:
+                proc.kill()
+                raise RuntimeError("the load generator died; see its traceback above") from None
+    proc.join(30)
+    return PhaseResult(**data)
+
+
+# --- the bench ------------------------------------------------------------------------------
+
+
+def _with_db(url: str, db: int) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
+
+
+def _prepare_redis(url: str) -> None:
+    import redis as redis_sync
+
+    from mtdesk.core import keys
+
+    r = redis_sync.Redis.from_url(url)
+    r.flushdb()
+    for channel, acct in ACCOUNTS.items():
+        r.hset(keys.account(channel, acct), mapping={"tenant": TENANT, "channel_id": f"bench-{channel}"})
+    r.close()
+
+
+def _count_and_flush(url: str, partitions: int) -> int:
+    import redis as redis_sync
+
+    from mtdesk.core import keys
+
+    r = redis_sync.Redis.from_url(url)
+    total = sum(int(r.xlen(keys.inbound(p))) for p in range(partitions))
+    r.flushdb()
+    r.close()
+    return total
+
+
+def run(seconds: float, connections: int, redis_url: str) -> dict[str, Any]:
+    from mtdesk.core.settings import Settings
+
+    partitions = Settings().partitions
+    _prepare_redis(redis_url)
+    try:
+        with _Server(_bare_main) as port:
+            bare = _load(port, connections, seconds, None, "bare")
+        with _Server(_gateway_main, redis_url) as port:
+            full = _load(port, connections, seconds, None, "max")
+            half_rate = max(full.rate / 2, 1.0)
+            half = _load(port, connections, seconds, half_rate, "half")
+            time.sleep(0.2)
+    finally:
+        stored = _count_and_flush(redis_url, partitions)
+    ratio = full.rate / bare.rate if bare.rate else 0.0
+    return {
+        "events_per_s": round(full.rate, 1),
+        "baseline_events_per_s": round(bare.rate, 1),
+        "ratio": round(ratio, 3),
+        "ack_p50_ms": round(half.pct(0.50), 3),
+        "ack_p99_ms": round(half.pct(0.99), 3),
+        "half_rate_target_per_s": round(half_rate, 1),
+        "half_rate_achieved_per_s": round(half.rate, 1),
+        "half_rate_late_sends": half.late_sends,
+        "max_rate_p50_ms": round(full.pct(0.50), 3),
+        "max_rate_p99_ms": round(full.pct(0.99), 3),
+        "baseline_p50_ms": round(bare.pct(0.50), 3),
+        "baseline_p99_ms": round(bare.pct(0.99), 3),
+        "events_per_request": 1,
+        "errors": {"baseline": bare.errors, "max": full.errors, "half": half.errors},
+        "events_in_streams": stored,
+        # Warm-up requests are acknowledged but not counted; everything acknowledged is stored.
+        "seconds": seconds,
+        "connections": connections,
+        "cpus": os.cpu_count(),
+        "goal": {"ratio": 0.6, "ack_p99_ms_at_half_rate": 10.0},
+        "meets_goal": ratio >= 0.6 and half.pct(0.99) <= 10.0,
+    }
+
+
+def register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="webhook throughput vs a bare aiohttp endpoint, and ack latency at half rate",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase (default 10)")
+    p.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    p.add_argument(
+        "--redis-url",
+        help="Redis to use; its database is FLUSHED before and after "
+        "(default: MTDESK_REDIS_URL with database 14)",
+    )
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from mtdesk.core.settings import Settings
+
+    url = args.redis_url or _with_db(Settings.from_env().redis_url, 14)
+    if args.seconds <= 0 or args.connections < 1:
+        print("mtdesk: error: --seconds and --connections must be positive", file=sys.stderr)
+        return 2
+    report = run(args.seconds, args.connections, url)
+    print(
+        f"gateway {report['events_per_s']:.0f} events/s vs bare {report['baseline_events_per_s']:.0f} req/s"
+        f" (ratio {report['ratio']:.2f}); at half rate ({report['half_rate_achieved_per_s']:.0f}/s)"
+        f" ack p50 {report['ack_p50_ms']:.2f} ms, p99 {report['ack_p99_ms']:.2f} ms;"
+        f" {report['events_in_streams']} events in streams"
+    )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    return 0
