@@ -35,13 +35,21 @@ from mtdesk.actors.render import is_our_metadata
 from mtdesk.actors.replies import ReplyRecord, ReplyStore, ResumableSender
 from mtdesk.actors.stats import ShardMetrics
 from mtdesk.actors.tenantview import TenantView
+from mtdesk.actors.turns import (
+    ConversationContext,
+    PromptBuilder,
+    bounded,
+    build_prompt,
+    context_decoder,
+    context_encoder,
+    user_text,
+)
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
 from mtdesk.core.events import Echo, Event, Message, Postback, Receipt, Status
 from mtdesk.core.history import OUTSIDE_WINDOW, MessageStore, StoredMessage
 from mtdesk.core.ports import (
-    BotConfig,
     ChatMessage,
     ChatModel,
     Completion,
@@ -68,27 +76,6 @@ class WorkItem:
     dispatched: float = field(default_factory=time.monotonic)
 
 
-class ConversationContext(msgspec.Struct, kw_only=True):
-    turns: list[ChatMessage] = msgspec.field(default_factory=list)
-    bot_state: dict[str, str] = msgspec.field(default_factory=dict)
-    last_inbound_ms: int = 0
-    paused_until_ms: int = 0
-
-
-_ctx_encoder = msgspec.msgpack.Encoder()
-_ctx_decoder = msgspec.msgpack.Decoder(ConversationContext)
-
-PromptBuilder = Callable[[BotConfig, list[ChatMessage], list[str], list[Passage]], list[ChatMessage]]
-
-
-def build_prompt(
-    bot: BotConfig, turns: list[ChatMessage], texts: list[str], passages: list[Passage]
-) -> list[ChatMessage]:
-    """Recent turns, then the new user message(s). The system prompt and the passages
-    are the ChatModel's to add (it gets ``bot`` and ``passages``)."""
-    return [*turns, *(ChatMessage("user", t) for t in texts)]
-
-
 @dataclass
 class ConversationServices:
     """What every conversation of a shard shares (built once per shard)."""
@@ -107,22 +94,6 @@ class ConversationServices:
     retriever: Retriever | None = None
     prompt_builder: PromptBuilder = build_prompt
     on_idle: Callable[[], None] = lambda: None
-
-
-def describe_attachments(message: Message) -> str:
-    """What the model is told about an attachment-only message."""
-    kinds = ", ".join(a.type for a in message.attachments) or message.type
-    captions = " ".join(a.caption for a in message.attachments if a.caption)
-    text = f"(The customer sent: {kinds}"
-    if message.location is not None:
-        text += f", location {message.location.name or ''} {message.location.address or ''}".rstrip()
-    return text + (f", with the caption: {captions})" if captions else ")")
-
-
-def user_text(event: Message | Postback) -> str:
-    if isinstance(event, Postback):
-        return event.title or event.payload or ""
-    return event.text or event.quick_reply or event.interactive_id or describe_attachments(event)
 
 
 class Conversation:
@@ -149,7 +120,7 @@ class Conversation:
         if raw is None:
             return ConversationContext()
         try:
-            return _ctx_decoder.decode(raw)
+            return context_decoder.decode(raw)
         except msgspec.DecodeError:
             log.warning("conversation context undecodable, starting fresh", extra={"conv": key})
             return ConversationContext()
@@ -176,7 +147,7 @@ class Conversation:
         if self.forgotten:
             return
         await self._s.redis.set(
-            keys.context(self.tenant_id, self.key), _ctx_encoder.encode(self.context),
+            keys.context(self.tenant_id, self.key), context_encoder.encode(self.context),
             ex=self._s.store.ttl_s,
         )
         self._dirty = False
@@ -380,23 +351,26 @@ class Conversation:
             await self._send(item, [item], record.text, record.provider, record.model,
                              already_sent=record.parts_sent)
             return
-        burst = [item]
-        if record.state != "generating":  # generating: members were claimed before a crash
-            burst += await self._collect_burst()
-        texts = [user_text(b.event) for b in burst if isinstance(b.event, Message | Postback)]
-        if record.state != "generating":
+        if record.state == "generating":
+            # A crash while the model was answering: the burst was claimed then, so its
+            # members' texts come back from history (their entries follow in the stream
+            # and will be acknowledged as answered by this one).
+            burst = [item]
+            texts = [user_text(event), *await self._stored_texts(item.tenant_id, record.members)]
+        else:
+            burst = [item, *await self._collect_burst()]
             claimed = await self._s.replies.claim(
                 item.tenant_id, event.event_id, [b.event.event_id for b in burst[1:]],
                 now_ms=self._now_ms(),
             )
-            if claimed is None:  # answered elsewhere meanwhile: look again next delivery
+            if claimed is None:  # someone else is answering it: look again on redelivery
                 for b in burst:
                     self._s.release(b)
                 return
             keep = set(claimed)
             for b in burst[1:]:
                 if b.event.event_id not in keep:
-                    self._s.done(b)  # already answered by someone else
+                    self._s.done(b)  # already answered elsewhere
             burst = [item, *(b for b in burst[1:] if b.event.event_id in keep)]
             texts = [user_text(b.event) for b in burst  # type: ignore[arg-type]
                      if isinstance(b.event, Message | Postback)]
@@ -409,6 +383,20 @@ class Conversation:
         )
         await self._send(item, burst, completion.text, completion.provider, completion.model,
                          already_sent=0, fallback=fallback)
+
+    async def _stored_texts(self, tenant_id: str, event_ids: tuple[str, ...]) -> list[str]:
+        """The stored texts of inbound events (by their history entries), in order."""
+        if not event_ids:
+            return []
+        records = await self._s.replies.load_many(tenant_id, list(event_ids))
+        texts = []
+        for record in records:
+            if record.stored:
+                found = await self._s.store.read(tenant_id, self.key, start=record.stored,
+                                                 end=record.stored, join_status=False)
+                if found and found[0].text:
+                    texts.append(found[0].text)
+        return texts
 
     async def _collect_burst(self) -> list[WorkItem]:
         """The person's further messages already queued (they arrived while the previous
@@ -508,6 +496,5 @@ class Conversation:
             self._s.done(b)
 
     def _bounded(self, turns: list[ChatMessage]) -> list[ChatMessage]:
-        limit = self._s.settings.history_turns
-        return turns[-limit:] if limit else []
+        return bounded(turns, self._s.settings.history_turns)
 

@@ -1,0 +1,59 @@
+"""What a conversation remembers and what the model is shown of it.
+
+:class:`ConversationContext` is persisted as msgpack at ``keys.context(tenant, conv)``:
+``turns`` (the last ``settings.history_turns`` user/assistant messages), ``bot_state``
+(free-form, for bot flows), ``last_inbound_ms`` and ``paused_until_ms``.
+:func:`build_prompt` is the default prompt builder (recent turns, then the new user
+message(s)); the ChatModel adds the system prompt and the passages itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from mtdesk.core.events import Message, Postback
+from mtdesk.core.ports import BotConfig, ChatMessage, Passage
+
+
+class ConversationContext(msgspec.Struct, kw_only=True):
+    turns: list[ChatMessage] = msgspec.field(default_factory=list)
+    bot_state: dict[str, str] = msgspec.field(default_factory=dict)
+    last_inbound_ms: int = 0
+    paused_until_ms: int = 0
+
+
+context_encoder = msgspec.msgpack.Encoder()
+context_decoder = msgspec.msgpack.Decoder(ConversationContext)
+
+PromptBuilder = Callable[[BotConfig, list[ChatMessage], list[str], list[Passage]], list[ChatMessage]]
+
+
+def build_prompt(
+    bot: BotConfig, turns: list[ChatMessage], texts: list[str], passages: list[Passage]
+) -> list[ChatMessage]:
+    """Recent turns, then the new user message(s). The system prompt and the passages
+    are the ChatModel's to add (it gets ``bot`` and ``passages``)."""
+    return [*turns, *(ChatMessage("user", t) for t in texts)]
+
+
+def describe_attachments(message: Message) -> str:
+    """What the model is told about an attachment-only message."""
+    kinds = ", ".join(a.type for a in message.attachments) or message.type
+    captions = " ".join(a.caption for a in message.attachments if a.caption)
+    text = f"(The customer sent: {kinds}"
+    if message.location is not None:
+        text += f", location {message.location.name or ''} {message.location.address or ''}".rstrip()
+    return text + (f", with the caption: {captions})" if captions else ")")
+
+
+def user_text(event: Message | Postback) -> str:
+    if isinstance(event, Postback):
+        return event.title or event.payload or ""
+    return event.text or event.quick_reply or event.interactive_id or describe_attachments(event)
+
+
+def bounded(turns: list[ChatMessage], limit: int) -> list[ChatMessage]:
+    """The last ``limit`` turns (none when ``limit`` is 0)."""
+    return turns[-limit:] if limit else []
