@@ -186,3 +186,26 @@ def shard_stats(shard: int) -> str:
 def shard_stats_pattern() -> str:
     """SCAN pattern matching every :func:`shard_stats` key."""
     return f"{ROOT}:stats:shard:*"
+
+
+# --- billing (Stripe) ---------------------------------------------------------------------
+def billing(tenant_id: str) -> str:
+    """Hash: Stripe customer and subscription ids, plan, status, allowance (-1 = unlimited),
+    price, period end, last applied subscription event time."""
+    return f"{ROOT}:t:{tenant_id}:billing"
+
+
+def usage(tenant_id: str, month: str) -> str:
+    """Counter of the messages answered in ``month`` (``YYYYMM``, UTC), with a TTL."""
+    return f"{ROOT}:t:{tenant_id}:usage:{month}"
+
+
+def stripe_customer(customer_id: str) -> str:
+    """Global index: the tenant id a Stripe customer belongs to (deleted with the tenant)."""
+    return f"{ROOT}:stripe:cust:{customer_id}"
+
+
+def stripe_event(event_id: str) -> str:
+    """Marker of a Stripe webhook event already handled (kept a week)."""
+    digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=12).hexdigest()
+    return f"{ROOT}:stripe:evt:{digest}"
