@@ -1,0 +1,191 @@
+"""The policy actors on Ray: the deletion worker and the retention sweep.
+
+What a caller (the CLI, after ``ray.init``) may rely on:
+
+- :class:`PolicyDeployment` ``start()`` creates two named actors in namespace
+  ``"mtdesk"``: ``mtdesk-deleter`` (runs :class:`~mtdesk.policy.deletion.DeletionWorker`,
+  consuming the job stream) and ``mtdesk-retention`` (runs
+  :class:`~mtdesk.policy.retention.RetentionSweep` every ``retention_interval_s``, and on
+  demand with :meth:`PolicyDeployment.run_retention`). ``ready()`` pings both; ``stop()``
+  ends their loops and removes them.
+- Both are restarted by Ray when they die (``max_restarts=-1``); a restarted deleter
+  resumes the job it held (the job stays pending in the consumer group until finished).
+- The hosts (:class:`DeletionHost`, :class:`RetentionHost`) are plain classes: they build
+  their own Redis client inside the actor process from the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import msgspec
+import ray
+
+from mtdesk.core.clock import Clock, SystemClock
+from mtdesk.core.redis import Redis, connect
+from mtdesk.core.settings import Settings
+from mtdesk.policy.deletion import DeletionWorker
+from mtdesk.policy.retention import RetentionSweep
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "mtdesk"
+DELETER_NAME = "mtdesk-deleter"
+RETENTION_NAME = "mtdesk-retention"
+
+
+class DeletionHost:
+    """Body of the deleter actor: one :class:`DeletionWorker` loop."""
+
+    def __init__(self, settings: Settings, consumer: str = "deleter-1",
+                 clock: Clock | None = None, claim_idle_ms: int = 60_000) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._clock = clock or SystemClock()
+        self._claim_idle_ms = claim_idle_ms
+        self._redis: Redis | None = None
+        self._worker: DeletionWorker | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def ensure_started(self) -> dict[str, Any]:
+        if self._task is None or self._task.done():
+            self._redis = self._redis or connect(self._settings.redis_url, max_connections=8)
+            # Another consumer name after a restart would strand our pending job until
+            # claim_idle_ms; the same name re-reads it at once.
+            self._worker = DeletionWorker(self._redis, self._settings, self._clock,
+                                          consumer=self._consumer,
+                                          claim_idle_ms=self._claim_idle_ms)
+            self._stop = asyncio.Event()
+            self._task = asyncio.create_task(self._worker.run(self._stop), name="mtdesk-deleter")
+        return self._info()
+
+    def _info(self) -> dict[str, Any]:
+        return {"actor": DELETER_NAME, "running": self._task is not None and not self._task.done(),
+                "processed": self._worker.processed if self._worker else 0, "pid": os.getpid()}
+
+    async def ping(self) -> dict[str, Any]:
+        return await self.ensure_started()
+
+    async def run_job(self, job_id: str) -> dict[str, Any]:
+        """Run one job now (idempotent beside the loop); its audit record."""
+        await self.ensure_started()
+        assert self._worker is not None
+        return msgspec.to_builtins(await self._worker.execute(job_id))  # type: ignore[no-any-return]
+
+    async def stop(self) -> dict[str, Any]:
+        if self._stop is not None:
+            self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._task, timeout=10)
+        info = self._info()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        return info
+
+
+class RetentionHost:
+    """Body of the retention actor: a scheduled sweep, and sweeps on demand."""
+
+    def __init__(self, settings: Settings, interval_s: float = 3600.0,
+                 clock: Clock | None = None, pause_s: float = 0.01) -> None:
+        self._settings = settings
+        self._interval_s = interval_s
+        self._clock = clock or SystemClock()
+        self._pause_s = pause_s
+        self._redis: Redis | None = None
+        self._sweep: RetentionSweep | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def ensure_started(self) -> dict[str, Any]:
+        if self._task is None or self._task.done():
+            self._redis = self._redis or connect(self._settings.redis_url, max_connections=8)
+            self._sweep = RetentionSweep(self._redis, self._settings, self._clock,
+                                         pause_s=self._pause_s)
+            self._stop = asyncio.Event()
+            self._task = asyncio.create_task(
+                self._sweep.run_forever(self._interval_s, self._stop), name="mtdesk-retention")
+        return {"actor": RETENTION_NAME, "running": not self._task.done(), "pid": os.getpid()}
+
+    async def ping(self) -> dict[str, Any]:
+        return await self.ensure_started()
+
+    async def run_now(self, tenant_ids: list[str] | None = None) -> dict[str, Any]:
+        await self.ensure_started()
+        assert self._sweep is not None
+        return msgspec.to_builtins(await self._sweep.run(tenant_ids))  # type: ignore[no-any-return]
+
+    async def stop(self) -> dict[str, Any]:
+        if self._stop is not None:
+            self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._task, timeout=10)
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        return {"actor": RETENTION_NAME, "running": False}
+
+
+# The one place ray.remote is applied to the policy hosts. num_cpus=0: I/O bound.
+DeletionActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(DeletionHost)
+RetentionActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(RetentionHost)
+
+
+class PolicyDeployment:
+    """Creates, pings and stops the policy actors. Ray must already be initialised."""
+
+    def __init__(self, settings: Settings, *, detached: bool = False,
+                 retention_interval_s: float = 3600.0) -> None:
+        self._settings = settings
+        self._detached = detached
+        self._interval_s = retention_interval_s
+        self.deleter: Any = None
+        self.retention: Any = None
+
+    def _options(self, name: str) -> dict[str, Any]:
+        options: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "get_if_exists": True}
+        if self._detached:
+            options["lifetime"] = "detached"
+        return options
+
+    async def start(self) -> None:
+        if not ray.is_initialized():
+            raise RuntimeError("ray.init() must be called first")
+        self.deleter = DeletionActor.options(**self._options(DELETER_NAME)).remote(  # type: ignore[attr-defined]
+            self._settings)
+        self.retention = RetentionActor.options(**self._options(RETENTION_NAME)).remote(  # type: ignore[attr-defined]
+            self._settings, self._interval_s)
+        await asyncio.gather(self.deleter.ensure_started.remote(),
+                             self.retention.ensure_started.remote())
+        log.info("policy actors started")
+
+    async def ready(self, timeout_s: float = 5.0) -> bool:
+        if self.deleter is None or self.retention is None:
+            return False
+        try:
+            infos = await asyncio.wait_for(asyncio.gather(
+                self.deleter.ping.remote(), self.retention.ping.remote()), timeout_s)
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            return False
+        return all(i.get("running") for i in infos)
+
+    async def run_retention(self, tenant_ids: list[str] | None = None) -> dict[str, Any]:
+        return await self.retention.run_now.remote(tenant_ids)  # type: ignore[no-any-return]
+
+    async def stop(self) -> None:
+        for actor in (self.deleter, self.retention):
+            if actor is None:
+                continue
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(actor.stop.remote(), 15)
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+        self.deleter = self.retention = None
