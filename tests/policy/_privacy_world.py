@@ -132,8 +132,10 @@ async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
         await redis.zadd(keys.kb_sources(record.id), {"s1": 1})
         await redis.hset(keys.kb_chunks(record.id), "1", f"kb text of shop {name}")
         await redis.sadd(keys.KB_PENDING, f"{record.id}:s1")
-        # A billing reference kept by a global key (as a billing module would).
-        await redis.set(f"{keys.ROOT}:billing:cus_{name}", record.id)
+        # Billing references: the tenant's billing hash and the global customer index.
+        await redis.hset(keys.billing(record.id), mapping={"customer": f"cus_{name}1234"})
+        await redis.set(keys.stripe_customer(f"cus_{name}1234"), record.id)
+        await redis.set(keys.usage(record.id, "202611"), 3)
         # The retrieval layout: kb/shard-N/{tenant}.idx and uploads/{tenant}/{source}/file.
         (data_dir / "kb" / "shard-0").mkdir(parents=True, exist_ok=True)
         (data_dir / "kb" / "shard-0" / f"{record.id}.idx").write_bytes(

@@ -102,13 +102,15 @@ async def test_account_deletion_leaves_nothing_of_the_tenant(
     await run_all(redis, tmp_path)
 
     gone = [w.a.id, "1110001", "2220002", w.asid, w.tokens["1110001"], w.tokens["2220002"],
-            "faq of a", "kb text of shop a", "upload a", "owner@a.example.com",
+            "faq of a", "kb text of shop a", "upload a", "owner@a.example.com", "cus_a1234",
             *w.alice.identifiers(), *w.carol.identifiers(), *w.bob.identifiers()]
     assert await where_found(redis, w.data_dir, gone) == []
     await assert_untouched(redis, w, w.b.id, w.dave)
     assert await tenants.authenticate(w.b.api_key.reveal()) == w.b.id
     assert (await redis.hget(keys.account("messenger", "3330003"), "tenant")).decode() == w.b.id
-    assert await where_found(redis, w.data_dir, ["kb text of shop b", "upload b", "vectors of " + w.b.id])
+    assert len(await where_found(
+        redis, w.data_dir, ["kb text of shop b", "upload b", "vectors of " + w.b.id, "cus_b1234"]
+    )) == 5  # the chunk, the upload, the index file, the billing hash and customer index
     done = await DeletionJobs(redis, FakeClock()).get(job.id)
     assert done.status == "done" and done.finished_ms is not None
     assert done.counts["messages"] == 6 and done.counts["files"] == 2
