@@ -109,19 +109,18 @@ class Eraser:
             if cursor == 0:
                 break
         # A conversation may have data but no index entry (a crash between writes).
+        # One SCAN pass over the tenant's keys finds those.
         cursor = 0
         prefix = keys.tenant_prefix(tenant_id)
-        for kind in ("hist:", "ctx:", "paused:"):
-            while True:
-                cursor, names = await self._redis.scan(
-                    cursor, match=f"{prefix}{kind}*", count=self._batch
-                )
-                for raw in names:
-                    conv = raw.decode()[len(prefix) + len(kind):]
-                    if want(conv):
-                        found.append(conv)
-                if cursor == 0:
-                    break
+        while True:
+            cursor, names = await self._redis.scan(cursor, match=f"{prefix}*", count=self._batch)
+            for raw in names:
+                rest = raw.decode("utf-8", "replace")[len(prefix):]
+                kind, _, conv = rest.partition(":")
+                if kind in ("hist", "ctx", "paused") and conv and want(conv):
+                    found.append(conv)
+            if cursor == 0:
+                break
         return sorted(set(found))
 
     async def _erase_conversations(self, tenant_id: str, convs: list[str]) -> None:
