@@ -221,8 +221,22 @@ class ConversationShard:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+    async def _recreate_groups(self) -> None:
+        # A stream key deleted wholesale (an operator, a flush) loses its group: NOGROUP.
+        with contextlib.suppress(Exception):
+            await self._ensure_groups()
+
     async def _read_loop(self) -> None:
-        await self._resume_own_pending()
+        while self._running:
+            try:
+                await self._resume_own_pending()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("re-reading own pending entries failed; retrying")
+                await asyncio.sleep(1.0)
+                await self._recreate_groups()
         streams_all = {keys.inbound(p): ">" for p in self.partitions}
         by_stream = {keys.inbound(p).encode(): p for p in self.partitions}
         while self._running:
@@ -241,6 +255,7 @@ class ConversationShard:
             except Exception:
                 log.exception("reading the inbound streams failed; retrying")
                 await asyncio.sleep(1.0)
+                await self._recreate_groups()
                 continue
             for stream, entries in answer or []:
                 partition = by_stream[stream if isinstance(stream, bytes) else stream.encode()]

@@ -196,3 +196,18 @@ async def test_an_erasure_notice_makes_the_shard_forget_a_cached_conversation(
         await eventually(lambda: shard.active_conversations == 0)
         await shard.stop()  # stopping persists contexts: the erased one must stay gone
         assert not await redis.exists(keys.context(d.tenant_id, event.conversation))
+
+
+async def test_a_shard_keeps_reading_after_its_streams_were_deleted(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard()
+        await shard.start()
+        await d.push(d.message("one"))
+        await eventually(lambda: len(d.graph.sends) == 1)
+        # An operator deletes the streams (and with them the consumer group).
+        await redis.delete(*(keys.inbound(p) for p in range(d.settings.partitions)))
+        await eventually(lambda: redis.exists(keys.inbound(0)), within=20)  # group re-made
+        await d.push(d.message("two"))
+        await eventually(lambda: len(d.graph.sends) == 2, within=20)
