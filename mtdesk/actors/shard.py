@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from prometheus_client import REGISTRY
 from redis.exceptions import ResponseError
 
 from mtdesk.actors.conversation import (
@@ -97,6 +98,7 @@ class ConversationShard:
         claim_interval_s: float = 15.0,
         ack_delay_s: float = 0.005,
         stats_interval_s: float = 5.0,
+        process_metrics: bool = True,
     ) -> None:
         self.index = index
         self.partitions = sorted(partitions)
@@ -111,6 +113,9 @@ class ConversationShard:
         self._claim_interval_s = claim_interval_s
         self._ack_delay_s = ack_delay_s
         self._stats_interval_s = stats_interval_s
+        # Also publish the process-wide registry (sender, LLM): right for one shard per
+        # process (Ray); several shards in one process would report it several times.
+        self._process_metrics = process_metrics
         self.metrics = ShardMetrics(index)
         settings = services.settings
         self._conv_services = ConversationServices(
@@ -499,5 +504,6 @@ class ConversationShard:
                     self.metrics.set_queue(p, int(lag) if lag is not None else None,
                                            int(group.get("pending", 0)))
         await publish_shard_stats(self._redis, self.metrics.snapshot(
-            time=time.time(), partitions=self.partitions),
+            time=time.time(), partitions=self.partitions,
+            process_registries=(REGISTRY,) if self._process_metrics else ()),
             ttl_s=max(30, int(self._stats_interval_s * 6)))

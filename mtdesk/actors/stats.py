@@ -16,6 +16,8 @@ Series (all with label ``shard``):
   echo, handoff, receipt, status, recorded.
 - ``mtdesk_shard_graph_errors_total{code}``: Graph errors that ended a reply.
 - ``mtdesk_shard_active_conversations``, ``mtdesk_shard_inflight_events``.
+- the actor process's own ``mtdesk_*`` series (the Graph sender's errors by code and
+  latency, the LLM calls), with a ``shard`` label added.
 - ``mtdesk_queue_lag_entries{partition}`` / ``mtdesk_queue_pending_entries{partition}``
   from ``XINFO GROUPS`` (entries not yet read / read but not acknowledged).
 """
@@ -110,12 +112,25 @@ class ShardMetrics:
             "mtdesk_shard_replies_total", {"shard": self.shard, "outcome": outcome})
         return value or 0.0
 
-    def snapshot(self, *, time: float, partitions: list[int]) -> ShardStats:
+    def snapshot(
+        self, *, time: float, partitions: list[int],
+        process_registries: Iterable[CollectorRegistry] = (),
+    ) -> ShardStats:
+        """This shard's series, plus the ``mtdesk_*`` series of ``process_registries``
+        (the actor process's sender/LLM metrics, e.g. Graph errors by code) labelled
+        with this shard."""
         families = [
             Family(m.name, m.type, m.documentation,
                    [Sample(s.name, dict(s.labels), float(s.value)) for s in m.samples])
             for m in self.registry.collect()
         ]
+        for registry in process_registries:
+            for m in registry.collect():
+                if not m.name.startswith("mtdesk_") or m.name.startswith("mtdesk_shard_"):
+                    continue
+                families.append(Family(m.name, m.type, m.documentation, [
+                    Sample(s.name, {**s.labels, "shard": self.shard}, float(s.value))
+                    for s in m.samples]))
         return ShardStats(shard=int(self.shard), time=time, partitions=partitions,
                           active_conversations=self.active, families=families)
 

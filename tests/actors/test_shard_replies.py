@@ -159,3 +159,6 @@ async def test_shard_publishes_metrics_the_gateway_can_render(redis: Redis, redi
         assert 'mtdesk_shard_replies_total{outcome="sent",shard="0"} 1.0' in text
         assert "mtdesk_shard_stage_seconds_bucket" in text
         assert 'mtdesk_queue_pending_entries{partition="0",shard="0"}' in text
+        # The sender's own series come along, labelled with the shard.
+        assert any(line.startswith('mtdesk_sends_total{channel="messenger",outcome="sent",'
+                                   'shard="0"}') for line in text.splitlines())
