@@ -27,6 +27,7 @@ from mtdesk.policy.vault import VAULT, TokenVault
 ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.provisioning",
     "mtdesk.admin.conversations",
+    "mtdesk.admin.privacy",
     "mtdesk.admin.ui",
 )
 
