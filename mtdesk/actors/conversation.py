@@ -331,14 +331,13 @@ class Conversation:
         event = item.event
         assert isinstance(event, Message | Postback)
         reason = await self._skip_reason(item, event)
-        await self._s.replies.store_inbound(
+        record = await self._s.replies.store_inbound(
             item.tenant_id, event.event_id,
             self._inbound(item, status="skipped" if reason else "received", reason=reason or None),
             now_ms=self._now_ms(), skip_reason=reason,
         )
         self.context.last_inbound_ms = max(self.context.last_inbound_ms, event.timestamp_ms)
         self._dirty = True
-        record = await self._s.replies.load(item.tenant_id, event.event_id)
         return reason, record
 
     async def _on_message(self, item: WorkItem, event: Message | Postback) -> None:

@@ -71,20 +71,19 @@ class ReplyRecord(msgspec.Struct, kw_only=True):
         return self.state in RESUMABLE
 
 
-# KEYS: reply, history, convs; ARGV: msg, conv, now_ms, ttl, skip_reason ('' = to answer)
+# KEYS: reply, history, convs; ARGV: msg, conv, now_ms, ttl, skip_reason ('' = to answer),
+# then the field names to return. Returns the record's fields after storing.
 _STORE_INBOUND = """
-local have = redis.call('HGET', KEYS[1], 'stored')
-if have then return have end
-local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-redis.call('HSET', KEYS[1], 'stored', entry, 'updated_ms', ARGV[3])
-if ARGV[5] ~= '' then
-  if redis.call('HEXISTS', KEYS[1], 'state') == 0 then
+if not redis.call('HGET', KEYS[1], 'stored') then
+  local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+  redis.call('HSET', KEYS[1], 'stored', entry, 'updated_ms', ARGV[3])
+  if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[1], 'state') == 0 then
     redis.call('HSET', KEYS[1], 'state', 'skipped', 'reason', ARGV[5])
   end
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return entry
+return redis.call('HMGET', KEYS[1], unpack(ARGV, 6))
 """
 
 # KEYS: head reply, member replies...; ARGV: now_ms, ttl, head_id, member ids...
@@ -185,16 +184,17 @@ class ReplyStore:
     async def store_inbound(
         self, tenant_id: str, event_id: str, message: StoredMessage, *, now_ms: int,
         skip_reason: str = "",
-    ) -> str:
-        """Append the inbound message to history once per event id (a redelivery gets the
-        first entry id back). With ``skip_reason`` the event is also marked ``skipped``."""
+    ) -> ReplyRecord:
+        """Append the inbound message to history once per event id (a redelivery keeps
+        the first entry). With ``skip_reason`` the event is also marked ``skipped``.
+        Returns the event's reply record as it is now (one round trip)."""
         conv = conversation_of(message)
-        entry = await self._store_inbound(
+        row = await self._store_inbound(
             keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
                   keys.conversations(tenant_id)],
-            args=[encode_message(message), conv, now_ms, self._ttl_s, skip_reason],
+            args=[encode_message(message), conv, now_ms, self._ttl_s, skip_reason, *_FIELDS],
         )
-        return _s(entry)
+        return self._record(row)
 
     async def claim(
         self, tenant_id: str, head: str, members: Sequence[str], *, now_ms: int
