@@ -8,8 +8,11 @@ What a caller may rely on:
 - :meth:`RetentionSweep.run` deletes, per tenant, everything stored before
   ``now - period``: history entries (``XTRIM MINID``: entry ids are store times), the
   conversation index entry, context and pause marker of a conversation with nothing
-  left, reply and outbound state last updated before the cutoff, and dead letters (raw
-  webhook bodies) older than the global maximum. Time comes from the injected clock.
+  left, the remembered turns of a continuing conversation's context that are older than
+  its retained messages (shards are told to reload it via ``keys.PURGE``), reply and
+  outbound state last updated before the cutoff, and dead letters (raw webhook bodies)
+  older than the global maximum. Time comes from the injected clock. No analytics store
+  holds personal data (shard stats and usage counters are counts only).
 - It works in pages (``ZSCAN``/``SCAN`` of ``batch`` items, pipelined writes, an optional
   ``pause_s`` between pages) so the hot path never waits behind it.
 - Every run adds its counts to the hash ``keys.RETENTION_STATUS`` (``deleted:<type>``,
@@ -21,6 +24,7 @@ What a caller may rely on:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +36,7 @@ from prometheus_client.registry import Collector
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import NotFound, ValidationError
+from mtdesk.core.history import decode_message
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 
@@ -49,6 +54,13 @@ if last and tonumber(last) >= tonumber(ARGV[2]) then return {0, 0} end
 local ctx = redis.call('DEL', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[3])
 return {redis.call('ZREM', KEYS[4], ARGV[1]), ctx}
+"""
+
+# KEYS: a key; ARGV: the value read, the new value. Keeps the key's TTL.
+_REPLACE_IF_SAME = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
 """
 
 
@@ -108,6 +120,7 @@ class RetentionSweep:
         self._batch = batch
         self._pause_s = pause_s
         self._expire = redis.register_script(_EXPIRE_CONVERSATION)
+        self._cas = redis.register_script(_REPLACE_IF_SAME)
 
     async def run(self, tenant_ids: Sequence[str] | None = None) -> RetentionReport:
         """One sweep over ``tenant_ids`` (default: every tenant)."""
@@ -172,6 +185,16 @@ class RetentionSweep:
         report.add("messages", sum(int(n) for n in trimmed))
         # A conversation with no message left and no activity since the cutoff goes,
         # with its context; decided atomically so a message arriving meanwhile keeps it.
+        # A conversation that lost old messages but goes on may still remember them in
+        # its context: keep only the turns its retained messages account for.
+        rewritten = []
+        for (conv, _), cut, n in zip(convs, trimmed, lengths, strict=True):
+            if int(cut) and int(n) and await self._forget_expired_turns(tenant_id, conv):
+                rewritten.append(conv)
+        if rewritten:
+            report.add("context_turns", len(rewritten))
+            await self._redis.publish(keys.PURGE, json.dumps(
+                {"scope": "conversations", "tenant": tenant_id, "conversations": rewritten}))
         stale = [conv for (conv, _), n in zip(convs, lengths, strict=True) if int(n) == 0]
         if not stale:
             return
@@ -185,6 +208,48 @@ class RetentionSweep:
         for zremoved, ctx in await pipe.execute():
             report.add("conversations", int(zremoved))
             report.add("contexts", int(ctx))
+
+    async def _forget_expired_turns(self, tenant_id: str, conv: str) -> bool:
+        """Cut the context's ``turns`` to those newer than the cutoff; True if changed.
+
+        Turns carry no times, but each maps to its own retained history entry, in order:
+        a user turn to an inbound message that was not skipped, an assistant turn to the
+        first part of a reply. So the context may keep as many of its last turns as the
+        history still holds such entries (counted newest first, at most ``len(turns)``).
+        Counting fewer than there are only drops memory, never keeps expired text.
+        """
+        ctx_key = keys.context(tenant_id, conv)
+        raw = await self._redis.get(ctx_key)
+        if raw is None:
+            return False
+        try:
+            ctx = msgspec.msgpack.decode(raw)
+        except msgspec.DecodeError:
+            return bool(await self._redis.delete(ctx_key))  # unreadable: cannot be vetted
+        turns = ctx.get("turns") if isinstance(ctx, dict) else None
+        if not isinstance(turns, list) or not turns:
+            return False
+        need, kept = len(turns), 0
+        end = "+"
+        while kept < need:
+            page = await self._redis.xrevrange(keys.history(tenant_id, conv), end, "-", count=50)
+            for _entry, fields in page:
+                try:
+                    m = decode_message(fields[b"m"])
+                except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if (m.direction == "in" and m.status != "skipped") or (
+                        m.direction == "out" and m.kind == "reply" and m.part == 0):
+                    kept += 1
+            if len(page) < 50:
+                break
+            end = "(" + page[-1][0].decode()
+        kept = min(kept, need)
+        if kept == need:
+            return False
+        ctx["turns"] = turns[need - kept:] if kept else []
+        # Only if the shard did not write a newer context meanwhile.
+        return bool(await self._cas(keys=[ctx_key], args=[raw, msgspec.msgpack.encode(ctx)]))
 
     async def _expire_state(
         self, tenant_id: str, kind: str, cutoff: int, report: RetentionReport

@@ -3,8 +3,10 @@ a year passes in a second with the fake clock."""
 
 from __future__ import annotations
 
+import json
 import time
 
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -38,7 +40,7 @@ async def store_at(redis: Redis, tid: str, conv: str, text: str, at_ms: int) -> 
     await redis.xadd(keys.history(tid, conv), {"m": encode_message(message(conv, text, at_ms))},
                      id=f"{at_ms}-*")
     await redis.zadd(keys.conversations(tid), {conv: at_ms})
-    await redis.set(keys.context(tid, conv), f"context of {conv}")
+    await redis.set(keys.context(tid, conv), msgspec.msgpack.encode({"turns": [], "of": conv}))
 
 
 async def texts(redis: Redis, tid: str, conv: str) -> list[str]:
@@ -185,3 +187,45 @@ async def test_a_retention_outside_one_to_365_days_is_refused(
 async def test_retention_of_an_unknown_tenant_is_not_found(redis: Redis) -> None:
     with pytest.raises(NotFound):
         await set_retention_days(redis, SETTINGS, "t_nobody", 30)
+
+
+async def test_a_continuing_conversation_forgets_turns_older_than_the_cutoff(
+    redis: Redis, clock: FakeClock
+) -> None:
+    from mtdesk.actors.turns import ConversationContext, context_decoder, context_encoder
+    from mtdesk.core.ports import ChatMessage
+
+    tid = await new_tenant(redis, clock)
+    conv = "messenger:111:9002"
+    t = now_ms(clock)
+    old, new = t - 400 * DAY * 1000, t - DAY * 1000
+    history = keys.history(tid, conv)
+    for at, direction, text in ((old, "in", "old question"), (old + 1, "out", "old answer"),
+                                (new, "in", "new question"), (new + 1, "out", "new answer")):
+        msg = StoredMessage(direction=direction, message_id=f"m{at}", channel="messenger",  # type: ignore[arg-type]
+                            kind="message" if direction == "in" else "reply", account_id="111",
+                            user_id="9002", timestamp_ms=at, text=text)
+        await redis.xadd(history, {"m": encode_message(msg)}, id=f"{at}-*")
+    await redis.zadd(keys.conversations(tid), {conv: new + 1})
+    turns = [ChatMessage("user", "old question"), ChatMessage("assistant", "old answer"),
+             ChatMessage("user", "new question"), ChatMessage("assistant", "new answer")]
+    await redis.set(keys.context(tid, conv),
+                    context_encoder.encode(ConversationContext(turns=turns, last_inbound_ms=new)),
+                    ex=3600)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(keys.PURGE)
+
+    report = await RetentionSweep(redis, SETTINGS, clock).run()
+
+    assert report.deleted == {"messages": 2, "context_turns": 1}
+    ctx = context_decoder.decode(await redis.get(keys.context(tid, conv)))
+    assert [m.content for m in ctx.turns] == ["new question", "new answer"]
+    assert ctx.last_inbound_ms == new and await redis.ttl(keys.context(tid, conv)) > 0
+    notice = None
+    for _ in range(20):  # the subscribe confirmation comes first (and reads as None)
+        notice = notice or await pubsub.get_message(timeout=0.1)
+    assert notice is not None and json.loads(notice["data"]) == {
+        "scope": "conversations", "tenant": tid, "conversations": [conv]}
+    await pubsub.aclose()
+    # A second run finds nothing more to cut.
+    assert (await RetentionSweep(redis, SETTINGS, clock).run()).deleted == {}
