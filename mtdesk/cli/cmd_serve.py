@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
 import shutil
@@ -93,6 +94,9 @@ async def _serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
     await site.start()
+    # Everything built so far lives as long as the process: keep it out of the cyclic
+    # collector's scans (full collections otherwise walk it again and again under load).
+    gc.freeze()
     print(f"mtdesk: serving on http://{host}:{port} (pid {os.getpid()})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -33,16 +33,16 @@ from mtdesk.core.events import (
 # --- wire types (only the fields we use; unknown fields are ignored by msgspec) --------
 
 
-class Party(msgspec.Struct, frozen=True):
+class Party(msgspec.Struct, frozen=True, gc=False):
     id: str | None = None
 
 
-class Coordinates(msgspec.Struct, frozen=True):
+class Coordinates(msgspec.Struct, frozen=True, gc=False):
     lat: float
     long: float
 
 
-class AttachmentPayload(msgspec.Struct, frozen=True):
+class AttachmentPayload(msgspec.Struct, frozen=True, gc=False):
     url: str | None = None
     sticker_id: int | str | None = None
     title: str | None = None
@@ -50,32 +50,32 @@ class AttachmentPayload(msgspec.Struct, frozen=True):
     id: str | None = None  # Instagram reel / share id
 
 
-class WireAttachment(msgspec.Struct, frozen=True):
+class WireAttachment(msgspec.Struct, frozen=True, gc=False):
     type: str = "unsupported"
     payload: AttachmentPayload | None = None
 
 
-class QuickReply(msgspec.Struct, frozen=True):
+class QuickReply(msgspec.Struct, frozen=True, gc=False):
     payload: str | None = None
 
 
-class StoryRef(msgspec.Struct, frozen=True):
+class StoryRef(msgspec.Struct, frozen=True, gc=False):
     id: str | None = None
     url: str | None = None
 
 
-class ReplyTo(msgspec.Struct, frozen=True):
+class ReplyTo(msgspec.Struct, frozen=True, gc=False):
     mid: str | None = None
     story: StoryRef | None = None
 
 
-class Referral(msgspec.Struct, frozen=True):
+class Referral(msgspec.Struct, frozen=True, gc=False):
     ref: str | None = None
     source: str | None = None
     ad_id: str | None = None
 
 
-class WireMessage(msgspec.Struct, frozen=True):
+class WireMessage(msgspec.Struct, frozen=True, gc=False):
     mid: str | None = None
     text: str | None = None
     attachments: list[WireAttachment] | None = None
@@ -89,37 +89,37 @@ class WireMessage(msgspec.Struct, frozen=True):
     is_unsupported: bool = False
 
 
-class WirePostback(msgspec.Struct, frozen=True):
+class WirePostback(msgspec.Struct, frozen=True, gc=False):
     mid: str | None = None
     title: str | None = None
     payload: str | None = None
     referral: Referral | None = None
 
 
-class WireReaction(msgspec.Struct, frozen=True):
+class WireReaction(msgspec.Struct, frozen=True, gc=False):
     mid: str | None = None
     action: str | None = None  # "react" | "unreact"
     reaction: str | None = None  # "love", "smile", …
     emoji: str | None = None
 
 
-class WireDelivery(msgspec.Struct, frozen=True):
+class WireDelivery(msgspec.Struct, frozen=True, gc=False):
     mids: list[str] | None = None
     watermark: int | None = None
 
 
-class WireRead(msgspec.Struct, frozen=True):
+class WireRead(msgspec.Struct, frozen=True, gc=False):
     watermark: int | None = None
     mid: str | None = None  # Instagram "seen" names the message
 
 
-class WireEdit(msgspec.Struct, frozen=True):
+class WireEdit(msgspec.Struct, frozen=True, gc=False):
     mid: str | None = None
     text: str | None = None
     num_edit: int | str | None = None
 
 
-class MessagingItem(msgspec.Struct, frozen=True):
+class MessagingItem(msgspec.Struct, frozen=True, gc=False):
     """One element of ``entry[].messaging[]`` (Messenger and Instagram)."""
 
     sender: Party | None = None

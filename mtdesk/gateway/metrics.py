@@ -53,6 +53,13 @@ class GatewayMetrics:
         )
         # Label lookups cost more than increments: cache the children on the hot path.
         self._event_children: dict[tuple[str, str, str], Counter] = {}
+        self._request_children: dict[int, Counter] = {}
+
+    def request(self, status: int) -> None:
+        child = self._request_children.get(status)
+        if child is None:
+            child = self._request_children[status] = self.requests.labels(str(status))
+        child.inc()
 
     def event(self, channel: str, kind: str, outcome: str) -> None:
         key = (channel, kind, outcome)

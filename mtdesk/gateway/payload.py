@@ -30,12 +30,12 @@ class UndecodableBody(Exception):
 _NO_VALUE = msgspec.Raw(b"null")
 
 
-class _Change(msgspec.Struct, frozen=True):
+class _Change(msgspec.Struct, frozen=True, gc=False):
     field: str = ""
     value: msgspec.Raw = _NO_VALUE
 
 
-class _Entry(msgspec.Struct, frozen=True):
+class _Entry(msgspec.Struct, frozen=True, gc=False):
     id: str | int | None = None
     time: int | None = None
     messaging: list[msgspec.Raw] | None = None
@@ -43,7 +43,7 @@ class _Entry(msgspec.Struct, frozen=True):
     standby: list[msgspec.Raw] | None = None
 
 
-class _Envelope(msgspec.Struct, frozen=True):
+class _Envelope(msgspec.Struct, frozen=True, gc=False):
     object: str
     entry: list[_Entry]
 

@@ -81,7 +81,7 @@ async def post_webhook(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     response = await _handle(request, app, metrics)
     metrics.ack_seconds.observe(time.perf_counter() - started)
-    metrics.requests.labels(str(response.status)).inc()
+    metrics.request(response.status)
     return response
 
 

@@ -34,26 +34,26 @@ OBJECT = "whatsapp_business_account"
 # --- wire types -------------------------------------------------------------------------
 
 
-class WAMetadata(msgspec.Struct, frozen=True):
+class WAMetadata(msgspec.Struct, frozen=True, gc=False):
     phone_number_id: str | None = None
     display_phone_number: str | None = None
 
 
-class WAProfile(msgspec.Struct, frozen=True):
+class WAProfile(msgspec.Struct, frozen=True, gc=False):
     name: str | None = None
 
 
-class WAContact(msgspec.Struct, frozen=True):
+class WAContact(msgspec.Struct, frozen=True, gc=False):
     wa_id: str | None = None
     user_id: str | None = None
     profile: WAProfile | None = None
 
 
-class WAText(msgspec.Struct, frozen=True):
+class WAText(msgspec.Struct, frozen=True, gc=False):
     body: str | None = None
 
 
-class WAMedia(msgspec.Struct, frozen=True):
+class WAMedia(msgspec.Struct, frozen=True, gc=False):
     id: str | None = None
     mime_type: str | None = None
     caption: str | None = None
@@ -61,60 +61,60 @@ class WAMedia(msgspec.Struct, frozen=True):
     url: str | None = None
 
 
-class WALocation(msgspec.Struct, frozen=True):
+class WALocation(msgspec.Struct, frozen=True, gc=False):
     latitude: float
     longitude: float
     name: str | None = None
     address: str | None = None
 
 
-class WAReaction(msgspec.Struct, frozen=True):
+class WAReaction(msgspec.Struct, frozen=True, gc=False):
     message_id: str | None = None
     emoji: str | None = None
 
 
-class WAReply(msgspec.Struct, frozen=True):
+class WAReply(msgspec.Struct, frozen=True, gc=False):
     id: str | None = None
     title: str | None = None
 
 
-class WAInteractive(msgspec.Struct, frozen=True):
+class WAInteractive(msgspec.Struct, frozen=True, gc=False):
     type: str | None = None
     button_reply: WAReply | None = None
     list_reply: WAReply | None = None
 
 
-class WAButton(msgspec.Struct, frozen=True):
+class WAButton(msgspec.Struct, frozen=True, gc=False):
     text: str | None = None
     payload: str | None = None
 
 
-class WAContext(msgspec.Struct, frozen=True):
+class WAContext(msgspec.Struct, frozen=True, gc=False):
     id: str | None = None
 
 
-class WAReferral(msgspec.Struct, frozen=True):
+class WAReferral(msgspec.Struct, frozen=True, gc=False):
     source_id: str | None = None
     source_url: str | None = None
     ctwa_clid: str | None = None
 
 
-class WAErrorData(msgspec.Struct, frozen=True):
+class WAErrorData(msgspec.Struct, frozen=True, gc=False):
     details: str | None = None
 
 
-class WAError(msgspec.Struct, frozen=True):
+class WAError(msgspec.Struct, frozen=True, gc=False):
     code: int = 0
     title: str | None = None
     message: str | None = None
     error_data: WAErrorData | None = None
 
 
-class WAUnsupported(msgspec.Struct, frozen=True):
+class WAUnsupported(msgspec.Struct, frozen=True, gc=False):
     type: str | None = None
 
 
-class WAMessage(msgspec.Struct, frozen=True, rename={"from_": "from"}):
+class WAMessage(msgspec.Struct, frozen=True, gc=False, rename={"from_": "from"}):
     id: str | None = None
     from_: str | None = None
     from_user_id: str | None = None
@@ -136,7 +136,7 @@ class WAMessage(msgspec.Struct, frozen=True, rename={"from_": "from"}):
     unsupported: WAUnsupported | None = None
 
 
-class WAStatus(msgspec.Struct, frozen=True):
+class WAStatus(msgspec.Struct, frozen=True, gc=False):
     id: str | None = None
     status: str | None = None
     timestamp: str | int | None = None
@@ -145,7 +145,7 @@ class WAStatus(msgspec.Struct, frozen=True):
     errors: list[WAError] | None = None
 
 
-class WAValue(msgspec.Struct, frozen=True):
+class WAValue(msgspec.Struct, frozen=True, gc=False):
     """``changes[].value`` of ``field == "messages"``."""
 
     metadata: WAMetadata | None = None
@@ -182,7 +182,7 @@ def _error(e: WAError) -> StatusError:
     )
 
 
-class _Who(msgspec.Struct, frozen=True):
+class _Who(msgspec.Struct, frozen=True, gc=False):
     user_id: str
     wa_id: str | None
     name: str | None
