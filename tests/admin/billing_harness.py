@@ -97,8 +97,8 @@ class World:
         return resp.status, await resp.json()
 
 
-@pytest.fixture
-async def world(redis: Redis, redis_url: str) -> AsyncIterator[World]:
+@pytest.fixture(name="world")
+async def world_fixture(redis: Redis, redis_url: str) -> AsyncIterator[World]:
     clock = FakeClock(NOW)
     async with FakeStripe(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET) as fake:
         fake.now = int(NOW)

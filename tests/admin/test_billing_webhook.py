@@ -19,7 +19,7 @@ from billing_harness import (
     World,
     make_app,
     make_settings,
-    world,  # noqa: F401 - fixture
+    world_fixture,  # noqa: F401 - fixture
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
