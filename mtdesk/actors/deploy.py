@@ -10,6 +10,7 @@ What a caller (the CLI, the only place that calls ``ray.init``) may rely on:
   partitions round-robin (shard ``i`` owns every ``p`` with ``p % S == i``), and starts
   each one's loop; ``ready()`` says whether every shard answered a ping; ``stop()`` drains
   and removes them. Actors live as long as the driver unless ``detached=True``.
+  Synchronous callers use ``start_blocking()`` / ``stop_blocking()`` (watchdog thread).
 - A shard that dies (killed, crashed, its node lost) is restarted by Ray
   (``max_restarts=-1``, ``max_task_retries=-1``); the director's watchdog pings every
   shard each ``watch_interval_s`` and a ping starts the loop of a restarted actor, which
@@ -25,6 +26,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -57,6 +60,19 @@ def assign_partitions(partitions: int, shards: int) -> list[list[int]]:
 
 def shard_name(index: int) -> str:
     return f"mtdesk-shard-{index}"
+
+
+def _wait_names_free(count: int, timeout_s: float = 10.0) -> None:
+    """Wait until killed shards' names are released, so a quick restart (which looks
+    actors up by name) gets fresh actors rather than dying ones."""
+    deadline = time.monotonic() + timeout_s
+    for index in range(count):
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(shard_name(index), namespace=NAMESPACE)
+            except ValueError:
+                break
+            time.sleep(0.05)
 
 
 class ShardHost:
@@ -126,8 +142,10 @@ class Deployment:
         self.actors: list[Any] = []
         self._watchdog: asyncio.Task[None] | None = None
         self._healthy: list[bool] = []
+        self._thread: threading.Thread | None = None
+        self._stop_thread = threading.Event()
 
-    async def start(self) -> None:
+    def _create_actors(self) -> None:
         s = self._settings
         if not ray.is_initialized():
             raise RuntimeError("ray.init() must be called first (see ray_init_kwargs)")
@@ -139,10 +157,51 @@ class Deployment:
             actor = ShardActor.options(**options).remote(  # type: ignore[attr-defined]
                 s, index, partitions, self._factory, self._shard_options)
             self.actors.append(actor)
-        await asyncio.gather(*(a.ensure_started.remote() for a in self.actors))
         self._healthy = [True] * len(self.actors)
+
+    async def start(self) -> None:
+        """Create the shards, start every loop, then watch them (in this event loop)."""
+        self._create_actors()
+        await asyncio.gather(*(a.ensure_started.remote() for a in self.actors))
         self._watchdog = asyncio.create_task(self._watch(), name="mtdesk-shard-watchdog")
-        log.info("shards started", extra={"shards": s.shards, "partitions": s.partitions})
+        log.info("shards started: %d shards, %d partitions", len(self.actors),
+                 self._settings.partitions)
+
+    def start_blocking(self, timeout_s: float = 120.0) -> None:
+        """:meth:`start` for synchronous callers (the CLI): the watchdog is a thread."""
+        self._create_actors()
+        ray.get([a.ensure_started.remote() for a in self.actors], timeout=timeout_s)
+        self._stop_thread = threading.Event()
+        self._thread = threading.Thread(target=self._watch_blocking, name="mtdesk-shard-watchdog",
+                                        daemon=True)
+        self._thread.start()
+
+    def _watch_blocking(self) -> None:
+        while not self._stop_thread.wait(self._watch_interval_s):
+            for index, actor in enumerate(list(self.actors)):
+                try:
+                    ray.get(actor.ping.remote(), timeout=max(5.0, self._watch_interval_s * 5))
+                    ok = True
+                except Exception:
+                    ok = False
+                if index < len(self._healthy) and ok != self._healthy[index]:
+                    log.warning("shard %s is %s", index, "back" if ok else "not answering")
+                    self._healthy[index] = ok
+
+    def stop_blocking(self, drain_timeout_s: float = 10.0) -> None:
+        """:meth:`stop` for synchronous callers."""
+        if self._thread is not None:
+            self._stop_thread.set()
+            self._thread.join(timeout=self._watch_interval_s * 10 + 10)
+            self._thread = None
+        refs = [a.stop.remote(drain_timeout_s) for a in self.actors]
+        with contextlib.suppress(Exception):
+            ray.get(refs, timeout=drain_timeout_s + 5)
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+        _wait_names_free(len(self.actors))
+        self.actors = []
 
     async def ping_all(self, timeout_s: float = 5.0) -> list[dict[str, Any] | None]:
         async def one(actor: Any) -> dict[str, Any] | None:
@@ -175,6 +234,7 @@ class Deployment:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
             self._watchdog = None
+
         async def one(actor: Any) -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(actor.stop.remote(drain_timeout_s), drain_timeout_s + 5)
@@ -182,4 +242,5 @@ class Deployment:
                 ray.kill(actor, no_restart=True)
 
         await asyncio.gather(*(one(a) for a in self.actors))
+        await asyncio.to_thread(_wait_names_free, len(self.actors))
         self.actors = []

@@ -55,3 +55,19 @@ async def test_a_killed_shard_is_restarted_by_ray_and_every_message_is_answered_
             assert after[0] != before[0] and after[1] == before[1]
         finally:
             await deployment.stop(drain_timeout_s=2)
+
+
+async def test_the_blocking_api_starts_and_stops_the_shards(
+    ray_session: None, redis: Redis, redis_url: str
+) -> None:
+    import asyncio
+
+    async with desk(redis, redis_url, shards=1, partitions=2) as d:
+        deployment = Deployment(d.settings, watch_interval_s=0.2)
+        await asyncio.to_thread(deployment.start_blocking)
+        try:
+            await d.push(d.message("hello", user="z1"))
+            await eventually(lambda: d.texts_to("z1") == ["[gpt-test] You said: hello"], within=60)
+        finally:
+            await asyncio.to_thread(deployment.stop_blocking, 2.0)
+        assert deployment.actors == []
