@@ -27,7 +27,9 @@ from mtdesk.policy.vault import VAULT, TokenVault
 ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.provisioning",
     "mtdesk.admin.conversations",
+    "mtdesk.admin.knowledge",
     "mtdesk.admin.privacy",
+    "mtdesk.admin.billing",
     "mtdesk.admin.ui",
 )
 

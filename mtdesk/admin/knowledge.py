@@ -1,0 +1,184 @@
+"""Knowledge-base routes of the admin API (tenant key, or operator with ``tenant_id``).
+
+- ``POST /admin/api/v1/knowledge``: ``{"qa": [{"q", "a"}, …], "name"?}``, or
+  ``{"url", "crawl"?, "max_pages"?, "max_depth"?, "max_seconds"?}``, or a multipart form
+  with a ``file`` part → 202 with the source (status ``queued``); the work runs in the
+  background. Bad input → 400 naming the field (a refused URL says why).
+- ``GET /admin/api/v1/knowledge`` → ``{"sources": [...]}`` with status and progress.
+- ``GET /admin/api/v1/knowledge/{id}``, ``POST …/{id}/resync`` (202), ``DELETE …/{id}``.
+- ``GET /admin/api/v1/knowledge/search?q=…&k=5`` → ``{"passages": [...]}``.
+
+The composition root may put a shared :class:`KnowledgeService` and retriever in the app
+under :data:`KB_SERVICE` / :data:`KB_RETRIEVER`; otherwise this module makes its own on
+first use (background worker started then, stopped at cleanup).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from mtdesk.admin.app import API_BASE
+from mtdesk.admin.auth import tenant_scope
+from mtdesk.admin.http import json_response, read_json, reject_unknown
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.errors import ValidationError
+from mtdesk.core.tenants import Tenants
+from mtdesk.retrieval.crawl import CrawlOptions
+from mtdesk.retrieval.ingest import KnowledgeService
+from mtdesk.retrieval.search import KnowledgeRetriever, local_retriever
+from mtdesk.retrieval.store import KnowledgeStore
+
+KB_SERVICE = web.AppKey("kb_service", KnowledgeService)
+KB_RETRIEVER = web.AppKey("kb_retriever", KnowledgeRetriever)
+_OWN = web.AppKey("kb_own", dict)  # what this module built itself, when the root did not
+
+BODY_FIELDS = ("qa", "name", "url", "crawl", "max_pages", "max_depth", "max_seconds", "tenant_id")
+
+
+async def _service(request: web.Request) -> KnowledgeService:
+    shared = request.config_dict.get(KB_SERVICE)
+    if shared is not None:
+        return shared
+    own: dict[str, Any] = request.config_dict[_OWN]
+    service = own.get("service")
+    if service is None:
+        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK])
+        retriever = _retriever(request)
+        service = KnowledgeService(store, request.config_dict[SETTINGS], on_change=retriever.refresh)
+        await service.start()
+        own["service"] = service
+    return service
+
+
+def _retriever(request: web.Request) -> KnowledgeRetriever:
+    shared = request.config_dict.get(KB_RETRIEVER)
+    if shared is not None:
+        return shared
+    own: dict[str, Any] = request.config_dict[_OWN]
+    retriever = own.get("retriever")
+    if retriever is None:
+        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK])
+        retriever = own["retriever"] = local_retriever(store, request.config_dict[SETTINGS])
+    return retriever
+
+
+async def _tenant(request: web.Request, body: dict[str, Any] | None = None) -> str:
+    tid = tenant_scope(request, body)
+    await Tenants(request.config_dict[REDIS], request.config_dict[CLOCK]).get(tid)
+    return tid
+
+
+def _int(body: dict[str, Any], name: str, default: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(name, "must be a whole number")
+    return value
+
+
+async def add_source(request: web.Request) -> web.Response:
+    if request.content_type.startswith("multipart/"):
+        return await _add_file(request)
+    body = await read_json(request)
+    reject_unknown(body, BODY_FIELDS)
+    tid = await _tenant(request, body)
+    service = await _service(request)
+    if "qa" in body and "url" in body:
+        raise ValidationError("body", "send either qa or url, not both")
+    if "qa" in body:
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ValidationError("name", "must be a string")
+        info = await service.add_qa(tid, body["qa"], name=name)
+    elif "url" in body:
+        crawl = body.get("crawl", False)
+        if not isinstance(crawl, bool):
+            raise ValidationError("crawl", "must be true or false")
+        seconds = body.get("max_seconds", 120)
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ValidationError("max_seconds", "must be a number")
+        options = CrawlOptions(
+            crawl=crawl, max_pages=_int(body, "max_pages", 50 if crawl else 1),
+            max_depth=_int(body, "max_depth", 3), max_seconds=float(seconds),
+        )
+        info = await service.add_url(tid, body["url"], options)
+    else:
+        raise ValidationError("body", "send {\"qa\": [{\"q\", \"a\"}]}, {\"url\"} or a multipart file")
+    return json_response(info, 202)
+
+
+async def _add_file(request: web.Request) -> web.Response:
+    tid = await _tenant(request)
+    limit = request.config_dict[SETTINGS].kb_max_file_bytes
+    reader = await request.multipart()
+    while True:
+        part = await reader.next()
+        if part is None:
+            raise ValidationError("file", "the form has no file part named 'file'")
+        if getattr(part, "name", None) == "file":
+            break
+    data = bytearray()
+    while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
+        data += chunk
+        if len(data) > limit:
+            raise ValidationError("file", f"is larger than the limit of {limit} bytes")
+    filename = getattr(part, "filename", None) or "upload"
+    ctype = part.headers.get("Content-Type")  # type: ignore[union-attr]
+    info = await (await _service(request)).add_file(tid, filename, bytes(data), ctype)
+    return json_response(info, 202)
+
+
+async def list_sources(request: web.Request) -> web.Response:
+    tid = await _tenant(request)
+    return json_response({"sources": await (await _service(request)).list(tid)})
+
+
+async def get_source(request: web.Request) -> web.Response:
+    tid = await _tenant(request)
+    return json_response(await (await _service(request)).get(tid, request.match_info["id"]))
+
+
+async def resync_source(request: web.Request) -> web.Response:
+    tid = await _tenant(request)
+    return json_response(await (await _service(request)).resync(tid, request.match_info["id"]), 202)
+
+
+async def delete_source(request: web.Request) -> web.Response:
+    tid = await _tenant(request)
+    sid = request.match_info["id"]
+    removed = await (await _service(request)).delete(tid, sid)
+    return json_response({"deleted": sid, "chunks": removed})
+
+
+async def search(request: web.Request) -> web.Response:
+    tid = await _tenant(request)
+    query = request.query.get("q", "").strip()
+    if not query:
+        raise ValidationError("q", "is required")
+    try:
+        k = int(request.query.get("k", "5"))
+    except ValueError:
+        raise ValidationError("k", "must be a whole number") from None
+    if not 1 <= k <= 50:
+        raise ValidationError("k", "must be between 1 and 50")
+    passages = await _retriever(request).search(tid, query, k)
+    return json_response({"passages": passages})
+
+
+async def _cleanup(admin: web.Application) -> None:
+    service = admin[_OWN].get("service")
+    if service is not None:
+        await service.stop()
+
+
+def add_routes(admin: web.Application) -> None:
+    admin[_OWN] = {}
+    base = f"{API_BASE}/knowledge"
+    admin.router.add_post(base, add_source)
+    admin.router.add_get(base, list_sources)
+    admin.router.add_get(f"{base}/search", search)
+    admin.router.add_get(base + "/{id}", get_source)
+    admin.router.add_post(base + "/{id}/resync", resync_source)
+    admin.router.add_delete(base + "/{id}", delete_source)
+    admin.on_cleanup.append(_cleanup)
