@@ -124,6 +124,11 @@ def _run_workers(settings: Settings, host: str, port: int, workers: int) -> None
     ]
     for proc in procs:
         proc.start()
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds to the finally below, which stops the workers
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         for proc in procs:
             proc.join()
