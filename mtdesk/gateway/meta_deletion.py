@@ -23,6 +23,7 @@ import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from redis.exceptions import RedisError
 
 from mtdesk.core import keys
@@ -54,7 +55,8 @@ async def _verified(request: web.Request) -> SignedRequest:
         raise ValidationError("signed_request", "request body is too large")
     try:
         form = await request.post()
-    except (ValueError, web.HTTPException):
+    except (ValueError, LookupError, web.HTTPException, HttpProcessingError):
+        # Malformed urlencoded/multipart bodies, unknown charsets, oversized parts.
         raise ValidationError("signed_request", "body must be a form") from None
     value = form.get("signed_request")
     return parse_signed_request(value, request.app[SETTINGS].meta_app_secrets)

@@ -11,6 +11,9 @@ import pytest
 from _privacy_world import World, build_world, make_settings, where_found
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from mtdesk.admin.app import setup_admin
 from mtdesk.core import keys
@@ -242,3 +245,33 @@ async def test_retention_route_accepts_one_to_365_days(
         resp = await client.put("/admin/api/v1/retention", json=bad, headers=bearer(w.a.api_key))
         assert resp.status == 400
         assert (await resp.json())["error"]["field"] in ("days", "extra")
+
+
+@pytest.mark.parametrize("body, headers", [
+    (b'{"signed_request": "x.y"}', {"Content-Type": "application/json"}),
+    (b"\xff\xfe\x00garbage", {"Content-Type": "application/x-www-form-urlencoded"}),
+    (b"signed_request=" + b"A" * 20_000, {"Content-Type": "application/x-www-form-urlencoded"}),
+    (b"signed_request=%ZZ", {"Content-Type": "application/x-www-form-urlencoded"}),
+    (b"--b\r\nbroken multipart", {"Content-Type": "multipart/form-data; boundary=b"}),
+    (b"", {}),
+])
+async def test_odd_bodies_get_a_4xx_naming_the_field_never_a_500(
+    client: TestClient, body: bytes, headers: dict[str, str]
+) -> None:
+    for path in ("/webhooks/meta/data-deletion", "/webhooks/meta/deauthorize"):
+        resp = await client.post(path, data=body, headers=headers)
+        assert 400 <= resp.status < 500
+        assert (await resp.json())["error"]["field"] == "signed_request"
+
+
+@hypothesis_settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(max_size=200), content_type=st.sampled_from(
+    ["application/x-www-form-urlencoded", "multipart/form-data; boundary=zz", "text/plain"]))
+async def test_fuzzed_callbacks_are_refused_with_a_4xx(
+    client: TestClient, value: str, content_type: str
+) -> None:
+    body = ("signed_request=" + value).encode("utf-8", "surrogatepass")
+    resp = await client.post("/webhooks/meta/data-deletion", data=body,
+                             headers={"Content-Type": content_type})
+    assert resp.status in (400, 403)
