@@ -11,7 +11,9 @@ Answers (JSON; errors are ``{"error": {"field", "message"}}``):
   400 naming the field when a signed body is not a Stripe event we can read;
 - 200 otherwise: ``{"received": true}`` plus ``"duplicate": true`` for an event id already
   handled (Redis SET NX, kept 7 days), ``"ignored": <why>`` for an event that changes
-  nothing (unknown type, unknown customer, older than the state).
+  nothing (unknown type, unknown customer, older than the state);
+- 409 while another delivery of the same event is being handled (Stripe retries later).
+  An event that failed (400/503) is forgotten, so Stripe's retry is handled afresh.
 
 Handled events: ``checkout.session.completed`` (links the Stripe customer and
 subscription to the tenant named by ``client_reference_id``),

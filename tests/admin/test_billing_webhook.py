@@ -24,6 +24,7 @@ from billing_harness import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mtdesk.core import keys
 from mtdesk.core.clock import FakeClock
 from mtdesk.core.redis import Redis, connect
 from mtdesk.fakes.stripe import build_event, sign_payload
@@ -298,3 +299,16 @@ def test_any_signed_body_never_answers_5xx(live: LiveApp, body: bytes) -> None:
         conn.close()
     assert resp.status in (200, 400), (resp.status, answer)
     assert json.loads(answer)  # always a JSON answer
+
+
+async def test_a_delivery_racing_another_of_the_same_event_is_told_to_retry(world: World) -> None:
+    tid, key = await linked_tenant(world)
+    signed = world.signed("customer.subscription.created", subscription("sub_1", "cus_A"),
+                          event_id="evt_race")
+    await world.redis.set(keys.stripe_event("evt_race"), b"processing", ex=60)
+    status, body = await world.post_event(signed)
+    assert status == 409 and body["error"]["field"] == "id"
+    assert (await world.billing(key))["plan"] == "free"
+    await world.redis.delete(keys.stripe_event("evt_race"))  # the other delivery died
+    assert (await world.post_event(signed))[0] == 200
+    assert (await world.billing(key))["plan"] == "growth"
