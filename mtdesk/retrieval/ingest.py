@@ -88,12 +88,14 @@ class KnowledgeService:
         self._docs: dict[tuple[str, str], Document] = {}  # extracted at upload, used once
 
     # -- background worker -----------------------------------------------------------------
-    async def start(self) -> None:
-        """Start the worker and resume the jobs a previous process left unfinished."""
+    async def start(self, *, resume: bool = True) -> None:
+        """Start the worker; with ``resume``, also re-run the jobs a previous process left
+        unfinished (the server does; a one-shot CLI command leaves them to the server)."""
         if self._worker is None:
             self._worker = asyncio.create_task(self._work(), name="kb-ingest")
-            for tenant, sid in await self.store.pending():
-                self._queue.put_nowait((tenant, sid))
+            if resume:
+                for tenant, sid in await self.store.pending():
+                    self._queue.put_nowait((tenant, sid))
 
     async def stop(self) -> None:
         if self._worker is not None:
