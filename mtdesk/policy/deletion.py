@@ -4,8 +4,9 @@ What a caller may rely on:
 
 - ``schedule_*`` writes the job (hash ``keys.deletion_job(id)``) and queues its id on
   the stream ``keys.DELETION_JOBS`` in one transaction, and returns at once with the
-  job (status ``queued``). Account deletion also revokes the tenant's API key and marks
-  the tenant ``deleting`` *before* returning, so the key answers 401 from then on.
+  job (status ``queued``). Account deletion also revokes the tenant's API key, marks
+  the tenant ``deleting`` and stops routing its accounts *before* returning, so the key
+  answers 401 and no new message comes in from then on.
 - A job id is 24 random hex digits: it doubles as Meta's ``confirmation_code``.
 - The worker reads the stream in the consumer group ``keys.DELETION_GROUP``; a job is
   acknowledged only after it finished, so a crash leaves it pending and the next worker
@@ -145,6 +146,11 @@ class DeletionJobs:
             if raw.get(b"api_key_hash"):
                 pipe.delete(keys.api_key(raw[b"api_key_hash"].decode()))
             await pipe.execute()
+        # Stop routing its accounts now, so no new message arrives while the job runs.
+        for ch, acct in accounts:
+            route = keys.account(ch, acct)
+            if await self._redis.hget(route, "tenant") == tenant_id.encode():
+                await self._redis.delete(route)
         job = await self._schedule(
             "account", {"tenant": tenant_id, "accounts": sorted(accounts)},
             source=source, owner=tenant_id,

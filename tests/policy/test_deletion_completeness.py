@@ -96,8 +96,10 @@ async def test_account_deletion_leaves_nothing_of_the_tenant(
     tenants = Tenants(redis, FakeClock())
     assert await tenants.authenticate(w.a.api_key.reveal()) == w.a.id
     job = await DeletionJobs(redis, FakeClock()).schedule_account(w.a.id)
-    # The API key stops working at once, before the erasure ran.
+    # The API key stops working at once, and no message is routed in, before the erasure.
     assert await tenants.authenticate(w.a.api_key.reveal()) is None
+    assert not await redis.exists(keys.account("messenger", "1110001"))
+    assert await redis.exists(keys.account("messenger", "3330003"))
 
     await run_all(redis, tmp_path)
 
