@@ -177,6 +177,11 @@ PURGE = f"{ROOT}:purge"
 RETENTION_STATUS = f"{ROOT}:retention"  # hash: last run time and deleted counts by type
 
 
+def deletion_lease(job_id: str) -> str:
+    """Which deletion worker runs a job right now (a short, renewed TTL)."""
+    return f"{ROOT}:job:{job_id}:lease"
+
+
 # --- conversation shards (global; counts and times only) ---------------------------------
 def shard_stats(shard: int) -> str:
     """Last metrics snapshot of one conversation shard (msgpack, short TTL)."""
