@@ -23,6 +23,10 @@ lifecycle helpers (:meth:`complete_checkout`, :meth:`update_subscription`,
 :meth:`cancel_subscription`, :meth:`fail_payment`) change the fake's state, build the
 events Stripe would send, sign them with ``webhook_secret`` and, when ``webhook_url`` is
 set, deliver them (the answers' statuses are kept in :attr:`deliveries`).
+
+As a process: ``python -m mtdesk.fakes.stripe --port 0 --price price_1=starter
+--webhook-url http://127.0.0.1:8080/webhooks/stripe --webhook-secret whsec_…`` (or
+:func:`spawn_stripe`); opening a checkout ``url`` then "pays" and delivers the events.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from mtdesk.fakes._server import FakeServer, process_arguments
+from mtdesk.fakes._server import FakeProcess, FakeServer, process_arguments, spawn_fake
 
 API_VERSION = "2026-10-28.endive"
 _KEY_PART = re.compile(r"\[([^\]]*)\]")
@@ -401,6 +405,17 @@ class FakeStripe(FakeServer):
                        "subscription_details": {"subscription": sub_id}},
         }
         return await self.emit("invoice.payment_failed", invoice)
+
+
+def spawn_stripe(*, webhook_url: str | None = None, webhook_secret: str = "whsec_fake",
+                 prices: tuple[str, ...] = ()) -> FakeProcess:
+    """Run the fake Stripe in a child process (``prices``: ``ID`` or ``ID=PLAN``)."""
+    args = ["--webhook-secret", webhook_secret]
+    if webhook_url:
+        args += ["--webhook-url", webhook_url]
+    for price in prices:
+        args += ["--price", price]
+    return spawn_fake("mtdesk.fakes.stripe", *args)
 
 
 def main(argv: list[str] | None = None) -> None:
