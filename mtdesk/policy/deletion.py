@@ -22,6 +22,7 @@ What a caller may rely on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -253,6 +254,8 @@ class DeletionWorker:
         consumer: str = "deleter-1",
         claim_idle_ms: int = 60_000,
         batch: int = 500,
+        lease_ms: int = 30_000,
+        retry_s: float = 0.5,
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -260,6 +263,8 @@ class DeletionWorker:
         self._consumer = consumer
         self._claim_idle_ms = claim_idle_ms
         self._batch = batch
+        self._lease_ms = lease_ms
+        self._retry_s = retry_s
         self.processed = 0
 
     async def ensure_group(self) -> None:
@@ -293,12 +298,16 @@ class DeletionWorker:
             for _stream, rows in new or []:
                 entries.extend((e, f) for e, f in rows if f)
         seen: set[bytes] = set()
+        finished = 0
         for entry_id, fields in entries:
             if entry_id in seen:
                 continue
             seen.add(entry_id)
-            await self._handle(entry_id, fields.get(b"job", b"").decode())
-        return len(seen)
+            finished += await self._handle(entry_id, fields.get(b"job", b"").decode())
+        if seen and not finished:
+            # Leased by another worker, or to be retried: don't spin on it.
+            await asyncio.sleep(self._retry_s)
+        return finished
 
     async def run(self, stop: asyncio.Event | None = None, *, block_ms: int = 1000) -> None:
         """Loop until ``stop`` is set; Redis outages are waited out, not fatal."""
@@ -310,23 +319,29 @@ class DeletionWorker:
                 log.warning("deletion worker: Redis unavailable (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
 
-    async def _handle(self, entry_id: bytes, job_id: str) -> None:
+    async def _handle(self, entry_id: bytes, job_id: str) -> int:
+        """1 when the entry is finished and acknowledged, 0 when left pending."""
         done = True
         if _valid_job_id(job_id):
-            try:
-                done = await self._execute(job_id)
-            except (RedisError, *UNAVAILABLE):
-                raise  # not acknowledged: resumed when Redis is back
-        if done:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xack(keys.DELETION_JOBS, keys.DELETION_GROUP, entry_id)
-                pipe.xdel(keys.DELETION_JOBS, entry_id)
-                await pipe.execute()
+            # Redis errors propagate: not acknowledged, resumed when Redis is back.
+            done = await self._execute(job_id)
+        if not done:
+            return 0
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(keys.DELETION_JOBS, keys.DELETION_GROUP, entry_id)
+            pipe.xdel(keys.DELETION_JOBS, entry_id)
+            await pipe.execute()
+        return 1
 
-    async def execute(self, job_id: str) -> DeletionJob:
-        """Run one job now (the CLI's inline mode); idempotent, safe beside a worker."""
-        await self._execute(job_id)
-        return await DeletionJobs(self._redis, self._clock).get(job_id)
+    async def execute(self, job_id: str, *, wait_s: float = 600.0) -> DeletionJob:
+        """Run one job now (the CLI's inline mode); idempotent, safe beside a worker: if
+        another worker holds it, wait (up to ``wait_s``) for that one to finish it."""
+        jobs = DeletionJobs(self._redis, self._clock)
+        for _ in range(max(1, int(wait_s / self._retry_s))):
+            if await self._execute(job_id):
+                break
+            await asyncio.sleep(self._retry_s)  # polling: the holder is another process
+        return await jobs.get(job_id)
 
     async def _execute(self, job_id: str) -> bool:
         """True when the job is finished (done or given up), False to retry later."""
@@ -334,6 +349,32 @@ class DeletionWorker:
         raw = await self._redis.hgetall(key)
         if not raw or raw.get(b"status") in (b"done", b"failed"):
             return True
+        # One worker at a time per job (a CLI run beside the service's worker): a lease
+        # renewed at every step, so a crashed holder's job is free again within seconds.
+        lease = keys.deletion_lease(job_id)
+        me = self._consumer.encode()
+        if not await self._redis.set(lease, me, nx=True, px=self._lease_ms):
+            if await self._redis.get(lease) != me:
+                return False
+        renew = asyncio.create_task(self._renew(lease), name=f"lease:{job_id}")
+        try:
+            return await self._execute_leased(job_id, key, raw)
+        finally:
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+            if await self._redis.get(lease) == me:
+                await self._redis.delete(lease)
+
+    async def _renew(self, lease: str) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            with contextlib.suppress(RedisError, *UNAVAILABLE):
+                await self._redis.pexpire(lease, self._lease_ms)
+
+    async def _execute_leased(
+        self, job_id: str, key: str, raw: Mapping[bytes, bytes]
+    ) -> bool:
         params = json.loads(raw.get(b"params", b"{}"))
         kind = raw.get(b"kind", b"").decode()
         attempts = int(await self._redis.hincrby(key, "attempts", 1))

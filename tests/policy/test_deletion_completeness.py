@@ -175,3 +175,25 @@ async def test_the_audit_record_holds_no_personal_data(
     blob = b"".join(k + v for k, v in raw.items())
     assert w.alice.user_id.encode() not in blob and w.a.id.encode() not in blob
     assert 0 < await redis.ttl(keys.deletion_job(job.id))
+
+
+async def test_a_job_held_by_a_live_worker_is_not_run_twice_and_is_freed_by_its_lease(
+    redis: Redis, world: World, tmp_path: Path
+) -> None:
+    w = world
+    jobs = DeletionJobs(redis, FakeClock())
+    job = await jobs.schedule_user(w.a.id, "messenger", w.alice.user_id)
+    # Another worker (say the service's, while an operator runs the CLI) holds the job.
+    await redis.set(keys.deletion_lease(job.id), "service-worker", px=300)
+    second = DeletionWorker(redis, make_settings(tmp_path), FakeClock(), retry_s=0.01)
+    assert await second.run_once() == 0
+    assert (await jobs.get(job.id)).status == "queued"
+    assert await where_found(redis, w.data_dir, [w.alice.text])
+    # The holder died: its lease runs out and the job is taken over and finished.
+    finished = await second.execute(job.id, wait_s=5)
+    assert finished.status == "done" and finished.attempts == 1
+    assert await where_found(redis, w.data_dir, w.alice.identifiers()) == []
+    assert not await redis.exists(keys.deletion_lease(job.id))
+    while await second.run_once():
+        pass
+    assert await redis.xlen(keys.DELETION_JOBS) == 0
