@@ -15,6 +15,9 @@ Billing off (``MTDESK_STRIPE_API_KEY`` unset): checkout and portal answer 409 wi
 ``billing``. Stripe errors: an unknown price → 400 (field ``price``); a refused API key →
 503 (field ``MTDESK_STRIPE_API_KEY``); Stripe unreachable → 502. The plan itself changes
 only when Stripe's webhook says so (:mod:`mtdesk.gateway.stripe_webhook`).
+
+:func:`cancel_subscription` is for account deletion: the route that deletes an account
+calls it so the business is not charged for a service it left.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from mtdesk.policy import quotas
 
 STRIPE_TIMEOUT_S = 20.0
 TENANT_METADATA = "mtdesk_tenant"  # the webhook finds the tenant by it (gateway.stripe_webhook)
+_ENDED = frozenset({"canceled", "incomplete_expired"})  # Stripe's final subscription states
 
 
 class StripeGateway:
@@ -212,6 +216,35 @@ async def create_portal(request: web.Request) -> web.Response:
     except stripe.StripeError as exc:
         raise _stripe_failure(exc, "customer") from exc
     return json_response({"url": portal.url})
+
+
+async def cancel_subscription(request: web.Request, tenant_id: str) -> str | None:
+    """Cancel the tenant's Stripe subscription now, so a deleted account is never charged
+    again. Returns the canceled subscription id; None when billing is off or there is
+    nothing to cancel (also when Stripe no longer knows it). Stripe failures raise like
+    the routes' (ConfigError for a refused key, a 502 HTTPException when unreachable).
+    The plan changes when Stripe's ``customer.subscription.deleted`` event arrives."""
+    settings = request.config_dict[SETTINGS]
+    if not settings.billing_enabled:
+        return None
+    account = await quotas.load_account(request.config_dict[REDIS], tenant_id)
+    if not account.subscription or account.status in _ENDED:
+        return None
+    gateway = request.config_dict.get(STRIPE)
+    own = gateway is None
+    gateway = gateway or StripeGateway()
+    try:
+        await gateway.client(settings).v1.subscriptions.cancel_async(account.subscription)
+    except stripe.InvalidRequestError as exc:
+        if exc.code == "resource_missing":
+            return None
+        raise _stripe_failure(exc, "subscription") from exc
+    except stripe.StripeError as exc:
+        raise _stripe_failure(exc, "subscription") from exc
+    finally:
+        if own:
+            await gateway.aclose()
+    return account.subscription
 
 
 async def _close_stripe(admin: web.Application) -> None:

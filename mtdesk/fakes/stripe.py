@@ -12,7 +12,9 @@ Endpoints (``base_url`` = ``root_url``; point ``MTDESK_STRIPE_API_BASE`` at it):
 - ``POST /v1/checkout/sessions`` (``mode=subscription`` needs ``line_items[0][price]`` of a
   price added with :meth:`FakeStripe.add_price`, ``success_url``) → a ``checkout.session``
   with ``url`` (``GET`` on that URL completes the checkout, like paying would);
-- ``POST /v1/billing_portal/sessions`` (``customer`` known) → ``{"id", "url", …}``.
+- ``POST /v1/billing_portal/sessions`` (``customer`` known) → ``{"id", "url", …}``;
+- ``DELETE /v1/subscriptions/{id}`` → the canceled ``subscription`` (and its
+  ``customer.subscription.deleted`` event).
 
 Every request is recorded in :attr:`FakeStripe.requests` (path, decoded params, API key,
 idempotency key). :meth:`FakeStripe.fail_next` injects Stripe errors.
@@ -203,6 +205,7 @@ class FakeStripe(FakeServer):
         app.router.add_post("/v1/customers", self._h_customers)
         app.router.add_post("/v1/checkout/sessions", self._h_checkout)
         app.router.add_post("/v1/billing_portal/sessions", self._h_portal)
+        app.router.add_delete("/v1/subscriptions/{id}", self._h_cancel)
         app.router.add_get("/_fake/checkout/{id}", self._h_pay)
         app.router.add_get("/_fake/portal/{id}", self._h_portal_page)
         app.router.add_route("*", "/v1/{tail:.*}", self._h_unknown)
@@ -310,6 +313,17 @@ class FakeStripe(FakeServer):
             "return_url": params.get("return_url"), "created": self._time(),
             "url": f"{self.root_url}/_fake/portal/{pid}", "livemode": False,
         })
+
+    async def _h_cancel(self, request: web.Request) -> web.Response:
+        _, early = await self._begin(request)
+        if early is not None:
+            return early
+        sub_id = request.match_info["id"]
+        if sub_id not in self.subscriptions:
+            return stripe_error(404, "invalid_request_error", f"No such subscription: '{sub_id}'",
+                                code="resource_missing", param="id")
+        signed = await self.cancel_subscription(sub_id)
+        return web.json_response(signed.event["data"]["object"])
 
     async def _h_unknown(self, request: web.Request) -> web.Response:
         await self._begin(request)
