@@ -48,7 +48,7 @@ from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
 from mtdesk.core.events import Echo, Event, Message, Postback, Receipt, Status
-from mtdesk.core.history import OUTSIDE_WINDOW, MessageStore, StoredMessage
+from mtdesk.core.history import OUTSIDE_WINDOW, MessageStore, StoredMessage, inbound_message
 from mtdesk.core.ports import (
     ChatMessage,
     ChatModel,
@@ -219,22 +219,10 @@ class Conversation:
     def _now_ms(self) -> int:
         return now_ms(self._s.clock)
 
-    def _inbound(self, item: WorkItem, *, status: str = "received",
+    @staticmethod
+    def _inbound(item: WorkItem, *, status: str = "received",
                  reason: str | None = None) -> StoredMessage:
-        event = item.event
-        text: str | None = getattr(event, "text", None)
-        reply_to = getattr(event, "reply_to", None) or getattr(event, "target_id", None)
-        if isinstance(event, Postback):
-            text = event.title or event.payload
-        elif event.__struct_config__.tag == "reaction":
-            text = getattr(event, "emoji", None)
-        return StoredMessage(
-            direction="in", message_id=event.event_id, kind=str(event.__struct_config__.tag),
-            channel=event.channel, account_id=event.account_id, user_id=event.user_id,
-            timestamp_ms=event.timestamp_ms, text=text,
-            attachments=getattr(event, "attachments", ()), reply_to=reply_to,
-            status=status, reason=reason,
-        )
+        return inbound_message(item.event, status=status, reason=reason)
 
     async def _record(self, item: WorkItem, *, reason: str) -> None:
         await self._s.replies.store_inbound(
@@ -357,7 +345,7 @@ class Conversation:
             burst = [item]
             texts = [user_text(event), *await self._stored_texts(item.tenant_id, record.members)]
         else:
-            burst = [item, *await self._collect_burst()]
+            burst = [item, *await self._collect_burst({event.event_id})]
             claimed = await self._s.replies.claim(
                 item.tenant_id, event.event_id, [b.event.event_id for b in burst[1:]],
                 now_ms=self._now_ms(),
@@ -397,15 +385,21 @@ class Conversation:
                     texts.append(found[0].text)
         return texts
 
-    async def _collect_burst(self) -> list[WorkItem]:
+    async def _collect_burst(self, seen: set[str]) -> list[WorkItem]:
         """The person's further messages already queued (they arrived while the previous
-        reply was being made), and, with ``burst_window_ms``, those arriving within it."""
+        reply was being made), and, with ``burst_window_ms``, those arriving within it.
+        A second copy of an event already in the burst (a redelivery) is acknowledged."""
         window_s = self._s.settings.burst_window_ms / 1000
         deadline = time.monotonic() + window_s
         burst: list[WorkItem] = []
         while True:
             while self._queue and isinstance(self._queue[0].event, Message | Postback):
                 nxt = self._queue[0]
+                if nxt.event.event_id in seen:
+                    self._queue.popleft()
+                    self._s.metrics.outcome("duplicate")
+                    self._s.done(nxt)
+                    continue
                 reason, record = await self._admit(nxt)
                 if reason or record.done:
                     self._queue.popleft()
@@ -414,6 +408,7 @@ class Conversation:
                     continue
                 if record.state:  # resumable/generating: its own turn, after this burst
                     return burst
+                seen.add(nxt.event.event_id)
                 burst.append(self._queue.popleft())
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (self._queue and not isinstance(

@@ -7,8 +7,10 @@ model for ``provider: "extractive"``) — and returns a
 :class:`~mtdesk.actors.shard.ShardServices` whose ``aclose()`` closes them all.
 
 The offline model and the retriever are injectable so the composition root can wire the
-knowledge base; without them the offline model is :class:`CannedReply` and there is no
-retrieval.
+knowledge base (e.g. a ``KnowledgeRetriever``); without them the offline model is the
+knowledge base's :class:`~mtdesk.retrieval.extractive.ExtractiveModel` (with no retriever
+it answers the bot's ``fallback_message``) and there is no retrieval.
+:class:`CannedReply` is a fixed offline answer for demos without a knowledge base.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Pas
 from mtdesk.core.redis import connect
 from mtdesk.core.settings import Settings
 from mtdesk.policy.vault import TokenVault
+from mtdesk.retrieval.extractive import ExtractiveModel
 
 CANNED_TEXT = (
     "Thanks for your message! This assistant is running offline for now; "
@@ -66,7 +69,7 @@ async def build_shard_services(
     sender = GraphSender(settings, credentials, SendRateLimiter(redis, settings, clock=clock),
                          session, **(sender_options or {}))
     providers = ProviderChatModel(settings)
-    model = ModelRouter(providers, offline_model or CannedReply())
+    model = ModelRouter(providers, offline_model or ExtractiveModel())
     services = ShardServices(redis=redis, sender=sender, chat_model=model, settings=settings,
                              clock=clock, retriever=retriever)
     services.closers = [redis.aclose, session.close, model.aclose]

@@ -93,7 +93,7 @@ _CLAIM = """
 if redis.call('HEXISTS', KEYS[1], 'state') == 1 then return -1 end
 local claimed = {}
 for i = 2, #KEYS do
-  if redis.call('HEXISTS', KEYS[i], 'state') == 0 then
+  if KEYS[i] ~= KEYS[1] and redis.call('HEXISTS', KEYS[i], 'state') == 0 then
     redis.call('HSET', KEYS[i], 'state', 'answered', 'answered_by', ARGV[3], 'updated_ms', ARGV[1])
     redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2]))
     claimed[#claimed + 1] = ARGV[i + 2]

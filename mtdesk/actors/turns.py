@@ -4,7 +4,9 @@
 ``turns`` (the last ``settings.history_turns`` user/assistant messages), ``bot_state``
 (free-form, for bot flows), ``last_inbound_ms`` and ``paused_until_ms``.
 :func:`build_prompt` is the default prompt builder (recent turns, then the new user
-message(s)); the ChatModel adds the system prompt and the passages itself.
+message(s)); the ChatModel adds the system prompt and the passages itself. The context
+keeps one user turn per answered inbound message and one assistant turn per reply, so
+each turn maps to one history entry (the retention sweep relies on it).
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ PromptBuilder = Callable[[BotConfig, list[ChatMessage], list[str], list[Passage]
 def build_prompt(
     bot: BotConfig, turns: list[ChatMessage], texts: list[str], passages: list[Passage]
 ) -> list[ChatMessage]:
-    """Recent turns, then the new user message(s). The system prompt and the passages
-    are the ChatModel's to add (it gets ``bot`` and ``passages``)."""
-    return [*turns, *(ChatMessage("user", t) for t in texts)]
+    """Recent turns, then the new message(s) as ONE user message (a burst joined by
+    newlines, so a model answering the last user message sees all of it). The system
+    prompt and the passages are the ChatModel's to add (it gets ``bot`` and
+    ``passages``)."""
+    return [*turns, ChatMessage("user", "\n".join(texts))]
 
 
 def describe_attachments(message: Message) -> str:

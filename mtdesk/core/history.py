@@ -35,7 +35,7 @@ from typing import Literal
 import msgspec
 
 from mtdesk.core import keys
-from mtdesk.core.events import Attachment
+from mtdesk.core.events import Attachment, Event, Postback, Reaction
 from mtdesk.core.redis import Redis
 
 Direction = Literal["in", "out"]
@@ -122,6 +122,27 @@ if ARGV[5] == '1' then
 end
 return entry
 """
+
+
+def inbound_message(
+    event: Event, *, status: str = "received", reason: str | None = None
+) -> StoredMessage:
+    """The stored form of an inbound event (text of a postback is its title or payload,
+    of a reaction its emoji; ``reply_to`` is the message replied to, reacted to or
+    unsent)."""
+    text: str | None = getattr(event, "text", None)
+    if isinstance(event, Postback):
+        text = event.title or event.payload
+    elif isinstance(event, Reaction):
+        text = event.emoji
+    reply_to = getattr(event, "reply_to", None) or getattr(event, "target_id", None)
+    return StoredMessage(
+        direction="in", message_id=event.event_id, kind=str(event.__struct_config__.tag),
+        channel=event.channel, account_id=event.account_id, user_id=event.user_id,
+        timestamp_ms=event.timestamp_ms, text=text,
+        attachments=getattr(event, "attachments", ()), reply_to=reply_to,
+        status=status, reason=reason,
+    )
 
 
 def conversation_of(message: StoredMessage) -> str:
