@@ -34,12 +34,14 @@ import enum
 from collections.abc import Sequence
 from importlib import resources
 
+import hiredis
 from redis.exceptions import NoScriptError, RedisError
 
 from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Event, encode_event, partition_of
 from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.gateway.resp import RespLink, link_for
 
 SCRIPT: bytes = resources.files("mtdesk.gateway").joinpath("ingest.lua").read_bytes()
 DEAD_LETTER_MAXLEN = 10_000
@@ -105,8 +107,17 @@ class IngestBatcher:
     :meth:`start` and stop with :meth:`aclose` (pending calls are flushed first).
     """
 
-    def __init__(self, redis: Redis, *, dedup_ttl_s: int, max_events_per_call: int = 1000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        dedup_ttl_s: int,
+        max_events_per_call: int = 1000,
+        lean: bool = True,
+    ) -> None:
         self._redis = redis
+        # The hot path talks RESP on its own socket (see resp.py); redis-py when it cannot.
+        self._link = link_for(redis) if lean else None
         self._ttl = str(dedup_ttl_s)
         self._max = max_events_per_call
         self._sha: str | None = None
@@ -129,6 +140,8 @@ class IngestBatcher:
         self._wake.set()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if self._link is not None:
+            self._link.close()
 
     async def submit(self, call: IngestCall) -> list[Outcome]:
         if call.count == 0:
@@ -209,6 +222,8 @@ class IngestBatcher:
     async def _execute(
         self, commands: list[tuple[list[str], list[bytes | str]]]
     ) -> list[list[int]]:
+        if self._link is not None:
+            return await self._execute_lean(self._link, commands)
         if self._sha is None:
             sha = await self._redis.script_load(SCRIPT)
             self._sha = sha.decode() if isinstance(sha, bytes) else str(sha)
@@ -219,6 +234,26 @@ class IngestBatcher:
         for ks, args in commands:
             pipe.execute_command("EVALSHA", self._sha, len(ks), *ks, *args)
         return list(await pipe.execute())
+
+
+    async def _execute_lean(
+        self, link: RespLink, commands: list[tuple[list[str], list[bytes | str]]]
+    ) -> list[list[int]]:
+        if self._sha is None:
+            (sha,) = await link.call([["SCRIPT", "LOAD", SCRIPT]])
+            if isinstance(sha, hiredis.ReplyError):
+                raise RedisError(str(sha))
+            self._sha = sha.decode()
+        sha_s = self._sha
+        replies = await link.call(
+            [["EVALSHA", sha_s, len(ks), *ks, *args] for ks, args in commands]
+        )
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith("NOSCRIPT"):
+                    raise NoScriptError(str(reply))
+                raise RedisError(str(reply))
+        return replies
 
 
 async def dead_letter(redis: Redis, body: bytes, *, received_ms: int, reason: str) -> None:

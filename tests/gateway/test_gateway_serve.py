@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -49,8 +50,17 @@ def test_two_workers_serve_one_port_and_stop_together(redis_url: str, tmp_path) 
         [sys.executable, "-m", "mtdesk", "serve", "--port", str(port), "--workers", "2"],
         env=serve_env(redis_url), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode() for line in iter(proc.stdout.readline, b"")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
     try:
         deadline = time.monotonic() + 60
+        while sum("mtdesk: serving on" in line for line in lines) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.1)
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
@@ -72,9 +82,9 @@ def test_two_workers_serve_one_port_and_stop_together(redis_url: str, tmp_path) 
         assert 'mtdesk_gateway_requests_total{status="200"} 6.0' in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(10)
     assert proc.returncode == 0
-    assert out.decode().count("mtdesk: serving on") == 2
     with socket.socket() as s:  # the workers are gone: the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
