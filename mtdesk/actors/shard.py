@@ -147,6 +147,8 @@ class ConversationShard:
         self._started = True
         self._running = True
         await self._ensure_groups()
+        with contextlib.suppress(Exception):
+            await self._publish_stats()  # readiness is visible at once
         self._tasks = [
             asyncio.create_task(self._ack_loop(), name=f"{self.consumer}:ack"),
             asyncio.create_task(self._read_loop(), name=f"{self.consumer}:read"),

@@ -24,6 +24,7 @@ Series (all with label ``shard``):
 
 from __future__ import annotations
 
+import time as _time
 from collections.abc import Iterable, Iterator
 
 import msgspec
@@ -156,6 +157,15 @@ async def read_shard_stats(redis: Redis) -> list[ShardStats]:
         except msgspec.DecodeError:
             continue  # a snapshot from another version: skip rather than break /metrics
     return sorted(out, key=lambda s: s.shard)
+
+
+async def live_shards(redis: Redis, *, max_age_s: float = 20.0,
+                      now: float | None = None) -> list[int]:
+    """Indexes of the shards that published a snapshot in the last ``max_age_s`` seconds
+    (for ``/readyz`` in processes that have no Ray handle: compare with
+    ``settings.shards``). Shards publish on start and every few seconds."""
+    current = _time.time() if now is None else now
+    return [s.shard for s in await read_shard_stats(redis) if current - s.time <= max_age_s]
 
 
 def _merged(stats: Iterable[ShardStats]) -> Iterator[Metric]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from shardkit import ACCOUNTS, desk, eventually
 
 from mtdesk.actors.replies import ReplyStore
-from mtdesk.actors.stats import read_shard_stats, render_shard_stats
+from mtdesk.actors.stats import live_shards, read_shard_stats, render_shard_stats
 from mtdesk.core.history import MessageStore
 from mtdesk.core.redis import Redis
 
@@ -144,6 +144,7 @@ async def test_shard_publishes_metrics_the_gateway_can_render(redis: Redis, redi
     async with desk(redis, redis_url) as d:
         shard = await d.shard(stats_interval_s=0.1)
         await shard.start()
+        assert await live_shards(redis) == [0]  # published on start: /readyz can see it
         await d.push(d.message("hello"))
         await eventually(lambda: shard.handled == 1)
 
