@@ -78,7 +78,7 @@ def verify_stripe_signature(
         name, sep, value = part.strip().partition("=")
         if not sep:
             continue
-        if name == "t" and value.isdigit() and len(value) <= 12:
+        if name == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
         elif name == "v1":
             candidates.append(value.strip().encode("ascii", "replace"))

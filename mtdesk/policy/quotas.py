@@ -63,7 +63,7 @@ def resolve_plan(price_id: str, lookup_key: str | None, metadata: dict[str, str]
     raw = metadata.get("mtdesk_monthly_messages", "").strip().lower()
     if raw == "unlimited":
         allowance = None
-    elif raw.isdigit():
+    elif raw.isascii() and raw.isdigit() and len(raw) <= 15:
         allowance = int(raw)
     return Plan(base.name if base else (name or price_id or "paid"), allowance)
 
@@ -297,10 +297,20 @@ async def apply_subscription(
 async def mark_past_due(redis: Redis, tenant_id: str, subscription: str, *, now_ms: int) -> str:
     """A failed invoice payment: status ``past_due`` (the plan stays: Stripe retries the
     payment and cancels the subscription when it gives up). '' when applied."""
-    account = await load_account(redis, tenant_id)
-    if subscription and account.subscription and subscription != account.subscription:
-        return "other subscription"
-    if account.status == "canceled":
-        return "already deleted"
-    await redis.hset(keys.billing(tenant_id), mapping={"status": "past_due", "updated_ms": now_ms})  # type: ignore[misc]
-    return ""
+    key = keys.billing(tenant_id)
+    for _ in range(20):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                account = await load_account(pipe, tenant_id)  # type: ignore[arg-type]
+                if subscription and account.subscription and subscription != account.subscription:
+                    return "other subscription"
+                if account.status == "canceled":
+                    return "already deleted"
+                pipe.multi()
+                pipe.hset(key, mapping={"status": "past_due", "updated_ms": now_ms})
+                await pipe.execute()
+                return ""
+            except WatchError:
+                continue
+    raise StoreUnavailable("billing state kept changing; retry")

@@ -107,6 +107,7 @@ async def test_n_must_be_positive(redis: Redis) -> None:
     ("price_1", "starter", {"mtdesk_monthly_messages": "25000"}, Plan("starter", 25_000)),
     ("price_1", "gold", {"mtdesk_monthly_messages": "unlimited"}, Plan("gold", None)),
     ("price_9", None, {}, Plan("price_9", 10_000)),  # unknown paid price: never below starter
+    ("price_1", "starter", {"mtdesk_monthly_messages": "\u00b2"}, Plan("starter", 10_000)),
 ])
 def test_resolve_plan(price: str, lookup: str | None, meta: dict[str, str], expected: Plan) -> None:
     assert resolve_plan(price, lookup, meta) == expected
