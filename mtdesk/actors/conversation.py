@@ -48,7 +48,7 @@ from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
 from mtdesk.core.events import Echo, Event, Message, Postback, Receipt, Status
-from mtdesk.core.history import OUTSIDE_WINDOW, MessageStore, StoredMessage, inbound_message
+from mtdesk.core.history import MessageStore, StoredMessage, inbound_message
 from mtdesk.core.ports import (
     ChatMessage,
     ChatModel,
@@ -265,26 +265,11 @@ class Conversation:
                                                 ChatMessage("assistant", echo.text or "")])
 
     async def _on_receipt(self, receipt: Receipt) -> None:
-        tid = self.tenant_id
-        now = self._now_ms()
-        for mid in receipt.message_ids:
-            await self._s.store.update_status(tid, mid, receipt.receipt, now_ms=now,
-                                              conversation=self.key)
-        if receipt.watermark_ms:
-            await self._s.store.mark_read_up_to(tid, self.key, receipt.receipt,
-                                                receipt.watermark_ms, now_ms=now)
+        await self._s.store.apply_receipt(self.tenant_id, self.key, receipt, now_ms=self._now_ms())
         self._s.metrics.outcome("receipt")
 
     async def _on_status(self, status: Status) -> None:
-        state = {"played": "read"}.get(status.status, status.status)
-        reason = ""
-        if state == "failed":
-            codes = [e.code for e in status.errors]
-            reason = OUTSIDE_WINDOW if 131047 in codes else (
-                f"error {codes[0]}: {status.errors[0].title or ''}".strip() if codes else "failed")
-        await self._s.store.update_status(self.tenant_id, status.message_id, state,
-                                          now_ms=self._now_ms(), reason=reason,
-                                          conversation=self.key)
+        await self._s.store.apply_status(self.tenant_id, self.key, status, now_ms=self._now_ms())
         self._s.metrics.outcome("status")
 
     # --- messages -----------------------------------------------------------------------
@@ -346,10 +331,14 @@ class Conversation:
             texts = [user_text(event), *await self._stored_texts(item.tenant_id, record.members)]
         else:
             burst = [item, *await self._collect_burst({event.event_id})]
-            claimed = await self._s.replies.claim(
-                item.tenant_id, event.event_id, [b.event.event_id for b in burst[1:]],
-                now_ms=self._now_ms(),
-            )
+            try:
+                claimed = await self._s.replies.claim(
+                    item.tenant_id, event.event_id, [b.event.event_id for b in burst[1:]],
+                    now_ms=self._now_ms(),
+                )
+            except BaseException:
+                self._requeue(burst[1:])
+                raise
             if claimed is None:  # someone else is answering it: look again on redelivery
                 for b in burst:
                     self._s.release(b)
@@ -361,15 +350,25 @@ class Conversation:
             burst = [item, *(b for b in burst[1:] if b.event.event_id in keep)]
             texts = [user_text(b.event) for b in burst  # type: ignore[arg-type]
                      if isinstance(b.event, Message | Postback)]
-        completion, fallback = await self._generate(item.tenant_id, texts)
-        await self._s.replies.generated(item.tenant_id, event.event_id, completion.text,
-                                        completion.provider, completion.model,
-                                        now_ms=self._now_ms())
-        self.context.turns = self._bounded(
-            [*self.context.turns, *(ChatMessage("user", t) for t in texts)]
-        )
-        await self._send(item, burst, completion.text, completion.provider, completion.model,
-                         already_sent=0, fallback=fallback)
+        try:
+            completion, fallback = await self._generate(item.tenant_id, texts)
+            await self._s.replies.generated(item.tenant_id, event.event_id, completion.text,
+                                            completion.provider, completion.model,
+                                            now_ms=self._now_ms())
+            self.context.turns = self._bounded(
+                [*self.context.turns, *(ChatMessage("user", t) for t in texts)]
+            )
+            await self._send(item, burst, completion.text, completion.provider,
+                             completion.model, already_sent=0, fallback=fallback)
+        except BaseException:
+            # The head is retried (or left pending); its members go back in front of the
+            # queue, in order, so none is stranded (they are answered_by the head now).
+            self._requeue(burst[1:])
+            raise
+
+    def _requeue(self, items: list[WorkItem]) -> None:
+        for b in reversed(items):
+            self._queue.appendleft(b)
 
     async def _stored_texts(self, tenant_id: str, event_ids: tuple[str, ...]) -> list[str]:
         """The stored texts of inbound events (by their history entries), in order."""
@@ -392,6 +391,15 @@ class Conversation:
         window_s = self._s.settings.burst_window_ms / 1000
         deadline = time.monotonic() + window_s
         burst: list[WorkItem] = []
+        try:
+            return await self._collect_into(burst, seen, deadline)
+        except BaseException:
+            self._requeue(burst)
+            raise
+
+    async def _collect_into(
+        self, burst: list[WorkItem], seen: set[str], deadline: float
+    ) -> list[WorkItem]:
         while True:
             while self._queue and isinstance(self._queue[0].event, Message | Postback):
                 nxt = self._queue[0]

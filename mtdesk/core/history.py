@@ -35,7 +35,7 @@ from typing import Literal
 import msgspec
 
 from mtdesk.core import keys
-from mtdesk.core.events import Attachment, Event, Postback, Reaction
+from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
 from mtdesk.core.redis import Redis
 
 Direction = Literal["in", "out"]
@@ -212,6 +212,36 @@ class MessageStore:
             if await self.update_status(tenant_id, message.message_id, status, now_ms=now_ms):
                 moved += 1
         return moved
+
+    async def apply_receipt(
+        self, tenant_id: str, conversation: str, receipt: Receipt, *, now_ms: int
+    ) -> None:
+        """A Messenger/Instagram delivery/read receipt: the named mids, and every outbound
+        message up to the watermark, move forward."""
+        for mid in receipt.message_ids:
+            await self.update_status(tenant_id, mid, receipt.receipt, now_ms=now_ms,
+                                     conversation=conversation)
+        if receipt.watermark_ms:
+            await self.mark_read_up_to(tenant_id, conversation, receipt.receipt,
+                                       receipt.watermark_ms, now_ms=now_ms)
+
+    async def apply_status(
+        self, tenant_id: str, conversation: str, status: Status, *, now_ms: int
+    ) -> bool:
+        """A WhatsApp status (``played`` counts as ``read``; ``deleted``/``warning`` change
+        nothing). A failure records its reason: 131047 → :data:`OUTSIDE_WINDOW`."""
+        state = {"played": "read"}.get(status.status, status.status)
+        reason = ""
+        if state == "failed":
+            codes = [e.code for e in status.errors]
+            if 131047 in codes:
+                reason = OUTSIDE_WINDOW
+            elif codes:
+                reason = f"error {codes[0]}: {status.errors[0].title or ''}".strip()
+            else:
+                reason = "failed"
+        return await self.update_status(tenant_id, status.message_id, state, now_ms=now_ms,
+                                        reason=reason, conversation=conversation)
 
     # --- reading ----------------------------------------------------------------------
     async def conversations(
