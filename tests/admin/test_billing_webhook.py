@@ -261,8 +261,24 @@ async def test_checkout_in_the_fake_reaches_the_tenant_end_to_end(world: World) 
 @pytest.fixture(scope="module")
 def live() -> Iterator[LiveApp]:
     # Read like tests/conftest.py does (importing it could pick up a sibling conftest).
-    with LiveApp(os.environ.get("MTDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")) as app:
+    url = os.environ.get("MTDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    with LiveApp(url) as app:
         yield app
+
+
+def _ensure_fuzz_tenant() -> None:
+    """A tenant the fuzzed events can name (other tests flush the database)."""
+    import redis as redis_sync
+
+    url = os.environ.get("MTDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    with redis_sync.Redis.from_url(url) as r:
+        r.hset(keys.tenant(FUZZ_TENANT), "name", "fuzz")
+        r.set(keys.stripe_customer("cus_f"), FUZZ_TENANT)
+        for marker in r.scan_iter(match=keys.stripe_event("*").rsplit(":", 1)[0] + ":*"):
+            r.delete(marker)  # hypothesis repeats event ids: let each example be handled
+
+
+FUZZ_TENANT = "t_fuzz"
 
 
 _json = st.recursive(
@@ -275,21 +291,62 @@ _types = st.sampled_from([
     "customer.subscription.updated", "customer.subscription.deleted",
     "invoice.payment_failed", "x.y",
 ])
-_events = st.fixed_dictionaries(
-    {"id": st.text(min_size=1, max_size=30), "type": _types,
-     "data": st.fixed_dictionaries({"object": _json})},
-    optional={"created": st.integers(min_value=-(2**70), max_value=2**70)},
+_short = st.text(max_size=8)
+_price = st.fixed_dictionaries({}, optional={
+    "id": _short | _json, "lookup_key": st.none() | st.sampled_from(["starter", "scale"]) | _short,
+    "metadata": st.dictionaries(st.sampled_from(["mtdesk_plan", "mtdesk_monthly_messages"]),
+                                _short | st.integers().map(str) | _json, max_size=2),
+})
+_subscription = st.fixed_dictionaries({
+    "id": _short,
+    "status": st.sampled_from(["active", "past_due", "canceled", "trialing"]) | _short | _json,
+}, optional={
+    "customer": st.sampled_from(["cus_f", None]) | _short | _json,
+    "metadata": st.just({"mtdesk_tenant": FUZZ_TENANT}) | _json,
+    "items": st.fixed_dictionaries({"data": st.lists(
+        st.fixed_dictionaries({}, optional={"price": _price | _json,
+                                            "current_period_end": st.integers() | _json}),
+        max_size=2)}) | _json,
+    "current_period_end": st.integers() | _json,
+    "cancel_at_period_end": st.booleans() | _json,
+})
+_session = st.fixed_dictionaries({"id": _short}, optional={
+    "client_reference_id": st.just(FUZZ_TENANT) | _short | _json,
+    "customer": st.sampled_from(["cus_f", None]) | _short | _json,
+    "subscription": _short | _json,
+})
+_invoice = st.fixed_dictionaries({"id": _short}, optional={
+    "customer": st.just("cus_f") | _json, "subscription": _short | _json,
+    "parent": st.fixed_dictionaries({"subscription_details": st.fixed_dictionaries(
+        {"subscription": _short | _json})}) | _json,
+})
+_typed_objects = st.one_of(
+    st.tuples(st.sampled_from(["customer.subscription.created", "customer.subscription.updated",
+                               "customer.subscription.deleted"]), _subscription),
+    st.tuples(st.just("checkout.session.completed"), _session),
+    st.tuples(st.just("invoice.payment_failed"), _invoice),
+    st.tuples(_types, _json),  # the wrong shape for the type
+)
+_events = st.builds(
+    lambda eid, typed, created: {"id": eid, "type": typed[0], "data": {"object": typed[1]},
+                                 **created},
+    st.uuids().map(lambda u: f"evt_{u.hex}") | st.text(min_size=1, max_size=30),
+    _typed_objects,
+    st.fixed_dictionaries({}, optional={
+        "created": st.integers(min_value=-(2**70), max_value=2**70)}),
 )
 _bodies = st.one_of(
     st.binary(max_size=200),
     _json.map(lambda v: json.dumps(v).encode()),
     _events.map(lambda v: json.dumps(v).encode()),
+    _events.map(lambda v: json.dumps(v).encode()),  # mostly events: reach the handlers
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_bodies)
 def test_any_signed_body_never_answers_5xx(live: LiveApp, body: bytes) -> None:
+    _ensure_fuzz_tenant()
     conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
     try:
         conn.request("POST", PATH, body=body, headers={
