@@ -12,20 +12,15 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from mtdesk.cli.store_session import run_with_store
-from mtdesk.core.clock import SystemClock
 from mtdesk.core.errors import ValidationError
-from mtdesk.core.redis import Redis
-from mtdesk.core.settings import Settings
-from mtdesk.core.tenants import Tenants
-from mtdesk.retrieval.crawl import CrawlOptions
-from mtdesk.retrieval.ingest import KnowledgeService
-from mtdesk.retrieval.search import local_retriever
-from mtdesk.retrieval.store import KnowledgeStore, SourceInfo
+
+# The knowledge base pulls in numpy, FAISS and aiohttp: imported when a kb verb runs,
+# not on every ``mtdesk`` call.
+if TYPE_CHECKING:
+    from mtdesk.retrieval.ingest import KnowledgeService
+    from mtdesk.retrieval.store import KnowledgeStore, SourceInfo
 
 
 def register(sub: Any) -> None:
@@ -77,11 +72,19 @@ def register(sub: Any) -> None:
 
 
 def _print(data: Any) -> None:
+    import msgspec
+
     print(msgspec.json.format(msgspec.json.encode(data)).decode())
 
 
 def _with_service(args: argparse.Namespace, work: Any) -> Any:
-    async def job(redis: Redis, settings: Settings) -> Any:
+    from mtdesk.cli.store_session import run_with_store
+    from mtdesk.core.clock import SystemClock
+    from mtdesk.core.tenants import Tenants
+    from mtdesk.retrieval.ingest import KnowledgeService
+    from mtdesk.retrieval.store import KnowledgeStore
+
+    async def job(redis: Any, settings: Any) -> Any:
         await Tenants(redis, SystemClock()).get(args.tenant)
         store = KnowledgeStore(redis)
         service = KnowledgeService(store, settings)
@@ -95,7 +98,7 @@ def _with_service(args: argparse.Namespace, work: Any) -> Any:
 
 
 def _finish(args: argparse.Namespace, add: Any) -> int:
-    async def work(service: KnowledgeService, store: KnowledgeStore, settings: Settings) -> SourceInfo:
+    async def work(service: KnowledgeService, store: KnowledgeStore, settings: Any) -> SourceInfo:
         info = await add(service)
         await service.drain()
         return await service.get(args.tenant, info.id)
@@ -135,6 +138,8 @@ def _add_qa(args: argparse.Namespace) -> int:
 
 
 def _add_url(args: argparse.Namespace) -> int:
+    from mtdesk.retrieval.crawl import CrawlOptions
+
     options = CrawlOptions(
         crawl=args.crawl, max_pages=args.max_pages or (50 if args.crawl else 1),
         max_depth=args.max_depth, max_seconds=args.max_seconds,
@@ -188,7 +193,9 @@ def _search(args: argparse.Namespace) -> int:
     if not 1 <= args.k <= 50:
         raise ValidationError("-k", "must be between 1 and 50")
 
-    async def work(service: KnowledgeService, store: KnowledgeStore, settings: Settings) -> Any:
+    from mtdesk.retrieval.search import local_retriever
+
+    async def work(service: KnowledgeService, store: KnowledgeStore, settings: Any) -> Any:
         return await local_retriever(store, settings).search(args.tenant, args.query, args.k)
 
     _print(_with_service(args, work))

@@ -1,0 +1,29 @@
+"""A sample knowledge base of a made-up business (Brightwave Cycles, a bicycle shop):
+an FAQ sheet (CSV), pages (HTML), documents (Markdown, text), and 60 labelled questions
+with the source that answers each. ``mtdesk demo`` loads it; the retrieval quality
+benchmark scores embedders on it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import msgspec
+
+FILES = ("faq.csv", "shipping-returns.md", "repairs.html", "rentals.txt", "warranty.md", "club.html", "about.md")
+
+
+class Question(msgspec.Struct, frozen=True):
+    q: str
+    source: str
+
+
+def sample_files() -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every sample source."""
+    root = resources.files(__name__)
+    return [(name, root.joinpath(name).read_bytes()) for name in FILES]
+
+
+def questions() -> list[Question]:
+    raw = resources.files(__name__).joinpath("questions.json").read_bytes()
+    return msgspec.json.decode(raw, type=list[Question])
