@@ -39,6 +39,7 @@ from mtdesk.core.clock import now_ms
 from mtdesk.core.errors import StoreUnavailable, ValidationError
 from mtdesk.core.redis import UNAVAILABLE, Redis
 from mtdesk.core.secret import Secret
+from mtdesk.gateway.routes import METRICS
 from mtdesk.policy import quotas
 
 log = logging.getLogger(__name__)
@@ -343,8 +344,6 @@ async def _forget(redis: Redis, marker: str) -> None:
 def setup_stripe_webhook(app: web.Application) -> None:
     """Add ``POST /webhooks/stripe``. Needs app[REDIS], app[SETTINGS], app[CLOCK]; counts
     on the gateway's metrics registry when :func:`setup_gateway` ran first."""
-    from mtdesk.gateway.routes import METRICS
-
     registry = app[METRICS].registry if METRICS in app else CollectorRegistry()
     app[STRIPE_METRICS] = StripeMetrics(registry)
     app.router.add_post(PATH, post_stripe_webhook)
