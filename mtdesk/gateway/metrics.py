@@ -54,6 +54,7 @@ class GatewayMetrics:
         # Label lookups cost more than increments: cache the children on the hot path.
         self._event_children: dict[tuple[str, str, str], Counter] = {}
         self._request_children: dict[int, Counter] = {}
+        self.unknown_accounts_logged: set[tuple[str, str]] = set()  # log throttle (routes)
 
     def request(self, status: int) -> None:
         child = self._request_children.get(status)

@@ -127,11 +127,25 @@ async def _handle(request: web.Request, app: web.Application, metrics: GatewayMe
             if outcome is Outcome.ENQUEUED and stale_args[3 * i + 2]:
                 label = "stale"
             elif outcome is Outcome.UNKNOWN:
-                log.info("ingest: unknown account channel=%s account=%s", ev.channel, ev.account_id)
+                _log_unknown_account(metrics, ev.channel, ev.account_id)
             metrics.event(ev.channel, _KIND[type(ev)], label)
     if parsed.malformed:
         return await _dead_letter(app, metrics, body, received_ms, "malformed_item")
     return _response(200, _OK_BODY)
+
+
+_UNKNOWN_LOG_LIMIT = 1000
+
+
+def _log_unknown_account(metrics: GatewayMetrics, channel: str, account_id: str) -> None:
+    # Once per account and app: an unprovisioned busy Page must not flood the log
+    # (the counter has every event).
+    key = (channel, account_id)
+    seen = metrics.unknown_accounts_logged
+    if key in seen or len(seen) >= _UNKNOWN_LOG_LIMIT:
+        return
+    seen.add(key)
+    log.info("ingest: events for an unprovisioned account channel=%s account=%s", channel, account_id)
 
 
 async def _dead_letter(
