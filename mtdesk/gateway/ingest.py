@@ -78,6 +78,10 @@ class IngestCall:
         self.args.append("1" if stale else "")
         self.count += 1
 
+    def is_stale(self, index: int) -> bool:
+        """Whether the ``index``-th event was marked stale."""
+        return bool(self.args[3 * index + 2])
+
 
 def build_call(
     events: Sequence[Event], *, partitions: int, received_ms: int, stale_before_ms: int

@@ -121,10 +121,9 @@ async def _handle(request: web.Request, app: web.Application, metrics: GatewayMe
             metrics.redis_errors.labels("ingest").inc()
             log.warning("ingest: Redis unavailable (%s), %d events refused with 503", exc.__cause__, len(events))
             return _json_error(503, "redis", "store unavailable, retry later")
-        stale_args = call.args
         for i, (ev, outcome) in enumerate(zip(events, outcomes, strict=True)):
             label = outcome.label
-            if outcome is Outcome.ENQUEUED and stale_args[3 * i + 2]:
+            if outcome is Outcome.ENQUEUED and call.is_stale(i):
                 label = "stale"
             elif outcome is Outcome.UNKNOWN:
                 _log_unknown_account(metrics, ev.channel, ev.account_id)
