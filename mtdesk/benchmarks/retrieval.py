@@ -41,15 +41,19 @@ def register_bench(sub: Any) -> None:
     q.set_defaults(handler=_run_quality)
 
 
-def clustered(n: int, dim: int, seed: int, centers: int = 256) -> Any:
-    """Unit vectors around random centres (text embeddings cluster by topic)."""
+def clustered(n: int, dim: int, seed: int, centers: int = 256, latent: int = 32) -> Any:
+    """Unit vectors shaped like text embeddings: topics (clusters) in a low-dimensional
+    latent space, spread into ``dim`` dimensions, plus a little noise. (Isotropic noise in
+    all 384 dimensions would make every neighbour equally far, which real text is not.)"""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    c = rng.standard_normal((centers, dim)).astype(np.float32)
-    x = c[rng.integers(0, centers, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    c = rng.standard_normal((centers, latent)).astype(np.float32)
+    z = c[rng.integers(0, centers, n)] + 0.5 * rng.standard_normal((n, latent)).astype(np.float32)
+    w = np.random.default_rng(12345).standard_normal((latent, dim)).astype(np.float32) / np.sqrt(latent)
+    x = z @ w + 0.05 * rng.standard_normal((n, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -72,9 +76,10 @@ async def _perf(args: argparse.Namespace) -> dict[str, Any]:
     print(f"generating {n} x {dim} clustered vectors and {args.queries} queries ...", flush=True)
     data = clustered(n, dim, seed=1)
     base = data[np.random.default_rng(2).integers(0, n, args.queries)]
-    noise = 0.3 * np.random.default_rng(3).standard_normal(base.shape).astype(np.float32)
+    noise = 0.02 * np.random.default_rng(3).standard_normal(base.shape).astype(np.float32)
     queries = base + noise
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
     exact = faiss.IndexFlatIP(dim)
     exact.add(data)
     _, truth = exact.search(queries, k)
