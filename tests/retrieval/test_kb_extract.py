@@ -92,3 +92,15 @@ def test_any_bytes_give_a_document_or_a_validation_error(data: bytes, ext: str) 
         assert exc.field == "file"
     else:
         assert not doc.empty
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.sampled_from(
+    ["<p>", "</p>", "<h2>", "</h2>", "<a href=", '"', "'", "/x", "http://a.b/c", "javascript:x", "#f",
+     "<script>", "</script>", "<li>", "text", " ", ">", "<", "=", "..", "mailto:q"]), max_size=60))
+def test_any_html_gives_text_and_only_absolute_web_links(pieces: list[str]) -> None:
+    from mtdesk.retrieval.html import html_document, html_links
+
+    html = "".join(pieces)
+    html_document(html)
+    assert all(link.startswith(("http://", "https://")) for link in html_links(html, "https://shop.example/a/"))

@@ -7,8 +7,12 @@ benchmark scores embedders on it.
 from __future__ import annotations
 
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import msgspec
+
+if TYPE_CHECKING:
+    from mtdesk.retrieval.ingest import KnowledgeService
 
 FILES = ("faq.csv", "shipping-returns.md", "repairs.html", "rentals.txt", "warranty.md", "club.html", "about.md")
 
@@ -27,3 +31,13 @@ def sample_files() -> list[tuple[str, bytes]]:
 def questions() -> list[Question]:
     raw = resources.files(__name__).joinpath("questions.json").read_bytes()
     return msgspec.json.decode(raw, type=list[Question])
+
+
+async def load_sample(service: KnowledgeService, tenant: str) -> list[str]:
+    """Queue every sample file as a knowledge source of ``tenant``; returns the source ids
+    (``await service.drain()`` or poll the sources to wait until they are ready)."""
+    ids = []
+    for name, data in sample_files():
+        info = await service.add_file(tenant, name, data)
+        ids.append(info.id)
+    return ids
