@@ -269,12 +269,18 @@ class KnowledgeService:
         self, tenant: str, sid: str, chunks: list[tuple[str, Chunk]], vectors: np.ndarray
     ) -> None:
         # Chunks of one source may carry different names (the pages of a crawl): group them.
-        old = await self.store.take_source_chunk_ids(tenant, sid)
+        old = await self.store.source_chunk_ids(tenant, sid)
         by_name: dict[str, list[int]] = {}
         for i, (name, _) in enumerate(chunks):
             by_name.setdefault(name, []).append(i)
+        parts = []
         for name, rows in by_name.items():
-            await self.store.add_chunks(tenant, sid, name, [chunks[i][1] for i in rows], vectors[rows])
+            parts.append(await self.store.add_chunks(tenant, sid, name, [chunks[i][1] for i in rows], vectors[rows]))
+        ids = np.concatenate(parts)
+        if not await self.store.attach_chunk_ids(tenant, sid, ids):
+            # Deleted while we worked: take back what we added, and the old ids are gone too.
+            await self.store.remove_chunks(tenant, ids)
+            raise NotFound(f"knowledge source {sid!r} was deleted")
         await self.store.remove_chunks(tenant, old)
 
     # -- embedder bookkeeping --------------------------------------------------------------

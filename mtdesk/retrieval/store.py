@@ -57,6 +57,13 @@ class LogEntry(msgspec.Struct, frozen=True):
 
 
 _CHUNK_DECODER = msgspec.msgpack.Decoder(ChunkRecord)
+_ATTACH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'ids', ARGV[1])
+  return 1
+end
+return 0
+"""
 _INT_FIELDS = ("chunks", "done", "total", "created_ms", "updated_ms", "pages")
 
 
@@ -146,24 +153,35 @@ class KnowledgeStore:
         return unpack_ids(await self.redis.hget(keys.kb_source(tenant, sid), "ids"))
 
     async def delete_source(self, tenant: str, sid: str) -> int:
-        """Delete a source, its chunks and vectors. Returns how many chunks went."""
+        """Delete a source, its chunks and vectors. Returns how many chunks went.
+
+        The source record goes first (atomically with reading its chunk ids), so a job
+        still working on it cannot attach new chunks afterwards (see attach_chunk_ids).
+        """
         key = keys.kb_source(tenant, sid)
-        if not await self.redis.exists(key):
-            raise NotFound(f"knowledge source {sid!r} not found")
-        ids = await self.source_chunk_ids(tenant, sid)
-        await self.remove_chunks(tenant, ids)
         async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            pipe.hget(key, "ids")
             pipe.delete(key)
             pipe.zrem(keys.kb_sources(tenant), sid)
             pipe.srem(keys.KB_PENDING, f"{tenant}:{sid}")
-            await pipe.execute()
+            existed, raw, *_ = await pipe.execute()
+        if not existed:
+            raise NotFound(f"knowledge source {sid!r} not found")
+        ids = unpack_ids(raw)
+        await self.remove_chunks(tenant, ids)
         return len(ids)
+
+    async def attach_chunk_ids(self, tenant: str, sid: str, ids: np.ndarray) -> bool:
+        """Record ``ids`` as the source's chunks, only if the source still exists."""
+        return bool(await self.redis.eval(_ATTACH, 1, keys.kb_source(tenant, sid), pack_ids(ids)))
 
     # -- chunks and vectors ----------------------------------------------------------------
     async def add_chunks(
         self, tenant: str, sid: str, name: str, chunks: Sequence[Chunk], vectors: np.ndarray
     ) -> np.ndarray:
-        """Store chunks + vectors under new ids, record them on the source, log the add."""
+        """Store chunks + vectors under new ids and log the add; returns the ids.
+        The caller records them on the source (:meth:`attach_chunk_ids`)."""
         if not chunks:
             return np.zeros(0, np.int64)
         last = int(await self.redis.incrby(keys.kb_seq(tenant), len(chunks)))
@@ -175,13 +193,10 @@ class KnowledgeStore:
             for i, c in zip(ids, chunks, strict=True)
         }
         vecs = {str(i): vec16[j].tobytes() for j, i in enumerate(ids)}
-        src = keys.kb_source(tenant, sid)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.kb_chunks(tenant), mapping=texts)
             pipe.hset(keys.kb_vectors(tenant), mapping=vecs)
             await pipe.execute()
-        old = await self.redis.hget(src, "ids")
-        await self.redis.hset(src, "ids", (old or b"") + ids.tobytes())
         await self.log(tenant, "add", ids)
         return ids
 
@@ -194,15 +209,6 @@ class KnowledgeStore:
             pipe.hdel(keys.kb_vectors(tenant), *fields)
             await pipe.execute()
         await self.log(tenant, "del", ids)
-
-    async def take_source_chunk_ids(self, tenant: str, sid: str) -> np.ndarray:
-        """A source's chunk ids, forgotten by the source (re-sync: new ones replace them)."""
-        key = keys.kb_source(tenant, sid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(key, "ids")
-            pipe.hdel(key, "ids")
-            raw, _ = await pipe.execute()
-        return unpack_ids(raw)
 
     async def chunks(self, tenant: str, ids: Sequence[int]) -> list[ChunkRecord | None]:
         if not ids:

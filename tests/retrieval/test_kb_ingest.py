@@ -156,3 +156,37 @@ async def test_a_restarted_worker_resumes_unfinished_jobs(redis: Redis, tmp_path
     await asyncio.wait_for(resumed.drain(), 10)
     await resumed.stop()
     assert (await store.get_source("t1", info.id)).status == "ready"
+
+
+async def test_a_file_resyncs_from_its_stored_upload_and_delete_removes_the_upload(kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    service, retriever = kb
+    info = await service.add_file("t1", "hours.md", b"# Hours\n\nWe open at nine.\n")
+    await service.drain()
+    uploads = list((tmp_path / "data" / "uploads").rglob("hours.md"))
+    assert len(uploads) == 1
+    await service.resync("t1", info.id)
+    await service.drain()
+    again = await service.get("t1", info.id)
+    assert again.status == "ready" and again.chunks == 1
+    assert len(await retriever.search("t1", "when do you open", 5)) == 1  # replaced, not doubled
+    await service.delete("t1", info.id)
+    assert not uploads[0].exists()
+
+
+class DeletedMidway(KnowledgeStore):
+    """A store in which the source is deleted (as by a concurrent DELETE) right after
+    the job stored its chunks and before it attaches them."""
+
+    async def add_chunks(self, tenant, sid, name, chunks, vectors):  # type: ignore[no-untyped-def]
+        ids = await super().add_chunks(tenant, sid, name, chunks, vectors)
+        await self.delete_source(tenant, sid)
+        return ids
+
+
+async def test_a_source_deleted_while_it_is_processed_leaves_nothing_behind(redis: Redis, tmp_path: Path) -> None:
+    store = DeletedMidway(redis)
+    service = KnowledgeService(store, kb_settings(tmp_path))
+    info = await service.add_qa("t1", FAQ)  # not started: the job is run here, by hand
+    done = await service.run("t1", info.id)
+    assert done.status == "failed"
+    assert len(await store.all_chunk_ids("t1")) == 0 and await store.list_sources("t1") == []
