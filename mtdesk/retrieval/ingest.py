@@ -33,6 +33,8 @@ from mtdesk.retrieval.urlpolicy import AddressPolicy
 log = logging.getLogger(__name__)
 
 MAX_QA_PAIRS = 5000
+JOB_LOCK_S = 900  # one process builds a source at a time; a crashed one frees it after this
+RETRY_LOCKED_S = 2.0
 EMBED_BATCH = 64
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -75,7 +77,7 @@ class KnowledgeService:
     def __init__(
         self, store: KnowledgeStore, settings: Settings, *, embedders: Embedders | None = None,
         on_change: OnChange | None = None, policy: AddressPolicy | None = None,
-        chunking: ChunkingOptions | None = None,
+        chunking: ChunkingOptions | None = None, retry_locked_s: float = RETRY_LOCKED_S,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -83,6 +85,7 @@ class KnowledgeService:
         self.on_change = on_change
         self.policy = policy or AddressPolicy(allow_private=settings.kb_allow_private_urls)
         self.chunking = chunking or ChunkingOptions()
+        self.retry_locked_s = retry_locked_s
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._docs: dict[tuple[str, str], Document] = {}  # extracted at upload, used once
@@ -114,7 +117,15 @@ class KnowledgeService:
         while True:
             tenant, sid = await self._queue.get()
             try:
-                await self.run(tenant, sid)
+                if not await self.store.lock_source(tenant, sid, JOB_LOCK_S):
+                    # Another process is building this source: try again when it may be done
+                    # (a re-sync asked for meanwhile must still happen).
+                    asyncio.get_running_loop().call_later(self.retry_locked_s, self._submit, tenant, sid)
+                    continue
+                try:
+                    await self.run(tenant, sid)
+                finally:
+                    await self.store.unlock_source(tenant, sid)
             except Exception:  # the job is marked failed in run(); keep the worker alive
                 log.exception("kb ingestion crashed", extra={"tenant": tenant, "source": sid})
             finally:

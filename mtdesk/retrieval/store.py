@@ -172,6 +172,13 @@ class KnowledgeStore:
         await self.remove_chunks(tenant, ids)
         return len(ids)
 
+    async def lock_source(self, tenant: str, sid: str, ttl_s: int) -> bool:
+        """Take the build lock of a source (across processes); False when someone has it."""
+        return bool(await self.redis.set(keys.knowledge(tenant, f"lock:{sid}"), b"1", nx=True, ex=ttl_s))
+
+    async def unlock_source(self, tenant: str, sid: str) -> None:
+        await self.redis.delete(keys.knowledge(tenant, f"lock:{sid}"))
+
     async def attach_chunk_ids(self, tenant: str, sid: str, ids: np.ndarray) -> bool:
         """Record ``ids`` as the source's chunks, only if the source still exists."""
         return bool(await self.redis.eval(_ATTACH, 1, keys.kb_source(tenant, sid), pack_ids(ids)))

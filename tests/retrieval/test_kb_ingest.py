@@ -190,3 +190,20 @@ async def test_a_source_deleted_while_it_is_processed_leaves_nothing_behind(redi
     done = await service.run("t1", info.id)
     assert done.status == "failed"
     assert len(await store.all_chunk_ids("t1")) == 0 and await store.list_sources("t1") == []
+
+
+async def test_a_source_another_process_is_building_waits_for_it(redis: Redis, tmp_path: Path) -> None:
+    store = KnowledgeStore(redis)
+    service = KnowledgeService(store, kb_settings(tmp_path), retry_locked_s=0.05)
+    info = await service.add_qa("t1", FAQ)
+    assert await store.lock_source("t1", info.id, 60)  # "another process" holds the build
+    await service.start()
+    await asyncio.sleep(0.3)
+    assert (await store.get_source("t1", info.id)).status == "queued"
+    await store.unlock_source("t1", info.id)
+    for _ in range(100):
+        if (await store.get_source("t1", info.id)).status == "ready":
+            break
+        await asyncio.sleep(0.05)
+    await service.stop()
+    assert (await store.get_source("t1", info.id)).status == "ready"
