@@ -157,12 +157,19 @@ def _run_perf(args: argparse.Namespace) -> int:
 async def _quality(args: argparse.Namespace) -> dict[str, Any]:
     from mtdesk.fakes.llm import FakeLLM
     from mtdesk.retrieval.embedders import LexicalEmbedder, LocalEmbedder, ProviderEmbedder
-    from mtdesk.retrieval.evaluate import evaluate_bm25, evaluate_embedder, sample_chunks
+    from mtdesk.retrieval.evaluate import (
+        evaluate_bm25,
+        evaluate_embedder,
+        evaluate_extractive,
+        sample_chunks,
+    )
 
     chunks = sample_chunks()
     scores = [evaluate_bm25(chunks), await evaluate_embedder(LexicalEmbedder(), chunks)]
+    answers = [await evaluate_extractive(LexicalEmbedder(), chunks)]
     if not args.no_local and LocalEmbedder.available():
         scores.append(await evaluate_embedder(LocalEmbedder(), chunks))
+        answers.append(await evaluate_extractive(LocalEmbedder(), chunks))
     async with FakeLLM(dimension=256) as fake:
         provider = ProviderEmbedder("fake", "fake-embed", fake.base_url, "key")
         scores.append(await evaluate_embedder(provider, chunks))
@@ -170,6 +177,9 @@ async def _quality(args: argparse.Namespace) -> dict[str, Any]:
     return {"chunks": len(chunks), "scores": [
         {"embedder": s.name, "questions": s.questions, "hit_at_1": s.hit_at_1,
          "hit_at_5": s.hit_at_5, "mrr": s.mrr} for s in scores
+    ], "extractive": [
+        {"embedder": a.name, "right": a.right, "wrong": a.wrong, "fallback": a.fallback,
+         "off_topic_refused": a.off_topic_refused, "off_topic": a.off_topic} for a in answers
     ]}
 
 
@@ -180,6 +190,11 @@ def _run_quality(args: argparse.Namespace) -> int:
     print(f"{'embedder':<32} {'hit@1':>6} {'hit@5':>6} {'MRR':>6}")
     for s in result["scores"]:
         print(f"{s['embedder']:<32} {s['hit_at_1']:>6.3f} {s['hit_at_5']:>6.3f} {s['mrr']:>6.3f}")
+    print("\nextractive answers (no LLM): right / wrong / \"don't know\" of the labelled questions;"
+          " off-topic questions refused")
+    for a in result["extractive"]:
+        print(f"{a['embedder']:<32} {a['right']:>3} / {a['wrong']} / {a['fallback']}   "
+              f"{a['off_topic_refused']}/{a['off_topic']}")
     _report(result, args.json_path, show=False)
     return 0
 

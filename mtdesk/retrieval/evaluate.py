@@ -57,6 +57,47 @@ async def evaluate_embedder(embedder: Embedder, chunks: list[tuple[str, Chunk]] 
     return score(embedder.name, [[chunks[j][0] for j in row] for row in order], qs)
 
 
+class AnswerScore(msgspec.Struct, frozen=True):
+    """What the no-LLM ``extractive`` bot does with the labelled and off-topic questions."""
+
+    name: str
+    right: int  # answered, citing the expected source
+    wrong: int  # answered from another source
+    fallback: int  # said it does not know
+    off_topic_refused: int
+    off_topic: int
+
+
+async def evaluate_extractive(embedder: Embedder, chunks: list[tuple[str, Chunk]] | None = None,
+                              k: int = 5) -> AnswerScore:
+    from mtdesk.core.ports import BotConfig, Passage
+    from mtdesk.retrieval.extractive import ExtractiveModel
+    from mtdesk.retrieval.sample import OFF_TOPIC
+
+    chunks = chunks if chunks is not None else sample_chunks()
+    qs = questions()
+    bot = BotConfig(fallback_message="\0fallback")
+    model = ExtractiveModel()
+    doc_vecs = await embedder.embed([c.embed_text for _, c in chunks])
+    asked = [q.q for q in qs] + list(OFF_TOPIC)
+    sims = (await embedder.embed(asked)) @ doc_vecs.T
+    right = wrong = fallback = refused = 0
+    for i, text in enumerate(asked):
+        top = np.argsort(-sims[i])[:k]
+        passages = [Passage(text=chunks[j][1].text, answer=chunks[j][1].answer, source=chunks[j][0],
+                            score=float(sims[i, j])) for j in top if sims[i, j] > 0]
+        answer = model.answer(bot, text, passages)
+        if i >= len(qs):
+            refused += answer == bot.fallback_message
+        elif answer == bot.fallback_message:
+            fallback += 1
+        elif answer.endswith(f"(Source: {qs[i].source})"):
+            right += 1
+        else:
+            wrong += 1
+    return AnswerScore(embedder.name, right, wrong, fallback, refused, len(OFF_TOPIC))
+
+
 class BM25:
     """Okapi BM25 (k1=1.2, b=0.75) over stemmed content words."""
 

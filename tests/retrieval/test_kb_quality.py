@@ -94,3 +94,11 @@ def test_openrouter_is_the_default_embedder_when_its_key_is_set() -> None:
     keyed = Settings.from_env({"MTDESK_OPENROUTER_API_KEY": "sk-x"}, dotenv=None)
     assert default_spec(keyed).startswith("openrouter:")
     assert default_spec(Settings(kb_embedder="lexical")) == "lexical"
+
+
+async def test_the_no_llm_bot_answers_most_questions_and_refuses_off_topic_ones() -> None:
+    from mtdesk.retrieval.evaluate import evaluate_extractive
+
+    result = await evaluate_extractive(embedder_for("lexical", Settings()))
+    assert result.right >= 35 and result.wrong <= 5  # of 60 labelled questions
+    assert result.off_topic_refused >= result.off_topic - 1

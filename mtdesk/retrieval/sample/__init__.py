@@ -17,6 +17,15 @@ if TYPE_CHECKING:
 FILES = ("faq.csv", "shipping-returns.md", "repairs.html", "rentals.txt", "warranty.md", "club.html", "about.md")
 
 
+# Questions the sample business's knowledge does not answer: the bot should say it does not know.
+OFF_TOPIC = (
+    "do you sell skateboards", "what is the capital of France", "can I bring my dog",
+    "do you accept bitcoin", "do you sell cars", "who won the world cup",
+    "will it rain tomorrow", "can you deliver pizza", "how do I reset my router",
+    "what is your CEO salary", "do you repair laptops", "do you sell surfboards",
+)
+
+
 class Question(msgspec.Struct, frozen=True):
     q: str
     source: str
