@@ -1,8 +1,10 @@
 """The composition root's app builder: the ONE aiohttp application of MT Desk.
 
 :func:`build_app` wires the Redis client, settings and clock into the app and adds
-the parts' routes. ``mtdesk serve``, the benchmarks and the end-to-end tests all build
-the app here, so what they exercise is what production runs.
+every part's routes: the Meta webhook (with health and metrics), Meta's data-deletion
+and deauthorize callbacks, the Stripe webhook, and the admin API and web UI.
+``mtdesk serve``, ``mtdesk demo``, the benchmarks and the end-to-end tests all build the
+app here, so what they exercise is what production runs.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from mtdesk.actors.stats import live_shards, read_shard_stats, render_shard_stats
+from mtdesk.admin.app import setup_admin
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
-from mtdesk.gateway.routes import setup_gateway
+from mtdesk.gateway.meta_deletion import setup_meta_deletion
+from mtdesk.gateway.routes import add_metrics_source, add_readiness_check, setup_gateway
+from mtdesk.gateway.stripe_webhook import setup_stripe_webhook
 
 
 def make_redis(settings: Settings) -> Redis:
@@ -35,10 +41,12 @@ def build_app(
     redis: Redis | None = None,
     clock: Clock | None = None,
     metrics_dir: str | None = None,
+    expect_shards: bool = False,
 ) -> web.Application:
     """The app with every route. A Redis client passed in stays the caller's to close;
     one made here is closed with the app. ``metrics_dir``: prometheus multiprocess
-    directory when several worker processes serve one port."""
+    directory when several worker processes serve one port. ``expect_shards``: ``/readyz``
+    also requires every conversation shard to have reported in the last 20 s (serve)."""
     # Bodies are read and limited by the routes themselves (the webhook streams its
     # body against settings.max_body_bytes); this is the cap for everything else.
     app = web.Application(client_max_size=settings.max_body_bytes)
@@ -50,13 +58,22 @@ def build_app(
         app.on_cleanup.append(_close_redis)
 
     setup_gateway(app, multiprocess_dir=metrics_dir)
+    setup_meta_deletion(app)
+    setup_stripe_webhook(app)
+    setup_admin(app)
 
-    # --- LEAD: add the other parts here --------------------------------------------
-    # - the admin sub-app:   app.add_subapp("/admin", build_admin_app(...))
-    # - actor readiness:     from mtdesk.gateway.routes import add_readiness_check
-    #                        add_readiness_check(app, "actors", <async check>)
-    # - Stripe / data-deletion webhooks (their owners' setup functions).
-    # ---------------------------------------------------------------------------------
+    async def shard_metrics() -> bytes:
+        return render_shard_stats(await read_shard_stats(app[REDIS]))
+
+    add_metrics_source(app, shard_metrics)
+    if expect_shards:
+        async def shards_ready() -> None:
+            live = await live_shards(app[REDIS])
+            missing = sorted(set(range(settings.shards)) - set(live))
+            if missing:
+                raise RuntimeError(f"conversation shards not reporting: {missing}")
+
+        add_readiness_check(app, "shards", shards_ready)
     return app
 
 

@@ -39,6 +39,9 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 BATCHER = web.AppKey("ingest_batcher", IngestBatcher)
 METRICS = web.AppKey("gateway_metrics", GatewayMetrics)
 READINESS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
+MetricsSource = Callable[[], Awaitable[bytes]]
+"""Returns more prometheus text exposition for ``/metrics``."""
+METRIC_SOURCES = web.AppKey("metric_sources", list[MetricsSource])
 
 _OK_BODY = b"EVENT_RECEIVED"
 _KIND: dict[type, str] = {t: str(t.__struct_config__.tag) for t in get_args(Event)}
@@ -195,8 +198,19 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    body = render_metrics(request.app[METRICS])
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+    parts = [render_metrics(request.app[METRICS])]
+    for source in request.app[METRIC_SOURCES]:
+        try:
+            parts.append(await asyncio.wait_for(source(), _READY_TIMEOUT_S))
+        except Exception:  # one missing source must not hide the gateway's own series
+            request.app[METRICS].redis_errors.labels("metrics_source").inc()
+    return web.Response(body=b"".join(parts),
+                        headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+def add_metrics_source(app: web.Application, source: MetricsSource) -> None:
+    """Append another exposition (e.g. the shards' snapshots) to ``/metrics``."""
+    app[METRIC_SOURCES].append(source)
 
 
 def _redis_check(app: web.Application) -> ReadinessCheck:
@@ -230,6 +244,7 @@ def setup_gateway(
     app[METRICS] = GatewayMetrics(registry or CollectorRegistry(), multiprocess_dir=multiprocess_dir)
     app[BATCHER] = IngestBatcher(app[REDIS], dedup_ttl_s=app[SETTINGS].dedup_ttl_s)
     app[READINESS] = {"redis": _redis_check(app)}
+    app[METRIC_SOURCES] = []
     app.cleanup_ctx.append(_batcher_ctx)
     app.router.add_get("/webhooks/meta", get_webhook)
     app.router.add_post("/webhooks/meta", post_webhook)
