@@ -105,3 +105,28 @@ def actor_retriever(store: KnowledgeStore, settings: Settings, handles: Sequence
     """The Retriever over shard actors (one batching client per actor)."""
     clients = [ActorShardClient(h) for h in handles]
     return KnowledgeRetriever(store, clients, Embedders(settings), block=settings.kb_shard_chunks)
+
+
+def find_retrieval_shards(n: int, *, namespace: str | None = None) -> list[Any] | None:
+    """Handles of the ``n`` running shard actors (by name), or None when any is missing."""
+    handles = []
+    for i in range(n):
+        try:
+            handles.append(ray.get_actor(NAME.format(i), namespace=namespace))
+        except ValueError:
+            return None
+    return handles
+
+
+def shard_retriever(store: KnowledgeStore, settings: Settings, n: int, *,
+                    namespace: str | None = None) -> KnowledgeRetriever:
+    """For a conversation shard: the actor retriever when the ``n`` retrieval actors run
+    (and Ray is up), else an in-process one over the same Redis (it loads the tenants it is
+    asked about from snapshots / Redis, and follows their change logs)."""
+    from mtdesk.retrieval.search import local_retriever
+
+    if ray.is_initialized():
+        handles = find_retrieval_shards(n, namespace=namespace)
+        if handles is not None:
+            return actor_retriever(store, settings, handles)
+    return local_retriever(store, settings)

@@ -56,3 +56,28 @@ async def test_actor_shards_answer_in_batches_and_survive_a_restart(
     finally:
         for h in handles:
             ray.kill(h, no_restart=True)
+
+
+async def test_a_conversation_shard_finds_the_running_retrieval_actors_by_name(
+    ray_session: None, redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    import ray
+
+    from mtdesk.actors.retrieval_deploy import (
+        ActorShardClient,
+        create_retrieval_shards,
+        shard_retriever,
+    )
+
+    settings = kb_settings(tmp_path, redis_url=redis_url)
+    namespace = f"kb-{uuid.uuid4().hex}"
+    store = KnowledgeStore(redis)
+    assert not isinstance(shard_retriever(store, settings, 1, namespace=namespace).shards[0], ActorShardClient)
+    handles = create_retrieval_shards(settings, 1, namespace=namespace)
+    try:
+        found = shard_retriever(store, settings, 1, namespace=namespace)
+        assert isinstance(found.shards[0], ActorShardClient)
+        assert await found.search("nobody", "anything") == []
+    finally:
+        for h in handles:
+            ray.kill(h, no_restart=True)
