@@ -1,4 +1,5 @@
-"""``mtdesk serve``: run the HTTP server (webhooks, health, metrics; admin when added).
+"""``mtdesk serve``: the Ray deployment of the actors, then the HTTP server (webhooks,
+health, metrics, admin).
 
 Settings are read from the environment once and validated (a missing or malformed
 variable stops with a message naming it, exit 2). ``--workers N`` runs N gateway
@@ -21,15 +22,18 @@ from collections.abc import Callable
 
 from mtdesk.core.settings import Settings
 
-# LEAD: start (or join) the Ray deployment here, before the HTTP server. It gets the
-# validated settings and returns a function that stops what it started. The gateway
-# workers never need Ray; readiness of the actors is registered in compose.build_app.
-BackendStarter = Callable[[Settings], Callable[[], None]]
-
 
 def start_backend(settings: Settings) -> Callable[[], None]:
-    """Start what must run beside the HTTP server (the actors, once they exist)."""
-    return lambda: None
+    """Start (or join) Ray and the actors before the HTTP server; returns their stopper.
+    The gateway workers never need Ray: they only share Redis with the actors."""
+    from mtdesk.cli.backend import Backend
+
+    backend = Backend(settings)
+    print("mtdesk: starting Ray and the actors…", flush=True)
+    backend.start()
+    print(f"mtdesk: {settings.shards} conversation shards, {settings.retrieval_shards} "
+          "retrieval shards, deletion and retention actors running", flush=True)
+    return backend.stop
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--workers", type=int, default=1,
         help="gateway processes sharing the port with SO_REUSEPORT (default 1)",
     )
+    p.add_argument(
+        "--no-actors", action="store_true",
+        help="HTTP only: the actors run elsewhere (another `mtdesk serve` joined to the same "
+             "Redis and Ray cluster); scale gateways and shards separately",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -55,7 +64,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("mtdesk: error: --workers: must be at least 1", file=sys.stderr)
         return 2
-    stop_backend = start_backend(settings)
+    stop_backend = (lambda: None) if args.no_actors else start_backend(settings)
     try:
         if args.workers == 1:
             run_worker(settings, host, port, reuse_port=False, metrics_dir=None)
@@ -89,7 +98,7 @@ async def _serve(
 
     from mtdesk.cli.compose import build_app
 
-    app = build_app(settings, metrics_dir=metrics_dir)
+    app = build_app(settings, metrics_dir=metrics_dir, expect_shards=True)
     runner = web.AppRunner(app, access_log=None)  # access logs cost ~10% of throughput
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)

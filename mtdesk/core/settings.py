@@ -56,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # The message path.
     partitions: int = 64
     shards: int = 2
+    retrieval_shards: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     dedup_ttl_s: int = 8 * 24 * 3600
     max_event_age_s: int = 6 * 3600
@@ -229,6 +230,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         log_level=(env.get("MTDESK_LOG_LEVEL", "").strip() or "INFO").upper(),
         partitions=_int(env, "MTDESK_PARTITIONS", 64, low=1, high=4096),
         shards=_int(env, "MTDESK_SHARDS", 2, low=1, high=1024),
+        retrieval_shards=_int(env, "MTDESK_RETRIEVAL_SHARDS", 1, low=1, high=1024),
         max_body_bytes=_int(env, "MTDESK_MAX_BODY_BYTES", 10 * 1024 * 1024, low=1024, high=1 << 30),
         dedup_ttl_s=_int(env, "MTDESK_DEDUP_TTL_S", 8 * 24 * 3600, low=7 * 24 * 3600, high=1 << 31),
         max_event_age_s=_int(env, "MTDESK_MAX_EVENT_AGE_S", 6 * 3600, low=1, high=1 << 31),

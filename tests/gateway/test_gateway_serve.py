@@ -47,7 +47,8 @@ def test_missing_setting_stops_serve_with_its_name(redis_url: str, tmp_path) -> 
 def test_two_workers_serve_one_port_and_stop_together(redis_url: str, tmp_path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mtdesk", "serve", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "mtdesk", "serve", "--port", str(port), "--workers", "2",
+         "--no-actors"],
         env=serve_env(redis_url), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     lines: list[str] = []

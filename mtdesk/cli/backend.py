@@ -1,0 +1,115 @@
+"""What runs beside the HTTP server: Ray and the actors (the composition root's half of it).
+
+:class:`Backend` initialises Ray (joining ``MTDESK_RAY_ADDRESS`` or starting a local
+instance on free ports), then creates, in order: the retrieval shards (FAISS), the
+conversation shards (wired to the knowledge base: retrieval through the retrieval
+actors, the extractive model for provider ``extractive``), and the policy actors
+(deletion worker, retention sweep). Their async control calls and watchdogs run on one
+event loop in a thread of their own, so both ``mtdesk serve`` (with any number of
+gateway workers) and ``mtdesk demo`` drive it from plain synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from mtdesk.core.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def knowledge_shard_services(settings: Settings) -> Any:
+    """A conversation shard's services with the knowledge base wired in. Runs inside the
+    shard's actor process (Ray pickles this function by reference)."""
+    from mtdesk.actors.pipeline import build_shard_services
+    from mtdesk.actors.retrieval_deploy import shard_retriever
+    from mtdesk.core.redis import connect
+    from mtdesk.retrieval.extractive import ExtractiveModel
+    from mtdesk.retrieval.store import KnowledgeStore
+
+    store = KnowledgeStore(connect(settings.redis_url, max_connections=16))
+    retriever = shard_retriever(store, settings, settings.retrieval_shards,
+                                namespace="mtdesk")
+    services = await build_shard_services(settings, offline_model=ExtractiveModel(),
+                                          retriever=retriever)
+    services.closers.append(store.redis.aclose)
+    return services
+
+
+class Backend:
+    """Ray plus every actor of a deployment. ``start()`` blocks until all answer."""
+
+    def __init__(self, settings: Settings, *, policy: bool = True) -> None:
+        self.settings = settings
+        self._policy_enabled = policy
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="mtdesk-backend", daemon=True)
+        self.shards: Any = None
+        self.policy: Any = None
+        self.retrieval: list[Any] = []
+        self._owns_ray = False
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = 180.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
+
+    def start(self) -> None:
+        import ray
+
+        from mtdesk.actors.deploy import Deployment, ray_init_kwargs
+        from mtdesk.actors.policy_deploy import PolicyDeployment
+        from mtdesk.actors.retrieval_deploy import create_retrieval_shards
+
+        if not ray.is_initialized():
+            ray.init(**ray_init_kwargs(self.settings))
+            self._owns_ray = True
+        self._thread.start()
+        self.retrieval = create_retrieval_shards(
+            self.settings, self.settings.retrieval_shards, namespace="mtdesk")
+        ray.get([h.ping.remote() for h in self.retrieval], timeout=180)
+        self.shards = Deployment(self.settings, factory=knowledge_shard_services)
+        self._run(self.shards.start())
+        if self._policy_enabled:
+            self.policy = PolicyDeployment(self.settings)
+            self._run(self.policy.start())
+        log.info("backend started: %d conversation shards, %d retrieval shards",
+                 self.settings.shards, len(self.retrieval))
+
+    async def _ready(self) -> bool:
+        ok = await self.shards.ready() if self.shards else False
+        if ok and self.policy is not None:
+            ok = await self.policy.ready()
+        return bool(ok)
+
+    def ready(self) -> bool:
+        return self._run(self._ready(), timeout_s=30)
+
+    def run_retention(self, tenant_ids: list[str] | None = None) -> dict[str, Any]:
+        if self.policy is None:
+            raise RuntimeError("policy actors are not running")
+        return self._run(self.policy.run_retention(tenant_ids))
+
+    def stop(self) -> None:
+        import ray
+
+        with contextlib.suppress(Exception):
+            if self.shards is not None:
+                self._run(self.shards.stop(), timeout_s=60)
+        with contextlib.suppress(Exception):
+            if self.policy is not None:
+                self._run(self.policy.stop(), timeout_s=60)
+        for handle in self.retrieval:
+            with contextlib.suppress(Exception):
+                ray.kill(handle, no_restart=True)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        if self._owns_ray:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
