@@ -12,15 +12,19 @@ ensure_venv() {  # $1: pip extras, e.g. "[test]"
   "$VENV/bin/pip" install -q -e ".$1"
 }
 
-ensure_redis() {
+ensure_redis_installed() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  echo "installing redis-server (Debian package)…"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+}
+
+ensure_redis() {  # a Redis answering on 127.0.0.1:6379 (the tests' default)
   if command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     return 0
   fi
-  if ! command -v redis-server >/dev/null 2>&1; then
-    echo "installing redis-server (Debian package)…"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null;
-    else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null; fi
-  fi
+  ensure_redis_installed
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
   for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "Redis did not start on 127.0.0.1:6379" >&2
