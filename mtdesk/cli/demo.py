@@ -16,18 +16,16 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from mtdesk.cli.localredis import free_port, local_redis
 from mtdesk.core.settings import Settings
 from mtdesk.fakes.graph import FakeGraphAPI, RecordedSend
 from mtdesk.fakes.meta import meta_json, sign, text_payload
@@ -61,55 +59,6 @@ REAL_PROVIDERS = [
     ("moonshot", "moonshot-v1-8k"),
     ("minimax", "MiniMax-Text-01"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except Exception:
-        return False
-
-
-@contextlib.contextmanager
-def demo_redis(workdir: str) -> Iterator[str]:
-    """A Redis of the demo's own when ``redis-server`` is installed (the demo never mixes
-    its data with a real deployment's), else MTDESK_REDIS_URL / the default if it answers."""
-    explicit = os.environ.get("MTDESK_REDIS_URL")
-    server = shutil.which("redis-server")
-    if explicit or server is None:
-        url = explicit or "redis://127.0.0.1:6379/0"
-        if not _redis_answers(url):
-            raise SystemExit(
-                f"mtdesk demo: no Redis answers at {url} and redis-server is not installed "
-                "(Debian: apt-get install redis-server)")
-        yield url
-        return
-    port = free_port()
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 10
-        while not _redis_answers(url):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("mtdesk demo: redis-server did not start")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
 
 
 def demo_settings(redis_url: str, graph_base: str, port: int, data_dir: str) -> Settings:
@@ -267,7 +216,7 @@ async def run_demo(*, wait: bool = True, port: int | None = None) -> int:
     transcript = Transcript()
     workdir = tempfile.mkdtemp(prefix="mtdesk-demo-")
     try:
-        with demo_redis(workdir) as redis_url:
+        with local_redis(workdir, who="mtdesk demo") as redis_url:
             async with FakeGraphAPI(on_send=transcript.bot) as graph:
                 settings = demo_settings(redis_url, graph.base_url, port or free_port(),
                                          os.path.join(workdir, "data"))
