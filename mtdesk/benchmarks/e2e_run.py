@@ -1,0 +1,530 @@
+"""The orchestration of ``mtdesk bench e2e`` (see :mod:`mtdesk.benchmarks.e2e`).
+
+:func:`run` starts every process, provisions through the admin API, warms up, runs the
+load generator, drains, and returns the report (a JSON-able dict). Everything it starts
+is stopped on the way out, also on errors. Top-level imports stay light (stdlib only):
+``mtdesk bench`` imports this module on every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from mtdesk.benchmarks.e2e_load import TOKEN, LoadConfig, build_request, loadgen_main
+
+APP_SECRET = "bench-e2e-app-secret"
+ADMIN_TOKEN = "bench-e2e-admin-token"
+MODEL = "bench-model"
+ACCOUNTS_PER_CHANNEL = 2  # keeps each account under Meta's per-Page 300/s at high rates
+Log = Callable[[str], None]
+
+
+@dataclass
+class BenchConfig:
+    seconds: float = 20.0
+    rate: float = 300.0
+    users: int = 3000
+    llm_latency_ms: float = 300.0
+    graph_latency_ms: float = 0.0
+    shards: int = 2
+    duplicate_fraction: float = 0.05
+    drain_timeout_s: float = 60.0
+    connections: int = 64
+    redis_url: str | None = None
+    profile_dir: str | None = None
+    warmup_messages: int = 30
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float | None:
+    """utime + stime of one process (Linux /proc), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(name))
+    out: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot (every process on the machine)."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds by component between two :meth:`sample` calls."""
+
+    def __init__(self, named: dict[str, list[int]]) -> None:
+        self.named = named  # component → pids
+
+    def sample(self) -> dict[str, Any]:
+        pids = {p: _cpu_s(p) for p in _descendants(os.getpid()) | {os.getpid()}}
+        return {"at": time.monotonic(), "pids": pids, "machine": _machine_busy_s()}
+
+    def between(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+        def delta(pid: int) -> float:
+            after = b["pids"].get(pid)
+            if after is None:
+                return 0.0
+            return after - (a["pids"].get(pid) or 0.0)
+
+        out: dict[str, float] = {}
+        seen: set[int] = set()
+        for name, pids in self.named.items():
+            out[name] = round(sum(delta(p) for p in pids), 3)
+            seen.update(pids)
+        out["bench_driver"] = round(delta(os.getpid()), 3)
+        seen.add(os.getpid())
+        out["ray_other"] = round(sum(delta(p) for p in b["pids"] if p not in seen), 3)
+        out["machine_all_processes"] = round(b["machine"] - a["machine"], 3)
+        return out
+
+
+@contextlib.contextmanager
+def _gateway(env: dict[str, str], port: int, workdir: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtdesk", "serve", "--no-actors", "--port", str(port)],
+        env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=None,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _bench_env(redis_url: str, graph_root: str, llm_root: str, port: int, data_dir: str,
+               shards: int) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTDESK_")}
+    env.update({
+        "MTDESK_REDIS_URL": redis_url,
+        "MTDESK_GRAPH_API_BASE": f"{graph_root}/v25.0",
+        "MTDESK_OPENAI_BASE_URL": f"{llm_root}/v1",
+        "MTDESK_OPENAI_API_KEY": "bench-key",
+        "MTDESK_PORT": str(port),
+        "MTDESK_DATA_DIR": data_dir,
+        "MTDESK_META_APP_SECRET": APP_SECRET,
+        "MTDESK_META_VERIFY_TOKEN": "bench-verify",
+        "MTDESK_ADMIN_TOKEN": ADMIN_TOKEN,
+        "MTDESK_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "MTDESK_SHARDS": str(shards),
+        # A high-volume WhatsApp number (Meta allows up to 1,000 mps); 80 would cap the bench.
+        "MTDESK_WHATSAPP_MPS": "1000",
+        "MTDESK_KB_EMBEDDER": "lexical",
+    })
+    return env
+
+
+# --- provisioning and matching -------------------------------------------------------------
+
+
+async def _call(session: Any, method: str, url: str, token: str, **kwargs: Any) -> Any:
+    async with session.request(method, url, headers={"Authorization": f"Bearer {token}"},
+                               **kwargs) as resp:
+        body = await resp.json(content_type=None)
+        if resp.status >= 400:
+            raise RuntimeError(f"{method} {url} answered {resp.status}: {body}")
+        return body
+
+
+async def _provision(session: Any, base: str, graph_root: str) -> dict[str, list[str]]:
+    """One tenant, ACCOUNTS_PER_CHANNEL accounts on each channel, the bot on the fake LLM."""
+    api = f"{base}/admin/api/v1"
+    tenant = await _call(session, "POST", f"{api}/tenants", ADMIN_TOKEN,
+                         json={"name": "Bench Shop", "email": "bench@example.test"})
+    key = tenant["api_key"]
+    accounts: dict[str, list[str]] = {}
+    for c, channel in enumerate(("messenger", "instagram", "whatsapp")):
+        for i in range(ACCOUNTS_PER_CHANNEL):
+            account = f"{90 + c}{i:013d}"
+            token = f"bench-token-{channel}-{i}"
+            await _call(session, "POST", f"{graph_root}/_fake/accounts", "-",
+                        json={"account_id": account, "token": token, "channel": channel})
+            await _call(session, "POST", f"{api}/channels", key,
+                        json={"channel": channel, "account_id": account, "access_token": token})
+            accounts.setdefault(channel, []).append(account)
+    await _call(session, "PUT", f"{api}/bot", key, json={
+        "provider": "openai", "model": MODEL,
+        "system_prompt": "You answer the customers of Bench Shop briefly."})
+    return accounts
+
+
+class Replies:
+    """Polls the fake Graph API's recorded sends and matches them to message tokens."""
+
+    def __init__(self, graph_root: str) -> None:
+        self.url = f"{graph_root}/_fake/sends"
+        self.seen = 0
+        self.first: dict[tuple[str, int], float] = {}  # (prefix, n) → first reply time
+        self.count: dict[tuple[str, int], int] = {}
+        self.sends = 0
+        self.multi = 0  # replies answering several messages (a burst)
+        self.unmatched = 0
+        self.last_time = 0.0
+
+    async def poll(self, session: Any) -> int:
+        async with session.get(self.url, params={"since": str(self.seen)}) as resp:
+            records = await resp.json()
+        for rec in records:
+            body = rec.get("body") or {}
+            if body.get("messaging_product") == "whatsapp":
+                text = (body.get("text") or {}).get("body") or ""
+            else:
+                text = (body.get("message") or {}).get("text") or ""
+            found = {(m.group(1), int(m.group(2))) for m in TOKEN.finditer(text)}
+            self.sends += 1
+            self.unmatched += not found
+            self.multi += len(found) > 1
+            for token in found:
+                self.count[token] = self.count.get(token, 0) + 1
+                self.first.setdefault(token, float(rec["time"]))
+            self.last_time = max(self.last_time, float(rec["time"]))
+        self.seen += len(records)
+        return len(records)
+
+    def answered(self, prefix: str, ns: Any) -> int:
+        return sum(1 for n in ns if (prefix, n) in self.first)
+
+
+async def _wait_answered(session: Any, replies: Replies, prefix: str, ns: list[int],
+                         timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        await replies.poll(session)
+        if replies.answered(prefix, ns) == len(ns):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+
+
+async def _warmup(session: Any, port: int, replies: Replies, accounts: dict[str, list[str]],
+                  cfg: BenchConfig, run_id: str) -> None:
+    """A few messages first (the shards open their clients and connections)."""
+    from mtdesk.benchmarks.e2e_load import _Conn
+
+    loop = asyncio.get_running_loop()
+    _t, conn = await loop.create_connection(_Conn, "127.0.0.1", port)
+    ns = list(range(cfg.warmup_messages))
+    try:
+        for n in ns:
+            raw = build_request(n, prefix="wu", run_id=run_id, users=cfg.users,
+                                accounts=accounts, secret=APP_SECRET)
+            status = await conn.request(raw)
+            if status != 200:
+                raise RuntimeError(f"warm-up webhook answered {status}")
+    finally:
+        conn.transport.close()
+    if not await _wait_answered(session, replies, "wu", ns, 60.0):
+        raise RuntimeError("warm-up messages were not answered within 60 s")
+
+
+# --- queue lag ------------------------------------------------------------------------------
+
+
+async def _sample_lag(redis_url: str, partitions: int, stop: asyncio.Event,
+                      out: list[tuple[int, int]]) -> None:
+    """(lag, pending) summed over the partitions every 0.5 s: entries not yet read by a
+    shard, and read but not yet acknowledged."""
+    import redis.asyncio as aioredis
+
+    from mtdesk.core import keys
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        while not stop.is_set():
+            pipe = client.pipeline(transaction=False)
+            for p in range(partitions):
+                pipe.xinfo_groups(keys.inbound(p))
+            lag = pending = 0
+            for groups in await pipe.execute(raise_on_error=False):
+                if isinstance(groups, Exception):
+                    continue
+                for g in groups:
+                    lag += int(g.get("lag") or 0)
+                    pending += int(g.get("pending") or 0)
+            out.append((lag, pending))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    finally:
+        await client.aclose()
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    s = sorted(xs)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 2)
+
+
+def _start_profiles(profile_dir: str, pids: dict[str, int], seconds: float) -> list[Any]:
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    os.makedirs(profile_dir, exist_ok=True)
+    procs = []
+    for name, pid in pids.items():
+        procs.append(subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--duration", str(int(seconds) + 1), "--rate", "50",
+             "--format", "raw", "--nonblocking", "--output",
+             os.path.join(profile_dir, f"{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def run(cfg: BenchConfig, log: Log = lambda line: None) -> dict[str, Any]:
+    """Run the bench; returns the report. Starts and stops everything it needs."""
+    return asyncio.run(_run(cfg, log))
+
+
+async def _run(cfg: BenchConfig, log: Log) -> dict[str, Any]:
+    from mtdesk.cli.localredis import free_port, local_redis
+    from mtdesk.fakes.graph import spawn_graph
+    from mtdesk.fakes.llm import spawn_llm
+
+    workdir = tempfile.mkdtemp(prefix="mtdesk-bench-e2e-")
+    redis_pids: list[int] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            if cfg.redis_url:
+                redis_url = cfg.redis_url
+                _flush(redis_url)
+                stack.callback(_flush, redis_url)
+            else:
+                redis_url = stack.enter_context(local_redis(
+                    workdir, who="mtdesk bench e2e", prefer_own="always", pid_out=redis_pids))
+            llm = stack.enter_context(spawn_llm(latency_ms=cfg.llm_latency_ms))
+            graph = stack.enter_context(spawn_graph(latency_ms=cfg.graph_latency_ms))
+            port = free_port()
+            env = _bench_env(redis_url, graph.root_url, llm.root_url, port,
+                             os.path.join(workdir, "data"), cfg.shards)
+            gateway = stack.enter_context(_gateway(env, port, workdir))
+            log(f"Redis {redis_url}, fake LLM {llm.root_url} ({cfg.llm_latency_ms:.0f} ms), "
+                f"fake Graph API {graph.root_url}; gateway on port {port}; starting Ray…")
+            from mtdesk.cli.backend import Backend
+            from mtdesk.core.settings import Settings
+
+            settings = Settings.from_env(env, dotenv=None)
+            backend = Backend(settings, policy=False)
+            stack.callback(backend.stop)
+            await asyncio.to_thread(backend.start)
+            shard_pids = _shard_pids(cfg.shards)
+            named = {"gateway": [gateway.pid], "shards": shard_pids, "fake_llm": [llm.pid],
+                     "fake_graph": [graph.pid], "redis": redis_pids}
+            return await _measure(cfg, log, settings, port, graph.root_url, redis_url, named)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _shard_pids(shards: int) -> list[int]:
+    """The conversation shard actors' process ids (their ping says)."""
+    import ray
+
+    from mtdesk.actors.deploy import NAMESPACE, shard_name
+
+    handles = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(shards)]
+    return [int(info["pid"]) for info in ray.get([h.ping.remote() for h in handles], timeout=30)]
+
+
+def _flush(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+async def _wait_healthy(session: Any, base: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(Exception):
+            async with session.get(f"{base}/healthz") as resp:
+                if resp.status == 200:
+                    return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gateway did not come up")
+        await asyncio.sleep(0.1)
+
+
+async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_root: str,
+                   redis_url: str, named: dict[str, list[int]]) -> dict[str, Any]:
+    import multiprocessing
+
+    import aiohttp
+
+    base = f"http://127.0.0.1:{port}"
+    run_id = secrets.token_hex(3)
+    async with aiohttp.ClientSession() as session:
+        await _wait_healthy(session, base)
+        accounts = await _provision(session, base, graph_root)
+        replies = Replies(graph_root)
+        log("provisioned 1 tenant on 6 accounts; warming up…")
+        await _warmup(session, port, replies, accounts, cfg, run_id)
+        warm_sends = replies.sends
+
+        ctx = multiprocessing.get_context("spawn")
+        out = ctx.Queue()
+        load_cfg = LoadConfig(port=port, rate=cfg.rate, seconds=cfg.seconds, users=cfg.users,
+                              accounts=accounts, secret=APP_SECRET, run_id=run_id,
+                              duplicate_fraction=cfg.duplicate_fraction,
+                              connections=cfg.connections)
+        meter = CpuMeter(named)
+        proc = ctx.Process(target=loadgen_main, args=(load_cfg, out), daemon=True)
+        stop_lag = asyncio.Event()
+        lag: list[tuple[int, int]] = []
+        lag_task = asyncio.create_task(_sample_lag(redis_url, settings.partitions, stop_lag, lag))
+        cpu_before = meter.sample()
+        proc.start()
+        log(f"sending {cfg.rate:.0f} msgs/s for {cfg.seconds:.0f} s from {cfg.users} customers…")
+        spies = []
+        if cfg.profile_dir:
+            targets = {"gateway": named["gateway"][0],
+                       **{f"shard{i}": pid for i, pid in enumerate(named["shards"])}}
+            spies = _start_profiles(cfg.profile_dir, targets, cfg.seconds)
+        load = await _collect_load(proc, out, replies, session, cfg)
+        accepted = sorted(int(n) for n in load["sent_at"] if int(n) not in load["rejected"])
+        log(f"sent {len(accepted)} messages; draining…")
+        drained = await _wait_answered(session, replies, "tk", accepted, cfg.drain_timeout_s)
+        cpu_after = meter.sample()
+        await asyncio.sleep(1.5)  # a duplicate reply, were there one, would show up here
+        await replies.poll(session)
+        stop_lag.set()
+        await lag_task
+        for spy in spies:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(30)
+    return _report(cfg, load, accepted, replies, warm_sends, drained,
+                   meter.between(cpu_before, cpu_after), cpu_after["at"] - cpu_before["at"], lag)
+
+
+async def _collect_load(proc: Any, out: Any, replies: Replies, session: Any,
+                        cfg: BenchConfig) -> dict[str, Any]:
+    """Poll replies while the generator runs; its result when it is done."""
+    give_up = time.monotonic() + cfg.seconds + 120
+    while True:
+        await replies.poll(session)
+        try:
+            data: dict[str, Any] = out.get_nowait()
+            break
+        except queue.Empty:
+            if not proc.is_alive() or time.monotonic() > give_up:
+                proc.kill()
+                raise RuntimeError("the load generator died; see its traceback above") from None
+        await asyncio.sleep(0.25)
+    proc.join(10)
+    return data
+
+
+def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies: Replies,
+            warm_sends: int, drained: bool, cpu: dict[str, float], cpu_window_s: float,
+            lag: list[tuple[int, int]]) -> dict[str, Any]:
+    sent_at: dict[int, float] = {int(k): v for k, v in load["sent_at"].items()}
+    knobs_ms = cfg.llm_latency_ms + cfg.graph_latency_ms
+    e2e: list[float] = []
+    counts = [replies.count.get(("tk", n), 0) for n in accepted]
+    for n in accepted:
+        t = replies.first.get(("tk", n))
+        if t is not None:
+            e2e.append((t - sent_at[n]) * 1000)
+    overhead = [x - knobs_ms for x in e2e]
+    answered = sum(1 for c in counts if c > 0)
+    first_send = min((sent_at[n] for n in accepted), default=0.0)
+    last_reply = max((replies.first[("tk", n)] for n in accepted if ("tk", n) in replies.first),
+                     default=first_send)
+    span = last_reply - first_send
+    msgs_per_s = answered / span if span > 0 else 0.0
+    send_span = max(sent_at.values(), default=0.0) - first_send
+    per_msg = {k: round(v * 1000 / answered, 3) for k, v in cpu.items() if answered}
+    per_msg["loadgen"] = round(load["cpu_s"] * 1000 / answered, 3) if answered else 0.0
+    ours = sum(v for k, v in cpu.items() if k != "machine_all_processes") + load["cpu_s"]
+    report: dict[str, Any] = {
+        "messages": len(accepted),
+        "replied_once": sum(1 for c in counts if c == 1),
+        "lost": sum(1 for c in counts if c == 0),
+        "duplicated": sum(1 for c in counts if c > 1),
+        "msgs_per_s": round(msgs_per_s, 1),
+        "offered_rate": cfg.rate,
+        "achieved_send_rate": round(len(accepted) / send_span, 1) if send_span > 0 else 0.0,
+        "e2e_p50_ms": _pct(e2e, 0.50),
+        "e2e_p99_ms": _pct(e2e, 0.99),
+        "e2e_max_ms": _pct(e2e, 1.0),
+        "overhead_p50_ms": _pct(overhead, 0.50),
+        "overhead_p90_ms": _pct(overhead, 0.90),
+        "overhead_p99_ms": _pct(overhead, 0.99),
+        "ack_p50_ms": _pct(load["ack_ms"], 0.50),
+        "ack_p99_ms": _pct(load["ack_ms"], 0.99),
+        "drained": drained,
+        "drain_s": round(max(0.0, last_reply - max(sent_at.values(), default=0.0)), 2),
+        "replies": replies.sends - warm_sends,
+        "replies_answering_several": replies.multi,
+        "replies_unmatched": replies.unmatched,
+        "redeliveries": load["redeliveries"],
+        "redelivery_errors": load["redelivery_errors"],
+        "rejected": len(load["rejected"]),
+        "late_sends": load["late"],
+        "queue_lag_max": max((x[0] for x in lag), default=0),
+        "queue_pending_max": max((x[1] for x in lag), default=0),
+        "queue_pending_mean": round(sum(x[1] for x in lag) / len(lag), 1) if lag else 0.0,
+        "cpu_s": {**cpu, "loadgen": round(load["cpu_s"], 3)},
+        "cpu_ms_per_msg": per_msg,
+        "cpu_ms_per_msg_total_ours": round(ours * 1000 / answered, 3) if answered else 0.0,
+        "cpu_window_s": round(cpu_window_s, 2),
+        "machine_busy_cores": round(cpu["machine_all_processes"] / cpu_window_s, 2)
+        if cpu_window_s > 0 else 0.0,
+        "config": {"seconds": cfg.seconds, "users": cfg.users, "shards": cfg.shards,
+                   "llm_latency_ms": cfg.llm_latency_ms, "graph_latency_ms": cfg.graph_latency_ms,
+                   "duplicate_fraction": cfg.duplicate_fraction, "connections": cfg.connections,
+                   "accounts_per_channel": ACCOUNTS_PER_CHANNEL},
+        "cpus": os.cpu_count(),
+        "goal": {"lost": 0, "duplicated": 0, "msgs_per_s": 300.0, "overhead_p99_ms": 50.0},
+    }
+    report["meets_goal"] = (report["lost"] == 0 and report["duplicated"] == 0
+                            and report["msgs_per_s"] >= 300.0 and report["overhead_p99_ms"] <= 50.0)
+    return report
