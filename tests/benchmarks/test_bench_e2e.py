@@ -1,0 +1,46 @@
+"""`mtdesk bench e2e` end to end, briefly and slowly (figures are not asserted: the bench
+is for measuring, not a timed test): every customer message is answered exactly once,
+redeliveries included, and the report carries its keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+KEYS = {"messages", "replied_once", "lost", "duplicated", "msgs_per_s", "offered_rate",
+        "overhead_p50_ms", "overhead_p99_ms", "e2e_p50_ms", "e2e_p99_ms", "ack_p99_ms",
+        "queue_lag_max", "cpu_ms_per_msg", "redeliveries", "meets_goal"}
+
+
+@pytest.mark.ray
+def test_bench_e2e_answers_every_message_once_and_reports_its_figures(tmp_path) -> None:
+    out = tmp_path / "e2e.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTDESK_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtdesk", "bench", "e2e", "--seconds", "2", "--rate", "15",
+         "--users", "12", "--llm-latency-ms", "50", "--duplicates", "0.3", "--shards", "2",
+         "--json", str(out)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert KEYS <= set(report)
+    assert report["messages"] == 30
+    assert report["redeliveries"] > 0  # Meta's retries were played, and kept once
+    assert report["lost"] == 0
+    assert report["duplicated"] == 0
+    assert report["replied_once"] == report["messages"]
+    assert report["offered_rate"] == 15
+    assert "answered once" in proc.stdout
+
+
+def test_bench_e2e_rejects_a_bad_option_naming_it() -> None:
+    from mtdesk.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "e2e", "--rate", "fast"])
+    assert main(["bench", "e2e", "--rate", "0"]) == 2
