@@ -15,8 +15,9 @@ paused/disabled bots, disconnected channels and restricted users are recorded, n
 answered (a restricted user's text never reaches a model); everything else is answered
 once, bursts of one person's messages together. Every event is handed back to the shard
 with ``services.done(item)`` once it is fully handled (the shard acks it then); an event
-whose handling raised is handed back with ``services.release(item)`` (not acked: the
-shard reclaims it later).
+whose handling raised is handed back with ``services.failed(item)``, one not handled
+(cancelled, or answered elsewhere meanwhile) with ``services.release(item)``: neither is
+acked, the shard reclaims them later.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class ConversationServices:
     metrics: ShardMetrics
     done: Callable[[WorkItem], None]
     release: Callable[[WorkItem], None]
+    failed: Callable[[WorkItem], None] = lambda item: None
     retriever: Retriever | None = None
     prompt_builder: PromptBuilder = build_prompt
     on_idle: Callable[[], None] = lambda: None
@@ -178,7 +180,7 @@ class Conversation:
                 except Exception:
                     log.exception("event failed, left pending for redelivery",
                                   extra={"entry": item.entry_id, "conv": self.key})
-                    self._s.release(item)
+                    self._s.failed(item)
                 self.last_active = time.monotonic()
             if self._dirty:
                 with contextlib.suppress(Exception):
@@ -431,7 +433,7 @@ class Conversation:
         try:
             async with asyncio.timeout(self._s.settings.llm_timeout_s):
                 if self._s.retriever is not None:
-                    passages = await self._s.retriever.search(tenant_id, "\n".join(texts))
+                    passages = await self._search(tenant_id, "\n".join(texts))
                 prompt = self._s.prompt_builder(bot, list(self.context.turns), texts, passages)
                 completion = await self._s.chat_model.complete(bot, prompt, passages)
             self._s.metrics.observe("llm", time.monotonic() - started)
@@ -442,6 +444,17 @@ class Conversation:
                         extra={"tenant": tenant_id, "error": type(exc).__name__})
             return Completion(text=bot.fallback_message, provider="fallback",
                               model=str(getattr(exc, "provider", "timeout"))), True
+
+    async def _search(self, tenant_id: str, query: str) -> list[Passage]:
+        # A broken knowledge base degrades the answer, it does not drop the message.
+        assert self._s.retriever is not None
+        try:
+            return await self._s.retriever.search(tenant_id, query)
+        except Exception as exc:
+            log.warning("retrieval failed; answering without passages",
+                        extra={"tenant": tenant_id, "error": type(exc).__name__})
+            self._s.metrics.outcome("retrieval_failed")
+            return []
 
     async def _send(
         self, head: WorkItem, burst: list[WorkItem], text: str, provider: str, model: str,

@@ -149,7 +149,11 @@ class Deployment:
         s = self._settings
         if not ray.is_initialized():
             raise RuntimeError("ray.init() must be called first (see ray_init_kwargs)")
-        for index, partitions in enumerate(assign_partitions(s.partitions, s.shards)):
+        count = min(s.shards, s.partitions)  # a shard without a partition has no work
+        if count < s.shards:
+            log.warning("MTDESK_SHARDS=%d exceeds MTDESK_PARTITIONS=%d; starting %d shards",
+                        s.shards, s.partitions, count)
+        for index, partitions in enumerate(assign_partitions(s.partitions, count)):
             options: dict[str, Any] = {"name": shard_name(index), "namespace": NAMESPACE,
                                        "get_if_exists": True}
             if self._detached:

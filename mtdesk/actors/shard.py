@@ -46,6 +46,7 @@ from mtdesk.actors.conversation import (
     WorkItem,
     build_prompt,
 )
+from mtdesk.actors.purge import erasure_covers, listen_for_erasures
 from mtdesk.actors.replies import ReplyStore, ResumableSender
 from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
 from mtdesk.actors.tenantview import TenantView
@@ -99,6 +100,7 @@ class ConversationShard:
         ack_delay_s: float = 0.005,
         stats_interval_s: float = 5.0,
         process_metrics: bool = True,
+        max_failures: int = 5,
     ) -> None:
         self.index = index
         self.partitions = sorted(partitions)
@@ -116,6 +118,8 @@ class ConversationShard:
         # Also publish the process-wide registry (sender, LLM): right for one shard per
         # process (Ray); several shards in one process would report it several times.
         self._process_metrics = process_metrics
+        self._max_failures = max(1, max_failures)
+        self._failures: dict[tuple[int, str], int] = {}
         self.metrics = ShardMetrics(index)
         settings = services.settings
         self._conv_services = ConversationServices(
@@ -125,7 +129,7 @@ class ConversationShard:
                                history_ttl_s=settings.retention_days * 86400),
             tenants=TenantView(services.redis), sender=services.sender,
             chat_model=services.chat_model, metrics=self.metrics, done=self._done,
-            release=self._release, retriever=services.retriever,
+            release=self._release, failed=self._failed, retriever=services.retriever,
             prompt_builder=services.prompt_builder, on_idle=self._wake_capacity,
         )
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
@@ -245,6 +249,8 @@ class ConversationShard:
                 await asyncio.sleep(1.0)
                 await self._recreate_groups()
         streams_all = {keys.inbound(p): ">" for p in self.partitions}
+        if not streams_all:  # more shards than partitions: nothing to read
+            return
         by_stream = {keys.inbound(p).encode(): p for p in self.partitions}
         while self._running:
             room = self._max_inflight - len(self._inflight)
@@ -396,6 +402,24 @@ class ConversationShard:
         self._inflight.discard((item.partition, item.entry_id))
         self._wake_capacity()
 
+    def _failed(self, item: WorkItem) -> None:
+        """Handling raised. Retried on reclaim; after ``max_failures`` the entry is a
+        poison message: acknowledged and counted (its inbound is already in history
+        when storing it worked), so one bad event cannot loop forever."""
+        key = (item.partition, item.entry_id)
+        count = self._failures.get(key, 0) + 1
+        if count >= self._max_failures:
+            self._failures.pop(key, None)
+            log.error("event failed %d times; dropped", count,
+                      extra={"entry": item.entry_id, "partition": item.partition})
+            self.metrics.outcome("poison")
+            self._queue_ack(item.partition, item.entry_id)
+            return
+        if len(self._failures) > 10_000:
+            self._failures.clear()  # bounded; a counter only delays the drop
+        self._failures[key] = count
+        self._release(item)
+
     def _queue_ack(self, partition: int, entry_id: str) -> None:
         self._to_ack.setdefault(partition, []).append(entry_id)
         self._ack_event.set()
@@ -436,38 +460,14 @@ class ConversationShard:
 
     # --- erasure notices ----------------------------------------------------------------
     async def _purge_loop(self) -> None:
-        """Forget conversations whose data the privacy module erased (``keys.PURGE``), so
-        a cached context is never written back after a deletion."""
-        while self._running:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(keys.PURGE)
-                while self._running:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self.forget(msgspec.json.decode(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("purge subscription failed; resubscribing")
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        await listen_for_erasures(self._redis, lambda: self._running, self.forget)
 
     def forget(self, notice: dict[str, Any]) -> int:
         """Drop conversations named by an erasure notice: ``{"scope": "tenant"|"channel"|
         "conversations", "tenant", "prefix"?, "conversations"?}``."""
-        tenant = str(notice.get("tenant", ""))
-        scope = notice.get("scope")
-        prefix = str(notice.get("prefix", ""))
-        named = {str(c) for c in notice.get("conversations") or ()}
         dropped = 0
         for slot, conv in list(self._convs.items()):
-            if conv.tenant_id != tenant:
-                continue
-            if (scope == "tenant" or (scope == "channel" and conv.key.startswith(prefix))
-                    or (scope == "conversations" and conv.key in named)):
+            if erasure_covers(notice, conv.tenant_id, conv.key):
                 conv.forgotten = True
                 conv.context = type(conv.context)()
                 if conv.idle:
@@ -493,19 +493,7 @@ class ConversationShard:
 
     async def _publish_stats(self) -> None:
         self.metrics.set_active(len(self._convs), len(self._inflight))
-        pipe = self._redis.pipeline(transaction=False)
-        for p in self.partitions:
-            pipe.xinfo_groups(keys.inbound(p))
-        for p, groups in zip(self.partitions, await pipe.execute(raise_on_error=False),
-                             strict=True):
-            if isinstance(groups, Exception):
-                continue
-            for group in groups:
-                if _s(group.get("name", b"")) == keys.SHARD_GROUP:
-                    lag = group.get("lag")
-                    self.metrics.set_queue(p, int(lag) if lag is not None else None,
-                                           int(group.get("pending", 0)))
-        await publish_shard_stats(self._redis, self.metrics.snapshot(
-            time=time.time(), partitions=self.partitions,
-            process_registries=(REGISTRY,) if self._process_metrics else ()),
+        await publish_shard_stats(
+            self._redis, self.metrics, self.partitions,
+            process_registries=(REGISTRY,) if self._process_metrics else (),
             ttl_s=max(30, int(self._stats_interval_s * 6)))

@@ -136,8 +136,28 @@ class ShardMetrics:
                           active_conversations=self.active, families=families)
 
 
-async def publish_shard_stats(redis: Redis, stats: ShardStats, *, ttl_s: int = 30) -> None:
+async def publish_shard_stats(
+    redis: Redis, metrics: ShardMetrics, partitions: list[int], *,
+    process_registries: Iterable[CollectorRegistry] = (), ttl_s: int = 30,
+) -> ShardStats:
+    """Refresh queue lag/pending of ``partitions`` (XINFO GROUPS) and publish a snapshot
+    to ``keys.shard_stats(shard)`` with ``ttl_s``."""
+    pipe = redis.pipeline(transaction=False)
+    for p in partitions:
+        pipe.xinfo_groups(keys.inbound(p))
+    for p, groups in zip(partitions, await pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(groups, Exception):
+            continue
+        for group in groups:
+            name = group.get("name", b"")
+            if (name.decode() if isinstance(name, bytes) else name) == keys.SHARD_GROUP:
+                lag = group.get("lag")
+                metrics.set_queue(p, int(lag) if lag is not None else None,
+                                  int(group.get("pending", 0)))
+    stats = metrics.snapshot(time=_time.time(), partitions=partitions,
+                             process_registries=process_registries)
     await redis.set(keys.shard_stats(stats.shard), _encoder.encode(stats), ex=ttl_s)
+    return stats
 
 
 async def read_shard_stats(redis: Redis) -> list[ShardStats]:

@@ -17,7 +17,7 @@ from mtdesk.actors.shard import ConversationShard, ShardServices
 from mtdesk.core import keys
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.events import Event, Message, encode_event, partition_of
-from mtdesk.core.ports import BotConfig
+from mtdesk.core.ports import BotConfig, Retriever
 from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import ProviderConfig, Settings
@@ -74,10 +74,12 @@ class Desk:
             provider="openai", model="gpt-test", system_prompt="You are Acme's assistant."))
 
     async def shard(self, index: int = 0, partitions: list[int] | None = None,
-                    settings: Settings | None = None, **options: object) -> ConversationShard:
+                    settings: Settings | None = None, retriever: Retriever | None = None,
+                    **options: object) -> ConversationShard:
         settings = settings or self.settings
         services = await build_shard_services(
-            settings, sender_options={"base_delay_s": 0.01, "max_attempts": 3})
+            settings, retriever=retriever,
+            sender_options={"base_delay_s": 0.01, "max_attempts": 3})
         shard = ConversationShard(index, partitions if partitions is not None
                                   else list(range(settings.partitions)), services,
                                   block_ms=100, **options)  # type: ignore[arg-type]

@@ -211,3 +211,32 @@ async def test_a_shard_keeps_reading_after_its_streams_were_deleted(
         await eventually(lambda: redis.exists(keys.inbound(0)), within=20)  # group re-made
         await d.push(d.message("two"))
         await eventually(lambda: len(d.graph.sends) == 2, within=20)
+
+
+async def test_an_event_that_keeps_failing_is_dropped_after_a_few_tries_not_looped(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        await redis.set(keys.bot(d.tenant_id), b"{corrupt")  # every attempt fails
+        shard = await d.shard(claim_idle_ms=0, claim_interval_s=0.05, max_failures=3)
+        await shard.start()
+        await d.push(d.message("hello?"))
+        await eventually(lambda: shard.metrics.count("poison") == 1)
+        await eventually(lambda: shard.handled == 1)
+        assert d.graph.sends == [] and await d.pending() == 0
+
+
+async def test_a_broken_knowledge_base_still_gets_an_answer(redis: Redis, redis_url: str) -> None:
+    from mtdesk.core.ports import Passage
+
+    class BrokenKnowledgeBase:  # the Retriever port, failing like an unreachable index
+        async def search(self, tenant_id: str, query: str, k: int = 5) -> list[Passage]:
+            raise ConnectionError("index shard unreachable")
+
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard(retriever=BrokenKnowledgeBase())
+        await shard.start()
+        await d.push(d.message("hello"))
+        await eventually(lambda: len(d.graph.sends) == 1)
+        assert d.graph.sends[0].text == "[gpt-test] You said: hello"
+        assert shard.metrics.count("retrieval_failed") == 1
