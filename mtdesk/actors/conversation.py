@@ -235,16 +235,17 @@ class Conversation:
 
     # --- echoes, receipts, statuses ---------------------------------------------------
     async def _on_echo(self, item: WorkItem, echo: Echo) -> None:
-        ours = (self._s.settings.meta_app_id is not None
-                and echo.app_id == self._s.settings.meta_app_id) or is_our_metadata(echo.metadata)
-        if not ours and await self._s.redis.hexists(
-            keys.outbound(item.tenant_id, echo.event_id), "entry"
-        ):
-            ours = True  # we recorded this send ourselves (app id not configured)
+        # Our send is already in history when we recorded it (also covers an app id that
+        # is not configured); one seen only through its echo is stored as kind "echo".
+        recorded = await self._s.redis.hexists(keys.outbound(item.tenant_id, echo.event_id),
+                                               "entry")
+        ours = recorded or is_our_metadata(echo.metadata) or (
+            self._s.settings.meta_app_id is not None
+            and echo.app_id == self._s.settings.meta_app_id)
         if ours:
             self._s.metrics.outcome("echo")
-            if await self._s.redis.hexists(keys.outbound(item.tenant_id, echo.event_id), "entry"):
-                return  # already in history, from our own record of the send
+            if recorded:
+                return
             kind = "echo"
         else:
             kind = "agent"

@@ -154,3 +154,22 @@ async def test_a_disabled_bot_records_but_does_not_answer(redis: Redis, redis_ur
         assert d.graph.sends == [] and d.llm.chat_requests == []
         history = await MessageStore(redis).read(d.tenant_id, event.conversation)
         assert [m.reason for m in history] == ["bot disabled"]
+
+
+async def test_the_echo_of_a_reply_we_recorded_adds_nothing_to_the_transcript(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard()
+        await shard.start()
+        first = d.message("hello")
+        await d.push(first)
+        await eventually(lambda: len(d.graph.sends) == 1)
+        sent = d.graph.sends[0]
+        assert sent.message_id
+        await d.push(_echo("U1", sent.message_id, app_id=None,
+                           metadata=sent.body.get("metadata")))
+        await eventually(lambda: shard.handled == 2)
+        history = await MessageStore(redis).read(d.tenant_id, first.conversation)
+        assert [(m.direction, m.kind) for m in history] == [("in", "message"), ("out", "reply")]
+        assert len(d.graph.sends) == 1
