@@ -181,4 +181,4 @@ def add_routes(admin: web.Application) -> None:
     admin.router.add_get(base + "/{id}", get_source)
     admin.router.add_post(base + "/{id}/resync", resync_source)
     admin.router.add_delete(base + "/{id}", delete_source)
-    admin.on_cleanup.append(_cleanup)
+    admin.on_shutdown.append(_cleanup)

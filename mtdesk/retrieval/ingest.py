@@ -27,6 +27,7 @@ from mtdesk.retrieval.documents import Document, QAPair
 from mtdesk.retrieval.embedders import Embedder, default_spec
 from mtdesk.retrieval.extract import extract, kind_of
 from mtdesk.retrieval.search import Embedders
+from mtdesk.retrieval.shard import snapshot_name
 from mtdesk.retrieval.store import KnowledgeStore, SourceInfo
 from mtdesk.retrieval.urlpolicy import AddressPolicy
 
@@ -39,6 +40,7 @@ EMBED_BATCH = 64
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 OnChange = Callable[[str], Awaitable[None]]
+_STOP = ("", "")  # queue item that ends the worker (compared by identity)
 
 
 class SourceSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -101,13 +103,16 @@ class KnowledgeService:
                     self._queue.put_nowait((tenant, sid))
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-            self._worker = None
+        """Stop the worker after the job in hand (cancelled if it takes over 5 s; its source
+        stays pending and is resumed by the next start)."""
+        worker, self._worker = self._worker, None
+        if worker is None or worker.done():
+            return
+        self._queue.put_nowait(_STOP)
+        done, _ = await asyncio.wait({worker}, timeout=5.0)
+        if not done:
+            worker.cancel()
+            await asyncio.wait({worker}, timeout=5.0)
 
     async def drain(self) -> None:
         """Wait until every queued job has run (tests, CLI)."""
@@ -115,7 +120,11 @@ class KnowledgeService:
 
     async def _work(self) -> None:
         while True:
-            tenant, sid = await self._queue.get()
+            item = await self._queue.get()
+            if item is _STOP:
+                self._queue.task_done()
+                return
+            tenant, sid = item
             try:
                 if not await self.store.lock_source(tenant, sid, JOB_LOCK_S):
                     # Another process is building this source: try again when it may be done
@@ -190,6 +199,17 @@ class KnowledgeService:
             await asyncio.to_thread(_rmtree, folder)
         await self._changed(tenant)
         return removed
+
+    async def purge_tenant(self, tenant: str) -> None:
+        """Erase a tenant's knowledge everywhere: Redis keys, stored uploads, and the index
+        snapshots of every shard in the data directory (account deletion). Running shards
+        drop their in-memory copy when they next look at the tenant's (now empty) log."""
+        await self.store.drop_tenant(tenant)
+        root = Path(self.settings.data_dir)
+        await asyncio.to_thread(_rmtree, root / "uploads" / _SAFE_NAME.sub("_", tenant))
+        name = snapshot_name(tenant)
+        await asyncio.to_thread(lambda: [p.unlink(missing_ok=True) for p in root.glob(f"kb/shard-*/{name}")])
+        await self._changed(tenant)
 
     async def list(self, tenant: str) -> list[SourceInfo]:
         return await self.store.list_sources(tenant)

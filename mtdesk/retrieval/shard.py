@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 _SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
+def snapshot_name(tenant: str) -> str:
+    """File name of a tenant's snapshot in a shard's directory."""
+    safe = tenant if _SAFE.match(tenant) else msgspec.json.encode(tenant).hex()[:80]
+    return f"{safe}.idx"
+
+
 class SearchRequest(msgspec.Struct, frozen=True, array_like=True):
     tenant: str
     vector: bytes  # float32, normalized
@@ -135,7 +141,11 @@ class IndexShard:
         written = 0
         for tenant, part in list(self._parts.items()):
             path = self._path(tenant)
-            if not part.dirty or part.index is None or path is None:
+            if not part.dirty or path is None:
+                continue
+            if part.index is None or len(part.index) == 0:
+                path.unlink(missing_ok=True)  # the tenant's knowledge is gone: so is its copy
+                part.dirty = False
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -150,8 +160,7 @@ class IndexShard:
     def _path(self, tenant: str) -> Path | None:
         if self.dir is None:
             return None
-        name = tenant if _SAFE.match(tenant) else msgspec.json.encode(tenant).hex()[:80]
-        return self.dir / f"{name}.idx"
+        return self.dir / snapshot_name(tenant)
 
     def _new_index(self, dim: int, embedder: str) -> VectorIndex:
         return VectorIndex(dim, hnsw_threshold=self.hnsw_threshold, embedder=embedder)

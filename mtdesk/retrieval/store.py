@@ -24,7 +24,7 @@ Status = Literal["queued", "processing", "ready", "failed"]
 LOG_MAXLEN = 10_000
 
 
-class SourceInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+class SourceInfo(msgspec.Struct, kw_only=True):
     """A knowledge source as the API shows it."""
 
     id: str
@@ -295,6 +295,9 @@ class KnowledgeStore:
                 await self.redis.delete(*found)
             if cursor == 0:
                 break
+        stale = [m async for m in self.redis.sscan_iter(keys.KB_PENDING, match=f"{tenant}:*")]
+        if stale:
+            await self.redis.srem(keys.KB_PENDING, *stale)
 
     async def _hgetall(self, key: str) -> dict[bytes, bytes]:
         try:

@@ -207,3 +207,26 @@ async def test_a_source_another_process_is_building_waits_for_it(redis: Redis, t
         await asyncio.sleep(0.05)
     await service.stop()
     assert (await store.get_source("t1", info.id)).status == "ready"
+
+
+async def test_purging_a_tenant_erases_its_knowledge_files_and_snapshots(
+    redis: Redis, tmp_path: Path
+) -> None:
+    settings = kb_settings(tmp_path)
+    store = KnowledgeStore(redis)
+    retriever = local_retriever(store, settings, check_interval=0.0)
+    service = KnowledgeService(store, settings, on_change=retriever.refresh)
+    await service.start()
+    await service.add_file("gone", "hours.md", b"# Hours\n\nWe open at nine.\n")
+    await service.add_qa("kept", FAQ)
+    await service.drain()
+    for shard in retriever.shards:
+        shard.snapshot()  # type: ignore[attr-defined]
+    data = tmp_path / "data"
+    assert list(data.rglob("gone.idx")) and list(data.rglob("hours.md"))
+    await service.purge_tenant("gone")
+    await service.stop()
+    assert await retriever.search("gone", "when do you open") == []
+    assert not [k async for k in redis.scan_iter(match="mt:t:gone:*")]
+    assert not list(data.rglob("gone.idx")) and not list(data.rglob("hours.md"))
+    assert (await retriever.search("kept", "do you ship abroad"))[0].answer == "Yes, we ship to 40 countries."
