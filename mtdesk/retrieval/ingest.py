@@ -224,6 +224,7 @@ class KnowledgeService:
             spec = msgspec.msgpack.decode(await self.store.source_spec(tenant, sid), type=SourceSpec)
             info = await self.store.get_source(tenant, sid)
         except (NotFound, msgspec.DecodeError):
+            await self.store.forget_pending(tenant, sid)  # e.g. the account was erased meanwhile
             return SourceInfo(id=sid, kind="?", name="?", status="failed", error="source is gone")
         try:
             await self.store.update_source(tenant, sid, status="processing", stage="reading", error=None)

@@ -142,6 +142,9 @@ class KnowledgeStore:
     async def mark_pending(self, tenant: str, sid: str) -> None:
         await self.redis.sadd(keys.KB_PENDING, f"{tenant}:{sid}")
 
+    async def forget_pending(self, tenant: str, sid: str) -> None:
+        await self.redis.srem(keys.KB_PENDING, f"{tenant}:{sid}")
+
     async def pending(self) -> list[tuple[str, str]]:
         out = []
         for member in await self.redis.smembers(keys.KB_PENDING):

@@ -230,3 +230,16 @@ async def test_purging_a_tenant_erases_its_knowledge_files_and_snapshots(
     assert not [k async for k in redis.scan_iter(match="mt:t:gone:*")]
     assert not list(data.rglob("gone.idx")) and not list(data.rglob("hours.md"))
     assert (await retriever.search("kept", "do you ship abroad"))[0].answer == "Yes, we ship to 40 countries."
+
+
+async def test_a_pending_job_of_an_erased_account_is_forgotten(redis: Redis, tmp_path: Path) -> None:
+    store = KnowledgeStore(redis)
+    service = KnowledgeService(store, kb_settings(tmp_path))
+    info = await service.add_qa("erased", FAQ)  # queued, never run
+    async for key in redis.scan_iter(match="mt:t:erased:*"):  # as the deletion job does
+        await redis.delete(key)
+    resumed = KnowledgeService(store, kb_settings(tmp_path))
+    await resumed.start()
+    await asyncio.wait_for(resumed.drain(), 10)
+    await resumed.stop()
+    assert (("erased", info.id)) not in await store.pending()
