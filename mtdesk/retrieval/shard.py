@@ -24,7 +24,7 @@ import msgspec
 import numpy as np
 
 from mtdesk.retrieval.placement import mine
-from mtdesk.retrieval.store import KnowledgeStore
+from mtdesk.retrieval.store import KnowledgeStore, LogEntry
 from mtdesk.retrieval.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class IndexShard:
             return
         await self._apply(tenant, part, entries)
 
-    async def _apply(self, tenant: str, part: _Part, entries: list) -> None:  # list[LogEntry]
+    async def _apply(self, tenant: str, part: _Part, entries: list[LogEntry]) -> None:
         assert self.store is not None
         for entry in entries:
             if entry.op == "reset":
