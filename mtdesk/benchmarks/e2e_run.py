@@ -269,7 +269,7 @@ async def _warmup(session: Any, port: int, replies: Replies, accounts: dict[str,
 
 async def _sample_lag(redis_url: str, partitions: int, stop: asyncio.Event,
                       out: list[tuple[int, int]]) -> None:
-    """(lag, pending) summed over the partitions every 0.5 s: entries not yet read by a
+    """(lag, pending) summed over the partitions every second: entries not yet read by a
     shard, and read but not yet acknowledged."""
     import redis.asyncio as aioredis
 
@@ -290,7 +290,7 @@ async def _sample_lag(redis_url: str, partitions: int, stop: asyncio.Event,
                     pending += int(g.get("pending") or 0)
             out.append((lag, pending))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                await asyncio.wait_for(stop.wait(), 1.0)
     finally:
         await client.aclose()
 
@@ -422,6 +422,7 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         lag: list[tuple[int, int]] = []
         lag_task = asyncio.create_task(_sample_lag(redis_url, settings.partitions, stop_lag, lag))
         cpu_before = meter.sample()
+        cmds_before = _command_calls(redis_url)
         proc.start()
         log(f"sending {cfg.rate:.0f} msgs/s for {cfg.seconds:.0f} s from {cfg.users} customers…")
         spies = []
@@ -434,6 +435,7 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         log(f"sent {len(accepted)} messages; draining…")
         drained = await _wait_answered(session, replies, "tk", accepted, cfg.drain_timeout_s)
         cpu_after = meter.sample()
+        cmds = _command_calls(redis_url, cmds_before)
         await asyncio.sleep(1.5)  # a duplicate reply, were there one, would show up here
         await replies.poll(session)
         stop_lag.set()
@@ -441,8 +443,30 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         for spy in spies:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 spy.wait(30)
-    return _report(cfg, load, accepted, replies, warm_sends, drained,
-                   meter.between(cpu_before, cpu_after), cpu_after["at"] - cpu_before["at"], lag)
+    report = _report(cfg, load, accepted, replies, warm_sends, drained,
+                     meter.between(cpu_before, cpu_after), cpu_after["at"] - cpu_before["at"], lag)
+    if report["messages"]:
+        per = {k: round(v / report["messages"], 2) for k, v in cmds.items()}
+        report["redis_calls_per_msg"] = round(sum(per.values()), 2)
+        report["redis_calls_per_msg_by_command"] = dict(
+            sorted(((k, v) for k, v in per.items() if v >= 0.01), key=lambda kv: -kv[1]))
+    return report
+
+
+def _command_calls(url: str, since: dict[str, int] | None = None) -> dict[str, int]:
+    """Commands Redis executed, by name (INFO commandstats; minus ``since``). Scripts
+    count as one ``evalsha`` each, whatever they do inside."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+    if since is not None:
+        calls = {k: v - since.get(k, 0) for k, v in calls.items() if v - since.get(k, 0) > 0}
+    return calls
 
 
 async def _collect_load(proc: Any, out: Any, replies: Replies, session: Any,
