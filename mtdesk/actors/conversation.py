@@ -60,6 +60,7 @@ from mtdesk.core.ports import (
 )
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
+from mtdesk.policy.quotas import try_consume
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +301,11 @@ class Conversation:
             return "bot disabled"
         if not await self._s.tenants.channel_connected(tid, event.channel, event.account_id):
             return "channel disconnected"
+        # Last, so messages skipped for other reasons never count against the plan.
+        quota = await try_consume(self._s.redis, tid, now_ms=self._now_ms(),
+                                  enforce=s.billing_enabled)
+        if not quota.allowed:
+            return "quota exceeded"
         return ""
 
     async def _admit(self, item: WorkItem) -> tuple[str, ReplyRecord]:

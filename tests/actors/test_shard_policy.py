@@ -12,6 +12,8 @@ from mtdesk.core.events import Echo, Receipt, Status, StatusError, Unsend
 from mtdesk.core.history import OUTSIDE_WINDOW, MessageStore
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import Redis
+from mtdesk.core.secret import Secret
+from mtdesk.policy.quotas import read_usage
 
 
 def _now() -> int:
@@ -173,3 +175,34 @@ async def test_the_echo_of_a_reply_we_recorded_adds_nothing_to_the_transcript(
         history = await MessageStore(redis).read(d.tenant_id, first.conversation)
         assert [(m.direction, m.kind) for m in history] == [("in", "message"), ("out", "reply")]
         assert len(d.graph.sends) == 1
+
+
+async def test_a_tenant_past_its_monthly_allowance_is_recorded_but_not_answered(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url, stripe_api_key=Secret("sk_test_x")) as d:
+        await redis.hset(keys.billing(d.tenant_id), "allowance", 1)  # a one-message plan
+        shard = await d.shard()
+        await shard.start()
+        first, second = d.message("first question"), d.message("second question", user="U2")
+        await d.push(first)
+        await eventually(lambda: len(d.graph.sends) == 1)
+        await d.push(second)
+        await eventually(lambda: shard.handled == 2)
+        assert len(d.graph.sends) == 1 and len(d.llm.chat_requests) == 1
+        history = await MessageStore(redis).read(d.tenant_id, second.conversation)
+        assert [m.reason for m in history] == ["quota exceeded"]
+
+
+async def test_without_billing_every_message_is_answered_and_counted(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        await redis.hset(keys.billing(d.tenant_id), "allowance", 1)  # ignored: billing off
+        shard = await d.shard()
+        await shard.start()
+        for user in ("U1", "U2", "U3"):
+            await d.push(d.message("a question", user=user))
+        await eventually(lambda: len(d.graph.sends) == 3)
+        usage = await read_usage(redis, d.tenant_id, now_ms=_now(), enforce=False)
+        assert usage.used == 3 and usage.limit is None
