@@ -33,7 +33,9 @@ async def knowledge_shard_services(settings: Settings) -> Any:
     from mtdesk.retrieval.extractive import ExtractiveModel
     from mtdesk.retrieval.store import KnowledgeStore
 
-    store = KnowledgeStore(connect(settings.redis_url, max_connections=16))
+    # Default cap: every conversation in flight may look its tenant's knowledge up at once
+    # (16 made retrieval fail under load in bench e2e; the bot then answers without it).
+    store = KnowledgeStore(connect(settings.redis_url))
     retriever = shard_retriever(store, settings, settings.retrieval_shards,
                                 namespace="mtdesk")
     services = await build_shard_services(settings, offline_model=ExtractiveModel(),
