@@ -121,9 +121,17 @@ class RetentionSweep:
         self._pause_s = pause_s
         self._expire = redis.register_script(_EXPIRE_CONVERSATION)
         self._cas = redis.register_script(_REPLACE_IF_SAME)
+        # One sweep at a time: the schedule and an on-demand run would otherwise race over
+        # the same keys. A run asked for during a sweep starts after it, so everything
+        # expired when it was asked for is gone when it returns.
+        self._running = asyncio.Lock()
 
     async def run(self, tenant_ids: Sequence[str] | None = None) -> RetentionReport:
-        """One sweep over ``tenant_ids`` (default: every tenant)."""
+        """One sweep over ``tenant_ids`` (default: every tenant), after any sweep in flight."""
+        async with self._running:
+            return await self._run(tenant_ids)
+
+    async def _run(self, tenant_ids: Sequence[str] | None) -> RetentionReport:
         t0 = time.monotonic()
         report = RetentionReport(started_ms=now_ms(self._clock))
         if tenant_ids is None:
