@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mtdesk.admin.auth import principal, tenant_scope
+from mtdesk.admin.billing import cancel_subscription
 from mtdesk.admin.http import json_response, read_json, reject_unknown
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.tenants import Channels, Tenants
@@ -122,6 +123,9 @@ async def get_restrictions(request: web.Request) -> web.Response:
 
 async def delete_account(request: web.Request) -> web.Response:
     tid = tenant_scope(request)
+    # Stop the charges first: once erased, the Stripe subscription's id is gone with it.
+    # Stripe unreachable → 502 and nothing is deleted yet, so the tenant can retry.
+    await cancel_subscription(request, tid)
     job = await _jobs(request).schedule_account(tid)
     log.info("account deletion scheduled: job %s", job.id)
     return _accepted(request, job)

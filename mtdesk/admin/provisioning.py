@@ -19,6 +19,7 @@ from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.tenants import Bots, Channels, Tenants, parse_bot_config
+from mtdesk.policy.deletion import schedule_channel_deletion
 
 
 def _tenants(request: web.Request) -> Tenants:
@@ -99,8 +100,16 @@ async def get_channel(request: web.Request) -> web.Response:
 
 
 async def delete_channel(request: web.Request) -> web.Response:
+    """Disconnect, then erase the channel's Platform Data: the privacy promise is that a
+    disconnected account's data is gone within 30 days (the job takes minutes)."""
     tid = await _scoped_tenant(request)
-    return json_response(await _channels(request).disconnect(tid, request.match_info["id"]))
+    cid = request.match_info["id"]
+    record = await _channels(request).disconnect(tid, cid)
+    job = await schedule_channel_deletion(
+        request.config_dict[REDIS], request.config_dict[CLOCK], tid, cid)
+    body = msgspec.to_builtins(record)
+    body["deletion_job"] = job.id
+    return json_response(body)
 
 
 async def put_bot(request: web.Request) -> web.Response:

@@ -102,8 +102,12 @@ async def test_provisioning_end_to_end_tenant_channel_bot(
     assert vault.decrypt(sealed, channel_token_aad(tid, cid)).reveal() == PAGE_TOKEN
 
     r = await client.delete(f"{API}/channels/{cid}", headers=bearer(key))
-    assert r.status == 200 and (await r.json())["status"] == "disconnected"
+    body = await r.json()
+    assert r.status == 200 and body["status"] == "disconnected"
     assert not await redis.exists(keys.account("messenger", "104857600"))
+    # Disconnecting schedules the erasure of the channel's data (the 30-day promise).
+    job = await client.get(f"{API}/deletions/{body['deletion_job']}", headers=bearer(key))
+    assert job.status == 200 and (await job.json())["kind"] == "channel"
 
 
 @pytest.mark.parametrize(

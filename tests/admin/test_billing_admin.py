@@ -177,35 +177,41 @@ async def test_billing_off_means_unlimited_and_no_checkout(redis: Redis, redis_u
             assert error["field"] == "billing" and "not configured" in error["message"]
 
 
-async def test_deleting_an_account_can_cancel_its_subscription(redis: Redis, redis_url: str) -> None:
-    """What the account-deletion route calls: Stripe stops charging, the plan ends."""
-    async def delete_account(request: web.Request) -> web.Response:
-        return web.json_response({"canceled": await cancel_subscription(
-            request, request.match_info["tid"])})
-
+async def test_deleting_an_account_cancels_its_subscription(redis: Redis, redis_url: str) -> None:
+    """DELETE /account: Stripe stops charging before the data (and the ids) are erased."""
     clock = FakeClock(NOW)
     async with FakeStripe(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET) as fake:
         fake.now = int(NOW)
         fake.add_price("price_starter", lookup_key="starter")
         app = make_app(make_settings(redis_url, fake.base_url), redis, clock)
-        app.router.add_delete("/test/account/{tid}", delete_account)
         async with TestClient(TestServer(app)) as client:
             fake.webhook_url = str(client.make_url(PATH))
             world = World(client, fake, clock, redis)
             tid, key = await world.tenant()
-            nothing = await client.delete(f"/test/account/{tid}")
-            assert (await nothing.json()) == {"canceled": None}
             resp = await client.post(CHECKOUT, headers=bearer(key), json={"price": "price_starter"})
             await fake.complete_checkout((await resp.json())["id"])
             sub_id = (await world.billing(key))["subscription"]
             clock.advance(10)
             fake.now = int(clock.now())
 
-            resp = await client.delete(f"/test/account/{tid}")
-            assert (await resp.json()) == {"canceled": sub_id}
+            resp = await client.delete("/admin/api/v1/account", headers=bearer(key))
+            assert resp.status == 202
             assert fake.subscriptions[sub_id]["status"] == "canceled"
             assert [r.method for r in fake.requests_to(f"/v1/subscriptions/{sub_id}")] == ["DELETE"]
-            state = await world.billing(key)
-            assert (state["plan"], state["status"]) == ("free", "canceled")
-            again = await client.delete(f"/test/account/{tid}")
-            assert (await again.json()) == {"canceled": None}
+
+
+async def test_cancel_subscription_is_a_no_op_without_one(redis: Redis, redis_url: str) -> None:
+    async def cancel(request: web.Request) -> web.Response:
+        return web.json_response({"canceled": await cancel_subscription(
+            request, request.match_info["tid"])})
+
+    clock = FakeClock(NOW)
+    async with FakeStripe(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET) as fake:
+        app = make_app(make_settings(redis_url, fake.base_url), redis, clock)
+        app.router.add_delete("/test/cancel/{tid}", cancel)
+        async with TestClient(TestServer(app)) as client:
+            fake.webhook_url = str(client.make_url(PATH))
+            tid, _ = await World(client, fake, clock, redis).tenant()
+            nothing = await client.delete(f"/test/cancel/{tid}")
+            assert (await nothing.json()) == {"canceled": None}
+            assert not [r for r in fake.requests if r.path.startswith("/v1/subscriptions")]
