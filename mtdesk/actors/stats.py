@@ -160,11 +160,16 @@ async def publish_shard_stats(
     return stats
 
 
-async def read_shard_stats(redis: Redis) -> list[ShardStats]:
-    """Every live shard's last snapshot, ordered by shard index."""
-    found: list[bytes] = []
-    async for key in redis.scan_iter(match=keys.shard_stats_pattern(), count=200):
-        found.append(key)
+async def read_shard_stats(redis: Redis, shards: int | None = None) -> list[ShardStats]:
+    """Every live shard's last snapshot, ordered by shard index. ``shards``: read exactly
+    shards 0..shards-1 with one MGET (what /metrics and /readyz do: a SCAN would walk the
+    whole keyspace on every scrape); None finds them all with SCAN (tools, tests)."""
+    found: list[bytes | str] = []
+    if shards is not None:
+        found = [keys.shard_stats(i) for i in range(shards)]
+    else:
+        async for key in redis.scan_iter(match=keys.shard_stats_pattern(), count=200):
+            found.append(key)
     if not found:
         return []
     raw = await redis.mget(found)
@@ -180,12 +185,13 @@ async def read_shard_stats(redis: Redis) -> list[ShardStats]:
 
 
 async def live_shards(redis: Redis, *, max_age_s: float = 20.0,
-                      now: float | None = None) -> list[int]:
+                      now: float | None = None, shards: int | None = None) -> list[int]:
     """Indexes of the shards that published a snapshot in the last ``max_age_s`` seconds
     (for ``/readyz`` in processes that have no Ray handle: compare with
     ``settings.shards``). Shards publish on start and every few seconds."""
     current = _time.time() if now is None else now
-    return [s.shard for s in await read_shard_stats(redis) if current - s.time <= max_age_s]
+    return [s.shard for s in await read_shard_stats(redis, shards)
+            if current - s.time <= max_age_s]
 
 
 def _merged(stats: Iterable[ShardStats]) -> Iterator[Metric]:

@@ -10,6 +10,7 @@ app here, so what they exercise is what production runs.
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -22,6 +23,7 @@ from mtdesk.core.settings import Settings
 from mtdesk.gateway.meta_deletion import setup_meta_deletion
 from mtdesk.gateway.routes import add_metrics_source, add_readiness_check, setup_gateway
 from mtdesk.gateway.stripe_webhook import setup_stripe_webhook
+from mtdesk.policy.retention import RetentionCollector
 
 
 def make_redis(settings: Settings) -> Redis:
@@ -62,14 +64,26 @@ def build_app(
     setup_stripe_webhook(app)
     setup_admin(app)
 
+    # A deployment runs at most one shard per partition.
+    shard_count = min(settings.shards, settings.partitions)
+
     async def shard_metrics() -> bytes:
-        return render_shard_stats(await read_shard_stats(app[REDIS]))
+        return render_shard_stats(await read_shard_stats(app[REDIS], shard_count))
 
     add_metrics_source(app, shard_metrics)
+    retention = RetentionCollector()
+    retention_registry = CollectorRegistry(auto_describe=False)
+    retention_registry.register(retention)
+
+    async def retention_metrics() -> bytes:
+        await retention.refresh(app[REDIS])
+        return generate_latest(retention_registry)
+
+    add_metrics_source(app, retention_metrics)
     if expect_shards:
         async def shards_ready() -> None:
-            live = await live_shards(app[REDIS])
-            missing = sorted(set(range(settings.shards)) - set(live))
+            live = await live_shards(app[REDIS], shards=shard_count)
+            missing = sorted(set(range(shard_count)) - set(live))
             if missing:
                 raise RuntimeError(f"conversation shards not reporting: {missing}")
 
