@@ -499,6 +499,13 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
         if t is not None:
             e2e.append((t - sent_at[n]) * 1000)
     overhead = [x - knobs_ms for x in e2e]
+    first_at = min((sent_at[n] for n in accepted), default=0.0)
+    by_second: dict[int, list[float]] = {}
+    for n in accepted:
+        t = replies.first.get(("tk", n))
+        if t is not None:
+            by_second.setdefault(int(sent_at[n] - first_at), []).append(
+                (t - sent_at[n]) * 1000 - knobs_ms)
     answered = sum(1 for c in counts if c > 0)
     first_send = min((sent_at[n] for n in accepted), default=0.0)
     last_reply = max((replies.first[("tk", n)] for n in accepted if ("tk", n) in replies.first),
@@ -523,6 +530,9 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
         "overhead_p50_ms": _pct(overhead, 0.50),
         "overhead_p90_ms": _pct(overhead, 0.90),
         "overhead_p99_ms": _pct(overhead, 0.99),
+        # [second of sending, messages sent then, overhead p50, p99]: stalls show here
+        "overhead_by_second": [[sec, len(xs), _pct(xs, 0.5), _pct(xs, 0.99)]
+                               for sec, xs in sorted(by_second.items())],
         "ack_p50_ms": _pct(load["ack_ms"], 0.50),
         "ack_p99_ms": _pct(load["ack_ms"], 0.99),
         "drained": drained,
