@@ -33,8 +33,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from mtdesk.core import keys
+from mtdesk.core.errors import ValidationError
 from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
 from mtdesk.core.redis import Redis
 
@@ -108,11 +110,12 @@ return 1
 """
 
 # KEYS: history stream, conversations zset, outbound hash (or the history key again when
-# inbound); ARGV: msgpack message, conv, now_ms, ttl_s, is_outbound ('1'/''), status.
+# inbound); ARGV: msgpack message, conv, now_ms, ttl_s, is_outbound ('1'/''), status,
+# entry id ('*', or 'ms-*' for an explicit time).
 # Appends the message; for outbound, links its Graph id to the entry without moving a
 # status that already arrived backwards.
 APPEND_LUA = """
-local entry = redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
+local entry = redis.call('XADD', KEYS[1], ARGV[7], 'm', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 if ARGV[5] == '1' then
   redis.call('HSET', KEYS[3], 'conv', ARGV[2], 'entry', entry)
@@ -163,18 +166,34 @@ class MessageStore:
         return self._ttl_s
 
     # --- writing ----------------------------------------------------------------------
-    async def append(self, tenant_id: str, message: StoredMessage, *, now_ms: int) -> str:
-        """Store one message; returns its entry id. Outbound ones get their status hash."""
+    async def append(
+        self, tenant_id: str, message: StoredMessage, *, now_ms: int, at_ms: int | None = None
+    ) -> str:
+        """Store one message; returns its entry id. Outbound ones get their status hash.
+
+        The entry id's time is Redis's clock by default; ``at_ms`` sets it explicitly
+        (entry id ``"{at_ms}-*"``: imports, tests with a fake clock). Ids only grow, so
+        an ``at_ms`` older than the conversation's newest entry raises ``ValidationError``
+        (field ``at_ms``) and stores nothing.
+        """
+        if at_ms is not None and at_ms < 0:
+            raise ValidationError("at_ms", "must be milliseconds since the epoch, not negative")
         conv = conversation_of(message)
         outbound = message.direction == "out"
         out_key = keys.outbound(tenant_id, message.message_id) if outbound else keys.history(
             tenant_id, conv
         )
-        entry = await self._append(
-            keys=[keys.history(tenant_id, conv), keys.conversations(tenant_id), out_key],
-            args=[encode_message(message), conv, now_ms, self._ttl_s,
-                  "1" if outbound else "", message.status],
-        )
+        try:
+            entry = await self._append(
+                keys=[keys.history(tenant_id, conv), keys.conversations(tenant_id), out_key],
+                args=[encode_message(message), conv, now_ms, self._ttl_s,
+                      "1" if outbound else "", message.status,
+                      "*" if at_ms is None else f"{at_ms}-*"],
+            )
+        except ResponseError as exc:
+            if at_ms is not None and "equal or smaller" in str(exc):
+                raise ValidationError("at_ms", "older than the conversation's newest entry") from exc
+            raise
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     async def update_status(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mtdesk.core import keys
+from mtdesk.core.errors import ValidationError
 from mtdesk.core.events import Attachment
 from mtdesk.core.history import (
     OUTSIDE_WINDOW,
@@ -104,3 +106,21 @@ def test_stored_messages_round_trip_through_msgpack(
                             timestamp_ms=ts, text=text,
                             attachments=(Attachment(type="image", caption=caption),))
     assert decode_message(encode_message(message)) == message
+
+
+async def test_an_explicit_time_sets_the_entry_id_and_older_than_the_last_is_refused(
+    redis: Redis,
+) -> None:
+    store = MessageStore(redis)
+    first = await store.append(T, _in("wamid.a", "a year ago"), now_ms=5, at_ms=1_000_000)
+    again = await store.append(T, _in("wamid.b", "same ms"), now_ms=6, at_ms=1_000_000)
+    assert (first, again) == ("1000000-0", "1000000-1")
+    with pytest.raises(ValidationError) as err:
+        await store.append(T, _in("wamid.c", "before the last"), now_ms=7, at_ms=999_999)
+    assert err.value.field == "at_ms"
+    with pytest.raises(ValidationError):
+        await store.append(T, _in("wamid.d", "negative"), now_ms=7, at_ms=-1)
+    assert [m.text for m in await store.read(T, CONV)] == ["a year ago", "same ms"]
+    # Without a time, Redis's clock (far later than 1970) names the entry.
+    later = await store.append(T, _in("wamid.e", "now"), now_ms=8)
+    assert int(later.split("-")[0]) > 1_600_000_000_000

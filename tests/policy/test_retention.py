@@ -36,10 +36,8 @@ def message(conv: str, text: str, at_ms: int) -> StoredMessage:
 
 
 async def store_at(redis: Redis, tid: str, conv: str, text: str, at_ms: int) -> None:
-    """What MessageStore.append writes, with the entry id taken from the fake clock."""
-    await redis.xadd(keys.history(tid, conv), {"m": encode_message(message(conv, text, at_ms))},
-                     id=f"{at_ms}-*")
-    await redis.zadd(keys.conversations(tid), {conv: at_ms})
+    """A message stored at ``at_ms`` of the fake clock, and a context for its conversation."""
+    await MessageStore(redis).append(tid, message(conv, text, at_ms), now_ms=at_ms, at_ms=at_ms)
     await redis.set(keys.context(tid, conv), msgspec.msgpack.encode({"turns": [], "of": conv}))
 
 
@@ -205,6 +203,8 @@ async def test_a_continuing_conversation_forgets_turns_older_than_the_cutoff(
         msg = StoredMessage(direction=direction, message_id=f"m{at}", channel="messenger",  # type: ignore[arg-type]
                             kind="message" if direction == "in" else "reply", account_id="111",
                             user_id="9002", timestamp_ms=at, text=text)
+        # Raw entries: MessageStore.append would also write the replies' outbound status
+        # records, which the sweep counts separately (see the reply/outbound test).
         await redis.xadd(history, {"m": encode_message(msg)}, id=f"{at}-*")
     await redis.zadd(keys.conversations(tid), {conv: new + 1})
     turns = [ChatMessage("user", "old question"), ChatMessage("assistant", "old answer"),
