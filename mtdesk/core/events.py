@@ -55,7 +55,7 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_
         return conversation_key(self.channel, self.account_id, self.user_id)
 
 
-class Message(_Event, tag="message"):
+class Message(_Event, frozen=True, tag="message"):
     """A message from the end user: text and/or attachments, maybe a reply or a pick."""
 
     text: str | None = None
@@ -70,18 +70,18 @@ class Message(_Event, tag="message"):
     type: str = "text"  # the channel's own type name (text, image, interactive, …)
 
 
-class Postback(_Event, tag="postback"):
+class Postback(_Event, frozen=True, tag="postback"):
     title: str | None = None
     payload: str | None = None
 
 
-class Reaction(_Event, tag="reaction"):
+class Reaction(_Event, frozen=True, tag="reaction"):
     target_id: str
     emoji: str | None = None
     action: Literal["react", "unreact"] = "react"
 
 
-class Echo(_Event, tag="echo"):
+class Echo(_Event, frozen=True, tag="echo"):
     """The business account's own outgoing message reflected back (Messenger/Instagram).
 
     ``user_id`` is the recipient. Ours when ``app_id`` is our app or ``metadata`` is ours;
@@ -94,7 +94,7 @@ class Echo(_Event, tag="echo"):
     attachments: tuple[Attachment, ...] = ()
 
 
-class Receipt(_Event, tag="receipt"):
+class Receipt(_Event, frozen=True, tag="receipt"):
     """Messenger/Instagram delivery or read receipt for our messages up to ``watermark``."""
 
     receipt: Literal["delivered", "read"]
@@ -109,7 +109,7 @@ class StatusError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     details: str | None = None
 
 
-class Status(_Event, tag="status"):
+class Status(_Event, frozen=True, tag="status"):
     """WhatsApp status of a message we sent: sent < delivered < read; failed is terminal."""
 
     message_id: str
@@ -117,13 +117,13 @@ class Status(_Event, tag="status"):
     errors: tuple[StatusError, ...] = ()
 
 
-class Unsend(_Event, tag="unsend"):
+class Unsend(_Event, frozen=True, tag="unsend"):
     """The end user deleted (unsent) one of their messages."""
 
     target_id: str
 
 
-class Unsupported(_Event, tag="unsupported"):
+class Unsupported(_Event, frozen=True, tag="unsupported"):
     """A message type we do not understand; recorded, counted, not answered."""
 
     type: str = "unknown"

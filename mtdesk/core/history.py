@@ -38,7 +38,7 @@ from redis.exceptions import ResponseError
 from mtdesk.core import keys
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, as_entries, as_hash, as_scored
 
 Direction = Literal["in", "out"]
 
@@ -211,7 +211,7 @@ class MessageStore:
         return bool(done)
 
     async def status_of(self, tenant_id: str, graph_message_id: str) -> dict[str, str]:
-        raw = await self._redis.hgetall(keys.outbound(tenant_id, graph_message_id))
+        raw = as_hash(await self._redis.hgetall(keys.outbound(tenant_id, graph_message_id)))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def mark_read_up_to(
@@ -221,7 +221,9 @@ class MessageStore:
         """A Messenger/Instagram watermark receipt: every outbound message of the
         conversation sent at or before ``watermark_ms`` (among the last ``scan`` stored
         messages) moves forward to ``status``. Returns how many moved."""
-        entries = await self._redis.xrevrange(keys.history(tenant_id, conversation), count=scan)
+        entries = as_entries(
+            await self._redis.xrevrange(keys.history(tenant_id, conversation), count=scan)
+        )
         moved = 0
         for entry_id, fields in entries:
             message = decode_message(fields[b"m"])
@@ -267,9 +269,9 @@ class MessageStore:
         self, tenant_id: str, *, offset: int = 0, limit: int = 50
     ) -> list[ConversationSummary]:
         """Most recently active first."""
-        rows = await self._redis.zrevrange(
+        rows = as_scored(await self._redis.zrevrange(
             keys.conversations(tenant_id), offset, offset + limit - 1, withscores=True
-        )
+        ))
         return [ConversationSummary(conversation=c.decode(), last_activity_ms=int(s))
                 for c, s in rows]
 
@@ -279,9 +281,9 @@ class MessageStore:
     ) -> list[StoredMessage]:
         """Messages oldest first, with ``entry`` set and outbound ``status``/``reason``
         replaced by the current ones from the outbound hash."""
-        entries = await self._redis.xrange(
+        entries = as_entries(await self._redis.xrange(
             keys.history(tenant_id, conversation), start, end, count=count
-        )
+        ))
         messages = [decode_message(fields[b"m"], entry_id.decode())
                     for entry_id, fields in entries]
         if join_status:
@@ -295,7 +297,7 @@ class MessageStore:
             cursor, rows = await self._redis.zscan(
                 keys.conversations(tenant_id), cursor, count=batch
             )
-            for conv, _score in rows:
+            for conv, _score in as_scored(rows):
                 yield conv.decode()
             if cursor == 0:
                 return

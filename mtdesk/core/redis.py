@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import cast
+
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 
 Redis = aioredis.Redis
 
@@ -31,3 +35,41 @@ def connect(url: str, *, max_connections: int = 4096) -> Redis:
         health_check_interval=30,
         decode_responses=False,
     )
+
+
+# --- reply types --------------------------------------------------------------------------
+# redis-py annotates replies for both of its modes at once (``bytes | str``, and streams as
+# ``… | None``). Our client is always bytes-mode (``decode_responses=False`` above), so a
+# reply is bytes; these tell the type checker so. They are casts: no runtime work, no check,
+# the value is returned as is.
+HashFields = dict[FieldT, EncodableT]
+"""A mapping built up for HSET (redis-py wants exactly this key type: Mapping keys are
+invariant, so a ``dict[str, …]`` is refused)."""
+
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+"""XRANGE / XREVRANGE / XCLAIM entries: (entry id, fields)."""
+
+
+def as_bytes(reply: bytes | str) -> bytes:
+    """A bytes-mode reply (a key, a field value, a member) as ``bytes``."""
+    return cast(bytes, reply)
+
+
+def as_opt_bytes(reply: bytes | str | None) -> bytes | None:
+    """A bytes-mode reply that may be nil (GET, HGET, LINDEX …)."""
+    return cast("bytes | None", reply)
+
+
+def as_hash(reply: Mapping[bytes | str, bytes | str]) -> dict[bytes, bytes]:
+    """An HGETALL reply as ``dict[bytes, bytes]``."""
+    return cast("dict[bytes, bytes]", reply)
+
+
+def as_entries(reply: object) -> StreamEntries:
+    """An XRANGE / XREVRANGE reply as a list of (entry id, fields)."""
+    return cast(StreamEntries, reply)
+
+
+def as_scored(reply: object) -> list[tuple[bytes, float]]:
+    """A ZRANGE … WITHSCORES reply, or the pairs of a ZSCAN page, as (member, score)."""
+    return cast("list[tuple[bytes, float]]", reply)

@@ -30,7 +30,7 @@ from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import Conflict, NotFound, ValidationError
 from mtdesk.core.events import CHANNELS, Channel
 from mtdesk.core.ports import BotConfig
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import HashFields, Redis, as_bytes, as_hash, as_opt_bytes
 from mtdesk.core.secret import Secret
 
 API_KEY_PREFIX = "mtd_"
@@ -187,12 +187,12 @@ class Tenants:
         raw = await self._redis.get(keys.api_key(hash_api_key(api_key)))
         if raw is None:
             return None
-        tid = raw.decode()
+        tid = as_bytes(raw).decode()
         status = await self._redis.hget(keys.tenant(tid), "status")
         return tid if status == b"active" else None
 
     async def get(self, tenant_id: str) -> TenantRecord:
-        raw = {} if ":" in tenant_id else await self._redis.hgetall(keys.tenant(tenant_id))
+        raw = {} if ":" in tenant_id else as_hash(await self._redis.hgetall(keys.tenant(tenant_id)))
         if not raw:
             raise NotFound(f"tenant {tenant_id!r} not found")
         return TenantRecord(
@@ -205,7 +205,7 @@ class Tenants:
         )
 
     async def list(self) -> list[TenantRecord]:
-        ids = sorted(t.decode() for t in await self._redis.smembers(keys.TENANTS))
+        ids = sorted(as_bytes(t).decode() for t in await self._redis.smembers(keys.TENANTS))
         out: list[TenantRecord] = []
         for tid in ids:
             try:
@@ -271,7 +271,7 @@ class Channels:
             while True:
                 try:
                     await pipe.watch(route)
-                    owner = await pipe.hgetall(route)
+                    owner = as_hash(await pipe.hgetall(route))
                     owner_tid = _s(owner, "tenant")
                     if owner_tid is not None and owner_tid != tenant_id:
                         raise Conflict(
@@ -287,7 +287,7 @@ class Channels:
                     pipe.multi()
                     pipe.hset(route, mapping={"tenant": tenant_id, "channel_id": cid})
                     pipe.sadd(keys.channels(tenant_id), cid)
-                    fields: dict[str, str | int] = {
+                    fields: HashFields = {
                         "channel": ch,
                         "account_id": acct,
                         "token": sealed,
@@ -308,7 +308,7 @@ class Channels:
     async def _find(self, tenant_id: str, channel: str, account_id: str) -> str | None:
         """A channel id this tenant used before for the same account (re-connect)."""
         for raw in await self._redis.smembers(keys.channels(tenant_id)):
-            cid = raw.decode()
+            cid = as_bytes(raw).decode()
             found = await self._redis.hmget(keys.channel(tenant_id, cid), "channel", "account_id")
             if found == [channel.encode(), account_id.encode()]:
                 return cid
@@ -317,7 +317,7 @@ class Channels:
     async def get(self, tenant_id: str, channel_id: str) -> ChannelRecord:
         if not await self._redis.sismember(keys.channels(tenant_id), channel_id):
             raise NotFound(f"channel {channel_id!r} not found")
-        raw = await self._redis.hgetall(keys.channel(tenant_id, channel_id))
+        raw = as_hash(await self._redis.hgetall(keys.channel(tenant_id, channel_id)))
         if not raw:
             raise NotFound(f"channel {channel_id!r} not found")
         token = _s(raw, "token")
@@ -339,7 +339,7 @@ class Channels:
         out: list[ChannelRecord] = []
         for raw in await self._redis.smembers(keys.channels(tenant_id)):
             try:
-                out.append(await self.get(tenant_id, raw.decode()))
+                out.append(await self.get(tenant_id, as_bytes(raw).decode()))
             except NotFound:
                 continue
         return sorted(out, key=lambda c: (c.connected_ms, c.id))
@@ -372,10 +372,10 @@ class Channels:
         tid, cid = await self._redis.hmget(keys.account(channel, account_id), "tenant", "channel_id")
         if tid is None or cid is None:
             return None
-        return tid.decode(), cid.decode()
+        return as_bytes(tid).decode(), as_bytes(cid).decode()
 
     async def token_ciphertext(self, tenant_id: str, channel_id: str) -> str | None:
-        raw = await self._redis.hget(keys.channel(tenant_id, channel_id), "token")
+        raw = as_opt_bytes(await self._redis.hget(keys.channel(tenant_id, channel_id), "token"))
         return None if raw is None else raw.decode("utf-8", "replace")
 
 
