@@ -12,7 +12,7 @@ a redelivered webhook maps to the same event ids.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import msgspec
 
@@ -176,6 +176,15 @@ def _referral(ref: Referral | None) -> str | None:
     return ref.ref or ref.ad_id or ref.source
 
 
+class _Base(TypedDict):
+    """The fields every event of a ``messaging`` item shares (typed, so ``**base`` is checked)."""
+
+    channel: Channel
+    account_id: str
+    user_id: str
+    timestamp_ms: int
+
+
 def messaging_events(
     channel: Channel, entry_id: str, item: MessagingItem, unknown: list[str]
 ) -> list[Event]:
@@ -205,7 +214,7 @@ def messaging_events(
 
     account = recipient or entry_id
     user = sender or ""
-    base = {"channel": channel, "account_id": account, "user_id": user, "timestamp_ms": ts}
+    base: _Base = {"channel": channel, "account_id": account, "user_id": user, "timestamp_ms": ts}
 
     if msg is not None:
         mid = msg.mid or f"msg:{account}:{user}:{ts}"
@@ -243,7 +252,7 @@ def messaging_events(
         ]
     if item.reaction is not None:
         r = item.reaction
-        action = "unreact" if r.action == "unreact" else "react"
+        action: Literal["react", "unreact"] = "unreact" if r.action == "unreact" else "react"
         emoji = r.emoji or r.reaction
         target = r.mid or ""
         return [

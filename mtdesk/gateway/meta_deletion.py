@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from mtdesk.core import keys
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import NotFound, ValidationError
-from mtdesk.core.redis import UNAVAILABLE
+from mtdesk.core.redis import UNAVAILABLE, as_bytes
 from mtdesk.core.tenants import Channels
 from mtdesk.policy.deletion import DeletionJob, DeletionJobs
 from mtdesk.policy.signed_request import SignatureMismatch, SignedRequest, parse_signed_request
@@ -96,7 +96,7 @@ async def deauthorize(request: web.Request) -> web.Response:
     try:
         channels = Channels(redis, clock)
         for member in sorted(await redis.smembers(keys.app_user(verified.user_id))):
-            tid, _, cid = member.decode().partition(":")
+            tid, _, cid = as_bytes(member).decode().partition(":")
             try:
                 await channels.disconnect(tid, cid, reason="app deauthorized on Facebook")
                 disconnected += 1

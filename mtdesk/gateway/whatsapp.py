@@ -15,10 +15,13 @@ redelivery is a duplicate but ``delivered`` after ``sent`` is not). A status
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import msgspec
 
 from mtdesk.core.events import (
     Attachment,
+    Channel,
     Event,
     Location,
     Message,
@@ -204,11 +207,34 @@ def _resolve(contacts: list[WAContact], wa_id: str | None, bsuid: str | None) ->
     return _Who(user_id=bsuid or wa_id or "", wa_id=wa_id, name=name)
 
 
+class _Base(TypedDict):
+    """The fields every WhatsApp event shares (typed, so ``**base`` is checked)."""
+
+    channel: Channel
+    account_id: str
+    user_id: str
+    timestamp_ms: int
+    wa_id: str | None
+
+
+class _MessageBase(_Base):
+    event_id: str
+    user_name: str | None
+
+
+class _Common(_MessageBase):
+    """A message's fields besides its content."""
+
+    reply_to: str | None
+    referral: str | None
+    type: str
+
+
 def _message(account: str, contacts: list[WAContact], m: WAMessage, unknown: list[str]) -> Event:
     who = _resolve(contacts, m.from_, m.from_user_id)
     ts = _ms(m.timestamp)
     eid = m.id or f"wamsg:{account}:{who.user_id}:{ts}"
-    base = {
+    base: _MessageBase = {
         "event_id": eid, "channel": "whatsapp", "account_id": account, "user_id": who.user_id,
         "timestamp_ms": ts, "wa_id": who.wa_id, "user_name": who.name,
     }
@@ -226,7 +252,7 @@ def _message(account: str, contacts: list[WAContact], m: WAMessage, unknown: lis
         return Unsupported(type=inner, **base)
     reply_to = m.context.id if m.context is not None else None
     referral = (m.referral.source_id or m.referral.ctwa_clid) if m.referral is not None else None
-    common = {"reply_to": reply_to, "referral": referral, "type": t, **base}
+    common: _Common = {"reply_to": reply_to, "referral": referral, "type": t, **base}
     if t == "text" and m.text is not None:
         return Message(text=m.text.body, **common)
     if t in _MEDIA:
@@ -268,7 +294,7 @@ def _status(account: str, contacts: list[WAContact], s: WAStatus, unknown: list[
     ts = _ms(s.timestamp)
     wamid = s.id or ""
     name = s.status or "unknown"
-    base = {
+    base: _Base = {
         "channel": "whatsapp", "account_id": account, "user_id": who.user_id,
         "timestamp_ms": ts, "wa_id": who.wa_id,
     }
