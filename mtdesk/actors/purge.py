@@ -3,13 +3,15 @@ shards drop what they hold in memory for it, so a cached context is never writte
 
 A notice is JSON ``{"scope": "tenant"|"channel"|"conversations", "tenant",
 "prefix"?, "conversations"?}`` (see docs/privacy.md). Pub/sub stores nothing, so a shard
-that was down missed nothing it holds.
+that was down missed nothing it holds. Conversation shards and retrieval shards both
+listen through :func:`listen_for_erasures`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -37,14 +39,29 @@ def erasure_covers(notice: dict[str, Any], tenant_id: str, conversation: str) ->
     return False
 
 
+def tenant_erased(notice: dict[str, Any]) -> str | None:
+    """The tenant whose whole account ``notice`` erased, or None for a narrower notice."""
+    tenant = notice.get("tenant")
+    if notice.get("scope") == "tenant" and isinstance(tenant, str) and tenant:
+        return tenant
+    return None
+
+
 async def listen_for_erasures(
-    redis: Redis, running: Callable[[], bool], on_notice: Callable[[dict[str, Any]], object]
+    redis: Redis, running: Callable[[], bool], on_notice: Callable[[dict[str, Any]], object],
+    *, subscribed: asyncio.Event | None = None,
 ) -> None:
-    """Call ``on_notice`` for every notice while ``running()``; resubscribes on errors."""
+    """Call ``on_notice`` for every notice while ``running()``; resubscribes on errors.
+
+    ``on_notice`` may be a coroutine function (awaited before the next notice); an error
+    it raises is logged and the next notice still arrives. ``subscribed`` is set while
+    the subscription is active (notices published from then on are seen)."""
     while running():
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keys.PURGE)
+            if subscribed is not None:
+                subscribed.set()
             while running():
                 message = await pubsub.get_message(timeout=1.0)
                 if message is None:
@@ -55,11 +72,18 @@ async def listen_for_erasures(
                     log.error("undecodable erasure notice ignored")
                     continue
                 if isinstance(notice, dict):
-                    on_notice(notice)
+                    try:
+                        done = on_notice(notice)
+                        if inspect.isawaitable(done):
+                            await done
+                    except Exception:
+                        log.exception("erasure notice handler failed")
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("erasure subscription failed; resubscribing")
+            if subscribed is not None:
+                subscribed.clear()
             await asyncio.sleep(1.0)
         finally:
             with contextlib.suppress(Exception):

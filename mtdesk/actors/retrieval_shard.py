@@ -5,15 +5,25 @@ It holds the FAISS indexes of the tenants' chunks placed on it (see
 :mod:`mtdesk.retrieval.shard` for loading, catching up and snapshots) and speaks bytes:
 a batch of msgpack :class:`SearchRequest` in, a msgpack list of hit lists out, so one
 actor call carries many queries and is decoded once.
+
+Erasure: from its first search or sync (or :meth:`RetrievalShard.start`) a shard listens
+to the purge notices on ``keys.PURGE``; a ``tenant`` notice (account deletion) drops
+that tenant's index from memory and its snapshot file, so a deleted tenant's vectors do
+not linger in an idle actor and a later snapshot cannot write its file again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from typing import Any
 
 import msgspec
 import numpy as np
 
+from mtdesk.actors.purge import listen_for_erasures, tenant_erased
+from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
 from mtdesk.retrieval.shard import Hit, IndexShard, SearchRequest
@@ -38,6 +48,9 @@ class RetrievalShard:
         self._redis: Redis | None = None
         self._core: IndexShard | None = None
         self._snapshot_at = time.monotonic()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = False
+        self._subscribed = asyncio.Event()
 
     def _shard(self) -> IndexShard:
         # Made on first use, inside the actor's own event loop (a client is bound to a loop).
@@ -48,7 +61,43 @@ class RetrievalShard:
                 store=KnowledgeStore(self._redis), data_dir=self.settings.data_dir,
                 check_interval=self.check_interval, hnsw_threshold=self.hnsw_threshold,
             )
+        self._listen()
         return self._core
+
+    def _listen(self) -> None:
+        if self._listener is not None or self._redis is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # called outside an event loop: the next async call starts listening
+        self._listening = True
+        self._listener = loop.create_task(
+            listen_for_erasures(self._redis, lambda: self._listening, self.forget,
+                                subscribed=self._subscribed),
+            name=f"retrieval-{self.number}:purge",
+        )
+
+    async def start(self, *, timeout_s: float = 10.0) -> None:
+        """Listen to erasure notices; returns once subscribed (idempotent). The first
+        search or sync starts listening too, without waiting. Raises
+        ``StoreUnavailable`` when Redis does not accept the subscription in time."""
+        self._shard()
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout_s)
+        except TimeoutError as exc:
+            raise StoreUnavailable("retrieval shard could not subscribe to erasure notices") from exc
+
+    async def forget(self, notice: dict[str, Any]) -> bool:
+        """Apply an erasure notice: a ``tenant`` scope drops that tenant's index (memory
+        and snapshot file). Returns whether it was a tenant erasure; narrower scopes
+        (channel, conversations) leave knowledge alone, as it is not personal data."""
+        tenant = tenant_erased(notice)
+        if tenant is None:
+            return False
+        if self._core is not None:
+            await self._core.drop(tenant)
+        return True
 
     async def search_batch(self, payload: bytes) -> bytes:
         """msgpack ``list[SearchRequest]`` → msgpack ``list[list[Hit]]``, in order."""
@@ -80,6 +129,13 @@ class RetrievalShard:
 
     async def close(self) -> None:
         self.snapshot()
+        self._listening = False
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+            self._listener = None
+            self._subscribed.clear()
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

@@ -109,10 +109,12 @@ class IndexShard:
         return len(part.index) if part.index is not None else 0
 
     async def drop(self, tenant: str) -> None:
+        """Forget the tenant: its index leaves memory and its snapshot file is deleted
+        (account deletion). A later search loads it again from whatever Redis holds."""
         self._parts.pop(tenant, None)
         path = self._path(tenant)
-        if path is not None and path.exists():
-            path.unlink()
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def add_vectors(self, tenant: str, ids: np.ndarray, vectors: np.ndarray, embedder: str = "") -> None:
         """Add vectors directly (benchmarks; a tenant fed this way is not synced from Redis)."""
