@@ -73,3 +73,18 @@ def as_entries(reply: object) -> StreamEntries:
 def as_scored(reply: object) -> list[tuple[bytes, float]]:
     """A ZRANGE … WITHSCORES reply, or the pairs of a ZSCAN page, as (member, score)."""
     return cast("list[tuple[bytes, float]]", reply)
+
+
+def as_bytes_list(reply: list[bytes | str]) -> list[bytes]:
+    """A list of bytes-mode replies: a SCAN / SSCAN page's names, LRANGE, …"""
+    return cast("list[bytes]", reply)
+
+
+def as_bytes_set(reply: set[bytes | str]) -> set[bytes]:
+    """An SMEMBERS reply."""
+    return cast("set[bytes]", reply)
+
+
+def as_opt_bytes_list(reply: list[bytes | str | None]) -> list[bytes | None]:
+    """An HMGET / MGET reply (nil where a field or key is missing)."""
+    return cast("list[bytes | None]", reply)
