@@ -232,7 +232,10 @@ class Deployment:
                     log.warning("shard %s is %s", index, "back" if ok else "not answering")
                 self._healthy[index] = ok
 
-    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+    async def stop(self, drain_timeout_s: float = 10.0, *, wait_names: bool = True) -> None:
+        """Drain and remove the shards. ``wait_names``: wait until their names are free so a
+        restart in this process gets fresh actors (not wanted when the driver is exiting:
+        it asks Ray, which may be dying with us)."""
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -246,5 +249,6 @@ class Deployment:
                 ray.kill(actor, no_restart=True)
 
         await asyncio.gather(*(one(a) for a in self.actors))
-        await asyncio.to_thread(_wait_names_free, len(self.actors))
+        if wait_names:
+            await asyncio.to_thread(_wait_names_free, len(self.actors))
         self.actors = []

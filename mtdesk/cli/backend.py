@@ -97,21 +97,30 @@ class Backend:
             raise RuntimeError("policy actors are not running")
         return self._run(self.policy.run_retention(tenant_ids))
 
-    def stop(self) -> None:
+    def stop(self, budget_s: float = 20.0) -> None:
+        """Drain and stop the actors within ``budget_s``, then shut Ray down.
+
+        The graceful part is bounded: on SIGTERM to the whole process group (systemd,
+        Ctrl-C) Ray's own processes die with us, and waiting on them would hang. Cutting
+        it short loses nothing: unacknowledged entries are resumed by the next start.
+        """
         import ray
 
-        with contextlib.suppress(Exception):
-            if self.shards is not None:
-                self._run(self.shards.stop(), timeout_s=60)
-        with contextlib.suppress(Exception):
+        async def graceful() -> None:
+            stops = ([self.shards.stop(drain_timeout_s=budget_s / 2, wait_names=False)]
+                     if self.shards else [])
             if self.policy is not None:
-                self._run(self.policy.stop(), timeout_s=60)
-        for handle in self.retrieval:
-            with contextlib.suppress(Exception):
-                ray.kill(handle, no_restart=True)
+                stops.append(self.policy.stop())
+            await asyncio.wait_for(asyncio.gather(*stops, return_exceptions=True), budget_s)
+
         if self._thread.is_alive():
+            try:
+                self._run(graceful(), timeout_s=budget_s + 1)
+            except Exception as exc:  # timeout or a dead Ray: shutdown below ends them
+                log.warning("actors did not stop gracefully (%s)", type(exc).__name__)
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=5)
         if self._owns_ray:
+            # Ends every actor this driver started (retrieval shards included).
             with contextlib.suppress(Exception):
                 ray.shutdown()
