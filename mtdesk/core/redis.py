@@ -88,3 +88,22 @@ def as_bytes_set(reply: set[bytes | str]) -> set[bytes]:
 def as_opt_bytes_list(reply: list[bytes | str | None]) -> list[bytes | None]:
     """An HMGET / MGET reply (nil where a field or key is missing)."""
     return cast("list[bytes | None]", reply)
+
+
+PendingEntries = list[tuple[bytes, dict[bytes, bytes] | None]]
+"""Entries read by a consumer group (XREADGROUP, XAUTOCLAIM): fields are None for an
+entry that was deleted after it was delivered."""
+
+StreamReads = list[tuple[bytes, PendingEntries]]
+"""An XREADGROUP reply: (stream name, entries) per stream (redis-py gives 2-item lists)."""
+
+
+def as_stream_reads(reply: object) -> StreamReads:
+    """An XREADGROUP reply (empty when it timed out)."""
+    return cast(StreamReads, reply)
+
+
+def as_autoclaim(reply: object) -> tuple[bytes, PendingEntries, *tuple[list[bytes], ...]]:
+    """An XAUTOCLAIM reply: next start id, the claimed entries, and (Redis 7+) the ids of
+    deleted entries."""
+    return cast("tuple[bytes, PendingEntries, *tuple[list[bytes], ...]]", reply)

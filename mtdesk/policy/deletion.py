@@ -37,7 +37,17 @@ from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import MTDeskError, NotFound, ValidationError
 from mtdesk.core.events import CHANNELS
-from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.core.redis import (
+    UNAVAILABLE,
+    HashFields,
+    Redis,
+    as_autoclaim,
+    as_bytes_set,
+    as_hash,
+    as_opt_bytes,
+    as_opt_bytes_list,
+    as_stream_reads,
+)
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure import Eraser
 
@@ -112,7 +122,7 @@ class DeletionJobs:
     ) -> DeletionJob:
         job_id = secrets.token_hex(12)
         at = now_ms(self._clock)
-        fields: dict[str, str | int] = {
+        fields: HashFields = {
             "kind": kind, "status": "queued", "source": source, "requested_ms": at,
             "params": json.dumps(params), "attempts": 0,
         }
@@ -127,7 +137,7 @@ class DeletionJobs:
 
     async def schedule_account(self, tenant_id: str, *, source: str = "api") -> DeletionJob:
         """Everything of a tenant. Revokes its API key now; erasure follows in the job."""
-        raw = await self._redis.hgetall(keys.tenant(tenant_id))
+        raw = as_hash(await self._redis.hgetall(keys.tenant(tenant_id)))
         if not raw or ":" in tenant_id:
             raise NotFound(f"tenant {tenant_id!r} not found")
         pending = raw.get(b"deletion_job")
@@ -136,12 +146,12 @@ class DeletionJobs:
             if job is not None and job.status in ("queued", "running"):
                 return job  # asked twice: one job
         accounts: list[list[str]] = []
-        for cid in await self._redis.smembers(keys.channels(tenant_id)):
-            ch, acct = await self._redis.hmget(
+        for cid in as_bytes_set(await self._redis.smembers(keys.channels(tenant_id))):
+            raw_ch, raw_acct = as_opt_bytes_list(await self._redis.hmget(
                 keys.channel(tenant_id, cid.decode()), "channel", "account_id"
-            )
-            if ch and acct:
-                accounts.append([ch.decode(), acct.decode()])
+            ))
+            if raw_ch and raw_acct:
+                accounts.append([raw_ch.decode(), raw_acct.decode()])
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.tenant(tenant_id), "status", "deleting")
             if raw.get(b"api_key_hash"):
@@ -163,9 +173,9 @@ class DeletionJobs:
         self, tenant_id: str, channel_id: str, *, source: str = "api"
     ) -> DeletionJob:
         """All Platform Data of one of the tenant's channels (connected or not)."""
-        ch, acct = await self._redis.hmget(
+        ch, acct = as_opt_bytes_list(await self._redis.hmget(
             keys.channel(tenant_id, channel_id), "channel", "account_id"
-        )
+        ))
         if not ch or not acct or ":" in tenant_id:
             raise NotFound(f"channel {channel_id!r} not found")
         return await self._schedule(
@@ -189,9 +199,11 @@ class DeletionJobs:
         """Meta's data-deletion request: every channel this Facebook user connected."""
         # Resolved now: a resumed job must find accounts whose records it already erased.
         targets: list[list[str]] = []
-        for member in await self._redis.smembers(keys.app_user(app_scoped_user_id)):
+        for member in as_bytes_set(await self._redis.smembers(keys.app_user(app_scoped_user_id))):
             tid, _, cid = member.decode().partition(":")
-            ch, acct = await self._redis.hmget(keys.channel(tid, cid), "channel", "account_id")
+            ch, acct = as_opt_bytes_list(
+                await self._redis.hmget(keys.channel(tid, cid), "channel", "account_id")
+            )
             if ch and acct:
                 targets.append([tid, cid, ch.decode(), acct.decode()])
         targets.sort()
@@ -203,7 +215,7 @@ class DeletionJobs:
     async def find(self, job_id: str) -> DeletionJob | None:
         if not _valid_job_id(job_id):
             return None
-        raw = await self._redis.hgetall(keys.deletion_job(job_id))
+        raw = as_hash(await self._redis.hgetall(keys.deletion_job(job_id)))
         return _job_from_hash(job_id, raw) if raw else None
 
     async def get(self, job_id: str) -> DeletionJob:
@@ -215,7 +227,7 @@ class DeletionJobs:
     async def get_for_tenant(self, job_id: str, tenant_id: str) -> DeletionJob:
         """The job, only when ``tenant_id`` scheduled it (else NotFound, not 403)."""
         if _valid_job_id(job_id):
-            owner = await self._redis.hget(keys.deletion_job(job_id), "owner")
+            owner = as_opt_bytes(await self._redis.hget(keys.deletion_job(job_id), "owner"))
             if owner is not None and owner.decode() == owner_digest(tenant_id):
                 return await self.get(job_id)
         raise NotFound(f"deletion job {job_id[:40]!r} not found")
@@ -280,21 +292,21 @@ class DeletionWorker:
         """Process what is due: stale jobs of crashed workers, own pending, then new."""
         await self.ensure_group()
         entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-        _, claimed, *_ = await self._redis.xautoclaim(
+        _, claimed, *_ = as_autoclaim(await self._redis.xautoclaim(
             keys.DELETION_JOBS, keys.DELETION_GROUP, self._consumer,
             min_idle_time=self._claim_idle_ms, start_id="0-0", count=10,
-        )
+        ))
         entries.extend((e, f) for e, f in claimed if f)
-        own = await self._redis.xreadgroup(
+        own = as_stream_reads(await self._redis.xreadgroup(
             keys.DELETION_GROUP, self._consumer, {keys.DELETION_JOBS: "0"}, count=10
-        )
+        ))
         for _stream, rows in own or []:
             entries.extend((e, f) for e, f in rows if f)
         if not entries:
-            new = await self._redis.xreadgroup(
+            new = as_stream_reads(await self._redis.xreadgroup(
                 keys.DELETION_GROUP, self._consumer, {keys.DELETION_JOBS: ">"},
                 count=10, block=block_ms,
-            )
+            ))
             for _stream, rows in new or []:
                 entries.extend((e, f) for e, f in rows if f)
         seen: set[bytes] = set()
@@ -346,7 +358,7 @@ class DeletionWorker:
     async def _execute(self, job_id: str) -> bool:
         """True when the job is finished (done or given up), False to retry later."""
         key = keys.deletion_job(job_id)
-        raw = await self._redis.hgetall(key)
+        raw = as_hash(await self._redis.hgetall(key))
         if not raw or raw.get(b"status") in (b"done", b"failed"):
             return True
         # One worker at a time per job (a CLI run beside the service's worker): a lease

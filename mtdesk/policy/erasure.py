@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -37,7 +37,16 @@ import msgspec
 from mtdesk.core import keys
 from mtdesk.core.events import decode_event
 from mtdesk.core.history import decode_message
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import (
+    Redis,
+    as_bytes,
+    as_bytes_list,
+    as_bytes_set,
+    as_entries,
+    as_opt_bytes,
+    as_opt_bytes_list,
+    as_scored,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +100,7 @@ class Eraser:
         if counts and self._progress is not None:
             await self._progress(counts)
 
-    async def _notify(self, notice: dict[str, object]) -> None:
+    async def _notify(self, notice: Mapping[str, object]) -> None:
         # Pub/sub: nothing is stored, so the notice itself leaves no trace of the user.
         await self._redis.publish(keys.PURGE, json.dumps(notice))
 
@@ -105,7 +114,7 @@ class Eraser:
             cursor, rows = await self._redis.zscan(
                 keys.conversations(tenant_id), cursor, count=self._batch
             )
-            found.extend(c.decode() for c, _ in rows if want(c.decode()))
+            found.extend(c.decode() for c, _ in as_scored(rows) if want(c.decode()))
             if cursor == 0:
                 break
         # A conversation may have data but no index entry (a crash between writes).
@@ -114,7 +123,7 @@ class Eraser:
         prefix = keys.tenant_prefix(tenant_id)
         while True:
             cursor, names = await self._redis.scan(cursor, match=f"{prefix}*", count=self._batch)
-            for raw in names:
+            for raw in as_bytes_list(names):
                 rest = raw.decode("utf-8", "replace")[len(prefix):]
                 kind, _, conv = rest.partition(":")
                 if kind in ("hist", "ctx", "paused") and conv and want(conv):
@@ -133,7 +142,7 @@ class Eraser:
         counts: Counts = {"conversations": 1}
         start = "-"
         while True:
-            page = await self._redis.xrange(hist, start, "+", count=self._batch)
+            page = as_entries(await self._redis.xrange(hist, start, "+", count=self._batch))
             if not page:
                 break
             pipe = self._redis.pipeline(transaction=False)
@@ -205,10 +214,11 @@ class Eraser:
             cursor = 0
             while True:
                 if kind == "set":
-                    cursor, members = await r.sscan(name, cursor, count=self._batch)
+                    cursor, page = await r.sscan(name, cursor, count=self._batch)
+                    members = as_bytes_list(page)
                 else:
                     cursor, rows = await r.zscan(name, cursor, count=self._batch)
-                    members = [m for m, _ in rows]
+                    members = [m for m, _ in as_scored(rows)]
                 hits.extend(m for m in members if pattern.search(m))
                 if cursor == 0:
                     break
@@ -217,8 +227,11 @@ class Eraser:
             return int(await (r.srem(name, *hits) if kind == "set" else r.zrem(name, *hits)))
         if kind == "list":
             removed = 0
-            for value in {v for v in await r.lrange(name, 0, -1) if pattern.search(v)}:
-                removed += int(await r.lrem(name, 0, value))
+            values = as_bytes_list(await r.lrange(name, 0, -1))
+            for value in {v for v in values if pattern.search(v)}:
+                # redis-py annotates LREM's value as str; the exact bytes must be sent back
+                # (decoding could alter a non-UTF-8 member and miss it).
+                removed += int(await r.lrem(name, 0, value))  # type: ignore[arg-type]
             return removed
         if kind == "stream":
             return await self._sweep_stream(name, lambda fields: any(
@@ -232,7 +245,7 @@ class Eraser:
         removed = 0
         start = "-"
         while True:
-            page = await self._redis.xrange(name, start, "+", count=self._batch)
+            page = as_entries(await self._redis.xrange(name, start, "+", count=self._batch))
             if not page:
                 return removed
             hits = [entry_id for entry_id, fields in page if match(fields)]
@@ -252,7 +265,7 @@ class Eraser:
             cursor, names = await self._redis.scan(cursor, match=f"{prefix}*", count=self._batch)
             todo: list[bytes] = []
             outs: list[bytes] = []
-            for raw in names:
+            for raw in as_bytes_list(names):
                 rest = raw.decode("utf-8", "replace")[len(prefix):]
                 if rest.startswith(_NOT_USER_DATA) or rest.startswith(_PER_CONVERSATION):
                     continue  # not user data, or handled exactly (conversations, flags)
@@ -288,7 +301,7 @@ class Eraser:
         await self._report({"inbound_events": removed})
 
     async def _sweep_dead_letters(self, pattern: re.Pattern[bytes]) -> None:
-        kind = (await self._redis.type(keys.DEAD_LETTERS)).decode()
+        kind = as_bytes(await self._redis.type(keys.DEAD_LETTERS)).decode()
         if kind == "none":
             return
         removed = await self._sweep_container(keys.DEAD_LETTERS.encode(), kind, pattern)
@@ -301,7 +314,7 @@ class Eraser:
         root = keys.ROOT + ":"
         while True:
             cursor, names = await self._redis.scan(cursor, match=f"{root}*", count=self._batch)
-            todo = [n for n in names
+            todo = [n for n in as_bytes_list(names)
                     if not n.decode("utf-8", "replace")[len(root):].startswith(_GLOBAL_SKIP)]
             removed += await self._sweep_names(todo, pattern)
             if cursor == 0:
@@ -336,7 +349,7 @@ class Eraser:
 
     async def _drop_routing(self, tenant_id: str, channel: str, account_id: str) -> None:
         route = keys.account(channel, account_id)
-        owner = await self._redis.hget(route, "tenant")
+        owner = as_opt_bytes(await self._redis.hget(route, "tenant"))
         removed = 0
         if owner is not None and owner.decode() == tenant_id:
             removed = int(await self._redis.delete(route))
@@ -376,7 +389,7 @@ class Eraser:
         await self._notify(notice)
         await self._drop_routing(tenant_id, channel, account_id)
         hkey = keys.channel(tenant_id, channel_id)
-        asid = await self._redis.hget(hkey, "connected_by")
+        asid = as_opt_bytes(await self._redis.hget(hkey, "connected_by"))
         pipe = self._redis.pipeline(transaction=False)
         pipe.delete(hkey)
         pipe.srem(keys.channels(tenant_id), channel_id)
@@ -417,11 +430,13 @@ class Eraser:
         await self._notify(notice)
         r = self._redis
         known = set(accounts)
-        for raw in await r.smembers(keys.channels(tenant_id)):
-            ch, acct = await r.hmget(keys.channel(tenant_id, raw.decode()), "channel", "account_id")
-            if ch and acct:
-                known.add((ch.decode(), acct.decode()))
-        api_hash = await r.hget(keys.tenant(tenant_id), "api_key_hash")
+        for raw in as_bytes_set(await r.smembers(keys.channels(tenant_id))):
+            raw_ch, raw_acct = as_opt_bytes_list(
+                await r.hmget(keys.channel(tenant_id, raw.decode()), "channel", "account_id")
+            )
+            if raw_ch and raw_acct:
+                known.add((raw_ch.decode(), raw_acct.decode()))
+        api_hash = as_opt_bytes(await r.hget(keys.tenant(tenant_id), "api_key_hash"))
         if api_hash:
             await self._report({"api_keys": int(await r.delete(keys.api_key(api_hash.decode())))})
         await r.srem(keys.TENANTS, tenant_id)
@@ -433,7 +448,8 @@ class Eraser:
         counts: Counts = {}
         cursor = 0
         while True:
-            cursor, names = await r.scan(cursor, match=f"{prefix}*", count=self._batch)
+            cursor, page = await r.scan(cursor, match=f"{prefix}*", count=self._batch)
+            names = as_bytes_list(page)
             if names:
                 pipe = r.pipeline(transaction=False)
                 for name in names:

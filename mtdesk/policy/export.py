@@ -34,7 +34,7 @@ from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import NotFound
 from mtdesk.core.history import MessageStore, StoredMessage
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, as_hash
 from mtdesk.core.tenants import Bots, Channels, Tenants
 from mtdesk.policy.deletion import validate_end_user
 from mtdesk.policy.restriction import is_restricted, list_restricted
@@ -111,7 +111,7 @@ async def _conversations(
 async def _knowledge(redis: Redis, tenant_id: str) -> list[dict[str, str]]:
     sources: list[dict[str, str]] = []
     async for sid, _score in redis.zscan_iter(keys.kb_sources(tenant_id), count=500):
-        raw = await redis.hgetall(keys.kb_source(tenant_id, sid.decode()))
+        raw = as_hash(await redis.hgetall(keys.kb_source(tenant_id, sid.decode())))
         item: dict[str, str] = {"id": sid.decode()}
         for k, v in raw.items():
             name = k.decode("utf-8", "replace")

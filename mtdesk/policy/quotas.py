@@ -32,7 +32,7 @@ from redis.exceptions import WatchError
 
 from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
-from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.core.redis import UNAVAILABLE, HashFields, Redis, as_hash, as_opt_bytes
 
 UNLIMITED: Final = -1  # how "no limit" is stored in the billing hash and passed to Lua
 _USAGE_GRACE_S: Final = 40 * 24 * 3600  # a month's counter outlives the month by this much
@@ -191,7 +191,7 @@ def _int(raw: dict[bytes, bytes], name: str, default: int) -> int:
 
 async def load_account(redis: Redis, tenant_id: str) -> BillingAccount:
     """The tenant's billing state (defaults: free plan, no customer)."""
-    raw: dict[bytes, bytes] = await redis.hgetall(keys.billing(tenant_id))  # type: ignore[misc]
+    raw = as_hash(await redis.hgetall(keys.billing(tenant_id)))
     free = FREE.monthly_messages if FREE.monthly_messages is not None else UNLIMITED
     allowance = _int(raw, "allowance", free)
     return BillingAccount(
@@ -209,7 +209,7 @@ async def load_account(redis: Redis, tenant_id: str) -> BillingAccount:
 
 
 async def tenant_of_customer(redis: Redis, customer_id: str) -> str | None:
-    raw = await redis.get(keys.stripe_customer(customer_id))
+    raw = as_opt_bytes(await redis.get(keys.stripe_customer(customer_id)))
     return raw.decode() if raw else None
 
 
@@ -217,7 +217,7 @@ async def link_customer(
     redis: Redis, tenant_id: str, customer_id: str, *, now_ms: int, subscription: str = ""
 ) -> None:
     """Record that ``customer_id`` (and optionally a subscription) belongs to the tenant."""
-    fields: dict[str, str | int] = {"customer": customer_id, "updated_ms": now_ms}
+    fields: HashFields = {"customer": customer_id, "updated_ms": now_ms}
     if subscription:
         fields["subscription"] = subscription
     pipe = redis.pipeline(transaction=True)

@@ -37,7 +37,7 @@ from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.history import decode_message
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, as_bytes_set, as_entries, as_hash, as_opt_bytes, as_scored
 from mtdesk.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,9 @@ class RetentionSweep:
         t0 = time.monotonic()
         report = RetentionReport(started_ms=now_ms(self._clock))
         if tenant_ids is None:
-            tenant_ids = sorted(t.decode() for t in await self._redis.smembers(keys.TENANTS))
+            tenant_ids = sorted(
+                t.decode() for t in as_bytes_set(await self._redis.smembers(keys.TENANTS))
+            )
         for tid in tenant_ids:
             await self.sweep_tenant(tid, report)
             report.tenants += 1
@@ -168,7 +170,7 @@ class RetentionSweep:
         cursor = 0
         while True:
             cursor, rows = await r.zscan(keys.conversations(tenant_id), cursor, count=self._batch)
-            convs = [(c.decode(), float(s)) for c, s in rows]
+            convs = [(c.decode(), float(s)) for c, s in as_scored(rows)]
             if convs:
                 await self._trim_page(tenant_id, convs, cutoff, report)
             if cursor == 0:
@@ -227,7 +229,7 @@ class RetentionSweep:
         Counting fewer than there are only drops memory, never keeps expired text.
         """
         ctx_key = keys.context(tenant_id, conv)
-        raw = await self._redis.get(ctx_key)
+        raw = as_opt_bytes(await self._redis.get(ctx_key))
         if raw is None:
             return False
         try:
@@ -240,7 +242,9 @@ class RetentionSweep:
         need, kept = len(turns), 0
         end = "+"
         while kept < need:
-            page = await self._redis.xrevrange(keys.history(tenant_id, conv), end, "-", count=50)
+            page = as_entries(
+                await self._redis.xrevrange(keys.history(tenant_id, conv), end, "-", count=50)
+            )
             for _entry, fields in page:
                 try:
                     m = decode_message(fields[b"m"])
@@ -312,7 +316,7 @@ class RetentionStatus(msgspec.Struct, kw_only=True):
 
 
 async def read_retention_status(redis: Redis) -> RetentionStatus:
-    raw = await redis.hgetall(keys.RETENTION_STATUS)
+    raw = as_hash(await redis.hgetall(keys.RETENTION_STATUS))
     status = RetentionStatus()
     for k, v in raw.items():
         name = k.decode()

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mtdesk.core import keys
 from mtdesk.core.errors import ConfigError, DecryptionError
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, as_bytes_set, as_opt_bytes
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings, parse_encryption_key
 from mtdesk.core.tenants import channel_token_aad
@@ -215,7 +215,7 @@ class TokenVault:
                     report.rotated += 1
                     break
                 # Someone wrote the token between our read and our write: read it again.
-                raw = await redis.hget(hkey, "token")
+                raw = as_opt_bytes(await redis.hget(hkey, "token"))
                 if raw is None:
                     report.changed_concurrently += 1
                     break
@@ -233,12 +233,12 @@ class TokenVault:
 
 async def _stored_tokens(redis: Redis) -> AsyncIterator[tuple[str, str, str, str]]:
     """Yield (tenant id, channel id, channel hash key, token ciphertext) of every channel."""
-    tenants = sorted(t.decode() for t in await redis.smembers(keys.TENANTS))
+    tenants = sorted(t.decode() for t in as_bytes_set(await redis.smembers(keys.TENANTS)))
     for tid in tenants:
-        cids = sorted(c.decode() for c in await redis.smembers(keys.channels(tid)))
+        cids = sorted(c.decode() for c in as_bytes_set(await redis.smembers(keys.channels(tid))))
         for cid in cids:
             hkey = keys.channel(tid, cid)
-            raw = await redis.hget(hkey, "token")
+            raw = as_opt_bytes(await redis.hget(hkey, "token"))
             if raw:
                 yield tid, cid, hkey, raw.decode("utf-8", "replace")
 
