@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
 
@@ -87,6 +88,8 @@ def _handle(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout, connections=args.connections,
         redis_url=args.redis_url, profile_dir=args.profile,
     )
+    # SIGTERM unwinds like Ctrl-C, so everything the bench started is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     report = run(cfg, log=lambda line: print(f"bench e2e: {line}", file=sys.stderr, flush=True))
     print(summary(report))
     if args.json:
