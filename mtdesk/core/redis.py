@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -75,8 +75,9 @@ def as_scored(reply: object) -> list[tuple[bytes, float]]:
     return cast("list[tuple[bytes, float]]", reply)
 
 
-def as_bytes_list(reply: list[bytes | str]) -> list[bytes]:
-    """A list of bytes-mode replies: a SCAN / SSCAN page's names, LRANGE, …"""
+def as_bytes_list(reply: Sequence[object]) -> list[bytes]:
+    """A list of bytes-mode replies: a SCAN / SSCAN page's names, LRANGE, ZRANGE (without
+    scores), HKEYS …"""
     return cast("list[bytes]", reply)
 
 

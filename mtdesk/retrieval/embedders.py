@@ -20,7 +20,6 @@ import math
 import os
 import threading
 import zlib
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -69,15 +68,17 @@ class LexicalEmbedder:
         self.dim = dim
         self.name = f"lexical-v1:{dim}"
 
-    def features(self, text: str) -> Counter[str]:
+    def features(self, text: str) -> dict[str, float]:
+        # A plain dict with float weights (typeshed's Counter is int-valued); same items,
+        # same order, same sums as counting.
         words = terms(text)
-        feats: Counter[str] = Counter()
+        feats: dict[str, float] = {}
         for w in words:
-            feats[w] += 1.0
+            feats[w] = feats.get(w, 0.0) + 1.0
             if len(w) > 5:
-                feats["~" + w[:5]] += 0.5
+                feats["~" + w[:5]] = feats.get("~" + w[:5], 0.0) + 0.5
         for a, b in zip(words, words[1:], strict=False):
-            feats[a + " " + b] += 0.5
+            feats[a + " " + b] = feats.get(a + " " + b, 0.0) + 0.5
         return feats
 
     def embed_one(self, text: str) -> np.ndarray:

@@ -10,6 +10,7 @@ chunk count) or ``failed`` (with the reason). Nothing here runs on the webhook p
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -208,7 +209,12 @@ class KnowledgeService:
         root = Path(self.settings.data_dir)
         await asyncio.to_thread(_rmtree, root / "uploads" / _SAFE_NAME.sub("_", tenant))
         name = snapshot_name(tenant)
-        await asyncio.to_thread(lambda: [p.unlink(missing_ok=True) for p in root.glob(f"kb/shard-*/{name}")])
+
+        def unlink_snapshots() -> None:
+            for p in root.glob(f"kb/shard-*/{name}"):
+                p.unlink(missing_ok=True)
+
+        await asyncio.to_thread(unlink_snapshots)
         await self._changed(tenant)
 
     async def list(self, tenant: str) -> list[SourceInfo]:
@@ -260,7 +266,10 @@ class KnowledgeService:
         except NotFound:
             return SourceInfo(id=sid, kind=info.kind, name=info.name, status="failed", error="source was deleted")
 
-    async def _read(self, tenant: str, sid: str, spec: SourceSpec, info: SourceInfo) -> list[tuple[str, Document]]:
+    # ``builtins.list`` in annotations: the method ``list`` above shadows it in this class.
+    async def _read(
+        self, tenant: str, sid: str, spec: SourceSpec, info: SourceInfo
+    ) -> builtins.list[tuple[str, Document]]:
         if spec.kind == "qa":
             return [(info.name, Document(title="", qa=spec.qa))]
         if spec.kind == "file":
@@ -298,7 +307,7 @@ class KnowledgeService:
         return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
 
     async def _store_chunks(
-        self, tenant: str, sid: str, chunks: list[tuple[str, Chunk]], vectors: np.ndarray
+        self, tenant: str, sid: str, chunks: builtins.list[tuple[str, Chunk]], vectors: np.ndarray
     ) -> None:
         # Chunks of one source may carry different names (the pages of a crawl): group them.
         old = await self.store.source_chunk_ids(tenant, sid)

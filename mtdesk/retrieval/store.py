@@ -17,7 +17,18 @@ import numpy as np
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.errors import NotFound, StoreUnavailable
-from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.core.redis import (
+    UNAVAILABLE,
+    HashFields,
+    Redis,
+    as_bytes,
+    as_bytes_list,
+    as_bytes_set,
+    as_entries,
+    as_hash,
+    as_opt_bytes,
+    as_opt_bytes_list,
+)
 from mtdesk.retrieval.chunking import Chunk
 
 Status = Literal["queued", "processing", "ready", "failed"]
@@ -108,13 +119,13 @@ class KnowledgeStore:
         return _from_fields(raw)
 
     async def source_spec(self, tenant: str, sid: str) -> bytes:
-        spec = await self.redis.hget(keys.kb_source(tenant, sid), "spec")
+        spec = as_opt_bytes(await self.redis.hget(keys.kb_source(tenant, sid), "spec"))
         if spec is None:
             raise NotFound(f"knowledge source {sid!r} not found")
         return bytes(spec)
 
     async def list_sources(self, tenant: str) -> list[SourceInfo]:
-        sids = await self.redis.zrange(keys.kb_sources(tenant), 0, -1)
+        sids = as_bytes_list(await self.redis.zrange(keys.kb_sources(tenant), 0, -1))
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid in sids:
                 pipe.hgetall(keys.kb_source(tenant, sid.decode()))
@@ -124,7 +135,7 @@ class KnowledgeStore:
     async def update_source(self, tenant: str, sid: str, **fields: object) -> None:
         """Set status/progress fields (None deletes a field); ``finished`` status clears pending."""
         key = keys.kb_source(tenant, sid)
-        sets = {k: _enc(v) for k, v in fields.items() if v is not None}
+        sets: HashFields = {k: _enc(v) for k, v in fields.items() if v is not None}
         dels = [k for k, v in fields.items() if v is None]
         sets["updated_ms"] = str(now_ms(self.clock)).encode()
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -147,13 +158,13 @@ class KnowledgeStore:
 
     async def pending(self) -> list[tuple[str, str]]:
         out = []
-        for member in await self.redis.smembers(keys.KB_PENDING):
+        for member in as_bytes_set(await self.redis.smembers(keys.KB_PENDING)):
             tenant, _, sid = member.decode().rpartition(":")
             out.append((tenant, sid))
         return out
 
     async def source_chunk_ids(self, tenant: str, sid: str) -> np.ndarray:
-        return unpack_ids(await self.redis.hget(keys.kb_source(tenant, sid), "ids"))
+        return unpack_ids(as_opt_bytes(await self.redis.hget(keys.kb_source(tenant, sid), "ids")))
 
     async def delete_source(self, tenant: str, sid: str) -> int:
         """Delete a source, its chunks and vectors. Returns how many chunks went.
@@ -198,11 +209,11 @@ class KnowledgeStore:
         ids = np.arange(last - len(chunks) + 1, last + 1, dtype=np.int64)
         enc = msgspec.msgpack.Encoder()
         vec16 = np.asarray(vectors, dtype=np.float16)
-        texts = {
+        texts: HashFields = {
             str(i): enc.encode(ChunkRecord(sid, name, c.text, c.answer, c.context))
             for i, c in zip(ids, chunks, strict=True)
         }
-        vecs = {str(i): vec16[j].tobytes() for j, i in enumerate(ids)}
+        vecs: HashFields = {str(i): vec16[j].tobytes() for j, i in enumerate(ids)}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.kb_chunks(tenant), mapping=texts)
             pipe.hset(keys.kb_vectors(tenant), mapping=vecs)
@@ -223,7 +234,9 @@ class KnowledgeStore:
     async def chunks(self, tenant: str, ids: Sequence[int]) -> list[ChunkRecord | None]:
         if not ids:
             return []
-        raw = await self.redis.hmget(keys.kb_chunks(tenant), [str(int(i)) for i in ids])
+        raw = as_opt_bytes_list(
+            await self.redis.hmget(keys.kb_chunks(tenant), [str(int(i)) for i in ids])
+        )
         return [_CHUNK_DECODER.decode(r) if r is not None else None for r in raw]
 
     async def all_chunk_ids(self, tenant: str) -> np.ndarray:
@@ -234,7 +247,9 @@ class KnowledgeStore:
         """(ids found, float32 vectors) for ``ids``; missing ids are left out."""
         if not len(ids):
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        raw = await self.redis.hmget(keys.kb_vectors(tenant), [str(int(i)) for i in ids])
+        raw = as_opt_bytes_list(
+            await self.redis.hmget(keys.kb_vectors(tenant), [str(int(i)) for i in ids])
+        )
         found = [(int(i), r) for i, r in zip(ids, raw, strict=True) if r is not None]
         return _stack(found)
 
@@ -259,7 +274,8 @@ class KnowledgeStore:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def set_meta(self, tenant: str, **fields: str) -> None:
-        await self.redis.hset(keys.kb_meta(tenant), mapping=fields)
+        mapping: HashFields = {k: v for k, v in fields.items()}  # redis-py's exact key type
+        await self.redis.hset(keys.kb_meta(tenant), mapping=mapping)
 
     async def seq(self, tenant: str) -> int:
         raw = await self.redis.get(keys.kb_seq(tenant))
@@ -271,21 +287,21 @@ class KnowledgeStore:
             keys.kb_log(tenant), {"op": op, "ids": pack_ids(ids if ids is not None else [])},
             maxlen=LOG_MAXLEN, approximate=True,
         )
-        return bytes(entry)
+        return bytes(as_bytes(entry))
 
     async def log_since(self, tenant: str, after: bytes | None) -> list[LogEntry] | None:
         """Entries after stream id ``after``; None when ``after`` was trimmed away (rebuild)."""
         key = keys.kb_log(tenant)
         start = b"(" + after if after else b"-"
         if after:
-            first = await self.redis.xrange(key, min=b"-", max=b"+", count=1)
+            first = as_entries(await self.redis.xrange(key, min=b"-", max=b"+", count=1))
             if not first or _sid(first[0][0]) > _sid(after):
                 return None  # what we saw was trimmed away (or the log was dropped)
-        rows = await self.redis.xrange(key, min=start, max=b"+")
+        rows = as_entries(await self.redis.xrange(key, min=start, max=b"+"))
         return [LogEntry(bytes(eid), f[b"op"].decode(), unpack_ids(f.get(b"ids"))) for eid, f in rows]
 
     async def log_head(self, tenant: str) -> bytes | None:
-        rows = await self.redis.xrevrange(keys.kb_log(tenant), count=1)
+        rows = as_entries(await self.redis.xrevrange(keys.kb_log(tenant), count=1))
         return bytes(rows[0][0]) if rows else None
 
     async def drop_tenant(self, tenant: str) -> None:
@@ -304,7 +320,7 @@ class KnowledgeStore:
 
     async def _hgetall(self, key: str) -> dict[bytes, bytes]:
         try:
-            return await self.redis.hgetall(key)
+            return as_hash(await self.redis.hgetall(key))
         except UNAVAILABLE as exc:
             raise StoreUnavailable("redis unreachable") from exc
 
@@ -328,8 +344,8 @@ def _enc(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def _to_fields(info: SourceInfo) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
+def _to_fields(info: SourceInfo) -> HashFields:
+    out: HashFields = {}
     for name in info.__struct_fields__:
         value = getattr(info, name)
         if value is not None:

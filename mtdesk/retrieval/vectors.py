@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from typing import Any, cast
 
 import faiss
 import msgspec
@@ -41,7 +42,8 @@ class VectorIndex:
         self.embedder = embedder
         self.log_id = log_id  # the last change-log entry this index reflects (see shard)
         self.kind = "flat"
-        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        # Always an id map (IndexIDMap2 over a flat index, IndexIDMap over HNSW).
+        self._index: faiss.IndexIDMap = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._tombstones: set[int] = set()
         self._live: set[int] = set()  # makes adds idempotent (a log replay may repeat one)
         self._params: faiss.SearchParameters | None = None
@@ -151,21 +153,26 @@ class VectorIndex:
         header = msgspec.msgpack.decode(data[4 : 4 + n], type=_Header)
         index = cls(header.dim, embedder=header.embedder, log_id=header.log_id, **options)  # type: ignore[arg-type]
         index.kind = header.kind
-        index._index = faiss.deserialize_index(np.frombuffer(data[4 + n :], dtype=np.uint8))
+        # faiss's stubs say Index; the object is downcast to what was serialized: an id map.
+        index._index = cast(
+            faiss.IndexIDMap, faiss.deserialize_index(np.frombuffer(data[4 + n :], dtype=np.uint8))
+        )
         index._tombstones = set(header.tombstones)
         index._live = set(index._all(vectors=False)[0].tolist()) - index._tombstones
         if index.kind == "hnsw":
-            faiss.downcast_index(index._index.index).hnsw.efSearch = index.ef_search
+            inner = cast(faiss.IndexHNSW, faiss.downcast_index(index._index.index))
+            inner.hnsw.efSearch = index.ef_search
         return index
 
     # -- internals -------------------------------------------------------------------------
     def _search_params(self) -> faiss.SearchParameters:
         if self._params is None:
-            params = faiss.SearchParametersHNSW()
+            # Missing from faiss's stubs (present in the module): typed loosely here.
+            params: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
             params.efSearch = self.ef_search
             if self._tombstones:
                 dead = np.fromiter(self._tombstones, dtype=np.int64)
-                self._selector_parts = (faiss.IDSelectorBatch(dead),)
+                self._selector_parts: tuple[faiss.IDSelector, ...] = (faiss.IDSelectorBatch(dead),)
                 params.sel = faiss.IDSelectorNot(self._selector_parts[0])
                 self._selector_parts += (params.sel,)  # keep the C++ objects alive
             self._params = params
