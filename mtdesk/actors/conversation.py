@@ -58,7 +58,7 @@ from mtdesk.core.ports import (
     Passage,
     Retriever,
 )
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, as_opt_bytes
 from mtdesk.core.settings import Settings
 from mtdesk.policy.quotas import try_consume
 
@@ -119,7 +119,7 @@ class Conversation:
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
     async def restore(redis: Redis, tenant_id: str, key: str) -> ConversationContext:
-        raw = await redis.get(keys.context(tenant_id, key))
+        raw = as_opt_bytes(await redis.get(keys.context(tenant_id, key)))
         if raw is None:
             return ConversationContext()
         try:
@@ -215,7 +215,8 @@ class Conversation:
         elif isinstance(event, Status):
             await self._on_status(event)
         else:  # reaction, unsend, unsupported: recorded, never answered
-            await self._record(item, reason=event.__struct_config__.tag or "other")
+            tag = event.__struct_config__.tag  # typed str | int | None; ours are str
+            await self._record(item, reason=tag if isinstance(tag, str) and tag else "other")
             self._s.metrics.outcome("recorded")
         self._s.done(item)
 

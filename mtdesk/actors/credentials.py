@@ -20,7 +20,7 @@ from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.errors import NotFound
 from mtdesk.core.events import Channel
 from mtdesk.core.ports import ChannelCredentials
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, as_opt_bytes_list
 from mtdesk.core.tenants import CONNECTED, Channels, channel_token_aad
 from mtdesk.policy.vault import TokenVault
 
@@ -72,7 +72,9 @@ class VaultCredentials:
             raise NotFound(f"no tenant has connected {channel} account {account_id}")
         tid, cid = routed
 
-        status, token = await self._redis.hmget(keys.channel(tid, cid), "status", "token")
+        status, token = as_opt_bytes_list(
+            await self._redis.hmget(keys.channel(tid, cid), "status", "token")
+        )
         entry: _Entry = (
             tid,
             cid,

@@ -183,7 +183,7 @@ class ProviderChatModel:
         if not chain:
             raise ProviderError(bot.provider, "no LLM provider in the bot's chain")
         failures: list[str] = []
-        last: Exception | None = None
+        last: ProviderError | None = None
         for position, (provider, model) in enumerate(chain):
             try:
                 client = self._client(provider)

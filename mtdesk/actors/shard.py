@@ -55,7 +55,7 @@ from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.events import decode_event
 from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, Retriever
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, StreamOffsets, as_stream_reads
 from mtdesk.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class ConversationShard:
                 log.exception("re-reading own pending entries failed; retrying")
                 await asyncio.sleep(1.0)
                 await self._recreate_groups()
-        streams_all = {keys.inbound(p): ">" for p in self.partitions}
+        streams_all: StreamOffsets = {keys.inbound(p): ">" for p in self.partitions}
         if not streams_all:  # more shards than partitions: nothing to read
             return
         by_stream = {keys.inbound(p).encode(): p for p in self.partitions}
@@ -259,10 +259,10 @@ class ConversationShard:
                 continue
             per_stream = max(1, min(self._batch, room // max(1, len(self.partitions))))
             try:
-                answer = await self._redis.xreadgroup(
+                answer = as_stream_reads(await self._redis.xreadgroup(
                     keys.SHARD_GROUP, self.consumer, streams_all, count=per_stream,
                     block=self._block_ms,
-                )
+                ))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -279,10 +279,10 @@ class ConversationShard:
         for p in self.partitions:
             start = "0"
             while self._running:
-                answer = await self._redis.xreadgroup(
+                answer = as_stream_reads(await self._redis.xreadgroup(
                     keys.SHARD_GROUP, self.consumer, {keys.inbound(p): start},
                     count=self._batch,
-                )
+                ))
                 entries = answer[0][1] if answer else []
                 if not entries:
                     break

@@ -34,7 +34,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from mtdesk.core import keys
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, as_opt_bytes_list
 
 STAGES = ("queue", "llm", "send", "end_to_end")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -172,7 +172,7 @@ async def read_shard_stats(redis: Redis, shards: int | None = None) -> list[Shar
             found.append(key)
     if not found:
         return []
-    raw = await redis.mget(found)
+    raw = as_opt_bytes_list(await redis.mget(found))
     out = []
     for data in raw:
         if data is None:

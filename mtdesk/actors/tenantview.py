@@ -10,7 +10,7 @@ import time
 
 from mtdesk.core import keys
 from mtdesk.core.ports import BotConfig
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, as_opt_bytes
 from mtdesk.core.tenants import Bots
 
 DISCONNECTED = b"disconnected"
@@ -42,7 +42,9 @@ class TenantView:
         now = time.monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
-        channel_id = await self._redis.hget(keys.account(channel, account_id), "channel_id")
+        channel_id = as_opt_bytes(
+            await self._redis.hget(keys.account(channel, account_id), "channel_id")
+        )
         connected = True
         if channel_id is not None:
             status = await self._redis.hget(keys.channel(tenant_id, channel_id.decode()), "status")

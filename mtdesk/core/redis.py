@@ -8,7 +8,7 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 Redis = aioredis.Redis
 
@@ -90,6 +90,9 @@ def as_opt_bytes_list(reply: list[bytes | str | None]) -> list[bytes | None]:
     """An HMGET / MGET reply (nil where a field or key is missing)."""
     return cast("list[bytes | None]", reply)
 
+
+StreamOffsets = dict[KeyT, StreamIdT]
+"""XREADGROUP's ``streams`` argument: stream → id to read after (``">"`` for new)."""
 
 PendingEntries = list[tuple[bytes, dict[bytes, bytes] | None]]
 """Entries read by a consumer group (XREADGROUP, XAUTOCLAIM): fields are None for an
