@@ -20,6 +20,7 @@ from mtdesk.core import keys
 from mtdesk.core.appkeys import REDIS, SETTINGS
 from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.history import MessageStore
+from mtdesk.core.redis import as_scored
 
 _ENTRY = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
@@ -46,9 +47,9 @@ async def list_conversations(request: web.Request) -> web.Response:
         if not before.isdigit() or len(before) > 20:
             raise ValidationError("before", "must be a last_activity_ms from a previous page")
         high = f"({before}"
-    rows = await request.config_dict[REDIS].zrevrangebyscore(
+    rows = as_scored(await request.config_dict[REDIS].zrevrangebyscore(
         keys.conversations(tid), high, "-inf", start=0, num=limit, withscores=True
-    )
+    ))
     items = [
         {"conversation": member.decode(), "last_activity_ms": int(score)}
         for member, score in rows
