@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, cast
 
 from aiohttp import web
 
@@ -57,9 +57,11 @@ class FakeServer:
         site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=0.5)
         await site.start()
         self._runner = runner
-        server = site._server  # aiohttp keeps the bound socket here; port 0 needs it
-        if server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        # aiohttp keeps the bound socket here; port 0 needs it. Typed AbstractServer, it is
+        # the loop's server (asyncio's or uvloop's), which has ``sockets``.
+        server = cast("asyncio.Server | None", site._server)
+        if server is not None and server.sockets:
+            self.port = int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -253,7 +253,7 @@ class FakeStripe(FakeServer):
         params, early = await self._begin(request)
         if early is not None:
             return early
-        customer = {
+        customer: dict[str, Any] = {
             "id": self._id("cus"), "object": "customer", "created": self._time(),
             "email": params.get("email"), "name": params.get("name"),
             "metadata": params.get("metadata") or {}, "livemode": False,
