@@ -59,6 +59,9 @@ class Outcome(enum.IntEnum):
         return self.name.lower()
 
 
+_OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)  # by script code: cheaper than Outcome(code)
+
+
 class IngestCall:
     """The script arguments of one request's events (built without I/O)."""
 
@@ -219,7 +222,7 @@ class IngestBatcher:
         for group, reply in zip(groups, replies, strict=True):
             pos = 0
             for p in group:
-                out.append([Outcome(int(c)) for c in reply[pos : pos + p.call.count]])
+                out.append([_OUTCOMES[c] for c in reply[pos : pos + p.call.count]])
                 pos += p.call.count
         return out
 

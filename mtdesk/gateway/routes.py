@@ -46,6 +46,8 @@ METRIC_SOURCES = web.AppKey("metric_sources", list[MetricsSource])
 _OK_BODY = b"EVENT_RECEIVED"
 _KIND: dict[type, str] = {t: str(t.__struct_config__.tag) for t in get_args(Event)}
 _READY_TIMEOUT_S = 2.0
+_ENQUEUED, _UNKNOWN = Outcome.ENQUEUED, Outcome.UNKNOWN
+_LABEL: dict[Outcome, str] = {o: o.label for o in Outcome}  # the enum property costs per event
 
 
 def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) -> None:
@@ -83,8 +85,7 @@ async def post_webhook(request: web.Request) -> web.Response:
     app = request.app
     metrics = app[METRICS]
     response = await _handle(request, app, metrics)
-    metrics.ack_seconds.observe(time.perf_counter() - started)
-    metrics.request(response.status)
+    metrics.ack(time.perf_counter() - started, response.status)
     return response
 
 
@@ -124,13 +125,16 @@ async def _handle(request: web.Request, app: web.Application, metrics: GatewayMe
             metrics.redis_errors.labels("ingest").inc()
             log.warning("ingest: Redis unavailable (%s), %d events refused with 503", exc.__cause__, len(events))
             return _json_error(503, "redis", "store unavailable, retry later")
-        for i, (ev, outcome) in enumerate(zip(events, outcomes, strict=True)):
-            label = outcome.label
-            if outcome is Outcome.ENQUEUED and call.is_stale(i):
-                label = "stale"
-            elif outcome is Outcome.UNKNOWN:
-                _log_unknown_account(metrics, ev.channel, ev.account_id)
-            metrics.event(ev.channel, _KIND[type(ev)], label)
+        count = metrics.event
+        for i, ev in enumerate(events):
+            outcome = outcomes[i]
+            if outcome is _ENQUEUED:
+                label = "stale" if call.is_stale(i) else "enqueued"
+            else:
+                label = _LABEL[outcome]
+                if outcome is _UNKNOWN:
+                    _log_unknown_account(metrics, ev.channel, ev.account_id)
+            count(ev.channel, _KIND[type(ev)], label)
     if parsed.malformed:
         return await _dead_letter(app, metrics, body, received_ms, "malformed_item")
     return _response(200, _OK_BODY)
