@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtdesk.benchmarks.e2e_load import TOKEN, LoadConfig, build_request, loadgen_main
+from mtdesk.benchmarks.e2e_measure import CpuMeter
 
 APP_SECRET = "bench-e2e-app-secret"
 ADMIN_TOKEN = "bench-e2e-admin-token"
@@ -49,74 +50,6 @@ class BenchConfig:
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def _cpu_s(pid: int) -> float | None:
-    """utime + stime of one process (Linux /proc), None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _descendants(root: int) -> set[int]:
-    parents: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        parents.setdefault(ppid, []).append(int(name))
-    out: set[int] = set()
-    todo = [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in out:
-                out.add(child)
-                todo.append(child)
-    return out
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all cores spent busy since boot (every process on the machine)."""
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter:
-    """CPU seconds by component between two :meth:`sample` calls."""
-
-    def __init__(self, named: dict[str, list[int]]) -> None:
-        self.named = named  # component → pids
-
-    def sample(self) -> dict[str, Any]:
-        pids = {p: _cpu_s(p) for p in _descendants(os.getpid()) | {os.getpid()}}
-        return {"at": time.monotonic(), "pids": pids, "machine": _machine_busy_s()}
-
-    def between(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
-        def delta(pid: int) -> float:
-            after = b["pids"].get(pid)
-            if after is None:
-                return 0.0
-            return after - (a["pids"].get(pid) or 0.0)
-
-        out: dict[str, float] = {}
-        seen: set[int] = set()
-        for name, pids in self.named.items():
-            out[name] = round(sum(delta(p) for p in pids), 3)
-            seen.update(pids)
-        out["bench_driver"] = round(delta(os.getpid()), 3)
-        seen.add(os.getpid())
-        out["ray_other"] = round(sum(delta(p) for p in b["pids"] if p not in seen), 3)
-        out["machine_all_processes"] = round(b["machine"] - a["machine"], 3)
-        return out
 
 
 @contextlib.contextmanager
@@ -305,19 +238,6 @@ def _pct(xs: list[float], q: float) -> float:
     return round(s[min(len(s) - 1, int(q * len(s)))], 2)
 
 
-def _start_profiles(profile_dir: str, pids: dict[str, int], seconds: float) -> list[Any]:
-    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    os.makedirs(profile_dir, exist_ok=True)
-    procs = []
-    for name, pid in pids.items():
-        procs.append(subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--duration", str(int(seconds) + 1), "--rate", "50",
-             "--format", "raw", "--nonblocking", "--output",
-             os.path.join(profile_dir, f"{name}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    return procs
-
-
 def run(cfg: BenchConfig, log: Log = lambda line: None) -> dict[str, Any]:
     """Run the bench; returns the report. Starts and stops everything it needs."""
     return asyncio.run(_run(cfg, log))
@@ -427,9 +347,11 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         log(f"sending {cfg.rate:.0f} msgs/s for {cfg.seconds:.0f} s from {cfg.users} customers…")
         spies = []
         if cfg.profile_dir:
+            from mtdesk.benchmarks.e2e_measure import start_profiles
+
             targets = {"gateway": named["gateway"][0],
                        **{f"shard{i}": pid for i, pid in enumerate(named["shards"])}}
-            spies = _start_profiles(cfg.profile_dir, targets, cfg.seconds)
+            spies = start_profiles(cfg.profile_dir, targets, cfg.seconds)
         load = await _collect_load(proc, out, replies, session, cfg)
         accepted = sorted(int(n) for n in load["sent_at"] if int(n) not in load["rejected"])
         log(f"sent {len(accepted)} messages; draining…")
@@ -445,6 +367,12 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
                 spy.wait(30)
     report = _report(cfg, load, accepted, replies, warm_sends, drained,
                      meter.between(cpu_before, cpu_after), cpu_after["at"] - cpu_before["at"], lag)
+    if cfg.profile_dir:
+        from mtdesk.benchmarks.e2e_measure import summarise
+
+        report["profile"] = {
+            name.removesuffix(".txt"): summarise(os.path.join(cfg.profile_dir, name))
+            for name in sorted(os.listdir(cfg.profile_dir)) if name.endswith(".txt")}
     if report["messages"]:
         per = {k: round(v / report["messages"], 2) for k, v in cmds.items()}
         report["redis_calls_per_msg"] = round(sum(per.values()), 2)
