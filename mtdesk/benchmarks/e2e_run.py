@@ -289,7 +289,8 @@ def _shard_pids(shards: int) -> list[int]:
     from mtdesk.actors.deploy import NAMESPACE, shard_name
 
     handles = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(shards)]
-    return [int(info["pid"]) for info in ray.get([h.ping.remote() for h in handles], timeout=30)]
+    infos: list[dict[str, Any]] = ray.get([h.ping.remote() for h in handles], timeout=30)
+    return [int(info["pid"]) for info in infos]
 
 
 def _flush(url: str) -> None:
