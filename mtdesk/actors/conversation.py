@@ -58,7 +58,7 @@ from mtdesk.core.ports import (
     Passage,
     Retriever,
 )
-from mtdesk.core.redis import Redis, as_opt_bytes
+from mtdesk.core.redis import UNAVAILABLE, Redis, as_opt_bytes
 from mtdesk.core.settings import Settings
 from mtdesk.policy.quotas import try_consume
 
@@ -198,7 +198,7 @@ class Conversation:
             except MTDeskError as exc:
                 if not exc.retriable or attempt == attempts - 1:
                     raise
-            except (ConnectionError, OSError, TimeoutError):
+            except UNAVAILABLE:  # redis-py's errors too: they are not builtin subclasses
                 if attempt == attempts - 1:
                     raise
             await asyncio.sleep(0.2 * 2**attempt)
@@ -473,13 +473,27 @@ class Conversation:
         replies = self._s.replies
 
         async def on_part_sent(index: int, mid: str) -> None:
-            await replies.part_sent(tid, event.event_id, index, StoredMessage(
+            sent = StoredMessage(
                 direction="out", message_id=mid, kind="reply", channel=event.channel,
                 account_id=event.account_id, user_id=event.user_id,
                 timestamp_ms=self._now_ms(), text=text if index == 0 else None,
                 reply_to=event.event_id, provider=provider, model=model, status="sent",
                 part=index,
-            ), now_ms=self._now_ms())
+            )
+            # Meta has accepted this part: if its record is lost, a resume sends it again.
+            # The record is idempotent, so ride out a Redis blip here (~5 s) rather than
+            # fail the reply.
+            delay = 0.05
+            for attempt in range(8):
+                try:
+                    await replies.part_sent(tid, event.event_id, index, sent,
+                                            now_ms=self._now_ms())
+                    return
+                except UNAVAILABLE:
+                    if attempt == 7:
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
 
         outbound = OutboundMessage(
             tenant_id=tid, channel=event.channel, account_id=event.account_id,
