@@ -13,7 +13,7 @@ What a caller may rely on:
   subscription (status ``active``, ``trialing`` or ``past_due``) is on ``free``.
 - Usage is counted per calendar month in UTC (``keys.usage(tenant, "YYYYMM")``); a new
   month starts at zero. Counters expire ~40 days after their month ends.
-- :func:`try_consume` is ONE Redis round trip (a Lua script): it reads the tenant's
+- :func:`try_consume` is ONE Redis round trip (a Lua script, run by its SHA): it reads the tenant's
   allowance and increments this month's counter only if ``n`` more fit; a request that
   does not fit entirely consumes nothing.
 - The billing state lives in the hash ``keys.billing(tenant)`` (under ``mt:t:{tenant}:``);
@@ -24,11 +24,13 @@ What a caller may rely on:
 from __future__ import annotations
 
 import calendar
+import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
-from redis.exceptions import WatchError
+from redis.exceptions import NoScriptError, WatchError
 
 from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
@@ -97,44 +99,77 @@ class QuotaDecision(msgspec.Struct, frozen=True, kw_only=True):
         return None if self.limit is None else max(0, self.limit - self.used)
 
 
-# KEYS: billing hash, usage counter. ARGV: n, ttl_s, enforce (1|0), default allowance.
-_CONSUME: Final = """
-local n = tonumber(ARGV[1])
-local limit = -1
-if ARGV[3] == '1' then
-  local a = redis.call('HGET', KEYS[1], 'allowance')
-  limit = tonumber(a or ARGV[4]) or tonumber(ARGV[4])
+# A Lua function, so other scripts (the shards' admission script) can consume in the
+# same round trip as their own checks: mt_consume(billing key, usage key, n (number),
+# ttl_s, enforce ('1'|'0'), default allowance) -> {allowed 1|0, used, limit (-1 = none)}.
+CONSUME_LUA_FUNCTION: Final = """
+local function mt_consume(billing, usage, n, ttl, enforce, default)
+  local limit = -1
+  if enforce == '1' then
+    local a = redis.call('HGET', billing, 'allowance')
+    limit = tonumber(a or default) or tonumber(default)
+  end
+  local used = tonumber(redis.call('GET', usage) or '0')
+  if n > 0 and limit >= 0 and used + n > limit then
+    return {0, used, limit}
+  end
+  if n > 0 then
+    used = redis.call('INCRBY', usage, n)
+    redis.call('EXPIRE', usage, ttl)
+  end
+  return {1, used, limit}
 end
-local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-if n > 0 and limit >= 0 and used + n > limit then
-  return {0, used, limit}
-end
-if n > 0 then
-  used = redis.call('INCRBY', KEYS[2], n)
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-return {1, used, limit}
 """
+
+# KEYS: billing hash, usage counter. ARGV: n, ttl_s, enforce (1|0), default allowance.
+_CONSUME: Final = CONSUME_LUA_FUNCTION + """
+return mt_consume(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4])
+"""
+# Run by its SHA (EVALSHA: the text is sent only when Redis does not have it yet).
+_CONSUME_SHA: Final = hashlib.sha1(_CONSUME.encode()).hexdigest()
+
+
+class ConsumeCall(NamedTuple):
+    """The keys and arguments of one consume for month ``month`` (see
+    :data:`CONSUME_LUA_FUNCTION`); :func:`decision_of` reads its reply."""
+
+    keys: tuple[str, str]  # billing hash, usage counter
+    args: tuple[int, int, int, int]  # n, ttl_s, enforce (1|0), default allowance
+    month: str
+    resets_at_ms: int
+
+
+def consume_call(tenant_id: str, n: int, *, now_ms: int, enforce: bool) -> ConsumeCall:
+    """What a script must pass to ``mt_consume`` to count ``n`` messages at ``now_ms``."""
+    month = month_of(now_ms)
+    resets = next_month_start_ms(now_ms)
+    ttl_s = max(1, (resets - now_ms) // 1000 + _USAGE_GRACE_S)
+    free = FREE.monthly_messages if FREE.monthly_messages is not None else UNLIMITED
+    return ConsumeCall((keys.billing(tenant_id), keys.usage(tenant_id, month)),
+                       (n, ttl_s, 1 if enforce else 0, free), month, resets)
+
+
+def decision_of(call: ConsumeCall, reply: Sequence[int]) -> QuotaDecision:
+    """The decision ``mt_consume``'s reply stands for."""
+    allowed, used, limit = reply
+    return QuotaDecision(
+        allowed=bool(allowed), used=int(used), limit=None if int(limit) < 0 else int(limit),
+        month=call.month, resets_at_ms=call.resets_at_ms,
+    )
 
 
 async def _run_consume(
     redis: Redis, tenant_id: str, n: int, now_ms: int, enforce: bool
 ) -> QuotaDecision:
-    month = month_of(now_ms)
-    resets = next_month_start_ms(now_ms)
-    ttl_s = max(1, (resets - now_ms) // 1000 + _USAGE_GRACE_S)
-    free = FREE.monthly_messages if FREE.monthly_messages is not None else UNLIMITED
+    call = consume_call(tenant_id, n, now_ms=now_ms, enforce=enforce)
     try:
-        allowed, used, limit = await redis.eval(  # type: ignore[misc]
-            _CONSUME, 2, keys.billing(tenant_id), keys.usage(tenant_id, month),
-            n, ttl_s, 1 if enforce else 0, free,
-        )
+        try:
+            reply = await redis.evalsha(_CONSUME_SHA, 2, *call.keys, *call.args)  # type: ignore[misc]
+        except NoScriptError:  # first use on this server (or after SCRIPT FLUSH): EVAL loads it
+            reply = await redis.eval(_CONSUME, 2, *call.keys, *call.args)  # type: ignore[misc]
     except UNAVAILABLE as exc:
         raise StoreUnavailable("Redis does not answer (quota)") from exc
-    return QuotaDecision(
-        allowed=bool(allowed), used=int(used), limit=None if int(limit) < 0 else int(limit),
-        month=month, resets_at_ms=resets,
-    )
+    return decision_of(call, reply)
 
 
 async def try_consume(
