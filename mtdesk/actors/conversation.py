@@ -60,7 +60,7 @@ from mtdesk.core.ports import (
 )
 from mtdesk.core.redis import UNAVAILABLE, Redis, as_opt_bytes
 from mtdesk.core.settings import Settings
-from mtdesk.policy.quotas import try_consume
+from mtdesk.policy.quotas import consume_call
 
 log = logging.getLogger(__name__)
 
@@ -278,53 +278,66 @@ class Conversation:
         self._s.metrics.outcome("status")
 
     # --- messages -----------------------------------------------------------------------
-    async def _skip_reason(self, item: WorkItem, event: Message | Postback) -> str:
-        """Why this message is recorded but not answered ('' = answer it)."""
-        s = self._s.settings
-        if item.stale:
-            return "stale"
-        tid = self.tenant_id
-        member = f"{event.channel}:{event.user_id}"
-        text = (event.text or "").strip().upper() if isinstance(event, Message) else ""
-        if text and text in s.stop_words:
-            await self._s.redis.sadd(keys.restricted(tid), member)
-            return "stop word"
-        pipe = self._s.redis.pipeline(transaction=False)
-        pipe.sismember(keys.restricted(tid), member)
-        pipe.exists(keys.paused(tid, self.key))
-        restricted, paused = await pipe.execute()
-        if restricted:
-            return "restricted"
-        if paused:
-            return "paused: human agent"
-        bot = await self._s.tenants.bot(tid)
-        if not bot.enabled:
-            return "bot disabled"
-        if not await self._s.tenants.channel_connected(tid, event.channel, event.account_id):
-            return "channel disconnected"
-        # Last, so messages skipped for other reasons never count against the plan.
-        quota = await try_consume(self._s.redis, tid, now_ms=self._now_ms(),
-                                  enforce=s.billing_enabled)
-        if not quota.allowed:
-            return "quota exceeded"
-        return ""
+    async def _admit(
+        self, item: WorkItem, *, claim: bool = False
+    ) -> tuple[str, ReplyRecord, bool]:
+        """Store the inbound once; returns (skip reason, its reply record, claimed).
 
-    async def _admit(self, item: WorkItem) -> tuple[str, ReplyRecord]:
-        """Store the inbound once; returns (skip reason, its reply record)."""
+        Why a message is recorded but not answered, in this order: stale, stop word,
+        restricted, paused, bot disabled, channel disconnected, quota exceeded (last, so
+        messages skipped for other reasons never count against the plan). Everything
+        from "restricted" on, the store and — with ``claim`` — the claim of a reply with
+        no burst members are ONE Redis round trip (``ReplyStore.admit``); ``claimed``
+        says that claim happened (the record is then ``generating``)."""
         event = item.event
         assert isinstance(event, Message | Postback)
-        reason = await self._skip_reason(item, event)
-        record = await self._s.replies.store_inbound(
-            item.tenant_id, event.event_id,
-            self._inbound(item, status="skipped" if reason else "received", reason=reason or None),
-            now_ms=self._now_ms(), skip_reason=reason,
-        )
+        s = self._s.settings
+        tid = self.tenant_id
+        member = f"{event.channel}:{event.user_id}"
+        reason = ""
+        record: ReplyRecord | None = None
+        claimed = False
+        text = (event.text or "").strip().upper() if isinstance(event, Message) else ""
+        if item.stale:
+            reason = "stale"
+        elif text and text in s.stop_words:
+            await self._s.redis.sadd(keys.restricted(tid), member)
+            reason = "stop word"
+        else:
+            # Cached reads (TenantView); the script checks them after restricted/paused.
+            late = ""
+            if not (await self._s.tenants.bot(tid)).enabled:
+                late = "bot disabled"
+            elif not await self._s.tenants.channel_connected(tid, event.channel,
+                                                             event.account_id):
+                late = "channel disconnected"
+            now = self._now_ms()
+            reason, record, claimed = await self._s.replies.admit(
+                item.tenant_id, event.event_id, self._inbound(item), now_ms=now,
+                member=member, paused_key=keys.paused(tid, self.key), reason=late,
+                quota=consume_call(tid, 1, now_ms=now, enforce=s.billing_enabled),
+                claim=claim,
+            )
+        if record is None:  # skipped: stored as such (nothing was counted)
+            record = await self._s.replies.store_inbound(
+                item.tenant_id, event.event_id,
+                self._inbound(item, status="skipped", reason=reason),
+                now_ms=self._now_ms(), skip_reason=reason,
+            )
         self.context.last_inbound_ms = max(self.context.last_inbound_ms, event.timestamp_ms)
         self._dirty = True
-        return reason, record
+        return reason, record, claimed
+
+    def _burst_is_empty(self) -> bool:
+        """True when :meth:`_collect_burst` would find nothing to add right now: no burst
+        window and no message of this person queued next. The head can then be claimed
+        in the same round trip as its admission."""
+        if self._s.settings.burst_window_ms > 0:
+            return False
+        return not (self._queue and isinstance(self._queue[0].event, Message | Postback))
 
     async def _on_message(self, item: WorkItem, event: Message | Postback) -> None:
-        reason, record = await self._admit(item)
+        reason, record, claimed_now = await self._admit(item, claim=self._burst_is_empty())
         if reason or record.done:
             self._s.metrics.outcome("skipped" if reason else "duplicate")
             self._s.done(item)
@@ -333,7 +346,10 @@ class Conversation:
             await self._send(item, [item], record.text, record.provider, record.model,
                              already_sent=record.parts_sent)
             return
-        if record.state == "generating":
+        if claimed_now:  # claimed with its admission: a burst of one
+            burst = [item]
+            texts = [user_text(event)]
+        elif record.state == "generating":
             # A crash while the model was answering: the burst was claimed then, so its
             # members' texts come back from history (their entries follow in the stream
             # and will be acknowledged as answered by this one).
@@ -418,7 +434,7 @@ class Conversation:
                     self._s.metrics.outcome("duplicate")
                     self._s.done(nxt)
                     continue
-                reason, record = await self._admit(nxt)
+                reason, record, _ = await self._admit(nxt)
                 if reason or record.done:
                     self._queue.popleft()
                     self._s.metrics.outcome("skipped" if reason else "duplicate")
@@ -502,35 +518,51 @@ class Conversation:
         )
         started = time.monotonic()
         outcome = "fallback" if fallback else "sent"
+        turns = self.context.turns
         try:
             await self._s.sender.send(outbound, already_sent=already_sent,
                                       on_part_sent=on_part_sent)
-            await replies.finish(tid, event.event_id, "sent", now_ms=self._now_ms(),
-                                 reason="model failed: fallback message" if fallback else "")
-            self.context.turns = self._bounded([*self.context.turns,
-                                                ChatMessage("assistant", text)])
+            state, reason = "sent", "model failed: fallback message" if fallback else ""
+            turns = self._bounded([*turns, ChatMessage("assistant", text)])
         except GraphError as exc:
             outcome = "failed"
             self._s.metrics.graph_error(exc.code)
             if exc.code == 190:  # the sender marked the channel disconnected
                 self._s.tenants.forget_channel(tid, event.channel, event.account_id)
             log.warning("reply not sent", extra={"tenant": tid, "code": exc.code})
-            await replies.finish(tid, event.event_id, "failed", now_ms=self._now_ms(),
-                                 reason=f"graph error {exc.code}")
+            state, reason = "failed", f"graph error {exc.code}"
         except MTDeskError as exc:
             if exc.retriable:
                 raise
             outcome = "failed"  # e.g. the channel was removed: NotFound
-            await replies.finish(tid, event.event_id, "failed", now_ms=self._now_ms(),
-                                 reason=type(exc).__name__)
+            state, reason = "failed", type(exc).__name__
+        await self._finish(tid, event.event_id, state, reason, turns)
         now = time.monotonic()
         self._s.metrics.observe("send", now - started)
         self._s.metrics.outcome(outcome)
-        self._dirty = True
-        await self.persist()
         for b in burst:
             self._s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
             self._s.done(b)
+
+    async def _finish(
+        self, tid: str, event_id: str, state: str, reason: str, turns: list[ChatMessage]
+    ) -> None:
+        """The reply's terminal state and the context (with ``turns``) persisted, in one
+        round trip. The turns are taken only once that succeeded: a retry after a Redis
+        blip must not add the assistant turn twice."""
+        if self.forgotten:  # erased meanwhile: the state still moves, no context write
+            await self._s.replies.finish(tid, event_id, state, now_ms=self._now_ms(),
+                                         reason=reason)
+            self.context.turns = turns
+            return
+        updated = msgspec.structs.replace(self.context, turns=turns)
+        await self._s.replies.finish_with_context(
+            tid, event_id, state, now_ms=self._now_ms(), reason=reason,
+            context_key=keys.context(self.tenant_id, self.key),
+            context=context_encoder.encode(updated), context_ttl_s=self._s.store.ttl_s,
+        )
+        self.context.turns = turns
+        self._dirty = False
 
     def _bounded(self, turns: list[ChatMessage]) -> list[ChatMessage]:
         return bounded(turns, self._s.settings.history_turns)

@@ -33,6 +33,7 @@ from mtdesk.core import keys
 from mtdesk.core.history import StoredMessage, conversation_of, encode_message
 from mtdesk.core.ports import OutboundMessage, SendResult
 from mtdesk.core.redis import Redis
+from mtdesk.policy.quotas import CONSUME_LUA_FUNCTION, ConsumeCall
 
 TERMINAL = frozenset({"sent", "skipped", "failed", "answered"})
 RESUMABLE = frozenset({"generated", "sending"})
@@ -140,6 +141,49 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 1
 """
 
+# The whole admission of a message to be answered, in ONE round trip (it saves three:
+# the skip checks, store_inbound and claim). KEYS: reply, history, convs, restricted,
+# paused, billing, usage; ARGV: msg, conv, now_ms, ttl, member ('channel:user_id'),
+# reason found by the caller ('' = none), quota n, quota ttl, enforce, default
+# allowance, claim ('1' = also claim the reply when it has no state), then the field
+# names to return. Checks in the shards' order: restricted, paused, the caller's
+# reason, the plan's allowance (counted only when nothing else skips the message).
+# A skip returns {reason} and changes nothing; else the inbound is stored once (as
+# _STORE_INBOUND does) and, when asked, claimed with no members (as _CLAIM does):
+# {'', claimed 1|0, fields}.
+_ADMIT = CONSUME_LUA_FUNCTION + """
+if redis.call('SISMEMBER', KEYS[4], ARGV[5]) == 1 then return {'restricted'} end
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'paused: human agent'} end
+if ARGV[6] ~= '' then return {ARGV[6]} end
+local q = mt_consume(KEYS[6], KEYS[7], tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10])
+if q[1] == 0 then return {'quota exceeded'} end
+if not redis.call('HGET', KEYS[1], 'stored') then
+  local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+  redis.call('HSET', KEYS[1], 'stored', entry, 'updated_ms', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+end
+local claimed = 0
+if ARGV[11] == '1' and redis.call('HEXISTS', KEYS[1], 'state') == 0 then
+  redis.call('HSET', KEYS[1], 'state', 'generating', 'members', '', 'updated_ms', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  claimed = 1
+end
+return {'', claimed, redis.call('HMGET', KEYS[1], unpack(ARGV, 12))}
+"""
+
+# _FINISH and the conversation's context write in one round trip. KEYS: reply, context;
+# ARGV: state, reason, now_ms, ttl, context (msgpack), context ttl. The context is
+# written whatever the reply's state (as the separate SET was).
+_FINISH_WITH_CONTEXT = """
+redis.call('SET', KEYS[2], ARGV[5], 'EX', tonumber(ARGV[6]))
+local cur = redis.call('HGET', KEYS[1], 'state')
+if cur == 'sent' or cur == 'skipped' or cur == 'failed' or cur == 'answered' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'updated_ms', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+
 _FIELDS = ("state", "stored", "answered_by", "members", "text", "provider", "model",
            "parts_sent", "mids", "reason")
 
@@ -160,6 +204,8 @@ class ReplyStore:
         self._generated = redis.register_script(_GENERATED)
         self._part_sent = redis.register_script(_PART_SENT)
         self._finish = redis.register_script(_FINISH)
+        self._admit = redis.register_script(_ADMIT)
+        self._finish_ctx = redis.register_script(_FINISH_WITH_CONTEXT)
 
     async def load_many(self, tenant_id: str, event_ids: Sequence[str]) -> list[ReplyRecord]:
         pipe = self._redis.pipeline(transaction=False)
@@ -195,6 +241,30 @@ class ReplyStore:
             args=[encode_message(message), conv, now_ms, self._ttl_s, skip_reason, *_FIELDS],
         )
         return self._record(row)
+
+    async def admit(
+        self, tenant_id: str, event_id: str, message: StoredMessage, *, now_ms: int,
+        member: str, paused_key: str, reason: str, quota: ConsumeCall, claim: bool,
+    ) -> tuple[str, ReplyRecord | None, bool]:
+        """The skip checks, the plan's allowance, :meth:`store_inbound` and (with
+        ``claim``) :meth:`claim` with no members, as ONE step. Checks, in order:
+        ``member`` in the tenant's restricted set, ``paused_key`` present, ``reason``
+        (one the caller found, e.g. ``bot disabled``), then ``quota`` (counted only when
+        nothing else skips). Returns ``(skip reason, None, False)`` when skipped —
+        nothing was stored or counted; the caller records it with :meth:`store_inbound`
+        — else ``('', the record as it is now, whether this call claimed it)``."""
+        conv = conversation_of(message)
+        reply = await self._admit(
+            keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
+                  keys.conversations(tenant_id), keys.restricted(tenant_id), paused_key,
+                  *quota.keys],
+            args=[encode_message(message), conv, now_ms, self._ttl_s, member, reason,
+                  *quota.args, "1" if claim else "0", *_FIELDS],
+        )
+        skip = _s(reply[0])
+        if skip:
+            return skip, None, False
+        return "", self._record(reply[2]), bool(reply[1])
 
     async def claim(
         self, tenant_id: str, head: str, members: Sequence[str], *, now_ms: int
@@ -238,4 +308,15 @@ class ReplyStore:
         """Move to a terminal state (sent | skipped | failed); never out of one."""
         return bool(await self._finish(
             keys=[keys.reply(tenant_id, event_id)], args=[state, reason, now_ms, self._ttl_s]
+        ))
+
+    async def finish_with_context(
+        self, tenant_id: str, event_id: str, state: str, *, now_ms: int, reason: str = "",
+        context_key: str, context: bytes, context_ttl_s: int,
+    ) -> bool:
+        """:meth:`finish` and ``SET context_key context EX context_ttl_s`` (always
+        written, whatever the state) in one round trip."""
+        return bool(await self._finish_ctx(
+            keys=[keys.reply(tenant_id, event_id), context_key],
+            args=[state, reason, now_ms, self._ttl_s, context, context_ttl_s],
         ))
