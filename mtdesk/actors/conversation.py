@@ -97,6 +97,9 @@ class ConversationServices:
     retriever: Retriever | None = None
     prompt_builder: PromptBuilder = build_prompt
     on_idle: Callable[[], None] = lambda: None
+    # At most this many conversations handle an event at once (the shard's
+    # max_concurrent_conversations); the others wait with their events queued.
+    slots: asyncio.Semaphore | None = None
 
 
 class Conversation:
@@ -172,22 +175,35 @@ class Conversation:
     async def _run(self) -> None:
         try:
             while self._queue:
-                item = self._queue.popleft()
-                try:
-                    await self._handle_with_retry(item)
-                except asyncio.CancelledError:
-                    self._s.release(item)
-                    raise
-                except Exception:
-                    log.exception("event failed, left pending for redelivery",
-                                  extra={"entry": item.entry_id, "conv": self.key})
-                    self._s.failed(item)
-                self.last_active = time.monotonic()
+                if self._s.slots is None:
+                    await self._next()
+                else:
+                    # Waiting here (cancellable: the items stay queued) rather than all
+                    # at once keeps the loop's work, the Redis connections and the
+                    # pending HTTP calls bounded under overload.
+                    async with self._s.slots:
+                        await self._next()
             if self._dirty:
                 with contextlib.suppress(Exception):
                     await self.persist()
         finally:
             self._s.on_idle()
+
+    async def _next(self) -> None:
+        """Handle the first queued event (if any is left)."""
+        if not self._queue:
+            return
+        item = self._queue.popleft()
+        try:
+            await self._handle_with_retry(item)
+        except asyncio.CancelledError:
+            self._s.release(item)
+            raise
+        except Exception:
+            log.exception("event failed, left pending for redelivery",
+                          extra={"entry": item.entry_id, "conv": self.key})
+            self._s.failed(item)
+        self.last_active = time.monotonic()
 
     async def _handle_with_retry(self, item: WorkItem, attempts: int = 3) -> None:
         # Redis blips are retried in place, so one conversation's order survives them.

@@ -16,7 +16,10 @@ directly). What a caller may rely on:
 - Memory is bounded: at most ``settings.max_active_conversations`` conversations in
   memory (least recently used idle ones are evicted, context persisted first) and at most
   ``max_inflight`` events read but not yet acknowledged. When every slot is busy it stops
-  reading (backpressure): entries wait in Redis, not in memory.
+  reading (backpressure): entries wait in Redis, not in memory. At most
+  ``settings.max_concurrent_conversations`` of them handle an event at once (the rest
+  wait with their events queued, so under overload the loop, Redis connections and
+  pending HTTP calls stay bounded; a person's queued messages then form a burst).
 - :meth:`stop` drains: stops reading, lets conversations finish what they hold (up to a
   timeout), flushes acks, persists contexts. Anything left is still pending in Redis and
   resumed by the next start.
@@ -131,6 +134,7 @@ class ConversationShard:
             chat_model=services.chat_model, metrics=self.metrics, done=self._done,
             release=self._release, failed=self._failed, retriever=services.retriever,
             prompt_builder=services.prompt_builder, on_idle=self._wake_capacity,
+            slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
         )
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
         self._inflight: set[tuple[int, str]] = set()

@@ -61,6 +61,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dedup_ttl_s: int = 8 * 24 * 3600
     max_event_age_s: int = 6 * 3600
     max_active_conversations: int = 10_000
+    max_concurrent_conversations: int = 256  # working at once, per shard
     conversation_idle_s: float = 300.0
     burst_window_ms: int = 0
     handoff_pause_s: int = 30 * 60
@@ -236,6 +237,9 @@ def _build(env: Mapping[str, str]) -> Settings:
         max_event_age_s=_int(env, "MTDESK_MAX_EVENT_AGE_S", 6 * 3600, low=1, high=1 << 31),
         max_active_conversations=_int(
             env, "MTDESK_MAX_ACTIVE_CONVERSATIONS", 10_000, low=1, high=10_000_000
+        ),
+        max_concurrent_conversations=_int(
+            env, "MTDESK_MAX_CONCURRENT_CONVERSATIONS", 256, low=1, high=1_000_000
         ),
         conversation_idle_s=_float(env, "MTDESK_CONVERSATION_IDLE_S", 300.0, low=0.01),
         burst_window_ms=_int(env, "MTDESK_BURST_WINDOW_MS", 0, low=0, high=60_000),
