@@ -55,17 +55,38 @@ class KnowledgeRetriever:
         self.block = block
         self.meta_ttl = meta_ttl
         self._meta: dict[str, tuple[float, str, int]] = {}  # tenant → (fetched, spec, max id)
+        # tenant → the refresh under way: concurrent callers share it (one read per
+        # tenant however many conversations wait when the cache expires under load).
+        self._refreshing: dict[str, asyncio.Future[tuple[str, int]]] = {}
 
     async def _tenant(self, tenant: str) -> tuple[str, int]:
+        """The tenant's embedder spec and highest chunk id, at most ``meta_ttl`` old."""
         cached = self._meta.get(tenant)
         now = time.monotonic()
         if cached is not None and now - cached[0] < self.meta_ttl:
             return cached[1], cached[2]
+        pending = self._refreshing.get(tenant)
+        if pending is None:
+            pending = asyncio.ensure_future(self._refresh_meta(tenant, now))
+            self._refreshing[tenant] = pending
+            pending.add_done_callback(lambda f: self._refreshed(tenant, f))
+        # shield: one caller cancelled (its conversation's timeout) must not cancel the
+        # refresh the others wait for.
+        return await asyncio.shield(pending)
+
+    async def _refresh_meta(self, tenant: str, started: float) -> tuple[str, int]:
         meta = await self.store.meta(tenant)
         seq = await self.store.seq(tenant)
         spec = meta.get("spec", "")
-        self._meta[tenant] = (now, spec, seq)
+        if self._refreshing.get(tenant) is asyncio.current_task():  # not invalidated
+            self._meta[tenant] = (started, spec, seq)
         return spec, seq
+
+    def _refreshed(self, tenant: str, done: asyncio.Future[tuple[str, int]]) -> None:
+        if self._refreshing.get(tenant) is done:
+            del self._refreshing[tenant]
+        if not done.cancelled():
+            done.exception()  # seen: every waiter may have gone (it is theirs to raise)
 
     async def search(self, tenant_id: str, query: str, k: int = 5) -> list[Passage]:
         spec, max_id = await self._tenant(tenant_id)
@@ -89,6 +110,7 @@ class KnowledgeRetriever:
     async def refresh(self, tenant_id: str) -> None:
         """Make the shards apply the tenant's latest changes now (after an ingestion)."""
         self._meta.pop(tenant_id, None)
+        self._refreshing.pop(tenant_id, None)  # a read under way may predate the change
         await asyncio.gather(*(s.sync(tenant_id) for s in self.shards))
 
 
