@@ -164,7 +164,9 @@ class IngestBatcher:
             return []
         if self._task is None:
             raise StoreUnavailable("the ingest batcher is not running")
-        fut: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        # The loop the batcher runs on (asyncio.get_running_loop() costs a getpid() system
+        # call per POST).
+        fut: asyncio.Future[list[Outcome]] = self._task.get_loop().create_future()
         self._pending.append(_Pending(call, fut))
         self._wake.set()
         return await fut

@@ -61,7 +61,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     if length is not None:
         if length > limit:
             return None
-        return await request.content.readexactly(length) if length else b""
+        if not length:
+            return b""
+        # Usually the whole body came with the headers: take it without a coroutine
+        # round (readexactly costs ~5 µs per POST here); wait only for what is missing.
+        content = request.content
+        head = content.read_nowait(length)
+        if len(head) == length:
+            return head
+        return head + await content.readexactly(length - len(head))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
