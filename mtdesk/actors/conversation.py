@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from mtdesk.actors.render import is_our_metadata
+from mtdesk.actors.render import is_our_metadata, split_text
 from mtdesk.actors.replies import ReplyRecord, ReplyStore, ResumableSender
 from mtdesk.actors.stats import ShardMetrics
 from mtdesk.actors.tenantview import TenantView
@@ -503,6 +503,25 @@ class Conversation:
         event = head.event
         tid = head.tenant_id
         replies = self._s.replies
+        # The sender splits the same text the same way: the last part's record can also
+        # finish the reply and persist the context (one round trip instead of two).
+        last = len(split_text(event.channel, text)) - 1
+        done_reason = "model failed: fallback message" if fallback else ""
+        finished: list[list[ChatMessage]] = []  # the turns persisted with the last part
+
+        async def record(index: int, sent: StoredMessage) -> None:
+            if index != last or self.forgotten:
+                await replies.part_sent(tid, event.event_id, index, sent, now_ms=self._now_ms())
+                return
+            turns = self._bounded([*self.context.turns, ChatMessage("assistant", text)])
+            await replies.last_part_sent(
+                tid, event.event_id, index, sent, now_ms=self._now_ms(), state="sent",
+                reason=done_reason, context_key=keys.context(self.tenant_id, self.key),
+                context=context_encoder.encode(
+                    msgspec.structs.replace(self.context, turns=turns)),
+                context_ttl_s=self._s.store.ttl_s,
+            )
+            finished.append(turns)
 
         async def on_part_sent(index: int, mid: str) -> None:
             sent = StoredMessage(
@@ -518,8 +537,7 @@ class Conversation:
             delay = 0.05
             for attempt in range(8):
                 try:
-                    await replies.part_sent(tid, event.event_id, index, sent,
-                                            now_ms=self._now_ms())
+                    await record(index, sent)
                     return
                 except UNAVAILABLE:
                     if attempt == 7:
@@ -538,7 +556,7 @@ class Conversation:
         try:
             await self._s.sender.send(outbound, already_sent=already_sent,
                                       on_part_sent=on_part_sent)
-            state, reason = "sent", "model failed: fallback message" if fallback else ""
+            state, reason = "sent", done_reason
             turns = self._bounded([*turns, ChatMessage("assistant", text)])
         except GraphError as exc:
             outcome = "failed"
@@ -552,7 +570,11 @@ class Conversation:
                 raise
             outcome = "failed"  # e.g. the channel was removed: NotFound
             state, reason = "failed", type(exc).__name__
-        await self._finish(tid, event.event_id, state, reason, turns)
+        if finished:  # finished and persisted with the last part
+            self.context.turns = finished[-1]
+            self._dirty = False
+        else:
+            await self._finish(tid, event.event_id, state, reason, turns)
         now = time.monotonic()
         self._s.metrics.observe("send", now - started)
         self._s.metrics.outcome(outcome)

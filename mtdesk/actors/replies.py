@@ -184,6 +184,34 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 1
 """
 
+# The LAST part of a reply: _PART_SENT, then _FINISH and the context write, in one
+# round trip. KEYS: reply, history, convs, outbound, context; ARGV: index, mid, msg,
+# conv, now_ms, ttl_out, state, reason, context (msgpack), context ttl, reply ttl.
+# Idempotent like its parts: a part already recorded is not recorded again; a terminal
+# state is never left; the context is written either way.
+_LAST_PART_SENT = """
+local sent = tonumber(redis.call('HGET', KEYS[1], 'parts_sent') or '0')
+local index = tonumber(ARGV[1])
+if sent <= index then
+  local mids = redis.call('HGET', KEYS[1], 'mids')
+  if mids and mids ~= '' then mids = mids .. ' ' .. ARGV[2] else mids = ARGV[2] end
+  redis.call('HSET', KEYS[1], 'state', 'sending', 'parts_sent', index + 1, 'mids', mids,
+    'updated_ms', ARGV[5])
+  local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+  redis.call('HSET', KEYS[4], 'conv', ARGV[4], 'entry', entry)
+  redis.call('HSETNX', KEYS[4], 'status', 'sent')
+  redis.call('HSETNX', KEYS[4], 'updated_ms', ARGV[5])
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
+end
+redis.call('SET', KEYS[5], ARGV[9], 'EX', tonumber(ARGV[10]))
+local cur = redis.call('HGET', KEYS[1], 'state')
+if cur == 'sent' or cur == 'skipped' or cur == 'failed' or cur == 'answered' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[7], 'reason', ARGV[8], 'updated_ms', ARGV[5])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[11]))
+return 1
+"""
+
 _FIELDS = ("state", "stored", "answered_by", "members", "text", "provider", "model",
            "parts_sent", "mids", "reason")
 
@@ -206,6 +234,7 @@ class ReplyStore:
         self._finish = redis.register_script(_FINISH)
         self._admit = redis.register_script(_ADMIT)
         self._finish_ctx = redis.register_script(_FINISH_WITH_CONTEXT)
+        self._last_part_sent = redis.register_script(_LAST_PART_SENT)
 
     async def load_many(self, tenant_id: str, event_ids: Sequence[str]) -> list[ReplyRecord]:
         pipe = self._redis.pipeline(transaction=False)
@@ -301,6 +330,22 @@ class ReplyStore:
             args=[index, message.message_id, encode_message(message), conv, now_ms,
                   self._history_ttl_s],
         ))
+
+    async def last_part_sent(
+        self, tenant_id: str, event_id: str, index: int, message: StoredMessage, *,
+        now_ms: int, state: str, reason: str = "", context_key: str, context: bytes,
+        context_ttl_s: int,
+    ) -> None:
+        """:meth:`part_sent` of the reply's last part, then :meth:`finish_with_context`,
+        as ONE step (idempotent: safe to repeat after a Redis blip)."""
+        conv = conversation_of(message)
+        await self._last_part_sent(
+            keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
+                  keys.conversations(tenant_id), keys.outbound(tenant_id, message.message_id),
+                  context_key],
+            args=[index, message.message_id, encode_message(message), conv, now_ms,
+                  self._history_ttl_s, state, reason, context, context_ttl_s, self._ttl_s],
+        )
 
     async def finish(
         self, tenant_id: str, event_id: str, state: str, *, now_ms: int, reason: str = ""
