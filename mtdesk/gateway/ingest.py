@@ -258,13 +258,13 @@ class IngestBatcher:
         self, link: RespLink, commands: list[tuple[list[str], list[bytes | str]]]
     ) -> list[list[int]]:
         if self._sha is None:
-            (sha,) = await link.call([["SCRIPT", "LOAD", SCRIPT]])
+            (sha,) = await link.call([("SCRIPT", "LOAD", SCRIPT)])
             if isinstance(sha, hiredis.ReplyError):
                 raise RedisError(str(sha))
             self._sha = sha.decode()
         sha_s = self._sha
         replies = await link.call(
-            [["EVALSHA", sha_s, len(ks), *ks, *args] for ks, args in commands]
+            [("EVALSHA", sha_s, len(ks), *ks, *args) for ks, args in commands]
         )
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
