@@ -18,7 +18,7 @@ import msgspec
 
 from mtdesk.core.events import Event
 from mtdesk.gateway import instagram, whatsapp
-from mtdesk.gateway.messenger import messaging_events, messaging_item_decoder
+from mtdesk.gateway.messenger import MessagingItem, messaging_events, messaging_item_decoder
 
 OBJECT_CHANNEL = {"page": "messenger", "instagram": "instagram", whatsapp.OBJECT: "whatsapp"}
 
@@ -51,6 +51,24 @@ class _Envelope(msgspec.Struct, frozen=True, gc=False):
 _envelope_decoder: msgspec.json.Decoder[_Envelope] = msgspec.json.Decoder(_Envelope)
 
 
+class _TypedEntry(msgspec.Struct, frozen=True, gc=False):
+    id: str | int | None = None
+    time: int | None = None
+    messaging: list[MessagingItem] | None = None
+    changes: list[_Change] | None = None
+    standby: list[msgspec.Raw] | None = None
+
+
+class _TypedEnvelope(msgspec.Struct, frozen=True, gc=False):
+    object: str
+    entry: list[_TypedEntry]
+
+
+# The fast path: one decode for the envelope and its messaging items. Any item it cannot
+# decode sends the body down the item-by-item path (one bad item must not lose the rest).
+_typed_envelope_decoder: msgspec.json.Decoder[_TypedEnvelope] = msgspec.json.Decoder(_TypedEnvelope)
+
+
 class ParsedWebhook(msgspec.Struct, kw_only=True):
     object: str
     events: list[Event]
@@ -60,10 +78,14 @@ class ParsedWebhook(msgspec.Struct, kw_only=True):
 
 def parse_webhook(body: bytes) -> ParsedWebhook:
     """All events of one webhook body, in body order. Raises :class:`UndecodableBody`."""
+    env: _Envelope | _TypedEnvelope
     try:
-        env = _envelope_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise UndecodableBody(str(exc)) from exc
+        env = _typed_envelope_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        try:
+            env = _envelope_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise UndecodableBody(str(exc)) from exc
     events: list[Event] = []
     unknown: list[str] = []
     malformed = 0
@@ -78,11 +100,14 @@ def parse_webhook(body: bytes) -> ParsedWebhook:
             if channel == "whatsapp":
                 unknown.append("whatsapp:messaging")
                 continue
-            try:
-                item = messaging_item_decoder.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                malformed += 1
-                continue
+            if type(raw) is MessagingItem:
+                item = raw  # decoded with the envelope
+            else:
+                try:
+                    item = messaging_item_decoder.decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    malformed += 1
+                    continue
             if channel == "instagram":
                 events.extend(instagram.instagram_events(entry_id, item, unknown))
             else:
