@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import gc
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
@@ -139,8 +140,17 @@ def _run_workers(settings: Settings, host: str, port: int, workers: int) -> None
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        for proc in procs:
-            proc.join()
+        # A worker that dies takes the whole serve down (non-zero exit), so the supervisor
+        # restarts it at full strength rather than it limping on with fewer workers.
+        ready = multiprocessing.connection.wait([p.sentinel for p in procs])
+        died = [p for p in procs if p.sentinel in ready]
+        for proc in died:  # the sentinel fires a moment before the exit code is there
+            proc.join(timeout=5)
+        codes = [p.exitcode for p in died]
+        if any(code not in (0, -signal.SIGTERM) for code in codes):
+            print(f"mtdesk: a gateway worker exited (code {codes[0]}); stopping",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(1)
     except KeyboardInterrupt:
         pass
     finally:

@@ -89,3 +89,33 @@ def test_two_workers_serve_one_port_and_stop_together(redis_url: str, tmp_path) 
     with socket.socket() as s:  # the workers are gone: the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+def test_a_dead_worker_stops_the_whole_serve_for_its_supervisor(redis_url: str, tmp_path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtdesk", "serve", "--port", str(port), "--workers", "2",
+         "--no-actors"],
+        env=serve_env(redis_url), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode() for line in iter(proc.stdout.readline, b"")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sum("mtdesk: serving on" in line for line in lines) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.1)
+        worker_pid = int(next(line for line in lines if "serving on" in line)
+                         .rsplit("pid ", 1)[1].rstrip(")\n"))
+        os.kill(worker_pid, signal.SIGKILL)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(10)
+    assert code != 0, lines
+    assert any("a gateway worker exited" in line for line in lines), lines
