@@ -183,3 +183,25 @@ async def test_health_and_readiness(client: TestClient) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["checks"] == {"redis": "ok"}
+
+
+async def test_metrics_scrape_shows_every_answered_post_in_the_ack_histogram(
+    client: TestClient, redis: Redis, fixture_bodies: dict[str, bytes]
+) -> None:
+    # The hot path counts in plain ints; a scrape must show all of them, twice in a row.
+    await provision_all(redis)
+    body = fixture_bodies["whatsapp_text"]
+    for _ in range(3):
+        assert (await client.post("/webhooks/meta", data=body, headers=signed(body))).status == 200
+    bad = b'{"object":"page","entry":[]}'
+    assert (await client.post("/webhooks/meta", data=bad, headers={"X-Hub-Signature-256": "sha256=" + "0" * 64})).status == 403
+    for _ in range(2):
+        metrics = await (await client.get("/metrics")).text()
+        assert 'mtdesk_gateway_requests_total{status="200"} 3.0' in metrics
+        assert 'mtdesk_gateway_requests_total{status="403"} 1.0' in metrics
+        assert "mtdesk_gateway_ack_seconds_count 4.0" in metrics
+        assert 'mtdesk_gateway_ack_seconds_bucket{le="+Inf"} 4.0' in metrics
+        assert 'mtdesk_gateway_events_total{channel="whatsapp",kind="message",outcome="enqueued"} 1.0' in metrics
+        assert 'mtdesk_gateway_events_total{channel="whatsapp",kind="message",outcome="duplicate"} 2.0' in metrics
+        sum_line = next(line for line in metrics.splitlines() if line.startswith("mtdesk_gateway_ack_seconds_sum"))
+        assert float(sum_line.split()[1]) > 0
