@@ -79,7 +79,7 @@ def validate_email(value: object, field: str = "email") -> str:
 def validate_channel(value: object, field: str = "channel") -> Channel:
     if value not in CHANNELS:
         raise ValidationError(field, f"must be one of {', '.join(CHANNELS)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def validate_account_id(value: object, field: str = "account_id") -> str:
