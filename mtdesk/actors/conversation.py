@@ -390,7 +390,7 @@ class Conversation:
                 if b.event.event_id not in keep:
                     self._s.done(b)  # already answered elsewhere
             burst = [item, *(b for b in burst[1:] if b.event.event_id in keep)]
-            texts = [user_text(b.event) for b in burst  # type: ignore[arg-type]
+            texts = [user_text(b.event) for b in burst
                      if isinstance(b.event, Message | Postback)]
         try:
             completion, fallback = await self._generate(item.tenant_id, texts)

@@ -158,7 +158,7 @@ class Deployment:
                                        "get_if_exists": True}
             if self._detached:
                 options["lifetime"] = "detached"
-            actor = ShardActor.options(**options).remote(  # type: ignore[attr-defined]
+            actor = ShardActor.options(**options).remote(
                 s, index, partitions, self._factory, self._shard_options)
             self.actors.append(actor)
         self._healthy = [True] * len(self.actors)
@@ -210,7 +210,7 @@ class Deployment:
     async def ping_all(self, timeout_s: float = 5.0) -> list[dict[str, Any] | None]:
         async def one(actor: Any) -> dict[str, Any] | None:
             try:
-                return await asyncio.wait_for(actor.ping.remote(), timeout_s)  # type: ignore[no-any-return]
+                return await asyncio.wait_for(actor.ping.remote(), timeout_s)
             except Exception:
                 return None
 

@@ -75,7 +75,7 @@ class DeletionHost:
         """Run one job now (idempotent beside the loop); its audit record."""
         await self.ensure_started()
         assert self._worker is not None
-        return msgspec.to_builtins(await self._worker.execute(job_id))  # type: ignore[no-any-return]
+        return msgspec.to_builtins(await self._worker.execute(job_id))
 
     async def stop(self) -> dict[str, Any]:
         if self._stop is not None:
@@ -120,7 +120,7 @@ class RetentionHost:
     async def run_now(self, tenant_ids: list[str] | None = None) -> dict[str, Any]:
         await self.ensure_started()
         assert self._sweep is not None
-        return msgspec.to_builtins(await self._sweep.run(tenant_ids))  # type: ignore[no-any-return]
+        return msgspec.to_builtins(await self._sweep.run(tenant_ids))
 
     async def stop(self) -> dict[str, Any]:
         if self._stop is not None:
@@ -159,9 +159,9 @@ class PolicyDeployment:
     async def start(self) -> None:
         if not ray.is_initialized():
             raise RuntimeError("ray.init() must be called first")
-        self.deleter = DeletionActor.options(**self._options(DELETER_NAME)).remote(  # type: ignore[attr-defined]
+        self.deleter = DeletionActor.options(**self._options(DELETER_NAME)).remote(
             self._settings)
-        self.retention = RetentionActor.options(**self._options(RETENTION_NAME)).remote(  # type: ignore[attr-defined]
+        self.retention = RetentionActor.options(**self._options(RETENTION_NAME)).remote(
             self._settings, self._interval_s)
         await asyncio.gather(self.deleter.ensure_started.remote(),
                              self.retention.ensure_started.remote())
@@ -178,7 +178,7 @@ class PolicyDeployment:
         return all(i.get("running") for i in infos)
 
     async def run_retention(self, tenant_ids: list[str] | None = None) -> dict[str, Any]:
-        return await self.retention.run_now.remote(tenant_ids)  # type: ignore[no-any-return]
+        return await self.retention.run_now.remote(tenant_ids)
 
     async def stop(self) -> None:
         for actor in (self.deleter, self.retention):

@@ -7,6 +7,7 @@ a bot change or a disconnect takes effect within that time on every shard.
 from __future__ import annotations
 
 import time
+from typing import TypeVar
 
 from mtdesk.core import keys
 from mtdesk.core.ports import BotConfig
@@ -14,6 +15,8 @@ from mtdesk.core.redis import Redis, as_opt_bytes
 from mtdesk.core.tenants import Bots
 
 DISCONNECTED = b"disconnected"
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class TenantView:
@@ -56,7 +59,7 @@ class TenantView:
         """Drop the cached status (e.g. right after Graph error 190 disconnected it)."""
         self._channel_cache.pop((tenant_id, channel, account_id), None)
 
-    def _put(self, cache: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
+    def _put(self, cache: dict[_K, _V], key: _K, value: _V) -> None:
         if len(cache) >= self._max:
             cache.clear()  # bounded memory; it is only a cache
         cache[key] = value
