@@ -124,7 +124,7 @@ async def _add_file(request: web.Request) -> web.Response:
         if len(data) > limit:
             raise ValidationError("file", f"is larger than the limit of {limit} bytes")
     filename = getattr(part, "filename", None) or "upload"
-    ctype = part.headers.get("Content-Type")  # type: ignore[union-attr]
+    ctype = part.headers.get("Content-Type")
     info = await (await _service(request)).add_file(tid, filename, bytes(data), ctype)
     return json_response(info, 202)
 
