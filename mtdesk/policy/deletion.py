@@ -434,7 +434,7 @@ class DeletionWorker:
     async def _run_kind(self, eraser: Eraser, kind: str, params: dict[str, object]) -> None:
         if kind == "account":
             accounts = [tuple(a) for a in params.get("accounts", [])]  # type: ignore[attr-defined]
-            await eraser.erase_tenant(str(params["tenant"]), accounts)  # type: ignore[arg-type]
+            await eraser.erase_tenant(str(params["tenant"]), accounts)
         elif kind == "channel":
             await eraser.erase_channel(
                 str(params["tenant"]), str(params["channel_id"]),

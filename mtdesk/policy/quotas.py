@@ -164,9 +164,9 @@ async def _run_consume(
     call = consume_call(tenant_id, n, now_ms=now_ms, enforce=enforce)
     try:
         try:
-            reply = await redis.evalsha(_CONSUME_SHA, 2, *call.keys, *call.args)  # type: ignore[misc]
+            reply = await redis.evalsha(_CONSUME_SHA, 2, *call.keys, *call.args)
         except NoScriptError:  # first use on this server (or after SCRIPT FLUSH): EVAL loads it
-            reply = await redis.eval(_CONSUME, 2, *call.keys, *call.args)  # type: ignore[misc]
+            reply = await redis.eval(_CONSUME, 2, *call.keys, *call.args)
     except UNAVAILABLE as exc:
         raise StoreUnavailable("Redis does not answer (quota)") from exc
     return decision_of(call, reply)
@@ -302,7 +302,7 @@ async def apply_subscription(
         async with redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
-                account = await load_account(pipe, tenant_id)  # type: ignore[arg-type]
+                account = await load_account(pipe, tenant_id)
                 reason = _stale(account, change)
                 if reason:
                     await pipe.unwatch()
@@ -337,7 +337,7 @@ async def mark_past_due(redis: Redis, tenant_id: str, subscription: str, *, now_
         async with redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
-                account = await load_account(pipe, tenant_id)  # type: ignore[arg-type]
+                account = await load_account(pipe, tenant_id)
                 if subscription and account.subscription and subscription != account.subscription:
                     return "other subscription"
                 if account.status == "canceled":
