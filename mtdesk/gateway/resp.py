@@ -15,8 +15,8 @@ through redis-py, see :func:`link_for`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import hiredis
 
@@ -32,7 +32,9 @@ def pack(args: Sequence[Arg]) -> bytes:
     return _pack_command(args if type(args) is tuple else tuple(args))
 
 
-_pack_command = hiredis.pack_command
+# hiredis's stub types the argument as a 1-tuple (``Tuple[X]``) and the result not at all;
+# it packs a command of any length into bytes.
+_pack_command = cast("Callable[[tuple[Arg, ...]], bytes]", hiredis.pack_command)
 
 
 class _Expired(Exception):
