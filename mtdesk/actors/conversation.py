@@ -394,14 +394,23 @@ class Conversation:
                      if isinstance(b.event, Message | Postback)]
         try:
             completion, fallback = await self._generate(item.tenant_id, texts)
-            await self._s.replies.generated(item.tenant_id, event.event_id, completion.text,
-                                            completion.provider, completion.model,
-                                            now_ms=self._now_ms())
+            limiter = self._s.sender.limiter
+            prepaid = False
+            if limiter is None:
+                await self._s.replies.generated(item.tenant_id, event.event_id,
+                                                completion.text, completion.provider,
+                                                completion.model, now_ms=self._now_ms())
+            else:  # the first part's send permit in the same round trip
+                _, prepaid = await self._s.replies.generated_with_permit(
+                    item.tenant_id, event.event_id, completion.text, completion.provider,
+                    completion.model, now_ms=self._now_ms(),
+                    window=limiter.window(event.channel, event.account_id))
             self.context.turns = self._bounded(
                 [*self.context.turns, *(ChatMessage("user", t) for t in texts)]
             )
             await self._send(item, burst, completion.text, completion.provider,
-                             completion.model, already_sent=0, fallback=fallback)
+                             completion.model, already_sent=0, fallback=fallback,
+                             prepaid=prepaid)
         except BaseException:
             # The head is retried (or left pending); its members go back in front of the
             # queue, in order, so none is stranded (they are answered_by the head now).
@@ -498,7 +507,7 @@ class Conversation:
 
     async def _send(
         self, head: WorkItem, burst: list[WorkItem], text: str, provider: str, model: str,
-        *, already_sent: int, fallback: bool = False,
+        *, already_sent: int, fallback: bool = False, prepaid: bool = False,
     ) -> None:
         event = head.event
         tid = head.tenant_id
@@ -555,7 +564,7 @@ class Conversation:
         turns = self.context.turns
         try:
             await self._s.sender.send(outbound, already_sent=already_sent,
-                                      on_part_sent=on_part_sent)
+                                      on_part_sent=on_part_sent, prepaid=prepaid)
             state, reason = "sent", done_reason
             turns = self._bounded([*turns, ChatMessage("assistant", text)])
         except GraphError as exc:

@@ -25,18 +25,26 @@ from mtdesk.core.events import Channel
 from mtdesk.core.redis import UNAVAILABLE, Redis
 from mtdesk.core.settings import Settings
 
-# KEYS[1] window counter; ARGV[1] limit. Returns 1 when granted (and counted), else 0.
+# A Lua function, so another script can take a send permit in its own round trip:
+# mt_acquire(window counter key, limit (number)) -> 1 when granted (and counted), else 0.
 # The counter lives 2 s: long enough for late callers of that second, then gone.
-_ACQUIRE: Final = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used >= tonumber(ARGV[1]) then
-  return 0
+ACQUIRE_LUA_FUNCTION: Final = """
+local function mt_acquire(key, limit)
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used >= limit then
+    return 0
+  end
+  redis.call('INCR', key)
+  if used == 0 then
+    redis.call('EXPIRE', key, 2)
+  end
+  return 1
 end
-redis.call('INCR', KEYS[1])
-if used == 0 then
-  redis.call('EXPIRE', KEYS[1], 2)
-end
-return 1
+"""
+
+# KEYS[1] window counter; ARGV[1] limit. Returns 1 when granted (and counted), else 0.
+_ACQUIRE: Final = ACQUIRE_LUA_FUNCTION + """
+return mt_acquire(KEYS[1], tonumber(ARGV[1]))
 """
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -73,6 +81,12 @@ class SendRateLimiter:
 
     def set_limit(self, channel: Channel, account_id: str, per_second: int) -> None:
         self._overrides[(channel, account_id)] = per_second
+
+    def window(self, channel: Channel, account_id: str) -> tuple[str, int]:
+        """The current window's counter key and this account's limit: what a script
+        passes to ``mt_acquire`` (:data:`ACQUIRE_LUA_FUNCTION`) to take a permit."""
+        second = math.floor(self._clock.now())
+        return keys.rate(channel, account_id, second), self.limit(channel, account_id)
 
     async def try_acquire(self, channel: Channel, account_id: str) -> bool:
         """Count one send in the current window if there is room; True when granted."""

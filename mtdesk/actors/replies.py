@@ -29,6 +29,7 @@ from typing import Protocol
 
 import msgspec
 
+from mtdesk.actors.ratelimit import ACQUIRE_LUA_FUNCTION, SendRateLimiter
 from mtdesk.core import keys
 from mtdesk.core.history import StoredMessage, conversation_of, encode_message
 from mtdesk.core.ports import OutboundMessage, SendResult
@@ -48,7 +49,11 @@ class ResumableSender(Protocol):
         *,
         already_sent: int = 0,
         on_part_sent: Callable[[int, str], Awaitable[None]] | None = None,
+        prepaid: bool = False,
     ) -> SendResult: ...
+
+    @property
+    def limiter(self) -> SendRateLimiter | None: ...
 
 
 class ReplyRecord(msgspec.Struct, kw_only=True):
@@ -112,6 +117,16 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'generating' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'generated', 'text', ARGV[1], 'provider', ARGV[2],
   'model', ARGV[3], 'parts_sent', 0, 'updated_ms', ARGV[4])
 return 1
+"""
+
+# _GENERATED and the first send's rate-limit permit in one round trip. KEYS: reply,
+# rate window counter; ARGV: text, provider, model, now_ms, limit. Returns 0 (not
+# generating: nothing done), 1 (generated, no permit: the window is full) or 2 (both).
+_GENERATED_WITH_PERMIT = ACQUIRE_LUA_FUNCTION + """
+if redis.call('HGET', KEYS[1], 'state') ~= 'generating' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'generated', 'text', ARGV[1], 'provider', ARGV[2],
+  'model', ARGV[3], 'parts_sent', 0, 'updated_ms', ARGV[4])
+return 1 + mt_acquire(KEYS[2], tonumber(ARGV[5]))
 """
 
 # KEYS: reply, history, convs, outbound; ARGV: index, mid, msg, conv, now_ms, ttl_out
@@ -235,6 +250,7 @@ class ReplyStore:
         self._admit = redis.register_script(_ADMIT)
         self._finish_ctx = redis.register_script(_FINISH_WITH_CONTEXT)
         self._last_part_sent = redis.register_script(_LAST_PART_SENT)
+        self._generated_permit = redis.register_script(_GENERATED_WITH_PERMIT)
 
     async def load_many(self, tenant_id: str, event_ids: Sequence[str]) -> list[ReplyRecord]:
         pipe = self._redis.pipeline(transaction=False)
@@ -316,6 +332,19 @@ class ReplyStore:
         return bool(await self._generated(
             keys=[keys.reply(tenant_id, event_id)], args=[text, provider, model, now_ms]
         ))
+
+    async def generated_with_permit(
+        self, tenant_id: str, event_id: str, text: str, provider: str, model: str, *,
+        now_ms: int, window: tuple[str, int],
+    ) -> tuple[bool, bool]:
+        """:meth:`generated`, and when it applied, one send permit taken from the rate
+        window ``window`` (``SendRateLimiter.window``), in one round trip. Returns
+        (generated, permit taken): pass ``prepaid=permit`` to the sender."""
+        result = int(await self._generated_permit(
+            keys=[keys.reply(tenant_id, event_id), window[0]],
+            args=[text, provider, model, now_ms, window[1]],
+        ))
+        return result > 0, result == 2
 
     async def part_sent(
         self, tenant_id: str, event_id: str, index: int, message: StoredMessage, *,

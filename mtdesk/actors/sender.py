@@ -136,8 +136,11 @@ class GraphSender:
         *,
         already_sent: int = 0,
         on_part_sent: OnPartSent | None = None,
+        prepaid: bool = False,
     ) -> SendResult:
-        """Send the parts of ``message`` from ``already_sent`` on. Raises GraphError."""
+        """Send the parts of ``message`` from ``already_sent`` on. Raises GraphError.
+        ``prepaid``: the caller already took the rate-limit permit for the first attempt
+        of the first part sent (e.g. in the script that stored the reply)."""
         bodies = render_parts(message)
         if not bodies:
             raise ValidationError("text", "is empty: nothing to send")
@@ -145,7 +148,8 @@ class GraphSender:
         sent: list[str] = []
         for index in range(max(0, already_sent), len(bodies)):
             try:
-                message_id = await self._send_part(message, url, bodies[index])
+                message_id = await self._send_part(
+                    message, url, bodies[index], prepaid=prepaid and not sent)
             except GraphError as exc:
                 exc.parts_sent = max(0, already_sent) + len(sent)
                 raise
@@ -156,10 +160,17 @@ class GraphSender:
                  len(sent), len(bodies))
         return SendResult(message_ids=tuple(sent))
 
-    async def _send_part(self, message: OutboundMessage, url: str, body: bytes) -> str:
+    @property
+    def limiter(self) -> SendRateLimiter | None:
+        """The shared rate limiter (a caller may take a first permit: ``prepaid``)."""
+        return self._limiter
+
+    async def _send_part(
+        self, message: OutboundMessage, url: str, body: bytes, *, prepaid: bool = False
+    ) -> str:
         channel = message.channel
         for attempt in range(1, self._max_attempts + 1):
-            if self._limiter is not None:
+            if self._limiter is not None and not (prepaid and attempt == 1):
                 await self._limiter.acquire(channel, message.account_id)
             credentials = await self._credentials.credentials(channel, message.account_id)
             try:
