@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mtdesk.benchmarks.rawhttp import Connection
+
 CHANNELS = ("messenger", "instagram", "whatsapp")
 TOKEN = re.compile(r"\b(tk|wu)(\d+)k\b")
 
@@ -59,43 +61,6 @@ def build_request(n: int, *, prefix: str, run_id: str, users: int, accounts: dic
     )
 
 
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection; one request in flight at a time."""
-
-    def __init__(self) -> None:
-        self.transport: Any = None
-        self._buf = bytearray()
-        self._waiter: asyncio.Future[int] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self._buf[:end]).lower()
-        i = head.find(b"content-length:")
-        length = 0
-        if i >= 0:
-            j = head.find(b"\r\n", i)
-            length = int(head[i + 15: j if j > 0 else None])
-        if len(self._buf) < end + 4 + length:
-            return
-        status = int(self._buf[9:12])
-        del self._buf[: end + 4 + length]
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(status)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(ConnectionError("closed"))
-
-    async def request(self, raw: bytes) -> int:
-        self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
-        return await self._waiter
 
 
 @dataclass
@@ -129,10 +94,10 @@ class LoadResult:
 
 async def generate(cfg: LoadConfig) -> LoadResult:
     loop = asyncio.get_running_loop()
-    pool: asyncio.Queue[_Conn] = asyncio.Queue()
-    conns: list[_Conn] = []
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    conns: list[Connection] = []
     for _ in range(cfg.connections):
-        _t, proto = await loop.create_connection(_Conn, "127.0.0.1", cfg.port)
+        _t, proto = await loop.create_connection(Connection, "127.0.0.1", cfg.port)
         conns.append(proto)
         pool.put_nowait(proto)
     rng = random.Random(cfg.seed)
@@ -152,7 +117,7 @@ async def generate(cfg: LoadConfig) -> LoadResult:
                 status = await conn.request(raw)
             except ConnectionError:
                 status = 599
-                _t, conn = await loop.create_connection(_Conn, "127.0.0.1", cfg.port)
+                _t, conn = await loop.create_connection(Connection, "127.0.0.1", cfg.port)
             if first:
                 result.ack_ms.append((time.perf_counter() - t0) * 1000)
                 if status != 200:

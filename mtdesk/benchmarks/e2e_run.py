@@ -179,10 +179,10 @@ async def _wait_answered(session: Any, replies: Replies, prefix: str, ns: list[i
 async def _warmup(session: Any, port: int, replies: Replies, accounts: dict[str, list[str]],
                   cfg: BenchConfig, run_id: str) -> None:
     """A few messages first (the shards open their clients and connections)."""
-    from mtdesk.benchmarks.e2e_load import _Conn
+    from mtdesk.benchmarks.rawhttp import Connection
 
     loop = asyncio.get_running_loop()
-    _t, conn = await loop.create_connection(_Conn, "127.0.0.1", port)
+    _t, conn = await loop.create_connection(Connection, "127.0.0.1", port)
     ns = list(range(cfg.warmup_messages))
     try:
         for n in ns:

@@ -36,6 +36,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mtdesk.benchmarks.rawhttp import Connection
+
 BENCH_SECRET = "bench-app-secret"
 TENANT = "bench-tenant"
 ACCOUNTS = {"messenger": "900000000000001", "instagram": "17841499999999999", "whatsapp": "900000000000003"}
@@ -92,41 +94,6 @@ class RequestFactory:
 # --- the load generator (its own process) ----------------------------------------------------
 
 
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection; one request in flight at a time."""
-
-    def __init__(self) -> None:
-        self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
-        self._buf = bytearray()
-        self._waiter: asyncio.Future[int] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self._buf[:end]).lower()
-        i = head.find(b"content-length:")
-        length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
-        total = end + 4 + length
-        if len(self._buf) < total:
-            return
-        status = int(self._buf[9:12])
-        del self._buf[:total]
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(status)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(ConnectionError("closed"))
-
-    async def request(self, raw: bytes) -> int:
-        self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
-        return await self._waiter
 
 
 @dataclass
@@ -190,7 +157,7 @@ async def _run_phase(
     loop = asyncio.get_running_loop()
     conns = []
     for _ in range(connections):
-        _t, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
+        _t, proto = await loop.create_connection(Connection, "127.0.0.1", port)
         conns.append(proto)
     factory = RequestFactory(prefix)
     result = PhaseResult()
@@ -199,7 +166,7 @@ async def _run_phase(
     deadline = measure_from + seconds
     interval = connections / rate if rate else 0.0
 
-    async def worker(i: int, conn: _Conn) -> None:
+    async def worker(i: int, conn: Connection) -> None:
         next_at = start + (i / rate if rate else 0.0)
         while True:
             if rate:
