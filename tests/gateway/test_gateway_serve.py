@@ -44,12 +44,15 @@ def test_missing_setting_stops_serve_with_its_name(redis_url: str, tmp_path) -> 
     assert "MTDESK_META_VERIFY_TOKEN" in proc.stderr
 
 
-def test_two_workers_serve_one_port_and_stop_together(redis_url: str, tmp_path) -> None:
-    port = free_port()
+def start_two_workers(
+    redis_url: str, port: int, cwd
+) -> tuple[subprocess.Popen[bytes], list[str], threading.Thread]:
+    """`mtdesk serve --workers 2 --no-actors`, returned once both workers serve; its
+    output lines keep arriving in the list."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mtdesk", "serve", "--port", str(port), "--workers", "2",
          "--no-actors"],
-        env=serve_env(redis_url), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=serve_env(redis_url), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     lines: list[str] = []
     reader = threading.Thread(
@@ -57,11 +60,20 @@ def test_two_workers_serve_one_port_and_stop_together(redis_url: str, tmp_path) 
         daemon=True,
     )
     reader.start()
+    deadline = time.monotonic() + 60
+    while sum("mtdesk: serving on" in line for line in lines) < 2:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"serve did not start: {lines}")
+        time.sleep(0.1)
+    return proc, lines, reader
+
+
+def test_two_workers_serve_one_port_and_stop_together(redis_url: str, tmp_path) -> None:
+    port = free_port()
+    proc, lines, reader = start_two_workers(redis_url, port, tmp_path)
     try:
         deadline = time.monotonic() + 60
-        while sum("mtdesk: serving on" in line for line in lines) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, lines
-            time.sleep(0.1)
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
@@ -93,22 +105,8 @@ def test_two_workers_serve_one_port_and_stop_together(redis_url: str, tmp_path) 
 
 def test_a_dead_worker_stops_the_whole_serve_for_its_supervisor(redis_url: str, tmp_path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mtdesk", "serve", "--port", str(port), "--workers", "2",
-         "--no-actors"],
-        env=serve_env(redis_url), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(
-        target=lambda: lines.extend(line.decode() for line in iter(proc.stdout.readline, b"")),  # type: ignore[union-attr]
-        daemon=True,
-    )
-    reader.start()
+    proc, lines, reader = start_two_workers(redis_url, port, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while sum("mtdesk: serving on" in line for line in lines) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, lines
-            time.sleep(0.1)
         worker_pid = int(next(line for line in lines if "serving on" in line)
                          .rsplit("pid ", 1)[1].rstrip(")\n"))
         os.kill(worker_pid, signal.SIGKILL)
