@@ -129,22 +129,31 @@ redis.call('HSET', KEYS[1], 'state', 'generated', 'text', ARGV[1], 'provider', A
 return 1 + mt_acquire(KEYS[2], tonumber(ARGV[5]))
 """
 
+# Records part ARGV[1] (Graph id ARGV[2]) once: progress, the history entry (ARGV[3]) and
+# the outbound status hash. KEYS: reply, history, convs, outbound; ARGV: index, mid, msg,
+# conv, now_ms, ttl_out. Shared by _PART_SENT and _LAST_PART_SENT.
+_RECORD_PART = """
+local function record_part()
+  local sent = tonumber(redis.call('HGET', KEYS[1], 'parts_sent') or '0')
+  local index = tonumber(ARGV[1])
+  if sent > index then return 0 end
+  local mids = redis.call('HGET', KEYS[1], 'mids')
+  if mids and mids ~= '' then mids = mids .. ' ' .. ARGV[2] else mids = ARGV[2] end
+  redis.call('HSET', KEYS[1], 'state', 'sending', 'parts_sent', index + 1, 'mids', mids,
+    'updated_ms', ARGV[5])
+  local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+  redis.call('HSET', KEYS[4], 'conv', ARGV[4], 'entry', entry)
+  redis.call('HSETNX', KEYS[4], 'status', 'sent')
+  redis.call('HSETNX', KEYS[4], 'updated_ms', ARGV[5])
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
+  return 1
+end
+"""
+
 # KEYS: reply, history, convs, outbound; ARGV: index, mid, msg, conv, now_ms, ttl_out
-_PART_SENT = """
-local sent = tonumber(redis.call('HGET', KEYS[1], 'parts_sent') or '0')
-local index = tonumber(ARGV[1])
-if sent > index then return 0 end
-local mids = redis.call('HGET', KEYS[1], 'mids')
-if mids and mids ~= '' then mids = mids .. ' ' .. ARGV[2] else mids = ARGV[2] end
-redis.call('HSET', KEYS[1], 'state', 'sending', 'parts_sent', index + 1, 'mids', mids,
-  'updated_ms', ARGV[5])
-local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
-redis.call('HSET', KEYS[4], 'conv', ARGV[4], 'entry', entry)
-redis.call('HSETNX', KEYS[4], 'status', 'sent')
-redis.call('HSETNX', KEYS[4], 'updated_ms', ARGV[5])
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
-return 1
+_PART_SENT = _RECORD_PART + """
+return record_part()
 """
 
 # KEYS: reply; ARGV: state, reason, now_ms, ttl. Never leaves a terminal state.
@@ -204,21 +213,8 @@ return 1
 # conv, now_ms, ttl_out, state, reason, context (msgpack), context ttl, reply ttl.
 # Idempotent like its parts: a part already recorded is not recorded again; a terminal
 # state is never left; the context is written either way.
-_LAST_PART_SENT = """
-local sent = tonumber(redis.call('HGET', KEYS[1], 'parts_sent') or '0')
-local index = tonumber(ARGV[1])
-if sent <= index then
-  local mids = redis.call('HGET', KEYS[1], 'mids')
-  if mids and mids ~= '' then mids = mids .. ' ' .. ARGV[2] else mids = ARGV[2] end
-  redis.call('HSET', KEYS[1], 'state', 'sending', 'parts_sent', index + 1, 'mids', mids,
-    'updated_ms', ARGV[5])
-  local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[3])
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
-  redis.call('HSET', KEYS[4], 'conv', ARGV[4], 'entry', entry)
-  redis.call('HSETNX', KEYS[4], 'status', 'sent')
-  redis.call('HSETNX', KEYS[4], 'updated_ms', ARGV[5])
-  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
-end
+_LAST_PART_SENT = _RECORD_PART + """
+record_part()
 redis.call('SET', KEYS[5], ARGV[9], 'EX', tonumber(ARGV[10]))
 local cur = redis.call('HGET', KEYS[1], 'state')
 if cur == 'sent' or cur == 'skipped' or cur == 'failed' or cur == 'answered' then return 0 end
