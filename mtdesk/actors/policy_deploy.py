@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
@@ -38,44 +39,36 @@ DELETER_NAME = "mtdesk-deleter"
 RETENTION_NAME = "mtdesk-retention"
 
 
-class DeletionHost:
-    """Body of the deleter actor: one :class:`DeletionWorker` loop."""
+class _LoopHost:
+    """What both policy actors share: a Redis client made inside the actor process, one
+    background loop (restarted by the next call if it ended), and a bounded stop."""
 
-    def __init__(self, settings: Settings, consumer: str = "deleter-1",
-                 clock: Clock | None = None, claim_idle_ms: int = 60_000) -> None:
+    name = ""
+
+    def __init__(self, settings: Settings, clock: Clock | None) -> None:
         self._settings = settings
-        self._consumer = consumer
         self._clock = clock or SystemClock()
-        self._claim_idle_ms = claim_idle_ms
         self._redis: Redis | None = None
-        self._worker: DeletionWorker | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
+
+    def _loop(self, redis: Redis, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+        """Build this host's worker on ``redis`` and return its loop (runs until ``stop``)."""
+        raise NotImplementedError
+
+    def _info(self) -> dict[str, Any]:
+        running = self._task is not None and not self._task.done()
+        return {"actor": self.name, "running": running, "pid": os.getpid()}
 
     async def ensure_started(self) -> dict[str, Any]:
         if self._task is None or self._task.done():
             self._redis = self._redis or connect(self._settings.redis_url, max_connections=8)
-            # Another consumer name after a restart would strand our pending job until
-            # claim_idle_ms; the same name re-reads it at once.
-            self._worker = DeletionWorker(self._redis, self._settings, self._clock,
-                                          consumer=self._consumer,
-                                          claim_idle_ms=self._claim_idle_ms)
             self._stop = asyncio.Event()
-            self._task = asyncio.create_task(self._worker.run(self._stop), name="mtdesk-deleter")
+            self._task = asyncio.create_task(self._loop(self._redis, self._stop), name=self.name)
         return self._info()
-
-    def _info(self) -> dict[str, Any]:
-        return {"actor": DELETER_NAME, "running": self._task is not None and not self._task.done(),
-                "processed": self._worker.processed if self._worker else 0, "pid": os.getpid()}
 
     async def ping(self) -> dict[str, Any]:
         return await self.ensure_started()
-
-    async def run_job(self, job_id: str) -> dict[str, Any]:
-        """Run one job now (idempotent beside the loop); its audit record."""
-        await self.ensure_started()
-        assert self._worker is not None
-        return msgspec.to_builtins(await self._worker.execute(job_id))
 
     async def stop(self) -> dict[str, Any]:
         if self._stop is not None:
@@ -90,48 +83,55 @@ class DeletionHost:
         return info
 
 
-class RetentionHost:
+class DeletionHost(_LoopHost):
+    """Body of the deleter actor: one :class:`DeletionWorker` loop."""
+
+    name = DELETER_NAME
+
+    def __init__(self, settings: Settings, consumer: str = "deleter-1",
+                 clock: Clock | None = None, claim_idle_ms: int = 60_000) -> None:
+        super().__init__(settings, clock)
+        self._consumer = consumer
+        self._claim_idle_ms = claim_idle_ms
+        self._worker: DeletionWorker | None = None
+
+    def _loop(self, redis: Redis, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+        # Another consumer name after a restart would strand our pending job until
+        # claim_idle_ms; the same name re-reads it at once.
+        self._worker = DeletionWorker(redis, self._settings, self._clock,
+                                      consumer=self._consumer, claim_idle_ms=self._claim_idle_ms)
+        return self._worker.run(stop)
+
+    def _info(self) -> dict[str, Any]:
+        return {**super()._info(), "processed": self._worker.processed if self._worker else 0}
+
+    async def run_job(self, job_id: str) -> dict[str, Any]:
+        """Run one job now (idempotent beside the loop); its audit record."""
+        await self.ensure_started()
+        assert self._worker is not None
+        return msgspec.to_builtins(await self._worker.execute(job_id))
+
+
+class RetentionHost(_LoopHost):
     """Body of the retention actor: a scheduled sweep, and sweeps on demand."""
+
+    name = RETENTION_NAME
 
     def __init__(self, settings: Settings, interval_s: float = 3600.0,
                  clock: Clock | None = None, pause_s: float = 0.01) -> None:
-        self._settings = settings
+        super().__init__(settings, clock)
         self._interval_s = interval_s
-        self._clock = clock or SystemClock()
         self._pause_s = pause_s
-        self._redis: Redis | None = None
         self._sweep: RetentionSweep | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
 
-    async def ensure_started(self) -> dict[str, Any]:
-        if self._task is None or self._task.done():
-            self._redis = self._redis or connect(self._settings.redis_url, max_connections=8)
-            self._sweep = RetentionSweep(self._redis, self._settings, self._clock,
-                                         pause_s=self._pause_s)
-            self._stop = asyncio.Event()
-            self._task = asyncio.create_task(
-                self._sweep.run_forever(self._interval_s, self._stop), name="mtdesk-retention")
-        return {"actor": RETENTION_NAME, "running": not self._task.done(), "pid": os.getpid()}
-
-    async def ping(self) -> dict[str, Any]:
-        return await self.ensure_started()
+    def _loop(self, redis: Redis, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+        self._sweep = RetentionSweep(redis, self._settings, self._clock, pause_s=self._pause_s)
+        return self._sweep.run_forever(self._interval_s, stop)
 
     async def run_now(self, tenant_ids: list[str] | None = None) -> dict[str, Any]:
         await self.ensure_started()
         assert self._sweep is not None
         return msgspec.to_builtins(await self._sweep.run(tenant_ids))
-
-    async def stop(self) -> dict[str, Any]:
-        if self._stop is not None:
-            self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._task, timeout=10)
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
-        return {"actor": RETENTION_NAME, "running": False}
 
 
 # The one place ray.remote is applied to the policy hosts. num_cpus=0: I/O bound.
