@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-from mtdesk.admin.http import Forbidden, Handler
+from mtdesk.admin.http import Forbidden
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import Unauthorized, ValidationError
 from mtdesk.core.tenants import Tenants
@@ -65,20 +65,18 @@ def _bearer(request: web.Request) -> str:
     return token.strip()
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith(API_PREFIX):
-        return await handler(request)
+async def authenticate(request: web.Request) -> None:
+    """Set the request's :class:`Principal` from its bearer token, or raise Unauthorized.
+    Only for paths under ``/admin/api/`` (the web page needs no token)."""
     token = _bearer(request)
     admin_token = request.config_dict[SETTINGS].admin_token
     if admin_token is not None and hmac.compare_digest(
         token.encode("utf-8", "replace"), admin_token.reveal().encode("utf-8")
     ):
         request[PRINCIPAL] = Principal("operator")
-        return await handler(request)
+        return
     tenants = Tenants(request.config_dict[REDIS], request.config_dict[CLOCK])
     tenant_id = await tenants.authenticate(token)
     if tenant_id is None:
         raise Unauthorized("the bearer token is not a valid operator token or API key")
     request[PRINCIPAL] = Principal("tenant", tenant_id)
-    return await handler(request)

@@ -28,7 +28,7 @@ import aiohttp
 import stripe
 from aiohttp import web
 
-from mtdesk.admin.app import API_BASE
+from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import tenant_scope
 from mtdesk.admin.http import json_response, read_json, reject_unknown
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
@@ -252,8 +252,9 @@ async def _close_stripe(admin: web.Application) -> None:
 
 
 def add_routes(admin: web.Application) -> None:
+    r = admin_routes(admin)
     admin[STRIPE] = StripeGateway()
     admin.on_cleanup.append(_close_stripe)
-    admin.router.add_get(f"{API_BASE}/billing", get_billing)
-    admin.router.add_post(f"{API_BASE}/billing/checkout", create_checkout)
-    admin.router.add_post(f"{API_BASE}/billing/portal", create_portal)
+    r.add_get(f"{API_BASE}/billing", get_billing)
+    r.add_post(f"{API_BASE}/billing/checkout", create_checkout)
+    r.add_post(f"{API_BASE}/billing/portal", create_portal)

@@ -13,7 +13,7 @@ import re
 
 from aiohttp import web
 
-from mtdesk.admin.app import API_BASE
+from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import tenant_scope
 from mtdesk.admin.http import json_response
 from mtdesk.core import keys
@@ -77,5 +77,6 @@ async def list_messages(request: web.Request) -> web.Response:
 
 
 def add_routes(admin: web.Application) -> None:
-    admin.router.add_get(f"{API_BASE}/conversations", list_conversations)
-    admin.router.add_get(f"{API_BASE}/conversations/{{key}}/messages", list_messages)
+    r = admin_routes(admin)
+    r.add_get(f"{API_BASE}/conversations", list_conversations)
+    r.add_get(f"{API_BASE}/conversations/{{key}}/messages", list_messages)

@@ -70,8 +70,8 @@ def reject_unknown(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
             raise ValidationError(name, f"unknown field (known: {', '.join(allowed)})")
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run ``handler``; the errors it raises become JSON error answers."""
     try:
         return await handler(request)
     except ValidationError as exc:
@@ -93,7 +93,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, None, exc.reason)
+        answer = error_response(exc.status, None, exc.reason)
+        if "Allow" in exc.headers:  # 405 says which methods the path takes
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer
     except MTDeskError as exc:
         log.warning("admin request failed: %s %s: %s", request.method, request.path, type(exc).__name__)
         return error_response(500, None, type(exc).__name__)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mtdesk.admin.app import API_BASE
+from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import tenant_scope
 from mtdesk.admin.http import json_response, read_json, reject_unknown
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
@@ -173,12 +173,13 @@ async def _cleanup(admin: web.Application) -> None:
 
 
 def add_routes(admin: web.Application) -> None:
+    r = admin_routes(admin)
     admin[_OWN] = {}
     base = f"{API_BASE}/knowledge"
-    admin.router.add_post(base, add_source)
-    admin.router.add_get(base, list_sources)
-    admin.router.add_get(f"{base}/search", search)
-    admin.router.add_get(base + "/{id}", get_source)
-    admin.router.add_post(base + "/{id}/resync", resync_source)
-    admin.router.add_delete(base + "/{id}", delete_source)
+    r.add_post(base, add_source)
+    r.add_get(base, list_sources)
+    r.add_get(f"{base}/search", search)
+    r.add_get(base + "/{id}", get_source)
+    r.add_post(base + "/{id}/resync", resync_source)
+    r.add_delete(base + "/{id}", delete_source)
     admin.on_shutdown.append(_cleanup)

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from mtdesk.admin.app import admin_routes
 from mtdesk.admin.auth import principal, tenant_scope
 from mtdesk.admin.billing import cancel_subscription
 from mtdesk.admin.http import json_response, read_json, reject_unknown
@@ -166,7 +167,7 @@ async def put_retention(request: web.Request) -> web.Response:
 
 
 def add_routes(admin: web.Application) -> None:
-    r = admin.router
+    r = admin_routes(admin)
     r.add_get(f"{API}/export", export_all)
     r.add_get(f"{API}/users/{{channel}}/{{user_id}}/export", export_one_user)
     r.add_delete(f"{API}/users/{{channel}}/{{user_id}}", delete_user)

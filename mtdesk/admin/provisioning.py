@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from mtdesk.admin.app import API_BASE, vault_of
+from mtdesk.admin.app import API_BASE, admin_routes, vault_of
 from mtdesk.admin.auth import require_operator, tenant_scope
 from mtdesk.admin.http import json_response, read_json, reject_unknown
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
@@ -132,14 +132,15 @@ async def get_bot(request: web.Request) -> web.Response:
 
 
 def add_routes(admin: web.Application) -> None:
-    admin.router.add_post(f"{API_BASE}/tenants", create_tenant)
-    admin.router.add_get(f"{API_BASE}/tenants", list_tenants)
-    admin.router.add_get(f"{API_BASE}/tenants/{{id}}", get_tenant_by_id)
-    admin.router.add_patch(f"{API_BASE}/tenants/{{id}}", patch_tenant)
-    admin.router.add_get(f"{API_BASE}/tenant", get_tenant)
-    admin.router.add_post(f"{API_BASE}/channels", create_channel)
-    admin.router.add_get(f"{API_BASE}/channels", list_channels)
-    admin.router.add_get(f"{API_BASE}/channels/{{id}}", get_channel)
-    admin.router.add_delete(f"{API_BASE}/channels/{{id}}", delete_channel)
-    admin.router.add_put(f"{API_BASE}/bot", put_bot)
-    admin.router.add_get(f"{API_BASE}/bot", get_bot)
+    r = admin_routes(admin)
+    r.add_post(f"{API_BASE}/tenants", create_tenant)
+    r.add_get(f"{API_BASE}/tenants", list_tenants)
+    r.add_get(f"{API_BASE}/tenants/{{id}}", get_tenant_by_id)
+    r.add_patch(f"{API_BASE}/tenants/{{id}}", patch_tenant)
+    r.add_get(f"{API_BASE}/tenant", get_tenant)
+    r.add_post(f"{API_BASE}/channels", create_channel)
+    r.add_get(f"{API_BASE}/channels", list_channels)
+    r.add_get(f"{API_BASE}/channels/{{id}}", get_channel)
+    r.add_delete(f"{API_BASE}/channels/{{id}}", delete_channel)
+    r.add_put(f"{API_BASE}/bot", put_bot)
+    r.add_get(f"{API_BASE}/bot", get_bot)

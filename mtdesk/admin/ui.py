@@ -10,7 +10,7 @@ import html
 
 from aiohttp import web
 
-from mtdesk.admin.app import ADMIN_PREFIX, API_BASE
+from mtdesk.admin.app import ADMIN_PREFIX, API_BASE, admin_routes
 from mtdesk.core.appkeys import SETTINGS
 
 _PAGE = """<!doctype html>
@@ -76,5 +76,6 @@ async def to_index(request: web.Request) -> web.Response:
 
 
 def add_routes(admin: web.Application) -> None:
-    admin.router.add_get("/", index)
-    admin.router.add_get("", to_index)
+    r = admin_routes(admin)
+    r.add_get("/", index)
+    r.add_get("", to_index)

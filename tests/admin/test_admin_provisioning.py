@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
+import types
 
 import pytest
 from admin_harness import OPERATOR, bearer, client_fixture, make_app, op  # noqa: F401
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from mtdesk.core import keys
@@ -286,6 +289,26 @@ async def test_unknown_routes_and_methods_answer_json(client: TestClient) -> Non
     assert r.status == 404 and "error" in await r.json()
     r = await client.patch(f"{API}/tenants", headers=op())
     assert r.status == 405 and "error" in await r.json()
+    assert set(r.headers["Allow"].split(",")) >= {"GET", "POST"}
+    # authentication comes first, as for every admin API path
+    r = await client.get(f"{API}/nothing-here")
+    assert r.status == 401 and (await r.json())["error"]["field"] == "Authorization"
+
+
+def test_an_admin_route_added_without_its_guard_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtdesk.admin.app import ROUTE_MODULES, build_admin
+
+    async def open_door(request: web.Request) -> web.Response:
+        return web.Response(text="no token needed?")
+
+    def add_routes(admin: web.Application) -> None:
+        admin.router.add_get("/api/v1/open", open_door)
+
+    module = types.ModuleType("mtdesk_test_unguarded")
+    module.add_routes = add_routes  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mtdesk_test_unguarded", module)
+    with pytest.raises(RuntimeError, match="/api/v1/open"):
+        build_admin((*ROUTE_MODULES, "mtdesk_test_unguarded"))
 
 
 async def test_a_suspended_tenant_is_locked_out_until_reactivated(client: TestClient) -> None:
