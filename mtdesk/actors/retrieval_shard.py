@@ -22,10 +22,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from mtdesk.actors.purge import listen_for_erasures, tenant_erased
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
+from mtdesk.policy.purge import listen_for_erasures, tenant_erased
 from mtdesk.retrieval.shard import Hit, IndexShard, SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
 

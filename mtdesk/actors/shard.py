@@ -49,7 +49,6 @@ from mtdesk.actors.conversation import (
     WorkItem,
     build_prompt,
 )
-from mtdesk.actors.purge import erasure_covers, listen_for_erasures
 from mtdesk.actors.replies import ReplyStore, ResumableSender
 from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
 from mtdesk.actors.tenantview import TenantView
@@ -60,6 +59,7 @@ from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, Retriever
 from mtdesk.core.redis import Redis, StreamOffsets, as_stream_reads
 from mtdesk.core.settings import Settings
+from mtdesk.policy.purge import erasure_covers, listen_for_erasures
 
 log = logging.getLogger(__name__)
 
