@@ -94,6 +94,13 @@ class ActorShardClient:
         except Exception as exc:
             raise StoreUnavailable(f"retrieval shard unavailable ({type(exc).__name__})") from exc
 
+    async def drop(self, tenant: str) -> None:
+        """Make the actor forget the tenant now (it also does on the purge notice)."""
+        try:
+            await self.handle.forget.remote({"scope": "tenant", "tenant": tenant})
+        except Exception as exc:
+            raise StoreUnavailable(f"retrieval shard unavailable ({type(exc).__name__})") from exc
+
     async def add_vectors(self, tenant: str, ids: np.ndarray, vectors: np.ndarray) -> int:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         return int(await self.handle.add_vectors.remote(

@@ -11,10 +11,19 @@
 The composition root may put a shared :class:`KnowledgeService` and retriever in the app
 under :data:`KB_SERVICE` / :data:`KB_RETRIEVER`; otherwise this module makes its own on
 first use (background worker started then, stopped at cleanup).
+
+Erasure: from first use, the retriever follows the purge notices (one subscription per
+process, so each ``serve --workers`` process keeps its own retriever honest): an erased
+account's index leaves memory when the notice arrives, and after any (re)subscription
+the tenants erased meanwhile are dropped too (:meth:`KnowledgeRetriever.prune`). A search
+costs no Redis read for it. A deleted source's chunks go from the results at once in
+every process: passages are read from Redis, where they are gone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +33,9 @@ from mtdesk.admin.auth import tenant_scope
 from mtdesk.admin.http import json_response, read_json, reject_unknown
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import ValidationError
+from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Tenants
+from mtdesk.policy.purge import listen_for_erasures, tenant_erased
 from mtdesk.retrieval.crawl import CrawlOptions
 from mtdesk.retrieval.ingest import KnowledgeService
 from mtdesk.retrieval.search import KnowledgeRetriever, local_retriever
@@ -53,15 +64,47 @@ async def _service(request: web.Request) -> KnowledgeService:
 
 
 def _retriever(request: web.Request) -> KnowledgeRetriever:
-    shared = request.config_dict.get(KB_RETRIEVER)
-    if shared is not None:
-        return shared
     own: dict[str, Any] = request.config_dict[_OWN]
-    retriever = own.get("retriever")
+    retriever = request.config_dict.get(KB_RETRIEVER) or own.get("retriever")
     if retriever is None:
         store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK])
         retriever = own["retriever"] = local_retriever(store, request.config_dict[SETTINGS])
+    if "follower" not in own:
+        own["follower"] = ErasureFollower(request.config_dict[REDIS], retriever)
     return retriever
+
+
+def own_retriever(admin: web.Application) -> KnowledgeRetriever | None:
+    """The retriever these routes built for themselves in this admin app (None before
+    first use, or when the composition root shares one)."""
+    return admin[_OWN].get("retriever")
+
+
+class ErasureFollower:
+    """Makes ``retriever`` forget erased accounts: a ``tenant`` purge notice drops the
+    tenant at once; once subscribed, and again after any reconnection, the tenants held
+    whose knowledge is gone from Redis are dropped (notices sent meanwhile were lost).
+    Starts listening when made (inside the event loop); :meth:`stop` ends it."""
+
+    def __init__(self, redis: Redis, retriever: KnowledgeRetriever) -> None:
+        self.retriever = retriever
+        self._running = True
+        self._task = asyncio.create_task(
+            listen_for_erasures(redis, lambda: self._running, self._notice,
+                                on_subscribed=retriever.prune),
+            name="admin-knowledge:purge",
+        )
+
+    async def _notice(self, notice: dict[str, Any]) -> None:
+        tenant = tenant_erased(notice)
+        if tenant is not None:
+            await self.retriever.forget(tenant)
+
+    async def stop(self) -> None:
+        self._running = False
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
 
 
 async def _tenant(request: web.Request, body: dict[str, Any] | None = None) -> str:
@@ -170,6 +213,9 @@ async def _cleanup(admin: web.Application) -> None:
     service = admin[_OWN].get("service")
     if service is not None:
         await service.stop()
+    follower = admin[_OWN].get("follower")
+    if follower is not None:
+        await follower.stop()
 
 
 def add_routes(admin: web.Application) -> None:

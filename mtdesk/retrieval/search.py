@@ -29,6 +29,10 @@ class ShardClient(Protocol):
 
     async def sync(self, tenant: str) -> int: ...
 
+    async def drop(self, tenant: str) -> None:
+        """Forget the tenant (its account was erased): index and snapshot."""
+        ...
+
 
 class Embedders:
     """Embedders by spec, built once per process (the local model loads once)."""
@@ -54,6 +58,7 @@ class KnowledgeRetriever:
         self.embedders = embedders
         self.block = block
         self.meta_ttl = meta_ttl
+        self._loaded: set[str] = set()  # tenants the shards were asked about
         self._meta: dict[str, tuple[float, str, int]] = {}  # tenant → (fetched, spec, max id)
         # tenant → the refresh under way: concurrent callers share it (one read per
         # tenant however many conversations wait when the cache expires under load).
@@ -96,6 +101,7 @@ class KnowledgeRetriever:
         return await self.search_vector(tenant_id, vector.tobytes(), k, max_id)
 
     async def search_vector(self, tenant_id: str, vector: bytes, k: int, max_id: int) -> list[Passage]:
+        self._loaded.add(tenant_id)
         targets = shards_for(tenant_id, max_id, len(self.shards), self.block)
         request = SearchRequest(tenant_id, vector, k)
         results = await asyncio.gather(*(self.shards[s].search_batch([request]) for s in targets))
@@ -111,7 +117,31 @@ class KnowledgeRetriever:
         """Make the shards apply the tenant's latest changes now (after an ingestion)."""
         self._meta.pop(tenant_id, None)
         self._refreshing.pop(tenant_id, None)  # a read under way may predate the change
+        self._loaded.add(tenant_id)
         await asyncio.gather(*(s.sync(tenant_id) for s in self.shards))
+
+    def held(self) -> set[str]:
+        """The tenants this retriever holds anything of: cached index state, or an index
+        the shards were asked to load."""
+        return set(self._meta) | self._loaded
+
+    async def forget(self, tenant_id: str) -> None:
+        """Drop everything held of the tenant (its account was erased): the cached
+        index state here and its index on every shard (memory and snapshot file). A
+        later search finds only what Redis holds by then."""
+        self._meta.pop(tenant_id, None)
+        self._refreshing.pop(tenant_id, None)
+        self._loaded.discard(tenant_id)
+        await asyncio.gather(*(s.drop(tenant_id) for s in self.shards))
+
+    async def prune(self) -> list[str]:
+        """Forget every tenant held whose knowledge base is gone from Redis (erased
+        while no erasure notice could arrive: a dropped subscription). Returns them.
+        One read per tenant held; none when nothing is held."""
+        gone = [t for t in sorted(self.held()) if not await self.store.meta(t)]
+        for tenant in gone:
+            await self.forget(tenant)
+        return gone
 
 
 def local_retriever(
