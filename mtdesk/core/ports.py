@@ -62,6 +62,10 @@ class ChatModel(Protocol):
 class Retriever(Protocol):
     async def search(self, tenant_id: str, query: str, k: int = 5) -> list[Passage]: ...
 
+    async def has_knowledge(self, tenant_id: str) -> bool:
+        """True when the tenant has any indexed knowledge (else searches find nothing)."""
+        ...
+
 
 class SendResult(msgspec.Struct, frozen=True, kw_only=True):
     message_ids: tuple[str, ...]  # Graph message ids, one per part sent

@@ -4,7 +4,9 @@
 built the tenant's index (recorded in Redis), asks the shards holding the tenant's
 chunks (batched per shard by the shard client), merges their top-k, and returns
 :class:`~mtdesk.core.ports.Passage` objects with the source names for citations.
-Scores are cosine similarities in the embedder's space.
+Scores are cosine similarities in the embedder's space. ``has_knowledge(tenant)`` says
+whether the tenant has any indexed chunk at all (a conversation tells "the knowledge has
+nothing on this" from "there is no knowledge yet" with it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from mtdesk.core.settings import Settings
 from mtdesk.retrieval.embedders import Embedder, embedder_for
 from mtdesk.retrieval.placement import shards_for
 from mtdesk.retrieval.shard import Hit, IndexShard, SearchRequest
-from mtdesk.retrieval.store import KnowledgeStore
+from mtdesk.retrieval.store import IndexState, KnowledgeStore
 
 
 class ShardClient(Protocol):
@@ -59,17 +61,18 @@ class KnowledgeRetriever:
         self.block = block
         self.meta_ttl = meta_ttl
         self._loaded: set[str] = set()  # tenants the shards were asked about
-        self._meta: dict[str, tuple[float, str, int]] = {}  # tenant → (fetched, spec, max id)
+        self._meta: dict[str, tuple[float, IndexState]] = {}  # tenant → (fetched, state)
         # tenant → the refresh under way: concurrent callers share it (one read per
         # tenant however many conversations wait when the cache expires under load).
-        self._refreshing: dict[str, asyncio.Future[tuple[str, int]]] = {}
+        self._refreshing: dict[str, asyncio.Future[IndexState]] = {}
 
-    async def _tenant(self, tenant: str) -> tuple[str, int]:
-        """The tenant's embedder spec and highest chunk id, at most ``meta_ttl`` old."""
+    async def _tenant(self, tenant: str) -> IndexState:
+        """The tenant's embedder spec, highest chunk id and chunk count, at most
+        ``meta_ttl`` old."""
         cached = self._meta.get(tenant)
         now = time.monotonic()
         if cached is not None and now - cached[0] < self.meta_ttl:
-            return cached[1], cached[2]
+            return cached[1]
         pending = self._refreshing.get(tenant)
         if pending is None:
             pending = asyncio.ensure_future(self._refresh_meta(tenant, now))
@@ -79,26 +82,30 @@ class KnowledgeRetriever:
         # refresh the others wait for.
         return await asyncio.shield(pending)
 
-    async def _refresh_meta(self, tenant: str, started: float) -> tuple[str, int]:
-        meta = await self.store.meta(tenant)
-        seq = await self.store.seq(tenant)
-        spec = meta.get("spec", "")
+    async def _refresh_meta(self, tenant: str, started: float) -> IndexState:
+        state = await self.store.index_state(tenant)
         if self._refreshing.get(tenant) is asyncio.current_task():  # not invalidated
-            self._meta[tenant] = (started, spec, seq)
-        return spec, seq
+            self._meta[tenant] = (started, state)
+        return state
 
-    def _refreshed(self, tenant: str, done: asyncio.Future[tuple[str, int]]) -> None:
+    def _refreshed(self, tenant: str, done: asyncio.Future[IndexState]) -> None:
         if self._refreshing.get(tenant) is done:
             del self._refreshing[tenant]
         if not done.cancelled():
             done.exception()  # seen: every waiter may have gone (it is theirs to raise)
 
+    async def has_knowledge(self, tenant_id: str) -> bool:
+        """True when the tenant has at least one indexed chunk (the same cached read as
+        :meth:`search`, so asking right after a search costs nothing)."""
+        state = await self._tenant(tenant_id)
+        return bool(state.spec) and state.chunks > 0
+
     async def search(self, tenant_id: str, query: str, k: int = 5) -> list[Passage]:
-        spec, max_id = await self._tenant(tenant_id)
-        if not spec or not query.strip() or k <= 0:
+        state = await self._tenant(tenant_id)
+        if not state.spec or not query.strip() or k <= 0:
             return []
-        vector = (await self.embedders.get(spec).embed([query]))[0]
-        return await self.search_vector(tenant_id, vector.tobytes(), k, max_id)
+        vector = (await self.embedders.get(state.spec).embed([query]))[0]
+        return await self.search_vector(tenant_id, vector.tobytes(), k, state.max_id)
 
     async def search_vector(self, tenant_id: str, vector: bytes, k: int, max_id: int) -> list[Passage]:
         self._loaded.add(tenant_id)

@@ -61,6 +61,14 @@ class ChunkRecord(msgspec.Struct, array_like=True, frozen=True):
     context: str = ""
 
 
+class IndexState(msgspec.Struct, frozen=True):
+    """What a search needs to know of a tenant's index before asking the shards."""
+
+    spec: str  # the embedder that built it ("" = never indexed anything)
+    max_id: int  # highest chunk id ever given (placement of the blocks)
+    chunks: int  # chunks stored now (0 = no knowledge base, e.g. every source deleted)
+
+
 class LogEntry(msgspec.Struct, frozen=True):
     id: bytes  # stream id
     op: str  # add | del | reset
@@ -280,6 +288,19 @@ class KnowledgeStore:
     async def seq(self, tenant: str) -> int:
         raw = await self.redis.get(keys.kb_seq(tenant))
         return int(raw or 0)
+
+    async def index_state(self, tenant: str) -> IndexState:
+        """The embedder spec, the highest chunk id and the chunk count, in one round trip."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hget(keys.kb_meta(tenant), "spec")
+                pipe.get(keys.kb_seq(tenant))
+                pipe.hlen(keys.kb_chunks(tenant))
+                spec, seq, chunks = await pipe.execute()
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable("redis unreachable") from exc
+        return IndexState(spec=spec.decode() if spec else "", max_id=int(seq or 0),
+                          chunks=int(chunks or 0))
 
     # -- change log ------------------------------------------------------------------------
     async def log(self, tenant: str, op: str, ids: np.ndarray | None = None) -> bytes:

@@ -233,6 +233,9 @@ async def test_a_broken_knowledge_base_still_gets_an_answer(redis: Redis, redis_
         async def search(self, tenant_id: str, query: str, k: int = 5) -> list[Passage]:
             raise ConnectionError("index shard unreachable")
 
+        async def has_knowledge(self, tenant_id: str) -> bool:
+            raise ConnectionError("index shard unreachable")
+
     async with desk(redis, redis_url) as d:
         shard = await d.shard(retriever=BrokenKnowledgeBase())
         await shard.start()

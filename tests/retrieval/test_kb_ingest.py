@@ -46,6 +46,16 @@ async def test_qa_pairs_become_searchable_and_the_source_reports_ready(kb) -> No
     assert top.answer == "Orders arrive in 3 to 5 business days." and top.source == "FAQ"
 
 
+async def test_the_retriever_says_whether_a_tenant_has_any_knowledge(kb) -> None:  # type: ignore[no-untyped-def]
+    service, retriever = kb
+    assert not await retriever.has_knowledge("t1")
+    info = await service.add_qa("t1", FAQ)
+    await service.drain()
+    assert await retriever.has_knowledge("t1") and not await retriever.has_knowledge("t2")
+    await service.delete("t1", info.id)
+    assert not await retriever.has_knowledge("t1")  # every source deleted: none again
+
+
 async def test_a_file_is_read_at_upload_and_indexed_in_the_background(kb) -> None:  # type: ignore[no-untyped-def]
     service, retriever = kb
     pdf = make_pdf(["Warranty", "Every kettle has a two year warranty against defects."])

@@ -10,22 +10,20 @@ import pytest
 
 from mtdesk.core.settings import Settings
 from mtdesk.retrieval.search import Embedders, KnowledgeRetriever
+from mtdesk.retrieval.store import IndexState
 
 
 class SlowMetaStore:
-    """Stands in for KnowledgeStore's two metadata reads; counts them."""
+    """Stands in for KnowledgeStore's metadata read; counts them."""
 
     def __init__(self) -> None:
         self.meta_reads = 0
         self.release = asyncio.Event()
 
-    async def meta(self, tenant: str) -> dict[str, str]:
+    async def index_state(self, tenant: str) -> IndexState:
         self.meta_reads += 1
         await self.release.wait()
-        return {}  # no knowledge base: no spec
-
-    async def seq(self, tenant: str) -> int:
-        return 0
+        return IndexState(spec="", max_id=0, chunks=0)  # no knowledge base
 
 
 def _retriever(store: SlowMetaStore) -> KnowledgeRetriever:
