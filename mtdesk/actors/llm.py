@@ -10,7 +10,9 @@ Callers rely on:
   once. When nothing answers it raises :class:`ProviderError` (``from`` the last SDK error)
   naming every attempt. The :class:`Completion` says which provider and model answered.
 - :func:`build_messages` — the exact prompt: one system message (the bot's prompt, the
-  grounding rule and the numbered passages ``[n] (source: NAME) text``), then ``messages``.
+  grounding rule of :mod:`mtdesk.retrieval.prompt` and the numbered passages scoring at
+  least ``bot.min_score``, ``[n] (source: NAME) text``), then ``messages``. See
+  docs/retrieval.md, "When the knowledge has nothing".
 - :class:`ModelRouter` sends bots with ``provider == "extractive"`` to the offline model
   it is given, others to the providers; a bot whose fallback chain names ``extractive``
   gets the offline answer when every provider failed.
@@ -34,23 +36,13 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from mtdesk.core.errors import ConfigError, ProviderError, ValidationError
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage
 from mtdesk.core.settings import Settings
+from mtdesk.retrieval.extractive import is_extractive
+from mtdesk.retrieval.prompt import grounding_rules, no_knowledge_rule, shown_passages
 
 log = logging.getLogger(__name__)
 
 EXTRACTIVE: Final = "extractive"
 _SPACES = re.compile(r"\s+")
-
-GROUNDING_RULES: Final[dict[str, str]] = {
-    "knowledge_only": (
-        "Answer only from the passages below. If they do not contain the answer, say you "
-        "don't know and that a person will follow up. Do not invent facts."
-    ),
-    "general": (
-        "Prefer the passages below when they answer the question; otherwise answer from "
-        "general knowledge and say so."
-    ),
-}
-
 
 class LLMMetrics:
     """Prometheus collectors of the LLM client; one set per registry."""
@@ -109,14 +101,25 @@ def passages_block(passages: list[Passage]) -> str:
 def build_messages(
     bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
 ) -> list[dict[str, str]]:
-    """The prompt sent to the provider (system prompt + passages, then the turns)."""
+    """The prompt sent to the provider: one system message, then ``messages``.
+
+    The system message is the bot's prompt, then its grounding rule, then the passages
+    scoring at least ``bot.min_score`` (weaker ones are never shown). With no such
+    passage a ``general`` bot keeps its rule (and is told nothing relevant was found); a
+    ``knowledge_only`` bot gets the no-knowledge rule instead: no business facts, the
+    fallback message for questions about the business. (The conversation answers
+    ``fallback_message`` itself, without a model, when the tenant has knowledge and none
+    of it scores; so this prompt is for a tenant without a knowledge base yet, or one
+    that could not be read.)"""
     system = bot.system_prompt.strip()
-    if passages:
-        rule = GROUNDING_RULES.get(bot.grounding, GROUNDING_RULES["knowledge_only"])
-        system = f"{system}\n\n{rule}\n\nPassages:\n{passages_block(passages)}"
-    # No passages: the system prompt alone. Whether to answer at all without knowledge
-    # (bot.grounding, bot.min_score, bot.fallback_message) is the conversation's decision.
-    out = [{"role": "system", "content": system}]
+    shown = shown_passages(bot, passages)
+    if shown:
+        rule = f"{grounding_rules(bot)}\n\nKnowledge:\n{passages_block(shown)}"
+    elif bot.grounding == "general":
+        rule = f"{grounding_rules(bot)}\n\nKnowledge: (nothing relevant was found)"
+    else:
+        rule = no_knowledge_rule(bot)
+    out = [{"role": "system", "content": f"{system}\n\n{rule}" if system else rule}]
     out.extend({"role": m.role, "content": m.content} for m in messages)
     return out
 
@@ -264,7 +267,7 @@ class ModelRouter:
     async def complete(
         self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
     ) -> Completion:
-        if bot.provider.strip().lower() == EXTRACTIVE:
+        if is_extractive(bot):
             return await self._offline.complete(bot, messages, passages)
         try:
             return await self._providers.complete(bot, messages, passages)

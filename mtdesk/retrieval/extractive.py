@@ -24,6 +24,12 @@ MAX_ANSWER_TOKENS = 90
 QA_PREFERENCE = 0.05  # a Q&A pair wins ties with passages: its answer was written to be one
 
 
+def is_extractive(bot: BotConfig) -> bool:
+    """True for a bot this model answers (provider ``extractive``): it judges its
+    passages against ``bot.min_score`` itself."""
+    return bot.provider.strip().lower() == PROVIDER
+
+
 def coverage_scores(query: str, passages: Sequence[Passage], power: float | None = None) -> list[float]:
     """How much of the question each passage covers, in [0, 1].
 

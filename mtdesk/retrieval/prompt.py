@@ -26,11 +26,31 @@ GENERAL = (
     "silent, reply: \"{fallback}\"."
 )
 CITATION = "When you use a piece of knowledge, name its source in brackets, e.g. [returns policy]."
+NO_KNOWLEDGE = (
+    "No knowledge about this business is available to you. Never state facts about the "
+    "business (products, prices, stock, dates, policies, hours, contact details) and do "
+    "not use outside knowledge about it: to any question about the business reply with "
+    "exactly this sentence and nothing else: \"{fallback}\". You may answer greetings "
+    "and thanks briefly, and ask the customer what they need."
+)
+
+
+def shown_passages(bot: BotConfig, passages: Sequence[Passage]) -> list[Passage]:
+    """The passages an LLM may be shown: those scoring at least ``bot.min_score``."""
+    return [p for p in passages if p.score >= bot.min_score]
 
 
 def grounding_rules(bot: BotConfig) -> str:
+    """The rule for a prompt WITH knowledge (``general`` also keeps it without)."""
     rule = GENERAL if bot.grounding == "general" else KNOWLEDGE_ONLY
     return rule.format(fallback=bot.fallback_message) + " " + CITATION
+
+
+def no_knowledge_rule(bot: BotConfig) -> str:
+    """The rule of a ``knowledge_only`` bot that has no knowledge to show the model (the
+    tenant has no knowledge base yet, or it could not be read): no business facts at
+    all; questions about the business get the fallback message."""
+    return NO_KNOWLEDGE.format(fallback=bot.fallback_message)
 
 
 def render_passage(number: int, passage: Passage) -> str:

@@ -139,7 +139,25 @@ def test_fallback_items_are_validated() -> None:
     assert info.value.field == "fallback"
 
 
-def test_prompt_without_passages_is_the_system_prompt_then_the_turns() -> None:
-    messages = build_messages(BotConfig(system_prompt="Be brief."), ASK, [])
-    assert messages[0] == {"role": "system", "content": "Be brief."}
-    assert len(messages) == 4
+def test_a_knowledge_only_prompt_without_passages_forbids_business_facts() -> None:
+    bot = BotConfig(system_prompt="Be brief.", fallback_message="Ask the shop.")
+    messages = build_messages(bot, ASK, [])
+    system = messages[0]["content"]
+    assert system.startswith("Be brief.\n\nNo knowledge about this business is available")
+    assert 'reply with exactly this sentence and nothing else: "Ask the shop."' in system
+    assert [m["content"] for m in messages[1:]] == ["Hi", "Hello!", "Do you ship to Norway?"]
+
+
+def test_a_general_prompt_keeps_its_rule_without_passages() -> None:
+    system = build_messages(BotConfig(grounding="general"), ASK, [])[0]["content"]
+    assert "answer from general knowledge" in system
+    assert system.endswith("Knowledge: (nothing relevant was found)")
+
+
+def test_passages_below_min_score_are_not_shown_to_the_model() -> None:
+    bot = BotConfig(min_score=0.8)
+    system = build_messages(bot, ASK, PASSAGES)[0]["content"]
+    assert "[1] (source: shipping.md) We ship to all EU countries and Norway." in system
+    assert "3-5 days" not in system and "[2]" not in system
+    only_weak = build_messages(BotConfig(min_score=0.95), ASK, PASSAGES)[0]["content"]
+    assert "Norway" not in only_weak and "No knowledge about this business" in only_weak
