@@ -13,7 +13,11 @@ answered; a human agent's echo pauses the bot (``keys.paused`` with a TTL); rece
 WhatsApp statuses move stored statuses forward; stale replays, unsends, reactions,
 paused/disabled bots, disconnected channels and restricted users are recorded, not
 answered (a restricted user's text never reaches a model); everything else is answered
-once, bursts of one person's messages together. Every event is handed back to the shard
+once, bursts of one person's messages together. The first reply of a new conversation
+(no turns, nothing sent yet) starts with the bot's greeting, as part of the reply's stored
+text, so it is never sent twice. A ``knowledge_only`` LLM bot whose tenant has knowledge
+but none of it scoring ``min_score`` answers its fallback message without a model (outcome
+``no_knowledge``; docs/retrieval.md). Every event is handed back to the shard
 with ``services.done(item)`` once it is fully handled (the shard acks it then); an event
 whose handling raised is handed back with ``services.failed(item)``, one not handled
 (cancelled, or answered elsewhere meanwhile) with ``services.release(item)``: neither is
@@ -51,6 +55,7 @@ from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
 from mtdesk.core.events import Echo, Event, Message, Postback, Receipt, Status
 from mtdesk.core.history import MessageStore, StoredMessage, inbound_message
 from mtdesk.core.ports import (
+    BotConfig,
     ChatMessage,
     ChatModel,
     Completion,
@@ -61,8 +66,20 @@ from mtdesk.core.ports import (
 from mtdesk.core.redis import UNAVAILABLE, Redis, as_opt_bytes
 from mtdesk.core.settings import Settings
 from mtdesk.policy.quotas import consume_call
+from mtdesk.retrieval.extractive import is_extractive
+from mtdesk.retrieval.prompt import shown_passages
 
 log = logging.getLogger(__name__)
+
+# The reply's reason when it is not the model's answer (its outcome says which).
+_DONE_REASONS = {"fallback": "model failed: fallback message",
+                 "no_knowledge": "no knowledge: fallback message"}
+
+
+def greeted(bot: BotConfig, text: str) -> str:
+    """``text`` after the bot's greeting (a paragraph of its own), if it has one."""
+    greeting = (bot.greeting or "").strip()
+    return f"{greeting}\n\n{text}" if greeting else text
 
 
 @dataclass(slots=True)
@@ -281,6 +298,8 @@ class Conversation:
         # Stored once per mid, like inbound events (a redelivered echo is not stored twice).
         await self._s.replies.store_inbound(item.tenant_id, echo.event_id, message,
                                             now_ms=self._now_ms(), skip_reason="echo")
+        self.context.replied = True
+        self._dirty = True
         if not ours:
             self.context.turns = self._bounded([*self.context.turns,
                                                 ChatMessage("assistant", echo.text or "")])
@@ -393,23 +412,27 @@ class Conversation:
             texts = [user_text(b.event) for b in burst
                      if isinstance(b.event, Message | Postback)]
         try:
-            completion, fallback = await self._generate(item.tenant_id, texts)
+            bot = await self._s.tenants.bot(item.tenant_id)
+            completion, outcome = await self._generate(bot, item.tenant_id, texts)
+            # The greeting is part of the reply's stored text: a resumed send continues
+            # the same text, so it is never sent twice.
+            text = greeted(bot, completion.text) if self.context.new else completion.text
             limiter = self._s.sender.limiter
             prepaid = False
             if limiter is None:
                 await self._s.replies.generated(item.tenant_id, event.event_id,
-                                                completion.text, completion.provider,
+                                                text, completion.provider,
                                                 completion.model, now_ms=self._now_ms())
             else:  # the first part's send permit in the same round trip
                 _, prepaid = await self._s.replies.generated_with_permit(
-                    item.tenant_id, event.event_id, completion.text, completion.provider,
+                    item.tenant_id, event.event_id, text, completion.provider,
                     completion.model, now_ms=self._now_ms(),
                     window=limiter.window(event.channel, event.account_id))
             self.context.turns = self._bounded(
                 [*self.context.turns, *(ChatMessage("user", t) for t in texts)]
             )
-            await self._send(item, burst, completion.text, completion.provider,
-                             completion.model, already_sent=0, fallback=fallback,
+            await self._send(item, burst, text, completion.provider,
+                             completion.model, already_sent=0, outcome=outcome,
                              prepaid=prepaid)
         except BaseException:
             # The head is retried (or left pending); its members go back in front of the
@@ -475,39 +498,56 @@ class Conversation:
                 return burst
             await asyncio.sleep(min(remaining, 0.05))
 
-    async def _generate(self, tenant_id: str, texts: list[str]) -> tuple[Completion, bool]:
-        bot = await self._s.tenants.bot(tenant_id)
+    async def _generate(
+        self, bot: BotConfig, tenant_id: str, texts: list[str]
+    ) -> tuple[Completion, str]:
+        """The answer and its outcome: ``sent`` (the model's), ``fallback`` (the model
+        failed) or ``no_knowledge`` (see :meth:`_search`: no model asked)."""
         passages: list[Passage] = []
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._s.settings.llm_timeout_s):
                 if self._s.retriever is not None:
-                    passages = await self._search(tenant_id, "\n".join(texts))
+                    passages, silent = await self._search(bot, tenant_id, "\n".join(texts))
+                    if silent:
+                        return Completion(text=bot.fallback_message, provider="fallback",
+                                          model="no knowledge"), "no_knowledge"
                 prompt = self._s.prompt_builder(bot, list(self.context.turns), texts, passages)
                 completion = await self._s.chat_model.complete(bot, prompt, passages)
             self._s.metrics.observe("llm", time.monotonic() - started)
-            return completion, False
+            return completion, "sent"
         except (ProviderError, TimeoutError) as exc:
             self._s.metrics.observe("llm", time.monotonic() - started)
             log.warning("model failed, sending the bot's fallback message",
                         extra={"tenant": tenant_id, "error": type(exc).__name__})
             return Completion(text=bot.fallback_message, provider="fallback",
-                              model=str(getattr(exc, "provider", "timeout"))), True
+                              model=str(getattr(exc, "provider", "timeout"))), "fallback"
 
-    async def _search(self, tenant_id: str, query: str) -> list[Passage]:
+    async def _search(
+        self, bot: BotConfig, tenant_id: str, query: str
+    ) -> tuple[list[Passage], bool]:
+        """The passages for ``query``, and whether the knowledge has nothing for it: a
+        ``knowledge_only`` LLM bot, no passage at ``bot.min_score``, and the tenant HAS a
+        knowledge base (without one, the model is asked under the no-knowledge rule). The
+        offline extractive model judges its passages itself."""
         # A broken knowledge base degrades the answer, it does not drop the message.
-        assert self._s.retriever is not None
+        retriever = self._s.retriever
+        assert retriever is not None
         try:
-            return await self._s.retriever.search(tenant_id, query)
+            passages = await retriever.search(tenant_id, query)
+            silent = (bot.grounding != "general" and not is_extractive(bot)
+                      and not shown_passages(bot, passages)
+                      and await retriever.has_knowledge(tenant_id))
+            return passages, silent
         except Exception as exc:
             log.warning("retrieval failed; answering without passages",
                         extra={"tenant": tenant_id, "error": type(exc).__name__})
             self._s.metrics.outcome("retrieval_failed")
-            return []
+            return [], False
 
     async def _send(
         self, head: WorkItem, burst: list[WorkItem], text: str, provider: str, model: str,
-        *, already_sent: int, fallback: bool = False, prepaid: bool = False,
+        *, already_sent: int, outcome: str = "sent", prepaid: bool = False,
     ) -> None:
         event = head.event
         tid = head.tenant_id
@@ -515,7 +555,7 @@ class Conversation:
         # The sender splits the same text the same way: the last part's record can also
         # finish the reply and persist the context (one round trip instead of two).
         last = len(split_text(event.channel, text)) - 1
-        done_reason = "model failed: fallback message" if fallback else ""
+        done_reason = _DONE_REASONS.get(outcome, "")
         finished: list[list[ChatMessage]] = []  # the turns persisted with the last part
 
         async def record(index: int, sent: StoredMessage) -> None:
@@ -533,6 +573,7 @@ class Conversation:
             finished.append(turns)
 
         async def on_part_sent(index: int, mid: str) -> None:
+            self.context.replied = True  # the person got something: no greeting again
             sent = StoredMessage(
                 direction="out", message_id=mid, kind="reply", channel=event.channel,
                 account_id=event.account_id, user_id=event.user_id,
@@ -560,7 +601,6 @@ class Conversation:
             reply_to=event.event_id if event.channel == "whatsapp" else None,
         )
         started = time.monotonic()
-        outcome = "fallback" if fallback else "sent"
         turns = self.context.turns
         try:
             await self._s.sender.send(outbound, already_sent=already_sent,

@@ -2,7 +2,8 @@
 
 :class:`ConversationContext` is persisted as msgpack at ``keys.context(tenant, conv)``:
 ``turns`` (the last ``settings.history_turns`` user/assistant messages), ``bot_state``
-(free-form, for bot flows), ``last_inbound_ms`` and ``paused_until_ms``.
+(free-form, for bot flows), ``last_inbound_ms``, ``paused_until_ms`` and ``replied``
+(anything was sent to the person: the conversation is no longer new, no greeting).
 :func:`build_prompt` is the default prompt builder (recent turns, then the new user
 message(s)); the ChatModel adds the system prompt and the passages itself. The context
 keeps one user turn per answered inbound message and one assistant turn per reply, so
@@ -24,6 +25,15 @@ class ConversationContext(msgspec.Struct, kw_only=True):
     bot_state: dict[str, str] = msgspec.field(default_factory=dict)
     last_inbound_ms: int = 0
     paused_until_ms: int = 0
+    # Something reached the person here (a reply part, a human agent's message): with
+    # ``turns`` (which may be kept empty: history_turns 0) it says the conversation is
+    # not new, so no greeting.
+    replied: bool = False
+
+    @property
+    def new(self) -> bool:
+        """Nobody has written to the person in this conversation (as far as it is kept)."""
+        return not self.turns and not self.replied
 
 
 context_encoder = msgspec.msgpack.Encoder()
