@@ -25,8 +25,8 @@ from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.sender import GraphSender
 from mtdesk.actors.shard import ShardServices
 from mtdesk.core.clock import Clock, SystemClock
+from mtdesk.core.pipelined import connect_pipelined
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage, Retriever
-from mtdesk.core.redis import connect
 from mtdesk.core.settings import Settings
 from mtdesk.policy.vault import TokenVault
 from mtdesk.retrieval.extractive import ExtractiveModel
@@ -60,7 +60,8 @@ async def build_shard_services(
     sender_options: dict[str, Any] | None = None,
 ) -> ShardServices:
     """Everything one shard needs, opened in the running event loop."""
-    redis = connect(settings.redis_url)
+    # Plain commands of all the shard's conversations share one pipelined connection.
+    redis = connect_pipelined(settings.redis_url)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
     )
