@@ -222,21 +222,22 @@ def messaging_events(
             return [Unsend(event_id=f"unsend:{mid}", target_id=mid, **base)]
         if msg.is_unsupported:
             return [Unsupported(event_id=mid, type="unsupported", **base)]
-        atts = msg.attachments or []
-        story = msg.reply_to.story if msg.reply_to is not None else None
-        kind = "text" if msg.text is not None or not atts else atts[0].type
+        atts = msg.attachments
+        reply_to = msg.reply_to
+        story = reply_to.story if reply_to is not None else None
         return [
             Message(
                 event_id=mid,
                 text=msg.text,
-                attachments=tuple(_attachment(a) for a in atts if a.type != "location"),
+                # (the plain text message, by far the most common, skips the helpers)
+                attachments=tuple(_attachment(a) for a in atts if a.type != "location") if atts else (),
                 quick_reply=msg.quick_reply.payload if msg.quick_reply is not None else None,
-                reply_to=msg.reply_to.mid if msg.reply_to is not None else None,
+                reply_to=reply_to.mid if reply_to is not None else None,
                 story_id=story.id if story is not None else None,
                 story_url=story.url if story is not None else None,
-                location=_location(atts),
-                referral=_referral(msg.referral),
-                type=kind,
+                location=_location(atts) if atts else None,
+                referral=_referral(msg.referral) if msg.referral is not None else None,
+                type="text" if msg.text is not None or not atts else atts[0].type,
                 **base,
             )
         ]

@@ -53,11 +53,18 @@ class _Envelope(msgspec.Struct, frozen=True, gc=False):
 _envelope_decoder: msgspec.json.Decoder[_Envelope] = msgspec.json.Decoder(_Envelope)
 
 
+class _TypedChange(msgspec.Struct, frozen=True, gc=False):
+    field: str = ""
+    # WhatsApp's value, decoded with the envelope (every WAValue field is optional, so
+    # other fields' values decode too; their field name sends them to ``unknown``).
+    value: whatsapp.WAValue | None = None
+
+
 class _TypedEntry(msgspec.Struct, frozen=True, gc=False):
     id: str | int | None = None
     time: int | None = None
     messaging: list[MessagingItem] | None = None
-    changes: list[_Change] | None = None
+    changes: list[_TypedChange] | None = None
     standby: list[msgspec.Raw] | None = None
 
 
@@ -116,15 +123,25 @@ def parse_webhook(body: bytes) -> ParsedWebhook:
             else:
                 events.extend(messaging_events("messenger", entry_id, item, unknown))
         for change in entry.changes or ():
-            if channel != "whatsapp" or change.field != "messages" or change.value is _NO_VALUE:
+            if channel != "whatsapp" or change.field != "messages":
                 # Page feed, Instagram comments, WhatsApp template/account updates, …
                 unknown.append(f"{channel}:field:{change.field}"[:64])
                 continue
-            try:
-                value = whatsapp.value_decoder.decode(change.value)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                malformed += 1
-                continue
+            if type(change) is _TypedChange:
+                value = change.value  # decoded with the envelope
+                if value is None:
+                    unknown.append(f"{channel}:field:{change.field}"[:64])
+                    continue
+            else:
+                raw_value = cast(_Change, change).value
+                if raw_value is _NO_VALUE:
+                    unknown.append(f"{channel}:field:{change.field}"[:64])
+                    continue
+                try:
+                    value = whatsapp.value_decoder.decode(raw_value)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    malformed += 1
+                    continue
             events.extend(whatsapp.whatsapp_events(entry_id, value, unknown))
         if entry.standby:
             # Handover protocol: another app owns the thread; we only watch.
