@@ -29,10 +29,11 @@ all in one pipeline).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
+import logging
 from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 from zlib import crc32
 
 import hiredis
@@ -43,6 +44,8 @@ from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Event, encode_event, partition_of
 from mtdesk.core.redis import UNAVAILABLE, Redis
 from mtdesk.gateway.resp import RespLink, link_for
+
+log = logging.getLogger(__name__)
 
 SCRIPT: bytes = resources.files("mtdesk.gateway").joinpath("ingest.lua").read_bytes()
 DEAD_LETTER_MAXLEN = 10_000
@@ -133,9 +136,14 @@ class _Pending:
 class IngestBatcher:
     """Collects the calls queued while a round trip is in flight and sends them together.
 
-    :meth:`submit` returns one :class:`Outcome` per event once Redis has them, or raises
-    :class:`StoreUnavailable` (the route answers 503; Meta retries). Start with
-    :meth:`start` and stop with :meth:`aclose` (pending calls are flushed first).
+    :meth:`submit` returns a future of one :class:`Outcome` per event once Redis has
+    them, or of :class:`StoreUnavailable` (the route answers 503; Meta retries). Start
+    with :meth:`start` and stop with :meth:`aclose` (pending calls are flushed first).
+
+    Driven by loop callbacks, not a task: a submit when idle schedules one flush; the
+    reply's callback resolves the batch and at once sends what queued meanwhile. On the
+    lean link's hot path a round trip is one write and one callback. Connecting, loading
+    the script, a retry after a broken connection and the redis-py path run in a task.
     """
 
     def __init__(
@@ -153,64 +161,161 @@ class IngestBatcher:
         self._max = max_events_per_call
         self._sha: str | None = None
         self._pending: list[_Pending] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._busy = False  # a flush is scheduled or a round trip in flight
+        self._idle: asyncio.Future[None] | None = None  # aclose waits on it
+        self._tasks: set[asyncio.Task[None]] = set()
         self.round_trips = 0  # for tests and benchmarks: how much batching happened
 
     async def start(self) -> None:
-        if self._task is None:
-            self._closing = False
-            self._task = asyncio.create_task(self._run(), name="mtdesk-ingest-batcher")
+        # The loop is kept: asyncio.get_running_loop() costs a getpid() system call.
+        self._loop = asyncio.get_running_loop()
 
     async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
+        loop, self._loop = self._loop, None
+        if loop is None:
             return
-        self._closing = True
-        self._wake.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if self._busy or self._pending:
+            self._idle = loop.create_future()
+            if not self._busy:
+                self._busy = True
+                loop.call_soon(self._flush)
+            await self._idle
         if self._link is not None:
             self._link.close()
 
     def submit(self, call: IngestCall) -> asyncio.Future[list[Outcome]]:
         """A future of one :class:`Outcome` per event of ``call`` (await it; a plain
         function, not a coroutine: one frame less on the hot path)."""
-        # The loop the batcher runs on (asyncio.get_running_loop() costs a getpid() system
-        # call per POST).
-        task = self._task
-        if task is None:
+        loop = self._loop
+        if loop is None:
             raise StoreUnavailable("the ingest batcher is not running")
-        fut: asyncio.Future[list[Outcome]] = task.get_loop().create_future()
+        fut: asyncio.Future[list[Outcome]] = loop.create_future()
         if call.count == 0:
             fut.set_result([])
             return fut
         self._pending.append(_Pending(call, fut))
-        self._wake.set()
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._flush)
         return fut
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._pending:
-                if self._closing:
+    # --- one round trip ---------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send what is pending (``_busy`` is set): at once on a connected lean link,
+        otherwise in a task."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            self._went_idle()
+            return
+        try:
+            groups = self._groups(batch)
+            commands = self._commands(groups)
+            link, sha = self._link, self._sha
+            if link is not None and sha is not None:
+                waiter = link.send_now(
+                    [("EVALSHA", sha, len(ks), *ks, *args) for ks, args in commands]
+                )
+                if waiter is not None:
+                    waiter.add_done_callback(
+                        lambda w: self._on_replies(link, w, batch, groups, commands)
+                    )
                     return
-                continue
-            batch, self._pending = self._pending, []
+            self._in_task(batch, groups, commands)
+        except Exception as exc:  # a callback must never leave the batcher busy forever
+            self._fail(batch, exc)
+            self._next()
+
+    def _on_replies(
+        self,
+        link: RespLink,
+        waiter: asyncio.Future[list[Any]],
+        batch: list[_Pending],
+        groups: list[list[_Pending]],
+        commands: list[tuple[list[str], list[bytes | str]]],
+    ) -> None:
+        try:
             try:
-                codes = await self._send(batch)
-            except StoreUnavailable as exc:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-            else:
-                for p, result in zip(batch, codes, strict=True):
-                    if not p.future.done():
-                        p.future.set_result(result)
-            if self._pending or self._closing:
-                self._wake.set()
+                replies = link.settle(waiter)
+                self._check(replies)
+            except (ConnectionError, NoScriptError, RedisError):
+                # A broken or stale connection, or a script flushed: the task path
+                # reconnects, reloads and retries once (safe: a re-run finds its markers).
+                self._sha = None
+                self._in_task(batch, groups, commands)
+                return
+            self._resolve(batch, groups, replies)
+        except Exception as exc:  # a callback must never leave the batcher busy forever
+            self._fail(batch, exc)
+        self._next()
+
+    def _in_task(
+        self,
+        batch: list[_Pending],
+        groups: list[list[_Pending]],
+        commands: list[tuple[list[str], list[bytes | str]]],
+    ) -> None:
+        assert self._loop is not None or self._idle is not None
+        task = asyncio.ensure_future(self._send_slow(batch, groups, commands))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_slow(
+        self,
+        batch: list[_Pending],
+        groups: list[list[_Pending]],
+        commands: list[tuple[list[str], list[bytes | str]]],
+    ) -> None:
+        try:
+            try:
+                replies = await self._execute(commands)
+            except NoScriptError:
+                # Redis restarted or SCRIPT FLUSH: an EVALSHA that says NOSCRIPT ran nothing.
+                self._sha = None
+                replies = await self._execute(commands)
+            except UNAVAILABLE:
+                # A connection broken under the batch: once more on a new one (safe: a
+                # re-run finds its own markers and answers "duplicate" for what landed).
+                replies = await self._execute(commands)
+        except Exception as exc:  # Redis errors, unreachable, or anything unforeseen
+            self._fail(batch, exc)
+        else:
+            self._resolve(batch, groups, replies)
+        self._next()
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+        if not isinstance(exc, (RedisError, *UNAVAILABLE)):
+            log.exception("ingest batch failed", exc_info=exc)
+        error = StoreUnavailable(f"ingest failed: {type(exc).__name__}")
+        error.__cause__ = exc
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(error)
+
+    def _next(self) -> None:
+        if self._pending:
+            self._flush()  # what queued during the round trip goes out now
+        else:
+            self._went_idle()
+
+    def _went_idle(self) -> None:
+        self._busy = False
+        if self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    def _resolve(
+        self, batch: list[_Pending], groups: list[list[_Pending]], replies: list[list[int]]
+    ) -> None:
+        self.round_trips += 1
+        for group, reply in zip(groups, replies, strict=True):
+            pos = 0
+            for p in group:
+                n = p.call.count
+                if not p.future.done():
+                    p.future.set_result([_OUTCOMES[c] for c in reply[pos : pos + n]])
+                pos += n
 
     def _groups(self, batch: list[_Pending]) -> list[list[_Pending]]:
         groups: list[list[_Pending]] = [[]]
@@ -223,8 +328,7 @@ class IngestBatcher:
             size += p.call.count
         return groups
 
-    async def _send(self, batch: list[_Pending]) -> list[list[Outcome]]:
-        groups = self._groups(batch)
+    def _commands(self, groups: list[list[_Pending]]) -> list[tuple[list[str], list[bytes | str]]]:
         commands: list[tuple[list[str], list[bytes | str]]] = []
         for group in groups:
             if len(group) == 1:
@@ -236,25 +340,15 @@ class IngestBatcher:
                 ks.extend(p.call.keys)
                 args.extend(p.call.args)
             commands.append((ks, args))
-        try:
-            replies = await self._execute(commands)
-        except NoScriptError:
-            # Redis restarted or SCRIPT FLUSH: an EVALSHA that says NOSCRIPT ran nothing.
-            self._sha = None
-            try:
-                replies = await self._execute(commands)
-            except (RedisError, *UNAVAILABLE) as exc:
-                raise StoreUnavailable(f"ingest failed: {type(exc).__name__}") from exc
-        except (RedisError, *UNAVAILABLE) as exc:
-            raise StoreUnavailable(f"ingest failed: {type(exc).__name__}") from exc
-        self.round_trips += 1
-        out: list[list[Outcome]] = []
-        for group, reply in zip(groups, replies, strict=True):
-            pos = 0
-            for p in group:
-                out.append([_OUTCOMES[c] for c in reply[pos : pos + p.call.count]])
-                pos += p.call.count
-        return out
+        return commands
+
+    @staticmethod
+    def _check(replies: list[Any]) -> None:
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith("NOSCRIPT"):
+                    raise NoScriptError(str(reply))
+                raise RedisError(str(reply))
 
     async def _execute(
         self, commands: list[tuple[list[str], list[bytes | str]]]
@@ -272,7 +366,6 @@ class IngestBatcher:
             pipe.execute_command("EVALSHA", self._sha, len(ks), *ks, *args)
         return list(await pipe.execute())
 
-
     async def _execute_lean(
         self, link: RespLink, commands: list[tuple[list[str], list[bytes | str]]]
     ) -> list[list[int]]:
@@ -285,11 +378,7 @@ class IngestBatcher:
         replies = await link.call(
             [("EVALSHA", sha_s, len(ks), *ks, *args) for ks, args in commands]
         )
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                if str(reply).startswith("NOSCRIPT"):
-                    raise NoScriptError(str(reply))
-                raise RedisError(str(reply))
+        self._check(replies)
         return replies
 
 

@@ -30,7 +30,7 @@ from mtdesk.core.redis import UNAVAILABLE
 from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call, dead_letter
 from mtdesk.gateway.metrics import GatewayMetrics, render_metrics
 from mtdesk.gateway.payload import UndecodableBody, parse_webhook
-from mtdesk.gateway.signature import verify_signature
+from mtdesk.gateway.signature import SignatureVerifier
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,14 @@ class _Hot:
     """What every webhook POST needs from the app, read once when the routes are added:
     one lookup per POST instead of five (``app[KEY]`` is a Python-level mapping call)."""
 
-    __slots__ = ("settings", "clock", "metrics", "batcher", "secrets", "limit", "partitions", "max_age_ms")
+    __slots__ = ("settings", "clock", "metrics", "batcher", "verify", "limit", "partitions", "max_age_ms")
 
     def __init__(self, app: web.Application) -> None:
         self.settings = settings = app[SETTINGS]
         self.clock = app[CLOCK]
         self.metrics = app[METRICS]
         self.batcher = app[BATCHER]
-        self.secrets = settings.meta_app_secrets
+        self.verify = SignatureVerifier(settings.meta_app_secrets).verify
         self.limit = settings.max_body_bytes
         self.partitions = settings.partitions
         self.max_age_ms = settings.max_event_age_s * 1000
@@ -114,28 +114,22 @@ async def post_webhook(request: web.Request) -> web.Response:
     started = time.perf_counter()
     app = request.app
     hot = app[HOT]
-    response = await _handle(request, app, hot)
-    hot.metrics.ack(time.perf_counter() - started, response.status)
-    return response
-
-
-async def _handle(request: web.Request, app: web.Application, hot: _Hot) -> web.Response:
     metrics = hot.metrics
     try:
         body = await _read_body(request, hot.limit)
     except asyncio.IncompleteReadError:
-        return _json_error(400, "body", "shorter than its Content-Length")
+        return _acked(metrics, started, _json_error(400, "body", "shorter than its Content-Length"))
     if body is None:
-        return _json_error(413, "body", f"larger than {hot.limit} bytes")
-    if not verify_signature(body, request.headers.get(_SIGNATURE_HEADER), hot.secrets):
+        return _acked(metrics, started, _json_error(413, "body", f"larger than {hot.limit} bytes"))
+    if not hot.verify(body, request.headers.get(_SIGNATURE_HEADER)):
         metrics.signature_failures.inc()
-        return _json_error(403, "X-Hub-Signature-256", "missing or invalid signature")
-
+        return _acked(metrics, started,
+                      _json_error(403, "X-Hub-Signature-256", "missing or invalid signature"))
     received_ms = int(hot.clock.now() * 1000)
     try:
         parsed = parse_webhook(body)
     except UndecodableBody:
-        return await _dead_letter(app, metrics, body, received_ms, "undecodable")
+        return _acked(metrics, started, await _dead_letter(app, metrics, body, received_ms, "undecodable"))
 
     for what in parsed.unknown:
         metrics.unknown.labels(what).inc()
@@ -152,7 +146,7 @@ async def _handle(request: web.Request, app: web.Application, hot: _Hot) -> web.
         except StoreUnavailable as exc:
             metrics.redis_errors.labels("ingest").inc()
             log.warning("ingest: Redis unavailable (%s), %d events refused with 503", exc.__cause__, len(events))
-            return _json_error(503, "redis", "store unavailable, retry later")
+            return _acked(metrics, started, _json_error(503, "redis", "store unavailable, retry later"))
         count = metrics.event
         for i, ev in enumerate(events):
             outcome = outcomes[i]
@@ -164,8 +158,15 @@ async def _handle(request: web.Request, app: web.Application, hot: _Hot) -> web.
                     _log_unknown_account(metrics, ev.channel, ev.account_id)
             count(ev.channel, _KIND[type(ev)], label)
     if parsed.malformed:
-        return await _dead_letter(app, metrics, body, received_ms, "malformed_item")
+        return _acked(metrics, started,
+                      await _dead_letter(app, metrics, body, received_ms, "malformed_item"))
+    metrics.ack(time.perf_counter() - started, 200)
     return _response(200, _OK_BODY)
+
+
+def _acked(metrics: GatewayMetrics, started: float, response: web.Response) -> web.Response:
+    metrics.ack(time.perf_counter() - started, response.status)
+    return response
 
 
 _UNKNOWN_LOG_LIMIT = 1000

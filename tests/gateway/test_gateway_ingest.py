@@ -9,6 +9,7 @@ import pytest
 from gateway_support import route
 
 from mtdesk.core import keys
+from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Message, Receipt, decode_event, partition_of
 from mtdesk.core.redis import Redis
 from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call
@@ -64,3 +65,56 @@ async def test_a_receipt_and_a_message_of_one_request(batcher: IngestBatcher, re
     call = build_call([receipt, msg(7)], partitions=PARTITIONS, received_ms=9, stale_before_ms=0)
     assert await batcher.submit(call) == [Outcome.ENQUEUED, Outcome.ENQUEUED]
     assert await batcher.submit(call) == [Outcome.DUPLICATE, Outcome.DUPLICATE]
+
+
+async def _stored(redis: Redis) -> int:
+    return sum([await redis.xlen(keys.inbound(p)) for p in range(PARTITIONS)])
+
+
+async def test_a_flushed_script_is_reloaded_and_nothing_is_lost(batcher: IngestBatcher, redis: Redis) -> None:
+    await route(redis, "messenger", "page-1")
+    first = build_call([msg(1)], partitions=PARTITIONS, received_ms=1, stale_before_ms=0)
+    assert await batcher.submit(first) == [Outcome.ENQUEUED]
+    await redis.script_flush()  # as after a Redis restart
+    calls = [build_call([msg(i)], partitions=PARTITIONS, received_ms=1, stale_before_ms=0)
+             for i in range(2, 12)]
+    assert await asyncio.gather(*(batcher.submit(c) for c in calls)) == [[Outcome.ENQUEUED]] * 10
+    assert await _stored(redis) == 11
+
+
+async def test_calls_in_flight_when_the_connection_is_killed_are_stored_once(
+    batcher: IngestBatcher, redis: Redis
+) -> None:
+    await route(redis, "messenger", "page-1")
+    warm = build_call([msg(0)], partitions=PARTITIONS, received_ms=1, stale_before_ms=0)
+    assert await batcher.submit(warm) == [Outcome.ENQUEUED]
+    # Hold writes at the server, queue calls, kill every other connection: the batch in
+    # flight is retried on a new connection, and what queued meanwhile follows.
+    await redis.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+    try:
+        calls = [build_call([msg(i)], partitions=PARTITIONS, received_ms=1, stale_before_ms=0)
+                 for i in range(1, 21)]
+        pending = asyncio.gather(*(batcher.submit(c) for c in calls))
+        await asyncio.sleep(0.05)
+        own = await redis.client_id()
+        for info in await redis.client_list():
+            if int(info["id"]) != own:
+                await redis.client_kill_filter(_id=int(info["id"]))
+        results = await asyncio.wait_for(pending, 10)
+    finally:
+        await redis.execute_command("CLIENT", "UNPAUSE")
+    assert results == [[Outcome.ENQUEUED]] * 20
+    assert await _stored(redis) == 21
+
+
+async def test_close_flushes_what_is_pending(redis: Redis) -> None:
+    await route(redis, "messenger", "page-1")
+    b = IngestBatcher(redis, dedup_ttl_s=3600)
+    await b.start()
+    futures = [b.submit(build_call([msg(i)], partitions=PARTITIONS, received_ms=1, stale_before_ms=0))
+               for i in range(5)]
+    await b.aclose()
+    assert [f.result() for f in futures] == [[Outcome.ENQUEUED]] * 5
+    assert await _stored(redis) == 5
+    with pytest.raises(StoreUnavailable):
+        b.submit(build_call([msg(9)], partitions=PARTITIONS, received_ms=1, stale_before_ms=0))
