@@ -4,6 +4,8 @@
     ├── ConfigError                  a setting is missing or malformed (names the variable)
     ├── ValidationError              caller input is wrong (names the field) → HTTP 4xx
     ├── NotFound                     → HTTP 404
+    │   └── TenantErased             the account is being (or was) erased: nothing more
+    │                                is written for it
     ├── Conflict                     clashes with stored state (names the field) → HTTP 409
     ├── Unauthorized                 → HTTP 401
     ├── StoreUnavailable             Redis cannot be reached (retriable) → HTTP 503
@@ -43,6 +45,10 @@ class ValidationError(MTDeskError):
 
 class NotFound(MTDeskError):
     pass
+
+
+class TenantErased(NotFound):
+    """The tenant's account is being (or was) erased: a write for it was refused."""
 
 
 class Conflict(MTDeskError):

@@ -177,6 +177,14 @@ PURGE = f"{ROOT}:purge"
 RETENTION_STATUS = f"{ROOT}:retention"  # hash: last run time and deleted counts by type
 
 
+def erased(tenant_id: str) -> str:
+    """String: this tenant's account is being (or was, recently) erased; no knowledge
+    write for it goes through while it exists. Named by a digest of the tenant id, so the
+    marker itself names no tenant."""
+    digest = hashlib.blake2b(tenant_id.encode(), digest_size=12, person=b"mtdesk-erased")
+    return f"{ROOT}:erased:{digest.hexdigest()}"
+
+
 def deletion_lease(job_id: str) -> str:
     """Which deletion worker runs a job right now (a short, renewed TTL)."""
     return f"{ROOT}:job:{job_id}:lease"

@@ -15,7 +15,8 @@ Endpoints (under ``/v1``, so ``base_url`` is ``http://127.0.0.1:PORT/v1``):
 Knobs: ``latency_s`` (0 by default; the benchmark uses 0.3), and :meth:`FakeLLM.fail_next`
 for the next N calls: ``status`` (429/500/503 with an OpenAI-style error body), ``"hang"``
 (never answers until the client gives up) or ``"malformed"`` (200 with a body that is not
-JSON). Every request is recorded in ``requests`` (model, messages, stream, api key), and
+JSON). :meth:`FakeLLM.hold` keeps calls waiting, unanswered, until :meth:`FakeLLM.release`
+(``waiting`` counts them), so a test can act while a caller is mid-call. Every request is recorded in ``requests`` (model, messages, stream, api key), and
 ``GET /_fake/requests[?since=N]`` returns them for a fake in another process
 (``python -m mtdesk.fakes.llm --port N --latency-ms 300``); ``POST /_fake/fail``
 ``{"mode", "times", "model"?}`` and ``POST /_fake/latency`` ``{"ms"}`` drive it remotely.
@@ -121,6 +122,8 @@ class FakeLLM(FakeServer):
         self.requests: list[RecordedRequest] = []
         self._failures: list[_Failure] = []
         self._ids = itertools.count(1)
+        self._gate: asyncio.Event | None = None
+        self.waiting = 0  # calls held by hold(), not answered yet
 
     @property
     def base_url(self) -> str:
@@ -132,6 +135,17 @@ class FakeLLM(FakeServer):
         ``mode``: an HTTP status (429, 500, 503, …), ``"hang"`` or ``"malformed"``.
         """
         self._failures.append(_Failure(str(mode), times, model))
+
+    def hold(self) -> None:
+        """From now on, calls are recorded but not answered until :meth:`release`."""
+        if self._gate is None:
+            self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        """Answer the held calls (and stop holding new ones)."""
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.set()
 
     def reset(self) -> None:
         self.requests.clear()
@@ -172,6 +186,13 @@ class FakeLLM(FakeServer):
         self.requests.append(record)
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
+        gate = self._gate
+        if gate is not None:
+            self.waiting += 1
+            try:
+                await gate.wait()
+            finally:
+                self.waiting -= 1
         if self.api_key is not None and record.api_key != self.api_key:
             record.outcome = "401"
             return _error(401, "Incorrect API key provided", "invalid_api_key")

@@ -5,8 +5,9 @@ What a caller may rely on:
 - ``schedule_*`` writes the job (hash ``keys.deletion_job(id)``) and queues its id on
   the stream ``keys.DELETION_JOBS`` in one transaction, and returns at once with the
   job (status ``queued``). Account deletion also revokes the tenant's API key, marks
-  the tenant ``deleting`` and stops routing its accounts *before* returning, so the key
-  answers 401 and no new message comes in from then on.
+  the tenant ``deleting`` (and sets its erasure marker, which refuses knowledge writes)
+  and stops routing its accounts *before* returning, so the key answers 401 and no new
+  message comes in from then on.
 - A job id is 24 random hex digits: it doubles as Meta's ``confirmation_code``.
 - The worker reads the stream in the consumer group ``keys.DELETION_GROUP``; a job is
   acknowledged only after it finished, so a crash leaves it pending and the next worker
@@ -49,7 +50,7 @@ from mtdesk.core.redis import (
     as_stream_reads,
 )
 from mtdesk.core.settings import Settings
-from mtdesk.policy.erasure import Eraser
+from mtdesk.policy.erasure import ERASURE_MARK_TTL_S, Eraser
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ class DeletionJobs:
                 accounts.append([raw_ch.decode(), raw_acct.decode()])
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.tenant(tenant_id), "status", "deleting")
+            # No knowledge is written for it from now on (not only once the job runs).
+            pipe.set(keys.erased(tenant_id), b"1", ex=ERASURE_MARK_TTL_S)
             if raw.get(b"api_key_hash"):
                 pipe.delete(keys.api_key(raw[b"api_key_hash"].decode()))
             await pipe.execute()

@@ -17,7 +17,10 @@ What each erases (Redis names from :mod:`mtdesk.core.keys`):
 - **tenant**: every key under ``mt:t:{tenant}:`` and the tenant hash, its API keys, the
   routing of all its accounts, every global key that names the tenant or its accounts
   (e.g. billing references, pending ingestion), inbound/dead-letter entries, and files
-  under the data directory whose name carries the tenant id.
+  under the data directory whose name carries the tenant id. First of all it sets the
+  tenant's erasure marker (:func:`mtdesk.core.keys.erased`, kept
+  :data:`ERASURE_MARK_TTL_S`): from then on no knowledge write for the tenant goes
+  through (an ingestion job still running cannot re-create what the sweep removed).
 
 Identifiers are matched as whole tokens (not inside a longer id) in raw bytes, which
 covers JSON and msgpack values alike.
@@ -51,6 +54,9 @@ from mtdesk.core.redis import (
 log = logging.getLogger(__name__)
 
 Counts = dict[str, int]
+# The erasure marker outlives, by far, any ingestion job that was under way when the
+# erasure began (a job's build lock lasts 15 minutes); it names no tenant (a digest).
+ERASURE_MARK_TTL_S = 30 * 86400
 Progress = Callable[[Counts], Awaitable[None]]
 
 # Tenant keys that never hold end-user data: a user/channel sweep skips them.
@@ -427,8 +433,9 @@ class Eraser:
         """Everything of a tenant. ``accounts`` adds (channel, account id) pairs known
         from before (a resumed job whose channel records are already gone)."""
         notice = {"scope": "tenant", "tenant": tenant_id}
-        await self._notify(notice)
         r = self._redis
+        await r.set(keys.erased(tenant_id), b"1", ex=ERASURE_MARK_TTL_S)
+        await self._notify(notice)
         known = set(accounts)
         for raw in as_bytes_set(await r.smembers(keys.channels(tenant_id))):
             raw_ch, raw_acct = as_opt_bytes_list(

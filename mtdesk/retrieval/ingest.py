@@ -5,6 +5,10 @@ input at once (a bad file or a refused URL raises :class:`ValidationError` namin
 field), record the source as ``queued`` and hand it to the background worker; the worker
 moves it to ``processing`` (with ``done``/``total`` progress), then ``ready`` (with its
 chunk count) or ``failed`` (with the reason). Nothing here runs on the webhook path.
+
+A job whose account is erased meanwhile stops at its next write (the store refuses every
+write once the erasure began: :class:`~mtdesk.core.errors.TenantErased`) and writes
+nothing more: no key, no status, no upload, no index refresh.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from mtdesk.core.errors import MTDeskError, NotFound, ValidationError
+from mtdesk.core.errors import MTDeskError, NotFound, TenantErased, ValidationError
 from mtdesk.core.settings import Settings
 from mtdesk.retrieval.chunking import Chunk, ChunkingOptions, chunk_document
 from mtdesk.retrieval.crawl import CrawlOptions, crawl_site, fetch_page
@@ -127,7 +131,13 @@ class KnowledgeService:
                 return
             tenant, sid = item
             try:
-                if not await self.store.lock_source(tenant, sid, JOB_LOCK_S):
+                try:
+                    locked = await self.store.lock_source(tenant, sid, JOB_LOCK_S)
+                except TenantErased:  # the account was erased before the job began
+                    self._docs.pop((tenant, sid), None)
+                    await self.store.forget_pending(tenant, sid)
+                    continue
+                if not locked:
                     # Another process is building this source: try again when it may be done
                     # (a re-sync asked for meanwhile must still happen).
                     asyncio.get_running_loop().call_later(self.retry_locked_s, self._submit, tenant, sid)
@@ -177,10 +187,18 @@ class KnowledgeService:
         )
         safe = _SAFE_NAME.sub("_", filename)[:120] or "upload"
         info = await self.store.create_source(tenant, kind="file", name=filename, spec=b"")
-        path = Path(self.settings.data_dir) / "uploads" / _SAFE_NAME.sub("_", tenant) / info.id / safe
+        folder = Path(self.settings.data_dir) / "uploads" / _SAFE_NAME.sub("_", tenant)
+        path = folder / info.id / safe
         await asyncio.to_thread(_write, path, data)
         spec = SourceSpec(kind="file", path=str(path), filename=filename, content_type=content_type)
-        await self.store.update_source(tenant, info.id, spec=msgspec.msgpack.encode(spec))
+        try:
+            await self.store.update_source(tenant, info.id, spec=msgspec.msgpack.encode(spec))
+        except NotFound as exc:
+            # Deleted, or the account erased, since it was created (the erasure may have
+            # swept the data directory before this file was written): keep no copy.
+            gone = folder if isinstance(exc, TenantErased) else folder / info.id
+            await asyncio.to_thread(_rmtree, gone)
+            raise
         self._docs[(tenant, info.id)] = doc
         self._submit(tenant, info.id)
         return info
@@ -227,6 +245,13 @@ class KnowledgeService:
     async def run(self, tenant: str, sid: str) -> SourceInfo:
         """Build (or rebuild) one source now. Marks it ready or failed; returns its state."""
         try:
+            return await self._run(tenant, sid)
+        finally:
+            # An upload's extracted text is used once; a later run reads the stored file.
+            self._docs.pop((tenant, sid), None)
+
+    async def _run(self, tenant: str, sid: str) -> SourceInfo:
+        try:
             spec = msgspec.msgpack.decode(await self.store.source_spec(tenant, sid), type=SourceSpec)
             info = await self.store.get_source(tenant, sid)
         except (NotFound, msgspec.DecodeError):
@@ -245,8 +270,8 @@ class KnowledgeService:
             await self.store.update_source(
                 tenant, sid, status="ready", stage=None, chunks=len(chunks), done=len(chunks)
             )
-        except NotFound:
-            return SourceInfo(id=sid, kind=info.kind, name=info.name, status="failed", error="source was deleted")
+        except NotFound as exc:  # the source was deleted, or the account erased: stop here
+            return SourceInfo(id=sid, kind=info.kind, name=info.name, status="failed", error=_gone(exc))
         except Exception as exc:  # any failure ends as a visible status, never a stuck job
             if isinstance(exc, ValidationError):
                 reason = exc.problem
@@ -258,6 +283,8 @@ class KnowledgeService:
             log.info("kb source failed", extra={"tenant": tenant, "source": sid, "error": type(exc).__name__})
             try:
                 await self.store.update_source(tenant, sid, status="failed", stage=None, error=reason[:500])
+            except TenantErased as gone:
+                return SourceInfo(id=sid, kind=info.kind, name=info.name, status="failed", error=_gone(gone))
             except NotFound:
                 pass
         await self._changed(tenant)
@@ -360,6 +387,10 @@ class KnowledgeService:
                 await self.on_change(tenant)
             except MTDeskError:
                 log.warning("kb index refresh failed; shards catch up on their own", extra={"tenant": tenant})
+
+
+def _gone(exc: NotFound) -> str:
+    return "the account was erased" if isinstance(exc, TenantErased) else "source was deleted"
 
 
 def _write(path: Path, data: bytes) -> None:

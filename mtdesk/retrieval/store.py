@@ -3,20 +3,26 @@
 Redis is the source of truth; FAISS indexes on the shards are caches of it. Every write
 that changes vectors appends to the tenant's change log (``kb:log``), which the shards
 read to catch up (see :mod:`mtdesk.retrieval.shard`).
+
+Every write is refused (:class:`~mtdesk.core.errors.TenantErased`) once the tenant's
+account erasure has begun (its marker :func:`mtdesk.core.keys.erased` exists): each runs
+as one transaction that watches the marker, so an ingestion job still running when the
+account is erased cannot create a key of the tenant after the erasure swept its keys.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
-from typing import Literal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
+from redis.exceptions import WatchError
 
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
-from mtdesk.core.errors import NotFound, StoreUnavailable
+from mtdesk.core.errors import NotFound, StoreUnavailable, TenantErased
 from mtdesk.core.redis import (
     UNAVAILABLE,
     HashFields,
@@ -30,6 +36,11 @@ from mtdesk.core.redis import (
     as_opt_bytes_list,
 )
 from mtdesk.retrieval.chunking import Chunk
+
+# redis-py's asyncio pipeline; untyped here (its stubs type each queued command's reply
+# for both client modes), like the pipelines elsewhere.
+Pipeline = Any
+T = TypeVar("T")
 
 Status = Literal["queued", "processing", "ready", "failed"]
 LOG_MAXLEN = 10_000
@@ -76,13 +87,6 @@ class LogEntry(msgspec.Struct, frozen=True):
 
 
 _CHUNK_DECODER = msgspec.msgpack.Decoder(ChunkRecord)
-_ATTACH = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'ids', ARGV[1])
-  return 1
-end
-return 0
-"""
 _INT_FIELDS = ("chunks", "done", "total", "created_ms", "updated_ms", "pages")
 
 
@@ -110,14 +114,12 @@ class KnowledgeStore:
         info = SourceInfo(id=sid, kind=kind, name=name, status="queued", created_ms=now, updated_ms=now, url=url)
         fields = _to_fields(info)
         fields["spec"] = spec
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.kb_source(tenant, sid), mapping=fields)
-                pipe.zadd(keys.kb_sources(tenant), {sid: now})
-                pipe.sadd(keys.KB_PENDING, f"{tenant}:{sid}")
-                await pipe.execute()
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable("redis unreachable") from exc
+        await self._apply(
+            tenant,
+            lambda pipe: pipe.hset(keys.kb_source(tenant, sid), mapping=fields),
+            lambda pipe: pipe.zadd(keys.kb_sources(tenant), {sid: now}),
+            lambda pipe: pipe.sadd(keys.KB_PENDING, f"{tenant}:{sid}"),
+        )
         return info
 
     async def get_source(self, tenant: str, sid: str) -> SourceInfo:
@@ -146,20 +148,22 @@ class KnowledgeStore:
         sets: HashFields = {k: _enc(v) for k, v in fields.items() if v is not None}
         dels = [k for k, v in fields.items() if v is None]
         sets["updated_ms"] = str(now_ms(self.clock)).encode()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.exists(key)
+
+        async def write(pipe: Pipeline) -> None:
+            if not await pipe.exists(key):  # deleted while we worked: do not resurrect it
+                raise NotFound(f"knowledge source {sid!r} was deleted")
+            pipe.multi()
             pipe.hset(key, mapping=sets)
             if dels:
                 pipe.hdel(key, *dels)
             if fields.get("status") in ("ready", "failed"):
                 pipe.srem(keys.KB_PENDING, f"{tenant}:{sid}")
-            res = await pipe.execute()
-        if not res[0]:  # deleted while we worked: do not resurrect it
-            await self.redis.delete(key)
-            raise NotFound(f"knowledge source {sid!r} was deleted")
+            await pipe.execute()
+
+        await self._write(tenant, write, key)
 
     async def mark_pending(self, tenant: str, sid: str) -> None:
-        await self.redis.sadd(keys.KB_PENDING, f"{tenant}:{sid}")
+        await self._apply(tenant, lambda pipe: pipe.sadd(keys.KB_PENDING, f"{tenant}:{sid}"))
 
     async def forget_pending(self, tenant: str, sid: str) -> None:
         await self.redis.srem(keys.KB_PENDING, f"{tenant}:{sid}")
@@ -196,14 +200,25 @@ class KnowledgeStore:
 
     async def lock_source(self, tenant: str, sid: str, ttl_s: int) -> bool:
         """Take the build lock of a source (across processes); False when someone has it."""
-        return bool(await self.redis.set(keys.knowledge(tenant, f"lock:{sid}"), b"1", nx=True, ex=ttl_s))
+        lock = keys.knowledge(tenant, f"lock:{sid}")
+        return bool((await self._apply(tenant, lambda pipe: pipe.set(lock, b"1", nx=True, ex=ttl_s)))[0])
 
     async def unlock_source(self, tenant: str, sid: str) -> None:
         await self.redis.delete(keys.knowledge(tenant, f"lock:{sid}"))
 
     async def attach_chunk_ids(self, tenant: str, sid: str, ids: np.ndarray) -> bool:
         """Record ``ids`` as the source's chunks, only if the source still exists."""
-        return bool(await self.redis.eval(_ATTACH, 1, keys.kb_source(tenant, sid), pack_ids(ids)))
+        key = keys.kb_source(tenant, sid)
+
+        async def write(pipe: Pipeline) -> bool:
+            if not await pipe.exists(key):
+                return False
+            pipe.multi()
+            pipe.hset(key, "ids", pack_ids(ids))
+            await pipe.execute()
+            return True
+
+        return await self._write(tenant, write, key)
 
     # -- chunks and vectors ----------------------------------------------------------------
     async def add_chunks(
@@ -213,31 +228,37 @@ class KnowledgeStore:
         The caller records them on the source (:meth:`attach_chunk_ids`)."""
         if not chunks:
             return np.zeros(0, np.int64)
-        last = int(await self.redis.incrby(keys.kb_seq(tenant), len(chunks)))
-        ids = np.arange(last - len(chunks) + 1, last + 1, dtype=np.int64)
         enc = msgspec.msgpack.Encoder()
+        records = [enc.encode(ChunkRecord(sid, name, c.text, c.answer, c.context)) for c in chunks]
         vec16 = np.asarray(vectors, dtype=np.float16)
-        texts: HashFields = {
-            str(i): enc.encode(ChunkRecord(sid, name, c.text, c.answer, c.context))
-            for i, c in zip(ids, chunks, strict=True)
-        }
-        vecs: HashFields = {str(i): vec16[j].tobytes() for j, i in enumerate(ids)}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.kb_chunks(tenant), mapping=texts)
-            pipe.hset(keys.kb_vectors(tenant), mapping=vecs)
+        seq = keys.kb_seq(tenant)
+
+        async def write(pipe: Pipeline) -> np.ndarray:
+            # The counter is watched: another writer taking ids meanwhile runs this again.
+            last = int(await pipe.get(seq) or 0) + len(chunks)
+            ids = np.arange(last - len(chunks) + 1, last + 1, dtype=np.int64)
+            pipe.multi()
+            pipe.set(seq, last)
+            pipe.hset(keys.kb_chunks(tenant),
+                      mapping={str(i): r for i, r in zip(ids.tolist(), records, strict=True)})
+            pipe.hset(keys.kb_vectors(tenant),
+                      mapping={str(i): vec16[j].tobytes() for j, i in enumerate(ids.tolist())})
+            _queue_log(pipe, tenant, "add", ids)
             await pipe.execute()
-        await self.log(tenant, "add", ids)
-        return ids
+            return ids
+
+        return await self._write(tenant, write, seq)
 
     async def remove_chunks(self, tenant: str, ids: np.ndarray) -> None:
         if not len(ids):
             return
         fields = [str(int(i)) for i in ids]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(keys.kb_chunks(tenant), *fields)
-            pipe.hdel(keys.kb_vectors(tenant), *fields)
-            await pipe.execute()
-        await self.log(tenant, "del", ids)
+        await self._apply(
+            tenant,
+            lambda pipe: pipe.hdel(keys.kb_chunks(tenant), *fields),
+            lambda pipe: pipe.hdel(keys.kb_vectors(tenant), *fields),
+            lambda pipe: _queue_log(pipe, tenant, "del", ids),
+        )
 
     async def chunks(self, tenant: str, ids: Sequence[int]) -> list[ChunkRecord | None]:
         if not ids:
@@ -266,9 +287,8 @@ class KnowledgeStore:
         if not len(ids):
             return
         vec16 = np.asarray(vectors, dtype=np.float16)
-        await self.redis.hset(
-            keys.kb_vectors(tenant), mapping={str(int(i)): vec16[j].tobytes() for j, i in enumerate(ids)}
-        )
+        mapping: HashFields = {str(int(i)): vec16[j].tobytes() for j, i in enumerate(ids)}
+        await self._apply(tenant, lambda pipe: pipe.hset(keys.kb_vectors(tenant), mapping=mapping))
 
     async def scan_vectors(self, tenant: str, batch: int = 2000) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector of a tenant (for rebuilding an index)."""
@@ -283,7 +303,7 @@ class KnowledgeStore:
 
     async def set_meta(self, tenant: str, **fields: str) -> None:
         mapping: HashFields = {k: v for k, v in fields.items()}  # redis-py's exact key type
-        await self.redis.hset(keys.kb_meta(tenant), mapping=mapping)
+        await self._apply(tenant, lambda pipe: pipe.hset(keys.kb_meta(tenant), mapping=mapping))
 
     async def seq(self, tenant: str) -> int:
         raw = await self.redis.get(keys.kb_seq(tenant))
@@ -304,10 +324,7 @@ class KnowledgeStore:
 
     # -- change log ------------------------------------------------------------------------
     async def log(self, tenant: str, op: str, ids: np.ndarray | None = None) -> bytes:
-        entry = await self.redis.xadd(
-            keys.kb_log(tenant), {"op": op, "ids": pack_ids(ids if ids is not None else [])},
-            maxlen=LOG_MAXLEN, approximate=True,
-        )
+        entry = (await self._apply(tenant, lambda pipe: _queue_log(pipe, tenant, op, ids)))[0]
         return bytes(as_bytes(entry))
 
     async def log_since(self, tenant: str, after: bytes | None) -> list[LogEntry] | None:
@@ -339,11 +356,47 @@ class KnowledgeStore:
         if stale:
             await self.redis.srem(keys.KB_PENDING, *stale)
 
+    async def _write(self, tenant: str, body: Callable[[Pipeline], Awaitable[T]], *watch: str) -> T:
+        """Run ``body`` as one transaction for the tenant, unless its account erasure has
+        begun (then TenantErased). ``body`` gets the pipeline with the erasure marker and
+        ``watch`` watched: it may read, then calls ``multi()``, queues its writes and
+        executes them; a watched key changed meanwhile runs it again from the start."""
+        mark = keys.erased(tenant)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(mark, *watch)
+                        if await pipe.exists(mark):
+                            raise TenantErased("the account is being erased")
+                        return await body(pipe)
+                    except WatchError:
+                        continue
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable("redis unreachable") from exc
+
+    async def _apply(self, tenant: str, *commands: Callable[[Pipeline], object]) -> list[Any]:
+        """Queue ``commands`` in one transaction for the tenant (see :meth:`_write`);
+        returns their replies."""
+
+        async def write(pipe: Pipeline) -> list[Any]:
+            pipe.multi()
+            for queue in commands:
+                queue(pipe)
+            return list(await pipe.execute())
+
+        return await self._write(tenant, write)
+
     async def _hgetall(self, key: str) -> dict[bytes, bytes]:
         try:
             return as_hash(await self.redis.hgetall(key))
         except UNAVAILABLE as exc:
             raise StoreUnavailable("redis unreachable") from exc
+
+
+def _queue_log(pipe: Pipeline, tenant: str, op: str, ids: np.ndarray | None) -> object:
+    return pipe.xadd(keys.kb_log(tenant), {"op": op, "ids": pack_ids(ids if ids is not None else [])},
+                     maxlen=LOG_MAXLEN, approximate=True)
 
 
 def _sid(stream_id: bytes) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import urllib.request
@@ -77,6 +78,22 @@ async def test_hang_exceeds_the_client_timeout_and_malformed_body_fails() -> Non
         with pytest.raises(Exception):  # noqa: B017 - the SDK raises a JSON decode error
             await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
         await client.close()
+
+
+async def test_held_calls_wait_unanswered_until_released() -> None:
+    async with FakeLLM() as llm:
+        client = _client(llm)
+        llm.hold()
+        call = asyncio.create_task(client.embeddings.create(model="e", input="refund policy"))
+        for _ in range(250):
+            if llm.waiting == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert llm.waiting == 1 and not call.done()
+        llm.release()
+        answer = await asyncio.wait_for(call, 5)
+        await client.close()
+        assert len(answer.data[0].embedding) == 64 and llm.waiting == 0
 
 
 async def test_models_are_listed() -> None:
