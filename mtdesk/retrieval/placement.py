@@ -29,6 +29,12 @@ def mine(tenant: str, ids: np.ndarray, shard: int, n_shards: int, block: int) ->
     return ids[placed == shard]
 
 
+def layout(shard: int, n_shards: int, block: int) -> str:
+    """Which of a tenant's chunks ``shard`` holds, as a snapshot records it: a snapshot
+    made under another layout holds other chunks (e.g. only part of the tenant)."""
+    return "all" if n_shards == 1 else f"{shard}/{n_shards}/{block}"
+
+
 def shards_for(tenant: str, max_chunk_id: int, n_shards: int, block: int) -> list[int]:
     """The shards that may hold any of a tenant's chunks (ids 1..max_chunk_id)."""
     blocks = max(1, (max(max_chunk_id, 1) - 1) // block + 1)

@@ -3,8 +3,13 @@
 A shard loads a tenant on first use: from its snapshot in the data directory when there
 is one, else rebuilt from the vectors in Redis. It then keeps up with the tenant's
 change log (on ``sync``, and at most every ``check_interval`` seconds before a search),
-so writers only write Redis and the log. Snapshots record the last log entry applied;
-a snapshot that is missing, unreadable, or older than the trimmed log is rebuilt.
+so writers only write Redis and the log. Snapshots record the last log entry applied and
+the layout they were made under (which of the tenant's chunks the shard holds, see
+:func:`~mtdesk.retrieval.placement.layout`); a snapshot that is missing, unreadable,
+older than the trimmed log, or made under another layout is rebuilt from Redis. So an
+in-process shard holding whole tenants (the admin's search, a conversation shard's
+fallback) never takes the part a retrieval shard actor of a larger layout wrote into
+the same folder for the whole, nor does an actor after the number of shards changed.
 
 Plain class: the Ray actor (:mod:`mtdesk.actors.retrieval_shard`) and the in-process
 deployment both use it. Not thread-safe; one event loop drives it.
@@ -23,7 +28,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from mtdesk.retrieval.placement import mine
+from mtdesk.retrieval.placement import layout, mine
 from mtdesk.retrieval.store import KnowledgeStore, LogEntry
 from mtdesk.retrieval.vectors import VectorIndex
 
@@ -72,6 +77,7 @@ class IndexShard:
         self.dir = Path(data_dir) / "kb" / f"shard-{shard}" if data_dir is not None else None
         self.check_interval = check_interval
         self.hnsw_threshold = hnsw_threshold
+        self.layout = layout(shard, n_shards, block)
         self._parts: dict[str, _Part] = {}
 
     # -- the query path --------------------------------------------------------------------
@@ -152,6 +158,7 @@ class IndexShard:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             part.index.log_id = (part.log_id or b"").decode()
+            part.index.layout = self.layout
             tmp.write_bytes(part.index.to_bytes())
             os.replace(tmp, path)  # atomic: a crash leaves the old snapshot or the new one
             part.dirty = False
@@ -185,6 +192,10 @@ class IndexShard:
             except Exception as exc:  # a torn or foreign file: rebuild from Redis instead
                 log.warning("kb snapshot unreadable, rebuilding", extra={"shard": self.shard, "error": type(exc).__name__})
                 part.index = None
+            if part.index is not None and part.index.layout != self.layout:
+                # Another layout's part of the tenant (or an older file that does not say).
+                log.info("kb snapshot of another shard layout, rebuilding", extra={"shard": self.shard})
+                part.index, part.log_id = None, None
         self._parts[tenant] = part
         if part.index is None:
             await self._rebuild(tenant, part)

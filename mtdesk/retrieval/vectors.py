@@ -25,13 +25,14 @@ class _Header(msgspec.Struct, frozen=True):
     tombstones: list[int]
     log_id: str
     embedder: str
+    layout: str = ""  # which chunks of the tenant (see placement.layout); "" = not recorded
 
 
 class VectorIndex:
     def __init__(
         self, dim: int, *, hnsw_threshold: int = 20_000, compact_ratio: float = 0.2,
         hnsw_m: int = 32, ef_search: int = 64, ef_construction: int = 64,
-        embedder: str = "", log_id: str = "",
+        embedder: str = "", log_id: str = "", layout: str = "",
     ) -> None:
         self.dim = dim
         self.hnsw_threshold = hnsw_threshold
@@ -41,6 +42,7 @@ class VectorIndex:
         self.ef_construction = ef_construction
         self.embedder = embedder
         self.log_id = log_id  # the last change-log entry this index reflects (see shard)
+        self.layout = layout  # which of the tenant's chunks it holds (see shard)
         self.kind = "flat"
         # Always an id map (IndexIDMap2 over a flat index, IndexIDMap over HNSW).
         self._index: faiss.IndexIDMap = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -138,7 +140,8 @@ class VectorIndex:
     # -- snapshots -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         header = msgspec.msgpack.encode(
-            _Header(self.dim, self.kind, sorted(self._tombstones), self.log_id, self.embedder)
+            _Header(self.dim, self.kind, sorted(self._tombstones), self.log_id, self.embedder,
+                    self.layout)
         )
         body = faiss.serialize_index(self._index).tobytes()
         out = io.BytesIO()
@@ -151,7 +154,8 @@ class VectorIndex:
     def from_bytes(cls, data: bytes, **options: int | float) -> VectorIndex:
         n = int.from_bytes(data[:4], "little")
         header = msgspec.msgpack.decode(data[4 : 4 + n], type=_Header)
-        index = cls(header.dim, embedder=header.embedder, log_id=header.log_id, **options)  # type: ignore[arg-type]
+        index = cls(header.dim, embedder=header.embedder, log_id=header.log_id,
+                    layout=header.layout, **options)  # type: ignore[arg-type]
         index.kind = header.kind
         # faiss's stubs say Index; the object is downcast to what was serialized: an id map.
         index._index = cast(

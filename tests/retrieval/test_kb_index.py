@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtdesk.core import keys
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.retrieval.chunking import Chunk
@@ -115,6 +116,27 @@ async def test_knowledge_spreads_over_shards_and_queries_merge(redis: Redis) -> 
     for i in (0, 25, 45):
         passages = await retriever.search_vector("big", vecs[i].tobytes(), 3, 50)
         assert passages[0].chunk_id == str(i + 1) and len(passages) == 3
+
+
+async def test_a_snapshot_of_another_shard_layout_is_rebuilt_not_taken_for_the_whole(
+    redis: Redis, tmp_path: Path
+) -> None:
+    store = KnowledgeStore(redis)
+    await _put(store, "big", 50, 16)
+    two = [IndexShard(shard=i, n_shards=2, block=20, store=store, data_dir=tmp_path) for i in range(2)]
+    held = [await shard.sync("big") for shard in two]
+    assert sorted(held) == [20, 30] and [s.snapshot() for s in two] == [1, 1]
+    # One shard holding whole tenants (the admin's search), and shard 0 after the
+    # deployment went from two shards to three: both read shard-0's folder.
+    whole = IndexShard(store=store, data_dir=tmp_path)
+    assert await whole.sync("big") == 50
+    three = IndexShard(shard=0, n_shards=3, block=20, store=store, data_dir=tmp_path)
+    assert await three.sync("big") == 20  # its own block only, as placed now
+    # A shard of the layout that wrote the snapshot still loads it (it does not need
+    # the vectors in Redis, which a rebuild would).
+    await redis.delete(keys.kb_vectors("big"))
+    same = IndexShard(shard=1, n_shards=2, block=20, store=store, data_dir=tmp_path)
+    assert await same.sync("big") == held[1]
 
 
 async def test_deleted_chunks_disappear_from_a_running_shard(redis: Redis) -> None:
