@@ -159,6 +159,12 @@ class Conversation:
         return not self._queue and (self._task is None or self._task.done())
 
     @property
+    def settled(self) -> bool:
+        """Idle, and its context is what it last persisted: something in it while the
+        stored context is gone means the stored one was erased (or expired)."""
+        return self.idle and not self._dirty and self.context != ConversationContext()
+
+    @property
     def task(self) -> asyncio.Task[None] | None:
         return self._task
 

@@ -9,7 +9,10 @@ actor call carries many queries and is decoded once.
 Erasure: from its first search or sync (or :meth:`RetrievalShard.start`) a shard listens
 to the purge notices on ``keys.PURGE``; a ``tenant`` notice (account deletion) drops
 that tenant's index from memory and its snapshot file, so a deleted tenant's vectors do
-not linger in an idle actor and a later snapshot cannot write its file again.
+not linger in an idle actor and a later snapshot cannot write its file again. Once
+subscribed, and again after every re-subscription (a notice sent while the subscription
+was down is lost), it drops every tenant held whose erasure began or whose knowledge is
+gone from Redis (:meth:`RetrievalShard.prune`).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class RetrievalShard:
         self._listening = True
         self._listener = loop.create_task(
             listen_for_erasures(self._redis, lambda: self._listening, self.forget,
-                                subscribed=self._subscribed),
+                                subscribed=self._subscribed, on_subscribed=self.prune),
             name=f"retrieval-{self.number}:purge",
         )
 
@@ -98,6 +101,13 @@ class RetrievalShard:
         if self._core is not None:
             await self._core.drop(tenant)
         return True
+
+    async def prune(self) -> list[str]:
+        """Drop the tenants held whose account erasure began or whose knowledge is gone
+        from Redis (index and snapshot); returns them. Run after every (re)subscription."""
+        if self._core is None:
+            return []
+        return await self._core.prune()
 
     async def search_batch(self, payload: bytes) -> bytes:
         """msgpack ``list[SearchRequest]`` → msgpack ``list[list[Hit]]``, in order."""

@@ -25,6 +25,10 @@ directly). What a caller may rely on:
   resumed by the next start.
 - Metrics (:class:`~mtdesk.actors.stats.ShardMetrics`) are published to Redis every
   ``stats_interval_s``.
+- Erasure notices (``keys.PURGE``): what they name leaves memory without being written
+  back, also the tenant's index in an in-process retriever; after every (re)subscription
+  what is held is checked against Redis, for notices lost meanwhile
+  (:mod:`mtdesk.actors.forgetting`). ``subscribed`` is set while subscribed.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from mtdesk.actors.conversation import (
     WorkItem,
     build_prompt,
 )
+from mtdesk.actors.forgetting import ShardForgetting
 from mtdesk.actors.replies import ReplyStore, ResumableSender
 from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
 from mtdesk.actors.tenantview import TenantView
@@ -59,7 +64,7 @@ from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, Retriever
 from mtdesk.core.redis import Redis, StreamOffsets, as_stream_reads
 from mtdesk.core.settings import Settings
-from mtdesk.policy.purge import erasure_covers, listen_for_erasures
+from mtdesk.policy.purge import listen_for_erasures
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +151,9 @@ class ConversationShard:
         self._running = False
         self._started = False
         self.handled = 0  # events acknowledged since start
+        self.subscribed = asyncio.Event()  # set while subscribed to erasure notices
+        self._forgetting = ShardForgetting(self._convs, services.redis, self._conv_services.tenants,
+                                           services.retriever, shard=index)
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -462,22 +470,21 @@ class ConversationShard:
             self.handled += len(ids)
         self._wake_capacity()
 
-    # --- erasure notices ----------------------------------------------------------------
+    # --- erasure notices (mtdesk.actors.forgetting) -------------------------------------
     async def _purge_loop(self) -> None:
-        await listen_for_erasures(self._redis, lambda: self._running, self.forget)
+        await listen_for_erasures(self._redis, lambda: self._running, self._forgetting.on_notice,
+                                  subscribed=self.subscribed, on_subscribed=self.prune_erased)
 
     def forget(self, notice: dict[str, Any]) -> int:
         """Drop conversations named by an erasure notice: ``{"scope": "tenant"|"channel"|
-        "conversations", "tenant", "prefix"?, "conversations"?}``."""
-        dropped = 0
-        for slot, conv in list(self._convs.items()):
-            if erasure_covers(notice, conv.tenant_id, conv.key):
-                conv.forgotten = True
-                conv.context = type(conv.context)()
-                if conv.idle:
-                    del self._convs[slot]
-                dropped += 1
-        return dropped
+        "conversations", "tenant", "prefix"?, "conversations"?}``. Returns how many."""
+        return self._forgetting.forget(notice)
+
+    async def prune_erased(self) -> int:
+        """Drop what a missed erasure notice would have (run after every
+        (re)subscription; see :meth:`ShardForgetting.prune`). Returns the conversations
+        dropped."""
+        return await self._forgetting.prune()
 
     # --- housekeeping -----------------------------------------------------------------
     async def _housekeeping_loop(self) -> None:

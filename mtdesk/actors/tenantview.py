@@ -59,6 +59,12 @@ class TenantView:
         """Drop the cached status (e.g. right after Graph error 190 disconnected it)."""
         self._channel_cache.pop((tenant_id, channel, account_id), None)
 
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop what is cached of the tenant (its account was erased)."""
+        self._bot_cache.pop(tenant_id, None)
+        for key in [k for k in self._channel_cache if k[0] == tenant_id]:
+            del self._channel_cache[key]
+
     def _put(self, cache: dict[_K, _V], key: _K, value: _V) -> None:
         if len(cache) >= self._max:
             cache.clear()  # bounded memory; it is only a cache

@@ -5,7 +5,7 @@ The conversation shard talks to the outside world only through these.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -64,6 +64,20 @@ class Retriever(Protocol):
 
     async def has_knowledge(self, tenant_id: str) -> bool:
         """True when the tenant has any indexed knowledge (else searches find nothing)."""
+        ...
+
+
+@runtime_checkable
+class ErasableRetriever(Retriever, Protocol):
+    """A retriever that holds tenants' knowledge in memory, so erasure must empty it."""
+
+    async def forget(self, tenant_id: str) -> None:
+        """Drop everything held of the tenant (its account was erased)."""
+        ...
+
+    async def prune(self) -> list[str]:
+        """Drop the tenants held whose erasure began or whose knowledge is gone from
+        Redis (a missed erasure notice); returns them."""
         ...
 
 

@@ -142,10 +142,11 @@ class KnowledgeRetriever:
         await asyncio.gather(*(s.drop(tenant_id) for s in self.shards))
 
     async def prune(self) -> list[str]:
-        """Forget every tenant held whose knowledge base is gone from Redis (erased
-        while no erasure notice could arrive: a dropped subscription). Returns them.
-        One read per tenant held; none when nothing is held."""
-        gone = [t for t in sorted(self.held()) if not await self.store.meta(t)]
+        """Forget every tenant held whose account erasure began or whose knowledge base
+        is gone from Redis (erased while no erasure notice could arrive: a dropped
+        subscription). Returns them. One pipelined read for all the tenants held; none
+        when nothing is held."""
+        gone = await self.store.without_knowledge(sorted(self.held()))
         for tenant in gone:
             await self.forget(tenant)
         return gone

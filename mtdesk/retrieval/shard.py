@@ -55,13 +55,14 @@ class Hit(msgspec.Struct, frozen=True, array_like=True):
 
 
 class _Part:
-    __slots__ = ("index", "checked", "dirty", "log_id")
+    __slots__ = ("index", "checked", "dirty", "log_id", "fed")
 
     def __init__(self, index: VectorIndex | None) -> None:
         self.index = index
         self.checked = 0.0
         self.dirty = False
         self.log_id: bytes | None = None  # the last change-log entry applied
+        self.fed = False  # added directly (benchmarks), not kept from Redis
 
 
 class IndexShard:
@@ -122,12 +123,25 @@ class IndexShard:
         if path is not None:
             path.unlink(missing_ok=True)
 
+    async def prune(self) -> list[str]:
+        """Drop every tenant held (index and snapshot) whose account erasure began or
+        whose knowledge is gone from Redis: an erasure notice this shard missed (its
+        subscription was down). Returns them. One pipelined read; none when empty."""
+        if self.store is None:
+            return []
+        held = [t for t, part in self._parts.items() if not part.fed]
+        gone = await self.store.without_knowledge(held) if held else []
+        for tenant in gone:
+            await self.drop(tenant)
+        return gone
+
     def add_vectors(self, tenant: str, ids: np.ndarray, vectors: np.ndarray, embedder: str = "") -> None:
         """Add vectors directly (benchmarks; a tenant fed this way is not synced from Redis)."""
         part = self._parts.get(tenant)
         if part is None or part.index is None:
             part = _Part(self._new_index(vectors.shape[1], embedder))
             part.checked = float("inf")
+            part.fed = True
             self._parts[tenant] = part
         assert part.index is not None
         part.index.add(ids, vectors)

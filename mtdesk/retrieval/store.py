@@ -322,6 +322,25 @@ class KnowledgeStore:
         return IndexState(spec=spec.decode() if spec else "", max_id=int(seq or 0),
                           chunks=int(chunks or 0))
 
+    async def without_knowledge(self, tenants: Iterable[str]) -> list[str]:
+        """Those of ``tenants`` whose account erasure has begun or that have no knowledge
+        base in Redis at all (no index metadata, vectors or change log): what a process
+        holding them in memory must drop. One pipelined round trip per 500 tenants."""
+        names = list(tenants)
+        gone: list[str] = []
+        for start in range(0, len(names), 500):
+            page = names[start : start + 500]
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for t in page:
+                        pipe.exists(keys.erased(t))
+                        pipe.exists(keys.kb_meta(t), keys.kb_vectors(t), keys.kb_log(t))
+                    found = await pipe.execute()
+            except UNAVAILABLE as exc:
+                raise StoreUnavailable("redis unreachable") from exc
+            gone += [t for i, t in enumerate(page) if found[2 * i] or not found[2 * i + 1]]
+        return gone
+
     # -- change log ------------------------------------------------------------------------
     async def log(self, tenant: str, op: str, ids: np.ndarray | None = None) -> bytes:
         entry = (await self._apply(tenant, lambda pipe: _queue_log(pipe, tenant, op, ids)))[0]

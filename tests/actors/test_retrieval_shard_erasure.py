@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+from redislink import RedisLink
 
 from mtdesk.actors.retrieval_shard import ENCODER, RESULTS, RetrievalShard
 from mtdesk.core.clock import FakeClock
@@ -87,3 +88,44 @@ async def test_account_deletion_empties_a_running_retrieval_shard(
     finally:
         await shard.close()
     assert files_naming(tmp_path, ids["a"]) == []
+
+
+async def test_a_shard_that_missed_the_erasure_notices_drops_the_tenant_once_reconnected(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    tenants = Tenants(redis, FakeClock())
+    store = KnowledgeStore(redis)
+    ids = {}
+    for name in ("a", "b"):
+        record, _ = await tenants.create(f"Shop {name}", f"{name}@example.com")
+        ids[name] = record.id
+        await add_knowledge(store, record.id, f"returns policy {name}", unit(12, 16, seed=ord(name)))
+
+    async with RedisLink(redis_url) as link:  # the shard's own connection to Redis
+        settings = Settings(redis_url=link.url, data_dir=str(tmp_path), partitions=4)
+        shard = RetrievalShard(settings, 0, 1, snapshot_every_s=3600)
+        try:
+            await shard.start()
+            assert await shard.sync(ids["a"]) == 12 and await shard.sync(ids["b"]) == 12
+            assert shard.snapshot() == 2
+
+            link.cut()  # the shard's subscription is down while the account is deleted
+            await DeletionJobs(redis, FakeClock()).schedule_account(ids["a"])
+            assert await DeletionWorker(redis, settings, FakeClock()).run_once() == 1
+            await asyncio.sleep(0.3)
+            assert ids["a"] in tenants_held(shard)  # both notices were lost
+
+            link.restore()
+            for _ in range(1000):  # it resubscribes within a few seconds
+                if ids["a"] not in tenants_held(shard):
+                    break
+                await asyncio.sleep(0.01)
+            held = tenants_held(shard)
+            assert ids["a"] not in held
+            assert held[ids["b"]]["vectors"] == 12
+            shard.snapshot()
+            assert files_naming(tmp_path, ids["a"]) == []
+        finally:
+            await shard.close()
+    assert files_naming(tmp_path, ids["a"]) == []
+    assert files_naming(tmp_path, ids["b"])
