@@ -71,6 +71,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     whatsapp_mps: int = 80
     # Privacy.
     retention_days: int = 365
+    # A deletion job waits at most this long for replies of the erased scope still being
+    # generated or sent (LLM timeout + the sender's retries bound one), then sweeps again.
+    deletion_settle_s: float = 300.0
     stop_words: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
     # Knowledge base.
     kb_embedder: str = ""  # "" = default (openrouter when keyed, else local, else lexical)
@@ -249,6 +252,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         page_sends_per_s=_int(env, "MTDESK_PAGE_SENDS_PER_S", 300, low=1, high=100_000),
         whatsapp_mps=_int(env, "MTDESK_WHATSAPP_MPS", 80, low=1, high=1000),
         retention_days=_int(env, "MTDESK_RETENTION_DAYS", 365, low=1, high=365),
+        deletion_settle_s=_float(env, "MTDESK_DELETION_SETTLE_S", 300.0, low=0.0),
         stop_words=stop_words,
         kb_embedder=env.get("MTDESK_KB_EMBEDDER", "").strip(),
         kb_allow_private_urls=env.get("MTDESK_KB_ALLOW_PRIVATE_URLS", "").strip().lower()

@@ -18,6 +18,10 @@ What a caller may rely on:
   type and the requested/started/finished times — no personal data, not even the tenant
   id (only a keyed digest, to let a tenant read its own jobs). What the worker needs to
   know *whom* to erase (``params``) is removed from the record when the job finishes.
+- A job reports ``done`` only after the replies of the erased scope that were being
+  generated or sent have settled (waited for at most ``Settings.deletion_settle_s``) and
+  the scope was swept once more (see :mod:`mtdesk.policy.erasure`). Replies still in
+  flight at the end are counted in the audit's ``in_flight`` and logged at WARNING.
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ class DeletionJob(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     attempts: int = 0
     counts: dict[str, int] = msgspec.field(default_factory=dict)
     error: str | None = None
+    # Replies of the erased scope still being generated or sent when the job's wait for
+    # them (``Settings.deletion_settle_s``) ended; the job swept again anyway. Not 0: one
+    # of their shards may still have written after the job (see docs/privacy.md).
+    in_flight: int = 0
 
 
 def owner_digest(tenant_id: str) -> str:
@@ -104,6 +112,7 @@ def _job_from_hash(job_id: str, raw: Mapping[bytes, bytes]) -> DeletionJob:
         attempts=i("attempts") or 0,
         counts=dict(sorted(counts.items())),
         error=s("error"),
+        in_flight=i("in_flight") or 0,
     )
 
 
@@ -271,6 +280,7 @@ class DeletionWorker:
         batch: int = 500,
         lease_ms: int = 30_000,
         retry_s: float = 0.5,
+        settle_poll_s: float = 0.5,
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -280,6 +290,7 @@ class DeletionWorker:
         self._batch = batch
         self._lease_ms = lease_ms
         self._retry_s = retry_s
+        self._settle_poll_s = settle_poll_s
         self.processed = 0
 
     async def ensure_group(self) -> None:
@@ -402,9 +413,12 @@ class DeletionWorker:
                 pipe.hincrby(key, _COUNT + name, n)
             await pipe.execute()
 
+        # Replies in flight in the erased scope are waited for (bounded), then the scope
+        # is swept again: what they wrote after the first sweep goes too.
         eraser = Eraser(
             self._redis, partitions=self._settings.partitions,
             data_dir=self._settings.data_dir, progress=progress, batch=self._batch,
+            settle_s=self._settings.deletion_settle_s, settle_poll_s=self._settle_poll_s,
         )
         try:
             await self._run_kind(eraser, kind, params)
@@ -418,14 +432,26 @@ class DeletionWorker:
                 return False
             await self._finish(key, "failed", error=type(exc).__name__)
             return True
-        await self._finish(key, "done")
+        if eraser.in_flight_left:
+            # Ids and counts only: the job id is no one's data.
+            log.warning(
+                "deletion job %s: %d replies still in flight after %.0f s; swept again "
+                "anyway", job_id, eraser.in_flight_left, self._settings.deletion_settle_s,
+            )
+        await self._finish(key, "done", in_flight=eraser.in_flight_left)
         self.processed += 1
         log.info("deletion job %s done (kind=%s)", job_id, kind)
         return True
 
-    async def _finish(self, key: str, status: str, *, error: str | None = None) -> None:
+    async def _finish(
+        self, key: str, status: str, *, error: str | None = None, in_flight: int = 0
+    ) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"status": status, "finished_ms": now_ms(self._clock)})
+            if in_flight:
+                pipe.hset(key, "in_flight", in_flight)
+            else:
+                pipe.hdel(key, "in_flight")
             if error is None:
                 pipe.hdel(key, "error", "params")
             else:

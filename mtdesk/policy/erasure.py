@@ -22,16 +22,28 @@ What each erases (Redis names from :mod:`mtdesk.core.keys`):
   :data:`ERASURE_MARK_TTL_S`): from then on no knowledge write for the tenant goes
   through (an ingestion job still running cannot re-create what the sweep removed).
 
+Replies in flight: a reply being generated or sent (reply state ``generating``,
+``generated`` or ``sending``) while its conversation is erased is still recorded by its
+shard when it gets there (history entry, index entry, outbound and reply records). So
+each erasure is two passes: the first keeps the reply records in flight that it meets
+(found, as always, through the conversation's inbound history entries, or by name in a
+tenant's sweep) and, after the scope's sweep, watches them until none is in flight any
+more, at most ``settle_s``; then the scope is swept once more, those records included.
+``in_flight_left`` counts replies still in flight at the end (waited out, or begun after
+the first pass): their shard may still write after the erasure.
+
 Identifiers are matched as whole tokens (not inside a longer id) in raw bytes, which
 covers JSON and msgpack values alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -68,6 +80,39 @@ _GLOBAL_SKIP = ("seen:", "job:", "jobs", "in:", "dead", "t:", "retention", "acct
 # Erased exactly by conversation key or "channel:user", never by a loose id match.
 _PER_CONVERSATION = ("hist:", "ctx:", "paused:", "convs", "restricted")
 
+# Reply states of a reply still being generated or sent (``mtdesk.actors.replies``): its
+# shard will still write (history, outbound and reply records) when it gets there.
+IN_FLIGHT = (b"generating", b"generated", b"sending")
+
+# KEYS: reply records. Deletes those not in flight; returns the ones in flight (kept, so
+# the job can watch them settle). One step per page: a reply cannot start unseen between
+# the look and the delete.
+_DROP_SETTLED = """
+local kept = {}
+for i = 1, #KEYS do
+  local state = redis.call('HGET', KEYS[i], 'state')
+  if state == 'generating' or state == 'generated' or state == 'sending' then
+    kept[#kept + 1] = KEYS[i]
+  else
+    redis.call('DEL', KEYS[i])
+  end
+end
+return kept
+"""
+
+# KEYS: history, context, pause marker, index; ARGV: conversation, force ('1': even with
+# entries left). The conversation's remaining keys, once its history stream is empty
+# (else -1: a message came in after the last page read, page through it again). Returns
+# whether a context was deleted.
+_DROP_CONVERSATION = """
+if ARGV[2] ~= '1' and redis.call('XLEN', KEYS[1]) > 0 then return -1 end
+redis.call('DEL', KEYS[1])
+local ctx = redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return ctx
+"""
+
 
 def id_pattern(identifiers: Iterable[str]) -> re.Pattern[bytes] | None:
     """Bytes regex matching any identifier as a whole token (not inside a longer id)."""
@@ -94,12 +139,22 @@ class Eraser:
         data_dir: str,
         progress: Progress | None = None,
         batch: int = 500,
+        settle_s: float = 0.0,
+        settle_poll_s: float = 0.5,
     ) -> None:
         self._redis = redis
         self._partitions = partitions
         self._data_dir = Path(data_dir)
         self._progress = progress
         self._batch = batch
+        self._settle_s = settle_s
+        self._settle_poll_s = settle_poll_s
+        self._drop_settled = redis.register_script(_DROP_SETTLED)
+        self._drop_conversation = redis.register_script(_DROP_CONVERSATION)
+        # First pass: reply records in flight are kept (and watched); final pass: not.
+        self._keep_in_flight = True
+        self._kept: set[bytes] = set()
+        self.in_flight_left = 0  # replies still in flight when the erasure ended
 
     async def _report(self, counts: Counts) -> None:
         counts = {k: v for k, v in counts.items() if v}
@@ -146,13 +201,25 @@ class Eraser:
         """History, context, pause, index entry and the per-message reply/outbound state."""
         hist = keys.history(tenant_id, conv)
         counts: Counts = {"conversations": 1}
+        ctx = 0
+        rereads = 0
         start = "-"
         while True:
             page = as_entries(await self._redis.xrange(hist, start, "+", count=self._batch))
             if not page:
-                break
+                ctx = int(await self._drop_conversation(
+                    keys=[hist, keys.context(tenant_id, conv), keys.paused(tenant_id, conv),
+                          keys.conversations(tenant_id)],
+                    args=[conv, "1" if rereads >= 3 else "0"],
+                ))
+                if ctx >= 0:
+                    break
+                rereads += 1  # a message came in after the last page read
+                start = "-"
+                continue
             pipe = self._redis.pipeline(transaction=False)
-            for entry_id, fields in page:
+            replies: list[str] = []
+            for _entry_id, fields in page:
                 try:
                     msg = decode_message(fields[b"m"])
                 except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
@@ -160,20 +227,59 @@ class Eraser:
                 if msg.direction == "out":
                     pipe.delete(keys.outbound(tenant_id, msg.message_id))
                 else:
-                    pipe.delete(keys.reply(tenant_id, msg.message_id))
-                _ = entry_id
+                    replies.append(keys.reply(tenant_id, msg.message_id))
             pipe.xdel(hist, *[e for e, _ in page])
             await pipe.execute()
+            if replies:
+                await self._drop_replies(replies)
             counts["messages"] = counts.get("messages", 0) + len(page)
             start = "(" + page[-1][0].decode()
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.delete(hist)
-        pipe.delete(keys.context(tenant_id, conv))
-        pipe.delete(keys.paused(tenant_id, conv))
-        pipe.zrem(keys.conversations(tenant_id), conv)
-        _, ctx, _, _ = await pipe.execute()
-        counts["contexts"] = int(ctx)
+        counts["contexts"] = ctx
         await self._report(counts)
+
+    async def _drop_replies(self, names: list[str] | list[bytes]) -> None:
+        """Reply records: deleted, except in the first pass those in flight, kept to
+        watch. In the final pass those in flight are counted as left (their shard may
+        still write after the job)."""
+        if self._keep_in_flight:
+            kept = await self._drop_settled(keys=list(names), args=[])
+            self._kept.update(as_bytes_list(kept))
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(name, "state")
+            pipe.delete(name)
+        done = await pipe.execute()
+        self.in_flight_left += sum(1 for st in done[0::2] if st in IN_FLIGHT)
+
+    def _begin(self) -> None:
+        """A new erasure (one Eraser may run several, e.g. every channel of a person)."""
+        self._keep_in_flight = True
+        self._kept = set()
+
+    async def _settle(self) -> bool:
+        """Wait (at most ``settle_s``) until no reply kept by the first pass is in flight
+        any more; then the final pass begins. True when there was any (the scope must be
+        swept once more: those replies may have written after the first pass)."""
+        self._keep_in_flight = False
+        watched = sorted(self._kept)
+        if not watched:
+            return False
+        deadline = time.monotonic() + self._settle_s
+        while True:
+            pipe = self._redis.pipeline(transaction=False)
+            for name in watched:
+                pipe.hget(name, "state")
+            states = await pipe.execute()
+            watched = [n for n, st in zip(watched, states, strict=True) if st in IN_FLIGHT]
+            left = deadline - time.monotonic()
+            if not watched or left <= 0:
+                break
+            await asyncio.sleep(min(self._settle_poll_s, left))
+        self.in_flight_left += len(watched)
+        removed = int(await self._redis.delete(*self._kept))
+        await self._report({"records": removed})
+        return True
 
     # --- generic sweeps -----------------------------------------------------------------
     async def _sweep_names(self, names: list[bytes], pattern: re.Pattern[bytes]) -> int:
@@ -275,6 +381,8 @@ class Eraser:
                 rest = raw.decode("utf-8", "replace")[len(prefix):]
                 if rest.startswith(_NOT_USER_DATA) or rest.startswith(_PER_CONVERSATION):
                     continue  # not user data, or handled exactly (conversations, flags)
+                if raw in self._kept:
+                    continue  # a reply in flight, watched until it settles
                 (outs if rest.startswith("out:") else todo).append(raw)
             if outs:
                 pipe = self._redis.pipeline(transaction=False)
@@ -365,6 +473,7 @@ class Eraser:
     # --- the three erasures -------------------------------------------------------------
     async def erase_user(self, tenant_id: str, channel: str, user_id: str) -> None:
         """One end user across the tenant's accounts of ``channel``."""
+        self._begin()
 
         def mine(conv: str) -> bool:
             parts = _split_conv(conv)
@@ -372,6 +481,17 @@ class Eraser:
 
         convs = await self._find_conversations(tenant_id, mine)
         await self._notify({"scope": "conversations", "tenant": tenant_id, "conversations": convs})
+        await self._user_pass(tenant_id, channel, user_id, convs)
+        if await self._settle():  # replies were in flight: what they wrote goes too
+            again = await self._find_conversations(tenant_id, mine)
+            await self._user_pass(tenant_id, channel, user_id, again)
+            convs = sorted({*convs, *again})
+        # Again at the end: a message being answered meanwhile may have been cached.
+        await self._notify({"scope": "conversations", "tenant": tenant_id, "conversations": convs})
+
+    async def _user_pass(
+        self, tenant_id: str, channel: str, user_id: str, convs: list[str]
+    ) -> None:
         await self._erase_conversations(tenant_id, convs)
         removed = int(await self._redis.srem(keys.restricted(tenant_id), f"{channel}:{user_id}"))
         await self._report({"restrictions": removed})
@@ -383,13 +503,12 @@ class Eraser:
             and user_id in (getattr(e, "user_id", None), getattr(e, "wa_id", None))
         )
         await self._sweep_dead_letters(pattern)
-        # Again at the end: a message being answered meanwhile may have been cached.
-        await self._notify({"scope": "conversations", "tenant": tenant_id, "conversations": convs})
 
     async def erase_channel(
         self, tenant_id: str, channel_id: str, channel: str, account_id: str
     ) -> None:
         """All Platform Data of one connected account of the tenant."""
+        self._begin()
         prefix = f"{channel}:{account_id}:"
         notice = {"scope": "channel", "tenant": tenant_id, "prefix": prefix}
         await self._notify(notice)
@@ -406,6 +525,14 @@ class Eraser:
             await self._redis.srem(keys.app_user(asid.decode()), link)
         await self._drop_app_user_links({link})
 
+        await self._channel_pass(tenant_id, channel, account_id)
+        if await self._settle():  # replies were in flight: what they wrote goes too
+            await self._drop_routing(tenant_id, channel, account_id)  # their rate counters
+            await self._channel_pass(tenant_id, channel, account_id)
+        await self._notify(notice)
+
+    async def _channel_pass(self, tenant_id: str, channel: str, account_id: str) -> None:
+        prefix = f"{channel}:{account_id}:"
         convs = await self._find_conversations(tenant_id, lambda c: c.startswith(prefix))
         await self._erase_conversations(tenant_id, convs)
         # Restriction flags are "channel:user" (no account): keep a flag while the same
@@ -427,11 +554,11 @@ class Eraser:
             and getattr(e, "account_id", None) == account_id
         )
         await self._sweep_dead_letters(pattern)
-        await self._notify(notice)
 
     async def erase_tenant(self, tenant_id: str, accounts: Iterable[tuple[str, str]] = ()) -> None:
         """Everything of a tenant. ``accounts`` adds (channel, account id) pairs known
         from before (a resumed job whose channel records are already gone)."""
+        self._begin()
         notice = {"scope": "tenant", "tenant": tenant_id}
         r = self._redis
         await r.set(keys.erased(tenant_id), b"1", ex=ERASURE_MARK_TTL_S)
@@ -450,7 +577,28 @@ class Eraser:
         for ch, acct in sorted(known):
             await self._drop_routing(tenant_id, ch, acct)
 
-        # Every key of the tenant, counted by what it held.
+        await self._unlink_tenant_keys(tenant_id)
+        pattern = id_pattern([tenant_id, *(a for _, a in known)])
+        assert pattern is not None
+        await self._sweep_global(pattern)  # API keys, billing references, pending jobs …
+        await self._drop_app_user_links(set())
+        await self._sweep_inbound(
+            lambda t, e: t == tenant_id
+            or (getattr(e, "channel", None), getattr(e, "account_id", None)) in known
+        )
+        await self._sweep_dead_letters(pattern)
+        await self._report({"files": self._erase_files(tenant_id)})
+        if await self._settle():  # replies were in flight: what they wrote goes too
+            await self._unlink_tenant_keys(tenant_id)
+            for ch, acct in sorted(known):
+                await self._drop_routing(tenant_id, ch, acct)  # their rate counters
+        await self._report({"tenants": int(await r.delete(keys.tenant(tenant_id)))})
+        await self._notify(notice)
+
+    async def _unlink_tenant_keys(self, tenant_id: str) -> None:
+        """Every key of the tenant, counted by what it held (in the first pass, reply
+        records in flight are kept, to be watched)."""
+        r = self._redis
         prefix = keys.tenant_prefix(tenant_id)
         counts: Counts = {}
         cursor = 0
@@ -468,30 +616,25 @@ class Eraser:
                         pipe.xlen(name)
                 for n in await pipe.execute():
                     counts["messages"] = counts.get("messages", 0) + int(n)
+                replies: list[bytes] = []
+                others: list[bytes] = []
                 for name in names:
                     kind = name.decode("utf-8", "replace")[len(prefix):].split(":", 1)[0]
                     label = {"hist": "conversations", "ctx": "contexts", "kb": "knowledge_keys",
                              "ch": "channels", "reply": "records", "out": "records"}.get(
                                  kind, "other_keys")
                     counts[label] = counts.get(label, 0) + 1
-                await r.unlink(*names)
+                    (replies if kind == "reply" else others).append(name)
+                if others:
+                    await r.unlink(*others)
+                if replies:
+                    before = len(self._kept)
+                    await self._drop_replies(replies)
+                    counts["records"] -= len(self._kept) - before  # kept: not deleted yet
                 await self._report(counts)
                 counts = {}
             if cursor == 0:
                 break
-
-        pattern = id_pattern([tenant_id, *(a for _, a in known)])
-        assert pattern is not None
-        await self._sweep_global(pattern)  # API keys, billing references, pending jobs …
-        await self._drop_app_user_links(set())
-        await self._sweep_inbound(
-            lambda t, e: t == tenant_id
-            or (getattr(e, "channel", None), getattr(e, "account_id", None)) in known
-        )
-        await self._sweep_dead_letters(pattern)
-        await self._report({"files": self._erase_files(tenant_id)})
-        await self._report({"tenants": int(await r.delete(keys.tenant(tenant_id)))})
-        await self._notify(notice)
 
     def _erase_files(self, tenant_id: str) -> int:
         """Files and folders under the data directory named with the tenant id."""
