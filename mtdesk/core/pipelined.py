@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
 from redis.asyncio.client import EMPTY_RESPONSE, NEVER_DECODE
+
+from mtdesk.core.redis import connect
+from mtdesk.core.resp import RespTarget, check_setup, pack
 
 # Commands that must not sit on the shared connection: they block it, or change the
 # state of the connection they run on.
@@ -40,9 +42,6 @@ _POOL_ONLY = frozenset({
     "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", "SYNC", "PSYNC",
 })
 _MAYBE_BLOCKING = frozenset({"XREAD", "XREADGROUP"})  # only with BLOCK
-
-_pack = cast("Callable[[tuple[Any, ...]], bytes]", hiredis.pack_command)
-
 
 class _Protocol(asyncio.Protocol):
     """One connection: commands written in order, replies handed to waiters in order."""
@@ -55,6 +54,8 @@ class _Protocol(asyncio.Protocol):
         self.flush_scheduled = False
         self.closed = False
         self.progress = 0  # replies received: the watchdog's sign of life
+        # Kept: asyncio.get_running_loop() costs a getpid() system call per command.
+        self.loop = asyncio.get_running_loop()  # protocols are made inside the loop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -93,22 +94,9 @@ class SharedLink:
     """The one connection of a :class:`PipelinedRedis`, opened on first use and again
     after it breaks; a watchdog closes it when Redis stops answering (``timeout_s``)."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 6379,
-        path: str | None = None,
-        db: int = 0,
-        username: str | None = None,
-        password: str | None = None,
-        connect_timeout_s: float = 2.0,
-        timeout_s: float = 5.0,
-    ) -> None:
-        self._host, self._port, self._path, self._db = host, port, path, db
-        self._username, self._password = username, password
-        self._connect_timeout = connect_timeout_s
-        self._timeout = timeout_s
+    def __init__(self, target: RespTarget) -> None:
+        self._target = target
+        self._timeout = target.timeout_s
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self.writes = 0  # for tests: how many writes carried the commands
@@ -119,10 +107,10 @@ class SharedLink:
         proto = self._proto
         if proto is None or proto.closed:
             proto = await self._connection()
-        loop = asyncio.get_running_loop()
+        loop = proto.loop
         waiter: asyncio.Future[Any] = loop.create_future()
         proto.waiters.append(waiter)
-        proto.out.append(_pack(args))
+        proto.out.append(pack(args))
         if not proto.flush_scheduled:
             proto.flush_scheduled = True
             self.writes += 1
@@ -142,32 +130,18 @@ class SharedLink:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        try:
-            if self._path:
-                coro = loop.create_unix_connection(_Protocol, self._path)
-            else:
-                coro = loop.create_connection(_Protocol, self._host, self._port)
-            _t, proto = await asyncio.wait_for(coro, self._connect_timeout)
-        except (TimeoutError, OSError) as exc:
-            raise ConnectionError(f"cannot connect to Redis: {type(exc).__name__}") from exc
-        setup: list[tuple[Any, ...]] = []
-        if self._password:
-            setup.append(("AUTH", *([self._username] if self._username else []), self._password))
-        if self._db:
-            setup.append(("SELECT", self._db))
+        target = self._target
+        proto = await target.open(_Protocol)
+        setup = target.setup_commands()
         if setup:
             waiters = [loop.create_future() for _ in setup]
             proto.waiters.extend(waiters)
-            proto.transport.write(b"".join(_pack(c) for c in setup))
+            proto.transport.write(b"".join(pack(c) for c in setup))
             try:
-                replies = await asyncio.wait_for(asyncio.gather(*waiters), self._connect_timeout)
-            except TimeoutError as exc:
+                check_setup(await asyncio.wait_for(asyncio.gather(*waiters), target.connect_timeout_s))
+            except (TimeoutError, ConnectionError) as exc:
                 proto.transport.close()
-                raise ConnectionError("Redis did not answer the connection set-up") from exc
-            for reply in replies:
-                if isinstance(reply, hiredis.ReplyError):
-                    proto.transport.close()
-                    raise ConnectionError(f"Redis refused the connection set-up: {reply}")
+                raise ConnectionError(f"Redis connection set-up failed: {exc}") from exc
         self._proto = proto
         loop.call_later(1.0, self._watch, proto, proto.progress, 0.0)
         return proto
@@ -190,23 +164,6 @@ class SharedLink:
         self._proto = None
 
 
-def _link_for(pool: aioredis.ConnectionPool) -> SharedLink | None:
-    kw = pool.connection_kwargs
-    cls_name = pool.connection_class.__name__
-    if cls_name not in ("Connection", "UnixDomainSocketConnection"):
-        return None  # TLS and the like: the pool does it
-    return SharedLink(
-        host=str(kw.get("host", "127.0.0.1")),
-        port=int(kw.get("port", 6379)),
-        path=kw.get("path") if cls_name == "UnixDomainSocketConnection" else None,
-        db=int(kw.get("db", 0) or 0),
-        username=kw.get("username"),
-        password=kw.get("password"),
-        connect_timeout_s=float(kw.get("socket_connect_timeout") or 2.0),
-        timeout_s=float(kw.get("socket_timeout") or 5.0),
-    )
-
-
 class PipelinedRedis(aioredis.Redis):
     """``redis.asyncio.Redis`` whose plain commands share one auto-pipelined connection."""
 
@@ -222,7 +179,8 @@ class PipelinedRedis(aioredis.Redis):
         if link is None:
             if self._link_checked:
                 return await super().execute_command(*args, **options)
-            link = self._link = _link_for(self.connection_pool)
+            target = RespTarget.of(self)
+            link = self._link = SharedLink(target) if target is not None else None
             self._link_checked = True
             if link is None:
                 return await super().execute_command(*args, **options)
@@ -265,14 +223,6 @@ def _has_block(args: tuple[Any, ...]) -> bool:
 def connect_pipelined(url: str, *, max_connections: int = 4096) -> PipelinedRedis:
     """Like :func:`mtdesk.core.redis.connect`, plain commands on one shared pipelined
     connection (the pool, RESP2 like it, for the rest)."""
-    client = PipelinedRedis.from_url(
-        url,
-        max_connections=max_connections,
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0,
-        health_check_interval=30,
-        decode_responses=False,
-        protocol=2,
-    )
+    client = connect(url, max_connections=max_connections, client_class=PipelinedRedis, protocol=2)
     assert isinstance(client, PipelinedRedis)
     return client

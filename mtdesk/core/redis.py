@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -16,7 +16,13 @@ Redis = aioredis.Redis
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
-def connect(url: str, *, max_connections: int = 4096) -> Redis:
+def connect(
+    url: str,
+    *,
+    max_connections: int = 4096,
+    client_class: type[Redis] = Redis,
+    protocol: int | None = None,
+) -> Redis:
     """A client for ``url`` (bytes in, bytes out; hiredis parses when installed).
 
     Connections open on demand, one per command in flight, up to ``max_connections``;
@@ -26,14 +32,19 @@ def connect(url: str, *, max_connections: int = 4096) -> Redis:
     ``mtdesk bench e2e`` at 300 msgs/s dropped events ("Too many connections"); at 512 it
     still did at 450 msgs/s on a loaded machine. A blocking pool was tried and is worse:
     its lock convoy costs ~5% of a shard's CPU and, under overload, starves waiters past
-    any timeout. Idle processes hold few connections; Redis accepts 10,000 by default."""
-    return aioredis.from_url(
+    any timeout. Idle processes hold few connections; Redis accepts 10,000 by default.
+
+    ``client_class``/``protocol``: a subclass such as the shards' pipelined client, and
+    the RESP version its connections speak (None: redis-py's default)."""
+    extra: dict[str, Any] = {} if protocol is None else {"protocol": protocol}
+    return client_class.from_url(
         url,
         max_connections=max_connections,
         socket_connect_timeout=2.0,
         socket_timeout=5.0,
         health_check_interval=30,
         decode_responses=False,
+        **extra,
     )
 
 

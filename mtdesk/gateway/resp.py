@@ -16,26 +16,13 @@ through redis-py, see :func:`link_for`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import hiredis
 
 from mtdesk.core.redis import Redis
-
-Arg = bytes | str | int
-
-
-def pack(args: Sequence[Arg]) -> bytes:
-    """One command in RESP (an array of bulk strings; str as UTF-8, int as decimal)."""
-    # hiredis packs in C (~2.5x faster than a Python loop on the ingest batches); it
-    # takes tuples only.
-    return _pack_command(args if type(args) is tuple else tuple(args))
-
-
-# hiredis's stub types the argument as a 1-tuple (``Tuple[X]``) and the result not at all;
-# it packs a command of any length into bytes.
-_pack_command = cast("Callable[[tuple[Arg, ...]], bytes]", hiredis.pack_command)
+from mtdesk.core.resp import Arg, RespTarget, check_setup, pack
 
 
 class _Expired(Exception):
@@ -80,46 +67,22 @@ class _Protocol(asyncio.Protocol):
 class RespLink:
     """One connection to Redis, (re)connected on demand."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 6379,
-        path: str | None = None,
-        db: int = 0,
-        username: str | None = None,
-        password: str | None = None,
-        connect_timeout_s: float = 2.0,
-        timeout_s: float = 5.0,
-    ) -> None:
-        self._host, self._port, self._path, self._db = host, port, path, db
-        self._username, self._password = username, password
-        self._connect_timeout = connect_timeout_s
-        self._timeout = timeout_s
+    def __init__(self, target: RespTarget) -> None:
+        self._target = target
+        self._timeout = target.timeout_s
         self._proto: _Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     async def _connect(self) -> _Protocol:
-        loop = asyncio.get_running_loop()
-        try:
-            if self._path:
-                coro = loop.create_unix_connection(_Protocol, self._path)
-            else:
-                coro = loop.create_connection(_Protocol, self._host, self._port)
-            _t, proto = await asyncio.wait_for(coro, self._connect_timeout)
-        except (TimeoutError, OSError) as exc:
-            raise ConnectionError(f"cannot connect to Redis: {type(exc).__name__}") from exc
+        proto = await self._target.open(_Protocol)
         self._proto = proto
-        setup: list[list[Arg]] = []
-        if self._password:
-            setup.append(["AUTH", *([self._username] if self._username else []), self._password])
-        if self._db:
-            setup.append(["SELECT", self._db])
+        setup = self._target.setup_commands()
         if setup:
-            for reply in await self._roundtrip(proto, setup):
-                if isinstance(reply, hiredis.ReplyError):
-                    self.close()
-                    raise ConnectionError(f"Redis refused the connection set-up: {reply}")
+            try:
+                check_setup(await self._roundtrip(proto, setup))
+            except ConnectionError:
+                self.close()
+                raise
         return proto
 
     async def _roundtrip(self, proto: _Protocol, commands: Sequence[Sequence[Arg]]) -> list[Any]:
@@ -200,18 +163,5 @@ class RespLink:
 def link_for(redis: Redis) -> RespLink | None:
     """A lean link to the same server and database as ``redis``, or None when that
     client needs what this link does not do (TLS): the caller then uses ``redis``."""
-    pool = redis.connection_pool
-    kw = pool.connection_kwargs
-    cls_name = pool.connection_class.__name__
-    if cls_name not in ("Connection", "UnixDomainSocketConnection"):
-        return None
-    return RespLink(
-        host=str(kw.get("host", "127.0.0.1")),
-        port=int(kw.get("port", 6379)),
-        path=kw.get("path") if cls_name == "UnixDomainSocketConnection" else None,
-        db=int(kw.get("db", 0) or 0),
-        username=kw.get("username"),
-        password=kw.get("password"),
-        connect_timeout_s=float(kw.get("socket_connect_timeout") or 2.0),
-        timeout_s=float(kw.get("socket_timeout") or 5.0),
-    )
+    target = RespTarget.of(redis)
+    return RespLink(target) if target is not None else None
