@@ -133,6 +133,35 @@ class _Pending:
         self.future = future
 
 
+class _Round:
+    """One round trip's calls: grouped into script calls of at most ``max_events``."""
+
+    __slots__ = ("batch", "groups", "commands")
+
+    def __init__(self, batch: list[_Pending], max_events: int, ttl: str) -> None:
+        self.batch = batch
+        groups: list[list[_Pending]] = [[]]
+        size = 0
+        for p in batch:
+            if groups[-1] and size + p.call.count > max_events:
+                groups.append([])
+                size = 0
+            groups[-1].append(p)
+            size += p.call.count
+        self.groups = groups
+        self.commands: list[tuple[list[str], list[bytes | str]]] = []
+        for group in groups:
+            if len(group) == 1:
+                self.commands.append((group[0].call.keys, [ttl, *group[0].call.args]))
+                continue
+            ks: list[str] = []
+            args: list[bytes | str] = [ttl]
+            for p in group:
+                ks.extend(p.call.keys)
+                args.extend(p.call.args)
+            self.commands.append((ks, args))
+
+
 class IngestBatcher:
     """Collects the calls queued while a round trip is in flight and sends them together.
 
@@ -210,31 +239,21 @@ class IngestBatcher:
             self._went_idle()
             return
         try:
-            groups = self._groups(batch)
-            commands = self._commands(groups)
+            rnd = _Round(batch, self._max, self._ttl)
             link, sha = self._link, self._sha
             if link is not None and sha is not None:
                 waiter = link.send_now(
-                    [("EVALSHA", sha, len(ks), *ks, *args) for ks, args in commands]
+                    [("EVALSHA", sha, len(ks), *ks, *args) for ks, args in rnd.commands]
                 )
                 if waiter is not None:
-                    waiter.add_done_callback(
-                        lambda w: self._on_replies(link, w, batch, groups, commands)
-                    )
+                    waiter.add_done_callback(lambda w: self._on_replies(link, w, rnd))
                     return
-            self._in_task(batch, groups, commands)
+            self._in_task(rnd)
         except Exception as exc:  # a callback must never leave the batcher busy forever
             self._fail(batch, exc)
             self._next()
 
-    def _on_replies(
-        self,
-        link: RespLink,
-        waiter: asyncio.Future[list[Any]],
-        batch: list[_Pending],
-        groups: list[list[_Pending]],
-        commands: list[tuple[list[str], list[bytes | str]]],
-    ) -> None:
+    def _on_replies(self, link: RespLink, waiter: asyncio.Future[list[Any]], rnd: _Round) -> None:
         try:
             try:
                 replies = link.settle(waiter)
@@ -243,45 +262,34 @@ class IngestBatcher:
                 # A broken or stale connection, or a script flushed: the task path
                 # reconnects, reloads and retries once (safe: a re-run finds its markers).
                 self._sha = None
-                self._in_task(batch, groups, commands)
+                self._in_task(rnd)
                 return
-            self._resolve(batch, groups, replies)
+            self._resolve(rnd, replies)
         except Exception as exc:  # a callback must never leave the batcher busy forever
-            self._fail(batch, exc)
+            self._fail(rnd.batch, exc)
         self._next()
 
-    def _in_task(
-        self,
-        batch: list[_Pending],
-        groups: list[list[_Pending]],
-        commands: list[tuple[list[str], list[bytes | str]]],
-    ) -> None:
-        assert self._loop is not None or self._idle is not None
-        task = asyncio.ensure_future(self._send_slow(batch, groups, commands))
+    def _in_task(self, rnd: _Round) -> None:
+        task = asyncio.ensure_future(self._send_slow(rnd))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_slow(
-        self,
-        batch: list[_Pending],
-        groups: list[list[_Pending]],
-        commands: list[tuple[list[str], list[bytes | str]]],
-    ) -> None:
+    async def _send_slow(self, rnd: _Round) -> None:
         try:
             try:
-                replies = await self._execute(commands)
+                replies = await self._execute(rnd.commands)
             except NoScriptError:
                 # Redis restarted or SCRIPT FLUSH: an EVALSHA that says NOSCRIPT ran nothing.
                 self._sha = None
-                replies = await self._execute(commands)
+                replies = await self._execute(rnd.commands)
             except UNAVAILABLE:
                 # A connection broken under the batch: once more on a new one (safe: a
                 # re-run finds its own markers and answers "duplicate" for what landed).
-                replies = await self._execute(commands)
+                replies = await self._execute(rnd.commands)
         except Exception as exc:  # Redis errors, unreachable, or anything unforeseen
-            self._fail(batch, exc)
+            self._fail(rnd.batch, exc)
         else:
-            self._resolve(batch, groups, replies)
+            self._resolve(rnd, replies)
         self._next()
 
     @staticmethod
@@ -305,42 +313,15 @@ class IngestBatcher:
         if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
-    def _resolve(
-        self, batch: list[_Pending], groups: list[list[_Pending]], replies: list[list[int]]
-    ) -> None:
+    def _resolve(self, rnd: _Round, replies: list[list[int]]) -> None:
         self.round_trips += 1
-        for group, reply in zip(groups, replies, strict=True):
+        for group, reply in zip(rnd.groups, replies, strict=True):
             pos = 0
             for p in group:
                 n = p.call.count
                 if not p.future.done():
                     p.future.set_result([_OUTCOMES[c] for c in reply[pos : pos + n]])
                 pos += n
-
-    def _groups(self, batch: list[_Pending]) -> list[list[_Pending]]:
-        groups: list[list[_Pending]] = [[]]
-        size = 0
-        for p in batch:
-            if groups[-1] and size + p.call.count > self._max:
-                groups.append([])
-                size = 0
-            groups[-1].append(p)
-            size += p.call.count
-        return groups
-
-    def _commands(self, groups: list[list[_Pending]]) -> list[tuple[list[str], list[bytes | str]]]:
-        commands: list[tuple[list[str], list[bytes | str]]] = []
-        for group in groups:
-            if len(group) == 1:
-                commands.append((group[0].call.keys, [self._ttl, *group[0].call.args]))
-                continue
-            ks: list[str] = []
-            args: list[bytes | str] = [self._ttl]
-            for p in group:
-                ks.extend(p.call.keys)
-                args.extend(p.call.args)
-            commands.append((ks, args))
-        return commands
 
     @staticmethod
     def _check(replies: list[Any]) -> None:

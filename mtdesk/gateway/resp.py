@@ -86,25 +86,29 @@ class RespLink:
         return proto
 
     async def _roundtrip(self, proto: _Protocol, commands: Sequence[Sequence[Arg]]) -> list[Any]:
-        loop = asyncio.get_running_loop()
+        waiter = self._write(proto, commands)
+        try:
+            await waiter
+        except (_Expired, ConnectionError):
+            pass  # settle() says it
+        except asyncio.CancelledError:
+            # Its reply may still come and must not be read as the next call's.
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self.close()
+            raise
+        return self.settle(waiter)
+
+    def _write(self, proto: _Protocol, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]]:
+        loop = proto.loop
         waiter = proto.waiter = loop.create_future()
         proto.expected = len(commands)
         proto.transport.write(b"".join([pack(c) for c in commands]))
         # A plain timer rather than asyncio.wait_for: that wraps the waiter in another
         # future and costs an extra loop iteration on every round trip (the hot path).
-        timer = loop.call_later(self._timeout, _expire, waiter)
-        try:
-            return await waiter
-        except _Expired as exc:
-            # A late reply would be read as the next call's: this connection is done.
-            self.close()
-            raise ConnectionError("Redis did not answer in time") from exc
-        except ConnectionError:
-            self.close()
-            raise
-        finally:
-            timer.cancel()
-            proto.waiter = None
+        self._timer = loop.call_later(self._timeout, _expire, waiter)
+        return waiter
 
     def send_now(self, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]] | None:
         """Write ``commands`` now when connected and idle and return the future of their
@@ -113,16 +117,11 @@ class RespLink:
         proto = self._proto
         if proto is None or proto.closed or proto.waiter is not None:
             return None
-        loop = proto.loop
-        waiter = proto.waiter = loop.create_future()
-        proto.expected = len(commands)
-        proto.transport.write(b"".join([pack(c) for c in commands]))
-        self._timer = loop.call_later(self._timeout, _expire, waiter)
-        return waiter
+        return self._write(proto, commands)
 
     def settle(self, waiter: asyncio.Future[list[Any]]) -> list[Any]:
-        """The replies of a :meth:`send_now` whose future is done; raises ConnectionError
-        (and closes the connection) as :meth:`call` would."""
+        """The replies of a round trip whose future is done; raises ConnectionError (and
+        closes the connection: a late reply would be read as the next call's)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
