@@ -1,12 +1,21 @@
-"""The admin web page at ``/admin/``: what the API offers, rendered on the server.
+"""The admin web pages: the console at ``/admin/`` and the API reference at ``/admin/api``.
 
-It lists every route of the admin sub-app (so routes other parts add show up too) with
-how to authenticate; it shows no tenant data and needs no token.
+The console (``static/console.html`` + ``console.js`` + ``console.css``, shipped as package
+data) is a client of the JSON API only: it holds the bearer token in the tab's
+sessionStorage and asks the API for everything, so these routes serve files, show no
+tenant data and need no token. The API reference lists every route of the admin sub-app
+(so routes other parts add show up too), rendered on the server.
+
+Every page is answered with a Content-Security-Policy that allows only this origin's
+script, style and API calls (no inline script or style, no other host), no framing, and
+no referrer (so nothing in the page's URL leaks to other sites).
 """
 
 from __future__ import annotations
 
+import functools
 import html
+from importlib import resources
 
 from aiohttp import web
 
@@ -16,17 +25,11 @@ from mtdesk.core.appkeys import SETTINGS
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>MT Desk admin</title>
-<style>
- body {{ font: 15px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem;
-        padding: 0 1rem; color: #1b1f24; }}
- h1 {{ font-size: 1.6rem; }} code, pre {{ background: #f3f4f6; border-radius: 4px; }}
- pre {{ padding: .8rem; overflow-x: auto; }} table {{ border-collapse: collapse; width: 100%; }}
- th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e5e7eb; }}
- .m {{ font-weight: 600; font-family: monospace; }}
-</style></head>
+<title>MT Desk admin API</title>
+<link rel="stylesheet" href="console.css"></head>
 <body>
-<h1>MT Desk admin</h1>
+<h1>MT Desk admin API</h1>
+<p><a href="./">Back to the console</a></p>
 <p>AI answers on Messenger, Instagram and WhatsApp. This page lists the admin API;
 every call takes <code>Authorization: Bearer &lt;token&gt;</code>: the operator token
 (<code>MTDESK_ADMIN_TOKEN</code>) creates tenants, each tenant's API key
@@ -48,7 +51,49 @@ curl -X PUT {base}{api}/bot -H "Authorization: Bearer $API_KEY" \\
 """
 
 
-async def index(request: web.Request) -> web.Response:
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+# file name -> content type of the console's static files
+STATIC = {
+    "console.html": "text/html",
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+}
+
+
+@functools.cache
+def static_text(name: str) -> str:
+    """A console file's text, read once from the package."""
+    return (resources.files("mtdesk.admin") / "static" / name).read_text("utf-8")
+
+
+def _page(text: str, content_type: str) -> web.Response:
+    response = web.Response(text=text, content_type=content_type, headers=_SECURITY_HEADERS)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+async def console(request: web.Request) -> web.Response:
+    return _page(static_text("console.html"), STATIC["console.html"])
+
+
+async def console_script(request: web.Request) -> web.Response:
+    return _page(static_text("console.js"), STATIC["console.js"])
+
+
+async def console_style(request: web.Request) -> web.Response:
+    return _page(static_text("console.css"), STATIC["console.css"])
+
+
+async def api_reference(request: web.Request) -> web.Response:
     rows = []
     seen: set[tuple[str, str]] = set()
     for route in request.app.router.routes():
@@ -68,7 +113,7 @@ async def index(request: web.Request) -> web.Response:
         base=html.escape(settings.base_url),
         api=ADMIN_PREFIX + API_BASE,
     )
-    return web.Response(text=page, content_type="text/html")
+    return _page(page, "text/html")
 
 
 async def to_index(request: web.Request) -> web.Response:
@@ -77,5 +122,8 @@ async def to_index(request: web.Request) -> web.Response:
 
 def add_routes(admin: web.Application) -> None:
     r = admin_routes(admin)
-    r.add_get("/", index)
+    r.add_get("/", console)
     r.add_get("", to_index)
+    r.add_get("/console.js", console_script)
+    r.add_get("/console.css", console_style)
+    r.add_get("/api", api_reference)

@@ -275,8 +275,8 @@ async def test_connecting_without_an_encryption_key_is_503_naming_it(redis: Redi
         assert (await r.json())["error"]["field"] == "MTDESK_ENCRYPTION_KEYS"
 
 
-async def test_the_web_page_lists_the_api(client: TestClient) -> None:
-    r = await client.get("/admin/")
+async def test_the_api_reference_page_lists_the_api(client: TestClient) -> None:
+    r = await client.get("/admin/api")
     assert r.status == 200 and r.content_type == "text/html"
     page = await r.text()
     for path in ("/admin/api/v1/tenants", "/admin/api/v1/channels", "/admin/api/v1/bot",
