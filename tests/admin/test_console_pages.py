@@ -7,7 +7,10 @@ from __future__ import annotations
 import re
 
 from admin_harness import client_fixture  # noqa: F401 - the `client` fixture
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+
+Client = TestClient[web.Request, web.Application]
 
 
 def _directives(csp: str) -> dict[str, list[str]]:
@@ -19,7 +22,7 @@ def _directives(csp: str) -> dict[str, list[str]]:
     return out
 
 
-async def test_the_console_files_are_served_with_their_content_types(client: TestClient) -> None:
+async def test_the_console_files_are_served_with_their_content_types(client: Client) -> None:
     for path, ctype in (("/admin/", "text/html"), ("/admin/console.js", "text/javascript"),
                         ("/admin/console.css", "text/css"), ("/admin/api", "text/html")):
         r = await client.get(path)
@@ -29,7 +32,7 @@ async def test_the_console_files_are_served_with_their_content_types(client: Tes
     assert (await client.get("/admin", allow_redirects=False)).headers["Location"] == "/admin/"
 
 
-async def test_the_console_page_loads_only_its_own_script_and_style(client: TestClient) -> None:
+async def test_the_console_page_loads_only_its_own_script_and_style(client: Client) -> None:
     r = await client.get("/admin/")
     page = await r.text()
     csp = _directives(r.headers["Content-Security-Policy"])
@@ -47,7 +50,7 @@ async def test_the_console_page_loads_only_its_own_script_and_style(client: Test
     assert "http://" not in page and "https://" not in page.replace('placeholder="https://…"', "")
 
 
-async def test_the_console_script_never_writes_html_from_data(client: TestClient) -> None:
+async def test_the_console_script_never_writes_html_from_data(client: Client) -> None:
     script = await (await client.get("/admin/console.js")).text()
     assert "innerHTML" not in script and "outerHTML" not in script
     assert "insertAdjacentHTML" not in script and "document.write" not in script
@@ -55,7 +58,7 @@ async def test_the_console_script_never_writes_html_from_data(client: TestClient
     assert "sessionStorage" in script
 
 
-async def test_the_api_reference_stays_reachable_and_lists_the_routes(client: TestClient) -> None:
+async def test_the_api_reference_stays_reachable_and_lists_the_routes(client: Client) -> None:
     r = await client.get("/admin/api")
     assert "script-src 'self'" in r.headers["Content-Security-Policy"]
     page = await r.text()
