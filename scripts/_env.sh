@@ -20,6 +20,17 @@ ensure_redis_installed() {
   $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
 }
 
+ensure_chromium() {  # for the admin console's browser tests; they are skipped without it
+  [ -x /usr/bin/chromium ] && return 0
+  echo "installing chromium (Debian package) for the browser tests…"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null; }; then
+    echo "chromium could not be installed: the browser tests will be skipped" >&2
+  fi
+  return 0
+}
+
 ensure_redis() {  # a Redis answering on 127.0.0.1:6379 (the tests' default)
   if command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     return 0
