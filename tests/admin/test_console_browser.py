@@ -1,6 +1,8 @@
 """The web console in a real (headless) Chromium against the real app on a real port and
 the test Redis: a tenant signs in with its key, connects a channel, edits the bot,
-adds knowledge and reads a conversation; a wrong key is told so.
+adds knowledge and reads a conversation; a wrong key is told so. Privacy: the export is
+a file the browser saves; erasing an end user or disconnecting a channel asks first, and
+then the real deletion worker's job is followed to done; uploads and re-syncs index.
 
 Needs Debian's chromium (``apt-get install -y chromium``) and the ``playwright`` package
 (the ``test`` extra); Playwright's own browser download is not used.
@@ -8,7 +10,9 @@ Needs Debian's chromium (``apt-get install -y chromium``) and the ``playwright``
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -20,11 +24,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from mtdesk.cli.compose import build_app
+from mtdesk.core import keys
+from mtdesk.core.appkeys import SETTINGS
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.history import MessageStore, StoredMessage
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels
+from mtdesk.policy.deletion import DeletionWorker
 from mtdesk.policy.vault import generate_key
 
 CHROMIUM = "/usr/bin/chromium"
@@ -48,11 +55,23 @@ async def server(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[
         "MTDESK_REDIS_URL": redis_url, "MTDESK_ADMIN_TOKEN": OPERATOR,
         "MTDESK_ENCRYPTION_KEYS": generate_key(), "MTDESK_META_APP_SECRET": "s",
         "MTDESK_META_VERIFY_TOKEN": "v", "MTDESK_KB_EMBEDDER": "lexical",
-        "MTDESK_DATA_DIR": str(tmp_path / "data"),
+        "MTDESK_DATA_DIR": str(tmp_path / "data"), "MTDESK_DELETION_SETTLE_S": "5",
     }, dotenv=None)
     srv = TestServer(build_app(settings, redis=redis), host="127.0.0.1")
     async with srv:
         yield srv
+
+
+@pytest.fixture
+async def deleter(server: TestServer, redis: Redis) -> AsyncIterator[DeletionWorker]:
+    """The real deletion worker (in production the mtdesk-deleter actor), consuming the
+    jobs the console's requests schedule."""
+    worker = DeletionWorker(redis, server.app[SETTINGS], SystemClock(), settle_poll_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, block_ms=100))
+    yield worker
+    stop.set()
+    await asyncio.wait_for(task, 10)
 
 
 @pytest.fixture
@@ -91,6 +110,21 @@ async def _tenant(server: TestServer) -> tuple[str, str]:
                               {"name": "Acme <Shoes>", "email": "owner@acme.example"})
     assert status == 201
     return body["id"], body["api_key"]
+
+
+async def _seed_conversation(redis: Redis, tid: str, user: str, text: str,
+                             account: str = "106540352242922") -> str:
+    """One inbound message of a WhatsApp user, through the real message store."""
+    await MessageStore(redis).append(tid, StoredMessage(
+        direction="in", message_id=f"m-{user}", kind="message", channel="whatsapp",
+        account_id=account, user_id=user, timestamp_ms=1_764_180_000_000,
+        text=text), now_ms=1_764_180_000_000)
+    return f"whatsapp:{account}:{user}"
+
+
+async def _saved_text(download: Any) -> str:
+    """The text of a file the browser downloaded."""
+    return await asyncio.to_thread(Path(await download.path()).read_text, "utf-8")
 
 
 async def _sign_in(page: Any, server: TestServer, token: str) -> None:
@@ -186,7 +220,7 @@ async def test_a_tenant_runs_its_desk_from_the_console(
     await expect(source).to_contain_text("qa")
     _, sources = await _api(server, "GET", f"{API}/knowledge", key)
     assert [s["status"] for s in sources["sources"]] == ["ready"]
-    await source.locator("button").click()  # arms
+    await source.locator("button", has_text="Delete").click()  # arms
     await source.locator("button", has_text="Confirm delete").click()
     await expect(page.locator("#sources-empty")).to_be_visible()
     _, sources = await _api(server, "GET", f"{API}/knowledge", key)
@@ -234,3 +268,164 @@ async def test_the_operator_picks_a_tenant_and_sees_its_bot(
     await expect(page.locator("#tenant-select")).to_have_value(tid)
     await expect(page.locator("#bot-form textarea[name=system_prompt]")).to_have_value(
         "Acme's own prompt")
+
+
+async def test_export_saves_a_json_file_with_the_tenants_messages(
+    server: TestServer, page: Any, redis: Redis
+) -> None:
+    from playwright.async_api import expect
+
+    tid, key = await _tenant(server)
+    await _seed_conversation(redis, tid, "15551234567", "Where is my order #4411?")
+    await _seed_conversation(redis, tid, "15557654321", "Do you ship to Lisbon?")
+    await _sign_in(page, server, key)
+    await expect(page.locator("#conversation-rows tr")).to_have_count(2)
+
+    async with page.expect_download() as info:
+        await page.click("#export-all")
+    saved = await info.value
+    assert saved.suggested_filename == f"mtdesk-export-{tid}.json"
+    document = json.loads(await _saved_text(saved))
+    text = json.dumps(document)
+    assert "Where is my order #4411?" in text and "Do you ship to Lisbon?" in text
+    await expect(page.locator("#privacy-status")).to_contain_text(f"mtdesk-export-{tid}.json")
+
+    # one end user: only that person's messages
+    form = page.locator("#user-form")
+    await form.locator("select[name=channel]").select_option("whatsapp")
+    await form.locator("input[name=user_id]").fill("15557654321")
+    async with page.expect_download() as info:
+        await form.locator("button[type=submit]").click()
+    one = await _saved_text(await info.value)
+    assert "Do you ship to Lisbon?" in one
+    assert "Where is my order #4411?" not in one
+    # no user id: the field is named, nothing is fetched
+    await form.locator("input[name=user_id]").fill("")
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("#user-job")).to_contain_text("user_id: is required")
+
+
+async def test_erasing_an_end_user_asks_first_then_follows_the_job_to_done(
+    server: TestServer, page: Any, redis: Redis, deleter: DeletionWorker
+) -> None:
+    from playwright.async_api import expect
+
+    tid, key = await _tenant(server)
+    gone = await _seed_conversation(redis, tid, "15551234567", "my address is 5 Elm St")
+    kept = await _seed_conversation(redis, tid, "15557654321", "hello")
+    await _sign_in(page, server, key)
+    await expect(page.locator("#conversation-rows tr")).to_have_count(2)
+    form = page.locator("#user-form")
+    await form.locator("select[name=channel]").select_option("whatsapp")
+    await form.locator("input[name=user_id]").fill("15551234567")
+
+    # a cancelled confirm does nothing: no job, both conversations still there
+    await page.click("#user-erase")
+    confirm = page.locator("#user-confirm")
+    await expect(confirm).to_contain_text("Erase all data of whatsapp user 15551234567?")
+    await expect(confirm).to_contain_text("cannot be undone")
+    await confirm.locator("button", has_text="Cancel").click()
+    await expect(confirm).to_be_hidden()
+    await page.wait_for_timeout(300)
+    assert await redis.xlen(keys.DELETION_JOBS) == 0
+    _, listed = await _api(server, "GET", f"{API}/conversations", key)
+    assert len(listed["conversations"]) == 2
+    await expect(page.locator("#user-job")).to_have_text("")
+
+    # confirmed: the job is shown and followed until done; the conversation is gone
+    await page.click("#user-erase")
+    await confirm.locator("button", has_text="Erase this user").click()
+    await expect(page.locator("#user-job .job-status")).to_have_text("done")
+    job_id = await page.locator("#user-job .job-id").text_content()
+    status, job = await _api(server, "GET", f"{API}/deletions/{job_id}", key)
+    assert status == 200 and job["status"] == "done" and job["kind"] == "user"
+    await expect(page.locator(f"#conversation-rows tr[data-conversation='{gone}']")).to_have_count(0)
+    await expect(page.locator(f"#conversation-rows tr[data-conversation='{kept}']")).to_have_count(1)
+    _, listed = await _api(server, "GET", f"{API}/conversations", key)
+    assert [c["conversation"] for c in listed["conversations"]] == [kept]
+
+
+async def test_disconnecting_a_channel_says_what_happens_and_erases_it(
+    server: TestServer, page: Any, redis: Redis, deleter: DeletionWorker
+) -> None:
+    from playwright.async_api import expect
+
+    tid, key = await _tenant(server)
+    status, channel = await _api(server, "POST", f"{API}/channels", key, {
+        "channel": "whatsapp", "account_id": "106540352242922", "access_token": "EAAG-token"})
+    assert status == 201
+    conv = await _seed_conversation(redis, tid, "15551234567", "hi there")
+    await _sign_in(page, server, key)
+    row = page.locator(f"#channel-rows tr[data-id='{channel['id']}']")
+    await expect(row.locator(".channel-status")).to_have_text("connected")
+    await expect(page.locator(f"#conversation-rows tr[data-conversation='{conv}']")).to_have_count(1)
+
+    # cancel: still connected, nothing scheduled
+    await row.locator("button", has_text="Disconnect").click()
+    confirm = page.locator("#channel-confirm")
+    await expect(confirm).to_contain_text("whatsapp account 106540352242922")
+    await expect(confirm).to_contain_text("erases all of this account's data")
+    await confirm.locator("button", has_text="Cancel").click()
+    await expect(confirm).to_be_hidden()
+    await page.wait_for_timeout(300)
+    _, listed = await _api(server, "GET", f"{API}/channels", key)
+    assert [c["status"] for c in listed["channels"]] == ["connected"]
+    assert await redis.xlen(keys.DELETION_JOBS) == 0
+
+    # confirmed: disconnected at once, then the job erases the channel and its data
+    await row.locator("button", has_text="Disconnect").click()
+    await confirm.locator("button", has_text="Disconnect and erase").click()
+    job = page.locator("#channel-job")
+    await expect(job).to_contain_text("Disconnected whatsapp account 106540352242922")
+    await expect(job.locator(".job-status")).to_have_text("done")
+    await expect(row).to_have_count(0)
+    await expect(page.locator("#channels-empty")).to_be_visible()
+    await expect(page.locator(f"#conversation-rows tr[data-conversation='{conv}']")).to_have_count(0)
+    _, listed = await _api(server, "GET", f"{API}/channels", key)
+    assert listed["channels"] == []
+
+
+async def test_uploading_a_file_and_resyncing_it_index_it_and_retention_can_change(
+    server: TestServer, page: Any, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    _, key = await _tenant(server)
+    await _sign_in(page, server, key)
+    await expect(page.locator("#retention-now")).to_contain_text("kept 365 days")
+
+    upload = page.locator("#file-form")
+    # a type the API refuses: its message, naming the field
+    await upload.locator("input[name=file]").set_input_files(
+        {"name": "prices.exe", "mimeType": "application/octet-stream", "buffer": b"MZ"})
+    await upload.locator("button[type=submit]").click()
+    await expect(page.locator("#knowledge-status")).to_contain_text("file:")
+    await expect(page.locator("#knowledge-status")).to_contain_text("HTTP 400")
+
+    doc = tmp_path / "returns.md"
+    doc.write_text("# Returns\n\nYou can return shoes within 30 days with the receipt.\n")
+    await upload.locator("input[name=file]").set_input_files(str(doc))
+    await upload.locator("button[type=submit]").click()
+    await expect(page.locator("#knowledge-status")).to_contain_text("Uploaded returns.md")
+    source = page.locator("#source-rows tr", has_text="returns.md")
+    await expect(source.locator(".source-status")).to_have_text("ready")
+    _, found = await _api(server, "GET", f"{API}/knowledge/search?q=return+shoes", key)
+    assert any("30 days" in p["text"] for p in found["passages"])
+
+    await source.locator("button", has_text="Re-sync").click()
+    await expect(page.locator("#knowledge-status")).to_contain_text("Re-syncing returns.md")
+    await expect(source.locator(".source-status")).to_have_text("ready")
+    _, sources = await _api(server, "GET", f"{API}/knowledge", key)
+    assert [(s["name"], s["status"]) for s in sources["sources"]] == [("returns.md", "ready")]
+
+    # retention: a bad value names the field; a good one is stored
+    retention = page.locator("#retention-form")
+    await retention.locator("input[name=days]").fill("0")
+    await retention.locator("button[type=submit]").click()
+    await expect(page.locator("#privacy-status")).to_contain_text("days:")
+    await retention.locator("input[name=days]").fill("30")
+    await retention.locator("button[type=submit]").click()
+    await expect(page.locator("#privacy-status")).to_have_text("Retention saved.")
+    await expect(page.locator("#retention-now")).to_contain_text("kept 30 days")
+    _, stored = await _api(server, "GET", f"{API}/retention", key)
+    assert stored["days"] == 30

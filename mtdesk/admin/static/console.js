@@ -62,7 +62,9 @@
     return API + path + (qs ? "?" + qs : "");
   }
 
-  async function call(method, path, { params, body, bearer } = {}) {
+  // The response of a call that succeeded (2xx); anything else throws an ApiError.
+  // `form` (FormData) is sent as multipart: the browser writes its Content-Type.
+  async function request(method, path, { params, body, form, bearer } = {}) {
     const headers = { "Authorization": "Bearer " + (bearer || token() || "") };
     const init = { method, headers, credentials: "omit", cache: "no-store" };
     if (body !== undefined) {
@@ -70,6 +72,8 @@
       if (state.operator && state.tenantId) sent.tenant_id = state.tenantId;
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(sent);
+    } else if (form !== undefined) {
+      init.body = form;
     }
     let response;
     try {
@@ -77,14 +81,95 @@
     } catch (err) {
       throw new ApiError(0, null, "the server could not be reached");
     }
-    let data = null;
-    try { data = await response.json(); } catch (err) { data = null; }
     if (!response.ok) {
+      let data = null;
+      try { data = await response.json(); } catch (err) { data = null; }
       const e = (data && data.error) || {};
       if (response.status === 401 && bearer === undefined) signOut("Signed out: " + (e.message || "401"));
       throw new ApiError(response.status, e.field || null, e.message || response.statusText);
     }
-    return data;
+    return response;
+  }
+
+  async function call(method, path, options) {
+    const response = await request(method, path, options);
+    try { return await response.json(); } catch (err) { return null; }
+  }
+
+  // A GET whose answer the browser saves as a file. The token goes in a header, so a
+  // plain link cannot do it: the answer is fetched, then offered from a Blob URL.
+  async function download(path, fallbackName) {
+    const response = await request("GET", path);
+    const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+    const name = match ? match[1] : fallbackName;
+    const blob = await response.blob();
+    const url = URL.createObjectURL(blob);
+    const link = el("a", { href: url, download: name });
+    link.hidden = true;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    return { name, size: blob.size };
+  }
+
+  // --- confirmations and deletion jobs --------------------------------------------------
+  // A destructive action runs only after its own "confirm" button in the box is clicked;
+  // Cancel (or asking again) closes the box and does nothing.
+  function askFirst(boxId, message, confirmLabel, action) {
+    const box = $(boxId);
+    const close = () => { box.replaceChildren(); show(box, false); };
+    const go = el("button", { type: "button", className: "danger-solid confirm-ok" }, confirmLabel);
+    const cancel = el("button", { type: "button", className: "secondary confirm-cancel" }, "Cancel");
+    go.addEventListener("click", () => { close(); action(); });
+    cancel.addEventListener("click", close);
+    box.replaceChildren(el("p", {}, message), el("div", { className: "actions" }, go, cancel));
+    show(box, true);
+    cancel.focus();
+  }
+
+  function closeConfirms() {
+    for (const id of ["channel-confirm", "user-confirm"]) { $(id).replaceChildren(); show($(id), false); }
+  }
+
+  const jobTimers = new Map();  // status element id -> timeout of its job's next poll
+
+  function stopJobs() {
+    for (const timer of jobTimers.values()) clearTimeout(timer);
+    jobTimers.clear();
+  }
+
+  // Shows a deletion job in `statusId` and polls it until it is done or failed.
+  function watchJob(statusId, label, job, onDone) {
+    if (jobTimers.has(statusId)) clearTimeout(jobTimers.get(statusId));
+    jobTimers.delete(statusId);
+    const render = (j) => {
+      const node = $(statusId);
+      node.className = "status" + (j.status === "done" ? " ok" : j.status === "failed" ? " error" : "");
+      const counts = Object.entries(j.counts || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+      node.replaceChildren(label + ": deletion job ", el("code", { className: "job-id" }, j.id),
+        " ", el("span", { className: "job-status" }, j.status),
+        counts ? ` (${counts})` : "", j.error ? ` (${j.error})` : "");
+    };
+    const tick = async () => {
+      let current;
+      try {
+        current = await call("GET", "/deletions/" + encodeURIComponent(job.id));
+      } catch (err) {
+        jobTimers.delete(statusId);
+        failed(statusId)(err);
+        return;
+      }
+      render(current);
+      if (current.status === "done" || current.status === "failed") {
+        jobTimers.delete(statusId);
+        if (current.status === "done" && onDone) await onDone();
+        return;
+      }
+      jobTimers.set(statusId, setTimeout(tick, POLL_MS));
+    };
+    render(job);
+    jobTimers.set(statusId, setTimeout(tick, POLL_MS / 4));
   }
 
   function failed(statusId) {
@@ -125,6 +210,7 @@
   function signOut(why) {
     sessionStorage.removeItem(TOKEN_KEY);
     stopPolling();
+    stopJobs();
     Object.assign(state, { operator: false, tenantId: null, bot: null, thread: null });
     show($("console"), false);
     show($("signout"), false);
@@ -151,7 +237,11 @@
   async function loadAll() {
     state.thread = null;
     show($("thread"), false);
+    stopJobs();
+    closeConfirms();
+    for (const id of ["channel-job", "user-job", "privacy-status"]) say(id, "", "");
     await Promise.all([
+      loadRetention().catch(failed("privacy-status")),
       loadChannels().catch(failed("channels-status")),
       loadBot().catch(failed("bot-status")),
       loadSources().catch(failed("knowledge-status")),
@@ -166,8 +256,33 @@
       el("td", {}, c.channel), el("td", {}, c.account_id),
       el("td", { className: "channel-status" }, c.status),
       el("td", {}, c.disconnected_reason || ""), el("td", {}, when(c.connected_ms)),
-      el("td", {}, el("code", {}, c.id)))));
+      el("td", {}, el("code", {}, c.id)), el("td", {}, disconnectButton(c)))));
     show($("channels-empty"), channels.length === 0);
+  }
+
+  // DELETE /channels/{id}: the token and routing go at once, then a deletion job erases
+  // the account's data and, last, the channel record itself (docs/privacy.md).
+  function disconnectButton(c) {
+    const label = `${c.channel} account ${c.account_id}`;
+    return el("button", { type: "button", className: "danger", onclick: () => askFirst(
+      "channel-confirm",
+      `Disconnect ${label} and erase its data? Its access token is deleted and its messages ` +
+      "are no longer received or answered, from now on. A deletion job then erases all of " +
+      "this account's data here: every conversation and message, conversation contexts, " +
+      "its users' restriction flags, and this channel record. The job usually takes " +
+      "minutes (the promise is within 30 days). This cannot be undone.",
+      "Disconnect and erase", () => disconnect(c, label).catch(failed("channel-job"))) },
+    "Disconnect…");
+  }
+
+  async function disconnect(c, label) {
+    say("channel-job", "Working…", "");
+    const record = await call("DELETE", "/channels/" + encodeURIComponent(c.id));
+    await loadChannels();
+    watchJob("channel-job", `Disconnected ${label}; erasing its data`,
+             { id: record.deletion_job, status: "queued" },
+             () => Promise.all([loadChannels().catch(failed("channels-status")),
+                                loadConversations(false).catch(failed("conversations-status"))]));
   }
 
   async function connectChannel(form) {
@@ -220,6 +335,15 @@
     state.poll = null;
   }
 
+  function resyncButton(source) {
+    return el("button", { type: "button", className: "resync", onclick: (event) => {
+      event.currentTarget.disabled = true;
+      call("POST", "/knowledge/" + encodeURIComponent(source.id) + "/resync")
+        .then(() => { say("knowledge-status", `Re-syncing ${source.name}.`, "ok"); return loadSources(); })
+        .catch(failed("knowledge-status"));
+    } }, "Re-sync");
+  }
+
   function deleteButton(source) {
     const button = el("button", { type: "button", className: "danger" }, "Delete");
     button.addEventListener("click", () => {
@@ -245,7 +369,7 @@
         el("td", {}, s.name, s.url && s.url !== s.name ? el("div", { className: "empty" }, s.url) : null),
         el("td", {}, s.kind), el("td", { className: "source-status" }, s.status + progress),
         el("td", {}, String(s.chunks)), el("td", {}, s.error || ""),
-        el("td", {}, deleteButton(s)));
+        el("td", {}, el("div", { className: "actions" }, resyncButton(s), deleteButton(s))));
     }));
     show($("sources-empty"), sources.length === 0);
     if (sources.some((s) => s.status === "queued" || s.status === "processing")) {
@@ -267,6 +391,72 @@
     form.reset();
     say("knowledge-status", `Added ${source.name}: ${source.status}.`, "ok");
     await loadSources();
+  }
+
+  async function uploadFile(form) {
+    const input = form.elements.file;
+    if (!input.files.length) throw new ApiError(400, "file", "choose a file first");
+    const data = new FormData();
+    data.append("file", input.files[0], input.files[0].name);
+    const source = await call("POST", "/knowledge", { form: data });
+    form.reset();
+    say("knowledge-status", `Uploaded ${source.name}: ${source.status}.`, "ok");
+    await loadSources();
+  }
+
+  // --- privacy --------------------------------------------------------------------------
+  async function exportAll() {
+    const file = await download("/export", "mtdesk-export.json");
+    say("privacy-status", `Exported all data: ${file.name} (${file.size} bytes).`, "ok");
+  }
+
+  function endUser(form) {
+    const channel = form.elements.channel.value;
+    const userId = form.elements.user_id.value.trim();
+    if (!userId) throw new ApiError(400, "user_id", "is required");
+    return { channel, userId,
+             path: "/users/" + encodeURIComponent(channel) + "/" + encodeURIComponent(userId) };
+  }
+
+  async function exportUser(form) {
+    const who = endUser(form);
+    const file = await download(who.path + "/export", `mtdesk-export-${who.channel}.json`);
+    say("user-job", `Exported ${who.channel} user ${who.userId}: ${file.name} (${file.size} bytes).`, "ok");
+  }
+
+  function eraseUser() {
+    let who;
+    try { who = endUser($("user-form")); } catch (err) { failed("user-job")(err); return; }
+    const label = `${who.channel} user ${who.userId}`;
+    askFirst("user-confirm",
+      `Erase all data of ${label}? A deletion job deletes every conversation with this ` +
+      "person: their messages and your replies, conversation contexts and their restriction " +
+      "flag. This cannot be undone; export it first if you need a copy.",
+      "Erase this user", () => {
+        say("user-job", "Working…", "");
+        call("DELETE", who.path).then((answer) => {
+          $("user-form").elements.user_id.value = "";
+          watchJob("user-job", `Erasing ${label}`, answer.job,
+                   () => loadConversations(false).catch(failed("conversations-status")));
+        }).catch(failed("user-job"));
+      });
+  }
+
+  function showRetention(r) {
+    $("retention-now").textContent =
+      `Messages are kept ${r.days} days, then deleted (at most ${r.max_days}).`;
+    const input = $("retention-form").elements.days;
+    input.value = String(r.days);
+    input.max = String(r.max_days);
+  }
+
+  async function loadRetention() { showRetention(await call("GET", "/retention")); }
+
+  async function saveRetention(form) {
+    const raw = form.elements.days.value.trim();
+    const days = /^[0-9]+$/.test(raw) ? Number(raw) : raw;
+    showRetention(await call("PUT", "/retention", { body: { days } }));
+    say("privacy-status", "Retention saved.", "ok");
   }
 
   // --- conversations --------------------------------------------------------------------
@@ -345,6 +535,16 @@
     onSubmit("bot-form", saveBot, "bot-status");
     onSubmit("url-form", addUrl, "knowledge-status");
     onSubmit("qa-form", addQa, "knowledge-status");
+    onSubmit("file-form", uploadFile, "knowledge-status");
+    onSubmit("user-form", exportUser, "user-job");
+    onSubmit("retention-form", saveRetention, "privacy-status");
+    $("user-erase").addEventListener("click", eraseUser);
+    $("export-all").addEventListener("click", (event) => {
+      const button = event.currentTarget;
+      button.disabled = true;
+      say("privacy-status", "Exporting…", "");
+      exportAll().catch(failed("privacy-status")).finally(() => { button.disabled = false; });
+    });
     $("sources-refresh").addEventListener("click",
       () => loadSources().catch(failed("knowledge-status")));
     $("conversations-refresh").addEventListener("click",
