@@ -56,6 +56,9 @@ async def test_the_console_script_never_writes_html_from_data(client: Client) ->
     assert "insertAdjacentHTML" not in script and "document.write" not in script
     assert "localStorage" not in script and "document.cookie" not in script
     assert "sessionStorage" in script
+    # downloads (the export) are made from the fetched answer, never a URL with the token
+    assert "URL.createObjectURL" in script and "revokeObjectURL" in script
+    assert not re.search(r"[?&](token|access_token|api_key)=", script)
 
 
 async def test_the_api_reference_stays_reachable_and_lists_the_routes(client: Client) -> None:
