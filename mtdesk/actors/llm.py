@@ -31,8 +31,9 @@ from typing import Any, Final
 
 import msgspec
 import openai
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from mtdesk.actors.stats import PerRegistry
 from mtdesk.core.errors import ConfigError, ProviderError, ValidationError
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage
 from mtdesk.core.settings import Settings
@@ -67,10 +68,8 @@ _chat_response = msgspec.json.Decoder(_WireChatResponse)
 EXTRACTIVE: Final = "extractive"
 _SPACES = re.compile(r"\s+")
 
-class LLMMetrics:
+class LLMMetrics(PerRegistry):
     """Prometheus collectors of the LLM client; one set per registry."""
-
-    _by_registry: dict[int, LLMMetrics] = {}
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.calls = Counter(
@@ -83,13 +82,6 @@ class LLMMetrics:
         self.fallbacks = Counter(
             "mtdesk_llm_fallbacks_total", "Answers that came from a fallback, not the first choice",
             ["provider"], registry=registry)
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry = REGISTRY) -> LLMMetrics:
-        metrics = cls._by_registry.get(id(registry))
-        if metrics is None:
-            metrics = cls._by_registry[id(registry)] = cls(registry)
-        return metrics
 
 
 def parse_fallback(item: str) -> tuple[str, str]:

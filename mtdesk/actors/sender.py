@@ -27,11 +27,12 @@ from urllib.parse import quote
 
 import aiohttp
 import msgspec
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mtdesk.actors.graph_errors import classify, graph_error_from_response
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.render import render_parts
+from mtdesk.actors.stats import PerRegistry
 from mtdesk.core.errors import GraphError, ValidationError
 from mtdesk.core.ports import ChannelCredentials, CredentialSource, OutboundMessage, SendResult
 from mtdesk.core.settings import Settings
@@ -43,10 +44,8 @@ Sleep = Callable[[float], Awaitable[None]]
 MAX_MEDIA_BYTES: Final = 100 * 1024 * 1024  # WhatsApp's largest media (documents)
 
 
-class SenderMetrics:
+class SenderMetrics(PerRegistry):
     """Prometheus collectors of the sender; one set per registry."""
-
-    _by_registry: dict[int, SenderMetrics] = {}
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.graph_errors = Counter(
@@ -62,13 +61,6 @@ class SenderMetrics:
         self.disconnects = Counter(
             "mtdesk_channel_disconnects_total", "Channels marked disconnected (error 190)",
             ["channel"], registry=registry)
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry = REGISTRY) -> SenderMetrics:
-        metrics = cls._by_registry.get(id(registry))
-        if metrics is None:
-            metrics = cls._by_registry[id(registry)] = cls(registry)
-        return metrics
 
 
 class _Sent(msgspec.Struct):

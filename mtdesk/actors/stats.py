@@ -26,15 +26,34 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Iterable, Iterator
+from typing import Self, cast
 
 import msgspec
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from mtdesk.core import keys
 from mtdesk.core.redis import Redis, as_opt_bytes_list
+
+
+class PerRegistry:
+    """Base of a set of collectors made once per registry (prometheus-client refuses a
+    second registration of a name): ``Sub.for_registry(registry)`` returns the set."""
+
+    _instances: dict[tuple[type, int], PerRegistry] = {}
+
+    def __init__(self, registry: CollectorRegistry) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry = REGISTRY) -> Self:
+        key = (cls, id(registry))
+        metrics = PerRegistry._instances.get(key)
+        if metrics is None:
+            metrics = PerRegistry._instances[key] = cls(registry)
+        return cast(Self, metrics)
 
 STAGES = ("queue", "llm", "send", "end_to_end")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

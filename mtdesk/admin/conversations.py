@@ -15,11 +15,11 @@ from aiohttp import web
 
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import tenant_scope
-from mtdesk.admin.http import json_response
 from mtdesk.core import keys
 from mtdesk.core.appkeys import REDIS, SETTINGS
 from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.history import MessageStore
+from mtdesk.core.http import json_response
 from mtdesk.core.redis import as_scored
 
 _ENTRY = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")

@@ -1,4 +1,6 @@
-"""JSON in and out for the admin API, and the one place errors become HTTP answers.
+"""JSON in and out for the admin API, and the one place its errors become HTTP answers
+(``json_response`` and ``error_response`` come from :mod:`mtdesk.core.http`, shared with
+the webhooks).
 
 Every error answer is ``{"error": {"field": <name or null>, "message": <text>}}``:
 ValidationError → 400, Unauthorized → 401, Forbidden → 403, NotFound → 404,
@@ -13,7 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from mtdesk.core.errors import (
@@ -25,6 +26,7 @@ from mtdesk.core.errors import (
     Unauthorized,
     ValidationError,
 )
+from mtdesk.core.http import error_response
 from mtdesk.core.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -34,17 +36,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class Forbidden(MTDeskError):
     """Authenticated, but not allowed (a tenant key on an operator route) → 403."""
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    """``data`` may hold msgspec Structs."""
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
-    )
-
-
-def error_response(status: int, field: str | None, message: str) -> web.Response:
-    return json_response({"error": {"field": field, "message": message}}, status)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

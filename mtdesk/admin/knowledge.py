@@ -30,9 +30,10 @@ from aiohttp import web
 
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import tenant_scope
-from mtdesk.admin.http import json_response, read_json, reject_unknown
+from mtdesk.admin.http import read_json, reject_unknown
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import ValidationError
+from mtdesk.core.http import json_response
 from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Tenants
 from mtdesk.policy.purge import listen_for_erasures, tenant_erased

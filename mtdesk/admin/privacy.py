@@ -29,8 +29,9 @@ from aiohttp import web
 from mtdesk.admin.app import admin_routes
 from mtdesk.admin.auth import principal, tenant_scope
 from mtdesk.admin.billing import cancel_subscription
-from mtdesk.admin.http import json_response, read_json, reject_unknown
+from mtdesk.admin.http import read_json, reject_unknown
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.http import json_response
 from mtdesk.core.tenants import Channels, Tenants
 from mtdesk.policy.deletion import DeletionJob, DeletionJobs
 from mtdesk.policy.export import export_tenant, export_user

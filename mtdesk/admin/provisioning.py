@@ -14,9 +14,10 @@ from aiohttp import web
 
 from mtdesk.admin.app import API_BASE, admin_routes, vault_of
 from mtdesk.admin.auth import require_operator, tenant_scope
-from mtdesk.admin.http import json_response, read_json, reject_unknown
+from mtdesk.admin.http import read_json, reject_unknown
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import ValidationError
+from mtdesk.core.http import json_response
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.tenants import Bots, Channels, Tenants, parse_bot_config
 from mtdesk.policy.deletion import schedule_channel_deletion

@@ -36,13 +36,33 @@ READY_PREFIX = "LISTENING "
 class FakeServer:
     """Base of the fakes: owns one ``web.Application`` and its runner."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0) -> None:
         self.host = host
         self.port = port
+        self.latency_s = latency_s  # delays every answer; settable at any time
         self._runner: web.AppRunner | None = None
 
     def build_app(self) -> web.Application:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def reset(self) -> None:  # pragma: no cover - overridden
+        """Forget what was recorded and any failure queued."""
+        raise NotImplementedError
+
+    def add_control_routes(self, app: web.Application) -> None:
+        """``POST /_fake/latency {"ms": N}`` and ``POST /_fake/reset``: the knobs a fake
+        running as a process is turned with."""
+        app.router.add_post("/_fake/latency", self._h_latency)
+        app.router.add_post("/_fake/reset", self._h_reset)
+
+    async def _h_latency(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.latency_s = float(data["ms"]) / 1000.0
+        return web.json_response({"ok": True})
+
+    async def _h_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
 
     @property
     def root_url(self) -> str:

@@ -139,10 +139,9 @@ class FakeGraphAPI(FakeServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, latency_s=latency_s)
         self.on_send = on_send  # called for every accepted send (the demo prints them)
         self.version = version
-        self.latency_s = latency_s
         self.strict = strict
         self.sends: list[RecordedSend] = []
         self.attempts: list[RecordedSend] = []
@@ -211,8 +210,7 @@ class FakeGraphAPI(FakeServer):
         app.router.add_get("/_fake/attempts", self._h_attempts)
         app.router.add_post("/_fake/accounts", self._h_register)
         app.router.add_post("/_fake/fail", self._h_fail)
-        app.router.add_post("/_fake/latency", self._h_latency)
-        app.router.add_post("/_fake/reset", self._h_reset)
+        self.add_control_routes(app)
         app.router.add_get("/_fake/media/{media_id}", self._h_download)
         app.router.add_post("/{version}/{account_id}/messages", self._h_messages)
         app.router.add_get("/{version}/{media_id}", self._h_media)
@@ -409,14 +407,6 @@ class FakeGraphAPI(FakeServer):
         )
         return web.json_response({"ok": True})
 
-    async def _h_latency(self, request: web.Request) -> web.Response:
-        data = await request.json()
-        self.latency_s = float(data["ms"]) / 1000.0
-        return web.json_response({"ok": True})
-
-    async def _h_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True})
 
 
 def _since(request: web.Request) -> int:

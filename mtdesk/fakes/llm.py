@@ -114,8 +114,7 @@ class FakeLLM(FakeServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(host=host, port=port)
-        self.latency_s = latency_s
+        super().__init__(host=host, port=port, latency_s=latency_s)
         self.dimension = dimension
         self.models = models
         self.api_key = api_key  # when set, other keys answer 401
@@ -162,8 +161,7 @@ class FakeLLM(FakeServer):
         app.router.add_get("/v1/models", self._h_models)
         app.router.add_get("/_fake/requests", self._h_requests)
         app.router.add_post("/_fake/fail", self._h_fail)
-        app.router.add_post("/_fake/latency", self._h_latency)
-        app.router.add_post("/_fake/reset", self._h_reset)
+        self.add_control_routes(app)
         return app
 
     # --- shared steps ---------------------------------------------------------------
@@ -294,14 +292,6 @@ class FakeLLM(FakeServer):
         self.fail_next(data.get("mode", 500), int(data.get("times", 1)), model=data.get("model"))
         return web.json_response({"ok": True})
 
-    async def _h_latency(self, request: web.Request) -> web.Response:
-        data = await request.json()
-        self.latency_s = float(data["ms"]) / 1000.0
-        return web.json_response({"ok": True})
-
-    async def _h_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True})
 
 
 def _error(status: int, message: str, kind: str) -> web.Response:

@@ -169,11 +169,10 @@ class FakeStripe(FakeServer):
     def __init__(self, *, api_key: str | None = None, webhook_secret: str = "whsec_fake",
                  webhook_url: str | None = None, latency_s: float = 0.0,
                  host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, latency_s=latency_s)
         self.api_key = api_key  # None: any sk_test_… key is accepted
         self.webhook_secret = webhook_secret
         self.webhook_url = webhook_url
-        self.latency_s = latency_s
         self.requests: list[StripeRequest] = []
         self.deliveries: list[tuple[str, int]] = []  # (event type, HTTP status)
         self.prices: dict[str, _Price] = {}

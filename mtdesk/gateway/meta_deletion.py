@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from mtdesk.core import keys
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import NotFound, ValidationError
+from mtdesk.core.http import error_response
 from mtdesk.core.redis import UNAVAILABLE, as_bytes
 from mtdesk.core.tenants import Channels
 from mtdesk.policy.deletion import DeletionJob, DeletionJobs
@@ -44,10 +45,6 @@ _MAX_FORM_BYTES = 16 * 1024
 
 def status_url(base_url: str, code: str) -> str:
     return f"{base_url.rstrip('/')}{DELETION_PATH}/status/{code}"
-
-
-def _error(status: int, field: str | None, message: str) -> web.Response:
-    return web.json_response({"error": {"field": field, "message": message}}, status=status)
 
 
 async def _verified(request: web.Request) -> SignedRequest:
@@ -67,9 +64,9 @@ async def _guarded(request: web.Request) -> SignedRequest | web.Response:
         return await _verified(request)
     except SignatureMismatch as exc:
         log.warning("meta callback %s: forged signed_request", request.path)
-        return _error(403, exc.field, exc.problem)
+        return error_response(403, exc.field, exc.problem)
     except ValidationError as exc:
-        return _error(400, exc.field, exc.problem)
+        return error_response(400, exc.field, exc.problem)
 
 
 async def data_deletion(request: web.Request) -> web.Response:
@@ -81,7 +78,7 @@ async def data_deletion(request: web.Request) -> web.Response:
             verified.user_id, source="meta"
         )
     except (RedisError, *UNAVAILABLE):
-        return _error(503, None, "the store is unavailable, retry")
+        return error_response(503, None, "the store is unavailable, retry")
     log.info("meta data-deletion request: job %s", job.id)
     url = status_url(request.app[SETTINGS].base_url, job.id)
     return web.json_response({"url": url, "confirmation_code": job.id})
@@ -104,7 +101,7 @@ async def deauthorize(request: web.Request) -> web.Response:
                 continue  # already gone
         job = await DeletionJobs(redis, clock).schedule_app_user(verified.user_id, source="meta")
     except (RedisError, *UNAVAILABLE):
-        return _error(503, None, "the store is unavailable, retry")
+        return error_response(503, None, "the store is unavailable, retry")
     log.info("meta deauthorize: %d channel(s) disconnected, job %s", disconnected, job.id)
     return web.json_response({
         "status": "ok", "confirmation_code": job.id, "disconnected": disconnected,
@@ -150,10 +147,10 @@ async def deletion_status(request: web.Request) -> web.Response:
     try:
         job = await DeletionJobs(request.app[REDIS], request.app[CLOCK]).find(code)
     except (RedisError, *UNAVAILABLE):
-        return _error(503, None, "the store is unavailable, retry")
+        return error_response(503, None, "the store is unavailable, retry")
     if job is None:
         if wants_json:
-            return _error(404, "confirmation_code", "no deletion request with this code")
+            return error_response(404, "confirmation_code", "no deletion request with this code")
         return web.Response(status=404, text="No deletion request with this confirmation code.\n")
     if wants_json:
         return web.json_response({

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Event
+from mtdesk.core.http import error_response, read_body
 from mtdesk.core.redis import UNAVAILABLE
 from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call, dead_letter
 from mtdesk.gateway.metrics import GatewayMetrics, render_metrics
@@ -56,37 +57,8 @@ def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) 
     app[READINESS][name] = check
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The raw body, or None when it exceeds ``limit`` (read no further than that)."""
-    length = request.content_length
-    if length is not None:
-        if length > limit:
-            return None
-        if not length:
-            return b""
-        # Usually the whole body came with the headers: take it without a coroutine
-        # round (readexactly costs ~5 µs per POST here); wait only for what is missing.
-        content = request.content
-        head = content.read_nowait(length)
-        if len(head) == length:
-            return head
-        return head + await content.readexactly(length - len(head))
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _response(status: int, body: bytes = b"") -> web.Response:
     return web.Response(status=status, body=body, content_type="text/plain")
-
-
-def _json_error(status: int, field: str, message: str) -> web.Response:
-    return web.json_response({"error": {"field": field, "message": message}}, status=status)
 
 
 class _Hot:
@@ -116,15 +88,15 @@ async def post_webhook(request: web.Request) -> web.Response:
     hot = app[HOT]
     metrics = hot.metrics
     try:
-        body = await _read_body(request, hot.limit)
+        body = await read_body(request, hot.limit)
     except asyncio.IncompleteReadError:
-        return _acked(metrics, started, _json_error(400, "body", "shorter than its Content-Length"))
+        return _acked(metrics, started, error_response(400, "body", "shorter than its Content-Length"))
     if body is None:
-        return _acked(metrics, started, _json_error(413, "body", f"larger than {hot.limit} bytes"))
+        return _acked(metrics, started, error_response(413, "body", f"larger than {hot.limit} bytes"))
     if not hot.verify(body, request.headers.get(_SIGNATURE_HEADER)):
         metrics.signature_failures.inc()
         return _acked(metrics, started,
-                      _json_error(403, "X-Hub-Signature-256", "missing or invalid signature"))
+                      error_response(403, "X-Hub-Signature-256", "missing or invalid signature"))
     received_ms = int(hot.clock.now() * 1000)
     try:
         parsed = parse_webhook(body)
@@ -146,7 +118,7 @@ async def post_webhook(request: web.Request) -> web.Response:
         except StoreUnavailable as exc:
             metrics.redis_errors.labels("ingest").inc()
             log.warning("ingest: Redis unavailable (%s), %d events refused with 503", exc.__cause__, len(events))
-            return _acked(metrics, started, _json_error(503, "redis", "store unavailable, retry later"))
+            return _acked(metrics, started, error_response(503, "redis", "store unavailable, retry later"))
         count = metrics.event
         for i, ev in enumerate(events):
             outcome = outcomes[i]
@@ -190,7 +162,7 @@ async def _dead_letter(
         await dead_letter(app[REDIS], body, received_ms=received_ms, reason=reason)
     except StoreUnavailable:
         metrics.redis_errors.labels("dead_letter").inc()
-        return _json_error(503, "redis", "store unavailable, retry later")
+        return error_response(503, "redis", "store unavailable, retry later")
     metrics.dead_letters.labels(reason).inc()
     log.warning("webhook: signed body kept as dead letter (%s, %d bytes)", reason, len(body))
     return _response(200, _OK_BODY)
@@ -210,7 +182,7 @@ async def get_webhook(request: web.Request) -> web.Response:
         and hmac.compare_digest(token.encode("utf-8"), expected.reveal().encode("utf-8"))
     ):
         return web.Response(text=challenge, content_type="text/plain")
-    return _json_error(403, "hub.verify_token", "handshake refused")
+    return error_response(403, "hub.verify_token", "handshake refused")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ is found by ``metadata.mtdesk_tenant`` or the customer index), ``invoice.payment
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -37,6 +38,7 @@ from mtdesk.core import keys
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.clock import now_ms
 from mtdesk.core.errors import StoreUnavailable, ValidationError
+from mtdesk.core.http import error_response, read_body
 from mtdesk.core.redis import UNAVAILABLE, Redis
 from mtdesk.core.secret import Secret
 from mtdesk.gateway.routes import METRICS
@@ -255,35 +257,21 @@ async def handle_event(redis: Redis, event: StripeEvent, *, now_ms: int) -> str:
     return "unhandled type"
 
 
-def _error(status: int, field: str | None, message: str) -> web.Response:
-    return web.json_response({"error": {"field": field, "message": message}}, status=status)
-
-
-async def _read_body(request: web.Request) -> bytes | None:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def post_stripe_webhook(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
     if not settings.billing_enabled:
-        return _error(404, None, "billing is not configured on this server")
+        return error_response(404, None, "billing is not configured on this server")
     secrets = webhook_secrets(settings.stripe_webhook_secret)
     if not secrets:
         log.error("stripe webhook: MTDESK_STRIPE_WEBHOOK_SECRET is unset; refusing events")
-        return _error(503, "MTDESK_STRIPE_WEBHOOK_SECRET", "is not configured on this server")
-    body = await _read_body(request)
+        return error_response(503, "MTDESK_STRIPE_WEBHOOK_SECRET", "is not configured on this server")
+    try:
+        body = await read_body(request, MAX_BODY_BYTES)
+    except asyncio.IncompleteReadError:
+        return error_response(400, "body", "shorter than its Content-Length")
     if body is None:
-        return _error(413, "body", f"larger than {MAX_BODY_BYTES} bytes")
+        return error_response(413, "body", f"larger than {MAX_BODY_BYTES} bytes")
     metrics = app[STRIPE_METRICS]
     clock = app[CLOCK]
     try:
@@ -291,13 +279,13 @@ async def post_stripe_webhook(request: web.Request) -> web.Response:
                                 now=clock.now())
     except SignatureError as exc:
         metrics.count("", "bad_signature")
-        return _error(400, "Stripe-Signature", str(exc))
+        return error_response(400, "Stripe-Signature", str(exc))
     try:
         event = _EVENT.decode(body)
     except msgspec.ValidationError as exc:
-        return _error(400, "body", f"not a Stripe event: {exc}")
+        return error_response(400, "body", f"not a Stripe event: {exc}")
     except msgspec.DecodeError:
-        return _error(400, "body", "not a Stripe event: invalid JSON")
+        return error_response(400, "body", "not a Stripe event: invalid JSON")
 
     redis = app[REDIS]
     marker = keys.stripe_event(event.id)
@@ -306,10 +294,10 @@ async def post_stripe_webhook(request: web.Request) -> web.Response:
         fresh = await redis.set(marker, _PROCESSING, nx=True, ex=_PROCESSING_TTL_S)
         state = None if fresh else await redis.get(marker)
     except UNAVAILABLE:
-        return _error(503, "redis", "store unavailable, retry later")
+        return error_response(503, "redis", "store unavailable, retry later")
     if not fresh:
         if state == _PROCESSING:  # a concurrent delivery of the same event: let Stripe retry
-            return _error(409, "id", "this event is being processed; retry later")
+            return error_response(409, "id", "this event is being processed; retry later")
         metrics.count(event.type, "duplicate")
         return web.json_response({"received": True, "duplicate": True})
     try:
@@ -319,10 +307,10 @@ async def post_stripe_webhook(request: web.Request) -> web.Response:
         await _forget(redis, marker)
         metrics.count(event.type, "unreadable")
         log.warning("stripe webhook: unreadable %s %s (%s)", event.type, event.id, exc.field)
-        return _error(400, exc.field, exc.problem)
+        return error_response(400, exc.field, exc.problem)
     except (StoreUnavailable, *UNAVAILABLE):
         await _forget(redis, marker)
-        return _error(503, "redis", "store unavailable, retry later")
+        return error_response(503, "redis", "store unavailable, retry later")
     outcome = "applied" if not ignored else ignored.replace(" ", "_")
     metrics.count(event.type, outcome)
     if ignored:
