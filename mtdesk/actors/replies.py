@@ -77,17 +77,35 @@ class ReplyRecord(msgspec.Struct, kw_only=True):
         return self.state in RESUMABLE
 
 
+# Leaves a non-terminal state for ``state`` (reason, time, ttl); 0 when it was terminal.
+_FINISH_FUNCTION = """
+local function finish(state, reason, now_ms, ttl)
+  local cur = redis.call('HGET', KEYS[1], 'state')
+  if cur == 'sent' or cur == 'skipped' or cur == 'failed' or cur == 'answered' then return 0 end
+  redis.call('HSET', KEYS[1], 'state', state, 'reason', reason, 'updated_ms', now_ms)
+  redis.call('EXPIRE', KEYS[1], tonumber(ttl))
+  return 1
+end
+"""
+
+# Stores the inbound message once (history entry, conversation index, ``stored``).
+_STORE_FUNCTION = """
+local function store(msg, conv, now_ms, ttl)
+  if redis.call('HGET', KEYS[1], 'stored') then return false end
+  local entry = redis.call('XADD', KEYS[2], '*', 'm', msg)
+  redis.call('ZADD', KEYS[3], now_ms, conv)
+  redis.call('HSET', KEYS[1], 'stored', entry, 'updated_ms', now_ms)
+  redis.call('EXPIRE', KEYS[1], tonumber(ttl))
+  return true
+end
+"""
+
 # KEYS: reply, history, convs; ARGV: msg, conv, now_ms, ttl, skip_reason ('' = to answer),
 # then the field names to return. Returns the record's fields after storing.
-_STORE_INBOUND = """
-if not redis.call('HGET', KEYS[1], 'stored') then
-  local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1])
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-  redis.call('HSET', KEYS[1], 'stored', entry, 'updated_ms', ARGV[3])
-  if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[1], 'state') == 0 then
-    redis.call('HSET', KEYS[1], 'state', 'skipped', 'reason', ARGV[5])
-  end
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+_STORE_INBOUND = _STORE_FUNCTION + """
+if store(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+    and ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[1], 'state') == 0 then
+  redis.call('HSET', KEYS[1], 'state', 'skipped', 'reason', ARGV[5])
 end
 return redis.call('HMGET', KEYS[1], unpack(ARGV, 6))
 """
@@ -157,12 +175,8 @@ return record_part()
 """
 
 # KEYS: reply; ARGV: state, reason, now_ms, ttl. Never leaves a terminal state.
-_FINISH = """
-local cur = redis.call('HGET', KEYS[1], 'state')
-if cur == 'sent' or cur == 'skipped' or cur == 'failed' or cur == 'answered' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'updated_ms', ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return 1
+_FINISH = _FINISH_FUNCTION + """
+return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
 # The whole admission of a message to be answered, in ONE round trip (it saves three:
@@ -175,18 +189,13 @@ return 1
 # A skip returns {reason} and changes nothing; else the inbound is stored once (as
 # _STORE_INBOUND does) and, when asked, claimed with no members (as _CLAIM does):
 # {'', claimed 1|0, fields}.
-_ADMIT = CONSUME_LUA_FUNCTION + """
+_ADMIT = CONSUME_LUA_FUNCTION + _STORE_FUNCTION + """
 if redis.call('SISMEMBER', KEYS[4], ARGV[5]) == 1 then return {'restricted'} end
 if redis.call('EXISTS', KEYS[5]) == 1 then return {'paused: human agent'} end
 if ARGV[6] ~= '' then return {ARGV[6]} end
 local q = mt_consume(KEYS[6], KEYS[7], tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10])
 if q[1] == 0 then return {'quota exceeded'} end
-if not redis.call('HGET', KEYS[1], 'stored') then
-  local entry = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1])
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-  redis.call('HSET', KEYS[1], 'stored', entry, 'updated_ms', ARGV[3])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-end
+store(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local claimed = 0
 if ARGV[11] == '1' and redis.call('HEXISTS', KEYS[1], 'state') == 0 then
   redis.call('HSET', KEYS[1], 'state', 'generating', 'members', '', 'updated_ms', ARGV[3])
@@ -199,13 +208,9 @@ return {'', claimed, redis.call('HMGET', KEYS[1], unpack(ARGV, 12))}
 # _FINISH and the conversation's context write in one round trip. KEYS: reply, context;
 # ARGV: state, reason, now_ms, ttl, context (msgpack), context ttl. The context is
 # written whatever the reply's state (as the separate SET was).
-_FINISH_WITH_CONTEXT = """
+_FINISH_WITH_CONTEXT = _FINISH_FUNCTION + """
 redis.call('SET', KEYS[2], ARGV[5], 'EX', tonumber(ARGV[6]))
-local cur = redis.call('HGET', KEYS[1], 'state')
-if cur == 'sent' or cur == 'skipped' or cur == 'failed' or cur == 'answered' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'updated_ms', ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return 1
+return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
 # The LAST part of a reply: _PART_SENT, then _FINISH and the context write, in one
@@ -213,14 +218,10 @@ return 1
 # conv, now_ms, ttl_out, state, reason, context (msgpack), context ttl, reply ttl.
 # Idempotent like its parts: a part already recorded is not recorded again; a terminal
 # state is never left; the context is written either way.
-_LAST_PART_SENT = _RECORD_PART + """
+_LAST_PART_SENT = _RECORD_PART + _FINISH_FUNCTION + """
 record_part()
 redis.call('SET', KEYS[5], ARGV[9], 'EX', tonumber(ARGV[10]))
-local cur = redis.call('HGET', KEYS[1], 'state')
-if cur == 'sent' or cur == 'skipped' or cur == 'failed' or cur == 'answered' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[7], 'reason', ARGV[8], 'updated_ms', ARGV[5])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[11]))
-return 1
+return finish(ARGV[7], ARGV[8], ARGV[5], ARGV[11])
 """
 
 _FIELDS = ("state", "stored", "answered_by", "members", "text", "provider", "model",
