@@ -34,14 +34,13 @@ import logging
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
-from zlib import crc32
 
 import hiredis
 from redis.exceptions import NoScriptError, RedisError
 
 from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
-from mtdesk.core.events import Event, encode_event, partition_of
+from mtdesk.core.events import Event, conversation_key, encode_event, partition_of
 from mtdesk.core.redis import UNAVAILABLE, Redis
 from mtdesk.gateway.resp import RespLink, link_for
 
@@ -76,15 +75,6 @@ class IngestCall:
         self.args: list[bytes | str] = []
         self.count = 0
 
-    def add(self, event: Event, *, partitions: int, received_ms: str, stale: bool) -> None:
-        self.keys.append(keys.account(event.channel, event.account_id))
-        self.keys.append(keys.seen(event.event_id))
-        self.keys.append(keys.inbound(partition_of(event.conversation, partitions)))
-        self.args.append(encode_event(event))
-        self.args.append(received_ms)
-        self.args.append("1" if stale else "")
-        self.count += 1
-
     def is_stale(self, index: int) -> bool:
         """Whether the ``index``-th event was marked stale."""
         return bool(self.args[3 * index + 2])
@@ -99,8 +89,7 @@ def build_call(
     events: Sequence[Event], *, partitions: int, received_ms: int, stale_before_ms: int
 ) -> IngestCall:
     """Arguments for ``events``; an event with a timestamp before ``stale_before_ms`` is stale."""
-    # IngestCall.add inlined, keys of accounts and partitions kept, the conversation key
-    # and partition computed here: this runs for every event of every POST.
+    # Keys of accounts and partition streams kept: this runs for every event of every POST.
     call = IngestCall()
     r = str(received_ms)
     ks, args = call.keys, call.args
@@ -118,7 +107,7 @@ def build_call(
         ks += (
             account,
             keys.seen(ev.event_id),
-            inbound[crc32(f"{channel}:{acct}:{ev.user_id}".encode()) % partitions],
+            inbound[partition_of(conversation_key(channel, acct, ev.user_id), partitions)],
         )
         args += (encode_event(ev), r, "1" if 0 < ts < stale_before_ms else "")
     call.count = len(events)

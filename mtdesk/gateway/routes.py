@@ -65,10 +65,10 @@ class _Hot:
     """What every webhook POST needs from the app, read once when the routes are added:
     one lookup per POST instead of five (``app[KEY]`` is a Python-level mapping call)."""
 
-    __slots__ = ("settings", "clock", "metrics", "batcher", "verify", "limit", "partitions", "max_age_ms")
+    __slots__ = ("clock", "metrics", "batcher", "verify", "limit", "partitions", "max_age_ms")
 
     def __init__(self, app: web.Application) -> None:
-        self.settings = settings = app[SETTINGS]
+        settings = app[SETTINGS]
         self.clock = app[CLOCK]
         self.metrics = app[METRICS]
         self.batcher = app[BATCHER]
