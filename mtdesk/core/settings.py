@@ -80,6 +80,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_allow_private_urls: bool = False  # tests and closed networks only: turns off SSRF checks
     kb_max_file_bytes: int = 20 * 1024 * 1024
     kb_shard_chunks: int = 50_000  # a tenant's knowledge spreads to a next shard past this
+    # Hardening (docs/security.md).
+    meta_signed_request_max_age_s: int = 24 * 3600  # older signed_requests are refused
+    http_idle_timeout_s: float = 15.0  # no complete request headers within this: closed
+    http_body_timeout_s: float = 60.0  # a request body not fully received within this: closed
 
     @property
     def billing_enabled(self) -> bool:
@@ -259,5 +263,10 @@ def _build(env: Mapping[str, str]) -> Settings:
         in ("1", "true", "yes", "on"),
         kb_max_file_bytes=_int(env, "MTDESK_KB_MAX_FILE_BYTES", 20 * 1024 * 1024, low=1024, high=1 << 31),
         kb_shard_chunks=_int(env, "MTDESK_KB_SHARD_CHUNKS", 50_000, low=100, high=100_000_000),
+        meta_signed_request_max_age_s=_int(
+            env, "MTDESK_META_SIGNED_REQUEST_MAX_AGE_S", 24 * 3600, low=60, high=30 * 24 * 3600
+        ),
+        http_idle_timeout_s=_float(env, "MTDESK_HTTP_IDLE_TIMEOUT_S", 15.0, low=0.1),
+        http_body_timeout_s=_float(env, "MTDESK_HTTP_BODY_TIMEOUT_S", 60.0, low=0.1),
     )
     return Settings(**fields)
