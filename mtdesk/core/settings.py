@@ -33,6 +33,34 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     api_key: Secret | None = None
 
 
+class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where password-reset and invitation mail goes out (``MTDESK_SMTP_*``)."""
+
+    host: str
+    port: int = 587
+    username: str | None = None
+    password: Secret | None = None
+    sender: str = "MT Desk <no-reply@localhost>"
+    starttls: bool = True
+
+
+class AccountsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sign-in sessions and Meta's login flows."""
+
+    session_ttl_s: int = 14 * 24 * 3600
+    # Believe X-Forwarded-Proto (a TLS-terminating proxy in front): cookies get Secure.
+    trust_forwarded_proto: bool = False
+    login_attempts: int = 5  # failed sign-ins per e-mail (and per client address) ...
+    login_window_s: int = 900  # ... within this window before 429
+    smtp: SmtpConfig | None = None
+    meta_login_config_id: str | None = None
+    meta_dialog_base: str = "https://www.facebook.com"
+    instagram_dialog_base: str = "https://www.instagram.com"
+    instagram_api_base: str = "https://api.instagram.com"
+    instagram_graph_base: str = "https://graph.instagram.com/v25.0"
+    watchdog_interval_s: float = 6 * 3600.0
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything configurable. Build with :meth:`from_env`, or directly in tests."""
 
@@ -80,6 +108,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_allow_private_urls: bool = False  # tests and closed networks only: turns off SSRF checks
     kb_max_file_bytes: int = 20 * 1024 * 1024
     kb_shard_chunks: int = 50_000  # a tenant's knowledge spreads to a next shard past this
+    accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
 
     @property
     def billing_enabled(self) -> bool:
@@ -259,5 +288,49 @@ def _build(env: Mapping[str, str]) -> Settings:
         in ("1", "true", "yes", "on"),
         kb_max_file_bytes=_int(env, "MTDESK_KB_MAX_FILE_BYTES", 20 * 1024 * 1024, low=1024, high=1 << 31),
         kb_shard_chunks=_int(env, "MTDESK_KB_SHARD_CHUNKS", 50_000, low=100, high=100_000_000),
+        accounts=_accounts(env),
     )
     return Settings(**fields)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def _accounts(env: Mapping[str, str]) -> AccountsConfig:
+    smtp: SmtpConfig | None = None
+    host = env.get("MTDESK_SMTP_HOST", "").strip()
+    if host:
+        smtp = SmtpConfig(
+            host=host,
+            port=_int(env, "MTDESK_SMTP_PORT", 587, low=1, high=65535),
+            username=env.get("MTDESK_SMTP_USERNAME", "").strip() or None,
+            password=_secret(env, "MTDESK_SMTP_PASSWORD"),
+            sender=env.get("MTDESK_SMTP_FROM", "").strip() or "MT Desk <no-reply@localhost>",
+            starttls=_flag(env, "MTDESK_SMTP_STARTTLS", True),
+        )
+    return AccountsConfig(
+        session_ttl_s=_int(env, "MTDESK_SESSION_TTL_S", 14 * 24 * 3600, low=60, high=1 << 31),
+        trust_forwarded_proto=_flag(env, "MTDESK_TRUST_FORWARDED_PROTO", False),
+        login_attempts=_int(env, "MTDESK_LOGIN_ATTEMPTS", 5, low=1, high=1000),
+        login_window_s=_int(env, "MTDESK_LOGIN_WINDOW_S", 900, low=1, high=86_400),
+        smtp=smtp,
+        meta_login_config_id=env.get("MTDESK_META_LOGIN_CONFIG_ID", "").strip() or None,
+        meta_dialog_base=_url(
+            env, "MTDESK_META_DIALOG_BASE", "https://www.facebook.com", ("http", "https")),
+        instagram_dialog_base=_url(
+            env, "MTDESK_INSTAGRAM_DIALOG_BASE", "https://www.instagram.com", ("http", "https")),
+        instagram_api_base=_url(
+            env, "MTDESK_INSTAGRAM_API_BASE", "https://api.instagram.com", ("http", "https")),
+        instagram_graph_base=_url(
+            env, "MTDESK_INSTAGRAM_GRAPH_BASE", "https://graph.instagram.com/v25.0",
+            ("http", "https")),
+        watchdog_interval_s=_float(env, "MTDESK_WATCHDOG_INTERVAL_S", 6 * 3600.0, low=1.0),
+    )
