@@ -51,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     encryption_keys: tuple[Secret, ...] = ()
     admin_token: Secret | None = None
     ray_address: str | None = None
+    # Where the actors go on a Ray cluster: "spread" over the nodes or "pack" them.
+    ray_placement: str = "spread"
     data_dir: str = "./.mtdesk"
     log_level: str = "INFO"
     # The message path.
@@ -167,6 +169,14 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     return raw.rstrip("/")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default), case-insensitive."""
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, not {raw!r}")
+    return raw
+
+
 def _csv(env: Mapping[str, str], name: str) -> list[str]:
     return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
 
@@ -230,6 +240,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         encryption_keys=tuple(Secret(k) for k in keys),
         admin_token=_secret(env, "MTDESK_ADMIN_TOKEN"),
         ray_address=env.get("MTDESK_RAY_ADDRESS", "").strip() or None,
+        ray_placement=_choice(env, "MTDESK_RAY_PLACEMENT", ("spread", "pack")),
         data_dir=env.get("MTDESK_DATA_DIR", "").strip() or "./.mtdesk",
         log_level=(env.get("MTDESK_LOG_LEVEL", "").strip() or "INFO").upper(),
         partitions=_int(env, "MTDESK_PARTITIONS", 64, low=1, high=4096),
