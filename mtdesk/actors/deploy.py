@@ -33,8 +33,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mtdesk.actors import rayapi
-from mtdesk.actors.pipeline import build_shard_services
-from mtdesk.actors.shard import ConversationShard, ShardServices
+from mtdesk.actors.conversation_shard import ConversationShard, ShardServices
+from mtdesk.actors.services import build_shard_services
 from mtdesk.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,12 @@ def assign_partitions(partitions: int, shards: int) -> list[list[int]]:
     return [[p for p in range(partitions) if p % shards == i] for i in range(shards)]
 
 
-def shard_name(index: int) -> str:
+def conversation_shard_name(index: int) -> str:
     return f"mtdesk-shard-{index}"
 
 
 def _wait_names_free(count: int, timeout_s: float = 10.0) -> None:
-    rayapi.wait_names_free([shard_name(i) for i in range(count)], timeout_s)
+    rayapi.wait_names_free([conversation_shard_name(i) for i in range(count)], timeout_s)
 
 
 class ShardHost:
@@ -138,7 +138,7 @@ class Deployment:
             log.warning("MTDESK_SHARDS=%d exceeds MTDESK_PARTITIONS=%d; starting %d shards",
                         s.shards, s.partitions, count)
         for index, partitions in enumerate(assign_partitions(s.partitions, count)):
-            actor = rayapi.create(ShardActor, shard_name(index), "conversation_shard", s,
+            actor = rayapi.create(ShardActor, conversation_shard_name(index), "conversation_shard", s,
                                   s, index, partitions, self._factory, self._shard_options,
                                   detached=self._detached)
             self.actors.append(actor)
