@@ -26,7 +26,7 @@ from mtdesk.benchmarks.e2e_load import TOKEN, LoadConfig, build_request, loadgen
 from mtdesk.benchmarks.e2e_measure import CpuMeter
 
 APP_SECRET = "bench-e2e-app-secret"
-ADMIN_TOKEN = "bench-e2e-admin-token"
+ADMIN_TOKEN = "bench-e2e-admin-token-of-32-chars-or-more"
 MODEL = "bench-model"
 ACCOUNTS_PER_CHANNEL = 2  # keeps each account under Meta's per-Page 300/s at high rates
 Log = Callable[[str], None]
