@@ -53,6 +53,12 @@ def rate(channel: str, account_id: str, second: int) -> str:
     return f"{ROOT}:rl:{channel}:{account_id}:{second}"
 
 
+def meta_callback(kind: str, digest: str) -> str:
+    """Hash {job, disconnected} of one Meta callback, keyed by a digest of its
+    signed_request (the same request answers with the same job)."""
+    return f"{ROOT}:metacb:{kind}:{digest}"
+
+
 def deletion_job(job_id: str) -> str:
     return f"{ROOT}:job:{job_id}"
 

@@ -86,6 +86,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_allow_private_urls: bool = False  # tests and closed networks only: turns off SSRF checks
     kb_max_file_bytes: int = 20 * 1024 * 1024
     kb_shard_chunks: int = 50_000  # a tenant's knowledge spreads to a next shard past this
+    # Hardening (docs/security.md).
+    meta_signed_request_max_age_s: int = 24 * 3600  # older signed_requests are refused
+    http_idle_timeout_s: float = 15.0  # no complete request headers within this: closed
+    http_body_timeout_s: float = 60.0  # a request body not fully received within this: closed
 
     @property
     def billing_enabled(self) -> bool:
@@ -314,6 +318,10 @@ def _build(env: Mapping[str, str]) -> Settings:
         kb_allow_private_urls=e.flag("kb_allow_private_urls"),
         kb_max_file_bytes=e.whole("kb_max_file_bytes", low=1024, high=1 << 31),
         kb_shard_chunks=e.whole("kb_shard_chunks", low=100, high=100_000_000),
+        meta_signed_request_max_age_s=e.whole(
+            "meta_signed_request_max_age_s", low=60, high=30 * 24 * 3600),
+        http_idle_timeout_s=e.number("http_idle_timeout_s", low=0.1),
+        http_body_timeout_s=e.number("http_body_timeout_s", low=0.1),
     )
     return Settings(**fields)
 
