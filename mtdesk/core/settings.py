@@ -84,6 +84,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     encryption_keys: tuple[Secret, ...] = ()
     admin_token: Secret | None = None
     ray_address: str | None = None
+    # Where the actors go on a Ray cluster: "spread" over the nodes or "pack" them.
+    ray_placement: str = "spread"
     data_dir: str = "./.mtdesk"
     log_level: str = "INFO"
     # The message path.
@@ -225,6 +227,16 @@ class _Env:
             raise ConfigError(name, f"must be at least {low}, got {value}")
         return value
 
+    def choice(self, field: str, choices: tuple[str, ...], variable: str | None = None) -> str:
+        """One of ``choices``, case-insensitive."""
+        name = variable or _variable(field)
+        raw = self.raw(field, name).lower()
+        if not raw:
+            return str(_DEFAULTS[field])
+        if raw not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, not {raw!r}")
+        return raw
+
     def flag(self, field: str, variable: str | None = None) -> bool:
         raw = self.raw(field, variable).lower()
         if not raw:
@@ -311,6 +323,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         encryption_keys=tuple(Secret(k) for k in keys),
         admin_token=e.secret("admin_token"),
         ray_address=e.raw("ray_address") or None,
+        ray_placement=e.choice("ray_placement", ("spread", "pack")),
         data_dir=e.text("data_dir"),
         log_level=e.text("log_level").upper(),
         partitions=e.whole("partitions", low=1, high=4096),
