@@ -27,6 +27,7 @@ T = TypeVar("T")
 async def knowledge_shard_services(settings: Settings) -> Any:
     """A conversation shard's services with the knowledge base wired in. Runs inside the
     shard's actor process (Ray pickles this function by reference)."""
+    from mtdesk.actors.rayapi import NAMESPACE
     from mtdesk.actors.retrieval_deploy import shard_retriever
     from mtdesk.actors.services import build_shard_services
     from mtdesk.core.redis import connect
@@ -37,7 +38,7 @@ async def knowledge_shard_services(settings: Settings) -> Any:
     # (16 made retrieval fail under load in bench e2e; the bot then answers without it).
     store = KnowledgeStore(connect(settings.redis_url))
     retriever = shard_retriever(store, settings, settings.retrieval_shards,
-                                namespace="mtdesk")
+                                namespace=NAMESPACE)
     services = await build_shard_services(settings, offline_model=ExtractiveModel(),
                                           retriever=retriever)
     services.closers.append(store.redis.aclose)
@@ -62,19 +63,16 @@ class Backend:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
     def start(self) -> None:
-        import ray
-
-        from mtdesk.actors.deploy import Deployment, ray_init_kwargs
+        from mtdesk.actors import rayapi
+        from mtdesk.actors.deploy import Deployment
         from mtdesk.actors.policy_deploy import PolicyDeployment
         from mtdesk.actors.retrieval_deploy import create_retrieval_shards
 
-        if not ray.is_initialized():
-            ray.init(**ray_init_kwargs(self.settings))
-            self._owns_ray = True
+        self._owns_ray = rayapi.init(self.settings)
         self._thread.start()
         self.retrieval = create_retrieval_shards(
-            self.settings, self.settings.retrieval_shards, namespace="mtdesk")
-        ray.get([h.ping.remote() for h in self.retrieval], timeout=180)
+            self.settings, self.settings.retrieval_shards, namespace=rayapi.NAMESPACE)
+        rayapi.get([h.ping.remote() for h in self.retrieval], 180)
         self.shards = Deployment(self.settings, factory=knowledge_shard_services)
         self._run(self.shards.start())
         if self._policy_enabled:
@@ -104,7 +102,7 @@ class Backend:
         Ctrl-C) Ray's own processes die with us, and waiting on them would hang. Cutting
         it short loses nothing: unacknowledged entries are resumed by the next start.
         """
-        import ray
+        from mtdesk.actors import rayapi
 
         async def graceful() -> None:
             stops = ([self.shards.stop(drain_timeout_s=budget_s / 2, wait_names=False)]
@@ -123,4 +121,4 @@ class Backend:
         if self._owns_ray:
             # Ends every actor this driver started (retrieval shards included).
             with contextlib.suppress(Exception):
-                ray.shutdown()
+                rayapi.shutdown()
