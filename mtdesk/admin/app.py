@@ -40,6 +40,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.billing",
     "mtdesk.admin.accounts",
     "mtdesk.admin.apikeys",
+    "mtdesk.admin.connect",
     "mtdesk.admin.ui",
 )
 
