@@ -119,6 +119,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     meta_signed_request_max_age_s: int = 24 * 3600  # older signed_requests are refused
     http_idle_timeout_s: float = 15.0  # no complete request headers within this: closed
     http_body_timeout_s: float = 60.0  # a request body not fully received within this: closed
+    kb_extract_memory_mb: int = 768  # address space of the process that reads one upload
+    kb_extract_timeout_s: float = 60.0  # reading one upload takes at most this
     accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
 
     @property
@@ -352,6 +354,8 @@ def _build(env: Mapping[str, str]) -> Settings:
             "meta_signed_request_max_age_s", low=60, high=30 * 24 * 3600),
         http_idle_timeout_s=e.number("http_idle_timeout_s", low=0.1),
         http_body_timeout_s=e.number("http_body_timeout_s", low=0.1),
+        kb_extract_memory_mb=e.whole("kb_extract_memory_mb", low=64, high=1 << 20),
+        kb_extract_timeout_s=e.number("kb_extract_timeout_s", low=0.1),
         accounts=_accounts(e),
     )
     return Settings(**fields)
