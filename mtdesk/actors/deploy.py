@@ -124,6 +124,7 @@ class Deployment:
         self._detached = detached
         self._watch_interval_s = watch_interval_s
         self.actors: list[Any] = []
+        self.partitions: list[list[int]] = []  # the partitions of each actor, by index
         self._watchdog: asyncio.Task[None] | None = None
         self._healthy: list[bool] = []
         self._thread: threading.Thread | None = None
@@ -137,7 +138,8 @@ class Deployment:
         if count < s.shards:
             log.warning("MTDESK_SHARDS=%d exceeds MTDESK_PARTITIONS=%d; starting %d shards",
                         s.shards, s.partitions, count)
-        for index, partitions in enumerate(assign_partitions(s.partitions, count)):
+        self.partitions = assign_partitions(s.partitions, count)
+        for index, partitions in enumerate(self.partitions):
             actor = rayapi.create(ShardActor, conversation_shard_name(index), "conversation_shard", s,
                                   s, index, partitions, self._factory, self._shard_options,
                                   detached=self._detached)

@@ -16,7 +16,8 @@ What a caller may rely on:
   placed by :mod:`mtdesk.actors.scheduling` (``MTDESK_RAY_PLACEMENT``, custom resources).
 - :func:`find` returns a named actor or None; :func:`wait_names_free` waits until killed
   actors' names are released.
-- :func:`nodes` lists the cluster's nodes (id, alive, address, resources).
+- :func:`nodes` lists the cluster's nodes (id, alive, address, resources);
+  :func:`node_of` says which node an actor runs on.
 """
 
 from __future__ import annotations
@@ -132,6 +133,16 @@ def current_node_id() -> str:
     if not ray.is_initialized():
         return ""
     return str(ray.get_runtime_context().get_node_id())
+
+
+def _node_of_actor(_instance: object) -> str:
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def node_of(actor: Any) -> Any:
+    """An awaitable ref to the id of the node ``actor`` runs on (asked inside the actor
+    process, so the actor's class needs no method for it)."""
+    return actor.__ray_call__.remote(_node_of_actor)
 
 
 def nodes() -> list[dict[str, Any]]:

@@ -38,8 +38,10 @@ ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.knowledge",
     "mtdesk.admin.privacy",
     "mtdesk.admin.billing",
+    "mtdesk.admin.cluster",
     "mtdesk.admin.accounts",
     "mtdesk.admin.apikeys",
+    "mtdesk.admin.connect",
     "mtdesk.admin.ui",
 )
 

@@ -58,6 +58,8 @@ class Backend:
         self.policy: Any = None
         self.retrieval: list[Any] = []
         self._owns_ray = False
+        self._report_stop: asyncio.Event | None = None
+        self._report_task: asyncio.Future[None] | None = None
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = 180.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
@@ -78,8 +80,40 @@ class Backend:
         if self._policy_enabled:
             self.policy = PolicyDeployment(self.settings)
             self._run(self.policy.start())
+        self._run(self._start_reporter())
         log.info("backend started: %d conversation shards, %d retrieval shards",
                  self.settings.shards, len(self.retrieval))
+
+    async def _start_reporter(self) -> None:
+        """Publish where every actor runs (core/cluster.py) until :meth:`stop`."""
+        from mtdesk.actors.cluster_report import ClusterReporter
+        from mtdesk.actors.deploy import conversation_shard_name
+        from mtdesk.actors.policy_deploy import DELETER_NAME, RETENTION_NAME
+        from mtdesk.actors.retrieval_deploy import NAME as RETRIEVAL_NAME
+        from mtdesk.core.redis import connect
+
+        redis = connect(self.settings.redis_url, max_connections=4)
+        reporter = ClusterReporter(redis, self.settings.ray_placement)
+        for i, (handle, parts) in enumerate(zip(self.shards.actors, self.shards.partitions,
+                                                strict=True)):
+            reporter.watch("conversation_shard", conversation_shard_name(i), handle, parts)
+        for i, handle in enumerate(self.retrieval):
+            reporter.watch("retrieval_shard", RETRIEVAL_NAME.format(i), handle)
+        if self.policy is not None:
+            reporter.watch("deletion", DELETER_NAME, self.policy.deleter)
+            reporter.watch("retention", RETENTION_NAME, self.policy.retention)
+        with contextlib.suppress(Exception):  # best effort: the loop below retries
+            await reporter.publish_once()
+        self._report_stop = asyncio.Event()
+
+        async def run() -> None:
+            assert self._report_stop is not None
+            try:
+                await reporter.run(self._report_stop)
+            finally:
+                await redis.aclose()
+
+        self._report_task = asyncio.ensure_future(run())
 
     async def _ready(self) -> bool:
         ok = await self.shards.ready() if self.shards else False
@@ -105,6 +139,10 @@ class Backend:
         from mtdesk.actors import rayapi
 
         async def graceful() -> None:
+            if self._report_stop is not None and self._report_task is not None:
+                self._report_stop.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._report_task, 5)
             stops = ([self.shards.stop(drain_timeout_s=budget_s / 2, wait_names=False)]
                      if self.shards else [])
             if self.policy is not None:

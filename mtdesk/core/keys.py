@@ -207,6 +207,12 @@ def shard_stats_pattern() -> str:
     return f"{ROOT}:stats:shard:*"
 
 
+# --- the Ray cluster (global; placement and counts only) ---------------------------------
+def cluster_report() -> str:
+    """Where every actor runs and its queue figures (JSON, short TTL; see core/cluster.py)."""
+    return f"{ROOT}:cluster"
+
+
 # --- billing (Stripe) ---------------------------------------------------------------------
 def billing(tenant_id: str) -> str:
     """Hash: Stripe customer and subscription ids, plan, status, allowance (-1 = unlimited),
