@@ -53,6 +53,10 @@ def channel_token_aad(tenant_id: str, channel_id: str) -> bytes:
     return f"mtdesk:channel-token:{tenant_id}:{channel_id}".encode()
 
 
+def new_tenant_id() -> str:
+    return "t_" + secrets.token_hex(8)
+
+
 def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
@@ -156,31 +160,49 @@ class Tenants:
         self._redis = redis
         self._clock = clock
 
-    async def create(self, name: object, email: object) -> tuple[TenantRecord, Secret]:
+    async def create(
+        self, name: object, email: object, *, tenant_id: str | None = None
+    ) -> tuple[TenantRecord, Secret]:
         """A new tenant and its API key (the only time the key is seen)."""
+        record, api_key = await self.create_without_key(name, email, tenant_id=tenant_id,
+                                                        with_key=True)
+        assert api_key is not None
+        return record, api_key
+
+    async def create_without_key(
+        self, name: object, email: object, *, tenant_id: str | None = None,
+        with_key: bool = False,
+    ) -> tuple[TenantRecord, Secret | None]:
+        """A new tenant; with ``with_key`` also its first API key (seen only here).
+        A tenant made by sign-up has none until an owner creates one."""
         record = TenantRecord(
-            id="t_" + secrets.token_hex(8),
+            id=tenant_id or new_tenant_id(),
             name=validate_name(name),
             email=validate_email(email),
             created_ms=now_ms(self._clock),
         )
-        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        digest = hash_api_key(api_key)
+        fields: HashFields = {
+            "name": record.name,
+            "email": record.email,
+            "created_ms": record.created_ms,
+            "status": record.status,
+        }
+        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32) if with_key else None
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                keys.tenant(record.id),
-                mapping={
-                    "name": record.name,
-                    "email": record.email,
-                    "created_ms": record.created_ms,
-                    "status": record.status,
-                    "api_key_hash": digest,
-                },
-            )
-            pipe.set(keys.api_key(digest), record.id)
+            if api_key is not None:
+                fields["api_key_hash"] = hash_api_key(api_key)
+                pipe.set(keys.api_key(hash_api_key(api_key)), record.id)
+            pipe.hset(keys.tenant(record.id), mapping=fields)
             pipe.sadd(keys.TENANTS, record.id)
             await pipe.execute()
-        return record, Secret(api_key)
+        return record, None if api_key is None else Secret(api_key)
+
+    async def forget(self, tenant_id: str) -> None:
+        """Undo a :meth:`create_without_key` whose sign-up failed part way (no key made)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.tenant(tenant_id))
+            pipe.srem(keys.TENANTS, tenant_id)
+            await pipe.execute()
 
     async def authenticate(self, api_key: str) -> str | None:
         """The active tenant this API key belongs to, or None."""
