@@ -41,6 +41,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.cluster",
     "mtdesk.admin.accounts",
     "mtdesk.admin.apikeys",
+    "mtdesk.admin.connect",
     "mtdesk.admin.ui",
 )
 

@@ -39,6 +39,7 @@ API_KEY_PREFIX = "mtd_"
 TENANT_STATUSES = ("active", "suspended")  # set by operators; deletion sets others
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
+NEEDS_RECONNECT = "needs_reconnect"
 
 Encrypt = Callable[[Secret, bytes], str]
 """Seals a token for an owner: ``TokenVault.encrypt``."""
@@ -139,6 +140,20 @@ class ChannelRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     token_kid: str | None = None  # key id the token is encrypted under (rotation status)
     disconnected_ms: int | None = None
     disconnected_reason: str | None = None
+    # How the token came (facebook_login | instagram_login | embedded_signup; none: pasted),
+    # and what the connection watchdog last found (mtdesk.policy.watchdog).
+    token_source: str | None = None
+    token_expires_ms: int | None = None
+    subscription_id: str | None = None  # the object subscribed to webhooks (WhatsApp: WABA)
+    health: str | None = None  # ok | expiring | needs_reconnect
+    health_reason: str | None = None
+    checked_ms: int | None = None
+
+
+# Fields of a channel hash about how it was connected and how it is doing: a new connect
+# replaces them.
+CONNECTION_FIELDS = ("token_source", "token_expires_ms", "subscription_id", "health",
+                     "health_reason", "checked_ms")
 
 
 def _s(raw: Mapping[bytes, bytes], name: str) -> str | None:
@@ -322,7 +337,8 @@ class Channels:
                         fields["connected_by"] = asid
                         pipe.sadd(keys.app_user(asid), f"{tenant_id}:{cid}")
                     pipe.hset(ch_key, mapping=fields)
-                    pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason")
+                    pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason",
+                              *CONNECTION_FIELDS)
                     await pipe.execute()
                     break
                 except WatchError:
@@ -357,7 +373,23 @@ class Channels:
             token_kid=kid,
             disconnected_ms=_i(raw, "disconnected_ms"),
             disconnected_reason=_s(raw, "disconnected_reason"),
+            token_source=_s(raw, "token_source"),
+            token_expires_ms=_i(raw, "token_expires_ms"),
+            subscription_id=_s(raw, "subscription_id"),
+            health=_s(raw, "health"),
+            health_reason=_s(raw, "health_reason"),
+            checked_ms=_i(raw, "checked_ms"),
         )
+
+    async def set_connection(self, tenant_id: str, channel_id: str,
+                             fields: Mapping[str, str | int]) -> None:
+        """Record :data:`CONNECTION_FIELDS` (only those) of a channel that exists."""
+        if any(name not in CONNECTION_FIELDS for name in fields):
+            raise ValueError(f"not a connection field: {sorted(fields)}")
+        key = keys.channel(tenant_id, channel_id)
+        if fields and await self._redis.exists(key):
+            mapping: HashFields = {name: value for name, value in fields.items()}
+            await self._redis.hset(key, mapping=mapping)
 
     async def list(self, tenant_id: str) -> list[ChannelRecord]:
         out: list[ChannelRecord] = []
@@ -381,11 +413,14 @@ class Channels:
         return await self.get(tenant_id, channel_id)
 
     async def mark_token_invalid(self, tenant_id: str, channel_id: str, reason: str) -> None:
-        """Graph said the token is dead: status disconnected, routing kept (inbound recorded)."""
+        """Graph said the token is dead: status disconnected, routing kept (inbound recorded);
+        health ``needs_reconnect`` with the reason (the console shows it)."""
         await self._redis.hset(
             keys.channel(tenant_id, channel_id),
             mapping={
                 "status": DISCONNECTED,
+                "health": NEEDS_RECONNECT,
+                "health_reason": reason[:200],
                 "disconnected_ms": now_ms(self._clock),
                 "disconnected_reason": reason[:200],
             },
