@@ -381,6 +381,13 @@ class Channels:
             checked_ms=_i(raw, "checked_ms"),
         )
 
+    async def store_token(self, tenant_id: str, channel_id: str, token: Secret) -> None:
+        """Replace a connected channel's token (a refreshed one), sealed like connect's."""
+        if self._encrypt is None:
+            raise RuntimeError("Channels needs an encrypt callable to store tokens")
+        sealed = self._encrypt(validate_token(token), channel_token_aad(tenant_id, channel_id))
+        await self._redis.hset(keys.channel(tenant_id, channel_id), "token", sealed)
+
     async def set_connection(self, tenant_id: str, channel_id: str,
                              fields: Mapping[str, str | int]) -> None:
         """Record :data:`CONNECTION_FIELDS` (only those) of a channel that exists."""
