@@ -162,6 +162,14 @@ def kb_meta(tenant_id: str) -> str:
     return knowledge(tenant_id, "meta")
 
 
+def kb_reading(tenant_id: str) -> str:
+    """Set (with a short expiry) whenever a process reads the tenant's index state to
+    answer from it; an ingestion waits it out before saying ``ready``. Named by a digest:
+    it holds no identifier and outlives an erasure by seconds at most."""
+    digest = hashlib.sha256(tenant_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{ROOT}:kbr:{digest}"
+
+
 def kb_log(tenant_id: str) -> str:
     """Stream of index changes (op add|del|reset, packed ids) the shards catch up from."""
     return knowledge(tenant_id, "log")
