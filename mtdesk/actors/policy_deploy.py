@@ -3,7 +3,7 @@
 What a caller (the CLI, after ``ray.init``) may rely on:
 
 - :class:`PolicyDeployment` ``start()`` creates two named actors in namespace
-  ``"mtdesk"``: ``mtdesk-deleter`` (runs :class:`~mtdesk.policy.deletion.DeletionWorker`,
+  ``"mtdesk"``: ``mtdesk-deleter`` (runs :class:`~mtdesk.policy.erasure.jobs.DeletionWorker`,
   consuming the job stream) and ``mtdesk-retention`` (runs
   :class:`~mtdesk.policy.retention.RetentionSweep` every ``retention_interval_s``, and on
   demand with :meth:`PolicyDeployment.run_retention`). ``ready()`` pings both; ``stop()``
@@ -29,7 +29,7 @@ import ray
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
-from mtdesk.policy.deletion import DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionWorker
 from mtdesk.policy.retention import RetentionSweep
 
 log = logging.getLogger(__name__)

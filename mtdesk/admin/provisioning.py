@@ -20,7 +20,7 @@ from mtdesk.core.errors import ValidationError
 from mtdesk.core.http import json_response
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.tenants import Bots, Channels, Tenants, parse_bot_config
-from mtdesk.policy.deletion import schedule_channel_deletion
+from mtdesk.policy.erasure.jobs import schedule_channel_deletion
 
 
 def _tenants(request: web.Request) -> Tenants:

@@ -42,6 +42,7 @@ from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Event, conversation_key, encode_event, partition_of
 from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.gateway.dead_letters import owner_fields
 from mtdesk.gateway.resp import RespLink, link_for
 
 log = logging.getLogger(__name__)
@@ -353,14 +354,16 @@ class IngestBatcher:
 
 
 async def dead_letter(redis: Redis, body: bytes, *, received_ms: int, reason: str) -> None:
-    """Keep a signed but undecodable body (capped, approximately) for an operator to inspect.
+    """Keep a signed but undecodable body (capped, approximately) for an operator to inspect,
+    with the accounts it names and their tenant (:mod:`mtdesk.gateway.dead_letters`).
 
     Raises :class:`StoreUnavailable` when Redis cannot take it (the route answers 503).
     """
     try:
+        accounts, tenant = await owner_fields(redis, body)
         await redis.xadd(
             keys.DEAD_LETTERS,
-            {"b": body, "r": str(received_ms), "why": reason[:200]},
+            {"b": body, "r": str(received_ms), "why": reason[:200], "a": accounts, "t": tenant},
             maxlen=DEAD_LETTER_MAXLEN,
             approximate=True,
         )

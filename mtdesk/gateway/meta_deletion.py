@@ -32,7 +32,7 @@ from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.http import error_response
 from mtdesk.core.redis import UNAVAILABLE, as_bytes
 from mtdesk.core.tenants import Channels
-from mtdesk.policy.deletion import DeletionJob, DeletionJobs
+from mtdesk.policy.erasure.jobs import DeletionJob, DeletionJobs
 from mtdesk.policy.signed_request import SignatureMismatch, SignedRequest, parse_signed_request
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels, Tenants
+from mtdesk.gateway.ingest import dead_letter
 from mtdesk.policy.vault import TokenVault, generate_key
 
 PARTITIONS = 4
@@ -101,10 +102,21 @@ async def store_conversation(
     )
     await redis.xadd(keys.inbound(partition_of(person.conv, PARTITIONS)),
                      {"e": encode_event(event), "t": tenant_id, "r": str(at_ms)})
-    body = json.dumps({"object": "page", "entry": [{"id": person.account_id, "messaging": [
+    await dead_letter(redis, webhook_body(person), received_ms=at_ms, reason="test")
+
+
+def webhook_body(person: Person) -> bytes:
+    """A webhook body of one message of ``person``, as Meta sends it."""
+    if person.channel == "whatsapp":
+        value = {"metadata": {"phone_number_id": person.account_id},
+                 "contacts": [{"wa_id": person.wa_id, "user_id": person.user_id}],
+                 "messages": [{"from": person.wa_id, "id": person.mid, "type": "text",
+                               "text": {"body": person.text}}]}
+        return json.dumps({"object": "whatsapp_business_account", "entry": [
+            {"id": "waba-1", "changes": [{"field": "messages", "value": value}]}]}).encode()
+    return json.dumps({"object": "page", "entry": [{"id": person.account_id, "messaging": [
         {"sender": {"id": person.user_id}, "message": {"mid": person.mid, "text": person.text}}
-    ]}]})
-    await redis.xadd(keys.DEAD_LETTERS, {"b": body.encode(), "r": str(at_ms), "why": "test"})
+    ]}]}).encode()
 
 
 async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:

@@ -23,7 +23,7 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings
 from mtdesk.gateway.meta_deletion import setup_meta_deletion
-from mtdesk.policy.deletion import DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionWorker
 from mtdesk.policy.signed_request import make_signed_request
 
 OPERATOR = "operator-token-for-privacy-tests"
