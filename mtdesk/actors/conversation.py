@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from mtdesk.actors.render import is_our_metadata, split_text
 from mtdesk.actors.replies import ReplyRecord, ReplyStore, ResumableSender
 from mtdesk.actors.stats import ShardMetrics
 from mtdesk.actors.tenantview import TenantView
@@ -49,6 +48,7 @@ from mtdesk.actors.turns import (
     context_encoder,
     user_text,
 )
+from mtdesk.channels.outbound import is_our_metadata, split_text
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError

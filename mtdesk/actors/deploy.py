@@ -33,8 +33,8 @@ from typing import Any
 
 import ray
 
-from mtdesk.actors.pipeline import build_shard_services
-from mtdesk.actors.shard import ConversationShard, ShardServices
+from mtdesk.actors.conversation_shard import ConversationShard, ShardServices
+from mtdesk.actors.services import build_shard_services
 from mtdesk.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def assign_partitions(partitions: int, shards: int) -> list[list[int]]:
     return [[p for p in range(partitions) if p % shards == i] for i in range(shards)]
 
 
-def shard_name(index: int) -> str:
+def conversation_shard_name(index: int) -> str:
     return f"mtdesk-shard-{index}"
 
 
@@ -69,7 +69,7 @@ def _wait_names_free(count: int, timeout_s: float = 10.0) -> None:
     for index in range(count):
         while time.monotonic() < deadline:
             try:
-                ray.get_actor(shard_name(index), namespace=NAMESPACE)
+                ray.get_actor(conversation_shard_name(index), namespace=NAMESPACE)
             except ValueError:
                 break
             time.sleep(0.05)
@@ -154,7 +154,7 @@ class Deployment:
             log.warning("MTDESK_SHARDS=%d exceeds MTDESK_PARTITIONS=%d; starting %d shards",
                         s.shards, s.partitions, count)
         for index, partitions in enumerate(assign_partitions(s.partitions, count)):
-            options: dict[str, Any] = {"name": shard_name(index), "namespace": NAMESPACE,
+            options: dict[str, Any] = {"name": conversation_shard_name(index), "namespace": NAMESPACE,
                                        "get_if_exists": True}
             if self._detached:
                 options["lifetime"] = "detached"

@@ -24,8 +24,8 @@ from mtdesk.actors.retrieval_shard import ENCODER, RESULTS, RetrievalShard
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.notices import TenantNotice
+from mtdesk.retrieval.index_slice import Hit, SearchRequest
 from mtdesk.retrieval.search import Embedders, KnowledgeRetriever
-from mtdesk.retrieval.shard import Hit, SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
 
 NAME = "mtdesk-retrieval-{}"

@@ -70,7 +70,7 @@ async def _perf(args: argparse.Namespace) -> dict[str, Any]:
 
     from mtdesk.actors.retrieval_deploy import ActorShardClient, create_retrieval_shards
     from mtdesk.core.settings import Settings
-    from mtdesk.retrieval.shard import SearchRequest
+    from mtdesk.retrieval.index_slice import SearchRequest
 
     n, dim, k = args.chunks, args.dim, 10
     print(f"generating {n} x {dim} clustered vectors and {args.queries} queries ...", flush=True)

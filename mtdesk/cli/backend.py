@@ -27,8 +27,8 @@ T = TypeVar("T")
 async def knowledge_shard_services(settings: Settings) -> Any:
     """A conversation shard's services with the knowledge base wired in. Runs inside the
     shard's actor process (Ray pickles this function by reference)."""
-    from mtdesk.actors.pipeline import build_shard_services
     from mtdesk.actors.retrieval_deploy import shard_retriever
+    from mtdesk.actors.services import build_shard_services
     from mtdesk.core.redis import connect
     from mtdesk.retrieval.extractive import ExtractiveModel
     from mtdesk.retrieval.store import KnowledgeStore

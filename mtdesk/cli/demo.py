@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -73,11 +74,13 @@ def demo_settings(redis_url: str, graph_base: str, port: int, data_dir: str) -> 
         "MTDESK_META_APP_SECRET": APP_SECRET,
     })
     env.setdefault("MTDESK_META_VERIFY_TOKEN", "demo-verify-token")
-    env.setdefault("MTDESK_ADMIN_TOKEN", "demo-admin-token")
+    env.setdefault("MTDESK_ADMIN_TOKEN", secrets.token_urlsafe(32))  # printed at the end
     env.setdefault("MTDESK_ENCRYPTION_KEYS", Fernet.generate_key().decode())
     env.setdefault("MTDESK_SHARDS", "2")
     env.setdefault("MTDESK_PARTITIONS", "16")
-    return Settings.from_env(env, dotenv=None)
+    settings = Settings.from_env(env, dotenv=None)
+    settings.require_serve()  # an operator token of theirs is held to serve's rules
+    return settings
 
 
 @dataclass

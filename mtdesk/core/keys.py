@@ -140,6 +140,7 @@ ROUTING = _g("routing", "acct", True, False, _E.ROUTE, _R.CONFIGURATION, "accoun
 API_KEY = _g("api_key", "apikey", True, False, _E.OWNED, _R.CONFIGURATION, "api_key")
 APP_USER = _g("app_user", "asu", True, True, _E.OWNED, _R.CONFIGURATION, "app_user")
 RATE = _g("rate", "rl", True, False, _E.ROUTE, _R.TTL, "rate")
+META_CALLBACK = _g("meta_callback", "metacb", True, False, _E.NONE, _R.TTL, "meta_callback")
 JOB = _g("deletion_job", "job", True, False, _E.NONE, _R.TTL, "deletion_job",
          "deletion_lease")
 JOB_QUEUE = _g("deletion_jobs", "jobs", False, False, _E.NONE, _R.CONSUMED, "DELETION_JOBS")
@@ -157,7 +158,8 @@ STRIPE_EVENT = _g("stripe_event", "stripe:evt", True, False, _E.NONE, _R.TTL, "s
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY,
     PAUSED, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE,
-    INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, JOB, JOB_QUEUE,
+    INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
+    JOB, JOB_QUEUE,
     KB_PENDING_SET, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT,
 )
 
@@ -278,6 +280,12 @@ def app_user(app_scoped_user_id: str) -> str:
 
 def rate(channel: str, account_id: str, second: int) -> str:
     return f"{ROOT}:rl:{channel}:{account_id}:{second}"
+
+
+def meta_callback(kind: str, digest: str) -> str:
+    """Hash {job, disconnected} of one Meta callback, keyed by a digest of its
+    signed_request (the same request answers with the same job)."""
+    return f"{ROOT}:metacb:{kind}:{digest}"
 
 
 def deletion_job(job_id: str) -> str:

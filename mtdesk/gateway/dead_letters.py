@@ -23,7 +23,7 @@ import msgspec
 
 from mtdesk.core import keys
 from mtdesk.core.redis import Redis, as_opt_bytes
-from mtdesk.gateway.payload import OBJECT_CHANNEL
+from mtdesk.channels.webhook import OBJECT_CHANNEL
 
 MAX_ACCOUNTS = 50  # a body naming more is of no single tenant anyway
 

@@ -18,7 +18,7 @@ from mtdesk.core.tenants import Tenants
 from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
 from mtdesk.policy.erasure.notices import ChannelNotice
 from mtdesk.retrieval.chunking import Chunk
-from mtdesk.retrieval.shard import SearchRequest
+from mtdesk.retrieval.index_slice import SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
 
 

@@ -57,7 +57,7 @@ async def test_serve_answers_a_provisioned_page_once_and_stops_on_sigterm(
         env = {k: v for k, v in os.environ.items() if not k.startswith("MTDESK_")}
         env.update(
             MTDESK_REDIS_URL=redis_url, MTDESK_PORT=str(port), MTDESK_META_APP_SECRET=SECRET,
-            MTDESK_META_VERIFY_TOKEN="vt", MTDESK_ADMIN_TOKEN="op",
+            MTDESK_META_VERIFY_TOKEN="vt", MTDESK_ADMIN_TOKEN="operator-token-of-at-least-32-characters",
             MTDESK_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
             MTDESK_GRAPH_API_BASE=graph.base_url, MTDESK_DATA_DIR=str(tmp_path / "data"),
             MTDESK_SHARDS="2", MTDESK_PARTITIONS="8", MTDESK_KB_EMBEDDER="lexical",
@@ -73,7 +73,7 @@ async def test_serve_answers_a_provisioned_page_once_and_stops_on_sigterm(
                     return False
 
             await _until(ready)
-            op = {"Authorization": "Bearer op"}
+            op = {"Authorization": "Bearer operator-token-of-at-least-32-characters"}
             async with http.post(f"{base}/admin/api/v1/tenants", headers=op,
                                  json={"name": "Shop", "email": "s@shop.test"}) as r:
                 key = (await r.json())["api_key"]

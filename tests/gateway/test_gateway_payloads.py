@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mtdesk.channels.webhook import UndecodableBody, parse_webhook
 from mtdesk.core.events import (
     Attachment,
     Echo,
@@ -20,7 +21,6 @@ from mtdesk.core.events import (
     decode_event,
     encode_event,
 )
-from mtdesk.gateway.payload import UndecodableBody, parse_webhook
 
 PAGE = "112233445566778"
 PSID = "6543210987654321"

@@ -72,7 +72,7 @@ from mtdesk.policy.erasure.sweep import ERASURE_MARK_TTL_S, ErasureSweep
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KINDS", "DeletionJob", "DeletionJobs", "DeletionWorker", "owner_digest",
+__all__ = ["KINDS", "DeletionJob", "DeletionJobs", "DeletionWorker", "new_job_id", "owner_digest",
            "schedule_channel_deletion", "validate_end_user"]
 AUDIT_TTL_S = 400 * 86400  # audit records outlive the 12-month retention, then go
 MAX_ATTEMPTS = 5
@@ -130,6 +130,11 @@ def _job_from_hash(job_id: str, raw: Mapping[bytes, bytes]) -> DeletionJob:
     )
 
 
+def new_job_id() -> str:
+    """A fresh deletion job id (also its public confirmation code)."""
+    return secrets.token_hex(12)
+
+
 def _valid_job_id(job_id: str) -> bool:
     return len(job_id) == 24 and all(c in "0123456789abcdef" for c in job_id)
 
@@ -142,9 +147,10 @@ class DeletionJobs:
         self._clock = clock
 
     async def _schedule(
-        self, params: JobParams, *, source: str, owner: str | None
+        self, params: JobParams, *, source: str, owner: str | None,
+        job_id: str | None = None,
     ) -> DeletionJob:
-        job_id = secrets.token_hex(12)
+        job_id = job_id if job_id is not None and _valid_job_id(job_id) else new_job_id()
         at = now_ms(self._clock)
         kind = kind_of(params)
         fields: HashFields = {
@@ -221,8 +227,11 @@ class DeletionJobs:
             source=source, owner=tenant_id,
         )
 
-    async def schedule_app_user(self, app_scoped_user_id: str, *, source: str = "meta") -> DeletionJob:
-        """Meta's data-deletion request: every channel this Facebook user connected."""
+    async def schedule_app_user(
+        self, app_scoped_user_id: str, *, source: str = "meta", job_id: str | None = None
+    ) -> DeletionJob:
+        """Meta's data-deletion request: every channel this Facebook user connected.
+        ``job_id`` (from :func:`new_job_id`) lets a caller name the job before it exists."""
         # Resolved now: a resumed job must find accounts whose records it already erased.
         targets: list[ChannelTarget] = []
         for member in as_bytes_set(await self._redis.smembers(keys.app_user(app_scoped_user_id))):
@@ -235,7 +244,7 @@ class DeletionJobs:
         targets.sort(key=lambda t: (t.tenant, t.channel_id, t.channel, t.account_id))
         return await self._schedule(
             AppUserErasure(app_user=app_scoped_user_id, targets=tuple(targets)),
-            source=source, owner=None,
+            source=source, owner=None, job_id=job_id,
         )
 
     async def find(self, job_id: str) -> DeletionJob | None:

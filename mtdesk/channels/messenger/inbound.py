@@ -1,7 +1,7 @@
 """Messenger (``object: "page"``): wire types of the Messenger Platform's ``messaging``
 items and their translation into normalized events.
 
-Instagram messaging uses the same item shape, so :mod:`mtdesk.gateway.instagram`
+Instagram messaging uses the same item shape, so :mod:`mtdesk.channels.instagram.inbound`
 reuses :class:`MessagingItem` and :func:`messaging_events` with its own channel name.
 
 What callers may rely on: every item yields at least one event or one entry in

@@ -18,9 +18,14 @@ from typing import cast
 
 import msgspec
 
+from mtdesk.channels.instagram import inbound as instagram
+from mtdesk.channels.messenger.inbound import (
+    MessagingItem,
+    messaging_events,
+    messaging_item_decoder,
+)
+from mtdesk.channels.whatsapp import inbound as whatsapp
 from mtdesk.core.events import Event
-from mtdesk.gateway import instagram, whatsapp
-from mtdesk.gateway.messenger import MessagingItem, messaging_events, messaging_item_decoder
 
 OBJECT_CHANNEL = {"page": "messenger", "instagram": "instagram", whatsapp.OBJECT: "whatsapp"}
 
