@@ -284,12 +284,11 @@ async def _run(cfg: BenchConfig, log: Log) -> dict[str, Any]:
 
 def _shard_pids(shards: int) -> list[int]:
     """The conversation shard actors' process ids (their ping says)."""
-    import ray
+    from mtdesk.actors import rayapi
+    from mtdesk.actors.deploy import conversation_shard_name
 
-    from mtdesk.actors.deploy import NAMESPACE, conversation_shard_name
-
-    handles = [ray.get_actor(conversation_shard_name(i), namespace=NAMESPACE) for i in range(shards)]
-    infos: list[dict[str, Any]] = ray.get([h.ping.remote() for h in handles], timeout=30)
+    handles = [rayapi.find(conversation_shard_name(i)) for i in range(shards)]
+    infos: list[dict[str, Any]] = rayapi.get([h.ping.remote() for h in handles if h], 30)
     return [int(info["pid"]) for info in infos]
 
 

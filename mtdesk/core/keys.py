@@ -131,6 +131,14 @@ KNOWLEDGE = _t("knowledge", "kb", True, False, _E.WITH_TENANT, _R.CONFIGURATION,
 BILLING = _t("billing", "billing", False, True, _E.WITH_TENANT, _R.CONFIGURATION,
              _X.OPERATIONAL, "billing")
 USAGE = _t("usage", "usage", True, False, _E.WITH_TENANT, _R.TTL, _X.OPERATIONAL, "usage")
+USER_SET = _t("users", "users", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTION,
+              "users", section="users")
+USER = _t("user", "user", True, True, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTION, "user",
+          section="users")
+USER_SESSIONS = _t("user_sessions", "usess", True, False, _E.WITH_TENANT, _R.CONFIGURATION,
+                   _X.SECRET, "user_sessions")
+API_KEYS = _t("api_keys", "apikeys", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECRET,
+              "api_keys")
 
 INBOUND = _g("inbound", "in", True, True, _E.ENTRIES, _R.CONSUMED, "inbound")
 DEAD_LETTER = _g("dead_letters", "dead", False, True, _E.ENTRIES, _R.MAX_AGE, "DEAD_LETTERS")
@@ -154,13 +162,26 @@ SHARD_STATS = _g("shard_stats", "stats", True, False, _E.NONE, _R.TTL, "shard_st
 STRIPE_CUSTOMER = _g("stripe_customer", "stripe:cust", True, False, _E.OWNED, _R.CONFIGURATION,
                      "stripe_customer")
 STRIPE_EVENT = _g("stripe_event", "stripe:evt", True, False, _E.NONE, _R.TTL, "stripe_event")
+CLUSTER = _g("cluster_report", "cluster", False, False, _E.NONE, _R.TTL, "cluster_report")
+# Sign-in: an e-mail's user, sessions, one-time links and Meta login states name their
+# tenant (erased with it); failure counters are digests with a TTL.
+USER_EMAIL = _g("user_email", "uemail", True, True, _E.OWNED, _R.CONFIGURATION, "user_email")
+SESSION = _g("session", "sess", True, False, _E.OWNED, _R.TTL, "session")
+LOGIN_FAILURES = _g("login_failures", "loginfail", True, False, _E.NONE, _R.TTL,
+                    "login_failures")
+ONE_TIME_LINK = _g("one_time_link", "otl", True, False, _E.OWNED, _R.TTL, "one_time_link")
+CONNECT_STATE = _g("connect_state", "cstate", True, False, _E.OWNED, _R.TTL, "connect_state")
+WATCHDOG = _g("watchdog_status", "watchdog", False, False, _E.NONE, _R.CONFIGURATION,
+              "WATCHDOG_STATUS")
 
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY,
-    PAUSED, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE,
+    PAUSED, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, USER_SET, USER,
+    USER_SESSIONS, API_KEYS,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
-    KB_PENDING_SET, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT,
+    KB_PENDING_SET, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
+    USER_EMAIL, SESSION, LOGIN_FAILURES, ONE_TIME_LINK, CONNECT_STATE, WATCHDOG,
 )
 
 
@@ -436,6 +457,12 @@ def shard_stats_pattern() -> str:
     return global_pattern(SHARD_STATS, "shard")
 
 
+# --- the Ray cluster (global; placement and counts only) ---------------------------------
+def cluster_report() -> str:
+    """Where every actor runs and its queue figures (JSON, short TTL; see core/cluster.py)."""
+    return f"{ROOT}:cluster"
+
+
 # --- billing (Stripe) ---------------------------------------------------------------------
 def billing(tenant_id: str) -> str:
     """Hash: Stripe customer and subscription ids, plan, status, allowance (-1 = unlimited),
@@ -457,3 +484,52 @@ def stripe_event(event_id: str) -> str:
     """Marker of a Stripe webhook event already handled (kept a week)."""
     digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=12).hexdigest()
     return f"{ROOT}:stripe:evt:{digest}"
+
+
+# --- accounts: people who sign in, their sessions, Meta login flows -----------------------
+def user_email(email_hash: str) -> str:
+    """'tenant:user' of the person with this e-mail (SHA-256 of it lower-cased)."""
+    return f"{ROOT}:uemail:{email_hash}"
+
+
+def users(tenant_id: str) -> str:
+    """Set of the tenant's user ids."""
+    return f"{ROOT}:t:{tenant_id}:users"
+
+
+def user(tenant_id: str, user_id: str) -> str:
+    """Hash: name, email, role, password (argon2 hash), status, created_ms."""
+    return f"{ROOT}:t:{tenant_id}:user:{user_id}"
+
+
+def user_sessions(tenant_id: str, user_id: str) -> str:
+    """Set of the session-id hashes a user holds (all ended on a password reset)."""
+    return f"{ROOT}:t:{tenant_id}:usess:{user_id}"
+
+
+def session(session_hash: str) -> str:
+    """Hash with a TTL: tenant, user, role, csrf, created_ms (by the SHA-256 of the cookie)."""
+    return f"{ROOT}:sess:{session_hash}"
+
+
+def login_failures(kind: str, digest: str) -> str:
+    """Counter with a TTL: failed sign-ins per e-mail or per client address (hashed)."""
+    return f"{ROOT}:loginfail:{kind}:{digest}"
+
+
+def one_time_link(purpose: str, token_hash: str) -> str:
+    """'tenant:user' with a TTL: a password-reset or invitation link (by its SHA-256)."""
+    return f"{ROOT}:otl:{purpose}:{token_hash}"
+
+
+def api_keys(tenant_id: str) -> str:
+    """Hash key id → JSON record (name, sha256, created_ms) of the tenant's API keys."""
+    return f"{ROOT}:t:{tenant_id}:apikeys"
+
+
+def connect_state(state_hash: str) -> str:
+    """Hash with a TTL: the session, tenant and flow a Meta login ``state`` was issued for."""
+    return f"{ROOT}:cstate:{state_hash}"
+
+
+WATCHDOG_STATUS = f"{ROOT}:watchdog"  # hash: counts and time of the connection watchdog's runs

@@ -37,6 +37,35 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     api_key: Secret | None = None
 
 
+class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where password-reset and invitation mail goes out (``MTDESK_SMTP_*``)."""
+
+    host: str
+    port: int = 587
+    username: str | None = None
+    password: Secret | None = None
+    sender: str = "MT Desk <no-reply@localhost>"
+    starttls: bool = True
+
+
+class AccountsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sign-in sessions, mail, Meta's login flows and the connection watchdog
+    (each field's variable is named in :func:`_accounts`)."""
+
+    session_ttl_s: int = 14 * 24 * 3600
+    # Believe X-Forwarded-Proto (a TLS-terminating proxy in front): cookies get Secure.
+    trust_forwarded_proto: bool = False
+    login_attempts: int = 5  # failed sign-ins per e-mail (x10 per client address) ...
+    login_window_s: int = 900  # ... within this window before 429
+    smtp: SmtpConfig | None = None
+    meta_login_config_id: str | None = None
+    meta_dialog_base: str = "https://www.facebook.com"
+    instagram_dialog_base: str = "https://www.instagram.com"
+    instagram_api_base: str = "https://api.instagram.com"
+    instagram_graph_base: str = "https://graph.instagram.com/v25.0"
+    watchdog_interval_s: float = 6 * 3600.0
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything configurable. Build with :meth:`from_env`, or directly in tests."""
 
@@ -55,6 +84,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     encryption_keys: tuple[Secret, ...] = ()
     admin_token: Secret | None = None
     ray_address: str | None = None
+    # Where the actors go on a Ray cluster: "spread" over the nodes or "pack" them.
+    ray_placement: str = "spread"
     data_dir: str = "./.mtdesk"
     log_level: str = "INFO"
     # The message path.
@@ -88,6 +119,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     meta_signed_request_max_age_s: int = 24 * 3600  # older signed_requests are refused
     http_idle_timeout_s: float = 15.0  # no complete request headers within this: closed
     http_body_timeout_s: float = 60.0  # a request body not fully received within this: closed
+    kb_extract_memory_mb: int = 768  # address space of the process that reads one upload
+    kb_extract_timeout_s: float = 60.0  # reading one upload takes at most this
+    accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
 
     @property
     def billing_enabled(self) -> bool:
@@ -195,6 +229,16 @@ class _Env:
             raise ConfigError(name, f"must be at least {low}, got {value}")
         return value
 
+    def choice(self, field: str, choices: tuple[str, ...], variable: str | None = None) -> str:
+        """One of ``choices``, case-insensitive."""
+        name = variable or _variable(field)
+        raw = self.raw(field, name).lower()
+        if not raw:
+            return str(_DEFAULTS[field])
+        if raw not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, not {raw!r}")
+        return raw
+
     def flag(self, field: str, variable: str | None = None) -> bool:
         raw = self.raw(field, variable).lower()
         if not raw:
@@ -281,6 +325,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         encryption_keys=tuple(Secret(k) for k in keys),
         admin_token=e.secret("admin_token"),
         ray_address=e.raw("ray_address") or None,
+        ray_placement=e.choice("ray_placement", ("spread", "pack")),
         data_dir=e.text("data_dir"),
         log_level=e.text("log_level").upper(),
         partitions=e.whole("partitions", low=1, high=4096),
@@ -309,8 +354,64 @@ def _build(env: Mapping[str, str]) -> Settings:
             "meta_signed_request_max_age_s", low=60, high=30 * 24 * 3600),
         http_idle_timeout_s=e.number("http_idle_timeout_s", low=0.1),
         http_body_timeout_s=e.number("http_body_timeout_s", low=0.1),
+        kb_extract_memory_mb=e.whole("kb_extract_memory_mb", low=64, high=1 << 20),
+        kb_extract_timeout_s=e.number("kb_extract_timeout_s", low=0.1),
+        accounts=_accounts(e),
     )
     return Settings(**fields)
+
+
+def _accounts(e: _Env) -> AccountsConfig:
+    d = AccountsConfig()
+
+    def whole(name: str, default: int, low: int, high: int) -> int:
+        raw = e.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def flag(name: str, default: bool) -> bool:
+        raw = e.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw in ("1", "true", "yes", "on")
+        raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+    def url(name: str, default: str) -> str:
+        return _url(e.env, name, default, ("http", "https"))
+
+    smtp: SmtpConfig | None = None
+    host = e.env.get("MTDESK_SMTP_HOST", "").strip()
+    if host:
+        smtp = SmtpConfig(
+            host=host,
+            port=whole("MTDESK_SMTP_PORT", 587, 1, 65535),
+            username=e.env.get("MTDESK_SMTP_USERNAME", "").strip() or None,
+            password=_secret(e.env, "MTDESK_SMTP_PASSWORD"),
+            sender=e.env.get("MTDESK_SMTP_FROM", "").strip() or SmtpConfig(host="-").sender,
+            starttls=flag("MTDESK_SMTP_STARTTLS", True),
+        )
+    interval = whole("MTDESK_WATCHDOG_INTERVAL_S", int(d.watchdog_interval_s), 1, 1 << 31)
+    return AccountsConfig(
+        session_ttl_s=whole("MTDESK_SESSION_TTL_S", d.session_ttl_s, 60, 1 << 31),
+        trust_forwarded_proto=flag("MTDESK_TRUST_FORWARDED_PROTO", d.trust_forwarded_proto),
+        login_attempts=whole("MTDESK_LOGIN_ATTEMPTS", d.login_attempts, 1, 1000),
+        login_window_s=whole("MTDESK_LOGIN_WINDOW_S", d.login_window_s, 1, 86_400),
+        smtp=smtp,
+        meta_login_config_id=e.env.get("MTDESK_META_LOGIN_CONFIG_ID", "").strip() or None,
+        meta_dialog_base=url("MTDESK_META_DIALOG_BASE", d.meta_dialog_base),
+        instagram_dialog_base=url("MTDESK_INSTAGRAM_DIALOG_BASE", d.instagram_dialog_base),
+        instagram_api_base=url("MTDESK_INSTAGRAM_API_BASE", d.instagram_api_base),
+        instagram_graph_base=url("MTDESK_INSTAGRAM_GRAPH_BASE", d.instagram_graph_base),
+        watchdog_interval_s=float(interval),
+    )
 
 
 _DEFAULTS.update(

@@ -21,9 +21,9 @@ from typing import Any
 
 import msgspec
 
+from mtdesk.channels.webhook import OBJECT_CHANNEL
 from mtdesk.core import keys
 from mtdesk.core.redis import Redis, as_opt_bytes
-from mtdesk.channels.webhook import OBJECT_CHANNEL
 
 MAX_ACCOUNTS = 50  # a body naming more is of no single tenant anyway
 

@@ -18,6 +18,7 @@ Tenant document::
      "channels": [{"id", "channel", "account_id", "status", "connected_ms", …}],
      "bot": {…BotConfig…}, "knowledge": [{"id", "kind", "name", "status", …}],
      "restricted": [{"channel", "user_id"}],
+     "users": [{"id", "tenant_id", "name", "email", "role", "status", "created_ms"}],
      "conversations": [{"conversation", "channel", "account_id", "user_id",
                         "last_activity_ms", "messages": [{…StoredMessage…}]}]}
 
@@ -37,6 +38,7 @@ from mtdesk.core.errors import NotFound
 from mtdesk.core.history import MessageStore, StoredMessage
 from mtdesk.core.redis import Redis, as_hash
 from mtdesk.core.tenants import Bots, Channels, Tenants
+from mtdesk.core.users import Users
 from mtdesk.policy.erasure.params import validate_end_user
 from mtdesk.policy.restriction import is_restricted, list_restricted
 
@@ -149,6 +151,8 @@ async def export_tenant(
         "bot": bot,
         "knowledge": await _knowledge(redis, tenant_id),
         "restricted": await list_restricted(redis, tenant_id),
+        # The people who sign in to the console (never their password hash).
+        "users": [msgspec.to_builtins(u) for u in await Users(redis, clock).list(tenant_id)],
     }
     # One section per exported key family (conversations are streamed after the rest):
     # a family registered as exported without its section here fails right away.

@@ -17,6 +17,7 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels, Tenants
+from mtdesk.core.users import Users
 from mtdesk.gateway.ingest import dead_letter
 from mtdesk.policy.vault import TokenVault, generate_key
 
@@ -148,6 +149,9 @@ async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
         await redis.hset(keys.billing(record.id), mapping={"customer": f"cus_{name}1234"})
         await redis.set(keys.stripe_customer(f"cus_{name}1234"), record.id)
         await redis.set(keys.usage(record.id, "202611"), 3)
+        # A person who signs in to the console (the global e-mail index names the tenant).
+        await Users(redis, clock).add(record.id, f"Owner {name}", f"owner@{name}.example.com",
+                                      "owner", None)
         # The retrieval layout: kb/shard-N/{tenant}.idx and uploads/{tenant}/{source}/file.
         (data_dir / "kb" / "shard-0").mkdir(parents=True, exist_ok=True)
         (data_dir / "kb" / "shard-0" / f"{record.id}.idx").write_bytes(

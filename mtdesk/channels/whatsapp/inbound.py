@@ -9,23 +9,40 @@ event's ``user_id`` is that business-scoped id when present, else the ``wa_id``;
 strings; events carry milliseconds.
 
 Statuses get synthesized ids ``status:{wamid}:{status}`` (one per transition, so a
-redelivery is a duplicate but ``delivered`` after ``sent`` is not). A status
-``deleted`` is the user deleting their message: an :class:`Unsend`.
+redelivery is a duplicate but ``delivered`` after ``sent`` is not) and keep Meta's
+``pricing`` (category, billable) for cost metering. A status ``deleted`` and a message
+``revoke`` are the user deleting their message: one :class:`Unsend` of the original,
+``unsend:{original wamid}`` (so both for the same message are one event).
+
+Readable content: a submitted Flow form (``interactive.nfm_reply``), shared
+``contacts`` and an ``order`` are messages whose ``text`` says what was sent (form
+answers, contact cards, ordered items) and whose ``form`` / ``contacts`` / ``order``
+hold it structured. Ad referrals are kept whole in ``origin``.
+
+One malformed item of a ``value`` (a message or status Meta or a forger shaped wrong)
+costs only itself: :func:`decode_value_items` decodes the others one by one.
 """
 
 from __future__ import annotations
 
-from typing import TypedDict
+import re
+from typing import TypedDict, TypeVar
 
 import msgspec
 
 from mtdesk.core.events import (
     Attachment,
     Channel,
+    ContactCard,
     Event,
+    FormField,
     Location,
     Message,
+    Order,
+    OrderItem,
+    Pricing,
     Reaction,
+    Referral,
     Status,
     StatusError,
     Unsend,
@@ -33,6 +50,8 @@ from mtdesk.core.events import (
 )
 
 OBJECT = "whatsapp_business_account"
+
+_T = TypeVar("_T")
 
 # --- wire types -------------------------------------------------------------------------
 
@@ -81,10 +100,67 @@ class WAReply(msgspec.Struct, frozen=True, gc=False):
     title: str | None = None
 
 
+class WAFormReply(msgspec.Struct, frozen=True, gc=False):
+    name: str | None = None  # "flow", "address_message"
+    body: str | None = None
+    response_json: str | None = None  # the form's answers, a JSON object in a string
+
+
 class WAInteractive(msgspec.Struct, frozen=True, gc=False):
     type: str | None = None
     button_reply: WAReply | None = None
     list_reply: WAReply | None = None
+    nfm_reply: WAFormReply | None = None
+
+
+class WACardName(msgspec.Struct, frozen=True, gc=False):
+    formatted_name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+class WACardPhone(msgspec.Struct, frozen=True, gc=False):
+    phone: str | None = None
+    wa_id: str | None = None
+
+
+class WACardEmail(msgspec.Struct, frozen=True, gc=False):
+    email: str | None = None
+
+
+class WACardUrl(msgspec.Struct, frozen=True, gc=False):
+    url: str | None = None
+
+
+class WACardOrg(msgspec.Struct, frozen=True, gc=False):
+    company: str | None = None
+
+
+class WACard(msgspec.Struct, frozen=True, gc=False):
+    """A shared contact (``messages[].contacts[]``; not the sender's ``value.contacts``)."""
+
+    name: WACardName | None = None
+    phones: list[WACardPhone] | None = None
+    emails: list[WACardEmail] | None = None
+    org: WACardOrg | None = None
+    urls: list[WACardUrl] | None = None
+
+
+class WAOrderItem(msgspec.Struct, frozen=True, gc=False):
+    product_retailer_id: str | None = None
+    quantity: int | str | None = None
+    item_price: float | str | None = None
+    currency: str | None = None
+
+
+class WAOrder(msgspec.Struct, frozen=True, gc=False):
+    catalog_id: str | None = None
+    text: str | None = None
+    product_items: list[WAOrderItem] | None = None
+
+
+class WARevoke(msgspec.Struct, frozen=True, gc=False):
+    original_message_id: str | None = None
 
 
 class WAButton(msgspec.Struct, frozen=True, gc=False):
@@ -99,6 +175,9 @@ class WAContext(msgspec.Struct, frozen=True, gc=False):
 class WAReferral(msgspec.Struct, frozen=True, gc=False):
     source_id: str | None = None
     source_url: str | None = None
+    source_type: str | None = None  # "ad", "post"
+    headline: str | None = None
+    body: str | None = None
     ctwa_clid: str | None = None
 
 
@@ -137,6 +216,16 @@ class WAMessage(msgspec.Struct, frozen=True, gc=False, rename={"from_": "from"})
     referral: WAReferral | None = None
     errors: list[WAError] | None = None
     unsupported: WAUnsupported | None = None
+    contacts: list[WACard] | None = None
+    order: WAOrder | None = None
+    revoke: WARevoke | None = None
+
+
+class WAPricing(msgspec.Struct, frozen=True, gc=False):
+    billable: bool | None = None
+    pricing_model: str | None = None
+    category: str | None = None
+    type: str | None = None
 
 
 class WAStatus(msgspec.Struct, frozen=True, gc=False):
@@ -146,6 +235,7 @@ class WAStatus(msgspec.Struct, frozen=True, gc=False):
     recipient_id: str | None = None
     recipient_user_id: str | None = None
     errors: list[WAError] | None = None
+    pricing: WAPricing | None = None
 
 
 class WAValue(msgspec.Struct, frozen=True, gc=False):
@@ -159,6 +249,63 @@ class WAValue(msgspec.Struct, frozen=True, gc=False):
 
 
 value_decoder: msgspec.json.Decoder[WAValue] = msgspec.json.Decoder(WAValue)
+
+
+_NO_METADATA = msgspec.Raw(b"null")
+
+
+class _RawValue(msgspec.Struct, frozen=True, gc=False):
+    metadata: msgspec.Raw = _NO_METADATA  # (``Raw | None`` would only accept null)
+    contacts: list[msgspec.Raw] | None = None
+    messages: list[msgspec.Raw] | None = None
+    statuses: list[msgspec.Raw] | None = None
+    errors: list[msgspec.Raw] | None = None
+
+
+_raw_value_decoder = msgspec.json.Decoder(_RawValue)
+_metadata_decoder = msgspec.json.Decoder(WAMetadata)
+_contact_decoder = msgspec.json.Decoder(WAContact)
+_message_decoder = msgspec.json.Decoder(WAMessage)
+_status_decoder = msgspec.json.Decoder(WAStatus)
+_error_decoder = msgspec.json.Decoder(WAError)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+def decode_value_items(raw: msgspec.Raw | bytes) -> tuple[WAValue | None, int]:
+    """A ``value`` that did not decode whole, item by item: (what decoded, items that did
+    not). ``None`` when even its outline (an object of lists) is wrong."""
+    try:
+        outline = _raw_value_decoder.decode(raw)
+    except _DECODE_ERRORS:
+        return None, 1
+    bad = 0
+
+    def each(items: list[msgspec.Raw] | None, decoder: msgspec.json.Decoder[_T]) -> list[_T] | None:
+        nonlocal bad
+        if items is None:
+            return None
+        out: list[_T] = []
+        for item in items:
+            try:
+                out.append(decoder.decode(item))
+            except _DECODE_ERRORS:
+                bad += 1
+        return out
+
+    metadata: WAMetadata | None = None
+    if outline.metadata is not _NO_METADATA:
+        try:
+            metadata = _metadata_decoder.decode(outline.metadata)
+        except _DECODE_ERRORS:
+            bad += 1
+    value = WAValue(
+        metadata=metadata,
+        contacts=each(outline.contacts, _contact_decoder),
+        messages=each(outline.messages, _message_decoder),
+        statuses=each(outline.statuses, _status_decoder),
+        errors=each(outline.errors, _error_decoder),
+    )
+    return value, bad
 
 _MEDIA = ("image", "audio", "video", "sticker", "document")
 _STATUSES = frozenset(("sent", "delivered", "read", "failed", "deleted", "warning", "played"))
@@ -227,6 +374,7 @@ class _Common(_MessageBase):
 
     reply_to: str | None
     referral: str | None
+    origin: Referral | None
     type: str
 
 
@@ -239,6 +387,14 @@ def _message(account: str, contacts: list[WAContact], m: WAMessage, unknown: lis
         "timestamp_ms": ts, "wa_id": who.wa_id, "user_name": who.name,
     }
     t = m.type
+    if t == "revoke" and m.revoke is not None and m.revoke.original_message_id:
+        # The user deleted their message: the original goes, as with a status "deleted".
+        original = m.revoke.original_message_id
+        return Unsend(
+            event_id=f"unsend:{original}", target_id=original, channel="whatsapp",
+            account_id=account, user_id=who.user_id, timestamp_ms=ts, wa_id=who.wa_id,
+            user_name=who.name,
+        )
     if t == "reaction" and m.reaction is not None:
         emoji = m.reaction.emoji or None
         return Reaction(
@@ -251,8 +407,12 @@ def _message(account: str, contacts: list[WAContact], m: WAMessage, unknown: lis
         inner = m.unsupported.type if m.unsupported is not None and m.unsupported.type else t
         return Unsupported(type=inner, **base)
     reply_to = m.context.id if m.context is not None else None
-    referral = (m.referral.source_id or m.referral.ctwa_clid) if m.referral is not None else None
-    common: _Common = {"reply_to": reply_to, "referral": referral, "type": t, **base}
+    ref = m.referral
+    referral = (ref.source_id or ref.ctwa_clid) if ref is not None else None
+    common: _Common = {
+        "reply_to": reply_to, "referral": referral, "type": t,
+        "origin": _origin(ref) if ref is not None else None, **base,
+    }
     if t == "text" and m.text is not None:
         return Message(text=m.text.body, **common)
     if t in _MEDIA:
@@ -280,13 +440,129 @@ def _message(account: str, contacts: list[WAContact], m: WAMessage, unknown: lis
         reply = m.interactive.button_reply or m.interactive.list_reply
         if reply is not None:
             return Message(text=reply.title, interactive_id=reply.id, **common)
+        if m.interactive.nfm_reply is not None:
+            form = form_fields(m.interactive.nfm_reply.response_json)
+            return Message(text=form_text(m.interactive.nfm_reply, form), form=form, **common)
     if t == "button" and m.button is not None:
         return Message(text=m.button.text, quick_reply=m.button.payload, **common)
+    if t == "contacts" and m.contacts:
+        cards = tuple(_card(c) for c in m.contacts)
+        return Message(text=contacts_text(cards), contacts=cards, **common)
+    if t == "order" and m.order is not None:
+        order = _order(m.order)
+        return Message(text=order_text(order), order=order, **common)
     unknown.append(f"whatsapp:message:{t}"[:64])
     return Unsupported(type=t, **base)
 
 
-_KNOWN_TYPES = frozenset(("text", *_MEDIA, "location", "interactive", "button", "reaction"))
+_KNOWN_TYPES = frozenset((
+    "text", *_MEDIA, "location", "interactive", "button", "reaction", "contacts", "order", "revoke",
+))
+
+
+def _origin(ref: WAReferral) -> Referral:
+    return Referral(
+        source=ref.source_type, ad_id=ref.source_id, url=ref.source_url,
+        headline=ref.headline, body=ref.body, ctwa_clid=ref.ctwa_clid,
+    )
+
+
+# --- readable content -------------------------------------------------------------------
+
+_form_decoder = msgspec.json.Decoder(dict[str, object])
+_value_encoder = msgspec.json.Encoder()
+# Flow Builder names fields like "screen_0_First_name_1": the label is the middle part.
+_SCREEN_PREFIX = re.compile(r"^screen_\d+_")
+_INDEX_SUFFIX = re.compile(r"_\d+$")
+
+
+def form_fields(response_json: str | None) -> tuple[FormField, ...]:
+    """The answers of a submitted form, in the order sent (``flow_token`` left out).
+    A ``response_json`` that is not a JSON object gives none."""
+    if not response_json:
+        return ()
+    try:
+        answers = _form_decoder.decode(response_json)
+    except _DECODE_ERRORS:
+        return ()
+    return tuple(
+        FormField(str(name), value if isinstance(value, str) else _value_encoder.encode(value).decode())
+        for name, value in answers.items()
+        if name != "flow_token"
+    )
+
+
+def _label(name: str) -> str:
+    label = _INDEX_SUFFIX.sub("", _SCREEN_PREFIX.sub("", name)).replace("_", " ").strip()
+    return label or name
+
+
+def form_text(reply: WAFormReply, form: tuple[FormField, ...]) -> str:
+    """A form submission in words: what the bot and the inbox read."""
+    head = "Address sent" if reply.name == "address_message" else "Form submitted"
+    if not form:
+        return f"{head}: {reply.body}" if reply.body and reply.body != "Sent" else head
+    return "\n".join([f"{head}:", *(f"{_label(f.name)}: {f.value}" for f in form)])
+
+
+def _card(c: WACard) -> ContactCard:
+    n = c.name
+    name = (n.formatted_name or " ".join(x for x in (n.first_name, n.last_name) if x) or None) if n else None
+    return ContactCard(
+        name=name,
+        phones=tuple(p.phone or p.wa_id or "" for p in c.phones or () if p.phone or p.wa_id),
+        emails=tuple(e.email for e in c.emails or () if e.email),
+        organization=c.org.company if c.org is not None else None,
+        urls=tuple(u.url for u in c.urls or () if u.url),
+    )
+
+
+def contacts_text(cards: tuple[ContactCard, ...]) -> str:
+    """Shared contact cards in words, one line each."""
+    lines = []
+    for card in cards:
+        parts = [card.name or "(no name)"]
+        if card.organization:
+            parts.append(card.organization)
+        parts.extend(card.phones)
+        parts.extend(card.emails)
+        parts.extend(card.urls)
+        lines.append(", ".join(parts))
+    head = "Shared a contact:" if len(cards) == 1 else f"Shared {len(cards)} contacts:"
+    return "\n".join([head, *lines])
+
+
+def _number(value: int | float | str | None, kind: type[int] | type[float]) -> int | float | None:
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        return None
+
+
+def _order(o: WAOrder) -> Order:
+    items = []
+    for it in o.product_items or ():
+        quantity = _number(it.quantity, int)
+        items.append(OrderItem(
+            product_id=it.product_retailer_id or "",
+            quantity=int(quantity) if quantity is not None else 1,
+            price=_number(it.item_price, float),
+            currency=it.currency,
+        ))
+    return Order(catalog_id=o.catalog_id, note=o.text, items=tuple(items))
+
+
+def order_text(order: Order) -> str:
+    """An order in words: one line per item, then the note the person added."""
+    lines = ["Sent an order:"]
+    for it in order.items:
+        price = f" at {it.price:g} {it.currency or ''}".rstrip() if it.price is not None else ""
+        lines.append(f"{it.quantity} × {it.product_id}{price}")
+    if order.note:
+        lines.append(f"Note: {order.note}")
+    return "\n".join(lines)
 
 
 def _status(account: str, contacts: list[WAContact], s: WAStatus, unknown: list[str]) -> Event:
@@ -303,11 +579,14 @@ def _status(account: str, contacts: list[WAContact], s: WAStatus, unknown: list[
     if name not in _STATUSES:
         unknown.append("whatsapp:status")
         return Unsupported(event_id=f"status:{wamid}:{name}"[:512], type=f"status:{name}"[:64], **base)
+    p = s.pricing
     return Status(
         event_id=f"status:{wamid}:{name}",
         message_id=wamid,
         status=name,  # type: ignore[arg-type]  # checked against _STATUSES above
         errors=tuple(_error(e) for e in s.errors or ()),
+        pricing=None if p is None else Pricing(
+            category=p.category, billable=p.billable, model=p.pricing_model, type=p.type),
         **base,
     )
 
