@@ -264,6 +264,32 @@ class MessageStore:
         return await self.update_status(tenant_id, status.message_id, state, now_ms=now_ms,
                                         reason=reason, conversation=conversation)
 
+    async def unsend(
+        self, tenant_id: str, conversation: str, message_id: str, *, scan: int = 1000
+    ) -> list[StoredMessage]:
+        """The person unsent ``message_id``: its inbound entry and every stored version of
+        it (edits, ``kind == "edit"`` replying to it) leave the history, so neither the
+        inbox nor an export shows them again. Looks at the last ``scan`` entries (an
+        unsend comes soon after the message: Meta allows it for a limited time). Returns
+        what was removed, oldest first."""
+        entries = as_entries(
+            await self._redis.xrevrange(keys.history(tenant_id, conversation), count=scan)
+        )
+        gone: list[StoredMessage] = []
+        ids: list[bytes] = []
+        for entry_id, fields in entries:
+            message = decode_message(fields[b"m"])
+            if message.direction != "in":
+                continue
+            if message.message_id == message_id or (
+                message.kind == "edit" and message.reply_to == message_id
+            ):
+                ids.append(entry_id)
+                gone.append(message)
+        if ids:
+            await self._redis.xdel(keys.history(tenant_id, conversation), *ids)
+        return gone[::-1]
+
     # --- reading ----------------------------------------------------------------------
     async def conversations(
         self, tenant_id: str, *, offset: int = 0, limit: int = 50
