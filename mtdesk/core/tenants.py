@@ -32,6 +32,7 @@ from mtdesk.core.errors import Conflict, NotFound, ValidationError
 from mtdesk.core.events import CHANNELS, Channel
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import HashFields, Redis, as_bytes, as_hash, as_opt_bytes
+from mtdesk.core.scripts import LuaScript
 from mtdesk.core.secret import Secret
 from mtdesk.core.validation import convert
 
@@ -285,7 +286,7 @@ class Channels:
         self._redis = redis
         self._clock = clock
         self._encrypt = encrypt
-        self._disconnect = redis.register_script(_DISCONNECT)
+        self._disconnect = LuaScript(_DISCONNECT, name="disconnect").bind(redis)
 
     async def connect(
         self,

@@ -69,6 +69,7 @@ from mtdesk.core.redis import (
     as_opt_bytes_list,
     as_scored,
 )
+from mtdesk.core.scripts import LuaScript
 from mtdesk.policy.erasure.notices import (
     ChannelNotice,
     ConversationsNotice,
@@ -167,8 +168,8 @@ class ErasureSweep:
         self._settle_s = settle_s
         self._settle_poll_s = settle_poll_s
         self._records = RecordSweeper(redis, batch=batch)
-        self._drop_settled = redis.register_script(_DROP_SETTLED)
-        self._drop_conversation = redis.register_script(_DROP_CONVERSATION)
+        self._drop_settled = LuaScript(_DROP_SETTLED, name="drop_settled").bind(redis)
+        self._drop_conversation = LuaScript(_DROP_CONVERSATION, name="drop_conversation").bind(redis)
         # First pass: reply records in flight are kept (and watched); final pass: not.
         self._keep_in_flight = True
         self._kept: set[bytes] = set()
@@ -270,7 +271,7 @@ class ErasureSweep:
         self.in_flight_left += sum(1 for st in done[0::2] if st in IN_FLIGHT)
 
     def _begin(self) -> None:
-        """A new erasure (one Eraser may run several, e.g. every channel of a person)."""
+        """A new erasure (one sweep may run several, e.g. every channel of a person)."""
         self._keep_in_flight = True
         self._kept = set()
 
