@@ -39,6 +39,7 @@ from mtdesk.core import keys
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
 from mtdesk.core.redis import Redis, as_entries, as_hash, as_scored
+from mtdesk.core.scripts import LuaScript
 
 Direction = Literal["in", "out"]
 
@@ -158,8 +159,8 @@ class MessageStore:
     def __init__(self, redis: Redis, *, retention_days: int = 365) -> None:
         self._redis = redis
         self._ttl_s = retention_days * 86400
-        self._append = redis.register_script(APPEND_LUA)
-        self._status = redis.register_script(UPDATE_STATUS_LUA)
+        self._append = LuaScript(APPEND_LUA, name="history_append").bind(redis)
+        self._status = LuaScript(UPDATE_STATUS_LUA, name="history_status").bind(redis)
 
     @property
     def ttl_s(self) -> int:

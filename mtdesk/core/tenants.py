@@ -32,6 +32,7 @@ from mtdesk.core.errors import Conflict, NotFound, ValidationError
 from mtdesk.core.events import CHANNELS, Channel
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import HashFields, Redis, as_bytes, as_hash, as_opt_bytes
+from mtdesk.core.scripts import LuaScript
 from mtdesk.core.secret import Secret
 from mtdesk.core.validation import convert
 
@@ -285,7 +286,7 @@ class Channels:
         self._redis = redis
         self._clock = clock
         self._encrypt = encrypt
-        self._disconnect = redis.register_script(_DISCONNECT)
+        self._disconnect = LuaScript(_DISCONNECT, name="disconnect").bind(redis)
 
     async def connect(
         self,
@@ -466,6 +467,7 @@ class BotUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     min_score: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
     greeting: Annotated[str, Meta(max_length=2_000)] | None | UnsetType = UNSET
+    context_tokens: Annotated[int, Meta(ge=0, le=10_000_000)] | UnsetType = UNSET
 
 
 _BOT_FIELDS = tuple(f.name for f in msgspec.structs.fields(BotConfig))
@@ -501,6 +503,11 @@ def apply_bot_update(
     if cfg.provider != EXTRACTIVE and not cfg.model.strip():
         raise ValidationError("model", f"is required for provider {cfg.provider!r}")
     _check_text("fallback_message", cfg.fallback_message, 2_000)
+    if cfg.context_tokens and cfg.context_tokens < cfg.max_tokens + 1024:
+        raise ValidationError(
+            "context_tokens", "must be 0 (known per model) or leave at least 1024 tokens "
+            f"for the prompt above max_tokens ({cfg.max_tokens})"
+        )
     if cfg.greeting is not None:
         _check_text("greeting", cfg.greeting, 2_000)
     for entry in cfg.fallback:
