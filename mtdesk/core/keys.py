@@ -267,6 +267,11 @@ def login_failures(kind: str, digest: str) -> str:
     return f"{ROOT}:loginfail:{kind}:{digest}"
 
 
+def mail_cooldown(email_hash: str) -> str:
+    """Present (with a TTL) while another reset mail to this address would be too soon."""
+    return f"{ROOT}:mailwait:{email_hash}"
+
+
 def one_time_link(purpose: str, token_hash: str) -> str:
     """'tenant:user' with a TTL: a password-reset or invitation link (by its SHA-256)."""
     return f"{ROOT}:otl:{purpose}:{token_hash}"
