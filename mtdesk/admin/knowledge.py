@@ -27,6 +27,7 @@ import contextlib
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import ForTenant, tenant_scope
@@ -164,7 +165,14 @@ async def _add_file(request: web.Request) -> web.Response:
     limit = request.config_dict[SETTINGS].kb_max_file_bytes
     reader = await request.multipart()
     while True:
-        part = await reader.next()
+        try:
+            part = await reader.next()
+        except (HttpProcessingError, ValueError):
+            # aiohttp refuses a part header with control characters (a NUL in a file
+            # name); it is the client's mistake, so a 400, not a crash.
+            raise ValidationError(
+                "file", "the form's part headers are malformed (control characters such as "
+                "NUL in a file name?)") from None
         if part is None:
             raise ValidationError("file", "the form has no file part named 'file'")
         if getattr(part, "name", None) == "file":
