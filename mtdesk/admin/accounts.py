@@ -33,7 +33,7 @@ from aiohttp import web
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import principal, public, require_owner, tenant_scope
 from mtdesk.admin.decode import body_errors, read_body
-from mtdesk.admin.http import Forbidden
+from mtdesk.admin.http import Forbidden, TooManyAttempts
 from mtdesk.admin.mailer import send_mail
 from mtdesk.admin.sessions import (
     SESSION_COOKIE,
@@ -163,8 +163,8 @@ async def login(request: web.Request) -> web.Response:
     address = client_address(request, settings)
     wait = await throttle.blocked_for(body.email, address)
     if wait:
-        raise web.HTTPTooManyRequests(
-            reason=f"too many failed sign-ins; try again in {wait} s or reset the password")
+        raise TooManyAttempts(
+            wait, f"too many failed sign-ins; try again in {wait} s or reset the password")
     user = await _users(request).verify(body.email, body.password)
     if user is None:
         await throttle.failed(body.email, address)

@@ -113,6 +113,7 @@ async def test_repeated_failures_throttle_sign_in_even_with_the_right_password(
                              json={"email": "ana@shop.test", "password": PASSWORD})
     assert resp.status == 429
     assert "try again" in (await resp.json())["error"]["message"]
+    assert int(resp.headers["Retry-After"]) > 0
 
 
 async def test_a_change_with_the_cookie_needs_this_sessions_csrf_token(
