@@ -12,8 +12,10 @@ Per event (see docs/shards.md for the table): echoes of our own sends are never
 answered; a human agent's echo pauses the bot (``keys.paused`` with a TTL); receipts and
 WhatsApp statuses move stored statuses forward; stale replays, unsends, reactions,
 paused/disabled bots, disconnected channels and restricted users are recorded, not
-answered (a restricted user's text never reaches a model); everything else is answered
-once, bursts of one person's messages together. The first reply of a new conversation
+answered (a restricted user's text never reaches a model); an unsend also takes the
+original and its edits out of the history and the context; an edit of a message still
+queued here changes the text that gets answered; everything else is answered once,
+bursts of one person's messages together. The first reply of a new conversation
 (no turns, nothing sent yet) starts with the bot's greeting, as part of the reply's stored
 text, so it is never sent twice. A ``knowledge_only`` LLM bot whose tenant has knowledge
 but none of it scoring ``min_score`` answers its fallback message without a model (outcome
@@ -53,7 +55,7 @@ from mtdesk.channels.outbound import is_our_metadata, split_text
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
-from mtdesk.core.events import Echo, Event, Message, Postback, Receipt, Status, Unsend
+from mtdesk.core.events import Echo, Edit, Event, Message, Postback, Receipt, Status, Unsend
 from mtdesk.core.history import MessageStore, StoredMessage, inbound_message
 from mtdesk.core.ports import (
     BotConfig,
@@ -150,6 +152,8 @@ class Conversation:
             return ConversationContext()
 
     def submit(self, item: WorkItem) -> None:
+        if isinstance(item.event, Edit):
+            self._edit_queued(item.event)
         self._queue.append(item)
         self.last_active = time.monotonic()
         if self._task is None or self._task.done():
@@ -261,6 +265,16 @@ class Conversation:
             await self._record(item, reason=tag if isinstance(tag, str) and tag else "other")
             self._s.metrics.outcome("recorded")
         self._s.done(item)
+
+    def _edit_queued(self, edit: Edit) -> None:
+        """An edit of a message still waiting here: the new text is what gets answered
+        (and stored; the edit itself is recorded after it as its version)."""
+        if edit.text is None:
+            return
+        for queued in self._queue:
+            event = queued.event
+            if isinstance(event, Message) and event.event_id == edit.target_id:
+                queued.event = msgspec.structs.replace(event, text=edit.text)
 
     async def _forget_unsent(self, event: Unsend) -> None:
         """An unsent message (and its edits) leaves the history, so the inbox and exports,
