@@ -62,6 +62,8 @@ from mtdesk.core.redis import (
     as_opt_bytes_list,
     as_scored,
 )
+from mtdesk.core.replystate import IN_FLIGHT as REPLY_IN_FLIGHT
+from mtdesk.core.replystate import lua_prelude
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +82,18 @@ _GLOBAL_SKIP = ("seen:", "job:", "jobs", "in:", "dead", "t:", "retention", "acct
 # Erased exactly by conversation key or "channel:user", never by a loose id match.
 _PER_CONVERSATION = ("hist:", "ctx:", "paused:", "convs", "restricted")
 
-# Reply states of a reply still being generated or sent (``mtdesk.actors.replies``): its
-# shard will still write (history, outbound and reply records) when it gets there.
-IN_FLIGHT = (b"generating", b"generated", b"sending")
+# Reply states of a reply still being generated or sent: its shard will still write
+# (history, outbound and reply records) when it gets there.
+IN_FLIGHT = frozenset(state.value.encode() for state in REPLY_IN_FLIGHT)
 
 # KEYS: reply records. Deletes those not in flight; returns the ones in flight (kept, so
 # the job can watch them settle). One step per page: a reply cannot start unseen between
 # the look and the delete.
-_DROP_SETTLED = """
+_DROP_SETTLED = lua_prelude() + """
 local kept = {}
 for i = 1, #KEYS do
   local state = redis.call('HGET', KEYS[i], 'state')
-  if state == 'generating' or state == 'generated' or state == 'sending' then
+  if state and IN_FLIGHT[state] then
     kept[#kept + 1] = KEYS[i]
   else
     redis.call('DEL', KEYS[i])
