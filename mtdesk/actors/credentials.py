@@ -11,8 +11,8 @@ A re-connected token is therefore used at most ``cache_ttl_s`` after it was stor
 from __future__ import annotations
 
 import logging
-import time
 
+from cachetools import TTLCache
 from prometheus_client import Counter
 
 from mtdesk.core import keys
@@ -32,8 +32,8 @@ CHANNELS_DISCONNECTED = Counter(
     ["channel"],
 )
 
-# (tenant id, channel id, status, token ciphertext, fetched at)
-_Entry = tuple[str, str, str, str | None, float]
+# (tenant id, channel id, status, token ciphertext)
+_Entry = tuple[str, str, str, str | None]
 
 
 class VaultCredentials:
@@ -52,23 +52,25 @@ class VaultCredentials:
         self._channels = Channels(redis, self._clock)
         self._redis = redis
         self._vault = vault
-        self._ttl = cache_ttl_s
-        self._size = cache_size
-        self._cache: dict[tuple[str, str], _Entry] = {}
+        # Process-local freshness (cachetools' monotonic timer), not domain time: a test's
+        # fake clock must not pin it. Past ``cache_size`` the least recently used goes.
+        self._cache: TTLCache[tuple[str, str], _Entry] | None = (
+            TTLCache(cache_size, cache_ttl_s) if cache_ttl_s > 0 else None
+        )
 
     def __repr__(self) -> str:
-        return f"VaultCredentials(cached={len(self._cache)})"
+        return f"VaultCredentials(cached={len(self._cache or ())})"
 
     async def _lookup(self, channel: str, account_id: str) -> _Entry:
         key = (channel, account_id)
-        # Process-local freshness, not domain time: a test's fake clock must not pin it.
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and now - hit[4] < self._ttl:
+        cache = self._cache
+        hit = None if cache is None else cache.get(key)
+        if hit is not None:
             return hit
         routed = await self._channels.resolve(channel, account_id)
         if routed is None:
-            self._cache.pop(key, None)
+            if cache is not None:
+                cache.pop(key, None)
             raise NotFound(f"no tenant has connected {channel} account {account_id}")
         tid, cid = routed
 
@@ -80,16 +82,14 @@ class VaultCredentials:
             cid,
             (status or b"").decode(),
             None if token is None else token.decode("utf-8", "replace"),
-            now,
         )
-        if len(self._cache) >= self._size:
-            self._cache.clear()  # crude bound; entries are cheap to refetch
-        self._cache[key] = entry
+        if cache is not None:
+            cache[key] = entry
         return entry
 
     async def credentials(self, channel: Channel, account_id: str) -> ChannelCredentials:
         """Decrypts the account's token now. NotFound when not connected or no token."""
-        tid, cid, status, token, _ = await self._lookup(channel, account_id)
+        tid, cid, status, token = await self._lookup(channel, account_id)
         if status != CONNECTED or not token:
             raise NotFound(f"{channel} account {account_id} is disconnected ({tid}/{cid})")
         secret = self._vault.decrypt(token, channel_token_aad(tid, cid))
@@ -103,7 +103,8 @@ class VaultCredentials:
 
     async def mark_disconnected(self, channel: Channel, account_id: str, reason: str) -> None:
         """The token is dead (Graph 190): status disconnected, routing kept."""
-        self._cache.pop((channel, account_id), None)
+        if self._cache is not None:
+            self._cache.pop((channel, account_id), None)
         routed = await self._channels.resolve(channel, account_id)
         if routed is None:
             return

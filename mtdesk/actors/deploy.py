@@ -1,21 +1,23 @@
-"""The one module that touches Ray: conversation shards as Ray actors, and their director.
+"""Conversation shards as Ray actors, and their director.
 
-What a caller (the CLI, the only place that calls ``ray.init``) may rely on:
+What a caller (the CLI, which starts Ray through :mod:`mtdesk.actors.rayapi`) may rely on:
 
-- :func:`ray_init_kwargs` gives the arguments for ``ray.init``: join
-  ``MTDESK_RAY_ADDRESS`` when set, else start a local instance (``ray.init()`` picks free
-  ports; note that ``ray start --head`` defaults to port 6379, which is Redis's).
+- :func:`ray_init_kwargs` gives the arguments for ``ray.init`` (the same function as
+  :func:`mtdesk.actors.rayapi.init_kwargs`, which starts Ray).
 - :class:`Deployment` ``start()`` creates ``settings.shards`` named actors
-  (``mtdesk-shard-{i}`` in namespace ``"mtdesk"``), gives them the ``settings.partitions``
-  partitions round-robin (shard ``i`` owns every ``p`` with ``p % S == i``), and starts
-  each one's loop; ``ready()`` says whether every shard answered a ping; ``stop()`` drains
-  and removes them. Actors live as long as the driver unless ``detached=True``.
-  Synchronous callers use ``start_blocking()`` / ``stop_blocking()`` (watchdog thread).
-- A shard that dies (killed, crashed, its node lost) is restarted by Ray
+  (``mtdesk-shard-{i}`` in namespace ``"mtdesk"``), placed over the Ray nodes by
+  ``MTDESK_RAY_PLACEMENT`` (see :mod:`mtdesk.actors.scheduling`), gives them the
+  ``settings.partitions`` partitions round-robin (shard ``i`` owns every ``p`` with
+  ``p % S == i``), and starts each one's loop; ``ready()`` says whether every shard
+  answered a ping; ``stop()`` drains and removes them. Actors live as long as the driver
+  unless ``detached=True``. Synchronous callers use ``start_blocking()`` /
+  ``stop_blocking()`` (watchdog thread).
+- A shard that dies (killed, crashed, its node lost) is restarted by Ray on a live node
   (``max_restarts=-1``, ``max_task_retries=-1``); the director's watchdog pings every
   shard each ``watch_interval_s`` and a ping starts the loop of a restarted actor, which
   resumes from its consumer's pending entries. Nothing lost; the reply state makes sure
   nothing is answered twice.
+- A ping says the shard's ``node_id``, ``pid``, ``partitions`` and its figures.
 - Ray calls are control calls only (start, ping, stop, stats): messages travel through
   the Redis streams in batches, never one actor call per message.
 """
@@ -27,30 +29,19 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import ray
-
-from mtdesk.actors.pipeline import build_shard_services
-from mtdesk.actors.shard import ConversationShard, ShardServices
+from mtdesk.actors import rayapi
+from mtdesk.actors.conversation_shard import ConversationShard, ShardServices
+from mtdesk.actors.services import build_shard_services
 from mtdesk.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "mtdesk"
+NAMESPACE = rayapi.NAMESPACE
 ServicesFactory = Callable[[Settings], Awaitable[ShardServices]]
-
-
-def ray_init_kwargs(settings: Settings) -> dict[str, Any]:
-    """Arguments for ``ray.init``: join ``settings.ray_address`` or start a local one."""
-    if settings.ray_address:
-        return {"address": settings.ray_address, "namespace": NAMESPACE,
-                "log_to_driver": False}
-    # No address: a fresh local instance on free ports (never Redis's 6379).
-    return {"address": "local", "namespace": NAMESPACE, "include_dashboard": False,
-            "log_to_driver": False}
+ray_init_kwargs = rayapi.init_kwargs
 
 
 def assign_partitions(partitions: int, shards: int) -> list[list[int]]:
@@ -58,21 +49,12 @@ def assign_partitions(partitions: int, shards: int) -> list[list[int]]:
     return [[p for p in range(partitions) if p % shards == i] for i in range(shards)]
 
 
-def shard_name(index: int) -> str:
+def conversation_shard_name(index: int) -> str:
     return f"mtdesk-shard-{index}"
 
 
 def _wait_names_free(count: int, timeout_s: float = 10.0) -> None:
-    """Wait until killed shards' names are released, so a quick restart (which looks
-    actors up by name) gets fresh actors rather than dying ones."""
-    deadline = time.monotonic() + timeout_s
-    for index in range(count):
-        while time.monotonic() < deadline:
-            try:
-                ray.get_actor(shard_name(index), namespace=NAMESPACE)
-            except ValueError:
-                break
-            time.sleep(0.05)
+    rayapi.wait_names_free([conversation_shard_name(i) for i in range(count)], timeout_s)
 
 
 class ShardHost:
@@ -108,6 +90,8 @@ class ShardHost:
     async def ping(self) -> dict[str, Any]:
         info = await self.ensure_started()
         info["pid"] = os.getpid()
+        info["node_id"] = rayapi.current_node_id()
+        info["partitions"] = list(self._partitions)
         return info
 
     async def stop(self, drain_timeout_s: float = 10.0) -> dict[str, Any]:
@@ -121,9 +105,9 @@ class ShardHost:
         return info
 
 
-# The one place ray.remote is applied. num_cpus=0: shards are I/O bound and may outnumber
-# the cores; the operator sizes them with MTDESK_SHARDS.
-ShardActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(ShardHost)
+# num_cpus=0 (rayapi's default): shards are I/O bound and may outnumber the cores; the
+# operator sizes them with MTDESK_SHARDS.
+ShardActor = rayapi.actor_class(ShardHost)
 
 
 class Deployment:
@@ -140,6 +124,7 @@ class Deployment:
         self._detached = detached
         self._watch_interval_s = watch_interval_s
         self.actors: list[Any] = []
+        self.partitions: list[list[int]] = []  # the partitions of each actor, by index
         self._watchdog: asyncio.Task[None] | None = None
         self._healthy: list[bool] = []
         self._thread: threading.Thread | None = None
@@ -147,19 +132,17 @@ class Deployment:
 
     def _create_actors(self) -> None:
         s = self._settings
-        if not ray.is_initialized():
-            raise RuntimeError("ray.init() must be called first (see ray_init_kwargs)")
+        if not rayapi.is_initialized():
+            raise RuntimeError("Ray must be started first (see rayapi.init)")
         count = min(s.shards, s.partitions)  # a shard without a partition has no work
         if count < s.shards:
             log.warning("MTDESK_SHARDS=%d exceeds MTDESK_PARTITIONS=%d; starting %d shards",
                         s.shards, s.partitions, count)
-        for index, partitions in enumerate(assign_partitions(s.partitions, count)):
-            options: dict[str, Any] = {"name": shard_name(index), "namespace": NAMESPACE,
-                                       "get_if_exists": True}
-            if self._detached:
-                options["lifetime"] = "detached"
-            actor = ShardActor.options(**options).remote(
-                s, index, partitions, self._factory, self._shard_options)
+        self.partitions = assign_partitions(s.partitions, count)
+        for index, partitions in enumerate(self.partitions):
+            actor = rayapi.create(ShardActor, conversation_shard_name(index), "conversation_shard", s,
+                                  s, index, partitions, self._factory, self._shard_options,
+                                  detached=self._detached)
             self.actors.append(actor)
         self._healthy = [True] * len(self.actors)
 
@@ -174,7 +157,7 @@ class Deployment:
     def start_blocking(self, timeout_s: float = 120.0) -> None:
         """:meth:`start` for synchronous callers (the CLI): the watchdog is a thread."""
         self._create_actors()
-        ray.get([a.ensure_started.remote() for a in self.actors], timeout=timeout_s)
+        rayapi.get([a.ensure_started.remote() for a in self.actors], timeout_s)
         self._stop_thread = threading.Event()
         self._thread = threading.Thread(target=self._watch_blocking, name="mtdesk-shard-watchdog",
                                         daemon=True)
@@ -184,7 +167,7 @@ class Deployment:
         while not self._stop_thread.wait(self._watch_interval_s):
             for index, actor in enumerate(list(self.actors)):
                 try:
-                    ray.get(actor.ping.remote(), timeout=max(5.0, self._watch_interval_s * 5))
+                    rayapi.get(actor.ping.remote(), max(5.0, self._watch_interval_s * 5))
                     ok = True
                 except Exception:
                     ok = False
@@ -200,10 +183,10 @@ class Deployment:
             self._thread = None
         refs = [a.stop.remote(drain_timeout_s) for a in self.actors]
         with contextlib.suppress(Exception):
-            ray.get(refs, timeout=drain_timeout_s + 5)
+            rayapi.get(refs, drain_timeout_s + 5)
         for actor in self.actors:
             with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
+                rayapi.kill(actor)
         _wait_names_free(len(self.actors))
         self.actors = []
 
@@ -246,7 +229,7 @@ class Deployment:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(actor.stop.remote(drain_timeout_s), drain_timeout_s + 5)
             with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
+                rayapi.kill(actor)
 
         await asyncio.gather(*(one(a) for a in self.actors))
         if wait_names:

@@ -1,9 +1,10 @@
 """The policy actors on Ray: the deletion worker and the retention sweep.
 
-What a caller (the CLI, after ``ray.init``) may rely on:
+What a caller (the CLI, once Ray is started) may rely on:
 
 - :class:`PolicyDeployment` ``start()`` creates two named actors in namespace
-  ``"mtdesk"``: ``mtdesk-deleter`` (runs :class:`~mtdesk.policy.deletion.DeletionWorker`,
+  ``"mtdesk"`` (placed by ``MTDESK_RAY_PLACEMENT``, on nodes with ``mtdesk_policy`` when
+  the cluster has that resource: :mod:`mtdesk.actors.scheduling`): ``mtdesk-deleter`` (runs :class:`~mtdesk.policy.deletion.DeletionWorker`,
   consuming the job stream) and ``mtdesk-retention`` (runs
   :class:`~mtdesk.policy.retention.RetentionSweep` every ``retention_interval_s``, and on
   demand with :meth:`PolicyDeployment.run_retention`). ``ready()`` pings both; ``stop()``
@@ -24,8 +25,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
-import ray
 
+from mtdesk.actors import rayapi
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
@@ -34,7 +35,7 @@ from mtdesk.policy.retention import RetentionSweep
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "mtdesk"
+NAMESPACE = rayapi.NAMESPACE
 DELETER_NAME = "mtdesk-deleter"
 RETENTION_NAME = "mtdesk-retention"
 
@@ -58,7 +59,8 @@ class _LoopHost:
 
     def _info(self) -> dict[str, Any]:
         running = self._task is not None and not self._task.done()
-        return {"actor": self.name, "running": running, "pid": os.getpid()}
+        return {"actor": self.name, "running": running, "pid": os.getpid(),
+                "node_id": rayapi.current_node_id()}
 
     async def ensure_started(self) -> dict[str, Any]:
         if self._task is None or self._task.done():
@@ -134,9 +136,9 @@ class RetentionHost(_LoopHost):
         return msgspec.to_builtins(await self._sweep.run(tenant_ids))
 
 
-# The one place ray.remote is applied to the policy hosts. num_cpus=0: I/O bound.
-DeletionActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(DeletionHost)
-RetentionActor = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(RetentionHost)
+# The policy hosts as Ray actors (num_cpus=0: I/O bound).
+DeletionActor = rayapi.actor_class(DeletionHost)
+RetentionActor = rayapi.actor_class(RetentionHost)
 
 
 class PolicyDeployment:
@@ -150,19 +152,14 @@ class PolicyDeployment:
         self.deleter: Any = None
         self.retention: Any = None
 
-    def _options(self, name: str) -> dict[str, Any]:
-        options: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "get_if_exists": True}
-        if self._detached:
-            options["lifetime"] = "detached"
-        return options
-
     async def start(self) -> None:
-        if not ray.is_initialized():
-            raise RuntimeError("ray.init() must be called first")
-        self.deleter = DeletionActor.options(**self._options(DELETER_NAME)).remote(
-            self._settings)
-        self.retention = RetentionActor.options(**self._options(RETENTION_NAME)).remote(
-            self._settings, self._interval_s)
+        if not rayapi.is_initialized():
+            raise RuntimeError("Ray must be started first (see rayapi.init)")
+        self.deleter = rayapi.create(DeletionActor, DELETER_NAME, "deletion", self._settings,
+                                     self._settings, detached=self._detached)
+        self.retention = rayapi.create(RetentionActor, RETENTION_NAME, "retention",
+                                       self._settings, self._settings, self._interval_s,
+                                       detached=self._detached)
         await asyncio.gather(self.deleter.ensure_started.remote(),
                              self.retention.ensure_started.remote())
         log.info("policy actors started")
@@ -187,5 +184,5 @@ class PolicyDeployment:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(actor.stop.remote(), 15)
             with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
+                rayapi.kill(actor)
         self.deleter = self.retention = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mtdesk.actors.render import is_our_metadata
+from mtdesk.channels.outbound import is_our_metadata
 from mtdesk.core import keys
 from mtdesk.core.events import Echo, Receipt, Status
 from mtdesk.core.history import StoredMessage, inbound_message

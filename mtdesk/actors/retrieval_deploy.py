@@ -1,14 +1,16 @@
-"""Retrieval shards as Ray actors: the one module that applies ``ray.remote`` to them.
+"""Retrieval shards as Ray actors (Ray itself is called through :mod:`mtdesk.actors.rayapi`).
 
-- :func:`create_retrieval_shards` starts (or finds, by name) ``n`` shard actors; they
-  restart on failure and reload from their snapshots / Redis.
+- :func:`create_retrieval_shards` starts (or finds, by name) ``n`` shard actors, placed
+  over the Ray nodes by ``MTDESK_RAY_PLACEMENT`` (see :mod:`mtdesk.actors.scheduling`);
+  they restart on failure (on a live node when theirs is lost) and reload from their
+  snapshots / Redis.
 - :class:`ActorShardClient` is a :class:`~mtdesk.retrieval.search.ShardClient` over one
   actor that batches: while a call is in flight, new queries queue and leave together
   in the next call (one actor call costs ~1.7 ms; a batch costs about the same).
 - :func:`actor_retriever` is the :class:`~mtdesk.core.ports.Retriever` the conversation
   shards use in a Ray deployment.
 
-Only the composition root (cli) calls ``ray.init()``; this module expects Ray running.
+Only the composition root (cli) starts Ray; this module expects Ray running.
 """
 
 from __future__ import annotations
@@ -18,34 +20,33 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import ray
 
+from mtdesk.actors import rayapi
 from mtdesk.actors.retrieval_shard import ENCODER, RESULTS, RetrievalShard
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.settings import Settings
+from mtdesk.retrieval.index_slice import Hit, SearchRequest
 from mtdesk.retrieval.search import Embedders, KnowledgeRetriever
-from mtdesk.retrieval.shard import Hit, SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
 
 NAME = "mtdesk-retrieval-{}"
 MAX_BATCH = 512
+# A search is retried twice on a restarted actor (a query is cheap to repeat, and one that
+# keeps killing its actor must not loop for ever); 64 concurrent batches per actor.
+RetrievalShardActor = rayapi.actor_class(RetrievalShard, max_task_retries=2, num_cpus=0.5,
+                                         max_concurrency=64)
 
 
 def create_retrieval_shards(
     settings: Settings, n: int, *, num_cpus: float = 0.5, namespace: str | None = None,
-    **options: Any,
+    **shard_options: Any,
 ) -> list[Any]:
-    """``n`` shard actor handles (named, so a restarted server finds the running ones)."""
-    remote = ray.remote(RetrievalShard)
-    handles = []
-    for i in range(n):
-        handles.append(
-            remote.options(
-                name=NAME.format(i), namespace=namespace, get_if_exists=True,
-                max_restarts=-1, max_task_retries=2, num_cpus=num_cpus, max_concurrency=64,
-            ).remote(settings, i, n, **options)
-        )
-    return handles
+    """``n`` shard actor handles (named, so a restarted server finds the running ones);
+    ``shard_options`` go to :class:`RetrievalShard`."""
+    return [rayapi.create(RetrievalShardActor, NAME.format(i), "retrieval_shard", settings,
+                          settings, i, n, namespace=namespace,
+                          options={"num_cpus": num_cpus}, **shard_options)
+            for i in range(n)]
 
 
 class ActorShardClient:
@@ -118,10 +119,10 @@ def find_retrieval_shards(n: int, *, namespace: str | None = None) -> list[Any] 
     """Handles of the ``n`` running shard actors (by name), or None when any is missing."""
     handles = []
     for i in range(n):
-        try:
-            handles.append(ray.get_actor(NAME.format(i), namespace=namespace))
-        except ValueError:
+        handle = rayapi.find(NAME.format(i), namespace)
+        if handle is None:
             return None
+        handles.append(handle)
     return handles
 
 
@@ -132,7 +133,7 @@ def shard_retriever(store: KnowledgeStore, settings: Settings, n: int, *,
     asked about from snapshots / Redis, and follows their change logs)."""
     from mtdesk.retrieval.search import local_retriever
 
-    if ray.is_initialized():
+    if rayapi.is_initialized():
         handles = find_retrieval_shards(n, namespace=namespace)
         if handles is not None:
             return actor_retriever(store, settings, handles)

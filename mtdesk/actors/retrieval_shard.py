@@ -2,7 +2,7 @@
 :mod:`mtdesk.actors.retrieval_deploy`).
 
 It holds the FAISS indexes of the tenants' chunks placed on it (see
-:mod:`mtdesk.retrieval.shard` for loading, catching up and snapshots) and speaks bytes:
+:mod:`mtdesk.retrieval.index_slice` for loading, catching up and snapshots) and speaks bytes:
 a batch of msgpack :class:`SearchRequest` in, a msgpack list of hit lists out, so one
 actor call carries many queries and is decoded once.
 
@@ -29,7 +29,7 @@ from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
 from mtdesk.policy.purge import listen_for_erasures, tenant_erased
-from mtdesk.retrieval.shard import Hit, IndexShard, SearchRequest
+from mtdesk.retrieval.index_slice import Hit, IndexSlice, SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
 
 REQUESTS = msgspec.msgpack.Decoder(list[SearchRequest])
@@ -49,17 +49,17 @@ class RetrievalShard:
         self.check_interval = check_interval
         self.hnsw_threshold = hnsw_threshold
         self._redis: Redis | None = None
-        self._core: IndexShard | None = None
+        self._core: IndexSlice | None = None
         self._snapshot_at = time.monotonic()
         self._listener: asyncio.Task[None] | None = None
         self._listening = False
         self._subscribed = asyncio.Event()
 
-    def _shard(self) -> IndexShard:
+    def _shard(self) -> IndexSlice:
         # Made on first use, inside the actor's own event loop (a client is bound to a loop).
         if self._core is None:
             self._redis = connect(self.settings.redis_url, max_connections=8)
-            self._core = IndexShard(
+            self._core = IndexSlice(
                 shard=self.number, n_shards=self.n_shards, block=self.settings.kb_shard_chunks,
                 store=KnowledgeStore(self._redis), data_dir=self.settings.data_dir,
                 check_interval=self.check_interval, hnsw_threshold=self.hnsw_threshold,

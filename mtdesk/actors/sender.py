@@ -35,8 +35,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mtdesk.actors.graph_errors import classify, graph_error_from_response
 from mtdesk.actors.ratelimit import SendPermits, SendRateLimiter
-from mtdesk.actors.render import render_body, split_text
 from mtdesk.actors.stats import PerRegistry
+from mtdesk.channels.outbound import render_body, split_text
 from mtdesk.core.errors import GraphError, ValidationError
 from mtdesk.core.ports import ChannelCredentials, CredentialSource, OutboundMessage, SendResult
 from mtdesk.core.settings import Settings

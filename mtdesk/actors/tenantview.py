@@ -1,13 +1,13 @@
 """A shard's short-lived cache of what tenants configured: bot config and channel status.
 
 Read per message on the hot path, so each answer is kept ``ttl_s`` seconds (default 2):
-a bot change or a disconnect takes effect within that time on every shard.
+a bot change or a disconnect takes effect within that time on every shard. At most
+``max_entries`` answers of each kind are held; past that the least recently used goes.
 """
 
 from __future__ import annotations
 
-import time
-from typing import TypeVar
+from cachetools import TTLCache
 
 from mtdesk.core import keys
 from mtdesk.core.ports import BotConfig
@@ -15,36 +15,29 @@ from mtdesk.core.redis import Redis, as_opt_bytes
 from mtdesk.core.tenants import Bots
 
 DISCONNECTED = b"disconnected"
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 
 class TenantView:
     def __init__(self, redis: Redis, *, ttl_s: float = 2.0, max_entries: int = 10_000) -> None:
         self._redis = redis
         self._bots = Bots(redis)
-        self._ttl = ttl_s
-        self._max = max_entries
-        self._bot_cache: dict[str, tuple[float, BotConfig]] = {}
-        self._channel_cache: dict[tuple[str, str, str], tuple[float, bool]] = {}
+        self._bot_cache: TTLCache[str, BotConfig] = TTLCache(max_entries, ttl_s)
+        self._channel_cache: TTLCache[tuple[str, str, str], bool] = TTLCache(max_entries, ttl_s)
 
     async def bot(self, tenant_id: str) -> BotConfig:
         """The tenant's bot config (the offline default when none was set)."""
         hit = self._bot_cache.get(tenant_id)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        config = await self._bots.get(tenant_id)
-        self._put(self._bot_cache, tenant_id, (now + self._ttl, config))
+        if hit is not None:
+            return hit
+        config = self._bot_cache[tenant_id] = await self._bots.get(tenant_id)
         return config
 
     async def channel_connected(self, tenant_id: str, channel: str, account_id: str) -> bool:
         """False when the channel's status is ``disconnected`` (e.g. Graph error 190)."""
         key = (tenant_id, channel, account_id)
         hit = self._channel_cache.get(key)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            return hit
         channel_id = as_opt_bytes(
             await self._redis.hget(keys.account(channel, account_id), "channel_id")
         )
@@ -52,7 +45,7 @@ class TenantView:
         if channel_id is not None:
             status = await self._redis.hget(keys.channel(tenant_id, channel_id.decode()), "status")
             connected = status != DISCONNECTED
-        self._put(self._channel_cache, key, (now + self._ttl, connected))
+        self._channel_cache[key] = connected
         return connected
 
     def forget_channel(self, tenant_id: str, channel: str, account_id: str) -> None:
@@ -64,8 +57,3 @@ class TenantView:
         self._bot_cache.pop(tenant_id, None)
         for key in [k for k in self._channel_cache if k[0] == tenant_id]:
             del self._channel_cache[key]
-
-    def _put(self, cache: dict[_K, _V], key: _K, value: _V) -> None:
-        if len(cache) >= self._max:
-            cache.clear()  # bounded memory; it is only a cache
-        cache[key] = value

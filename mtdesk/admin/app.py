@@ -38,6 +38,10 @@ ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.knowledge",
     "mtdesk.admin.privacy",
     "mtdesk.admin.billing",
+    "mtdesk.admin.cluster",
+    "mtdesk.admin.accounts",
+    "mtdesk.admin.apikeys",
+    "mtdesk.admin.connect",
     "mtdesk.admin.ui",
 )
 
@@ -57,8 +61,10 @@ def guarded(handler: Handler) -> Handler:
     """``handler`` with the admin's authentication (paths under ``/admin/api/``) and its
     error answers (:func:`mtdesk.admin.http.answer_errors`)."""
 
+    open_to_all = getattr(handler, "__mtdesk_public__", False)
+
     async def authenticated(request: web.Request) -> web.StreamResponse:
-        if request.path.startswith(API_PREFIX):
+        if request.path.startswith(API_PREFIX) and not open_to_all:
             await authenticate(request)
         return await handler(request)
 

@@ -1,9 +1,13 @@
-"""Who is calling the admin API: the operator or one tenant.
+"""Who is calling the admin API: the operator, one tenant's API key, or a signed-in person.
 
 ``Authorization: Bearer <token>`` is either the operator token (``MTDESK_ADMIN_TOKEN``,
-compared in constant time) or a tenant API key (looked up by its SHA-256). Anything else
-under ``/admin/api/`` is a 401. Route handlers read :func:`principal` and use
-:func:`require_operator` or :func:`tenant_scope`, so a tenant only ever reaches its own id.
+compared in constant time) or a tenant API key (looked up by its SHA-256). Without that
+header, the console's session cookie (:mod:`mtdesk.admin.sessions`) signs a person in;
+a state-changing request so authenticated needs the session's CSRF token (403 without).
+Anything else under ``/admin/api/`` is a 401, except the handlers marked :func:`public`
+(sign-up, sign-in, password reset). Route handlers read :func:`principal` and use
+:func:`require_operator` or :func:`tenant_scope`, so a tenant only ever reaches its own id;
+an ``agent`` is refused (403) what :data:`OWNER_ONLY` lists.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-from mtdesk.admin.http import Forbidden
+from mtdesk.admin.http import Forbidden, Handler
+from mtdesk.admin.sessions import SESSION_COOKIE, Sessions, csrf_ok
+from mtdesk.core import keys
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import Unauthorized, ValidationError
 from mtdesk.core.tenants import Tenants
@@ -23,6 +29,9 @@ from mtdesk.core.tenants import Tenants
 class Principal(msgspec.Struct, frozen=True):
     kind: Literal["operator", "tenant"]
     tenant_id: str | None = None
+    user_id: str | None = None  # a signed-in person (None: the operator or an API key)
+    role: str = "owner"  # an API key acts with the owner's powers
+    session_key: str | None = None
 
     @property
     def is_operator(self) -> bool:
@@ -65,9 +74,57 @@ def _bearer(request: web.Request) -> str:
     return token.strip()
 
 
+# (method or "*", path prefix under /admin/api/v1): what an agent may not do.
+OWNER_ONLY: tuple[tuple[str, str], ...] = (
+    ("POST", "/admin/api/v1/channels"),
+    ("DELETE", "/admin/api/v1/channels"),
+    ("*", "/admin/api/v1/billing"),
+    ("*", "/admin/api/v1/team"),
+    ("*", "/admin/api/v1/keys"),
+    ("DELETE", "/admin/api/v1/account"),
+)
+
+
+def public(handler: Handler) -> Handler:
+    """Mark an API handler that needs no authentication (sign-up, sign-in, reset)."""
+    handler.__mtdesk_public__ = True  # type: ignore[attr-defined]
+    return handler
+
+
+def require_owner(request: web.Request) -> None:
+    if principal(request).role != "owner":
+        raise Forbidden("this needs the owner role (agents cannot manage channels, billing, "
+                        "team or API keys)")
+
+
+async def _from_session(request: web.Request) -> None:
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    cfg = request.config_dict
+    session = await Sessions(cfg[REDIS], cfg[CLOCK], cfg[SETTINGS]).find(cookie)
+    if session is None:
+        raise Unauthorized("sign in, or send Authorization: Bearer <operator token or "
+                           "tenant API key>")
+    status = await cfg[REDIS].hget(keys.tenant(session.tenant_id), "status")
+    if status != b"active":
+        raise Unauthorized("this account is not active")
+    if not csrf_ok(request, session):
+        raise Forbidden("missing or wrong X-CSRF-Token (a signed-in change needs the token "
+                        "the sign-in answer gave)")
+    request[PRINCIPAL] = Principal("tenant", session.tenant_id, session.user_id, session.role,
+                                   session.key)
+    if session.role != "owner":
+        for method, prefix in OWNER_ONLY:
+            if (method in ("*", request.method)) and (
+                    request.path == prefix or request.path.startswith(prefix + "/")):
+                require_owner(request)
+
+
 async def authenticate(request: web.Request) -> None:
-    """Set the request's :class:`Principal` from its bearer token, or raise Unauthorized.
-    Only for paths under ``/admin/api/`` (the web page needs no token)."""
+    """Set the request's :class:`Principal` from its bearer token or session cookie, or
+    raise Unauthorized. Only for paths under ``/admin/api/`` (the web page needs no token)."""
+    if "Authorization" not in request.headers:
+        await _from_session(request)
+        return
     token = _bearer(request)
     admin_token = request.config_dict[SETTINGS].admin_token
     if admin_token is not None and hmac.compare_digest(

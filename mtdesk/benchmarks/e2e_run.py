@@ -26,7 +26,7 @@ from mtdesk.benchmarks.e2e_load import TOKEN, LoadConfig, build_request, loadgen
 from mtdesk.benchmarks.e2e_measure import CpuMeter
 
 APP_SECRET = "bench-e2e-app-secret"
-ADMIN_TOKEN = "bench-e2e-admin-token"
+ADMIN_TOKEN = "bench-e2e-admin-token-of-32-chars-or-more"
 MODEL = "bench-model"
 ACCOUNTS_PER_CHANNEL = 2  # keeps each account under Meta's per-Page 300/s at high rates
 Log = Callable[[str], None]
@@ -284,12 +284,11 @@ async def _run(cfg: BenchConfig, log: Log) -> dict[str, Any]:
 
 def _shard_pids(shards: int) -> list[int]:
     """The conversation shard actors' process ids (their ping says)."""
-    import ray
+    from mtdesk.actors import rayapi
+    from mtdesk.actors.deploy import conversation_shard_name
 
-    from mtdesk.actors.deploy import NAMESPACE, shard_name
-
-    handles = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(shards)]
-    infos: list[dict[str, Any]] = ray.get([h.ping.remote() for h in handles], timeout=30)
+    handles = [rayapi.find(conversation_shard_name(i)) for i in range(shards)]
+    infos: list[dict[str, Any]] = rayapi.get([h.ping.remote() for h in handles if h], 30)
     return [int(info["pid"]) for info in infos]
 
 

@@ -66,11 +66,11 @@ async def _perf(args: argparse.Namespace) -> dict[str, Any]:
 
     import faiss
     import numpy as np
-    import ray
 
+    from mtdesk.actors import rayapi
     from mtdesk.actors.retrieval_deploy import ActorShardClient, create_retrieval_shards
     from mtdesk.core.settings import Settings
-    from mtdesk.retrieval.shard import SearchRequest
+    from mtdesk.retrieval.index_slice import SearchRequest
 
     n, dim, k = args.chunks, args.dim, 10
     print(f"generating {n} x {dim} clustered vectors and {args.queries} queries ...", flush=True)
@@ -86,9 +86,7 @@ async def _perf(args: argparse.Namespace) -> dict[str, Any]:
     truth += 1  # our chunk ids start at 1
     del exact
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(include_dashboard=False, log_to_driver=False)
+    started_ray = rayapi.init_local()
     settings = Settings(data_dir="/tmp/mtdesk-bench-retrieval", kb_shard_chunks=max(n, 1))
     (handle,) = create_retrieval_shards(
         settings, 1, namespace=f"bench-{uuid.uuid4().hex}", num_cpus=0,
@@ -140,9 +138,9 @@ async def _perf(args: argparse.Namespace) -> dict[str, Any]:
             "recall_at_10": round(recall, 4), "queries": len(requests), "concurrency": args.concurrency,
         }
     finally:
-        ray.kill(handle, no_restart=True)
+        rayapi.kill(handle)
         if started_ray:
-            ray.shutdown()
+            rayapi.shutdown()
     return result
 
 

@@ -27,8 +27,9 @@ T = TypeVar("T")
 async def knowledge_shard_services(settings: Settings) -> Any:
     """A conversation shard's services with the knowledge base wired in. Runs inside the
     shard's actor process (Ray pickles this function by reference)."""
-    from mtdesk.actors.pipeline import build_shard_services
+    from mtdesk.actors.rayapi import NAMESPACE
     from mtdesk.actors.retrieval_deploy import shard_retriever
+    from mtdesk.actors.services import build_shard_services
     from mtdesk.core.redis import connect
     from mtdesk.retrieval.extractive import ExtractiveModel
     from mtdesk.retrieval.store import KnowledgeStore
@@ -37,7 +38,7 @@ async def knowledge_shard_services(settings: Settings) -> Any:
     # (16 made retrieval fail under load in bench e2e; the bot then answers without it).
     store = KnowledgeStore(connect(settings.redis_url))
     retriever = shard_retriever(store, settings, settings.retrieval_shards,
-                                namespace="mtdesk")
+                                namespace=NAMESPACE)
     services = await build_shard_services(settings, offline_model=ExtractiveModel(),
                                           retriever=retriever)
     services.closers.append(store.redis.aclose)
@@ -57,31 +58,62 @@ class Backend:
         self.policy: Any = None
         self.retrieval: list[Any] = []
         self._owns_ray = False
+        self._report_stop: asyncio.Event | None = None
+        self._report_task: asyncio.Future[None] | None = None
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = 180.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
     def start(self) -> None:
-        import ray
-
-        from mtdesk.actors.deploy import Deployment, ray_init_kwargs
+        from mtdesk.actors import rayapi
+        from mtdesk.actors.deploy import Deployment
         from mtdesk.actors.policy_deploy import PolicyDeployment
         from mtdesk.actors.retrieval_deploy import create_retrieval_shards
 
-        if not ray.is_initialized():
-            ray.init(**ray_init_kwargs(self.settings))
-            self._owns_ray = True
+        self._owns_ray = rayapi.init(self.settings)
         self._thread.start()
         self.retrieval = create_retrieval_shards(
-            self.settings, self.settings.retrieval_shards, namespace="mtdesk")
-        ray.get([h.ping.remote() for h in self.retrieval], timeout=180)
+            self.settings, self.settings.retrieval_shards, namespace=rayapi.NAMESPACE)
+        rayapi.get([h.ping.remote() for h in self.retrieval], 180)
         self.shards = Deployment(self.settings, factory=knowledge_shard_services)
         self._run(self.shards.start())
         if self._policy_enabled:
             self.policy = PolicyDeployment(self.settings)
             self._run(self.policy.start())
+        self._run(self._start_reporter())
         log.info("backend started: %d conversation shards, %d retrieval shards",
                  self.settings.shards, len(self.retrieval))
+
+    async def _start_reporter(self) -> None:
+        """Publish where every actor runs (core/cluster.py) until :meth:`stop`."""
+        from mtdesk.actors.cluster_report import ClusterReporter
+        from mtdesk.actors.deploy import conversation_shard_name
+        from mtdesk.actors.policy_deploy import DELETER_NAME, RETENTION_NAME
+        from mtdesk.actors.retrieval_deploy import NAME as RETRIEVAL_NAME
+        from mtdesk.core.redis import connect
+
+        redis = connect(self.settings.redis_url, max_connections=4)
+        reporter = ClusterReporter(redis, self.settings.ray_placement)
+        for i, (handle, parts) in enumerate(zip(self.shards.actors, self.shards.partitions,
+                                                strict=True)):
+            reporter.watch("conversation_shard", conversation_shard_name(i), handle, parts)
+        for i, handle in enumerate(self.retrieval):
+            reporter.watch("retrieval_shard", RETRIEVAL_NAME.format(i), handle)
+        if self.policy is not None:
+            reporter.watch("deletion", DELETER_NAME, self.policy.deleter)
+            reporter.watch("retention", RETENTION_NAME, self.policy.retention)
+        with contextlib.suppress(Exception):  # best effort: the loop below retries
+            await reporter.publish_once()
+        self._report_stop = asyncio.Event()
+
+        async def run() -> None:
+            assert self._report_stop is not None
+            try:
+                await reporter.run(self._report_stop)
+            finally:
+                await redis.aclose()
+
+        self._report_task = asyncio.ensure_future(run())
 
     async def _ready(self) -> bool:
         ok = await self.shards.ready() if self.shards else False
@@ -104,9 +136,13 @@ class Backend:
         Ctrl-C) Ray's own processes die with us, and waiting on them would hang. Cutting
         it short loses nothing: unacknowledged entries are resumed by the next start.
         """
-        import ray
+        from mtdesk.actors import rayapi
 
         async def graceful() -> None:
+            if self._report_stop is not None and self._report_task is not None:
+                self._report_stop.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._report_task, 5)
             stops = ([self.shards.stop(drain_timeout_s=budget_s / 2, wait_names=False)]
                      if self.shards else [])
             if self.policy is not None:
@@ -123,4 +159,4 @@ class Backend:
         if self._owns_ray:
             # Ends every actor this driver started (retrieval shards included).
             with contextlib.suppress(Exception):
-                ray.shutdown()
+                rayapi.shutdown()

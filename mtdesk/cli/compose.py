@@ -16,6 +16,7 @@ from redis.backoff import ExponentialBackoff
 
 from mtdesk.actors.stats import live_shards, read_shard_stats, render_shard_stats
 from mtdesk.admin.app import setup_admin
+from mtdesk.core import cluster
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.redis import Redis, connect
@@ -71,6 +72,11 @@ def build_app(
         return render_shard_stats(await read_shard_stats(app[REDIS], shard_count))
 
     add_metrics_source(app, shard_metrics)
+
+    async def cluster_metrics() -> bytes:
+        return cluster.render_metrics(await cluster.read(app[REDIS]))
+
+    add_metrics_source(app, cluster_metrics)
     retention = RetentionCollector()
     retention_registry = CollectorRegistry(auto_describe=False)
     retention_registry.register(retention)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -73,11 +74,13 @@ def demo_settings(redis_url: str, graph_base: str, port: int, data_dir: str) -> 
         "MTDESK_META_APP_SECRET": APP_SECRET,
     })
     env.setdefault("MTDESK_META_VERIFY_TOKEN", "demo-verify-token")
-    env.setdefault("MTDESK_ADMIN_TOKEN", "demo-admin-token")
+    env.setdefault("MTDESK_ADMIN_TOKEN", secrets.token_urlsafe(32))  # printed at the end
     env.setdefault("MTDESK_ENCRYPTION_KEYS", Fernet.generate_key().decode())
     env.setdefault("MTDESK_SHARDS", "2")
     env.setdefault("MTDESK_PARTITIONS", "16")
-    return Settings.from_env(env, dotenv=None)
+    settings = Settings.from_env(env, dotenv=None)
+    settings.require_serve()  # an operator token of theirs is held to serve's rules
+    return settings
 
 
 @dataclass
@@ -235,8 +238,10 @@ async def run_demo(*, wait: bool = True, port: int | None = None) -> int:
 
 async def _serve_and_play(settings: Settings, graph: FakeGraphAPI, transcript: Transcript,
                           build_app: Any, wait: bool) -> int:
+    from mtdesk.gateway.slowclients import serving_runner
+
     app = build_app(settings, expect_shards=True)
-    runner = web.AppRunner(app, access_log=None)
+    runner = serving_runner(app, settings)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     base = f"http://{settings.host}:{settings.port}"

@@ -40,6 +40,61 @@ class Location(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     address: str | None = None
 
 
+class Referral(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where the person came from, as Meta said: an ad (click-to-Messenger/WhatsApp), an
+    ``m.me``/``wa.me`` link or QR code with a ``ref``, a plugin opt-in, a post."""
+
+    source: str | None = None  # Messenger ADS / SHORTLINK / CUSTOMER_CHAT_PLUGIN …; WhatsApp "ad" / "post"
+    type: str | None = None  # Messenger OPEN_THREAD …; opt-ins: "checkbox", "notification_messages"
+    ref: str | None = None  # the link's / plugin's ref parameter
+    ad_id: str | None = None  # Messenger ad id; WhatsApp source_id
+    url: str | None = None  # WhatsApp source_url, Messenger referer_uri
+    headline: str | None = None
+    body: str | None = None
+    ctwa_clid: str | None = None  # WhatsApp click id (conversions API)
+
+
+class FormField(msgspec.Struct, frozen=True, array_like=True):
+    """One answer of a submitted WhatsApp Flow form (``nfm_reply``)."""
+
+    name: str
+    value: str
+
+
+class ContactCard(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A contact the person shared (WhatsApp ``contacts`` message)."""
+
+    name: str | None = None
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    organization: str | None = None
+    urls: tuple[str, ...] = ()
+
+
+class OrderItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    product_id: str  # the catalog's product_retailer_id
+    quantity: int = 1
+    price: float | None = None  # per item
+    currency: str | None = None
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A cart the person sent from the business's WhatsApp catalog."""
+
+    catalog_id: str | None = None
+    note: str | None = None  # the text the person added to the order
+    items: tuple[OrderItem, ...] = ()
+
+
+class Pricing(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What Meta bills for a WhatsApp message (from its status), for cost metering."""
+
+    category: str | None = None  # marketing / utility / authentication / service …
+    billable: bool | None = None
+    model: str | None = None  # pricing_model: CBP, PMP
+    type: str | None = None  # regular / free_customer_service / free_entry_point
+
+
 class _Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind"):
     event_id: str  # mid / wamid, or a stable id made from the receipt's fields
     channel: Channel
@@ -48,6 +103,7 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_
     timestamp_ms: int
     wa_id: str | None = None  # WhatsApp phone-number id of the user, when Meta gave one
     user_name: str | None = None  # WhatsApp contact profile name
+    origin: Referral | None = None  # the ad / link / opt-in the person came from, when told
 
     @property
     def conversation(self) -> str:
@@ -66,8 +122,13 @@ class Message(_Event, frozen=True, tag="message"):
     story_id: str | None = None  # Instagram story replied to
     story_url: str | None = None
     location: Location | None = None
-    referral: str | None = None  # ad / link referral ref, when present
-    type: str = "text"  # the channel's own type name (text, image, interactive, …)
+    referral: str | None = None  # ad / link referral ref, when present (``origin`` has it all)
+    type: str = "text"  # the channel's own type name (text, image, sticker, order, …)
+    # Structured content of forms, shared contacts and orders; ``text`` says the same in
+    # words, so the bot and the inbox read them like any message.
+    form: tuple[FormField, ...] = ()
+    contacts: tuple[ContactCard, ...] = ()
+    order: Order | None = None
 
 
 class Postback(_Event, frozen=True, tag="postback"):
@@ -115,10 +176,13 @@ class Status(_Event, frozen=True, tag="status"):
     message_id: str
     status: Literal["sent", "delivered", "read", "failed", "deleted", "warning", "played"]
     errors: tuple[StatusError, ...] = ()
+    pricing: Pricing | None = None
 
 
 class Unsend(_Event, frozen=True, tag="unsend"):
-    """The end user deleted (unsent) one of their messages."""
+    """The end user deleted (unsent) one of their messages (Messenger/Instagram
+    ``is_deleted``, WhatsApp ``revoke`` or status ``deleted``); ``target_id`` is the
+    original's id, and the event id ``unsend:{target_id}``, whichever way it came."""
 
     target_id: str
 

@@ -53,6 +53,12 @@ def rate(channel: str, account_id: str, second: int) -> str:
     return f"{ROOT}:rl:{channel}:{account_id}:{second}"
 
 
+def meta_callback(kind: str, digest: str) -> str:
+    """Hash {job, disconnected} of one Meta callback, keyed by a digest of its
+    signed_request (the same request answers with the same job)."""
+    return f"{ROOT}:metacb:{kind}:{digest}"
+
+
 def deletion_job(job_id: str) -> str:
     return f"{ROOT}:job:{job_id}"
 
@@ -201,6 +207,12 @@ def shard_stats_pattern() -> str:
     return f"{ROOT}:stats:shard:*"
 
 
+# --- the Ray cluster (global; placement and counts only) ---------------------------------
+def cluster_report() -> str:
+    """Where every actor runs and its queue figures (JSON, short TTL; see core/cluster.py)."""
+    return f"{ROOT}:cluster"
+
+
 # --- billing (Stripe) ---------------------------------------------------------------------
 def billing(tenant_id: str) -> str:
     """Hash: Stripe customer and subscription ids, plan, status, allowance (-1 = unlimited),
@@ -222,3 +234,52 @@ def stripe_event(event_id: str) -> str:
     """Marker of a Stripe webhook event already handled (kept a week)."""
     digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=12).hexdigest()
     return f"{ROOT}:stripe:evt:{digest}"
+
+
+# --- accounts: people who sign in, their sessions, Meta login flows -----------------------
+def user_email(email_hash: str) -> str:
+    """'tenant:user' of the person with this e-mail (SHA-256 of it lower-cased)."""
+    return f"{ROOT}:uemail:{email_hash}"
+
+
+def users(tenant_id: str) -> str:
+    """Set of the tenant's user ids."""
+    return f"{ROOT}:t:{tenant_id}:users"
+
+
+def user(tenant_id: str, user_id: str) -> str:
+    """Hash: name, email, role, password (argon2 hash), status, created_ms."""
+    return f"{ROOT}:t:{tenant_id}:user:{user_id}"
+
+
+def user_sessions(tenant_id: str, user_id: str) -> str:
+    """Set of the session-id hashes a user holds (all ended on a password reset)."""
+    return f"{ROOT}:t:{tenant_id}:usess:{user_id}"
+
+
+def session(session_hash: str) -> str:
+    """Hash with a TTL: tenant, user, role, csrf, created_ms (by the SHA-256 of the cookie)."""
+    return f"{ROOT}:sess:{session_hash}"
+
+
+def login_failures(kind: str, digest: str) -> str:
+    """Counter with a TTL: failed sign-ins per e-mail or per client address (hashed)."""
+    return f"{ROOT}:loginfail:{kind}:{digest}"
+
+
+def one_time_link(purpose: str, token_hash: str) -> str:
+    """'tenant:user' with a TTL: a password-reset or invitation link (by its SHA-256)."""
+    return f"{ROOT}:otl:{purpose}:{token_hash}"
+
+
+def api_keys(tenant_id: str) -> str:
+    """Hash key id → JSON record (name, sha256, created_ms) of the tenant's API keys."""
+    return f"{ROOT}:t:{tenant_id}:apikeys"
+
+
+def connect_state(state_hash: str) -> str:
+    """Hash with a TTL: the session, tenant and flow a Meta login ``state`` was issued for."""
+    return f"{ROOT}:cstate:{state_hash}"
+
+
+WATCHDOG_STATUS = f"{ROOT}:watchdog"  # hash: counts and time of the connection watchdog's runs

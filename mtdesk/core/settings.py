@@ -27,10 +27,43 @@ PROVIDERS: dict[str, str] = {
 }
 
 
+MIN_ADMIN_TOKEN_CHARS = 32
+"""The operator token opens every tenant: shorter ones are refused at start."""
+
+
 class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     base_url: str
     api_key: Secret | None = None
+
+
+class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where password-reset and invitation mail goes out (``MTDESK_SMTP_*``)."""
+
+    host: str
+    port: int = 587
+    username: str | None = None
+    password: Secret | None = None
+    sender: str = "MT Desk <no-reply@localhost>"
+    starttls: bool = True
+
+
+class AccountsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sign-in sessions, mail, Meta's login flows and the connection watchdog
+    (each field's variable is named in :func:`_accounts`)."""
+
+    session_ttl_s: int = 14 * 24 * 3600
+    # Believe X-Forwarded-Proto (a TLS-terminating proxy in front): cookies get Secure.
+    trust_forwarded_proto: bool = False
+    login_attempts: int = 5  # failed sign-ins per e-mail (x10 per client address) ...
+    login_window_s: int = 900  # ... within this window before 429
+    smtp: SmtpConfig | None = None
+    meta_login_config_id: str | None = None
+    meta_dialog_base: str = "https://www.facebook.com"
+    instagram_dialog_base: str = "https://www.instagram.com"
+    instagram_api_base: str = "https://api.instagram.com"
+    instagram_graph_base: str = "https://graph.instagram.com/v25.0"
+    watchdog_interval_s: float = 6 * 3600.0
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -51,6 +84,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     encryption_keys: tuple[Secret, ...] = ()
     admin_token: Secret | None = None
     ray_address: str | None = None
+    # Where the actors go on a Ray cluster: "spread" over the nodes or "pack" them.
+    ray_placement: str = "spread"
     data_dir: str = "./.mtdesk"
     log_level: str = "INFO"
     # The message path.
@@ -80,6 +115,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_allow_private_urls: bool = False  # tests and closed networks only: turns off SSRF checks
     kb_max_file_bytes: int = 20 * 1024 * 1024
     kb_shard_chunks: int = 50_000  # a tenant's knowledge spreads to a next shard past this
+    # Hardening (docs/security.md).
+    meta_signed_request_max_age_s: int = 24 * 3600  # older signed_requests are refused
+    http_idle_timeout_s: float = 15.0  # no complete request headers within this: closed
+    http_body_timeout_s: float = 60.0  # a request body not fully received within this: closed
+    kb_extract_memory_mb: int = 768  # address space of the process that reads one upload
+    kb_extract_timeout_s: float = 60.0  # reading one upload takes at most this
+    accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
 
     @property
     def billing_enabled(self) -> bool:
@@ -102,8 +144,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError("MTDESK_META_VERIFY_TOKEN", "is required to receive webhooks")
 
     def require_serve(self) -> None:
-        """What ``mtdesk serve`` refuses to start without."""
+        """What ``mtdesk serve`` refuses to start without (or with): webhook secrets,
+        encryption keys, and no guessable operator token."""
         self.require_webhooks()
+        if self.admin_token is not None and len(self.admin_token.reveal()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ConfigError(
+                "MTDESK_ADMIN_TOKEN",
+                f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (generate one: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+            )
         if not self.encryption_keys:
             raise ConfigError(
                 "MTDESK_ENCRYPTION_KEYS",
@@ -134,30 +183,77 @@ def _read_dotenv(path: Path) -> dict[str, str]:
     return out
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"must be between {low} and {high}, got {value}")
-    return value
+_DEFAULTS: dict[str, Any] = {}  # filled below from Settings' own field defaults
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, low: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a number, got {raw!r}") from None
-    if value < low:
-        raise ConfigError(name, f"must be at least {low}, got {value}")
-    return value
+def _variable(field: str) -> str:
+    return f"MTDESK_{field.upper()}"
+
+
+class _Env:
+    """Reads one field's variable (``MTDESK_<FIELD>`` unless named), falling back to the
+    field's default in :class:`Settings`: each default is written once, in the class."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, field: str, variable: str | None = None) -> str:
+        return self.env.get(variable or _variable(field), "").strip()
+
+    def text(self, field: str, variable: str | None = None) -> Any:
+        return self.raw(field, variable) or _DEFAULTS[field]
+
+    def whole(self, field: str, *, low: int, high: int, variable: str | None = None) -> int:
+        name = variable or _variable(field)
+        raw = self.raw(field, name)
+        if not raw:
+            return int(_DEFAULTS[field])
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def number(self, field: str, *, low: float, variable: str | None = None) -> float:
+        name = variable or _variable(field)
+        raw = self.raw(field, name)
+        if not raw:
+            return float(_DEFAULTS[field])
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a number, got {raw!r}") from None
+        if value < low:
+            raise ConfigError(name, f"must be at least {low}, got {value}")
+        return value
+
+    def choice(self, field: str, choices: tuple[str, ...], variable: str | None = None) -> str:
+        """One of ``choices``, case-insensitive."""
+        name = variable or _variable(field)
+        raw = self.raw(field, name).lower()
+        if not raw:
+            return str(_DEFAULTS[field])
+        if raw not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, not {raw!r}")
+        return raw
+
+    def flag(self, field: str, variable: str | None = None) -> bool:
+        raw = self.raw(field, variable).lower()
+        if not raw:
+            return bool(_DEFAULTS[field])
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(variable or _variable(field), f"must be true or false, got {raw!r}")
+
+    def url(self, field: str, schemes: tuple[str, ...], variable: str | None = None) -> str:
+        return _url(self.env, variable or _variable(field), _DEFAULTS[field], schemes)
+
+    def secret(self, field: str, variable: str | None = None) -> Secret | None:
+        return _secret(self.env, variable or _variable(field))
 
 
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
@@ -211,53 +307,114 @@ def _build(env: Mapping[str, str]) -> Settings:
     for k in keys:
         parse_encryption_key(k)
 
-    stop_words = tuple(w.upper() for w in _csv(env, "MTDESK_STOP_WORDS")) or ("STOP", "UNSUBSCRIBE")
+    e = _Env(env)
+    stop_words = tuple(w.upper() for w in _csv(env, "MTDESK_STOP_WORDS")) or _DEFAULTS["stop_words"]
     fields: dict[str, Any] = dict(
-        redis_url=_url(env, "MTDESK_REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix")),
-        host=env.get("MTDESK_HOST", "").strip() or "127.0.0.1",
-        port=_int(env, "MTDESK_PORT", 8080, low=0, high=65535),
-        public_url=env.get("MTDESK_PUBLIC_URL", "").strip().rstrip("/"),
+        redis_url=e.url("redis_url", ("redis", "rediss", "unix")),
+        host=e.text("host"),
+        port=e.whole("port", low=0, high=65535),
+        public_url=e.raw("public_url").rstrip("/"),
         meta_app_secrets=tuple(Secret(s) for s in _csv(env, "MTDESK_META_APP_SECRET")),
-        meta_verify_token=_secret(env, "MTDESK_META_VERIFY_TOKEN"),
-        meta_app_id=env.get("MTDESK_META_APP_ID", "").strip() or None,
-        graph_api_base=_url(
-            env, "MTDESK_GRAPH_API_BASE", "https://graph.facebook.com/v25.0", ("http", "https")
-        ),
+        meta_verify_token=e.secret("meta_verify_token"),
+        meta_app_id=e.raw("meta_app_id") or None,
+        graph_api_base=e.url("graph_api_base", ("http", "https")),
         providers=providers,
-        stripe_api_key=_secret(env, "MTDESK_STRIPE_API_KEY"),
-        stripe_webhook_secret=_secret(env, "MTDESK_STRIPE_WEBHOOK_SECRET"),
-        stripe_api_base=_url(env, "MTDESK_STRIPE_API_BASE", "https://api.stripe.com", ("http", "https")),
+        stripe_api_key=e.secret("stripe_api_key"),
+        stripe_webhook_secret=e.secret("stripe_webhook_secret"),
+        stripe_api_base=e.url("stripe_api_base", ("http", "https")),
         encryption_keys=tuple(Secret(k) for k in keys),
-        admin_token=_secret(env, "MTDESK_ADMIN_TOKEN"),
-        ray_address=env.get("MTDESK_RAY_ADDRESS", "").strip() or None,
-        data_dir=env.get("MTDESK_DATA_DIR", "").strip() or "./.mtdesk",
-        log_level=(env.get("MTDESK_LOG_LEVEL", "").strip() or "INFO").upper(),
-        partitions=_int(env, "MTDESK_PARTITIONS", 64, low=1, high=4096),
-        shards=_int(env, "MTDESK_SHARDS", 2, low=1, high=1024),
-        retrieval_shards=_int(env, "MTDESK_RETRIEVAL_SHARDS", 1, low=1, high=1024),
-        max_body_bytes=_int(env, "MTDESK_MAX_BODY_BYTES", 10 * 1024 * 1024, low=1024, high=1 << 30),
-        dedup_ttl_s=_int(env, "MTDESK_DEDUP_TTL_S", 8 * 24 * 3600, low=7 * 24 * 3600, high=1 << 31),
-        max_event_age_s=_int(env, "MTDESK_MAX_EVENT_AGE_S", 6 * 3600, low=1, high=1 << 31),
-        max_active_conversations=_int(
-            env, "MTDESK_MAX_ACTIVE_CONVERSATIONS", 10_000, low=1, high=10_000_000
-        ),
-        max_concurrent_conversations=_int(
-            env, "MTDESK_MAX_CONCURRENT_CONVERSATIONS", 256, low=1, high=1_000_000
-        ),
-        conversation_idle_s=_float(env, "MTDESK_CONVERSATION_IDLE_S", 300.0, low=0.01),
-        burst_window_ms=_int(env, "MTDESK_BURST_WINDOW_MS", 0, low=0, high=60_000),
-        handoff_pause_s=_int(env, "MTDESK_HANDOFF_PAUSE_S", 30 * 60, low=0, high=1 << 31),
-        history_turns=_int(env, "MTDESK_HISTORY_TURNS", 12, low=0, high=1000),
-        llm_timeout_s=_float(env, "MTDESK_LLM_TIMEOUT_S", 30.0, low=0.1),
-        page_sends_per_s=_int(env, "MTDESK_PAGE_SENDS_PER_S", 300, low=1, high=100_000),
-        whatsapp_mps=_int(env, "MTDESK_WHATSAPP_MPS", 80, low=1, high=1000),
-        retention_days=_int(env, "MTDESK_RETENTION_DAYS", 365, low=1, high=365),
-        deletion_settle_s=_float(env, "MTDESK_DELETION_SETTLE_S", 300.0, low=0.0),
+        admin_token=e.secret("admin_token"),
+        ray_address=e.raw("ray_address") or None,
+        ray_placement=e.choice("ray_placement", ("spread", "pack")),
+        data_dir=e.text("data_dir"),
+        log_level=e.text("log_level").upper(),
+        partitions=e.whole("partitions", low=1, high=4096),
+        shards=e.whole("shards", low=1, high=1024),
+        retrieval_shards=e.whole("retrieval_shards", low=1, high=1024),
+        max_body_bytes=e.whole("max_body_bytes", low=1024, high=1 << 30),
+        dedup_ttl_s=e.whole("dedup_ttl_s", low=7 * 24 * 3600, high=1 << 31),
+        max_event_age_s=e.whole("max_event_age_s", low=1, high=1 << 31),
+        max_active_conversations=e.whole("max_active_conversations", low=1, high=10_000_000),
+        max_concurrent_conversations=e.whole("max_concurrent_conversations", low=1, high=1_000_000),
+        conversation_idle_s=e.number("conversation_idle_s", low=0.01),
+        burst_window_ms=e.whole("burst_window_ms", low=0, high=60_000),
+        handoff_pause_s=e.whole("handoff_pause_s", low=0, high=1 << 31),
+        history_turns=e.whole("history_turns", low=0, high=1000),
+        llm_timeout_s=e.number("llm_timeout_s", low=0.1),
+        page_sends_per_s=e.whole("page_sends_per_s", low=1, high=100_000),
+        whatsapp_mps=e.whole("whatsapp_mps", low=1, high=1000),
+        retention_days=e.whole("retention_days", low=1, high=365),
+        deletion_settle_s=e.number("deletion_settle_s", low=0.0),
         stop_words=stop_words,
-        kb_embedder=env.get("MTDESK_KB_EMBEDDER", "").strip(),
-        kb_allow_private_urls=env.get("MTDESK_KB_ALLOW_PRIVATE_URLS", "").strip().lower()
-        in ("1", "true", "yes", "on"),
-        kb_max_file_bytes=_int(env, "MTDESK_KB_MAX_FILE_BYTES", 20 * 1024 * 1024, low=1024, high=1 << 31),
-        kb_shard_chunks=_int(env, "MTDESK_KB_SHARD_CHUNKS", 50_000, low=100, high=100_000_000),
+        kb_embedder=e.raw("kb_embedder"),
+        kb_allow_private_urls=e.flag("kb_allow_private_urls"),
+        kb_max_file_bytes=e.whole("kb_max_file_bytes", low=1024, high=1 << 31),
+        kb_shard_chunks=e.whole("kb_shard_chunks", low=100, high=100_000_000),
+        meta_signed_request_max_age_s=e.whole(
+            "meta_signed_request_max_age_s", low=60, high=30 * 24 * 3600),
+        http_idle_timeout_s=e.number("http_idle_timeout_s", low=0.1),
+        http_body_timeout_s=e.number("http_body_timeout_s", low=0.1),
+        kb_extract_memory_mb=e.whole("kb_extract_memory_mb", low=64, high=1 << 20),
+        kb_extract_timeout_s=e.number("kb_extract_timeout_s", low=0.1),
+        accounts=_accounts(e),
     )
     return Settings(**fields)
+
+
+def _accounts(e: _Env) -> AccountsConfig:
+    d = AccountsConfig()
+
+    def whole(name: str, default: int, low: int, high: int) -> int:
+        raw = e.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def flag(name: str, default: bool) -> bool:
+        raw = e.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw in ("1", "true", "yes", "on")
+        raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+    def url(name: str, default: str) -> str:
+        return _url(e.env, name, default, ("http", "https"))
+
+    smtp: SmtpConfig | None = None
+    host = e.env.get("MTDESK_SMTP_HOST", "").strip()
+    if host:
+        smtp = SmtpConfig(
+            host=host,
+            port=whole("MTDESK_SMTP_PORT", 587, 1, 65535),
+            username=e.env.get("MTDESK_SMTP_USERNAME", "").strip() or None,
+            password=_secret(e.env, "MTDESK_SMTP_PASSWORD"),
+            sender=e.env.get("MTDESK_SMTP_FROM", "").strip() or SmtpConfig(host="-").sender,
+            starttls=flag("MTDESK_SMTP_STARTTLS", True),
+        )
+    interval = whole("MTDESK_WATCHDOG_INTERVAL_S", int(d.watchdog_interval_s), 1, 1 << 31)
+    return AccountsConfig(
+        session_ttl_s=whole("MTDESK_SESSION_TTL_S", d.session_ttl_s, 60, 1 << 31),
+        trust_forwarded_proto=flag("MTDESK_TRUST_FORWARDED_PROTO", d.trust_forwarded_proto),
+        login_attempts=whole("MTDESK_LOGIN_ATTEMPTS", d.login_attempts, 1, 1000),
+        login_window_s=whole("MTDESK_LOGIN_WINDOW_S", d.login_window_s, 1, 86_400),
+        smtp=smtp,
+        meta_login_config_id=e.env.get("MTDESK_META_LOGIN_CONFIG_ID", "").strip() or None,
+        meta_dialog_base=url("MTDESK_META_DIALOG_BASE", d.meta_dialog_base),
+        instagram_dialog_base=url("MTDESK_INSTAGRAM_DIALOG_BASE", d.instagram_dialog_base),
+        instagram_api_base=url("MTDESK_INSTAGRAM_API_BASE", d.instagram_api_base),
+        instagram_graph_base=url("MTDESK_INSTAGRAM_GRAPH_BASE", d.instagram_graph_base),
+        watchdog_interval_s=float(interval),
+    )
+
+
+_DEFAULTS.update(
+    (f.name, f.default) for f in msgspec.structs.fields(Settings)
+    if f.default is not msgspec.NODEFAULT
+)

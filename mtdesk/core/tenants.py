@@ -37,6 +37,7 @@ API_KEY_PREFIX = "mtd_"
 TENANT_STATUSES = ("active", "suspended")  # set by operators; deletion sets others
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
+NEEDS_RECONNECT = "needs_reconnect"
 
 Encrypt = Callable[[Secret, bytes], str]
 """Seals a token for an owner: ``TokenVault.encrypt``."""
@@ -49,6 +50,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def channel_token_aad(tenant_id: str, channel_id: str) -> bytes:
     """Associated data binding a token ciphertext to its channel (swap → no decrypt)."""
     return f"mtdesk:channel-token:{tenant_id}:{channel_id}".encode()
+
+
+def new_tenant_id() -> str:
+    return "t_" + secrets.token_hex(8)
 
 
 def hash_api_key(api_key: str) -> str:
@@ -133,6 +138,20 @@ class ChannelRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     token_kid: str | None = None  # key id the token is encrypted under (rotation status)
     disconnected_ms: int | None = None
     disconnected_reason: str | None = None
+    # How the token came (facebook_login | instagram_login | embedded_signup; none: pasted),
+    # and what the connection watchdog last found (mtdesk.policy.watchdog).
+    token_source: str | None = None
+    token_expires_ms: int | None = None
+    subscription_id: str | None = None  # the object subscribed to webhooks (WhatsApp: WABA)
+    health: str | None = None  # ok | expiring | needs_reconnect
+    health_reason: str | None = None
+    checked_ms: int | None = None
+
+
+# Fields of a channel hash about how it was connected and how it is doing: a new connect
+# replaces them.
+CONNECTION_FIELDS = ("token_source", "token_expires_ms", "subscription_id", "health",
+                     "health_reason", "checked_ms")
 
 
 def _s(raw: Mapping[bytes, bytes], name: str) -> str | None:
@@ -154,31 +173,49 @@ class Tenants:
         self._redis = redis
         self._clock = clock
 
-    async def create(self, name: object, email: object) -> tuple[TenantRecord, Secret]:
+    async def create(
+        self, name: object, email: object, *, tenant_id: str | None = None
+    ) -> tuple[TenantRecord, Secret]:
         """A new tenant and its API key (the only time the key is seen)."""
+        record, api_key = await self.create_without_key(name, email, tenant_id=tenant_id,
+                                                        with_key=True)
+        assert api_key is not None
+        return record, api_key
+
+    async def create_without_key(
+        self, name: object, email: object, *, tenant_id: str | None = None,
+        with_key: bool = False,
+    ) -> tuple[TenantRecord, Secret | None]:
+        """A new tenant; with ``with_key`` also its first API key (seen only here).
+        A tenant made by sign-up has none until an owner creates one."""
         record = TenantRecord(
-            id="t_" + secrets.token_hex(8),
+            id=tenant_id or new_tenant_id(),
             name=validate_name(name),
             email=validate_email(email),
             created_ms=now_ms(self._clock),
         )
-        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        digest = hash_api_key(api_key)
+        fields: HashFields = {
+            "name": record.name,
+            "email": record.email,
+            "created_ms": record.created_ms,
+            "status": record.status,
+        }
+        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32) if with_key else None
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                keys.tenant(record.id),
-                mapping={
-                    "name": record.name,
-                    "email": record.email,
-                    "created_ms": record.created_ms,
-                    "status": record.status,
-                    "api_key_hash": digest,
-                },
-            )
-            pipe.set(keys.api_key(digest), record.id)
+            if api_key is not None:
+                fields["api_key_hash"] = hash_api_key(api_key)
+                pipe.set(keys.api_key(hash_api_key(api_key)), record.id)
+            pipe.hset(keys.tenant(record.id), mapping=fields)
             pipe.sadd(keys.TENANTS, record.id)
             await pipe.execute()
-        return record, Secret(api_key)
+        return record, None if api_key is None else Secret(api_key)
+
+    async def forget(self, tenant_id: str) -> None:
+        """Undo a :meth:`create_without_key` whose sign-up failed part way (no key made)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.tenant(tenant_id))
+            pipe.srem(keys.TENANTS, tenant_id)
+            await pipe.execute()
 
     async def authenticate(self, api_key: str) -> str | None:
         """The active tenant this API key belongs to, or None."""
@@ -298,7 +335,8 @@ class Channels:
                         fields["connected_by"] = asid
                         pipe.sadd(keys.app_user(asid), f"{tenant_id}:{cid}")
                     pipe.hset(ch_key, mapping=fields)
-                    pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason")
+                    pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason",
+                              *CONNECTION_FIELDS)
                     await pipe.execute()
                     break
                 except WatchError:
@@ -333,7 +371,23 @@ class Channels:
             token_kid=kid,
             disconnected_ms=_i(raw, "disconnected_ms"),
             disconnected_reason=_s(raw, "disconnected_reason"),
+            token_source=_s(raw, "token_source"),
+            token_expires_ms=_i(raw, "token_expires_ms"),
+            subscription_id=_s(raw, "subscription_id"),
+            health=_s(raw, "health"),
+            health_reason=_s(raw, "health_reason"),
+            checked_ms=_i(raw, "checked_ms"),
         )
+
+    async def set_connection(self, tenant_id: str, channel_id: str,
+                             fields: Mapping[str, str | int]) -> None:
+        """Record :data:`CONNECTION_FIELDS` (only those) of a channel that exists."""
+        if any(name not in CONNECTION_FIELDS for name in fields):
+            raise ValueError(f"not a connection field: {sorted(fields)}")
+        key = keys.channel(tenant_id, channel_id)
+        if fields and await self._redis.exists(key):
+            mapping: HashFields = {name: value for name, value in fields.items()}
+            await self._redis.hset(key, mapping=mapping)
 
     async def list(self, tenant_id: str) -> list[ChannelRecord]:
         out: list[ChannelRecord] = []
@@ -357,11 +411,14 @@ class Channels:
         return await self.get(tenant_id, channel_id)
 
     async def mark_token_invalid(self, tenant_id: str, channel_id: str, reason: str) -> None:
-        """Graph said the token is dead: status disconnected, routing kept (inbound recorded)."""
+        """Graph said the token is dead: status disconnected, routing kept (inbound recorded);
+        health ``needs_reconnect`` with the reason (the console shows it)."""
         await self._redis.hset(
             keys.channel(tenant_id, channel_id),
             mapping={
                 "status": DISCONNECTED,
+                "health": NEEDS_RECONNECT,
+                "health_reason": reason[:200],
                 "disconnected_ms": now_ms(self._clock),
                 "disconnected_reason": reason[:200],
             },

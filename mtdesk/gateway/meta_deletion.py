@@ -13,11 +13,19 @@ Routes (mounted by :func:`setup_meta_deletion`):
   with ``Accept: application/json`` or ``?format=json``. Holds no personal data.
 
 A malformed ``signed_request`` is a 400 and a forged one a 403, both
-``{"error": {"field": "signed_request", "message": …}}``; Redis down is a 503 (Meta retries).
+``{"error": {"field": "signed_request", "message": …}}``; so is one without ``issued_at``
+or issued more than ``MTDESK_META_SIGNED_REQUEST_MAX_AGE_S`` ago (a 400). Redis down is a
+503 (Meta retries).
+
+Replays: the same ``signed_request`` posted again answers with the same job and
+confirmation code (keyed by its digest, kept as long as it could still be accepted), and
+a deauthorize only disconnects channels connected before its ``issued_at``, so replaying
+one never disconnects a channel the person connected again since.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from datetime import UTC, datetime
@@ -32,8 +40,15 @@ from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.http import error_response
 from mtdesk.core.redis import UNAVAILABLE, as_bytes
 from mtdesk.core.tenants import Channels
-from mtdesk.policy.deletion import DeletionJob, DeletionJobs
-from mtdesk.policy.signed_request import SignatureMismatch, SignedRequest, parse_signed_request
+from mtdesk.core.tenants import CONNECTED
+from mtdesk.policy.deletion import DeletionJob, DeletionJobs, new_job_id
+from mtdesk.policy.signed_request import (
+    MAX_CLOCK_SKEW_S,
+    SignatureMismatch,
+    SignedRequest,
+    parse_signed_request,
+    request_digest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +62,13 @@ def status_url(base_url: str, code: str) -> str:
     return f"{base_url.rstrip('/')}{DELETION_PATH}/status/{code}"
 
 
-async def _verified(request: web.Request) -> SignedRequest:
+class _Verified:
+    def __init__(self, request: SignedRequest, digest: str) -> None:
+        self.request = request
+        self.digest = digest
+
+
+async def _verified(request: web.Request) -> _Verified:
     if request.content_length is not None and request.content_length > _MAX_FORM_BYTES:
         raise ValidationError("signed_request", "request body is too large")
     try:
@@ -56,10 +77,16 @@ async def _verified(request: web.Request) -> SignedRequest:
         # Malformed urlencoded/multipart bodies, unknown charsets, oversized parts.
         raise ValidationError("signed_request", "body must be a form") from None
     value = form.get("signed_request")
-    return parse_signed_request(value, request.app[SETTINGS].meta_app_secrets)
+    settings = request.app[SETTINGS]
+    verified = parse_signed_request(
+        value, settings.meta_app_secrets, now=request.app[CLOCK].now(),
+        max_age_s=settings.meta_signed_request_max_age_s,
+    )
+    assert isinstance(value, str)  # parse_signed_request accepts nothing else
+    return _Verified(verified, request_digest(value))
 
 
-async def _guarded(request: web.Request) -> SignedRequest | web.Response:
+async def _guarded(request: web.Request) -> _Verified | web.Response:
     try:
         return await _verified(request)
     except SignatureMismatch as exc:
@@ -69,14 +96,38 @@ async def _guarded(request: web.Request) -> SignedRequest | web.Response:
         return error_response(400, exc.field, exc.problem)
 
 
+async def _job_for(request: web.Request, kind: str, verified: _Verified) -> DeletionJob:
+    """The deletion job of this signed_request: scheduled by the first of its copies to
+    claim the digest; the others answer with that same job."""
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    jobs = DeletionJobs(redis, request.app[CLOCK])
+    key = keys.meta_callback(kind, verified.digest)
+    # Kept while the request could still be accepted: a later copy is refused as too old.
+    ttl = settings.meta_signed_request_max_age_s + MAX_CLOCK_SKEW_S + 3600
+    mine = new_job_id()
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hsetnx(key, "job", mine)
+        pipe.hget(key, "job")
+        pipe.expire(key, ttl)
+        _, raw, _ = await pipe.execute()
+    job_id = as_bytes(raw).decode()
+    if job_id != mine:
+        # A copy is (or was) handled concurrently: its job appears within moments.
+        for _ in range(20):
+            job = await jobs.find(job_id)
+            if job is not None:
+                return job
+            await asyncio.sleep(0.05)
+        # The first copy died between its claim and its job: finish its work, same id.
+    return await jobs.schedule_app_user(verified.request.user_id, source="meta", job_id=job_id)
+
+
 async def data_deletion(request: web.Request) -> web.Response:
     verified = await _guarded(request)
     if isinstance(verified, web.Response):
         return verified
     try:
-        job = await DeletionJobs(request.app[REDIS], request.app[CLOCK]).schedule_app_user(
-            verified.user_id, source="meta"
-        )
+        job = await _job_for(request, "deletion", verified)
     except (RedisError, *UNAVAILABLE):
         return error_response(503, None, "the store is unavailable, retry")
     log.info("meta data-deletion request: job %s", job.id)
@@ -89,17 +140,23 @@ async def deauthorize(request: web.Request) -> web.Response:
     if isinstance(verified, web.Response):
         return verified
     redis, clock = request.app[REDIS], request.app[CLOCK]
+    # Channels connected after Meta issued this request were connected again since the
+    # person removed the app: a replay (or a late copy) must leave them alone.
+    issued_ms = verified.request.issued_at * 1000 + 999
     disconnected = 0
     try:
         channels = Channels(redis, clock)
-        for member in sorted(await redis.smembers(keys.app_user(verified.user_id))):
+        for member in sorted(await redis.smembers(keys.app_user(verified.request.user_id))):
             tid, _, cid = as_bytes(member).decode().partition(":")
             try:
+                record = await channels.get(tid, cid)
+                if record.status != CONNECTED or record.connected_ms > issued_ms:
+                    continue
                 await channels.disconnect(tid, cid, reason="app deauthorized on Facebook")
                 disconnected += 1
             except NotFound:
                 continue  # already gone
-        job = await DeletionJobs(redis, clock).schedule_app_user(verified.user_id, source="meta")
+        job = await _job_for(request, "deauthorize", verified)
     except (RedisError, *UNAVAILABLE):
         return error_response(503, None, "the store is unavailable, retry")
     log.info("meta deauthorize: %d channel(s) disconnected, job %s", disconnected, job.id)

@@ -23,6 +23,7 @@ from aiohttp import web
 from multidict import istr
 from prometheus_client import CollectorRegistry
 
+from mtdesk.channels.webhook import UndecodableBody, parse_webhook
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Event
@@ -30,7 +31,6 @@ from mtdesk.core.http import error_response, read_body
 from mtdesk.core.redis import UNAVAILABLE
 from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call, dead_letter
 from mtdesk.gateway.metrics import GatewayMetrics, render_metrics
-from mtdesk.gateway.payload import UndecodableBody, parse_webhook
 from mtdesk.gateway.signature import SignatureVerifier
 
 log = logging.getLogger(__name__)

@@ -116,6 +116,11 @@ def _job_from_hash(job_id: str, raw: Mapping[bytes, bytes]) -> DeletionJob:
     )
 
 
+def new_job_id() -> str:
+    """A fresh deletion job id (also its public confirmation code)."""
+    return secrets.token_hex(12)
+
+
 def _valid_job_id(job_id: str) -> bool:
     return len(job_id) == 24 and all(c in "0123456789abcdef" for c in job_id)
 
@@ -128,9 +133,10 @@ class DeletionJobs:
         self._clock = clock
 
     async def _schedule(
-        self, kind: Kind, params: dict[str, object], *, source: str, owner: str | None
+        self, kind: Kind, params: dict[str, object], *, source: str, owner: str | None,
+        job_id: str | None = None,
     ) -> DeletionJob:
-        job_id = secrets.token_hex(12)
+        job_id = job_id if job_id is not None and _valid_job_id(job_id) else new_job_id()
         at = now_ms(self._clock)
         fields: HashFields = {
             "kind": kind, "status": "queued", "source": source, "requested_ms": at,
@@ -207,8 +213,11 @@ class DeletionJobs:
             source=source, owner=tenant_id,
         )
 
-    async def schedule_app_user(self, app_scoped_user_id: str, *, source: str = "meta") -> DeletionJob:
-        """Meta's data-deletion request: every channel this Facebook user connected."""
+    async def schedule_app_user(
+        self, app_scoped_user_id: str, *, source: str = "meta", job_id: str | None = None
+    ) -> DeletionJob:
+        """Meta's data-deletion request: every channel this Facebook user connected.
+        ``job_id`` (from :func:`new_job_id`) lets a caller name the job before it exists."""
         # Resolved now: a resumed job must find accounts whose records it already erased.
         targets: list[list[str]] = []
         for member in as_bytes_set(await self._redis.smembers(keys.app_user(app_scoped_user_id))):
@@ -221,7 +230,7 @@ class DeletionJobs:
         targets.sort()
         return await self._schedule(
             "app_user", {"app_user": app_scoped_user_id, "targets": targets},
-            source=source, owner=None,
+            source=source, owner=None, job_id=job_id,
         )
 
     async def find(self, job_id: str) -> DeletionJob | None:

@@ -8,7 +8,9 @@ dot, as received) and the payload is JSON ``{"algorithm": "HMAC-SHA256", "issued
 What a caller may rely on: :func:`parse_signed_request` returns a :class:`SignedRequest`
 only when the signature matches under one of the configured app secrets (rotation: all
 are tried, in constant time, without early exit) and the payload names the HMAC-SHA256
-algorithm and a user id. Anything else, whatever the input, raises
+algorithm, a user id and an ``issued_at`` time; given ``now``, also only when that time
+is at most ``max_age_s`` old and not more than :data:`MAX_CLOCK_SKEW_S` in the future (a
+captured request replayed later is refused). Anything else, whatever the input, raises
 :class:`~mtdesk.core.errors.ValidationError` whose ``field`` is ``signed_request`` and
 whose ``problem`` says what is wrong; :attr:`SignatureMismatch.forged` tells a wrong
 signature (HTTP 403) from a malformed one (HTTP 400). Padding (``=``) is tolerated on
@@ -31,6 +33,8 @@ from mtdesk.core.secret import Secret
 
 FIELD = "signed_request"
 ALGORITHM = "HMAC-SHA256"
+MAX_AGE_S = 24 * 3600
+MAX_CLOCK_SKEW_S = 300  # Meta's clock and ours may disagree a little
 _MAX_LEN = 8192  # real ones are ~200 bytes; refuse to hash megabytes
 _B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -39,7 +43,7 @@ class SignedRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A verified request. ``user_id`` is the app-scoped id of the person."""
 
     user_id: str
-    issued_at: int | None = None
+    issued_at: int
     algorithm: str = ALGORITHM
 
 
@@ -71,8 +75,20 @@ def make_signed_request(payload: dict[str, object], secret: Secret | str) -> str
     return f"{_b64url_encode(sig)}.{encoded}"
 
 
-def parse_signed_request(value: object, secrets: Sequence[Secret]) -> SignedRequest:
-    """Verify and decode ``value``; raises ValidationError (SignatureMismatch when forged)."""
+def request_digest(value: str) -> str:
+    """A stable name for one signed_request (its SHA-256, hex): the same value sent again
+    has the same digest. Padding and surrounding blanks do not count."""
+    sig_part, _, payload_part = value.strip().partition(".")
+    canonical = f"{sig_part.rstrip('=')}.{payload_part.rstrip('=')}"
+    return hashlib.sha256(canonical.encode("ascii", "replace")).hexdigest()
+
+
+def parse_signed_request(
+    value: object, secrets: Sequence[Secret], *, now: float | None = None,
+    max_age_s: float = MAX_AGE_S,
+) -> SignedRequest:
+    """Verify and decode ``value``; raises ValidationError (SignatureMismatch when forged).
+    With ``now`` (seconds since the epoch), ``issued_at`` must be recent."""
     if not isinstance(value, str) or not value:
         raise ValidationError(FIELD, "is missing")
     if len(value) > _MAX_LEN:
@@ -112,6 +128,12 @@ def parse_signed_request(value: object, secrets: Sequence[Secret]) -> SignedRequ
     if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 128:
         raise ValidationError(FIELD, "payload has no user_id")
     issued_at = payload.get("issued_at")
-    if not isinstance(issued_at, int) or isinstance(issued_at, bool):
-        issued_at = None
+    if not isinstance(issued_at, int) or isinstance(issued_at, bool) or issued_at <= 0:
+        raise ValidationError(FIELD, "payload has no issued_at time")
+    if now is not None:
+        if issued_at < now - max_age_s:
+            raise ValidationError(
+                FIELD, f"is too old: issued_at is more than {int(max_age_s)} s ago")
+        if issued_at > now + MAX_CLOCK_SKEW_S:
+            raise ValidationError(FIELD, "issued_at is in the future")
     return SignedRequest(user_id=user_id.strip(), issued_at=issued_at)

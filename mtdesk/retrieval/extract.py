@@ -2,7 +2,10 @@
 
 ``extract(data, filename, content_type)`` picks the extractor by extension (then by
 content type) and raises :class:`ValidationError` (field ``file``) naming the problem
-for files that are too large, empty, encrypted, unreadable or of a kind we do not read.
+for files that are too large, empty, encrypted, unreadable or of a kind we do not read,
+and for DOCX archives that would unpack too large or declare XML entities
+(:mod:`mtdesk.retrieval.containers`). It runs in the caller's process: the server runs
+it through :class:`mtdesk.retrieval.sandbox.ExtractionSandbox` (memory and time limits).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import zipfile
 from pathlib import PurePath
 
 from mtdesk.core.errors import ValidationError
+from mtdesk.retrieval.containers import check_no_dtd, check_zip_container
 from mtdesk.retrieval.documents import Document, QAPair, Section
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -161,6 +165,9 @@ def extract_docx(data: bytes, title: str) -> Document:
 
     if data[:4] == b"\xd0\xcf\x11\xe0":  # OLE container: legacy .doc or an encrypted .docx
         raise ValidationError("file", "is encrypted or a legacy .doc; save it as an unprotected .docx")
+    # Before python-docx unpacks anything: declared sizes and ratios, then no DTDs.
+    check_zip_container(data)
+    check_no_dtd(data)
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:

@@ -11,6 +11,7 @@ the same whichever embedder built the index.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage
@@ -60,11 +61,36 @@ def coverage_scores(query: str, passages: Sequence[Passage], power: float | None
     ]
 
 
+# A line break inside a sentence (hard-wrapped text files): the line before does not end
+# a sentence and the next one goes on in lower case.
+_WRAPPED = re.compile(r"(?<![.!?:;\n])[ \t]*\n[ \t]*(?=[a-z(\[\"'])")
+_ENDS_SENTENCE = re.compile(r"""[.!?…]["')\]]*$""")
+
+
+def complete_sentences(text: str) -> list[str]:
+    """The text's sentences, with hard-wrapped lines joined back and the fragments a
+    chunk boundary leaves (a start or an end cut mid-sentence) dropped when whole
+    sentences remain."""
+    sents = sentences(_WRAPPED.sub(" ", text))
+    # Only the ends can be cut; a line in the middle without a full stop is a list item.
+    if len(sents) > 1 and sents[0][:1].islower():
+        sents = sents[1:]
+    if len(sents) > 1 and not _ENDS_SENTENCE.search(sents[-1]):
+        sents = sents[:-1]
+    return sents
+
+
 def best_sentences(query: str, text: str, max_tokens: int = MAX_ANSWER_TOKENS) -> str:
-    """The passage's sentences that share most words with the query, kept in order."""
-    sents = sentences(text)
+    """The passage's sentences that share most words with the query, kept in order.
+
+    The answer ends at a sentence boundary: it is made of whole sentences only, unless
+    the passage holds none (then the passage's text, closed with an ellipsis).
+    """
+    sents = complete_sentences(text)
     if not sents:
         return text.strip()
+    if not any(_ENDS_SENTENCE.search(s) for s in sents):
+        return " ".join(sents).rstrip(" ,;") + "…"
     q = set(terms(query))
     scored = sorted(
         range(len(sents)), key=lambda i: (-len(q & set(terms(sents[i]))), i)

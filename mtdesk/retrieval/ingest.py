@@ -30,9 +30,10 @@ from mtdesk.retrieval.chunking import Chunk, ChunkingOptions, chunk_document
 from mtdesk.retrieval.crawl import CrawlOptions, crawl_site, fetch_page
 from mtdesk.retrieval.documents import Document, QAPair
 from mtdesk.retrieval.embedders import Embedder, default_spec
-from mtdesk.retrieval.extract import extract, kind_of
+from mtdesk.retrieval.extract import kind_of
+from mtdesk.retrieval.sandbox import ExtractionSandbox
+from mtdesk.retrieval.index_slice import snapshot_name
 from mtdesk.retrieval.search import Embedders
-from mtdesk.retrieval.shard import snapshot_name
 from mtdesk.retrieval.store import KnowledgeStore, SourceInfo
 from mtdesk.retrieval.urlpolicy import AddressPolicy
 
@@ -85,6 +86,7 @@ class KnowledgeService:
         self, store: KnowledgeStore, settings: Settings, *, embedders: Embedders | None = None,
         on_change: OnChange | None = None, policy: AddressPolicy | None = None,
         chunking: ChunkingOptions | None = None, retry_locked_s: float = RETRY_LOCKED_S,
+        sandbox: ExtractionSandbox | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -93,6 +95,11 @@ class KnowledgeService:
         self.policy = policy or AddressPolicy(allow_private=settings.kb_allow_private_urls)
         self.chunking = chunking or ChunkingOptions()
         self.retry_locked_s = retry_locked_s
+        # Files are read in a child process: no upload can exhaust the serving process.
+        self.sandbox = sandbox or ExtractionSandbox(
+            memory_bytes=settings.kb_extract_memory_mb * 1024 * 1024,
+            timeout_s=settings.kb_extract_timeout_s,
+        )
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._docs: dict[tuple[str, str], Document] = {}  # extracted at upload, used once
@@ -182,8 +189,8 @@ class KnowledgeService:
     ) -> SourceInfo:
         filename = Path(filename or "upload").name
         kind_of(filename, content_type)
-        doc = await asyncio.to_thread(
-            extract, data, filename, content_type, max_bytes=self.settings.kb_max_file_bytes
+        doc = await self.sandbox.extract(
+            data, filename, content_type, max_bytes=self.settings.kb_max_file_bytes
         )
         safe = _SAFE_NAME.sub("_", filename)[:120] or "upload"
         info = await self.store.create_source(tenant, kind="file", name=filename, spec=b"")
@@ -305,8 +312,8 @@ class KnowledgeService:
                 if not spec.path or not await asyncio.to_thread(Path(spec.path).is_file):
                     raise ValidationError("file", "the uploaded file is no longer stored; upload it again")
                 data = await asyncio.to_thread(Path(spec.path).read_bytes)
-                doc = await asyncio.to_thread(
-                    extract, data, spec.filename or "upload", spec.content_type,
+                doc = await self.sandbox.extract(
+                    data, spec.filename or "upload", spec.content_type,
                     max_bytes=self.settings.kb_max_file_bytes,
                 )
             return [(info.name, doc)]

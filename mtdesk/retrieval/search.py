@@ -19,13 +19,13 @@ from typing import Protocol
 from mtdesk.core.ports import Passage
 from mtdesk.core.settings import Settings
 from mtdesk.retrieval.embedders import Embedder, embedder_for
+from mtdesk.retrieval.index_slice import Hit, IndexSlice, SearchRequest
 from mtdesk.retrieval.placement import shards_for
-from mtdesk.retrieval.shard import Hit, IndexShard, SearchRequest
 from mtdesk.retrieval.store import IndexState, KnowledgeStore
 
 
 class ShardClient(Protocol):
-    """What the retriever needs of a shard: the in-process :class:`IndexShard` is one."""
+    """What the retriever needs of a shard: the in-process :class:`IndexSlice` is one."""
 
     async def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]: ...
 
@@ -155,9 +155,9 @@ class KnowledgeRetriever:
 def local_retriever(
     store: KnowledgeStore, settings: Settings, *, n_shards: int = 1, check_interval: float = 1.0,
 ) -> KnowledgeRetriever:
-    """An in-process retriever (demo, CLI, tests): ``n_shards`` :class:`IndexShard` objects."""
+    """An in-process retriever (demo, CLI, tests): ``n_shards`` :class:`IndexSlice` objects."""
     shards = [
-        IndexShard(
+        IndexSlice(
             shard=i, n_shards=n_shards, block=settings.kb_shard_chunks, store=store,
             data_dir=settings.data_dir, check_interval=check_interval,
         )

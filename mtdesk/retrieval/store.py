@@ -2,7 +2,7 @@
 
 Redis is the source of truth; FAISS indexes on the shards are caches of it. Every write
 that changes vectors appends to the tenant's change log (``kb:log``), which the shards
-read to catch up (see :mod:`mtdesk.retrieval.shard`).
+read to catch up (see :mod:`mtdesk.retrieval.index_slice`).
 
 Every write is refused (:class:`~mtdesk.core.errors.TenantErased`) once the tenant's
 account erasure has begun (its marker :func:`mtdesk.core.keys.erased` exists): each runs

@@ -3,7 +3,10 @@
 A URL must be http(s) on a public address. Hostnames are resolved and *every* address
 must be public: private (RFC 1918, ULA), loopback, link-local (and with it the cloud
 metadata service 169.254.169.254), carrier-grade NAT, multicast, reserved and
-unspecified addresses are refused, IPv4-mapped IPv6 included. The same check runs
+unspecified addresses are refused, and so are IPv6 addresses that carry an IPv4 one
+(IPv4-mapped, IPv4-compatible, 6to4 ``2002::/16`` and NAT64 ``64:ff9b::/96`` embedding
+a private IPv4, every Teredo ``2001::/32`` and local-use NAT64 ``64:ff9b:1::/48``
+address) and the deprecated site-local ``fec0::/10``. The same check runs
 inside the HTTP client's resolver (so the address connected to is the address checked,
 whatever DNS answers next) and again on every redirect hop.
 
@@ -35,12 +38,42 @@ _EXTRA_BLOCKED = (
     ipaddress.ip_network("fd00:ec2::/32"),  # AWS metadata over IPv6 (also ULA)
     ipaddress.ip_network("64:ff9b::/96"),  # NAT64 can reach IPv4 internals
 )
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _tunnel_problem(addr: ipaddress.IPv6Address) -> str | None:
+    """Why an IPv6 address that tunnels to IPv4 may not be fetched (None: not a tunnel)."""
+    if addr.teredo is not None:
+        # The server part is public by design; the client part is whatever NAT sits behind.
+        return "is a Teredo tunnel address"
+    if addr in _NAT64_LOCAL:
+        return "is a local-use NAT64 address"
+    embedded: ipaddress.IPv4Address | None = None
+    if addr.sixtofour is not None:
+        embedded = addr.sixtofour
+    elif addr in _NAT64 or (addr in _IPV4_COMPATIBLE and int(addr) > 1):
+        embedded = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    if embedded is None:
+        return None
+    inner = address_problem(embedded)
+    if inner is not None:
+        return f"embeds the IPv4 address {embedded}, which {inner}"
+    return None
 
 
 def address_problem(addr: IPAddress) -> str | None:
     """Why an address may not be fetched, or None when it is public."""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        else:
+            tunnel = _tunnel_problem(addr)
+            if tunnel is not None:
+                return tunnel
+            if addr.is_site_local:
+                return "is a site-local address"
     if str(addr) == "169.254.169.254":
         return "is the cloud metadata service"
     if addr.is_loopback:

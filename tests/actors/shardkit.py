@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from mtdesk.actors.pipeline import build_shard_services
-from mtdesk.actors.shard import ConversationShard, ShardServices
+from mtdesk.actors.conversation_shard import ConversationShard, ShardServices
+from mtdesk.actors.services import build_shard_services
 from mtdesk.core import keys
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.events import Event, Message, encode_event, partition_of

@@ -6,9 +6,9 @@ import time
 
 from shardkit import ACCOUNTS, desk, eventually
 
-from mtdesk.actors.render import split_text
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.turns import context_decoder
+from mtdesk.channels.outbound import split_text
 from mtdesk.core import keys
 from mtdesk.core.events import Echo
 from mtdesk.core.ports import BotConfig

@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtdesk.actors.render import (
+from mtdesk.channels.outbound import (
     INSTAGRAM_MAX_BYTES,
     MESSENGER_MAX_CHARS,
     WHATSAPP_MAX_CHARS,

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from mtdesk.actors.ratelimit import SendRateLimiter
-from mtdesk.actors.render import split_text
 from mtdesk.actors.sender import GraphSender, SenderMetrics
+from mtdesk.channels.outbound import split_text
 from mtdesk.core import keys
 from mtdesk.core.clock import FakeClock
 from mtdesk.core.errors import GraphError, NotFound

@@ -17,7 +17,7 @@ from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Tenants
 from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
 from mtdesk.retrieval.chunking import Chunk
-from mtdesk.retrieval.shard import SearchRequest
+from mtdesk.retrieval.index_slice import SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
 
 

@@ -16,14 +16,14 @@ import pytest
 from redislink import RedisLink
 from shardkit import Desk, desk, eventually
 
-from mtdesk.actors.shard import ConversationShard
+from mtdesk.actors.conversation_shard import ConversationShard
 from mtdesk.core import keys
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.redis import Redis, connect
 from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+from mtdesk.retrieval.index_slice import IndexSlice
 from mtdesk.retrieval.ingest import KnowledgeService
 from mtdesk.retrieval.search import KnowledgeRetriever, local_retriever
-from mtdesk.retrieval.shard import IndexShard
 from mtdesk.retrieval.store import KnowledgeStore
 
 FAQ = [{"q": "How long does shipping take?", "a": "Orders arrive in 3 to 5 business days."}]
@@ -32,7 +32,7 @@ FAQ = [{"q": "How long does shipping take?", "a": "Orders arrive in 3 to 5 busin
 def vectors_held(retriever: KnowledgeRetriever, tenant: str) -> int:
     total = 0
     for shard in retriever.shards:
-        assert isinstance(shard, IndexShard)
+        assert isinstance(shard, IndexSlice)
         held = shard.stats()["tenants"]
         assert isinstance(held, dict)
         total += held.get(tenant, {}).get("vectors", 0)

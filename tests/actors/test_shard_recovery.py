@@ -6,8 +6,8 @@ import time
 
 from shardkit import ACCOUNTS, desk, eventually
 
-from mtdesk.actors.render import split_text
 from mtdesk.actors.replies import OutgoingReply, ReplyStore
+from mtdesk.channels.outbound import split_text
 from mtdesk.core import keys
 from mtdesk.core.history import MessageStore, StoredMessage
 from mtdesk.core.redis import Redis

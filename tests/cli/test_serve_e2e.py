@@ -57,7 +57,7 @@ async def test_serve_answers_a_provisioned_page_once_and_stops_on_sigterm(
         env = {k: v for k, v in os.environ.items() if not k.startswith("MTDESK_")}
         env.update(
             MTDESK_REDIS_URL=redis_url, MTDESK_PORT=str(port), MTDESK_META_APP_SECRET=SECRET,
-            MTDESK_META_VERIFY_TOKEN="vt", MTDESK_ADMIN_TOKEN="op",
+            MTDESK_META_VERIFY_TOKEN="vt", MTDESK_ADMIN_TOKEN="operator-token-of-at-least-32-characters",
             MTDESK_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
             MTDESK_GRAPH_API_BASE=graph.base_url, MTDESK_DATA_DIR=str(tmp_path / "data"),
             MTDESK_SHARDS="2", MTDESK_PARTITIONS="8", MTDESK_KB_EMBEDDER="lexical",
@@ -73,7 +73,8 @@ async def test_serve_answers_a_provisioned_page_once_and_stops_on_sigterm(
                     return False
 
             await _until(ready)
-            op = {"Authorization": "Bearer op"}
+            op = {"Authorization": "Bearer operator-token-of-at-least-32-characters"}
+            await _sees_where_every_actor_runs(http, base, op, env, tmp_path)
             async with http.post(f"{base}/admin/api/v1/tenants", headers=op,
                                  json={"name": "Shop", "email": "s@shop.test"}) as r:
                 key = (await r.json())["api_key"]
@@ -116,3 +117,29 @@ async def test_serve_answers_a_provisioned_page_once_and_stops_on_sigterm(
             finally:
                 log.close()
         assert code in (0, -signal.SIGTERM), code
+
+
+async def _sees_where_every_actor_runs(http, base, op, env, cwd) -> None:  # type: ignore[no-untyped-def]
+    """The operator's view of the running deployment: the API, /metrics, `mtdesk status`."""
+    async with http.get(f"{base}/admin/api/v1/cluster", headers=op) as r:
+        assert r.status == 200
+        report = await r.json()
+    (node,) = [n for n in report["nodes"] if n["actors"]]  # one local Ray node
+    assert node["alive"] and node["node_id"] and node["address"]
+    kinds = sorted(a["kind"] for a in node["actors"])
+    assert kinds == ["conversation_shard", "conversation_shard", "deletion", "retention",
+                     "retrieval_shard"]
+    shards = [a for a in node["actors"] if a["kind"] == "conversation_shard"]
+    assert sorted(p for a in shards for p in a["partitions"]) == list(range(8))
+    assert all(a["pending"] >= 0 and a["lag_ms"] >= 0 for a in shards)
+    async with http.get(f"{base}/admin/api/v1/cluster") as r:
+        assert r.status == 401
+    async with http.get(f"{base}/metrics") as r:
+        metrics = await r.text()
+    assert 'mtdesk_cluster_actor_up{kind="conversation_shard",name="mtdesk-shard-1"' in metrics
+    assert 'mtdesk_cluster_nodes{alive="true"} 1.0' in metrics
+    status = subprocess.run([sys.executable, "-m", "mtdesk", "status"], env=env, cwd=cwd,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "1 node(s) alive" in status.stdout and "mtdesk-shard-0" in status.stdout
+    assert "mtdesk-retrieval-0" in status.stdout and "mtdesk-deleter" in status.stdout

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mtdesk.channels.webhook import UndecodableBody, parse_webhook
 from mtdesk.core.events import (
     Attachment,
     Echo,
     Location,
     Message,
     Postback,
+    Pricing,
     Reaction,
     Receipt,
     Status,
@@ -20,7 +22,6 @@ from mtdesk.core.events import (
     decode_event,
     encode_event,
 )
-from mtdesk.gateway.payload import UndecodableBody, parse_webhook
 
 PAGE = "112233445566778"
 PSID = "6543210987654321"
@@ -117,7 +118,8 @@ def test_fixtures_decode_to_their_events(fixture_bodies: dict[str, bytes]) -> No
     wamid = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI0QUQ2MjA4NEYyRkExNjMyREUA"
     assert sd == Status(event_id=f"status:{wamid}:delivered", channel="whatsapp", account_id=PHONE_ID,
                         user_id=BSUID, wa_id=WA, timestamp_ms=1751142850000, message_id=wamid,
-                        status="delivered")
+                        status="delivered",
+                        pricing=Pricing(category="service", billable=True, model="PMP", type="regular"))
     (sf,) = got["whatsapp_status_failed"]
     assert isinstance(sf, Status) and sf.status == "failed"
     assert sf.errors[0].code == 131047 and "24 hours" in (sf.errors[0].details or "")

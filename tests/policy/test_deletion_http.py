@@ -22,9 +22,11 @@ from mtdesk.core.clock import FakeClock
 from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings
+from mtdesk.core.tenants import Channels
 from mtdesk.gateway.meta_deletion import setup_meta_deletion
 from mtdesk.policy.deletion import DeletionWorker
 from mtdesk.policy.signed_request import make_signed_request
+from mtdesk.policy.vault import TokenVault
 
 OPERATOR = "operator-token-for-privacy-tests"
 
@@ -56,7 +58,8 @@ async def drain(redis: Redis, settings: Settings) -> None:
 
 
 def signed(user_id: str, secret: str = "app-secret-now", **extra: object) -> dict[str, str]:
-    payload = {"algorithm": "HMAC-SHA256", "issued_at": 1_750_000_000, "user_id": user_id, **extra}
+    payload = {"algorithm": "HMAC-SHA256", "issued_at": 1_750_000_000, "user_id": user_id}
+    payload.update(extra)
     return {"signed_request": make_signed_request(payload, secret)}
 
 
@@ -135,6 +138,63 @@ async def test_deauthorize_revokes_tokens_at_once_then_erases(
     assert not await redis.exists(keys.account("messenger", "1110001"))
     await drain(redis, settings)
     assert await where_found(redis, w.data_dir, ["1110001", *w.alice.identifiers()]) == []
+
+
+@pytest.mark.parametrize("issued_at, problem", [
+    (None, "issued_at"),
+    (1_750_000_000 - 2 * 365 * 24 * 3600, "too old"),  # two years old: a captured request
+])
+async def test_meta_callbacks_refuse_a_signed_request_that_is_not_recent(
+    client: TestClient, redis: Redis, world: World, issued_at: int | None, problem: str
+) -> None:
+    payload: dict[str, object] = {"algorithm": "HMAC-SHA256", "user_id": world.asid}
+    if issued_at is not None:
+        payload["issued_at"] = issued_at
+    form = {"signed_request": make_signed_request(payload, "app-secret-now")}
+    for path in ("/webhooks/meta/data-deletion", "/webhooks/meta/deauthorize"):
+        resp = await client.post(path, data=form)
+        assert resp.status == 400
+        err = (await resp.json())["error"]
+        assert err["field"] == "signed_request" and problem in err["message"]
+    assert await redis.xlen(keys.DELETION_JOBS) == 0
+    assert await redis.hget(keys.channel(world.a.id, world.a.channels["1110001"]), "status") == b"connected"
+
+
+@pytest.mark.parametrize("path", ["/webhooks/meta/data-deletion", "/webhooks/meta/deauthorize"])
+async def test_the_same_signed_request_posted_three_times_makes_one_job(
+    client: TestClient, redis: Redis, world: World, path: str
+) -> None:
+    form = signed(world.asid)
+    codes = []
+    for _ in range(3):
+        resp = await client.post(path, data=form)
+        assert resp.status == 200
+        codes.append((await resp.json())["confirmation_code"])
+    assert len(set(codes)) == 1
+    assert await redis.xlen(keys.DELETION_JOBS) == 1
+    # Another request (a later one) is another job.
+    other = await client.post(path, data=signed(world.asid, issued_at=1_750_000_060))
+    assert (await other.json())["confirmation_code"] != codes[0]
+
+
+async def test_a_replayed_deauthorize_leaves_a_channel_connected_again_since(
+    client: TestClient, redis: Redis, world: World, settings: Settings
+) -> None:
+    w = world
+    form = signed(w.asid)
+    first = await client.post("/webhooks/meta/deauthorize", data=form)
+    assert (await first.json())["disconnected"] == 1
+    # The person adds the app again ten minutes later and reconnects the Page.
+    later = FakeClock(1_750_000_600)
+    channels = Channels(redis, later, TokenVault.from_settings(settings).encrypt)
+    await channels.connect(w.a.id, "messenger", "1110001", "EAAG-new-page-token", connected_by=w.asid)
+    replay = await client.post("/webhooks/meta/deauthorize", data=form)
+    assert replay.status == 200
+    assert (await replay.json())["disconnected"] == 0
+    assert (await replay.json())["confirmation_code"] == (await first.json())["confirmation_code"]
+    cid = w.a.channels["1110001"]
+    assert await redis.hget(keys.channel(w.a.id, cid), "status") == b"connected"
+    assert await redis.exists(keys.account("messenger", "1110001"))
 
 
 async def test_an_unknown_confirmation_code_is_a_404(client: TestClient) -> None:

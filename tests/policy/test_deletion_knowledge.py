@@ -13,7 +13,7 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Tenants
 from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
 from mtdesk.retrieval.chunking import Chunk
-from mtdesk.retrieval.shard import IndexShard, SearchRequest
+from mtdesk.retrieval.index_slice import IndexSlice, SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
 
 
@@ -38,7 +38,7 @@ async def test_account_deletion_removes_knowledge_and_index_snapshots(
         await store.add_chunks(record.id, info.id, info.name,
                                [Chunk(text=f"knowledge {name} number {i}") for i in range(12)],
                                vectors[name])
-    shard = IndexShard(store=store, data_dir=tmp_path)
+    shard = IndexSlice(store=store, data_dir=tmp_path)
     for name in ("a", "b"):
         assert await shard.sync(ids[name]) == 12
     assert shard.snapshot() == 2
@@ -55,6 +55,6 @@ async def test_account_deletion_removes_knowledge_and_index_snapshots(
     assert await shard.sync(ids["a"]) == 0
     shard.snapshot()
     assert await where_found(redis, tmp_path, [ids["a"]]) == []
-    fresh = IndexShard(store=store, data_dir=tmp_path)
+    fresh = IndexSlice(store=store, data_dir=tmp_path)
     hits = await fresh.search_batch([SearchRequest(ids["b"], vectors["b"][3].tobytes(), 1)])
     assert hits[0][0].id == 4

@@ -155,3 +155,42 @@ def test_arbitrary_signed_payloads_parse_or_raise_validation_error(body: bytes) 
     except ValidationError:
         return
     assert req.user_id
+
+
+NOW = 1_750_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("issued_at", "problem"),
+    [
+        (None, "issued_at"),
+        ("1750000000", "issued_at"),
+        (int(NOW) - 2 * 365 * 24 * 3600, "too old"),  # two years: a captured request replayed
+        (int(NOW) - 24 * 3600 - 1, "too old"),
+        (int(NOW) + 3600, "future"),
+    ],
+)
+def test_a_request_without_a_recent_issued_at_is_refused(issued_at: object, problem: str) -> None:
+    payload = {k: v for k, v in PAYLOAD.items() if k != "issued_at"}
+    if issued_at is not None:
+        payload["issued_at"] = issued_at
+    with pytest.raises(ValidationError) as err:
+        parse_signed_request(make_signed_request(payload, "new-app-secret"), SECRETS, now=NOW)
+    assert err.value.field == "signed_request" and problem in err.value.problem
+    assert not isinstance(err.value, SignatureMismatch)
+
+
+def test_a_recent_request_within_the_age_bound_is_accepted() -> None:
+    payload = {**PAYLOAD, "issued_at": int(NOW) - 3600}
+    req = parse_signed_request(make_signed_request(payload, "new-app-secret"), SECRETS, now=NOW)
+    assert req.issued_at == int(NOW) - 3600
+
+
+def test_the_digest_names_the_request_whatever_its_padding() -> None:
+    from mtdesk.policy.signed_request import request_digest
+
+    value = make_signed_request({**PAYLOAD, "user_id": "12345678901"}, "new-app-secret")
+    sig, enc = value.split(".")
+    padded = f"{sig}{'=' * (-len(sig) % 4)}.{enc}{'=' * (-len(enc) % 4)}"
+    assert request_digest(value) == request_digest(f" {padded} ")
+    assert request_digest(value) != request_digest(make_signed_request(PAYLOAD, "new-app-secret"))

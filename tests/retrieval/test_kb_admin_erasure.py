@@ -24,9 +24,9 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Tenants
 from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+from mtdesk.retrieval.index_slice import IndexSlice
 from mtdesk.retrieval.ingest import KnowledgeService
 from mtdesk.retrieval.search import KnowledgeRetriever, local_retriever
-from mtdesk.retrieval.shard import IndexShard
 from mtdesk.retrieval.store import KnowledgeStore
 
 OPERATOR = "op-token-kb-erasure"
@@ -56,7 +56,7 @@ def vectors_held(retriever: KnowledgeRetriever, tenant: str) -> int:
     """Vectors of ``tenant`` in the FAISS indexes this process holds."""
     total = 0
     for shard in retriever.shards:
-        assert isinstance(shard, IndexShard)
+        assert isinstance(shard, IndexSlice)
         held = shard.stats()["tenants"]
         assert isinstance(held, dict)
         total += held.get(tenant, {}).get("vectors", 0)

@@ -60,3 +60,26 @@ def test_the_prompt_fits_its_budget_dropping_oldest_turns_first() -> None:
     assert "40 countries" in messages[0].content  # the best passage is kept
     kept = [m.content for m in messages[1:-1]]
     assert not kept or kept[-1] == history[-1].content  # the most recent turns survive
+
+
+def test_an_extractive_answer_ends_at_a_sentence_boundary_in_hard_wrapped_text() -> None:
+    from pathlib import Path
+
+    import mtdesk.retrieval
+
+    text = (Path(mtdesk.retrieval.__file__).parent / "sample" / "rentals.txt").read_text()
+    passage = Passage(text=text, source="rentals.txt", score=0.5)
+    answer = ExtractiveModel().answer(BOT, "how much is the deposit for an e-bike?", [passage])
+    body = answer.removesuffix("\n\n(Source: rentals.txt)")
+    assert "(200 euros for an e-bike or cargo bike), paid by card." in body
+    assert body.rstrip().endswith((".", "!", "?"))
+
+
+def test_a_passage_cut_mid_sentence_answers_with_its_whole_sentences_only() -> None:
+    cut = Passage(
+        text="The deposit is 50 euros per bike. It is released when the bike comes back "
+        "undamaged. E-bikes need a deposit of 200 euros for an",
+        source="rentals.txt", score=0.5,
+    )
+    body = ExtractiveModel().answer(BOT, "what is the deposit per bike", [cut]).split("\n\n")[0]
+    assert body.endswith(".") and "for an" not in body

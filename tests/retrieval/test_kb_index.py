@@ -10,9 +10,9 @@ from mtdesk.core import keys
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.retrieval.chunking import Chunk
+from mtdesk.retrieval.index_slice import IndexSlice, SearchRequest
 from mtdesk.retrieval.placement import shards_for
 from mtdesk.retrieval.search import Embedders, KnowledgeRetriever
-from mtdesk.retrieval.shard import IndexShard, SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
 from mtdesk.retrieval.vectors import VectorIndex
 
@@ -76,11 +76,11 @@ async def _put(store: KnowledgeStore, tenant: str, n: int, dim: int, seed: int =
 async def test_a_restarted_shard_reloads_its_snapshot_and_catches_up(redis: Redis, tmp_path: Path) -> None:
     store = KnowledgeStore(redis)
     vecs = await _put(store, "t1", 30, 16)
-    shard = IndexShard(store=store, data_dir=tmp_path)
+    shard = IndexSlice(store=store, data_dir=tmp_path)
     assert await shard.sync("t1") == 30
     assert shard.snapshot() == 1
     more = await _put(store, "t1", 5, 16, seed=1)  # written while the shard is "down"
-    restarted = IndexShard(store=store, data_dir=tmp_path)
+    restarted = IndexSlice(store=store, data_dir=tmp_path)
     assert await restarted.sync("t1") == 35
     hits = await restarted.search_batch([SearchRequest("t1", more[0].tobytes(), 1),
                                          SearchRequest("t1", vecs[3].tobytes(), 1)])
@@ -90,23 +90,23 @@ async def test_a_restarted_shard_reloads_its_snapshot_and_catches_up(redis: Redi
 async def test_a_lost_or_torn_snapshot_is_rebuilt_from_redis(redis: Redis, tmp_path: Path) -> None:
     store = KnowledgeStore(redis)
     vecs = await _put(store, "t1", 20, 16)
-    shard = IndexShard(store=store, data_dir=tmp_path)
+    shard = IndexSlice(store=store, data_dir=tmp_path)
     await shard.sync("t1")
     shard.snapshot()
     (path,) = (tmp_path / "kb").rglob("*.idx")
     path.write_bytes(b"torn")
-    rebuilt = IndexShard(store=store, data_dir=tmp_path)
+    rebuilt = IndexSlice(store=store, data_dir=tmp_path)
     hits = await rebuilt.search_batch([SearchRequest("t1", vecs[5].tobytes(), 1)])
     assert hits[0][0].id == 6
     path.unlink()
-    again = IndexShard(store=store, data_dir=tmp_path)
+    again = IndexSlice(store=store, data_dir=tmp_path)
     assert await again.sync("t1") == 20
 
 
 async def test_knowledge_spreads_over_shards_and_queries_merge(redis: Redis) -> None:
     store = KnowledgeStore(redis)
     vecs = await _put(store, "big", 50, 16)
-    shards = [IndexShard(shard=i, n_shards=3, block=20, store=store) for i in range(3)]
+    shards = [IndexSlice(shard=i, n_shards=3, block=20, store=store) for i in range(3)]
     held = [await s.sync("big") for s in shards]
     assert sorted(held) == [10, 20, 20]  # blocks of 20 ids on three shards
     assert shards_for("big", 50, 3, 20) == [0, 1, 2]
@@ -123,26 +123,26 @@ async def test_a_snapshot_of_another_shard_layout_is_rebuilt_not_taken_for_the_w
 ) -> None:
     store = KnowledgeStore(redis)
     await _put(store, "big", 50, 16)
-    two = [IndexShard(shard=i, n_shards=2, block=20, store=store, data_dir=tmp_path) for i in range(2)]
+    two = [IndexSlice(shard=i, n_shards=2, block=20, store=store, data_dir=tmp_path) for i in range(2)]
     held = [await shard.sync("big") for shard in two]
     assert sorted(held) == [20, 30] and [s.snapshot() for s in two] == [1, 1]
     # One shard holding whole tenants (the admin's search), and shard 0 after the
     # deployment went from two shards to three: both read shard-0's folder.
-    whole = IndexShard(store=store, data_dir=tmp_path)
+    whole = IndexSlice(store=store, data_dir=tmp_path)
     assert await whole.sync("big") == 50
-    three = IndexShard(shard=0, n_shards=3, block=20, store=store, data_dir=tmp_path)
+    three = IndexSlice(shard=0, n_shards=3, block=20, store=store, data_dir=tmp_path)
     assert await three.sync("big") == 20  # its own block only, as placed now
     # A shard of the layout that wrote the snapshot still loads it (it does not need
     # the vectors in Redis, which a rebuild would).
     await redis.delete(keys.kb_vectors("big"))
-    same = IndexShard(shard=1, n_shards=2, block=20, store=store, data_dir=tmp_path)
+    same = IndexSlice(shard=1, n_shards=2, block=20, store=store, data_dir=tmp_path)
     assert await same.sync("big") == held[1]
 
 
 async def test_deleted_chunks_disappear_from_a_running_shard(redis: Redis) -> None:
     store = KnowledgeStore(redis)
     vecs = await _put(store, "t1", 10, 16)
-    shard = IndexShard(store=store, check_interval=0.0)
+    shard = IndexSlice(store=store, check_interval=0.0)
     await shard.sync("t1")
     await store.remove_chunks("t1", np.array([1, 2], dtype=np.int64))
     hits = await shard.search_batch([SearchRequest("t1", vecs[0].tobytes(), 3)])

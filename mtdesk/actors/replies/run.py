@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mtdesk.actors.render import split_text
+from mtdesk.channels.outbound import split_text
 from mtdesk.core.events import Channel, Message, Postback
 from mtdesk.core.history import StoredMessage
 from mtdesk.core.ports import OutboundMessage

@@ -1,13 +1,18 @@
-"""The logic of one retrieval shard: FAISS indexes of the tenants' chunks placed on it.
+"""An index slice: the in-memory FAISS indexes of the tenants' chunks placed on one
+retrieval shard (or of whole tenants, in process).
 
-A shard loads a tenant on first use: from its snapshot in the data directory when there
+Names: a *retrieval shard* is the Ray actor (:class:`~mtdesk.actors.retrieval_shard.RetrievalShard`)
+that holds one :class:`IndexSlice`; a *conversation shard* is the actor that answers
+messages; an inbound stream *partition* is a Redis stream. The slice is what this module is.
+
+A slice loads a tenant on first use: from its snapshot in the data directory when there
 is one, else rebuilt from the vectors in Redis. It then keeps up with the tenant's
 change log (on ``sync``, and at most every ``check_interval`` seconds before a search),
 so writers only write Redis and the log. Snapshots record the last log entry applied and
-the layout they were made under (which of the tenant's chunks the shard holds, see
+the layout they were made under (which of the tenant's chunks the slice holds, see
 :func:`~mtdesk.retrieval.placement.layout`); a snapshot that is missing, unreadable,
 older than the trimmed log, or made under another layout is rebuilt from Redis. So an
-in-process shard holding whole tenants (the admin's search, a conversation shard's
+in-process slice holding whole tenants (the admin's search, a conversation shard's
 fallback) never takes the part a retrieval shard actor of a larger layout wrote into
 the same folder for the whole, nor does an actor after the number of shards changed.
 
@@ -65,7 +70,9 @@ class _Part:
         self.fed = False  # added directly (benchmarks), not kept from Redis
 
 
-class IndexShard:
+class IndexSlice:
+    """The FAISS indexes one retrieval shard (``shard`` of ``n_shards``) holds."""
+
     def __init__(
         self, *, shard: int = 0, n_shards: int = 1, block: int = 50_000,
         store: KnowledgeStore | None = None, data_dir: str | Path | None = None,

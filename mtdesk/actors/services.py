@@ -4,7 +4,7 @@
 one aiohttp session, the Graph sender with the shared Redis rate limiter, the token
 vault's credentials, and the model router (OpenAI-compatible providers plus an offline
 model for ``provider: "extractive"``) — and returns a
-:class:`~mtdesk.actors.shard.ShardServices` whose ``aclose()`` closes them all.
+:class:`~mtdesk.actors.conversation_shard.ShardServices` whose ``aclose()`` closes them all.
 
 The offline model and the retriever are injectable so the composition root can wire the
 knowledge base (e.g. a ``KnowledgeRetriever``); without them the offline model is the
@@ -19,11 +19,11 @@ from typing import Any
 
 import aiohttp
 
+from mtdesk.actors.conversation_shard import ShardServices
 from mtdesk.actors.credentials import VaultCredentials
 from mtdesk.actors.llm import ModelRouter, ProviderChatModel
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.sender import GraphSender
-from mtdesk.actors.shard import ShardServices
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.pipelined import connect_pipelined
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage, Retriever

@@ -1,13 +1,17 @@
 """Messenger (``object: "page"``): wire types of the Messenger Platform's ``messaging``
 items and their translation into normalized events.
 
-Instagram messaging uses the same item shape, so :mod:`mtdesk.gateway.instagram`
+Instagram messaging uses the same item shape, so :mod:`mtdesk.channels.instagram.inbound`
 reuses :class:`MessagingItem` and :func:`messaging_events` with its own channel name.
 
 What callers may rely on: every item yields at least one event or one entry in
 ``unknown`` (counted by the route), never an exception for a shape Meta documents;
 ids are synthesized stably for things without their own id (receipts, reactions), so
-a redelivered webhook maps to the same event ids.
+a redelivered webhook maps to the same event ids. Timestamps are epoch milliseconds;
+a string, or a number of seconds (Meta's App Dashboard test samples), is read as what it
+says. A checkbox-plugin opt-in names the person only by ``user_ref``: its user id is
+``user_ref:<ref>`` (never a PSID, so it is its own conversation). Referrals (ads,
+``m.me`` links, postback referrals, opt-in refs) are kept whole in ``origin``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mtdesk.core.events import (
     Postback,
     Reaction,
     Receipt,
+    Referral,
     Unsend,
     Unsupported,
 )
@@ -53,6 +58,9 @@ class AttachmentPayload(msgspec.Struct, frozen=True, gc=False):
 class WireAttachment(msgspec.Struct, frozen=True, gc=False):
     type: str = "unsupported"
     payload: AttachmentPayload | None = None
+    # A shared link (``fallback``) may carry these beside, not inside, its payload.
+    title: str | None = None
+    url: str | None = None
 
 
 class QuickReply(msgspec.Struct, frozen=True, gc=False):
@@ -69,10 +77,24 @@ class ReplyTo(msgspec.Struct, frozen=True, gc=False):
     story: StoryRef | None = None
 
 
-class Referral(msgspec.Struct, frozen=True, gc=False):
+class AdsContext(msgspec.Struct, frozen=True, gc=False):
+    ad_title: str | None = None
+
+
+class WireReferral(msgspec.Struct, frozen=True, gc=False):
     ref: str | None = None
     source: str | None = None
+    type: str | None = None
     ad_id: str | None = None
+    referer_uri: str | None = None
+    ads_context_data: AdsContext | None = None
+
+
+class WireOptin(msgspec.Struct, frozen=True, gc=False):
+    ref: str | None = None
+    user_ref: str | None = None
+    type: str | None = None  # "notification_messages" for recurring notifications
+    payload: str | None = None
 
 
 class WireMessage(msgspec.Struct, frozen=True, gc=False):
@@ -81,7 +103,7 @@ class WireMessage(msgspec.Struct, frozen=True, gc=False):
     attachments: list[WireAttachment] | None = None
     quick_reply: QuickReply | None = None
     reply_to: ReplyTo | None = None
-    referral: Referral | None = None
+    referral: WireReferral | None = None
     is_echo: bool = False
     app_id: int | str | None = None
     metadata: str | None = None
@@ -93,7 +115,7 @@ class WirePostback(msgspec.Struct, frozen=True, gc=False):
     mid: str | None = None
     title: str | None = None
     payload: str | None = None
-    referral: Referral | None = None
+    referral: WireReferral | None = None
 
 
 class WireReaction(msgspec.Struct, frozen=True, gc=False):
@@ -124,15 +146,15 @@ class MessagingItem(msgspec.Struct, frozen=True, gc=False):
 
     sender: Party | None = None
     recipient: Party | None = None
-    timestamp: int | None = None
+    timestamp: int | str | None = None
     message: WireMessage | None = None
     postback: WirePostback | None = None
     reaction: WireReaction | None = None
     delivery: WireDelivery | None = None
     read: WireRead | None = None
     message_edit: WireEdit | None = None
-    referral: Referral | None = None
-    optin: Any = None
+    referral: WireReferral | None = None
+    optin: WireOptin | None = None
     account_linking: Any = None
     pass_thread_control: Any = None
     take_thread_control: Any = None
@@ -144,8 +166,8 @@ messaging_item_decoder: msgspec.json.Decoder[MessagingItem] = msgspec.json.Decod
 
 # Item kinds we record as Unsupported (not answered), by the field that carries them.
 _OTHER_ITEMS = (
-    "optin", "account_linking", "pass_thread_control", "take_thread_control",
-    "request_thread_control", "policy_enforcement", "referral",
+    "account_linking", "pass_thread_control", "take_thread_control",
+    "request_thread_control", "policy_enforcement",
 )
 
 
@@ -155,11 +177,17 @@ _OTHER_ITEMS = (
 def _attachment(wire: WireAttachment) -> Attachment:
     p = wire.payload
     if p is None:
-        return Attachment(type=wire.type)
+        return Attachment(type=wire.type, url=wire.url, caption=wire.title)
     if p.sticker_id is not None:
         # Messenger sends stickers (and the like button) as images with a sticker_id.
         return Attachment(type="sticker", url=p.url, sticker_id=str(p.sticker_id))
-    return Attachment(type=wire.type, url=p.url, caption=p.title, media_id=p.id)
+    return Attachment(type=wire.type, url=p.url or wire.url, caption=p.title or wire.title, media_id=p.id)
+
+
+def _shared_links(attachments: tuple[Attachment, ...]) -> str | None:
+    """What a message of shared links says (title and address), for a message with no text."""
+    lines = [" ".join(x for x in (a.caption, a.url) if x) for a in attachments if a.type == "fallback"]
+    return "\n".join(line for line in lines if line) or None
 
 
 def _location(attachments: list[WireAttachment]) -> Location | None:
@@ -170,10 +198,33 @@ def _location(attachments: list[WireAttachment]) -> Location | None:
     return None
 
 
-def _referral(ref: Referral | None) -> str | None:
+def _referral(ref: WireReferral | None) -> str | None:
     if ref is None:
         return None
     return ref.ref or ref.ad_id or ref.source
+
+
+def origin_of(ref: WireReferral | None) -> Referral | None:
+    """The whole referral, as events keep it."""
+    if ref is None:
+        return None
+    ads = ref.ads_context_data
+    return Referral(
+        source=ref.source, type=ref.type, ref=ref.ref, ad_id=ref.ad_id, url=ref.referer_uri,
+        headline=ads.ad_title if ads is not None else None,
+    )
+
+
+def timestamp_ms(ts: int | str | None) -> int:
+    """Epoch milliseconds of a ``timestamp``: Meta's are milliseconds; its dashboard's
+    test samples send seconds, as a string."""
+    if type(ts) is int:
+        return ts
+    try:
+        value = int(ts or 0)
+    except ValueError:
+        return 0
+    return value * 1000 if 0 < value < 100_000_000_000 else value
 
 
 class _Base(TypedDict):
@@ -191,7 +242,9 @@ def messaging_events(
     """Normalized events of one ``messaging`` item; unrecognized kinds go to ``unknown``."""
     sender = item.sender.id if item.sender is not None and item.sender.id else None
     recipient = item.recipient.id if item.recipient is not None and item.recipient.id else None
-    ts = item.timestamp or 0
+    ts = item.timestamp
+    if type(ts) is not int:
+        ts = timestamp_ms(ts)
     msg = item.message
 
     if msg is not None and msg.is_echo:
@@ -225,19 +278,29 @@ def messaging_events(
         atts = msg.attachments
         reply_to = msg.reply_to
         story = reply_to.story if reply_to is not None else None
+        text = msg.text
+        kind = "text"
+        attachments: tuple[Attachment, ...] = ()
+        if atts:
+            # (the plain text message, by far the most common, skips this)
+            attachments = tuple(_attachment(a) for a in atts if a.type != "location")
+            if text is None:
+                # The type says what was sent: a sticker is "sticker", not its image.
+                kind = attachments[0].type if attachments else atts[0].type
+                text = _shared_links(attachments)
         return [
             Message(
                 event_id=mid,
-                text=msg.text,
-                # (the plain text message, by far the most common, skips the helpers)
-                attachments=tuple(_attachment(a) for a in atts if a.type != "location") if atts else (),
+                text=text,
+                attachments=attachments,
                 quick_reply=msg.quick_reply.payload if msg.quick_reply is not None else None,
                 reply_to=reply_to.mid if reply_to is not None else None,
                 story_id=story.id if story is not None else None,
                 story_url=story.url if story is not None else None,
                 location=_location(atts) if atts else None,
                 referral=_referral(msg.referral) if msg.referral is not None else None,
-                type="text" if msg.text is not None or not atts else atts[0].type,
+                origin=origin_of(msg.referral) if msg.referral is not None else None,
+                type=kind,
                 **base,
             )
         ]
@@ -248,6 +311,7 @@ def messaging_events(
                 event_id=pb.mid or f"postback:{account}:{user}:{ts}",
                 title=pb.title,
                 payload=pb.payload,
+                origin=origin_of(pb.referral),
                 **base,
             )
         ]
@@ -300,8 +364,26 @@ def messaging_events(
                 **base,
             )
         ]
+    if item.referral is not None:
+        # A known person opened the thread from an ad or link: recorded with where from.
+        return [Unsupported(event_id=f"referral:{account}:{user}:{ts}", type="referral",
+                            origin=origin_of(item.referral), **base)]
+    if item.optin is not None:
+        return [_optin(channel, account, user, ts, item.optin)]
     for name in _OTHER_ITEMS:
         if getattr(item, name) is not None:
             return [Unsupported(event_id=f"{name}:{account}:{user}:{ts}", type=name, **base)]
     unknown.append(f"{channel}:messaging")
     return []
+
+
+def _optin(channel: Channel, account: str, user: str, ts: int, optin: WireOptin) -> Event:
+    """An opt-in: a checkbox plugin's (the person known only by ``user_ref``) or a
+    recurring-notifications one (the person's PSID as sender). Recorded, not answered."""
+    if not user and optin.user_ref:
+        user = f"user_ref:{optin.user_ref}"
+    origin = Referral(source="optin", type=optin.type or "checkbox", ref=optin.ref or optin.payload)
+    return Unsupported(
+        event_id=f"optin:{account}:{user}:{ts}", type="optin", channel=channel,
+        account_id=account, user_id=user, timestamp_ms=ts, origin=origin,
+    )

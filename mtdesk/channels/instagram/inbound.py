@@ -10,8 +10,8 @@ differs is documented here and covered by the Instagram tests.
 
 from __future__ import annotations
 
+from mtdesk.channels.messenger.inbound import MessagingItem, messaging_events
 from mtdesk.core.events import Event
-from mtdesk.gateway.messenger import MessagingItem, messaging_events
 
 OBJECT = "instagram"
 

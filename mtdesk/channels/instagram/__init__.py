@@ -1,0 +1,1 @@
+"""Instagram: inbound (webhook items → events) and outbound (limit, send body)."""

@@ -1,0 +1,1 @@
+"""Messenger: inbound (webhook items → events) and outbound (limit, send body)."""

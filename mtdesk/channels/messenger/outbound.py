@@ -1,0 +1,72 @@
+"""Messenger outbound: the send body, its limit, and the metadata that marks our sends.
+
+Callers rely on:
+
+- :data:`MAX_CHARS` — a Messenger text is under 2,000 characters;
+- :func:`render_body` — the JSON body of ``POST /{page-id}/messages`` for one part, with
+  our metadata ``mtdesk:<reply_key>#<part>`` (Meta echoes it back, so
+  :func:`is_our_metadata` recognizes our own sends). Instagram sends the same body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+import msgspec
+
+from mtdesk.core.ports import OutboundMessage
+
+MAX_CHARS: Final = 1999  # "< 2,000 characters"
+METADATA_PREFIX: Final = "mtdesk:"
+METADATA_MAX_CHARS: Final = 1000  # Meta's cap on message.metadata
+
+
+class _Recipient(msgspec.Struct, frozen=True):
+    id: str
+
+
+class _MessageText(msgspec.Struct, frozen=True, omit_defaults=True):
+    text: str
+    metadata: str | None = None
+
+
+class PageSendBody(msgspec.Struct, frozen=True, kw_only=True):
+    """Messenger / Instagram ``POST /{account-id}/messages``."""
+
+    recipient: _Recipient
+    messaging_type: str  # "RESPONSE": an answer to the user's message
+    message: _MessageText
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def fit(text: str) -> int:
+    """How many leading characters of ``text`` fit one Messenger message."""
+    return min(len(text), MAX_CHARS)
+
+
+def metadata_for(reply_key: str, part: int) -> str:
+    """Our ``metadata`` for part ``part`` of the reply to ``reply_key`` (≤ 1,000 chars)."""
+    value = f"{METADATA_PREFIX}{reply_key}#{part}"
+    if len(value) <= METADATA_MAX_CHARS:
+        return value
+    digest = hashlib.blake2b(reply_key.encode("utf-8"), digest_size=16).hexdigest()
+    return f"{METADATA_PREFIX}h:{digest}#{part}"
+
+
+def is_our_metadata(metadata: str | None) -> bool:
+    """Whether an echo's ``metadata`` marks a message MT Desk sent."""
+    return bool(metadata) and metadata.startswith(METADATA_PREFIX)  # type: ignore[union-attr]
+
+
+def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
+    """The JSON body for part ``part`` (text ``text``) of ``message``."""
+    return _encoder.encode(
+        PageSendBody(
+            recipient=_Recipient(message.user_id),
+            messaging_type="RESPONSE",
+            message=_MessageText(text, metadata_for(message.reply_key, part)),
+        )
+    )

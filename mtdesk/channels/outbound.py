@@ -1,0 +1,111 @@
+"""Outbound messages of every channel: splitting long replies within the channel's limit,
+and the Send API bodies (each channel's own module renders its body).
+
+Callers rely on:
+
+- :func:`split_text` — parts in order, none empty, each within the channel's limit
+  (Messenger < 2,000 characters, Instagram ≤ 1,000 UTF-8 bytes, WhatsApp ≤ 4,096
+  characters); cut at a paragraph or sentence end when one is in the latter part of the
+  window, else at a space, else hard. Joined back, the parts are the original text
+  except for whitespace at the cut points (which is dropped).
+- :func:`render_parts` — the JSON bodies to ``POST /{account_id}/messages``, one per part,
+  with our metadata ``mtdesk:<reply_key>#<part>`` on Messenger/Instagram (Meta echoes it
+  back, so :func:`is_our_metadata` recognizes our own sends).
+
+A channel is one row of :data:`_CHANNELS` (how much text fits, how a part is rendered);
+nothing here branches on the channel's name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final, NamedTuple
+
+from mtdesk.channels.instagram import outbound as instagram
+from mtdesk.channels.instagram.outbound import MAX_BYTES as INSTAGRAM_MAX_BYTES
+from mtdesk.channels.messenger import outbound as messenger
+from mtdesk.channels.messenger.outbound import MAX_CHARS as MESSENGER_MAX_CHARS
+from mtdesk.channels.messenger.outbound import is_our_metadata, metadata_for
+from mtdesk.channels.whatsapp import outbound as whatsapp
+from mtdesk.channels.whatsapp.outbound import MAX_CHARS as WHATSAPP_MAX_CHARS
+from mtdesk.core.events import Channel
+from mtdesk.core.ports import OutboundMessage
+
+__all__ = [
+    "INSTAGRAM_MAX_BYTES", "MESSENGER_MAX_CHARS", "WHATSAPP_MAX_CHARS", "is_our_metadata",
+    "metadata_for", "render_body", "render_parts", "split_text", "within_limit",
+]
+
+# Sentence ends: Latin punctuation followed by whitespace (closing quotes/brackets stay
+# with the sentence), CJK full stops (no space follows them), and line breaks.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+[」』”’)]*|\n")
+_SPACE = re.compile(r"\s+")
+# A cut this far into the window keeps parts from being needlessly small.
+_MIN_FILL: Final = 0.3
+
+
+class _Outbound(NamedTuple):
+    fit: Callable[[str], int]  # how many leading characters of a text fit one message
+    render: Callable[[OutboundMessage, str, int], bytes]  # (message, part text, part no.)
+
+
+_CHANNELS: Final[dict[str, _Outbound]] = {
+    "messenger": _Outbound(messenger.fit, messenger.render_body),
+    "instagram": _Outbound(instagram.fit, instagram.render_body),
+    "whatsapp": _Outbound(whatsapp.fit, whatsapp.render_body),
+}
+
+
+def within_limit(channel: Channel, text: str) -> bool:
+    """Whether ``text`` can be sent as one message on ``channel``."""
+    return _CHANNELS[channel].fit(text) == len(text)
+
+
+def _cut_point(window: str) -> tuple[int, int]:
+    """(end of this part, start of the next) inside ``window``, which is too short."""
+    floor = int(len(window) * _MIN_FILL)
+    best = -1
+    for match in _SENTENCE_END.finditer(window):
+        if match.end() > floor:
+            best = match.end()
+    if best > 0:
+        return best, best
+    spaces = [m for m in _SPACE.finditer(window) if m.start() > 0]
+    if spaces:
+        last = spaces[-1]
+        return last.start(), last.end()
+    return len(window), len(window)
+
+
+def split_text(channel: Channel, text: str) -> list[str]:
+    """Split ``text`` into parts that each fit one message on ``channel``."""
+    fit = _CHANNELS[channel].fit
+    parts: list[str] = []
+    rest = text.strip()
+    while rest:
+        n = fit(rest)
+        if n == len(rest):
+            parts.append(rest)
+            break
+        # If the next char is whitespace the window itself ends at a word boundary.
+        if rest[n].isspace():
+            end, start = n, n
+        else:
+            end, start = _cut_point(rest[:n])
+        # ``rest`` starts with a non-space and end ≥ 1, so the part is never empty and
+        # every round makes progress.
+        parts.append(rest[:end].rstrip())
+        rest = rest[start:].lstrip()
+    return parts
+
+
+def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
+    """The JSON body for one part of ``message``."""
+    return _CHANNELS[message.channel].render(message, text, part)
+
+
+def render_parts(message: OutboundMessage) -> list[bytes]:
+    """Every body to send for ``message``, in order (empty when the text is blank)."""
+    render = _CHANNELS[message.channel].render
+    return [render(message, text, i) for i, text in enumerate(split_text(message.channel, message.text))]

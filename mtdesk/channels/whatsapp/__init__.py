@@ -1,0 +1,1 @@
+"""WhatsApp: inbound (webhook items → events) and outbound (limit, send body)."""

@@ -1,0 +1,69 @@
+"""WhatsApp outbound: the Cloud API text body, its address, and its limit.
+
+Callers rely on :data:`MAX_CHARS` (4,096 characters), :func:`whatsapp_address` (the
+phone number when known, else the business-scoped user id) and :func:`render_body`
+(the first part quotes the message answered, via ``context``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from mtdesk.core.ports import OutboundMessage
+
+MAX_CHARS: Final = 4096
+
+
+class _WhatsAppText(msgspec.Struct, frozen=True):
+    body: str
+    preview_url: bool = False
+
+
+class _Context(msgspec.Struct, frozen=True):
+    message_id: str
+
+
+class WhatsAppSendBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """WhatsApp ``POST /{phone_number_id}/messages`` (text).
+
+    The constant fields have no default so ``omit_defaults`` keeps them on the wire.
+    """
+
+    messaging_product: str  # "whatsapp"
+    recipient_type: str  # "individual"
+    to: str | None = None
+    recipient: str | None = None  # the business-scoped user id, when there is no wa_id
+    type: str  # "text"
+    text: _WhatsAppText
+    context: _Context | None = None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def fit(text: str) -> int:
+    """How many leading characters of ``text`` fit one WhatsApp message."""
+    return min(len(text), MAX_CHARS)
+
+
+def whatsapp_address(message: OutboundMessage) -> tuple[str | None, str | None]:
+    """(``to``, ``recipient``): the phone-number id when known, else the business-scoped id."""
+    if message.wa_id:
+        return message.wa_id, None
+    if message.user_id.isdigit():  # no business-scoped id: user_id is the wa_id itself
+        return message.user_id, None
+    return None, message.user_id
+
+
+def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
+    """The JSON body for part ``part`` (text ``text``) of ``message``."""
+    to, recipient = whatsapp_address(message)
+    context = _Context(message.reply_to) if message.reply_to and part == 0 else None
+    return _encoder.encode(
+        WhatsAppSendBody(
+            messaging_product="whatsapp", recipient_type="individual", to=to,
+            recipient=recipient, type="text", text=_WhatsAppText(text), context=context,
+        )
+    )
