@@ -209,6 +209,6 @@ class Conversation:
             await records.on_receipt(self, event)
         elif isinstance(event, Status):
             await records.on_status(self, event)
-        else:  # reaction, unsend, unsupported: recorded, never answered
+        else:  # reaction, unsend, edit, unsupported: recorded, never answered
             await records.record_only(self, item)
         self.services.ledger.done(item)

@@ -7,6 +7,8 @@ kinds that are stored only (reactions, unsends, unsupported messages).
   writing from the inbox: stored as kind ``agent``, and the bot pauses in that
   conversation for ``settings.handoff_pause_s`` (``keys.paused``, hand-off).
 - Messenger/Instagram receipts and WhatsApp statuses move stored statuses forward.
+- An unsent message (and its edits) leaves the history, so the inbox and exports, and
+  the turns the model is shown.
 - Every event is stored once per event id (a redelivery is not stored twice).
 """
 
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mtdesk.actors.turns import without_texts
 from mtdesk.channels.outbound import is_our_metadata
 from mtdesk.core import keys
-from mtdesk.core.events import Echo, Receipt, Status
+from mtdesk.core.events import Echo, Receipt, Status, Unsend
 from mtdesk.core.history import StoredMessage, inbound_message
 from mtdesk.core.ports import ChatMessage
 
@@ -70,7 +73,10 @@ async def on_status(conv: Conversation, status: Status) -> None:
 
 
 async def record_only(conv: Conversation, item: WorkItem) -> None:
-    """A reaction, unsend or unsupported message: stored as ``skipped`` with its kind."""
+    """A reaction, unsend, edit or unsupported message: stored as ``skipped`` with its
+    kind. An unsend first removes what it names (:func:`forget_unsent`)."""
+    if isinstance(item.event, Unsend):
+        await forget_unsent(conv, item.event)
     tag = item.event.__struct_config__.tag  # typed str | int | None; ours are str
     reason = tag if isinstance(tag, str) and tag else "other"
     await conv.services.replies.store_inbound(
@@ -79,3 +85,13 @@ async def record_only(conv: Conversation, item: WorkItem) -> None:
         now_ms=conv.now_ms(), skip_reason=reason,
     )
     conv.services.metrics.outcome("recorded")
+
+
+async def forget_unsent(conv: Conversation, event: Unsend) -> None:
+    """An unsent message (and its edits) leaves the history, so the inbox and exports,
+    and the turns the model is shown."""
+    gone = await conv.services.store.unsend(conv.tenant_id, conv.key, event.target_id)
+    turns = without_texts(conv.context.turns, [m.text for m in gone if m.text])
+    if len(turns) != len(conv.context.turns):
+        conv.context.turns = turns
+        conv.mark_dirty()

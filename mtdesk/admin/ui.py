@@ -65,6 +65,7 @@ _SECURITY_HEADERS = {
 STATIC = {
     "console.html": "text/html",
     "console.js": "text/javascript",
+    "accounts.js": "text/javascript",
     "console.css": "text/css",
 }
 
@@ -87,6 +88,10 @@ async def console(request: web.Request) -> web.Response:
 
 async def console_script(request: web.Request) -> web.Response:
     return _page(static_text("console.js"), STATIC["console.js"])
+
+
+async def accounts_script(request: web.Request) -> web.Response:
+    return _page(static_text("accounts.js"), STATIC["accounts.js"])
 
 
 async def console_style(request: web.Request) -> web.Response:
@@ -125,5 +130,6 @@ def add_routes(admin: web.Application) -> None:
     r.add_get("/", console)
     r.add_get("", to_index)
     r.add_get("/console.js", console_script)
+    r.add_get("/accounts.js", accounts_script)
     r.add_get("/console.css", console_style)
     r.add_get("/api", api_reference)

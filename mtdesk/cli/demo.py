@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,7 +213,11 @@ Where to look next (the demo keeps running until Ctrl-C):
 """
 
 
-async def run_demo(*, wait: bool = True, port: int | None = None) -> int:
+async def run_demo(
+    *, wait: bool = True, port: int | None = None, on_ray_started: Callable[[], None] | None = None
+) -> int:
+    """The demo; ``on_ray_started`` runs once Ray is up (Ray installs signal handlers of
+    its own, which the caller may want to replace)."""
     from mtdesk.cli.backend import Backend
     from mtdesk.cli.compose import build_app
 
@@ -226,11 +231,19 @@ async def run_demo(*, wait: bool = True, port: int | None = None) -> int:
                 transcript.line(f"Redis {redis_url}; fake Graph API {graph.base_url}")
                 transcript.line("starting Ray, the conversation, retrieval and policy actors…")
                 backend = Backend(settings)
-                await asyncio.to_thread(backend.start)
+                starting = asyncio.ensure_future(asyncio.to_thread(backend.start))
                 try:
+                    await asyncio.shield(starting)
+                    if on_ray_started is not None:
+                        on_ray_started()
                     return await _serve_and_play(settings, graph, transcript, build_app, wait)
                 finally:
                     transcript.line("stopping…")
+                    # Stopped while Ray was starting: let the start finish, then stop all.
+                    with contextlib.suppress(BaseException):
+                        await starting
+                    if on_ray_started is not None:
+                        on_ray_started()
                     await asyncio.to_thread(backend.stop)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -20,9 +20,10 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import UNSET, Meta, UnsetType
 from redis.exceptions import WatchError
 
 from mtdesk.core import keys
@@ -31,7 +32,9 @@ from mtdesk.core.errors import Conflict, NotFound, ValidationError
 from mtdesk.core.events import CHANNELS, Channel
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import HashFields, Redis, as_bytes, as_hash, as_opt_bytes
+from mtdesk.core.scripts import LuaScript
 from mtdesk.core.secret import Secret
+from mtdesk.core.validation import convert
 
 API_KEY_PREFIX = "mtd_"
 TENANT_STATUSES = ("active", "suspended")  # set by operators; deletion sets others
@@ -283,7 +286,7 @@ class Channels:
         self._redis = redis
         self._clock = clock
         self._encrypt = encrypt
-        self._disconnect = redis.register_script(_DISCONNECT)
+        self._disconnect = LuaScript(_DISCONNECT, name="disconnect").bind(redis)
 
     async def connect(
         self,
@@ -379,6 +382,13 @@ class Channels:
             checked_ms=_i(raw, "checked_ms"),
         )
 
+    async def store_token(self, tenant_id: str, channel_id: str, token: Secret) -> None:
+        """Replace a connected channel's token (a refreshed one), sealed like connect's."""
+        if self._encrypt is None:
+            raise RuntimeError("Channels needs an encrypt callable to store tokens")
+        sealed = self._encrypt(validate_token(token), channel_token_aad(tenant_id, channel_id))
+        await self._redis.hset(keys.channel(tenant_id, channel_id), "token", sealed)
+
     async def set_connection(self, tenant_id: str, channel_id: str,
                              fields: Mapping[str, str | int]) -> None:
         """Record :data:`CONNECTION_FIELDS` (only those) of a channel that exists."""
@@ -437,33 +447,53 @@ class Channels:
 
 
 # --- bot --------------------------------------------------------------------------------
-_BOT_FIELDS: dict[str, Any] = {f.name: f.type for f in msgspec.structs.fields(BotConfig)}
 _GROUNDING = ("knowledge_only", "general")
 EXTRACTIVE = "extractive"
+
+
+class BotUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Fields of :class:`BotConfig` to set; those left :data:`msgspec.UNSET` keep the base.
+    Types and bounds are checked when decoded or converted (not by the constructor)."""
+
+    provider: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
+    model: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
+    system_prompt: Annotated[str, Meta(max_length=20_000)] | UnsetType = UNSET
+    temperature: Annotated[float, Meta(ge=0, le=2)] | UnsetType = UNSET
+    max_tokens: Annotated[int, Meta(ge=1, le=32_768)] | UnsetType = UNSET
+    fallback: Annotated[tuple[Annotated[str, Meta(max_length=200)], ...],
+                        Meta(max_length=5)] | UnsetType = UNSET
+    grounding: Literal["knowledge_only", "general"] | UnsetType = UNSET
+    fallback_message: Annotated[str, Meta(max_length=2_000)] | UnsetType = UNSET
+    min_score: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    greeting: Annotated[str, Meta(max_length=2_000)] | None | UnsetType = UNSET
+
+
+_BOT_FIELDS = tuple(f.name for f in msgspec.structs.fields(BotConfig))
 
 
 def parse_bot_config(
     data: object, providers: Collection[str], base: BotConfig | None = None
 ) -> BotConfig:
-    """Validate a bot config body (fields of :class:`BotConfig`) over ``base`` (or defaults).
-
-    ``provider`` is "extractive" or a name in ``providers``; a model is required for any
-    other provider; temperature 0..2; ``fallback`` entries are "provider:model" (or
-    "extractive") with known providers.
-    """
+    """Validate a bot config body (fields of :class:`BotConfig`) over ``base`` (or defaults);
+    :class:`ValidationError` naming the field otherwise (see :func:`apply_bot_update`)."""
     if not isinstance(data, Mapping):
         raise ValidationError("body", "must be a JSON object")
-    merged: dict[str, Any] = msgspec.structs.asdict(base or BotConfig())
-    for name, value in data.items():
-        if name not in _BOT_FIELDS:
-            raise ValidationError(str(name), f"unknown field (known: {', '.join(_BOT_FIELDS)})")
-        if name == "fallback" and isinstance(value, list):
-            value = tuple(value)
-        try:
-            merged[name] = msgspec.convert(value, _BOT_FIELDS[name], strict=True)
-        except msgspec.ValidationError as exc:
-            raise ValidationError(name, f"has the wrong type ({exc})") from None
-    cfg = BotConfig(**merged)
+    return apply_bot_update(convert(data, BotUpdate), providers, base)
+
+
+def apply_bot_update(
+    update: BotUpdate, providers: Collection[str], base: BotConfig | None = None
+) -> BotConfig:
+    """``base`` (or the defaults) with ``update``'s fields set, checked as a whole:
+    ``provider`` is "extractive" or a name in ``providers``; a model is required for any
+    other provider; ``fallback`` entries are "provider:model" (or "extractive") with
+    known providers; the fallback message and a greeting are not blank."""
+    changes = {
+        name: value for name in _BOT_FIELDS
+        if (value := getattr(update, name, UNSET)) is not UNSET
+    }
+    cfg = msgspec.structs.replace(base or BotConfig(), **changes)
     known = set(providers)
     if cfg.provider != EXTRACTIVE and cfg.provider not in known:
         raise ValidationError(
@@ -471,21 +501,9 @@ def parse_bot_config(
         )
     if cfg.provider != EXTRACTIVE and not cfg.model.strip():
         raise ValidationError("model", f"is required for provider {cfg.provider!r}")
-    _check_text("model", cfg.model, 200, allow_empty=True)
-    _check_text("system_prompt", cfg.system_prompt, 20_000, allow_empty=True)
     _check_text("fallback_message", cfg.fallback_message, 2_000)
     if cfg.greeting is not None:
         _check_text("greeting", cfg.greeting, 2_000)
-    if not 0.0 <= cfg.temperature <= 2.0:
-        raise ValidationError("temperature", "must be between 0 and 2")
-    if not 1 <= cfg.max_tokens <= 32_768:
-        raise ValidationError("max_tokens", "must be between 1 and 32768")
-    if not 0.0 <= cfg.min_score <= 1.0:
-        raise ValidationError("min_score", "must be between 0 and 1")
-    if cfg.grounding not in _GROUNDING:
-        raise ValidationError("grounding", f"must be one of {', '.join(_GROUNDING)}")
-    if len(cfg.fallback) > 5:
-        raise ValidationError("fallback", "at most 5 entries")
     for entry in cfg.fallback:
         prov, sep, model = entry.partition(":")
         if entry == EXTRACTIVE:

@@ -113,6 +113,20 @@ class FakeMetaLogin:
     def drop_subscription(self, object_id: str) -> None:
         self.subscriptions.pop(object_id, None)
 
+    def grant(self, kind: str, subject: str, *, lifetime_s: int = 0,
+              channel: str | None = None, scopes: list[str] | None = None) -> str:
+        """A token as a finished flow leaves it (``kind``: page | business | ig | user),
+        accepted for ``subject``'s sends when ``channel`` is given; lifetime 0 = never
+        expires. A business token shares the business accounts of :attr:`business_accounts`."""
+        granular = []
+        if kind == "business":
+            ids = [w.id for w in self.business_accounts]
+            granular = [{"scope": "whatsapp_business_management", "target_ids": ids}]
+        token = self._issue(kind, subject, scopes or ["pages_messaging"], lifetime_s, granular)
+        if channel is not None:
+            self.graph.register(subject, token, channel=channel)
+        return token
+
     def tokens_of(self, subject: str) -> list[str]:
         return [t for t, info in self._tokens.items() if info.subject == subject and info.valid]
 

@@ -42,6 +42,7 @@ from mtdesk.core.history import (
 from mtdesk.core.luascript import lua_source
 from mtdesk.core.redis import Redis
 from mtdesk.core.replystate import RESUMABLE, TERMINAL, ReplyState, lua_prelude
+from mtdesk.core.scripts import LuaScript
 from mtdesk.policy.quotas import CONSUME_LUA_FUNCTION, ConsumeCall
 
 
@@ -84,6 +85,19 @@ def _script(*names: str, functions: str = "") -> str:
             + lua_source("mtdesk.actors.replies", *(f"lua/{n}.lua" for n in names)))
 
 
+def _lua(name: str, *names: str, functions: str = "") -> LuaScript:
+    return LuaScript(_script(*names, functions=functions), name=f"reply_{name}")
+
+
+# One script per step; the ones shared (finish, record_part, store_once) are functions.
+_STORE_INBOUND = _lua("store_inbound", "store_once", "store_inbound")
+_ADMIT = _lua("admit", "store_once", "admit", functions=CONSUME_LUA_FUNCTION)
+_CLAIM = _lua("claim", "claim")
+_BEGIN = _lua("begin", "begin", functions=ACQUIRE_LUA_FUNCTION)
+_PART_SENT = _lua("part_sent", "finish", "record_part", "part_sent")
+_END = _lua("end", "finish", "end")
+
+
 def _s(raw: bytes | None) -> str:
     return raw.decode() if raw else ""
 
@@ -102,13 +116,12 @@ class ReplyStore:
         self._ttl_s = ttl_s
         self._history_ttl_s = history_ttl_s
         self._limiter = limiter
-        self._store_inbound = redis.register_script(_script("store_once", "store_inbound"))
-        self._admit = redis.register_script(
-            _script("store_once", "admit", functions=CONSUME_LUA_FUNCTION))
-        self._claim = redis.register_script(_script("claim"))
-        self._begin = redis.register_script(_script("begin", functions=ACQUIRE_LUA_FUNCTION))
-        self._part_sent = redis.register_script(_script("finish", "record_part", "part_sent"))
-        self._end = redis.register_script(_script("finish", "end"))
+        self._store_inbound = _STORE_INBOUND.bind(redis)
+        self._admit = _ADMIT.bind(redis)
+        self._claim = _CLAIM.bind(redis)
+        self._begin = _BEGIN.bind(redis)
+        self._part_sent = _PART_SENT.bind(redis)
+        self._end = _END.bind(redis)
 
     @property
     def ttl_s(self) -> int:
