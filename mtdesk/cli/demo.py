@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from mtdesk.cli.localredis import free_port, local_redis
 from mtdesk.core.settings import Settings
+from mtdesk.core.tenants import BotUpdate
 from mtdesk.fakes.graph import FakeGraphAPI, RecordedSend
 from mtdesk.fakes.meta import meta_json, sign, text_payload
 
@@ -115,16 +117,16 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, token: st
         return body
 
 
-def _bot_config() -> tuple[dict[str, Any], str]:
+def _bot_config() -> tuple[BotUpdate, str]:
     settings = Settings.from_env(dotenv=None)
     for name, model in REAL_PROVIDERS:
         if settings.providers[name].api_key is not None:
-            return ({"provider": name, "model": model, "fallback": ["extractive:"],
-                     "system_prompt": "You answer customers of Brightwave Cycles, a bicycle "
-                     "shop, briefly and only from the passages given."}, name)
-    return ({"provider": "extractive",
-             "fallback_message": "Sorry, I don't know that one. A person from the shop will "
-                                 "get back to you."}, "extractive (offline, from the knowledge base)")
+            return (BotUpdate(provider=name, model=model, fallback=("extractive",),
+                              system_prompt="You answer customers of Brightwave Cycles, a "
+                              "bicycle shop, briefly and only from the passages given."), name)
+    return (BotUpdate(provider="extractive",
+                      fallback_message="Sorry, I don't know that one. A person from the shop "
+                      "will get back to you."), "extractive (offline, from the knowledge base)")
 
 
 async def provision(base: str, admin_token: str, graph: FakeGraphAPI,
@@ -143,7 +145,7 @@ async def provision(base: str, admin_token: str, graph: FakeGraphAPI,
             await _call(session, "POST", f"{api}/channels", key,
                         json={"channel": channel, "account_id": account, "access_token": token})
         bot, described = _bot_config()
-        await _call(session, "PUT", f"{api}/bot", key, json=bot)
+        await _call(session, "PUT", f"{api}/bot", key, json=msgspec.to_builtins(bot))
         for name, data in sample_files():
             form = aiohttp.FormData()
             form.add_field("file", data, filename=name)

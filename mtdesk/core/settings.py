@@ -83,6 +83,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stripe_api_base: str = "https://api.stripe.com"
     encryption_keys: tuple[Secret, ...] = ()
     admin_token: Secret | None = None
+    # Failed bearer tokens per key prefix (x10 per client address) within the window → 429.
+    auth_failures: int = 20
+    auth_failure_window_s: int = 300
     ray_address: str | None = None
     # Where the actors go on a Ray cluster: "spread" over the nodes or "pack" them.
     ray_placement: str = "spread"
@@ -324,6 +327,8 @@ def _build(env: Mapping[str, str]) -> Settings:
         stripe_api_base=e.url("stripe_api_base", ("http", "https")),
         encryption_keys=tuple(Secret(k) for k in keys),
         admin_token=e.secret("admin_token"),
+        auth_failures=e.whole("auth_failures", low=1, high=1_000_000),
+        auth_failure_window_s=e.whole("auth_failure_window_s", low=1, high=86_400),
         ray_address=e.raw("ray_address") or None,
         ray_placement=e.choice("ray_placement", ("spread", "pack")),
         data_dir=e.text("data_dir"),

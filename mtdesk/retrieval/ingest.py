@@ -31,8 +31,8 @@ from mtdesk.retrieval.crawl import CrawlOptions, crawl_site, fetch_page
 from mtdesk.retrieval.documents import Document, QAPair
 from mtdesk.retrieval.embedders import Embedder, default_spec
 from mtdesk.retrieval.extract import kind_of
-from mtdesk.retrieval.sandbox import ExtractionSandbox
 from mtdesk.retrieval.index_slice import snapshot_name
+from mtdesk.retrieval.sandbox import ExtractionSandbox
 from mtdesk.retrieval.search import Embedders
 from mtdesk.retrieval.store import KnowledgeStore, SourceInfo
 from mtdesk.retrieval.urlpolicy import AddressPolicy
