@@ -42,7 +42,7 @@ from mtdesk.actors.work import ConversationServices, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
 from mtdesk.core.errors import MTDeskError
-from mtdesk.core.events import Echo, Message, Postback, Receipt, Status
+from mtdesk.core.events import Echo, Edit, Message, Postback, Receipt, Status
 from mtdesk.core.ports import ChatMessage
 from mtdesk.core.redis import UNAVAILABLE, Redis, as_opt_bytes
 
@@ -82,6 +82,8 @@ class Conversation:
             return ConversationContext()
 
     def submit(self, item: WorkItem) -> None:
+        if isinstance(item.event, Edit):
+            records.edit_queued(self, item.event)
         self.queue.append(item)
         self.last_active = time.monotonic()
         if self._task is None or self._task.done():

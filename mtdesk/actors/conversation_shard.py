@@ -25,10 +25,10 @@ directly). What a caller may rely on:
   resumed by the next start.
 - Metrics (:class:`~mtdesk.actors.stats.ShardMetrics`) are published to Redis every
   ``stats_interval_s``.
-- Erasure notices (``keys.PURGE``): what they name leaves memory without being written
+- Erasure notices (``keys.ERASURE_NOTICES``): what they name leaves memory without being written
   back, also the tenant's index in an in-process retriever; after every (re)subscription
   what is held is checked against Redis, for notices lost meanwhile
-  (:mod:`mtdesk.actors.forgetting`). ``subscribed`` is set while subscribed.
+  (:mod:`mtdesk.actors.shard_erasure`). ``subscribed`` is set while subscribed.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ import msgspec
 from prometheus_client import REGISTRY
 
 from mtdesk.actors.conversation import Conversation
-from mtdesk.actors.forgetting import ShardForgetting
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.replies import ReplyStore
+from mtdesk.actors.shard_erasure import ShardErasure
 from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
 from mtdesk.actors.tenantview import TenantView
 from mtdesk.actors.turns import PromptBuilder, build_prompt
@@ -61,7 +61,7 @@ from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, Retriever
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
-from mtdesk.policy.purge import listen_for_erasures
+from mtdesk.policy.erasure.notices import Notice, listen_for_notices
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class ConversationShard:
         self._started = False
         self.handled = 0  # events acknowledged since start
         self.subscribed = asyncio.Event()  # set while subscribed to erasure notices
-        self._forgetting = ShardForgetting(self._convs, services.redis, self._conv_services.tenants,
+        self._erasure = ShardErasure(self._convs, services.redis, self._conv_services.tenants,
                                            services.retriever, shard=index)
 
     # --- lifecycle --------------------------------------------------------------------
@@ -446,21 +446,20 @@ class ConversationShard:
             self.handled += len(ids)
         self._wake_capacity()
 
-    # --- erasure notices (mtdesk.actors.forgetting) -------------------------------------
+    # --- erasure notices (mtdesk.actors.shard_erasure) -------------------------------------
     async def _purge_loop(self) -> None:
-        await listen_for_erasures(self._redis, lambda: self._running, self._forgetting.on_notice,
+        await listen_for_notices(self._redis, lambda: self._running, self._erasure.on_notice,
                                   subscribed=self.subscribed, on_subscribed=self.prune_erased)
 
-    def forget(self, notice: dict[str, Any]) -> int:
-        """Drop conversations named by an erasure notice: ``{"scope": "tenant"|"channel"|
-        "conversations", "tenant", "prefix"?, "conversations"?}``. Returns how many."""
-        return self._forgetting.forget(notice)
+    def forget(self, notice: Notice) -> int:
+        """Drop the conversations an erasure notice covers; returns how many."""
+        return self._erasure.forget(notice)
 
     async def prune_erased(self) -> int:
         """Drop what a missed erasure notice would have (run after every
-        (re)subscription; see :meth:`ShardForgetting.prune`). Returns the conversations
+        (re)subscription; see :meth:`ShardErasure.prune`). Returns the conversations
         dropped."""
-        return await self._forgetting.prune()
+        return await self._erasure.prune()
 
     # --- housekeeping -----------------------------------------------------------------
     async def _housekeeping_loop(self) -> None:

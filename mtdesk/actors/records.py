@@ -8,7 +8,9 @@ kinds that are stored only (reactions, unsends, unsupported messages).
   conversation for ``settings.handoff_pause_s`` (``keys.paused``, hand-off).
 - Messenger/Instagram receipts and WhatsApp statuses move stored statuses forward.
 - An unsent message (and its edits) leaves the history, so the inbox and exports, and
-  the turns the model is shown.
+  the turns the model is shown. An edit of a message still queued in the conversation
+  changes the text that gets answered (and stored); the edit is recorded after it as
+  its version.
 - Every event is stored once per event id (a redelivery is not stored twice).
 """
 
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from mtdesk.actors.turns import without_texts
 from mtdesk.channels.outbound import is_our_metadata
 from mtdesk.core import keys
-from mtdesk.core.events import Echo, Receipt, Status, Unsend
+from mtdesk.core.events import Echo, Edit, Message, Receipt, Status, Unsend
 from mtdesk.core.history import StoredMessage, inbound_message
 from mtdesk.core.ports import ChatMessage
 
@@ -95,3 +99,14 @@ async def forget_unsent(conv: Conversation, event: Unsend) -> None:
     if len(turns) != len(conv.context.turns):
         conv.context.turns = turns
         conv.mark_dirty()
+
+
+def edit_queued(conv: Conversation, edit: Edit) -> None:
+    """An edit of a message still waiting in ``conv``'s queue: the new text is what gets
+    answered (and stored; the edit itself is recorded after it as its version)."""
+    if edit.text is None:
+        return
+    for queued in conv.queue:
+        event = queued.event
+        if isinstance(event, Message) and event.event_id == edit.target_id:
+            queued.event = msgspec.structs.replace(event, text=edit.text)

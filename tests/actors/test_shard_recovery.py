@@ -188,7 +188,7 @@ async def test_an_erasure_notice_makes_the_shard_forget_a_cached_conversation(
         # What the privacy module does: delete the data, then tell the shards.
         await redis.delete(keys.context(d.tenant_id, event.conversation),
                            keys.history(d.tenant_id, event.conversation))
-        await eventually(lambda: redis.publish(keys.PURGE, json.dumps({
+        await eventually(lambda: redis.publish(keys.ERASURE_NOTICES, json.dumps({
             "scope": "conversations", "tenant": d.tenant_id,
             "conversations": [event.conversation]})))
         await eventually(lambda: shard.active_conversations == 0)

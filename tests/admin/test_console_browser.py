@@ -31,7 +31,7 @@ from mtdesk.core.history import MessageStore, StoredMessage
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels
-from mtdesk.policy.deletion import DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionWorker
 from mtdesk.policy.vault import generate_key
 
 CHROMIUM = "/usr/bin/chromium"

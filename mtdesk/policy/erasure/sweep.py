@@ -1,22 +1,25 @@
-"""Erasure: what deleting a tenant, a channel or one end user removes, key by key.
+"""The erasure sweep: what erasing a tenant, a channel or one end user removes, key by key.
 
-The deletion *jobs* (:mod:`mtdesk.policy.deletion`) call these; they are idempotent (a
+The deletion jobs (:mod:`mtdesk.policy.erasure.jobs`) run it; they are idempotent (a
 second run finds nothing and counts zeros) and work in pages (SCAN/ZSCAN/XRANGE with
 ``batch`` items, pipelined writes), so they never hold Redis for long.
 
-What each erases (Redis names from :mod:`mtdesk.core.keys`):
+Which keys it looks at, and how, comes from the key registry (:data:`keys.FAMILIES`,
+each family's :class:`~mtdesk.core.keys.Erasure` rule; keys are classified with
+:func:`keys.parse`). What each erases:
 
 - **end user** ``(tenant, channel, user_id)``: every conversation of that user on any of
   the tenant's accounts of that channel (history stream, context, pause marker, index
   entry, the reply/outbound state of its messages), the restriction flag, any other
   tenant key that names the user, the user's events still queued in the inbound streams,
-  dead letters mentioning the id; shards are told to forget the conversations.
+  the tenant's own dead letters mentioning the id; shards are told to forget the
+  conversations.
 - **channel** ``(tenant, channel id)``: all of the above for every conversation on that
   account, plus the channel record with its token, the routing hash, rate counters, the
-  app-scoped-user links and inbound/dead-letter entries of the account.
+  app-scoped-user links, inbound events and the tenant's dead letters of the account.
 - **tenant**: every key under ``mt:t:{tenant}:`` and the tenant hash, its API keys, the
-  routing of all its accounts, every global key that names the tenant or its accounts
-  (e.g. billing references, pending ingestion), inbound/dead-letter entries, and files
+  routing of all its accounts, every global record owned by the tenant (billing
+  references, pending ingestion, app-user links), inbound events, its dead letters, files
   under the data directory whose name carries the tenant id. First of all it sets the
   tenant's erasure marker (:func:`mtdesk.core.keys.erased`, kept
   :data:`ERASURE_MARK_TTL_S`): from then on no knowledge write for the tenant goes
@@ -32,19 +35,23 @@ more, at most ``settle_s``; then the scope is swept once more, those records inc
 ``in_flight_left`` counts replies still in flight at the end (waited out, or begun after
 the first pass): their shard may still write after the erasure.
 
-Identifiers are matched as whole tokens (not inside a longer id) in raw bytes, which
-covers JSON and msgpack values alike.
+Dead letters (raw webhook bodies) carry the tenant that owned every account they name
+(field ``t``, resolved when they were written; see :mod:`mtdesk.gateway.dead_letters`)
+and those accounts (``a``). An erasure removes only its own tenant's: an entry of another
+tenant, of several, or of none known is never touched (nor counted) by a tenant's job;
+retention trims it after the maximum period.
+
+Identifiers are matched as whole tokens (:mod:`mtdesk.policy.erasure.records`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import msgspec
@@ -52,9 +59,9 @@ import msgspec
 from mtdesk.core import keys
 from mtdesk.core.events import decode_event
 from mtdesk.core.history import decode_message
+from mtdesk.core.keys import Erasure, Scope
 from mtdesk.core.redis import (
     Redis,
-    as_bytes,
     as_bytes_list,
     as_bytes_set,
     as_entries,
@@ -65,6 +72,14 @@ from mtdesk.core.redis import (
 from mtdesk.core.replystate import IN_FLIGHT as REPLY_IN_FLIGHT
 from mtdesk.core.replystate import lua_prelude
 from mtdesk.core.scripts import LuaScript
+from mtdesk.policy.erasure.notices import (
+    ChannelNotice,
+    ConversationsNotice,
+    Notice,
+    TenantNotice,
+    publish_notice,
+)
+from mtdesk.policy.erasure.records import Fields, RecordSweeper, id_pattern
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +89,25 @@ Counts = dict[str, int]
 ERASURE_MARK_TTL_S = 30 * 86400
 Progress = Callable[[Counts], Awaitable[None]]
 
-# Tenant keys that never hold end-user data: a user/channel sweep skips them.
-_NOT_USER_DATA = ("kb:", "ch:", "channels", "bot")
-# Global keys handled by dedicated code (or holding only hashes/ids of no one).
-# Routing and rate keys are named by account ids that another tenant may hold by now:
-# they are dropped only after checking the owner.
-_GLOBAL_SKIP = ("seen:", "job:", "jobs", "in:", "dead", "t:", "retention", "acct:", "rl:")
-# Erased exactly by conversation key or "channel:user", never by a loose id match.
-_PER_CONVERSATION = ("hist:", "ctx:", "paused:", "convs", "restricted")
+# How a user's or a channel's erasure treats a tenant key, by its family's rule: skipped
+# when the rule is carried out exactly elsewhere (by conversation key, by "channel:user"
+# member, with the channel record) or the family holds no end user's data; swept for
+# the erased ids otherwise (a key of no registered family too: the safe default).
+_EXACTLY_ELSEWHERE = frozenset({
+    Erasure.CONVERSATION, Erasure.MEMBERS, Erasure.WITH_TENANT, Erasure.WITH_CHANNEL,
+})
+# How an account erasure treats a global key, by its family's rule: records it owns are
+# swept for the tenant id; routing and rate keys are named by account ids another tenant
+# may hold by now (dropped only after checking the owner); streams are swept entry by
+# entry; the rest names no tenant.
+_GLOBAL_BY_OWNER = frozenset({Erasure.OWNED})
+# The rules this module carries out: the two sets above, the token sweep (NAMED, and any
+# key of no family), the conversation's messages (MESSAGE), routing (ROUTE), streams
+# (ENTRIES) and nothing for NONE. tests/core/test_key_registry.py checks that every
+# family's rule is one of them.
+RULES_CARRIED_OUT = _EXACTLY_ELSEWHERE | _GLOBAL_BY_OWNER | {
+    Erasure.NAMED, Erasure.MESSAGE, Erasure.ROUTE, Erasure.ENTRIES, Erasure.NONE,
+}
 
 # Reply states of a reply still being generated or sent: its shard will still write
 # (history, outbound and reply records) when it gets there.
@@ -117,22 +143,13 @@ return ctx
 """
 
 
-def id_pattern(identifiers: Iterable[str]) -> re.Pattern[bytes] | None:
-    """Bytes regex matching any identifier as a whole token (not inside a longer id)."""
-    alts = sorted({i for i in identifiers if i}, key=len, reverse=True)
-    if not alts:
-        return None
-    body = b"|".join(re.escape(a.encode("utf-8")) for a in alts)
-    return re.compile(rb"(?<![A-Za-z0-9_])(?:" + body + rb")(?![A-Za-z0-9_])")
-
-
 def _split_conv(conv: str) -> tuple[str, str, str] | None:
     parts = conv.split(":", 2)
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
-class Eraser:
-    """Deletes by tenant, channel or end user. ``progress`` receives count deltas."""
+class ErasureSweep:
+    """Erases by tenant, channel or end user. ``progress`` receives count deltas."""
 
     def __init__(
         self,
@@ -152,6 +169,7 @@ class Eraser:
         self._batch = batch
         self._settle_s = settle_s
         self._settle_poll_s = settle_poll_s
+        self._records = RecordSweeper(redis, batch=batch)
         self._drop_settled = LuaScript(_DROP_SETTLED, name="drop_settled").bind(redis)
         self._drop_conversation = LuaScript(_DROP_CONVERSATION, name="drop_conversation").bind(redis)
         # First pass: reply records in flight are kept (and watched); final pass: not.
@@ -164,9 +182,8 @@ class Eraser:
         if counts and self._progress is not None:
             await self._progress(counts)
 
-    async def _notify(self, notice: Mapping[str, object]) -> None:
-        # Pub/sub: nothing is stored, so the notice itself leaves no trace of the user.
-        await self._redis.publish(keys.PURGE, json.dumps(notice))
+    async def _notify(self, notice: Notice) -> None:
+        await publish_notice(self._redis, notice)
 
     # --- conversations ------------------------------------------------------------------
     async def _find_conversations(
@@ -184,14 +201,14 @@ class Eraser:
         # A conversation may have data but no index entry (a crash between writes).
         # One SCAN pass over the tenant's keys finds those.
         cursor = 0
-        prefix = keys.tenant_prefix(tenant_id)
+        match = keys.tenant_pattern(tenant_id)
         while True:
-            cursor, names = await self._redis.scan(cursor, match=f"{prefix}*", count=self._batch)
+            cursor, names = await self._redis.scan(cursor, match=match, count=self._batch)
             for raw in as_bytes_list(names):
-                rest = raw.decode("utf-8", "replace")[len(prefix):]
-                kind, _, conv = rest.partition(":")
-                if kind in ("hist", "ctx", "paused") and conv and want(conv):
-                    found.append(conv)
+                ref = keys.parse(raw)
+                if (ref is not None and ref.family.scope is Scope.CONVERSATION
+                        and ref.part and want(ref.part)):
+                    found.append(ref.part)
             if cursor == 0:
                 break
         return sorted(set(found))
@@ -256,7 +273,7 @@ class Eraser:
         self.in_flight_left += sum(1 for st in done[0::2] if st in IN_FLIGHT)
 
     def _begin(self) -> None:
-        """A new erasure (one Eraser may run several, e.g. every channel of a person)."""
+        """A new erasure (one sweep may run several, e.g. every channel of a person)."""
         self._keep_in_flight = True
         self._kept = set()
 
@@ -284,109 +301,27 @@ class Eraser:
         await self._report({"records": removed})
         return True
 
-    # --- generic sweeps -----------------------------------------------------------------
-    async def _sweep_names(self, names: list[bytes], pattern: re.Pattern[bytes]) -> int:
-        """Remove what names an identifier from these keys (pipelined); items removed."""
-        r = self._redis
-        removed = 0
-        rest: list[bytes] = []
-        for name in names:
-            if pattern.search(name):
-                removed += int(await r.delete(name))
-            else:
-                rest.append(name)
-        if not rest:
-            return removed
-        pipe = r.pipeline(transaction=False)
-        for name in rest:
-            pipe.type(name)
-        types = [t.decode() for t in await pipe.execute()]
-        small = [(n, t) for n, t in zip(rest, types, strict=True) if t in ("string", "hash")]
-        pipe = r.pipeline(transaction=False)
-        for name, kind in small:
-            pipe.get(name) if kind == "string" else pipe.hgetall(name)
-        values = await pipe.execute() if small else []
-        for (name, kind), value in zip(small, values, strict=True):
-            if kind == "string":
-                if value and pattern.search(value):
-                    removed += int(await r.delete(name))
-                continue
-            if any(pattern.search(v) for v in value.values()):
-                removed += int(await r.delete(name))  # a record about the person
-                continue
-            fields = [f for f in value if pattern.search(f)]
-            if fields:
-                removed += int(await r.hdel(name, *fields))
-        for name, kind in zip(rest, types, strict=True):
-            if kind not in ("string", "hash"):
-                removed += await self._sweep_container(name, kind, pattern)
-        return removed
-
-    async def _sweep_container(self, name: bytes, kind: str, pattern: re.Pattern[bytes]) -> int:
-        r = self._redis
-        if kind in ("set", "zset"):
-            hits: list[bytes] = []
-            cursor = 0
-            while True:
-                if kind == "set":
-                    cursor, page = await r.sscan(name, cursor, count=self._batch)
-                    members = as_bytes_list(page)
-                else:
-                    cursor, rows = await r.zscan(name, cursor, count=self._batch)
-                    members = [m for m, _ in as_scored(rows)]
-                hits.extend(m for m in members if pattern.search(m))
-                if cursor == 0:
-                    break
-            if not hits:
-                return 0
-            return int(await (r.srem(name, *hits) if kind == "set" else r.zrem(name, *hits)))
-        if kind == "list":
-            removed = 0
-            values = as_bytes_list(await r.lrange(name, 0, -1))
-            for value in {v for v in values if pattern.search(v)}:
-                # redis-py annotates LREM's value as str; the exact bytes must be sent back
-                # (decoding could alter a non-UTF-8 member and miss it).
-                removed += int(await r.lrem(name, 0, value))  # type: ignore[arg-type]
-            return removed
-        if kind == "stream":
-            return await self._sweep_stream(name, lambda fields: any(
-                pattern.search(v) for v in fields.values()
-            ))
-        return 0
-
-    async def _sweep_stream(
-        self, name: bytes | str, match: Callable[[dict[bytes, bytes]], bool]
-    ) -> int:
-        removed = 0
-        start = "-"
-        while True:
-            page = as_entries(await self._redis.xrange(name, start, "+", count=self._batch))
-            if not page:
-                return removed
-            hits = [entry_id for entry_id, fields in page if match(fields)]
-            if hits:
-                removed += int(await self._redis.xdel(name, *hits))
-            start = "(" + page[-1][0].decode()
-
+    # --- sweeps by family ----------------------------------------------------------------
     async def _sweep_tenant_keys(
         self, tenant_id: str, pattern: re.Pattern[bytes], convs: set[str],
         conv_prefix: str | None = None,
     ) -> None:
         """Every tenant key that may name the person, except other conversations' data."""
-        prefix = keys.tenant_prefix(tenant_id)
         removed = 0
         cursor = 0
+        match = keys.tenant_pattern(tenant_id)
         while True:
-            cursor, names = await self._redis.scan(cursor, match=f"{prefix}*", count=self._batch)
+            cursor, names = await self._redis.scan(cursor, match=match, count=self._batch)
             todo: list[bytes] = []
             outs: list[bytes] = []
             for raw in as_bytes_list(names):
-                rest = raw.decode("utf-8", "replace")[len(prefix):]
-                if rest.startswith(_NOT_USER_DATA) or rest.startswith(_PER_CONVERSATION):
+                ref = keys.parse(raw)
+                if ref is not None and ref.family.erasure in _EXACTLY_ELSEWHERE:
                     continue  # not user data, or handled exactly (conversations, flags)
                 if raw in self._kept:
                     continue  # a reply in flight, watched until it settles
-                (outs if rest.startswith("out:") else todo).append(raw)
+                # An outbound record says its conversation: erased by that, not by a match.
+                (outs if ref is not None and ref.family is keys.OUTBOUND else todo).append(raw)
             if outs:
                 pipe = self._redis.pipeline(transaction=False)
                 for raw in outs:
@@ -397,7 +332,7 @@ class Eraser:
                         removed += int(await self._redis.delete(raw))
                     else:
                         todo.append(raw)
-            removed += await self._sweep_names(todo, pattern)
+            removed += await self._records.names(todo, pattern)
             if cursor == 0:
                 break
         await self._report({"records": removed})
@@ -414,26 +349,45 @@ class Eraser:
                     return False
                 return match(tenant, event)
 
-            removed += await self._sweep_stream(keys.inbound(p), hit)
+            removed += await self._records.stream(keys.inbound(p), hit)
         await self._report({"inbound_events": removed})
 
-    async def _sweep_dead_letters(self, pattern: re.Pattern[bytes]) -> None:
-        kind = as_bytes(await self._redis.type(keys.DEAD_LETTERS)).decode()
-        if kind == "none":
-            return
-        removed = await self._sweep_container(keys.DEAD_LETTERS.encode(), kind, pattern)
+    async def _sweep_dead_letters(
+        self, tenant_id: str, match: Callable[[set[str], bytes], bool]
+    ) -> None:
+        """The tenant's own dead letters for which ``match(accounts, body)``; an entry
+        owned by another tenant, by several or by none known is never looked into."""
+        owner = tenant_id.encode()
+
+        def hit(fields: Fields) -> bool:
+            if fields.get(b"t") != owner:
+                return False
+            accounts = set(fields.get(b"a", b"").decode("utf-8", "replace").split())
+            return match(accounts, fields.get(b"b", b""))
+
+        removed = await self._records.stream(keys.DEAD_LETTERS, hit)
         await self._report({"dead_letters": removed})
 
-    async def _sweep_global(self, pattern: re.Pattern[bytes]) -> None:
-        """Global keys (outside any tenant prefix) naming the identifiers."""
+    async def _sweep_global(self, tenant_id: str, fallback: re.Pattern[bytes]) -> None:
+        """Global records the tenant owns (its id as a whole token); a global key of no
+        registered family is swept for ``fallback`` (the tenant and its accounts)."""
+        owned = id_pattern([tenant_id])
+        assert owned is not None
         removed = 0
         cursor = 0
-        root = keys.ROOT + ":"
         while True:
-            cursor, names = await self._redis.scan(cursor, match=f"{root}*", count=self._batch)
-            todo = [n for n in as_bytes_list(names)
-                    if not n.decode("utf-8", "replace")[len(root):].startswith(_GLOBAL_SKIP)]
-            removed += await self._sweep_names(todo, pattern)
+            cursor, names = await self._redis.scan(cursor, match=f"{keys.ROOT}:*",
+                                                   count=self._batch)
+            by_owner: list[bytes] = []
+            unknown: list[bytes] = []
+            for name in as_bytes_list(names):
+                ref = keys.parse(name)
+                if ref is None:
+                    unknown.append(name)
+                elif ref.family.scope is Scope.GLOBAL and ref.family.erasure in _GLOBAL_BY_OWNER:
+                    by_owner.append(name)
+            removed += await self._records.names(by_owner, owned)
+            removed += await self._records.names(unknown, fallback)
             if cursor == 0:
                 break
         await self._report({"global_records": removed})
@@ -443,7 +397,7 @@ class Eraser:
         cursor = 0
         while True:
             cursor, names = await self._redis.scan(
-                cursor, match=keys.app_user("*"), count=self._batch
+                cursor, match=keys.global_pattern(keys.APP_USER), count=self._batch
             )
             for name in names:
                 if members:
@@ -470,7 +424,7 @@ class Eraser:
         removed = 0
         if owner is not None and owner.decode() == tenant_id:
             removed = int(await self._redis.delete(route))
-        await self._delete_matching(f"{keys.ROOT}:rl:{channel}:{account_id}:*")
+        await self._delete_matching(keys.global_pattern(keys.RATE, channel, account_id))
         await self._report({"routing": removed})
 
     # --- the three erasures -------------------------------------------------------------
@@ -483,14 +437,14 @@ class Eraser:
             return parts is not None and parts[0] == channel and parts[2] == user_id
 
         convs = await self._find_conversations(tenant_id, mine)
-        await self._notify({"scope": "conversations", "tenant": tenant_id, "conversations": convs})
+        await self._notify(ConversationsNotice(tenant_id, tuple(convs)))
         await self._user_pass(tenant_id, channel, user_id, convs)
         if await self._settle():  # replies were in flight: what they wrote goes too
             again = await self._find_conversations(tenant_id, mine)
             await self._user_pass(tenant_id, channel, user_id, again)
             convs = sorted({*convs, *again})
         # Again at the end: a message being answered meanwhile may have been cached.
-        await self._notify({"scope": "conversations", "tenant": tenant_id, "conversations": convs})
+        await self._notify(ConversationsNotice(tenant_id, tuple(convs)))
 
     async def _user_pass(
         self, tenant_id: str, channel: str, user_id: str, convs: list[str]
@@ -505,7 +459,7 @@ class Eraser:
             lambda t, e: t == tenant_id and getattr(e, "channel", None) == channel
             and user_id in (getattr(e, "user_id", None), getattr(e, "wa_id", None))
         )
-        await self._sweep_dead_letters(pattern)
+        await self._sweep_dead_letters(tenant_id, lambda _accounts, body: bool(pattern.search(body)))
 
     async def erase_channel(
         self, tenant_id: str, channel_id: str, channel: str, account_id: str
@@ -513,7 +467,7 @@ class Eraser:
         """All Platform Data of one connected account of the tenant."""
         self._begin()
         prefix = f"{channel}:{account_id}:"
-        notice = {"scope": "channel", "tenant": tenant_id, "prefix": prefix}
+        notice = ChannelNotice(tenant_id, prefix)
         await self._notify(notice)
         await self._drop_routing(tenant_id, channel, account_id)
         hkey = keys.channel(tenant_id, channel_id)
@@ -556,13 +510,14 @@ class Eraser:
             lambda t, e: t == tenant_id and getattr(e, "channel", None) == channel
             and getattr(e, "account_id", None) == account_id
         )
-        await self._sweep_dead_letters(pattern)
+        account = f"{channel}:{account_id}"
+        await self._sweep_dead_letters(tenant_id, lambda accounts, _body: account in accounts)
 
     async def erase_tenant(self, tenant_id: str, accounts: Iterable[tuple[str, str]] = ()) -> None:
         """Everything of a tenant. ``accounts`` adds (channel, account id) pairs known
         from before (a resumed job whose channel records are already gone)."""
         self._begin()
-        notice = {"scope": "tenant", "tenant": tenant_id}
+        notice = TenantNotice(tenant_id)
         r = self._redis
         await r.set(keys.erased(tenant_id), b"1", ex=ERASURE_MARK_TTL_S)
         await self._notify(notice)
@@ -583,13 +538,13 @@ class Eraser:
         await self._unlink_tenant_keys(tenant_id)
         pattern = id_pattern([tenant_id, *(a for _, a in known)])
         assert pattern is not None
-        await self._sweep_global(pattern)  # API keys, billing references, pending jobs …
+        await self._sweep_global(tenant_id, pattern)  # billing references, pending jobs …
         await self._drop_app_user_links(set())
         await self._sweep_inbound(
             lambda t, e: t == tenant_id
             or (getattr(e, "channel", None), getattr(e, "account_id", None)) in known
         )
-        await self._sweep_dead_letters(pattern)
+        await self._sweep_dead_letters(tenant_id, lambda _accounts, _body: True)
         await self._report({"files": self._erase_files(tenant_id)})
         if await self._settle():  # replies were in flight: what they wrote goes too
             await self._unlink_tenant_keys(tenant_id)
@@ -602,32 +557,29 @@ class Eraser:
         """Every key of the tenant, counted by what it held (in the first pass, reply
         records in flight are kept, to be watched)."""
         r = self._redis
-        prefix = keys.tenant_prefix(tenant_id)
         counts: Counts = {}
         cursor = 0
         while True:
-            cursor, page = await r.scan(cursor, match=f"{prefix}*", count=self._batch)
+            cursor, page = await r.scan(cursor, match=keys.tenant_pattern(tenant_id),
+                                        count=self._batch)
             names = as_bytes_list(page)
             if names:
+                refs = [keys.parse(name) for name in names]
                 pipe = r.pipeline(transaction=False)
-                for name in names:
-                    pipe.type(name)
-                types = await pipe.execute()
-                pipe = r.pipeline(transaction=False)
-                for name, kind in zip(names, types, strict=True):
-                    if b"hist:" in name and kind == b"stream":
+                for name, ref in zip(names, refs, strict=True):
+                    if ref is not None and ref.family is keys.HISTORY:
                         pipe.xlen(name)
-                for n in await pipe.execute():
-                    counts["messages"] = counts.get("messages", 0) + int(n)
+                for n in await pipe.execute(raise_on_error=False):
+                    if isinstance(n, int):  # not a stream after all: no messages to count
+                        counts["messages"] = counts.get("messages", 0) + n
                 replies: list[bytes] = []
                 others: list[bytes] = []
-                for name in names:
-                    kind = name.decode("utf-8", "replace")[len(prefix):].split(":", 1)[0]
-                    label = {"hist": "conversations", "ctx": "contexts", "kb": "knowledge_keys",
-                             "ch": "channels", "reply": "records", "out": "records"}.get(
-                                 kind, "other_keys")
+                for name, ref in zip(names, refs, strict=True):
+                    label = ref.family.counted_as if ref is not None else "other_keys"
                     counts[label] = counts.get(label, 0) + 1
-                    (replies if kind == "reply" else others).append(name)
+                    # Reply records may be in flight: kept (and watched) in the first pass.
+                    is_reply = ref is not None and ref.family is keys.REPLY
+                    (replies if is_reply else others).append(name)
                 if others:
                     await r.unlink(*others)
                 if replies:
