@@ -169,6 +169,7 @@ USER_EMAIL = _g("user_email", "uemail", True, True, _E.OWNED, _R.CONFIGURATION, 
 SESSION = _g("session", "sess", True, False, _E.OWNED, _R.TTL, "session")
 LOGIN_FAILURES = _g("login_failures", "loginfail", True, False, _E.NONE, _R.TTL,
                     "login_failures")
+MAIL_COOLDOWN = _g("mail_cooldown", "mailwait", True, False, _E.NONE, _R.TTL, "mail_cooldown")
 ONE_TIME_LINK = _g("one_time_link", "otl", True, False, _E.OWNED, _R.TTL, "one_time_link")
 CONNECT_STATE = _g("connect_state", "cstate", True, False, _E.OWNED, _R.TTL, "connect_state")
 WATCHDOG = _g("watchdog_status", "watchdog", False, False, _E.NONE, _R.CONFIGURATION,
@@ -181,7 +182,8 @@ FAMILIES: tuple[Family, ...] = (
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
     KB_PENDING_SET, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
-    USER_EMAIL, SESSION, LOGIN_FAILURES, ONE_TIME_LINK, CONNECT_STATE, WATCHDOG,
+    USER_EMAIL, SESSION, LOGIN_FAILURES, MAIL_COOLDOWN, ONE_TIME_LINK, CONNECT_STATE,
+    WATCHDOG,
 )
 
 
@@ -412,6 +414,14 @@ def kb_meta(tenant_id: str) -> str:
     return knowledge(tenant_id, "meta")
 
 
+def kb_reading(tenant_id: str) -> str:
+    """Set (with a short expiry) whenever a process reads the tenant's index state to
+    answer from it; an ingestion waits it out before saying ``ready``. Named by a digest:
+    it holds no identifier and outlives an erasure by seconds at most."""
+    digest = hashlib.sha256(tenant_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{ROOT}:kbr:{digest}"
+
+
 def kb_log(tenant_id: str) -> str:
     """Stream of index changes (op add|del|reset, packed ids) the shards catch up from."""
     return knowledge(tenant_id, "log")
@@ -515,6 +525,11 @@ def session(session_hash: str) -> str:
 def login_failures(kind: str, digest: str) -> str:
     """Counter with a TTL: failed sign-ins per e-mail or per client address (hashed)."""
     return f"{ROOT}:loginfail:{kind}:{digest}"
+
+
+def mail_cooldown(email_hash: str) -> str:
+    """Present (with a TTL) while another reset mail to this address would be too soon."""
+    return f"{ROOT}:mailwait:{email_hash}"
 
 
 def one_time_link(purpose: str, token_hash: str) -> str:

@@ -18,6 +18,10 @@ from connect_harness import (  # noqa: F401 - fixture
     world_fixture,
 )
 
+from mtdesk.core.appkeys import REDIS
+from mtdesk.core.clock import SystemClock
+from mtdesk.core.secret import Secret
+from mtdesk.core.users import Users
 from mtdesk.policy.meta_accounts import MESSAGING_FIELDS
 
 
@@ -134,3 +138,21 @@ async def test_connect_needs_a_signed_in_owner(world: World) -> None:
         assert resp.status == 303 and "sign+in" in resp.headers["Location"]
         unknown = await b.get(f"{world.base}/admin/connect/myspace", allow_redirects=False)
         assert unknown.status == 404
+
+
+async def test_an_agent_is_sent_back_without_a_dialog(world: World) -> None:
+    async with browser(world) as b:
+        await signed_up(world, b)
+        redis = world.server.app[REDIS]
+        users = Users(redis, SystemClock())
+        me = await (await b.get(world.base + API + "/auth/me")).json()
+        agent = await users.add(me["tenant_id"], "Bo", "bo@shop.test", "agent",
+                                Secret("agent passphrase"))
+    async with browser(world) as b:
+        resp = await b.post(world.base + API + "/auth/login",
+                            json={"email": agent.email, "password": "agent passphrase"})
+        assert resp.status == 200
+        start_resp = await b.get(f"{world.base}/admin/connect/facebook", allow_redirects=False)
+        assert start_resp.status == 303
+        assert "only+an+owner" in start_resp.headers["Location"]
+        assert world.graph.login.dialogs == []
