@@ -69,6 +69,8 @@ from mtdesk.core.redis import (
     as_opt_bytes_list,
     as_scored,
 )
+from mtdesk.core.replystate import IN_FLIGHT as REPLY_IN_FLIGHT
+from mtdesk.core.replystate import lua_prelude
 from mtdesk.core.scripts import LuaScript
 from mtdesk.policy.erasure.notices import (
     ChannelNotice,
@@ -107,18 +109,18 @@ RULES_CARRIED_OUT = _EXACTLY_ELSEWHERE | _GLOBAL_BY_OWNER | {
     Erasure.NAMED, Erasure.MESSAGE, Erasure.ROUTE, Erasure.ENTRIES, Erasure.NONE,
 }
 
-# Reply states of a reply still being generated or sent (``mtdesk.actors.replies``): its
-# shard will still write (history, outbound and reply records) when it gets there.
-IN_FLIGHT = (b"generating", b"generated", b"sending")
+# Reply states of a reply still being generated or sent: its shard will still write
+# (history, outbound and reply records) when it gets there.
+IN_FLIGHT = frozenset(state.value.encode() for state in REPLY_IN_FLIGHT)
 
 # KEYS: reply records. Deletes those not in flight; returns the ones in flight (kept, so
 # the job can watch them settle). One step per page: a reply cannot start unseen between
 # the look and the delete.
-_DROP_SETTLED = """
+_DROP_SETTLED = lua_prelude() + """
 local kept = {}
 for i = 1, #KEYS do
   local state = redis.call('HGET', KEYS[i], 'state')
-  if state == 'generating' or state == 'generated' or state == 'sending' then
+  if state and IN_FLIGHT[state] then
     kept[#kept + 1] = KEYS[i]
   else
     redis.call('DEL', KEYS[i])
