@@ -38,9 +38,8 @@ from redis.exceptions import ResponseError
 from mtdesk.core import keys
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
-from mtdesk.core.luascript import lua_source
 from mtdesk.core.redis import Redis, as_entries, as_hash, as_scored
-from mtdesk.core.scripts import LuaScript
+from mtdesk.core.scripts import LuaScript, lua_source
 
 Direction = Literal["in", "out"]
 

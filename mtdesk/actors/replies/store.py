@@ -39,10 +39,9 @@ from mtdesk.core.history import (
     conversation_of,
     encode_message,
 )
-from mtdesk.core.luascript import lua_source
 from mtdesk.core.redis import Redis
 from mtdesk.core.replystate import RESUMABLE, TERMINAL, ReplyState, lua_prelude
-from mtdesk.core.scripts import LuaScript
+from mtdesk.core.scripts import LuaScript, lua_source
 from mtdesk.policy.quotas import CONSUME_LUA_FUNCTION, ConsumeCall
 
 
