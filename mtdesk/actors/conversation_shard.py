@@ -45,17 +45,14 @@ from typing import Any
 import msgspec
 from prometheus_client import REGISTRY
 
-from mtdesk.actors.conversation import (
-    Conversation,
-    ConversationServices,
-    PromptBuilder,
-    WorkItem,
-    build_prompt,
-)
-from mtdesk.actors.replies import ReplyStore, ResumableSender
+from mtdesk.actors.conversation import Conversation
+from mtdesk.actors.ratelimit import SendRateLimiter
+from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.shard_erasure import ShardErasure
 from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
 from mtdesk.actors.tenantview import TenantView
+from mtdesk.actors.turns import PromptBuilder, build_prompt
+from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.events import decode_event
@@ -71,13 +68,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ShardServices:
-    """What a shard talks to. ``aclose`` releases what the builder opened."""
+    """What a shard talks to. ``aclose`` releases what the builder opened. ``limiter``
+    is the send rate limiter the sender uses too: a reply's first permit is taken with
+    its stored text (one round trip fewer)."""
 
     redis: Redis
-    sender: ResumableSender
+    sender: ReplySender
     chat_model: ChatModel
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
+    limiter: SendRateLimiter | None = None
     retriever: Retriever | None = None
     prompt_builder: PromptBuilder = build_prompt
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
@@ -133,11 +133,11 @@ class ConversationShard:
             redis=services.redis, settings=settings, clock=services.clock,
             store=MessageStore(services.redis, retention_days=settings.retention_days),
             replies=ReplyStore(services.redis, ttl_s=settings.dedup_ttl_s,
-                               history_ttl_s=settings.retention_days * 86400),
+                               history_ttl_s=settings.retention_days * 86400,
+                               limiter=services.limiter, clock=services.clock),
             tenants=TenantView(services.redis), sender=services.sender,
-            chat_model=services.chat_model, metrics=self.metrics, done=self._done,
-            release=self._release, failed=self._failed, retriever=services.retriever,
-            prompt_builder=services.prompt_builder, on_idle=self._wake_capacity,
+            chat_model=services.chat_model, metrics=self.metrics, ledger=self,
+            retriever=services.retriever, prompt_builder=services.prompt_builder,
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
         )
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
@@ -380,16 +380,21 @@ class ConversationShard:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._capacity.wait(), 0.5)
 
-    # --- acknowledgement --------------------------------------------------------------
-    def _done(self, item: WorkItem) -> None:
+    # --- acknowledgement (the conversations' EventLedger) ------------------------------
+    def done(self, item: WorkItem) -> None:
+        """Fully handled: acknowledged with the next batch."""
         self._queue_ack(item.partition, item.entry_id)
 
-    def _release(self, item: WorkItem) -> None:
+    def idle(self) -> None:
+        """A conversation's worker stopped: a read waiting for capacity may go on."""
+        self._wake_capacity()
+
+    def release(self, item: WorkItem) -> None:
         """Handling failed: keep the entry pending (reclaimed after ``claim_idle_ms``)."""
         self._inflight.discard((item.partition, item.entry_id))
         self._wake_capacity()
 
-    def _failed(self, item: WorkItem) -> None:
+    def failed(self, item: WorkItem) -> None:
         """Handling raised. Retried on reclaim; after ``max_failures`` the entry is a
         poison message: acknowledged and counted (its inbound is already in history
         when storing it worked), so one bad event cannot loop forever."""
@@ -405,7 +410,7 @@ class ConversationShard:
         if len(self._failures) > 10_000:
             self._failures.clear()  # bounded; a counter only delays the drop
         self._failures[key] = count
-        self._release(item)
+        self.release(item)
 
     def _queue_ack(self, partition: int, entry_id: str) -> None:
         self._to_ack.setdefault(partition, []).append(entry_id)
