@@ -170,8 +170,6 @@ USER_EMAIL = _g("user_email", "uemail", True, True, _E.OWNED, _R.CONFIGURATION, 
 SESSION = _g("session", "sess", True, False, _E.OWNED, _R.TTL, "session")
 LOGIN_FAILURES = _g("login_failures", "loginfail", True, False, _E.NONE, _R.TTL,
                     "login_failures")
-# A tenant's knowledge was just read by a process that may answer from it (a digest, 2.5 s).
-KB_READING = _g("kb_reading", "kbr", True, False, _E.NONE, _R.TTL, "kb_reading")
 MAIL_COOLDOWN = _g("mail_cooldown", "mailwait", True, False, _E.NONE, _R.TTL, "mail_cooldown")
 ONE_TIME_LINK = _g("one_time_link", "otl", True, False, _E.OWNED, _R.TTL, "one_time_link")
 CONNECT_STATE = _g("connect_state", "cstate", True, False, _E.OWNED, _R.TTL, "connect_state")
@@ -186,7 +184,7 @@ FAMILIES: tuple[Family, ...] = (
     JOB, JOB_QUEUE,
     KB_PENDING_SET, KB_READING, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
     USER_EMAIL, SESSION, LOGIN_FAILURES, MAIL_COOLDOWN, ONE_TIME_LINK, CONNECT_STATE,
-    WATCHDOG, KB_READING,
+    WATCHDOG,
 )
 
 
