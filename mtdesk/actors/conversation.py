@@ -41,10 +41,10 @@ from mtdesk.actors.turns import (
 from mtdesk.actors.work import ConversationServices, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
-from mtdesk.core.errors import MTDeskError
 from mtdesk.core.events import Echo, Edit, Message, Postback, Receipt, Status
 from mtdesk.core.ports import ChatMessage
-from mtdesk.core.redis import UNAVAILABLE, Redis, as_opt_bytes
+from mtdesk.core.redis import Redis, as_opt_bytes
+from mtdesk.core.retrying import retry_transient
 
 __all__ = ["Conversation", "ConversationServices", "PromptBuilder", "WorkItem",
            "build_prompt", "greeted"]
@@ -187,18 +187,10 @@ class Conversation:
         self.last_active = time.monotonic()
 
     async def _handle_with_retry(self, item: WorkItem, attempts: int = 3) -> None:
-        # Redis blips are retried in place, so one conversation's order survives them.
-        for attempt in range(attempts):
-            try:
-                await self._handle(item)
-                return
-            except MTDeskError as exc:
-                if not exc.retriable or attempt == attempts - 1:
-                    raise
-            except UNAVAILABLE:  # redis-py's errors too: they are not builtin subclasses
-                if attempt == attempts - 1:
-                    raise
-            await asyncio.sleep(0.2 * 2**attempt)
+        # Redis blips (and other retriable errors) are retried in place, so one
+        # conversation's order survives them.
+        await retry_transient(lambda: self._handle(item), attempts=attempts, first_s=0.2,
+                              max_s=1.0)
 
     async def _handle(self, item: WorkItem) -> None:
         event = item.event

@@ -4,8 +4,10 @@ endpoints (real local servers), the real Redis. A person signs up, presses Conne
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from connect_harness import (  # noqa: F401 - fixture
     API,
     World,
@@ -26,7 +28,8 @@ from mtdesk.policy.meta_accounts import MESSAGING_FIELDS
 
 
 async def test_facebook_login_connects_the_shared_pages_and_their_instagram(
-        world: World) -> None:
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mtdesk")
     async with browser(world) as b:
         await signed_up(world, b)
         dialog = await start(world, b, "facebook")
@@ -44,6 +47,10 @@ async def test_facebook_login_connects_the_shared_pages_and_their_instagram(
             assert channel["token_source"] == "facebook_login"
             assert channel["health"] == "ok"
         assert world.graph.login.subscriptions["1010"] == list(MESSAGING_FIELDS)
+    # No token Meta issued (user, 60-day, Page) and no code reached our logs.
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("mtdesk"))
+    issued = list(world.graph.login._tokens) + list(world.graph.login._codes)
+    assert len(issued) >= 4 and not [t for t in issued if t in logged]
 
 
 async def test_a_refused_dialog_connects_nothing(world: World) -> None:

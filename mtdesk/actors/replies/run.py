@@ -10,7 +10,6 @@ reply's end and the context write into one round trip; ``end`` then costs nothin
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from mtdesk.core.history import StoredMessage
 from mtdesk.core.ports import OutboundMessage
 from mtdesk.core.redis import UNAVAILABLE
 from mtdesk.core.replystate import ReplyState
+from mtdesk.core.retrying import retry_transient
 
 if TYPE_CHECKING:
     from mtdesk.actors.replies.store import ReplyStore
@@ -86,6 +86,10 @@ Context = Callable[[ReplyState], ContextWrite | None]
 _RECORD_ATTEMPTS = 8
 
 
+def _redis_blip(exc: BaseException) -> bool:
+    return isinstance(exc, UNAVAILABLE)
+
+
 class ReplyRun:
     """Implements the sender's ``SendPermits``: the first permit may be prepaid (taken
     with the stored text), the rest come from the store's limiter."""
@@ -111,21 +115,18 @@ class ReplyRun:
         """Record part ``index`` (Meta accepted it as ``message_id``); the last part also
         ends the reply as ``sent`` with the context of that state."""
         last = index == len(self.reply.parts) - 1
-        delay = 0.05
-        for attempt in range(_RECORD_ATTEMPTS):
-            try:
-                now = self._store.now_ms()
-                context = self._context(ReplyState.SENT) if last else None
-                await self._store.record_part(
-                    self.reply, index, self.reply.part_message(index, message_id, now),
-                    now_ms=now, end=("sent", self.reply.reason) if last else None,
-                    context=context)
-                break
-            except UNAVAILABLE:
-                if attempt == _RECORD_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+
+        async def record() -> ContextWrite | None:
+            now = self._store.now_ms()
+            context = self._context(ReplyState.SENT) if last else None
+            await self._store.record_part(
+                self.reply, index, self.reply.part_message(index, message_id, now),
+                now_ms=now, end=("sent", self.reply.reason) if last else None,
+                context=context)
+            return context
+
+        context = await retry_transient(record, attempts=_RECORD_ATTEMPTS, first_s=0.05,
+                                        max_s=2.0, transient=_redis_blip)
         if last:
             self.ended = ReplyState.SENT
             self.context_written = context is not None
