@@ -119,13 +119,16 @@ async def test_stale_replays_and_unsends_are_stored_not_answered(redis: Redis, r
         await shard.start()
         old = d.message("from six hours ago")
         await d.push(old, stale=True)
+        await eventually(lambda: shard.handled == 1)
+        history = await MessageStore(redis).read(d.tenant_id, old.conversation)
+        assert [(m.kind, m.status, m.reason) for m in history] == [("message", "skipped", "stale")]
         await d.push(Unsend(event_id="u1", channel="messenger", account_id=ACCOUNTS["messenger"],
                             user_id="U1", timestamp_ms=_now(), target_id=old.event_id))
         await eventually(lambda: shard.handled == 2)
         assert d.graph.sends == [] and d.llm.chat_requests == []
+        # The unsent message leaves the history; the record of the unsend stays.
         history = await MessageStore(redis).read(d.tenant_id, old.conversation)
-        assert [(m.kind, m.status, m.reason) for m in history] == [
-            ("message", "skipped", "stale"), ("unsend", "skipped", "unsend")]
+        assert [(m.kind, m.status, m.reason) for m in history] == [("unsend", "skipped", "unsend")]
 
 
 async def test_stop_word_restricts_the_user_and_nothing_of_theirs_reaches_a_model(
