@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -39,7 +38,7 @@ from mtdesk.core.errors import ValidationError
 from mtdesk.core.http import json_response
 from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Tenants
-from mtdesk.policy.purge import listen_for_erasures, tenant_erased
+from mtdesk.policy.erasure.notices import Notice, erased_tenant, listen_for_notices
 from mtdesk.retrieval.crawl import CrawlOptions
 from mtdesk.retrieval.ingest import KnowledgeService
 from mtdesk.retrieval.search import KnowledgeRetriever, local_retriever
@@ -94,7 +93,7 @@ def own_retriever(admin: web.Application) -> KnowledgeRetriever | None:
 
 
 class ErasureFollower:
-    """Makes ``retriever`` forget erased accounts: a ``tenant`` purge notice drops the
+    """Makes ``retriever`` forget erased accounts: a ``tenant`` erasure notice drops the
     tenant at once; once subscribed, and again after any reconnection, the tenants held
     whose knowledge is gone from Redis are dropped (notices sent meanwhile were lost).
     Starts listening when made (inside the event loop); :meth:`stop` ends it."""
@@ -103,13 +102,13 @@ class ErasureFollower:
         self.retriever = retriever
         self._running = True
         self._task = asyncio.create_task(
-            listen_for_erasures(redis, lambda: self._running, self._notice,
+            listen_for_notices(redis, lambda: self._running, self._notice,
                                 on_subscribed=retriever.prune),
-            name="admin-knowledge:purge",
+            name="admin-knowledge:erasure",
         )
 
-    async def _notice(self, notice: dict[str, Any]) -> None:
-        tenant = tenant_erased(notice)
+    async def _notice(self, notice: Notice) -> None:
+        tenant = erased_tenant(notice)
         if tenant is not None:
             await self.retriever.forget(tenant)
 

@@ -394,14 +394,15 @@ def _accounts(e: _Env) -> AccountsConfig:
 
     smtp: SmtpConfig | None = None
     host = e.env.get("MTDESK_SMTP_HOST", "").strip()
+    mail = SmtpConfig(host="-")  # its defaults, written once in the class
     if host:
         smtp = SmtpConfig(
             host=host,
-            port=whole("MTDESK_SMTP_PORT", 587, 1, 65535),
+            port=whole("MTDESK_SMTP_PORT", mail.port, 1, 65535),
             username=e.env.get("MTDESK_SMTP_USERNAME", "").strip() or None,
             password=_secret(e.env, "MTDESK_SMTP_PASSWORD"),
-            sender=e.env.get("MTDESK_SMTP_FROM", "").strip() or SmtpConfig(host="-").sender,
-            starttls=flag("MTDESK_SMTP_STARTTLS", True),
+            sender=e.env.get("MTDESK_SMTP_FROM", "").strip() or mail.sender,
+            starttls=flag("MTDESK_SMTP_STARTTLS", mail.starttls),
         )
     interval = whole("MTDESK_WATCHDOG_INTERVAL_S", int(d.watchdog_interval_s), 1, 1 << 31)
     return AccountsConfig(

@@ -16,7 +16,7 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 from mtdesk.core.tenants import Tenants
 from mtdesk.core.users import RESET, Users, email_hash, token_hash
-from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
 
 
 async def test_account_deletion_erases_its_people_sessions_and_keys(
