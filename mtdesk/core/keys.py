@@ -154,6 +154,7 @@ JOB = _g("deletion_job", "job", True, False, _E.NONE, _R.TTL, "deletion_job",
 JOB_QUEUE = _g("deletion_jobs", "jobs", False, False, _E.NONE, _R.CONSUMED, "DELETION_JOBS")
 KB_PENDING_SET = _g("pending_ingestion", "kbpending", False, False, _E.OWNED, _R.CONSUMED,
                     "KB_PENDING")
+KB_READING = _g("kb_reading", "kbr", True, False, _E.NONE, _R.TTL, "kb_reading")
 RETENTION = _g("retention_status", "retention", False, False, _E.NONE, _R.CONFIGURATION,
                "RETENTION_STATUS")
 ERASED = _g("erasure_marker", "erased", True, False, _E.NONE, _R.TTL, "erased")
@@ -181,7 +182,7 @@ FAMILIES: tuple[Family, ...] = (
     USER_SESSIONS, API_KEYS,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
-    KB_PENDING_SET, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
+    KB_PENDING_SET, KB_READING, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
     USER_EMAIL, SESSION, LOGIN_FAILURES, MAIL_COOLDOWN, ONE_TIME_LINK, CONNECT_STATE,
     WATCHDOG,
 )
