@@ -142,6 +142,8 @@ class _Round:
             size += p.call.count
         self.groups = groups
         self.commands: list[tuple[Arg, ...]] = []
+        # SCRIPT.evalsha(keys, args) spelled out: the TTL goes in front of the events'
+        # arguments without building another list per group (this runs per round trip).
         sha = SCRIPT.sha
         for group in groups:
             if len(group) == 1:

@@ -211,6 +211,19 @@ def test_every_route_refuses_hostile_basics_without_a_5xx(
             check(served, method, template, path, body, headers)
 
 
+@pytest.mark.parametrize(("method", "template"), [
+    (m, t) for m, t in ROUTES if m in ("POST", "PUT", "PATCH")
+])
+def test_a_lone_surrogate_as_a_json_key_is_a_4xx_on_every_route_taking_a_body(
+    served: Served, tenant_key: str, method: str, template: str
+) -> None:
+    # Found by the fuzzing above: an error message quoting the key could not be encoded.
+    path = fill(template, ["x", "x", "x"])
+    for auth in ({"Authorization": f"Bearer {ADMIN_TOKEN}"}, {"Authorization": f"Bearer {tenant_key}"}):
+        check(served, method, template, path, b'{"\\ud800": 1, "days": "\\udfff"}',
+              {**auth, "Content-Type": "application/json"})
+
+
 RAW_REQUESTS = [
     b"GARBAGE\r\n\r\n",
     b"GET / HTTP/9.9\r\n\r\n",

@@ -25,9 +25,10 @@ each family's :class:`~mtdesk.core.keys.Erasure` rule; keys are classified with
   :data:`ERASURE_MARK_TTL_S`): from then on no knowledge write for the tenant goes
   through (an ingestion job still running cannot re-create what the sweep removed).
 
-Replies in flight: a reply being generated or sent (reply state ``generating``,
-``generated`` or ``sending``) while its conversation is erased is still recorded by its
-shard when it gets there (history entry, index entry, outbound and reply records). So
+Replies in flight (:mod:`mtdesk.policy.erasure.conversations`): a reply being generated
+or sent (reply state ``generating``, ``generated`` or ``sending``) while its conversation
+is erased is still recorded by its shard when it gets there (history entry, index
+entry, outbound and reply records). So
 each erasure is two passes: the first keeps the reply records in flight that it meets
 (found, as always, through the conversation's inbound history entries, or by name in a
 tenant's sweep) and, after the scope's sweep, watches them until none is in flight any
@@ -46,11 +47,9 @@ Identifiers are matched as whole tokens (:mod:`mtdesk.policy.erasure.records`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import shutil
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -58,20 +57,15 @@ import msgspec
 
 from mtdesk.core import keys
 from mtdesk.core.events import decode_event
-from mtdesk.core.history import decode_message
 from mtdesk.core.keys import Erasure, Scope
 from mtdesk.core.redis import (
     Redis,
     as_bytes_list,
     as_bytes_set,
-    as_entries,
     as_opt_bytes,
     as_opt_bytes_list,
-    as_scored,
 )
-from mtdesk.core.replystate import IN_FLIGHT as REPLY_IN_FLIGHT
-from mtdesk.core.replystate import lua_prelude
-from mtdesk.core.scripts import LuaScript
+from mtdesk.policy.erasure.conversations import ConversationEraser, split_conversation
 from mtdesk.policy.erasure.notices import (
     ChannelNotice,
     ConversationsNotice,
@@ -109,45 +103,6 @@ RULES_CARRIED_OUT = _EXACTLY_ELSEWHERE | _GLOBAL_BY_OWNER | {
     Erasure.NAMED, Erasure.MESSAGE, Erasure.ROUTE, Erasure.ENTRIES, Erasure.NONE,
 }
 
-# Reply states of a reply still being generated or sent: its shard will still write
-# (history, outbound and reply records) when it gets there.
-IN_FLIGHT = frozenset(state.value.encode() for state in REPLY_IN_FLIGHT)
-
-# KEYS: reply records. Deletes those not in flight; returns the ones in flight (kept, so
-# the job can watch them settle). One step per page: a reply cannot start unseen between
-# the look and the delete.
-_DROP_SETTLED = lua_prelude() + """
-local kept = {}
-for i = 1, #KEYS do
-  local state = redis.call('HGET', KEYS[i], 'state')
-  if state and IN_FLIGHT[state] then
-    kept[#kept + 1] = KEYS[i]
-  else
-    redis.call('DEL', KEYS[i])
-  end
-end
-return kept
-"""
-
-# KEYS: history, context, pause marker, index; ARGV: conversation, force ('1': even with
-# entries left). The conversation's remaining keys, once its history stream is empty
-# (else -1: a message came in after the last page read, page through it again). Returns
-# whether a context was deleted.
-_DROP_CONVERSATION = """
-if ARGV[2] ~= '1' and redis.call('XLEN', KEYS[1]) > 0 then return -1 end
-redis.call('DEL', KEYS[1])
-local ctx = redis.call('DEL', KEYS[2])
-redis.call('DEL', KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
-return ctx
-"""
-
-
-def _split_conv(conv: str) -> tuple[str, str, str] | None:
-    parts = conv.split(":", 2)
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
-
-
 class ErasureSweep:
     """Erases by tenant, channel or end user. ``progress`` receives count deltas."""
 
@@ -167,15 +122,14 @@ class ErasureSweep:
         self._data_dir = Path(data_dir)
         self._progress = progress
         self._batch = batch
-        self._settle_s = settle_s
-        self._settle_poll_s = settle_poll_s
         self._records = RecordSweeper(redis, batch=batch)
-        self._drop_settled = LuaScript(_DROP_SETTLED, name="drop_settled").bind(redis)
-        self._drop_conversation = LuaScript(_DROP_CONVERSATION, name="drop_conversation").bind(redis)
-        # First pass: reply records in flight are kept (and watched); final pass: not.
-        self._keep_in_flight = True
-        self._kept: set[bytes] = set()
-        self.in_flight_left = 0  # replies still in flight when the erasure ended
+        self._conversations = ConversationEraser(
+            redis, self._report, batch=batch, settle_s=settle_s, settle_poll_s=settle_poll_s)
+
+    @property
+    def in_flight_left(self) -> int:
+        """Replies still in flight when the erasure ended (their shard may still write)."""
+        return self._conversations.in_flight_left
 
     async def _report(self, counts: Counts) -> None:
         counts = {k: v for k, v in counts.items() if v}
@@ -184,122 +138,6 @@ class ErasureSweep:
 
     async def _notify(self, notice: Notice) -> None:
         await publish_notice(self._redis, notice)
-
-    # --- conversations ------------------------------------------------------------------
-    async def _find_conversations(
-        self, tenant_id: str, want: Callable[[str], bool]
-    ) -> list[str]:
-        found: list[str] = []
-        cursor = 0
-        while True:
-            cursor, rows = await self._redis.zscan(
-                keys.conversations(tenant_id), cursor, count=self._batch
-            )
-            found.extend(c.decode() for c, _ in as_scored(rows) if want(c.decode()))
-            if cursor == 0:
-                break
-        # A conversation may have data but no index entry (a crash between writes).
-        # One SCAN pass over the tenant's keys finds those.
-        cursor = 0
-        match = keys.tenant_pattern(tenant_id)
-        while True:
-            cursor, names = await self._redis.scan(cursor, match=match, count=self._batch)
-            for raw in as_bytes_list(names):
-                ref = keys.parse(raw)
-                if (ref is not None and ref.family.scope is Scope.CONVERSATION
-                        and ref.part and want(ref.part)):
-                    found.append(ref.part)
-            if cursor == 0:
-                break
-        return sorted(set(found))
-
-    async def _erase_conversations(self, tenant_id: str, convs: list[str]) -> None:
-        for conv in convs:
-            await self._erase_conversation(tenant_id, conv)
-
-    async def _erase_conversation(self, tenant_id: str, conv: str) -> None:
-        """History, context, pause, index entry and the per-message reply/outbound state."""
-        hist = keys.history(tenant_id, conv)
-        counts: Counts = {"conversations": 1}
-        ctx = 0
-        rereads = 0
-        start = "-"
-        while True:
-            page = as_entries(await self._redis.xrange(hist, start, "+", count=self._batch))
-            if not page:
-                ctx = int(await self._drop_conversation(
-                    keys=[hist, keys.context(tenant_id, conv), keys.paused(tenant_id, conv),
-                          keys.conversations(tenant_id)],
-                    args=[conv, "1" if rereads >= 3 else "0"],
-                ))
-                if ctx >= 0:
-                    break
-                rereads += 1  # a message came in after the last page read
-                start = "-"
-                continue
-            pipe = self._redis.pipeline(transaction=False)
-            replies: list[str] = []
-            for _entry_id, fields in page:
-                try:
-                    msg = decode_message(fields[b"m"])
-                except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                if msg.direction == "out":
-                    pipe.delete(keys.outbound(tenant_id, msg.message_id))
-                else:
-                    replies.append(keys.reply(tenant_id, msg.message_id))
-            pipe.xdel(hist, *[e for e, _ in page])
-            await pipe.execute()
-            if replies:
-                await self._drop_replies(replies)
-            counts["messages"] = counts.get("messages", 0) + len(page)
-            start = "(" + page[-1][0].decode()
-        counts["contexts"] = ctx
-        await self._report(counts)
-
-    async def _drop_replies(self, names: list[str] | list[bytes]) -> None:
-        """Reply records: deleted, except in the first pass those in flight, kept to
-        watch. In the final pass those in flight are counted as left (their shard may
-        still write after the job)."""
-        if self._keep_in_flight:
-            kept = await self._drop_settled(keys=list(names), args=[])
-            self._kept.update(as_bytes_list(kept))
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hget(name, "state")
-            pipe.delete(name)
-        done = await pipe.execute()
-        self.in_flight_left += sum(1 for st in done[0::2] if st in IN_FLIGHT)
-
-    def _begin(self) -> None:
-        """A new erasure (one sweep may run several, e.g. every channel of a person)."""
-        self._keep_in_flight = True
-        self._kept = set()
-
-    async def _settle(self) -> bool:
-        """Wait (at most ``settle_s``) until no reply kept by the first pass is in flight
-        any more; then the final pass begins. True when there was any (the scope must be
-        swept once more: those replies may have written after the first pass)."""
-        self._keep_in_flight = False
-        watched = sorted(self._kept)
-        if not watched:
-            return False
-        deadline = time.monotonic() + self._settle_s
-        while True:
-            pipe = self._redis.pipeline(transaction=False)
-            for name in watched:
-                pipe.hget(name, "state")
-            states = await pipe.execute()
-            watched = [n for n, st in zip(watched, states, strict=True) if st in IN_FLIGHT]
-            left = deadline - time.monotonic()
-            if not watched or left <= 0:
-                break
-            await asyncio.sleep(min(self._settle_poll_s, left))
-        self.in_flight_left += len(watched)
-        removed = int(await self._redis.delete(*self._kept))
-        await self._report({"records": removed})
-        return True
 
     # --- sweeps by family ----------------------------------------------------------------
     async def _sweep_tenant_keys(
@@ -318,7 +156,7 @@ class ErasureSweep:
                 ref = keys.parse(raw)
                 if ref is not None and ref.family.erasure in _EXACTLY_ELSEWHERE:
                     continue  # not user data, or handled exactly (conversations, flags)
-                if raw in self._kept:
+                if raw in self._conversations.kept:
                     continue  # a reply in flight, watched until it settles
                 # An outbound record says its conversation: erased by that, not by a match.
                 (outs if ref is not None and ref.family is keys.OUTBOUND else todo).append(raw)
@@ -430,17 +268,17 @@ class ErasureSweep:
     # --- the three erasures -------------------------------------------------------------
     async def erase_user(self, tenant_id: str, channel: str, user_id: str) -> None:
         """One end user across the tenant's accounts of ``channel``."""
-        self._begin()
+        self._conversations.begin()
 
         def mine(conv: str) -> bool:
-            parts = _split_conv(conv)
+            parts = split_conversation(conv)
             return parts is not None and parts[0] == channel and parts[2] == user_id
 
-        convs = await self._find_conversations(tenant_id, mine)
+        convs = await self._conversations.find(tenant_id, mine)
         await self._notify(ConversationsNotice(tenant_id, tuple(convs)))
         await self._user_pass(tenant_id, channel, user_id, convs)
-        if await self._settle():  # replies were in flight: what they wrote goes too
-            again = await self._find_conversations(tenant_id, mine)
+        if await self._conversations.settle():  # replies were in flight: what they wrote goes too
+            again = await self._conversations.find(tenant_id, mine)
             await self._user_pass(tenant_id, channel, user_id, again)
             convs = sorted({*convs, *again})
         # Again at the end: a message being answered meanwhile may have been cached.
@@ -449,7 +287,7 @@ class ErasureSweep:
     async def _user_pass(
         self, tenant_id: str, channel: str, user_id: str, convs: list[str]
     ) -> None:
-        await self._erase_conversations(tenant_id, convs)
+        await self._conversations.erase(tenant_id, convs)
         removed = int(await self._redis.srem(keys.restricted(tenant_id), f"{channel}:{user_id}"))
         await self._report({"restrictions": removed})
         pattern = id_pattern([user_id])
@@ -465,7 +303,7 @@ class ErasureSweep:
         self, tenant_id: str, channel_id: str, channel: str, account_id: str
     ) -> None:
         """All Platform Data of one connected account of the tenant."""
-        self._begin()
+        self._conversations.begin()
         prefix = f"{channel}:{account_id}:"
         notice = ChannelNotice(tenant_id, prefix)
         await self._notify(notice)
@@ -483,22 +321,22 @@ class ErasureSweep:
         await self._drop_app_user_links({link})
 
         await self._channel_pass(tenant_id, channel, account_id)
-        if await self._settle():  # replies were in flight: what they wrote goes too
+        if await self._conversations.settle():  # replies were in flight: what they wrote goes too
             await self._drop_routing(tenant_id, channel, account_id)  # their rate counters
             await self._channel_pass(tenant_id, channel, account_id)
         await self._notify(notice)
 
     async def _channel_pass(self, tenant_id: str, channel: str, account_id: str) -> None:
         prefix = f"{channel}:{account_id}:"
-        convs = await self._find_conversations(tenant_id, lambda c: c.startswith(prefix))
-        await self._erase_conversations(tenant_id, convs)
+        convs = await self._conversations.find(tenant_id, lambda c: c.startswith(prefix))
+        await self._conversations.erase(tenant_id, convs)
         # Restriction flags are "channel:user" (no account): keep a flag while the same
         # user still has a conversation on another account of this channel.
-        users = {p[2] for c in convs if (p := _split_conv(c)) is not None}
-        remaining = await self._find_conversations(
+        users = {p[2] for c in convs if (p := split_conversation(c)) is not None}
+        remaining = await self._conversations.find(
             tenant_id, lambda c: c.startswith(f"{channel}:") and c.split(":", 2)[-1] in users
         )
-        still = {p[2] for c in remaining if (p := _split_conv(c)) is not None}
+        still = {p[2] for c in remaining if (p := split_conversation(c)) is not None}
         gone = [f"{channel}:{u}" for u in users - still]
         removed = int(await self._redis.srem(keys.restricted(tenant_id), *gone)) if gone else 0
         await self._report({"restrictions": removed})
@@ -516,7 +354,7 @@ class ErasureSweep:
     async def erase_tenant(self, tenant_id: str, accounts: Iterable[tuple[str, str]] = ()) -> None:
         """Everything of a tenant. ``accounts`` adds (channel, account id) pairs known
         from before (a resumed job whose channel records are already gone)."""
-        self._begin()
+        self._conversations.begin()
         notice = TenantNotice(tenant_id)
         r = self._redis
         await r.set(keys.erased(tenant_id), b"1", ex=ERASURE_MARK_TTL_S)
@@ -546,7 +384,7 @@ class ErasureSweep:
         )
         await self._sweep_dead_letters(tenant_id, lambda _accounts, _body: True)
         await self._report({"files": self._erase_files(tenant_id)})
-        if await self._settle():  # replies were in flight: what they wrote goes too
+        if await self._conversations.settle():  # replies were in flight: what they wrote goes too
             await self._unlink_tenant_keys(tenant_id)
             for ch, acct in sorted(known):
                 await self._drop_routing(tenant_id, ch, acct)  # their rate counters
@@ -583,9 +421,9 @@ class ErasureSweep:
                 if others:
                     await r.unlink(*others)
                 if replies:
-                    before = len(self._kept)
-                    await self._drop_replies(replies)
-                    counts["records"] -= len(self._kept) - before  # kept: not deleted yet
+                    before = len(self._conversations.kept)
+                    await self._conversations.drop_replies(replies)
+                    counts["records"] -= len(self._conversations.kept) - before  # kept: not deleted yet
                 await self._report(counts)
                 counts = {}
             if cursor == 0:
