@@ -9,10 +9,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import mtdesk
-
-PACKAGE = Path(mtdesk.__file__).parent
-DOC = PACKAGE.parent / "docs" / "architecture.md"
+# The checkout's files, whatever way the package is installed.
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "mtdesk"
+DOC = REPO / "docs" / "architecture.md"
 
 # Third-party libraries one module (or two) owns; stated in the doc's "Library rules".
 LIBRARY_OWNERS = {
