@@ -16,6 +16,10 @@ Redis = aioredis.Redis
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
+CONNECT_TIMEOUT_S = 10.0
+"""How long opening one connection may take (see :func:`connect`)."""
+
+
 def connect(
     url: str,
     *,
@@ -40,7 +44,11 @@ def connect(
     return client_class.from_url(
         url,
         max_connections=max_connections,
-        socket_connect_timeout=2.0,
+        # Measured on this process' event loop, not on the wire: a burst of hundreds of
+        # new connections on a loaded host (load 10+) takes several seconds of loop time
+        # to open while Redis itself is fine; at 2 s such bursts failed. An unreachable
+        # Redis still fails at once (refused), so a long budget costs only a dead host.
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=5.0,
         health_check_interval=30,
         decode_responses=False,

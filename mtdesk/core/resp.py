@@ -61,7 +61,7 @@ class RespTarget:
     db: int = 0
     username: str | None = None
     password: str | None = None
-    connect_timeout_s: float = 2.0
+    connect_timeout_s: float = 10.0
     timeout_s: float = 5.0
 
     def __repr__(self) -> str:  # never the password
@@ -84,7 +84,7 @@ class RespTarget:
             db=int(kw.get("db", 0) or 0),
             username=kw.get("username"),
             password=kw.get("password"),
-            connect_timeout_s=float(kw.get("socket_connect_timeout") or 2.0),
+            connect_timeout_s=float(kw.get("socket_connect_timeout") or 10.0),
             timeout_s=float(kw.get("socket_timeout") or 5.0),
         )
 
