@@ -42,6 +42,8 @@ def ray_session() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        # address="local": always a fresh instance of the test session's own, never one a
+        # `ray start` on this machine left behind (ray.init() alone would join that).
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
