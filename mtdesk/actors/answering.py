@@ -36,7 +36,7 @@ from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, tex
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
 from mtdesk.actors.turns import context_encoder, user_text
 from mtdesk.actors.typing import start_typing
-from mtdesk.actors.window import OUTSIDE_WINDOW, is_open, send_refusal
+from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
 from mtdesk.core.events import Message, Postback
@@ -74,6 +74,9 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
     s = conv.services
     reason, record, claimed_now = await admit(conv, item, claim=can_claim_alone(conv))
     move = on_delivery(record.phase)
+    # The window as admission left it (this message included); taken now, since an
+    # erasure meanwhile empties the context and the reply under way still goes.
+    window = open_until(conv.context.window_until_ms, conv.context.last_inbound_ms)
     if reason or move == "done":
         s.metrics.outcome("skipped" if reason else "duplicate")
         s.ledger.done(item)
@@ -81,7 +84,7 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
     if move == "resume":  # a restart mid-send: finish the same reply
         reply = OutgoingReply.of(item.tenant_id, event, record.text, record.provider,
                                  record.model)
-        await _send(conv, [item], reply, start=record.parts_sent)
+        await _send(conv, [item], reply, start=record.parts_sent, window=window)
         return
     if claimed_now:  # claimed with its admission: a burst of one
         burst = [item]
@@ -114,7 +117,7 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
             [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
         reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
                                  completion.model, reason=_DONE_REASONS.get(outcome, ""))
-        await _send(conv, burst, reply, start=0, outcome=outcome, begin=True)
+        await _send(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
         # queue, in order, so none is stranded (they are answered_by the head now).
@@ -172,10 +175,11 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
 
 async def _send(
     conv: Conversation, burst: list[WorkItem], reply: OutgoingReply, *, start: int,
-    outcome: str = "sent", begin: bool = False,
+    window: int, outcome: str = "sent", begin: bool = False,
 ) -> None:
     """Send ``reply`` from part ``start`` on (``begin``: store its text first), record
-    every part and the end, acknowledge the burst."""
+    every part and the end, acknowledge the burst. Nothing is sent from ``window`` (epoch
+    ms: when Meta's customer service window ends) on."""
     s = conv.services
     turns = conv.context.turns
     sent_turns = conv.bounded([*turns, ChatMessage("assistant", reply.text)])
@@ -194,9 +198,8 @@ async def _send(
     else:
         run = s.replies.resume(reply, context=context_at)
     started = time.monotonic()
-    ctx = conv.context
     try:
-        if not is_open(ctx.window_until_ms, ctx.last_inbound_ms, conv.now_ms()):
+        if conv.now_ms() >= window:
             # The window closed while the answer was made (or before a resumed send).
             raise _Silent(OUTSIDE_WINDOW)
         async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
