@@ -140,9 +140,9 @@ class Deployment:
                         s.shards, s.partitions, count)
         self.partitions = assign_partitions(s.partitions, count)
         for index, partitions in enumerate(self.partitions):
-            actor = rayapi.create(ShardActor, conversation_shard_name(index), "conversation_shard", s,
-                                  s, index, partitions, self._factory, self._shard_options,
-                                  detached=self._detached)
+            actor = rayapi.create(ShardActor, conversation_shard_name(index),
+                                  "conversation_shard", s, s, index, partitions, self._factory,
+                                  self._shard_options, index=index, detached=self._detached)
             self.actors.append(actor)
         self._healthy = [True] * len(self.actors)
 

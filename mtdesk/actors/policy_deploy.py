@@ -157,9 +157,10 @@ class PolicyDeployment:
             raise RuntimeError("Ray must be started first (see rayapi.init)")
         self.deleter = rayapi.create(DeletionActor, DELETER_NAME, "deletion", self._settings,
                                      self._settings, detached=self._detached)
+        # index 1: on a spread cluster the two policy actors go to different nodes
         self.retention = rayapi.create(RetentionActor, RETENTION_NAME, "retention",
                                        self._settings, self._settings, self._interval_s,
-                                       detached=self._detached)
+                                       index=1, detached=self._detached)
         await asyncio.gather(self.deleter.ensure_started.remote(),
                              self.retention.ensure_started.remote())
         log.info("policy actors started")

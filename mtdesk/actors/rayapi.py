@@ -16,19 +16,23 @@ What a caller may rely on:
   placed by :mod:`mtdesk.actors.scheduling` (``MTDESK_RAY_PLACEMENT``, custom resources).
 - :func:`find` returns a named actor or None; :func:`wait_names_free` waits until killed
   actors' names are released.
+- :func:`local_cluster` simulates a multi-node cluster on one machine (benchmarks and
+  drills; each node is a raylet with its own worker processes) and connects to it;
+  :meth:`LocalCluster.kill_node` kills one node's processes at once.
 - :func:`nodes` lists the cluster's nodes (id, alive, address, resources);
   :func:`node_of` says which node an actor runs on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
 
-from mtdesk.actors.scheduling import Kind, placement_options
+from mtdesk.actors.scheduling import Kind, Node, placement_options
 from mtdesk.core.settings import Settings
 
 NAMESPACE = "mtdesk"
@@ -80,24 +84,30 @@ def actor_class(cls: type[Any], *, max_task_retries: int = -1, num_cpus: float =
 
 
 def create(actor_cls: Any, name: str, kind: Kind, settings: Settings, *args: Any,
-           detached: bool = False, namespace: str | None = NAMESPACE,
+           index: int = 0, detached: bool = False, namespace: str | None = NAMESPACE,
            options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-    """Start the named actor (or get the running one of that name) placed for ``kind``;
+    """Start the named actor (or get the running one of that name), actor ``index`` of
+    its ``kind``, placed by :func:`mtdesk.actors.scheduling.placement_options`;
     ``args``/``kwargs`` go to the class's constructor, ``options`` to Ray."""
+    placed = placement_options(kind, settings.ray_placement, live_nodes(), index)
+    node_id = placed.pop("node_affinity", None)
+    if node_id is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # soft: when that node is gone (now or at a restart), any live node will do.
+        placed["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
     opts: dict[str, Any] = {"name": name, "namespace": namespace, "get_if_exists": True,
-                            **placement_options(kind, settings.ray_placement,
-                                                cluster_resources()),
-                            **(options or {})}
+                            **placed, **(options or {})}
     if detached:
         opts["lifetime"] = "detached"
     return actor_cls.options(**opts).remote(*args, **kwargs)
 
 
-def cluster_resources() -> dict[str, float]:
-    """The cluster's total resources (custom ones included), or {} without Ray."""
+def live_nodes() -> list[Node]:
+    """The cluster's live nodes with their resources ([] without Ray)."""
     if not ray.is_initialized():
-        return {}
-    return {str(k): float(v) for k, v in ray.cluster_resources().items()}
+        return []
+    return [Node(n["node_id"], n["address"], n["resources"]) for n in nodes() if n["alive"]]
 
 
 def find(name: str, namespace: str | None = NAMESPACE) -> Any | None:
@@ -151,3 +161,57 @@ def nodes() -> list[dict[str, Any]]:
              "address": str(n.get("NodeManagerAddress", "")),
              "resources": {str(k): float(v) for k, v in (n.get("Resources") or {}).items()}}
             for n in ray.nodes()]
+
+
+class LocalCluster:
+    """A multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``)."""
+
+    def __init__(self, cluster: Any) -> None:
+        self._cluster = cluster
+
+    @property
+    def head_node_id(self) -> str:
+        return str(self._cluster.head_node.node_id)
+
+    def worker_node_ids(self) -> list[str]:
+        return sorted(str(n.node_id) for n in self._cluster.worker_nodes)
+
+    def kill_node(self, node_id: str) -> None:
+        """Kill every process of a worker node at once (as a lost machine)."""
+        for node in list(self._cluster.worker_nodes):
+            if str(node.node_id) == node_id:
+                self._cluster.remove_node(node, allow_graceful=False)
+                return
+        raise ValueError(f"no worker node {node_id} (the head node cannot be killed)")
+
+    def add_node(self, cpus: float = 1, resources: Mapping[str, float] | None = None) -> str:
+        node = self._cluster.add_node(num_cpus=cpus, resources=dict(resources or {}))
+        return str(node.node_id)
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int, *, cpus_per_node: float = 1,
+                  node_failure_s: float | None = None) -> Iterator[LocalCluster]:
+    """``nodes`` Ray nodes on this machine (the first is the head), this process connected
+    as the driver; all stopped on exit. ``node_failure_s``: how soon a silent node is
+    declared dead (Ray's default is about 30 s; drills shorten it)."""
+    from ray.cluster_utils import Cluster
+
+    head: dict[str, Any] = {"num_cpus": cpus_per_node, "include_dashboard": False}
+    if node_failure_s is not None:
+        period_ms = max(100, int(node_failure_s * 1000 / 3))
+        head["_system_config"] = {"health_check_period_ms": period_ms,
+                                  "health_check_timeout_ms": period_ms,
+                                  "health_check_failure_threshold": 3}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=cpus_per_node)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        try:
+            yield LocalCluster(cluster)
+        finally:
+            ray.shutdown()
+    finally:
+        cluster.shutdown()

@@ -44,7 +44,7 @@ def create_retrieval_shards(
     """``n`` shard actor handles (named, so a restarted server finds the running ones);
     ``shard_options`` go to :class:`RetrievalShard`."""
     return [rayapi.create(RetrievalShardActor, NAME.format(i), "retrieval_shard", settings,
-                          settings, i, n, namespace=namespace,
+                          settings, i, n, index=i, namespace=namespace,
                           options={"num_cpus": num_cpus}, **shard_options)
             for i in range(n)]
 

@@ -2,8 +2,11 @@
 
 The operator picks a strategy with ``MTDESK_RAY_PLACEMENT``:
 
-- ``spread`` (default): Ray's ``SPREAD`` scheduling strategy, so the shards of one kind
-  land on as many nodes as there are (a lost node takes only its share with it);
+- ``spread`` (default): the actors of one kind are dealt round-robin over the live nodes
+  that may hold them (actor ``i`` on node ``i % N``, nodes in a stable order) with Ray's
+  *soft* node affinity, so a lost node takes only its share with it and its actors restart
+  on any live node; with one eligible node, Ray's ``SPREAD`` strategy (Ray's own SPREAD
+  alone is best effort: two shards were seen on one of two idle nodes);
 - ``pack``: Ray's default scheduling (fills the first nodes; fewer processes per node
   spread, useful on a small cluster or one machine).
 
@@ -17,8 +20,10 @@ them pending) until such a node joins again: that is what pinning means.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any, Literal
+
+import msgspec
 
 Kind = Literal["conversation_shard", "retrieval_shard", "deletion", "retention"]
 KINDS: tuple[Kind, ...] = ("conversation_shard", "retrieval_shard", "deletion", "retention")
@@ -34,16 +39,30 @@ RESOURCES: dict[Kind, str] = {
 SHARE = 0.001
 
 
-def placement_options(kind: Kind, strategy: str,
-                      cluster_resources: Mapping[str, float]) -> dict[str, Any]:
-    """Ray actor options placing an actor of ``kind``: a share of the kind's custom
-    resource when the cluster has it, and the scheduling strategy."""
+class Node(msgspec.Struct, frozen=True):
+    node_id: str
+    address: str
+    resources: dict[str, float]
+
+
+def placement_options(kind: Kind, strategy: str, nodes: Sequence[Node],
+                      index: int = 0) -> dict[str, Any]:
+    """Ray actor options placing actor ``index`` of ``kind`` among the live ``nodes``: a
+    share of the kind's custom resource when any node has it, and where to go. The key
+    ``node_affinity`` (a node id, soft) is for :mod:`mtdesk.actors.rayapi` to turn into
+    Ray's strategy object; ``scheduling_strategy`` is Ray's own."""
     if strategy not in STRATEGIES:
         raise ValueError(f"placement strategy must be one of {STRATEGIES}, not {strategy!r}")
     options: dict[str, Any] = {}
     resource = RESOURCES[kind]
-    if cluster_resources.get(resource, 0.0) > 0:
+    eligible = list(nodes)
+    if any(n.resources.get(resource, 0.0) > 0 for n in nodes):
         options["resources"] = {resource: SHARE}
+        eligible = [n for n in nodes if n.resources.get(resource, 0.0) > 0]
     if strategy == "spread":
-        options["scheduling_strategy"] = "SPREAD"
+        if len(eligible) > 1:
+            ordered = sorted(eligible, key=lambda n: (n.address, n.node_id))
+            options["node_affinity"] = ordered[index % len(ordered)].node_id
+        else:
+            options["scheduling_strategy"] = "SPREAD"
     return options
