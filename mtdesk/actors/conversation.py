@@ -47,12 +47,13 @@ from mtdesk.actors.turns import (
     context_decoder,
     context_encoder,
     user_text,
+    without_texts,
 )
 from mtdesk.channels.outbound import is_our_metadata, split_text
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
-from mtdesk.core.events import Echo, Event, Message, Postback, Receipt, Status
+from mtdesk.core.events import Echo, Event, Message, Postback, Receipt, Status, Unsend
 from mtdesk.core.history import MessageStore, StoredMessage, inbound_message
 from mtdesk.core.ports import (
     BotConfig,
@@ -253,11 +254,22 @@ class Conversation:
             await self._on_receipt(event)
         elif isinstance(event, Status):
             await self._on_status(event)
-        else:  # reaction, unsend, unsupported: recorded, never answered
+        else:  # reaction, unsend, edit, unsupported: recorded, never answered
+            if isinstance(event, Unsend):
+                await self._forget_unsent(event)
             tag = event.__struct_config__.tag  # typed str | int | None; ours are str
             await self._record(item, reason=tag if isinstance(tag, str) and tag else "other")
             self._s.metrics.outcome("recorded")
         self._s.done(item)
+
+    async def _forget_unsent(self, event: Unsend) -> None:
+        """An unsent message (and its edits) leaves the history, so the inbox and exports,
+        and the turns the model is shown."""
+        gone = await self._s.store.unsend(self.tenant_id, self.key, event.target_id)
+        turns = without_texts(self.context.turns, [m.text for m in gone if m.text])
+        if len(turns) != len(self.context.turns):
+            self.context.turns = turns
+            self._dirty = True
 
     def _now_ms(self) -> int:
         return now_ms(self._s.clock)

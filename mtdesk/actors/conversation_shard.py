@@ -44,7 +44,6 @@ from typing import Any
 
 import msgspec
 from prometheus_client import REGISTRY
-from redis.exceptions import ResponseError
 
 from mtdesk.actors.conversation import (
     Conversation,
@@ -60,9 +59,10 @@ from mtdesk.actors.tenantview import TenantView
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.events import decode_event
+from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, Retriever
-from mtdesk.core.redis import Redis, StreamOffsets, as_stream_reads
+from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.policy.purge import listen_for_erasures
 
@@ -87,10 +87,6 @@ class ShardServices:
             with contextlib.suppress(Exception):
                 await close()
         self.closers.clear()
-
-
-def _s(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class ConversationShard:
@@ -128,6 +124,9 @@ class ConversationShard:
         self._process_metrics = process_metrics
         self._max_failures = max(1, max_failures)
         self._failures: dict[tuple[int, str], int] = {}
+        self._reader = GroupReader(services.redis, keys.SHARD_GROUP, self.consumer,
+                                   [keys.inbound(p) for p in self.partitions])
+        self._partition_of = {keys.inbound(p): p for p in self.partitions}
         self.metrics = ShardMetrics(index)
         settings = services.settings
         self._conv_services = ConversationServices(
@@ -236,13 +235,7 @@ class ConversationShard:
 
     # --- reading ----------------------------------------------------------------------
     async def _ensure_groups(self) -> None:
-        for p in self.partitions:
-            try:
-                await self._redis.xgroup_create(keys.inbound(p), keys.SHARD_GROUP, id="0",
-                                                mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        await self._reader.ensure_groups()
 
     async def _recreate_groups(self) -> None:
         # A stream key deleted wholesale (an operator, a flush) loses its group: NOGROUP.
@@ -260,10 +253,8 @@ class ConversationShard:
                 log.exception("re-reading own pending entries failed; retrying")
                 await asyncio.sleep(1.0)
                 await self._recreate_groups()
-        streams_all: StreamOffsets = {keys.inbound(p): ">" for p in self.partitions}
-        if not streams_all:  # more shards than partitions: nothing to read
+        if not self.partitions:  # more shards than partitions: nothing to read
             return
-        by_stream = {keys.inbound(p).encode(): p for p in self.partitions}
         while self._running:
             room = self._max_inflight - len(self._inflight)
             if room <= 0:
@@ -271,10 +262,7 @@ class ConversationShard:
                 continue
             per_stream = max(1, min(self._batch, room // max(1, len(self.partitions))))
             try:
-                answer = as_stream_reads(await self._redis.xreadgroup(
-                    keys.SHARD_GROUP, self.consumer, streams_all, count=per_stream,
-                    block=self._block_ms,
-                ))
+                answer = await self._reader.read_new(count=per_stream, block_ms=self._block_ms)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -282,24 +270,17 @@ class ConversationShard:
                 await asyncio.sleep(1.0)
                 await self._recreate_groups()
                 continue
-            for stream, entries in answer or []:
-                partition = by_stream[stream if isinstance(stream, bytes) else stream.encode()]
-                await self._dispatch_many(partition, entries)
+            for stream, entries in answer:
+                await self._dispatch_many(self._partition_of[stream], entries)
 
     async def _resume_own_pending(self) -> None:
         """Entries this consumer read before a crash/restart and never acknowledged."""
         for p in self.partitions:
-            start = "0"
-            while self._running:
-                answer = as_stream_reads(await self._redis.xreadgroup(
-                    keys.SHARD_GROUP, self.consumer, {keys.inbound(p): start},
-                    count=self._batch,
-                ))
-                entries = answer[0][1] if answer else []
-                if not entries:
-                    break
+            after: str | None = "0"
+            while self._running and after is not None:
+                after, entries = await self._reader.own_pending(
+                    keys.inbound(p), count=self._batch, after=after)
                 await self._dispatch_many(p, entries)
-                start = _s(entries[-1][0])
 
     async def _claim_loop(self) -> None:
         while self._running:
@@ -319,26 +300,20 @@ class ConversationShard:
             for _ in range(100):  # bounded pages per round
                 if len(self._inflight) >= self._max_inflight:
                     return claimed
-                result = await self._redis.xautoclaim(
-                    keys.inbound(p), keys.SHARD_GROUP, self.consumer,
-                    min_idle_time=self._claim_idle_ms, start_id=start, count=self._batch,
-                )
-                start = _s(result[0])
-                entries = result[1]
-                deleted = result[2] if len(result) > 2 else []
-                if deleted:  # acknowledged elsewhere but never XDELed? drop from the PEL
-                    await self._redis.xack(keys.inbound(p), keys.SHARD_GROUP, *deleted)
-                fresh = [e for e in entries if (p, _s(e[0])) not in self._inflight]
+                start, entries = await self._reader.claim_idle(
+                    keys.inbound(p), min_idle_ms=self._claim_idle_ms, count=self._batch,
+                    start=start)
+                fresh = [e for e in entries if (p, e[0]) not in self._inflight]
                 claimed += len(fresh)
                 await self._dispatch_many(p, fresh)
                 if start == "0-0":
                     break
         return claimed
 
-    async def _dispatch_many(self, partition: int, entries: list[Any]) -> None:
+    async def _dispatch_many(self, partition: int, entries: list[Entry]) -> None:
         async with self._dispatch_lock:
             for entry_id, fields in entries:
-                await self._dispatch(partition, _s(entry_id), fields)
+                await self._dispatch(partition, entry_id, fields)
 
     async def _dispatch(self, partition: int, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
         if (partition, entry_id) in self._inflight:
@@ -453,12 +428,8 @@ class ConversationShard:
         if not self._to_ack:
             return
         batch, self._to_ack = self._to_ack, {}
-        pipe = self._redis.pipeline(transaction=False)
-        for partition, ids in batch.items():
-            pipe.xack(keys.inbound(partition), keys.SHARD_GROUP, *ids)
-            pipe.xdel(keys.inbound(partition), *ids)
         try:
-            await pipe.execute()
+            await self._reader.ack({keys.inbound(p): ids for p, ids in batch.items()})
         except Exception:
             for partition, ids in batch.items():  # put back, retried by the loop
                 self._to_ack.setdefault(partition, []).extend(ids)

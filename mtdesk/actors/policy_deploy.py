@@ -30,6 +30,7 @@ from mtdesk.actors import rayapi
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
+from mtdesk.policy import watchdog
 from mtdesk.policy.deletion import DeletionWorker
 from mtdesk.policy.retention import RetentionSweep
 
@@ -114,8 +115,13 @@ class DeletionHost(_LoopHost):
         return msgspec.to_builtins(await self._worker.execute(job_id))
 
 
+async def _together(*loops: Coroutine[Any, Any, None]) -> None:
+    await asyncio.gather(*loops)
+
+
 class RetentionHost(_LoopHost):
-    """Body of the retention actor: a scheduled sweep, and sweeps on demand."""
+    """Body of the retention actor: a scheduled sweep, and sweeps on demand; beside it
+    the connection watchdog (:mod:`mtdesk.policy.watchdog`) on its own schedule."""
 
     name = RETENTION_NAME
 
@@ -128,7 +134,8 @@ class RetentionHost(_LoopHost):
 
     def _loop(self, redis: Redis, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
         self._sweep = RetentionSweep(redis, self._settings, self._clock, pause_s=self._pause_s)
-        return self._sweep.run_forever(self._interval_s, stop)
+        return _together(self._sweep.run_forever(self._interval_s, stop),
+                         watchdog.run_forever(redis, self._settings, self._clock, stop))
 
     async def run_now(self, tenant_ids: list[str] | None = None) -> dict[str, Any]:
         await self.ensure_started()

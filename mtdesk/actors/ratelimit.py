@@ -23,6 +23,7 @@ from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Channel
 from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.core.scripts import LuaScript
 from mtdesk.core.settings import Settings
 
 # A Lua function, so another script can take a send permit in its own round trip:
@@ -68,7 +69,7 @@ class SendRateLimiter:
         self._sleep = sleep
         # (channel, account_id) → sends per second, e.g. a WhatsApp number on a higher tier.
         self._overrides = dict(overrides or {})
-        self._script = redis.register_script(_ACQUIRE)
+        self._script = LuaScript(_ACQUIRE, name="acquire").bind(redis)
 
     def limit(self, channel: Channel, account_id: str) -> int:
         """Sends per second allowed for this account."""

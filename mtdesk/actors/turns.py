@@ -71,3 +71,15 @@ def user_text(event: Message | Postback) -> str:
 def bounded(turns: list[ChatMessage], limit: int) -> list[ChatMessage]:
     """The last ``limit`` turns (none when ``limit`` is 0)."""
     return turns[-limit:] if limit else []
+
+
+def without_texts(turns: list[ChatMessage], texts: list[str]) -> list[ChatMessage]:
+    """``turns`` without the person's turn of each of ``texts`` (the latest one that
+    says it: an unsent message is a recent one; an older turn with the same words stays)."""
+    kept = list(turns)
+    for text in texts:
+        for i in range(len(kept) - 1, -1, -1):
+            if kept[i].role == "user" and kept[i].content == text:
+                del kept[i]
+                break
+    return kept

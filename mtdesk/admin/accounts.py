@@ -31,6 +31,7 @@ from aiohttp import web
 
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import principal, public, require_owner, tenant_scope
+from mtdesk.admin.decode import body_errors, read_body
 from mtdesk.admin.http import Forbidden
 from mtdesk.admin.mailer import send_mail
 from mtdesk.admin.sessions import (
@@ -98,32 +99,10 @@ class InviteBody(msgspec.Struct, forbid_unknown_fields=True):
     tenant_id: str | None = None
 
 
-def _field_of(message: str) -> str:
-    """The field a msgspec error names (``… - at `$.email` ``, or ``missing required
-    field `email` ``, or ``unknown field `x` ``)."""
-    where = message.rpartition(" - at `")[2] if " - at `" in message else message
-    if "`" in where:
-        name = where.split("`")[1] if where is message else where.split("`")[0]
-        return name.removeprefix("$.").split(".")[0].split("[")[0] or "body"
-    return "body"
-
-
 async def decode_body(request: web.Request, kind: type[T]) -> T:
-    """The body decoded into ``kind``; ValidationError naming the field otherwise."""
-    raw = await request.read()
-    if not raw.strip():
-        raise ValidationError("body", "is required (a JSON object)")
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        return _raise(_field_of(text), text.split(" - at ")[0])
-    except msgspec.DecodeError:
-        raise ValidationError("body", "is not valid JSON (an object expected)") from None
-
-
-def _raise(field: str, problem: str) -> Any:
-    raise ValidationError(field, problem)
+    """The body decoded into ``kind`` (:func:`mtdesk.admin.decode.read_body`: a wrong,
+    unknown or missing field is a 422 naming it)."""
+    return await read_body(request, kind)
 
 
 def _settings(request: web.Request) -> Settings:
@@ -152,10 +131,11 @@ async def _signed_in(request: web.Request, user: UserRecord, status: int) -> web
 @public
 async def signup(request: web.Request) -> web.Response:
     body = await decode_body(request, SignupBody)
-    name = validate_name(body.name)
-    email = validate_email(body.email)
-    company = validate_name(body.company, "company")
-    password = validate_password(body.password, email)
+    with body_errors(SignupBody):
+        name = validate_name(body.name)
+        email = validate_email(body.email)
+        company = validate_name(body.company, "company")
+        password = validate_password(body.password, email)
     tenants = Tenants(request.config_dict[REDIS], request.config_dict[CLOCK])
     users = _users(request)
     tid = new_tenant_id()
@@ -273,7 +253,7 @@ async def list_team(request: web.Request) -> web.Response:
 async def invite(request: web.Request) -> web.Response:
     require_owner(request)
     body = await decode_body(request, InviteBody)
-    tid = tenant_scope(request, {"tenant_id": body.tenant_id} if body.tenant_id else None)
+    tid = tenant_scope(request, body)
     role = validate_role(body.role)
     settings = _settings(request)
     if settings.accounts.smtp is None:  # checked first: no invited user without a mail

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from mtdesk.admin.accounts import decode_body
 from mtdesk.admin.app import API_BASE, admin_routes
-from mtdesk.admin.auth import require_owner, tenant_scope
+from mtdesk.admin.auth import ForTenant, require_owner, tenant_scope
 from mtdesk.core.apikeys import ApiKeys
 from mtdesk.core.appkeys import CLOCK, REDIS
 from mtdesk.core.http import json_response
@@ -29,9 +29,9 @@ def _keys(request: web.Request) -> ApiKeys:
     return ApiKeys(request.config_dict[REDIS], request.config_dict[CLOCK])
 
 
-async def _tenant(request: web.Request, asked: str | None = None) -> str:
+async def _tenant(request: web.Request, body: ForTenant | None = None) -> str:
     require_owner(request)
-    tid = tenant_scope(request, {"tenant_id": asked} if asked else None)
+    tid = tenant_scope(request, body)
     await Tenants(request.config_dict[REDIS], request.config_dict[CLOCK]).get(tid)
     return tid
 
@@ -42,7 +42,7 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def create_key(request: web.Request) -> web.Response:
     body = await decode_body(request, NewKeyBody)
-    record, key = await _keys(request).create(await _tenant(request, body.tenant_id), body.name)
+    record, key = await _keys(request).create(await _tenant(request, body), body.name)
     return json_response(msgspec.structs.asdict(record) | {"api_key": key.reveal()}, 201)
 
 

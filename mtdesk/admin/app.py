@@ -8,7 +8,7 @@ Other parts add their routes by naming a module in :data:`ROUTE_MODULES`; each o
 ``add_routes(admin: web.Application) -> None`` and registers paths relative to
 ``/admin`` (e.g. ``/api/v1/knowledge``) through :func:`admin_routes`. Inside a handler, use
 ``mtdesk.admin.auth.tenant_scope(request)`` for the tenant acted for,
-``mtdesk.admin.http.read_json`` for the body, ``mtdesk.admin.http.json_response`` to answer,
+``mtdesk.admin.decode.read_body`` for the body (a Struct of :mod:`mtdesk.admin.bodies`), ``mtdesk.admin.http.json_response`` to answer,
 and raise the errors of :mod:`mtdesk.core.errors` (:func:`guarded` maps them).
 
 No aiohttp middleware: a sub-app with middlewares makes aiohttp wrap EVERY request of
@@ -41,6 +41,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.cluster",
     "mtdesk.admin.accounts",
     "mtdesk.admin.apikeys",
+    "mtdesk.admin.connect",
     "mtdesk.admin.ui",
 )
 

@@ -13,7 +13,7 @@ an ``agent`` is refused (403) what :data:`OWNER_ONLY` lists.
 from __future__ import annotations
 
 import hmac
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 import msgspec
 from aiohttp import web
@@ -51,11 +51,20 @@ def require_operator(request: web.Request) -> None:
         raise Forbidden("this needs the operator token")
 
 
-def tenant_scope(request: web.Request, body: dict[str, Any] | None = None) -> str:
+class ForTenant(Protocol):
+    """A request body that may name the tenant acted for."""
+
+    @property
+    def tenant_id(self) -> str | None: ...
+
+
+def tenant_scope(request: web.Request, body: ForTenant | None = None) -> str:
     """The tenant a request acts for: a tenant key's own id; for the operator, the
     ``tenant_id`` of the body or the query (required)."""
     who = principal(request)
-    asked = (body or {}).get("tenant_id", request.query.get("tenant_id"))
+    asked = body.tenant_id if body is not None and body.tenant_id is not None else None
+    if asked is None:
+        asked = request.query.get("tenant_id")
     if not who.is_operator:
         assert who.tenant_id is not None
         if asked is not None and asked != who.tenant_id:

@@ -22,15 +22,14 @@ calls it so the business is not charged for a service it left.
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 import stripe
 from aiohttp import web
 
 from mtdesk.admin.app import API_BASE, admin_routes
-from mtdesk.admin.auth import tenant_scope
-from mtdesk.admin.http import read_json, reject_unknown
+from mtdesk.admin.auth import ForTenant, tenant_scope
+from mtdesk.admin.bodies import NewCheckout, NewPortal
+from mtdesk.admin.decode import body_errors, read_body, read_optional_body
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.clock import now_ms
 from mtdesk.core.errors import ConfigError, Conflict, ValidationError
@@ -106,11 +105,7 @@ def _price(value: object) -> str:
     return price
 
 
-async def _optional_json(request: web.Request) -> dict[str, Any]:
-    return await read_json(request) if request.can_read_body else {}
-
-
-async def _tenant(request: web.Request, body: dict[str, Any] | None = None) -> tuple[str, str, str]:
+async def _tenant(request: web.Request, body: ForTenant | None = None) -> tuple[str, str, str]:
     """(id, name, email) of the tenant acted for; 404 if it does not exist."""
     tid = tenant_scope(request, body)
     record = await Tenants(request.config_dict[REDIS], request.config_dict[CLOCK]).get(tid)
@@ -167,15 +162,15 @@ async def _customer(request: web.Request, client: stripe.StripeClient, tid: str,
 
 
 async def create_checkout(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    reject_unknown(body, ("price", "success_url", "cancel_url", "tenant_id"))
+    body = await read_body(request, NewCheckout)
     tid, name, email = await _tenant(request, body)
     settings = request.config_dict[SETTINGS]
     _require_billing(settings)
-    price = _price(body.get("price"))
     base = settings.base_url
-    success = _url(body.get("success_url"), "success_url", f"{base}/admin/?billing=success")
-    cancel = _url(body.get("cancel_url"), "cancel_url", f"{base}/admin/?billing=cancel")
+    with body_errors(NewCheckout):
+        price = _price(body.price)
+        success = _url(body.success_url, "success_url", f"{base}/admin/?billing=success")
+        cancel = _url(body.cancel_url, "cancel_url", f"{base}/admin/?billing=cancel")
     account = await quotas.load_account(request.config_dict[REDIS], tid)
     if account.subscribed:
         raise Conflict("price", "the tenant already has a subscription; change or cancel it "
@@ -199,12 +194,12 @@ async def create_checkout(request: web.Request) -> web.Response:
 
 
 async def create_portal(request: web.Request) -> web.Response:
-    body = await _optional_json(request)
-    reject_unknown(body, ("return_url", "tenant_id"))
+    body = await read_optional_body(request, NewPortal)
     tid, _, _ = await _tenant(request, body)
     settings = request.config_dict[SETTINGS]
     _require_billing(settings)
-    return_url = _url(body.get("return_url"), "return_url", f"{settings.base_url}/admin/")
+    with body_errors(NewPortal):
+        return_url = _url(body.return_url, "return_url", f"{settings.base_url}/admin/")
     account = await quotas.load_account(request.config_dict[REDIS], tid)
     if not account.customer:
         raise Conflict("customer", "the tenant has no Stripe customer yet; start a checkout "

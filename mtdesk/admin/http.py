@@ -3,20 +3,20 @@
 the webhooks).
 
 Every error answer is ``{"error": {"field": <name or null>, "message": <text>}}``:
-ValidationError → 400, Unauthorized → 401, Forbidden → 403, NotFound → 404,
+InvalidBody (a body field of the wrong type, unknown, missing or out of bounds; see
+:mod:`mtdesk.admin.decode`) → 422, other ValidationError → 400, Unauthorized → 401, Forbidden → 403, NotFound → 404,
 Conflict → 409, ConfigError → 503 (names the variable), Redis unreachable → 503.
 Route modules raise those errors; they never build error responses themselves.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
+from mtdesk.admin.decode import InvalidBody
 from mtdesk.core.errors import (
     ConfigError,
     Conflict,
@@ -38,33 +38,12 @@ class Forbidden(MTDeskError):
     """Authenticated, but not allowed (a tenant key on an operator route) → 403."""
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object; ValidationError(field="body") otherwise."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise ValidationError("body", "is too large") from None
-    if not raw.strip():
-        raise ValidationError("body", "is required (a JSON object)")
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ValidationError("body", "is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ValidationError("body", "must be a JSON object")
-    return data
-
-
-def reject_unknown(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    for name in data:
-        if name not in allowed:
-            raise ValidationError(name, f"unknown field (known: {', '.join(allowed)})")
-
-
 async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Run ``handler``; the errors it raises become JSON error answers."""
     try:
         return await handler(request)
+    except InvalidBody as exc:
+        return error_response(422, exc.field, exc.problem)
     except ValidationError as exc:
         return error_response(400, exc.field, exc.problem)
     except Unauthorized as exc:

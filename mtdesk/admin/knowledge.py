@@ -29,8 +29,9 @@ from typing import Any
 from aiohttp import web
 
 from mtdesk.admin.app import API_BASE, admin_routes
-from mtdesk.admin.auth import tenant_scope
-from mtdesk.admin.http import read_json, reject_unknown
+from mtdesk.admin.auth import ForTenant, tenant_scope
+from mtdesk.admin.bodies import NewKnowledge
+from mtdesk.admin.decode import body_errors, read_body
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.http import json_response
@@ -45,8 +46,6 @@ from mtdesk.retrieval.store import KnowledgeStore
 KB_SERVICE = web.AppKey("kb_service", KnowledgeService)
 KB_RETRIEVER = web.AppKey("kb_retriever", KnowledgeRetriever)
 _OWN = web.AppKey("kb_own", dict)  # what this module built itself, when the root did not
-
-BODY_FIELDS = ("qa", "name", "url", "crawl", "max_pages", "max_depth", "max_seconds", "tenant_id")
 
 
 async def _service(request: web.Request) -> KnowledgeService:
@@ -108,48 +107,56 @@ class ErasureFollower:
             await self._task
 
 
-async def _tenant(request: web.Request, body: dict[str, Any] | None = None) -> str:
+async def _tenant(request: web.Request, body: ForTenant | None = None) -> str:
     tid = tenant_scope(request, body)
     await Tenants(request.config_dict[REDIS], request.config_dict[CLOCK]).get(tid)
     return tid
 
 
-def _int(body: dict[str, Any], name: str, default: int) -> int:
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(name, "must be a whole number")
-    return value
-
-
 async def add_source(request: web.Request) -> web.Response:
     if request.content_type.startswith("multipart/"):
         return await _add_file(request)
-    body = await read_json(request)
-    reject_unknown(body, BODY_FIELDS)
+    body = await read_body(request, NewKnowledge)
     tid = await _tenant(request, body)
     service = await _service(request)
-    if "qa" in body and "url" in body:
-        raise ValidationError("body", "send either qa or url, not both")
-    if "qa" in body:
-        name = body.get("name")
-        if name is not None and not isinstance(name, str):
-            raise ValidationError("name", "must be a string")
-        info = await service.add_qa(tid, body["qa"], name=name)
-    elif "url" in body:
-        crawl = body.get("crawl", False)
-        if not isinstance(crawl, bool):
-            raise ValidationError("crawl", "must be true or false")
-        seconds = body.get("max_seconds", 120)
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise ValidationError("max_seconds", "must be a number")
-        options = CrawlOptions(
-            crawl=crawl, max_pages=_int(body, "max_pages", 50 if crawl else 1),
-            max_depth=_int(body, "max_depth", 3), max_seconds=float(seconds),
-        )
-        info = await service.add_url(tid, body["url"], options)
-    else:
-        raise ValidationError("body", "send {\"qa\": [{\"q\", \"a\"}]}, {\"url\"} or a multipart file")
+    with body_errors(NewKnowledge):
+        if body.qa is not None and body.url is not None:
+            raise ValidationError("body", "send either qa or url, not both")
+        if body.qa is not None:
+            pairs = [{"q": item.q if item.q is not None else item.question,
+                      "a": item.a if item.a is not None else item.answer} for item in body.qa]
+            info = await service.add_qa(tid, pairs, name=body.name)
+        elif body.url is not None:
+            options = CrawlOptions(
+                crawl=body.crawl,
+                max_pages=body.max_pages if body.max_pages is not None else (50 if body.crawl else 1),
+                max_depth=body.max_depth, max_seconds=float(body.max_seconds),
+            )
+            info = await service.add_url(tid, body.url, options)
+        else:
+            raise ValidationError(
+                "body", "send {\"qa\": [{\"q\", \"a\"}]}, {\"url\"} or a multipart file")
     return json_response(info, 202)
+
+
+def upload_name(raw: str | None) -> str:
+    """The file name an upload is kept under: the last part of what the client sent
+    (``a/b.txt`` → ``b.txt``); ValidationError on ``filename`` for a name that cannot
+    be one (control characters such as NUL, ``.``/``..``, not text, too long)."""
+    name = (raw or "upload").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not name:
+        name = "upload"
+    if name in (".", ".."):
+        raise ValidationError("filename", "must name a file, not '.' or '..'")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValidationError("filename", "must not contain control characters (such as NUL)")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("filename", "must be text (UTF-8)") from None
+    if len(name) > 255:
+        raise ValidationError("filename", "must be at most 255 characters")
+    return name
 
 
 async def _add_file(request: web.Request) -> web.Response:
@@ -162,12 +169,12 @@ async def _add_file(request: web.Request) -> web.Response:
             raise ValidationError("file", "the form has no file part named 'file'")
         if getattr(part, "name", None) == "file":
             break
+    filename = upload_name(getattr(part, "filename", None))  # refused before any is read
     data = bytearray()
     while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
         data += chunk
         if len(data) > limit:
             raise ValidationError("file", f"is larger than the limit of {limit} bytes")
-    filename = getattr(part, "filename", None) or "upload"
     ctype = part.headers.get("Content-Type")
     info = await (await _service(request)).add_file(tid, filename, bytes(data), ctype)
     return json_response(info, 202)

@@ -29,7 +29,8 @@ from aiohttp import web
 from mtdesk.admin.app import admin_routes
 from mtdesk.admin.auth import principal, tenant_scope
 from mtdesk.admin.billing import cancel_subscription
-from mtdesk.admin.http import read_json, reject_unknown
+from mtdesk.admin.bodies import RetentionChange
+from mtdesk.admin.decode import body_errors, read_body
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.http import json_response
 from mtdesk.core.tenants import Channels, Tenants
@@ -159,11 +160,11 @@ async def get_retention(request: web.Request) -> web.Response:
 
 
 async def put_retention(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    reject_unknown(body, ("days", "tenant_id"))
+    body = await read_body(request, RetentionChange)
     tid = tenant_scope(request, body)
     settings = request.config_dict[SETTINGS]
-    days = await set_retention_days(request.config_dict[REDIS], settings, tid, body.get("days"))
+    with body_errors(RetentionChange):
+        days = await set_retention_days(request.config_dict[REDIS], settings, tid, body.days)
     return json_response({"days": days, "max_days": settings.retention_days})
 
 

@@ -7,19 +7,17 @@ new tenant its key.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from aiohttp import web
 
 from mtdesk.admin.app import API_BASE, admin_routes, vault_of
-from mtdesk.admin.auth import require_operator, tenant_scope
-from mtdesk.admin.http import read_json, reject_unknown
+from mtdesk.admin.auth import ForTenant, require_operator, tenant_scope
+from mtdesk.admin.bodies import BotChange, NewChannel, NewTenant, TenantStatusChange
+from mtdesk.admin.decode import body_errors, read_body
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
-from mtdesk.core.errors import ValidationError
 from mtdesk.core.http import json_response
 from mtdesk.core.ports import BotConfig
-from mtdesk.core.tenants import Bots, Channels, Tenants, parse_bot_config
+from mtdesk.core.tenants import Bots, Channels, Tenants, apply_bot_update
 from mtdesk.policy.deletion import schedule_channel_deletion
 
 
@@ -29,9 +27,9 @@ def _tenants(request: web.Request) -> Tenants:
 
 async def create_tenant(request: web.Request) -> web.Response:
     require_operator(request)
-    body = await read_json(request)
-    reject_unknown(body, ("name", "email"))
-    record, api_key = await _tenants(request).create(body.get("name"), body.get("email"))
+    body = await read_body(request, NewTenant)
+    with body_errors(NewTenant):
+        record, api_key = await _tenants(request).create(body.name, body.email)
     out = msgspec.structs.asdict(record) | {"api_key": api_key.reveal()}
     return json_response(out, 201)
 
@@ -49,12 +47,9 @@ async def get_tenant_by_id(request: web.Request) -> web.Response:
 async def patch_tenant(request: web.Request) -> web.Response:
     """Operator: ``{"status": "active" | "suspended"}`` (a suspended key gets 401)."""
     require_operator(request)
-    body = await read_json(request)
-    reject_unknown(body, ("status",))
-    if "status" not in body:
-        raise ValidationError("status", "is required")
+    body = await read_body(request, TenantStatusChange)
     tenants = _tenants(request)
-    return json_response(await tenants.set_status(request.match_info["id"], body["status"]))
+    return json_response(await tenants.set_status(request.match_info["id"], body.status))
 
 
 async def get_tenant(request: web.Request) -> web.Response:
@@ -62,27 +57,23 @@ async def get_tenant(request: web.Request) -> web.Response:
     return json_response(await _tenants(request).get(tid))
 
 
-async def _scoped_tenant(request: web.Request, body: dict[str, Any] | None = None) -> str:
+async def _scoped_tenant(request: web.Request, body: ForTenant | None = None) -> str:
     """The tenant acted for, which must exist (404 otherwise)."""
     tid = tenant_scope(request, body)
     await _tenants(request).get(tid)
     return tid
 
 
-CHANNEL_FIELDS = ("channel", "account_id", "access_token", "connected_by", "tenant_id")
-
-
 async def create_channel(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    reject_unknown(body, CHANNEL_FIELDS)
+    body = await read_body(request, NewChannel)
     tid = await _scoped_tenant(request, body)
     channels = Channels(
         request.config_dict[REDIS], request.config_dict[CLOCK], vault_of(request).encrypt
     )
-    record = await channels.connect(
-        tid, body.get("channel"), body.get("account_id"), body.get("access_token"),
-        body.get("connected_by"),
-    )
+    with body_errors(NewChannel):
+        record = await channels.connect(
+            tid, body.channel, body.account_id, body.access_token, body.connected_by
+        )
     return json_response(record, 201)
 
 
@@ -114,13 +105,12 @@ async def delete_channel(request: web.Request) -> web.Response:
 
 
 async def put_bot(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    scoped = dict(body)
-    tid = await _scoped_tenant(request, scoped)
-    scoped.pop("tenant_id", None)
+    body = await read_body(request, BotChange)
+    tid = await _scoped_tenant(request, body)
     providers = request.config_dict[SETTINGS].providers
     # PUT replaces: fields left out take their defaults.
-    config = parse_bot_config(scoped, providers, BotConfig())
+    with body_errors(BotChange):
+        config = apply_bot_update(body, providers, BotConfig())
     stored = await Bots(request.config_dict[REDIS]).put(tid, config)
     return json_response(msgspec.structs.asdict(stored))
 

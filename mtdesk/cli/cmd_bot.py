@@ -15,7 +15,8 @@ from mtdesk.core.errors import ValidationError
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
-from mtdesk.core.tenants import Bots, Tenants, parse_bot_config
+from mtdesk.core.tenants import Bots, BotUpdate, Tenants, apply_bot_update
+from mtdesk.core.validation import convert
 
 
 def register(sub: Any) -> None:
@@ -61,18 +62,24 @@ _OPTIONS = ("provider", "model", "system_prompt", "temperature", "max_tokens", "
             "fallback_message", "min_score", "greeting", "enabled")
 
 
-def _changes(args: argparse.Namespace) -> dict[str, Any]:
-    changes = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None}
+def _changes(args: argparse.Namespace) -> BotUpdate:
+    """The options given, checked like the API's body (a bad one names its option)."""
+    given: dict[str, object] = {
+        name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None
+    }
     if args.system_prompt_file is not None:
         try:
-            changes["system_prompt"] = args.system_prompt_file.read_text(encoding="utf-8")
+            given["system_prompt"] = args.system_prompt_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ValidationError("--system-prompt-file", f"cannot read it: {exc}") from None
     if args.fallback is not None:
-        changes["fallback"] = [f for f in args.fallback if f]
-    if not changes:
+        given["fallback"] = [f for f in args.fallback if f]
+    if not given:
         raise ValidationError("bot set", "give at least one option to change (see --help)")
-    return changes
+    try:
+        return convert(given, BotUpdate)
+    except ValidationError as exc:
+        raise ValidationError("--" + exc.field.replace("_", "-"), exc.problem) from None
 
 
 def _print(config: BotConfig) -> None:
@@ -85,7 +92,10 @@ def _set(args: argparse.Namespace) -> int:
     async def job(redis: Redis, settings: Settings) -> BotConfig:
         await Tenants(redis, SystemClock()).get(args.tenant)
         bots = Bots(redis)
-        config = parse_bot_config(changes, settings.providers, await bots.get(args.tenant))
+        try:
+            config = apply_bot_update(changes, settings.providers, await bots.get(args.tenant))
+        except ValidationError as exc:
+            raise ValidationError("--" + exc.field.replace("_", "-"), exc.problem) from None
         return await bots.put(args.tenant, config)
 
     _print(run_with_store(job))

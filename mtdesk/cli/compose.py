@@ -25,6 +25,7 @@ from mtdesk.gateway.meta_deletion import setup_meta_deletion
 from mtdesk.gateway.routes import add_metrics_source, add_readiness_check, setup_gateway
 from mtdesk.gateway.stripe_webhook import setup_stripe_webhook
 from mtdesk.policy.retention import RetentionCollector
+from mtdesk.policy.watchdog import WatchdogCollector
 
 
 def make_redis(settings: Settings) -> Redis:
@@ -86,6 +87,15 @@ def build_app(
         return generate_latest(retention_registry)
 
     add_metrics_source(app, retention_metrics)
+    connections = WatchdogCollector()
+    connections_registry = CollectorRegistry(auto_describe=False)
+    connections_registry.register(connections)
+
+    async def watchdog_metrics() -> bytes:
+        await connections.refresh(app[REDIS])
+        return generate_latest(connections_registry)
+
+    add_metrics_source(app, watchdog_metrics)
     if expect_shards:
         async def shards_ready() -> None:
             live = await live_shards(app[REDIS], shards=shard_count)

@@ -238,8 +238,10 @@ async def run_demo(*, wait: bool = True, port: int | None = None) -> int:
 
 async def _serve_and_play(settings: Settings, graph: FakeGraphAPI, transcript: Transcript,
                           build_app: Any, wait: bool) -> int:
+    from mtdesk.gateway.slowclients import serving_runner
+
     app = build_app(settings, expect_shards=True)
-    runner = web.AppRunner(app, access_log=None)
+    runner = serving_runner(app, settings)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     base = f"http://{settings.host}:{settings.port}"

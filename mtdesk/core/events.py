@@ -187,15 +187,26 @@ class Unsend(_Event, frozen=True, tag="unsend"):
     target_id: str
 
 
+class Edit(_Event, frozen=True, tag="edit"):
+    """The end user edited one of their messages (Messenger/Instagram ``message_edit``,
+    WhatsApp ``edit``): ``text`` is the new version of ``target_id``; ``version`` counts
+    the edits when Meta says (Messenger ``num_edit``). Recorded as a version of the
+    original; never answered on its own."""
+
+    target_id: str
+    text: str | None = None
+    version: int = 0
+
+
 class Unsupported(_Event, frozen=True, tag="unsupported"):
     """A message type we do not understand; recorded, counted, not answered."""
 
     type: str = "unknown"
 
 
-Event = Message | Postback | Reaction | Echo | Receipt | Status | Unsend | Unsupported
+Event = Message | Postback | Reaction | Echo | Receipt | Status | Unsend | Edit | Unsupported
 EVENT_KINDS: tuple[str, ...] = (
-    "message", "postback", "reaction", "echo", "receipt", "status", "unsend", "unsupported",
+    "message", "postback", "reaction", "echo", "receipt", "status", "unsend", "edit", "unsupported",
 )
 
 # Encoders/decoders are built once; use these rather than making new ones per call.

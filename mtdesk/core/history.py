@@ -39,6 +39,7 @@ from mtdesk.core import keys
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
 from mtdesk.core.redis import Redis, as_entries, as_hash, as_scored
+from mtdesk.core.scripts import LuaScript
 
 Direction = Literal["in", "out"]
 
@@ -158,8 +159,8 @@ class MessageStore:
     def __init__(self, redis: Redis, *, retention_days: int = 365) -> None:
         self._redis = redis
         self._ttl_s = retention_days * 86400
-        self._append = redis.register_script(APPEND_LUA)
-        self._status = redis.register_script(UPDATE_STATUS_LUA)
+        self._append = LuaScript(APPEND_LUA, name="history_append").bind(redis)
+        self._status = LuaScript(UPDATE_STATUS_LUA, name="history_status").bind(redis)
 
     @property
     def ttl_s(self) -> int:
@@ -263,6 +264,32 @@ class MessageStore:
                 reason = "failed"
         return await self.update_status(tenant_id, status.message_id, state, now_ms=now_ms,
                                         reason=reason, conversation=conversation)
+
+    async def unsend(
+        self, tenant_id: str, conversation: str, message_id: str, *, scan: int = 1000
+    ) -> list[StoredMessage]:
+        """The person unsent ``message_id``: its inbound entry and every stored version of
+        it (edits, ``kind == "edit"`` replying to it) leave the history, so neither the
+        inbox nor an export shows them again. Looks at the last ``scan`` entries (an
+        unsend comes soon after the message: Meta allows it for a limited time). Returns
+        what was removed, oldest first."""
+        entries = as_entries(
+            await self._redis.xrevrange(keys.history(tenant_id, conversation), count=scan)
+        )
+        gone: list[StoredMessage] = []
+        ids: list[bytes] = []
+        for entry_id, fields in entries:
+            message = decode_message(fields[b"m"])
+            if message.direction != "in":
+                continue
+            if message.message_id == message_id or (
+                message.kind == "edit" and message.reply_to == message_id
+            ):
+                ids.append(entry_id)
+                gone.append(message)
+        if ids:
+            await self._redis.xdel(keys.history(tenant_id, conversation), *ids)
+        return gone[::-1]
 
     # --- reading ----------------------------------------------------------------------
     async def conversations(

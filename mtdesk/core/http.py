@@ -6,10 +6,12 @@ webhooks (Meta, Stripe, data deletion) and the admin API alike.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -47,3 +49,29 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class RequestErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger for aiohttp's server (``web.AppRunner(app, logger=RequestErrorLog())``).
+
+    A request aiohttp's parser refuses (a bad header, a malformed request line; it
+    answers 400 itself) is logged as ONE line at INFO: the client address and the kind of
+    error, never the raw header line (which may hold an ``Authorization`` value) and no
+    traceback, so a flood of bad requests cannot flood the log with secrets or stacks.
+    Anything else (a handler's unhandled exception) is logged as aiohttp would.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        super().__init__(logger or logging.getLogger("aiohttp.server"), {})
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            remote = args[0] if args else "?"
+            _REFUSED.info("refused a malformed HTTP request from %s: %s (%s)",
+                          remote, type(exc).__name__, exc.code)
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
+_REFUSED = logging.getLogger("mtdesk.http")

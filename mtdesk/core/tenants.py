@@ -20,9 +20,10 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import UNSET, Meta, UnsetType
 from redis.exceptions import WatchError
 
 from mtdesk.core import keys
@@ -31,12 +32,15 @@ from mtdesk.core.errors import Conflict, NotFound, ValidationError
 from mtdesk.core.events import CHANNELS, Channel
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import HashFields, Redis, as_bytes, as_hash, as_opt_bytes
+from mtdesk.core.scripts import LuaScript
 from mtdesk.core.secret import Secret
+from mtdesk.core.validation import convert
 
 API_KEY_PREFIX = "mtd_"
 TENANT_STATUSES = ("active", "suspended")  # set by operators; deletion sets others
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
+NEEDS_RECONNECT = "needs_reconnect"
 
 Encrypt = Callable[[Secret, bytes], str]
 """Seals a token for an owner: ``TokenVault.encrypt``."""
@@ -137,6 +141,20 @@ class ChannelRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     token_kid: str | None = None  # key id the token is encrypted under (rotation status)
     disconnected_ms: int | None = None
     disconnected_reason: str | None = None
+    # How the token came (facebook_login | instagram_login | embedded_signup; none: pasted),
+    # and what the connection watchdog last found (mtdesk.policy.watchdog).
+    token_source: str | None = None
+    token_expires_ms: int | None = None
+    subscription_id: str | None = None  # the object subscribed to webhooks (WhatsApp: WABA)
+    health: str | None = None  # ok | expiring | needs_reconnect
+    health_reason: str | None = None
+    checked_ms: int | None = None
+
+
+# Fields of a channel hash about how it was connected and how it is doing: a new connect
+# replaces them.
+CONNECTION_FIELDS = ("token_source", "token_expires_ms", "subscription_id", "health",
+                     "health_reason", "checked_ms")
 
 
 def _s(raw: Mapping[bytes, bytes], name: str) -> str | None:
@@ -268,7 +286,7 @@ class Channels:
         self._redis = redis
         self._clock = clock
         self._encrypt = encrypt
-        self._disconnect = redis.register_script(_DISCONNECT)
+        self._disconnect = LuaScript(_DISCONNECT, name="disconnect").bind(redis)
 
     async def connect(
         self,
@@ -320,7 +338,8 @@ class Channels:
                         fields["connected_by"] = asid
                         pipe.sadd(keys.app_user(asid), f"{tenant_id}:{cid}")
                     pipe.hset(ch_key, mapping=fields)
-                    pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason")
+                    pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason",
+                              *CONNECTION_FIELDS)
                     await pipe.execute()
                     break
                 except WatchError:
@@ -355,7 +374,30 @@ class Channels:
             token_kid=kid,
             disconnected_ms=_i(raw, "disconnected_ms"),
             disconnected_reason=_s(raw, "disconnected_reason"),
+            token_source=_s(raw, "token_source"),
+            token_expires_ms=_i(raw, "token_expires_ms"),
+            subscription_id=_s(raw, "subscription_id"),
+            health=_s(raw, "health"),
+            health_reason=_s(raw, "health_reason"),
+            checked_ms=_i(raw, "checked_ms"),
         )
+
+    async def store_token(self, tenant_id: str, channel_id: str, token: Secret) -> None:
+        """Replace a connected channel's token (a refreshed one), sealed like connect's."""
+        if self._encrypt is None:
+            raise RuntimeError("Channels needs an encrypt callable to store tokens")
+        sealed = self._encrypt(validate_token(token), channel_token_aad(tenant_id, channel_id))
+        await self._redis.hset(keys.channel(tenant_id, channel_id), "token", sealed)
+
+    async def set_connection(self, tenant_id: str, channel_id: str,
+                             fields: Mapping[str, str | int]) -> None:
+        """Record :data:`CONNECTION_FIELDS` (only those) of a channel that exists."""
+        if any(name not in CONNECTION_FIELDS for name in fields):
+            raise ValueError(f"not a connection field: {sorted(fields)}")
+        key = keys.channel(tenant_id, channel_id)
+        if fields and await self._redis.exists(key):
+            mapping: HashFields = {name: value for name, value in fields.items()}
+            await self._redis.hset(key, mapping=mapping)
 
     async def list(self, tenant_id: str) -> list[ChannelRecord]:
         out: list[ChannelRecord] = []
@@ -379,11 +421,14 @@ class Channels:
         return await self.get(tenant_id, channel_id)
 
     async def mark_token_invalid(self, tenant_id: str, channel_id: str, reason: str) -> None:
-        """Graph said the token is dead: status disconnected, routing kept (inbound recorded)."""
+        """Graph said the token is dead: status disconnected, routing kept (inbound recorded);
+        health ``needs_reconnect`` with the reason (the console shows it)."""
         await self._redis.hset(
             keys.channel(tenant_id, channel_id),
             mapping={
                 "status": DISCONNECTED,
+                "health": NEEDS_RECONNECT,
+                "health_reason": reason[:200],
                 "disconnected_ms": now_ms(self._clock),
                 "disconnected_reason": reason[:200],
             },
@@ -402,33 +447,53 @@ class Channels:
 
 
 # --- bot --------------------------------------------------------------------------------
-_BOT_FIELDS: dict[str, Any] = {f.name: f.type for f in msgspec.structs.fields(BotConfig)}
 _GROUNDING = ("knowledge_only", "general")
 EXTRACTIVE = "extractive"
+
+
+class BotUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Fields of :class:`BotConfig` to set; those left :data:`msgspec.UNSET` keep the base.
+    Types and bounds are checked when decoded or converted (not by the constructor)."""
+
+    provider: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
+    model: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
+    system_prompt: Annotated[str, Meta(max_length=20_000)] | UnsetType = UNSET
+    temperature: Annotated[float, Meta(ge=0, le=2)] | UnsetType = UNSET
+    max_tokens: Annotated[int, Meta(ge=1, le=32_768)] | UnsetType = UNSET
+    fallback: Annotated[tuple[Annotated[str, Meta(max_length=200)], ...],
+                        Meta(max_length=5)] | UnsetType = UNSET
+    grounding: Literal["knowledge_only", "general"] | UnsetType = UNSET
+    fallback_message: Annotated[str, Meta(max_length=2_000)] | UnsetType = UNSET
+    min_score: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    greeting: Annotated[str, Meta(max_length=2_000)] | None | UnsetType = UNSET
+
+
+_BOT_FIELDS = tuple(f.name for f in msgspec.structs.fields(BotConfig))
 
 
 def parse_bot_config(
     data: object, providers: Collection[str], base: BotConfig | None = None
 ) -> BotConfig:
-    """Validate a bot config body (fields of :class:`BotConfig`) over ``base`` (or defaults).
-
-    ``provider`` is "extractive" or a name in ``providers``; a model is required for any
-    other provider; temperature 0..2; ``fallback`` entries are "provider:model" (or
-    "extractive") with known providers.
-    """
+    """Validate a bot config body (fields of :class:`BotConfig`) over ``base`` (or defaults);
+    :class:`ValidationError` naming the field otherwise (see :func:`apply_bot_update`)."""
     if not isinstance(data, Mapping):
         raise ValidationError("body", "must be a JSON object")
-    merged: dict[str, Any] = msgspec.structs.asdict(base or BotConfig())
-    for name, value in data.items():
-        if name not in _BOT_FIELDS:
-            raise ValidationError(str(name), f"unknown field (known: {', '.join(_BOT_FIELDS)})")
-        if name == "fallback" and isinstance(value, list):
-            value = tuple(value)
-        try:
-            merged[name] = msgspec.convert(value, _BOT_FIELDS[name], strict=True)
-        except msgspec.ValidationError as exc:
-            raise ValidationError(name, f"has the wrong type ({exc})") from None
-    cfg = BotConfig(**merged)
+    return apply_bot_update(convert(data, BotUpdate), providers, base)
+
+
+def apply_bot_update(
+    update: BotUpdate, providers: Collection[str], base: BotConfig | None = None
+) -> BotConfig:
+    """``base`` (or the defaults) with ``update``'s fields set, checked as a whole:
+    ``provider`` is "extractive" or a name in ``providers``; a model is required for any
+    other provider; ``fallback`` entries are "provider:model" (or "extractive") with
+    known providers; the fallback message and a greeting are not blank."""
+    changes = {
+        name: value for name in _BOT_FIELDS
+        if (value := getattr(update, name, UNSET)) is not UNSET
+    }
+    cfg = msgspec.structs.replace(base or BotConfig(), **changes)
     known = set(providers)
     if cfg.provider != EXTRACTIVE and cfg.provider not in known:
         raise ValidationError(
@@ -436,21 +501,9 @@ def parse_bot_config(
         )
     if cfg.provider != EXTRACTIVE and not cfg.model.strip():
         raise ValidationError("model", f"is required for provider {cfg.provider!r}")
-    _check_text("model", cfg.model, 200, allow_empty=True)
-    _check_text("system_prompt", cfg.system_prompt, 20_000, allow_empty=True)
     _check_text("fallback_message", cfg.fallback_message, 2_000)
     if cfg.greeting is not None:
         _check_text("greeting", cfg.greeting, 2_000)
-    if not 0.0 <= cfg.temperature <= 2.0:
-        raise ValidationError("temperature", "must be between 0 and 2")
-    if not 1 <= cfg.max_tokens <= 32_768:
-        raise ValidationError("max_tokens", "must be between 1 and 32768")
-    if not 0.0 <= cfg.min_score <= 1.0:
-        raise ValidationError("min_score", "must be between 0 and 1")
-    if cfg.grounding not in _GROUNDING:
-        raise ValidationError("grounding", f"must be one of {', '.join(_GROUNDING)}")
-    if len(cfg.fallback) > 5:
-        raise ValidationError("fallback", "at most 5 entries")
     for entry in cfg.fallback:
         prov, sep, model = entry.partition(":")
         if entry == EXTRACTIVE:

@@ -16,6 +16,9 @@ What it answers (``{version}`` is any ``vNN.N``):
 - Error injection: :meth:`FakeGraphAPI.fail_next` answers the real error JSON
   ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``.
 - Latency: ``latency_s`` (settable at any time) delays every answer.
+- Meta's login flows (dialogs, code exchange, ``debug_token``, ``/me/accounts``,
+  ``subscribed_apps``, Instagram Login): :attr:`FakeGraphAPI.login`, see
+  :mod:`mtdesk.fakes.meta_login`.
 
 Control endpoints for a fake running in another process (``python -m mtdesk.fakes.graph``):
 ``GET /_fake/sends`` (accepted sends), ``GET /_fake/attempts`` (every call; both take
@@ -39,6 +42,7 @@ from typing import Any
 from aiohttp import web
 
 from mtdesk.fakes._server import FakeProcess, FakeServer, process_arguments, spawn_fake
+from mtdesk.fakes.meta_login import FakeMetaLogin
 
 DEFAULT_VERSION = "v25.0"
 
@@ -149,6 +153,7 @@ class FakeGraphAPI(FakeServer):
         self._failures: dict[str, list[_Failure]] = {}
         self._media: dict[str, _Media] = {}
         self._ids = itertools.count(1)
+        self.login = FakeMetaLogin(self)  # the login flows (dialogs, OAuth, subscriptions)
 
     @property
     def base_url(self) -> str:
@@ -212,6 +217,7 @@ class FakeGraphAPI(FakeServer):
         app.router.add_post("/_fake/fail", self._h_fail)
         self.add_control_routes(app)
         app.router.add_get("/_fake/media/{media_id}", self._h_download)
+        self.login.add_routes(app)
         app.router.add_post("/{version}/{account_id}/messages", self._h_messages)
         app.router.add_get("/{version}/{media_id}", self._h_media)
         return app

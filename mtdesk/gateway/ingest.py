@@ -32,7 +32,6 @@ import asyncio
 import enum
 import logging
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 import hiredis
@@ -41,12 +40,14 @@ from redis.exceptions import NoScriptError, RedisError
 from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Event, conversation_key, encode_event, partition_of
+from mtdesk.core.pipelined import PipelinedRedis, link_for
 from mtdesk.core.redis import UNAVAILABLE, Redis
-from mtdesk.gateway.resp import RespLink, link_for
+from mtdesk.core.resp import Arg, Link
+from mtdesk.core.scripts import LuaScript, is_noscript
 
 log = logging.getLogger(__name__)
 
-SCRIPT: bytes = resources.files("mtdesk.gateway").joinpath("ingest.lua").read_bytes()
+SCRIPT = LuaScript.from_file("mtdesk.gateway", "ingest.lua")
 DEAD_LETTER_MAXLEN = 10_000
 
 
@@ -123,7 +124,8 @@ class _Pending:
 
 
 class _Round:
-    """One round trip's calls: grouped into script calls of at most ``max_events``."""
+    """One round trip's calls: grouped into script calls (EVALSHA commands) of at most
+    ``max_events``."""
 
     __slots__ = ("batch", "groups", "commands")
 
@@ -138,17 +140,19 @@ class _Round:
             groups[-1].append(p)
             size += p.call.count
         self.groups = groups
-        self.commands: list[tuple[list[str], list[bytes | str]]] = []
+        self.commands: list[tuple[Arg, ...]] = []
+        sha = SCRIPT.sha
         for group in groups:
             if len(group) == 1:
-                self.commands.append((group[0].call.keys, [ttl, *group[0].call.args]))
+                ks = group[0].call.keys
+                self.commands.append(("EVALSHA", sha, len(ks), *ks, ttl, *group[0].call.args))
                 continue
-            ks: list[str] = []
+            ks = []
             args: list[bytes | str] = [ttl]
             for p in group:
                 ks.extend(p.call.keys)
                 args.extend(p.call.args)
-            self.commands.append((ks, args))
+            self.commands.append(("EVALSHA", sha, len(ks), *ks, *args))
 
 
 class IngestBatcher:
@@ -161,7 +165,8 @@ class IngestBatcher:
     Driven by loop callbacks, not a task: a submit when idle schedules one flush; the
     reply's callback resolves the batch and at once sends what queued meanwhile. On the
     lean link's hot path a round trip is one write and one callback. Connecting, loading
-    the script, a retry after a broken connection and the redis-py path run in a task.
+    the script (``SCRIPT LOAD`` in the same write as the batch), a retry after a broken
+    connection and the redis-py path run in a task.
     """
 
     def __init__(
@@ -173,11 +178,13 @@ class IngestBatcher:
         lean: bool = True,
     ) -> None:
         self._redis = redis
-        # The hot path talks RESP on its own socket (see resp.py); redis-py when it cannot.
+        # The hot path talks RESP on the lean link (mtdesk.core.resp); redis-py when it
+        # cannot. A pipelined client lends its own link: one connection for the process.
         self._link = link_for(redis) if lean else None
+        self._own_link = not isinstance(redis, PipelinedRedis)
         self._ttl = str(dedup_ttl_s)
         self._max = max_events_per_call
-        self._sha: str | None = None
+        self._loaded = False  # SCRIPT LOAD seen to succeed (EVALSHA alone then)
         self._pending: list[_Pending] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False  # a flush is scheduled or a round trip in flight
@@ -199,7 +206,7 @@ class IngestBatcher:
                 self._busy = True
                 loop.call_soon(self._flush)
             await self._idle
-        if self._link is not None:
+        if self._link is not None and self._own_link:
             self._link.close()
 
     def submit(self, call: IngestCall) -> asyncio.Future[list[Outcome]]:
@@ -229,28 +236,27 @@ class IngestBatcher:
             return
         try:
             rnd = _Round(batch, self._max, self._ttl)
-            link, sha = self._link, self._sha
-            if link is not None and sha is not None:
-                waiter = link.send_now(
-                    [("EVALSHA", sha, len(ks), *ks, *args) for ks, args in rnd.commands]
-                )
+            link = self._link
+            if link is not None and self._loaded:
+                waiter = link.send(rnd.commands)
                 if waiter is not None:
-                    waiter.add_done_callback(lambda w: self._on_replies(link, w, rnd))
+                    waiter.add_done_callback(lambda w: self._on_replies(w, rnd))
                     return
             self._in_task(rnd)
         except Exception as exc:  # a callback must never leave the batcher busy forever
             self._fail(batch, exc)
             self._next()
 
-    def _on_replies(self, link: RespLink, waiter: asyncio.Future[list[Any]], rnd: _Round) -> None:
+    def _on_replies(self, waiter: asyncio.Future[list[Any]], rnd: _Round) -> None:
         try:
             try:
-                replies = link.settle(waiter)
+                replies = waiter.result()
                 self._check(replies)
-            except (ConnectionError, NoScriptError, RedisError):
+            except (ConnectionError, RedisError) as exc:
                 # A broken or stale connection, or a script flushed: the task path
                 # reconnects, reloads and retries once (safe: a re-run finds its markers).
-                self._sha = None
+                if isinstance(exc, NoScriptError):
+                    self._loaded = False
                 self._in_task(rnd)
                 return
             self._resolve(rnd, replies)
@@ -269,7 +275,7 @@ class IngestBatcher:
                 replies = await self._execute(rnd.commands)
             except NoScriptError:
                 # Redis restarted or SCRIPT FLUSH: an EVALSHA that says NOSCRIPT ran nothing.
-                self._sha = None
+                self._loaded = False
                 replies = await self._execute(rnd.commands)
             except UNAVAILABLE:
                 # A connection broken under the batch: once more on a new one (safe: a
@@ -316,40 +322,37 @@ class IngestBatcher:
     def _check(replies: list[Any]) -> None:
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
-                if str(reply).startswith("NOSCRIPT"):
+                if is_noscript(reply):
                     raise NoScriptError(str(reply))
                 raise RedisError(str(reply))
 
-    async def _execute(
-        self, commands: list[tuple[list[str], list[bytes | str]]]
-    ) -> list[list[int]]:
+    async def _execute(self, commands: list[tuple[Arg, ...]]) -> list[list[int]]:
+        load = not self._loaded
         if self._link is not None:
-            return await self._execute_lean(self._link, commands)
-        if self._sha is None:
-            sha = await self._redis.script_load(SCRIPT)
-            self._sha = sha.decode() if isinstance(sha, bytes) else str(sha)
-        if len(commands) == 1:
-            ks, args = commands[0]
-            return [await self._redis.execute_command("EVALSHA", self._sha, len(ks), *ks, *args)]
-        pipe = self._redis.pipeline(transaction=False)
-        for ks, args in commands:
-            pipe.execute_command("EVALSHA", self._sha, len(ks), *ks, *args)
-        return list(await pipe.execute())
-
-    async def _execute_lean(
-        self, link: RespLink, commands: list[tuple[list[str], list[bytes | str]]]
-    ) -> list[list[int]]:
-        if self._sha is None:
-            (sha,) = await link.call([("SCRIPT", "LOAD", SCRIPT)])
-            if isinstance(sha, hiredis.ReplyError):
-                raise RedisError(str(sha))
-            self._sha = sha.decode()
-        sha_s = self._sha
-        replies = await link.call(
-            [("EVALSHA", sha_s, len(ks), *ks, *args) for ks, args in commands]
-        )
-        self._check(replies)
+            replies = await self._execute_lean(self._link, commands, load)
+        elif len(commands) == 1 and not load:
+            replies = [await self._redis.execute_command(*commands[0])]
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            if load:
+                SCRIPT.load(pipe)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = list(await pipe.execute())
+            if load:
+                replies = replies[1:]
+        self._loaded = True
         return replies
+
+    @classmethod
+    async def _execute_lean(
+        cls, link: Link, commands: list[tuple[Arg, ...]], load: bool
+    ) -> list[list[int]]:
+        # The script's text goes in the same write as the batch: reloading costs no
+        # round trip of its own.
+        replies = await link.call_many([SCRIPT.load_command(), *commands] if load else commands)
+        cls._check(replies)
+        return replies[1:] if load else replies
 
 
 async def dead_letter(redis: Redis, body: bytes, *, received_ms: int, reason: str) -> None:

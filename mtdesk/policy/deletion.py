@@ -36,22 +36,21 @@ from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import MTDeskError, NotFound, ValidationError
 from mtdesk.core.events import CHANNELS
+from mtdesk.core.groups import GroupReader
 from mtdesk.core.redis import (
     UNAVAILABLE,
     HashFields,
     Redis,
-    as_autoclaim,
     as_bytes_set,
     as_hash,
     as_opt_bytes,
     as_opt_bytes_list,
-    as_stream_reads,
 )
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure import ERASURE_MARK_TTL_S, Eraser
@@ -300,39 +299,22 @@ class DeletionWorker:
         self._lease_ms = lease_ms
         self._retry_s = retry_s
         self._settle_poll_s = settle_poll_s
+        self._reader = GroupReader(redis, keys.DELETION_GROUP, consumer, [keys.DELETION_JOBS])
         self.processed = 0
 
     async def ensure_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(
-                keys.DELETION_JOBS, keys.DELETION_GROUP, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self._reader.ensure_groups()
 
     async def run_once(self, block_ms: int | None = None) -> int:
         """Process what is due: stale jobs of crashed workers, own pending, then new."""
         await self.ensure_group()
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-        _, claimed, *_ = as_autoclaim(await self._redis.xautoclaim(
-            keys.DELETION_JOBS, keys.DELETION_GROUP, self._consumer,
-            min_idle_time=self._claim_idle_ms, start_id="0-0", count=10,
-        ))
-        entries.extend((e, f) for e, f in claimed if f)
-        own = as_stream_reads(await self._redis.xreadgroup(
-            keys.DELETION_GROUP, self._consumer, {keys.DELETION_JOBS: "0"}, count=10
-        ))
-        for _stream, rows in own or []:
-            entries.extend((e, f) for e, f in rows if f)
+        reader, jobs = self._reader, keys.DELETION_JOBS
+        _, entries = await reader.claim_idle(jobs, min_idle_ms=self._claim_idle_ms, count=10)
+        entries.extend((await reader.own_pending(jobs, count=10))[1])
         if not entries:
-            new = as_stream_reads(await self._redis.xreadgroup(
-                keys.DELETION_GROUP, self._consumer, {keys.DELETION_JOBS: ">"},
-                count=10, block=block_ms,
-            ))
-            for _stream, rows in new or []:
-                entries.extend((e, f) for e, f in rows if f)
-        seen: set[bytes] = set()
+            for _stream, rows in await reader.read_new(count=10, block_ms=block_ms):
+                entries.extend(rows)
+        seen: set[str] = set()
         finished = 0
         for entry_id, fields in entries:
             if entry_id in seen:
@@ -354,7 +336,7 @@ class DeletionWorker:
                 log.warning("deletion worker: Redis unavailable (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
 
-    async def _handle(self, entry_id: bytes, job_id: str) -> int:
+    async def _handle(self, entry_id: str, job_id: str) -> int:
         """1 when the entry is finished and acknowledged, 0 when left pending."""
         done = True
         if _valid_job_id(job_id):
@@ -362,10 +344,7 @@ class DeletionWorker:
             done = await self._execute(job_id)
         if not done:
             return 0
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(keys.DELETION_JOBS, keys.DELETION_GROUP, entry_id)
-            pipe.xdel(keys.DELETION_JOBS, entry_id)
-            await pipe.execute()
+        await self._reader.ack({keys.DELETION_JOBS: [entry_id]}, transaction=True)
         return 1
 
     async def execute(self, job_id: str, *, wait_s: float = 600.0) -> DeletionJob:

@@ -62,6 +62,7 @@ from mtdesk.core.redis import (
     as_opt_bytes_list,
     as_scored,
 )
+from mtdesk.core.scripts import LuaScript
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ class Eraser:
         self._batch = batch
         self._settle_s = settle_s
         self._settle_poll_s = settle_poll_s
-        self._drop_settled = redis.register_script(_DROP_SETTLED)
-        self._drop_conversation = redis.register_script(_DROP_CONVERSATION)
+        self._drop_settled = LuaScript(_DROP_SETTLED, name="drop_settled").bind(redis)
+        self._drop_conversation = LuaScript(_DROP_CONVERSATION, name="drop_conversation").bind(redis)
         # First pass: reply records in flight are kept (and watched); final pass: not.
         self._keep_in_flight = True
         self._kept: set[bytes] = set()

@@ -24,17 +24,17 @@ What a caller may rely on:
 from __future__ import annotations
 
 import calendar
-import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
 import msgspec
-from redis.exceptions import NoScriptError, WatchError
+from redis.exceptions import WatchError
 
 from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.redis import UNAVAILABLE, HashFields, Redis, as_hash, as_opt_bytes
+from mtdesk.core.scripts import LuaScript
 
 UNLIMITED: Final = -1  # how "no limit" is stored in the billing hash and passed to Lua
 _USAGE_GRACE_S: Final = 40 * 24 * 3600  # a month's counter outlives the month by this much
@@ -122,11 +122,10 @@ end
 """
 
 # KEYS: billing hash, usage counter. ARGV: n, ttl_s, enforce (1|0), default allowance.
-_CONSUME: Final = CONSUME_LUA_FUNCTION + """
-return mt_consume(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4])
-"""
 # Run by its SHA (EVALSHA: the text is sent only when Redis does not have it yet).
-_CONSUME_SHA: Final = hashlib.sha1(_CONSUME.encode()).hexdigest()
+_CONSUME: Final = LuaScript(CONSUME_LUA_FUNCTION + """
+return mt_consume(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4])
+""", name="consume")
 
 
 class ConsumeCall(NamedTuple):
@@ -163,10 +162,7 @@ async def _run_consume(
 ) -> QuotaDecision:
     call = consume_call(tenant_id, n, now_ms=now_ms, enforce=enforce)
     try:
-        try:
-            reply = await redis.evalsha(_CONSUME_SHA, 2, *call.keys, *call.args)
-        except NoScriptError:  # first use on this server (or after SCRIPT FLUSH): EVAL loads it
-            reply = await redis.eval(_CONSUME, 2, *call.keys, *call.args)
+        reply = await _CONSUME.run(redis, call.keys, call.args)
     except UNAVAILABLE as exc:
         raise StoreUnavailable("Redis does not answer (quota)") from exc
     return decision_of(call, reply)

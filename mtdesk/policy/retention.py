@@ -38,6 +38,7 @@ from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.history import decode_message
 from mtdesk.core.redis import Redis, as_bytes_set, as_entries, as_hash, as_opt_bytes, as_scored
+from mtdesk.core.scripts import LuaScript
 from mtdesk.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,8 @@ class RetentionSweep:
         self._clock = clock
         self._batch = batch
         self._pause_s = pause_s
-        self._expire = redis.register_script(_EXPIRE_CONVERSATION)
-        self._cas = redis.register_script(_REPLACE_IF_SAME)
+        self._expire = LuaScript(_EXPIRE_CONVERSATION, name="expire_conversation").bind(redis)
+        self._cas = LuaScript(_REPLACE_IF_SAME, name="replace_if_same").bind(redis)
         # One sweep at a time: the schedule and an on-demand run would otherwise race over
         # the same keys. A run asked for during a sweep starts after it, so everything
         # expired when it was asked for is gone when it returns.
@@ -209,13 +210,17 @@ class RetentionSweep:
         if not stale:
             return
         pipe = self._redis.pipeline(transaction=False)
+        expire = self._expire.script
+        expire.load(pipe)  # the EVALSHAs below find it even after a Redis restart
         for conv in stale:
-            await self._expire(
-                keys=[keys.history(tenant_id, conv), keys.context(tenant_id, conv),
-                      keys.paused(tenant_id, conv), keys.conversations(tenant_id)],
-                args=[conv, cutoff], client=pipe,
+            expire.queue(
+                pipe,
+                [keys.history(tenant_id, conv), keys.context(tenant_id, conv),
+                 keys.paused(tenant_id, conv), keys.conversations(tenant_id)],
+                [conv, cutoff],
             )
-        for zremoved, ctx in await pipe.execute():
+        _sha, *expired = await pipe.execute()
+        for zremoved, ctx in expired:
             report.add("conversations", int(zremoved))
             report.add("contexts", int(ctx))
 

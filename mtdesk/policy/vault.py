@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mtdesk.core import keys
 from mtdesk.core.errors import ConfigError, DecryptionError
 from mtdesk.core.redis import Redis, as_bytes_set, as_opt_bytes
+from mtdesk.core.scripts import LuaScript
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings, parse_encryption_key
 from mtdesk.core.tenants import channel_token_aad
@@ -192,7 +193,7 @@ class TokenVault:
     async def rotate(self, redis: Redis) -> RotationReport:
         """Re-encrypt every stored channel token under the current key, online."""
         report = RotationReport(current_kid=self._current)
-        cas = redis.register_script(_CAS_TOKEN)
+        cas = LuaScript(_CAS_TOKEN, name="cas_token").bind(redis)
         async for tid, cid, hkey, token in _stored_tokens(redis):
             report.scanned += 1
             kid = ciphertext_key_id(token) or "unknown"

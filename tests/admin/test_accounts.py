@@ -70,7 +70,7 @@ async def test_sign_up_creates_the_tenant_and_signs_the_owner_in(client: TestCli
 async def test_bad_sign_up_names_the_field_and_creates_nothing(
         client: TestClient, redis: Redis, body: dict[str, object], field: str) -> None:
     resp = await client.post(f"{API}/auth/signup", json=body)
-    assert resp.status == 400
+    assert resp.status == 422
     assert (await resp.json())["error"]["field"] == field
     assert await redis.scard(keys.TENANTS) == 0
     assert not [k async for k in redis.scan_iter(match="mt:*")]

@@ -204,22 +204,26 @@ async def test_an_account_connected_by_another_tenant_is_409(client: TestClient)
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "body", "field"),
+    ("method", "path", "body", "status", "field"),
     [
-        ("POST", "/tenants", b"{not json", "body"),
-        ("POST", "/tenants", b"[1, 2]", "body"),
-        ("POST", "/tenants", b"", "body"),
-        ("POST", "/tenants", b'{"email": "a@b.co"}', "name"),
-        ("POST", "/tenants", b'{"name": "A", "email": "nope"}', "email"),
-        ("POST", "/tenants", b'{"name": "A", "email": "a@b.co", "plan": 1}', "plan"),
+        # Not JSON at all: 400. JSON of the wrong shape or value: 422 naming the field.
+        ("POST", "/tenants", b"{not json", 400, "body"),
+        ("POST", "/tenants", b"", 400, "body"),
+        ("POST", "/tenants", b"[1, 2]", 422, "body"),
+        ("POST", "/tenants", b'{"email": "a@b.co"}', 422, "name"),
+        ("POST", "/tenants", b'{"name": "A", "email": "nope"}', 422, "email"),
+        ("POST", "/tenants", b'{"name": "A", "email": "a@b.co", "plan": 1}', 422, "plan"),
+        ("POST", "/tenants", b'{"name": 7, "email": "a@b.co"}', 422, "name"),
     ],
 )
 async def test_operator_validation_errors_name_the_field(
-    client: TestClient, method: str, path: str, body: bytes, field: str
+    client: TestClient, method: str, path: str, body: bytes, status: int, field: str
 ) -> None:
     r = await client.request(method, f"{API}{path}", data=body, headers=op())
-    assert r.status == 400
+    assert r.status == status
     assert (await r.json())["error"]["field"] == field
+    assert (await client.get(f"{API}/tenants", headers=op())).status == 200
+    assert (await (await client.get(f"{API}/tenants", headers=op())).json())["tenants"] == []
 
 
 @pytest.mark.parametrize(
@@ -240,7 +244,7 @@ async def test_tenant_validation_errors_name_the_field(
 ) -> None:
     _, key = await new_tenant(client)
     r = await client.request(method, f"{API}{path}", json=body, headers=bearer(key))
-    assert r.status == 400
+    assert r.status == 422
     assert (await r.json())["error"]["field"] == field
 
 
@@ -317,7 +321,7 @@ async def test_a_suspended_tenant_is_locked_out_until_reactivated(client: TestCl
     assert r.status == 200 and (await r.json())["status"] == "suspended"
     assert (await client.get(f"{API}/channels", headers=bearer(key))).status == 401
     r = await client.patch(f"{API}/tenants/{tid}", json={"status": "gone"}, headers=op())
-    assert r.status == 400 and (await r.json())["error"]["field"] == "status"
+    assert r.status == 422 and (await r.json())["error"]["field"] == "status"
     r = await client.patch(f"{API}/tenants/{tid}", json={"status": "active"}, headers=bearer(key))
     assert r.status == 401
     await client.patch(f"{API}/tenants/{tid}", json={"status": "active"}, headers=op())

@@ -170,14 +170,14 @@ async def test_a_tenant_runs_its_desk_from_the_console(
     assert await page.context.cookies() == []
     assert key not in page.url
 
-    # connect a channel: the API's 400 names the field, then a good one is listed
+    # connect a channel: the API's 422 names the field, then a good one is listed
     form = page.locator("#channel-form")
     await form.locator("select[name=channel]").select_option("whatsapp")
     await form.locator("input[name=account_id]").fill("not-digits")
     await form.locator("input[name=access_token]").fill("EAAG-token")
     await form.locator("button[type=submit]").click()
     await expect(page.locator("#channels-status")).to_contain_text("account_id:")
-    await expect(page.locator("#channels-status")).to_contain_text("HTTP 400")
+    await expect(page.locator("#channels-status")).to_contain_text("HTTP 422")
     await form.locator("input[name=account_id]").fill("106540352242922")
     await form.locator("input[name=access_token]").fill("EAAG-token")
     await form.locator("button[type=submit]").click()

@@ -15,6 +15,7 @@ from mtdesk.cli.compose import build_app
 from mtdesk.core import keys
 from mtdesk.core.events import (
     ContactCard,
+    Edit,
     Event,
     FormField,
     Message,
@@ -185,6 +186,16 @@ def test_instagram_dashboard_test_sample_is_a_message() -> None:
     meta_sample = load("instagram_dashboard_test").replace(str(int(now)).encode(), b"1527459824")
     [old] = parse_webhook(meta_sample).events
     assert old.timestamp_ms == 1_527_459_824_000
+
+
+def test_edits_are_versions_of_their_message() -> None:
+    [wa] = events("whatsapp_edit")
+    assert isinstance(wa, Edit) and wa.user_id == BSUID
+    assert wa.target_id == "wamid.HBgLMTY1MDUwNzY1MjAVAgASGBQzQTI4QUM3MTlEQkE5RjE0NUNBNQA="
+    assert wa.text == "Does it come in green?"
+    [fb] = events("messenger_message_edit")
+    assert isinstance(fb, Edit) and fb.user_id == PSID
+    assert (fb.target_id, fb.text, fb.version) == ("m_b3JpZ2luYWwtbWlk-Gh78", "Do you ship to Canada?", 1)
 
 
 # --- through the real gateway, with the real clock -----------------------------------------

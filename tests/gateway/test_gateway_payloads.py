@@ -9,6 +9,7 @@ from mtdesk.channels.webhook import UndecodableBody, parse_webhook
 from mtdesk.core.events import (
     Attachment,
     Echo,
+    Edit,
     Location,
     Message,
     Postback,
@@ -201,7 +202,7 @@ def test_messenger_unsent_message_is_an_unsend() -> None:
 
 def test_messenger_edit_and_unsupported_are_recorded_not_answered() -> None:
     edit = one(messenger(item(message_edit={"mid": "m_e", "text": "fixed", "num_edit": 1})))
-    assert isinstance(edit, Unsupported) and edit.type == "message_edit"
+    assert isinstance(edit, Edit) and (edit.target_id, edit.text, edit.version) == ("m_e", "fixed", 1)
     uns = one(messenger(item(message={"mid": "m_u", "is_unsupported": True})))
     assert isinstance(uns, Unsupported) and uns.event_id == "m_u"
     optin = one(messenger(item(optin={"type": "notification_messages", "payload": "x"})))

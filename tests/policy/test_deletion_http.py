@@ -303,7 +303,7 @@ async def test_retention_route_accepts_one_to_365_days(
     assert await got.json() == {"days": 30, "max_days": 365}
     for bad in ({"days": 400}, {"days": "30"}, {}, {"days": 30, "extra": 1}):
         resp = await client.put("/admin/api/v1/retention", json=bad, headers=bearer(w.a.api_key))
-        assert resp.status == 400
+        assert resp.status == 422
         assert (await resp.json())["error"]["field"] in ("days", "extra")
 
 

@@ -85,16 +85,16 @@ async def test_a_multipart_file_upload_becomes_a_source(client: TestClient) -> N
         ({"url": "http://10.0.0.5/"}, "url", "private"),
         ({"qa": []}, "qa", "non-empty"),
         ({"qa": [{"q": "x"}]}, "qa[0].a", "non-empty"),
-        ({"url": "https://example.com", "max_pages": 0, "crawl": True}, "max_pages", "between"),
+        ({"url": "https://example.com", "max_pages": 0, "crawl": True}, "max_pages", ">= 1"),
         ({"nonsense": 1}, "nonsense", "unknown"),
     ],
 )
-async def test_bad_requests_get_a_400_naming_the_field(
+async def test_bad_requests_get_a_422_naming_the_field(
     client: TestClient, body: dict[str, Any], field: str, words: str
 ) -> None:
     auth = await tenant_key(client)
     resp = await client.post(f"{API}/knowledge", headers=auth, json=body)
-    assert resp.status == 400
+    assert resp.status == 422
     error = (await resp.json())["error"]
     assert error["field"] == field and words in error["message"]
 

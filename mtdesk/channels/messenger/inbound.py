@@ -24,6 +24,7 @@ from mtdesk.core.events import (
     Attachment,
     Channel,
     Echo,
+    Edit,
     Event,
     Location,
     Message,
@@ -356,11 +357,18 @@ def messaging_events(
         ]
     if item.message_edit is not None:
         ed = item.message_edit
-        # An edit is recorded, never answered: replying twice to one message confuses people.
+        # An edit is a version of its message, never answered on its own: replying twice
+        # to one message confuses people.
+        try:
+            version = int(ed.num_edit or 0)
+        except ValueError:
+            version = 0
         return [
-            Unsupported(
+            Edit(
                 event_id=f"edit:{ed.mid}:{ed.num_edit}:{ts}",
-                type="message_edit",
+                target_id=ed.mid or "",
+                text=ed.text,
+                version=version,
                 **base,
             )
         ]

@@ -34,6 +34,7 @@ from mtdesk.core.events import (
     Attachment,
     Channel,
     ContactCard,
+    Edit,
     Event,
     FormField,
     Location,
@@ -163,6 +164,35 @@ class WARevoke(msgspec.Struct, frozen=True, gc=False):
     original_message_id: str | None = None
 
 
+class WAEditedText(msgspec.Struct, frozen=True, gc=False):
+    body: str | None = None
+
+
+class WAEditedMedia(msgspec.Struct, frozen=True, gc=False):
+    caption: str | None = None
+
+
+class WAEditedMessage(msgspec.Struct, frozen=True, gc=False):
+    """The new version inside an ``edit`` (text, or media with a caption)."""
+
+    type: str | None = None
+    text: WAEditedText | None = None
+    image: WAEditedMedia | None = None
+    video: WAEditedMedia | None = None
+    document: WAEditedMedia | None = None
+
+    def new_text(self) -> str | None:
+        if self.text is not None:
+            return self.text.body
+        media = self.image or self.video or self.document
+        return media.caption if media is not None else None
+
+
+class WAEdit(msgspec.Struct, frozen=True, gc=False):
+    original_message_id: str | None = None
+    message: WAEditedMessage | None = None
+
+
 class WAButton(msgspec.Struct, frozen=True, gc=False):
     text: str | None = None
     payload: str | None = None
@@ -219,6 +249,7 @@ class WAMessage(msgspec.Struct, frozen=True, gc=False, rename={"from_": "from"})
     contacts: list[WACard] | None = None
     order: WAOrder | None = None
     revoke: WARevoke | None = None
+    edit: WAEdit | None = None
 
 
 class WAPricing(msgspec.Struct, frozen=True, gc=False):
@@ -395,6 +426,12 @@ def _message(account: str, contacts: list[WAContact], m: WAMessage, unknown: lis
             account_id=account, user_id=who.user_id, timestamp_ms=ts, wa_id=who.wa_id,
             user_name=who.name,
         )
+    if t == "edit" and m.edit is not None and m.edit.original_message_id:
+        return Edit(
+            target_id=m.edit.original_message_id,
+            text=m.edit.message.new_text() if m.edit.message is not None else None,
+            **base,
+        )
     if t == "reaction" and m.reaction is not None:
         emoji = m.reaction.emoji or None
         return Reaction(
@@ -457,6 +494,7 @@ def _message(account: str, contacts: list[WAContact], m: WAMessage, unknown: lis
 
 _KNOWN_TYPES = frozenset((
     "text", *_MEDIA, "location", "interactive", "button", "reaction", "contacts", "order", "revoke",
+    "edit",
 ))
 
 

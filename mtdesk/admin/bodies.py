@@ -1,0 +1,93 @@
+"""The admin API's request bodies, one Struct per route that takes one.
+
+Shapes are the public contract's (DESIGN.md's provisioning calls); types and bounds are
+checked while decoding (:mod:`mtdesk.admin.decode`), so a handler only sees values of the
+right type and size. Checks that need more than one field or stored state (an e-mail's
+syntax after trimming, known providers, a URL's address) stay with the services and
+answer the same 422 through :func:`mtdesk.admin.decode.body_errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta
+
+from mtdesk.admin.decode import Body, TenantScoped
+from mtdesk.core.tenants import BotUpdate
+
+Text = Annotated[str, Meta(max_length=20_000)]
+Short = Annotated[str, Meta(max_length=2_000)]
+AccountId = Annotated[str, Meta(max_length=64)] | Annotated[int, Meta(ge=0)]
+
+
+class NewTenant(Body, frozen=True, kw_only=True):
+    """``POST /tenants`` (operator)."""
+
+    name: Annotated[str, Meta(max_length=200)]
+    email: Annotated[str, Meta(max_length=254)]
+
+
+class TenantStatusChange(Body, frozen=True, kw_only=True):
+    """``PATCH /tenants/{id}`` (operator)."""
+
+    status: Literal["active", "suspended"]
+
+
+class NewChannel(TenantScoped, frozen=True, kw_only=True):
+    """``POST /channels``: ``account_id`` is the Page id, the Instagram account id or the
+    WhatsApp phone_number_id (a string or a whole number)."""
+
+    channel: Literal["messenger", "instagram", "whatsapp"]
+    account_id: AccountId
+    access_token: Annotated[str, Meta(max_length=4096)]
+    connected_by: AccountId | None = None
+
+
+class BotChange(BotUpdate, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /bot``: the whole config (fields left out take their defaults), and the
+    operator's ``tenant_id``."""
+
+    tenant_id: str | None = None
+
+
+class QaItem(Body, frozen=True, kw_only=True):
+    """One pair: ``q``/``a`` (``question``/``answer`` are accepted too)."""
+
+    q: Text | None = None
+    a: Text | None = None
+    question: Text | None = None
+    answer: Text | None = None
+
+
+class NewKnowledge(TenantScoped, frozen=True, kw_only=True):
+    """``POST /knowledge`` as JSON: ``{"qa": [...], "name"?}`` or ``{"url", "crawl"?,
+    "max_pages"?, "max_depth"?, "max_seconds"?}`` (a file comes as multipart instead)."""
+
+    qa: Annotated[list[QaItem], Meta(max_length=10_000)] | None = None
+    name: Annotated[str, Meta(max_length=200)] | None = None
+    url: Annotated[str, Meta(max_length=2_000)] | None = None
+    crawl: bool = False
+    max_pages: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    max_depth: Annotated[int, Meta(ge=0, le=10)] = 3
+    max_seconds: Annotated[float, Meta(ge=1, le=3600)] = 120.0
+
+
+class RetentionChange(TenantScoped, frozen=True, kw_only=True):
+    """``PUT /retention``: whole days, at most the server's ``MTDESK_RETENTION_DAYS``."""
+
+    days: Annotated[int, Meta(ge=1, le=365)]
+
+
+class NewCheckout(TenantScoped, frozen=True, kw_only=True):
+    """``POST /billing/checkout``."""
+
+    price: Annotated[str, Meta(max_length=255)]
+    success_url: Short | None = None
+    cancel_url: Short | None = None
+
+
+class NewPortal(TenantScoped, frozen=True, kw_only=True):
+    """``POST /billing/portal`` (the body is optional)."""
+
+    return_url: Short | None = None

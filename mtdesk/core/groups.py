@@ -1,0 +1,133 @@
+"""Reading Redis streams as one consumer of a consumer group: the shards' inbound
+partitions and the deletion jobs' queue both read through :class:`GroupReader`.
+
+What a caller may rely on:
+
+- :meth:`GroupReader.ensure_groups` creates the group on every stream (``MKSTREAM``, from
+  id ``0``: entries added before the first reader are read too); an existing group is
+  left as it is. Call it again after ``NOGROUP`` (a stream key deleted wholesale).
+- :meth:`GroupReader.own_pending` pages through what THIS consumer read and never
+  acknowledged (a crash, a restart): at-least-once delivery resumes there.
+- :meth:`GroupReader.read_new` reads entries never delivered to anyone (``>``), blocking
+  up to ``block_ms`` when there are none.
+- :meth:`GroupReader.claim_idle` takes over entries pending longer than ``min_idle_ms``
+  on ANY consumer (one that crashed or no longer exists), a page at a time.
+- :meth:`GroupReader.ack` acknowledges handled entries and deletes them from their
+  stream, all streams in one pipeline (a transaction when asked).
+- An entry deleted from its stream while pending is acknowledged on sight and never
+  returned: every entry handed out has its fields. Ids are returned as ``str``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from redis.exceptions import ResponseError
+
+from mtdesk.core.redis import Redis, as_autoclaim, as_stream_reads
+
+Entry = tuple[str, dict[bytes, bytes]]
+"""A stream entry: its id and its fields."""
+
+
+def _s(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+class GroupReader:
+    """Consumer ``consumer`` of group ``group`` on ``streams``."""
+
+    def __init__(self, redis: Redis, group: str, consumer: str, streams: Sequence[str]) -> None:
+        self._redis = redis
+        self.group = group
+        self.consumer = consumer
+        self.streams = tuple(streams)
+        self._by_name = {s.encode(): s for s in self.streams}
+
+    def __repr__(self) -> str:
+        return f"GroupReader({self.group}/{self.consumer}, {len(self.streams)} streams)"
+
+    async def ensure_groups(self) -> None:
+        """Create the group on each stream (and the stream) unless it exists."""
+        for stream in self.streams:
+            try:
+                await self._redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def own_pending(
+        self, stream: str, *, count: int, after: str = "0"
+    ) -> tuple[str | None, list[Entry]]:
+        """One page (up to ``count``) of this consumer's unacknowledged entries of
+        ``stream`` with ids after ``after``, and the id to page on from (None: nothing
+        is left)."""
+        answer = as_stream_reads(await self._redis.xreadgroup(
+            self.group, self.consumer, {stream: after}, count=count,
+        ))
+        rows = answer[0][1] if answer else []
+        if not rows:
+            return None, []
+        return _s(rows[-1][0]), await self._live(stream, rows)
+
+    async def read_new(self, *, count: int, block_ms: int | None = None) -> list[tuple[str, list[Entry]]]:
+        """New entries, up to ``count`` per stream, as (stream, entries) for the streams
+        that had some; waits up to ``block_ms`` (None: no wait) when none has."""
+        if not self.streams:
+            return []
+        answer = as_stream_reads(await self._redis.xreadgroup(
+            self.group, self.consumer, dict.fromkeys(self.streams, ">"), count=count,
+            block=block_ms,
+        ))
+        out: list[tuple[str, list[Entry]]] = []
+        for raw_stream, rows in answer or []:
+            stream = self._name(raw_stream)
+            entries = await self._live(stream, rows)
+            if entries:
+                out.append((stream, entries))
+        return out
+
+    async def claim_idle(
+        self, stream: str, *, min_idle_ms: int, count: int, start: str = "0-0"
+    ) -> tuple[str, list[Entry]]:
+        """One page of entries of ``stream`` idle longer than ``min_idle_ms``, now this
+        consumer's, and the id to continue from (``"0-0"``: the whole list was seen)."""
+        result = as_autoclaim(await self._redis.xautoclaim(
+            stream, self.group, self.consumer,
+            min_idle_time=min_idle_ms, start_id=start, count=count,
+        ))
+        deleted = result[2] if len(result) > 2 else []
+        if deleted:  # Redis 7 names entries deleted while pending: off the pending list
+            await self._redis.xack(stream, self.group, *deleted)
+        return _s(result[0]), await self._live(stream, result[1])
+
+    async def ack(self, handled: Mapping[str, Sequence[str]], *, transaction: bool = False) -> None:
+        """Acknowledge and delete ``handled`` (stream → entry ids), in one pipeline;
+        raises what Redis raises (then nothing is known acknowledged: retry it all)."""
+        if not any(handled.values()):
+            return
+        pipe = self._redis.pipeline(transaction=transaction)
+        for stream, ids in handled.items():
+            if ids:
+                pipe.xack(stream, self.group, *ids)
+                pipe.xdel(stream, *ids)
+        await pipe.execute()
+
+    async def _live(
+        self, stream: str, rows: Sequence[tuple[bytes, dict[bytes, bytes] | None]]
+    ) -> list[Entry]:
+        entries: list[Entry] = []
+        gone: list[str] = []
+        for raw_id, fields in rows:
+            if fields:
+                entries.append((_s(raw_id), fields))
+            else:
+                gone.append(_s(raw_id))
+        if gone:  # deleted from the stream while pending (Redis < 7 hands them out empty)
+            await self._redis.xack(stream, self.group, *gone)
+        return entries
+
+    def _name(self, raw: bytes | str) -> str:
+        if isinstance(raw, str):
+            return raw
+        return self._by_name.get(raw) or raw.decode()

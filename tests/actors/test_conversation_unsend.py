@@ -1,0 +1,77 @@
+"""Edits and unsends, as the person meant them: an edit is stored as a version of its
+message and never answered on its own; an unsent message (and its versions) leaves the
+history, the export and what the model is shown."""
+
+from __future__ import annotations
+
+import time
+
+from shardkit import desk, eventually
+
+from mtdesk.actors.turns import context_decoder, without_texts
+from mtdesk.core import keys
+from mtdesk.core.clock import SystemClock
+from mtdesk.core.events import Edit, Unsend
+from mtdesk.core.history import MessageStore
+from mtdesk.core.ports import ChatMessage
+from mtdesk.core.redis import Redis
+from mtdesk.policy.export import export_user
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+async def test_an_unsent_message_leaves_history_export_and_the_models_context(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard()
+        await shard.start()
+        first = d.message("my card number is 4111 1111 1111 1111", user="U7")
+        await d.push(first)
+        await eventually(lambda: len(d.graph.sends) == 1)
+        edit = Edit(event_id=f"edit:{first.event_id}:1", channel="messenger", account_id=first.account_id,
+                    user_id="U7", timestamp_ms=_now(), target_id=first.event_id,
+                    text="my card number is 4111 1111 1111 1112", version=1)
+        await d.push(edit)
+        store = MessageStore(redis)
+        conv = first.conversation
+        await eventually(lambda: _kinds(store, d.tenant_id, conv, "edit"))
+        assert len(d.graph.sends) == 1  # the edit itself is not answered
+
+        await d.push(Unsend(event_id=f"unsend:{first.event_id}", channel="messenger",
+                            account_id=first.account_id, user_id="U7", timestamp_ms=_now(),
+                            target_id=first.event_id))
+        await eventually(lambda: _kinds(store, d.tenant_id, conv, "unsend"))
+        stored = await store.read(d.tenant_id, conv)
+        # The person's message and its version are gone; the record that something was
+        # unsent stays (no text), and so does the business's own reply.
+        assert [(m.direction, m.kind) for m in stored] == [("out", "reply"), ("in", "unsend")]
+        assert stored[1].text is None
+        exported = b"".join([c async for c in export_user(redis, SystemClock(), d.tenant_id,
+                                                           "messenger", "U7")])
+        assert b"4111 1111 1111 1112" not in exported  # the edited version
+        assert exported.count(b"4111 1111 1111 1111") == 1  # only inside the bot's echo-reply
+
+        # The next answer's prompt no longer carries the unsent text, nor does the context.
+        await d.push(d.message("thanks", user="U7"))
+        await eventually(lambda: len(d.graph.sends) == 2)
+        said = [m["content"] for m in d.llm.chat_requests[-1].messages if m["role"] == "user"]
+        assert said == ["thanks"]
+        raw = await redis.get(keys.context(d.tenant_id, conv))
+        assert raw is not None
+        turns = context_decoder.decode(raw).turns
+        assert [t.content for t in turns if t.role == "user"] == ["thanks"]
+
+
+async def _kinds(store: MessageStore, tenant_id: str, conv: str, kind: str) -> bool:
+    return any(m.kind == kind for m in await store.read(tenant_id, conv))
+
+
+def test_without_texts_drops_the_latest_user_turn_of_each_text() -> None:
+    turns = [ChatMessage("user", "yes"), ChatMessage("assistant", "ok"), ChatMessage("user", "yes"),
+             ChatMessage("assistant", "yes")]
+    assert without_texts(turns, ["yes"]) == [ChatMessage("user", "yes"), ChatMessage("assistant", "ok"),
+                                             ChatMessage("assistant", "yes")]
+    assert without_texts(turns, ["nothing like it"]) == turns

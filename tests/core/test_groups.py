@@ -1,0 +1,83 @@
+"""Reading a stream as one consumer of a group (the shards' partitions, the deletion
+jobs): nothing read is lost by a crash, stale entries of a vanished consumer are taken
+over, entries deleted while pending never come back, acknowledged ones are gone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mtdesk.core.groups import GroupReader
+from mtdesk.core.redis import Redis
+
+S1, S2 = "in:1", "in:2"
+
+
+async def _add(redis: Redis, stream: str, n: int) -> list[str]:
+    return [(await redis.xadd(stream, {"i": str(i)})).decode() for i in range(n)]
+
+
+async def test_entries_added_before_the_group_existed_are_read_and_groups_are_made_once(
+    redis: Redis,
+) -> None:
+    early = await _add(redis, S1, 2)
+    reader = GroupReader(redis, "g", "c1", [S1, S2])
+    await reader.ensure_groups()
+    await reader.ensure_groups()  # an existing group is left as it is
+    got = await reader.read_new(count=10)
+    assert got == [(S1, [(early[0], {b"i": b"0"}), (early[1], {b"i": b"1"})])]
+    assert await reader.read_new(count=10, block_ms=10) == []
+
+
+async def test_what_was_read_but_not_acknowledged_is_read_again_after_a_restart(redis: Redis) -> None:
+    reader = GroupReader(redis, "g", "c1", [S1])
+    await reader.ensure_groups()
+    ids = await _add(redis, S1, 5)
+    await reader.read_new(count=10)  # ... and the consumer crashes
+    again = GroupReader(redis, "g", "c1", [S1])
+    pages: list[list[str]] = []
+    after: str | None = "0"
+    while after is not None:
+        after, entries = await again.own_pending(S1, count=2, after=after)
+        if entries:
+            pages.append([e for e, _ in entries])
+    assert pages == [ids[0:2], ids[2:4], ids[4:5]]
+
+
+async def test_stale_entries_of_another_consumer_are_claimed_once(redis: Redis) -> None:
+    gone = GroupReader(redis, "g", "old-shard", [S1])
+    await gone.ensure_groups()
+    ids = await _add(redis, S1, 3)
+    await gone.read_new(count=10)
+    me = GroupReader(redis, "g", "c1", [S1])
+    start, claimed = await me.claim_idle(S1, min_idle_ms=60_000, count=10)
+    assert claimed == []  # not idle long enough yet
+    await asyncio.sleep(0.05)
+    start, claimed = await me.claim_idle(S1, min_idle_ms=10, count=10)
+    assert [e for e, _ in claimed] == ids and start == "0-0"
+    _, mine = await me.own_pending(S1, count=10)
+    assert [e for e, _ in mine] == ids
+
+
+async def test_entries_deleted_while_pending_are_acknowledged_and_never_handed_out(redis: Redis) -> None:
+    reader = GroupReader(redis, "g", "c1", [S1])
+    await reader.ensure_groups()
+    ids = await _add(redis, S1, 3)
+    await reader.read_new(count=10)
+    await redis.xdel(S1, ids[1])
+    _, entries = await reader.own_pending(S1, count=10)
+    assert [e for e, _ in entries] == [ids[0], ids[2]]
+    pending = await redis.xpending(S1, "g")
+    assert pending["pending"] == 2  # the deleted one left the pending list
+
+
+async def test_ack_removes_the_entries_from_the_group_and_the_stream(redis: Redis) -> None:
+    reader = GroupReader(redis, "g", "c1", [S1, S2])
+    await reader.ensure_groups()
+    a, b = await _add(redis, S1, 2)
+    (c,) = await _add(redis, S2, 1)
+    await reader.read_new(count=10)
+    await reader.ack({S1: [a], S2: [c]})
+    await reader.ack({S1: [b]}, transaction=True)
+    await reader.ack({S1: []})  # nothing to do
+    assert await redis.xlen(S1) == 0 and await redis.xlen(S2) == 0
+    assert (await redis.xpending(S1, "g"))["pending"] == 0
