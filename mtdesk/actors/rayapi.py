@@ -12,8 +12,10 @@ What a caller may rely on:
   Only the composition root (the CLI, the benchmarks) starts Ray.
 - :func:`actor_class` applies ``ray.remote`` with the restart policy of the product's
   actors: restarted for ever (``max_restarts=-1``), a node's actors come back on live nodes.
-- :func:`create` starts (or, by name, finds) one named actor in namespace ``"mtdesk"``,
-  placed by :mod:`mtdesk.actors.scheduling` (``MTDESK_RAY_PLACEMENT``, custom resources).
+- :func:`actor_group` reserves the places of one kind's actors (a placement group spread
+  or packed by ``MTDESK_RAY_PLACEMENT``, pinned by custom resources:
+  :mod:`mtdesk.actors.scheduling`); :func:`create` starts (or, by name, finds) one named
+  actor in namespace ``"mtdesk"`` in its place.
 - :func:`find` returns a named actor or None; :func:`wait_names_free` waits until killed
   actors' names are released.
 - :func:`local_cluster` simulates a multi-node cluster on one machine (benchmarks and
@@ -26,13 +28,15 @@ What a caller may rely on:
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
 
-from mtdesk.actors.scheduling import Kind, Node, placement_options
+from mtdesk.actors.scheduling import Kind, Node, bundle, group_kind, group_strategy
 from mtdesk.core.settings import Settings
 
 NAMESPACE = "mtdesk"
@@ -83,21 +87,61 @@ def actor_class(cls: type[Any], *, max_task_retries: int = -1, num_cpus: float =
                       num_cpus=num_cpus, **options)(cls)
 
 
-def create(actor_cls: Any, name: str, kind: Kind, settings: Settings, *args: Any,
-           index: int = 0, detached: bool = False, namespace: str | None = NAMESPACE,
-           options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-    """Start the named actor (or get the running one of that name), actor ``index`` of
-    its ``kind``, placed by :func:`mtdesk.actors.scheduling.placement_options`;
-    ``args``/``kwargs`` go to the class's constructor, ``options`` to Ray."""
-    placed = placement_options(kind, settings.ray_placement, live_nodes(), index)
-    node_id = placed.pop("node_affinity", None)
-    if node_id is not None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+class ActorGroup:
+    """Where one kind's actors go: a Ray placement group with one bundle per actor
+    (:mod:`mtdesk.actors.scheduling`). Remove it with :func:`remove_group` once its actors
+    are gone."""
 
-        # soft: when that node is gone (now or at a restart), any live node will do.
-        placed["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
+    def __init__(self, kind: Kind, pg: Any, bundle: dict[str, float]) -> None:
+        self.kind = kind
+        self.pg = pg
+        self.bundle = bundle
+
+    def options(self, index: int) -> dict[str, Any]:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        custom = {k: v for k, v in self.bundle.items() if k != "CPU"}
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+                    self.pg, placement_group_bundle_index=index),
+                "num_cpus": self.bundle["CPU"], **({"resources": custom} if custom else {})}
+
+
+def actor_group(kind: Kind, settings: Settings, count: int, *, num_cpus: float = 0,
+                detached: bool = False, timeout_s: float = 120.0) -> ActorGroup:
+    """Reserve the places of ``count`` actors of ``kind`` (waits until Ray has them: a
+    cluster without room, or whose nodes with the kind's resource are all gone, raises
+    a RuntimeError saying what is missing)."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    one = bundle(kind, live_nodes(), num_cpus)
+    pg = placement_group([dict(one) for _ in range(count)],
+                         strategy=group_strategy(settings.ray_placement),
+                         lifetime="detached" if detached else None)
+    try:
+        ray.get(pg.ready(), timeout=timeout_s)
+    except Exception as exc:
+        remove_placement_group(pg)
+        raise RuntimeError(f"Ray has no room for {count} {group_kind(kind)} actor(s) of "
+                           f"{one} each within {timeout_s:.0f} s") from exc
+    return ActorGroup(kind, pg, one)
+
+
+def remove_group(group: ActorGroup | None) -> None:
+    if group is None or not ray.is_initialized():
+        return
+    from ray.util.placement_group import remove_placement_group
+
+    with contextlib.suppress(Exception):
+        remove_placement_group(group.pg)
+
+
+def create(actor_cls: Any, name: str, group: ActorGroup, index: int, *args: Any,
+           detached: bool = False, namespace: str | None = NAMESPACE,
+           options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Start the named actor (or get the running one of that name) in place ``index`` of
+    ``group``; ``args``/``kwargs`` go to the class's constructor, ``options`` to Ray."""
     opts: dict[str, Any] = {"name": name, "namespace": namespace, "get_if_exists": True,
-                            **placed, **(options or {})}
+                            **group.options(index), **(options or {})}
     if detached:
         opts["lifetime"] = "detached"
     return actor_cls.options(**opts).remote(*args, **kwargs)
@@ -177,9 +221,19 @@ class LocalCluster:
         return sorted(str(n.node_id) for n in self._cluster.worker_nodes)
 
     def kill_node(self, node_id: str) -> None:
-        """Kill every process of a worker node at once (as a lost machine)."""
+        """Kill every process of a worker node at once, as a lost machine: its workers
+        (the actors) with SIGKILL first, then the raylet and the node's services. (Ray's
+        ``remove_node`` alone leaves the workers to notice their raylet is gone: for a
+        moment a killed node's shard would still be sending.)"""
+        from ray._private import ray_constants
+
         for node in list(self._cluster.worker_nodes):
             if str(node.node_id) == node_id:
+                raylets = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, [])
+                for info in raylets:
+                    for pid in _descendants(info.process.pid):
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(pid, signal.SIGKILL)
                 self._cluster.remove_node(node, allow_graceful=False)
                 return
         raise ValueError(f"no worker node {node_id} (the head node cannot be killed)")
@@ -187,6 +241,27 @@ class LocalCluster:
     def add_node(self, cpus: float = 1, resources: Mapping[str, float] | None = None) -> str:
         node = self._cluster.add_node(num_cpus=cpus, resources=dict(resources or {}))
         return str(node.node_id)
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root`` (from /proc: Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 @contextlib.contextmanager

@@ -2,13 +2,16 @@
 
 The operator picks a strategy with ``MTDESK_RAY_PLACEMENT``:
 
-- ``spread`` (default): the actors of one kind are dealt round-robin over the live nodes
-  that may hold them (actor ``i`` on node ``i % N``, nodes in a stable order) with Ray's
-  *soft* node affinity, so a lost node takes only its share with it and its actors restart
-  on any live node; with one eligible node, Ray's ``SPREAD`` strategy (Ray's own SPREAD
-  alone is best effort: two shards were seen on one of two idle nodes);
-- ``pack``: Ray's default scheduling (fills the first nodes; fewer processes per node
-  spread, useful on a small cluster or one machine).
+- ``spread`` (default): the actors of one kind are spread over the nodes;
+- ``pack``: packed onto as few nodes as fit (fewer processes spread thin; a small
+  cluster or one machine).
+
+How: each kind's actors are one Ray placement group with one bundle per actor (strategy
+``SPREAD`` or ``PACK``), each actor in its bundle. When a node is lost Ray moves its
+bundles to live nodes and restarts their actors there. (Placing single actors did not
+hold: Ray's ``SPREAD`` actor strategy and *soft* node affinity both put two shards on one
+of two idle nodes in our drill; hard affinity would keep a lost node's actors from
+restarting anywhere else.)
 
 Pinning to node types: a node that advertises a custom resource named for a kind
 (``ray start --resources '{"mtdesk_shard": 1}'``) gets every actor of that kind once any
@@ -21,7 +24,7 @@ them pending) until such a node joins again: that is what pinning means.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -37,6 +40,7 @@ RESOURCES: dict[Kind, str] = {
     "retention": "mtdesk_policy",
 }
 SHARE = 0.001
+MIN_CPU = 0.01
 
 
 class Node(msgspec.Struct, frozen=True):
@@ -45,24 +49,24 @@ class Node(msgspec.Struct, frozen=True):
     resources: dict[str, float]
 
 
-def placement_options(kind: Kind, strategy: str, nodes: Sequence[Node],
-                      index: int = 0) -> dict[str, Any]:
-    """Ray actor options placing actor ``index`` of ``kind`` among the live ``nodes``: a
-    share of the kind's custom resource when any node has it, and where to go. The key
-    ``node_affinity`` (a node id, soft) is for :mod:`mtdesk.actors.rayapi` to turn into
-    Ray's strategy object; ``scheduling_strategy`` is Ray's own."""
+def group_kind(kind: Kind) -> str:
+    """Actors placed together as one group: the two policy actors share one."""
+    return "policy" if kind in ("deletion", "retention") else kind
+
+
+def bundle(kind: Kind, nodes: Sequence[Node], num_cpus: float) -> dict[str, float]:
+    """What one actor of ``kind`` reserves: its CPU (at least :data:`MIN_CPU`: Ray refuses
+    an empty reservation) and, when any node advertises the kind's resource, a share of
+    it, so the actor can only go to such nodes."""
+    out = {"CPU": max(float(num_cpus), MIN_CPU)}
+    resource = RESOURCES[kind]
+    if any(n.resources.get(resource, 0.0) > 0 for n in nodes):
+        out[resource] = SHARE
+    return out
+
+
+def group_strategy(strategy: str) -> str:
+    """The Ray placement-group strategy of ``MTDESK_RAY_PLACEMENT``."""
     if strategy not in STRATEGIES:
         raise ValueError(f"placement strategy must be one of {STRATEGIES}, not {strategy!r}")
-    options: dict[str, Any] = {}
-    resource = RESOURCES[kind]
-    eligible = list(nodes)
-    if any(n.resources.get(resource, 0.0) > 0 for n in nodes):
-        options["resources"] = {resource: SHARE}
-        eligible = [n for n in nodes if n.resources.get(resource, 0.0) > 0]
-    if strategy == "spread":
-        if len(eligible) > 1:
-            ordered = sorted(eligible, key=lambda n: (n.address, n.node_id))
-            options["node_affinity"] = ordered[index % len(ordered)].node_id
-        else:
-            options["scheduling_strategy"] = "SPREAD"
-    return options
+    return "SPREAD" if strategy == "spread" else "PACK"

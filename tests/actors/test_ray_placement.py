@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 import mtdesk
-from mtdesk.actors.scheduling import KINDS, RESOURCES, SHARE, Node, placement_options
+from mtdesk.actors.scheduling import (
+    KINDS,
+    MIN_CPU,
+    RESOURCES,
+    SHARE,
+    Node,
+    bundle,
+    group_kind,
+    group_strategy,
+)
 from mtdesk.core.errors import ConfigError
 from mtdesk.core.settings import Settings
 
@@ -36,32 +45,24 @@ B = Node("b" * 56, "10.0.0.2", {"CPU": 2.0, "mtdesk_shard": 1.0})
 C = Node("c" * 56, "10.0.0.3", {"CPU": 2.0, "mtdesk_shard": 1.0, "mtdesk_policy": 1.0})
 
 
-def test_spread_is_the_default_and_deals_each_kind_round_robin_over_the_nodes() -> None:
+def test_spread_is_the_default_and_pack_packs() -> None:
     assert Settings().ray_placement == "spread"
     assert Settings.from_env({}, dotenv=None).ray_placement == "spread"
     assert Settings.from_env({"MTDESK_RAY_PLACEMENT": "PACK"}, dotenv=None).ray_placement == "pack"
-    nodes = [Node(A.node_id, A.address, {"CPU": 2.0}), Node(B.node_id, B.address, {"CPU": 1.0})]
-    for kind in KINDS:
-        where = [placement_options(kind, "spread", nodes[::-1], i)["node_affinity"]
-                 for i in range(4)]
-        assert where == [A.node_id, B.node_id, A.node_id, B.node_id]  # stable order
-        assert placement_options(kind, "pack", nodes, 3) == {}  # Ray fills nodes itself
-    # one node (or none known): Ray's SPREAD, no affinity to name
-    assert placement_options("conversation_shard", "spread", [A], 5) == {
-        "scheduling_strategy": "SPREAD"}
+    assert group_strategy("spread") == "SPREAD"
+    assert group_strategy("pack") == "PACK"
 
 
 def test_a_kind_is_pinned_to_the_nodes_advertising_its_resource_when_any_does() -> None:
     nodes = [A, B, C]
-    shards = [placement_options("conversation_shard", "spread", nodes, i) for i in range(3)]
-    assert [s["node_affinity"] for s in shards] == [B.node_id, C.node_id, B.node_id]
-    assert all(s["resources"] == {"mtdesk_shard": SHARE} for s in shards)
-    assert placement_options("deletion", "spread", nodes, 0) == {
-        "resources": {"mtdesk_policy": SHARE}, "scheduling_strategy": "SPREAD"}
-    assert placement_options("retention", "pack", nodes) == {"resources": {"mtdesk_policy": SHARE}}
+    assert bundle("conversation_shard", nodes, 0) == {"CPU": MIN_CPU, "mtdesk_shard": SHARE}
+    assert bundle("deletion", nodes, 0) == {"CPU": MIN_CPU, "mtdesk_policy": SHARE}
+    assert bundle("retention", nodes, 0) == {"CPU": MIN_CPU, "mtdesk_policy": SHARE}
     # no node advertises mtdesk_retrieval: the retrieval shards go to any node
-    assert placement_options("retrieval_shard", "spread", nodes, 2)["node_affinity"] == C.node_id
+    assert bundle("retrieval_shard", nodes, 0.5) == {"CPU": 0.5}
+    assert bundle("conversation_shard", [A], 0) == {"CPU": MIN_CPU}
     assert set(RESOURCES.values()) == {"mtdesk_shard", "mtdesk_retrieval", "mtdesk_policy"}
+    assert {group_kind(k) for k in KINDS} == {"conversation_shard", "retrieval_shard", "policy"}
 
 
 def test_an_unknown_placement_is_refused_naming_the_variable() -> None:
@@ -70,4 +71,4 @@ def test_an_unknown_placement_is_refused_naming_the_variable() -> None:
     assert info.value.variable == "MTDESK_RAY_PLACEMENT"
     assert "spread" in str(info.value) and "pack" in str(info.value)
     with pytest.raises(ValueError):
-        placement_options("conversation_shard", "everywhere", [])
+        group_strategy("everywhere")
