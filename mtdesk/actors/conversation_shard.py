@@ -25,10 +25,10 @@ directly). What a caller may rely on:
   resumed by the next start.
 - Metrics (:class:`~mtdesk.actors.stats.ShardMetrics`) are published to Redis every
   ``stats_interval_s``.
-- Erasure notices (``keys.PURGE``): what they name leaves memory without being written
+- Erasure notices (``keys.ERASURE_NOTICES``): what they name leaves memory without being written
   back, also the tenant's index in an in-process retriever; after every (re)subscription
   what is held is checked against Redis, for notices lost meanwhile
-  (:mod:`mtdesk.actors.forgetting`). ``subscribed`` is set while subscribed.
+  (:mod:`mtdesk.actors.shard_erasure`). ``subscribed`` is set while subscribed.
 """
 
 from __future__ import annotations
@@ -45,17 +45,14 @@ from typing import Any
 import msgspec
 from prometheus_client import REGISTRY
 
-from mtdesk.actors.conversation import (
-    Conversation,
-    ConversationServices,
-    PromptBuilder,
-    WorkItem,
-    build_prompt,
-)
-from mtdesk.actors.forgetting import ShardForgetting
-from mtdesk.actors.replies import ReplyStore, ResumableSender
+from mtdesk.actors.conversation import Conversation
+from mtdesk.actors.ratelimit import SendRateLimiter
+from mtdesk.actors.replies import ReplyStore
+from mtdesk.actors.shard_erasure import ShardErasure
 from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
 from mtdesk.actors.tenantview import TenantView
+from mtdesk.actors.turns import PromptBuilder, build_prompt
+from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.events import decode_event
@@ -64,20 +61,23 @@ from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, Retriever
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
-from mtdesk.policy.purge import listen_for_erasures
+from mtdesk.policy.erasure.notices import Notice, listen_for_notices
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ShardServices:
-    """What a shard talks to. ``aclose`` releases what the builder opened."""
+    """What a shard talks to. ``aclose`` releases what the builder opened. ``limiter``
+    is the send rate limiter the sender uses too: a reply's first permit is taken with
+    its stored text (one round trip fewer)."""
 
     redis: Redis
-    sender: ResumableSender
+    sender: ReplySender
     chat_model: ChatModel
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
+    limiter: SendRateLimiter | None = None
     retriever: Retriever | None = None
     prompt_builder: PromptBuilder = build_prompt
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
@@ -133,11 +133,11 @@ class ConversationShard:
             redis=services.redis, settings=settings, clock=services.clock,
             store=MessageStore(services.redis, retention_days=settings.retention_days),
             replies=ReplyStore(services.redis, ttl_s=settings.dedup_ttl_s,
-                               history_ttl_s=settings.retention_days * 86400),
+                               history_ttl_s=settings.retention_days * 86400,
+                               limiter=services.limiter, clock=services.clock),
             tenants=TenantView(services.redis), sender=services.sender,
-            chat_model=services.chat_model, metrics=self.metrics, done=self._done,
-            release=self._release, failed=self._failed, retriever=services.retriever,
-            prompt_builder=services.prompt_builder, on_idle=self._wake_capacity,
+            chat_model=services.chat_model, metrics=self.metrics, ledger=self,
+            retriever=services.retriever, prompt_builder=services.prompt_builder,
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
         )
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
@@ -151,7 +151,7 @@ class ConversationShard:
         self._started = False
         self.handled = 0  # events acknowledged since start
         self.subscribed = asyncio.Event()  # set while subscribed to erasure notices
-        self._forgetting = ShardForgetting(self._convs, services.redis, self._conv_services.tenants,
+        self._erasure = ShardErasure(self._convs, services.redis, self._conv_services.tenants,
                                            services.retriever, shard=index)
 
     # --- lifecycle --------------------------------------------------------------------
@@ -380,16 +380,21 @@ class ConversationShard:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._capacity.wait(), 0.5)
 
-    # --- acknowledgement --------------------------------------------------------------
-    def _done(self, item: WorkItem) -> None:
+    # --- acknowledgement (the conversations' EventLedger) ------------------------------
+    def done(self, item: WorkItem) -> None:
+        """Fully handled: acknowledged with the next batch."""
         self._queue_ack(item.partition, item.entry_id)
 
-    def _release(self, item: WorkItem) -> None:
+    def idle(self) -> None:
+        """A conversation's worker stopped: a read waiting for capacity may go on."""
+        self._wake_capacity()
+
+    def release(self, item: WorkItem) -> None:
         """Handling failed: keep the entry pending (reclaimed after ``claim_idle_ms``)."""
         self._inflight.discard((item.partition, item.entry_id))
         self._wake_capacity()
 
-    def _failed(self, item: WorkItem) -> None:
+    def failed(self, item: WorkItem) -> None:
         """Handling raised. Retried on reclaim; after ``max_failures`` the entry is a
         poison message: acknowledged and counted (its inbound is already in history
         when storing it worked), so one bad event cannot loop forever."""
@@ -405,7 +410,7 @@ class ConversationShard:
         if len(self._failures) > 10_000:
             self._failures.clear()  # bounded; a counter only delays the drop
         self._failures[key] = count
-        self._release(item)
+        self.release(item)
 
     def _queue_ack(self, partition: int, entry_id: str) -> None:
         self._to_ack.setdefault(partition, []).append(entry_id)
@@ -441,21 +446,20 @@ class ConversationShard:
             self.handled += len(ids)
         self._wake_capacity()
 
-    # --- erasure notices (mtdesk.actors.forgetting) -------------------------------------
+    # --- erasure notices (mtdesk.actors.shard_erasure) -------------------------------------
     async def _purge_loop(self) -> None:
-        await listen_for_erasures(self._redis, lambda: self._running, self._forgetting.on_notice,
+        await listen_for_notices(self._redis, lambda: self._running, self._erasure.on_notice,
                                   subscribed=self.subscribed, on_subscribed=self.prune_erased)
 
-    def forget(self, notice: dict[str, Any]) -> int:
-        """Drop conversations named by an erasure notice: ``{"scope": "tenant"|"channel"|
-        "conversations", "tenant", "prefix"?, "conversations"?}``. Returns how many."""
-        return self._forgetting.forget(notice)
+    def forget(self, notice: Notice) -> int:
+        """Drop the conversations an erasure notice covers; returns how many."""
+        return self._erasure.forget(notice)
 
     async def prune_erased(self) -> int:
         """Drop what a missed erasure notice would have (run after every
-        (re)subscription; see :meth:`ShardForgetting.prune`). Returns the conversations
+        (re)subscription; see :meth:`ShardErasure.prune`). Returns the conversations
         dropped."""
-        return await self._forgetting.prune()
+        return await self._erasure.prune()
 
     # --- housekeeping -----------------------------------------------------------------
     async def _housekeeping_loop(self) -> None:

@@ -25,7 +25,6 @@ the fallback chain is the retry.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any, Final
 
@@ -38,7 +37,7 @@ from mtdesk.core.errors import ConfigError, ProviderError, ValidationError
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage
 from mtdesk.core.settings import Settings
 from mtdesk.retrieval.extractive import is_extractive
-from mtdesk.retrieval.prompt import grounding_rules, no_knowledge_rule, shown_passages
+from mtdesk.retrieval.prompt import fit_prompt, render_passage, shown_passages
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,6 @@ class _WireChatResponse(msgspec.Struct, gc=False):
 _chat_response = msgspec.json.Decoder(_WireChatResponse)
 
 EXTRACTIVE: Final = "extractive"
-_SPACES = re.compile(r"\s+")
 
 class LLMMetrics(PerRegistry):
     """Prometheus collectors of the LLM client; one set per registry."""
@@ -100,23 +98,17 @@ def chain_of(bot: BotConfig) -> list[tuple[str, str]]:
     return chain
 
 
-def _one_line(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
-
-
 def passages_block(passages: list[Passage]) -> str:
     """Numbered passages, one per line: ``[n] (source: NAME) text``."""
-    lines = []
-    for n, p in enumerate(passages, start=1):
-        body = f"Q: {p.text} A: {p.answer}" if p.answer else p.text
-        lines.append(f"[{n}] (source: {_one_line(p.source) or 'unknown'}) {_one_line(body)}")
-    return "\n".join(lines)
+    return "\n".join(render_passage(n, p) for n, p in enumerate(passages, start=1))
 
 
 def build_messages(
-    bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+    bot: BotConfig, messages: list[ChatMessage], passages: list[Passage], *,
+    model: str | None = None,
 ) -> list[dict[str, str]]:
-    """The prompt sent to the provider: one system message, then ``messages``.
+    """The prompt sent to the provider for ``model`` (default ``bot.model``): one system
+    message, then ``messages`` (oldest turns dropped first when they do not fit).
 
     The system message is the bot's prompt, then its grounding rule, then the passages
     scoring at least ``bot.min_score`` (weaker ones are never shown). With no such
@@ -125,18 +117,10 @@ def build_messages(
     fallback message for questions about the business. (The conversation answers
     ``fallback_message`` itself, without a model, when the tenant has knowledge and none
     of it scores; so this prompt is for a tenant without a knowledge base yet, or one
-    that could not be read.)"""
-    system = bot.system_prompt.strip()
-    shown = shown_passages(bot, passages)
-    if shown:
-        rule = f"{grounding_rules(bot)}\n\nKnowledge:\n{passages_block(shown)}"
-    elif bot.grounding == "general":
-        rule = f"{grounding_rules(bot)}\n\nKnowledge: (nothing relevant was found)"
-    else:
-        rule = no_knowledge_rule(bot)
-    out = [{"role": "system", "content": f"{system}\n\n{rule}" if system else rule}]
-    out.extend({"role": m.role, "content": m.content} for m in messages)
-    return out
+    that could not be read.) Everything fits the model's context window
+    (:func:`mtdesk.retrieval.prompt.fit_prompt`)."""
+    fitted = fit_prompt(bot, messages, shown_passages(bot, passages), model=model)
+    return [{"role": m.role, "content": m.content} for m in fitted]
 
 
 def _fallback_worthy(exc: Exception) -> bool:
@@ -196,7 +180,6 @@ class ProviderChatModel:
     async def complete(
         self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
     ) -> Completion:
-        prompt = build_messages(bot, messages, passages)
         chain = [(p, m) for p, m in chain_of(bot) if p != EXTRACTIVE]
         if not chain:
             raise ProviderError(bot.provider, "no LLM provider in the bot's chain")
@@ -209,6 +192,8 @@ class ProviderChatModel:
                 failures.append(f"{provider}:{model}: {exc}")
                 last = exc
                 continue
+            # Each model gets the prompt that fits its own context window.
+            prompt = build_messages(bot, messages, passages, model=model)
             try:
                 completion = await self._call(client, provider, model, bot, prompt)
             except ProviderError as exc:

@@ -4,7 +4,7 @@ What a caller (the CLI, once Ray is started) may rely on:
 
 - :class:`PolicyDeployment` ``start()`` creates two named actors in namespace
   ``"mtdesk"`` (placed by ``MTDESK_RAY_PLACEMENT``, on nodes with ``mtdesk_policy`` when
-  the cluster has that resource: :mod:`mtdesk.actors.scheduling`): ``mtdesk-deleter`` (runs :class:`~mtdesk.policy.deletion.DeletionWorker`,
+  the cluster has that resource: :mod:`mtdesk.actors.scheduling`): ``mtdesk-deleter`` (runs :class:`~mtdesk.policy.erasure.jobs.DeletionWorker`,
   consuming the job stream) and ``mtdesk-retention`` (runs
   :class:`~mtdesk.policy.retention.RetentionSweep` every ``retention_interval_s``, and on
   demand with :meth:`PolicyDeployment.run_retention`). ``ready()`` pings both; ``stop()``
@@ -31,7 +31,7 @@ from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
 from mtdesk.policy import watchdog
-from mtdesk.policy.deletion import DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionWorker
 from mtdesk.policy.retention import RetentionSweep
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, Protocol
 
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock
@@ -49,6 +49,13 @@ return mt_acquire(KEYS[1], tonumber(ARGV[1]))
 """
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class SendPermits(Protocol):
+    """Where a sender takes one send permit before each attempt (the limiter itself, or
+    a reply's run holding a permit taken in advance)."""
+
+    async def acquire(self, channel: Channel, account_id: str) -> None: ...
 
 
 class SendRateLimiter:

@@ -28,6 +28,7 @@ What a caller may rely on:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -36,6 +37,7 @@ from typing import Any, TypeVar
 
 import ray
 
+from mtdesk.actors import rayauth
 from mtdesk.actors.scheduling import Kind, Node, bundle, group_kind, group_strategy
 from mtdesk.core.settings import Settings
 
@@ -48,9 +50,11 @@ def init_kwargs(settings: Settings) -> dict[str, Any]:
     if settings.ray_address:
         return {"address": settings.ray_address, "namespace": NAMESPACE,
                 "log_to_driver": False}
-    # No address: a fresh local instance on free ports (never Redis's 6379).
+    # No address: a fresh local instance on free ports (never Redis's 6379), reachable
+    # from this machine only (rayauth: it runs without token authentication).
     return {"address": "local", "namespace": NAMESPACE, "include_dashboard": False,
-            "log_to_driver": False}
+            "log_to_driver": False, "_node_ip_address": rayauth.LOCAL_HOST,
+            "logging_level": logging.WARNING}
 
 
 def is_initialized() -> bool:
@@ -62,6 +66,7 @@ def init(settings: Settings) -> bool:
     (the caller then owns the instance and shuts it down with :func:`shutdown`)."""
     if ray.is_initialized():
         return False
+    rayauth.say_once(rayauth.prepare(settings.ray_address))
     ray.init(**init_kwargs(settings))
     return True
 
@@ -70,7 +75,12 @@ def init_local(**kwargs: Any) -> bool:
     """A local instance for benchmarks and tools (same ownership rule as :func:`init`)."""
     if ray.is_initialized():
         return False
-    ray.init(**{"include_dashboard": False, "log_to_driver": False, **kwargs})
+    address = kwargs.get("address")
+    joining = None if address in (None, "local") else str(address)
+    rayauth.say_once(rayauth.prepare(joining))
+    local = {} if joining else {"_node_ip_address": rayauth.LOCAL_HOST}
+    ray.init(**{"include_dashboard": False, "log_to_driver": False,
+                "logging_level": logging.WARNING, **local, **kwargs})
     return True
 
 

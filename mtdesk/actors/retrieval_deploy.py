@@ -25,6 +25,7 @@ from mtdesk.actors import rayapi
 from mtdesk.actors.retrieval_shard import ENCODER, RESULTS, RetrievalShard
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.settings import Settings
+from mtdesk.policy.erasure.notices import TenantNotice
 from mtdesk.retrieval.index_slice import Hit, SearchRequest
 from mtdesk.retrieval.search import Embedders, KnowledgeRetriever
 from mtdesk.retrieval.store import KnowledgeStore
@@ -97,9 +98,9 @@ class ActorShardClient:
             raise StoreUnavailable(f"retrieval shard unavailable ({type(exc).__name__})") from exc
 
     async def drop(self, tenant: str) -> None:
-        """Make the actor forget the tenant now (it also does on the purge notice)."""
+        """Make the actor forget the tenant now (it also does on the erasure notice)."""
         try:
-            await self.handle.forget.remote({"scope": "tenant", "tenant": tenant})
+            await self.handle.forget.remote(TenantNotice(tenant))
         except Exception as exc:
             raise StoreUnavailable(f"retrieval shard unavailable ({type(exc).__name__})") from exc
 

@@ -7,7 +7,7 @@ a batch of msgpack :class:`SearchRequest` in, a msgpack list of hit lists out, s
 actor call carries many queries and is decoded once.
 
 Erasure: from its first search or sync (or :meth:`RetrievalShard.start`) a shard listens
-to the purge notices on ``keys.PURGE``; a ``tenant`` notice (account deletion) drops
+to the erasure notices on ``keys.ERASURE_NOTICES``; a ``tenant`` notice (account deletion) drops
 that tenant's index from memory and its snapshot file, so a deleted tenant's vectors do
 not linger in an idle actor and a later snapshot cannot write its file again. Once
 subscribed, and again after every re-subscription (a notice sent while the subscription
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -28,7 +27,7 @@ import numpy as np
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
-from mtdesk.policy.purge import listen_for_erasures, tenant_erased
+from mtdesk.policy.erasure.notices import Notice, erased_tenant, listen_for_notices
 from mtdesk.retrieval.index_slice import Hit, IndexSlice, SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
 
@@ -76,9 +75,9 @@ class RetrievalShard:
             return  # called outside an event loop: the next async call starts listening
         self._listening = True
         self._listener = loop.create_task(
-            listen_for_erasures(self._redis, lambda: self._listening, self.forget,
+            listen_for_notices(self._redis, lambda: self._listening, self.forget,
                                 subscribed=self._subscribed, on_subscribed=self.prune),
-            name=f"retrieval-{self.number}:purge",
+            name=f"retrieval-{self.number}:erasure",
         )
 
     async def start(self, *, timeout_s: float = 10.0) -> None:
@@ -91,11 +90,11 @@ class RetrievalShard:
         except TimeoutError as exc:
             raise StoreUnavailable("retrieval shard could not subscribe to erasure notices") from exc
 
-    async def forget(self, notice: dict[str, Any]) -> bool:
+    async def forget(self, notice: Notice) -> bool:
         """Apply an erasure notice: a ``tenant`` scope drops that tenant's index (memory
         and snapshot file). Returns whether it was a tenant erasure; narrower scopes
         (channel, conversations) leave knowledge alone, as it is not personal data."""
-        tenant = tenant_erased(notice)
+        tenant = erased_tenant(notice)
         if tenant is None:
             return False
         if self._core is not None:

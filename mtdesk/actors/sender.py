@@ -2,12 +2,15 @@
 
 Callers rely on (see docs/delivery.md for the whole contract):
 
-- ``await sender.send(message, already_sent=k, on_part_sent=cb)`` renders and splits
-  ``message.text`` (deterministically: the same text always gives the same parts), skips
-  the first ``k`` parts, sends the rest in order and awaits ``cb(index, message_id)``
-  after each part Meta accepted, before the next. It returns the ids of the parts sent
-  by this call. Pass the stored reply text and the stored count on a resume so nothing
-  already accepted is sent again.
+- ``async for index, message_id in sender.deliver(message, parts, start=k, permits=p)``
+  renders the already split ``parts`` of ``message.text``, skips the first ``k``, sends
+  the rest in order and yields each part Meta accepted; the next part is sent only when
+  the caller asks for it, so what the caller records after each part is recorded before
+  the next goes out. Pass the stored parts and the stored count on a resume so nothing
+  already accepted is sent again. Before every attempt a send permit is taken from
+  ``permits`` (default: the sender's own rate limiter).
+- ``await sender.send(message)`` is the whole reply at once: split (deterministically:
+  the same text always gives the same parts), sent, the ids returned.
 - Retriable errors (the table in :mod:`mtdesk.actors.graph_errors`, network errors and
   timeouts) are retried with exponential backoff and jitter, at most ``max_attempts``
   times per part; then, or at once for the rest, :class:`GraphError` is raised with the
@@ -21,7 +24,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import Final
 from urllib.parse import quote
 
@@ -30,16 +34,15 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mtdesk.actors.graph_errors import classify, graph_error_from_response
-from mtdesk.actors.ratelimit import SendRateLimiter
+from mtdesk.actors.ratelimit import SendPermits, SendRateLimiter
 from mtdesk.actors.stats import PerRegistry
-from mtdesk.channels.outbound import render_parts
+from mtdesk.channels.outbound import render_body, split_text
 from mtdesk.core.errors import GraphError, ValidationError
 from mtdesk.core.ports import ChannelCredentials, CredentialSource, OutboundMessage, SendResult
 from mtdesk.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OnPartSent = Callable[[int, str], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
 MAX_MEDIA_BYTES: Final = 100 * 1024 * 1024  # WhatsApp's largest media (documents)
 
@@ -122,48 +125,45 @@ class GraphSender:
         ceiling = min(self._max_delay, self._base_delay * (2 ** (attempt - 1)))
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
-    async def send(
-        self,
-        message: OutboundMessage,
-        *,
-        already_sent: int = 0,
-        on_part_sent: OnPartSent | None = None,
-        prepaid: bool = False,
-    ) -> SendResult:
-        """Send the parts of ``message`` from ``already_sent`` on. Raises GraphError.
-        ``prepaid``: the caller already took the rate-limit permit for the first attempt
-        of the first part sent (e.g. in the script that stored the reply)."""
-        bodies = render_parts(message)
-        if not bodies:
-            raise ValidationError("text", "is empty: nothing to send")
-        url = f"{self._base}/{quote(message.account_id, safe='')}/messages"
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Send every part of ``message`` (split per the channel). Raises GraphError."""
         sent: list[str] = []
-        for index in range(max(0, already_sent), len(bodies)):
-            try:
-                message_id = await self._send_part(
-                    message, url, bodies[index], prepaid=prepaid and not sent)
-            except GraphError as exc:
-                exc.parts_sent = max(0, already_sent) + len(sent)
-                raise
-            sent.append(message_id)
-            if on_part_sent is not None:
-                await on_part_sent(index, message_id)
-        log.info("sent reply=%s channel=%s parts=%d/%d", message.reply_key, message.channel,
-                 len(sent), len(bodies))
+        async with aclosing(self.deliver(message, split_text(message.channel, message.text))
+                            ) as accepted:
+            async for _index, message_id in accepted:
+                sent.append(message_id)
         return SendResult(message_ids=tuple(sent))
 
-    @property
-    def limiter(self) -> SendRateLimiter | None:
-        """The shared rate limiter (a caller may take a first permit: ``prepaid``)."""
-        return self._limiter
+    async def deliver(
+        self, message: OutboundMessage, parts: Sequence[str], *, start: int = 0,
+        permits: SendPermits | None = None,
+    ) -> AsyncGenerator[tuple[int, str], None]:
+        """Send ``parts`` from index ``start`` on, yielding ``(index, message id)`` of each
+        part Meta accepted. Raises GraphError (``parts_sent``: the parts accepted before,
+        ``start`` included)."""
+        if not parts:
+            raise ValidationError("text", "is empty: nothing to send")
+        url = f"{self._base}/{quote(message.account_id, safe='')}/messages"
+        source = permits if permits is not None else self._limiter
+        start = max(0, start)
+        for index in range(start, len(parts)):
+            body = render_body(message, parts[index], index)
+            try:
+                message_id = await self._send_part(message, url, body, source)
+            except GraphError as exc:
+                exc.parts_sent = index
+                raise
+            yield index, message_id
+        log.info("sent reply=%s channel=%s parts=%d/%d", message.reply_key, message.channel,
+                 max(0, len(parts) - start), len(parts))
 
     async def _send_part(
-        self, message: OutboundMessage, url: str, body: bytes, *, prepaid: bool = False
+        self, message: OutboundMessage, url: str, body: bytes, permits: SendPermits | None
     ) -> str:
         channel = message.channel
         for attempt in range(1, self._max_attempts + 1):
-            if self._limiter is not None and not (prepaid and attempt == 1):
-                await self._limiter.acquire(channel, message.account_id)
+            if permits is not None:
+                await permits.acquire(channel, message.account_id)
             credentials = await self._credentials.credentials(channel, message.account_id)
             try:
                 return await self._post(channel, url, body, credentials)

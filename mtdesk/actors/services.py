@@ -67,11 +67,11 @@ async def build_shard_services(
     )
     clock = clock or SystemClock()
     credentials = VaultCredentials(redis, TokenVault.from_settings(settings), clock=clock)
-    sender = GraphSender(settings, credentials, SendRateLimiter(redis, settings, clock=clock),
-                         session, **(sender_options or {}))
+    limiter = SendRateLimiter(redis, settings, clock=clock)
+    sender = GraphSender(settings, credentials, limiter, session, **(sender_options or {}))
     providers = ProviderChatModel(settings)
     model = ModelRouter(providers, offline_model or ExtractiveModel())
     services = ShardServices(redis=redis, sender=sender, chat_model=model, settings=settings,
-                             clock=clock, retriever=retriever)
+                             clock=clock, retriever=retriever, limiter=limiter)
     services.closers = [redis.aclose, session.close, model.aclose]
     return services

@@ -10,7 +10,8 @@ Routes (under ``/admin/api/v1``):
 - ``POST /auth/logout`` ends the session (its CSRF token needed) and clears the cookies.
 - ``GET /auth/me``: who is signed in, and the CSRF token to send with changes.
 - ``POST /auth/forgot`` ``{email}`` → 202 whether or not the e-mail is known; a known one
-  gets a one-time link ``<public url>/admin/#reset=<token>`` valid one hour.
+  gets a one-time link ``<public url>/admin/#reset=<token>`` valid one hour (at most one
+  mail a minute per address).
 - ``POST /auth/reset`` ``{token, password}``: sets the password, ends every session of
   that user. ``POST /auth/accept`` ``{token, name?, password}``: an invited person's first
   password (the invitation link ``…/admin/#invite=<token>``, valid seven days).
@@ -32,7 +33,7 @@ from aiohttp import web
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import principal, public, require_owner, tenant_scope
 from mtdesk.admin.decode import body_errors, read_body
-from mtdesk.admin.http import Forbidden
+from mtdesk.admin.http import Forbidden, TooManyAttempts
 from mtdesk.admin.mailer import send_mail
 from mtdesk.admin.sessions import (
     SESSION_COOKIE,
@@ -43,6 +44,7 @@ from mtdesk.admin.sessions import (
     csrf_ok,
     set_cookies,
 )
+from mtdesk.core import keys
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import ConfigError, Unauthorized, ValidationError
 from mtdesk.core.http import json_response
@@ -53,6 +55,7 @@ from mtdesk.core.users import (
     RESET,
     UserRecord,
     Users,
+    email_hash,
     validate_password,
     validate_role,
 )
@@ -60,6 +63,7 @@ from mtdesk.core.users import (
 log = logging.getLogger(__name__)
 
 RESET_TTL_S = 3600
+RESET_MAIL_GAP_S = 60
 INVITE_TTL_S = 7 * 24 * 3600
 WRONG_CREDENTIALS = "wrong e-mail or password"
 T = TypeVar("T")
@@ -159,8 +163,8 @@ async def login(request: web.Request) -> web.Response:
     address = client_address(request, settings)
     wait = await throttle.blocked_for(body.email, address)
     if wait:
-        raise web.HTTPTooManyRequests(
-            reason=f"too many failed sign-ins; try again in {wait} s or reset the password")
+        raise TooManyAttempts(
+            wait, f"too many failed sign-ins; try again in {wait} s or reset the password")
     user = await _users(request).verify(body.email, body.password)
     if user is None:
         await throttle.failed(body.email, address)
@@ -204,7 +208,10 @@ async def forgot(request: web.Request) -> web.Response:
     found = await users.find(email)
     if found is not None:
         user = await users.get(*found)
-        if user.status == "active":
+        # One mail a minute per address at most: the form cannot be used to flood an inbox.
+        fresh = await request.config_dict[REDIS].set(
+            keys.mail_cooldown(email_hash(user.email)), b"1", nx=True, ex=RESET_MAIL_GAP_S)
+        if user.status == "active" and fresh:
             token = await users.issue_link(RESET, user.tenant_id, user.id, RESET_TTL_S)
             settings = _settings(request)
             await send_mail(settings, user.email, "Reset your MT Desk password",

@@ -18,8 +18,9 @@ from typing import Literal, Protocol
 import msgspec
 from aiohttp import web
 
-from mtdesk.admin.http import Forbidden, Handler
-from mtdesk.admin.sessions import SESSION_COOKIE, Sessions, csrf_ok
+from mtdesk.admin.http import Forbidden, Handler, TooManyAttempts
+from mtdesk.admin.sessions import SESSION_COOKIE, Sessions, client_address, csrf_ok
+from mtdesk.admin.throttle import AuthThrottle
 from mtdesk.core import keys
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import Unauthorized, ValidationError
@@ -80,7 +81,12 @@ def _bearer(request: web.Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send Authorization: Bearer <operator token or tenant API key>")
-    return token.strip()
+    token = token.strip()
+    # Tokens and keys are printable ASCII; anything else (a non-UTF-8 byte arrives as a
+    # surrogate escape) cannot match one, and must not reach an encoder.
+    if not all("!" <= c <= "~" for c in token):
+        raise Unauthorized("the bearer token must be printable ASCII")
+    return token
 
 
 # (method or "*", path prefix under /admin/api/v1): what an agent may not do.
@@ -134,15 +140,30 @@ async def authenticate(request: web.Request) -> None:
     if "Authorization" not in request.headers:
         await _from_session(request)
         return
+    settings = request.config_dict[SETTINGS]
+    throttle = AuthThrottle(request.config_dict[REDIS], limit=settings.auth_failures,
+                            window_s=settings.auth_failure_window_s)
+    address = client_address(request, settings)
+    raw = request.headers.get("Authorization", "")
+    wait = await throttle.blocked_for(address, raw.partition(" ")[2].strip())
+    if wait:
+        raise TooManyAttempts(wait, f"too many failed authentications; retry in {wait} s")
+    try:
+        request[PRINCIPAL] = await _from_bearer(request)
+    except Unauthorized:
+        await throttle.failed(address, raw.partition(" ")[2].strip())
+        raise
+
+
+async def _from_bearer(request: web.Request) -> Principal:
     token = _bearer(request)
     admin_token = request.config_dict[SETTINGS].admin_token
     if admin_token is not None and hmac.compare_digest(
-        token.encode("utf-8", "replace"), admin_token.reveal().encode("utf-8")
+        token.encode("ascii"), admin_token.reveal().encode("utf-8")
     ):
-        request[PRINCIPAL] = Principal("operator")
-        return
+        return Principal("operator")
     tenants = Tenants(request.config_dict[REDIS], request.config_dict[CLOCK])
     tenant_id = await tenants.authenticate(token)
     if tenant_id is None:
         raise Unauthorized("the bearer token is not a valid operator token or API key")
-    request[PRINCIPAL] = Principal("tenant", tenant_id)
+    return Principal("tenant", tenant_id)

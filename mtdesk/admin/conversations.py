@@ -22,17 +22,17 @@ from mtdesk.core.history import MessageStore
 from mtdesk.core.http import json_response
 from mtdesk.core.redis import as_scored
 
-_ENTRY = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+_ENTRY = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # fullmatch: "$" would take "1-2\n"
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 def _limit(request: web.Request, default: int = 50, most: int = 200) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError("limit", "must be a whole number") from None
+    if not _DIGITS.fullmatch(raw):
+        raise ValidationError("limit", "must be a whole number")
+    value = int(raw)
     if not 1 <= value <= most:
         raise ValidationError("limit", f"must be between 1 and {most}")
     return value
@@ -44,7 +44,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     before = request.query.get("before")
     high = "+inf"
     if before is not None:
-        if not before.isdigit() or len(before) > 20:
+        if not _DIGITS.fullmatch(before):  # str.isdigit() also takes "١٢" or "²"
             raise ValidationError("before", "must be a last_activity_ms from a previous page")
         high = f"({before}"
     rows = as_scored(await request.config_dict[REDIS].zrevrangebyscore(
@@ -63,7 +63,7 @@ async def list_messages(request: web.Request) -> web.Response:
     conv = request.match_info["key"]
     limit = _limit(request)
     after = request.query.get("after")
-    if after is not None and not _ENTRY.match(after):
+    if after is not None and not _ENTRY.fullmatch(after):
         raise ValidationError("after", "must be the entry of a message from a previous page")
     redis = request.config_dict[REDIS]
     if await redis.zscore(keys.conversations(tid), conv) is None:

@@ -5,7 +5,7 @@ the webhooks).
 Every error answer is ``{"error": {"field": <name or null>, "message": <text>}}``:
 InvalidBody (a body field of the wrong type, unknown, missing or out of bounds; see
 :mod:`mtdesk.admin.decode`) → 422, other ValidationError → 400, Unauthorized → 401, Forbidden → 403, NotFound → 404,
-Conflict → 409, ConfigError → 503 (names the variable), Redis unreachable → 503.
+Conflict → 409, TooManyAttempts → 429 (with Retry-After), ConfigError → 503 (names the variable), Redis unreachable → 503.
 Route modules raise those errors; they never build error responses themselves.
 """
 
@@ -38,6 +38,14 @@ class Forbidden(MTDeskError):
     """Authenticated, but not allowed (a tenant key on an operator route) → 403."""
 
 
+class TooManyAttempts(MTDeskError):
+    """Too many failed attempts from this caller → 429 with ``Retry-After``."""
+
+    def __init__(self, retry_after_s: int, problem: str) -> None:
+        super().__init__(problem)
+        self.retry_after_s = retry_after_s
+
+
 async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Run ``handler``; the errors it raises become JSON error answers."""
     try:
@@ -50,6 +58,10 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(401, "Authorization", str(exc) or "a valid bearer token is required")
     except Forbidden as exc:
         return error_response(403, "Authorization", str(exc))
+    except TooManyAttempts as exc:
+        answer = error_response(429, "Authorization", str(exc))
+        answer.headers["Retry-After"] = str(exc.retry_after_s)
+        return answer
     except NotFound as exc:
         return error_response(404, None, str(exc) or "not found")
     except Conflict as exc:
@@ -64,8 +76,9 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if exc.status < 400:
             raise
         answer = error_response(exc.status, None, exc.reason)
-        if "Allow" in exc.headers:  # 405 says which methods the path takes
-            answer.headers["Allow"] = exc.headers["Allow"]
+        for name in ("Allow", "Retry-After"):  # 405: the methods the path takes; 429: when
+            if name in exc.headers:
+                answer.headers[name] = exc.headers[name]
         return answer
     except MTDeskError as exc:
         log.warning("admin request failed: %s %s: %s", request.method, request.path, type(exc).__name__)

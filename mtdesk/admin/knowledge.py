@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import ForTenant, tenant_scope
@@ -37,7 +38,7 @@ from mtdesk.core.errors import ValidationError
 from mtdesk.core.http import json_response
 from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Tenants
-from mtdesk.policy.purge import listen_for_erasures, tenant_erased
+from mtdesk.policy.erasure.notices import Notice, erased_tenant, listen_for_notices
 from mtdesk.retrieval.crawl import CrawlOptions
 from mtdesk.retrieval.ingest import KnowledgeService
 from mtdesk.retrieval.search import KnowledgeRetriever, local_retriever
@@ -45,43 +46,54 @@ from mtdesk.retrieval.store import KnowledgeStore
 
 KB_SERVICE = web.AppKey("kb_service", KnowledgeService)
 KB_RETRIEVER = web.AppKey("kb_retriever", KnowledgeRetriever)
-_OWN = web.AppKey("kb_own", dict)  # what this module built itself, when the root did not
+
+
+@dataclass
+class _Built:
+    """What these routes built for themselves, when the composition root shared none."""
+
+    service: KnowledgeService | None = None
+    retriever: KnowledgeRetriever | None = None
+    follower: ErasureFollower | None = None
+
+
+_OWN = web.AppKey("kb_own", _Built)
 
 
 async def _service(request: web.Request) -> KnowledgeService:
     shared = request.config_dict.get(KB_SERVICE)
     if shared is not None:
         return shared
-    own: dict[str, Any] = request.config_dict[_OWN]
-    service = own.get("service")
+    own = request.config_dict[_OWN]
+    service = own.service
     if service is None:
         store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK])
         retriever = _retriever(request)
         service = KnowledgeService(store, request.config_dict[SETTINGS], on_change=retriever.refresh)
         await service.start()
-        own["service"] = service
+        own.service = service
     return service
 
 
 def _retriever(request: web.Request) -> KnowledgeRetriever:
-    own: dict[str, Any] = request.config_dict[_OWN]
-    retriever = request.config_dict.get(KB_RETRIEVER) or own.get("retriever")
+    own = request.config_dict[_OWN]
+    retriever = request.config_dict.get(KB_RETRIEVER) or own.retriever
     if retriever is None:
         store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK])
-        retriever = own["retriever"] = local_retriever(store, request.config_dict[SETTINGS])
-    if "follower" not in own:
-        own["follower"] = ErasureFollower(request.config_dict[REDIS], retriever)
+        retriever = own.retriever = local_retriever(store, request.config_dict[SETTINGS])
+    if own.follower is None:
+        own.follower = ErasureFollower(request.config_dict[REDIS], retriever)
     return retriever
 
 
 def own_retriever(admin: web.Application) -> KnowledgeRetriever | None:
     """The retriever these routes built for themselves in this admin app (None before
     first use, or when the composition root shares one)."""
-    return admin[_OWN].get("retriever")
+    return admin[_OWN].retriever
 
 
 class ErasureFollower:
-    """Makes ``retriever`` forget erased accounts: a ``tenant`` purge notice drops the
+    """Makes ``retriever`` forget erased accounts: a ``tenant`` erasure notice drops the
     tenant at once; once subscribed, and again after any reconnection, the tenants held
     whose knowledge is gone from Redis are dropped (notices sent meanwhile were lost).
     Starts listening when made (inside the event loop); :meth:`stop` ends it."""
@@ -90,13 +102,13 @@ class ErasureFollower:
         self.retriever = retriever
         self._running = True
         self._task = asyncio.create_task(
-            listen_for_erasures(redis, lambda: self._running, self._notice,
+            listen_for_notices(redis, lambda: self._running, self._notice,
                                 on_subscribed=retriever.prune),
-            name="admin-knowledge:purge",
+            name="admin-knowledge:erasure",
         )
 
-    async def _notice(self, notice: dict[str, Any]) -> None:
-        tenant = tenant_erased(notice)
+    async def _notice(self, notice: Notice) -> None:
+        tenant = erased_tenant(notice)
         if tenant is not None:
             await self.retriever.forget(tenant)
 
@@ -164,7 +176,14 @@ async def _add_file(request: web.Request) -> web.Response:
     limit = request.config_dict[SETTINGS].kb_max_file_bytes
     reader = await request.multipart()
     while True:
-        part = await reader.next()
+        try:
+            part = await reader.next()
+        except (HttpProcessingError, ValueError):
+            # aiohttp refuses a part header with control characters (a NUL in a file
+            # name); it is the client's mistake, so a 400, not a crash.
+            raise ValidationError(
+                "file", "the form's part headers are malformed (control characters such as "
+                "NUL in a file name?)") from None
         if part is None:
             raise ValidationError("file", "the form has no file part named 'file'")
         if getattr(part, "name", None) == "file":
@@ -218,17 +237,17 @@ async def search(request: web.Request) -> web.Response:
 
 
 async def _cleanup(admin: web.Application) -> None:
-    service = admin[_OWN].get("service")
+    service = admin[_OWN].service
     if service is not None:
         await service.stop()
-    follower = admin[_OWN].get("follower")
+    follower = admin[_OWN].follower
     if follower is not None:
         await follower.stop()
 
 
 def add_routes(admin: web.Application) -> None:
     r = admin_routes(admin)
-    admin[_OWN] = {}
+    admin[_OWN] = _Built()
     base = f"{API_BASE}/knowledge"
     r.add_post(base, add_source)
     r.add_get(base, list_sources)

@@ -34,7 +34,7 @@ from mtdesk.admin.decode import body_errors, read_body
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.http import json_response
 from mtdesk.core.tenants import Channels, Tenants
-from mtdesk.policy.deletion import DeletionJob, DeletionJobs
+from mtdesk.policy.erasure.jobs import DeletionJob, DeletionJobs
 from mtdesk.policy.export import export_tenant, export_user
 from mtdesk.policy.restriction import list_restricted, restrict, unrestrict
 from mtdesk.policy.retention import get_retention_days, set_retention_days

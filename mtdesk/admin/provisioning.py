@@ -18,7 +18,7 @@ from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.http import json_response
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.tenants import Bots, Channels, Tenants, apply_bot_update
-from mtdesk.policy.deletion import schedule_channel_deletion
+from mtdesk.policy.erasure.jobs import schedule_channel_deletion
 
 
 def _tenants(request: web.Request) -> Tenants:

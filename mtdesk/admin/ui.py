@@ -1,9 +1,10 @@
 """The admin web pages: the console at ``/admin/`` and the API reference at ``/admin/api``.
 
-The console (``static/console.html`` + ``console.js`` + ``console.css``, shipped as package
-data) is a client of the JSON API only: it holds the bearer token in the tab's
-sessionStorage and asks the API for everything, so these routes serve files, show no
-tenant data and need no token. The API reference lists every route of the admin sub-app
+The console (``static/console.html`` + ``console.js`` + ``accounts.js`` + ``console.css``,
+shipped as package data) is a client of the JSON API only: a person signed in with
+e-mail and password rides on the session cookie (:mod:`mtdesk.admin.sessions`), an API
+key or the operator token is held in the tab's sessionStorage; it asks the API for
+everything, so these routes serve files, show no tenant data and need no token. The API reference lists every route of the admin sub-app
 (so routes other parts add show up too), rendered on the server.
 
 Every page is answered with a Content-Security-Policy that allows only this origin's
@@ -65,6 +66,7 @@ _SECURITY_HEADERS = {
 STATIC = {
     "console.html": "text/html",
     "console.js": "text/javascript",
+    "accounts.js": "text/javascript",
     "console.css": "text/css",
 }
 
@@ -87,6 +89,10 @@ async def console(request: web.Request) -> web.Response:
 
 async def console_script(request: web.Request) -> web.Response:
     return _page(static_text("console.js"), STATIC["console.js"])
+
+
+async def accounts_script(request: web.Request) -> web.Response:
+    return _page(static_text("accounts.js"), STATIC["accounts.js"])
 
 
 async def console_style(request: web.Request) -> web.Response:
@@ -125,5 +131,6 @@ def add_routes(admin: web.Application) -> None:
     r.add_get("/", console)
     r.add_get("", to_index)
     r.add_get("/console.js", console_script)
+    r.add_get("/accounts.js", accounts_script)
     r.add_get("/console.css", console_style)
     r.add_get("/api", api_reference)

@@ -92,10 +92,7 @@ def _set(args: argparse.Namespace) -> int:
     async def job(redis: Redis, settings: Settings) -> BotConfig:
         await Tenants(redis, SystemClock()).get(args.tenant)
         bots = Bots(redis)
-        try:
-            config = apply_bot_update(changes, settings.providers, await bots.get(args.tenant))
-        except ValidationError as exc:
-            raise ValidationError("--" + exc.field.replace("_", "-"), exc.problem) from None
+        config = apply_bot_update(changes, settings.providers, await bots.get(args.tenant))
         return await bots.put(args.tenant, config)
 
     _print(run_with_store(job))

@@ -19,7 +19,7 @@ from mtdesk.core.errors import ValidationError
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels
-from mtdesk.policy.deletion import DeletionJob, DeletionJobs, DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionJob, DeletionJobs, DeletionWorker
 
 
 def register(sub: Any) -> None:

@@ -13,7 +13,7 @@ from mtdesk.core.clock import SystemClock
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
-from mtdesk.policy.deletion import validate_end_user
+from mtdesk.policy.erasure.params import validate_end_user
 from mtdesk.policy.export import export_tenant, export_user
 
 

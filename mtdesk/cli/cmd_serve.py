@@ -31,7 +31,11 @@ def start_backend(settings: Settings) -> Callable[[], None]:
 
     backend = Backend(settings)
     print("mtdesk: starting Ray and the actors…", flush=True)
-    backend.start()
+    try:
+        backend.start()
+    except BaseException:  # a stop signal (or a failure) half-way: stop what did start
+        _stop_quietly(backend.stop)
+        raise
     print(f"mtdesk: {settings.shards} conversation shards, {settings.retrieval_shards} "
           "retrieval shards, deletion and retention actors running", flush=True)
     return backend.stop
@@ -65,15 +69,52 @@ def handle(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("mtdesk: error: --workers: must be at least 1", file=sys.stderr)
         return 2
-    stop_backend = (lambda: None) if args.no_actors else start_backend(settings)
+    _stop_on_signals()
+    try:
+        stop_backend = (lambda: None) if args.no_actors else start_backend(settings)
+    except KeyboardInterrupt:
+        return 0
+    _stop_on_signals()  # again: Ray's core library installs a SIGTERM handler that aborts
     try:
         if args.workers == 1:
             run_worker(settings, host, port, reuse_port=False, metrics_dir=None)
         else:
             _run_workers(settings, host, port, args.workers)
+    except KeyboardInterrupt:
+        pass
     finally:
-        stop_backend()
+        _stop_quietly(stop_backend)
     return 0
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP stop the server cleanly (its Ray instance and actors
+    included), also when the parent started it with SIGINT ignored (a shell's
+    background job, a supervisor)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+
+
+def _stop_quietly(stop: Callable[[], None]) -> None:
+    """Run ``stop`` (bounded by its own budget) with further stop signals ignored, so a
+    second SIGTERM cannot cut the clean-up short and orphan Ray's processes."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        stop()
+    finally:
+        if "ray" in sys.modules:  # interrupted inside ray.init: end what it started
+            from mtdesk.actors import rayapi
+
+            if rayapi.is_initialized():
+                rayapi.shutdown()
 
 
 def _install_uvloop() -> None:
@@ -111,7 +152,7 @@ async def _serve(
     print(f"mtdesk: serving on http://{host}:{port} (pid {os.getpid()})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()

@@ -20,14 +20,17 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from mtdesk.cli.localredis import free_port, local_redis
 from mtdesk.core.settings import Settings
+from mtdesk.core.tenants import BotUpdate
 from mtdesk.fakes.graph import FakeGraphAPI, RecordedSend
 from mtdesk.fakes.meta import meta_json, sign, text_payload
 
@@ -114,16 +117,16 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, token: st
         return body
 
 
-def _bot_config() -> tuple[dict[str, Any], str]:
+def _bot_config() -> tuple[BotUpdate, str]:
     settings = Settings.from_env(dotenv=None)
     for name, model in REAL_PROVIDERS:
         if settings.providers[name].api_key is not None:
-            return ({"provider": name, "model": model, "fallback": ["extractive:"],
-                     "system_prompt": "You answer customers of Brightwave Cycles, a bicycle "
-                     "shop, briefly and only from the passages given."}, name)
-    return ({"provider": "extractive",
-             "fallback_message": "Sorry, I don't know that one. A person from the shop will "
-                                 "get back to you."}, "extractive (offline, from the knowledge base)")
+            return (BotUpdate(provider=name, model=model, fallback=("extractive",),
+                              system_prompt="You answer customers of Brightwave Cycles, a "
+                              "bicycle shop, briefly and only from the passages given."), name)
+    return (BotUpdate(provider="extractive",
+                      fallback_message="Sorry, I don't know that one. A person from the shop "
+                      "will get back to you."), "extractive (offline, from the knowledge base)")
 
 
 async def provision(base: str, admin_token: str, graph: FakeGraphAPI,
@@ -142,7 +145,7 @@ async def provision(base: str, admin_token: str, graph: FakeGraphAPI,
             await _call(session, "POST", f"{api}/channels", key,
                         json={"channel": channel, "account_id": account, "access_token": token})
         bot, described = _bot_config()
-        await _call(session, "PUT", f"{api}/bot", key, json=bot)
+        await _call(session, "PUT", f"{api}/bot", key, json=msgspec.to_builtins(bot))
         for name, data in sample_files():
             form = aiohttp.FormData()
             form.add_field("file", data, filename=name)
@@ -212,7 +215,11 @@ Where to look next (the demo keeps running until Ctrl-C):
 """
 
 
-async def run_demo(*, wait: bool = True, port: int | None = None) -> int:
+async def run_demo(
+    *, wait: bool = True, port: int | None = None, on_ray_started: Callable[[], None] | None = None
+) -> int:
+    """The demo; ``on_ray_started`` runs once Ray is up (Ray installs signal handlers of
+    its own, which the caller may want to replace)."""
     from mtdesk.cli.backend import Backend
     from mtdesk.cli.compose import build_app
 
@@ -226,11 +233,19 @@ async def run_demo(*, wait: bool = True, port: int | None = None) -> int:
                 transcript.line(f"Redis {redis_url}; fake Graph API {graph.base_url}")
                 transcript.line("starting Ray, the conversation, retrieval and policy actors…")
                 backend = Backend(settings)
-                await asyncio.to_thread(backend.start)
+                starting = asyncio.ensure_future(asyncio.to_thread(backend.start))
                 try:
+                    await asyncio.shield(starting)
+                    if on_ray_started is not None:
+                        on_ray_started()
                     return await _serve_and_play(settings, graph, transcript, build_app, wait)
                 finally:
                     transcript.line("stopping…")
+                    # Stopped while Ray was starting: let the start finish, then stop all.
+                    with contextlib.suppress(BaseException):
+                        await starting
+                    if on_ray_started is not None:
+                        on_ray_started()
                     await asyncio.to_thread(backend.stop)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -39,7 +39,7 @@ from mtdesk.core import keys
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
 from mtdesk.core.redis import Redis, as_entries, as_hash, as_scored
-from mtdesk.core.scripts import LuaScript
+from mtdesk.core.scripts import LuaScript, lua_source
 
 Direction = Literal["in", "out"]
 
@@ -110,22 +110,10 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS: history stream, conversations zset, outbound hash (or the history key again when
-# inbound); ARGV: msgpack message, conv, now_ms, ttl_s, is_outbound ('1'/''), status,
-# entry id ('*', or 'ms-*' for an explicit time).
-# Appends the message; for outbound, links its Graph id to the entry without moving a
-# status that already arrived backwards.
-APPEND_LUA = """
-local entry = redis.call('XADD', KEYS[1], ARGV[7], 'm', ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[3], 'conv', ARGV[2], 'entry', entry)
-  redis.call('HSETNX', KEYS[3], 'status', ARGV[6])
-  redis.call('HSETNX', KEYS[3], 'updated_ms', ARGV[3])
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
-end
-return entry
-"""
+# The history append, shared with the reply scripts (mtdesk.actors.replies), which append
+# inbound messages and reply parts in the same step as their reply state.
+HISTORY_APPEND_LUA = lua_source("mtdesk.core", "lua/history_append.lua")
+APPEND_LUA = HISTORY_APPEND_LUA + lua_source("mtdesk.core", "lua/append.lua")
 
 
 def inbound_message(
@@ -181,14 +169,13 @@ class MessageStore:
             raise ValidationError("at_ms", "must be milliseconds since the epoch, not negative")
         conv = conversation_of(message)
         outbound = message.direction == "out"
-        out_key = keys.outbound(tenant_id, message.message_id) if outbound else keys.history(
-            tenant_id, conv
-        )
+        names = [keys.history(tenant_id, conv), keys.conversations(tenant_id)]
+        if outbound:
+            names.append(keys.outbound(tenant_id, message.message_id))
         try:
             entry = await self._append(
-                keys=[keys.history(tenant_id, conv), keys.conversations(tenant_id), out_key],
-                args=[encode_message(message), conv, now_ms, self._ttl_s,
-                      "1" if outbound else "", message.status,
+                keys=names,
+                args=[encode_message(message), conv, now_ms, self._ttl_s, message.status,
                       "*" if at_ms is None else f"{at_ms}-*"],
             )
         except ResponseError as exc:

@@ -21,8 +21,16 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     )
 
 
+def _text(value: str) -> str:
+    # A field name or message may quote caller input, lone surrogates included (which
+    # JSON cannot carry): those become "?" rather than a failed answer.
+    return value.encode("utf-8", "replace").decode("utf-8") if value else value
+
+
 def error_response(status: int, field: str | None, message: str) -> web.Response:
-    return json_response({"error": {"field": field, "message": message}}, status)
+    """The error shape; ``field`` and ``message`` may quote any caller input."""
+    clean = None if field is None else _text(field)
+    return json_response({"error": {"field": clean, "message": _text(message)}}, status)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes | None:

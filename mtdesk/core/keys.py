@@ -4,13 +4,266 @@ All of a tenant's data lives under ``mt:t:{tenant}:`` (so account deletion can f
 all with one SCAN); the few global keys hold routing, de-duplication and queues and
 carry no message text. Event ids in de-duplication keys are hashed: a WhatsApp
 ``wamid`` embeds the user's phone number.
+
+The key registry (:data:`FAMILIES`, :func:`parse`): every family of keys, with its
+scope, whether it holds personal data, and which erasure, retention and export rule
+covers it. Erasure, retention, export and the privacy tests iterate the families and
+classify keys with :func:`parse`; no other module takes a key name apart. A family
+added without being registered, or registered as holding personal data without an
+erasure, retention and export rule, fails ``tests/core/test_key_registry.py``.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
+from dataclasses import dataclass
 
 ROOT = "mt"
+
+
+class Scope(enum.Enum):
+    """Whose data a key holds."""
+
+    GLOBAL = "global"  # outside any tenant prefix: routing, queues, markers
+    TENANT = "tenant"  # under mt:t:{tenant}: (or the tenant hash itself)
+    CONVERSATION = "conversation"  # under mt:t:{tenant}:, named by one conversation key
+
+
+class Erasure(enum.Enum):
+    """How an erasure finds what a family holds of the erased tenant, account or person.
+    Each rule is carried out by :mod:`mtdesk.policy.erasure.sweep`."""
+
+    CONVERSATION = "deleted with its conversation (the key names the conversation)"
+    MESSAGE = "deleted with the stored message it belongs to (found through the history)"
+    MEMBERS = "the erased conversations' or person's members are removed"
+    NAMED = "a record naming an erased id (as a whole token) is removed"
+    WITH_TENANT = "deleted with its tenant; holds no end user's data"
+    WITH_CHANNEL = "deleted with its channel (and its tenant)"
+    ROUTE = "dropped with its account, only while the erased tenant owns the account"
+    OWNED = "the members or values naming the erased tenant are removed"
+    ENTRIES = "the stream entries of the erased tenant (and account or person) are removed"
+    NONE = "holds no personal data and names no tenant: nothing to erase"
+
+
+class Retention(enum.Enum):
+    """What bounds how long a family's data is kept (:mod:`mtdesk.policy.retention`)."""
+
+    MESSAGES = "history entries older than the tenant's period are trimmed"
+    CONVERSATION = "deleted once its conversation has no message left"
+    RECORD_AGE = "records last updated before the tenant's cutoff are deleted"
+    MAX_AGE = "entries older than the global maximum period are trimmed"
+    TTL = "expires by itself (a TTL set on every write)"
+    CONSUMED = "removed once processed (acknowledged stream entries, finished jobs)"
+    CONFIGURATION = "kept while the tenant or channel exists; erased with it"
+
+
+class Export(enum.Enum):
+    """Whether a tenant's export (:mod:`mtdesk.policy.export`) carries the family."""
+
+    SECTION = "a section of the export document"
+    DERIVED = "derived from exported data (a cache or state of it), not exported again"
+    SECRET = "never exported (tokens, key hashes)"
+    OPERATIONAL = "operational counters and references, not the tenant's content"
+    NOT_TENANT = "no tenant's data"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of key. ``segment`` is the name's fixed part: for a tenant family the
+    part after ``mt:t:{tenant}:`` (``""`` for the tenant hash itself), for a global one
+    the part after ``mt:``; ``parted`` when an id follows it (``segment:{id}``).
+    ``counted_as`` is the count an account erasure reports its keys under."""
+
+    name: str
+    scope: Scope
+    segment: str
+    parted: bool
+    personal: bool
+    erasure: Erasure
+    retention: Retention
+    export: Export
+    made_by: tuple[str, ...]  # the functions or constants of this module naming it
+    section: str = ""  # the export document's section, for Export.SECTION
+    counted_as: str = "other_keys"
+
+
+def _t(name: str, segment: str, parted: bool, personal: bool, erasure: Erasure,
+       retention: Retention, export: Export, *made_by: str, section: str = "",
+       counted_as: str = "other_keys", scope: Scope = Scope.TENANT) -> Family:
+    return Family(name, scope, segment, parted, personal, erasure, retention, export,
+                  made_by, section, counted_as)
+
+
+def _g(name: str, segment: str, parted: bool, personal: bool, erasure: Erasure,
+       retention: Retention, *made_by: str) -> Family:
+    return Family(name, Scope.GLOBAL, segment, parted, personal, erasure, retention,
+                  Export.NOT_TENANT, made_by)
+
+
+_C, _E, _R, _X = Scope.CONVERSATION, Erasure, Retention, Export
+
+TENANT_RECORD = _t("tenant", "", False, True, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTION,
+                   "tenant", section="tenant", counted_as="tenants")
+CHANNEL_SET = _t("channels", "channels", False, False, _E.WITH_CHANNEL, _R.CONFIGURATION,
+                 _X.SECTION, "channels", section="channels")
+CHANNEL_RECORD = _t("channel", "ch", True, True, _E.WITH_CHANNEL, _R.CONFIGURATION, _X.SECTION,
+                    "channel", section="channels", counted_as="channels")
+BOT = _t("bot", "bot", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTION, "bot",
+         section="bot")
+CONVERSATION_INDEX = _t("conversations", "convs", False, True, _E.MEMBERS, _R.CONVERSATION,
+                        _X.SECTION, "conversations", section="conversations")
+CONTEXT = _t("context", "ctx", True, True, _E.CONVERSATION, _R.CONVERSATION, _X.DERIVED,
+             "context", counted_as="contexts", scope=_C)
+HISTORY = _t("history", "hist", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SECTION,
+             "history", section="conversations", counted_as="conversations", scope=_C)
+PAUSED = _t("paused", "paused", True, True, _E.CONVERSATION, _R.TTL, _X.DERIVED, "paused",
+            scope=_C)
+REPLY = _t("reply", "reply", True, True, _E.MESSAGE, _R.RECORD_AGE, _X.DERIVED, "reply",
+           counted_as="records")
+OUTBOUND = _t("outbound", "out", True, True, _E.MESSAGE, _R.RECORD_AGE, _X.DERIVED, "outbound",
+              counted_as="records")
+RESTRICTED = _t("restricted", "restricted", False, True, _E.MEMBERS, _R.CONFIGURATION,
+                _X.SECTION, "restricted", section="restricted")
+KNOWLEDGE = _t("knowledge", "kb", True, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTION,
+               "knowledge", "kb_sources", "kb_source", "kb_chunks", "kb_vectors", "kb_seq",
+               "kb_meta", "kb_log", section="knowledge", counted_as="knowledge_keys")
+BILLING = _t("billing", "billing", False, True, _E.WITH_TENANT, _R.CONFIGURATION,
+             _X.OPERATIONAL, "billing")
+USAGE = _t("usage", "usage", True, False, _E.WITH_TENANT, _R.TTL, _X.OPERATIONAL, "usage")
+USER_SET = _t("users", "users", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTION,
+              "users", section="users")
+USER = _t("user", "user", True, True, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTION, "user",
+          section="users")
+USER_SESSIONS = _t("user_sessions", "usess", True, False, _E.WITH_TENANT, _R.CONFIGURATION,
+                   _X.SECRET, "user_sessions")
+API_KEYS = _t("api_keys", "apikeys", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECRET,
+              "api_keys")
+
+INBOUND = _g("inbound", "in", True, True, _E.ENTRIES, _R.CONSUMED, "inbound")
+DEAD_LETTER = _g("dead_letters", "dead", False, True, _E.ENTRIES, _R.MAX_AGE, "DEAD_LETTERS")
+SEEN = _g("seen", "seen", True, False, _E.NONE, _R.TTL, "seen")
+TENANT_SET = _g("tenants", "tenants", False, False, _E.OWNED, _R.CONFIGURATION, "TENANTS")
+ROUTING = _g("routing", "acct", True, False, _E.ROUTE, _R.CONFIGURATION, "account")
+API_KEY = _g("api_key", "apikey", True, False, _E.OWNED, _R.CONFIGURATION, "api_key")
+APP_USER = _g("app_user", "asu", True, True, _E.OWNED, _R.CONFIGURATION, "app_user")
+RATE = _g("rate", "rl", True, False, _E.ROUTE, _R.TTL, "rate")
+META_CALLBACK = _g("meta_callback", "metacb", True, False, _E.NONE, _R.TTL, "meta_callback")
+JOB = _g("deletion_job", "job", True, False, _E.NONE, _R.TTL, "deletion_job",
+         "deletion_lease")
+JOB_QUEUE = _g("deletion_jobs", "jobs", False, False, _E.NONE, _R.CONSUMED, "DELETION_JOBS")
+KB_PENDING_SET = _g("pending_ingestion", "kbpending", False, False, _E.OWNED, _R.CONSUMED,
+                    "KB_PENDING")
+KB_READING = _g("kb_reading", "kbr", True, False, _E.NONE, _R.TTL, "kb_reading")
+RETENTION = _g("retention_status", "retention", False, False, _E.NONE, _R.CONFIGURATION,
+               "RETENTION_STATUS")
+ERASED = _g("erasure_marker", "erased", True, False, _E.NONE, _R.TTL, "erased")
+SHARD_STATS = _g("shard_stats", "stats", True, False, _E.NONE, _R.TTL, "shard_stats",
+                 "shard_stats_pattern")
+STRIPE_CUSTOMER = _g("stripe_customer", "stripe:cust", True, False, _E.OWNED, _R.CONFIGURATION,
+                     "stripe_customer")
+STRIPE_EVENT = _g("stripe_event", "stripe:evt", True, False, _E.NONE, _R.TTL, "stripe_event")
+CLUSTER = _g("cluster_report", "cluster", False, False, _E.NONE, _R.TTL, "cluster_report")
+# Sign-in: an e-mail's user, sessions, one-time links and Meta login states name their
+# tenant (erased with it); failure counters are digests with a TTL.
+USER_EMAIL = _g("user_email", "uemail", True, True, _E.OWNED, _R.CONFIGURATION, "user_email")
+SESSION = _g("session", "sess", True, False, _E.OWNED, _R.TTL, "session")
+LOGIN_FAILURES = _g("login_failures", "loginfail", True, False, _E.NONE, _R.TTL,
+                    "login_failures")
+MAIL_COOLDOWN = _g("mail_cooldown", "mailwait", True, False, _E.NONE, _R.TTL, "mail_cooldown")
+ONE_TIME_LINK = _g("one_time_link", "otl", True, False, _E.OWNED, _R.TTL, "one_time_link")
+CONNECT_STATE = _g("connect_state", "cstate", True, False, _E.OWNED, _R.TTL, "connect_state")
+WATCHDOG = _g("watchdog_status", "watchdog", False, False, _E.NONE, _R.CONFIGURATION,
+              "WATCHDOG_STATUS")
+
+FAMILIES: tuple[Family, ...] = (
+    TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY,
+    PAUSED, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, USER_SET, USER,
+    USER_SESSIONS, API_KEYS,
+    INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
+    JOB, JOB_QUEUE,
+    KB_PENDING_SET, KB_READING, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
+    USER_EMAIL, SESSION, LOGIN_FAILURES, MAIL_COOLDOWN, ONE_TIME_LINK, CONNECT_STATE,
+    WATCHDOG,
+)
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """A key name taken apart: its family, the tenant (tenant families) and the id after
+    the family's segment (a conversation key, message id, account …; ``""`` if none)."""
+
+    family: Family
+    tenant: str = ""
+    part: str = ""
+
+
+def _index() -> tuple[dict[str, Family], dict[str, Family], dict[str, Family], dict[str, Family]]:
+    tenant_fixed: dict[str, Family] = {}
+    tenant_parted: dict[str, Family] = {}
+    global_fixed: dict[str, Family] = {}
+    global_parted: dict[str, Family] = {}
+    for f in FAMILIES:
+        if f is TENANT_RECORD:
+            continue  # mt:t:{tenant} itself, recognised by having nothing after the id
+        table = ((tenant_parted if f.parted else tenant_fixed) if f.scope is not Scope.GLOBAL
+                 else (global_parted if f.parted else global_fixed))
+        table[f.segment] = f
+    return tenant_fixed, tenant_parted, global_fixed, global_parted
+
+
+_TENANT_FIXED, _TENANT_PARTED, _GLOBAL_FIXED, _GLOBAL_PARTED = _index()
+_ROOT_PREFIX = ROOT + ":"
+_TENANT_ROOT = ROOT + ":t:"
+
+
+def parse(name: str | bytes) -> KeyRef | None:
+    """The family (and tenant, id) of a key name; None for a name of no family."""
+    text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+    if not text.startswith(_ROOT_PREFIX):
+        return None
+    if text.startswith(_TENANT_ROOT):
+        tenant, sep, rest = text[len(_TENANT_ROOT):].partition(":")
+        if not tenant:
+            return None
+        if not sep:
+            return KeyRef(TENANT_RECORD, tenant)
+        fixed = _TENANT_FIXED.get(rest)
+        if fixed is not None:
+            return KeyRef(fixed, tenant)
+        segment, sep, part = rest.partition(":")
+        family = _TENANT_PARTED.get(segment)
+        return KeyRef(family, tenant, part) if family is not None and sep else None
+    rest = text[len(_ROOT_PREFIX):]
+    fixed = _GLOBAL_FIXED.get(rest)
+    if fixed is not None:
+        return KeyRef(fixed)
+    for segment, family in _GLOBAL_PARTED.items():  # "stripe:cust" spans a colon
+        if rest.startswith(segment + ":"):
+            return KeyRef(family, "", rest[len(segment) + 1:])
+    return None
+
+
+def tenant_pattern(tenant_id: str, family: Family | None = None) -> str:
+    """SCAN pattern of a tenant's keys: all of them, or those of one parted family."""
+    if family is None:
+        return f"{ROOT}:t:{tenant_id}:*"
+    assert family.scope is not Scope.GLOBAL and family.parted
+    return f"{ROOT}:t:{tenant_id}:{family.segment}:*"
+
+
+def global_key(family: Family) -> str:
+    """The one key of a global family without ids (``mt:dead``, ``mt:jobs`` …)."""
+    assert family.scope is Scope.GLOBAL and not family.parted
+    return f"{ROOT}:{family.segment}"
+
+
+def global_pattern(family: Family, *parts: str) -> str:
+    """SCAN pattern of a parted global family's keys whose id starts with ``parts``."""
+    assert family.scope is Scope.GLOBAL and family.parted
+    head = "".join(f"{p}:" for p in parts)
+    return f"{ROOT}:{family.segment}:{head}*"
+
 
 # --- queues (global) -------------------------------------------------------------------
 SHARD_GROUP = "shards"  # consumer group of the conversation shards on every inbound stream
@@ -162,6 +415,14 @@ def kb_meta(tenant_id: str) -> str:
     return knowledge(tenant_id, "meta")
 
 
+def kb_reading(tenant_id: str) -> str:
+    """Set (with a short expiry) whenever a process reads the tenant's index state to
+    answer from it; an ingestion waits it out before saying ``ready``. Named by a digest:
+    it holds no identifier and outlives an erasure by seconds at most."""
+    digest = hashlib.sha256(tenant_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{ROOT}:kbr:{digest}"
+
+
 def kb_log(tenant_id: str) -> str:
     """Stream of index changes (op add|del|reset, packed ids) the shards catch up from."""
     return knowledge(tenant_id, "log")
@@ -175,10 +436,10 @@ KB_PENDING = f"{ROOT}:kbpending"
 # --- privacy (global; ids, counts and times only, never personal data) -----------------
 DELETION_GROUP = "deleters"  # consumer group of the deletion workers on DELETION_JOBS
 
-# Pub/sub channel (nothing is stored): JSON notices {"scope": "tenant"|"channel"|
-# "conversations", "tenant", "prefix"?, "conversations"?} telling the conversation shards
-# to drop what they hold in memory for deleted data. See docs/privacy.md.
-PURGE = f"{ROOT}:purge"
+# Pub/sub channel (nothing is stored, so no family): erasure notices
+# (mtdesk.policy.erasure.notices) telling whatever holds tenant data in memory to drop
+# what was erased. See docs/privacy.md.
+ERASURE_NOTICES = f"{ROOT}:erasure"
 
 RETENTION_STATUS = f"{ROOT}:retention"  # hash: last run time and deleted counts by type
 
@@ -204,7 +465,7 @@ def shard_stats(shard: int) -> str:
 
 def shard_stats_pattern() -> str:
     """SCAN pattern matching every :func:`shard_stats` key."""
-    return f"{ROOT}:stats:shard:*"
+    return global_pattern(SHARD_STATS, "shard")
 
 
 # --- the Ray cluster (global; placement and counts only) ---------------------------------
@@ -265,6 +526,11 @@ def session(session_hash: str) -> str:
 def login_failures(kind: str, digest: str) -> str:
     """Counter with a TTL: failed sign-ins per e-mail or per client address (hashed)."""
     return f"{ROOT}:loginfail:{kind}:{digest}"
+
+
+def mail_cooldown(email_hash: str) -> str:
+    """Present (with a TTL) while another reset mail to this address would be too soon."""
+    return f"{ROOT}:mailwait:{email_hash}"
 
 
 def one_time_link(purpose: str, token_hash: str) -> str:

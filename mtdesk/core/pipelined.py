@@ -122,6 +122,8 @@ class PipelinedRedis(aioredis.Redis):
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         if self._link is not None:
             self._link.close()
+            self._link = None  # what still comes (a late task) goes the pool's way
+        self._link_checked = True
         await super().aclose(close_connection_pool)
 
 

@@ -41,6 +41,9 @@ class BotConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     min_score: float = 0.35
     enabled: bool = True
     greeting: str | None = None
+    # The model's context window in tokens; 0: known per model family, else a safe
+    # default (mtdesk.retrieval.prompt.context_window). The prompt is cut to fit it.
+    context_tokens: int = 0
 
 
 class Completion(msgspec.Struct, frozen=True, kw_only=True):

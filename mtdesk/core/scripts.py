@@ -1,8 +1,10 @@
 """Lua scripts run by their SHA: the one way every module runs a script on Redis.
 
 A :class:`LuaScript` is made once, at import, from a string or from a file shipped in a
-package (:meth:`LuaScript.from_file`); its SHA1 is computed here, so nothing has to be
-loaded before the first call. What a caller may rely on:
+package (:meth:`LuaScript.from_file`), or from several files composed by
+:func:`lua_source` (shared ``local function`` files first, then the script that calls
+them: no global state in Redis); its SHA1 is computed here, so nothing has to be loaded
+before the first call. What a caller may rely on:
 
 - :meth:`LuaScript.run` sends ``EVALSHA``; when Redis answers ``NOSCRIPT`` (first use on
   that server, after a restart or a ``SCRIPT FLUSH``) it sends ``EVAL`` with the text,
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -36,6 +39,17 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.resp import Arg
 
 Key = str | bytes
+
+
+@cache
+def _read(package: str, name: str) -> str:
+    return resources.files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+def lua_source(package: str, *names: str, prelude: str = "") -> str:
+    """The script made of the files ``names`` (paths inside ``package``) joined in
+    order, after ``prelude`` (e.g. constants generated from Python)."""
+    return prelude + "\n".join(_read(package, name) for name in names)
 
 
 class LuaScript:
@@ -52,8 +66,7 @@ class LuaScript:
     def from_file(cls, package: str, filename: str) -> LuaScript:
         """The script in ``filename`` shipped with ``package`` (e.g.
         ``LuaScript.from_file("mtdesk.gateway", "ingest.lua")``); read once, now."""
-        source = resources.files(package).joinpath(filename).read_bytes()
-        return cls(source, name=filename)
+        return cls(lua_source(package, filename), name=filename)
 
     def __repr__(self) -> str:
         return f"LuaScript({self.name}, sha={self.sha[:12]})"

@@ -83,6 +83,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stripe_api_base: str = "https://api.stripe.com"
     encryption_keys: tuple[Secret, ...] = ()
     admin_token: Secret | None = None
+    # Failed bearer tokens per key prefix (x10 per client address) within the window → 429.
+    auth_failures: int = 20
+    auth_failure_window_s: int = 300
     ray_address: str | None = None
     # Where the actors go on a Ray cluster: "spread" over the nodes or "pack" them.
     ray_placement: str = "spread"
@@ -324,6 +327,8 @@ def _build(env: Mapping[str, str]) -> Settings:
         stripe_api_base=e.url("stripe_api_base", ("http", "https")),
         encryption_keys=tuple(Secret(k) for k in keys),
         admin_token=e.secret("admin_token"),
+        auth_failures=e.whole("auth_failures", low=1, high=1_000_000),
+        auth_failure_window_s=e.whole("auth_failure_window_s", low=1, high=86_400),
         ray_address=e.raw("ray_address") or None,
         ray_placement=e.choice("ray_placement", ("spread", "pack")),
         data_dir=e.text("data_dir"),
@@ -389,14 +394,15 @@ def _accounts(e: _Env) -> AccountsConfig:
 
     smtp: SmtpConfig | None = None
     host = e.env.get("MTDESK_SMTP_HOST", "").strip()
+    mail = SmtpConfig(host="-")  # its defaults, written once in the class
     if host:
         smtp = SmtpConfig(
             host=host,
-            port=whole("MTDESK_SMTP_PORT", 587, 1, 65535),
+            port=whole("MTDESK_SMTP_PORT", mail.port, 1, 65535),
             username=e.env.get("MTDESK_SMTP_USERNAME", "").strip() or None,
             password=_secret(e.env, "MTDESK_SMTP_PASSWORD"),
-            sender=e.env.get("MTDESK_SMTP_FROM", "").strip() or SmtpConfig(host="-").sender,
-            starttls=flag("MTDESK_SMTP_STARTTLS", True),
+            sender=e.env.get("MTDESK_SMTP_FROM", "").strip() or mail.sender,
+            starttls=flag("MTDESK_SMTP_STARTTLS", mail.starttls),
         )
     interval = whole("MTDESK_WATCHDOG_INTERVAL_S", int(d.watchdog_interval_s), 1, 1 << 31)
     return AccountsConfig(

@@ -467,6 +467,7 @@ class BotUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     min_score: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
     greeting: Annotated[str, Meta(max_length=2_000)] | None | UnsetType = UNSET
+    context_tokens: Annotated[int, Meta(ge=0, le=10_000_000)] | UnsetType = UNSET
 
 
 _BOT_FIELDS = tuple(f.name for f in msgspec.structs.fields(BotConfig))
@@ -502,6 +503,11 @@ def apply_bot_update(
     if cfg.provider != EXTRACTIVE and not cfg.model.strip():
         raise ValidationError("model", f"is required for provider {cfg.provider!r}")
     _check_text("fallback_message", cfg.fallback_message, 2_000)
+    if cfg.context_tokens and cfg.context_tokens < cfg.max_tokens + 1024:
+        raise ValidationError(
+            "context_tokens", "must be 0 (known per model) or leave at least 1024 tokens "
+            f"for the prompt above max_tokens ({cfg.max_tokens})"
+        )
     if cfg.greeting is not None:
         _check_text("greeting", cfg.greeting, 2_000)
     for entry in cfg.fallback:

@@ -12,6 +12,11 @@ Endpoints (under ``/v1``, so ``base_url`` is ``http://127.0.0.1:PORT/v1``):
   vector and texts sharing words are close. Dimension: constructor, or ``dimensions``.
 - ``GET /v1/models``.
 
+A model's context window can be set (``context_tokens``, per model name, or one size for
+all): a chat call whose messages (counted as a provider would roughly: one token per four
+characters, at least one per word) plus its ``max_tokens`` exceed it is refused with 400
+``context_length_exceeded``, as OpenAI words it.
+
 Knobs: ``latency_s`` (0 by default; the benchmark uses 0.3), and :meth:`FakeLLM.fail_next`
 for the next N calls: ``status`` (429/500/503 with an OpenAI-style error body), ``"hang"``
 (never answers until the client gives up) or ``"malformed"`` (200 with a body that is not
@@ -101,6 +106,16 @@ def _tokens(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+def provider_tokens(messages: list[dict[str, Any]]) -> int:
+    """Roughly what a BPE tokenizer counts for ``messages``: four characters a token
+    (at least one a word), plus a few per message for the chat format."""
+    total = 0
+    for m in messages:
+        text = str(m.get("content", ""))
+        total += max(math.ceil(len(text) / 4), _tokens(text)) + 4
+    return total
+
+
 class FakeLLM(FakeServer):
     """The fake provider. ``base_url`` is what ``MTDESK_<PROVIDER>_BASE_URL`` should be."""
 
@@ -113,8 +128,10 @@ class FakeLLM(FakeServer):
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        context_tokens: int | dict[str, int] | None = None,
     ) -> None:
         super().__init__(host=host, port=port, latency_s=latency_s)
+        self.context_tokens = context_tokens  # None: any prompt fits
         self.dimension = dimension
         self.models = models
         self.api_key = api_key  # when set, other keys answer 401
@@ -208,6 +225,26 @@ class FakeLLM(FakeServer):
         kind = "rate_limit_exceeded" if status == 429 else "server_error"
         return _error(status, f"injected failure {status}", kind)
 
+    def _over_context(
+        self, model: str, messages: list[dict[str, Any]], max_tokens: object
+    ) -> web.Response | None:
+        window = self.context_tokens
+        if isinstance(window, dict):
+            window = window.get(model)
+        if window is None:
+            return None
+        prompt = provider_tokens(messages)
+        completion = max_tokens if isinstance(max_tokens, int) else 0
+        if prompt + completion <= window:
+            return None
+        return _error(
+            400,
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            "context_length_exceeded",
+        )
+
     # --- handlers -------------------------------------------------------------------
     async def _h_chat(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -224,6 +261,10 @@ class FakeLLM(FakeServer):
         early = await self._begin(request, record)
         if early is not None:
             return early
+        too_long = self._over_context(model, messages, body.get("max_tokens"))
+        if too_long is not None:
+            record.outcome = "400"
+            return too_long
         text = fake_reply(model, messages)
         created = int(time.time())
         cid = f"chatcmpl-fake{next(self._ids)}"

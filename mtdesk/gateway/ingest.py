@@ -44,6 +44,7 @@ from mtdesk.core.pipelined import PipelinedRedis, link_for
 from mtdesk.core.redis import UNAVAILABLE, Redis
 from mtdesk.core.resp import Arg, Link
 from mtdesk.core.scripts import LuaScript, is_noscript
+from mtdesk.gateway.dead_letters import owner_fields
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ class _Round:
             size += p.call.count
         self.groups = groups
         self.commands: list[tuple[Arg, ...]] = []
+        # SCRIPT.evalsha(keys, args) spelled out: the TTL goes in front of the events'
+        # arguments without building another list per group (this runs per round trip).
         sha = SCRIPT.sha
         for group in groups:
             if len(group) == 1:
@@ -356,14 +359,16 @@ class IngestBatcher:
 
 
 async def dead_letter(redis: Redis, body: bytes, *, received_ms: int, reason: str) -> None:
-    """Keep a signed but undecodable body (capped, approximately) for an operator to inspect.
+    """Keep a signed but undecodable body (capped, approximately) for an operator to inspect,
+    with the accounts it names and their tenant (:mod:`mtdesk.gateway.dead_letters`).
 
     Raises :class:`StoreUnavailable` when Redis cannot take it (the route answers 503).
     """
     try:
+        accounts, tenant = await owner_fields(redis, body)
         await redis.xadd(
             keys.DEAD_LETTERS,
-            {"b": body, "r": str(received_ms), "why": reason[:200]},
+            {"b": body, "r": str(received_ms), "why": reason[:200], "a": accounts, "t": tenant},
             maxlen=DEAD_LETTER_MAXLEN,
             approximate=True,
         )

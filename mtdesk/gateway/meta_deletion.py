@@ -39,9 +39,8 @@ from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.http import error_response
 from mtdesk.core.redis import UNAVAILABLE, as_bytes
-from mtdesk.core.tenants import Channels
-from mtdesk.core.tenants import CONNECTED
-from mtdesk.policy.deletion import DeletionJob, DeletionJobs, new_job_id
+from mtdesk.core.tenants import CONNECTED, Channels
+from mtdesk.policy.erasure.jobs import DeletionJob, DeletionJobs, new_job_id
 from mtdesk.policy.signed_request import (
     MAX_CLOCK_SKEW_S,
     SignatureMismatch,

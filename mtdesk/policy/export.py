@@ -8,7 +8,8 @@ What a caller may rely on:
   memory stays flat however large the tenant is: write each chunk to an aiohttp
   ``StreamResponse`` or a file as it comes.
 - Never exported: access tokens (not even their ciphertext or key id), the API key hash,
-  or anything of another tenant.
+  or anything of another tenant. Which key families are exported, and why the others
+  are not, is the registry's ``export`` rule (:mod:`mtdesk.core.keys`).
 
 Tenant document::
 
@@ -17,6 +18,7 @@ Tenant document::
      "channels": [{"id", "channel", "account_id", "status", "connected_ms", …}],
      "bot": {…BotConfig…}, "knowledge": [{"id", "kind", "name", "status", …}],
      "restricted": [{"channel", "user_id"}],
+     "users": [{"id", "tenant_id", "name", "email", "role", "status", "created_ms"}],
      "conversations": [{"conversation", "channel", "account_id", "user_id",
                         "last_activity_ms", "messages": [{…StoredMessage…}]}]}
 
@@ -36,10 +38,18 @@ from mtdesk.core.errors import NotFound
 from mtdesk.core.history import MessageStore, StoredMessage
 from mtdesk.core.redis import Redis, as_hash
 from mtdesk.core.tenants import Bots, Channels, Tenants
-from mtdesk.policy.deletion import validate_end_user
+from mtdesk.core.users import Users
+from mtdesk.policy.erasure.params import validate_end_user
 from mtdesk.policy.restriction import is_restricted, list_restricted
 
 FORMAT = "mtdesk-export/1"
+# The document's sections, in order: those of the key families exported
+# (``keys.Export.SECTION``); the conversations section is streamed last.
+STREAMED = keys.HISTORY.section
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(
+    [f.section for f in keys.FAMILIES if f.export is keys.Export.SECTION and f.section != STREAMED]
+    + [STREAMED]
+))
 # Fields of a channel record never exported (the token's key id says nothing useful).
 _CHANNEL_HIDDEN = frozenset({"token", "token_kid", "tenant_id"})
 # Knowledge source fields that are internal (binary spec, chunk id lists).
@@ -135,17 +145,23 @@ async def export_tenant(
         data = msgspec.to_builtins(record)
         channels.append({k: v for k, v in data.items() if k not in _CHANNEL_HIDDEN})
     bot = msgspec.to_builtins(await Bots(redis).get(tenant_id))
-    head = {
-        "format": FORMAT,
-        "exported_ms": now_ms(clock),
+    sections: dict[str, object] = {
         "tenant": msgspec.to_builtins(tenant),
         "channels": channels,
         "bot": bot,
         "knowledge": await _knowledge(redis, tenant_id),
         "restricted": await list_restricted(redis, tenant_id),
+        # The people who sign in to the console (never their password hash).
+        "users": [msgspec.to_builtins(u) for u in await Users(redis, clock).list(tenant_id)],
     }
+    # One section per exported key family (conversations are streamed after the rest):
+    # a family registered as exported without its section here fails right away.
+    head: dict[str, object] = {"format": FORMAT, "exported_ms": now_ms(clock)}
+    for section in SECTIONS:
+        if section != STREAMED:
+            head[section] = sections[section]
     out = _Chunker(chunk_bytes)
-    yield _enc.encode(head)[:-1] + b',"conversations":'
+    yield _enc.encode(head)[:-1] + b',"%s":' % STREAMED.encode()
     async for chunk in _conversations(redis, tenant_id, lambda _c: True, out, batch):
         yield chunk
     out.add(b"}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from mtdesk.core import keys
 from mtdesk.core.redis import Redis
-from mtdesk.policy.deletion import validate_end_user
+from mtdesk.policy.erasure.params import validate_end_user
 
 
 def member(channel: str, user_id: str) -> str:

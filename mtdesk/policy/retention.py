@@ -9,7 +9,7 @@ What a caller may rely on:
   ``now - period``: history entries (``XTRIM MINID``: entry ids are store times), the
   conversation index entry, context and pause marker of a conversation with nothing
   left, the remembered turns of a continuing conversation's context that are older than
-  its retained messages (shards are told to reload it via ``keys.PURGE``), reply and
+  its retained messages (shards are told to reload it by an erasure notice), reply and
   outbound state last updated before the cutoff, and dead letters (raw webhook bodies)
   older than the global maximum. Time comes from the injected clock. No analytics store
   holds personal data (shard stats and usage counters are counts only).
@@ -24,7 +24,6 @@ What a caller may rely on:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -37,13 +36,17 @@ from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.history import decode_message
+from mtdesk.core.keys import Retention
 from mtdesk.core.redis import Redis, as_bytes_set, as_entries, as_hash, as_opt_bytes, as_scored
 from mtdesk.core.scripts import LuaScript
 from mtdesk.core.settings import Settings
+from mtdesk.policy.erasure.notices import ConversationsNotice, publish_notice
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+# What a run's report calls the records of a family (the metric's ``type`` label).
+_REPORTED_AS = {keys.REPLY.name: "replies", keys.OUTBOUND.name: "outbound"}
 _STATE_TIME_FIELDS = (b"updated_ms", b"created_ms")
 
 # KEYS: history, context, paused, conversations; ARGV: conversation, cutoff ms.
@@ -143,9 +146,13 @@ class RetentionSweep:
             await self.sweep_tenant(tid, report)
             report.tenants += 1
         cutoff = report.started_ms - self._settings.retention_days * DAY_MS
-        if await self._redis.exists(keys.DEAD_LETTERS):
-            trimmed = await self._redis.xtrim(keys.DEAD_LETTERS, minid=cutoff, approximate=False)
-            report.add("dead_letters", trimmed)
+        # Streams of no single tenant (dead letters: raw webhook bodies) by the maximum.
+        for family in keys.FAMILIES:
+            if family.retention is Retention.MAX_AGE and not family.parted:
+                name = keys.global_key(family)
+                if await self._redis.exists(name):
+                    trimmed = await self._redis.xtrim(name, minid=cutoff, approximate=False)
+                    report.add(_REPORTED_AS.get(family.name, family.name), trimmed)
         report.finished_ms = now_ms(self._clock)
         await self._record(report, duration_ms=int((time.monotonic() - t0) * 1000))
         log.info("retention run: tenants=%d deleted=%s", report.tenants, report.deleted)
@@ -177,10 +184,12 @@ class RetentionSweep:
             if cursor == 0:
                 break
             await self._breathe()
-        # Per-message state: replies (with the generated text) and outbound statuses.
-        # (Exact XTRIM above: the approximate form keeps whole old nodes.)
-        for kind in ("reply", "out"):
-            await self._expire_state(tenant_id, kind, cutoff, report)
+        # Per-message state: replies (with the generated text) and outbound statuses:
+        # every family whose records expire by age. (Exact XTRIM above: the
+        # approximate form keeps whole old nodes.)
+        for family in keys.FAMILIES:
+            if family.retention is Retention.RECORD_AGE:
+                await self._expire_state(tenant_id, family, cutoff, report)
 
     async def _trim_page(
         self, tenant_id: str, convs: list[tuple[str, float]], cutoff: int, report: RetentionReport
@@ -204,8 +213,7 @@ class RetentionSweep:
                 rewritten.append(conv)
         if rewritten:
             report.add("context_turns", len(rewritten))
-            await self._redis.publish(keys.PURGE, json.dumps(
-                {"scope": "conversations", "tenant": tenant_id, "conversations": rewritten}))
+            await publish_notice(self._redis, ConversationsNotice(tenant_id, tuple(rewritten)))
         stale = [conv for (conv, _), n in zip(convs, lengths, strict=True) if int(n) == 0]
         if not stale:
             return
@@ -269,9 +277,9 @@ class RetentionSweep:
         return bool(await self._cas(keys=[ctx_key], args=[raw, msgspec.msgpack.encode(ctx)]))
 
     async def _expire_state(
-        self, tenant_id: str, kind: str, cutoff: int, report: RetentionReport
+        self, tenant_id: str, family: keys.Family, cutoff: int, report: RetentionReport
     ) -> None:
-        match = f"{keys.tenant_prefix(tenant_id)}{kind}:*"
+        match = keys.tenant_pattern(tenant_id, family)
         cursor = 0
         while True:
             cursor, names = await self._redis.scan(cursor, match=match, count=self._batch)
@@ -282,7 +290,7 @@ class RetentionSweep:
                 rows = await pipe.execute()
                 old = [n for n, row in zip(names, rows, strict=True) if _state_ms(row) < cutoff]
                 if old:
-                    report.add("replies" if kind == "reply" else "outbound",
+                    report.add(_REPORTED_AS.get(family.name, family.name),
                                int(await self._redis.unlink(*old)))
             if cursor == 0:
                 return

@@ -31,8 +31,8 @@ from mtdesk.retrieval.crawl import CrawlOptions, crawl_site, fetch_page
 from mtdesk.retrieval.documents import Document, QAPair
 from mtdesk.retrieval.embedders import Embedder, default_spec
 from mtdesk.retrieval.extract import kind_of
-from mtdesk.retrieval.sandbox import ExtractionSandbox
 from mtdesk.retrieval.index_slice import snapshot_name
+from mtdesk.retrieval.sandbox import ExtractionSandbox
 from mtdesk.retrieval.search import Embedders
 from mtdesk.retrieval.store import KnowledgeStore, SourceInfo
 from mtdesk.retrieval.urlpolicy import AddressPolicy
@@ -274,9 +274,11 @@ class KnowledgeService:
             await self.store.update_source(tenant, sid, stage="embedding", done=0, total=len(chunks))
             vectors = await self._embed(tenant, sid, embedder, [c.embed_text for _, c in chunks])
             await self._store_chunks(tenant, sid, chunks, vectors)
+            await self._publish(tenant, sid)
             await self.store.update_source(
                 tenant, sid, status="ready", stage=None, chunks=len(chunks), done=len(chunks)
             )
+            return await self.store.get_source(tenant, sid)
         except NotFound as exc:  # the source was deleted, or the account erased: stop here
             return SourceInfo(id=sid, kind=info.kind, name=info.name, status="failed", error=_gone(exc))
         except Exception as exc:  # any failure ends as a visible status, never a stuck job
@@ -299,6 +301,16 @@ class KnowledgeService:
             return await self.store.get_source(tenant, sid)
         except NotFound:
             return SourceInfo(id=sid, kind=info.kind, name=info.name, status="failed", error="source was deleted")
+
+    async def _publish(self, tenant: str, sid: str) -> None:
+        """Read-your-writes for ``ready``: the index refreshed here, then every reader
+        that may still answer from the state before this write (conversation shards,
+        retrieval shards in other processes; they mark their reads) has re-read it."""
+        await self.store.update_source(tenant, sid, stage="publishing")
+        await self._changed(tenant)
+        wait_ms = await self.store.reading_ms(tenant)
+        if wait_ms:
+            await asyncio.sleep(wait_ms / 1000)
 
     # ``builtins.list`` in annotations: the method ``list`` above shadows it in this class.
     async def _read(

@@ -1,18 +1,41 @@
 """The prompt an LLM provider sees: instructions, the retrieved knowledge, recent turns.
 
-``build_prompt(bot, query, passages, history, budget_tokens=…)`` returns chat messages
-that fit ``budget_tokens`` (counted with :func:`~mtdesk.retrieval.tokens.count_tokens`,
-a word tokenizer: keep a margin under the model's real window). What is cut first when
-space runs out: the oldest turns, then the weakest passages; the instructions and the
-user's question are always kept (the question trimmed only if it alone overflows).
+:func:`fit_prompt` is the one prompt builder (the providers' path in
+:mod:`mtdesk.actors.llm` and :func:`build_prompt` both use it). It returns chat
+messages, a system message first, that fit a token budget: by default the model's
+context window (:func:`context_window`: ``bot.context_tokens`` when set, else the
+window of a known model family, else :data:`DEFAULT_CONTEXT_TOKENS`) less the answer's
+``bot.max_tokens`` and a margin. Sizes are estimated with :func:`estimate_tokens`, which
+counts high (at least a token a word and one per three characters), so an estimate
+within the budget is within the provider's real count.
+
+What is cut first when space runs out: the oldest turns, then the weakest passages; the
+instructions and the newest message are always kept (the message trimmed only if it
+alone overflows, the bot's own prompt only if it would leave no room).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 
 from mtdesk.core.ports import BotConfig, ChatMessage, Passage
 from mtdesk.retrieval.tokens import count_tokens, trim_to_tokens
+
+DEFAULT_CONTEXT_TOKENS = 8192  # a safe size for a model we do not know
+# Context windows of model families, matched as a substring of the lower-cased model
+# name (the first match wins: more specific names first).
+KNOWN_CONTEXTS: tuple[tuple[str, int], ...] = (
+    ("gpt-4o", 128_000), ("gpt-4.1", 1_000_000), ("gpt-4-turbo", 128_000),
+    ("gpt-3.5-turbo", 16_385), ("o1", 128_000), ("o3", 200_000), ("o4-mini", 200_000),
+    ("claude", 200_000), ("gemini", 1_000_000), ("llama-v3p1", 131_072),
+    ("llama-3.1", 131_072), ("llama-3.3", 131_072), ("mixtral", 32_768),
+    ("moonshot-v1-8k", 8_192), ("moonshot-v1-32k", 32_768), ("moonshot-v1-128k", 131_072),
+    ("kimi", 131_072), ("minimax", 1_000_000), ("deepseek", 65_536), ("qwen", 32_768),
+)
+MARGIN_TOKENS = 64  # the chat format's own tokens, and a little slack
+_SPACES = re.compile(r"\s+")
 
 KNOWLEDGE_ONLY = (
     "Answer ONLY from the knowledge below. If it does not contain the answer, reply with "
@@ -53,53 +76,102 @@ def no_knowledge_rule(bot: BotConfig) -> str:
     return NO_KNOWLEDGE.format(fallback=bot.fallback_message)
 
 
+def _one_line(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
 def render_passage(number: int, passage: Passage) -> str:
-    if passage.answer is not None:
-        body = f"Q: {passage.text}\nA: {passage.answer}"
+    """One line ``[n] (source: NAME) text`` (a Q&A pair: ``Q: … A: …``): the format the
+    fake provider (and people) read."""
+    body = f"Q: {passage.text} A: {passage.answer}" if passage.answer else passage.text
+    return f"[{number}] (source: {_one_line(passage.source) or 'unknown'}) {_one_line(body)}"
+
+
+def context_window(bot: BotConfig, model: str | None = None) -> int:
+    """The context size (in tokens) of ``model`` (default ``bot.model``) for this bot."""
+    if bot.context_tokens > 0:
+        return bot.context_tokens
+    name = (model if model is not None else bot.model).lower()
+    for family, size in KNOWN_CONTEXTS:
+        if family in name:
+            return size
+    return DEFAULT_CONTEXT_TOKENS
+
+
+def estimate_tokens(text: str) -> int:
+    """A high estimate of a BPE tokenizer's count for ``text`` (our word tokenizer counts
+    0.75-0.9 of it for English; scripts without spaces count about a token a character)."""
+    return max(math.ceil(count_tokens(text) * 4 / 3), math.ceil(len(text) / 3))
+
+
+def _trim(text: str, budget: int) -> str:
+    """A prefix of ``text`` whose estimate is at most ``budget``."""
+    if estimate_tokens(text) <= budget:
+        return text
+    cut = trim_to_tokens(text, max(1, budget * 3 // 4))
+    return cut[: max(1, budget * 3)].rstrip()
+
+
+def prompt_budget(bot: BotConfig, model: str | None = None) -> int:
+    """Tokens the prompt may take for ``model``: its window less the answer and a margin."""
+    return max(256, context_window(bot, model) - bot.max_tokens - MARGIN_TOKENS)
+
+
+def fit_prompt(
+    bot: BotConfig, messages: Sequence[ChatMessage], passages: Sequence[Passage], *,
+    budget_tokens: int | None = None, model: str | None = None,
+) -> list[ChatMessage]:
+    """The prompt: a system message (the bot's prompt, its grounding rule and the
+    passages that fit), the turns that fit, and the newest message.
+
+    ``messages`` are the conversation, oldest first, ending with the message to answer;
+    ``passages`` are the ones the model may be shown, best first. ``budget_tokens``
+    defaults to :func:`prompt_budget` for ``model`` (default ``bot.model``).
+    """
+    budget = prompt_budget(bot, model) if budget_tokens is None else budget_tokens
+    *history, last = list(messages) or [ChatMessage("user", "")]
+    with_knowledge = f"{grounding_rules(bot)}\n\nKnowledge:\n"
+    if bot.grounding == "general":
+        without_knowledge = f"{grounding_rules(bot)}\n\nKnowledge: (nothing relevant was found)"
     else:
-        body = passage.text
-    # One line "[n] (source: NAME) text": the format the fake provider (and people) read.
-    return f"[{number}] (source: {passage.source}) {body}"
+        without_knowledge = no_knowledge_rule(bot)
+    rule_cost = max(estimate_tokens(with_knowledge), estimate_tokens(without_knowledge)) + 8
+    own = _trim(bot.system_prompt.strip(), max(0, (budget - rule_cost) // 2))
+    room = budget - rule_cost - estimate_tokens(own)
+    newest = ChatMessage(last.role, _trim(last.content, max(16, room // 2)))
+    room -= estimate_tokens(newest.content) + 4
+    knowledge: list[str] = []
+    passage_room = max(0, int(room * 0.7)) if history else max(0, room)
+    used = 0
+    for i, passage in enumerate(passages, 1):
+        block = render_passage(i, passage)
+        cost = estimate_tokens(block) + 2
+        if used + cost > passage_room:
+            left = passage_room - used
+            if left > 40:  # a cut passage is still worth having if a good part of it fits
+                knowledge.append(_trim(block, left - 2))
+                used = passage_room
+            break
+        knowledge.append(block)
+        used += cost
+    room -= used
+    turns: list[ChatMessage] = []
+    for turn in reversed(history):
+        cost = estimate_tokens(turn.content) + 4
+        if cost > room:
+            break
+        turns.insert(0, turn)
+        room -= cost
+    rule = with_knowledge + "\n".join(knowledge) if knowledge else without_knowledge
+    system = f"{own}\n\n{rule}" if own else rule
+    return [ChatMessage("system", system), *turns, newest]
 
 
 def build_prompt(
     bot: BotConfig, query: str, passages: Sequence[Passage], history: Sequence[ChatMessage] = (),
     *, budget_tokens: int = 3000,
 ) -> list[ChatMessage]:
-    """System message (prompt + grounding rules + knowledge), recent turns, the question.
-
-    ``history`` holds earlier turns, oldest first, without the current ``query``.
-    ``passages`` are taken best first (as the retriever returns them).
-    """
-    head = f"{bot.system_prompt.strip()}\n\n{grounding_rules(bot)}"
-    budget = budget_tokens - count_tokens(head) - 8
-    question = trim_to_tokens(query, max(16, budget // 2))
-    budget -= count_tokens(question) + 4
-    knowledge: list[str] = []
-    passage_budget = max(0, int(budget * 0.7)) if history else budget
-    used = 0
-    for i, passage in enumerate(passages, 1):
-        block = render_passage(i, passage)
-        cost = count_tokens(block) + 2
-        if used + cost > passage_budget:
-            room = passage_budget - used
-            if room > 40:  # a cut passage is still worth having if a good part of it fits
-                knowledge.append(trim_to_tokens(block, room - 2))
-                used = passage_budget
-            break
-        knowledge.append(block)
-        used += cost
-    budget -= used
-    turns: list[ChatMessage] = []
-    for turn in reversed(history):
-        cost = count_tokens(turn.content) + 4
-        if cost > budget:
-            break
-        turns.insert(0, turn)
-        budget -= cost
-    system = head
-    if knowledge:
-        system += "\n\nKnowledge:\n" + "\n\n".join(knowledge)
-    else:
-        system += "\n\nKnowledge: (nothing relevant was found)"
-    return [ChatMessage("system", system), *turns, ChatMessage("user", question)]
+    """:func:`fit_prompt` for one question: ``history`` holds earlier turns, oldest
+    first, without ``query``; ``passages`` are shown as given (best first)."""
+    return fit_prompt(bot, [*history, ChatMessage("user", query)], passages,
+                      budget_tokens=budget_tokens)

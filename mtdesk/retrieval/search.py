@@ -50,6 +50,12 @@ class Embedders:
         return emb
 
 
+# How long a reader may answer from what it read: its cached index state (``meta_ttl``,
+# 1 s) plus the shards' own check interval (1 s), and a margin. A reader marks the tenant
+# for this long at each read; an ingestion waits it out before it reports ``ready``.
+READER_WINDOW_MS = 2500
+
+
 class KnowledgeRetriever:
     def __init__(
         self, store: KnowledgeStore, shards: Sequence[ShardClient], embedders: Embedders,
@@ -83,7 +89,7 @@ class KnowledgeRetriever:
         return await asyncio.shield(pending)
 
     async def _refresh_meta(self, tenant: str, started: float) -> IndexState:
-        state = await self.store.index_state(tenant)
+        state = await self.store.index_state(tenant, reader_ms=READER_WINDOW_MS)
         if self._refreshing.get(tenant) is asyncio.current_task():  # not invalidated
             self._meta[tenant] = (started, state)
         return state

@@ -309,14 +309,18 @@ class KnowledgeStore:
         raw = await self.redis.get(keys.kb_seq(tenant))
         return int(raw or 0)
 
-    async def index_state(self, tenant: str) -> IndexState:
-        """The embedder spec, the highest chunk id and the chunk count, in one round trip."""
+    async def index_state(self, tenant: str, *, reader_ms: int = 0) -> IndexState:
+        """The embedder spec, the highest chunk id and the chunk count, in one round trip.
+        ``reader_ms``: also mark the tenant as read (``keys.kb_reading``) for that long,
+        by a reader that may answer from this state until then."""
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hget(keys.kb_meta(tenant), "spec")
                 pipe.get(keys.kb_seq(tenant))
                 pipe.hlen(keys.kb_chunks(tenant))
-                spec, seq, chunks = await pipe.execute()
+                if reader_ms > 0:
+                    pipe.set(keys.kb_reading(tenant), b"1", px=reader_ms)
+                spec, seq, chunks, *_ = await pipe.execute()
         except UNAVAILABLE as exc:
             raise StoreUnavailable("redis unreachable") from exc
         return IndexState(spec=spec.decode() if spec else "", max_id=int(seq or 0),
@@ -360,6 +364,14 @@ class KnowledgeStore:
     async def log_head(self, tenant: str) -> bytes | None:
         rows = as_entries(await self.redis.xrevrange(keys.kb_log(tenant), count=1))
         return bytes(rows[0][0]) if rows else None
+
+    async def reading_ms(self, tenant: str) -> int:
+        """How long readers may still answer from an index state read before now (ms)."""
+        try:
+            left = int(await self.redis.pttl(keys.kb_reading(tenant)))
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable("redis unreachable") from exc
+        return max(0, left)
 
     async def drop_tenant(self, tenant: str) -> None:
         """Remove all knowledge keys of a tenant (account deletion uses the prefix anyway)."""

@@ -63,6 +63,7 @@ async def test_knowledge_only_with_nothing_relevant_answers_the_fallback_without
         event = d.message("do you sell skateboards?")
         await d.push(event)
         await eventually(lambda: len(d.graph.sends) == 1)
+        await eventually(lambda: shard.handled == 1)
         assert d.texts_to("U1") == [FALLBACK]
         assert d.llm.chat_requests == []  # no model was asked
         assert shard.metrics.count("no_knowledge") == 1 and shard.metrics.count("sent") == 0
@@ -91,6 +92,7 @@ async def test_knowledge_only_with_a_relevant_passage_asks_the_model_with_the_ru
         await shard.start()
         await d.push(d.message("how long does shipping take"))
         await eventually(lambda: len(d.graph.sends) == 1)
+        await eventually(lambda: shard.handled == 1)
         system = system_prompt(d)
         assert "Answer ONLY from the knowledge below" in system and FALLBACK in system
         assert "[1] (source: FAQ) Q: How long does shipping take?" in system
@@ -136,6 +138,7 @@ async def test_general_grounding_keeps_its_rule_when_nothing_is_relevant(
         await shard.start()
         await d.push(d.message("when are you open"))
         await eventually(lambda: len(d.graph.sends) == 1)
+        await eventually(lambda: shard.handled == 1)
         system = system_prompt(d)
         assert "answer from general knowledge" in system and "never invent facts" in system
         assert "Knowledge: (nothing relevant was found)" in system
@@ -154,6 +157,7 @@ async def test_the_extractive_bot_still_answers_from_the_knowledge_or_falls_back
         await d.push(d.message("how long does shipping take?", user="U1"))
         await d.push(d.message("do you sell skateboards?", user="U2"))
         await eventually(lambda: len(d.graph.sends) == 2)
+        await eventually(lambda: shard.handled == 2)
         assert d.texts_to("U1") == ["Orders arrive in 3 to 5 business days.\n\n(Source: FAQ)"]
         assert d.texts_to("U2") == [FALLBACK]
         assert d.llm.chat_requests == []

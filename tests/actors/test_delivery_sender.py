@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.sender import GraphSender, SenderMetrics
+from mtdesk.channels.outbound import split_text
 from mtdesk.core import keys
 from mtdesk.core.clock import FakeClock
 from mtdesk.core.errors import GraphError, NotFound
@@ -117,11 +118,13 @@ async def test_long_replies_arrive_in_order_as_parts_meta_accepts(
     async def progress(index: int, message_id: str) -> None:
         seen.append((index, message_id))
 
-    result = await make_sender(graph, session, creds()).send(
-        msg(channel, account, text, wa_id="1" if channel == "whatsapp" else None), on_part_sent=progress)
+    message = msg(channel, account, text, wa_id="1" if channel == "whatsapp" else None)
+    async for index, message_id in make_sender(graph, session, creds()).deliver(
+            message, split_text(channel, text)):
+        await progress(index, message_id)
     assert len(graph.sends) == parts and len(graph.attempts) == parts  # the fake refused none
     assert " ".join(s.text or "" for s in graph.sends).split() == text.split()
-    assert seen == list(enumerate(result.message_ids))
+    assert seen == list(enumerate(s.message_id for s in graph.sends))
 
 
 @pytest.mark.parametrize("code, status", [(613, 400), (130429, 400), (0, 503), (2, 500)])
@@ -184,16 +187,25 @@ async def test_resume_with_already_sent_skips_parts_meta_accepted(
         if index == 0:  # the second part will be refused for good: simulate a crash there
             graph.fail_next("PAGE1", 100, times=1)
 
+    parts = split_text("messenger", text)
+
+    async def deliver(start: int) -> list[str]:
+        sent = []
+        async for index, message_id in sender.deliver(msg(text=text), parts, start=start):
+            await record(index, message_id)
+            sent.append(message_id)
+        return sent
+
     with pytest.raises(GraphError):
         await sender.send(msg(text=text))
     with pytest.raises(GraphError) as info:
-        await sender.send(msg(text=text), on_part_sent=record)
+        await deliver(0)
     assert progress == [0] and info.value.parts_sent == 1
-    result = await sender.send(msg(text=text), already_sent=len(progress), on_part_sent=record)
-    assert progress == [0, 1, 2] and len(result.message_ids) == 2
+    sent = await deliver(len(progress))
+    assert progress == [0, 1, 2] and len(sent) == 2
     metas = [s.body["message"]["metadata"] for s in graph.sends]
     assert metas == ["mtdesk:mid.in1#0", "mtdesk:mid.in1#1", "mtdesk:mid.in1#2"]
-    assert await sender.send(msg(text=text), already_sent=3) is not None and len(graph.sends) == 3
+    assert await deliver(3) == [] and len(graph.sends) == 3
 
 
 async def test_rate_limit_is_shared_by_two_senders_through_redis(

@@ -15,7 +15,8 @@ from mtdesk.core.clock import FakeClock
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Tenants
-from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
+from mtdesk.policy.erasure.notices import ChannelNotice
 from mtdesk.retrieval.chunking import Chunk
 from mtdesk.retrieval.index_slice import SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore
@@ -83,7 +84,7 @@ async def test_account_deletion_empties_a_running_retrieval_shard(
             [SearchRequest(ids["b"], vectors["b"][3].tobytes(), 1)]))
         assert RESULTS.decode(raw)[0][0].id == 4
         # Narrower erasures (one channel, some conversations) leave knowledge alone.
-        assert not await shard.forget({"scope": "channel", "tenant": ids["b"], "prefix": "x:1:"})
+        assert not await shard.forget(ChannelNotice(ids["b"], "x:1:"))
         assert tenants_held(shard)[ids["b"]]["vectors"] == 12
     finally:
         await shard.close()

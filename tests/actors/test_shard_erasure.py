@@ -20,7 +20,7 @@ from mtdesk.actors.conversation_shard import ConversationShard
 from mtdesk.core import keys
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.redis import Redis, connect
-from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
 from mtdesk.retrieval.index_slice import IndexSlice
 from mtdesk.retrieval.ingest import KnowledgeService
 from mtdesk.retrieval.search import KnowledgeRetriever, local_retriever

@@ -7,6 +7,7 @@ import time
 
 from shardkit import ACCOUNTS, APP_ID, desk, eventually
 
+from mtdesk.actors.replies import ReplyStore
 from mtdesk.core import keys
 from mtdesk.core.events import Echo, Receipt, Status, StatusError, Unsend
 from mtdesk.core.history import OUTSIDE_WINDOW, MessageStore
@@ -123,9 +124,14 @@ async def test_stale_replays_and_unsends_are_stored_not_answered(redis: Redis, r
                             user_id="U1", timestamp_ms=_now(), target_id=old.event_id))
         await eventually(lambda: shard.handled == 2)
         assert d.graph.sends == [] and d.llm.chat_requests == []
+        # The stale message was stored (skipped), then the unsend took it out of the
+        # history again (docs/channels.md): only the unsend's own record is left.
         history = await MessageStore(redis).read(d.tenant_id, old.conversation)
         assert [(m.kind, m.status, m.reason) for m in history] == [
-            ("message", "skipped", "stale"), ("unsend", "skipped", "unsend")]
+            ("unsend", "skipped", "unsend")]
+        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load(d.tenant_id,
+                                                                          old.event_id)
+        assert (record.state, record.reason) == ("skipped", "stale")
 
 
 async def test_stop_word_restricts_the_user_and_nothing_of_theirs_reaches_a_model(

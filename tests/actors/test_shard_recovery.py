@@ -6,7 +6,7 @@ import time
 
 from shardkit import ACCOUNTS, desk, eventually
 
-from mtdesk.actors.replies import ReplyStore
+from mtdesk.actors.replies import OutgoingReply, ReplyStore
 from mtdesk.channels.outbound import split_text
 from mtdesk.core import keys
 from mtdesk.core.history import MessageStore, StoredMessage
@@ -68,10 +68,8 @@ async def test_a_half_sent_split_reply_resumes_from_the_next_part_with_the_same_
         assert await replies.claim(d.tenant_id, event.event_id, [], now_ms=now) == []
         assert await replies.generated(d.tenant_id, event.event_id, long_text, "openai",
                                        "gpt-test", now_ms=now)
-        await replies.part_sent(d.tenant_id, event.event_id, 0, StoredMessage(
-            direction="out", message_id="m.part0", kind="reply", channel="messenger",
-            account_id=ACCOUNTS["messenger"], user_id="U1", timestamp_ms=now, text=long_text,
-            reply_to=event.event_id), now_ms=now)
+        reply = OutgoingReply.of(d.tenant_id, event, long_text, "openai", "gpt-test")
+        await replies.resume(reply, context=lambda state: None).part_sent(0, "m.part0")
 
         shard = await d.shard()
         await shard.start()
@@ -190,7 +188,7 @@ async def test_an_erasure_notice_makes_the_shard_forget_a_cached_conversation(
         # What the privacy module does: delete the data, then tell the shards.
         await redis.delete(keys.context(d.tenant_id, event.conversation),
                            keys.history(d.tenant_id, event.conversation))
-        await eventually(lambda: redis.publish(keys.PURGE, json.dumps({
+        await eventually(lambda: redis.publish(keys.ERASURE_NOTICES, json.dumps({
             "scope": "conversations", "tenant": d.tenant_id,
             "conversations": [event.conversation]})))
         await eventually(lambda: shard.active_conversations == 0)

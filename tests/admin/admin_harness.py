@@ -18,12 +18,15 @@ from mtdesk.policy.vault import generate_key
 OPERATOR = "operator-token-for-tests"
 
 
-def make_app(redis: Redis, *, keys: tuple[str, ...] | None = None) -> web.Application:
+def make_app(
+    redis: Redis, *, keys: tuple[str, ...] | None = None, extra: dict[str, str] | None = None
+) -> web.Application:
     app = web.Application()
     app[REDIS] = redis
     chosen = keys if keys is not None else (generate_key(),)
     app[SETTINGS] = Settings.from_env(
-        {"MTDESK_ADMIN_TOKEN": OPERATOR, "MTDESK_ENCRYPTION_KEYS": ",".join(chosen)},
+        {"MTDESK_ADMIN_TOKEN": OPERATOR, "MTDESK_ENCRYPTION_KEYS": ",".join(chosen),
+         **(extra or {})},
         dotenv=None,
     )
     app[CLOCK] = FakeClock()

@@ -4,8 +4,10 @@ endpoints (real local servers), the real Redis. A person signs up, presses Conne
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from connect_harness import (  # noqa: F401 - fixture
     API,
     World,
@@ -18,11 +20,16 @@ from connect_harness import (  # noqa: F401 - fixture
     world_fixture,
 )
 
+from mtdesk.core.appkeys import REDIS
+from mtdesk.core.clock import SystemClock
+from mtdesk.core.secret import Secret
+from mtdesk.core.users import Users
 from mtdesk.policy.meta_accounts import MESSAGING_FIELDS
 
 
 async def test_facebook_login_connects_the_shared_pages_and_their_instagram(
-        world: World) -> None:
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mtdesk")
     async with browser(world) as b:
         await signed_up(world, b)
         dialog = await start(world, b, "facebook")
@@ -40,6 +47,10 @@ async def test_facebook_login_connects_the_shared_pages_and_their_instagram(
             assert channel["token_source"] == "facebook_login"
             assert channel["health"] == "ok"
         assert world.graph.login.subscriptions["1010"] == list(MESSAGING_FIELDS)
+    # No token Meta issued (user, 60-day, Page) and no code reached our logs.
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("mtdesk"))
+    issued = list(world.graph.login._tokens) + list(world.graph.login._codes)
+    assert len(issued) >= 4 and not [t for t in issued if t in logged]
 
 
 async def test_a_refused_dialog_connects_nothing(world: World) -> None:
@@ -134,3 +145,21 @@ async def test_connect_needs_a_signed_in_owner(world: World) -> None:
         assert resp.status == 303 and "sign+in" in resp.headers["Location"]
         unknown = await b.get(f"{world.base}/admin/connect/myspace", allow_redirects=False)
         assert unknown.status == 404
+
+
+async def test_an_agent_is_sent_back_without_a_dialog(world: World) -> None:
+    async with browser(world) as b:
+        await signed_up(world, b)
+        redis = world.server.app[REDIS]
+        users = Users(redis, SystemClock())
+        me = await (await b.get(world.base + API + "/auth/me")).json()
+        agent = await users.add(me["tenant_id"], "Bo", "bo@shop.test", "agent",
+                                Secret("agent passphrase"))
+    async with browser(world) as b:
+        resp = await b.post(world.base + API + "/auth/login",
+                            json={"email": agent.email, "password": "agent passphrase"})
+        assert resp.status == 200
+        start_resp = await b.get(f"{world.base}/admin/connect/facebook", allow_redirects=False)
+        assert start_resp.status == 303
+        assert "only+an+owner" in start_resp.headers["Location"]
+        assert world.graph.login.dialogs == []

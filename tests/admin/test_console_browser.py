@@ -31,7 +31,7 @@ from mtdesk.core.history import MessageStore, StoredMessage
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels
-from mtdesk.policy.deletion import DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionWorker
 from mtdesk.policy.vault import generate_key
 
 CHROMIUM = "/usr/bin/chromium"
@@ -414,9 +414,16 @@ async def test_uploading_a_file_and_resyncing_it_index_it_and_retention_can_chan
 
     await source.locator("button", has_text="Re-sync").click()
     await expect(page.locator("#knowledge-status")).to_contain_text("Re-syncing returns.md")
-    await expect(source.locator(".source-status")).to_have_text("ready")
-    _, sources = await _api(server, "GET", f"{API}/knowledge", key)
+    # The row may still show the status from before the re-sync for a moment: wait for the
+    # re-sync itself to end (it says ready once conversations answer from it, which can
+    # take the readers' few seconds: docs/retrieval.md).
+    for _ in range(300):
+        _, sources = await _api(server, "GET", f"{API}/knowledge", key)
+        if sources["sources"][0]["status"] != "processing" and sources["sources"][0]["status"] != "queued":
+            break
+        await asyncio.sleep(0.05)
     assert [(s["name"], s["status"]) for s in sources["sources"]] == [("returns.md", "ready")]
+    await expect(source.locator(".source-status")).to_have_text("ready")
 
     # retention: a bad value names the field; a good one is stored
     retention = page.locator("#retention-form")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from admin_harness import client_fixture  # noqa: F401 - the `client` fixture
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -42,22 +43,24 @@ async def test_the_console_page_loads_only_its_own_script_and_style(client: Clie
     assert csp["connect-src"] == ["'self'"]
     assert csp["frame-ancestors"] == ["'none'"]
     assert csp["base-uri"] == ["'none'"]
-    # the page itself obeys it: one external script of ours, no inline script or handler
+    # the page itself obeys it: external scripts of ours, no inline script or handler
     scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page, re.S)
-    assert scripts == [(' src="console.js" defer', "")]
+    assert scripts == [(' src="console.js" defer', ""), (' src="accounts.js" defer', "")]
     assert not re.search(r"\son[a-z]+\s*=", page)
     assert "<style" not in page and "style=" not in page
     assert "http://" not in page and "https://" not in page.replace('placeholder="https://…"', "")
 
 
-async def test_the_console_script_never_writes_html_from_data(client: Client) -> None:
-    script = await (await client.get("/admin/console.js")).text()
+@pytest.mark.parametrize("name", ["console.js", "accounts.js"])
+async def test_the_console_script_never_writes_html_from_data(client: Client, name: str) -> None:
+    script = await (await client.get(f"/admin/{name}")).text()
     assert "innerHTML" not in script and "outerHTML" not in script
     assert "insertAdjacentHTML" not in script and "document.write" not in script
     assert "localStorage" not in script and "document.cookie" not in script
-    assert "sessionStorage" in script
-    # downloads (the export) are made from the fetched answer, never a URL with the token
-    assert "URL.createObjectURL" in script and "revokeObjectURL" in script
+    if name == "console.js":
+        assert "sessionStorage" in script
+        # downloads (the export) are made from the fetched answer, never a URL with the token
+        assert "URL.createObjectURL" in script and "revokeObjectURL" in script
     assert not re.search(r"[?&](token|access_token|api_key)=", script)
 
 

@@ -8,6 +8,8 @@ import asyncio
 
 import hiredis
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mtdesk.core.pipelined import PipelinedRedis, connect_pipelined, link_for
 from mtdesk.core.redis import Redis, connect
@@ -123,3 +125,38 @@ async def test_a_pipelined_client_lends_its_own_link(redis_url: str) -> None:
 
 def test_a_tls_client_gets_no_link() -> None:
     assert link_for(connect("rediss://127.0.0.1:6379/0")) is None
+
+
+# A plan: per caller, a batch size (0: one command via call) and whether it gives up.
+_PLANS = st.lists(st.tuples(st.integers(0, 4), st.booleans()), min_size=1, max_size=30)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=_PLANS)
+def test_whatever_mix_of_callers_gives_up_the_rest_get_exactly_their_replies(
+    redis_url: str, plan: list[tuple[int, bool]]
+) -> None:
+    async def run() -> None:
+        link = _link(redis_url)
+        try:
+            async def caller(i: int, size: int) -> object:
+                if size == 0:
+                    return await link.call(("ECHO", f"{i}"))
+                return await link.call_many([("ECHO", f"{i}.{j}") for j in range(size)])
+
+            await link.call(("PING",))  # connected: the callers write at once
+            tasks = [asyncio.ensure_future(caller(i, size)) for i, (size, _) in enumerate(plan)]
+            await asyncio.sleep(0)  # all written or queued, none answered yet
+            for task, (_, gives_up) in zip(tasks, plan, strict=True):
+                if gives_up:
+                    task.cancel()
+            for i, (task, (size, gives_up)) in enumerate(zip(tasks, plan, strict=True)):
+                if gives_up:
+                    continue
+                want: object = f"{i}".encode() if size == 0 else [f"{i}.{j}".encode() for j in range(size)]
+                assert await task == want
+            assert await link.call(("ECHO", "after")) == b"after"  # nothing left misaligned
+        finally:
+            link.close()
+
+    asyncio.run(run())

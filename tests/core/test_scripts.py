@@ -9,7 +9,7 @@ from redis.exceptions import ResponseError
 from mtdesk.core.pipelined import connect_pipelined
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.resp import Link, RespTarget
-from mtdesk.core.scripts import LuaScript, is_noscript
+from mtdesk.core.scripts import LuaScript, is_noscript, lua_source
 
 INCRBY = LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])", name="incrby")
 
@@ -70,3 +70,9 @@ async def test_on_a_lean_link_noscript_is_a_value_and_a_load_in_the_same_write_f
         assert sha == INCRBY.sha.encode() and count == 1  # the failed EVALSHA ran nothing
     finally:
         link.close()
+
+
+def test_a_script_composed_of_files_is_their_texts_in_order_after_the_prelude() -> None:
+    text = lua_source("mtdesk.gateway", "ingest.lua", "ingest.lua", prelude="local x = 1\n")
+    one = LuaScript.from_file("mtdesk.gateway", "ingest.lua").source.decode()
+    assert text == "local x = 1\n" + one + "\n" + one

@@ -17,6 +17,8 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels, Tenants
+from mtdesk.core.users import Users
+from mtdesk.gateway.ingest import dead_letter
 from mtdesk.policy.vault import TokenVault, generate_key
 
 PARTITIONS = 4
@@ -101,10 +103,21 @@ async def store_conversation(
     )
     await redis.xadd(keys.inbound(partition_of(person.conv, PARTITIONS)),
                      {"e": encode_event(event), "t": tenant_id, "r": str(at_ms)})
-    body = json.dumps({"object": "page", "entry": [{"id": person.account_id, "messaging": [
+    await dead_letter(redis, webhook_body(person), received_ms=at_ms, reason="test")
+
+
+def webhook_body(person: Person) -> bytes:
+    """A webhook body of one message of ``person``, as Meta sends it."""
+    if person.channel == "whatsapp":
+        value = {"metadata": {"phone_number_id": person.account_id},
+                 "contacts": [{"wa_id": person.wa_id, "user_id": person.user_id}],
+                 "messages": [{"from": person.wa_id, "id": person.mid, "type": "text",
+                               "text": {"body": person.text}}]}
+        return json.dumps({"object": "whatsapp_business_account", "entry": [
+            {"id": "waba-1", "changes": [{"field": "messages", "value": value}]}]}).encode()
+    return json.dumps({"object": "page", "entry": [{"id": person.account_id, "messaging": [
         {"sender": {"id": person.user_id}, "message": {"mid": person.mid, "text": person.text}}
-    ]}]})
-    await redis.xadd(keys.DEAD_LETTERS, {"b": body.encode(), "r": str(at_ms), "why": "test"})
+    ]}]}).encode()
 
 
 async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
@@ -136,6 +149,9 @@ async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
         await redis.hset(keys.billing(record.id), mapping={"customer": f"cus_{name}1234"})
         await redis.set(keys.stripe_customer(f"cus_{name}1234"), record.id)
         await redis.set(keys.usage(record.id, "202611"), 3)
+        # A person who signs in to the console (the global e-mail index names the tenant).
+        await Users(redis, clock).add(record.id, f"Owner {name}", f"owner@{name}.example.com",
+                                      "owner", None)
         # The retrieval layout: kb/shard-N/{tenant}.idx and uploads/{tenant}/{source}/file.
         (data_dir / "kb" / "shard-0").mkdir(parents=True, exist_ok=True)
         (data_dir / "kb" / "shard-0" / f"{record.id}.idx").write_bytes(

@@ -12,7 +12,7 @@ from _privacy_world import build_world, make_settings, where_found
 from mtdesk.actors.policy_deploy import DeletionHost, PolicyDeployment, RetentionHost
 from mtdesk.core.clock import FakeClock
 from mtdesk.core.redis import Redis
-from mtdesk.policy.deletion import DeletionJobs
+from mtdesk.policy.erasure.jobs import DeletionJobs
 
 
 async def wait_done(redis: Redis, job_id: str, timeout_s: float = 60.0) -> str:

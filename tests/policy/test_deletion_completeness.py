@@ -13,7 +13,7 @@ from mtdesk.core.clock import FakeClock
 from mtdesk.core.history import MessageStore
 from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Tenants
-from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
 
 
 @pytest.fixture
@@ -41,6 +41,26 @@ async def assert_untouched(redis: Redis, w: World, tenant_id: str, *people: Pers
         assert await redis.zscore(keys.conversations(tenant_id), person.conv) is not None
     hits = await where_found(redis, w.data_dir, [p.text for p in people])
     assert len(hits) >= len(people)
+
+
+async def families_of(redis: Redis, tenant_id: str | None = None) -> set[keys.Family]:
+    """The registered families of every key in Redis (of one tenant's keys, if given)."""
+    found = set()
+    async for name in redis.scan_iter(count=500):
+        ref = keys.parse(name)
+        assert ref is not None, f"{name!r} is of no registered key family"
+        if tenant_id is None or ref.tenant == tenant_id:
+            found.add(ref.family)
+    return found
+
+
+async def test_the_world_holds_a_key_of_every_family_with_personal_data(
+    redis: Redis, world: World
+) -> None:
+    # So the erasures below are proven against every family that may hold personal
+    # data: a family registered later must be added to the world too.
+    personal = {f for f in keys.FAMILIES if f.personal}
+    assert personal - await families_of(redis) == set()
 
 
 async def test_end_user_deletion_leaves_no_trace_of_that_user(
@@ -103,6 +123,7 @@ async def test_account_deletion_leaves_nothing_of_the_tenant(
 
     await run_all(redis, tmp_path)
 
+    assert await families_of(redis, w.a.id) == set()
     gone = [w.a.id, "1110001", "2220002", w.asid, w.tokens["1110001"], w.tokens["2220002"],
             "faq of a", "kb text of shop a", "upload a", "owner@a.example.com", "cus_a1234",
             *w.alice.identifiers(), *w.carol.identifiers(), *w.bob.identifiers()]

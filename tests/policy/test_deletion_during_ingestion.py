@@ -24,7 +24,7 @@ from mtdesk.core.redis import Redis
 from mtdesk.core.settings import ProviderConfig, Settings
 from mtdesk.core.tenants import Tenants
 from mtdesk.fakes.llm import FakeLLM
-from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
 from mtdesk.retrieval.chunking import Chunk
 from mtdesk.retrieval.ingest import KnowledgeService
 from mtdesk.retrieval.store import KnowledgeStore

@@ -23,7 +23,7 @@ from mtdesk.core.clock import SystemClock  # noqa: E402
 from mtdesk.core.errors import ConfigError  # noqa: E402
 from mtdesk.core.redis import Redis  # noqa: E402
 from mtdesk.core.settings import Settings  # noqa: E402
-from mtdesk.policy.deletion import DeletionJobs, DeletionWorker  # noqa: E402
+from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker  # noqa: E402
 
 USER = "7730041"  # the PSID of the person erased
 SECRET = "my secret word is pineapple"

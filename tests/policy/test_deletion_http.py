@@ -24,7 +24,7 @@ from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels
 from mtdesk.gateway.meta_deletion import setup_meta_deletion
-from mtdesk.policy.deletion import DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionWorker
 from mtdesk.policy.signed_request import make_signed_request
 from mtdesk.policy.vault import TokenVault
 

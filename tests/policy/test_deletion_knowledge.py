@@ -11,7 +11,7 @@ from _privacy_world import make_settings, where_found
 from mtdesk.core.clock import FakeClock
 from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Tenants
-from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
 from mtdesk.retrieval.chunking import Chunk
 from mtdesk.retrieval.index_slice import IndexSlice, SearchRequest
 from mtdesk.retrieval.store import KnowledgeStore

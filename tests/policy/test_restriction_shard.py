@@ -13,7 +13,7 @@ from shardkit import desk, eventually  # noqa: E402
 
 from mtdesk.core.clock import SystemClock  # noqa: E402
 from mtdesk.core.redis import Redis  # noqa: E402
-from mtdesk.policy.deletion import DeletionJobs, DeletionWorker  # noqa: E402
+from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker  # noqa: E402
 from mtdesk.policy.restriction import restrict, unrestrict  # noqa: E402
 
 

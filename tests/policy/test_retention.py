@@ -213,7 +213,7 @@ async def test_a_continuing_conversation_forgets_turns_older_than_the_cutoff(
                     context_encoder.encode(ConversationContext(turns=turns, last_inbound_ms=new)),
                     ex=3600)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(keys.PURGE)
+    await pubsub.subscribe(keys.ERASURE_NOTICES)
 
     report = await RetentionSweep(redis, SETTINGS, clock).run()
 

@@ -23,7 +23,7 @@ from mtdesk.core.clock import SystemClock
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Tenants
-from mtdesk.policy.deletion import DeletionJobs, DeletionWorker
+from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
 from mtdesk.retrieval.index_slice import IndexSlice
 from mtdesk.retrieval.ingest import KnowledgeService
 from mtdesk.retrieval.search import KnowledgeRetriever, local_retriever

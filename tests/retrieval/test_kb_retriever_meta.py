@@ -20,7 +20,7 @@ class SlowMetaStore:
         self.meta_reads = 0
         self.release = asyncio.Event()
 
-    async def index_state(self, tenant: str) -> IndexState:
+    async def index_state(self, tenant: str, *, reader_ms: int = 0) -> IndexState:
         self.meta_reads += 1
         await self.release.wait()
         return IndexState(spec="", max_id=0, chunks=0)  # no knowledge base

@@ -1,6 +1,9 @@
 // MT Desk admin console: a thin client of the JSON admin API under ./api/v1.
 //
-// The bearer token lives in sessionStorage only (this tab; never a cookie, never the URL).
+// Two ways in: a person signed in with e-mail and password holds the HttpOnly session
+// cookie (changes carry the session's X-CSRF-Token); an API key or the operator token
+// lives in sessionStorage only (this tab; never a cookie, never the URL). accounts.js adds
+// sign-up, sign-in, password reset, Connect with Meta, team and API keys over window.MTDesk.
 // Everything the API returns is shown through textContent and text nodes, never parsed as HTML.
 "use strict";
 
@@ -10,7 +13,8 @@
   const POLL_MS = 2000;
 
   const state = { operator: false, tenantId: null, bot: null, convNext: null,
-                  thread: null, threadNext: null, poll: null };
+                  thread: null, threadNext: null, poll: null,
+                  cookie: false, csrf: null, role: "owner" };
 
   // --- small DOM helpers (text only) ----------------------------------------------------
   function $(id) { return document.getElementById(id); }
@@ -65,8 +69,15 @@
   // The response of a call that succeeded (2xx); anything else throws an ApiError.
   // `form` (FormData) is sent as multipart: the browser writes its Content-Type.
   async function request(method, path, { params, body, form, bearer } = {}) {
-    const headers = { "Authorization": "Bearer " + (bearer || token() || "") };
-    const init = { method, headers, credentials: "omit", cache: "no-store" };
+    const headers = {};
+    const viaCookie = !bearer && !token();
+    if (viaCookie) {
+      if (method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
+    } else {
+      headers["Authorization"] = "Bearer " + (bearer || token() || "");
+    }
+    const init = { method, headers, credentials: viaCookie ? "same-origin" : "omit",
+                   cache: "no-store" };
     if (body !== undefined) {
       const sent = Object.assign({}, body);
       if (state.operator && state.tenantId) sent.tenant_id = state.tenantId;
@@ -85,7 +96,9 @@
       let data = null;
       try { data = await response.json(); } catch (err) { data = null; }
       const e = (data && data.error) || {};
-      if (response.status === 401 && bearer === undefined) signOut("Signed out: " + (e.message || "401"));
+      if (response.status === 401 && bearer === undefined && (state.cookie || token())) {
+        signOut("Signed out: " + (e.message || "401"));
+      }
       throw new ApiError(response.status, e.field || null, e.message || response.statusText);
     }
     return response;
@@ -207,7 +220,30 @@
     }
   }
 
+  // A person signed in with the session cookie (GET /auth/me answered with a user).
+  async function enterWithSession(me) {
+    Object.assign(state, { operator: false, cookie: true, csrf: me.csrf_token,
+                           role: me.role, tenantId: me.tenant_id });
+    show($("signin-error"), false);
+    show($("signin"), false);
+    show($("console"), true);
+    show($("signout"), true);
+    document.body.dataset.role = me.role;
+    const tenant = await call("GET", "/tenant");
+    $("who").textContent = `${me.user.name} (${me.role}) · ${tenant.name}`;
+    show($("who"), true);
+    show($("tenant-picker"), false);
+    await loadAll();
+  }
+
   function signOut(why) {
+    if (state.cookie) {
+      fetch(API + "/auth/logout", { method: "POST", credentials: "same-origin",
+                                    headers: { "X-CSRF-Token": state.csrf || "" } })
+        .catch(() => {});
+    }
+    Object.assign(state, { cookie: false, csrf: null, role: "owner" });
+    delete document.body.dataset.role;
     sessionStorage.removeItem(TOKEN_KEY);
     stopPolling();
     stopJobs();
@@ -246,16 +282,20 @@
       loadBot().catch(failed("bot-status")),
       loadSources().catch(failed("knowledge-status")),
       loadConversations(false).catch(failed("conversations-status")),
+      ...extraLoads.map((load) => load().catch(failed("channels-status"))),
     ]);
   }
+  const extraLoads = [];
 
   // --- channels -------------------------------------------------------------------------
   async function loadChannels() {
     const { channels } = await call("GET", "/channels");
     $("channel-rows").replaceChildren(...channels.map((c) => el("tr", { dataset: { id: c.id } },
       el("td", {}, c.channel), el("td", {}, c.account_id),
-      el("td", { className: "channel-status" }, c.status),
-      el("td", {}, c.disconnected_reason || ""), el("td", {}, when(c.connected_ms)),
+      el("td", { className: "channel-status" },
+         c.health && c.health !== "ok" ? `${c.status} (${c.health})` : c.status),
+      el("td", {}, c.health_reason || c.disconnected_reason || ""),
+      el("td", {}, when(c.connected_ms) + (c.token_source ? ` · ${c.token_source}` : "")),
       el("td", {}, el("code", {}, c.id)), el("td", {}, disconnectButton(c)))));
     show($("channels-empty"), channels.length === 0);
   }
@@ -554,6 +594,15 @@
     $("messages-more").addEventListener("click",
       () => openThread(state.thread, true).catch(failed("conversations-status")));
     const saved = token();
-    if (saved) signIn(saved).catch((err) => signOut(err instanceof ApiError ? err.describe() : String(err)));
+    if (saved) {
+      signIn(saved).catch((err) => signOut(err instanceof ApiError ? err.describe() : String(err)));
+    } else {
+      // A session cookie from an earlier sign-in (or Meta's dialog sending us back)?
+      call("GET", "/auth/me").then((me) => (me && me.user ? enterWithSession(me) : null))
+        .catch(() => {});
+    }
   });
+
+  window.MTDesk = { $, el, show, say, when, call, ApiError, failed, onSubmit, askFirst,
+                    enterWithSession, state, extraLoads, loadChannels };
 })();

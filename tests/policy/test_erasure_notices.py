@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,7 @@ from mtdesk.cli.compose import make_redis
 from mtdesk.core import keys
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
-from mtdesk.policy.purge import listen_for_erasures
+from mtdesk.policy.erasure.notices import Notice, listen_for_notices
 
 
 async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -43,7 +42,7 @@ async def test_a_dropped_subscription_is_reported_when_it_is_back(
 ) -> None:
     listener = (make_redis(Settings(redis_url=redis_url)) if client.startswith("gateway")
                 else connect(redis_url))
-    notices: list[dict[str, Any]] = []
+    notices: list[Notice] = []
     subscriptions = 0
 
     def subscribed_again() -> None:
@@ -51,17 +50,17 @@ async def test_a_dropped_subscription_is_reported_when_it_is_back(
         subscriptions += 1
 
     running = True
-    task = asyncio.create_task(listen_for_erasures(
+    task = asyncio.create_task(listen_for_notices(
         listener, lambda: running, notices.append, on_subscribed=subscribed_again))
     try:
         await eventually(lambda: subscriptions == 1)
-        await redis.publish(keys.PURGE, json.dumps({"scope": "tenant", "tenant": "t_before"}))
+        await redis.publish(keys.ERASURE_NOTICES, json.dumps({"scope": "tenant", "tenant": "t_before"}))
         await eventually(lambda: len(notices) == 1)
 
         await drop_subscriptions(redis)
         await eventually(lambda: subscriptions == 2)
-        await redis.publish(keys.PURGE, json.dumps({"scope": "tenant", "tenant": "t_after"}))
-        await eventually(lambda: notices[-1]["tenant"] == "t_after")
+        await redis.publish(keys.ERASURE_NOTICES, json.dumps({"scope": "tenant", "tenant": "t_after"}))
+        await eventually(lambda: notices[-1].tenant == "t_after")
         assert subscriptions == 2
     finally:
         running = False

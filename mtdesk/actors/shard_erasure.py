@@ -1,13 +1,13 @@
-"""What a conversation shard does with erasure notices (``keys.PURGE``, see
-:mod:`mtdesk.policy.purge`): :class:`ShardForgetting` drops what the shard holds of
-erased data, so it is neither served nor written back.
+"""What a conversation shard does with erasure notices (``keys.ERASURE_NOTICES``, see
+:mod:`mtdesk.policy.erasure.notices`): :class:`ShardErasure` drops what the shard holds
+of erased data, so it is neither served nor written back.
 
 - A notice drops the conversations it covers (a reply under way finishes without writing
   its context). A ``tenant`` notice also drops the tenant's cached configuration and,
   when the retriever holds knowledge in memory (:class:`~mtdesk.core.ports.ErasableRetriever`,
   e.g. the in-process fallback when no retrieval actors run), the tenant's index.
 - A notice sent while the subscription was down is lost, so after every (re)subscription
-  :meth:`ShardForgetting.prune` checks what is held against Redis: conversations of a
+  :meth:`ShardErasure.prune` checks what is held against Redis: conversations of a
   tenant whose account erasure began (``keys.erased``), settled conversations whose
   stored context is gone (erased, or expired), and the retriever's tenants whose
   knowledge is gone (:meth:`~mtdesk.retrieval.search.KnowledgeRetriever.prune`).
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any
 
 from mtdesk.actors.conversation import Conversation
 from mtdesk.actors.tenantview import TenantView
@@ -25,14 +24,14 @@ from mtdesk.core import keys
 from mtdesk.core.errors import MTDeskError
 from mtdesk.core.ports import ErasableRetriever, Retriever
 from mtdesk.core.redis import Redis
-from mtdesk.policy.purge import erasure_covers, tenant_erased
+from mtdesk.policy.erasure.notices import Notice, TenantNotice, erased_tenant, notice_covers
 
 log = logging.getLogger(__name__)
 
 _PAGE = 1000  # EXISTS per pipelined round trip
 
 
-class ShardForgetting:
+class ShardErasure:
     """Works on the shard's own conversation table (slot → conversation)."""
 
     def __init__(
@@ -45,23 +44,23 @@ class ShardForgetting:
         self._retriever = retriever if isinstance(retriever, ErasableRetriever) else None
         self._shard = shard
 
-    async def on_notice(self, notice: dict[str, Any]) -> None:
+    async def on_notice(self, notice: Notice) -> None:
         self.forget(notice)
-        tenant = tenant_erased(notice)
+        tenant = erased_tenant(notice)
         if tenant is not None and self._retriever is not None:
             try:
                 await self._retriever.forget(tenant)
             except MTDeskError as exc:  # retrieval actors forget on the notice themselves
                 log.warning("retriever could not forget an erased tenant (%s)", type(exc).__name__)
 
-    def forget(self, notice: dict[str, Any]) -> int:
+    def forget(self, notice: Notice) -> int:
         """Drop the conversations ``notice`` covers; returns how many."""
-        tenant = tenant_erased(notice)
+        tenant = erased_tenant(notice)
         if tenant is not None:
             self._tenants.forget_tenant(tenant)
         dropped = 0
         for slot, conv in list(self._convs.items()):
-            if erasure_covers(notice, conv.tenant_id, conv.key):
+            if notice_covers(notice, conv.tenant_id, conv.key):
                 self._drop(slot, conv)
                 dropped += 1
         return dropped
@@ -75,7 +74,7 @@ class ShardForgetting:
         marks = await self._exist([keys.erased(t) for t in tenants])
         for tenant, erased in zip(tenants, marks, strict=True):
             if erased:
-                dropped += self.forget({"scope": "tenant", "tenant": tenant})
+                dropped += self.forget(TenantNotice(tenant))
         settled = [(slot, conv) for slot, conv in self._convs.items() if conv.settled]
         stored = await self._exist([keys.context(c.tenant_id, c.key) for _, c in settled])
         for (slot, conv), exists in zip(settled, stored, strict=True):

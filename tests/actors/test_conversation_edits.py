@@ -75,3 +75,23 @@ def test_without_texts_drops_the_latest_user_turn_of_each_text() -> None:
     assert without_texts(turns, ["yes"]) == [ChatMessage("user", "yes"), ChatMessage("assistant", "ok"),
                                              ChatMessage("assistant", "yes")]
     assert without_texts(turns, ["nothing like it"]) == turns
+
+
+async def test_an_edit_of_a_message_still_waiting_is_what_gets_answered(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        typo = d.message("Do you ship to Canda?", user="U8")
+        # Both arrive before the shard takes the message up (e.g. it was busy or restarting).
+        await d.push(typo)
+        await d.push(Edit(event_id=f"edit:{typo.event_id}:1", channel="messenger",
+                          account_id=typo.account_id, user_id="U8", timestamp_ms=_now(),
+                          target_id=typo.event_id, text="Do you ship to Canada?", version=1))
+        shard = await d.shard()
+        await shard.start()
+        await eventually(lambda: len(d.graph.sends) == 1)
+        said = [m["content"] for m in d.llm.chat_requests[-1].messages if m["role"] == "user"]
+        assert said == ["Do you ship to Canada?"]
+        store = MessageStore(redis)
+        await eventually(lambda: _kinds(store, d.tenant_id, typo.conversation, "edit"))
+        assert len(d.graph.sends) == 1 and len(d.llm.chat_requests) == 1

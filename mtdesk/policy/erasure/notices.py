@@ -1,14 +1,18 @@
-"""Erasure notices, the listening side: erasure and retention publish on ``keys.PURGE``
-after deleting data; whatever holds tenant data in memory listens here and drops it, so
-a cached copy is neither served nor written back.
+"""Erasure notices: after deleting data, erasure and retention publish a notice on
+``keys.ERASURE_NOTICES``; whatever holds tenant data in memory listens here and drops
+what the notice covers, so a cached copy is neither served nor written back.
 
-A notice is JSON ``{"scope": "tenant"|"channel"|"conversations", "tenant",
-"prefix"?, "conversations"?}`` (see docs/privacy.md). Pub/sub stores nothing: a process
-that was not subscribed when a notice went out never sees it. A process that was down
-holds nothing from before; a live one whose subscription dropped may, so
-:func:`listen_for_erasures` calls ``on_subscribed`` after every (re)subscription for the
-listener to check what it holds against Redis. Conversation shards, retrieval shards
-and the admin's knowledge search all listen through :func:`listen_for_erasures`.
+A notice is one of three msgspec Structs tagged by ``scope`` (JSON on the wire, see
+docs/privacy.md): :class:`TenantNotice` (the whole account), :class:`ChannelNotice`
+(every conversation whose key starts with ``prefix``, i.e. ``"{channel}:{account}:"``)
+and :class:`ConversationsNotice` (these conversations). Read them with ``match``.
+
+Pub/sub stores nothing: a process that was not subscribed when a notice went out never
+sees it. A process that was down holds nothing from before; a live one whose
+subscription dropped may, so :func:`listen_for_notices` calls ``on_subscribed`` after
+every (re)subscription for the listener to check what it holds against Redis.
+Conversation shards, retrieval shards and the admin's knowledge search all listen
+through :func:`listen_for_notices`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 
@@ -28,27 +31,68 @@ from mtdesk.core.redis import Redis
 log = logging.getLogger(__name__)
 
 
-def erasure_covers(notice: dict[str, Any], tenant_id: str, conversation: str) -> bool:
+class TenantNotice(msgspec.Struct, frozen=True, tag_field="scope", tag="tenant"):
+    """The tenant's whole account was erased."""
+
+    tenant: str
+
+
+class ChannelNotice(msgspec.Struct, frozen=True, tag_field="scope", tag="channel"):
+    """One connected account was erased: every conversation whose key starts with
+    ``prefix`` (``"{channel}:{account_id}:"``)."""
+
+    tenant: str
+    prefix: str
+
+
+class ConversationsNotice(msgspec.Struct, frozen=True, tag_field="scope", tag="conversations"):
+    """These conversations of the tenant were erased, or rewritten (retention cut
+    their remembered turns): drop what is held of them."""
+
+    tenant: str
+    conversations: tuple[str, ...] = ()
+
+
+Notice = TenantNotice | ChannelNotice | ConversationsNotice
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Notice)
+
+
+def encode_notice(notice: Notice) -> bytes:
+    return _encoder.encode(notice)
+
+
+def decode_notice(data: bytes | str) -> Notice:
+    """The notice in ``data``; ``msgspec.DecodeError`` (incl. validation) if it is none."""
+    return _decoder.decode(data)
+
+
+async def publish_notice(redis: Redis, notice: Notice) -> None:
+    """Tell every listener. Pub/sub: nothing is stored, so the notice leaves no trace."""
+    await redis.publish(keys.ERASURE_NOTICES, encode_notice(notice))
+
+
+def notice_covers(notice: Notice, tenant_id: str, conversation: str) -> bool:
     """Whether ``notice`` erased the data of this tenant's conversation."""
-    if str(notice.get("tenant", "")) != tenant_id:
+    if notice.tenant != tenant_id:
         return False
-    scope = notice.get("scope")
-    if scope == "tenant":
-        return True
-    if scope == "channel":
-        prefix = str(notice.get("prefix", ""))
-        return bool(prefix) and conversation.startswith(prefix)
-    if scope == "conversations":
-        return conversation in {str(c) for c in notice.get("conversations") or ()}
-    return False
+    match notice:
+        case TenantNotice():
+            return True
+        case ChannelNotice(prefix=prefix):
+            return bool(prefix) and conversation.startswith(prefix)
+        case ConversationsNotice(conversations=convs):
+            return conversation in convs
 
 
-def tenant_erased(notice: dict[str, Any]) -> str | None:
+def erased_tenant(notice: Notice) -> str | None:
     """The tenant whose whole account ``notice`` erased, or None for a narrower notice."""
-    tenant = notice.get("tenant")
-    if notice.get("scope") == "tenant" and isinstance(tenant, str) and tenant:
-        return tenant
-    return None
+    match notice:
+        case TenantNotice(tenant=tenant) if tenant:
+            return tenant
+        case _:
+            return None
 
 
 class _Reconnects:
@@ -73,8 +117,8 @@ async def _call(handler: Callable[..., object], *args: object) -> None:
         await done
 
 
-async def listen_for_erasures(
-    redis: Redis, running: Callable[[], bool], on_notice: Callable[[dict[str, Any]], object],
+async def listen_for_notices(
+    redis: Redis, running: Callable[[], bool], on_notice: Callable[[Notice], object],
     *, subscribed: asyncio.Event | None = None,
     on_subscribed: Callable[[], object] | None = None,
 ) -> None:
@@ -92,7 +136,7 @@ async def listen_for_erasures(
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         connection = None
         try:
-            await pubsub.subscribe(keys.PURGE)
+            await pubsub.subscribe(keys.ERASURE_NOTICES)
             connection = pubsub.connection
             if connection is not None:
                 connection.register_connect_callback(watch.connected)
@@ -110,15 +154,14 @@ async def listen_for_erasures(
                 if message is None:
                     continue
                 try:
-                    notice = msgspec.json.decode(message["data"])
+                    notice = decode_notice(message["data"])
                 except msgspec.DecodeError:
                     log.error("undecodable erasure notice ignored")
                     continue
-                if isinstance(notice, dict):
-                    try:
-                        await _call(on_notice, notice)
-                    except Exception:
-                        log.exception("erasure notice handler failed")
+                try:
+                    await _call(on_notice, notice)
+                except Exception:
+                    log.exception("erasure notice handler failed")
         except asyncio.CancelledError:
             raise
         except Exception:

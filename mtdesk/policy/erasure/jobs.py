@@ -1,4 +1,5 @@
-"""Deletion jobs: durable, idempotent, audited; run by :class:`DeletionWorker`.
+"""Deletion jobs: the erasures a tenant, an operator or Meta asks for; durable,
+idempotent, audited; run by :class:`DeletionWorker`.
 
 What a caller may rely on:
 
@@ -17,10 +18,13 @@ What a caller may rely on:
 - The audit record (:class:`DeletionJob`) holds the kind, status, source, counts per data
   type and the requested/started/finished times — no personal data, not even the tenant
   id (only a keyed digest, to let a tenant read its own jobs). What the worker needs to
-  know *whom* to erase (``params``) is removed from the record when the job finishes.
+  know *whom* to erase (``params``, a :data:`~mtdesk.policy.erasure.params.JobParams`
+  Struct) is removed from the record when the job finishes. Its counts are the tenant's
+  own: nothing another tenant holds is looked into or counted (see
+  :mod:`mtdesk.policy.erasure.sweep`).
 - A job reports ``done`` only after the replies of the erased scope that were being
   generated or sent have settled (waited for at most ``Settings.deletion_settle_s``) and
-  the scope was swept once more (see :mod:`mtdesk.policy.erasure`). Replies still in
+  the scope was swept once more (see :mod:`mtdesk.policy.erasure.sweep`). Replies still in
   flight at the end are counted in the audit's ``in_flight`` and logged at WARNING.
 """
 
@@ -29,19 +33,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import secrets
 from collections.abc import Mapping
-from typing import Literal
 
 import msgspec
 from redis.exceptions import RedisError
 
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
-from mtdesk.core.errors import MTDeskError, NotFound, ValidationError
-from mtdesk.core.events import CHANNELS
+from mtdesk.core.errors import MTDeskError, NotFound
 from mtdesk.core.groups import GroupReader
 from mtdesk.core.redis import (
     UNAVAILABLE,
@@ -53,12 +54,25 @@ from mtdesk.core.redis import (
     as_opt_bytes_list,
 )
 from mtdesk.core.settings import Settings
-from mtdesk.policy.erasure import ERASURE_MARK_TTL_S, Eraser
+from mtdesk.policy.erasure.params import (
+    KINDS,
+    AccountErasure,
+    AppUserErasure,
+    ChannelErasure,
+    ChannelTarget,
+    JobParams,
+    UserErasure,
+    decode_params,
+    encode_params,
+    kind_of,
+    validate_end_user,
+)
+from mtdesk.policy.erasure.sweep import ERASURE_MARK_TTL_S, ErasureSweep
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["account", "channel", "user", "app_user"]
-KINDS: tuple[str, ...] = ("account", "channel", "user", "app_user")
+__all__ = ["KINDS", "DeletionJob", "DeletionJobs", "DeletionWorker", "new_job_id", "owner_digest",
+           "schedule_channel_deletion", "validate_end_user"]
 AUDIT_TTL_S = 400 * 86400  # audit records outlive the 12-month retention, then go
 MAX_ATTEMPTS = 5
 _COUNT = "c:"  # prefix of count fields in the job hash
@@ -132,14 +146,15 @@ class DeletionJobs:
         self._clock = clock
 
     async def _schedule(
-        self, kind: Kind, params: dict[str, object], *, source: str, owner: str | None,
+        self, params: JobParams, *, source: str, owner: str | None,
         job_id: str | None = None,
     ) -> DeletionJob:
         job_id = job_id if job_id is not None and _valid_job_id(job_id) else new_job_id()
         at = now_ms(self._clock)
+        kind = kind_of(params)
         fields: HashFields = {
             "kind": kind, "status": "queued", "source": source, "requested_ms": at,
-            "params": json.dumps(params), "attempts": 0,
+            "params": encode_params(params), "attempts": 0,
         }
         if owner is not None:
             fields["owner"] = owner_digest(owner)
@@ -160,13 +175,13 @@ class DeletionJobs:
             job = await self.find(pending.decode())
             if job is not None and job.status in ("queued", "running"):
                 return job  # asked twice: one job
-        accounts: list[list[str]] = []
+        accounts: list[tuple[str, str]] = []
         for cid in as_bytes_set(await self._redis.smembers(keys.channels(tenant_id))):
             raw_ch, raw_acct = as_opt_bytes_list(await self._redis.hmget(
                 keys.channel(tenant_id, cid.decode()), "channel", "account_id"
             ))
             if raw_ch and raw_acct:
-                accounts.append([raw_ch.decode(), raw_acct.decode()])
+                accounts.append((raw_ch.decode(), raw_acct.decode()))
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.tenant(tenant_id), "status", "deleting")
             # No knowledge is written for it from now on (not only once the job runs).
@@ -180,7 +195,7 @@ class DeletionJobs:
             if await self._redis.hget(route, "tenant") == tenant_id.encode():
                 await self._redis.delete(route)
         job = await self._schedule(
-            "account", {"tenant": tenant_id, "accounts": sorted(accounts)},
+            AccountErasure(tenant=tenant_id, accounts=tuple(sorted(accounts))),
             source=source, owner=tenant_id,
         )
         await self._redis.hset(keys.tenant(tenant_id), "deletion_job", job.id)
@@ -196,9 +211,8 @@ class DeletionJobs:
         if not ch or not acct or ":" in tenant_id:
             raise NotFound(f"channel {channel_id!r} not found")
         return await self._schedule(
-            "channel",
-            {"tenant": tenant_id, "channel_id": channel_id, "channel": ch.decode(),
-             "account_id": acct.decode()},
+            ChannelErasure(tenant=tenant_id, channel_id=channel_id, channel=ch.decode(),
+                           account_id=acct.decode()),
             source=source, owner=tenant_id,
         )
 
@@ -208,7 +222,7 @@ class DeletionJobs:
         """One end user (PSID, IGSID, WhatsApp user id or wa_id) on one channel type."""
         channel, user_id = validate_end_user(channel, user_id)
         return await self._schedule(
-            "user", {"tenant": tenant_id, "channel": channel, "user_id": user_id},
+            UserErasure(tenant=tenant_id, channel=channel, user_id=user_id),
             source=source, owner=tenant_id,
         )
 
@@ -218,17 +232,17 @@ class DeletionJobs:
         """Meta's data-deletion request: every channel this Facebook user connected.
         ``job_id`` (from :func:`new_job_id`) lets a caller name the job before it exists."""
         # Resolved now: a resumed job must find accounts whose records it already erased.
-        targets: list[list[str]] = []
+        targets: list[ChannelTarget] = []
         for member in as_bytes_set(await self._redis.smembers(keys.app_user(app_scoped_user_id))):
             tid, _, cid = member.decode().partition(":")
             ch, acct = as_opt_bytes_list(
                 await self._redis.hmget(keys.channel(tid, cid), "channel", "account_id")
             )
             if ch and acct:
-                targets.append([tid, cid, ch.decode(), acct.decode()])
-        targets.sort()
+                targets.append(ChannelTarget(tid, cid, ch.decode(), acct.decode()))
+        targets.sort(key=lambda t: (t.tenant, t.channel_id, t.channel, t.account_id))
         return await self._schedule(
-            "app_user", {"app_user": app_scoped_user_id, "targets": targets},
+            AppUserErasure(app_user=app_scoped_user_id, targets=tuple(targets)),
             source=source, owner=None, job_id=job_id,
         )
 
@@ -258,20 +272,6 @@ async def schedule_channel_deletion(
 ) -> DeletionJob:
     """For the channel routes: queue the erasure of a (disconnected) channel's data."""
     return await DeletionJobs(redis, clock).schedule_channel(tenant_id, channel_id, source=source)
-
-
-def validate_end_user(channel: object, user_id: object) -> tuple[str, str]:
-    """(channel, user id) from caller input; ValidationError naming the field."""
-    if channel not in CHANNELS:
-        raise ValidationError("channel", f"must be one of {', '.join(CHANNELS)}")
-    if isinstance(user_id, int) and not isinstance(user_id, bool):
-        user_id = str(user_id)
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise ValidationError("user_id", "is required")
-    uid = user_id.strip()
-    if len(uid) > 128 or any(c.isspace() or c in ":*?[]" for c in uid):
-        raise ValidationError("user_id", "must be the PSID, IGSID, WhatsApp user id or wa_id")
-    return str(channel), uid
 
 
 class DeletionWorker:
@@ -389,7 +389,6 @@ class DeletionWorker:
     async def _execute_leased(
         self, job_id: str, key: str, raw: Mapping[bytes, bytes]
     ) -> bool:
-        params = json.loads(raw.get(b"params", b"{}"))
         kind = raw.get(b"kind", b"").decode()
         attempts = int(await self._redis.hincrby(key, "attempts", 1))
         await self._redis.hset(key, "status", "running")
@@ -403,13 +402,13 @@ class DeletionWorker:
 
         # Replies in flight in the erased scope are waited for (bounded), then the scope
         # is swept again: what they wrote after the first sweep goes too.
-        eraser = Eraser(
+        sweep = ErasureSweep(
             self._redis, partitions=self._settings.partitions,
             data_dir=self._settings.data_dir, progress=progress, batch=self._batch,
             settle_s=self._settings.deletion_settle_s, settle_poll_s=self._settle_poll_s,
         )
         try:
-            await self._run_kind(eraser, kind, params)
+            await self._run(sweep, decode_params(raw.get(b"params", b"{}"), kind))
         except (RedisError, *UNAVAILABLE):
             raise
         except (MTDeskError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -420,13 +419,13 @@ class DeletionWorker:
                 return False
             await self._finish(key, "failed", error=type(exc).__name__)
             return True
-        if eraser.in_flight_left:
+        if sweep.in_flight_left:
             # Ids and counts only: the job id is no one's data.
             log.warning(
                 "deletion job %s: %d replies still in flight after %.0f s; swept again "
-                "anyway", job_id, eraser.in_flight_left, self._settings.deletion_settle_s,
+                "anyway", job_id, sweep.in_flight_left, self._settings.deletion_settle_s,
             )
-        await self._finish(key, "done", in_flight=eraser.in_flight_left)
+        await self._finish(key, "done", in_flight=sweep.in_flight_left)
         self.processed += 1
         log.info("deletion job %s done (kind=%s)", job_id, kind)
         return True
@@ -448,22 +447,15 @@ class DeletionWorker:
             pipe.expire(key, AUDIT_TTL_S)
             await pipe.execute()
 
-    async def _run_kind(self, eraser: Eraser, kind: str, params: dict[str, object]) -> None:
-        if kind == "account":
-            accounts = [tuple(a) for a in params.get("accounts", [])]  # type: ignore[attr-defined]
-            await eraser.erase_tenant(str(params["tenant"]), accounts)
-        elif kind == "channel":
-            await eraser.erase_channel(
-                str(params["tenant"]), str(params["channel_id"]),
-                str(params["channel"]), str(params["account_id"]),
-            )
-        elif kind == "user":
-            await eraser.erase_user(
-                str(params["tenant"]), str(params["channel"]), str(params["user_id"])
-            )
-        elif kind == "app_user":
-            for tid, cid, ch, acct in params.get("targets", []):  # type: ignore[attr-defined]
-                await eraser.erase_channel(str(tid), str(cid), str(ch), str(acct))
-            await self._redis.delete(keys.app_user(str(params["app_user"])))
-        else:
-            raise ValueError(f"unknown job kind {kind!r}")
+    async def _run(self, sweep: ErasureSweep, params: JobParams) -> None:
+        match params:
+            case AccountErasure(tenant=tenant, accounts=accounts):
+                await sweep.erase_tenant(tenant, accounts)
+            case ChannelErasure(tenant=tenant, channel_id=cid, channel=ch, account_id=acct):
+                await sweep.erase_channel(tenant, cid, ch, acct)
+            case UserErasure(tenant=tenant, channel=ch, user_id=uid):
+                await sweep.erase_user(tenant, ch, uid)
+            case AppUserErasure(app_user=app_user, targets=targets):
+                for t in targets:
+                    await sweep.erase_channel(t.tenant, t.channel_id, t.channel, t.account_id)
+                await self._redis.delete(keys.app_user(app_user))

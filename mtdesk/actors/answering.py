@@ -1,0 +1,204 @@
+"""The reply to a message: admitted, generated (knowledge gating), sent, recorded.
+
+:func:`answer` handles one message or postback. Its reply record (the state machine in
+:mod:`mtdesk.core.replystate`) decides what happens on every delivery: a terminal record
+is acknowledged, a stored text is resumed from the parts Meta already accepted, a reply
+whose model call was under way is generated again, anything else is answered, together
+with the person's queued messages (:mod:`mtdesk.actors.bursts`).
+
+The first reply of a new conversation starts with the bot's greeting, as part of the
+reply's stored text, so it is never sent twice. A ``knowledge_only`` LLM bot whose
+tenant has knowledge but none of it scoring ``min_score`` answers its fallback message
+without a model (outcome ``no_knowledge``; docs/retrieval.md); a failed model answers
+the fallback message too (outcome ``fallback``). The text is split into the channel's
+parts once, and a :class:`~mtdesk.actors.replies.ReplyRun` records each part Meta
+accepted before the next is sent, then the reply's end with the conversation's context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import aclosing
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from mtdesk.actors.admission import admit
+from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
+from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
+from mtdesk.actors.turns import context_encoder, user_text
+from mtdesk.core import keys
+from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
+from mtdesk.core.events import Message, Postback
+from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage
+from mtdesk.core.replystate import on_delivery
+from mtdesk.retrieval.extractive import is_extractive
+from mtdesk.retrieval.prompt import shown_passages
+
+if TYPE_CHECKING:
+    from mtdesk.actors.conversation import Conversation
+    from mtdesk.actors.work import WorkItem
+
+log = logging.getLogger(__name__)
+
+# The reply's reason when it is not the model's answer (its outcome says which).
+_DONE_REASONS = {"fallback": "model failed: fallback message",
+                 "no_knowledge": "no knowledge: fallback message"}
+
+
+def greeted(bot: BotConfig, text: str) -> str:
+    """``text`` after the bot's greeting (a paragraph of its own), if it has one."""
+    greeting = (bot.greeting or "").strip()
+    return f"{greeting}\n\n{text}" if greeting else text
+
+
+async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) -> None:
+    s = conv.services
+    reason, record, claimed_now = await admit(conv, item, claim=can_claim_alone(conv))
+    move = on_delivery(record.phase)
+    if reason or move == "done":
+        s.metrics.outcome("skipped" if reason else "duplicate")
+        s.ledger.done(item)
+        return
+    if move == "resume":  # a restart mid-send: finish the same reply
+        reply = OutgoingReply.of(item.tenant_id, event, record.text, record.provider,
+                                 record.model)
+        await _send(conv, [item], reply, start=record.parts_sent)
+        return
+    if claimed_now:  # claimed with its admission: a burst of one
+        burst = [item]
+        texts = [user_text(event)]
+    elif move == "generate":
+        # A crash while the model was answering: the burst was claimed then, so its
+        # members' texts come back from history (their entries follow in the stream
+        # and will be acknowledged as answered by this one).
+        burst = [item]
+        texts = [user_text(event), *await stored_texts(conv, record.members)]
+    else:
+        claimed = await claim_burst(conv, item)
+        if claimed is None:  # someone else is answering it: look again on redelivery
+            return
+        burst = claimed
+        texts = texts_of(burst)
+    try:
+        bot = await s.tenants.bot(item.tenant_id)
+        completion, outcome = await _generate(conv, bot, texts)
+        # The greeting is part of the reply's stored text: a resumed send continues
+        # the same text, so it is never sent twice.
+        text = greeted(bot, completion.text) if conv.context.new else completion.text
+        conv.context.turns = conv.bounded(
+            [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
+        reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
+                                 completion.model, reason=_DONE_REASONS.get(outcome, ""))
+        await _send(conv, burst, reply, start=0, outcome=outcome, begin=True)
+    except BaseException:
+        # The head is retried (or left pending); its members go back in front of the
+        # queue, in order, so none is stranded (they are answered_by the head now).
+        conv.requeue(burst[1:])
+        raise
+
+
+async def _generate(
+    conv: Conversation, bot: BotConfig, texts: list[str]
+) -> tuple[Completion, str]:
+    """The answer and its outcome: ``sent`` (the model's), ``fallback`` (the model
+    failed) or ``no_knowledge`` (see :func:`_search`: no model asked)."""
+    s = conv.services
+    passages: list[Passage] = []
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(s.settings.llm_timeout_s):
+            if s.retriever is not None:
+                passages, silent = await _search(conv, bot, "\n".join(texts))
+                if silent:
+                    return Completion(text=bot.fallback_message, provider="fallback",
+                                      model="no knowledge"), "no_knowledge"
+            prompt = s.prompt_builder(bot, list(conv.context.turns), texts, passages)
+            completion = await s.chat_model.complete(bot, prompt, passages)
+        s.metrics.observe("llm", time.monotonic() - started)
+        return completion, "sent"
+    except (ProviderError, TimeoutError) as exc:
+        s.metrics.observe("llm", time.monotonic() - started)
+        log.warning("model failed, sending the bot's fallback message",
+                    extra={"tenant": conv.tenant_id, "error": type(exc).__name__})
+        return Completion(text=bot.fallback_message, provider="fallback",
+                          model=str(getattr(exc, "provider", "timeout"))), "fallback"
+
+
+async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[Passage], bool]:
+    """The passages for ``query``, and whether the knowledge has nothing for it: a
+    ``knowledge_only`` LLM bot, no passage at ``bot.min_score``, and the tenant HAS a
+    knowledge base (without one, the model is asked under the no-knowledge rule). The
+    offline extractive model judges its passages itself."""
+    # A broken knowledge base degrades the answer, it does not drop the message.
+    retriever = conv.services.retriever
+    assert retriever is not None
+    try:
+        passages = await retriever.search(conv.tenant_id, query)
+        silent = (bot.grounding != "general" and not is_extractive(bot)
+                  and not shown_passages(bot, passages)
+                  and await retriever.has_knowledge(conv.tenant_id))
+        return passages, silent
+    except Exception as exc:
+        log.warning("retrieval failed; answering without passages",
+                    extra={"tenant": conv.tenant_id, "error": type(exc).__name__})
+        conv.services.metrics.outcome("retrieval_failed")
+        return [], False
+
+
+async def _send(
+    conv: Conversation, burst: list[WorkItem], reply: OutgoingReply, *, start: int,
+    outcome: str = "sent", begin: bool = False,
+) -> None:
+    """Send ``reply`` from part ``start`` on (``begin``: store its text first), record
+    every part and the end, acknowledge the burst."""
+    s = conv.services
+    turns = conv.context.turns
+    sent_turns = conv.bounded([*turns, ChatMessage("assistant", reply.text)])
+
+    def context_at(state: ReplyState) -> ContextWrite | None:
+        # The context persisted with the reply's end: with the assistant turn once sent.
+        if conv.forgotten:  # erased meanwhile: the state still moves, no context write
+            return None
+        updated = msgspec.structs.replace(
+            conv.context, turns=sent_turns if state is ReplyState.SENT else turns)
+        return ContextWrite(keys.context(conv.tenant_id, conv.key),
+                            context_encoder.encode(updated), s.store.ttl_s)
+
+    if begin:
+        run = await s.replies.begin(reply, now_ms=conv.now_ms(), context=context_at)
+    else:
+        run = s.replies.resume(reply, context=context_at)
+    started = time.monotonic()
+    try:
+        async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
+                                             permits=run)) as accepted:
+            async for index, message_id in accepted:
+                conv.context.replied = True  # the person got something: no greeting again
+                await run.part_sent(index, message_id)
+        state, reason = ReplyState.SENT, reply.reason
+    except GraphError as exc:
+        outcome = "failed"
+        s.metrics.graph_error(exc.code)
+        if exc.code == 190:  # the sender marked the channel disconnected
+            s.tenants.forget_channel(reply.tenant_id, reply.channel, reply.account_id)
+        log.warning("reply not sent", extra={"tenant": reply.tenant_id, "code": exc.code})
+        state, reason = ReplyState.FAILED, f"graph error {exc.code}"
+    except MTDeskError as exc:
+        if exc.retriable:
+            raise
+        outcome = "failed"  # e.g. the channel was removed: NotFound
+        state, reason = ReplyState.FAILED, type(exc).__name__
+    # The turns are taken only once the end is recorded: a retry after a Redis blip must
+    # not add the assistant turn twice.
+    await run.end(state, reason)
+    conv.context.turns = sent_turns if run.ended is ReplyState.SENT else turns
+    if run.context_written:
+        conv.mark_clean()
+    s.metrics.observe("send", time.monotonic() - started)
+    s.metrics.outcome(outcome)
+    for b in burst:
+        s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
+        s.ledger.done(b)

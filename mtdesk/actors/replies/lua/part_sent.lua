@@ -1,0 +1,24 @@
+-- A part Meta accepted recorded (record_part); for the reply's last part also its end
+-- (finish) and the conversation's context written, in the same step. Idempotent: a part
+-- already recorded is not recorded again, a terminal state is never left, the context
+-- is written either way. Returns 1 when the part was recorded now.
+local reply = KEYS[1]
+local history = KEYS[2]
+local convs = KEYS[3]
+local outbound = KEYS[4]
+local context = KEYS[5]  -- absent = no context write
+local index = tonumber(ARGV[1])
+local mid = ARGV[2]
+local msg = ARGV[3]
+local conv = ARGV[4]
+local now_ms = ARGV[5]
+local ttl_out = ARGV[6]
+local end_state = ARGV[7]  -- '' = not the last part: the reply goes on
+local reason = ARGV[8]
+local reply_ttl = ARGV[9]
+local context_value = ARGV[10]
+local context_ttl = ARGV[11]
+local recorded = record_part(reply, history, convs, outbound, index, mid, msg, conv, now_ms, ttl_out)
+if context then redis.call('SET', context, context_value, 'EX', tonumber(context_ttl)) end
+if end_state ~= '' then finish(reply, end_state, reason, now_ms, reply_ttl) end
+return recorded

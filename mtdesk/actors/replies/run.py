@@ -1,0 +1,143 @@
+"""One reply on its way out: its parts recorded as Meta accepts them, then its end.
+
+:meth:`ReplyStore.begin <mtdesk.actors.replies.store.ReplyStore.begin>` (or ``resume``)
+gives a :class:`ReplyRun`. The caller sends ``reply.parts`` (split once, by
+:func:`OutgoingReply.of`) with the run as the sender's permit source, calls
+:meth:`ReplyRun.part_sent` after each part Meta accepted, before the next, and
+:meth:`ReplyRun.end` once the send is over. The run folds the last part's record, the
+reply's end and the context write into one round trip; ``end`` then costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mtdesk.channels.outbound import split_text
+from mtdesk.core.events import Channel, Message, Postback
+from mtdesk.core.history import StoredMessage
+from mtdesk.core.ports import OutboundMessage
+from mtdesk.core.redis import UNAVAILABLE
+from mtdesk.core.replystate import ReplyState
+from mtdesk.core.retrying import retry_transient
+
+if TYPE_CHECKING:
+    from mtdesk.actors.replies.store import ReplyStore
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutgoingReply:
+    """A reply's text (split once into the channel's parts) and whom it answers."""
+
+    tenant_id: str
+    event_id: str  # the inbound event answered (the reply record's key)
+    channel: Channel
+    account_id: str
+    user_id: str
+    wa_id: str | None
+    text: str
+    provider: str
+    model: str
+    parts: tuple[str, ...]
+    reason: str = ""  # recorded with ``sent`` when the text is not the model's answer
+
+    @classmethod
+    def of(cls, tenant_id: str, event: Message | Postback, text: str, provider: str,
+           model: str, *, reason: str = "") -> OutgoingReply:
+        return cls(tenant_id=tenant_id, event_id=event.event_id, channel=event.channel,
+                   account_id=event.account_id, user_id=event.user_id, wa_id=event.wa_id,
+                   text=text, provider=provider, model=model,
+                   parts=tuple(split_text(event.channel, text)), reason=reason)
+
+    def outbound(self) -> OutboundMessage:
+        return OutboundMessage(
+            tenant_id=self.tenant_id, channel=self.channel, account_id=self.account_id,
+            user_id=self.user_id, wa_id=self.wa_id, text=self.text, reply_key=self.event_id,
+            reply_to=self.event_id if self.channel == "whatsapp" else None,
+        )
+
+    def part_message(self, index: int, message_id: str, now_ms: int) -> StoredMessage:
+        """The history entry of part ``index`` (the whole text is on part 0's entry)."""
+        return StoredMessage(
+            direction="out", message_id=message_id, kind="reply", channel=self.channel,
+            account_id=self.account_id, user_id=self.user_id, timestamp_ms=now_ms,
+            text=self.text if index == 0 else None, reply_to=self.event_id,
+            provider=self.provider, model=self.model, status="sent", part=index,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ContextWrite:
+    """``SET key value EX ttl_s``: a conversation's context, persisted with a reply's end."""
+
+    key: str
+    value: bytes
+    ttl_s: int
+
+
+# The context to persist with the reply's end in that state; None writes none (e.g. the
+# conversation was erased meanwhile). Called when the end is recorded, maybe again after
+# a Redis blip.
+Context = Callable[[ReplyState], ContextWrite | None]
+
+# A part's record is idempotent, and Meta has already accepted that part (if its record
+# is lost, a resume sends it again): ride out a Redis blip (~5 s) rather than fail.
+_RECORD_ATTEMPTS = 8
+
+
+def _redis_blip(exc: BaseException) -> bool:
+    return isinstance(exc, UNAVAILABLE)
+
+
+class ReplyRun:
+    """Implements the sender's ``SendPermits``: the first permit may be prepaid (taken
+    with the stored text), the rest come from the store's limiter."""
+
+    def __init__(self, store: ReplyStore, reply: OutgoingReply, context: Context, *,
+                 prepaid: int) -> None:
+        self.reply = reply
+        self._store = store
+        self._context = context
+        self._prepaid = prepaid
+        self.ended: ReplyState | None = None  # the state it ended in (recorded)
+        self.context_written = False
+
+    async def acquire(self, channel: Channel, account_id: str) -> None:
+        if self._prepaid > 0:
+            self._prepaid -= 1
+            return
+        limiter = self._store.limiter
+        if limiter is not None:
+            await limiter.acquire(channel, account_id)
+
+    async def part_sent(self, index: int, message_id: str) -> None:
+        """Record part ``index`` (Meta accepted it as ``message_id``); the last part also
+        ends the reply as ``sent`` with the context of that state."""
+        last = index == len(self.reply.parts) - 1
+
+        async def record() -> ContextWrite | None:
+            now = self._store.now_ms()
+            context = self._context(ReplyState.SENT) if last else None
+            await self._store.record_part(
+                self.reply, index, self.reply.part_message(index, message_id, now),
+                now_ms=now, end=("sent", self.reply.reason) if last else None,
+                context=context)
+            return context
+
+        context = await retry_transient(record, attempts=_RECORD_ATTEMPTS, first_s=0.05,
+                                        max_s=2.0, transient=_redis_blip)
+        if last:
+            self.ended = ReplyState.SENT
+            self.context_written = context is not None
+
+    async def end(self, state: ReplyState, reason: str) -> None:
+        """End the reply in ``state`` (``sent`` or ``failed``) with the context of that
+        state, in one round trip; nothing when its last part already ended it."""
+        if self.ended is not None:
+            return
+        context = self._context(state)
+        await self._store.end(self.reply, state.value, reason, now_ms=self._store.now_ms(),
+                              context=context)
+        self.ended = state
+        self.context_written = context is not None

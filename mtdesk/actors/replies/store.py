@@ -1,0 +1,275 @@
+"""The reply records in Redis: every step of the state machine is one Lua script.
+
+One hash per inbound event at ``keys.reply(tenant, event_id)`` (TTL: the de-duplication
+window, ``settings.dedup_ttl_s``), fields:
+
+``stored``      history entry id of the inbound message (stored exactly once)
+``state``       see :mod:`mtdesk.core.replystate` (the table of states and steps)
+``answered_by`` burst members: the event id whose reply answered them all
+``members``     burst head: the other event ids it answers (space-separated)
+``text``, ``provider``, ``model``   the generated reply, stored BEFORE the first send
+``parts_sent``  how many parts of the split reply Meta accepted (and we recorded)
+``mids``        their Graph message ids (space-separated)
+``reason``      why skipped/failed (or how a sent reply was made); ``updated_ms``
+
+Callers speak intents — :meth:`ReplyStore.admit` (or :meth:`~ReplyStore.store_inbound`
+for an event recorded, not answered), :meth:`~ReplyStore.claim` a burst,
+:meth:`~ReplyStore.begin` a reply (:class:`~mtdesk.actors.replies.run.ReplyRun`: record
+its parts, end it) — and the store folds what it can into one round trip: the admission
+with the claim of a burst of one, the stored text with the first send's rate-limit
+permit, the last part with the reply's end and the conversation's context. Every part is
+recorded (reply hash + history + outbound hash) in ONE script, so "Meta accepted part i
+and we know it" is a single step; the only window is a crash between Meta's answer and
+that script (docs/shards.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from mtdesk.actors.ratelimit import ACQUIRE_LUA_FUNCTION, SendRateLimiter
+from mtdesk.actors.replies.run import Context, ContextWrite, OutgoingReply, ReplyRun
+from mtdesk.core import keys
+from mtdesk.core.clock import Clock, SystemClock, now_ms
+from mtdesk.core.history import (
+    HISTORY_APPEND_LUA,
+    StoredMessage,
+    conversation_of,
+    encode_message,
+)
+from mtdesk.core.redis import Redis
+from mtdesk.core.replystate import RESUMABLE, TERMINAL, ReplyState, lua_prelude
+from mtdesk.core.scripts import LuaScript, lua_source
+from mtdesk.policy.quotas import CONSUME_LUA_FUNCTION, ConsumeCall
+
+
+class ReplyRecord(msgspec.Struct, kw_only=True):
+    state: str = ""
+    stored: str = ""
+    answered_by: str = ""
+    members: tuple[str, ...] = ()
+    text: str = ""
+    provider: str = ""
+    model: str = ""
+    parts_sent: int = 0
+    mids: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def phase(self) -> ReplyState:
+        """The state as the state machine's value (an unknown one reads as none)."""
+        try:
+            return ReplyState(self.state)
+        except ValueError:
+            return ReplyState.NONE
+
+    @property
+    def done(self) -> bool:
+        return self.phase in TERMINAL
+
+    @property
+    def resumable(self) -> bool:
+        return self.phase in RESUMABLE
+
+
+_FIELDS = ("state", "stored", "answered_by", "members", "text", "provider", "model",
+           "parts_sent", "mids", "reason")
+
+
+def _script(*names: str, functions: str = "") -> str:
+    """A reply script: the state sets, the shared functions, then ``names``."""
+    return (lua_prelude() + HISTORY_APPEND_LUA + functions
+            + lua_source("mtdesk.actors.replies", *(f"lua/{n}.lua" for n in names)))
+
+
+def _lua(name: str, *names: str, functions: str = "") -> LuaScript:
+    return LuaScript(_script(*names, functions=functions), name=f"reply_{name}")
+
+
+# One script per step; the ones shared (finish, record_part, store_once) are functions.
+_STORE_INBOUND = _lua("store_inbound", "store_once", "store_inbound")
+_ADMIT = _lua("admit", "store_once", "admit", functions=CONSUME_LUA_FUNCTION)
+_CLAIM = _lua("claim", "claim")
+_BEGIN = _lua("begin", "begin", functions=ACQUIRE_LUA_FUNCTION)
+_PART_SENT = _lua("part_sent", "finish", "record_part", "part_sent")
+_END = _lua("end", "finish", "end")
+
+
+def _s(raw: bytes | None) -> str:
+    return raw.decode() if raw else ""
+
+
+class ReplyStore:
+    """The reply state machine over Redis. All writes are single Lua scripts.
+
+    ``limiter`` (the shard's shared send rate limiter) lets :meth:`begin` take the first
+    send's permit with the stored text; the reply's further sends take theirs from it
+    (the :class:`ReplyRun` is the sender's permit source)."""
+
+    def __init__(self, redis: Redis, *, ttl_s: int, history_ttl_s: int,
+                 limiter: SendRateLimiter | None = None, clock: Clock | None = None) -> None:
+        self._redis = redis
+        self._clock = clock or SystemClock()
+        self._ttl_s = ttl_s
+        self._history_ttl_s = history_ttl_s
+        self._limiter = limiter
+        self._store_inbound = _STORE_INBOUND.bind(redis)
+        self._admit = _ADMIT.bind(redis)
+        self._claim = _CLAIM.bind(redis)
+        self._begin = _BEGIN.bind(redis)
+        self._part_sent = _PART_SENT.bind(redis)
+        self._end = _END.bind(redis)
+
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
+    # --- reading ----------------------------------------------------------------------
+    async def load_many(self, tenant_id: str, event_ids: Sequence[str]) -> list[ReplyRecord]:
+        pipe = self._redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.hmget(keys.reply(tenant_id, event_id), *_FIELDS)
+        rows = await pipe.execute()
+        return [self._record(row) for row in rows]
+
+    async def load(self, tenant_id: str, event_id: str) -> ReplyRecord:
+        return (await self.load_many(tenant_id, [event_id]))[0]
+
+    @staticmethod
+    def _record(row: Sequence[bytes | None]) -> ReplyRecord:
+        v = dict(zip(_FIELDS, (_s(x) for x in row), strict=True))
+        return ReplyRecord(
+            state=v["state"], stored=v["stored"], answered_by=v["answered_by"],
+            members=tuple(v["members"].split()), text=v["text"], provider=v["provider"],
+            model=v["model"], parts_sent=int(v["parts_sent"] or 0),
+            mids=tuple(v["mids"].split()), reason=v["reason"],
+        )
+
+    # --- admission --------------------------------------------------------------------
+    async def store_inbound(
+        self, tenant_id: str, event_id: str, message: StoredMessage, *, now_ms: int,
+        skip_reason: str = "",
+    ) -> ReplyRecord:
+        """Append the inbound message to history once per event id (a redelivery keeps
+        the first entry). With ``skip_reason`` the event is also marked ``skipped``.
+        Returns the event's reply record as it is now (one round trip)."""
+        conv = conversation_of(message)
+        row = await self._store_inbound(
+            keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
+                  keys.conversations(tenant_id)],
+            args=[encode_message(message), conv, now_ms, self._ttl_s, skip_reason, *_FIELDS],
+        )
+        return self._record(row)
+
+    async def admit(
+        self, tenant_id: str, event_id: str, message: StoredMessage, *, now_ms: int,
+        member: str, paused_key: str, reason: str, quota: ConsumeCall, claim: bool,
+    ) -> tuple[str, ReplyRecord | None, bool]:
+        """The skip checks, the plan's allowance, :meth:`store_inbound` and (with
+        ``claim``) :meth:`claim` with no members, as ONE step. Checks, in order:
+        ``member`` in the tenant's restricted set, ``paused_key`` present, ``reason``
+        (one the caller found, e.g. ``bot disabled``), then ``quota`` (counted only when
+        nothing else skips). Returns ``(skip reason, None, False)`` when skipped —
+        nothing was stored or counted; the caller records it with :meth:`store_inbound`
+        — else ``('', the record as it is now, whether this call claimed it)``."""
+        conv = conversation_of(message)
+        reply = await self._admit(
+            keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
+                  keys.conversations(tenant_id), keys.restricted(tenant_id), paused_key,
+                  *quota.keys],
+            args=[encode_message(message), conv, now_ms, self._ttl_s, member, reason,
+                  *quota.args, "1" if claim else "0", *_FIELDS],
+        )
+        skip = _s(reply[0])
+        if skip:
+            return skip, None, False
+        return "", self._record(reply[2]), bool(reply[1])
+
+    async def claim(
+        self, tenant_id: str, head: str, members: Sequence[str], *, now_ms: int
+    ) -> list[str] | None:
+        """Start answering ``head`` (state ``generating``) and mark every member not yet
+        answered as answered by it, atomically. Returns the members claimed, or None when
+        ``head`` already has a state (someone else is answering it)."""
+        result = await self._claim(
+            keys=[keys.reply(tenant_id, head), *(keys.reply(tenant_id, m) for m in members)],
+            args=[now_ms, self._ttl_s, head, *members],
+        )
+        if result == -1:
+            return None
+        return [_s(x) for x in result]
+
+    # --- the reply --------------------------------------------------------------------
+    async def begin(self, reply: OutgoingReply, *, now_ms: int, context: Context) -> ReplyRun:
+        """Store the generated text (only from ``generating``; it is what a resumed send
+        continues) and, with a limiter, take the first send's permit in the same round
+        trip. Returns the run that sends it: pass it to the sender as its permits."""
+        names = [keys.reply(reply.tenant_id, reply.event_id)]
+        args: list[str | int] = [reply.text, reply.provider, reply.model, now_ms]
+        if self._limiter is not None:
+            window, limit = self._limiter.window(reply.channel, reply.account_id)
+            names.append(window)
+            args.append(limit)
+        result = int(await self._begin(keys=names, args=args))
+        return ReplyRun(self, reply, context, prepaid=1 if result == 2 else 0)
+
+    def resume(self, reply: OutgoingReply, *, context: Context) -> ReplyRun:
+        """The run of a reply whose text is already stored (no round trip)."""
+        return ReplyRun(self, reply, context, prepaid=0)
+
+    async def generated(
+        self, tenant_id: str, event_id: str, text: str, provider: str, model: str, *,
+        now_ms: int,
+    ) -> bool:
+        """The ``generated`` step alone (no permit): True when it applied."""
+        return bool(await self._begin(
+            keys=[keys.reply(tenant_id, event_id)], args=[text, provider, model, now_ms]))
+
+    async def finish(
+        self, tenant_id: str, event_id: str, state: str, *, now_ms: int, reason: str = ""
+    ) -> bool:
+        """Move to a terminal state (sent | skipped | failed); never out of one."""
+        return bool(await self._end(
+            keys=[keys.reply(tenant_id, event_id)], args=[state, reason, now_ms, self._ttl_s]))
+
+    # --- used by ReplyRun -------------------------------------------------------------
+    @property
+    def limiter(self) -> SendRateLimiter | None:
+        return self._limiter
+
+    def now_ms(self) -> int:
+        return now_ms(self._clock)
+
+    async def record_part(
+        self, reply: OutgoingReply, index: int, message: StoredMessage, *, now_ms: int,
+        end: tuple[str, str] | None, context: ContextWrite | None,
+    ) -> bool:
+        """Part ``index`` recorded; with ``end`` (state, reason) also the reply's end and
+        with ``context`` the context write, in one round trip."""
+        conv = conversation_of(message)
+        names = [keys.reply(reply.tenant_id, reply.event_id),
+                 keys.history(reply.tenant_id, conv), keys.conversations(reply.tenant_id),
+                 keys.outbound(reply.tenant_id, message.message_id)]
+        state, reason = end or ("", "")
+        args: list[str | int | bytes] = [index, message.message_id, encode_message(message),
+                                         conv, now_ms, self._history_ttl_s, state, reason,
+                                         self._ttl_s]
+        if context is not None:
+            names.append(context.key)
+            args += [context.value, context.ttl_s]
+        return bool(await self._part_sent(keys=names, args=args))
+
+    async def end(
+        self, reply: OutgoingReply, state: str, reason: str, *, now_ms: int,
+        context: ContextWrite | None,
+    ) -> bool:
+        """The reply's end and, with ``context``, the context write (done
+        whatever the state), in one round trip. True when the state moved."""
+        names = [keys.reply(reply.tenant_id, reply.event_id)]
+        args: list[str | int | bytes] = [state, reason, now_ms, self._ttl_s]
+        if context is not None:
+            names.append(context.key)
+            args += [context.value, context.ttl_s]
+        return bool(await self._end(keys=names, args=args))
