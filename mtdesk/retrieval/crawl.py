@@ -112,8 +112,12 @@ class Fetcher:
         raise ValidationError("url", f"more than {MAX_REDIRECTS} redirects")
 
 
-def page_document(page: Page) -> Document:
-    """Extract a fetched page by its content type (HTML when unsure)."""
+async def page_document(page: Page) -> Document:
+    """Extract a fetched page by its content type (HTML when unsure). A PDF, whose
+    compressed streams could unpack to anything, is read in a child process with memory
+    and time limits (:class:`~mtdesk.retrieval.sandbox.ExtractionSandbox`), like uploads."""
+    from mtdesk.retrieval.sandbox import ExtractionSandbox
+
     path = urlsplit(page.url).path
     name = PurePosixPath(path).name or "index.html"
     if page.content_type and not page.content_type.startswith(_TEXTUAL):
@@ -121,7 +125,10 @@ def page_document(page: Page) -> Document:
     kind_name = {
         "application/pdf": "page.pdf", "text/plain": "page.txt", "text/markdown": "page.md",
     }.get(page.content_type, "page.html")
-    doc = extract(page.body, kind_name, page.content_type)
+    if kind_name == "page.pdf":
+        doc = await ExtractionSandbox().extract(page.body, kind_name, page.content_type)
+    else:
+        doc = extract(page.body, kind_name, page.content_type)
     title = doc.title if doc.title and doc.title != "page" else name
     return Document(title=title, sections=doc.sections, qa=doc.qa)
 
@@ -134,7 +141,7 @@ async def fetch_page(url: str, policy: AddressPolicy, opts: CrawlOptions | None 
     opts = opts or CrawlOptions()
     async with Fetcher(policy, timeout_s=opts.timeout_s) as fetcher:
         page = await fetcher.get(url, max_bytes=opts.max_page_bytes)
-    return FetchedDocument(url=page.url, document=page_document(page))
+    return FetchedDocument(url=page.url, document=await page_document(page))
 
 
 async def crawl_site(
@@ -170,7 +177,7 @@ async def crawl_site(
                 spent += len(page.body)
                 if not _same_site(page.url, host):
                     raise ValidationError("url", f"{url} redirected off the site")
-                doc = page_document(page)
+                doc = await page_document(page)
             except ValidationError as exc:
                 if not docs and url == urldefrag(start)[0]:
                     raise

@@ -1,5 +1,6 @@
 """The channel modules stand on the core alone: the gateway and the shards call them,
-never the other way round (docs/architecture rules in the README)."""
+never the other way round (docs/architecture.md; tests/test_architecture.py checks
+every folder's rule)."""
 
 from __future__ import annotations
 

@@ -56,3 +56,14 @@ async def test_crawl_limit_options_are_validated() -> None:
     with pytest.raises(ValidationError) as err:
         CrawlOptions(max_pages=0).validated()
     assert err.value.field == "max_pages"
+
+
+async def test_a_crawled_pdf_is_read_in_the_limited_child_process_like_an_upload() -> None:
+    from kb_harness import make_pdf
+
+    from mtdesk.retrieval.crawl import fetch_page
+
+    pdf = make_pdf(["Warranty: two years on every frame."]).decode("ascii")
+    async with local_site({"/warranty.pdf": (200, "application/pdf", pdf)}) as root:
+        page = await fetch_page(f"{root}/warranty.pdf", OPEN)
+    assert "two years on every frame" in page.document.sections[0].text
