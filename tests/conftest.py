@@ -8,8 +8,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from mtdesk.core.redis import Redis, connect
+
+# CI replays the same examples on every run (a red build must be reproducible, not the luck of
+# a draw); a developer's run explores new ones. `HYPOTHESIS_PROFILE=explore` forces exploring.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("explore")
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "explore"))
 
 REDIS_URL = os.environ.get("MTDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "meta"
