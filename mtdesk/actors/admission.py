@@ -1,8 +1,9 @@
 """Admission: whether an inbound message is answered, and its one step into Redis.
 
-Why a message is recorded but not answered, in this order: stale, stop word,
-restricted, paused (hand-off), bot disabled, channel disconnected, quota exceeded (last,
-so messages skipped for other reasons never count against the plan).
+Why a message is recorded but not answered, in this order: stale, stop word, outside
+Meta's customer service window (:mod:`mtdesk.actors.window`), restricted, paused
+(hand-off), bot disabled, channel disconnected, quota exceeded (last, so messages
+skipped for other reasons never count against the plan).
 
 - :func:`skip_reason` is the pure part: what is known before Redis is asked (the
   gateway's stale flag, the text, the cached bot and channel status).
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from mtdesk.actors.replies import ReplyRecord
+from mtdesk.actors.window import OUTSIDE_WINDOW, is_open, window_end
 from mtdesk.core import keys
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.history import inbound_message
@@ -45,17 +47,19 @@ class Skip:
 
 def skip_reason(
     event: Message | Postback, bot: BotConfig, channel_connected: bool, *,
-    stale: bool = False, stop_words: tuple[str, ...] = (),
+    stale: bool = False, stop_words: tuple[str, ...] = (), window_open: bool = True,
 ) -> Skip | None:
     """Why ``event`` is not answered, as far as it is known without Redis; None: ask the
     store. ``stale``: the gateway found it older than ``max_event_age_s``; a text equal
     (case-insensitively, trimmed) to one of ``stop_words`` (upper case) restricts the
-    sender."""
+    sender; ``window_open``: Meta's window still lets us write to the person."""
     if stale:
         return Skip(STALE, final=True)
     text = (event.text or "").strip().upper() if isinstance(event, Message) else ""
     if text and text in stop_words:
         return Skip(STOP_WORD, final=True)
+    if not window_open:
+        return Skip(OUTSIDE_WINDOW, final=True)
     if not bot.enabled:
         return Skip(BOT_DISABLED, final=False)
     if not channel_connected:
@@ -75,6 +79,8 @@ async def admit(
     tid = conv.tenant_id
     member = f"{event.channel}:{event.user_id}"
     verdict: Skip | None
+    ctx = conv.context
+    window_until = max(ctx.window_until_ms, window_end(event, item.received_ms))
     if item.stale:  # neither the bot nor the channel matter then
         verdict = Skip(STALE, final=True)
     else:
@@ -82,7 +88,9 @@ async def admit(
         bot = await s.tenants.bot(tid)
         connected = bot.enabled and await s.tenants.channel_connected(
             tid, event.channel, event.account_id)
-        verdict = skip_reason(event, bot, connected, stop_words=s.settings.stop_words)
+        verdict = skip_reason(
+            event, bot, connected, stop_words=s.settings.stop_words,
+            window_open=is_open(window_until, ctx.last_inbound_ms, conv.now_ms()))
     reason = ""
     record: ReplyRecord | None = None
     claimed = False
@@ -104,6 +112,7 @@ async def admit(
             tid, event.event_id, inbound_message(event, status="skipped", reason=reason),
             now_ms=conv.now_ms(), skip_reason=reason,
         )
-    conv.context.last_inbound_ms = max(conv.context.last_inbound_ms, event.timestamp_ms)
+    ctx.last_inbound_ms = max(ctx.last_inbound_ms, event.timestamp_ms)
+    ctx.window_until_ms = window_until
     conv.mark_dirty()
     return reason, record, claimed

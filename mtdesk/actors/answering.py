@@ -13,6 +13,12 @@ without a model (outcome ``no_knowledge``; docs/retrieval.md); a failed model an
 the fallback message too (outcome ``fallback``). The text is split into the channel's
 parts once, and a :class:`~mtdesk.actors.replies.ReplyRun` records each part Meta
 accepted before the next is sent, then the reply's end with the conversation's context.
+
+While the answer is made the person sees their message read and typing
+(:mod:`mtdesk.actors.typing`; only once it is decided that a reply follows). Before any
+part goes out, Meta's customer service window is checked (:mod:`mtdesk.actors.window`):
+outside it nothing is sent and the reply ends ``failed`` with the reason; so do the
+Graph errors that say the same (131047, 131049, 10/2018278), outcome ``outside_window``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
 from mtdesk.actors.turns import context_encoder, user_text
+from mtdesk.actors.typing import start_typing
+from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
 from mtdesk.core.events import Message, Postback
@@ -48,6 +56,14 @@ _DONE_REASONS = {"fallback": "model failed: fallback message",
                  "no_knowledge": "no knowledge: fallback message"}
 
 
+class _Silent(Exception):
+    """Nothing may be sent (``reason`` says why); the reply ends failed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def greeted(bot: BotConfig, text: str) -> str:
     """``text`` after the bot's greeting (a paragraph of its own), if it has one."""
     greeting = (bot.greeting or "").strip()
@@ -58,6 +74,9 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
     s = conv.services
     reason, record, claimed_now = await admit(conv, item, claim=can_claim_alone(conv))
     move = on_delivery(record.phase)
+    # The window as admission left it (this message included); taken now, since an
+    # erasure meanwhile empties the context and the reply under way still goes.
+    window = open_until(conv.context.window_until_ms, conv.context.last_inbound_ms)
     if reason or move == "done":
         s.metrics.outcome("skipped" if reason else "duplicate")
         s.ledger.done(item)
@@ -65,7 +84,7 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
     if move == "resume":  # a restart mid-send: finish the same reply
         reply = OutgoingReply.of(item.tenant_id, event, record.text, record.provider,
                                  record.model)
-        await _send(conv, [item], reply, start=record.parts_sent)
+        await _send(conv, [item], reply, start=record.parts_sent, window=window)
         return
     if claimed_now:  # claimed with its admission: a burst of one
         burst = [item]
@@ -84,7 +103,13 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
         texts = texts_of(burst)
     try:
         bot = await s.tenants.bot(item.tenant_id)
-        completion, outcome = await _generate(conv, bot, texts)
+        latest = burst[-1].event
+        typing = start_typing(s.sender, bot, latest if isinstance(latest, Message | Postback)
+                              else event, interval_s=s.settings.typing_interval_s)
+        try:
+            completion, outcome = await _generate(conv, bot, texts)
+        finally:
+            await typing.stop()
         # The greeting is part of the reply's stored text: a resumed send continues
         # the same text, so it is never sent twice.
         text = greeted(bot, completion.text) if conv.context.new else completion.text
@@ -92,7 +117,7 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
             [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
         reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
                                  completion.model, reason=_DONE_REASONS.get(outcome, ""))
-        await _send(conv, burst, reply, start=0, outcome=outcome, begin=True)
+        await _send(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
         # queue, in order, so none is stranded (they are answered_by the head now).
@@ -150,10 +175,11 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
 
 async def _send(
     conv: Conversation, burst: list[WorkItem], reply: OutgoingReply, *, start: int,
-    outcome: str = "sent", begin: bool = False,
+    window: int, outcome: str = "sent", begin: bool = False,
 ) -> None:
     """Send ``reply`` from part ``start`` on (``begin``: store its text first), record
-    every part and the end, acknowledge the burst."""
+    every part and the end, acknowledge the burst. Nothing is sent from ``window`` (epoch
+    ms: when Meta's customer service window ends) on."""
     s = conv.services
     turns = conv.context.turns
     sent_turns = conv.bounded([*turns, ChatMessage("assistant", reply.text)])
@@ -173,19 +199,28 @@ async def _send(
         run = s.replies.resume(reply, context=context_at)
     started = time.monotonic()
     try:
+        if conv.now_ms() >= window:
+            # The window closed while the answer was made (or before a resumed send).
+            raise _Silent(OUTSIDE_WINDOW)
         async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
                                              permits=run)) as accepted:
             async for index, message_id in accepted:
                 conv.context.replied = True  # the person got something: no greeting again
                 await run.part_sent(index, message_id)
         state, reason = ReplyState.SENT, reply.reason
+    except _Silent as silent:
+        outcome = "outside_window"
+        state, reason = ReplyState.FAILED, silent.reason
     except GraphError as exc:
         outcome = "failed"
         s.metrics.graph_error(exc.code)
+        refusal = send_refusal(exc)
         if exc.code == 190:  # the sender marked the channel disconnected
             s.tenants.forget_channel(reply.tenant_id, reply.channel, reply.account_id)
         log.warning("reply not sent", extra={"tenant": reply.tenant_id, "code": exc.code})
-        state, reason = ReplyState.FAILED, f"graph error {exc.code}"
+        if refusal is not None:  # shown on the message, never counted as sent
+            outcome = "outside_window"
+        state, reason = ReplyState.FAILED, refusal or f"graph error {exc.code}"
     except MTDeskError as exc:
         if exc.retriable:
             raise

@@ -80,6 +80,8 @@ class ShardServices:
     limiter: SendRateLimiter | None = None
     retriever: Retriever | None = None
     prompt_builder: PromptBuilder = build_prompt
+    # Called with a tenant whose account was erased: drop its cached credentials.
+    forget_credentials: Callable[[str], None] | None = None
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -152,7 +154,8 @@ class ConversationShard:
         self.handled = 0  # events acknowledged since start
         self.subscribed = asyncio.Event()  # set while subscribed to erasure notices
         self._erasure = ShardErasure(self._convs, services.redis, self._conv_services.tenants,
-                                           services.retriever, shard=index)
+                                           services.retriever, shard=index,
+                                           forget_credentials=services.forget_credentials)
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:

@@ -87,6 +87,15 @@ class VaultCredentials:
             cache[key] = entry
         return entry
 
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop the cached accounts of ``tenant_id`` (its account was erased): a send
+        after this reads the vault again and finds nothing."""
+        if self._cache is None:
+            return
+        for key, entry in list(self._cache.items()):
+            if entry[0] == tenant_id:
+                self._cache.pop(key, None)
+
     async def credentials(self, channel: Channel, account_id: str) -> ChannelCredentials:
         """Decrypts the account's token now. NotFound when not connected or no token."""
         tid, cid, status, token = await self._lookup(channel, account_id)

@@ -125,6 +125,7 @@ class Deployment:
         self._watch_interval_s = watch_interval_s
         self.actors: list[Any] = []
         self.partitions: list[list[int]] = []  # the partitions of each actor, by index
+        self._group: rayapi.ActorGroup | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._healthy: list[bool] = []
         self._thread: threading.Thread | None = None
@@ -139,10 +140,12 @@ class Deployment:
             log.warning("MTDESK_SHARDS=%d exceeds MTDESK_PARTITIONS=%d; starting %d shards",
                         s.shards, s.partitions, count)
         self.partitions = assign_partitions(s.partitions, count)
+        self._group = rayapi.actor_group("conversation_shard", s, count,
+                                         detached=self._detached)
         for index, partitions in enumerate(self.partitions):
-            actor = rayapi.create(ShardActor, conversation_shard_name(index), "conversation_shard", s,
-                                  s, index, partitions, self._factory, self._shard_options,
-                                  detached=self._detached)
+            actor = rayapi.create(ShardActor, conversation_shard_name(index), self._group,
+                                  index, s, index, partitions, self._factory,
+                                  self._shard_options, detached=self._detached)
             self.actors.append(actor)
         self._healthy = [True] * len(self.actors)
 
@@ -188,6 +191,8 @@ class Deployment:
             with contextlib.suppress(Exception):
                 rayapi.kill(actor)
         _wait_names_free(len(self.actors))
+        rayapi.remove_group(self._group)
+        self._group = None
         self.actors = []
 
     async def ping_all(self, timeout_s: float = 5.0) -> list[dict[str, Any] | None]:
@@ -234,4 +239,6 @@ class Deployment:
         await asyncio.gather(*(one(a) for a in self.actors))
         if wait_names:
             await asyncio.to_thread(_wait_names_free, len(self.actors))
+            rayapi.remove_group(self._group)  # not when exiting: Ray may be going with us
+            self._group = None
         self.actors = []

@@ -48,6 +48,7 @@ TABLE: Final[dict[int, ErrorPolicy]] = {
     100: ErrorPolicy(False, "invalid_parameter"),
     551: ErrorPolicy(False, "user_unavailable"),
     131047: ErrorPolicy(False, "outside_24h_window"),
+    131049: ErrorPolicy(False, "ecosystem_limit"),  # Meta holds marketing to this person
     131026: ErrorPolicy(False, "undeliverable"),
 }
 PERMISSION_CODES: Final = range(200, 300)  # 200-299: permission errors, never retried

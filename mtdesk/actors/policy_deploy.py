@@ -158,14 +158,17 @@ class PolicyDeployment:
         self._interval_s = retention_interval_s
         self.deleter: Any = None
         self.retention: Any = None
+        self._group: rayapi.ActorGroup | None = None
 
     async def start(self) -> None:
         if not rayapi.is_initialized():
             raise RuntimeError("Ray must be started first (see rayapi.init)")
-        self.deleter = rayapi.create(DeletionActor, DELETER_NAME, "deletion", self._settings,
+        self._group = rayapi.actor_group("deletion", self._settings, 2,
+                                         detached=self._detached)
+        self.deleter = rayapi.create(DeletionActor, DELETER_NAME, self._group, 0,
                                      self._settings, detached=self._detached)
-        self.retention = rayapi.create(RetentionActor, RETENTION_NAME, "retention",
-                                       self._settings, self._settings, self._interval_s,
+        self.retention = rayapi.create(RetentionActor, RETENTION_NAME, self._group, 1,
+                                       self._settings, self._interval_s,
                                        detached=self._detached)
         await asyncio.gather(self.deleter.ensure_started.remote(),
                              self.retention.ensure_started.remote())
@@ -193,3 +196,5 @@ class PolicyDeployment:
             with contextlib.suppress(Exception):
                 rayapi.kill(actor)
         self.deleter = self.retention = None
+        rayapi.remove_group(self._group)
+        self._group = None

@@ -12,25 +12,33 @@ What a caller may rely on:
   Only the composition root (the CLI, the benchmarks) starts Ray.
 - :func:`actor_class` applies ``ray.remote`` with the restart policy of the product's
   actors: restarted for ever (``max_restarts=-1``), a node's actors come back on live nodes.
-- :func:`create` starts (or, by name, finds) one named actor in namespace ``"mtdesk"``,
-  placed by :mod:`mtdesk.actors.scheduling` (``MTDESK_RAY_PLACEMENT``, custom resources).
+- :func:`actor_group` reserves the places of one kind's actors (a placement group spread
+  or packed by ``MTDESK_RAY_PLACEMENT``, pinned by custom resources:
+  :mod:`mtdesk.actors.scheduling`); :func:`create` starts (or, by name, finds) one named
+  actor in namespace ``"mtdesk"`` in its place.
 - :func:`find` returns a named actor or None; :func:`wait_names_free` waits until killed
   actors' names are released.
+- :func:`local_cluster` simulates a multi-node cluster on one machine (benchmarks and
+  drills; each node is a raylet with its own worker processes) and connects to it;
+  :meth:`LocalCluster.kill_node` kills one node's processes at once.
 - :func:`nodes` lists the cluster's nodes (id, alive, address, resources);
   :func:`node_of` says which node an actor runs on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
 
 from mtdesk.actors import rayauth
-from mtdesk.actors.scheduling import Kind, placement_options
+from mtdesk.actors.scheduling import Kind, Node, bundle, group_kind, group_strategy
 from mtdesk.core.settings import Settings
 
 NAMESPACE = "mtdesk"
@@ -89,25 +97,71 @@ def actor_class(cls: type[Any], *, max_task_retries: int = -1, num_cpus: float =
                       num_cpus=num_cpus, **options)(cls)
 
 
-def create(actor_cls: Any, name: str, kind: Kind, settings: Settings, *args: Any,
+class ActorGroup:
+    """Where one kind's actors go: a Ray placement group with one bundle per actor
+    (:mod:`mtdesk.actors.scheduling`). Remove it with :func:`remove_group` once its actors
+    are gone."""
+
+    def __init__(self, kind: Kind, pg: Any, bundle: dict[str, float]) -> None:
+        self.kind = kind
+        self.pg = pg
+        self.bundle = bundle
+
+    def options(self, index: int) -> dict[str, Any]:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        custom = {k: v for k, v in self.bundle.items() if k != "CPU"}
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+                    self.pg, placement_group_bundle_index=index),
+                "num_cpus": self.bundle["CPU"], **({"resources": custom} if custom else {})}
+
+
+def actor_group(kind: Kind, settings: Settings, count: int, *, num_cpus: float = 0,
+                detached: bool = False, timeout_s: float = 120.0) -> ActorGroup:
+    """Reserve the places of ``count`` actors of ``kind`` (waits until Ray has them: a
+    cluster without room, or whose nodes with the kind's resource are all gone, raises
+    a RuntimeError saying what is missing)."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    one = bundle(kind, live_nodes(), num_cpus)
+    pg = placement_group([dict(one) for _ in range(count)],
+                         strategy=group_strategy(settings.ray_placement),
+                         lifetime="detached" if detached else None)
+    try:
+        ray.get(pg.ready(), timeout=timeout_s)
+    except Exception as exc:
+        remove_placement_group(pg)
+        raise RuntimeError(f"Ray has no room for {count} {group_kind(kind)} actor(s) of "
+                           f"{one} each within {timeout_s:.0f} s") from exc
+    return ActorGroup(kind, pg, one)
+
+
+def remove_group(group: ActorGroup | None) -> None:
+    if group is None or not ray.is_initialized():
+        return
+    from ray.util.placement_group import remove_placement_group
+
+    with contextlib.suppress(Exception):
+        remove_placement_group(group.pg)
+
+
+def create(actor_cls: Any, name: str, group: ActorGroup, index: int, *args: Any,
            detached: bool = False, namespace: str | None = NAMESPACE,
            options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-    """Start the named actor (or get the running one of that name) placed for ``kind``;
-    ``args``/``kwargs`` go to the class's constructor, ``options`` to Ray."""
+    """Start the named actor (or get the running one of that name) in place ``index`` of
+    ``group``; ``args``/``kwargs`` go to the class's constructor, ``options`` to Ray."""
     opts: dict[str, Any] = {"name": name, "namespace": namespace, "get_if_exists": True,
-                            **placement_options(kind, settings.ray_placement,
-                                                cluster_resources()),
-                            **(options or {})}
+                            **group.options(index), **(options or {})}
     if detached:
         opts["lifetime"] = "detached"
     return actor_cls.options(**opts).remote(*args, **kwargs)
 
 
-def cluster_resources() -> dict[str, float]:
-    """The cluster's total resources (custom ones included), or {} without Ray."""
+def live_nodes() -> list[Node]:
+    """The cluster's live nodes with their resources ([] without Ray)."""
     if not ray.is_initialized():
-        return {}
-    return {str(k): float(v) for k, v in ray.cluster_resources().items()}
+        return []
+    return [Node(n["node_id"], n["address"], n["resources"]) for n in nodes() if n["alive"]]
 
 
 def find(name: str, namespace: str | None = NAMESPACE) -> Any | None:
@@ -161,3 +215,88 @@ def nodes() -> list[dict[str, Any]]:
              "address": str(n.get("NodeManagerAddress", "")),
              "resources": {str(k): float(v) for k, v in (n.get("Resources") or {}).items()}}
             for n in ray.nodes()]
+
+
+class LocalCluster:
+    """A multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``)."""
+
+    def __init__(self, cluster: Any) -> None:
+        self._cluster = cluster
+
+    @property
+    def head_node_id(self) -> str:
+        return str(self._cluster.head_node.node_id)
+
+    def worker_node_ids(self) -> list[str]:
+        return sorted(str(n.node_id) for n in self._cluster.worker_nodes)
+
+    def kill_node(self, node_id: str) -> None:
+        """Kill every process of a worker node at once, as a lost machine: its workers
+        (the actors) with SIGKILL first, then the raylet and the node's services. (Ray's
+        ``remove_node`` alone leaves the workers to notice their raylet is gone: for a
+        moment a killed node's shard would still be sending.)"""
+        from ray._private import ray_constants
+
+        for node in list(self._cluster.worker_nodes):
+            if str(node.node_id) == node_id:
+                raylets = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, [])
+                for info in raylets:
+                    for pid in _descendants(info.process.pid):
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(pid, signal.SIGKILL)
+                self._cluster.remove_node(node, allow_graceful=False)
+                return
+        raise ValueError(f"no worker node {node_id} (the head node cannot be killed)")
+
+    def add_node(self, cpus: float = 1, resources: Mapping[str, float] | None = None) -> str:
+        node = self._cluster.add_node(num_cpus=cpus, resources=dict(resources or {}))
+        return str(node.node_id)
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root`` (from /proc: Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int, *, cpus_per_node: float = 1,
+                  node_failure_s: float | None = None) -> Iterator[LocalCluster]:
+    """``nodes`` Ray nodes on this machine (the first is the head), this process connected
+    as the driver; all stopped on exit. ``node_failure_s``: how soon a silent node is
+    declared dead (Ray's default is about 30 s; drills shorten it)."""
+    from ray.cluster_utils import Cluster
+
+    head: dict[str, Any] = {"num_cpus": cpus_per_node, "include_dashboard": False}
+    if node_failure_s is not None:
+        period_ms = max(100, int(node_failure_s * 1000 / 3))
+        head["_system_config"] = {"health_check_period_ms": period_ms,
+                                  "health_check_timeout_ms": period_ms,
+                                  "health_check_failure_threshold": 3}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=cpus_per_node)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        try:
+            yield LocalCluster(cluster)
+        finally:
+            ray.shutdown()
+    finally:
+        cluster.shutdown()

@@ -43,10 +43,11 @@ def create_retrieval_shards(
     **shard_options: Any,
 ) -> list[Any]:
     """``n`` shard actor handles (named, so a restarted server finds the running ones);
-    ``shard_options`` go to :class:`RetrievalShard`."""
-    return [rayapi.create(RetrievalShardActor, NAME.format(i), "retrieval_shard", settings,
-                          settings, i, n, namespace=namespace,
-                          options={"num_cpus": num_cpus}, **shard_options)
+    ``shard_options`` go to :class:`RetrievalShard`. Their placement group lives as long
+    as the process that created them."""
+    group = rayapi.actor_group("retrieval_shard", settings, n, num_cpus=num_cpus)
+    return [rayapi.create(RetrievalShardActor, NAME.format(i), group, i,
+                          settings, i, n, namespace=namespace, **shard_options)
             for i in range(n)]
 
 

@@ -15,6 +15,9 @@ Callers rely on (see docs/delivery.md for the whole contract):
   timeouts) are retried with exponential backoff and jitter, at most ``max_attempts``
   times per part; then, or at once for the rest, :class:`GraphError` is raised with the
   parts sent so far in ``exc.parts_sent``. Error 190 first marks the channel disconnected.
+- ``await sender.signal(channel, account_id, bodies)`` posts read marks / typing
+  (:func:`mtdesk.channels.outbound.render_signals`) best effort: no permit, no retry, a
+  short timeout; it never raises and says whether every body was accepted.
 - The access token is fetched (decrypted) per call and read only into the header.
 """
 
@@ -38,6 +41,7 @@ from mtdesk.actors.ratelimit import SendPermits, SendRateLimiter
 from mtdesk.actors.stats import PerRegistry
 from mtdesk.channels.outbound import render_body, split_text
 from mtdesk.core.errors import GraphError, ValidationError
+from mtdesk.core.events import Channel
 from mtdesk.core.ports import ChannelCredentials, CredentialSource, OutboundMessage, SendResult
 from mtdesk.core.settings import Settings
 
@@ -61,6 +65,9 @@ class SenderMetrics(PerRegistry):
             "mtdesk_send_seconds", "Graph API send call latency (one part, one attempt)",
             ["channel"], registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+        self.signals = Counter(
+            "mtdesk_signals_total", "Read marks and typing indicators by outcome (sent, failed)",
+            ["channel", "outcome"], registry=registry)
         self.disconnects = Counter(
             "mtdesk_channel_disconnects_total", "Channels marked disconnected (error 190)",
             ["channel"], registry=registry)
@@ -117,6 +124,7 @@ class GraphSender:
         self._base_delay = base_delay_s
         self._max_delay = max_delay_s
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
+        self._signal_timeout = aiohttp.ClientTimeout(total=min(5.0, request_timeout_s))
         self._rng = rng or random.Random()
         self._metrics = metrics or SenderMetrics.for_registry()
 
@@ -214,6 +222,35 @@ class GraphSender:
             raise GraphError(0, "accepted without a message id", http_status=status)
         self._metrics.sends.labels(channel, "sent").inc()
         return message_id
+
+    async def signal(self, channel: Channel, account_id: str, bodies: Sequence[bytes]) -> bool:
+        """Post each of ``bodies`` (read marks, typing) to the account's messages
+        endpoint, in order, stopping at the first failure. Never raises: these are
+        courtesies, a failure must not touch the reply."""
+        if not bodies:
+            return True
+        url = f"{self._base}/{quote(account_id, safe='')}/messages"
+        try:
+            credentials = await self._credentials.credentials(channel, account_id)
+            headers = {"Authorization": _bearer(credentials),
+                       "Content-Type": "application/json"}
+            for body in bodies:
+                async with self._session.post(url, data=body, headers=headers,
+                                              timeout=self._signal_timeout) as response:
+                    payload = await response.read()
+                    if response.status != 200:
+                        error = graph_error_from_response(response.status, payload)
+                        log.info("signal refused account=%s code=%s", account_id, error.code)
+                        self._metrics.signals.labels(channel, "failed").inc()
+                        return False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # network, timeout, no credentials: best effort
+            log.info("signal failed account=%s error=%s", account_id, type(exc).__name__)
+            self._metrics.signals.labels(channel, "failed").inc()
+            return False
+        self._metrics.signals.labels(channel, "sent").inc(len(bodies))
+        return True
 
     async def fetch_media(
         self, credentials: ChannelCredentials, media_id: str, *, max_bytes: int = MAX_MEDIA_BYTES

@@ -72,6 +72,7 @@ async def build_shard_services(
     providers = ProviderChatModel(settings)
     model = ModelRouter(providers, offline_model or ExtractiveModel())
     services = ShardServices(redis=redis, sender=sender, chat_model=model, settings=settings,
-                             clock=clock, retriever=retriever, limiter=limiter)
+                             clock=clock, retriever=retriever, limiter=limiter,
+                             forget_credentials=credentials.forget_tenant)
     services.closers = [redis.aclose, session.close, model.aclose]
     return services

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 
 from mtdesk.actors.conversation import Conversation
 from mtdesk.actors.tenantview import TenantView
@@ -37,7 +38,9 @@ class ShardErasure:
     def __init__(
         self, convs: OrderedDict[str, Conversation], redis: Redis, tenants: TenantView,
         retriever: Retriever | None, *, shard: int = 0,
+        forget_credentials: Callable[[str], None] | None = None,
     ) -> None:
+        self._forget_credentials = forget_credentials
         self._convs = convs
         self._redis = redis
         self._tenants = tenants
@@ -58,6 +61,10 @@ class ShardErasure:
         tenant = erased_tenant(notice)
         if tenant is not None:
             self._tenants.forget_tenant(tenant)
+            # A token cached by an earlier call (a read mark, a send) must not carry a
+            # reply out after the account is gone.
+            if self._forget_credentials is not None:
+                self._forget_credentials(tenant)
         dropped = 0
         for slot, conv in list(self._convs.items()):
             if notice_covers(notice, conv.tenant_id, conv.key):

@@ -2,7 +2,8 @@
 
 :class:`ConversationContext` is persisted as msgpack at ``keys.context(tenant, conv)``:
 ``turns`` (the last ``settings.history_turns`` user/assistant messages), ``bot_state``
-(free-form, for bot flows), ``last_inbound_ms``, ``paused_until_ms`` and ``replied``
+(free-form, for bot flows), ``last_inbound_ms``, ``window_until_ms`` (when Meta's
+customer service window ends: :mod:`mtdesk.actors.window`), ``paused_until_ms`` and ``replied``
 (anything was sent to the person: the conversation is no longer new, no greeting).
 :func:`build_prompt` is the default prompt builder (recent turns, then the new user
 message(s)); the ChatModel adds the system prompt and the passages itself. The context
@@ -24,6 +25,7 @@ class ConversationContext(msgspec.Struct, kw_only=True):
     turns: list[ChatMessage] = msgspec.field(default_factory=list)
     bot_state: dict[str, str] = msgspec.field(default_factory=dict)
     last_inbound_ms: int = 0
+    window_until_ms: int = 0  # 0: not kept yet (24 h from last_inbound_ms)
     paused_until_ms: int = 0
     # Something reached the person here (a reply part, a human agent's message): with
     # ``turns`` (which may be kept empty: history_turns 0) it says the conversation is

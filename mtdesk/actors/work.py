@@ -24,7 +24,7 @@ from mtdesk.actors.stats import ShardMetrics
 from mtdesk.actors.tenantview import TenantView
 from mtdesk.actors.turns import PromptBuilder, build_prompt
 from mtdesk.core.clock import Clock
-from mtdesk.core.events import Event
+from mtdesk.core.events import Channel, Event
 from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, OutboundMessage, Retriever
 from mtdesk.core.redis import Redis
@@ -61,6 +61,9 @@ class ReplySender(Protocol):
         self, message: OutboundMessage, parts: Sequence[str], *, start: int = 0,
         permits: SendPermits | None = None,
     ) -> AsyncGenerator[tuple[int, str], None]: ...
+
+    async def signal(self, channel: Channel, account_id: str, bodies: Sequence[bytes]) -> bool:
+        ...
 
 
 @dataclass

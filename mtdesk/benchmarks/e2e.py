@@ -60,6 +60,8 @@ def register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--connections", type=int, default=64,
                    help="load generator keep-alive connections (default 64)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    p.add_argument("--report", metavar="DIR", help="write a report to DIR: JSON, a Markdown "
+                   "table and PNG plots (throughput over time, latency distribution, stages)")
     p.add_argument("--redis-url", help="use this Redis (its database is FLUSHED before and "
                    "after) instead of starting a redis-server of the bench's own")
     p.add_argument("--profile", metavar="DIR",
@@ -95,6 +97,11 @@ def _handle(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
+    if args.report:
+        from mtdesk.benchmarks.e2e_report import write_report
+
+        for path in write_report(args.report, report):
+            print(f"bench e2e: wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -47,6 +47,12 @@ class BenchConfig:
     redis_url: str | None = None
     profile_dir: str | None = None
     warmup_messages: int = 30
+    # A simulated multi-node Ray cluster on this machine (1: one local Ray instance).
+    nodes: int = 1
+    # The node-kill drill: this long into the load, kill the worker node holding the most
+    # conversation shards; node_failure_s: how soon Ray declares a silent node dead.
+    kill_node_after_s: float | None = None
+    node_failure_s: float | None = None
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -270,6 +276,13 @@ async def _run(cfg: BenchConfig, log: Log) -> dict[str, Any]:
             from mtdesk.cli.backend import Backend
             from mtdesk.core.settings import Settings
 
+            cluster = None
+            if cfg.nodes > 1:
+                from mtdesk.actors import rayapi
+
+                cluster = stack.enter_context(rayapi.local_cluster(
+                    cfg.nodes, node_failure_s=cfg.node_failure_s))
+                log(f"a simulated cluster of {cfg.nodes} Ray nodes is up")
             settings = Settings.from_env(env, dotenv=None)
             backend = Backend(settings, policy=False)
             stack.callback(backend.stop)
@@ -277,7 +290,8 @@ async def _run(cfg: BenchConfig, log: Log) -> dict[str, Any]:
             shard_pids = _shard_pids(cfg.shards)
             named = {"gateway": [gateway.pid], "shards": shard_pids, "fake_llm": [llm.pid],
                      "fake_graph": [graph.pid], "redis": redis_pids}
-            return await _measure(cfg, log, settings, port, graph.root_url, redis_url, named)
+            return await _measure(cfg, log, settings, port, graph.root_url, redis_url, named,
+                                  cluster)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -315,7 +329,8 @@ async def _wait_healthy(session: Any, base: str, timeout_s: float = 60.0) -> Non
 
 
 async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_root: str,
-                   redis_url: str, named: dict[str, list[int]]) -> dict[str, Any]:
+                   redis_url: str, named: dict[str, list[int]],
+                   cluster: Any = None) -> dict[str, Any]:
     import multiprocessing
 
     import aiohttp
@@ -341,6 +356,9 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         stop_lag = asyncio.Event()
         lag: list[tuple[int, int]] = []
         lag_task = asyncio.create_task(_sample_lag(redis_url, settings.partitions, stop_lag, lag))
+        from mtdesk.benchmarks.e2e_report import scrape_stages, stage_quantiles
+
+        stages_before = await scrape_stages(session, base)
         cpu_before = meter.sample()
         cmds_before = _command_calls(redis_url)
         proc.start()
@@ -352,12 +370,21 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
             targets = {"gateway": named["gateway"][0],
                        **{f"shard{i}": pid for i, pid in enumerate(named["shards"])}}
             spies = start_profiles(cfg.profile_dir, targets, cfg.seconds)
+        drill: dict[str, Any] = {}
+        blow = None
+        if cluster is not None and cfg.kill_node_after_s is not None:
+            from mtdesk.benchmarks.drill_node_kill import kill_a_node
+
+            blow = asyncio.create_task(kill_a_node(cfg, cluster, log, drill))
         load = await _collect_load(proc, out, replies, session, cfg)
         accepted = sorted(int(n) for n in load["sent_at"] if int(n) not in load["rejected"])
         log(f"sent {len(accepted)} messages; draining…")
+        if blow is not None:
+            await blow
         drained = await _wait_answered(session, replies, "tk", accepted, cfg.drain_timeout_s)
         cpu_after = meter.sample()
         cmds = _command_calls(redis_url, cmds_before)
+        stages = stage_quantiles(await scrape_stages(session, base), stages_before)
         await asyncio.sleep(1.5)  # a duplicate reply, were there one, would show up here
         await replies.poll(session)
         stop_lag.set()
@@ -367,6 +394,9 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
                 spy.wait(30)
     report = _report(cfg, load, accepted, replies, warm_sends, drained,
                      meter.between(cpu_before, cpu_after), cpu_after["at"] - cpu_before["at"], lag)
+    report["stage_ms"] = stages
+    if drill:
+        report["node_kill"] = drill
     if cfg.profile_dir:
         from mtdesk.benchmarks.e2e_measure import summarise
 
@@ -435,6 +465,14 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
             by_second.setdefault(int(sent_at[n] - first_at), []).append(
                 (t - sent_at[n]) * 1000 - knobs_ms)
     answered = sum(1 for c in counts if c > 0)
+    sent_per_s: dict[int, int] = {}
+    answered_per_s: dict[int, int] = {}
+    for n in accepted:
+        sent_per_s[int(sent_at[n] - first_at)] = sent_per_s.get(int(sent_at[n] - first_at), 0) + 1
+        t = replies.first.get(("tk", n))
+        if t is not None:
+            answered_per_s[int(t - first_at)] = answered_per_s.get(int(t - first_at), 0) + 1
+    ranked = sorted(overhead)
     first_send = min((sent_at[n] for n in accepted), default=0.0)
     last_reply = max((replies.first[("tk", n)] for n in accepted if ("tk", n) in replies.first),
                      default=first_send)
@@ -469,6 +507,15 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
         # [second of sending, messages sent then, overhead p50, p99]: stalls show here
         "overhead_by_second": [[sec, len(xs), _pct(xs, 0.5), _pct(xs, 0.99)]
                                for sec, xs in sorted(by_second.items())],
+        # for plots (--report): per second since the first send, and the overhead's
+        # distribution as its 0th..100th percentiles
+        "series": {
+            "sent_per_s": [[k, sent_per_s[k]] for k in sorted(sent_per_s)],
+            "answered_per_s": [[k, answered_per_s[k]] for k in sorted(answered_per_s)],
+            "overhead_ms_percentiles": [round(ranked[min(len(ranked) - 1,
+                                                         int(q / 100 * len(ranked)))], 2)
+                                        for q in range(101)] if ranked else [],
+        },
         "ack_p50_ms": _pct(load["ack_ms"], 0.50),
         "ack_p99_ms": _pct(load["ack_ms"], 0.99),
         "drained": drained,
@@ -497,7 +544,7 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
         "config": {"seconds": cfg.seconds, "users": cfg.users, "shards": cfg.shards,
                    "llm_latency_ms": cfg.llm_latency_ms, "graph_latency_ms": cfg.graph_latency_ms,
                    "duplicate_fraction": cfg.duplicate_fraction, "connections": cfg.connections,
-                   "accounts_per_channel": ACCOUNTS_PER_CHANNEL},
+                   "accounts_per_channel": ACCOUNTS_PER_CHANNEL, "nodes": cfg.nodes},
         "cpus": os.cpu_count(),
         "goal": {"lost": 0, "duplicated": 0, "msgs_per_s": 300.0, "overhead_p99_ms": 50.0},
     }

@@ -404,6 +404,11 @@ def run(seconds: float, connections: int, redis_url: str, rounds: int = 2) -> di
             "events_per_s": [round(r.rate, 1) for r in fulls],
         },
         "events_per_request": 1,
+        # for plots (--report): ack latency distributions as 0th..100th percentiles
+        "series": {name: [round(r.pct(q / 100), 3) for q in range(101)]
+                   for name, r in (("half_rate_ack_ms_percentiles", half),
+                                   ("max_rate_ack_ms_percentiles", full),
+                                   ("baseline_ms_percentiles", bare))},
         "cpu_us_per_event": {
             phase: {k: round(v * 1e6 / r.ok, 1) for k, v in r.cpu_s.items() if r.ok and v == v}
             for phase, r in (("baseline", bare), ("max", full), ("half", half))
@@ -442,6 +447,8 @@ def register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="alternating bare/gateway max-rate rounds; the best of each is compared (default 2)",
     )
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    p.add_argument("--report", metavar="DIR", help="write a report to DIR: JSON, a Markdown "
+                   "table and PNG plots (rates per round, ack latency distributions)")
     p.add_argument(
         "--redis-url",
         help="Redis to use; its database is FLUSHED before and after "
@@ -467,4 +474,31 @@ def _handle(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
+    if args.report:
+        for path in write_report(args.report, report):
+            print(f"bench ingest: wrote {path}", file=sys.stderr)
     return 0
+
+
+def write_report(directory: str, report: dict[str, Any]) -> list[Any]:
+    from mtdesk.benchmarks.report import Plot, write
+
+    keys = ("events_per_s", "baseline_events_per_s", "ratio", "ack_p50_ms", "ack_p99_ms",
+            "half_rate_achieved_per_s", "max_rate_p99_ms", "baseline_p99_ms",
+            "events_acknowledged", "events_in_streams")
+    rounds = report["rounds"]
+    names = [str(i + 1) for i in range(len(rounds["events_per_s"]))]
+    series = report.get("series", {})
+    plots = [
+        Plot("rounds", "Requests per second, each round", "bars", "round", "per second",
+             {"bare aiohttp": (names, rounds["baseline_events_per_s"]),
+              "gateway": (names, rounds["events_per_s"])}),
+        Plot("latency", "Ack latency distribution", "line", "percentile", "ms",
+             {"gateway at half rate": (list(range(101)), series.get("half_rate_ack_ms_percentiles", [])),
+              "gateway at max rate": (list(range(101)), series.get("max_rate_ack_ms_percentiles", [])),
+              "bare at max rate": (list(range(101)), series.get("baseline_ms_percentiles", []))},
+             logy=True),
+    ]
+    return write(directory, "ingest", report, header=("figure", "value"),
+                 rows=[(k.replace("_", " "), report[k]) for k in keys], plots=plots,
+                 notes=[f"{report['seconds']:.0f} s per phase, {report['connections']} connections"])

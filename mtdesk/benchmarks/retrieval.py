@@ -33,11 +33,15 @@ def register_bench(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=64, help="queries in flight for qps (default 64)")
     p.add_argument("--hnsw-threshold", type=int, default=20_000, help="exact search below this size")
     p.add_argument("--json", dest="json_path", help="write the figures as JSON here")
+    p.add_argument("--report", metavar="DIR", help="write a report to DIR: JSON, a Markdown "
+                   "table and PNG plots (latency distribution, queries per second)")
     p.set_defaults(handler=_run_perf)
     q = sub.add_parser("retrieval-quality", help="hit@1/hit@5 of the embedders on the sample set",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--no-local", action="store_true", help="skip the local MiniLM embedder")
     q.add_argument("--json", dest="json_path", help="write the scores as JSON here")
+    q.add_argument("--report", metavar="DIR", help="write a report to DIR: JSON, a Markdown "
+                   "table and a PNG plot of the scores per embedder")
     q.set_defaults(handler=_run_quality)
 
 
@@ -136,6 +140,7 @@ async def _perf(args: argparse.Namespace) -> dict[str, Any]:
             "batched_calls": client.calls - calls_before,
             "p50_ms": round(_pct(latencies, 50), 3), "p99_ms": round(_pct(latencies, 99), 3),
             "recall_at_10": round(recall, 4), "queries": len(requests), "concurrency": args.concurrency,
+            "series": {"latency_ms_percentiles": [round(_pct(latencies, q), 3) for q in range(101)]},
         }
     finally:
         rayapi.kill(handle)
@@ -148,7 +153,22 @@ def _run_perf(args: argparse.Namespace) -> int:
     import asyncio
 
     result = asyncio.run(_perf(args))
-    _report(result, args.json_path)
+    _report({k: v for k, v in result.items() if k != "series"}, None)
+    _report(result, args.json_path, show=False)
+    if getattr(args, "report", None):
+        from mtdesk.benchmarks.report import Plot, write
+
+        keys = ("chunks", "dim", "index", "build_s", "bytes_per_chunk", "qps",
+                "qps_sequential", "p50_ms", "p99_ms", "recall_at_10")
+        write(args.report, "retrieval", result, header=("figure", "value"),
+              rows=[(k.replace("_", " "), result[k]) for k in keys], plots=[
+                  Plot("latency", "Search latency through the actor, one query at a time",
+                       "line", "percentile", "ms",
+                       {result["index"]: (list(range(101)),
+                                          result["series"]["latency_ms_percentiles"])}, logy=True),
+                  Plot("qps", "Queries per second", "bars", "mode", "queries / s",
+                       {result["index"]: (["one at a time", f"{result['concurrency']} in flight"],
+                                          [result["qps_sequential"], result["qps"]])})])
     return 0
 
 
@@ -194,6 +214,18 @@ def _run_quality(args: argparse.Namespace) -> int:
         print(f"{a['embedder']:<32} {a['right']:>3} / {a['wrong']} / {a['fallback']}   "
               f"{a['off_topic_refused']}/{a['off_topic']}")
     _report(result, args.json_path, show=False)
+    if getattr(args, "report", None):
+        from mtdesk.benchmarks.report import Plot, write
+
+        scores = result["scores"]
+        names = [sc["embedder"] for sc in scores]
+        write(args.report, "retrieval-quality", result,
+              header=("embedder", "hit@1", "hit@5", "MRR"),
+              rows=[(sc["embedder"], sc["hit_at_1"], sc["hit_at_5"], sc["mrr"]) for sc in scores],
+              plots=[Plot("scores", "Retrieval quality on the sample set", "bars", "embedder",
+                          "score", {m: (names, [sc[k] for sc in scores])
+                                    for m, k in (("hit@1", "hit_at_1"), ("hit@5", "hit_at_5"),
+                                                 ("MRR", "mrr"))})])
     return 0
 
 

@@ -11,6 +11,10 @@ Callers rely on:
 - :func:`render_parts` — the JSON bodies to ``POST /{account_id}/messages``, one per part,
   with our metadata ``mtdesk:<reply_key>#<part>`` on Messenger/Instagram (Meta echoes it
   back, so :func:`is_our_metadata` recognizes our own sends).
+- :func:`render_signals` — the bodies (same endpoint) that mark the person's message
+  read and show typing while an answer is made; ``first``: the first time for this
+  answer (a refresh sends only what re-shows typing). Empty when the channel shows
+  nothing (WhatsApp with read receipts off).
 
 A channel is one row of :data:`_CHANNELS` (how much text fits, how a part is rendered);
 nothing here branches on the channel's name.
@@ -34,7 +38,8 @@ from mtdesk.core.ports import OutboundMessage
 
 __all__ = [
     "INSTAGRAM_MAX_BYTES", "MESSENGER_MAX_CHARS", "WHATSAPP_MAX_CHARS", "is_our_metadata",
-    "metadata_for", "render_body", "render_parts", "split_text", "within_limit",
+    "metadata_for", "render_body", "render_parts", "render_signals", "split_text",
+    "within_limit",
 ]
 
 # Sentence ends: Latin punctuation followed by whitespace (closing quotes/brackets stay
@@ -48,12 +53,13 @@ _MIN_FILL: Final = 0.3
 class _Outbound(NamedTuple):
     fit: Callable[[str], int]  # how many leading characters of a text fit one message
     render: Callable[[OutboundMessage, str, int], bytes]  # (message, part text, part no.)
+    signals: Callable[..., list[bytes]]  # (user id, message id, *, read, first)
 
 
 _CHANNELS: Final[dict[str, _Outbound]] = {
-    "messenger": _Outbound(messenger.fit, messenger.render_body),
-    "instagram": _Outbound(instagram.fit, instagram.render_body),
-    "whatsapp": _Outbound(whatsapp.fit, whatsapp.render_body),
+    "messenger": _Outbound(messenger.fit, messenger.render_body, messenger.render_signals),
+    "instagram": _Outbound(instagram.fit, instagram.render_body, instagram.render_signals),
+    "whatsapp": _Outbound(whatsapp.fit, whatsapp.render_body, whatsapp.render_signals),
 }
 
 
@@ -109,3 +115,10 @@ def render_parts(message: OutboundMessage) -> list[bytes]:
     """Every body to send for ``message``, in order (empty when the text is blank)."""
     render = _CHANNELS[message.channel].render
     return [render(message, text, i) for i, text in enumerate(split_text(message.channel, message.text))]
+
+
+def render_signals(channel: Channel, user_id: str, message_id: str, *, read: bool,
+                   first: bool) -> list[bytes]:
+    """The read mark / typing bodies for the person ``user_id`` whose message
+    ``message_id`` is being answered, in the order to send them."""
+    return _CHANNELS[channel].signals(user_id, message_id, read=read, first=first)

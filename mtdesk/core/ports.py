@@ -44,6 +44,9 @@ class BotConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # The model's context window in tokens; 0: known per model family, else a safe
     # default (mtdesk.retrieval.prompt.context_window). The prompt is cut to fit it.
     context_tokens: int = 0
+    # Mark the person's message read when it is taken up for an answer (Messenger and
+    # Instagram still show typing without it; WhatsApp shows typing only with a read).
+    read_receipts: bool = True
 
 
 class Completion(msgspec.Struct, frozen=True, kw_only=True):

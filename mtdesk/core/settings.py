@@ -103,6 +103,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     conversation_idle_s: float = 300.0
     burst_window_ms: int = 0
     handoff_pause_s: int = 30 * 60
+    # Typing is shown again this often while the model works (WhatsApp drops it after 25 s).
+    typing_interval_s: float = 20.0
     history_turns: int = 12
     llm_timeout_s: float = 30.0
     page_sends_per_s: int = 300
@@ -344,6 +346,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         conversation_idle_s=e.number("conversation_idle_s", low=0.01),
         burst_window_ms=e.whole("burst_window_ms", low=0, high=60_000),
         handoff_pause_s=e.whole("handoff_pause_s", low=0, high=1 << 31),
+        typing_interval_s=e.number("typing_interval_s", low=0.01),
         history_turns=e.whole("history_turns", low=0, high=1000),
         llm_timeout_s=e.number("llm_timeout_s", low=0.1),
         page_sends_per_s=e.whole("page_sends_per_s", low=1, high=100_000),

@@ -8,6 +8,11 @@ What it answers (``{version}`` is any ``vNN.N``):
   ``to`` or ``recipient``, ``type: "text"``, ``text.body``, ``context.message_id``) answers
   ``{"messaging_product": "whatsapp", "contacts": [...], "messages": [{"id": "wamid..."}]}``.
   Text over the channel's limit answers error 100, as Meta does.
+  Signals on the same path — a Messenger/Instagram ``sender_action`` (``mark_seen``,
+  ``typing_on``, ``typing_off``) answering ``{"recipient_id"}``, a WhatsApp
+  ``{"status": "read", "message_id", "typing_indicator"?}`` answering
+  ``{"success": true}`` — are kept apart in ``signals`` (never in ``sends`` or
+  ``attempts``); :meth:`FakeGraphAPI.fail_next_signal` makes them fail.
 - ``GET /{version}/{media_id}`` — media metadata ``{"url", "mime_type", "sha256",
   "file_size", "id", "messaging_product"}``; the URL downloads the bytes (Bearer needed).
 - Bearer tokens: an account registered with :meth:`FakeGraphAPI.register` accepts only
@@ -21,7 +26,8 @@ What it answers (``{version}`` is any ``vNN.N``):
   :mod:`mtdesk.fakes.meta_login`.
 
 Control endpoints for a fake running in another process (``python -m mtdesk.fakes.graph``):
-``GET /_fake/sends`` (accepted sends), ``GET /_fake/attempts`` (every call; both take
+``GET /_fake/sends`` (accepted sends), ``GET /_fake/signals`` (read marks and typing),
+``GET /_fake/attempts`` (every call; these take
 ``?since=N`` to skip the first N),
 ``POST /_fake/accounts`` ``{"account_id", "token", "channel"?}``, ``POST /_fake/fail``
 (the arguments of ``fail_next``), ``POST /_fake/latency`` ``{"ms"}``, ``POST /_fake/reset``.
@@ -83,6 +89,16 @@ class RecordedSend:
     status: int
     message_id: str | None = None
     error_code: int | None = None
+
+    @property
+    def action(self) -> str | None:
+        """A signal's kind: the ``sender_action``, or WhatsApp's ``read`` / ``read+typing``."""
+        if self.body.get("messaging_product") == "whatsapp":
+            if self.body.get("status") != "read":
+                return None
+            return "read+typing" if self.body.get("typing_indicator") else "read"
+        action = self.body.get("sender_action")
+        return action if isinstance(action, str) else None
 
     @property
     def text(self) -> str | None:
@@ -149,6 +165,8 @@ class FakeGraphAPI(FakeServer):
         self.strict = strict
         self.sends: list[RecordedSend] = []
         self.attempts: list[RecordedSend] = []
+        self.signals: list[RecordedSend] = []  # accepted read marks / typing indicators
+        self._signal_failures: dict[str, list[_Failure]] = {}
         self._accounts: dict[str, _Account] = {}
         self._failures: dict[str, list[_Failure]] = {}
         self._media: dict[str, _Media] = {}
@@ -189,6 +207,16 @@ class FakeGraphAPI(FakeServer):
             _Failure(code, subcode, http_status, times, message)
         )
 
+    def fail_next_signal(self, account_id: str, code: int, *, times: int = 1,
+                         http_status: int = 400) -> None:
+        """The next ``times`` signals (read marks, typing) for ``account_id`` (``"*"``:
+        any) answer this error; message sends are not affected."""
+        self._signal_failures.setdefault(account_id, []).append(
+            _Failure(code, None, http_status, times))
+
+    def signals_to(self, account_id: str) -> list[RecordedSend]:
+        return [s for s in self.signals if s.account_id == account_id]
+
     def add_media(
         self,
         media_id: str,
@@ -204,6 +232,8 @@ class FakeGraphAPI(FakeServer):
         self.sends.clear()
         self.attempts.clear()
         self._failures.clear()
+        self.signals.clear()
+        self._signal_failures.clear()
 
     def sends_to(self, account_id: str) -> list[RecordedSend]:
         return [s for s in self.sends if s.account_id == account_id]
@@ -213,6 +243,7 @@ class FakeGraphAPI(FakeServer):
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_get("/_fake/sends", self._h_sends)
         app.router.add_get("/_fake/attempts", self._h_attempts)
+        app.router.add_get("/_fake/signals", self._h_signals)
         app.router.add_post("/_fake/accounts", self._h_register)
         app.router.add_post("/_fake/fail", self._h_fail)
         self.add_control_routes(app)
@@ -237,9 +268,10 @@ class FakeGraphAPI(FakeServer):
             return not self.strict
         return token in account.tokens
 
-    def _take_failure(self, account_id: str) -> _Failure | None:
+    def _take_failure(self, account_id: str, *, signal: bool = False) -> _Failure | None:
+        failures = self._signal_failures if signal else self._failures
         for key in (account_id, "*"):
-            queue = self._failures.get(key)
+            queue = failures.get(key)
             while queue:
                 failure = queue[0]
                 if failure.remaining <= 0:
@@ -285,6 +317,8 @@ class FakeGraphAPI(FakeServer):
             body = {"_raw": raw.decode("utf-8", "replace")}
         record = RecordedSend(account_id=account_id, body=body, token=token,
                               time=time.time(), status=200)
+        if record.action is not None or "sender_action" in body:
+            return self._answer_signal(account_id, token, body, record)
         self.attempts.append(record)
         response = self._answer_send(account_id, token, body, record)
         record.status = response.status
@@ -293,6 +327,28 @@ class FakeGraphAPI(FakeServer):
             if self.on_send is not None:
                 self.on_send(record)
         return response
+
+    def _answer_signal(self, account_id: str, token: str | None, body: dict[str, Any],
+                       record: RecordedSend) -> web.Response:
+        if not self._token_ok(account_id, token):
+            return self._error(190, 460 if token else None, 401)
+        failure = self._take_failure(account_id, signal=True)
+        if failure is not None:
+            record.error_code = failure.code
+            return self._error(failure.code, failure.subcode, failure.http_status)
+        if body.get("messaging_product") == "whatsapp":
+            if not body.get("message_id"):
+                return self._error(100, None, 400, "(#100) The parameter message_id is required.")
+            self.signals.append(record)
+            return web.json_response({"success": True})
+        recipient = body.get("recipient")
+        if not isinstance(recipient, dict) or not recipient.get("id"):
+            return self._error(100, None, 400, "(#100) The parameter recipient is required.")
+        if body.get("sender_action") not in ("mark_seen", "typing_on", "typing_off"):
+            return self._error(100, None, 400, "(#100) Param sender_action must be one of "
+                                               "{mark_seen, typing_on, typing_off}")
+        self.signals.append(record)
+        return web.json_response({"recipient_id": recipient["id"]})
 
     def _answer_send(self, account_id: str, token: str | None, body: dict[str, Any],
                      record: RecordedSend) -> web.Response:
@@ -396,6 +452,9 @@ class FakeGraphAPI(FakeServer):
     # --- control endpoints ----------------------------------------------------------
     async def _h_sends(self, request: web.Request) -> web.Response:
         return web.json_response([asdict(s) for s in self.sends[_since(request):]])
+
+    async def _h_signals(self, request: web.Request) -> web.Response:
+        return web.json_response([asdict(s) for s in self.signals[_since(request):]])
 
     async def _h_attempts(self, request: web.Request) -> web.Response:
         return web.json_response([asdict(s) for s in self.attempts[_since(request):]])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from mtdesk.actors.conversation_shard import ConversationShard, ShardServices
 from mtdesk.actors.services import build_shard_services
 from mtdesk.core import keys
-from mtdesk.core.clock import SystemClock
+from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.events import Event, Message, encode_event, partition_of
 from mtdesk.core.ports import BotConfig, Retriever
 from mtdesk.core.redis import Redis
@@ -76,10 +76,10 @@ class Desk:
     async def shard(self, index: int = 0, partitions: list[int] | None = None,
                     settings: Settings | None = None, retriever: Retriever | None = None,
                     sender_options: dict[str, object] | None = None,
-                    **options: object) -> ConversationShard:
+                    clock: Clock | None = None, **options: object) -> ConversationShard:
         settings = settings or self.settings
         services = await build_shard_services(
-            settings, retriever=retriever,
+            settings, retriever=retriever, clock=clock,
             sender_options=sender_options or {"base_delay_s": 0.01, "max_attempts": 3})
         shard = ConversationShard(index, partitions if partitions is not None
                                   else list(range(settings.partitions)), services,

@@ -38,6 +38,16 @@ def test_skip_reasons_in_order(text: str | None, bot: BotConfig, connected: bool
     assert skip_reason(_msg(text), bot, connected, stale=stale, stop_words=STOP) == expected
 
 
+def test_outside_the_window_comes_after_stale_and_stop_words() -> None:
+    def reason(text: str, *, stale: bool = False) -> Skip | None:
+        return skip_reason(_msg(text), OFF, False, stale=stale, stop_words=STOP,
+                           window_open=False)
+
+    assert reason("hello") == Skip("outside the 24 h window", final=True)
+    assert reason("STOP") == Skip("stop word", final=True)  # still restricts the sender
+    assert reason("hello", stale=True) == Skip("stale", final=True)
+
+
 def test_a_postback_is_never_a_stop_word() -> None:
     postback = Postback(event_id="p1", channel="messenger", account_id="P1", user_id="U1",
                         timestamp_ms=1, payload="STOP", title="STOP")

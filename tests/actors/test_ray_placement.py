@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 import mtdesk
-from mtdesk.actors.scheduling import KINDS, RESOURCES, SHARE, placement_options
+from mtdesk.actors.scheduling import (
+    KINDS,
+    MIN_CPU,
+    RESOURCES,
+    SHARE,
+    Node,
+    bundle,
+    group_kind,
+    group_strategy,
+)
 from mtdesk.core.errors import ConfigError
 from mtdesk.core.settings import Settings
 
@@ -31,24 +40,29 @@ def test_only_the_ray_module_imports_ray() -> None:
     assert importers == ["actors/rayapi.py"]
 
 
-def test_spread_is_the_default_and_pack_leaves_ray_to_fill_nodes() -> None:
+A = Node("a" * 56, "10.0.0.1", {"CPU": 2.0})
+B = Node("b" * 56, "10.0.0.2", {"CPU": 2.0, "mtdesk_shard": 1.0})
+C = Node("c" * 56, "10.0.0.3", {"CPU": 2.0, "mtdesk_shard": 1.0, "mtdesk_policy": 1.0})
+
+
+def test_spread_is_the_default_and_pack_packs() -> None:
     assert Settings().ray_placement == "spread"
     assert Settings.from_env({}, dotenv=None).ray_placement == "spread"
     assert Settings.from_env({"MTDESK_RAY_PLACEMENT": "PACK"}, dotenv=None).ray_placement == "pack"
-    for kind in KINDS:
-        assert placement_options(kind, "spread", {"CPU": 2.0}) == {"scheduling_strategy": "SPREAD"}
-        assert placement_options(kind, "pack", {"CPU": 2.0}) == {}
+    assert group_strategy("spread") == "SPREAD"
+    assert group_strategy("pack") == "PACK"
 
 
-def test_a_kind_is_pinned_to_its_nodes_only_when_the_cluster_has_its_resource() -> None:
-    cluster = {"CPU": 4.0, "mtdesk_shard": 2.0, "mtdesk_policy": 1.0}
-    assert placement_options("conversation_shard", "spread", cluster) == {
-        "scheduling_strategy": "SPREAD", "resources": {"mtdesk_shard": SHARE}}
-    assert placement_options("deletion", "pack", cluster) == {"resources": {"mtdesk_policy": SHARE}}
-    assert placement_options("retention", "pack", cluster) == {"resources": {"mtdesk_policy": SHARE}}
-    # no node advertises mtdesk_retrieval: the retrieval shards go anywhere
-    assert placement_options("retrieval_shard", "pack", cluster) == {}
+def test_a_kind_is_pinned_to_the_nodes_advertising_its_resource_when_any_does() -> None:
+    nodes = [A, B, C]
+    assert bundle("conversation_shard", nodes, 0) == {"CPU": MIN_CPU, "mtdesk_shard": SHARE}
+    assert bundle("deletion", nodes, 0) == {"CPU": MIN_CPU, "mtdesk_policy": SHARE}
+    assert bundle("retention", nodes, 0) == {"CPU": MIN_CPU, "mtdesk_policy": SHARE}
+    # no node advertises mtdesk_retrieval: the retrieval shards go to any node
+    assert bundle("retrieval_shard", nodes, 0.5) == {"CPU": 0.5}
+    assert bundle("conversation_shard", [A], 0) == {"CPU": MIN_CPU}
     assert set(RESOURCES.values()) == {"mtdesk_shard", "mtdesk_retrieval", "mtdesk_policy"}
+    assert {group_kind(k) for k in KINDS} == {"conversation_shard", "retrieval_shard", "policy"}
 
 
 def test_an_unknown_placement_is_refused_naming_the_variable() -> None:
@@ -57,4 +71,4 @@ def test_an_unknown_placement_is_refused_naming_the_variable() -> None:
     assert info.value.variable == "MTDESK_RAY_PLACEMENT"
     assert "spread" in str(info.value) and "pack" in str(info.value)
     with pytest.raises(ValueError):
-        placement_options("conversation_shard", "everywhere", {})
+        group_strategy("everywhere")

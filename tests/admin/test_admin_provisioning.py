@@ -338,3 +338,15 @@ async def test_redis_down_is_503_not_500() -> None:
         r = await c.get(f"{API}/channels", headers=bearer("mtd_whatever"))
         assert r.status == 503
     await unreachable.aclose()
+
+
+async def test_read_receipts_can_be_turned_off_and_a_wrong_type_names_the_field(
+    client: TestClient,
+) -> None:
+    _, key = await new_tenant(client)
+    r = await client.put(f"{API}/bot", json={"read_receipts": False}, headers=bearer(key))
+    assert r.status == 200 and (await r.json())["read_receipts"] is False
+    r = await client.get(f"{API}/bot", headers=bearer(key))
+    assert (await r.json())["read_receipts"] is False
+    r = await client.put(f"{API}/bot", json={"read_receipts": "nope"}, headers=bearer(key))
+    assert r.status == 422 and (await r.json())["error"]["field"] == "read_receipts"

@@ -23,7 +23,7 @@ def test_bench_e2e_answers_every_message_once_and_reports_its_figures(tmp_path) 
     proc = subprocess.run(
         [sys.executable, "-m", "mtdesk", "bench", "e2e", "--seconds", "2", "--rate", "15",
          "--users", "12", "--llm-latency-ms", "50", "--duplicates", "0.3", "--shards", "2",
-         "--json", str(out)],
+         "--json", str(out), "--report", str(tmp_path / "report")],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -36,6 +36,26 @@ def test_bench_e2e_answers_every_message_once_and_reports_its_figures(tmp_path) 
     assert report["replied_once"] == report["messages"]
     assert report["offered_rate"] == 15
     assert "answered once" in proc.stdout
+    _the_report_is_there(tmp_path / "report", report)
+
+
+def _the_report_is_there(directory, report) -> None:  # type: ignore[no-untyped-def]
+    """--report: the figures as JSON with the machine, a table, and the plots as PNGs."""
+    written = json.loads((directory / "e2e.json").read_text())
+    assert written["figures"]["messages"] == report["messages"]
+    assert written["machine"]["cores"] == os.cpu_count()
+    assert "ray" in written["machine"]["versions"]
+    table = (directory / "e2e.md").read_text()
+    assert "| messages | 30 |" in table and "| lost | 0 |" in table
+    assert "| duplicated | 0 |" in table and "stage end_to_end p50 / p99 ms" in table
+    for plot in ("throughput", "latency", "stages"):
+        png = directory / f"e2e-{plot}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(e2e-{plot}.png)" in table
+    stages = report["stage_ms"]
+    assert {"queue", "llm", "send", "end_to_end"} <= set(stages)
+    # the load's messages (and the warm-up's, when the shards' snapshot predates it)
+    assert 30 <= stages["end_to_end"]["count"] <= 60
 
 
 def test_bench_e2e_rejects_a_bad_option_naming_it() -> None:

@@ -2,18 +2,19 @@
 
 Callers rely on :data:`MAX_BYTES` (an Instagram text is at most 1,000 UTF-8 bytes) and
 :func:`fit`, which never cuts a character in two; the body is Messenger's
-(:func:`mtdesk.channels.messenger.outbound.render_body`).
+(:func:`mtdesk.channels.messenger.outbound.render_body`), and so are its sender actions
+(:func:`~mtdesk.channels.messenger.outbound.render_signals`: ``mark_seen``, ``typing_on``).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from mtdesk.channels.messenger.outbound import render_body
+from mtdesk.channels.messenger.outbound import render_body, render_signals
 
 MAX_BYTES: Final = 1000
 
-__all__ = ["MAX_BYTES", "fit", "render_body"]
+__all__ = ["MAX_BYTES", "fit", "render_body", "render_signals"]
 
 
 def fit(text: str) -> int:

@@ -6,6 +6,8 @@ Callers rely on:
 - :func:`render_body` — the JSON body of ``POST /{page-id}/messages`` for one part, with
   our metadata ``mtdesk:<reply_key>#<part>`` (Meta echoes it back, so
   :func:`is_our_metadata` recognizes our own sends). Instagram sends the same body.
+- :func:`render_signals` — the ``sender_action`` bodies shown while an answer is made:
+  ``mark_seen`` (the first time, when read receipts are on) then ``typing_on``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ class PageSendBody(msgspec.Struct, frozen=True, kw_only=True):
     message: _MessageText
 
 
+class SenderActionBody(msgspec.Struct, frozen=True, kw_only=True):
+    """Messenger / Instagram ``POST /{account-id}/messages`` with a ``sender_action``."""
+
+    recipient: _Recipient
+    sender_action: str  # "mark_seen" | "typing_on" | "typing_off"
+
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -70,3 +79,12 @@ def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
             message=_MessageText(text, metadata_for(message.reply_key, part)),
         )
     )
+
+
+def render_signals(user_id: str, message_id: str, *, read: bool, first: bool) -> list[bytes]:
+    """The bodies that mark the person's messages seen (``read`` and ``first``) and show
+    typing; ``message_id`` is not needed (Messenger marks the whole thread seen)."""
+    recipient = _Recipient(user_id)
+    actions = ["mark_seen", "typing_on"] if read and first else ["typing_on"]
+    return [_encoder.encode(SenderActionBody(recipient=recipient, sender_action=a))
+            for a in actions]

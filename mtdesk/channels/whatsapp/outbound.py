@@ -2,7 +2,9 @@
 
 Callers rely on :data:`MAX_CHARS` (4,096 characters), :func:`whatsapp_address` (the
 phone number when known, else the business-scoped user id) and :func:`render_body`
-(the first part quotes the message answered, via ``context``).
+(the first part quotes the message answered, via ``context``), and
+:func:`render_signals` (the message marked read with a typing indicator: WhatsApp shows
+typing only together with a read mark, so with read receipts off it shows nothing).
 """
 
 from __future__ import annotations
@@ -40,6 +42,19 @@ class WhatsAppSendBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     context: _Context | None = None
 
 
+class _Typing(msgspec.Struct, frozen=True):
+    type: str  # "text"
+
+
+class WhatsAppReadBody(msgspec.Struct, frozen=True, kw_only=True):
+    """WhatsApp ``POST /{phone_number_id}/messages``: a message read, typing shown."""
+
+    messaging_product: str  # "whatsapp"
+    status: str  # "read"
+    message_id: str
+    typing_indicator: _Typing
+
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -67,3 +82,14 @@ def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
             recipient=recipient, type="text", text=_WhatsAppText(text), context=context,
         )
     )
+
+
+def render_signals(user_id: str, message_id: str, *, read: bool, first: bool) -> list[bytes]:
+    """``message_id`` (and every earlier message) marked read, with the typing indicator
+    (Meta dismisses it after 25 s or when we answer); nothing when ``read`` is off.
+    Sent again to refresh the indicator (``first`` changes nothing here)."""
+    if not read:
+        return []
+    return [_encoder.encode(WhatsAppReadBody(
+        messaging_product="whatsapp", status="read", message_id=message_id,
+        typing_indicator=_Typing("text")))]
