@@ -165,6 +165,7 @@ async def _run_phase(
     measure_from = start + warmup
     deadline = measure_from + seconds
     interval = connections / rate if rate else 0.0
+    window_end = [deadline]  # later when the window had to wait for its first answer
 
     async def worker(i: int, conn: Connection) -> None:
         next_at = start + (i / rate if rate else 0.0)
@@ -179,7 +180,10 @@ async def _run_phase(
                 next_at += interval
             raw = factory.next()
             t0 = time.perf_counter()
-            if t0 >= deadline:
+            # The window closes at its deadline once it measured an answer: on a loaded
+            # host the warm-up's last requests may outlast a short window, which would
+            # otherwise measure nothing and report 0 events/s.
+            if t0 >= deadline and result.ok:
                 return
             try:
                 status = await conn.request(raw)
@@ -195,6 +199,7 @@ async def _run_phase(
             if status == 200:
                 result.ok += 1
                 result.latencies_ms.append((t1 - t0) * 1000)
+                window_end[0] = max(window_end[0], t0)
             else:
                 result.errors[str(status)] = result.errors.get(str(status), 0) + 1
 
@@ -206,7 +211,7 @@ async def _run_phase(
         result.cpu_s = {k: round(after[k] - before[k], 3) for k in before}
 
     await asyncio.gather(sampler(), *(worker(i, c) for i, c in enumerate(conns)))
-    result.seconds = min(time.perf_counter(), deadline) - measure_from
+    result.seconds = min(time.perf_counter(), window_end[0]) - measure_from
     for c in conns:
         if c.transport is not None:
             c.transport.close()
