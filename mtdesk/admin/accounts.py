@@ -37,13 +37,13 @@ from mtdesk.admin.http import Forbidden, TooManyAttempts
 from mtdesk.admin.mailer import send_mail
 from mtdesk.admin.sessions import (
     SESSION_COOKIE,
-    LoginThrottle,
     Sessions,
     clear_cookies,
     client_address,
     csrf_ok,
     set_cookies,
 )
+from mtdesk.admin.throttle import LoginThrottle
 from mtdesk.core import keys
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.errors import ConfigError, Unauthorized, ValidationError
@@ -159,7 +159,8 @@ async def signup(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body = await decode_body(request, LoginBody)
     settings = _settings(request)
-    throttle = LoginThrottle(request.config_dict[REDIS], settings)
+    throttle = LoginThrottle(request.config_dict[REDIS], limit=settings.accounts.login_attempts,
+                             window_s=settings.accounts.login_window_s)
     address = client_address(request, settings)
     wait = await throttle.blocked_for(body.email, address)
     if wait:

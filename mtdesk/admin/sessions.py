@@ -37,7 +37,6 @@ CSRF_COOKIE = "mtdesk_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 COOKIE_PATH = "/admin"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-ADDRESS_FACTOR = 10  # one address may fail this many times the per-e-mail budget
 
 
 class Session(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,45 +124,6 @@ def set_cookies(response: web.StreamResponse, request: web.Request, settings: Se
 def clear_cookies(response: web.StreamResponse) -> None:
     for name in (SESSION_COOKIE, CSRF_COOKIE):
         response.del_cookie(name, path=COOKIE_PATH)
-
-
-class LoginThrottle:
-    """Counts failed sign-ins per e-mail and per client address in fixed windows."""
-
-    def __init__(self, redis: Redis, settings: Settings) -> None:
-        self._redis = redis
-        self._limit = settings.accounts.login_attempts
-        self._window = settings.accounts.login_window_s
-
-    def _keys(self, email: str, address: str) -> tuple[str, str]:
-        return (keys.login_failures("email", _digest(email.strip().lower())),
-                keys.login_failures("addr", _digest(address)))
-
-    async def blocked_for(self, email: str, address: str) -> int:
-        """Seconds until another attempt is allowed (0: allowed now)."""
-        by_email, by_addr = self._keys(email, address)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(by_email)
-            pipe.get(by_addr)
-            pipe.ttl(by_email)
-            pipe.ttl(by_addr)
-            e_count, a_count, e_ttl, a_ttl = await pipe.execute()
-        waits = []
-        if int(e_count or 0) >= self._limit:
-            waits.append(max(1, int(e_ttl)))
-        if int(a_count or 0) >= self._limit * ADDRESS_FACTOR:
-            waits.append(max(1, int(a_ttl)))
-        return max(waits, default=0)
-
-    async def failed(self, email: str, address: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for key in self._keys(email, address):
-                pipe.incr(key)
-                pipe.expire(key, self._window, nx=True)
-            await pipe.execute()
-
-    async def succeeded(self, email: str) -> None:
-        await self._redis.delete(self._keys(email, "")[0])
 
 
 def client_address(request: web.Request, settings: Settings) -> str:

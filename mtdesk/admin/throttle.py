@@ -1,4 +1,5 @@
-"""Throttling of failed bearer authentication, shared by every worker through Redis.
+"""Throttling of failed authentication (bearer tokens and sign-ins), shared by every worker
+through Redis.
 
 What a caller may rely on:
 
@@ -16,6 +17,7 @@ What a caller may rely on:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from mtdesk.core import keys
 from mtdesk.core.redis import Redis
@@ -28,11 +30,39 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+class FailureWindows:
+    """Failure counters in fixed windows: each lives ``window_s`` from its first failure."""
+
+    def __init__(self, redis: Redis, window_s: int) -> None:
+        self._redis = redis
+        self._window = window_s
+
+    async def blocked_for(self, counters: Sequence[tuple[str, int]]) -> int:
+        """Seconds until every ``(key, limit)`` counter is under its limit again (0: now)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, _ in counters:
+                pipe.get(key)
+                pipe.ttl(key)
+            replies = await pipe.execute()
+        waits = [max(1, int(ttl)) for (_, limit), count, ttl
+                 in zip(counters, replies[0::2], replies[1::2]) if int(count or 0) >= limit]
+        return max(waits, default=0)
+
+    async def failed(self, *counter_keys: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key in counter_keys:
+                pipe.incr(key)
+                pipe.expire(key, self._window, nx=True)
+            await pipe.execute()
+
+    async def reset(self, key: str) -> None:
+        await self._redis.delete(key)
+
+
 class AuthThrottle:
     def __init__(self, redis: Redis, *, limit: int, window_s: int) -> None:
-        self._redis = redis
+        self._windows = FailureWindows(redis, window_s)
         self._limit = limit
-        self._window = window_s
 
     def _keys(self, address: str, token: str) -> tuple[str, str]:
         return (keys.login_failures("bearer-addr", _digest(address)),
@@ -41,22 +71,32 @@ class AuthThrottle:
     async def blocked_for(self, address: str, token: str) -> int:
         """Seconds until this address and token may try again (0: now)."""
         by_addr, by_key = self._keys(address, token)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(by_addr)
-            pipe.get(by_key)
-            pipe.ttl(by_addr)
-            pipe.ttl(by_key)
-            a_count, k_count, a_ttl, k_ttl = await pipe.execute()
-        waits = []
-        if int(a_count or 0) >= self._limit * ADDRESS_FACTOR:
-            waits.append(max(1, int(a_ttl)))
-        if int(k_count or 0) >= self._limit:
-            waits.append(max(1, int(k_ttl)))
-        return max(waits, default=0)
+        return await self._windows.blocked_for(
+            [(by_addr, self._limit * ADDRESS_FACTOR), (by_key, self._limit)])
 
     async def failed(self, address: str, token: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for key in self._keys(address, token):
-                pipe.incr(key)
-                pipe.expire(key, self._window, nx=True)
-            await pipe.execute()
+        await self._windows.failed(*self._keys(address, token))
+
+
+class LoginThrottle:
+    """Counts failed sign-ins per e-mail and per client address in fixed windows."""
+
+    def __init__(self, redis: Redis, *, limit: int, window_s: int) -> None:
+        self._windows = FailureWindows(redis, window_s)
+        self._limit = limit
+
+    def _keys(self, email: str, address: str) -> tuple[str, str]:
+        return (keys.login_failures("email", _digest(email.strip().lower())),
+                keys.login_failures("addr", _digest(address)))
+
+    async def blocked_for(self, email: str, address: str) -> int:
+        """Seconds until another attempt is allowed (0: allowed now)."""
+        by_email, by_addr = self._keys(email, address)
+        return await self._windows.blocked_for(
+            [(by_email, self._limit), (by_addr, self._limit * ADDRESS_FACTOR)])
+
+    async def failed(self, email: str, address: str) -> None:
+        await self._windows.failed(*self._keys(email, address))
+
+    async def succeeded(self, email: str) -> None:
+        await self._windows.reset(self._keys(email, "")[0])
