@@ -49,7 +49,6 @@ DAY_MS = 86_400_000
 WARN_DAYS = 7
 REFRESH_DAYS = 14
 HEALTHS = ("ok", "expiring", "needs_reconnect")
-COUNTERS = ("checked", "resubscribed", "refreshed", "needs_reconnect", "expiring", "errors")
 
 
 class WatchdogReport(msgspec.Struct, kw_only=True):
@@ -60,6 +59,10 @@ class WatchdogReport(msgspec.Struct, kw_only=True):
     expiring: int = 0
     errors: int = 0
     health: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+# The report's counters, as /metrics and the status hash name them (every field but health).
+COUNTERS = tuple(name for name in WatchdogReport.__struct_fields__ if name != "health")
 
 
 class _Dead(Exception):
