@@ -8,7 +8,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from mtdesk.admin.app import setup_admin
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.clock import SystemClock
+from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 
 
@@ -16,6 +21,21 @@ def kb_settings(tmp_path: Path, **overrides: object) -> Settings:
     fields: dict[str, object] = {"data_dir": str(tmp_path / "data"), "kb_embedder": "lexical"}
     fields.update(overrides)
     return Settings(**fields)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def admin_client(redis: Redis, tmp_path: Path, operator: str) -> AsyncIterator[TestClient]:
+    """The admin app (lexical embedder, data under ``tmp_path``) on a real local socket."""
+    app = web.Application()
+    app[REDIS] = redis
+    app[SETTINGS] = Settings.from_env(
+        {"MTDESK_ADMIN_TOKEN": operator, "MTDESK_DATA_DIR": str(tmp_path), "MTDESK_KB_EMBEDDER": "lexical"},
+        dotenv=None,
+    )
+    app[CLOCK] = SystemClock()
+    setup_admin(app)
+    async with TestClient(TestServer(app)) as client:
+        yield client
 
 
 def make_pdf(lines: list[str]) -> bytes:

@@ -9,14 +9,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from kb_harness import admin_client
 
-from mtdesk.admin.app import setup_admin
-from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
-from mtdesk.core.clock import SystemClock
 from mtdesk.core.redis import Redis
-from mtdesk.core.settings import Settings
 
 OPERATOR = "op-token-kb-tests"
 API = "/admin/api/v1"
@@ -24,15 +20,7 @@ API = "/admin/api/v1"
 
 @pytest.fixture
 async def client(redis: Redis, tmp_path: Path) -> AsyncIterator[TestClient]:
-    app = web.Application()
-    app[REDIS] = redis
-    app[SETTINGS] = Settings.from_env(
-        {"MTDESK_ADMIN_TOKEN": OPERATOR, "MTDESK_DATA_DIR": str(tmp_path), "MTDESK_KB_EMBEDDER": "lexical"},
-        dotenv=None,
-    )
-    app[CLOCK] = SystemClock()
-    setup_admin(app)
-    async with TestClient(TestServer(app)) as c:
+    async with admin_client(redis, tmp_path, OPERATOR) as c:
         yield c
 
 

@@ -10,16 +10,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from kb_harness import make_docx
+from aiohttp.test_utils import TestClient
+from kb_harness import admin_client, make_docx
 
-from mtdesk.admin.app import setup_admin
-from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
-from mtdesk.core.clock import SystemClock
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.redis import Redis
-from mtdesk.core.settings import Settings
 from mtdesk.retrieval.sandbox import ExtractionSandbox
 
 OPERATOR = "op-token-kb-bomb-tests"
@@ -81,15 +76,7 @@ def rss_bytes() -> int:
 
 @pytest.fixture
 async def client(redis: Redis, tmp_path: Path) -> AsyncIterator[TestClient]:
-    app = web.Application()
-    app[REDIS] = redis
-    app[SETTINGS] = Settings.from_env(
-        {"MTDESK_ADMIN_TOKEN": OPERATOR, "MTDESK_DATA_DIR": str(tmp_path), "MTDESK_KB_EMBEDDER": "lexical"},
-        dotenv=None,
-    )
-    app[CLOCK] = SystemClock()
-    setup_admin(app)
-    async with TestClient(TestServer(app)) as c:
+    async with admin_client(redis, tmp_path, OPERATOR) as c:
         yield c
 
 
