@@ -6,27 +6,19 @@ link and is signed in again; an invited agent sees no channel, team or key contr
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from accounts_harness import PASSWORD, MailBox, account_settings, mailbox_fixture  # noqa: F401
 from aiohttp.test_utils import TestServer, unused_port
+from browser_harness import browser_tab, needs_browser
 
 from mtdesk.cli.compose import build_app
 from mtdesk.core.redis import Redis
 from mtdesk.fakes.graph import FakeGraphAPI
 
-CHROMIUM = "/usr/bin/chromium"
-_missing = [what for what, present in (
-    (f"{CHROMIUM} (apt-get install -y chromium)", os.path.exists(CHROMIUM)),
-    ("the playwright package (pip install -e '.[test]')",
-     importlib.util.find_spec("playwright") is not None),
-) if not present]
-pytestmark = pytest.mark.skipif(bool(_missing), reason="browser test needs " + " and ".join(_missing))
-TIMEOUT_MS = 15_000
+pytestmark = needs_browser
 
 
 @pytest.fixture(name="graph")
@@ -51,21 +43,8 @@ async def server_fixture(redis: Redis, redis_url: str, graph: FakeGraphAPI,
 
 @pytest.fixture(name="page")
 async def page_fixture(server: TestServer) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                           args=["--no-sandbox"])
-        tab = await (await browser.new_context()).new_page()
-        tab.set_default_timeout(TIMEOUT_MS)
-        problems: list[str] = []
-        tab.on("pageerror", lambda exc: problems.append(str(exc)))
-        tab.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-        try:
-            yield tab
-        finally:
-            await browser.close()
-        assert [p for p in problems if not p.startswith("Failed to load resource")] == []
+    async with browser_tab() as tab:
+        yield tab
 
 
 async def test_a_business_signs_up_connects_its_page_and_resets_its_password(

@@ -11,9 +11,7 @@ Needs Debian's chromium (``apt-get install -y chromium``) and the ``playwright``
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from browser_harness import browser_tab, needs_browser
 
 from mtdesk.cli.compose import build_app
 from mtdesk.core import keys
@@ -34,19 +33,10 @@ from mtdesk.core.tenants import Channels
 from mtdesk.policy.erasure.jobs import DeletionWorker
 from mtdesk.policy.vault import generate_key
 
-CHROMIUM = "/usr/bin/chromium"
-_missing = [what for what, present in (
-    (f"{CHROMIUM} (apt-get install -y chromium)", os.path.exists(CHROMIUM)),
-    ("the playwright package (pip install -e '.[test]')",
-     importlib.util.find_spec("playwright") is not None),
-) if not present]
-pytestmark = pytest.mark.skipif(
-    bool(_missing), reason="browser test needs " + " and ".join(_missing)
-)
+pytestmark = needs_browser
 
 OPERATOR = "operator-token-for-browser-tests"
 API = "/admin/api/v1"
-TIMEOUT_MS = 15_000
 
 
 @pytest.fixture
@@ -76,24 +66,8 @@ async def deleter(server: TestServer, redis: Redis) -> AsyncIterator[DeletionWor
 
 @pytest.fixture
 async def page(server: TestServer) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                           args=["--no-sandbox"])
-        context = await browser.new_context()
-        tab = await context.new_page()
-        tab.set_default_timeout(TIMEOUT_MS)
-        problems: list[str] = []
-        tab.on("pageerror", lambda exc: problems.append(str(exc)))
-        tab.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-        try:
-            yield tab
-        finally:
-            await browser.close()
-        # no script error and nothing the CSP refused (the API's 4xx answers the tests
-        # ask for, and the favicon's 404, are logged as failed loads: not problems)
-        assert [p for p in problems if not p.startswith("Failed to load resource")] == []
+    async with browser_tab() as tab:
+        yield tab
 
 
 async def _api(server: TestServer, method: str, path: str, token: str,
