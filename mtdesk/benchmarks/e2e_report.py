@@ -11,6 +11,8 @@ more).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from mtdesk.benchmarks.report import Plot, write
@@ -38,6 +40,24 @@ async def scrape_stages(session: Any, base: str) -> Buckets:
                 per = out.setdefault(stage, {})
                 per[le] = per.get(le, 0.0) + float(sample.value)
     return out
+
+
+async def scrape_settled(session: Any, base: str, before: Buckets, expected: int, *,
+                         timeout_s: float = 12.0) -> Buckets:
+    """The stage histograms once the shards have published at least ``expected`` more
+    end-to-end observations than ``before`` (they publish every few seconds, so a scrape
+    right after the last reply may not hold it yet), or what they show after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = await scrape_stages(session, base)
+        if (_total(after, "end_to_end") - _total(before, "end_to_end") >= expected
+                or time.monotonic() > deadline):
+            return after
+        await asyncio.sleep(0.5)
+
+
+def _total(buckets: Buckets, stage: str) -> float:
+    return max(buckets.get(stage, {}).values(), default=0.0)  # cumulative: the +Inf bucket
 
 
 def stage_quantiles(after: Buckets, before: Buckets) -> dict[str, dict[str, float]]:

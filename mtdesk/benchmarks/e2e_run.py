@@ -356,7 +356,7 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         stop_lag = asyncio.Event()
         lag: list[tuple[int, int]] = []
         lag_task = asyncio.create_task(_sample_lag(redis_url, settings.partitions, stop_lag, lag))
-        from mtdesk.benchmarks.e2e_report import scrape_stages, stage_quantiles
+        from mtdesk.benchmarks.e2e_report import scrape_settled, scrape_stages, stage_quantiles
 
         stages_before = await scrape_stages(session, base)
         cpu_before = meter.sample()
@@ -384,8 +384,9 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         drained = await _wait_answered(session, replies, "tk", accepted, cfg.drain_timeout_s)
         cpu_after = meter.sample()
         cmds = _command_calls(redis_url, cmds_before)
-        stages = stage_quantiles(await scrape_stages(session, base), stages_before)
         await asyncio.sleep(1.5)  # a duplicate reply, were there one, would show up here
+        stages = stage_quantiles(
+            await scrape_settled(session, base, stages_before, len(accepted)), stages_before)
         await replies.poll(session)
         stop_lag.set()
         await lag_task
