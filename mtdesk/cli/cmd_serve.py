@@ -149,7 +149,10 @@ async def _serve(
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # collector's scans (full collections otherwise walk it again and again under load).
     gc.freeze()
-    print(f"mtdesk: serving on http://{host}:{port} (pid {os.getpid()})", flush=True)
+    # One write per line (print writes the text and the newline apart), so the lines of
+    # --workers processes sharing one stdout never run into each other.
+    sys.stdout.write(f"mtdesk: serving on http://{host}:{port} (pid {os.getpid()})\n")
+    sys.stdout.flush()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
