@@ -10,7 +10,9 @@ The first reply of a new conversation starts with the bot's greeting, as part of
 reply's stored text, so it is never sent twice. A ``knowledge_only`` LLM bot whose
 tenant has knowledge but none of it scoring ``min_score`` answers its fallback message
 without a model (outcome ``no_knowledge``; docs/retrieval.md); a failed model answers
-the fallback message too (outcome ``fallback``). The text is split into the channel's
+the fallback message too (outcome ``fallback``). The model is told the customer's
+language (:mod:`mtdesk.retrieval.language`, kept on the conversation's context) to
+answer in it whatever the knowledge's language. The text is split into the channel's
 parts once, and a :class:`~mtdesk.actors.replies.ReplyRun` records each part Meta
 accepted before the next is sent, then the reply's end with the conversation's context.
 
@@ -34,7 +36,7 @@ import msgspec
 from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
-from mtdesk.actors.turns import context_encoder, user_text
+from mtdesk.actors.turns import context_encoder, customer_words, user_text
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
@@ -43,6 +45,7 @@ from mtdesk.core.events import Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage
 from mtdesk.core.replystate import on_delivery
 from mtdesk.retrieval.extractive import is_extractive
+from mtdesk.retrieval.language import answer_language
 from mtdesk.retrieval.prompt import shown_passages
 
 if TYPE_CHECKING:
@@ -132,6 +135,11 @@ async def _generate(
     failed) or ``no_knowledge`` (see :func:`_search`: no model asked)."""
     s = conv.services
     passages: list[Passage] = []
+    # The customer's language, kept on the conversation: a short "ok" does not flip it.
+    language = answer_language(conv.context.language, customer_words(texts))
+    if language is not None and language != conv.context.language:
+        conv.context.language = language
+        conv.mark_dirty()
     started = time.monotonic()
     try:
         async with asyncio.timeout(s.settings.llm_timeout_s):
@@ -141,7 +149,7 @@ async def _generate(
                     return Completion(text=bot.fallback_message, provider="fallback",
                                       model="no knowledge"), "no_knowledge"
             prompt = s.prompt_builder(bot, list(conv.context.turns), texts, passages)
-            completion = await s.chat_model.complete(bot, prompt, passages)
+            completion = await s.chat_model.complete(bot, prompt, passages, language=language)
         s.metrics.observe("llm", time.monotonic() - started)
         return completion, "sent"
     except (ProviderError, TimeoutError) as exc:

@@ -10,6 +10,7 @@ eviction, and restored on activation.
 
 Per event (see docs/shards.md for the table) the work is done elsewhere: messages and
 postbacks are answered by :mod:`mtdesk.actors.answering` (admission, bursts, the reply),
+Instagram comments by :mod:`mtdesk.actors.comments` (recorded, maybe a private reply),
 everything else is recorded by :mod:`mtdesk.actors.records`. Every event is handed back
 to the shard through ``services.ledger`` (:class:`~mtdesk.actors.work.EventLedger`):
 ``done(item)`` once it is fully handled (the shard acks it then), ``failed(item)`` when
@@ -30,6 +31,7 @@ import msgspec
 
 from mtdesk.actors import records
 from mtdesk.actors.answering import answer, greeted
+from mtdesk.actors.comments import on_comment
 from mtdesk.actors.turns import (
     ConversationContext,
     PromptBuilder,
@@ -41,7 +43,7 @@ from mtdesk.actors.turns import (
 from mtdesk.actors.work import ConversationServices, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
-from mtdesk.core.events import Echo, Edit, Message, Postback, Receipt, Status
+from mtdesk.core.events import Comment, Echo, Edit, Message, Postback, Receipt, Status
 from mtdesk.core.ports import ChatMessage
 from mtdesk.core.redis import Redis, as_opt_bytes
 from mtdesk.core.retrying import retry_transient
@@ -197,12 +199,15 @@ class Conversation:
         if isinstance(event, Message | Postback):
             await answer(self, item, event)  # hands the item (and its burst) back itself
             return
+        if isinstance(event, Comment):
+            await on_comment(self, item, event)  # recorded; maybe a private reply
+            return
         if isinstance(event, Echo):
             await records.on_echo(self, item, event)
         elif isinstance(event, Receipt):
             await records.on_receipt(self, event)
         elif isinstance(event, Status):
             await records.on_status(self, event)
-        else:  # reaction, unsend, edit, unsupported: recorded, never answered
+        else:  # reaction, unsend, edit, mention, unsupported: recorded, never answered
             await records.record_only(self, item)
         self.services.ledger.done(item)

@@ -41,6 +41,7 @@ class OutgoingReply:
     model: str
     parts: tuple[str, ...]
     reason: str = ""  # recorded with ``sent`` when the text is not the model's answer
+    comment_id: str | None = None  # a private reply: the comment it answers (one part)
 
     @classmethod
     def of(cls, tenant_id: str, event: Message | Postback, text: str, provider: str,
@@ -55,6 +56,7 @@ class OutgoingReply:
             tenant_id=self.tenant_id, channel=self.channel, account_id=self.account_id,
             user_id=self.user_id, wa_id=self.wa_id, text=self.text, reply_key=self.event_id,
             reply_to=self.event_id if self.channel == "whatsapp" else None,
+            comment_id=self.comment_id,
         )
 
     def part_message(self, index: int, message_id: str, now_ms: int) -> StoredMessage:
