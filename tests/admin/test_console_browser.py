@@ -463,6 +463,11 @@ async def test_the_console_is_one_app_with_a_page_per_section_at_desk_and_phone_
     await page.go_back()
     await expect(page.locator("section#knowledge")).to_be_visible()
     await expect(page.locator("section#analytics")).to_be_hidden()
+    # billing off on this server: said so, the usage counted without a limit
+    await _go(page, "billing")
+    await expect(page.locator("#billing-status")).to_contain_text("Billing is not configured")
+    await expect(page.locator("#billing-facts")).to_contain_text("0 (no limit)")
+    await expect(page.locator("#checkout-form")).to_be_hidden()
 
     # a phone: the navigation above the page, every page fits the width (no sideways scroll)
     await page.set_viewport_size({"width": 375, "height": 740})
