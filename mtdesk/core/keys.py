@@ -137,6 +137,8 @@ USER = _t("user", "user", True, True, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTI
           section="users")
 USER_SESSIONS = _t("user_sessions", "usess", True, False, _E.WITH_TENANT, _R.CONFIGURATION,
                    _X.SECRET, "user_sessions")
+DATA_KEY = _t("data_key", "dk", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECRET,
+              "data_key")
 API_KEYS = _t("api_keys", "apikeys", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECRET,
               "api_keys")
 
@@ -179,7 +181,7 @@ WATCHDOG = _g("watchdog_status", "watchdog", False, False, _E.NONE, _R.CONFIGURA
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY,
     PAUSED, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, USER_SET, USER,
-    USER_SESSIONS, API_KEYS,
+    USER_SESSIONS, API_KEYS, DATA_KEY,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
     KB_PENDING_SET, KB_READING, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
@@ -337,6 +339,12 @@ def channels(tenant_id: str) -> str:
 def channel(tenant_id: str, channel_id: str) -> str:
     """Hash: channel, account_id, token (ciphertext), status, connected_ms, connected_by."""
     return f"{ROOT}:t:{tenant_id}:ch:{channel_id}"
+
+
+def data_key(tenant_id: str) -> str:
+    """String: the tenant's data key, wrapped by a master key (mtdesk.core.sealing).
+    Deleting it first is what makes an account's data unreadable everywhere."""
+    return f"{ROOT}:t:{tenant_id}:dk"
 
 
 def bot(tenant_id: str) -> str:
