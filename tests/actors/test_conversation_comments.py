@@ -77,6 +77,9 @@ async def test_a_private_reply_answers_the_comment_once_by_its_id(
         assert send.body["recipient"] == {"comment_id": "17865799348089039"}
         assert "Switzerland" in (send.text or "")
         assert d.graph.signals == []  # no thread yet: no read mark, no typing
+        [asked] = d.llm.chat_requests  # the comment's text, answered in its language
+        assert "Do you ship this board to Switzerland?" in asked.prompt_text()
+        assert "Always reply in English" in str(asked.messages[0]["content"])
         await eventually(lambda: _ended(d, c.event_id))
         assert await _state(d, c.event_id) == "sent"
         kinds = [(m.kind, m.direction) for m in await _history(d, c.user_id)]
