@@ -23,8 +23,9 @@ Counts only, never text, ids or names. Every key expires 366 days after its day 
 (inside the 12-month retention promise), and all of them go with the tenant
 (``mt:t:{tenant}:``). The conversation shards count into a :class:`Tally` in memory and
 write it every second in one pipeline (a few ``HINCRBY``, one ``EXPIREAT`` per key
-touched): a crashed shard loses at most that second's counts, and a message redelivered
-after a crash may be counted twice. Elsewhere (the console's reply endpoint) the
+touched, in one script per tenant that writes nothing while the tenant is being erased):
+a crashed shard loses at most that second's counts, and a message redelivered after a
+crash may be counted twice. Elsewhere (the console's reply endpoint) the
 ``count_*`` functions queue the same commands on the caller's pipeline.
 """
 
@@ -41,6 +42,7 @@ from redis.asyncio.client import Pipeline
 
 from mtdesk.core import keys
 from mtdesk.core.redis import Redis
+from mtdesk.core.scripts import LuaScript
 
 CHANNELS: Final = ("messenger", "instagram", "whatsapp")
 TTL_DAYS: Final = 366  # a day's counts live this long after the day began
@@ -51,7 +53,29 @@ REPLY_BOUNDS_MS: Final = (1_000, 2_000, 3_000, 5_000, 10_000, 20_000, 30_000, 60
                           86_400_000)
 ANSWERED: Final = "answered"
 HUMAN: Final = "human"
-_DAY_MS: Final = 86_400_000
+_PFADD_CHUNK: Final = 1000  # members per PFADD (a Lua unpack has a stack limit)
+# One tenant's tally written, unless the tenant is being erased (its marker exists: the
+# counts of a tenant erased meanwhile are dropped, never written after the erasure).
+# KEYS[1] the erasure marker, KEYS[2..] the tenant's analytics keys; ARGV per key: 'h'
+# (hash) or 'p' (HyperLogLog), EXPIREAT seconds, n, then n field/increment pairs or n
+# members.
+_WRITE = LuaScript("""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local a = 1
+for k = 2, #KEYS do
+  local kind, at, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  if kind == 'h' then
+    for i = 0, n - 1 do redis.call('HINCRBY', KEYS[k], ARGV[a + 2 * i], ARGV[a + 2 * i + 1]) end
+    a = a + 2 * n
+  else
+    redis.call('PFADD', KEYS[k], unpack(ARGV, a, a + n - 1))
+    a = a + n
+  end
+  redis.call('EXPIREAT', KEYS[k], at)
+end
+return 1
+""", name="analytics_write")
 _REASON_OK = re.compile(r"[^a-z0-9 ._()/-]+")
 
 
@@ -166,26 +190,35 @@ class Tally:
         return bool(self.counts or self.conversations)
 
     def queue(self, pipe: Pipeline) -> int:
-        """Queue everything counted so far on ``pipe`` and forget it; returns how many
-        commands were queued."""
+        """Queue everything counted so far on ``pipe`` (one script call per tenant, after
+        a ``SCRIPT LOAD``) and forget it; returns the counting commands queued."""
         commands = self._queue_into(pipe)
         self.counts = defaultdict(lambda: defaultdict(int))
         self.conversations = defaultdict(set)
         return commands
 
     def _queue_into(self, pipe: Pipeline) -> int:
+        per_tenant: dict[str, tuple[list[str], list[str | int]]] = defaultdict(lambda: ([], []))
         commands = 0
         for (tenant, day), fields in self.counts.items():
-            name = keys.analytics(tenant, day)
+            names, args = per_tenant[tenant]
+            names.append(keys.analytics(tenant, day))
+            args += ["h", _expire_at_s(day), len(fields)]
             for name_field, n in fields.items():
-                pipe.hincrby(name, name_field, n)
-            pipe.expireat(name, _expire_at_s(day))
+                args += [name_field, n]
             commands += len(fields) + 1
         for (tenant, day, channel, kind), members in self.conversations.items():
-            name = keys.analytics_conversations(tenant, day, channel, kind)
-            pipe.pfadd(name, *sorted(members))
-            pipe.expireat(name, _expire_at_s(day))
-            commands += 2
+            ordered = sorted(members)
+            for i in range(0, len(ordered), _PFADD_CHUNK):
+                chunk = ordered[i:i + _PFADD_CHUNK]
+                names, args = per_tenant[tenant]
+                names.append(keys.analytics_conversations(tenant, day, channel, kind))
+                args += ["p", _expire_at_s(day), len(chunk), *chunk]
+                commands += 2
+        if per_tenant:
+            _WRITE.load(pipe)
+        for tenant, (names, args) in per_tenant.items():
+            _WRITE.queue(pipe, [keys.erased(tenant), *names], args)
         return commands
 
     def merge(self, other: Tally) -> None:

@@ -57,3 +57,16 @@ async def test_a_failed_write_keeps_the_counts_for_the_next(redis: Redis) -> Non
     figures = (await analytics.read(redis, "t1", [analytics.day_of(now)]))[0]
     assert (figures.messages_in, figures.bot_replies, figures.conversations) == (2, 1, 1)
     assert await redis.hget(keys.analytics("t1", analytics.day_of(now)), "messenger:rt:1000") == b"1"
+
+
+async def test_counts_of_a_tenant_being_erased_are_dropped_not_written(redis: Redis) -> None:
+    now = int(time.time() * 1000)
+    await redis.set(keys.erased("t_gone"), b"1", ex=60)
+    tally = Tally()
+    tally.message_in("t_gone", "messenger", now)
+    tally.bot_reply("t_gone", "messenger", now, "messenger:1:U1", 800)
+    tally.message_in("t_kept", "messenger", now)
+    await tally.flush(redis)
+    assert [k async for k in redis.scan_iter(match=f"{keys.tenant_prefix('t_gone')}*")] == []
+    kept = (await analytics.read(redis, "t_kept", [analytics.day_of(now)]))[0]
+    assert kept.messages_in == 1
