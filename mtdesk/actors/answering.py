@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 # The reply's reason when it is not the model's answer (its outcome says which).
 _DONE_REASONS = {"fallback": "model failed: fallback message",
+                 "voice_reply": "voice note not heard: the bot's voice reply",
                  "no_knowledge": "no knowledge: fallback message"}
 
 
@@ -107,7 +108,16 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
         typing = start_typing(s.sender, bot, latest if isinstance(latest, Message | Postback)
                               else event, interval_s=s.settings.typing_interval_s)
         try:
-            completion, outcome = await _generate(conv, bot, texts)
+            images: list[str] = []
+            voice_reply = False
+            if s.media is not None:  # the burst's media fetched, heard, put in words
+                prepared = await s.media.prepare(conv, bot, [b.event for b in burst], texts)
+                texts, images, voice_reply = prepared.texts, prepared.images, prepared.voice_reply
+            if voice_reply:  # nothing but voice notes, and nobody to hear them
+                completion, outcome = Completion(text=bot.voice_reply, provider="voice_reply",
+                                                 model="none"), "voice_reply"
+            else:
+                completion, outcome = await _generate(conv, bot, texts, images)
         finally:
             await typing.stop()
         # The greeting is part of the reply's stored text: a resumed send continues
@@ -126,10 +136,11 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
 
 
 async def _generate(
-    conv: Conversation, bot: BotConfig, texts: list[str]
+    conv: Conversation, bot: BotConfig, texts: list[str], images: list[str] | None = None,
 ) -> tuple[Completion, str]:
     """The answer and its outcome: ``sent`` (the model's), ``fallback`` (the model
-    failed) or ``no_knowledge`` (see :func:`_search`: no model asked)."""
+    failed) or ``no_knowledge`` (see :func:`_search`: no model asked). ``images``
+    (``data:`` URLs) go with the message answered, for a bot whose model takes them."""
     s = conv.services
     passages: list[Passage] = []
     started = time.monotonic()
@@ -141,6 +152,9 @@ async def _generate(
                     return Completion(text=bot.fallback_message, provider="fallback",
                                       model="no knowledge"), "no_knowledge"
             prompt = s.prompt_builder(bot, list(conv.context.turns), texts, passages)
+            if images and bot.vision and prompt and prompt[-1].role == "user":
+                last = prompt[-1]
+                prompt[-1] = ChatMessage(last.role, last.content, tuple(images))
             completion = await s.chat_model.complete(bot, prompt, passages)
         s.metrics.observe("llm", time.monotonic() - started)
         return completion, "sent"
