@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError, TenantErased
-from mtdesk.core.events import Attachment, Event, Message
+from mtdesk.core.events import Attachment, Event, Message, Postback
 from mtdesk.core.history import MEDIA_KIND, MessageStore, StoredMessage
 from mtdesk.core.media import FETCHABLE, MediaRecord, MediaStore, describe
 from mtdesk.core.ports import BotConfig, ChannelCredentials, CredentialSource
@@ -69,7 +69,7 @@ class VoiceTranscriber(Protocol):
 class Prepared:
     """What a burst's messages say once their media is in."""
 
-    texts: list[str]
+    said: dict[str, str] = field(default_factory=dict)  # event id → text for the model
     images: list[str] = field(default_factory=list)  # data: URLs, for a vision bot
     voice_reply: bool = False  # answer with the bot's voice_reply, no model
 
@@ -109,18 +109,17 @@ class MediaDesk:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- the answer's step --------------------------------------------------------------
-    async def prepare(
-        self, conv: Conversation, bot: BotConfig, events: Sequence[Event], texts: list[str],
-    ) -> Prepared:
-        """``texts`` (one per message of the burst, as :func:`~mtdesk.actors.turns.user_text`
-        made them) with each message's media put in words; pictures for a vision bot."""
-        out = Prepared(texts=list(texts))
+    async def prepare(self, conv: Conversation, bot: BotConfig,
+                      events: Sequence[Event]) -> Prepared:
+        """What each message of the burst with media says, in words (by event id; the
+        others keep their :func:`~mtdesk.actors.turns.user_text`); pictures for a
+        vision bot; whether the answer is the bot's voice reply."""
+        out = Prepared()
         unheard_voice = 0
-        messages = 0
-        for i, event in enumerate(events):
-            if not isinstance(event, Message) or i >= len(out.texts):
+        messages = sum(1 for e in events if isinstance(e, Message | Postback))
+        for event in events:
+            if not isinstance(event, Message):
                 continue
-            messages += 1
             wanted = [(n, a) for n, a in enumerate(event.attachments) if a.type in FETCHABLE]
             if not wanted:
                 continue
@@ -141,7 +140,7 @@ class MediaDesk:
                     mime = (record.mime_type or "image/jpeg").split(";")[0].strip()
                     out.images.append(
                         f"data:{mime};base64,{base64.b64encode(content).decode('ascii')}")
-            out.texts[i] = "\n".join(w for w in words if w)
+            out.said[event.event_id] = "\n".join(w for w in words if w)
         if unheard_voice and unheard_voice == messages and VOICE_ASKED not in conv.context.bot_state:
             conv.context.bot_state[VOICE_ASKED] = "1"
             out.voice_reply = True

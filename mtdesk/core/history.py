@@ -121,6 +121,7 @@ return 1
 # inbound messages and reply parts in the same step as their reply state.
 HISTORY_APPEND_LUA = lua_source("mtdesk.core", "lua/history_append.lua")
 APPEND_LUA = HISTORY_APPEND_LUA + lua_source("mtdesk.core", "lua/append.lua")
+MOVE_LUA = lua_source("mtdesk.core", "lua/history_move.lua")
 
 
 def inbound_message(
@@ -156,6 +157,7 @@ class MessageStore:
         self._ttl_s = retention_days * 86400
         self._append = LuaScript(APPEND_LUA, name="history_append").bind(redis)
         self._status = LuaScript(UPDATE_STATUS_LUA, name="history_status").bind(redis)
+        self._move = LuaScript(MOVE_LUA, name="history_move").bind(redis)
 
     @property
     def ttl_s(self) -> int:
@@ -285,6 +287,19 @@ class MessageStore:
         if ids:
             await self._redis.xdel(keys.history(tenant_id, conversation), *ids)
         return gone[::-1]
+
+    async def move(self, tenant_id: str, old: str, new: str) -> int:
+        """The person's id changed: conversation ``old``'s history becomes ``new``'s (or
+        joins it in time order, when ``new`` has some already) and its place in the
+        conversation list moves too. The entries keep their ids (their times) and their
+        contents. Returns how many entries moved."""
+        if old == new:
+            return 0
+        return int(await self._move(
+            keys=[keys.history(tenant_id, old), keys.history(tenant_id, new),
+                  keys.conversations(tenant_id)],
+            args=[old, new],
+        ))
 
     # --- reading ----------------------------------------------------------------------
     async def conversations(

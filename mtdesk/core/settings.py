@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,41 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     return raw.rstrip("/")
 
 
+TLS_PARAMS = {"MTDESK_REDIS_TLS_CA": "ssl_ca_certs", "MTDESK_REDIS_TLS_CERT": "ssl_certfile",
+              "MTDESK_REDIS_TLS_KEY": "ssl_keyfile"}
+"""The TLS settings of a ``rediss://`` URL as variables, and the URL query parameter
+(redis-py's own) each becomes: the URL carries them to every client and lean link."""
+
+
+def with_tls(url: str, env: Mapping[str, str]) -> str:
+    """``url`` with the ``MTDESK_REDIS_TLS_*`` files of ``env`` as its query parameters
+    (one already in the URL wins). Raises ValueError naming the variable when one is set
+    for a URL that is not ``rediss://`` or names no readable file."""
+    extra: list[str] = []
+    for variable, param in TLS_PARAMS.items():
+        path = env.get(variable, "").strip()
+        if not path:
+            continue
+        if not url.startswith("rediss://"):
+            raise ValueError(f"{variable}: needs a rediss:// MTDESK_REDIS_URL (TLS), got {url.split(':', 1)[0]}://")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{variable}: {path!r} is not a readable file")
+        if f"{param}=" not in url:
+            extra.append(f"{param}={urllib.parse.quote(path, safe='/')}")
+    if not extra:
+        return url
+    return url + ("&" if "?" in url else "?") + "&".join(extra)
+
+
+def _redis_url(env: Mapping[str, str], url: str) -> str:
+    """The URL with MTDESK_REDIS_TLS_CA / _CERT / _KEY as its TLS query parameters."""
+    try:
+        return with_tls(url, env)
+    except ValueError as exc:
+        variable, _, problem = str(exc).partition(": ")
+        raise ConfigError(variable, problem) from None
+
+
 def _csv(env: Mapping[str, str], name: str) -> list[str]:
     return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
 
@@ -320,7 +356,7 @@ def _build(env: Mapping[str, str]) -> Settings:
     e = _Env(env)
     stop_words = tuple(w.upper() for w in _csv(env, "MTDESK_STOP_WORDS")) or _DEFAULTS["stop_words"]
     fields: dict[str, Any] = dict(
-        redis_url=e.url("redis_url", ("redis", "rediss", "unix")),
+        redis_url=_redis_url(env, e.url("redis_url", ("redis", "rediss", "unix"))),
         host=e.text("host"),
         port=e.whole("port", low=0, high=65535),
         public_url=e.raw("public_url").rstrip("/"),
