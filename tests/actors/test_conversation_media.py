@@ -8,6 +8,7 @@ HTTP servers."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 
 from shardkit import ACCOUNTS, Desk, desk, eventually
 
@@ -159,7 +160,7 @@ async def test_a_failed_download_is_answered_with_a_description_and_retried(
         [request] = d.llm.chat_requests
         assert ('The customer sent a document named "invoice.pdf" (application/pdf). '
                 "It could not be downloaded.") in request.prompt_text()
-        assert await d.pending() == 0  # answered and acknowledged, not stuck
+        await eventually(_acknowledged(d))  # answered and acknowledged, not stuck
         # The background retry gets the file in the end; the history records it.
         await eventually(lambda: _stored(redis, d, msg.conversation))
         statuses = [e.media[0].status for e in await media_entries(redis, d, msg.conversation)]
@@ -198,6 +199,12 @@ async def test_media_leaves_with_an_unsent_message(redis: Redis, redis_url: str)
                             timestamp_ms=msg.timestamp_ms + 5, target_id=msg.event_id))
         await eventually(lambda: _no_media(store, d, msg.conversation))
         assert await media_entries(redis, d, msg.conversation) == []
+
+
+def _acknowledged(d: Desk) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await d.pending() == 0
+    return check
 
 
 async def _stored(redis: Redis, d: Desk, conv: str) -> bool:
