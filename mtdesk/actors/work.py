@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mtdesk.actors.media import MediaDesk
 from mtdesk.actors.ratelimit import SendPermits
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.stats import ShardMetrics
@@ -88,3 +89,5 @@ class ConversationServices:
     slots: asyncio.Semaphore | None = None
     # The analytics counted by the shard's conversations, written every second.
     tally: Tally = field(default_factory=Tally)
+    # Fetches, keeps and describes the media customers send (None: described unseen).
+    media: MediaDesk | None = None
