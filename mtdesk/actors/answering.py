@@ -161,6 +161,8 @@ async def _answer(
             await _drop_unsent(conv, burst)
             return
         texts, completion, outcome = made
+        s.tally.tokens(item.tenant_id, event.channel, conv.now_ms(),
+                       completion.prompt_tokens, completion.completion_tokens)
         # The greeting is part of the reply's stored text: a resumed send continues
         # the same text, so it is never sent twice.
         text = greeted(bot, completion.text) if conv.context.new else completion.text
@@ -340,6 +342,20 @@ async def _send(
         conv.mark_clean()
     s.metrics.observe("send", time.monotonic() - started)
     s.metrics.outcome(outcome)
+    _tally(conv, burst, reply, run.ended, reason)
     for b in burst:
         s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
         s.ledger.done(b)
+
+
+def _tally(conv: Conversation, burst: list[WorkItem], reply: OutgoingReply,
+           ended: ReplyState | None, reason: str) -> None:
+    """The reply's analytics: sent (with the time from the customer's first message of
+    the burst to now) or failed (by reason)."""
+    tally, now = conv.services.tally, conv.now_ms()
+    if ended is ReplyState.SENT:
+        first = min((b.event.timestamp_ms for b in burst), default=0)
+        tally.bot_reply(reply.tenant_id, reply.channel, now, conv.key,
+                        now - first if first > 0 else None)
+    elif ended is ReplyState.FAILED:
+        tally.failure(reply.tenant_id, reply.channel, now, reason)
