@@ -42,6 +42,7 @@ from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.records import UNSENT_FIRST, thread_lost
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
+from mtdesk.actors.suggest import suggestions_for
 from mtdesk.actors.turns import context_encoder
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
@@ -168,7 +169,8 @@ async def _answer(
         conv.context.turns = conv.bounded(
             [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
         reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
-                                 completion.model, reason=_DONE_REASONS.get(outcome, ""))
+                                 completion.model, reason=_DONE_REASONS.get(outcome, ""),
+                                 suggestions=completion.suggestions)
         await _send(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
@@ -238,6 +240,9 @@ async def _generate(
                 prompt[-1] = ChatMessage(last.role, last.content, tuple(images))
             completion = await s.chat_model.complete(bot, prompt, passages)
         s.metrics.observe("llm", time.monotonic() - started)
+        if bot.suggestions:
+            completion = msgspec.structs.replace(
+                completion, suggestions=suggestions_for(bot, passages, texts))
         return completion, "sent"
     except (ProviderError, TimeoutError) as exc:
         s.metrics.observe("llm", time.monotonic() - started)
