@@ -44,6 +44,7 @@ from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.records import UNSENT_FIRST, thread_lost
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
+from mtdesk.actors.suggest import suggestions_for
 from mtdesk.actors.turns import context_encoder, customer_words
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 
 # The reply's reason when it is not the model's answer (its outcome says which).
 _DONE_REASONS = {"fallback": "model failed: fallback message",
+                 "voice_reply": "voice note not heard: the bot's voice reply",
                  "no_knowledge": "no knowledge: fallback message"}
 
 
@@ -128,8 +130,14 @@ async def _answer(
             return
         burst = claimed
 
+    # What the person's media says (transcripts, descriptions), by message.
+    said: dict[str, str] = {}
+
     def texts_now() -> list[str]:
-        return [*texts_of([b for b in burst if b.event.event_id not in conv.unsent]), *stored]
+        live = [b for b in burst if b.event.event_id not in conv.unsent]
+        return [said.get(b.event.event_id) or t
+                for b, t in zip([b for b in live if isinstance(b.event, Message | Postback)],
+                                texts_of(live), strict=True)] + stored
 
     try:
         bot = await s.tenants.bot(item.tenant_id)
@@ -137,20 +145,35 @@ async def _answer(
         typing = start_typing(s.sender, bot, latest if isinstance(latest, Message | Postback)
                               else event, interval_s=s.settings.typing_interval_s)
         try:
-            made = await _generate_current(conv, bot, texts_now)
+            images: list[str] = []
+            made: tuple[list[str], Completion, str] | None
+            if s.media is not None:  # the burst's media fetched, heard, put in words
+                prepared = await s.media.prepare(conv, bot, [b.event for b in burst])
+                said.update(prepared.said)
+                images = prepared.images
+                if prepared.voice_reply:  # nothing but voice notes, nobody to hear them
+                    made = (texts_now(), Completion(text=bot.voice_reply, provider="voice_reply",
+                                                    model="none"), "voice_reply")
+                else:
+                    made = await _generate_current(conv, bot, texts_now, images)
+            else:
+                made = await _generate_current(conv, bot, texts_now, images)
         finally:
             await typing.stop()
         if made is None:  # every message of the burst was unsent meanwhile
             await _drop_unsent(conv, burst)
             return
         texts, completion, outcome = made
+        s.tally.tokens(item.tenant_id, event.channel, conv.now_ms(),
+                       completion.prompt_tokens, completion.completion_tokens)
         # The greeting is part of the reply's stored text: a resumed send continues
         # the same text, so it is never sent twice.
         text = greeted(bot, completion.text) if conv.context.new else completion.text
         conv.context.turns = conv.bounded(
             [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
         reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
-                                 completion.model, reason=_DONE_REASONS.get(outcome, ""))
+                                 completion.model, reason=_DONE_REASONS.get(outcome, ""),
+                                 suggestions=completion.suggestions)
         await _send(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
@@ -160,7 +183,8 @@ async def _answer(
 
 
 async def _generate_current(
-    conv: Conversation, bot: BotConfig, texts_now: Callable[[], list[str]]
+    conv: Conversation, bot: BotConfig, texts_now: Callable[[], list[str]],
+    images: list[str] | None = None,
 ) -> tuple[list[str], Completion, str] | None:
     """The answer to what the burst says now: an edit or unsend of one of its messages
     arriving while the model works drops that answer, and the revised texts are
@@ -170,7 +194,7 @@ async def _generate_current(
         texts = texts_now()
         if not texts:
             return None
-        making = asyncio.ensure_future(_generate(conv, bot, texts))
+        making = asyncio.ensure_future(_generate(conv, bot, texts, images))
         revised = asyncio.ensure_future(conv.revised.wait())
         try:
             await asyncio.wait({making, revised}, return_when=asyncio.FIRST_COMPLETED)
@@ -198,10 +222,11 @@ async def _drop_unsent(conv: Conversation, burst: list[WorkItem]) -> None:
 
 
 async def _generate(
-    conv: Conversation, bot: BotConfig, texts: list[str]
+    conv: Conversation, bot: BotConfig, texts: list[str], images: list[str] | None = None,
 ) -> tuple[Completion, str]:
     """The answer and its outcome: ``sent`` (the model's), ``fallback`` (the model
-    failed) or ``no_knowledge`` (see :func:`_search`: no model asked)."""
+    failed) or ``no_knowledge`` (see :func:`_search`: no model asked). ``images``
+    (``data:`` URLs) go with the message answered, for a bot whose model takes them."""
     s = conv.services
     passages: list[Passage] = []
     # The customer's language, kept on the conversation: a short "ok" does not flip it.
@@ -218,8 +243,14 @@ async def _generate(
                     return Completion(text=bot.fallback_message, provider="fallback",
                                       model="no knowledge"), "no_knowledge"
             prompt = s.prompt_builder(bot, list(conv.context.turns), texts, passages)
+            if images and bot.vision and prompt and prompt[-1].role == "user":
+                last = prompt[-1]
+                prompt[-1] = ChatMessage(last.role, last.content, tuple(images))
             completion = await s.chat_model.complete(bot, prompt, passages, language=language)
         s.metrics.observe("llm", time.monotonic() - started)
+        if bot.suggestions:
+            completion = msgspec.structs.replace(
+                completion, suggestions=suggestions_for(bot, passages, texts))
         return completion, "sent"
     except (ProviderError, TimeoutError) as exc:
         s.metrics.observe("llm", time.monotonic() - started)
@@ -319,6 +350,20 @@ async def _send(
         conv.mark_clean()
     s.metrics.observe("send", time.monotonic() - started)
     s.metrics.outcome(outcome)
+    _tally(conv, burst, reply, run.ended, reason)
     for b in burst:
         s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
         s.ledger.done(b)
+
+
+def _tally(conv: Conversation, burst: list[WorkItem], reply: OutgoingReply,
+           ended: ReplyState | None, reason: str) -> None:
+    """The reply's analytics: sent (with the time from the customer's first message of
+    the burst to now) or failed (by reason)."""
+    tally, now = conv.services.tally, conv.now_ms()
+    if ended is ReplyState.SENT:
+        first = min((b.event.timestamp_ms for b in burst), default=0)
+        tally.bot_reply(reply.tenant_id, reply.channel, now, conv.key,
+                        now - first if first > 0 else None)
+    elif ended is ReplyState.FAILED:
+        tally.failure(reply.tenant_id, reply.channel, now, reason)

@@ -128,6 +128,8 @@ async def on_comment(conv: Conversation, item: WorkItem, comment: Comment) -> No
             return
     text = (comment.text or "").strip()
     completion, outcome = await _generate(conv, bot, [text])
+    s.tally.tokens(tid, comment.channel, conv.now_ms(), completion.prompt_tokens,
+                   completion.completion_tokens)
     reply_text = greeted(bot, completion.text) if conv.context.new else completion.text
     conv.context.turns = conv.bounded([*conv.context.turns, ChatMessage("user", text)])
     reply = private_reply(tid, comment, reply_text, completion.provider, completion.model,

@@ -12,9 +12,12 @@ import msgspec
 from mtdesk.core.events import Channel
 
 
-class ChatMessage(msgspec.Struct, frozen=True):
+class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     role: str  # "system" | "user" | "assistant"
     content: str
+    # Pictures shown with this message (``data:`` URLs), for a bot whose model takes
+    # images; only ever on the message being answered, never kept in the context.
+    images: tuple[str, ...] = ()
 
 
 class Passage(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,6 +53,15 @@ class BotConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Instagram comments on the business's media: "off" (recorded only) or "private"
     # (answered with one private message to the commenter, Meta's Private Replies).
     comment_replies: str = "off"
+    # The model takes images (OpenAI-compatible image content parts): a picture the
+    # customer sends is shown to it; otherwise it is told what was sent.
+    vision: bool = False
+    # Sent (once per conversation) when a voice note arrives and no transcriber is set.
+    voice_reply: str = ("Sorry, I can't listen to voice messages yet. "
+                        "Could you write your question instead?")
+    # Offer the answers of related Q&A pairs as tap-to-send suggestions (quick replies,
+    # WhatsApp buttons or a list).
+    suggestions: bool = True
 
 
 class Completion(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +70,8 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Follow-up questions to offer the person (the knowledge base's related Q&A).
+    suggestions: tuple[str, ...] = ()
 
 
 class ChatModel(Protocol):
@@ -106,6 +120,8 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     reply_key: str  # the inbound event id this answers; put in metadata, used for idempotency
     reply_to: str | None = None  # WhatsApp context message id
     comment_id: str | None = None  # a private reply: the Instagram comment it answers
+    # Offered under the last part as taps (quick replies, WhatsApp buttons or a list).
+    suggestions: tuple[str, ...] = ()
 
 
 class Sender(Protocol):
