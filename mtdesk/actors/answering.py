@@ -34,7 +34,7 @@ import msgspec
 from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
-from mtdesk.actors.turns import context_encoder, user_text
+from mtdesk.actors.turns import encode_context, user_text
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
@@ -191,7 +191,7 @@ async def _send(
         updated = msgspec.structs.replace(
             conv.context, turns=sent_turns if state is ReplyState.SENT else turns)
         return ContextWrite(keys.context(conv.tenant_id, conv.key),
-                            context_encoder.encode(updated), s.store.ttl_s)
+                            encode_context(updated, conv.sealer, conv.key), s.store.ttl_s)
 
     if begin:
         run = await s.replies.begin(reply, now_ms=conv.now_ms(), context=context_at)

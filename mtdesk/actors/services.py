@@ -27,6 +27,7 @@ from mtdesk.actors.sender import GraphSender
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.pipelined import connect_pipelined
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage, Retriever
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.settings import Settings
 from mtdesk.policy.vault import TokenVault
 from mtdesk.retrieval.extractive import ExtractiveModel
@@ -73,6 +74,7 @@ async def build_shard_services(
     model = ModelRouter(providers, offline_model or ExtractiveModel())
     services = ShardServices(redis=redis, sender=sender, chat_model=model, settings=settings,
                              clock=clock, retriever=retriever, limiter=limiter,
-                             forget_credentials=credentials.forget_tenant)
+                             forget_credentials=credentials.forget_tenant,
+                             cipher=TenantCipher.from_settings(redis, settings))
     services.closers = [redis.aclose, session.close, model.aclose]
     return services

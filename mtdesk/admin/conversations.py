@@ -16,7 +16,7 @@ from aiohttp import web
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import tenant_scope
 from mtdesk.core import keys
-from mtdesk.core.appkeys import REDIS, SETTINGS
+from mtdesk.core.appkeys import REDIS, SETTINGS, cipher_of
 from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.history import MessageStore
 from mtdesk.core.http import json_response
@@ -68,7 +68,8 @@ async def list_messages(request: web.Request) -> web.Response:
     redis = request.config_dict[REDIS]
     if await redis.zscore(keys.conversations(tid), conv) is None:
         raise NotFound(f"conversation {conv!r} not found")
-    store = MessageStore(redis, retention_days=request.config_dict[SETTINGS].retention_days)
+    store = MessageStore(redis, retention_days=request.config_dict[SETTINGS].retention_days,
+                         cipher=cipher_of(request.config_dict))
     messages = await store.read(
         tid, conv, start="-" if after is None else f"({after}", count=limit
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -272,7 +273,7 @@ class TenantCipher:
 
     async def keys_of(self, tenants: Sequence[str]) -> dict[str, TenantKey]:
         """Keys of several tenants, the missing ones read in one pipelined round trip
-        (tenants with no key yet are made one by one)."""
+        (tenants with no key yet are made one by one; one being erased is left out)."""
         out: dict[str, TenantKey] = {}
         missing: list[str] = []
         for t in tenants:
@@ -290,7 +291,8 @@ class TenantCipher:
             self.reads += 1
             for t, wrapped in zip(unique, await pipe.execute(), strict=True):
                 if wrapped is None:
-                    out[t] = await self.key(t)
+                    with contextlib.suppress(TenantErased):  # left out: being erased
+                        out[t] = await self.key(t)
                 else:
                     out[t] = self._cache[t] = TenantKey(t, self._ring.unwrap(t, wrapped))
         return out

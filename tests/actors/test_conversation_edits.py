@@ -8,8 +8,7 @@ import time
 
 from shardkit import desk, eventually
 
-from mtdesk.actors.turns import context_decoder, without_texts
-from mtdesk.core import keys
+from mtdesk.actors.turns import without_texts
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.events import Edit, Unsend
 from mtdesk.core.history import MessageStore
@@ -35,7 +34,7 @@ async def test_an_unsent_message_leaves_history_export_and_the_models_context(
                     user_id="U7", timestamp_ms=_now(), target_id=first.event_id,
                     text="my card number is 4111 1111 1111 1112", version=1)
         await d.push(edit)
-        store = MessageStore(redis)
+        store = d.store()
         conv = first.conversation
         await eventually(lambda: _kinds(store, d.tenant_id, conv, "edit"))
         assert len(d.graph.sends) == 1  # the edit itself is not answered
@@ -50,7 +49,7 @@ async def test_an_unsent_message_leaves_history_export_and_the_models_context(
         assert [(m.direction, m.kind) for m in stored] == [("out", "reply"), ("in", "unsend")]
         assert stored[1].text is None
         exported = b"".join([c async for c in export_user(redis, SystemClock(), d.tenant_id,
-                                                           "messenger", "U7")])
+                                                           "messenger", "U7", cipher=d.cipher())])
         assert b"4111 1111 1111 1112" not in exported  # the edited version
         assert exported.count(b"4111 1111 1111 1111") == 1  # only inside the bot's echo-reply
 
@@ -59,9 +58,9 @@ async def test_an_unsent_message_leaves_history_export_and_the_models_context(
         await eventually(lambda: len(d.graph.sends) == 2)
         said = [m["content"] for m in d.llm.chat_requests[-1].messages if m["role"] == "user"]
         assert said == ["thanks"]
-        raw = await redis.get(keys.context(d.tenant_id, conv))
-        assert raw is not None
-        turns = context_decoder.decode(raw).turns
+        context = await d.stored_context(conv)
+        assert context is not None
+        turns = context.turns
         assert [t.content for t in turns if t.role == "user"] == ["thanks"]
 
 
@@ -92,6 +91,6 @@ async def test_an_edit_of_a_message_still_waiting_is_what_gets_answered(
         await eventually(lambda: len(d.graph.sends) == 1)
         said = [m["content"] for m in d.llm.chat_requests[-1].messages if m["role"] == "user"]
         assert said == ["Do you ship to Canada?"]
-        store = MessageStore(redis)
+        store = d.store()
         await eventually(lambda: _kinds(store, d.tenant_id, typo.conversation, "edit"))
         assert len(d.graph.sends) == 1 and len(d.llm.chat_requests) == 1
