@@ -5,7 +5,8 @@ What a caller may rely on:
 
 - :meth:`TenantCipher.key` gives the tenant's :class:`TenantKey` (made on first use: 32
   random bytes, wrapped, ``SET`` only when the tenant has none and its erasure marker is
-  absent, so an erased account never gets a new key: :class:`TenantErased`). Keys are
+  absent, so an erased account never gets a new stored key; what is still written for
+  it is sealed under a throwaway key, unreadable from the start). Keys are
   cached in the process (bounded, :data:`CACHE_TTL_S` seconds), so the hot path pays no
   Redis round trip per value once a tenant is warm.
 - :meth:`TenantKey.seal` ``(family, id, plaintext)`` → bytes; :meth:`TenantKey.open`
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mtdesk.core import keys
-from mtdesk.core.errors import ConfigError, DecryptionError, TenantErased
+from mtdesk.core.errors import ConfigError, DecryptionError
 from mtdesk.core.redis import Redis, as_bytes_set, as_opt_bytes
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings, parse_encryption_key
@@ -247,9 +247,10 @@ class TenantCipher:
         return self._cache.get(tenant)
 
     async def key(self, tenant: str, *, create: bool = True) -> TenantKey:
-        """The tenant's data key (made when it has none and ``create``). Raises
-        :class:`TenantErased` when the account is being erased and has no key, and
-        :class:`DecryptionError` when it has none and ``create`` is false."""
+        """The tenant's data key (made when it has none and ``create``). A tenant being
+        erased (its erasure marker set) gets no new key: a throwaway one that is never
+        stored, so nothing written for it can be read. Raises :class:`DecryptionError`
+        when it has none and ``create`` is false."""
         found = self.cached(tenant)
         if found is not None:
             return found
@@ -268,12 +269,16 @@ class TenantCipher:
                 _CREATE, 2, name, keys.erased(tenant), self._ring.wrap(tenant, os.urandom(32))
             )
             if int(made) == -1:
-                raise TenantErased(f"tenant {tenant!r} is being erased: nothing new is stored")
+                # Being erased: what is still written (a reply in flight) is sealed under
+                # a key that is never stored, so it is unreadable from the start; the
+                # erasure's sweep removes it.
+                key = self._cache[tenant] = TenantKey(tenant, os.urandom(32))
+                return key
         raise DecryptionError(f"tenant {tenant!r}: its data key kept changing")
 
     async def keys_of(self, tenants: Sequence[str]) -> dict[str, TenantKey]:
         """Keys of several tenants, the missing ones read in one pipelined round trip
-        (tenants with no key yet are made one by one; one being erased is left out)."""
+        (tenants with no key yet are made one by one)."""
         out: dict[str, TenantKey] = {}
         missing: list[str] = []
         for t in tenants:
@@ -291,8 +296,7 @@ class TenantCipher:
             self.reads += 1
             for t, wrapped in zip(unique, await pipe.execute(), strict=True):
                 if wrapped is None:
-                    with contextlib.suppress(TenantErased):  # left out: being erased
-                        out[t] = await self.key(t)
+                    out[t] = await self.key(t)
                 else:
                     out[t] = self._cache[t] = TenantKey(t, self._ring.unwrap(t, wrapped))
         return out
