@@ -19,7 +19,7 @@ import msgspec
 
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Passage
-from mtdesk.core.sealing import TenantKey
+from mtdesk.core.sealing import CONTEXT_FAMILY, TenantKey
 
 
 class ConversationContext(msgspec.Struct, kw_only=True):
@@ -46,7 +46,6 @@ class ConversationContext(msgspec.Struct, kw_only=True):
 context_encoder = msgspec.msgpack.Encoder()
 context_decoder = msgspec.msgpack.Decoder(ConversationContext)
 _private_decoder = msgspec.msgpack.Decoder(tuple[list[ChatMessage], dict[str, str]])
-CONTEXT_FAMILY = "context"
 
 
 def encode_context(context: ConversationContext, key: TenantKey, conversation: str) -> bytes:

@@ -47,6 +47,9 @@ from mtdesk.core.redis import Redis, as_bytes_set, as_opt_bytes
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings, parse_encryption_key
 
+# The families of sealed values (part of each value's associated data).
+CONTEXT_FAMILY = "context"  # a conversation context's turns and bot state; id: conversation key
+
 MARK = 0xC1  # msgpack's one never-used byte; not a UTF-8 lead byte either
 _HEAD = bytes([MARK, 1])
 _NONCE = 12
