@@ -25,6 +25,7 @@ import msgspec
 import numpy as np
 
 from mtdesk.core.errors import MTDeskError, NotFound, TenantErased, ValidationError
+from mtdesk.core.sealing import is_sealed
 from mtdesk.core.settings import Settings
 from mtdesk.retrieval.chunking import Chunk, ChunkingOptions, chunk_document
 from mtdesk.retrieval.crawl import CrawlOptions, crawl_site, fetch_page
@@ -34,7 +35,7 @@ from mtdesk.retrieval.extract import kind_of
 from mtdesk.retrieval.index_slice import snapshot_name
 from mtdesk.retrieval.sandbox import ExtractionSandbox
 from mtdesk.retrieval.search import Embedders
-from mtdesk.retrieval.store import KnowledgeStore, SourceInfo
+from mtdesk.retrieval.store import UPLOAD_FAMILY, KnowledgeStore, SourceInfo
 from mtdesk.retrieval.urlpolicy import AddressPolicy
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ class KnowledgeService:
         info = await self.store.create_source(tenant, kind="file", name=filename, spec=b"")
         folder = Path(self.settings.data_dir) / "uploads" / _SAFE_NAME.sub("_", tenant)
         path = folder / info.id / safe
-        await asyncio.to_thread(_write, path, data)
+        sealed = (await self.store.sealer(tenant)).seal(UPLOAD_FAMILY, info.id, data)
+        await asyncio.to_thread(_write, path, sealed)
         spec = SourceSpec(kind="file", path=str(path), filename=filename, content_type=content_type)
         try:
             await self.store.update_source(tenant, info.id, spec=msgspec.msgpack.encode(spec))
@@ -324,6 +326,9 @@ class KnowledgeService:
                 if not spec.path or not await asyncio.to_thread(Path(spec.path).is_file):
                     raise ValidationError("file", "the uploaded file is no longer stored; upload it again")
                 data = await asyncio.to_thread(Path(spec.path).read_bytes)
+                if is_sealed(data):
+                    data = (await self.store.cipher.key(tenant, create=False)).open(
+                        UPLOAD_FAMILY, sid, data)
                 doc = await self.sandbox.extract(
                     data, spec.filename or "upload", spec.content_type,
                     max_bytes=self.settings.kb_max_file_bytes,
