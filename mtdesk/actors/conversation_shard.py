@@ -144,7 +144,7 @@ class ConversationShard:
                                history_ttl_s=settings.retention_days * 86400,
                                limiter=services.limiter, clock=services.clock,
                                cipher=services.cipher),
-            tenants=TenantView(services.redis), sender=services.sender,
+            tenants=TenantView(services.redis, cipher=services.cipher), sender=services.sender,
             chat_model=services.chat_model, metrics=self.metrics, ledger=self,
             retriever=services.retriever, prompt_builder=services.prompt_builder,
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),

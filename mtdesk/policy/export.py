@@ -148,7 +148,7 @@ async def export_tenant(
     for record in await Channels(redis, clock).list(tenant_id):
         data = msgspec.to_builtins(record)
         channels.append({k: v for k, v in data.items() if k not in _CHANNEL_HIDDEN})
-    bot = msgspec.to_builtins(await Bots(redis).get(tenant_id))
+    bot = msgspec.to_builtins(await Bots(redis, cipher).get(tenant_id))
     sections: dict[str, object] = {
         "tenant": msgspec.to_builtins(tenant),
         "channels": channels,
