@@ -73,7 +73,7 @@ class Desk:
             ch = await channels.connect(self.tenant_id, channel, account, TOKEN)
             self.channel_ids[channel] = ch.id
             self.graph.register(account, TOKEN, channel=channel)
-        await Bots(self.redis).put(self.tenant_id, bot or BotConfig(
+        await Bots(self.redis, self.cipher()).put(self.tenant_id, bot or BotConfig(
             provider="openai", model="gpt-test", system_prompt="You are Acme's assistant."))
 
     async def shard(self, index: int = 0, partitions: list[int] | None = None,
