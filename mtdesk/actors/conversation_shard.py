@@ -46,6 +46,7 @@ import msgspec
 from prometheus_client import REGISTRY
 
 from mtdesk.actors.conversation import Conversation
+from mtdesk.actors.media import MediaDesk
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.shard_erasure import ShardErasure
@@ -86,6 +87,7 @@ class ShardServices:
     forget_credentials: Callable[[str], None] | None = None
     # The tenants' data keys: events, history, replies and contexts are sealed with them.
     cipher: TenantCipher = field(default_factory=TenantCipher.disabled)
+    media: MediaDesk | None = None
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -109,6 +111,7 @@ class ConversationShard:
         claim_interval_s: float = 15.0,
         ack_delay_s: float = 0.005,
         stats_interval_s: float = 5.0,
+        analytics_interval_s: float = 1.0,
         process_metrics: bool = True,
         max_failures: int = 5,
     ) -> None:
@@ -126,6 +129,7 @@ class ConversationShard:
         self._claim_interval_s = claim_interval_s
         self._ack_delay_s = ack_delay_s
         self._stats_interval_s = stats_interval_s
+        self._analytics_interval_s = analytics_interval_s
         # Also publish the process-wide registry (sender, LLM): right for one shard per
         # process (Ray); several shards in one process would report it several times.
         self._process_metrics = process_metrics
@@ -148,6 +152,7 @@ class ConversationShard:
             chat_model=services.chat_model, metrics=self.metrics, ledger=self,
             retriever=services.retriever, prompt_builder=services.prompt_builder,
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
+            media=services.media,
         )
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
         self._inflight: set[tuple[int, str]] = set()
@@ -186,6 +191,7 @@ class ConversationShard:
             asyncio.create_task(self._claim_loop(), name=f"{self.consumer}:claim"),
             asyncio.create_task(self._housekeeping_loop(), name=f"{self.consumer}:house"),
             asyncio.create_task(self._purge_loop(), name=f"{self.consumer}:purge"),
+            asyncio.create_task(self._analytics_loop(), name=f"{self.consumer}:analytics"),
         ]
         log.info("shard started", extra={"shard": self.index, "partitions": len(self.partitions)})
 
@@ -215,6 +221,8 @@ class ConversationShard:
                 await task
         self._tasks = []
         self._started = False
+        with contextlib.suppress(Exception):
+            await self._conv_services.tally.flush(self._redis)
         with contextlib.suppress(Exception):
             await self._publish_stats()
 
@@ -499,6 +507,18 @@ class ConversationShard:
                 raise
             except Exception:
                 log.exception("shard housekeeping failed")
+
+    async def _analytics_loop(self) -> None:
+        """Writes the analytics the conversations counted (core/analytics.py), every
+        ``analytics_interval_s``: one pipeline, nothing when nothing was counted."""
+        while self._running:
+            await asyncio.sleep(self._analytics_interval_s)
+            try:
+                await self._conv_services.tally.flush(self._redis)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("analytics not written; kept for the next try")
 
     async def _publish_stats(self) -> None:
         self.metrics.set_active(len(self._convs), len(self._inflight))

@@ -21,10 +21,13 @@ import aiohttp
 
 from mtdesk.actors.conversation_shard import ShardServices
 from mtdesk.actors.credentials import VaultCredentials
-from mtdesk.actors.llm import ModelRouter, ProviderChatModel
+from mtdesk.actors.llm import ModelRouter, ProviderChatModel, Transcriber
+from mtdesk.actors.media import MediaDesk
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.sender import GraphSender
 from mtdesk.core.clock import Clock, SystemClock
+from mtdesk.core.history import MessageStore
+from mtdesk.core.media import MediaStore
 from mtdesk.core.pipelined import connect_pipelined
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage, Retriever
 from mtdesk.core.sealing import TenantCipher
@@ -59,6 +62,7 @@ async def build_shard_services(
     retriever: Retriever | None = None,
     clock: Clock | None = None,
     sender_options: dict[str, Any] | None = None,
+    media_options: dict[str, Any] | None = None,
 ) -> ShardServices:
     """Everything one shard needs, opened in the running event loop."""
     # Plain commands of all the shard's conversations share one pipelined connection.
@@ -72,9 +76,20 @@ async def build_shard_services(
     sender = GraphSender(settings, credentials, limiter, session, **(sender_options or {}))
     providers = ProviderChatModel(settings)
     model = ModelRouter(providers, offline_model or ExtractiveModel())
+    transcriber = Transcriber.from_settings(settings)
+    # One cache of data keys for everything the shard seals (events, history, media…).
+    cipher = TenantCipher.from_settings(redis, settings)
+    media = MediaDesk(
+        sender, credentials, MediaStore(redis, cipher=cipher),
+        MessageStore(redis, retention_days=settings.retention_days, cipher=cipher),
+        transcriber=transcriber,
+        **{"max_bytes": settings.media_max_bytes, "timeout_s": settings.media_fetch_timeout_s,
+           "retries": settings.media_retries, **(media_options or {})})
     services = ShardServices(redis=redis, sender=sender, chat_model=model, settings=settings,
                              clock=clock, retriever=retriever, limiter=limiter,
-                             forget_credentials=credentials.forget_tenant,
-                             cipher=TenantCipher.from_settings(redis, settings))
-    services.closers = [redis.aclose, session.close, model.aclose]
+                             forget_credentials=credentials.forget_tenant, media=media,
+                             cipher=cipher)
+    services.closers = [redis.aclose, session.close, model.aclose, media.aclose]
+    if transcriber is not None:
+        services.closers.append(transcriber.aclose)
     return services

@@ -4,7 +4,8 @@
 ``turns`` (the last ``settings.history_turns`` user/assistant messages), ``bot_state``
 (free-form, for bot flows), ``last_inbound_ms``, ``window_until_ms`` (when Meta's
 customer service window ends: :mod:`mtdesk.actors.window`), ``paused_until_ms`` and ``replied``
-(anything was sent to the person: the conversation is no longer new, no greeting).
+(anything was sent to the person: the conversation is no longer new, no greeting),
+``thread_owner`` / ``thread_owner_ms`` (who owns the thread: :mod:`mtdesk.policy.threads`).
 :func:`build_prompt` is the default prompt builder (recent turns, then the new user
 message(s)); the ChatModel adds the system prompt and the passages itself. The context
 keeps one user turn per answered inbound message and one assistant turn per reply, so
@@ -17,9 +18,11 @@ from collections.abc import Callable
 
 import msgspec
 
+from mtdesk.channels.suggestions import suggestion_of
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Passage
 from mtdesk.core.sealing import CONTEXT_FAMILY, TenantKey
+from mtdesk.policy.threads import ThreadControl
 
 
 class ConversationContext(msgspec.Struct, kw_only=True):
@@ -36,6 +39,18 @@ class ConversationContext(msgspec.Struct, kw_only=True):
     # :data:`CONTEXT_FAMILY`, id: the conversation key) as msgpack ``[turns, bot_state]``;
     # both are empty in the stored form then. Only ever set in Redis, never in memory.
     sealed: bytes | None = None
+    # Who owns the thread (Messenger/Instagram handover protocol; mtdesk.policy.threads):
+    # "" this app, else the owning app's id; and when that was said.
+    thread_owner: str = ""
+    thread_owner_ms: int = 0
+
+    @property
+    def thread(self) -> ThreadControl:
+        return ThreadControl(thread_owner=self.thread_owner, thread_owner_ms=self.thread_owner_ms)
+
+    def set_thread(self, control: ThreadControl) -> None:
+        self.thread_owner = control.thread_owner
+        self.thread_owner_ms = control.thread_owner_ms
 
     @property
     def new(self) -> bool:
@@ -92,8 +107,13 @@ def describe_attachments(message: Message) -> str:
 
 
 def user_text(event: Message | Postback) -> str:
+    """What the person said: a tapped suggestion says its whole text (its title may be
+    cut), anything else its text, payload or attachments."""
     if isinstance(event, Postback):
         return event.title or event.payload or ""
+    tapped = suggestion_of(event.quick_reply) or suggestion_of(event.interactive_id)
+    if tapped is not None:
+        return tapped
     return event.text or event.quick_reply or event.interactive_id or describe_attachments(event)
 
 

@@ -18,11 +18,13 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mtdesk.actors.media import MediaDesk
 from mtdesk.actors.ratelimit import SendPermits
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.stats import ShardMetrics
 from mtdesk.actors.tenantview import TenantView
 from mtdesk.actors.turns import PromptBuilder, build_prompt
+from mtdesk.core.analytics import Tally
 from mtdesk.core.clock import Clock
 from mtdesk.core.events import Channel, Event
 from mtdesk.core.history import MessageStore
@@ -85,3 +87,7 @@ class ConversationServices:
     # At most this many conversations handle an event at once (the shard's
     # max_concurrent_conversations); the others wait with their events queued.
     slots: asyncio.Semaphore | None = None
+    # The analytics counted by the shard's conversations, written every second.
+    tally: Tally = field(default_factory=Tally)
+    # Fetches, keeps and describes the media customers send (None: described unseen).
+    media: MediaDesk | None = None

@@ -38,6 +38,7 @@ from redis.exceptions import ResponseError
 from mtdesk.core import keys
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
+from mtdesk.core.media import MediaRecord
 from mtdesk.core.redis import Redis, as_entries, as_hash, as_scored
 from mtdesk.core.scripts import LuaScript, lua_source
 from mtdesk.core.sealing import TenantCipher, TenantKey
@@ -47,6 +48,9 @@ Direction = Literal["in", "out"]
 # Outbound status order; failed is terminal and outranks everything.
 STATUS_RANK: dict[str, int] = {"sent": 1, "delivered": 2, "read": 3, "failed": 9}
 OUTSIDE_WINDOW = "outside the 24 h window"
+# The entry recording what was fetched of an inbound message's attachments (and a voice
+# note's transcript): ``reply_to`` is the message, ``media`` the references.
+MEDIA_KIND = "media"
 
 
 class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -55,7 +59,9 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     ``message_id`` is the inbound event id (``mid``/``wamid``) or the Graph message id
     of an outbound one. ``kind``: ``message``, ``postback``, ``reaction``, ``unsend``,
     ``unsupported`` (inbound); ``reply`` (the bot), ``agent`` (a human agent from the
-    inbox), ``echo`` (our own send seen only through its echo). ``status`` for inbound is
+    inbox), ``echo`` (our own send seen only through its echo); ``media`` (inbound: what
+    was fetched of the attachments of the message ``reply_to`` names, ``media`` holding
+    the references and ``text`` a voice note's transcript). ``status`` for inbound is
     ``received`` (to be answered) or ``skipped`` with ``reason``; for outbound it is the
     status at the time of storing — :meth:`MessageStore.read` joins the current one.
     """
@@ -75,9 +81,11 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     status: str = "received"
     reason: str | None = None
     part: int = 0  # outbound: index of this part of a split reply
+    media: tuple[MediaRecord, ...] = ()  # kind "media": the attachments' references
     entry: str = ""  # the stream entry id; filled in when read, empty when stored
-    # ``text`` and ``attachments`` sealed with the tenant's data key (family "message",
-    # id ``message_id``); both are empty in the stored form then. None: stored in the
+    # ``text``, ``attachments`` and ``media`` (captions, file names, transcripts) sealed
+    # with the tenant's data key (family "message", id ``message_id``); all three are
+    # empty in the stored form then. None: stored in the
     # clear (written before sealing, or by a process without MTDESK_ENCRYPTION_KEYS).
     sealed: bytes | None = None
 
@@ -89,16 +97,18 @@ class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StoredMessage)
-_private_decoder = msgspec.msgpack.Decoder(tuple[str | None, tuple[Attachment, ...]])
+_private_decoder = msgspec.msgpack.Decoder(
+    tuple[str | None, tuple[Attachment, ...], tuple[MediaRecord, ...]])
 SEALED_FAMILY = "message"
 
 
 def encode_message(message: StoredMessage, key: TenantKey | None = None) -> bytes:
     """The stored form; with an enabled ``key`` the text and attachments are sealed."""
-    if key is not None and key.enabled and (message.text is not None or message.attachments):
-        private = _encoder.encode((message.text, message.attachments))
+    if key is not None and key.enabled and (
+            message.text is not None or message.attachments or message.media):
+        private = _encoder.encode((message.text, message.attachments, message.media))
         message = msgspec.structs.replace(
-            message, text=None, attachments=(),
+            message, text=None, attachments=(), media=(),
             sealed=key.seal(SEALED_FAMILY, message.message_id, private))
     return _encoder.encode(message)
 
@@ -117,9 +127,10 @@ def open_message(message: StoredMessage, key: TenantKey) -> StoredMessage:
     """``message`` with its sealed text and attachments opened (as it is when not sealed)."""
     if message.sealed is None:
         return message
-    text, attachments = _private_decoder.decode(
+    text, attachments, media = _private_decoder.decode(
         key.open(SEALED_FAMILY, message.message_id, message.sealed))
-    return msgspec.structs.replace(message, text=text, attachments=attachments, sealed=None)
+    return msgspec.structs.replace(message, text=text, attachments=attachments, media=media,
+                                   sealed=None)
 
 
 # KEYS: outbound hash; ARGV: status, reason, ttl_s, now_ms, conv.
@@ -141,6 +152,7 @@ return 1
 # inbound messages and reply parts in the same step as their reply state.
 HISTORY_APPEND_LUA = lua_source("mtdesk.core", "lua/history_append.lua")
 APPEND_LUA = HISTORY_APPEND_LUA + lua_source("mtdesk.core", "lua/append.lua")
+MOVE_LUA = lua_source("mtdesk.core", "lua/history_move.lua")
 
 
 def inbound_message(
@@ -179,6 +191,7 @@ class MessageStore:
         self._ttl_s = retention_days * 86400
         self._append = LuaScript(APPEND_LUA, name="history_append").bind(redis)
         self._status = LuaScript(UPDATE_STATUS_LUA, name="history_status").bind(redis)
+        self._move = LuaScript(MOVE_LUA, name="history_move").bind(redis)
 
     @property
     def ttl_s(self) -> int:
@@ -287,7 +300,8 @@ class MessageStore:
         self, tenant_id: str, conversation: str, message_id: str, *, scan: int = 1000
     ) -> list[StoredMessage]:
         """The person unsent ``message_id``: its inbound entry and every stored version of
-        it (edits, ``kind == "edit"`` replying to it) leave the history, so neither the
+        it (edits, ``kind == "edit"`` replying to it) and the record of its media leave
+        the history, so neither the
         inbox nor an export shows them again. Looks at the last ``scan`` entries (an
         unsend comes soon after the message: Meta allows it for a limited time). Returns
         what was removed, oldest first."""
@@ -301,13 +315,26 @@ class MessageStore:
             if message.direction != "in":
                 continue
             if message.message_id == message_id or (
-                message.kind == "edit" and message.reply_to == message_id
+                message.kind in ("edit", MEDIA_KIND) and message.reply_to == message_id
             ):
                 ids.append(entry_id)
                 gone.append(message)
         if ids:
             await self._redis.xdel(keys.history(tenant_id, conversation), *ids)
         return await self.opened(tenant_id, gone[::-1])
+
+    async def move(self, tenant_id: str, old: str, new: str) -> int:
+        """The person's id changed: conversation ``old``'s history becomes ``new``'s (or
+        joins it in time order, when ``new`` has some already) and its place in the
+        conversation list moves too. The entries keep their ids (their times) and their
+        contents. Returns how many entries moved."""
+        if old == new:
+            return 0
+        return int(await self._move(
+            keys=[keys.history(tenant_id, old), keys.history(tenant_id, new),
+                  keys.conversations(tenant_id)],
+            args=[old, new],
+        ))
 
     # --- reading ----------------------------------------------------------------------
     async def conversations(

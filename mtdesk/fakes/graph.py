@@ -7,7 +7,10 @@ What it answers (``{version}`` is any ``vNN.N``):
   ``{"recipient_id", "message_id"}``; a WhatsApp body (``messaging_product: "whatsapp"``,
   ``to`` or ``recipient``, ``type: "text"``, ``text.body``, ``context.message_id``) answers
   ``{"messaging_product": "whatsapp", "contacts": [...], "messages": [{"id": "wamid..."}]}``.
-  Text over the channel's limit answers error 100, as Meta does.
+  Text over the channel's limit answers error 100, as Meta does; so do quick replies
+  (at most 13, titles ≤ 20) and WhatsApp interactive messages (body ≤ 1,024, at most 3
+  reply buttons with unique titles ≤ 20, or a list of ≤ 10 rows, titles ≤ 24,
+  descriptions ≤ 72) that break Meta's limits.
   Signals on the same path — a Messenger/Instagram ``sender_action`` (``mark_seen``,
   ``typing_on``, ``typing_off``) answering ``{"recipient_id"}``, a WhatsApp
   ``{"status": "read", "message_id", "typing_indicator"?}`` answering
@@ -15,6 +18,10 @@ What it answers (``{version}`` is any ``vNN.N``):
   ``attempts``); :meth:`FakeGraphAPI.fail_next_signal` makes them fail.
 - ``GET /{version}/{media_id}`` — media metadata ``{"url", "mime_type", "sha256",
   "file_size", "id", "messaging_product"}``; the URL downloads the bytes (Bearer needed).
+- ``GET /_fake/cdn/{name}`` — a Messenger/Instagram attachment URL (Meta's CDN, no token,
+  the address itself is the credential): :meth:`FakeGraphAPI.add_attachment` gives one
+  with real bytes; past its ``expires_s`` it answers 403 ``URL signature expired``, as
+  the CDN does.
 - Bearer tokens: an account registered with :meth:`FakeGraphAPI.register` accepts only
   its tokens (anything else answers error 190); unregistered accounts accept any
   non-empty token unless ``strict=True``.
@@ -102,8 +109,13 @@ class RecordedSend:
 
     @property
     def text(self) -> str | None:
-        """The text sent, whichever channel's shape the body had."""
+        """The text sent, whichever channel's shape the body had (an interactive
+        message's body text too)."""
         if self.body.get("messaging_product") == "whatsapp":
+            interactive = self.body.get("interactive")
+            if isinstance(interactive, dict):
+                inner = interactive.get("body")
+                return inner.get("text") if isinstance(inner, dict) else None
             text = self.body.get("text")
             return text.get("body") if isinstance(text, dict) else None
         message = self.body.get("message")
@@ -170,6 +182,9 @@ class FakeGraphAPI(FakeServer):
         self._accounts: dict[str, _Account] = {}
         self._failures: dict[str, list[_Failure]] = {}
         self._media: dict[str, _Media] = {}
+        self._cdn: dict[str, tuple[_Media, float | None]] = {}
+        self._download_failures: list[int] = []
+        self.downloads: list[str] = []  # media ids / CDN names of every download served
         self._ids = itertools.count(1)
         self.login = FakeMetaLogin(self)  # the login flows (dialogs, OAuth, subscriptions)
 
@@ -228,6 +243,20 @@ class FakeGraphAPI(FakeServer):
         """Make ``GET /{media_id}`` answer; ``account_id`` restricts the accepted tokens."""
         self._media[media_id] = _Media(content, mime_type, account_id)
 
+    def add_attachment(
+        self, content: bytes, mime_type: str = "image/jpeg", *, expires_s: float | None = None,
+    ) -> str:
+        """A CDN URL serving ``content`` (Messenger/Instagram attachments), valid for
+        ``expires_s`` seconds (None: forever). Downloads are counted in ``downloads``."""
+        name = f"att{next(self._ids)}"
+        expires = None if expires_s is None else time.time() + expires_s
+        self._cdn[name] = (_Media(content, mime_type, None), expires)
+        return f"{self.root_url}/_fake/cdn/{name}?oe={int(expires or 0):x}"
+
+    def fail_next_download(self, times: int = 1, status: int = 500) -> None:
+        """The next ``times`` media downloads (CDN or WhatsApp media URLs) answer ``status``."""
+        self._download_failures.extend([status] * times)
+
     def reset(self) -> None:
         self.sends.clear()
         self.attempts.clear()
@@ -248,6 +277,7 @@ class FakeGraphAPI(FakeServer):
         app.router.add_post("/_fake/fail", self._h_fail)
         self.add_control_routes(app)
         app.router.add_get("/_fake/media/{media_id}", self._h_download)
+        app.router.add_get("/_fake/cdn/{name}", self._h_cdn)
         self.login.add_routes(app)
         app.router.add_post("/{version}/{account_id}/messages", self._h_messages)
         app.router.add_get("/{version}/{media_id}", self._h_media)
@@ -361,7 +391,7 @@ class FakeGraphAPI(FakeServer):
             if failure.code == 0:
                 return web.Response(status=failure.http_status, text="Service Unavailable")
             return self._error(failure.code, failure.subcode, failure.http_status, failure.message)
-        problem = self._invalid(account_id, body)
+        problem = self.refusal(account_id, body)
         if problem is not None:
             record.error_code = 100
             return self._error(100, None, 400, f"(#100) {problem}")
@@ -384,7 +414,7 @@ class FakeGraphAPI(FakeServer):
         recipient = body.get("recipient") or {}
         return web.json_response({"recipient_id": recipient.get("id"), "message_id": mid})
 
-    def _invalid(self, account_id: str, body: dict[str, Any]) -> str | None:
+    def refusal(self, account_id: str, body: dict[str, Any]) -> str | None:
         """What Meta would refuse in this body, or None."""
         channel = self._channel_of(account_id)
         if body.get("messaging_product") == "whatsapp":
@@ -397,6 +427,8 @@ class FakeGraphAPI(FakeServer):
                     return "The parameter text['body'] is required."
                 if len(text_body) > WHATSAPP_MAX_CHARS:
                     return "Param text['body'] must be at most 4096 characters long."
+            if body.get("type") == "interactive":
+                return _invalid_interactive(body.get("interactive"))
             return None
         if channel == "whatsapp":
             return "The parameter messaging_product is required."
@@ -417,6 +449,18 @@ class FakeGraphAPI(FakeServer):
         metadata = message.get("metadata")
         if isinstance(metadata, str) and len(metadata) > 1000:
             return "Param message[metadata] must be at most 1000 characters long."
+        quick = message.get("quick_replies")
+        if quick is not None:
+            if not isinstance(quick, list) or not 1 <= len(quick) <= 13:
+                return "param message[quick_replies] must have between 1 and 13 items"
+            for q in quick:
+                if not isinstance(q, dict) or q.get("content_type") != "text":
+                    return "param message[quick_replies][content_type] must be text"
+                title, payload = q.get("title"), q.get("payload")
+                if not isinstance(title, str) or not 0 < len(title) <= 20:
+                    return "param title must be at most 20 characters"
+                if not isinstance(payload, str) or not 0 < len(payload) <= 1000:
+                    return "param payload must be at most 1000 characters"
         return None
 
     async def _h_media(self, request: web.Request) -> web.Response:
@@ -447,6 +491,22 @@ class FakeGraphAPI(FakeServer):
             return web.Response(status=404)
         if not self._token_ok(media.account_id, self._bearer(request)):
             return web.Response(status=401)
+        if self._download_failures:
+            return web.Response(status=self._download_failures.pop(0))
+        self.downloads.append(request.match_info["media_id"])
+        return web.Response(body=media.content, content_type=media.mime_type)
+
+    async def _h_cdn(self, request: web.Request) -> web.Response:
+        await self._delay()
+        found = self._cdn.get(request.match_info["name"])
+        if found is None:
+            return web.Response(status=404, text="Not Found")
+        media, expires = found
+        if expires is not None and time.time() > expires:
+            return web.Response(status=403, text="URL signature expired")
+        if self._download_failures:
+            return web.Response(status=self._download_failures.pop(0))
+        self.downloads.append(request.match_info["name"])
         return web.Response(body=media.content, content_type=media.mime_type)
 
     # --- control endpoints ----------------------------------------------------------
@@ -472,6 +532,63 @@ class FakeGraphAPI(FakeServer):
         )
         return web.json_response({"ok": True})
 
+
+
+def _invalid_interactive(interactive: object) -> str | None:
+    """What the Cloud API refuses in an interactive reply-button or list message."""
+    if not isinstance(interactive, dict):
+        return "The parameter interactive is required."
+    body = interactive.get("body")
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(text, str) or not text:
+        return "The parameter interactive['body']['text'] is required."
+    if len(text) > 1024:
+        return "Param interactive['body']['text'] must be at most 1024 characters long."
+    action = interactive.get("action")
+    if not isinstance(action, dict):
+        return "The parameter interactive['action'] is required."
+    kind = interactive.get("type")
+    if kind == "button":
+        buttons = action.get("buttons")
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+            return "Param interactive['action']['buttons'] must have 1 to 3 buttons."
+        titles = []
+        for b in buttons:
+            reply = b.get("reply") if isinstance(b, dict) else None
+            if not isinstance(reply, dict) or b.get("type") != "reply":
+                return "Param interactive['action']['buttons'][]['reply'] is required."
+            title, ident = reply.get("title"), reply.get("id")
+            if not isinstance(title, str) or not 0 < len(title) <= 20:
+                return "Param button title must be at most 20 characters long."
+            if not isinstance(ident, str) or not 0 < len(ident) <= 256:
+                return "Param button id must be at most 256 characters long."
+            titles.append(title)
+        if len(set(titles)) != len(titles):
+            return "Button titles must be unique."
+        return None
+    if kind == "list":
+        label = action.get("button")
+        if not isinstance(label, str) or not 0 < len(label) <= 20:
+            return "Param interactive['action']['button'] must be at most 20 characters."
+        sections = action.get("sections")
+        if not isinstance(sections, list) or not sections:
+            return "Param interactive['action']['sections'] is required."
+        rows = [r for sec in sections if isinstance(sec, dict)
+                for r in (sec.get("rows") or [])]
+        if not 1 <= len(rows) <= 10:
+            return "A list message holds 1 to 10 rows."
+        for r in rows:
+            if not isinstance(r, dict):
+                return "Param rows must be objects."
+            title, ident, desc = r.get("title"), r.get("id"), r.get("description")
+            if not isinstance(title, str) or not 0 < len(title) <= 24:
+                return "Param row title must be at most 24 characters long."
+            if not isinstance(ident, str) or not 0 < len(ident) <= 200:
+                return "Param row id must be at most 200 characters long."
+            if desc is not None and (not isinstance(desc, str) or len(desc) > 72):
+                return "Param row description must be at most 72 characters long."
+        return None
+    return f"Interactive type {kind!r} is not supported here."
 
 
 def _since(request: web.Request) -> int:

@@ -4,15 +4,18 @@ and a dump of ALL of Redis and the data directory to search for identifiers."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from mtdesk.core import keys
+from mtdesk.core.analytics import Tally, day_of
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.events import Message, encode_event, partition_of
-from mtdesk.core.history import MessageStore, StoredMessage
+from mtdesk.core.history import MEDIA_KIND, MessageStore, StoredMessage
+from mtdesk.core.media import MediaRecord, MediaStore
 from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings
@@ -82,6 +85,17 @@ async def store_conversation(
         text=person.text,
     )
     await store.append(tenant_id, inbound, now_ms=at_ms)
+    # A picture the person sent: its bytes (here their words, so a scan finds any copy
+    # left behind) and the history's record of it.
+    media = await MediaStore(redis).put(tenant_id, person.conv, person.mid, 0,
+                                        f"JFIF {person.text}".encode(), "image/jpeg",
+                                        now_ms=at_ms)
+    await store.append(tenant_id, StoredMessage(
+        direction="in", message_id=f"media:{person.mid}", kind=MEDIA_KIND,
+        channel=person.channel, account_id=person.account_id, user_id=person.user_id,
+        timestamp_ms=at_ms, reply_to=person.mid, status="recorded",
+        media=(MediaRecord(index=0, type="image", mime_type="image/jpeg", size=media.size,
+                           sha256=media.sha256, ref=media.ref),)), now_ms=at_ms)
     reply = StoredMessage(
         direction="out", message_id=f"gm_{person.mid}", kind="reply", channel=person.channel,
         account_id=person.account_id, user_id=person.user_id, timestamp_ms=at_ms + 1,
@@ -149,6 +163,13 @@ async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
         await redis.hset(keys.billing(record.id), mapping={"customer": f"cus_{name}1234"})
         await redis.set(keys.stripe_customer(f"cus_{name}1234"), record.id)
         await redis.set(keys.usage(record.id, "202611"), 3)
+        # Analytics: the day's counts and the HyperLogLogs of conversations answered
+        # (today by Redis's clock: they expire 366 days after their day).
+        tally, today = Tally(), int(time.time() * 1000)
+        tally.message_in(record.id, "messenger", today)
+        tally.human_reply(record.id, "messenger", today, f"messenger:x:{name}", handoff=True)
+        await tally.flush(redis)
+        assert await redis.exists(keys.analytics(record.id, day_of(today)))
         # A person who signs in to the console (the global e-mail index names the tenant).
         await Users(redis, clock).add(record.id, f"Owner {name}", f"owner@{name}.example.com",
                                       "owner", None)
@@ -186,6 +207,8 @@ async def dump_redis(redis: Redis) -> list[tuple[str, bytes]]:
     async for name in redis.scan_iter(count=500):
         kind = (await redis.type(name)).decode()
         parts: list[bytes] = [name]
+        if kind == "none":  # gone between SCAN and TYPE (a lease expiring, a job ending)
+            continue
         if kind == "string":
             parts.append(await redis.get(name) or b"")
         elif kind == "hash":
