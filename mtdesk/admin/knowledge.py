@@ -176,7 +176,11 @@ def upload_name(raw: str | None) -> str:
 async def _add_file(request: web.Request) -> web.Response:
     tid = await _tenant(request)
     limit = request.config_dict[SETTINGS].kb_max_file_bytes
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError:  # aiohttp: "boundary missed": the client's mistake, a 400
+        raise ValidationError(
+            "Content-Type", "multipart/form-data needs its boundary parameter") from None
     while True:
         try:
             part = await reader.next()

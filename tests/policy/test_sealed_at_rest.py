@@ -49,7 +49,7 @@ from mtdesk.core.tenants import Bots, Tenants  # noqa: E402
 from mtdesk.gateway.signature import sign  # noqa: E402
 from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker  # noqa: E402
 from mtdesk.policy.vault import generate_key  # noqa: E402
-from mtdesk.retrieval.ingest import KnowledgeService  # noqa: E402
+from mtdesk.retrieval.ingest import SEALED_FILE, KnowledgeService  # noqa: E402
 from mtdesk.retrieval.search import local_retriever  # noqa: E402
 from mtdesk.retrieval.store import KnowledgeStore  # noqa: E402
 
@@ -252,7 +252,8 @@ async def test_nothing_customers_wrote_is_readable_at_rest_and_a_deleted_account
             upload_copy = [p for p in (backup / "data").rglob("keys.txt")]
             assert upload_copy and FILE_TEXT.encode() not in upload_copy[0].read_bytes()
             with pytest.raises(DecryptionError):
-                await remaining.open(tid, "kb_upload", upload.id, upload_copy[0].read_bytes())
+                await remaining.open(tid, "kb_upload", upload.id,
+                                     upload_copy[0].read_bytes().removeprefix(SEALED_FILE))
 
             # The copy also holds the tenant's data key, wrapped by the master key: with
             # the master key it opens (the honest limit of a backup), until the master key
