@@ -77,10 +77,10 @@
                                  class: "bars", "aria-labelledby": "analytics-chart-title" },
         svg("title", { id: "analytics-chart-title" },
             `Messages in, bot replies and human replies per day, ${days.length} days`));
-      for (const tick of [0, ceiling / 2, ceiling]) {
+      for (const tick of [0, ceiling / 2, ceiling].filter(Number.isInteger)) {
         graph.append(svg("line", { x1: left, x2: width - 8, y1: y(tick), y2: y(tick), class: "grid" }),
                      svg("text", { x: left - 4, y: y(tick) + 4, class: "axis", "text-anchor": "end" },
-                         Number.isInteger(tick) ? tick : tick.toFixed(1)));
+                         tick));
       }
       const every = Math.ceil(days.length / 8);
       days.forEach((d, i) => {
