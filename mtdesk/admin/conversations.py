@@ -28,7 +28,6 @@ from mtdesk.core.history import MessageStore
 from mtdesk.core.http import json_response
 from mtdesk.core.media import MediaStore
 from mtdesk.core.redis import as_scored
-from mtdesk.core.sealing import TenantCipher
 
 # Types a browser may show inline from our origin (never HTML, SVG or scripts).
 _INLINE = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -95,8 +94,7 @@ async def get_media(request: web.Request) -> web.Response:
     if not _ENTRY.fullmatch(ref):
         raise ValidationError("ref", "must be the ref of a file from a media message")
     redis = request.config_dict[REDIS]
-    store = MediaStore(redis, cipher=TenantCipher.from_settings(
-        redis, request.config_dict[SETTINGS]))
+    store = MediaStore(redis, cipher=cipher_of(request.config_dict))
     found = await store.get(tid, conv, ref)
     if found is None:
         raise NotFound(f"file {ref!r} not found in conversation {conv!r}")
