@@ -19,12 +19,16 @@ While the answer is made the person sees their message read and typing
 part goes out, Meta's customer service window is checked (:mod:`mtdesk.actors.window`):
 outside it nothing is sent and the reply ends ``failed`` with the reason; so do the
 Graph errors that say the same (131047, 131049, 10/2018278), outcome ``outside_window``.
+A retriable Graph error that outlasts the sender's retries (an outage, a rate-limit
+storm) does not end the reply: it is tried again from the parts Meta accepted, with
+back-off, for up to ``settings.send_retry_for_s`` (docs/delivery.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from contextlib import aclosing
 from typing import TYPE_CHECKING
@@ -33,7 +37,7 @@ import msgspec
 
 from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
-from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
+from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
 from mtdesk.actors.turns import context_encoder, user_text
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
@@ -173,6 +177,39 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
         return [], False
 
 
+async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, start: int,
+                   window: int) -> None:
+    """Send the reply's parts from ``start`` on, recording each. A retriable Graph error
+    that outlasts the sender's own retries (an outage, a throttling storm: 5xx, 613,
+    130429) is tried again, resuming after the parts Meta accepted, with back-off, for up
+    to ``settings.send_retry_for_s``; then, or at once for any other error, it raises."""
+    s = conv.services
+    give_up = time.monotonic() + s.settings.send_retry_for_s
+    delay = 1.0
+    while True:
+        if conv.now_ms() >= window:
+            # The window closed while the answer was made (or before a resumed send).
+            raise _Silent(OUTSIDE_WINDOW)
+        try:
+            async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
+                                                 permits=run)) as accepted:
+                async for index, message_id in accepted:
+                    conv.context.replied = True  # the person got something: no greeting again
+                    await run.part_sent(index, message_id)
+            return
+        except GraphError as exc:
+            wait = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter
+            if (not exc.retriable or send_refusal(exc) is not None or conv.forgotten
+                    or time.monotonic() + wait > give_up):
+                raise
+            start = max(start, exc.parts_sent)
+            s.metrics.outcome("send_retried")
+            log.info("reply not sent yet, trying again", extra={
+                "tenant": reply.tenant_id, "code": exc.code, "in_s": round(wait, 2)})
+            await asyncio.sleep(wait)
+            delay = min(30.0, delay * 2)
+
+
 async def _send(
     conv: Conversation, burst: list[WorkItem], reply: OutgoingReply, *, start: int,
     window: int, outcome: str = "sent", begin: bool = False,
@@ -199,14 +236,7 @@ async def _send(
         run = s.replies.resume(reply, context=context_at)
     started = time.monotonic()
     try:
-        if conv.now_ms() >= window:
-            # The window closed while the answer was made (or before a resumed send).
-            raise _Silent(OUTSIDE_WINDOW)
-        async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
-                                             permits=run)) as accepted:
-            async for index, message_id in accepted:
-                conv.context.replied = True  # the person got something: no greeting again
-                await run.part_sent(index, message_id)
+        await _deliver(conv, reply, run, start=start, window=window)
         state, reason = ReplyState.SENT, reply.reason
     except _Silent as silent:
         outcome = "outside_window"
