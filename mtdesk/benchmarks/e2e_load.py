@@ -30,7 +30,8 @@ from typing import Any
 from mtdesk.benchmarks.rawhttp import Connection
 
 CHANNELS = ("messenger", "instagram", "whatsapp")
-TOKEN = re.compile(r"\b(tk|wu)(\d+)k\b")
+# A message's token: its prefix (the load's "tk", the warm-up's "wu", a drill's own) and n.
+TOKEN = re.compile(r"\b([a-z]{2})(\d+)k\b")
 
 
 def user_of(n: int, users: int, accounts: dict[str, list[str]]) -> tuple[str, str, str]:
