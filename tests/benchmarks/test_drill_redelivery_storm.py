@@ -16,6 +16,7 @@ def test_triple_deliveries_and_a_replayed_backlog_get_no_second_and_no_stale_rep
     assert r["in"] > 0 and r["answered_once"] == r["in"]
     assert r["lost"] == 0 and r["duplicated"] == 0
     assert r["backlog_statuses"] == {"200": r["backlog"]}  # acknowledged, as Meta needs
-    assert r["gateway_stale"] == 100 and r["gateway_duplicate_in_backlog"] == r["in"]
+    assert r["gateway_stale"] >= 100  # the never-seen old ones at least
+    assert r["gateway_stale"] + r["gateway_duplicate_in_backlog"] == r["backlog"]
     assert r["replies_to_backlog"] == 0 and r["stale_answered"] == 0
     assert "0 replies to it" in stdout
