@@ -13,7 +13,6 @@ from pathlib import Path
 
 from shardkit import ACCOUNTS, Desk, desk, eventually
 
-from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import BotConfig, SourceAttachment
 from mtdesk.core.redis import Redis
 from mtdesk.retrieval.ingest import KnowledgeService
@@ -125,11 +124,10 @@ async def test_a_knowledge_sources_picture_goes_with_the_answer(
         # Recorded as the reply's next part, after its text.
         conv = f"messenger:{ACCOUNTS['messenger']}:S4"
         await eventually(lambda: _has_attachment(redis, d, conv))
-        stored = [m for m in await MessageStore(redis).read(d.tenant_id, conv)
-                  if m.direction == "out"]
+        stored = [m for m in await d.store().read(d.tenant_id, conv) if m.direction == "out"]
         assert [m.part for m in stored] == [0, 1]
         assert stored[1].attachments[0].url == menu.url
 
 
 async def _has_attachment(redis: Redis, d: Desk, conv: str) -> bool:
-    return any(m.attachments for m in await MessageStore(redis).read(d.tenant_id, conv))
+    return any(m.attachments for m in await d.store().read(d.tenant_id, conv))
