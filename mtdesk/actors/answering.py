@@ -24,6 +24,9 @@ or when every message answered was unsent. An edit or unsend of a message of the
 arriving while the model works drops that answer: the revised texts are answered,
 once (outcome ``revised`` counts the dropped ones). A WhatsApp number shared with the
 Business app is paced at 20 messages/s.
+A retriable Graph error that outlasts the sender's retries (an outage, a rate-limit
+storm) does not end the reply: it is tried again from the parts Meta accepted, with
+back-off, for up to ``settings.send_retry_for_s`` (docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from contextlib import aclosing
@@ -41,7 +45,7 @@ import msgspec
 from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.records import UNSENT_FIRST, thread_lost
-from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
+from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
 from mtdesk.actors.suggest import suggestions_for
 from mtdesk.actors.turns import context_encoder
 from mtdesk.actors.typing import start_typing
@@ -273,6 +277,39 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
         return [], False
 
 
+async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, start: int,
+                   window: int) -> None:
+    """Send the reply's parts from ``start`` on, recording each. A retriable Graph error
+    that outlasts the sender's own retries (an outage, a throttling storm: 5xx, 613,
+    130429) is tried again, resuming after the parts Meta accepted, with back-off, for up
+    to ``settings.send_retry_for_s``; then, or at once for any other error, it raises."""
+    s = conv.services
+    give_up = time.monotonic() + s.settings.send_retry_for_s
+    delay = 1.0
+    while True:
+        if conv.now_ms() >= window:
+            # The window closed while the answer was made (or before a resumed send).
+            raise _Silent(OUTSIDE_WINDOW)
+        try:
+            async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
+                                                 permits=run)) as accepted:
+                async for index, message_id in accepted:
+                    conv.context.replied = True  # the person got something: no greeting again
+                    await run.part_sent(index, message_id)
+            return
+        except GraphError as exc:
+            wait = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter
+            if (not exc.retriable or send_refusal(exc) is not None or conv.forgotten
+                    or time.monotonic() + wait > give_up):
+                raise
+            start = max(start, exc.parts_sent)
+            s.metrics.outcome("send_retried")
+            log.info("reply not sent yet, trying again", extra={
+                "tenant": reply.tenant_id, "code": exc.code, "in_s": round(wait, 2)})
+            await asyncio.sleep(wait)
+            delay = min(30.0, delay * 2)
+
+
 async def _send(
     conv: Conversation, burst: list[WorkItem], reply: OutgoingReply, *, start: int,
     window: int, outcome: str = "sent", begin: bool = False,
@@ -310,11 +347,7 @@ async def _send(
             raise _Silent(OWNED_ELSEWHERE, "another_app")
         if start == 0 and all(b.event.event_id in conv.unsent for b in burst):
             raise _Silent(UNSENT_FIRST, "unsent")
-        async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
-                                             permits=run)) as accepted:
-            async for index, message_id in accepted:
-                conv.context.replied = True  # the person got something: no greeting again
-                await run.part_sent(index, message_id)
+        await _deliver(conv, reply, run, start=start, window=window)
         state, reason = ReplyState.SENT, reply.reason
     except _Silent as silent:
         outcome = silent.outcome
