@@ -47,7 +47,7 @@ from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, tex
 from mtdesk.actors.records import UNSENT_FIRST, thread_lost
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
 from mtdesk.actors.suggest import suggestions_for
-from mtdesk.actors.turns import context_encoder
+from mtdesk.actors.turns import encode_context
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
@@ -328,7 +328,7 @@ async def _send(
         updated = msgspec.structs.replace(
             conv.context, turns=sent_turns if state is ReplyState.SENT else turns)
         return ContextWrite(keys.context(conv.tenant_id, conv.key),
-                            context_encoder.encode(updated), s.store.ttl_s)
+                            encode_context(updated, conv.sealer, conv.key), s.store.ttl_s)
 
     if reply.channel == "whatsapp" and s.replies.limiter is not None and \
             await s.tenants.coexistence(reply.tenant_id, reply.channel, reply.account_id):
