@@ -13,7 +13,7 @@ from shardkit import ACCOUNTS, Desk, desk, eventually
 from mtdesk.core import keys
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.events import MENTIONS_USER, Comment, Mention, conversation_key
-from mtdesk.core.history import MessageStore, StoredMessage
+from mtdesk.core.history import StoredMessage
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import Redis
 from mtdesk.policy.export import export_tenant
@@ -31,7 +31,7 @@ def comment(text: str | None, *, cid: str, user: str = "7310492856614412",
 
 
 async def _history(d: Desk, user: str) -> list[StoredMessage]:
-    return await MessageStore(d.redis).read(d.tenant_id, conversation_key("instagram", IG, user))
+    return await d.store().read(d.tenant_id, conversation_key("instagram", IG, user))
 
 
 async def _ended(d: Desk, event_id: str) -> bool:
@@ -59,7 +59,8 @@ async def test_a_comment_is_recorded_in_its_authors_conversation_and_not_answere
         assert await _state(d, "c-1") == "skipped"
         assert d.graph.sends == [] and d.graph.signals == [] and d.llm.chat_requests == []
         # The tenant's export carries it like any message.
-        exported = b"".join([c async for c in export_tenant(d.redis, SystemClock(), d.tenant_id)])
+        exported = b"".join([c async for c in export_tenant(
+            d.redis, SystemClock(), d.tenant_id, cipher=d.cipher())])
         assert b"Do you ship to Switzerland?" in exported and b'"user_name":"ana.surfs"' in exported
 
 
