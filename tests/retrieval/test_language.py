@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mtdesk.core.ports import BotConfig, ChatMessage, Passage
@@ -16,12 +16,15 @@ from mtdesk.retrieval.language import (
 from mtdesk.retrieval.prompt import fit_prompt, language_rule
 
 
+# The first detection of a process loads the model (~0.6 s): no per-example deadline.
+@settings(deadline=None)
 @given(st.text(max_size=400))
 def test_any_text_gives_a_confident_code_or_nothing(text: str) -> None:
     guess = detect_language(text)
     assert guess is None or (guess.code and guess.score >= MIN_SCORE)
 
 
+@settings(deadline=None)
 @given(previous=st.sampled_from(["es", "fr", "ja"]),
        short=st.sampled_from(["ok", "OK!", "👍", "thx", "1234", "@acme.boards", "si", "?"]))
 def test_a_short_message_keeps_the_language_it_follows(previous: str, short: str) -> None:
