@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gc
 import hashlib
 import hmac
@@ -272,7 +273,9 @@ def _gateway_main(redis_url: str, ready: Any) -> None:
     from mtdesk.core.settings import Settings
 
     settings = Settings(
-        redis_url=redis_url, meta_app_secrets=(Secret(BENCH_SECRET),), meta_verify_token=Secret("bench")
+        redis_url=redis_url, meta_app_secrets=(Secret(BENCH_SECRET),), meta_verify_token=Secret("bench"),
+        # As `mtdesk serve` runs it (it refuses to start without): events are sealed.
+        encryption_keys=(Secret(base64.urlsafe_b64encode(os.urandom(32)).decode()),),
     )
     _install_uvloop()
 
