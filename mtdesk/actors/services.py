@@ -25,7 +25,7 @@ from mtdesk.actors.llm import ModelRouter, ProviderChatModel
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.sender import GraphSender
 from mtdesk.core.clock import Clock, SystemClock
-from mtdesk.core.pipelined import connect_pipelined
+from mtdesk.core.pipelined import connect_shared
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage, Retriever
 from mtdesk.core.settings import Settings
 from mtdesk.policy.vault import TokenVault
@@ -61,7 +61,7 @@ async def build_shard_services(
 ) -> ShardServices:
     """Everything one shard needs, opened in the running event loop."""
     # Plain commands of all the shard's conversations share one pipelined connection.
-    redis = connect_pipelined(settings.redis_url)
+    redis = connect_shared(settings.redis_url, cluster=settings.redis_cluster)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
     )
