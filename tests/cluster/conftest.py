@@ -4,13 +4,21 @@ gets a cluster client on it with every master flushed first."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from mtdesk.cli.localredis import local_cluster
 from mtdesk.core.redis import Redis, connect_cluster, on_server, primaries
+
+# The harnesses of the single-Redis tests, driven here against the cluster.
+for _folder in ("actors", "gateway", "policy"):
+    _path = str(Path(__file__).resolve().parent.parent / _folder)
+    if _path not in sys.path:
+        sys.path.append(_path)
 
 
 class ClusterInfo:
