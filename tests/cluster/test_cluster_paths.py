@@ -5,6 +5,9 @@ erasure that leaves nothing of the tenant on any master."""
 from __future__ import annotations
 
 import json
+import time
+
+import msgspec
 from pathlib import Path
 
 from _privacy_world import build_world, where_found
@@ -17,7 +20,7 @@ from shardkit import ACCOUNTS, desk, eventually
 from mtdesk.cli.compose import build_app
 from mtdesk.core import keys
 from mtdesk.core.clock import FakeClock
-from mtdesk.core.events import Message, partition_of
+from mtdesk.core.events import Message, encode_event, partition_of
 from mtdesk.core.redis import Redis, on_server, primaries
 from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call
 from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
@@ -70,7 +73,7 @@ async def test_signed_webhooks_are_answered_once_each_by_a_shard(
     url = redis_cluster.url  # type: ignore[attr-defined]
     async with desk(cluster_redis, url, redis_cluster=True, partitions=8) as d:
         settings = gateway_settings(url, redis_cluster=True, partitions=8)
-        app = build_app(settings, redis=cluster_redis, clock=FakeClock(1_751_142_900.0))
+        app = build_app(settings, redis=cluster_redis)
         async with TestClient(TestServer(app)) as client:
             shard = await d.shard()
             await shard.start()
@@ -80,7 +83,7 @@ async def test_signed_webhooks_are_answered_once_each_by_a_shard(
                     body = json.dumps({"object": "page", "entry": [{
                         "id": ACCOUNTS["messenger"], "time": 1, "messaging": [{
                             "sender": {"id": user}, "recipient": {"id": ACCOUNTS["messenger"]},
-                            "timestamp": 1_751_142_899_000,
+                            "timestamp": int(time.time() * 1000),
                             "message": {"mid": f"mid.{i}", "text": f"question {i}"}}]}]})
                     resp = await client.post("/webhooks/meta", data=body.encode(),
                                              headers=signed(body.encode()))
@@ -94,16 +97,17 @@ async def test_signed_webhooks_are_answered_once_each_by_a_shard(
 async def test_account_erasure_leaves_nothing_of_the_tenant_on_any_master(
     cluster_redis: Redis, tmp_path: Path,
 ) -> None:
-    settings = world_settings(tmp_path, redis_cluster=True)
+    settings = msgspec.structs.replace(world_settings(tmp_path, redis_cluster=True),
+                                       partitions=16)
     w = await build_world(cluster_redis, settings, FakeClock())
     # Events of the tenant still queued in partitions on every master.
     for i in range(24):
-        p = i % 16
-        await cluster_redis.xadd(keys.inbound(p), {"e": b"x", "t": w.a.id, "r": b"1"})
+        event = message(i, account="1110001", user=w.alice.user_id)
+        await cluster_redis.xadd(keys.inbound(i % 16),
+                                 {"e": encode_event(event), "t": w.a.id, "r": b"1"})
     assert len(await masters_holding(cluster_redis, "mt:in:*")) == 3
     await DeletionJobs(cluster_redis, FakeClock()).schedule_account(w.a.id)
-    worker = DeletionWorker(cluster_redis, world_settings(tmp_path, redis_cluster=True,
-                                                          partitions=16), FakeClock(), batch=3)
+    worker = DeletionWorker(cluster_redis, settings, FakeClock(), batch=3)
     while await worker.run_once():
         pass
     assert await masters_holding(cluster_redis, keys.tenant_pattern(w.a.id)) == set()
