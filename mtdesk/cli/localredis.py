@@ -130,6 +130,7 @@ def local_cluster(
                  "yes", "--cluster-config-file", os.path.join(workdir, f"nodes-{port}.conf"),
                  "--cluster-node-timeout", str(node_timeout_ms), "--dir", workdir,
                  "--save", "", "--appendonly", "no", "--daemonize", "yes",
+                 "--repl-diskless-sync-delay", "0",
                  "--pidfile", pidfile, "--logfile", os.path.join(workdir, f"redis-{port}.log")],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 10
