@@ -107,6 +107,30 @@ def cluster_ok(port: int) -> bool:
     return "cluster_state:ok" in text
 
 
+def start_cluster_node(workdir: str, port: int, *, node_timeout_ms: int = 2000,
+                       who: str = "mtdesk") -> int:
+    """Start (or restart, with its nodes file) the cluster node on ``port`` whose files
+    are in ``workdir``, daemonized; its pid once it answers."""
+    pidfile = os.path.join(workdir, f"redis-{port}.pid")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pidfile)
+    subprocess.run(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
+         "yes", "--cluster-config-file", os.path.join(workdir, f"nodes-{port}.conf"),
+         "--cluster-node-timeout", str(node_timeout_ms), "--dir", workdir,
+         "--save", "", "--appendonly", "no", "--daemonize", "yes",
+         "--repl-diskless-sync-delay", "0",
+         "--pidfile", pidfile, "--logfile", os.path.join(workdir, f"redis-{port}.log")],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(pidfile) or not redis_answers(f"redis://127.0.0.1:{port}"):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{who}: redis-server on port {port} did not start")
+        time.sleep(0.05)
+    with open(pidfile) as f:
+        return int(f.read().strip())
+
+
 @contextlib.contextmanager
 def local_cluster(
     workdir: str, *, masters: int = 3, replicas: int = 1, who: str = "mtdesk",
@@ -124,22 +148,8 @@ def local_cluster(
     pids: list[int] = []
     try:
         for port in ports:
-            pidfile = os.path.join(workdir, f"redis-{port}.pid")
-            subprocess.run(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
-                 "yes", "--cluster-config-file", os.path.join(workdir, f"nodes-{port}.conf"),
-                 "--cluster-node-timeout", str(node_timeout_ms), "--dir", workdir,
-                 "--save", "", "--appendonly", "no", "--daemonize", "yes",
-                 "--repl-diskless-sync-delay", "0",
-                 "--pidfile", pidfile, "--logfile", os.path.join(workdir, f"redis-{port}.log")],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 10
-            while not os.path.exists(pidfile) or not redis_answers(f"redis://127.0.0.1:{port}"):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{who}: redis-server on port {port} did not start")
-                time.sleep(0.05)
-            with open(pidfile) as f:
-                pids.append(int(f.read().strip()))
+            pids.append(start_cluster_node(workdir, port, node_timeout_ms=node_timeout_ms,
+                                           who=who))
         if pid_out is not None:
             pid_out.extend(pids)
         subprocess.run(

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from mtdesk.core import keys
@@ -382,18 +382,19 @@ class IngestBatcher:
 
     async def _send_cluster(self, rnd: _Round) -> None:
         try:
-            try:
-                replies = await self._execute_cluster(rnd)
-            except (*UNAVAILABLE, RedisError) as exc:
-                # A failover or a moved slot under the batch: once more, on a refreshed
-                # slot map (safe: a re-run finds its own markers).
-                if isinstance(exc, NoScriptError):
-                    self._loaded = False
-                replies = await self._execute_cluster(rnd)
-        except Exception as exc:
+            codes = await self._execute_cluster(rnd)
+        except Exception as exc:  # the routing lookup failed: nothing was written
             self._fail(rnd.batch, exc)
         else:
-            self._resolve(rnd, replies)
+            self.round_trips += 1
+            for p, got in zip(rnd.batch, codes, strict=True):
+                if p.future.done():
+                    continue
+                if any(c < 0 for c in got):  # a master failed or did not acknowledge
+                    p.future.set_exception(StoreUnavailable(
+                        f"ingest: a Redis master did not take the batch ({self._durability})"))
+                else:
+                    p.future.set_result([_OUTCOMES[c] for c in got])
         self._next()
 
     async def _tenants(self, accounts: set[str]) -> dict[str, str | None]:
@@ -422,12 +423,12 @@ class IngestBatcher:
                     self._routes[acct] = (tenant, now + ROUTE_TTL_S)
         return out
 
-    async def _execute_cluster(self, rnd: _Round) -> list[Any]:
-        """The round on a cluster: tenants looked up, then one script per partition
-        present (its keys in its slot), all in one cluster pipeline, and the durability
-        wait on each master written to, on the connection that wrote (a cluster pipeline
-        sends one node's commands in order on one connection). Replies as
-        :meth:`_resolve` takes them: one list of codes per group, then the wait's."""
+    async def _execute_cluster(self, rnd: _Round) -> list[list[int]]:
+        """The round on a cluster, as codes per call (-1: not taken, the call fails):
+        tenants looked up, then one script per partition present (its keys in its
+        slot), one pipeline per master, all masters at once, each followed by the
+        durability wait on the connection that wrote (a master that fails, or whose
+        replica does not acknowledge, fails only the calls with events on it)."""
         tenants = await self._tenants({p.call.keys[3 * i] for p in rnd.batch
                                        for i in range(p.call.count)})
         codes: list[list[int]] = [[2] * p.call.count for p in rnd.batch]
@@ -445,40 +446,56 @@ class IngestBatcher:
                 bucket[0].extend((ks[3 * i + 1], stream))
                 bucket[1].extend((args[3 * i], args[3 * i + 1], args[3 * i + 2], tenant))
                 bucket[2].append((b, i))
-        if buckets:
-            cluster = cast(RedisCluster, self._redis)
-            if not self._loaded:
-                await cluster.script_load(ROUTED.source)  # on every master
-            pipe = cluster.pipeline(transaction=False)
-            for ks2, args2, _ in buckets.values():
-                pipe.execute_command("EVALSHA", ROUTED.sha, len(ks2), *ks2, *args2)
-            nodes = {}
-            if self._tail is not None:
-                for stream in buckets:
-                    node = cluster.get_node_from_key(stream)
-                    if node is not None:
-                        nodes[node.name] = node
-            for node in nodes.values():
-                pipe.execute_command(*(self._tail or ()), target_nodes=node)
-            replies = await pipe.execute()
+        if not buckets:
+            return codes
+        cluster = cast(RedisCluster, self._redis)
+        if not self._loaded:
+            await cluster.script_load(ROUTED.source)  # on every master
             self._loaded = True
-            for (_, _, where), reply in zip(buckets.values(), replies, strict=False):
-                for (b, i), code in zip(where, reply, strict=True):
-                    codes[b][i] = int(code)
-            waits = replies[len(buckets):]
-            if not all(_acknowledged(w) for w in waits):
-                raise StoreUnavailable(f"{self._durability}: the batch was not acknowledged "
-                                       f"within {self._ack_timeout_ms} ms")
-        # Regrouped as the round's groups (each group's calls, codes in event order).
-        out: list[Any] = []
-        b = 0
-        for group in rnd.groups:
-            flat: list[int] = []
-            for _ in group:
-                flat.extend(codes[b])
-                b += 1
-            out.append(flat)
-        return out
+        by_node: dict[str, list[tuple[list[str], list[Arg], list[tuple[int, int]]]]] = {}
+        nodes: dict[str, ClusterNode] = {}
+        for stream, bucket in buckets.items():
+            node = cluster.get_node_from_key(stream)
+            name = node.name if node is not None else ""
+            if node is not None:
+                nodes[name] = node
+            by_node.setdefault(name, []).append(bucket)
+        results = await asyncio.gather(
+            *(self._run_on(cluster, nodes.get(name), work) for name, work in by_node.items()),
+            return_exceptions=True)
+        for work, result in zip(by_node.values(), results, strict=True):
+            for n, (_, _, where) in enumerate(work):
+                reply = result[n] if isinstance(result, list) else None
+                for j, (b, i) in enumerate(where):
+                    codes[b][i] = int(reply[j]) if isinstance(reply, list) else -1
+        return codes
+
+    async def _run_on(
+        self, cluster: RedisCluster, node: ClusterNode | None,
+        work: list[tuple[list[str], list[Arg], list[tuple[int, int]]]],
+    ) -> list[Any] | None:
+        """One master's scripts and wait; the scripts' replies, or None when the wait
+        was not acknowledged. Raises what the pipeline raises."""
+        for attempt in (1, 2):
+            pipe = cluster.pipeline(transaction=False)
+            for ks, args, _ in work:
+                pipe.execute_command("EVALSHA", ROUTED.sha, len(ks), *ks, *args)
+            if self._tail is not None and node is not None:
+                pipe.execute_command(*self._tail, target_nodes=node)
+            try:
+                replies = list(await pipe.execute())
+            except NoScriptError:
+                # A replica promoted after a failover has no scripts cached.
+                if attempt == 2:
+                    raise
+                await cluster.script_load(ROUTED.source)
+                continue
+            if self._tail is not None and node is not None:
+                if not _acknowledged(replies[-1]):
+                    return None
+                replies = replies[:-1]
+            return replies
+        return None
 
     @classmethod
     async def _execute_lean(
