@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import time
-
-import msgspec
 from pathlib import Path
 
+import msgspec
 from _privacy_world import build_world, where_found
 from _privacy_world import make_settings as world_settings
 from aiohttp.test_utils import TestClient, TestServer
