@@ -174,3 +174,54 @@ def local_cluster(
                 except ProcessLookupError:
                     break
                 time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def local_redis_for_durability(workdir: str, mode: str, *, who: str = "mtdesk") -> Iterator[str]:
+    """A fresh Redis URL that can give acknowledgement durability ``mode`` (see
+    :mod:`mtdesk.core.durability`): for ``fsync`` a server with ``appendonly yes`` and
+    ``appendfsync always``; for ``replica`` a master with one replica in sync; for
+    ``memory`` a plain server. Stopped when the block exits."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit(f"{who}: needs redis-server (Debian: apt-get install redis-server)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *extra: str) -> int:
+        port = free_port()
+        folder = os.path.join(workdir, f"{name}-{port}")
+        os.makedirs(folder, exist_ok=True)
+        procs.append(subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder,
+             "--repl-diskless-sync-delay", "0", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while not redis_answers(f"redis://127.0.0.1:{port}"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{who}: redis-server did not start")
+            time.sleep(0.05)
+        return port
+
+    try:
+        if mode == "fsync":
+            port = start("aof", "--appendonly", "yes", "--appendfsync", "always")
+        else:
+            port = start("master", "--appendonly", "no")
+        if mode == "replica":
+            import redis
+
+            start("replica", "--appendonly", "no", "--replicaof", "127.0.0.1", str(port))
+            master = redis.Redis(port=port)
+            deadline = time.monotonic() + 30
+            while (master.info("replication").get("slave0") or {}).get("state") != "online":
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{who}: the replica did not get in sync")
+                time.sleep(0.05)
+            master.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
