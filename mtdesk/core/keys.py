@@ -403,7 +403,7 @@ def channel(tenant_id: str, channel_id: str) -> str:
 def data_key(tenant_id: str) -> str:
     """String: the tenant's data key, wrapped by a master key (mtdesk.core.sealing).
     Deleting it first is what makes an account's data unreadable everywhere."""
-    return f"{ROOT}:t:{tenant_id}:dk"
+    return f"{ROOT}:t:{{{tenant_id}}}:dk"
 
 
 def bot(tenant_id: str) -> str:
@@ -430,7 +430,7 @@ def media(tenant_id: str, conversation: str) -> str:
     """Stream of the media bytes customers sent in a conversation (one entry per
     attachment, entry ids are store times; see :mod:`mtdesk.core.media`). Exported as
     the references the history's messages carry, not as bytes."""
-    return f"{ROOT}:t:{tenant_id}:media:{conversation}"
+    return f"{ROOT}:t:{{{tenant_id}}}:media:{conversation}"
 
 
 def reply(tenant_id: str, event_id: str) -> str:
