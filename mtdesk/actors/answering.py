@@ -24,6 +24,9 @@ or when every message answered was unsent. An edit or unsend of a message of the
 arriving while the model works drops that answer: the revised texts are answered,
 once (outcome ``revised`` counts the dropped ones). A WhatsApp number shared with the
 Business app is paced at 20 messages/s.
+A retriable Graph error that outlasts the sender's retries (an outage, a rate-limit
+storm) does not end the reply: it is tried again from the parts Meta accepted, with
+back-off, for up to ``settings.send_retry_for_s`` (docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from contextlib import aclosing
@@ -41,8 +45,9 @@ import msgspec
 from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.records import UNSENT_FIRST, thread_lost
-from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
-from mtdesk.actors.turns import context_encoder
+from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
+from mtdesk.actors.suggest import suggestions_for
+from mtdesk.actors.turns import encode_context
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
@@ -160,13 +165,16 @@ async def _answer(
             await _drop_unsent(conv, burst)
             return
         texts, completion, outcome = made
+        s.tally.tokens(item.tenant_id, event.channel, conv.now_ms(),
+                       completion.prompt_tokens, completion.completion_tokens)
         # The greeting is part of the reply's stored text: a resumed send continues
         # the same text, so it is never sent twice.
         text = greeted(bot, completion.text) if conv.context.new else completion.text
         conv.context.turns = conv.bounded(
             [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
         reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
-                                 completion.model, reason=_DONE_REASONS.get(outcome, ""))
+                                 completion.model, reason=_DONE_REASONS.get(outcome, ""),
+                                 suggestions=completion.suggestions)
         await _send(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
@@ -236,6 +244,9 @@ async def _generate(
                 prompt[-1] = ChatMessage(last.role, last.content, tuple(images))
             completion = await s.chat_model.complete(bot, prompt, passages)
         s.metrics.observe("llm", time.monotonic() - started)
+        if bot.suggestions:
+            completion = msgspec.structs.replace(
+                completion, suggestions=suggestions_for(bot, passages, texts))
         return completion, "sent"
     except (ProviderError, TimeoutError) as exc:
         s.metrics.observe("llm", time.monotonic() - started)
@@ -266,6 +277,39 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
         return [], False
 
 
+async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, start: int,
+                   window: int) -> None:
+    """Send the reply's parts from ``start`` on, recording each. A retriable Graph error
+    that outlasts the sender's own retries (an outage, a throttling storm: 5xx, 613,
+    130429) is tried again, resuming after the parts Meta accepted, with back-off, for up
+    to ``settings.send_retry_for_s``; then, or at once for any other error, it raises."""
+    s = conv.services
+    give_up = time.monotonic() + s.settings.send_retry_for_s
+    delay = 1.0
+    while True:
+        if conv.now_ms() >= window:
+            # The window closed while the answer was made (or before a resumed send).
+            raise _Silent(OUTSIDE_WINDOW)
+        try:
+            async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
+                                                 permits=run)) as accepted:
+                async for index, message_id in accepted:
+                    conv.context.replied = True  # the person got something: no greeting again
+                    await run.part_sent(index, message_id)
+            return
+        except GraphError as exc:
+            wait = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter
+            if (not exc.retriable or send_refusal(exc) is not None or conv.forgotten
+                    or time.monotonic() + wait > give_up):
+                raise
+            start = max(start, exc.parts_sent)
+            s.metrics.outcome("send_retried")
+            log.info("reply not sent yet, trying again", extra={
+                "tenant": reply.tenant_id, "code": exc.code, "in_s": round(wait, 2)})
+            await asyncio.sleep(wait)
+            delay = min(30.0, delay * 2)
+
+
 async def _send(
     conv: Conversation, burst: list[WorkItem], reply: OutgoingReply, *, start: int,
     window: int, outcome: str = "sent", begin: bool = False,
@@ -284,7 +328,7 @@ async def _send(
         updated = msgspec.structs.replace(
             conv.context, turns=sent_turns if state is ReplyState.SENT else turns)
         return ContextWrite(keys.context(conv.tenant_id, conv.key),
-                            context_encoder.encode(updated), s.store.ttl_s)
+                            encode_context(updated, conv.sealer, conv.key), s.store.ttl_s)
 
     if reply.channel == "whatsapp" and s.replies.limiter is not None and \
             await s.tenants.coexistence(reply.tenant_id, reply.channel, reply.account_id):
@@ -303,11 +347,7 @@ async def _send(
             raise _Silent(OWNED_ELSEWHERE, "another_app")
         if start == 0 and all(b.event.event_id in conv.unsent for b in burst):
             raise _Silent(UNSENT_FIRST, "unsent")
-        async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
-                                             permits=run)) as accepted:
-            async for index, message_id in accepted:
-                conv.context.replied = True  # the person got something: no greeting again
-                await run.part_sent(index, message_id)
+        await _deliver(conv, reply, run, start=start, window=window)
         state, reason = ReplyState.SENT, reply.reason
     except _Silent as silent:
         outcome = silent.outcome
@@ -335,6 +375,20 @@ async def _send(
         conv.mark_clean()
     s.metrics.observe("send", time.monotonic() - started)
     s.metrics.outcome(outcome)
+    _tally(conv, burst, reply, run.ended, reason)
     for b in burst:
         s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
         s.ledger.done(b)
+
+
+def _tally(conv: Conversation, burst: list[WorkItem], reply: OutgoingReply,
+           ended: ReplyState | None, reason: str) -> None:
+    """The reply's analytics: sent (with the time from the customer's first message of
+    the burst to now) or failed (by reason)."""
+    tally, now = conv.services.tally, conv.now_ms()
+    if ended is ReplyState.SENT:
+        first = min((b.event.timestamp_ms for b in burst), default=0)
+        tally.bot_reply(reply.tenant_id, reply.channel, now, conv.key,
+                        now - first if first > 0 else None)
+    elif ended is ReplyState.FAILED:
+        tally.failure(reply.tenant_id, reply.channel, now, reason)

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from mtdesk.actors.admission import UNSENT_FIRST
-from mtdesk.actors.turns import ConversationContext, context_decoder, context_encoder, without_texts
+from mtdesk.actors.turns import ConversationContext, decode_context, encode_context, without_texts
 from mtdesk.actors.window import window_end
 from mtdesk.channels.outbound import is_our_metadata
 from mtdesk.core import keys
+from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import (
     Echo,
     Edit,
@@ -76,11 +77,17 @@ async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
     else:
         kind = "agent"
         pause_s = s.settings.handoff_pause_s
+        took_over = False
         if pause_s > 0:
-            await s.redis.set(keys.paused(item.tenant_id, conv.key), b"1", ex=pause_s)
+            # the old value says whether the bot was answering until now: a hand-off
+            was = await s.redis.set(keys.paused(item.tenant_id, conv.key), b"1", ex=pause_s,
+                                    get=True)
+            took_over = was is None
             conv.context.paused_until_ms = conv.now_ms() + pause_s * 1000
             conv.mark_dirty()
         s.metrics.outcome("handoff")
+        s.tally.human_reply(item.tenant_id, echo.channel, conv.now_ms(), conv.key,
+                            handoff=took_over)
     message = StoredMessage(
         direction="out", message_id=echo.event_id, kind=kind, channel=echo.channel,
         account_id=echo.account_id, user_id=echo.user_id, timestamp_ms=echo.timestamp_ms,
@@ -189,12 +196,15 @@ async def on_standby(conv: Conversation, item: WorkItem, event: Message | Postba
         now_ms=conv.now_ms(), skip_reason=OWNED_ELSEWHERE,
     )
     conv.services.metrics.outcome("standby")
+    conv.services.tally.message_in(item.tenant_id, event.channel, conv.now_ms())
 
 
 async def on_handover(conv: Conversation, item: WorkItem, event: Handover) -> None:
     """Thread control passed, taken or requested: the owner moves (recorded)."""
     changed = after_handover(conv.context.thread, event, conv.services.settings.meta_app_id)
     if changed is not None:
+        if conv.context.thread.ours and not changed.ours:  # the bot gave the thread away
+            conv.services.tally.add(item.tenant_id, event.channel, conv.now_ms(), "handoff")
         conv.context.set_thread(changed)
         conv.mark_dirty()
     await record_only(conv, item)
@@ -276,11 +286,11 @@ async def on_user_changed(conv: Conversation, item: WorkItem, event: UserChanged
         there = ConversationContext()
         if raw is not None:
             try:
-                there = context_decoder.decode(raw)
-            except msgspec.DecodeError:
+                there = decode_context(raw, conv.sealer, new_key)
+            except (msgspec.DecodeError, DecryptionError):
                 pass
         merged = _merged(conv.context, there, s.settings.history_turns)
-        await redis.set(keys.context(tid, new_key), context_encoder.encode(merged),
+        await redis.set(keys.context(tid, new_key), encode_context(merged, conv.sealer, new_key),
                         ex=s.store.ttl_s)
         await redis.delete(keys.context(tid, conv.key))
         paused_ms = int(await redis.pttl(keys.paused(tid, conv.key)))

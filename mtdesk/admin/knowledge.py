@@ -33,7 +33,7 @@ from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import ForTenant, tenant_scope
 from mtdesk.admin.bodies import NewKnowledge
 from mtdesk.admin.decode import body_errors, read_body
-from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS, cipher_of
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.http import json_response
 from mtdesk.core.redis import Redis
@@ -67,7 +67,8 @@ async def _service(request: web.Request) -> KnowledgeService:
     own = request.config_dict[_OWN]
     service = own.service
     if service is None:
-        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK])
+        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK],
+                               cipher_of(request.config_dict))
         retriever = _retriever(request)
         service = KnowledgeService(store, request.config_dict[SETTINGS], on_change=retriever.refresh)
         await service.start()
@@ -79,7 +80,8 @@ def _retriever(request: web.Request) -> KnowledgeRetriever:
     own = request.config_dict[_OWN]
     retriever = request.config_dict.get(KB_RETRIEVER) or own.retriever
     if retriever is None:
-        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK])
+        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK],
+                               cipher_of(request.config_dict))
         retriever = own.retriever = local_retriever(store, request.config_dict[SETTINGS])
     if own.follower is None:
         own.follower = ErasureFollower(request.config_dict[REDIS], retriever)
@@ -174,7 +176,11 @@ def upload_name(raw: str | None) -> str:
 async def _add_file(request: web.Request) -> web.Response:
     tid = await _tenant(request)
     limit = request.config_dict[SETTINGS].kb_max_file_bytes
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError:  # aiohttp: "boundary missed": the client's mistake, a 400
+        raise ValidationError(
+            "Content-Type", "multipart/form-data needs its boundary parameter") from None
     while True:
         try:
             part = await reader.next()
