@@ -571,12 +571,12 @@ def usage(tenant_id: str, month: str) -> str:
 def analytics(tenant_id: str, day: str) -> str:
     """Hash of the day's (``YYYYMMDD``, UTC) counts, fields ``{channel}:{metric}``
     (:mod:`mtdesk.core.analytics`), with a TTL."""
-    return f"{ROOT}:t:{tenant_id}:an:{day}"
+    return f"{ROOT}:t:{{{tenant_id}}}:an:{day}"
 
 
 def analytics_conversations(tenant_id: str, day: str, channel: str, kind: str) -> str:
     """HyperLogLog of the day's conversations ``answered`` / answered by a ``human``."""
-    return f"{ROOT}:t:{tenant_id}:anc:{day}:{channel}:{kind}"
+    return f"{ROOT}:t:{{{tenant_id}}}:anc:{day}:{channel}:{kind}"
 
 
 def stripe_customer(customer_id: str) -> str:

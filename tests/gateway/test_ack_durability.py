@@ -122,7 +122,7 @@ async def test_replica_acknowledges_a_batch_once_a_replica_has_it_else_503_and_n
 ) -> None:
     master, replica = pair
     settings = msgspec.structs.replace(
-        make_settings(master.url), ack_durability="replica", ack_timeout_ms=300)
+        make_settings(master.url), ack_durability="replica", ack_timeout_ms=2000)
     redis = connect(master.url)
     app = build_app(settings, redis=redis, clock=FakeClock(FRESH_NOW))
     try:
