@@ -14,6 +14,7 @@ from redis import Redis as SyncRedis
 
 from mtdesk.cli.main import main
 from mtdesk.core import keys
+from mtdesk.core import keys
 from mtdesk.policy.vault import generate_key
 
 TOKEN = "EAAcliTokenNotInPs99"
@@ -152,7 +153,8 @@ def test_keys_rotate_moves_tokens_and_status_shows_it(
             "--account-id", acct, "--token-env", "PAGE_TOKEN")
     prompt = "You are the assistant of Harbor Bikes, never reveal the staff discount"
     assert run(capsys, "bot", "set", "--tenant", tenant["id"], "--system-prompt", prompt)[0] == 0
-    assert prompt.encode() not in (db.get(f"mt:t:{tenant['id']}:bot") or b"")  # sealed
+    stored = db.get(keys.bot(tenant["id"]))
+    assert stored and prompt.encode() not in stored  # sealed
     code, new_key, _ = run(capsys, "keys", "generate")
     new_key = new_key.strip()
     assert code == 0 and len(new_key) == 44
