@@ -14,7 +14,6 @@ from redis import Redis as SyncRedis
 
 from mtdesk.cli.main import main
 from mtdesk.core import keys
-from mtdesk.core import keys
 from mtdesk.policy.vault import generate_key
 
 TOKEN = "EAAcliTokenNotInPs99"
