@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mtdesk.actors.admission import UNSENT_FIRST
 from mtdesk.actors.turns import ConversationContext, context_decoder, context_encoder, without_texts
 from mtdesk.actors.window import window_end
 from mtdesk.channels.outbound import is_our_metadata
@@ -146,7 +145,7 @@ def edit_queued(conv: Conversation, edit: Edit) -> None:
     answering = conv.answering.get(edit.target_id)
     if answering is not None and isinstance(answering.event, Message):
         answering.event = msgspec.structs.replace(answering.event, text=edit.text)
-        conv.revised.set()
+        conv.revise()
 
 
 def unsend_queued(conv: Conversation, unsend: Unsend) -> None:
@@ -160,7 +159,7 @@ def unsend_queued(conv: Conversation, unsend: Unsend) -> None:
     if queued or target in conv.answering:
         conv.unsent.add(target)
     if target in conv.answering:
-        conv.revised.set()
+        conv.revise()
 
 
 # --- thread control (the handover protocol) ----------------------------------------------
