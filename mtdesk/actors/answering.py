@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mtdesk.actors.admission import admit
+from mtdesk.actors.admission import UNSENT_FIRST, admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
-from mtdesk.actors.records import UNSENT_FIRST, thread_lost
+from mtdesk.actors.records import thread_lost
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
 from mtdesk.actors.turns import context_encoder
 from mtdesk.actors.typing import start_typing

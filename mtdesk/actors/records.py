@@ -150,7 +150,7 @@ def edit_queued(conv: Conversation, edit: Edit) -> None:
 
 def unsend_queued(conv: Conversation, unsend: Unsend) -> None:
     """An unsend of a message not answered yet: still queued, it is recorded ``skipped``
-    when its turn comes (:data:`UNSENT_FIRST`), never answered; in the burst being
+    when its turn comes (``unsent before it was answered``), never answered; in the burst being
     answered, the answer is made without it (or not at all). Either way the unsend,
     queued behind it, then takes it out of the history."""
     target = unsend.target_id
