@@ -186,6 +186,8 @@ async def dump_redis(redis: Redis) -> list[tuple[str, bytes]]:
     async for name in redis.scan_iter(count=500):
         kind = (await redis.type(name)).decode()
         parts: list[bytes] = [name]
+        if kind == "none":  # gone between SCAN and TYPE (a lease expiring, a job ending)
+            continue
         if kind == "string":
             parts.append(await redis.get(name) or b"")
         elif kind == "hash":
