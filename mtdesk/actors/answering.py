@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 # The reply's reason when it is not the model's answer (its outcome says which).
 _DONE_REASONS = {"fallback": "model failed: fallback message",
+                 "voice_reply": "voice note not heard: the bot's voice reply",
                  "no_knowledge": "no knowledge: fallback message"}
 
 
@@ -124,8 +125,14 @@ async def _answer(
             return
         burst = claimed
 
+    # What the person's media says (transcripts, descriptions), by message.
+    said: dict[str, str] = {}
+
     def texts_now() -> list[str]:
-        return [*texts_of([b for b in burst if b.event.event_id not in conv.unsent]), *stored]
+        live = [b for b in burst if b.event.event_id not in conv.unsent]
+        return [said.get(b.event.event_id) or t
+                for b, t in zip([b for b in live if isinstance(b.event, Message | Postback)],
+                                texts_of(live), strict=True)] + stored
 
     try:
         bot = await s.tenants.bot(item.tenant_id)
@@ -133,7 +140,19 @@ async def _answer(
         typing = start_typing(s.sender, bot, latest if isinstance(latest, Message | Postback)
                               else event, interval_s=s.settings.typing_interval_s)
         try:
-            made = await _generate_current(conv, bot, texts_now)
+            images: list[str] = []
+            made: tuple[list[str], Completion, str] | None
+            if s.media is not None:  # the burst's media fetched, heard, put in words
+                prepared = await s.media.prepare(conv, bot, [b.event for b in burst])
+                said.update(prepared.said)
+                images = prepared.images
+                if prepared.voice_reply:  # nothing but voice notes, nobody to hear them
+                    made = (texts_now(), Completion(text=bot.voice_reply, provider="voice_reply",
+                                                    model="none"), "voice_reply")
+                else:
+                    made = await _generate_current(conv, bot, texts_now, images)
+            else:
+                made = await _generate_current(conv, bot, texts_now, images)
         finally:
             await typing.stop()
         if made is None:  # every message of the burst was unsent meanwhile
@@ -156,7 +175,8 @@ async def _answer(
 
 
 async def _generate_current(
-    conv: Conversation, bot: BotConfig, texts_now: Callable[[], list[str]]
+    conv: Conversation, bot: BotConfig, texts_now: Callable[[], list[str]],
+    images: list[str] | None = None,
 ) -> tuple[list[str], Completion, str] | None:
     """The answer to what the burst says now: an edit or unsend of one of its messages
     arriving while the model works (``Conversation.revise``) cancels that answer, and
@@ -166,7 +186,7 @@ async def _generate_current(
         texts = texts_now()
         if not texts:
             return None
-        making = asyncio.ensure_future(_generate(conv, bot, texts))
+        making = asyncio.ensure_future(_generate(conv, bot, texts, images))
         conv.making = making
         try:
             completion, outcome = await making
@@ -194,10 +214,11 @@ async def _drop_unsent(conv: Conversation, burst: list[WorkItem]) -> None:
 
 
 async def _generate(
-    conv: Conversation, bot: BotConfig, texts: list[str]
+    conv: Conversation, bot: BotConfig, texts: list[str], images: list[str] | None = None,
 ) -> tuple[Completion, str]:
     """The answer and its outcome: ``sent`` (the model's), ``fallback`` (the model
-    failed) or ``no_knowledge`` (see :func:`_search`: no model asked)."""
+    failed) or ``no_knowledge`` (see :func:`_search`: no model asked). ``images``
+    (``data:`` URLs) go with the message answered, for a bot whose model takes them."""
     s = conv.services
     passages: list[Passage] = []
     started = time.monotonic()
@@ -209,6 +230,9 @@ async def _generate(
                     return Completion(text=bot.fallback_message, provider="fallback",
                                       model="no knowledge"), "no_knowledge"
             prompt = s.prompt_builder(bot, list(conv.context.turns), texts, passages)
+            if images and bot.vision and prompt and prompt[-1].role == "user":
+                last = prompt[-1]
+                prompt[-1] = ChatMessage(last.role, last.content, tuple(images))
             completion = await s.chat_model.complete(bot, prompt, passages)
         s.metrics.observe("llm", time.monotonic() - started)
         return completion, "sent"

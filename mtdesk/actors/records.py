@@ -123,9 +123,12 @@ async def record_only(conv: Conversation, item: WorkItem) -> None:
 
 
 async def forget_unsent(conv: Conversation, event: Unsend) -> None:
-    """An unsent message (and its edits) leaves the history, so the inbox and exports,
-    and the turns the model is shown."""
+    """An unsent message (and its edits, and its media) leaves the history, so the inbox
+    and exports, and the turns the model is shown."""
     gone = await conv.services.store.unsend(conv.tenant_id, conv.key, event.target_id)
+    if conv.services.media is not None:  # the files it carried go with it
+        await conv.services.media.store.delete_message(conv.tenant_id, conv.key,
+                                                       event.target_id)
     turns = without_texts(conv.context.turns, [m.text for m in gone if m.text])
     if len(turns) != len(conv.context.turns):
         conv.context.turns = turns

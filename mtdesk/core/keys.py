@@ -117,6 +117,8 @@ CONTEXT = _t("context", "ctx", True, True, _E.CONVERSATION, _R.CONVERSATION, _X.
              "context", counted_as="contexts", scope=_C)
 HISTORY = _t("history", "hist", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SECTION,
              "history", section="conversations", counted_as="conversations", scope=_C)
+MEDIA = _t("media", "media", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SECTION, "media",
+           section="conversations", counted_as="media", scope=_C)
 PAUSED = _t("paused", "paused", True, True, _E.CONVERSATION, _R.TTL, _X.DERIVED, "paused",
             scope=_C)
 REPLY = _t("reply", "reply", True, True, _E.MESSAGE, _R.RECORD_AGE, _X.DERIVED, "reply",
@@ -179,7 +181,7 @@ WATCHDOG = _g("watchdog_status", "watchdog", False, False, _E.NONE, _R.CONFIGURA
               "WATCHDOG_STATUS")
 
 FAMILIES: tuple[Family, ...] = (
-    TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY,
+    TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY, MEDIA,
     PAUSED, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, USER_SET, USER,
     USER_SESSIONS, API_KEYS, DATA_KEY,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
@@ -365,6 +367,13 @@ def context(tenant_id: str, conversation: str) -> str:
 def history(tenant_id: str, conversation: str) -> str:
     """Stream of stored messages (inbound and outbound); entry ids are message times."""
     return f"{ROOT}:t:{tenant_id}:hist:{conversation}"
+
+
+def media(tenant_id: str, conversation: str) -> str:
+    """Stream of the media bytes customers sent in a conversation (one entry per
+    attachment, entry ids are store times; see :mod:`mtdesk.core.media`). Exported as
+    the references the history's messages carry, not as bytes."""
+    return f"{ROOT}:t:{tenant_id}:media:{conversation}"
 
 
 def reply(tenant_id: str, event_id: str) -> str:

@@ -116,6 +116,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # generated or sent (LLM timeout + the sender's retries bound one), then sweeps again.
     deletion_settle_s: float = 300.0
     stop_words: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
+    # Media customers send (docs/channels.md, "Media").
+    transcriber: str = ""  # "<provider>:<model>" for voice notes; "" = none
+    media_max_bytes: int = 25 * 1024 * 1024  # larger attachments are described, not kept
+    media_fetch_timeout_s: float = 15.0  # the answer waits this long for a download
+    media_retries: int = 5  # background download attempts after a failed one
     # Knowledge base.
     kb_embedder: str = ""  # "" = default (openrouter when keyed, else local, else lexical)
     kb_allow_private_urls: bool = False  # tests and closed networks only: turns off SSRF checks
@@ -390,6 +395,10 @@ def _build(env: Mapping[str, str]) -> Settings:
         retention_days=e.whole("retention_days", low=1, high=365),
         deletion_settle_s=e.number("deletion_settle_s", low=0.0),
         stop_words=stop_words,
+        transcriber=_transcriber(e.raw("transcriber"), providers),
+        media_max_bytes=e.whole("media_max_bytes", low=1024, high=1 << 31),
+        media_fetch_timeout_s=e.number("media_fetch_timeout_s", low=0.1),
+        media_retries=e.whole("media_retries", low=0, high=100),
         kb_embedder=e.raw("kb_embedder"),
         kb_allow_private_urls=e.flag("kb_allow_private_urls"),
         kb_max_file_bytes=e.whole("kb_max_file_bytes", low=1024, high=1 << 31),
@@ -403,6 +412,22 @@ def _build(env: Mapping[str, str]) -> Settings:
         accounts=_accounts(e),
     )
     return Settings(**fields)
+
+
+def _transcriber(raw: str, providers: Mapping[str, ProviderConfig]) -> str:
+    """``MTDESK_TRANSCRIBER``: ``<provider>:<model>`` of a configured provider, or empty."""
+    spec = raw.strip()
+    if not spec:
+        return ""
+    provider, sep, model = spec.partition(":")
+    provider = provider.strip().lower()
+    if not sep or not model.strip():
+        raise ConfigError("MTDESK_TRANSCRIBER", f"must be '<provider>:<model>', e.g. "
+                                                f"'openai:whisper-1', got {spec!r}")
+    if provider not in providers:
+        raise ConfigError("MTDESK_TRANSCRIBER", f"unknown provider {provider!r}; one of: "
+                                                f"{', '.join(sorted(providers))}")
+    return f"{provider}:{model.strip()}"
 
 
 def _accounts(e: _Env) -> AccountsConfig:

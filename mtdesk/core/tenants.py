@@ -490,6 +490,9 @@ class BotUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     greeting: Annotated[str, Meta(max_length=2_000)] | None | UnsetType = UNSET
     context_tokens: Annotated[int, Meta(ge=0, le=10_000_000)] | UnsetType = UNSET
     read_receipts: bool | UnsetType = UNSET
+    vision: bool | UnsetType = UNSET
+    voice_reply: Annotated[str, Meta(max_length=2_000)] | UnsetType = UNSET
+    suggestions: bool | UnsetType = UNSET
 
 
 _BOT_FIELDS = tuple(f.name for f in msgspec.structs.fields(BotConfig))
@@ -532,6 +535,7 @@ def apply_bot_update(
         )
     if cfg.greeting is not None:
         _check_text("greeting", cfg.greeting, 2_000)
+    _check_text("voice_reply", cfg.voice_reply, 2_000)
     for entry in cfg.fallback:
         prov, sep, model = entry.partition(":")
         if entry == EXTRACTIVE:
