@@ -75,11 +75,17 @@ async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
     else:
         kind = "agent"
         pause_s = s.settings.handoff_pause_s
+        took_over = False
         if pause_s > 0:
-            await s.redis.set(keys.paused(item.tenant_id, conv.key), b"1", ex=pause_s)
+            # the old value says whether the bot was answering until now: a hand-off
+            was = await s.redis.set(keys.paused(item.tenant_id, conv.key), b"1", ex=pause_s,
+                                    get=True)
+            took_over = was is None
             conv.context.paused_until_ms = conv.now_ms() + pause_s * 1000
             conv.mark_dirty()
         s.metrics.outcome("handoff")
+        s.tally.human_reply(item.tenant_id, echo.channel, conv.now_ms(), conv.key,
+                            handoff=took_over)
     message = StoredMessage(
         direction="out", message_id=echo.event_id, kind=kind, channel=echo.channel,
         account_id=echo.account_id, user_id=echo.user_id, timestamp_ms=echo.timestamp_ms,
@@ -188,12 +194,15 @@ async def on_standby(conv: Conversation, item: WorkItem, event: Message | Postba
         now_ms=conv.now_ms(), skip_reason=OWNED_ELSEWHERE,
     )
     conv.services.metrics.outcome("standby")
+    conv.services.tally.message_in(item.tenant_id, event.channel, conv.now_ms())
 
 
 async def on_handover(conv: Conversation, item: WorkItem, event: Handover) -> None:
     """Thread control passed, taken or requested: the owner moves (recorded)."""
     changed = after_handover(conv.context.thread, event, conv.services.settings.meta_app_id)
     if changed is not None:
+        if conv.context.thread.ours and not changed.ours:  # the bot gave the thread away
+            conv.services.tally.add(item.tenant_id, event.channel, conv.now_ms(), "handoff")
         conv.context.set_thread(changed)
         conv.mark_dirty()
     await record_only(conv, item)

@@ -67,6 +67,8 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Follow-up questions to offer the person (the knowledge base's related Q&A).
+    suggestions: tuple[str, ...] = ()
 
 
 class ChatModel(Protocol):
@@ -112,6 +114,8 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     reply_key: str  # the inbound event id this answers; put in metadata, used for idempotency
     reply_to: str | None = None  # WhatsApp context message id
+    # Offered under the last part as taps (quick replies, WhatsApp buttons or a list).
+    suggestions: tuple[str, ...] = ()
 
 
 class Sender(Protocol):
