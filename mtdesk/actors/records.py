@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mtdesk.actors.turns import ConversationContext, context_decoder, context_encoder, without_texts
+from mtdesk.actors.turns import (
+    ConversationContext,
+    context_decoder,
+    context_encoder,
+    user_text,
+    without_texts,
+)
 from mtdesk.actors.window import window_end
 from mtdesk.channels.outbound import is_our_metadata
 from mtdesk.core import keys
@@ -182,11 +188,15 @@ def thread_seen_elsewhere(conv: Conversation, timestamp_ms: int) -> None:
 
 async def on_standby(conv: Conversation, item: WorkItem, event: Message | Postback) -> None:
     """A message of the person while another app owns the thread: recorded ``skipped``,
-    never answered; Meta's window still counts from it."""
+    never answered; Meta's window still counts from it, and the model will see it
+    (a user turn) once the thread is back."""
     thread_seen_elsewhere(conv, event.timestamp_ms)
     ctx = conv.context
     ctx.last_inbound_ms = max(ctx.last_inbound_ms, event.timestamp_ms)
     ctx.window_until_ms = max(ctx.window_until_ms, window_end(event, item.received_ms))
+    # Remembered like the other app's replies (human echoes are assistant turns): when
+    # the thread comes back the model knows what was said meanwhile.
+    ctx.turns = conv.bounded([*ctx.turns, ChatMessage("user", user_text(event))])
     conv.mark_dirty()
     await conv.services.replies.store_inbound(
         item.tenant_id, event.event_id,
