@@ -24,12 +24,16 @@ or when every message answered was unsent. An edit or unsend of a message of the
 arriving while the model works drops that answer: the revised texts are answered,
 once (outcome ``revised`` counts the dropped ones). A WhatsApp number shared with the
 Business app is paced at 20 messages/s.
+A retriable Graph error that outlasts the sender's retries (an outage, a rate-limit
+storm) does not end the reply: it is tried again from the parts Meta accepted, with
+back-off, for up to ``settings.send_retry_for_s`` (docs/delivery.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from contextlib import aclosing
@@ -40,15 +44,15 @@ import msgspec
 from mtdesk.actors.admission import UNSENT_FIRST, admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.records import thread_lost
-from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
+from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
 from mtdesk.actors.suggest import suggestions_for
-from mtdesk.actors.turns import context_encoder
+from mtdesk.actors.turns import encode_context
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
-from mtdesk.core.events import Message, Postback
-from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage
+from mtdesk.core.events import Attachment, Message, Postback
+from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage, SourceAttachment
 from mtdesk.core.replystate import on_delivery
 from mtdesk.policy.threads import OWNED_ELSEWHERE
 from mtdesk.retrieval.extractive import is_extractive
@@ -169,7 +173,8 @@ async def _answer(
             [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
         reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
                                  completion.model, reason=_DONE_REASONS.get(outcome, ""),
-                                 suggestions=completion.suggestions)
+                                 suggestions=completion.suggestions,
+                                 attachment=completion.attachment)
         await _send(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
@@ -242,6 +247,9 @@ async def _generate(
         if bot.suggestions:
             completion = msgspec.structs.replace(
                 completion, suggestions=suggestions_for(bot, passages, texts))
+        attachment = await _attachment_of(conv, bot, passages)
+        if attachment is not None:
+            completion = msgspec.structs.replace(completion, attachment=attachment)
         return completion, "sent"
     except (ProviderError, TimeoutError) as exc:
         s.metrics.observe("llm", time.monotonic() - started)
@@ -249,6 +257,51 @@ async def _generate(
                     extra={"tenant": conv.tenant_id, "error": type(exc).__name__})
         return Completion(text=bot.fallback_message, provider="fallback",
                           model=str(getattr(exc, "provider", "timeout"))), "fallback"
+
+
+async def _attachment_of(
+    conv: Conversation, bot: BotConfig, passages: list[Passage]
+) -> SourceAttachment | None:
+    """The picture or document of the knowledge source of the best passage shown (the
+    one the answer most likely comes from), if it has one. Never fails the answer."""
+    shown = shown_passages(bot, passages)
+    if not shown or not shown[0].source_id:
+        return None
+    try:
+        raw = await conv.services.redis.hget(keys.kb_source(conv.tenant_id, shown[0].source_id),
+                                             "attachment")
+        return msgspec.json.decode(raw, type=SourceAttachment) if raw else None
+    except Exception as exc:  # noqa: BLE001 - the text answer goes out regardless
+        log.warning("knowledge attachment not read",
+                    extra={"tenant": conv.tenant_id, "error": type(exc).__name__})
+        return None
+
+
+async def _send_attachment(conv: Conversation, reply: OutgoingReply) -> None:
+    """After the text went: the knowledge source's picture or document, recorded in the
+    history as the reply's next part. Best effort (a failure is logged and counted; the
+    reply stays sent): not resent after a restart."""
+    s = conv.services
+    attachment = reply.attachment
+    if attachment is None or conv.forgotten:
+        return
+    part = len(reply.parts)
+    try:
+        message_id = await s.sender.send_attachment(reply.outbound(), attachment, part)
+    except MTDeskError as exc:
+        s.metrics.outcome("attachment_failed")
+        log.warning("knowledge attachment not sent",
+                    extra={"tenant": reply.tenant_id, "error": type(exc).__name__})
+        return
+    entry = msgspec.structs.replace(
+        reply.part_message(part, message_id, conv.now_ms()),
+        attachments=(Attachment(type=attachment.type, url=attachment.url,
+                                filename=attachment.filename),))
+    try:
+        await s.store.append(reply.tenant_id, entry, now_ms=conv.now_ms())
+    except Exception as exc:  # noqa: BLE001 - sent; the reply is done either way
+        log.warning("knowledge attachment sent but not recorded",
+                    extra={"tenant": reply.tenant_id, "error": type(exc).__name__})
 
 
 async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[Passage], bool]:
@@ -272,6 +325,39 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
         return [], False
 
 
+async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, start: int,
+                   window: int) -> None:
+    """Send the reply's parts from ``start`` on, recording each. A retriable Graph error
+    that outlasts the sender's own retries (an outage, a throttling storm: 5xx, 613,
+    130429) is tried again, resuming after the parts Meta accepted, with back-off, for up
+    to ``settings.send_retry_for_s``; then, or at once for any other error, it raises."""
+    s = conv.services
+    give_up = time.monotonic() + s.settings.send_retry_for_s
+    delay = 1.0
+    while True:
+        if conv.now_ms() >= window:
+            # The window closed while the answer was made (or before a resumed send).
+            raise _Silent(OUTSIDE_WINDOW)
+        try:
+            async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
+                                                 permits=run)) as accepted:
+                async for index, message_id in accepted:
+                    conv.context.replied = True  # the person got something: no greeting again
+                    await run.part_sent(index, message_id)
+            return
+        except GraphError as exc:
+            wait = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter
+            if (not exc.retriable or send_refusal(exc) is not None or conv.forgotten
+                    or time.monotonic() + wait > give_up):
+                raise
+            start = max(start, exc.parts_sent)
+            s.metrics.outcome("send_retried")
+            log.info("reply not sent yet, trying again", extra={
+                "tenant": reply.tenant_id, "code": exc.code, "in_s": round(wait, 2)})
+            await asyncio.sleep(wait)
+            delay = min(30.0, delay * 2)
+
+
 async def _send(
     conv: Conversation, burst: list[WorkItem], reply: OutgoingReply, *, start: int,
     window: int, outcome: str = "sent", begin: bool = False,
@@ -290,7 +376,7 @@ async def _send(
         updated = msgspec.structs.replace(
             conv.context, turns=sent_turns if state is ReplyState.SENT else turns)
         return ContextWrite(keys.context(conv.tenant_id, conv.key),
-                            context_encoder.encode(updated), s.store.ttl_s)
+                            encode_context(updated, conv.sealer, conv.key), s.store.ttl_s)
 
     if reply.channel == "whatsapp" and s.replies.limiter is not None and \
             await s.tenants.coexistence(reply.tenant_id, reply.channel, reply.account_id):
@@ -309,11 +395,7 @@ async def _send(
             raise _Silent(OWNED_ELSEWHERE, "another_app")
         if start == 0 and all(b.event.event_id in conv.unsent for b in burst):
             raise _Silent(UNSENT_FIRST, "unsent")
-        async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
-                                             permits=run)) as accepted:
-            async for index, message_id in accepted:
-                conv.context.replied = True  # the person got something: no greeting again
-                await run.part_sent(index, message_id)
+        await _deliver(conv, reply, run, start=start, window=window)
         state, reason = ReplyState.SENT, reply.reason
     except _Silent as silent:
         outcome = silent.outcome
@@ -342,6 +424,8 @@ async def _send(
     s.metrics.observe("send", time.monotonic() - started)
     s.metrics.outcome(outcome)
     _tally(conv, burst, reply, run.ended, reason)
+    if run.ended is ReplyState.SENT and reply.attachment is not None:
+        await _send_attachment(conv, reply)
     for b in burst:
         s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
         s.ledger.done(b)

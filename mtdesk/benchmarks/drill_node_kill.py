@@ -16,15 +16,12 @@ customers, killed after 10 s, Ray's own failure detection.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import signal
-import sys
 import time
 from typing import Any
 
-from mtdesk.benchmarks.e2e_run import BenchConfig, Log
+from mtdesk.benchmarks.drill import Drill, Rig
+from mtdesk.benchmarks.e2e_run import BenchConfig
 
 NAME = "node-kill"
 
@@ -48,83 +45,52 @@ def _shard_nodes(shards: int, timeout_s: float = 5.0) -> dict[str, str]:
     return out
 
 
-async def kill_a_node(cfg: BenchConfig, cluster: Any, log: Log, out: dict[str, Any]) -> None:
-    """The node-kill drill's blow: after ``kill_node_after_s`` kill the worker node with the
-    most conversation shards, then time until every shard answers again on a live node."""
-    assert cfg.kill_node_after_s is not None
-    out["placement_before"] = before = await asyncio.to_thread(_shard_nodes, cfg.shards)
-    await asyncio.sleep(cfg.kill_node_after_s)
-    workers = set(cluster.worker_node_ids())
-    counts = {n: sum(1 for v in before.values() if v == n) for n in workers}
-    victim = max(sorted(counts), key=lambda n: counts[n])
-    out["killed_node"] = victim
-    out["killed_node_shards"] = sorted(k for k, v in before.items() if v == victim)
-    log(f"killing node {victim[:12]} (shards {', '.join(out['killed_node_shards']) or 'none'})…")
-    killed_at = time.monotonic()
-    await asyncio.to_thread(cluster.kill_node, victim)
-    while True:
-        after = await asyncio.to_thread(_shard_nodes, cfg.shards, 2.0)
-        if len(after) == cfg.shards and victim not in after.values():
-            break
-        if time.monotonic() - killed_at > 300:
-            break
-        await asyncio.sleep(0.25)
-    out["placement_after"] = after
-    out["recovery_s"] = round(time.monotonic() - killed_at, 2)
-    log(f"every shard answers again after {out['recovery_s']} s")
+class NodeKill(Drill):
+    name = NAME
+    help = "kill -9 a Ray node holding conversation shards, under load"
+
+    def config(self) -> BenchConfig:
+        if self.short:
+            return BenchConfig(seconds=8, rate=20, users=40, llm_latency_ms=50, shards=2,
+                               duplicate_fraction=0.1, drain_timeout_s=120, connections=8,
+                               warmup_messages=10, nodes=2, kill_node_after_s=2.0,
+                               node_failure_s=3.0)
+        return BenchConfig(seconds=30, rate=300, users=3000, shards=2, drain_timeout_s=180,
+                           nodes=2, kill_node_after_s=10.0)
+
+    async def blow(self, rig: Rig, out: dict[str, Any]) -> None:
+        """After ``kill_node_after_s`` kill the worker node with the most conversation
+        shards, then time until every shard answers again on a live node."""
+        cfg, cluster, log = rig.cfg, rig.cluster, rig.log
+        assert cfg.kill_node_after_s is not None and cluster is not None
+        out["placement_before"] = before = await asyncio.to_thread(_shard_nodes, cfg.shards)
+        await asyncio.sleep(cfg.kill_node_after_s)
+        workers = set(cluster.worker_node_ids())
+        counts = {n: sum(1 for v in before.values() if v == n) for n in workers}
+        victim = max(sorted(counts), key=lambda n: counts[n])
+        out["killed_node"] = victim
+        out["killed_node_shards"] = sorted(k for k, v in before.items() if v == victim)
+        log(f"killing node {victim[:12]} "
+            f"(shards {', '.join(out['killed_node_shards']) or 'none'})…")
+        killed_at = time.monotonic()
+        await asyncio.to_thread(cluster.kill_node, victim)
+        while True:
+            after = await asyncio.to_thread(_shard_nodes, cfg.shards, 2.0)
+            if len(after) == cfg.shards and victim not in after.values():
+                break
+            if time.monotonic() - killed_at > 300:
+                break
+            await asyncio.sleep(0.25)
+        out["placement_after"] = after
+        out["recovery_s"] = round(time.monotonic() - killed_at, 2)
+        log(f"every shard answers again after {out['recovery_s']} s")
+
+    def summary(self, r: dict[str, Any]) -> str:
+        shards = ", ".join(r.get("killed_node_shards", [])) or "no shard"
+        return (f"{NAME}: {r['in']} messages in, {r['answered_once']} answered once, "
+                f"{r['lost']} lost, {r['duplicated']} duplicated; the killed node held "
+                f"{shards}; every shard answering on a live node {r['recovery_s']} s "
+                "after the kill")
 
 
-def config(short: bool) -> BenchConfig:
-    if short:
-        return BenchConfig(seconds=8, rate=20, users=40, llm_latency_ms=50, shards=2,
-                           duplicate_fraction=0.1, drain_timeout_s=120, connections=8,
-                           warmup_messages=10, nodes=2, kill_node_after_s=2.0,
-                           node_failure_s=3.0)
-    return BenchConfig(seconds=30, rate=300, users=3000, shards=2, drain_timeout_s=180,
-                       nodes=2, kill_node_after_s=10.0)
-
-
-def run(short: bool, log: Log = lambda line: None) -> dict[str, Any]:
-    from mtdesk.benchmarks import e2e_run
-
-    report = e2e_run.run(config(short), log)
-    blow = report.get("node_kill", {})
-    return {
-        "drill": NAME, "short": short,
-        "in": report["messages"], "answered_once": report["replied_once"],
-        "lost": report["lost"], "duplicated": report["duplicated"],
-        "recovery_s": blow.get("recovery_s"),
-        "killed_node": blow.get("killed_node"),
-        "killed_node_shards": blow.get("killed_node_shards", []),
-        "placement_before": blow.get("placement_before", {}),
-        "placement_after": blow.get("placement_after", {}),
-        "e2e": report,
-    }
-
-
-def summary(r: dict[str, Any]) -> str:
-    shards = ", ".join(r["killed_node_shards"]) or "no shard"
-    return (f"{NAME}: {r['in']} messages in, {r['answered_once']} answered once, "
-            f"{r['lost']} lost, {r['duplicated']} duplicated; the killed node held {shards}; "
-            f"every shard answering on a live node {r['recovery_s']} s after the kill")
-
-
-def register_drill(sub: Any) -> None:
-    p = sub.add_parser(NAME, help="kill -9 a Ray node holding conversation shards, under load",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--short", action="store_true", help="the short form (seconds, not minutes)")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
-    p.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    started = time.monotonic()
-    result = run(args.short, log=lambda line: print(f"drill {NAME}: {line}", file=sys.stderr,
-                                                    flush=True))
-    result["wall_s"] = round(time.monotonic() - started, 1)
-    print(summary(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
+register_drill = NodeKill.register

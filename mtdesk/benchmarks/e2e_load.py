@@ -8,7 +8,11 @@ are matched to messages. Bodies are the real formats, signed as Meta signs them.
 
 Open loop: message ``n`` is due at ``start + n / rate`` whatever happened to earlier ones
 (a slow server makes requests queue, it does not slow the offered rate); a chosen
-fraction is delivered a second time, 0–2 s later, as Meta's retries are. The client is a
+fraction is delivered again (``extra_copies`` more times, each within ``redelivery_window_s``
+of the first: 1 copy within 2 s by default), as Meta's retries are. With
+``retry_rejected`` a delivery not answered 200 (a 503 while Redis is down, a connection a
+killed worker dropped) is retried as Meta retries it, with back-off, until it is
+acknowledged or ``retry_for_s`` has passed. The client is a
 minimal HTTP/1.1 keep-alive client on raw asyncio sockets, one request in flight per
 connection (an aiohttp client would cost the shared CPU more than the server does).
 """
@@ -26,7 +30,8 @@ from typing import Any
 from mtdesk.benchmarks.rawhttp import Connection
 
 CHANNELS = ("messenger", "instagram", "whatsapp")
-TOKEN = re.compile(r"\b(tk|wu)(\d+)k\b")
+# A message's token: its prefix (the load's "tk", the warm-up's "wu", a drill's own) and n.
+TOKEN = re.compile(r"\b([a-z]{2})(\d+)k\b")
 
 
 def user_of(n: int, users: int, accounts: dict[str, list[str]]) -> tuple[str, str, str]:
@@ -45,14 +50,16 @@ def message_text(prefix: str, n: int) -> str:
 
 
 def build_request(n: int, *, prefix: str, run_id: str, users: int, accounts: dict[str, list[str]],
-                  secret: str) -> bytes:
-    """The raw HTTP request carrying message ``n`` (the same bytes on a redelivery)."""
+                  secret: str, timestamp_ms: int | None = None) -> bytes:
+    """The raw HTTP request carrying message ``n`` (the same bytes on a redelivery), sent
+    now or, with ``timestamp_ms``, at that time (a backlog Meta replays)."""
     from mtdesk.fakes.meta import meta_json, sign, text_payload
 
     channel, account, user = user_of(n, users, accounts)
     mid = (f"wamid.B{run_id}{prefix}{n}" if channel == "whatsapp" else f"m_B{run_id}{prefix}{n}")
     payload = text_payload(channel, account, user, message_text(prefix, n),  # type: ignore[arg-type]
-                           timestamp_ms=int(time.time() * 1000), message_id=mid)
+                           timestamp_ms=int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
+                           message_id=mid)
     body = meta_json(payload)
     return (
         b"POST /webhooks/meta HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
@@ -76,6 +83,10 @@ class LoadConfig:
     duplicate_fraction: float = 0.05
     connections: int = 64
     seed: int = 1
+    extra_copies: int = 1  # deliveries after the first of a duplicated message
+    redelivery_window_s: float = 2.0
+    retry_rejected: bool = False
+    retry_for_s: float = 60.0
 
 
 @dataclass
@@ -83,6 +94,10 @@ class LoadResult:
     # message n → wall time its first delivery was written (time.time())
     sent_at: dict[int, float] = field(default_factory=dict)
     rejected: dict[int, int] = field(default_factory=dict)  # n → HTTP status of a non-200
+    # n → wall time of its first 200 (with retry_rejected, maybe after some retries)
+    acked_at: dict[int, float] = field(default_factory=dict)
+    statuses: dict[int, int] = field(default_factory=dict)  # status (599: dropped) → count
+    retries: int = 0  # deliveries repeated because the first was not acknowledged
     redeliveries: int = 0
     redelivery_errors: int = 0
     ack_ms: list[float] = field(default_factory=list)
@@ -107,6 +122,7 @@ async def generate(cfg: LoadConfig) -> LoadResult:
 
     async def deliver(n: int, raw: bytes, due: float, first: bool) -> None:
         conn = await pool.get()
+        status = 0
         try:
             t0 = time.perf_counter()
             if first:
@@ -117,7 +133,10 @@ async def generate(cfg: LoadConfig) -> LoadResult:
                 status = await conn.request(raw)
             except ConnectionError:
                 status = 599
-                _t, conn = await loop.create_connection(Connection, "127.0.0.1", cfg.port)
+                conn = await reconnect()
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if status == 200:
+                result.acked_at.setdefault(n, time.time())
             if first:
                 result.ack_ms.append((time.perf_counter() - t0) * 1000)
                 if status != 200:
@@ -127,6 +146,42 @@ async def generate(cfg: LoadConfig) -> LoadResult:
                 result.redelivery_errors += status != 200
         finally:
             pool.put_nowait(conn)
+        if first and status != 200 and cfg.retry_rejected:
+            spawn(retry(n, raw))
+
+    async def reconnect() -> Connection:
+        # The server may be restarting: try again for a while, as a client would.
+        for attempt in range(200):
+            try:
+                _t, conn = await loop.create_connection(Connection, "127.0.0.1", cfg.port)
+                return conn
+            except OSError:
+                await asyncio.sleep(min(0.5, 0.05 * (attempt + 1)))
+        raise ConnectionError("the server did not come back")
+
+    async def retry(n: int, raw: bytes) -> None:
+        """Meta's retries of a delivery that was not acknowledged: back-off, until a 200."""
+        give_up = time.perf_counter() + cfg.retry_for_s
+        delay = 0.25
+        while time.perf_counter() < give_up:
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+            conn = await pool.get()
+            try:
+                try:
+                    status = await conn.request(raw)
+                except ConnectionError:
+                    status = 599
+                    conn = await reconnect()
+            finally:
+                pool.put_nowait(conn)
+            result.retries += 1
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if status == 200:
+                result.acked_at.setdefault(n, time.time())
+                result.rejected.pop(n, None)
+                return
+            result.rejected[n] = status
 
     def spawn(coro: Any) -> None:
         task = loop.create_task(coro)
@@ -146,12 +201,15 @@ async def generate(cfg: LoadConfig) -> LoadResult:
                             accounts=cfg.accounts, secret=cfg.secret)
         spawn(deliver(n, raw, due, True))
         if rng.random() < cfg.duplicate_fraction:
-            again = due + rng.uniform(0.0, 2.0)
-            last_due = max(last_due, again)
-            loop.call_at(loop.time() + (again - time.perf_counter()),
-                         spawn, deliver(n, raw, again, False))
-    # the last redeliveries are due up to 2 s after the last first delivery
-    for _ in range(600):  # at most 30 s
+            for _copy in range(cfg.extra_copies):
+                again = due + rng.uniform(0.0, cfg.redelivery_window_s)
+                last_due = max(last_due, again)
+                loop.call_at(loop.time() + (again - time.perf_counter()),
+                             spawn, deliver(n, raw, again, False))
+    # the last redeliveries are due up to redelivery_window_s after the last first
+    # delivery; retries of unacknowledged ones up to retry_for_s
+    waits = int((30 + (cfg.retry_for_s if cfg.retry_rejected else 0)) / 0.05)
+    for _ in range(waits):
         if not (tasks or len(result.ack_ms) < total or time.perf_counter() < last_due + 0.01):
             break
         await asyncio.sleep(0.05)

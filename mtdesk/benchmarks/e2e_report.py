@@ -112,8 +112,8 @@ def write_report(directory: str, report: dict[str, Any]) -> list[Any]:
     rows = [(name, report.get(key, "")) for name, key in ROWS]
     for stage, f in sorted(report.get("stage_ms", {}).items()):
         rows.append((f"stage {stage} p50 / p99 ms", f"{f['p50_ms']} / {f['p99_ms']}"))
-    if "node_kill" in report:
-        rows.append(("node killed, recovery s", report["node_kill"].get("recovery_s")))
+    if report.get("drill", {}).get("recovery_s") is not None:
+        rows.append(("drill, recovery s", report["drill"]["recovery_s"]))
     cfg = report.get("config", {})
     notes = [f"config: {', '.join(f'{k} {v}' for k, v in cfg.items())}"] if cfg else []
     return write(directory, "e2e", report, header=("figure", "value"), rows=rows,

@@ -20,10 +20,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtdesk.benchmarks.e2e_load import TOKEN, LoadConfig, build_request, loadgen_main
 from mtdesk.benchmarks.e2e_measure import CpuMeter
+
+if TYPE_CHECKING:
+    from mtdesk.benchmarks.drill import Drill
 
 APP_SECRET = "bench-e2e-app-secret"
 ADMIN_TOKEN = "bench-e2e-admin-token-of-32-chars-or-more"
@@ -53,15 +56,25 @@ class BenchConfig:
     # conversation shards; node_failure_s: how soon Ray declares a silent node dead.
     kill_node_after_s: float | None = None
     node_failure_s: float | None = None
+    # Drills: `mtdesk serve --workers N`; each duplicated message delivered
+    # redelivery_copies more times within redelivery_window_s; deliveries not answered 200
+    # retried as Meta retries them (retry_rejected).
+    gateway_workers: int = 1
+    redelivery_copies: int = 1
+    redelivery_window_s: float = 2.0
+    retry_rejected: bool = False
 
 
 # --- processes ---------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _gateway(env: dict[str, str], port: int, workdir: str) -> Iterator[subprocess.Popen[bytes]]:
+def _gateway(env: dict[str, str], port: int, workdir: str,
+             workers: int = 1) -> Iterator[subprocess.Popen[bytes]]:
+    workers_arg = ["--workers", str(workers)] if workers > 1 else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mtdesk", "serve", "--no-actors", "--port", str(port)],
+        [sys.executable, "-m", "mtdesk", "serve", "--no-actors", "--port", str(port),
+         *workers_arg],
         env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=None,
     )
     try:
@@ -111,7 +124,7 @@ async def _call(session: Any, method: str, url: str, token: str, **kwargs: Any) 
         return body
 
 
-async def _provision(session: Any, base: str, graph_root: str) -> dict[str, list[str]]:
+async def _provision(session: Any, base: str, graph_root: str) -> tuple[dict[str, list[str]], str]:
     """One tenant, ACCOUNTS_PER_CHANNEL accounts on each channel, the bot on the fake LLM."""
     api = f"{base}/admin/api/v1"
     tenant = await _call(session, "POST", f"{api}/tenants", ADMIN_TOKEN,
@@ -130,7 +143,7 @@ async def _provision(session: Any, base: str, graph_root: str) -> dict[str, list
     await _call(session, "PUT", f"{api}/bot", key, json={
         "provider": "openai", "model": MODEL,
         "system_prompt": "You answer the customers of Bench Shop briefly."})
-    return accounts
+    return accounts, key
 
 
 class Replies:
@@ -145,6 +158,7 @@ class Replies:
         self.multi = 0  # replies answering several messages (a burst)
         self.unmatched = 0
         self.last_time = 0.0
+        self.to: dict[str, list[tuple[float, str]]] = {}  # recipient → [(time, text)]
 
     async def poll(self, session: Any) -> int:
         async with session.get(self.url, params={"since": str(self.seen)}) as resp:
@@ -156,6 +170,9 @@ class Replies:
             else:
                 text = (body.get("message") or {}).get("text") or ""
             found = {(m.group(1), int(m.group(2))) for m in TOKEN.finditer(text)}
+            recipient = body.get("recipient")
+            who = recipient.get("id") if isinstance(recipient, dict) else recipient or body.get("to")
+            self.to.setdefault(str(who), []).append((float(rec["time"]), text))
             self.sends += 1
             self.unmatched += not found
             self.multi += len(found) > 1
@@ -221,7 +238,11 @@ async def _sample_lag(redis_url: str, partitions: int, stop: asyncio.Event,
             for p in range(partitions):
                 pipe.xinfo_groups(keys.inbound(p))
             lag = pending = 0
-            for groups in await pipe.execute(raise_on_error=False):
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except (OSError, aioredis.RedisError):  # Redis down (a drill): no sample
+                results = []
+            for groups in results:
                 if isinstance(groups, Exception):
                     continue
                 for g in groups:
@@ -244,12 +265,15 @@ def _pct(xs: list[float], q: float) -> float:
     return round(s[min(len(s) - 1, int(q * len(s)))], 2)
 
 
-def run(cfg: BenchConfig, log: Log = lambda line: None) -> dict[str, Any]:
-    """Run the bench; returns the report. Starts and stops everything it needs."""
-    return asyncio.run(_run(cfg, log))
+def run(cfg: BenchConfig, log: Log = lambda line: None, drill: Drill | None = None
+        ) -> dict[str, Any]:
+    """Run the bench; returns the report. Starts and stops everything it needs. A
+    ``drill`` (:mod:`mtdesk.benchmarks.drill`) acts on the running product: its Redis, its
+    environment, its bot, a blow during the load, a phase after the drain."""
+    return asyncio.run(_run(cfg, log, drill))
 
 
-async def _run(cfg: BenchConfig, log: Log) -> dict[str, Any]:
+async def _run(cfg: BenchConfig, log: Log, drill: Drill | None = None) -> dict[str, Any]:
     from mtdesk.cli.localredis import free_port, local_redis
     from mtdesk.fakes.graph import spawn_graph
     from mtdesk.fakes.llm import spawn_llm
@@ -258,7 +282,10 @@ async def _run(cfg: BenchConfig, log: Log) -> dict[str, Any]:
     redis_pids: list[int] = []
     try:
         with contextlib.ExitStack() as stack:
-            if cfg.redis_url:
+            own = drill.redis(workdir) if drill is not None else None
+            if own is not None:
+                redis_url = stack.enter_context(own)
+            elif cfg.redis_url:
                 redis_url = cfg.redis_url
                 _flush(redis_url)
                 stack.callback(_flush, redis_url)
@@ -270,7 +297,9 @@ async def _run(cfg: BenchConfig, log: Log) -> dict[str, Any]:
             port = free_port()
             env = _bench_env(redis_url, graph.root_url, llm.root_url, port,
                              os.path.join(workdir, "data"), cfg.shards)
-            gateway = stack.enter_context(_gateway(env, port, workdir))
+            if drill is not None:
+                drill.tune(env, stack)
+            gateway = stack.enter_context(_gateway(env, port, workdir, cfg.gateway_workers))
             log(f"Redis {redis_url}, fake LLM {llm.root_url} ({cfg.llm_latency_ms:.0f} ms), "
                 f"fake Graph API {graph.root_url}; gateway on port {port}; starting Ray…")
             from mtdesk.cli.backend import Backend
@@ -290,8 +319,13 @@ async def _run(cfg: BenchConfig, log: Log) -> dict[str, Any]:
             shard_pids = _shard_pids(cfg.shards)
             named = {"gateway": [gateway.pid], "shards": shard_pids, "fake_llm": [llm.pid],
                      "fake_graph": [graph.pid], "redis": redis_pids}
+            from mtdesk.benchmarks.drill import Rig
+
+            rig = Rig(cfg=cfg, log=log, port=port, env=env, redis_url=redis_url,
+                      graph_root=graph.root_url, llm_root=llm.root_url, gateway=gateway,
+                      cluster=cluster, workdir=workdir, llm=llm, stack=stack)
             return await _measure(cfg, log, settings, port, graph.root_url, redis_url, named,
-                                  cluster)
+                                  rig, drill)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -330,7 +364,7 @@ async def _wait_healthy(session: Any, base: str, timeout_s: float = 60.0) -> Non
 
 async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_root: str,
                    redis_url: str, named: dict[str, list[int]],
-                   cluster: Any = None) -> dict[str, Any]:
+                   rig: Any = None, drill: Drill | None = None) -> dict[str, Any]:
     import multiprocessing
 
     import aiohttp
@@ -339,8 +373,13 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
     run_id = secrets.token_hex(3)
     async with aiohttp.ClientSession() as session:
         await _wait_healthy(session, base)
-        accounts = await _provision(session, base, graph_root)
+        accounts, tenant_key = await _provision(session, base, graph_root)
         replies = Replies(graph_root)
+        if rig is not None:
+            rig.session, rig.base, rig.replies, rig.accounts = session, base, replies, accounts
+            rig.run_id, rig.tenant_key = run_id, tenant_key
+        if drill is not None:
+            await drill.provision(rig)
         log("provisioned 1 tenant on 6 accounts; warming up…")
         await _warmup(session, port, replies, accounts, cfg, run_id)
         warm_sends = replies.sends
@@ -350,7 +389,9 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         load_cfg = LoadConfig(port=port, rate=cfg.rate, seconds=cfg.seconds, users=cfg.users,
                               accounts=accounts, secret=APP_SECRET, run_id=run_id,
                               duplicate_fraction=cfg.duplicate_fraction,
-                              connections=cfg.connections)
+                              connections=cfg.connections, extra_copies=cfg.redelivery_copies,
+                              redelivery_window_s=cfg.redelivery_window_s,
+                              retry_rejected=cfg.retry_rejected)
         meter = CpuMeter(named)
         proc = ctx.Process(target=loadgen_main, args=(load_cfg, out), daemon=True)
         stop_lag = asyncio.Event()
@@ -370,18 +411,19 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
             targets = {"gateway": named["gateway"][0],
                        **{f"shard{i}": pid for i, pid in enumerate(named["shards"])}}
             spies = start_profiles(cfg.profile_dir, targets, cfg.seconds)
-        drill: dict[str, Any] = {}
+        figures: dict[str, Any] = {}
         blow = None
-        if cluster is not None and cfg.kill_node_after_s is not None:
-            from mtdesk.benchmarks.drill_node_kill import kill_a_node
-
-            blow = asyncio.create_task(kill_a_node(cfg, cluster, log, drill))
+        if drill is not None:
+            rig.load_started = time.time()
+            blow = asyncio.create_task(drill.blow(rig, figures))
         load = await _collect_load(proc, out, replies, session, cfg)
         accepted = sorted(int(n) for n in load["sent_at"] if int(n) not in load["rejected"])
         log(f"sent {len(accepted)} messages; draining…")
         if blow is not None:
             await blow
         drained = await _wait_answered(session, replies, "tk", accepted, cfg.drain_timeout_s)
+        if drill is not None:
+            await drill.after(rig, figures)
         cpu_after = meter.sample()
         cmds = _command_calls(redis_url, cmds_before)
         await asyncio.sleep(1.5)  # a duplicate reply, were there one, would show up here
@@ -396,8 +438,8 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
     report = _report(cfg, load, accepted, replies, warm_sends, drained,
                      meter.between(cpu_before, cpu_after), cpu_after["at"] - cpu_before["at"], lag)
     report["stage_ms"] = stages
-    if drill:
-        report["node_kill"] = drill
+    if drill is not None:
+        report["drill"] = figures
     if cfg.profile_dir:
         from mtdesk.benchmarks.e2e_measure import summarise
 
@@ -525,6 +567,11 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
         "replies_answering_several": replies.multi,
         "replies_unmatched": replies.unmatched,
         "redeliveries": load["redeliveries"],
+        # every answer the webhook gave (599: the connection dropped), Meta's retries of
+        # the deliveries not acknowledged, and the messages never acknowledged
+        "statuses": {str(k): v for k, v in sorted(load["statuses"].items())},
+        "retries": load["retries"],
+        "not_acknowledged": len(load["rejected"]),
         "redelivery_errors": load["redelivery_errors"],
         "rejected": len(load["rejected"]),
         "late_sends": load["late"],

@@ -42,7 +42,13 @@ class Connection(asyncio.Protocol):
             self._waiter.set_exception(ConnectionError("closed"))
 
     async def request(self, raw: bytes) -> int:
-        """Write one raw request; the response's status code."""
+        """Write one raw request; the response's status code. ConnectionError when the
+        connection is (or gets) closed: the server went away."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("closed")
         self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
+        try:
+            self.transport.write(raw)
+        except RuntimeError as exc:  # uvloop: the handle closed under us
+            raise ConnectionError("closed") from exc
         return await self._waiter

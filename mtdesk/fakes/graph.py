@@ -26,7 +26,8 @@ What it answers (``{version}`` is any ``vNN.N``):
   its tokens (anything else answers error 190); unregistered accounts accept any
   non-empty token unless ``strict=True``.
 - Error injection: :meth:`FakeGraphAPI.fail_next` answers the real error JSON
-  ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``.
+  ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``;
+  :meth:`FakeGraphAPI.storm` answers every message send with errors for a while.
 - Latency: ``latency_s`` (settable at any time) delays every answer.
 - Meta's login flows (dialogs, code exchange, ``debug_token``, ``/me/accounts``,
   ``subscribed_apps``, Instagram Login): :attr:`FakeGraphAPI.login`, see
@@ -37,7 +38,8 @@ Control endpoints for a fake running in another process (``python -m mtdesk.fake
 ``GET /_fake/attempts`` (every call; these take
 ``?since=N`` to skip the first N),
 ``POST /_fake/accounts`` ``{"account_id", "token", "channel"?}``, ``POST /_fake/fail``
-(the arguments of ``fail_next``), ``POST /_fake/latency`` ``{"ms"}``, ``POST /_fake/reset``.
+(the arguments of ``fail_next``), ``POST /_fake/storm`` ``{"seconds", "errors": [{"code",
+"subcode"?, "http_status"?}]}``, ``POST /_fake/latency`` ``{"ms"}``, ``POST /_fake/reset``.
 """
 
 from __future__ import annotations
@@ -186,6 +188,9 @@ class FakeGraphAPI(FakeServer):
         self._download_failures: list[int] = []
         self.downloads: list[str] = []  # media ids / CDN names of every download served
         self._ids = itertools.count(1)
+        self._storm_until = 0.0  # time.monotonic() the storm ends
+        self._storm: list[_Failure] = []
+        self._storm_turn = itertools.count()
         self.login = FakeMetaLogin(self)  # the login flows (dialogs, OAuth, subscriptions)
 
     @property
@@ -221,6 +226,13 @@ class FakeGraphAPI(FakeServer):
         self._failures.setdefault(account_id, []).append(
             _Failure(code, subcode, http_status, times, message)
         )
+
+    def storm(self, seconds: float, errors: list[tuple[int, int, int | None]]) -> None:
+        """For ``seconds`` from now every message send (any account; signals are not
+        affected) answers one of ``errors`` — ``(http_status, code, subcode)``, taken in
+        turn; code 0 is a bare server error — as an outage or a throttling storm would."""
+        self._storm = [_Failure(code, subcode, status, 1) for status, code, subcode in errors]
+        self._storm_until = time.monotonic() + seconds
 
     def fail_next_signal(self, account_id: str, code: int, *, times: int = 1,
                          http_status: int = 400) -> None:
@@ -263,6 +275,7 @@ class FakeGraphAPI(FakeServer):
         self._failures.clear()
         self.signals.clear()
         self._signal_failures.clear()
+        self._storm_until = 0.0
 
     def sends_to(self, account_id: str) -> list[RecordedSend]:
         return [s for s in self.sends if s.account_id == account_id]
@@ -275,6 +288,7 @@ class FakeGraphAPI(FakeServer):
         app.router.add_get("/_fake/signals", self._h_signals)
         app.router.add_post("/_fake/accounts", self._h_register)
         app.router.add_post("/_fake/fail", self._h_fail)
+        app.router.add_post("/_fake/storm", self._h_storm)
         self.add_control_routes(app)
         app.router.add_get("/_fake/media/{media_id}", self._h_download)
         app.router.add_get("/_fake/cdn/{name}", self._h_cdn)
@@ -386,6 +400,8 @@ class FakeGraphAPI(FakeServer):
             record.error_code = 190
             return self._error(190, 460 if token else None, 401)
         failure = self._take_failure(account_id)
+        if failure is None and self._storm and time.monotonic() < self._storm_until:
+            failure = self._storm[next(self._storm_turn) % len(self._storm)]
         if failure is not None:
             record.error_code = failure.code
             if failure.code == 0:
@@ -429,6 +445,14 @@ class FakeGraphAPI(FakeServer):
                     return "Param text['body'] must be at most 4096 characters long."
             if body.get("type") == "interactive":
                 return _invalid_interactive(body.get("interactive"))
+            kind = body.get("type")
+            if kind in ("image", "document", "audio", "video", "sticker"):
+                media = body.get(kind)
+                if not isinstance(media, dict) or not (media.get("link") or media.get("id")):
+                    return f"The parameter {kind}['link'] or {kind}['id'] is required."
+                link = media.get("link")
+                if link is not None and not str(link).startswith(("https://", "http://")):
+                    return f"Param {kind}['link'] must be a URL."
             return None
         if channel == "whatsapp":
             return "The parameter messaging_product is required."
@@ -439,6 +463,16 @@ class FakeGraphAPI(FakeServer):
         if not isinstance(message, dict):
             return "The parameter message is required."
         text = message.get("text")
+        attachment = message.get("attachment")
+        if text is None and attachment is None:
+            return "Message must have text or an attachment"
+        if attachment is not None:
+            payload = attachment.get("payload") if isinstance(attachment, dict) else None
+            if (not isinstance(payload, dict) or attachment.get("type") not in (
+                    "image", "file", "audio", "video", "template")
+                    or not (payload.get("url") or payload.get("attachment_id")
+                            or attachment.get("type") == "template")):
+                return "param message[attachment] must have a type and a payload url"
         if text is not None:
             if not isinstance(text, str) or not text:
                 return "Message text is empty"
@@ -532,6 +566,13 @@ class FakeGraphAPI(FakeServer):
         )
         return web.json_response({"ok": True})
 
+    async def _h_storm(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.storm(float(data["seconds"]), [
+            (int(e.get("http_status", 500 if int(e["code"]) == 0 else 400)), int(e["code"]),
+             None if e.get("subcode") is None else int(e["subcode"]))
+            for e in data["errors"]])
+        return web.json_response({"ok": True})
 
 
 def _invalid_interactive(interactive: object) -> str | None:

@@ -56,6 +56,33 @@ def messenger_text(
     }
 
 
+def messenger_echo(
+    page_id: str, psid: str, text: str, *, timestamp_ms: int, mid: str | None = None,
+    app_id: int | None = None, metadata: str | None = None,
+) -> dict[str, object]:
+    """The echo of a message the Page sent to ``psid``: from our app (``app_id``, our
+    ``metadata``), or from a person in Meta's inbox (another app id, no metadata)."""
+    message: dict[str, object] = {"mid": mid or new_message_id("messenger"), "is_echo": True,
+                                  "text": text}
+    if app_id is not None:
+        message["app_id"] = app_id
+    if metadata is not None:
+        message["metadata"] = metadata
+    return {
+        "object": "page",
+        "entry": [{
+            "id": page_id,
+            "time": timestamp_ms,
+            "messaging": [{
+                "sender": {"id": page_id},
+                "recipient": {"id": psid},
+                "timestamp": timestamp_ms,
+                "message": message,
+            }],
+        }],
+    }
+
+
 def instagram_text(
     ig_id: str, igsid: str, text: str, *, timestamp_ms: int, mid: str | None = None
 ) -> dict[str, object]:

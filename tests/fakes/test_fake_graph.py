@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 
@@ -59,6 +60,26 @@ async def test_injected_errors_are_answered_the_given_number_of_times() -> None:
         assert first[0] == second[0] == 400
         assert first[1]["error"]["code"] == 613 and first[1]["error"]["error_subcode"] == 2018022
         assert third[0] == 200 and len(g.sends) == 1 and len(g.attempts) == 3
+
+
+async def test_a_storm_answers_every_send_with_its_errors_in_turn_until_it_is_over() -> None:
+    async with FakeGraphAPI() as g, aiohttp.ClientSession() as s:
+        async with s.post(f"{g.root_url}/_fake/storm", json={"seconds": 0.5, "errors": [
+                {"code": 0, "http_status": 503}, {"code": 613}, {"code": 130429}]}) as r:
+            assert r.status == 200
+        body = {"recipient": {"id": "u"}, "message": {"text": "x"}}
+        answers = []
+        for account in ("PAGE1", "PAGE2", "PAGE1"):
+            async with s.post(f"{g.base_url}/{account}/messages", json=body,
+                              headers={"Authorization": "Bearer t"}) as r:
+                answers.append((r.status, (await r.read())[:200]))
+        assert answers[0] == (503, b"Service Unavailable")
+        assert answers[1][0] == 400 and json.loads(answers[1][1])["error"]["code"] == 613
+        assert answers[2][0] == 400 and json.loads(answers[2][1])["error"]["code"] == 130429
+        assert g.sends == []
+        await asyncio.sleep(0.6)
+        status, _data = await _post(s, f"{g.base_url}/PAGE1/messages", "t", body)
+        assert status == 200 and len(g.sends) == 1
 
 
 async def test_text_over_the_channel_limit_is_refused_with_100() -> None:
