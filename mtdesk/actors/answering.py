@@ -10,7 +10,9 @@ The first reply of a new conversation starts with the bot's greeting, as part of
 reply's stored text, so it is never sent twice. A ``knowledge_only`` LLM bot whose
 tenant has knowledge but none of it scoring ``min_score`` answers its fallback message
 without a model (outcome ``no_knowledge``; docs/retrieval.md); a failed model answers
-the fallback message too (outcome ``fallback``). The text is split into the channel's
+the fallback message too (outcome ``fallback``). The model is told the customer's
+language (:mod:`mtdesk.retrieval.language`, kept on the conversation's context) to
+answer in it whatever the knowledge's language. The text is split into the channel's
 parts once, and a :class:`~mtdesk.actors.replies.ReplyRun` records each part Meta
 accepted before the next is sent, then the reply's end with the conversation's context.
 
@@ -46,7 +48,7 @@ from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, tex
 from mtdesk.actors.records import thread_lost
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
 from mtdesk.actors.suggest import suggestions_for
-from mtdesk.actors.turns import encode_context
+from mtdesk.actors.turns import customer_words, encode_context
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
@@ -56,6 +58,7 @@ from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage, Sourc
 from mtdesk.core.replystate import on_delivery
 from mtdesk.policy.threads import OWNED_ELSEWHERE
 from mtdesk.retrieval.extractive import is_extractive
+from mtdesk.retrieval.language import answer_language
 from mtdesk.retrieval.prompt import shown_passages
 
 if TYPE_CHECKING:
@@ -230,6 +233,11 @@ async def _generate(
     (``data:`` URLs) go with the message answered, for a bot whose model takes them."""
     s = conv.services
     passages: list[Passage] = []
+    # The customer's language, kept on the conversation: a short "ok" does not flip it.
+    language = answer_language(conv.context.language, customer_words(texts))
+    if language is not None and language != conv.context.language:
+        conv.context.language = language
+        conv.mark_dirty()
     started = time.monotonic()
     try:
         async with asyncio.timeout(s.settings.llm_timeout_s):
@@ -242,7 +250,7 @@ async def _generate(
             if images and bot.vision and prompt and prompt[-1].role == "user":
                 last = prompt[-1]
                 prompt[-1] = ChatMessage(last.role, last.content, tuple(images))
-            completion = await s.chat_model.complete(bot, prompt, passages)
+            completion = await s.chat_model.complete(bot, prompt, passages, language=language)
         s.metrics.observe("llm", time.monotonic() - started)
         if bot.suggestions:
             completion = msgspec.structs.replace(

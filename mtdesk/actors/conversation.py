@@ -10,7 +10,8 @@ eviction, and restored on activation.
 
 Per event (see docs/shards.md for the table) the work is done elsewhere: messages and
 postbacks are answered by :mod:`mtdesk.actors.answering` (admission, bursts, the reply),
-unless they came on ``standby`` (another app owns the thread); everything else is
+unless they came on ``standby`` (another app owns the thread); Instagram comments by
+:mod:`mtdesk.actors.comments` (recorded, maybe a private reply); everything else is
 recorded by :mod:`mtdesk.actors.records` (handovers move the thread's owner, a user id
 change moves the conversation). An edit or unsend is looked at as it arrives
 (:meth:`Conversation.submit`): of a message still queued, or in the burst being
@@ -35,6 +36,7 @@ import msgspec
 
 from mtdesk.actors import records
 from mtdesk.actors.answering import answer, greeted
+from mtdesk.actors.comments import on_comment
 from mtdesk.actors.turns import (
     ConversationContext,
     PromptBuilder,
@@ -48,6 +50,7 @@ from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
 from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import (
+    Comment,
     Echo,
     Edit,
     Handover,
@@ -243,6 +246,9 @@ class Conversation:
             else:
                 await answer(self, item, event)  # hands the item (and its burst) back itself
                 return
+        elif isinstance(event, Comment):
+            await on_comment(self, item, event)  # recorded; maybe a private reply
+            return
         elif isinstance(event, Echo):
             if event.standby:
                 records.thread_seen_elsewhere(self, event.timestamp_ms)
@@ -259,6 +265,6 @@ class Conversation:
             await records.on_receipt(self, event)
         elif isinstance(event, Status):
             await records.on_status(self, event)
-        else:  # reaction, unsend, edit, unsupported: recorded, never answered
+        else:  # reaction, unsend, edit, mention, unsupported: recorded, never answered
             await records.record_only(self, item)
         self.services.ledger.done(item)

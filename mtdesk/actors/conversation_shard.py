@@ -218,6 +218,12 @@ class ConversationShard:
             task.cancel()
         self._ack_event.set()  # (see _ack_loop)
         for task in self._tasks:
+            # A cancellation that lands inside a Redis command can be absorbed by the
+            # client (the ack loop then waits for its event forever): cancel again until
+            # the task is done, rather than wait for it unboundedly.
+            while not task.done():
+                await asyncio.wait({task}, timeout=1.0)
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []

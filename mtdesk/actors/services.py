@@ -46,7 +46,8 @@ class CannedReply:
     the best passage's answer when one is given, else a fixed polite text."""
 
     async def complete(
-        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage], *,
+        language: str | None = None,
     ) -> Completion:
         if passages:
             best = passages[0]

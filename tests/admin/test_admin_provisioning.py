@@ -364,3 +364,17 @@ async def test_read_receipts_can_be_turned_off_and_a_wrong_type_names_the_field(
     assert (await r.json())["read_receipts"] is False
     r = await client.put(f"{API}/bot", json={"read_receipts": "nope"}, headers=bearer(key))
     assert r.status == 422 and (await r.json())["error"]["field"] == "read_receipts"
+
+
+async def test_comment_replies_are_off_until_the_bot_enables_private_ones(
+    client: TestClient,
+) -> None:
+    _, key = await new_tenant(client)
+    r = await client.get(f"{API}/bot", headers=bearer(key))
+    assert (await r.json()).get("comment_replies", "off") == "off"
+    r = await client.put(f"{API}/bot", json={"comment_replies": "private"}, headers=bearer(key))
+    assert r.status == 200 and (await r.json())["comment_replies"] == "private"
+    r = await client.get(f"{API}/bot", headers=bearer(key))
+    assert (await r.json())["comment_replies"] == "private"
+    r = await client.put(f"{API}/bot", json={"comment_replies": "public"}, headers=bearer(key))
+    assert r.status == 422 and (await r.json())["error"]["field"] == "comment_replies"

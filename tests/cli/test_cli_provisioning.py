@@ -86,6 +86,11 @@ def test_tenant_channel_bot_from_the_command_line(
     shown = json.loads(out)
     assert (shown["model"], shown["system_prompt"], shown["temperature"]) == (
         "gpt-4o-mini", "Be kind.", 0.9)
+    assert shown["comment_replies"] == "off"  # Instagram comments: recorded only
+    code, out, _ = run(capsys, "bot", "set", "--tenant", tenant["id"], "--comment-replies",
+                       "private")
+    assert code == 0 and json.loads(out)["comment_replies"] == "private"
+    assert json.loads(out)["temperature"] == 0.9  # the other options kept
 
     code, out, _ = run(capsys, "channel", "disconnect", "--tenant", tenant["id"], "--id", cid)
     assert code == 0 and "disconnected" in out
