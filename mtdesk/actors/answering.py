@@ -34,7 +34,6 @@ back-off, for up to ``settings.send_retry_for_s`` (docs/delivery.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -44,9 +43,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mtdesk.actors.admission import admit
+from mtdesk.actors.admission import UNSENT_FIRST, admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
-from mtdesk.actors.records import UNSENT_FIRST, thread_lost
+from mtdesk.actors.records import thread_lost
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
 from mtdesk.actors.suggest import suggestions_for
 from mtdesk.actors.turns import customer_words, encode_context
@@ -192,26 +191,26 @@ async def _generate_current(
     images: list[str] | None = None,
 ) -> tuple[list[str], Completion, str] | None:
     """The answer to what the burst says now: an edit or unsend of one of its messages
-    arriving while the model works drops that answer, and the revised texts are
-    answered instead (once). None when nothing is left to answer."""
+    arriving while the model works (``Conversation.revise``) cancels that answer, and
+    the revised texts are answered instead (once). None when nothing is left."""
     while True:
-        conv.revised.clear()
+        conv.revised = False
         texts = texts_now()
         if not texts:
             return None
         making = asyncio.ensure_future(_generate(conv, bot, texts, images))
-        revised = asyncio.ensure_future(conv.revised.wait())
+        conv.making = making
         try:
-            await asyncio.wait({making, revised}, return_when=asyncio.FIRST_COMPLETED)
+            completion, outcome = await making
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not conv.revised or (current is not None and current.cancelling()):
+                raise  # the conversation itself is being cancelled
+        else:
+            if not conv.revised:
+                return texts, completion, outcome
         finally:
-            revised.cancel()
-            if not making.done():
-                making.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await making
-        if not conv.revised.is_set() and not making.cancelled():
-            completion, outcome = making.result()
-            return texts, completion, outcome
+            conv.making = None
         conv.services.metrics.outcome("revised")  # the stale answer is dropped
 
 

@@ -108,6 +108,16 @@ def test_a_token_can_come_on_stdin(
     assert code == 0 and TOKEN not in out
 
 
+def test_a_whatsapp_number_in_the_business_app_is_added_as_coexistence(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], db: SyncRedis,
+) -> None:
+    tenant = make_tenant(capsys)
+    code, out, _ = run(capsys, "channel", "add", "--tenant", tenant["id"], "--channel",
+                       "whatsapp", "--account-id", "1066", "--token-env", "PAGE_TOKEN",
+                       "--coexistence", "--json")
+    assert code == 0 and json.loads(out)["coexistence"] is True
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
