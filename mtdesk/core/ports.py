@@ -28,6 +28,16 @@ class Passage(msgspec.Struct, frozen=True, kw_only=True):
     score: float
     answer: str | None = None  # set for a Q&A pair: the stored answer
     chunk_id: str = ""
+    source_id: str = ""  # the knowledge source it comes from
+
+
+class SourceAttachment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A picture or document a knowledge source sends with the answers made from it
+    (``PUT /admin/api/v1/knowledge/{id}/attachment``), by its public https URL."""
+
+    type: str  # "image" | "document"
+    url: str
+    filename: str | None = None
 
 
 class BotConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -50,6 +60,9 @@ class BotConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Mark the person's message read when it is taken up for an answer (Messenger and
     # Instagram still show typing without it; WhatsApp shows typing only with a read).
     read_receipts: bool = True
+    # Instagram comments on the business's media: "off" (recorded only) or "private"
+    # (answered with one private message to the commenter, Meta's Private Replies).
+    comment_replies: str = "off"
     # The model takes images (OpenAI-compatible image content parts): a picture the
     # customer sends is shown to it; otherwise it is told what was sent.
     vision: bool = False
@@ -69,13 +82,17 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     completion_tokens: int = 0
     # Follow-up questions to offer the person (the knowledge base's related Q&A).
     suggestions: tuple[str, ...] = ()
+    # The picture or document of the knowledge source the answer comes from.
+    attachment: SourceAttachment | None = None
 
 
 class ChatModel(Protocol):
     async def complete(
-        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage], *,
+        language: str | None = None,
     ) -> Completion:
-        """Answer; tries the bot's fallback chain. Raises ProviderError when all fail."""
+        """Answer; tries the bot's fallback chain. Raises ProviderError when all fail.
+        ``language``: the customer's (ISO 639-1 code), to answer in; None: not known."""
         ...
 
 
@@ -114,8 +131,11 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     reply_key: str  # the inbound event id this answers; put in metadata, used for idempotency
     reply_to: str | None = None  # WhatsApp context message id
+    comment_id: str | None = None  # a private reply: the Instagram comment it answers
     # Offered under the last part as taps (quick replies, WhatsApp buttons or a list).
     suggestions: tuple[str, ...] = ()
+    # Sent after the text (a knowledge source's picture or document).
+    attachment: SourceAttachment | None = None
 
 
 class Sender(Protocol):

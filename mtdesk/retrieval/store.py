@@ -12,6 +12,7 @@ account is erased cannot create a key of the tenant after the erasure swept its 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
@@ -23,6 +24,7 @@ from redis.exceptions import WatchError
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.errors import DecryptionError, NotFound, StoreUnavailable, TenantErased
+from mtdesk.core.ports import SourceAttachment
 from mtdesk.core.redis import (
     UNAVAILABLE,
     HashFields,
@@ -34,6 +36,7 @@ from mtdesk.core.redis import (
     as_hash,
     as_opt_bytes,
     as_opt_bytes_list,
+    scan_pages,
 )
 from mtdesk.core.sealing import TenantCipher, TenantKey, is_sealed
 from mtdesk.retrieval.chunking import Chunk
@@ -63,6 +66,7 @@ class SourceInfo(msgspec.Struct, kw_only=True):
     updated_ms: int = 0
     url: str | None = None
     pages: int | None = None
+    attachment: SourceAttachment | None = None  # sent with the answers made from it
 
 
 class ChunkRecord(msgspec.Struct, array_like=True, frozen=True):
@@ -140,6 +144,24 @@ class KnowledgeStore:
         if not raw:
             raise NotFound(f"knowledge source {sid!r} not found")
         return _from_fields(raw)
+
+    async def set_attachment(self, tenant: str, sid: str,
+                             attachment: SourceAttachment | None) -> SourceInfo:
+        """The picture or document sent with answers from the source (None: none)."""
+        name = keys.kb_source(tenant, sid)
+
+        async def write(pipe: Pipeline) -> None:
+            if not await pipe.exists(name):
+                raise NotFound(f"knowledge source {sid!r} not found")
+            pipe.multi()
+            if attachment is None:
+                pipe.hdel(name, "attachment")
+            else:
+                pipe.hset(name, "attachment", msgspec.json.encode(attachment))
+            await pipe.execute()
+
+        await self._write(tenant, write, name)
+        return await self.get_source(tenant, sid)
 
     async def source_spec(self, tenant: str, sid: str) -> bytes:
         spec = as_opt_bytes(await self.redis.hget(keys.kb_source(tenant, sid), "spec"))
@@ -401,14 +423,8 @@ class KnowledgeStore:
 
     async def drop_tenant(self, tenant: str) -> None:
         """Remove all knowledge keys of a tenant (account deletion uses the prefix anyway)."""
-        cursor = 0
-        pattern = keys.knowledge(tenant, "*")
-        while True:
-            cursor, found = await self.redis.scan(cursor, match=pattern, count=500)
-            if found:
-                await self.redis.delete(*found)
-            if cursor == 0:
-                break
+        async for found in scan_pages(self.redis, match=keys.knowledge(tenant, "*")):
+            await self.redis.delete(*found)
         stale = [m async for m in self.redis.sscan_iter(keys.KB_PENDING, match=f"{tenant}:*")]
         if stale:
             await self.redis.srem(keys.KB_PENDING, *stale)
@@ -490,6 +506,9 @@ def _from_fields(raw: dict[bytes, bytes]) -> SourceInfo:
         name = k.decode()
         if name in ("spec", "ids"):
             continue
-        if name in SourceInfo.__struct_fields__:
+        if name == "attachment":
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                data[name] = msgspec.json.decode(v, type=SourceAttachment)
+        elif name in SourceInfo.__struct_fields__:
             data[name] = int(v) if name in _INT_FIELDS else v.decode()
     return msgspec.convert(data, SourceInfo)

@@ -5,7 +5,9 @@ Callers rely on:
 - :data:`MAX_CHARS` — a Messenger text is under 2,000 characters;
 - :func:`render_body` — the JSON body of ``POST /{page-id}/messages`` for one part, with
   our metadata ``mtdesk:<reply_key>#<part>`` (Meta echoes it back, so
-  :func:`is_our_metadata` recognizes our own sends). Instagram sends the same body.
+  :func:`is_our_metadata` recognizes our own sends). Instagram sends the same body. A
+  private reply to a comment (``message.comment_id``) is addressed
+  ``recipient: {"comment_id": …}`` instead of the person's id.
 - :func:`render_signals` — the ``sender_action`` bodies shown while an answer is made:
   ``mark_seen`` (the first time, when read receipts are on) then ``typing_on``.
 """
@@ -23,15 +25,16 @@ from mtdesk.channels.suggestions import (
     payload_for,
     title_for,
 )
-from mtdesk.core.ports import OutboundMessage
+from mtdesk.core.ports import OutboundMessage, SourceAttachment
 
 MAX_CHARS: Final = 1999  # "< 2,000 characters"
 METADATA_PREFIX: Final = "mtdesk:"
 METADATA_MAX_CHARS: Final = 1000  # Meta's cap on message.metadata
 
 
-class _Recipient(msgspec.Struct, frozen=True):
-    id: str
+class _Recipient(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: str | None = None
+    comment_id: str | None = None  # a private reply to a comment (Instagram, Page posts)
 
 
 class QuickReply(msgspec.Struct, frozen=True):
@@ -52,6 +55,29 @@ class PageSendBody(msgspec.Struct, frozen=True, kw_only=True):
     recipient: _Recipient
     messaging_type: str  # "RESPONSE": an answer to the user's message
     message: _MessageText
+
+
+class _AttachmentPayload(msgspec.Struct, frozen=True):
+    url: str
+    is_reusable: bool = True
+
+
+class _Attachment(msgspec.Struct, frozen=True):
+    type: str  # "image" | "file"
+    payload: _AttachmentPayload
+
+
+class _MessageAttachment(msgspec.Struct, frozen=True):
+    attachment: _Attachment
+    metadata: str
+
+
+class PageAttachmentBody(msgspec.Struct, frozen=True, kw_only=True):
+    """Messenger / Instagram ``POST /{account-id}/messages`` with an attachment by URL."""
+
+    recipient: _Recipient
+    messaging_type: str
+    message: _MessageAttachment
 
 
 class SenderActionBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,12 +123,22 @@ def render_body(message: OutboundMessage, text: str, part: int,
     ``suggestions`` as quick replies."""
     return _encoder.encode(
         PageSendBody(
-            recipient=_Recipient(message.user_id),
+            recipient=(_Recipient(comment_id=message.comment_id) if message.comment_id
+                       else _Recipient(message.user_id)),
             messaging_type="RESPONSE",
             message=_MessageText(text, metadata_for(message.reply_key, part),
                                  quick_replies(suggestions)),
         )
     )
+
+
+def render_attachment(message: OutboundMessage, attachment: SourceAttachment, part: int) -> bytes:
+    """A picture (``image``) or document (``file``) sent by its URL, with our metadata."""
+    kind = "image" if attachment.type == "image" else "file"
+    return _encoder.encode(PageAttachmentBody(
+        recipient=_Recipient(message.user_id), messaging_type="RESPONSE",
+        message=_MessageAttachment(_Attachment(kind, _AttachmentPayload(attachment.url)),
+                                   metadata_for(message.reply_key, part))))
 
 
 def render_signals(user_id: str, message_id: str, *, read: bool, first: bool) -> list[bytes]:
