@@ -47,13 +47,13 @@ from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, tex
 from mtdesk.actors.records import UNSENT_FIRST, thread_lost
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
 from mtdesk.actors.suggest import suggestions_for
-from mtdesk.actors.turns import context_encoder
+from mtdesk.actors.turns import encode_context
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
-from mtdesk.core.events import Message, Postback
-from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage
+from mtdesk.core.events import Attachment, Message, Postback
+from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage, SourceAttachment
 from mtdesk.core.replystate import on_delivery
 from mtdesk.policy.threads import OWNED_ELSEWHERE
 from mtdesk.retrieval.extractive import is_extractive
@@ -174,7 +174,8 @@ async def _answer(
             [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
         reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
                                  completion.model, reason=_DONE_REASONS.get(outcome, ""),
-                                 suggestions=completion.suggestions)
+                                 suggestions=completion.suggestions,
+                                 attachment=completion.attachment)
         await _send(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
@@ -247,6 +248,9 @@ async def _generate(
         if bot.suggestions:
             completion = msgspec.structs.replace(
                 completion, suggestions=suggestions_for(bot, passages, texts))
+        attachment = await _attachment_of(conv, bot, passages)
+        if attachment is not None:
+            completion = msgspec.structs.replace(completion, attachment=attachment)
         return completion, "sent"
     except (ProviderError, TimeoutError) as exc:
         s.metrics.observe("llm", time.monotonic() - started)
@@ -254,6 +258,51 @@ async def _generate(
                     extra={"tenant": conv.tenant_id, "error": type(exc).__name__})
         return Completion(text=bot.fallback_message, provider="fallback",
                           model=str(getattr(exc, "provider", "timeout"))), "fallback"
+
+
+async def _attachment_of(
+    conv: Conversation, bot: BotConfig, passages: list[Passage]
+) -> SourceAttachment | None:
+    """The picture or document of the knowledge source of the best passage shown (the
+    one the answer most likely comes from), if it has one. Never fails the answer."""
+    shown = shown_passages(bot, passages)
+    if not shown or not shown[0].source_id:
+        return None
+    try:
+        raw = await conv.services.redis.hget(keys.kb_source(conv.tenant_id, shown[0].source_id),
+                                             "attachment")
+        return msgspec.json.decode(raw, type=SourceAttachment) if raw else None
+    except Exception as exc:  # noqa: BLE001 - the text answer goes out regardless
+        log.warning("knowledge attachment not read",
+                    extra={"tenant": conv.tenant_id, "error": type(exc).__name__})
+        return None
+
+
+async def _send_attachment(conv: Conversation, reply: OutgoingReply) -> None:
+    """After the text went: the knowledge source's picture or document, recorded in the
+    history as the reply's next part. Best effort (a failure is logged and counted; the
+    reply stays sent): not resent after a restart."""
+    s = conv.services
+    attachment = reply.attachment
+    if attachment is None or conv.forgotten:
+        return
+    part = len(reply.parts)
+    try:
+        message_id = await s.sender.send_attachment(reply.outbound(), attachment, part)
+    except MTDeskError as exc:
+        s.metrics.outcome("attachment_failed")
+        log.warning("knowledge attachment not sent",
+                    extra={"tenant": reply.tenant_id, "error": type(exc).__name__})
+        return
+    entry = msgspec.structs.replace(
+        reply.part_message(part, message_id, conv.now_ms()),
+        attachments=(Attachment(type=attachment.type, url=attachment.url,
+                                filename=attachment.filename),))
+    try:
+        await s.store.append(reply.tenant_id, entry, now_ms=conv.now_ms())
+    except Exception as exc:  # noqa: BLE001 - sent; the reply is done either way
+        log.warning("knowledge attachment sent but not recorded",
+                    extra={"tenant": reply.tenant_id, "error": type(exc).__name__})
 
 
 async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[Passage], bool]:
@@ -328,7 +377,7 @@ async def _send(
         updated = msgspec.structs.replace(
             conv.context, turns=sent_turns if state is ReplyState.SENT else turns)
         return ContextWrite(keys.context(conv.tenant_id, conv.key),
-                            context_encoder.encode(updated), s.store.ttl_s)
+                            encode_context(updated, conv.sealer, conv.key), s.store.ttl_s)
 
     if reply.channel == "whatsapp" and s.replies.limiter is not None and \
             await s.tenants.coexistence(reply.tenant_id, reply.channel, reply.account_id):
@@ -376,6 +425,8 @@ async def _send(
     s.metrics.observe("send", time.monotonic() - started)
     s.metrics.outcome(outcome)
     _tally(conv, burst, reply, run.ended, reason)
+    if run.ended is ReplyState.SENT and reply.attachment is not None:
+        await _send_attachment(conv, reply)
     for b in burst:
         s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
         s.ledger.done(b)

@@ -39,12 +39,13 @@ from mtdesk.actors.turns import (
     PromptBuilder,
     bounded,
     build_prompt,
-    context_decoder,
-    context_encoder,
+    decode_context,
+    encode_context,
 )
 from mtdesk.actors.work import ConversationServices, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
+from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import (
     Echo,
     Edit,
@@ -60,6 +61,7 @@ from mtdesk.core.events import (
 from mtdesk.core.ports import ChatMessage
 from mtdesk.core.redis import Redis, as_opt_bytes
 from mtdesk.core.retrying import retry_transient
+from mtdesk.core.sealing import TenantKey
 
 __all__ = ["Conversation", "ConversationServices", "PromptBuilder", "WorkItem",
            "build_prompt", "greeted"]
@@ -73,10 +75,14 @@ class Conversation:
     def __init__(
         self, tenant_id: str, key: str, services: ConversationServices,
         context: ConversationContext,
+        sealer: TenantKey | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.key = key
         self.context = context
+        # The tenant's data key: the context is sealed with it (held while the
+        # conversation is: an erasure drops the conversation, and the key with it).
+        self.sealer = sealer or TenantKey(tenant_id, None)
         self.services = services
         self.queue: deque[WorkItem] = deque()  # in order; bursts take from its front
         self._task: asyncio.Task[None] | None = None
@@ -91,13 +97,15 @@ class Conversation:
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
-    async def restore(redis: Redis, tenant_id: str, key: str) -> ConversationContext:
+    async def restore(
+        redis: Redis, tenant_id: str, key: str, sealer: TenantKey | None = None,
+    ) -> ConversationContext:
         raw = as_opt_bytes(await redis.get(keys.context(tenant_id, key)))
         if raw is None:
             return ConversationContext()
         try:
-            return context_decoder.decode(raw)
-        except msgspec.DecodeError:
+            return decode_context(raw, sealer or TenantKey(tenant_id, None), key)
+        except (msgspec.DecodeError, DecryptionError):
             log.warning("conversation context undecodable, starting fresh", extra={"conv": key})
             return ConversationContext()
 
@@ -133,7 +141,8 @@ class Conversation:
         if self.forgotten:
             return
         await self.services.redis.set(
-            keys.context(self.tenant_id, self.key), context_encoder.encode(self.context),
+            keys.context(self.tenant_id, self.key),
+            encode_context(self.context, self.sealer, self.key),
             ex=self.services.store.ttl_s,
         )
         self._dirty = False

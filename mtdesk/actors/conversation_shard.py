@@ -56,11 +56,13 @@ from mtdesk.actors.turns import PromptBuilder, build_prompt
 from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock
-from mtdesk.core.events import decode_event
+from mtdesk.core.errors import DecryptionError
+from mtdesk.core.events import EVENT_FAMILY, decode_event
 from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, Retriever
 from mtdesk.core.redis import Redis
+from mtdesk.core.sealing import TenantCipher, is_sealed
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.notices import Notice, listen_for_notices
 
@@ -83,6 +85,8 @@ class ShardServices:
     prompt_builder: PromptBuilder = build_prompt
     # Called with a tenant whose account was erased: drop its cached credentials.
     forget_credentials: Callable[[str], None] | None = None
+    # The tenants' data keys: events, history, replies and contexts are sealed with them.
+    cipher: TenantCipher = field(default_factory=TenantCipher.disabled)
     media: MediaDesk | None = None
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
@@ -116,6 +120,7 @@ class ConversationShard:
         self.consumer = f"shard-{index}"
         self._svc = services
         self._redis = services.redis
+        self._cipher = services.cipher
         self._settings = services.settings
         self._batch = batch
         self._block_ms = block_ms
@@ -137,11 +142,13 @@ class ConversationShard:
         settings = services.settings
         self._conv_services = ConversationServices(
             redis=services.redis, settings=settings, clock=services.clock,
-            store=MessageStore(services.redis, retention_days=settings.retention_days),
+            store=MessageStore(services.redis, retention_days=settings.retention_days,
+                               cipher=services.cipher),
             replies=ReplyStore(services.redis, ttl_s=settings.dedup_ttl_s,
                                history_ttl_s=settings.retention_days * 86400,
-                               limiter=services.limiter, clock=services.clock),
-            tenants=TenantView(services.redis), sender=services.sender,
+                               limiter=services.limiter, clock=services.clock,
+                               cipher=services.cipher),
+            tenants=TenantView(services.redis, cipher=services.cipher), sender=services.sender,
             chat_model=services.chat_model, metrics=self.metrics, ledger=self,
             retriever=services.retriever, prompt_builder=services.prompt_builder,
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
@@ -160,7 +167,13 @@ class ConversationShard:
         self.subscribed = asyncio.Event()  # set while subscribed to erasure notices
         self._erasure = ShardErasure(self._convs, services.redis, self._conv_services.tenants,
                                            services.retriever, shard=index,
-                                           forget_credentials=services.forget_credentials)
+                                           forget_credentials=self._forget_tenant)
+
+    def _forget_tenant(self, tenant: str) -> None:
+        """An account erased: its cached credentials and data key leave the process."""
+        self._cipher.forget(tenant)
+        if self._svc.forget_credentials is not None:
+            self._svc.forget_credentials(tenant)
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -333,12 +346,18 @@ class ConversationShard:
             self._queue_ack(partition, entry_id)
             return
         try:
-            event = decode_event(fields[b"e"])
             tenant_id = fields[b"t"].decode()
+            raw = fields[b"e"]
+            if is_sealed(raw):  # sealed by the gateway with the tenant's data key
+                sealer = self._cipher.cached(tenant_id) or await self._cipher.key(
+                    tenant_id, create=False)
+                raw = sealer.open(EVENT_FAMILY, "", raw)
+            event = decode_event(raw)
             received_ms = int(fields.get(b"r", b"0") or 0)
-        except (KeyError, ValueError, msgspec.DecodeError):
-            log.error("undecodable inbound entry dropped", extra={"entry": entry_id,
-                                                                  "partition": partition})
+        except (KeyError, ValueError, msgspec.DecodeError, DecryptionError) as exc:
+            # A DecryptionError: the tenant's data key is gone (its account was erased).
+            log.error("undecodable inbound entry dropped", extra={
+                "entry": entry_id, "partition": partition, "error": type(exc).__name__})
             self.metrics.outcome("undecodable")
             self._queue_ack(partition, entry_id)
             return
@@ -362,8 +381,9 @@ class ConversationShard:
         while len(self._convs) >= self._settings.max_active_conversations:
             if not await self._evict_one():
                 await self._wait_capacity()  # every conversation is busy: backpressure
-        context = await Conversation.restore(self._redis, tenant_id, conversation)
-        conv = Conversation(tenant_id, conversation, self._conv_services, context)
+        sealer = self._cipher.cached(tenant_id) or await self._cipher.key(tenant_id)
+        context = await Conversation.restore(self._redis, tenant_id, conversation, sealer)
+        conv = Conversation(tenant_id, conversation, self._conv_services, context, sealer)
         self._convs[slot] = conv
         return conv
 

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from mtdesk.actors.admission import UNSENT_FIRST
-from mtdesk.actors.turns import ConversationContext, context_decoder, context_encoder, without_texts
+from mtdesk.actors.turns import ConversationContext, decode_context, encode_context, without_texts
 from mtdesk.actors.window import window_end
 from mtdesk.channels.outbound import is_our_metadata
 from mtdesk.core import keys
+from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import (
     Echo,
     Edit,
@@ -285,11 +286,11 @@ async def on_user_changed(conv: Conversation, item: WorkItem, event: UserChanged
         there = ConversationContext()
         if raw is not None:
             try:
-                there = context_decoder.decode(raw)
-            except msgspec.DecodeError:
+                there = decode_context(raw, conv.sealer, new_key)
+            except (msgspec.DecodeError, DecryptionError):
                 pass
         merged = _merged(conv.context, there, s.settings.history_turns)
-        await redis.set(keys.context(tid, new_key), context_encoder.encode(merged),
+        await redis.set(keys.context(tid, new_key), encode_context(merged, conv.sealer, new_key),
                         ex=s.store.ttl_s)
         await redis.delete(keys.context(tid, conv.key))
         paused_ms = int(await redis.pttl(keys.paused(tid, conv.key)))

@@ -39,10 +39,16 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from mtdesk.actors.graph_errors import classify, graph_error_from_response
 from mtdesk.actors.ratelimit import SendPermits, SendRateLimiter
 from mtdesk.actors.stats import PerRegistry
-from mtdesk.channels.outbound import render_body, split_text
+from mtdesk.channels.outbound import render_attachment, render_body, split_text
 from mtdesk.core.errors import GraphError, ValidationError
 from mtdesk.core.events import Channel
-from mtdesk.core.ports import ChannelCredentials, CredentialSource, OutboundMessage, SendResult
+from mtdesk.core.ports import (
+    ChannelCredentials,
+    CredentialSource,
+    OutboundMessage,
+    SendResult,
+    SourceAttachment,
+)
 from mtdesk.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -176,6 +182,15 @@ class GraphSender:
             yield index, message_id
         log.info("sent reply=%s channel=%s parts=%d/%d", message.reply_key, message.channel,
                  max(0, len(parts) - start), len(parts))
+
+    async def send_attachment(
+        self, message: OutboundMessage, attachment: SourceAttachment, part: int
+    ) -> str:
+        """Send ``attachment`` by its URL as part ``part`` of ``message`` (a rate permit
+        first, retried like a text part); its Graph message id. Raises GraphError."""
+        url = f"{self._base}/{quote(message.account_id, safe='')}/messages"
+        body = render_attachment(message, attachment, part)
+        return await self._send_part(message, url, body, self._limiter)
 
     async def _send_part(
         self, message: OutboundMessage, url: str, body: bytes, permits: SendPermits | None

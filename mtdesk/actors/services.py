@@ -77,15 +77,18 @@ async def build_shard_services(
     providers = ProviderChatModel(settings)
     model = ModelRouter(providers, offline_model or ExtractiveModel())
     transcriber = Transcriber.from_settings(settings)
+    # One cache of data keys for everything the shard seals (events, history, media…).
+    cipher = TenantCipher.from_settings(redis, settings)
     media = MediaDesk(
-        sender, credentials,
-        MediaStore(redis, cipher=TenantCipher.from_settings(redis, settings)),
-        MessageStore(redis, retention_days=settings.retention_days), transcriber=transcriber,
+        sender, credentials, MediaStore(redis, cipher=cipher),
+        MessageStore(redis, retention_days=settings.retention_days, cipher=cipher),
+        transcriber=transcriber,
         **{"max_bytes": settings.media_max_bytes, "timeout_s": settings.media_fetch_timeout_s,
            "retries": settings.media_retries, **(media_options or {})})
     services = ShardServices(redis=redis, sender=sender, chat_model=model, settings=settings,
                              clock=clock, retriever=retriever, limiter=limiter,
-                             forget_credentials=credentials.forget_tenant, media=media)
+                             forget_credentials=credentials.forget_tenant, media=media,
+                             cipher=cipher)
     services.closers = [redis.aclose, session.close, model.aclose, media.aclose]
     if transcriber is not None:
         services.closers.append(transcriber.aclose)

@@ -13,15 +13,17 @@ from cachetools import TTLCache
 from mtdesk.core import keys
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import Redis, as_opt_bytes
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.tenants import Bots
 
 DISCONNECTED = b"disconnected"
 
 
 class TenantView:
-    def __init__(self, redis: Redis, *, ttl_s: float = 2.0, max_entries: int = 10_000) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: float = 2.0, max_entries: int = 10_000,
+                 cipher: TenantCipher | None = None) -> None:
         self._redis = redis
-        self._bots = Bots(redis)
+        self._bots = Bots(redis, cipher)
         self._bot_cache: TTLCache[str, BotConfig] = TTLCache(max_entries, ttl_s)
         self._channel_cache: TTLCache[tuple[str, str, str], tuple[bool, bool]] = TTLCache(
             max_entries, ttl_s)

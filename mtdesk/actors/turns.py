@@ -21,6 +21,7 @@ import msgspec
 from mtdesk.channels.suggestions import suggestion_of
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Passage
+from mtdesk.core.sealing import CONTEXT_FAMILY, TenantKey
 from mtdesk.policy.threads import ThreadControl
 
 
@@ -34,6 +35,10 @@ class ConversationContext(msgspec.Struct, kw_only=True):
     # ``turns`` (which may be kept empty: history_turns 0) it says the conversation is
     # not new, so no greeting.
     replied: bool = False
+    # ``turns`` and ``bot_state`` sealed with the tenant's data key (family
+    # :data:`CONTEXT_FAMILY`, id: the conversation key) as msgpack ``[turns, bot_state]``;
+    # both are empty in the stored form then. Only ever set in Redis, never in memory.
+    sealed: bytes | None = None
     # Who owns the thread (Messenger/Instagram handover protocol; mtdesk.policy.threads):
     # "" this app, else the owning app's id; and when that was said.
     thread_owner: str = ""
@@ -55,6 +60,28 @@ class ConversationContext(msgspec.Struct, kw_only=True):
 
 context_encoder = msgspec.msgpack.Encoder()
 context_decoder = msgspec.msgpack.Decoder(ConversationContext)
+_private_decoder = msgspec.msgpack.Decoder(tuple[list[ChatMessage], dict[str, str]])
+
+
+def encode_context(context: ConversationContext, key: TenantKey, conversation: str) -> bytes:
+    """The stored form: what the person and the bot said sealed when ``key`` seals."""
+    if key.enabled and (context.turns or context.bot_state):
+        private = context_encoder.encode((context.turns, context.bot_state))
+        context = msgspec.structs.replace(
+            context, turns=[], bot_state={},
+            sealed=key.seal(CONTEXT_FAMILY, conversation, private))
+    return context_encoder.encode(context)
+
+
+def decode_context(raw: bytes, key: TenantKey, conversation: str) -> ConversationContext:
+    """A stored context, opened (one stored before sealing reads as it is). Raises
+    msgspec.DecodeError or DecryptionError when it cannot be read."""
+    context = context_decoder.decode(raw)
+    if context.sealed is not None:
+        turns, bot_state = _private_decoder.decode(
+            key.open(CONTEXT_FAMILY, conversation, context.sealed))
+        context = msgspec.structs.replace(context, turns=turns, bot_state=bot_state, sealed=None)
+    return context
 
 PromptBuilder = Callable[[BotConfig, list[ChatMessage], list[str], list[Passage]], list[ChatMessage]]
 

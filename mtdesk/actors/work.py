@@ -28,7 +28,7 @@ from mtdesk.core.analytics import Tally
 from mtdesk.core.clock import Clock
 from mtdesk.core.events import Channel, Event
 from mtdesk.core.history import MessageStore
-from mtdesk.core.ports import ChatModel, OutboundMessage, Retriever
+from mtdesk.core.ports import ChatModel, OutboundMessage, Retriever, SourceAttachment
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 
@@ -66,6 +66,10 @@ class ReplySender(Protocol):
 
     async def signal(self, channel: Channel, account_id: str, bodies: Sequence[bytes]) -> bool:
         ...
+
+    async def send_attachment(
+        self, message: OutboundMessage, attachment: SourceAttachment, part: int
+    ) -> str: ...
 
 
 @dataclass

@@ -76,6 +76,15 @@ class NewKnowledge(TenantScoped, frozen=True, kw_only=True):
     max_seconds: Annotated[float, Meta(ge=1, le=3600)] = 120.0
 
 
+class KnowledgeAttachment(TenantScoped, frozen=True, kw_only=True):
+    """``PUT /knowledge/{id}/attachment``: a public https URL of a picture or document
+    sent with the answers made from the source."""
+
+    url: Annotated[str, Meta(min_length=9, max_length=2_000)]
+    type: Literal["image", "document"]
+    filename: Annotated[str, Meta(min_length=1, max_length=240)] | None = None
+
+
 class RetentionChange(TenantScoped, frozen=True, kw_only=True):
     """``PUT /retention``: whole days, at most the server's ``MTDESK_RETENTION_DAYS``."""
 

@@ -22,13 +22,12 @@ from aiohttp import web
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import tenant_scope
 from mtdesk.core import keys
-from mtdesk.core.appkeys import REDIS, SETTINGS
+from mtdesk.core.appkeys import REDIS, SETTINGS, cipher_of
 from mtdesk.core.errors import NotFound, ValidationError
 from mtdesk.core.history import MessageStore
 from mtdesk.core.http import json_response
 from mtdesk.core.media import MediaStore
 from mtdesk.core.redis import as_scored
-from mtdesk.core.sealing import TenantCipher
 
 # Types a browser may show inline from our origin (never HTML, SVG or scripts).
 _INLINE = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -79,7 +78,8 @@ async def list_messages(request: web.Request) -> web.Response:
     redis = request.config_dict[REDIS]
     if await redis.zscore(keys.conversations(tid), conv) is None:
         raise NotFound(f"conversation {conv!r} not found")
-    store = MessageStore(redis, retention_days=request.config_dict[SETTINGS].retention_days)
+    store = MessageStore(redis, retention_days=request.config_dict[SETTINGS].retention_days,
+                         cipher=cipher_of(request.config_dict))
     messages = await store.read(
         tid, conv, start="-" if after is None else f"({after}", count=limit
     )
@@ -94,8 +94,7 @@ async def get_media(request: web.Request) -> web.Response:
     if not _ENTRY.fullmatch(ref):
         raise ValidationError("ref", "must be the ref of a file from a media message")
     redis = request.config_dict[REDIS]
-    store = MediaStore(redis, cipher=TenantCipher.from_settings(
-        redis, request.config_dict[SETTINGS]))
+    store = MediaStore(redis, cipher=cipher_of(request.config_dict))
     found = await store.get(tid, conv, ref)
     if found is None:
         raise NotFound(f"file {ref!r} not found in conversation {conv!r}")

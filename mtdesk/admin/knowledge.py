@@ -7,6 +7,9 @@
 - ``GET /admin/api/v1/knowledge`` → ``{"sources": [...]}`` with status and progress.
 - ``GET /admin/api/v1/knowledge/{id}``, ``POST …/{id}/resync`` (202), ``DELETE …/{id}``.
 - ``GET /admin/api/v1/knowledge/search?q=…&k=5`` → ``{"passages": [...]}``.
+- ``PUT /admin/api/v1/knowledge/{id}/attachment`` ``{"url", "type": "image"|"document",
+  "filename"?}`` → the source: that picture or document (a public ``https`` URL, Meta
+  fetches it) is sent after every answer made from the source; ``DELETE`` removes it.
 
 The composition root may put a shared :class:`KnowledgeService` and retriever in the app
 under :data:`KB_SERVICE` / :data:`KB_RETRIEVER`; otherwise this module makes its own on
@@ -25,17 +28,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import ForTenant, tenant_scope
-from mtdesk.admin.bodies import NewKnowledge
+from mtdesk.admin.bodies import KnowledgeAttachment, NewKnowledge
 from mtdesk.admin.decode import body_errors, read_body
-from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS, cipher_of
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.http import json_response
+from mtdesk.core.ports import SourceAttachment
 from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Tenants
 from mtdesk.policy.erasure.notices import Notice, erased_tenant, listen_for_notices
@@ -67,7 +72,8 @@ async def _service(request: web.Request) -> KnowledgeService:
     own = request.config_dict[_OWN]
     service = own.service
     if service is None:
-        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK])
+        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK],
+                               cipher_of(request.config_dict))
         retriever = _retriever(request)
         service = KnowledgeService(store, request.config_dict[SETTINGS], on_change=retriever.refresh)
         await service.start()
@@ -79,7 +85,8 @@ def _retriever(request: web.Request) -> KnowledgeRetriever:
     own = request.config_dict[_OWN]
     retriever = request.config_dict.get(KB_RETRIEVER) or own.retriever
     if retriever is None:
-        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK])
+        store = KnowledgeStore(request.config_dict[REDIS], request.config_dict[CLOCK],
+                               cipher_of(request.config_dict))
         retriever = own.retriever = local_retriever(store, request.config_dict[SETTINGS])
     if own.follower is None:
         own.follower = ErasureFollower(request.config_dict[REDIS], retriever)
@@ -174,7 +181,11 @@ def upload_name(raw: str | None) -> str:
 async def _add_file(request: web.Request) -> web.Response:
     tid = await _tenant(request)
     limit = request.config_dict[SETTINGS].kb_max_file_bytes
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError:  # aiohttp: "boundary missed": the client's mistake, a 400
+        raise ValidationError(
+            "Content-Type", "multipart/form-data needs its boundary parameter") from None
     while True:
         try:
             part = await reader.next()
@@ -221,6 +232,27 @@ async def delete_source(request: web.Request) -> web.Response:
     return json_response({"deleted": sid, "chunks": removed})
 
 
+async def put_attachment(request: web.Request) -> web.Response:
+    body = await read_body(request, KnowledgeAttachment)
+    tid = await _tenant(request, body)
+    with body_errors(KnowledgeAttachment):
+        url = body.url.strip()
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in url):
+            raise ValidationError("url", "must be a public https:// address Meta can fetch")
+        if body.filename is not None and any(ord(c) < 32 for c in body.filename):
+            raise ValidationError("filename", "must not contain control characters")
+        attachment = SourceAttachment(type=body.type, url=url, filename=body.filename)
+    store = (await _service(request)).store
+    return json_response(await store.set_attachment(tid, request.match_info["id"], attachment))
+
+
+async def delete_attachment(request: web.Request) -> web.Response:
+    tid = await _tenant(request)
+    store = (await _service(request)).store
+    return json_response(await store.set_attachment(tid, request.match_info["id"], None))
+
+
 async def search(request: web.Request) -> web.Response:
     tid = await _tenant(request)
     query = request.query.get("q", "").strip()
@@ -255,4 +287,6 @@ def add_routes(admin: web.Application) -> None:
     r.add_get(base + "/{id}", get_source)
     r.add_post(base + "/{id}/resync", resync_source)
     r.add_delete(base + "/{id}", delete_source)
+    r.add_put(base + "/{id}/attachment", put_attachment)
+    r.add_delete(base + "/{id}/attachment", delete_attachment)
     admin.on_shutdown.append(_cleanup)

@@ -31,7 +31,7 @@ from mtdesk.admin.auth import principal, tenant_scope
 from mtdesk.admin.billing import cancel_subscription
 from mtdesk.admin.bodies import RetentionChange
 from mtdesk.admin.decode import body_errors, read_body
-from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS, cipher_of
 from mtdesk.core.http import json_response
 from mtdesk.core.tenants import Channels, Tenants
 from mtdesk.policy.erasure.jobs import DeletionJob, DeletionJobs
@@ -85,7 +85,9 @@ async def _stream(
 async def export_all(request: web.Request) -> web.StreamResponse:
     tid = tenant_scope(request)
     redis, clock = request.config_dict[REDIS], request.config_dict[CLOCK]
-    return await _stream(request, export_tenant(redis, clock, tid), f"mtdesk-export-{tid}.json")
+    cipher = cipher_of(request.config_dict)
+    return await _stream(request, export_tenant(redis, clock, tid, cipher=cipher),
+                         f"mtdesk-export-{tid}.json")
 
 
 async def export_one_user(request: web.Request) -> web.StreamResponse:
@@ -93,7 +95,9 @@ async def export_one_user(request: web.Request) -> web.StreamResponse:
     channel, user_id = request.match_info["channel"], request.match_info["user_id"]
     redis, clock = request.config_dict[REDIS], request.config_dict[CLOCK]
     return await _stream(
-        request, export_user(redis, clock, tid, channel, user_id), f"mtdesk-export-{channel}.json"
+        request, export_user(redis, clock, tid, channel, user_id,
+                             cipher=cipher_of(request.config_dict)),
+        f"mtdesk-export-{channel}.json"
     )
 
 

@@ -14,7 +14,7 @@ from mtdesk.admin.app import API_BASE, admin_routes, vault_of
 from mtdesk.admin.auth import ForTenant, require_operator, tenant_scope
 from mtdesk.admin.bodies import BotChange, NewChannel, NewTenant, TenantStatusChange
 from mtdesk.admin.decode import body_errors, read_body
-from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS, cipher_of
 from mtdesk.core.http import json_response
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.tenants import Bots, Channels, Tenants, apply_bot_update
@@ -112,13 +112,13 @@ async def put_bot(request: web.Request) -> web.Response:
     # PUT replaces: fields left out take their defaults.
     with body_errors(BotChange):
         config = apply_bot_update(body, providers, BotConfig())
-    stored = await Bots(request.config_dict[REDIS]).put(tid, config)
+    stored = await Bots(request.config_dict[REDIS], cipher_of(request.config_dict)).put(tid, config)
     return json_response(msgspec.structs.asdict(stored))
 
 
 async def get_bot(request: web.Request) -> web.Response:
     tid = await _scoped_tenant(request)
-    config = await Bots(request.config_dict[REDIS]).get(tid)
+    config = await Bots(request.config_dict[REDIS], cipher_of(request.config_dict)).get(tid)
     # Show every field, defaults included, so the caller sees what is in force.
     return json_response(msgspec.structs.asdict(config))
 

@@ -36,11 +36,12 @@ from mtdesk.channels.messenger.outbound import is_our_metadata, metadata_for
 from mtdesk.channels.whatsapp import outbound as whatsapp
 from mtdesk.channels.whatsapp.outbound import MAX_CHARS as WHATSAPP_MAX_CHARS
 from mtdesk.core.events import Channel
-from mtdesk.core.ports import OutboundMessage
+from mtdesk.core.ports import OutboundMessage, SourceAttachment
 
 __all__ = [
     "INSTAGRAM_MAX_BYTES", "MESSENGER_MAX_CHARS", "WHATSAPP_MAX_CHARS", "is_our_metadata",
-    "metadata_for", "render_body", "render_parts", "render_signals", "split_text",
+    "metadata_for", "render_attachment", "render_body", "render_parts", "render_signals",
+    "split_text",
     "within_limit",
 ]
 
@@ -57,12 +58,16 @@ class _Outbound(NamedTuple):
     # (message, part text, part no., suggestions to offer under this part)
     render: Callable[[OutboundMessage, str, int, tuple[str, ...]], bytes]
     signals: Callable[..., list[bytes]]  # (user id, message id, *, read, first)
+    attachment: Callable[[OutboundMessage, SourceAttachment, int], bytes]  # (…, part no.)
 
 
 _CHANNELS: Final[dict[str, _Outbound]] = {
-    "messenger": _Outbound(messenger.fit, messenger.render_body, messenger.render_signals),
-    "instagram": _Outbound(instagram.fit, instagram.render_body, instagram.render_signals),
-    "whatsapp": _Outbound(whatsapp.fit, whatsapp.render_body, whatsapp.render_signals),
+    "messenger": _Outbound(messenger.fit, messenger.render_body, messenger.render_signals,
+                           messenger.render_attachment),
+    "instagram": _Outbound(instagram.fit, instagram.render_body, instagram.render_signals,
+                           instagram.render_attachment),
+    "whatsapp": _Outbound(whatsapp.fit, whatsapp.render_body, whatsapp.render_signals,
+                          whatsapp.render_attachment),
 }
 
 
@@ -122,6 +127,11 @@ def render_parts(message: OutboundMessage) -> list[bytes]:
     parts = split_text(message.channel, message.text)
     return [render(message, text, i, message.suggestions if i == len(parts) - 1 else ())
             for i, text in enumerate(parts)]
+
+
+def render_attachment(message: OutboundMessage, attachment: SourceAttachment, part: int) -> bytes:
+    """The body that sends ``attachment`` (by its URL) as part ``part`` of ``message``."""
+    return _CHANNELS[message.channel].attachment(message, attachment, part)
 
 
 def render_signals(channel: Channel, user_id: str, message_id: str, *, read: bool,

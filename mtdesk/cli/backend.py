@@ -31,12 +31,14 @@ async def knowledge_shard_services(settings: Settings) -> Any:
     from mtdesk.actors.retrieval_deploy import shard_retriever
     from mtdesk.actors.services import build_shard_services
     from mtdesk.core.redis import connect
+    from mtdesk.core.sealing import TenantCipher
     from mtdesk.retrieval.extractive import ExtractiveModel
     from mtdesk.retrieval.store import KnowledgeStore
 
     # Default cap: every conversation in flight may look its tenant's knowledge up at once
     # (16 made retrieval fail under load in bench e2e; the bot then answers without it).
-    store = KnowledgeStore(connect(settings.redis_url))
+    redis = connect(settings.redis_url)
+    store = KnowledgeStore(redis, cipher=TenantCipher.from_settings(redis, settings))
     retriever = shard_retriever(store, settings, settings.retrieval_shards,
                                 namespace=NAMESPACE)
     services = await build_shard_services(settings, offline_model=ExtractiveModel(),

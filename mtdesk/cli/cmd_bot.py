@@ -14,6 +14,7 @@ from mtdesk.core.clock import SystemClock
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import Redis
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Bots, BotUpdate, Tenants, apply_bot_update
 from mtdesk.core.validation import convert
@@ -91,7 +92,7 @@ def _set(args: argparse.Namespace) -> int:
 
     async def job(redis: Redis, settings: Settings) -> BotConfig:
         await Tenants(redis, SystemClock()).get(args.tenant)
-        bots = Bots(redis)
+        bots = Bots(redis, TenantCipher.from_settings(redis, settings))
         config = apply_bot_update(changes, settings.providers, await bots.get(args.tenant))
         return await bots.put(args.tenant, config)
 
@@ -102,7 +103,7 @@ def _set(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     async def job(redis: Redis, settings: Settings) -> BotConfig:
         await Tenants(redis, SystemClock()).get(args.tenant)
-        return await Bots(redis).get(args.tenant)
+        return await Bots(redis, TenantCipher.from_settings(redis, settings)).get(args.tenant)
 
     _print(run_with_store(job))
     return 0

@@ -12,6 +12,7 @@ from mtdesk.cli.store_session import run_with_store
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.redis import Redis
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.params import validate_end_user
 from mtdesk.policy.export import export_tenant, export_user
@@ -49,8 +50,9 @@ def _export(args: argparse.Namespace) -> int:
 
     async def job(redis: Redis, settings: Settings) -> int:
         clock = SystemClock()
-        chunks = (export_user(redis, clock, args.tenant, *user) if user
-                  else export_tenant(redis, clock, args.tenant))
+        cipher = TenantCipher.from_settings(redis, settings)
+        chunks = (export_user(redis, clock, args.tenant, *user, cipher=cipher) if user
+                  else export_tenant(redis, clock, args.tenant, cipher=cipher))
         first = await chunks.__anext__()  # errors before a file is created
         target: IO[bytes] = out_path.open("wb") if out_path else sys.stdout.buffer
         target.write(first)

@@ -80,13 +80,14 @@ def _print(data: Any) -> None:
 def _with_service(args: argparse.Namespace, work: Any) -> Any:
     from mtdesk.cli.store_session import run_with_store
     from mtdesk.core.clock import SystemClock
+    from mtdesk.core.sealing import TenantCipher
     from mtdesk.core.tenants import Tenants
     from mtdesk.retrieval.ingest import KnowledgeService
     from mtdesk.retrieval.store import KnowledgeStore
 
     async def job(redis: Any, settings: Any) -> Any:
         await Tenants(redis, SystemClock()).get(args.tenant)
-        store = KnowledgeStore(redis)
+        store = KnowledgeStore(redis, cipher=TenantCipher.from_settings(redis, settings))
         service = KnowledgeService(store, settings)
         await service.start(resume=False)
         try:

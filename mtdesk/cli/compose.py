@@ -17,7 +17,7 @@ from redis.backoff import ExponentialBackoff
 from mtdesk.actors.stats import live_shards, read_shard_stats, render_shard_stats
 from mtdesk.admin.app import setup_admin
 from mtdesk.core import cluster
-from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS, cipher_of
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.redis import Redis, connect
 from mtdesk.core.settings import Settings
@@ -60,6 +60,7 @@ def build_app(
     app[REDIS] = redis if redis is not None else make_redis(settings)
     if owned:
         app.on_cleanup.append(_close_redis)
+    cipher_of(app)  # one cache of tenant data keys for every route of the process
 
     setup_gateway(app, multiprocess_dir=metrics_dir)
     setup_meta_deletion(app)

@@ -257,6 +257,11 @@ event_encoder = msgspec.msgpack.Encoder()
 event_decoder: msgspec.msgpack.Decoder[Event] = msgspec.msgpack.Decoder(Event)
 
 
+EVENT_FAMILY = "event"
+"""An inbound stream entry's event sealed with its tenant's data key (the entry's ``e``
+field; id ``""``: the entry is transient, and its tenant field ``t`` says whose key)."""
+
+
 def encode_event(event: Event) -> bytes:
     return event_encoder.encode(event)
 

@@ -41,6 +41,7 @@ from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, S
 from mtdesk.core.media import MediaRecord
 from mtdesk.core.redis import Redis, as_entries, as_hash, as_scored
 from mtdesk.core.scripts import LuaScript, lua_source
+from mtdesk.core.sealing import TenantCipher, TenantKey
 
 Direction = Literal["in", "out"]
 
@@ -82,6 +83,11 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     part: int = 0  # outbound: index of this part of a split reply
     media: tuple[MediaRecord, ...] = ()  # kind "media": the attachments' references
     entry: str = ""  # the stream entry id; filled in when read, empty when stored
+    # ``text``, ``attachments`` and ``media`` (captions, file names, transcripts) sealed
+    # with the tenant's data key (family "message", id ``message_id``); all three are
+    # empty in the stored form then. None: stored in the
+    # clear (written before sealing, or by a process without MTDESK_ENCRYPTION_KEYS).
+    sealed: bytes | None = None
 
 
 class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,15 +97,40 @@ class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StoredMessage)
+_private_decoder = msgspec.msgpack.Decoder(
+    tuple[str | None, tuple[Attachment, ...], tuple[MediaRecord, ...]])
+SEALED_FAMILY = "message"
 
 
-def encode_message(message: StoredMessage) -> bytes:
+def encode_message(message: StoredMessage, key: TenantKey | None = None) -> bytes:
+    """The stored form; with an enabled ``key`` the text and attachments are sealed."""
+    if key is not None and key.enabled and (
+            message.text is not None or message.attachments or message.media):
+        private = _encoder.encode((message.text, message.attachments, message.media))
+        message = msgspec.structs.replace(
+            message, text=None, attachments=(), media=(),
+            sealed=key.seal(SEALED_FAMILY, message.message_id, private))
     return _encoder.encode(message)
 
 
-def decode_message(data: bytes, entry: str = "") -> StoredMessage:
+def decode_message(data: bytes, entry: str = "", key: TenantKey | None = None) -> StoredMessage:
+    """A stored message. Sealed text is opened with ``key``; without one it reads as no
+    text (ids, kinds, times and statuses are in the clear: enough for retention and
+    erasure). Raises DecryptionError when ``key`` cannot open it."""
     message = _decoder.decode(data)
+    if message.sealed is not None and key is not None:
+        message = open_message(message, key)
     return msgspec.structs.replace(message, entry=entry) if entry else message
+
+
+def open_message(message: StoredMessage, key: TenantKey) -> StoredMessage:
+    """``message`` with its sealed text and attachments opened (as it is when not sealed)."""
+    if message.sealed is None:
+        return message
+    text, attachments, media = _private_decoder.decode(
+        key.open(SEALED_FAMILY, message.message_id, message.sealed))
+    return msgspec.structs.replace(message, text=text, attachments=attachments, media=media,
+                                   sealed=None)
 
 
 # KEYS: outbound hash; ARGV: status, reason, ttl_s, now_ms, conv.
@@ -152,8 +183,11 @@ def conversation_of(message: StoredMessage) -> str:
 class MessageStore:
     """Reads and writes the layout above. Cheap to build; holds only the client."""
 
-    def __init__(self, redis: Redis, *, retention_days: int = 365) -> None:
+    def __init__(
+        self, redis: Redis, *, retention_days: int = 365, cipher: TenantCipher | None = None,
+    ) -> None:
         self._redis = redis
+        self._cipher = cipher or TenantCipher.disabled()
         self._ttl_s = retention_days * 86400
         self._append = LuaScript(APPEND_LUA, name="history_append").bind(redis)
         self._status = LuaScript(UPDATE_STATUS_LUA, name="history_status").bind(redis)
@@ -181,10 +215,11 @@ class MessageStore:
         names = [keys.history(tenant_id, conv), keys.conversations(tenant_id)]
         if outbound:
             names.append(keys.outbound(tenant_id, message.message_id))
+        key = await self._cipher.key(tenant_id)
         try:
             entry = await self._append(
                 keys=names,
-                args=[encode_message(message), conv, now_ms, self._ttl_s, message.status,
+                args=[encode_message(message, key), conv, now_ms, self._ttl_s, message.status,
                       "*" if at_ms is None else f"{at_ms}-*"],
             )
         except ResponseError as exc:
@@ -286,7 +321,7 @@ class MessageStore:
                 gone.append(message)
         if ids:
             await self._redis.xdel(keys.history(tenant_id, conversation), *ids)
-        return gone[::-1]
+        return await self.opened(tenant_id, gone[::-1])
 
     async def move(self, tenant_id: str, old: str, new: str) -> int:
         """The person's id changed: conversation ``old``'s history becomes ``new``'s (or
@@ -321,11 +356,19 @@ class MessageStore:
         entries = as_entries(await self._redis.xrange(
             keys.history(tenant_id, conversation), start, end, count=count
         ))
-        messages = [decode_message(fields[b"m"], entry_id.decode())
-                    for entry_id, fields in entries]
+        messages = await self.opened(tenant_id, [
+            decode_message(fields[b"m"], entry_id.decode()) for entry_id, fields in entries])
         if join_status:
             messages = await self._join(tenant_id, messages)
         return messages
+
+    async def opened(self, tenant_id: str, messages: list[StoredMessage]) -> list[StoredMessage]:
+        """``messages`` with sealed text opened by the tenant's key (read only when one
+        is sealed; DecryptionError when the tenant has none: its data was shredded)."""
+        if not any(m.sealed is not None for m in messages):
+            return messages
+        key = await self._cipher.key(tenant_id, create=False)
+        return [open_message(m, key) for m in messages]
 
     async def iter_conversations(self, tenant_id: str, *, batch: int = 200) -> AsyncIterator[str]:
         """Every conversation key of the tenant (for export, retention, deletion)."""

@@ -28,6 +28,16 @@ class Passage(msgspec.Struct, frozen=True, kw_only=True):
     score: float
     answer: str | None = None  # set for a Q&A pair: the stored answer
     chunk_id: str = ""
+    source_id: str = ""  # the knowledge source it comes from
+
+
+class SourceAttachment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A picture or document a knowledge source sends with the answers made from it
+    (``PUT /admin/api/v1/knowledge/{id}/attachment``), by its public https URL."""
+
+    type: str  # "image" | "document"
+    url: str
+    filename: str | None = None
 
 
 class BotConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -69,6 +79,8 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     completion_tokens: int = 0
     # Follow-up questions to offer the person (the knowledge base's related Q&A).
     suggestions: tuple[str, ...] = ()
+    # The picture or document of the knowledge source the answer comes from.
+    attachment: SourceAttachment | None = None
 
 
 class ChatModel(Protocol):
@@ -116,6 +128,8 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     reply_to: str | None = None  # WhatsApp context message id
     # Offered under the last part as taps (quick replies, WhatsApp buttons or a list).
     suggestions: tuple[str, ...] = ()
+    # Sent after the text (a knowledge source's picture or document).
+    attachment: SourceAttachment | None = None
 
 
 class Sender(Protocol):

@@ -5,7 +5,8 @@ What a caller may rely on:
 
 - :meth:`TenantCipher.key` gives the tenant's :class:`TenantKey` (made on first use: 32
   random bytes, wrapped, ``SET`` only when the tenant has none and its erasure marker is
-  absent, so an erased account never gets a new key: :class:`TenantErased`). Keys are
+  absent, so an erased account never gets a new stored key; what is still written for
+  it is sealed under a throwaway key, unreadable from the start). Keys are
   cached in the process (bounded, :data:`CACHE_TTL_S` seconds), so the hot path pays no
   Redis round trip per value once a tenant is warm.
 - :meth:`TenantKey.seal` ``(family, id, plaintext)`` → bytes; :meth:`TenantKey.open`
@@ -41,10 +42,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mtdesk.core import keys
-from mtdesk.core.errors import ConfigError, DecryptionError, TenantErased
+from mtdesk.core.errors import ConfigError, DecryptionError
 from mtdesk.core.redis import Redis, as_bytes_set, as_opt_bytes
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings, parse_encryption_key
+
+# The families of sealed values (part of each value's associated data).
+CONTEXT_FAMILY = "context"  # a conversation context's turns and bot state; id: conversation key
 
 MARK = 0xC1  # msgpack's one never-used byte; not a UTF-8 lead byte either
 _HEAD = bytes([MARK, 1])
@@ -246,9 +250,10 @@ class TenantCipher:
         return self._cache.get(tenant)
 
     async def key(self, tenant: str, *, create: bool = True) -> TenantKey:
-        """The tenant's data key (made when it has none and ``create``). Raises
-        :class:`TenantErased` when the account is being erased and has no key, and
-        :class:`DecryptionError` when it has none and ``create`` is false."""
+        """The tenant's data key (made when it has none and ``create``). A tenant being
+        erased (its erasure marker set) gets no new key: a throwaway one that is never
+        stored, so nothing written for it can be read. Raises :class:`DecryptionError`
+        when it has none and ``create`` is false."""
         found = self.cached(tenant)
         if found is not None:
             return found
@@ -267,7 +272,11 @@ class TenantCipher:
                 _CREATE, 2, name, keys.erased(tenant), self._ring.wrap(tenant, os.urandom(32))
             )
             if int(made) == -1:
-                raise TenantErased(f"tenant {tenant!r} is being erased: nothing new is stored")
+                # Being erased: what is still written (a reply in flight) is sealed under
+                # a key that is never stored, so it is unreadable from the start; the
+                # erasure's sweep removes it.
+                key = self._cache[tenant] = TenantKey(tenant, os.urandom(32))
+                return key
         raise DecryptionError(f"tenant {tenant!r}: its data key kept changing")
 
     async def keys_of(self, tenants: Sequence[str]) -> dict[str, TenantKey]:

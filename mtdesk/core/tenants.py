@@ -33,6 +33,7 @@ from mtdesk.core.events import CHANNELS, Channel
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import HashFields, Redis, as_bytes, as_hash, as_opt_bytes
 from mtdesk.core.scripts import LuaScript
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.secret import Secret
 from mtdesk.core.validation import convert
 
@@ -555,17 +556,26 @@ def _check_text(field: str, value: str, limit: int, *, allow_empty: bool = False
         raise ValidationError(field, f"must be at most {limit} characters")
 
 
+BOT_FAMILY = "bot"  # the bot's configuration (system prompt, greeting, fallback …)
+
+
 class Bots:
-    def __init__(self, redis: Redis) -> None:
+    """The bot configuration of each tenant, sealed with its data key (the prompts and
+    texts a business writes are its own)."""
+
+    def __init__(self, redis: Redis, cipher: TenantCipher | None = None) -> None:
         self._redis = redis
+        self._cipher = cipher or TenantCipher.disabled()
 
     async def get(self, tenant_id: str) -> BotConfig:
         """The stored config, or the offline default (extractive) when none was set."""
-        raw = await self._redis.get(keys.bot(tenant_id))
+        raw = as_opt_bytes(await self._redis.get(keys.bot(tenant_id)))
         if raw is None:
             return BotConfig()
-        return msgspec.json.decode(raw, type=BotConfig)
+        return msgspec.json.decode(
+            await self._cipher.open(tenant_id, BOT_FAMILY, "", raw), type=BotConfig)
 
     async def put(self, tenant_id: str, config: BotConfig) -> BotConfig:
-        await self._redis.set(keys.bot(tenant_id), msgspec.json.encode(config))
+        value = await self._cipher.seal(tenant_id, BOT_FAMILY, "", msgspec.json.encode(config))
+        await self._redis.set(keys.bot(tenant_id), value)
         return config

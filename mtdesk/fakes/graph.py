@@ -445,6 +445,14 @@ class FakeGraphAPI(FakeServer):
                     return "Param text['body'] must be at most 4096 characters long."
             if body.get("type") == "interactive":
                 return _invalid_interactive(body.get("interactive"))
+            kind = body.get("type")
+            if kind in ("image", "document", "audio", "video", "sticker"):
+                media = body.get(kind)
+                if not isinstance(media, dict) or not (media.get("link") or media.get("id")):
+                    return f"The parameter {kind}['link'] or {kind}['id'] is required."
+                link = media.get("link")
+                if link is not None and not str(link).startswith(("https://", "http://")):
+                    return f"Param {kind}['link'] must be a URL."
             return None
         if channel == "whatsapp":
             return "The parameter messaging_product is required."
@@ -455,6 +463,16 @@ class FakeGraphAPI(FakeServer):
         if not isinstance(message, dict):
             return "The parameter message is required."
         text = message.get("text")
+        attachment = message.get("attachment")
+        if text is None and attachment is None:
+            return "Message must have text or an attachment"
+        if attachment is not None:
+            payload = attachment.get("payload") if isinstance(attachment, dict) else None
+            if (not isinstance(payload, dict) or attachment.get("type") not in (
+                    "image", "file", "audio", "video", "template")
+                    or not (payload.get("url") or payload.get("attachment_id")
+                            or attachment.get("type") == "template")):
+                return "param message[attachment] must have a type and a payload url"
         if text is not None:
             if not isinstance(text, str) or not text:
                 return "Message text is empty"

@@ -5,7 +5,9 @@ Stream entry format (the contract with the conversation shards)
 Each accepted event is one entry of ``keys.inbound(partition_of(event.conversation,
 settings.partitions))`` with the fields:
 
-- ``b"e"``: the event, msgpack (decode with :func:`mtdesk.core.events.decode_event`);
+- ``b"e"``: the event, msgpack (decode with :func:`mtdesk.core.events.decode_event`),
+  sealed with the tenant's data key (:data:`mtdesk.core.events.EVENT_FAMILY`, id ``""``)
+  when the gateway has ``MTDESK_ENCRYPTION_KEYS``;
 - ``b"t"``: the tenant id owning the account (from the routing hash ``keys.account``);
 - ``b"r"``: the gateway's receive time, epoch milliseconds, as decimal text;
 - ``b"s"``: ``b"1"`` when the event is stale (its timestamp is older than
@@ -39,12 +41,13 @@ from redis.exceptions import NoScriptError, RedisError
 
 from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
-from mtdesk.core.events import Event, conversation_key, encode_event, partition_of
+from mtdesk.core.events import EVENT_FAMILY, Event, conversation_key, encode_event, partition_of
 from mtdesk.core.pipelined import PipelinedRedis, link_for
 from mtdesk.core.redis import UNAVAILABLE, Redis
 from mtdesk.core.resp import Arg, Link
 from mtdesk.core.scripts import LuaScript, is_noscript
 from mtdesk.gateway.dead_letters import owner_fields
+from mtdesk.gateway.sealing import ANY_TENANT, Sealing
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class Outcome(enum.IntEnum):
     ENQUEUED = 0
     DUPLICATE = 1
     UNKNOWN = 2
+    REROUTE = 3  # the account routes to another tenant than the event was sealed for
 
     @property
     def label(self) -> str:
@@ -79,7 +83,7 @@ class IngestCall:
 
     def is_stale(self, index: int) -> bool:
         """Whether the ``index``-th event was marked stale."""
-        return bool(self.args[3 * index + 2])
+        return bool(self.args[4 * index + 2])
 
 
 _INBOUND: dict[int, tuple[str, ...]] = {}  # stream keys by partition, per partition count
@@ -88,9 +92,13 @@ _ACCOUNT_MAX = 10_000
 
 
 def build_call(
-    events: Sequence[Event], *, partitions: int, received_ms: int, stale_before_ms: int
+    events: Sequence[Event], *, partitions: int, received_ms: int, stale_before_ms: int,
+    sealing: Sequence[Sealing] | None = None,
 ) -> IngestCall:
-    """Arguments for ``events``; an event with a timestamp before ``stale_before_ms`` is stale."""
+    """Arguments for ``events``; an event with a timestamp before ``stale_before_ms`` is
+    stale. ``sealing`` (one per event, :mod:`mtdesk.gateway.sealing`): the tenant each is
+    sealed for and its key; None stores them in the clear for whichever tenant owns the
+    account."""
     # Keys of accounts and partition streams kept: this runs for every event of every POST.
     call = IngestCall()
     r = str(received_ms)
@@ -98,7 +106,7 @@ def build_call(
     inbound = _INBOUND.get(partitions)
     if inbound is None:
         inbound = _INBOUND[partitions] = tuple(keys.inbound(p) for p in range(partitions))
-    for ev in events:
+    for i, ev in enumerate(events):
         ts = ev.timestamp_ms
         channel, acct = ev.channel, ev.account_id
         account = _ACCOUNT.get((channel, acct))
@@ -111,7 +119,13 @@ def build_call(
             keys.seen(ev.event_id),
             inbound[partition_of(conversation_key(channel, acct, ev.user_id), partitions)],
         )
-        args += (encode_event(ev), r, "1" if 0 < ts < stale_before_ms else "")
+        stale = "1" if 0 < ts < stale_before_ms else ""
+        if sealing is None:
+            args += (encode_event(ev), r, stale, ANY_TENANT)
+            continue
+        tenant, key = sealing[i]
+        data = encode_event(ev)
+        args += (key.seal(EVENT_FAMILY, "", data) if key is not None else data, r, stale, tenant)
     call.count = len(events)
     return call
 

@@ -16,7 +16,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import get_args
 
 from aiohttp import web
@@ -24,13 +24,14 @@ from multidict import istr
 from prometheus_client import CollectorRegistry
 
 from mtdesk.channels.webhook import UndecodableBody, parse_webhook
-from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS, cipher_of
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Event
 from mtdesk.core.http import error_response, read_body
 from mtdesk.core.redis import UNAVAILABLE
-from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call, dead_letter
+from mtdesk.gateway.ingest import IngestBatcher, IngestCall, Outcome, build_call, dead_letter
 from mtdesk.gateway.metrics import GatewayMetrics, render_metrics
+from mtdesk.gateway.sealing import InboundSealer
 from mtdesk.gateway.signature import SignatureVerifier
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 """A readiness check returns when ready and raises when not (the message is shown)."""
 
 BATCHER = web.AppKey("ingest_batcher", IngestBatcher)
+SEALER = web.AppKey("inbound_sealer", InboundSealer)
 METRICS = web.AppKey("gateway_metrics", GatewayMetrics)
 READINESS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
 MetricsSource = Callable[[], Awaitable[bytes]]
@@ -65,13 +67,15 @@ class _Hot:
     """What every webhook POST needs from the app, read once when the routes are added:
     one lookup per POST instead of five (``app[KEY]`` is a Python-level mapping call)."""
 
-    __slots__ = ("clock", "metrics", "batcher", "verify", "limit", "partitions", "max_age_ms")
+    __slots__ = ("clock", "metrics", "batcher", "sealer", "verify", "limit", "partitions",
+                 "max_age_ms")
 
     def __init__(self, app: web.Application) -> None:
         settings = app[SETTINGS]
         self.clock = app[CLOCK]
         self.metrics = app[METRICS]
         self.batcher = app[BATCHER]
+        self.sealer = app[SEALER]
         self.verify = SignatureVerifier(settings.meta_app_secrets).verify
         self.limit = settings.max_body_bytes
         self.partitions = settings.partitions
@@ -107,14 +111,9 @@ async def post_webhook(request: web.Request) -> web.Response:
         metrics.unknown.labels(what).inc()
     events = parsed.events
     if events:
-        call = build_call(
-            events,
-            partitions=hot.partitions,
-            received_ms=received_ms,
-            stale_before_ms=received_ms - hot.max_age_ms,
-        )
+        stale_before_ms = received_ms - hot.max_age_ms
         try:
-            outcomes = await hot.batcher.submit(call)
+            outcomes, call = await _ingest(hot, events, received_ms, stale_before_ms)
         except StoreUnavailable as exc:
             metrics.redis_errors.labels("ingest").inc()
             log.warning("ingest: Redis unavailable (%s), %d events refused with 503", exc.__cause__, len(events))
@@ -134,6 +133,38 @@ async def post_webhook(request: web.Request) -> web.Response:
                       await _dead_letter(app, metrics, body, received_ms, "malformed_item"))
     metrics.ack(time.perf_counter() - started, 200)
     return _response(200, _OK_BODY)
+
+
+_REROUTE_ATTEMPTS = 3
+
+
+async def _ingest(
+    hot: _Hot, events: Sequence[Event], received_ms: int, stale_before_ms: int
+) -> tuple[list[Outcome], IngestCall]:
+    """Seal and enqueue ``events``: one round trip when the accounts' routes and keys
+    are in memory. Events the script refused because their account routes elsewhere now
+    are sealed again from a fresh read of the routing and sent again."""
+    sealer = hot.sealer
+    sealing = sealer.cached(events)
+    try:
+        if sealing is None:
+            sealing = await sealer.resolve(events)
+        call = build_call(events, partitions=hot.partitions, received_ms=received_ms,
+                          stale_before_ms=stale_before_ms, sealing=sealing)
+        outcomes = await hot.batcher.submit(call)
+        for _attempt in range(_REROUTE_ATTEMPTS):
+            again = [i for i, o in enumerate(outcomes) if o is Outcome.REROUTE]
+            if not again:
+                return outcomes, call
+            retry = [events[i] for i in again]
+            sealer.invalidate(retry)
+            redo = build_call(retry, partitions=hot.partitions, received_ms=received_ms,
+                              stale_before_ms=stale_before_ms, sealing=await sealer.resolve(retry))
+            for i, outcome in zip(again, await hot.batcher.submit(redo), strict=True):
+                outcomes[i] = outcome
+    except UNAVAILABLE as exc:
+        raise StoreUnavailable("Redis does not answer") from exc
+    raise StoreUnavailable("the accounts' routing kept changing")
 
 
 def _acked(metrics: GatewayMetrics, started: float, response: web.Response) -> web.Response:
@@ -248,6 +279,7 @@ def setup_gateway(
     """
     app[METRICS] = GatewayMetrics(registry or CollectorRegistry(), multiprocess_dir=multiprocess_dir)
     app[BATCHER] = IngestBatcher(app[REDIS], dedup_ttl_s=app[SETTINGS].dedup_ttl_s)
+    app[SEALER] = InboundSealer(app[REDIS], cipher_of(app))
     app[READINESS] = {"redis": _redis_check(app)}
     app[METRIC_SOURCES] = []
     app[HOT] = _Hot(app)

@@ -37,6 +37,7 @@ from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import NotFound
 from mtdesk.core.history import MessageStore, StoredMessage
 from mtdesk.core.redis import Redis, as_hash
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.tenants import Bots, Channels, Tenants
 from mtdesk.core.users import Users
 from mtdesk.policy.erasure.params import validate_end_user
@@ -86,10 +87,11 @@ def _message_json(message: StoredMessage) -> bytes:
 
 
 async def _conversations(
-    redis: Redis, tenant_id: str, want: Callable[[str], bool], out: _Chunker, batch: int
+    redis: Redis, tenant_id: str, want: Callable[[str], bool], out: _Chunker, batch: int,
+    cipher: TenantCipher | None,
 ) -> AsyncIterator[bytes]:
     """Yields chunks of ``[conversation, …]`` (the list brackets included)."""
-    store = MessageStore(redis)
+    store = MessageStore(redis, cipher=cipher)
     first_conv = True
     if (c := out.add(b"[")) is not None:
         yield c
@@ -136,15 +138,17 @@ async def _knowledge(redis: Redis, tenant_id: str) -> list[dict[str, str]]:
 
 
 async def export_tenant(
-    redis: Redis, clock: Clock, tenant_id: str, *, batch: int = 500, chunk_bytes: int = 65536
+    redis: Redis, clock: Clock, tenant_id: str, *, batch: int = 500, chunk_bytes: int = 65536,
+    cipher: TenantCipher | None = None,
 ) -> AsyncIterator[bytes]:
-    """The whole tenant as JSON chunks. Raises NotFound before the first chunk."""
+    """The whole tenant as JSON chunks, sealed text opened with ``cipher`` (the tenant's
+    data key). Raises NotFound before the first chunk."""
     tenant = await Tenants(redis, clock).get(tenant_id)
     channels = []
     for record in await Channels(redis, clock).list(tenant_id):
         data = msgspec.to_builtins(record)
         channels.append({k: v for k, v in data.items() if k not in _CHANNEL_HIDDEN})
-    bot = msgspec.to_builtins(await Bots(redis).get(tenant_id))
+    bot = msgspec.to_builtins(await Bots(redis, cipher).get(tenant_id))
     sections: dict[str, object] = {
         "tenant": msgspec.to_builtins(tenant),
         "channels": channels,
@@ -162,7 +166,7 @@ async def export_tenant(
             head[section] = sections[section]
     out = _Chunker(chunk_bytes)
     yield _enc.encode(head)[:-1] + b',"%s":' % STREAMED.encode()
-    async for chunk in _conversations(redis, tenant_id, lambda _c: True, out, batch):
+    async for chunk in _conversations(redis, tenant_id, lambda _c: True, out, batch, cipher):
         yield chunk
     out.add(b"}")
     tail = out.flush()
@@ -172,7 +176,7 @@ async def export_tenant(
 
 async def export_user(
     redis: Redis, clock: Clock, tenant_id: str, channel: object, user_id: object, *,
-    batch: int = 500, chunk_bytes: int = 65536,
+    batch: int = 500, chunk_bytes: int = 65536, cipher: TenantCipher | None = None,
 ) -> AsyncIterator[bytes]:
     """One end user's conversations (on any of the tenant's accounts of ``channel``)."""
     ch, uid = validate_end_user(channel, user_id)
@@ -190,7 +194,7 @@ async def export_user(
     }
     out = _Chunker(chunk_bytes)
     yield _enc.encode(head)[:-1] + b',"conversations":'
-    async for chunk in _conversations(redis, tenant_id, mine, out, batch):
+    async for chunk in _conversations(redis, tenant_id, mine, out, batch, cipher):
         yield chunk
     out.add(b"}")
     tail = out.flush()

@@ -35,11 +35,12 @@ from prometheus_client.registry import Collector
 
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
-from mtdesk.core.errors import NotFound, ValidationError
+from mtdesk.core.errors import DecryptionError, NotFound, ValidationError
 from mtdesk.core.history import MEDIA_KIND, decode_message
 from mtdesk.core.keys import Retention
 from mtdesk.core.redis import Redis, as_bytes_set, as_entries, as_hash, as_opt_bytes, as_scored
 from mtdesk.core.scripts import LuaScript
+from mtdesk.core.sealing import CONTEXT_FAMILY, TenantCipher, TenantKey
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.notices import ConversationsNotice, publish_notice
 
@@ -122,6 +123,7 @@ class RetentionSweep:
         self._redis = redis
         self._settings = settings
         self._clock = clock
+        self._cipher = TenantCipher.from_settings(redis, settings)  # for sealed contexts
         self._batch = batch
         self._pause_s = pause_s
         self._expire = LuaScript(_EXPIRE_CONVERSATION, name="expire_conversation").bind(redis)
@@ -251,9 +253,16 @@ class RetentionSweep:
         raw = as_opt_bytes(await self._redis.get(ctx_key))
         if raw is None:
             return False
+        sealer: TenantKey | None = None
         try:
             ctx = msgspec.msgpack.decode(raw)
-        except msgspec.DecodeError:
+            sealed = ctx.get("sealed") if isinstance(ctx, dict) else None
+            if isinstance(sealed, bytes):  # turns and bot state sealed: [turns, bot_state]
+                sealer = await self._cipher.key(tenant_id, create=False)
+                ctx["turns"], ctx["bot_state"] = msgspec.msgpack.decode(
+                    sealer.open(CONTEXT_FAMILY, conv, sealed))
+                ctx["sealed"] = None
+        except (msgspec.DecodeError, DecryptionError, ValueError, TypeError):
             return bool(await self._redis.delete(ctx_key))  # unreadable: cannot be vetted
         turns = ctx.get("turns") if isinstance(ctx, dict) else None
         if not isinstance(turns, list) or not turns:
@@ -280,6 +289,10 @@ class RetentionSweep:
         if kept == need:
             return False
         ctx["turns"] = turns[need - kept:] if kept else []
+        if sealer is not None:  # sealed again, as the shard stores it
+            ctx["sealed"] = sealer.seal(CONTEXT_FAMILY, conv, msgspec.msgpack.encode(
+                [ctx["turns"], ctx["bot_state"]]))
+            ctx["turns"], ctx["bot_state"] = [], {}
         # Only if the shard did not write a newer context meanwhile.
         return bool(await self._cas(keys=[ctx_key], args=[raw, msgspec.msgpack.encode(ctx)]))
 

@@ -34,7 +34,7 @@ from mtdesk.retrieval.extract import kind_of
 from mtdesk.retrieval.index_slice import snapshot_name
 from mtdesk.retrieval.sandbox import ExtractionSandbox
 from mtdesk.retrieval.search import Embedders
-from mtdesk.retrieval.store import KnowledgeStore, SourceInfo
+from mtdesk.retrieval.store import UPLOAD_FAMILY, KnowledgeStore, SourceInfo
 from mtdesk.retrieval.urlpolicy import AddressPolicy
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,9 @@ class KnowledgeService:
         info = await self.store.create_source(tenant, kind="file", name=filename, spec=b"")
         folder = Path(self.settings.data_dir) / "uploads" / _SAFE_NAME.sub("_", tenant)
         path = folder / info.id / safe
-        await asyncio.to_thread(_write, path, data)
+        sealer = await self.store.sealer(tenant)
+        stored = SEALED_FILE + sealer.seal(UPLOAD_FAMILY, info.id, data) if sealer.enabled else data
+        await asyncio.to_thread(_write, path, stored)
         spec = SourceSpec(kind="file", path=str(path), filename=filename, content_type=content_type)
         try:
             await self.store.update_source(tenant, info.id, spec=msgspec.msgpack.encode(spec))
@@ -324,6 +326,9 @@ class KnowledgeService:
                 if not spec.path or not await asyncio.to_thread(Path(spec.path).is_file):
                     raise ValidationError("file", "the uploaded file is no longer stored; upload it again")
                 data = await asyncio.to_thread(Path(spec.path).read_bytes)
+                if data.startswith(SEALED_FILE):  # a file customers' words are in: sealed
+                    data = (await self.store.cipher.key(tenant, create=False)).open(
+                        UPLOAD_FAMILY, sid, data[len(SEALED_FILE):])
                 doc = await self.sandbox.extract(
                     data, spec.filename or "upload", spec.content_type,
                     max_bytes=self.settings.kb_max_file_bytes,
@@ -410,6 +415,11 @@ class KnowledgeService:
 
 def _gone(exc: NotFound) -> str:
     return "the account was erased" if isinstance(exc, TenantErased) else "source was deleted"
+
+
+# An uploaded file written sealed starts with this header (an upload itself never does by
+# chance; a file stored before sealing, or without keys, has none and is read as it is).
+SEALED_FILE = b"\xc1mtdesk-sealed-upload\x00"
 
 
 def _write(path: Path, data: bytes) -> None:

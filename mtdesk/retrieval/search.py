@@ -121,7 +121,8 @@ class KnowledgeRetriever:
         hits = sorted((h for r in results for h in r[0]), key=lambda h: -h.score)[:k]
         records = await self.store.chunks(tenant_id, [h.id for h in hits])
         return [
-            Passage(text=rec.text, source=rec.source_name, score=h.score, answer=rec.answer, chunk_id=str(h.id))
+            Passage(text=rec.text, source=rec.source_name, score=h.score, answer=rec.answer,
+                    chunk_id=str(h.id), source_id=rec.source_id)
             for h, rec in zip(hits, records, strict=True)
             if rec is not None and h.score > 0  # gone since the index saw it, or unrelated
         ]

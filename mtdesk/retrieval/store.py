@@ -12,6 +12,7 @@ account is erased cannot create a key of the tenant after the erasure swept its 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
@@ -22,7 +23,8 @@ from redis.exceptions import WatchError
 
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
-from mtdesk.core.errors import NotFound, StoreUnavailable, TenantErased
+from mtdesk.core.errors import DecryptionError, NotFound, StoreUnavailable, TenantErased
+from mtdesk.core.ports import SourceAttachment
 from mtdesk.core.redis import (
     UNAVAILABLE,
     HashFields,
@@ -35,6 +37,7 @@ from mtdesk.core.redis import (
     as_opt_bytes,
     as_opt_bytes_list,
 )
+from mtdesk.core.sealing import TenantCipher, TenantKey, is_sealed
 from mtdesk.retrieval.chunking import Chunk
 
 # redis-py's asyncio pipeline; untyped here (its stubs type each queued command's reply
@@ -62,6 +65,7 @@ class SourceInfo(msgspec.Struct, kw_only=True):
     updated_ms: int = 0
     url: str | None = None
     pages: int | None = None
+    attachment: SourceAttachment | None = None  # sent with the answers made from it
 
 
 class ChunkRecord(msgspec.Struct, array_like=True, frozen=True):
@@ -87,6 +91,9 @@ class LogEntry(msgspec.Struct, frozen=True):
 
 
 _CHUNK_DECODER = msgspec.msgpack.Decoder(ChunkRecord)
+SOURCE_FAMILY = "kb_source"  # a source's spec (Q&A pairs, URL, upload path); id: source id
+CHUNK_FAMILY = "kb_chunk"  # a chunk's text, answer and context; id: the chunk id
+UPLOAD_FAMILY = "kb_upload"  # an uploaded file's bytes in the data directory; id: source id
 _INT_FIELDS = ("chunks", "done", "total", "created_ms", "updated_ms", "pages")
 
 
@@ -101,9 +108,18 @@ def unpack_ids(data: bytes | None) -> np.ndarray:
 class KnowledgeStore:
     """Typed access to one Redis for all tenants' knowledge. Raises StoreUnavailable."""
 
-    def __init__(self, redis: Redis, clock: Clock | None = None) -> None:
+    def __init__(
+        self, redis: Redis, clock: Clock | None = None, cipher: TenantCipher | None = None,
+    ) -> None:
         self.redis = redis
         self.clock = clock or SystemClock()
+        # Source specs (Q&A text, upload paths), chunk text and uploaded files are sealed
+        # with the tenant's data key; vectors, ids and counts stay in the clear (search).
+        self.cipher = cipher or TenantCipher.disabled()
+
+    async def sealer(self, tenant: str) -> TenantKey:
+        """The tenant's data key (for what ingestion keeps outside Redis: uploads)."""
+        return self.cipher.cached(tenant) or await self.cipher.key(tenant)
 
     # -- sources ---------------------------------------------------------------------------
     async def create_source(
@@ -113,7 +129,7 @@ class KnowledgeStore:
         now = now_ms(self.clock)
         info = SourceInfo(id=sid, kind=kind, name=name, status="queued", created_ms=now, updated_ms=now, url=url)
         fields = _to_fields(info)
-        fields["spec"] = spec
+        fields["spec"] = (await self.sealer(tenant)).seal(SOURCE_FAMILY, sid, spec)
         await self._apply(
             tenant,
             lambda pipe: pipe.hset(keys.kb_source(tenant, sid), mapping=fields),
@@ -128,10 +144,33 @@ class KnowledgeStore:
             raise NotFound(f"knowledge source {sid!r} not found")
         return _from_fields(raw)
 
+    async def set_attachment(self, tenant: str, sid: str,
+                             attachment: SourceAttachment | None) -> SourceInfo:
+        """The picture or document sent with answers from the source (None: none)."""
+        name = keys.kb_source(tenant, sid)
+
+        async def write(pipe: Pipeline) -> None:
+            if not await pipe.exists(name):
+                raise NotFound(f"knowledge source {sid!r} not found")
+            pipe.multi()
+            if attachment is None:
+                pipe.hdel(name, "attachment")
+            else:
+                pipe.hset(name, "attachment", msgspec.json.encode(attachment))
+            await pipe.execute()
+
+        await self._write(tenant, write, name)
+        return await self.get_source(tenant, sid)
+
     async def source_spec(self, tenant: str, sid: str) -> bytes:
         spec = as_opt_bytes(await self.redis.hget(keys.kb_source(tenant, sid), "spec"))
         if spec is None:
             raise NotFound(f"knowledge source {sid!r} not found")
+        if is_sealed(spec):
+            try:
+                return (await self.cipher.key(tenant, create=False)).open(SOURCE_FAMILY, sid, spec)
+            except DecryptionError as exc:  # its data key is gone: the account was erased
+                raise NotFound(f"knowledge source {sid!r} not found") from exc
         return bytes(spec)
 
     async def list_sources(self, tenant: str) -> list[SourceInfo]:
@@ -146,6 +185,8 @@ class KnowledgeStore:
         """Set status/progress fields (None deletes a field); ``finished`` status clears pending."""
         key = keys.kb_source(tenant, sid)
         sets: HashFields = {k: _enc(v) for k, v in fields.items() if v is not None}
+        if isinstance(fields.get("spec"), bytes):
+            sets["spec"] = (await self.sealer(tenant)).seal(SOURCE_FAMILY, sid, sets["spec"])  # type: ignore[arg-type]
         dels = [k for k, v in fields.items() if v is None]
         sets["updated_ms"] = str(now_ms(self.clock)).encode()
 
@@ -230,6 +271,7 @@ class KnowledgeStore:
             return np.zeros(0, np.int64)
         enc = msgspec.msgpack.Encoder()
         records = [enc.encode(ChunkRecord(sid, name, c.text, c.answer, c.context)) for c in chunks]
+        sealer = await self.sealer(tenant)
         vec16 = np.asarray(vectors, dtype=np.float16)
         seq = keys.kb_seq(tenant)
 
@@ -239,8 +281,9 @@ class KnowledgeStore:
             ids = np.arange(last - len(chunks) + 1, last + 1, dtype=np.int64)
             pipe.multi()
             pipe.set(seq, last)
-            pipe.hset(keys.kb_chunks(tenant),
-                      mapping={str(i): r for i, r in zip(ids.tolist(), records, strict=True)})
+            pipe.hset(keys.kb_chunks(tenant), mapping={
+                str(i): sealer.seal(CHUNK_FAMILY, str(i), r)
+                for i, r in zip(ids.tolist(), records, strict=True)})
             pipe.hset(keys.kb_vectors(tenant),
                       mapping={str(i): vec16[j].tobytes() for j, i in enumerate(ids.tolist())})
             _queue_log(pipe, tenant, "add", ids)
@@ -263,9 +306,13 @@ class KnowledgeStore:
     async def chunks(self, tenant: str, ids: Sequence[int]) -> list[ChunkRecord | None]:
         if not ids:
             return []
-        raw = as_opt_bytes_list(
-            await self.redis.hmget(keys.kb_chunks(tenant), [str(int(i)) for i in ids])
-        )
+        names = [str(int(i)) for i in ids]
+        raw = as_opt_bytes_list(await self.redis.hmget(keys.kb_chunks(tenant), names))
+        if any(r is not None and is_sealed(r) for r in raw):
+            # Passages are opened only here: when retrieved for a prompt or shown.
+            sealer = await self.cipher.key(tenant, create=False)
+            raw = [sealer.open(CHUNK_FAMILY, n, r) if r is not None else None
+                   for n, r in zip(names, raw, strict=True)]
         return [_CHUNK_DECODER.decode(r) if r is not None else None for r in raw]
 
     async def all_chunk_ids(self, tenant: str) -> np.ndarray:
@@ -464,6 +511,9 @@ def _from_fields(raw: dict[bytes, bytes]) -> SourceInfo:
         name = k.decode()
         if name in ("spec", "ids"):
             continue
-        if name in SourceInfo.__struct_fields__:
+        if name == "attachment":
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                data[name] = msgspec.json.decode(v, type=SourceAttachment)
+        elif name in SourceInfo.__struct_fields__:
             data[name] = int(v) if name in _INT_FIELDS else v.decode()
     return msgspec.convert(data, SourceInfo)

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 
 from mtdesk.actors.conversation_shard import ConversationShard, ShardServices
 from mtdesk.actors.services import build_shard_services
+from mtdesk.actors.turns import ConversationContext, decode_context
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.events import Event, Message, encode_event, partition_of
+from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import BotConfig, Retriever
 from mtdesk.core.redis import Redis
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import ProviderConfig, Settings
 from mtdesk.core.tenants import Bots, Channels, Tenants
@@ -70,7 +73,7 @@ class Desk:
             ch = await channels.connect(self.tenant_id, channel, account, TOKEN)
             self.channel_ids[channel] = ch.id
             self.graph.register(account, TOKEN, channel=channel)
-        await Bots(self.redis).put(self.tenant_id, bot or BotConfig(
+        await Bots(self.redis, self.cipher()).put(self.tenant_id, bot or BotConfig(
             provider="openai", model="gpt-test", system_prompt="You are Acme's assistant."))
 
     async def shard(self, index: int = 0, partitions: list[int] | None = None,
@@ -88,6 +91,22 @@ class Desk:
                                   block_ms=100, **options)  # type: ignore[arg-type]
         self.shards.append((shard, services))
         return shard
+
+    def cipher(self) -> TenantCipher:
+        """The tenants' data keys, as a process of this desk holds them."""
+        return TenantCipher.from_settings(self.redis, self.settings)
+
+    def store(self) -> MessageStore:
+        """The message store as the shards see it (sealed text opened)."""
+        return MessageStore(self.redis, cipher=self.cipher())
+
+    async def stored_context(self, conversation: str) -> ConversationContext | None:
+        """The conversation's context as stored, opened with the tenant's data key."""
+        raw = await self.redis.get(keys.context(self.tenant_id, conversation))
+        if raw is None:
+            return None
+        key = await TenantCipher.from_settings(self.redis, self.settings).key(self.tenant_id)
+        return decode_context(raw, key, conversation)
 
     async def close(self) -> None:
         for shard, services in self.shards:

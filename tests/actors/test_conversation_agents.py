@@ -11,11 +11,10 @@ import time
 import msgspec
 from shardkit import ACCOUNTS, APP_ID, desk, eventually
 
-from mtdesk.actors.turns import context_decoder
 from mtdesk.core import keys
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.events import Echo, Handover, Imported, UserChanged, conversation_key
-from mtdesk.core.history import MessageStore
+from mtdesk.core.history import decode_message
 from mtdesk.core.redis import Redis
 from mtdesk.core.tenants import Channels
 from mtdesk.policy.threads import OWNED_ELSEWHERE, read_thread_control
@@ -38,7 +37,9 @@ def handover(action: str, user: str, new_owner: str | None, ts: int | None = Non
 
 
 async def _stored(redis: Redis, tenant_id: str, conv: str) -> list[tuple[str, str, str | None]]:
-    return [(m.kind, m.status, m.reason) for m in await MessageStore(redis).read(tenant_id, conv)]
+    # Kinds, statuses and reasons are in the clear: read without the data key.
+    entries = await redis.xrange(keys.history(tenant_id, conv))
+    return [(m.kind, m.status, m.reason) for m in (decode_message(f[b"m"]) for _e, f in entries)]
 
 
 async def test_while_meta_agent_owns_the_thread_the_bot_is_silent_and_answers_once_it_is_back(
@@ -102,7 +103,7 @@ async def test_a_take_that_arrives_while_the_model_works_sends_nothing(
         await eventually(lambda: shard.handled == 2)
         assert d.graph.sends == []
         conv = conversation_key("messenger", PAGE, "U22")
-        stored = await MessageStore(redis).read(d.tenant_id, conv)
+        stored = await d.store().read(d.tenant_id, conv)
         assert [m.kind for m in stored if m.direction == "out"] == []
 
 
@@ -120,7 +121,7 @@ async def test_business_app_replies_are_the_business_speaking_and_pause_the_bot(
         await d.push(d.message("great, thanks Ana", user="15550001111", channel="whatsapp"))
         await eventually(lambda: shard.handled == 2)
         assert d.graph.sends == []  # the bot waits while the person at the business answers
-        stored = await MessageStore(redis).read(d.tenant_id, conv)
+        stored = await d.store().read(d.tenant_id, conv)
         assert [(m.direction, m.kind, m.text) for m in stored][0] == (
             "out", "agent", "Hi, this is Ana from the shop")
         assert await redis.ttl(keys.paused(d.tenant_id, conv)) > 0
@@ -165,12 +166,11 @@ async def test_imported_history_is_recorded_answers_nothing_and_opens_no_window(
         await eventually(lambda: shard.handled == 2)
         assert d.graph.sends == [] and d.llm.chat_requests == [] and d.graph.signals == []
         conv = conversation_key("whatsapp", PHONE, user)
-        stored = await MessageStore(redis).read(d.tenant_id, conv)
+        stored = await d.store().read(d.tenant_id, conv)
         assert [(m.direction, m.kind, m.text, m.timestamp_ms) for m in stored] == [
             ("in", "imported", "do you deliver on Sundays?", past),
             ("out", "imported", "Yes, until noon.", past + 60_000)]
-        raw = await redis.get(keys.context(d.tenant_id, conv))
-        ctx = context_decoder.decode(raw) if raw else None
+        ctx = await d.stored_context(conv)
         assert ctx is None or (ctx.last_inbound_ms == 0 and ctx.window_until_ms == 0)
 
 
@@ -190,12 +190,12 @@ async def test_a_person_who_changed_number_goes_on_in_one_conversation(
         await eventually(lambda: shard.handled == 2)
         old_conv = conversation_key("whatsapp", PHONE, old)
         new_conv = conversation_key("whatsapp", PHONE, new)
-        assert await MessageStore(redis).read(d.tenant_id, old_conv) == []
+        assert await d.store().read(d.tenant_id, old_conv) == []
         assert not await redis.exists(keys.context(d.tenant_id, old_conv))
-        moved = await MessageStore(redis).read(d.tenant_id, new_conv)
+        moved = await d.store().read(d.tenant_id, new_conv)
         assert [(m.direction, m.kind) for m in moved] == [
             ("in", "message"), ("out", "reply"), ("in", "user_changed")]
-        listed = [c.conversation for c in await MessageStore(redis).conversations(d.tenant_id)]
+        listed = [c.conversation for c in await d.store().conversations(d.tenant_id)]
         assert listed == [new_conv]
 
         # Writing from the new number: the bot remembers the order (no greeting again).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shardkit import desk, eventually
 
-from mtdesk.actors.turns import context_decoder, describe_attachments
+from mtdesk.actors.turns import describe_attachments
 from mtdesk.core import keys
 from mtdesk.core.events import Attachment, Message
 from mtdesk.core.redis import Redis
@@ -21,9 +21,8 @@ async def test_the_model_sees_only_the_last_configured_turns(redis: Redis, redis
         assert prompt == [("user", "two"), ("assistant", "[gpt-test] You said: two"),
                           ("user", "three")]
         conv = d.message("x").conversation
-        raw = await redis.get(keys.context(d.tenant_id, conv))
-        assert raw is not None
-        context = context_decoder.decode(raw)
+        context = await d.stored_context(conv)
+        assert context is not None
         assert [t.content for t in context.turns] == ["three", "[gpt-test] You said: three"]
         assert context.last_inbound_ms > 0
         assert 29 * 86400 < await redis.ttl(keys.context(d.tenant_id, conv)) <= 30 * 86400

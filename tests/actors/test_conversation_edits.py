@@ -9,8 +9,7 @@ import time
 from shardkit import desk, eventually
 
 from mtdesk.actors.replies import ReplyStore
-from mtdesk.actors.turns import context_decoder, without_texts
-from mtdesk.core import keys
+from mtdesk.actors.turns import without_texts
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.events import Edit, Message, Unsend
 from mtdesk.core.history import MessageStore
@@ -36,7 +35,7 @@ async def test_an_unsent_message_leaves_history_export_and_the_models_context(
                     user_id="U7", timestamp_ms=_now(), target_id=first.event_id,
                     text="my card number is 4111 1111 1111 1112", version=1)
         await d.push(edit)
-        store = MessageStore(redis)
+        store = d.store()
         conv = first.conversation
         await eventually(lambda: _kinds(store, d.tenant_id, conv, "edit"))
         assert len(d.graph.sends) == 1  # the edit itself is not answered
@@ -51,7 +50,7 @@ async def test_an_unsent_message_leaves_history_export_and_the_models_context(
         assert [(m.direction, m.kind) for m in stored] == [("out", "reply"), ("in", "unsend")]
         assert stored[1].text is None
         exported = b"".join([c async for c in export_user(redis, SystemClock(), d.tenant_id,
-                                                           "messenger", "U7")])
+                                                           "messenger", "U7", cipher=d.cipher())])
         assert b"4111 1111 1111 1112" not in exported  # the edited version
         assert exported.count(b"4111 1111 1111 1111") == 1  # only inside the bot's echo-reply
 
@@ -60,9 +59,9 @@ async def test_an_unsent_message_leaves_history_export_and_the_models_context(
         await eventually(lambda: len(d.graph.sends) == 2)
         said = [m["content"] for m in d.llm.chat_requests[-1].messages if m["role"] == "user"]
         assert said == ["thanks"]
-        raw = await redis.get(keys.context(d.tenant_id, conv))
-        assert raw is not None
-        turns = context_decoder.decode(raw).turns
+        context = await d.stored_context(conv)
+        assert context is not None
+        turns = context.turns
         assert [t.content for t in turns if t.role == "user"] == ["thanks"]
 
 
@@ -93,7 +92,7 @@ async def test_an_edit_of_a_message_still_waiting_is_what_gets_answered(
         await eventually(lambda: len(d.graph.sends) == 1)
         said = [m["content"] for m in d.llm.chat_requests[-1].messages if m["role"] == "user"]
         assert said == ["Do you ship to Canada?"]
-        store = MessageStore(redis)
+        store = d.store()
         await eventually(lambda: _kinds(store, d.tenant_id, typo.conversation, "edit"))
         assert len(d.graph.sends) == 1 and len(d.llm.chat_requests) == 1
 
@@ -126,13 +125,13 @@ async def test_an_edit_while_the_answer_is_being_made_is_what_gets_answered_once
         await eventually(lambda: len(d.graph.sends) == 1)
         said = [m["content"] for m in d.llm.chat_requests[-1].messages if m["role"] == "user"]
         assert said == ["Do you ship to Canada?"]
-        store = MessageStore(redis)
+        store = d.store()
         await eventually(lambda: _kinds(store, d.tenant_id, typo.conversation, "edit"))
         await eventually(lambda: shard.handled == 2)
         assert len(d.graph.sends) == 1  # answered once, not once per version
-        raw = await redis.get(keys.context(d.tenant_id, typo.conversation))
-        assert raw is not None
-        turns = context_decoder.decode(raw).turns
+        context = await d.stored_context(typo.conversation)
+        assert context is not None
+        turns = context.turns
         assert [t.content for t in turns if t.role == "user"] == ["Do you ship to Canada?"]
 
 
@@ -149,17 +148,17 @@ async def test_a_message_unsent_while_the_answer_is_being_made_is_not_answered(
         await d.push(_unsend(oops))
         await eventually(lambda: shard.handled == 2)
         d.llm.release()
-        store = MessageStore(redis)
+        store = d.store()
         await eventually(lambda: _kinds(store, d.tenant_id, oops.conversation, "unsend"))
         assert d.graph.sends == []
         stored = await store.read(d.tenant_id, oops.conversation)
         assert [(m.direction, m.kind) for m in stored] == [("in", "unsend")]
         assert not any(m.text and "hunter2" in m.text for m in stored)
         exported = b"".join([c async for c in export_user(redis, SystemClock(), d.tenant_id,
-                                                           "messenger", "U10")])
+                                                           "messenger", "U10", cipher=d.cipher())])
         assert b"hunter2" not in exported
-        raw = await redis.get(keys.context(d.tenant_id, oops.conversation))
-        turns = context_decoder.decode(raw).turns if raw else []
+        context = await d.stored_context(oops.conversation)
+        turns = context.turns if context else []
         assert not any("hunter2" in t.content for t in turns)
 
         # What the person writes next is answered, and the model never sees the unsent text.
@@ -179,8 +178,8 @@ async def test_a_message_unsent_before_its_turn_is_never_answered_nor_kept(
         await shard.start()
         await eventually(lambda: shard.handled == 2)
         assert d.graph.sends == [] and d.llm.chat_requests == [] and d.graph.signals == []
-        stored = await MessageStore(redis).read(d.tenant_id, first.conversation)
+        stored = await d.store().read(d.tenant_id, first.conversation)
         assert [(m.kind, m.text) for m in stored] == [("unsend", None)]
-        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load(d.tenant_id,
+        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60, cipher=d.cipher()).load(d.tenant_id,
                                                                           first.event_id)
         assert record.done  # a late redelivery of it is not answered either

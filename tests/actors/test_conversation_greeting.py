@@ -7,7 +7,6 @@ import time
 from shardkit import ACCOUNTS, desk, eventually
 
 from mtdesk.actors.replies import ReplyStore
-from mtdesk.actors.turns import context_decoder
 from mtdesk.channels.outbound import split_text
 from mtdesk.core import keys
 from mtdesk.core.events import Echo
@@ -86,8 +85,8 @@ async def test_a_crash_in_the_middle_of_a_greeted_reply_resumes_without_greeting
         assert d.texts_to("U1") == parts
         assert len(d.llm.chat_requests) == 1  # the stored text, not a new answer
         conv = d.message("x", user="U1").conversation
-        raw = await redis.get(keys.context(d.tenant_id, conv))
-        assert raw is not None and context_decoder.decode(raw).replied
+        context = await d.stored_context(conv)
+        assert context is not None and context.replied
 
 
 async def test_a_crash_while_the_model_answers_greets_once_on_redelivery(
@@ -152,6 +151,6 @@ async def test_without_remembered_turns_the_greeting_still_comes_once(
             await eventually(lambda n=n: len(d.graph.sends) == n)
         assert d.texts_to("U1") == [f"{HELLO}\n\n[gpt-test] You said: one",
                                     "[gpt-test] You said: two"]
-        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load(
+        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60, cipher=d.cipher()).load(
             d.tenant_id, events[0].event_id)
         assert record.text.startswith(HELLO)  # stored with the reply: a resume resends it as is

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from shardkit import Desk, desk, eventually
 
-from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import Redis
 from mtdesk.retrieval.ingest import KnowledgeService
@@ -67,7 +66,7 @@ async def test_knowledge_only_with_nothing_relevant_answers_the_fallback_without
         assert d.texts_to("U1") == [FALLBACK]
         assert d.llm.chat_requests == []  # no model was asked
         assert shard.metrics.count("no_knowledge") == 1 and shard.metrics.count("sent") == 0
-        history = await MessageStore(redis).read(d.tenant_id, event.conversation)
+        history = await d.store().read(d.tenant_id, event.conversation)
         reply = [m for m in history if m.direction == "out"]
         assert [(m.text, m.provider) for m in reply] == [(FALLBACK, "fallback")]
 

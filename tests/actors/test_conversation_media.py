@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from shardkit import ACCOUNTS, Desk, desk, eventually
 
 from mtdesk.core.events import Attachment, Message, Unsend
-from mtdesk.core.history import MEDIA_KIND, MessageStore, StoredMessage
+from mtdesk.core.history import MEDIA_KIND, StoredMessage
 from mtdesk.core.media import MediaStore
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import Redis
@@ -36,7 +36,7 @@ def whatsapp_media(d: Desk, media_id: str, kind: str, mime: str, *, caption: str
 
 
 async def media_entries(redis: Redis, d: Desk, conv: str) -> list[StoredMessage]:
-    return [m for m in await MessageStore(redis).read(d.tenant_id, conv) if m.kind == MEDIA_KIND]
+    return [m for m in await d.store().read(d.tenant_id, conv) if m.kind == MEDIA_KIND]
 
 
 async def test_a_picture_reaches_a_vision_model_and_is_kept_with_the_conversation(

@@ -35,7 +35,7 @@ async def test_a_crash_while_the_model_answered_a_burst_gives_one_reply_to_all_o
     async with desk(redis, redis_url) as d:
         burst = [d.message(t) for t in ("hi", "my parcel is late", "order 42")]
         await _read_by_shard0(d, burst)
-        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600)
+        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600, cipher=d.cipher())
         now = int(time.time() * 1000)
         for e in burst:
             await replies.store_inbound(d.tenant_id, e.event_id, _stored(e), now_ms=now)
@@ -58,7 +58,7 @@ async def test_a_reply_already_sent_before_the_crash_is_not_sent_again(
     async with desk(redis, redis_url) as d:
         event = d.message("hello")
         await _read_by_shard0(d, [event])
-        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600)
+        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600, cipher=d.cipher())
         now = int(time.time() * 1000)
         await replies.store_inbound(d.tenant_id, event.event_id, _stored(event), now_ms=now)
         await replies.claim(d.tenant_id, event.event_id, [], now_ms=now)

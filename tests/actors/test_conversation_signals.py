@@ -22,7 +22,7 @@ BOT = BotConfig(provider="openai", model="gpt-test")
 
 async def _reply(d: Desk, event_id: str) -> dict[str, str]:
     raw = await d.redis.hgetall(keys.reply(d.tenant_id, event_id))  # type: ignore[misc]
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}  # text is sealed
 
 
 async def _ended(d: Desk, event_id: str) -> bool:

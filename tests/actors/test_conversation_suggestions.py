@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from shardkit import Desk, desk, eventually
+from shardkit import ACCOUNTS, Desk, desk, eventually
 
-from mtdesk.core.ports import BotConfig
+from mtdesk.core.ports import BotConfig, SourceAttachment
 from mtdesk.core.redis import Redis
 from mtdesk.retrieval.ingest import KnowledgeService
 from mtdesk.retrieval.search import local_retriever
@@ -102,3 +102,32 @@ async def test_a_bot_may_turn_suggestions_off(
         await d.push(d.message("how long does shipping take", user="S3"))
         await eventually(lambda: d.texts_to("S3"))
         assert "quick_replies" not in d.graph.sends[0].body["message"]
+
+
+async def test_a_knowledge_sources_picture_goes_with_the_answer(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    async with faq_desk(redis, redis_url, tmp_path, bot(suggestions=False)) as d:
+        store = KnowledgeStore(redis)
+        [source] = await store.list_sources(d.tenant_id)
+        menu = SourceAttachment(type="image", url="https://cdn.acme.example/shipping.png")
+        assert (await store.set_attachment(d.tenant_id, source.id, menu)).attachment == menu
+        await d.push(d.message("how long does shipping take", user="S4"))
+        await d.push(d.message("how long does shipping take", user="S5", channel="whatsapp"))
+        await eventually(lambda: len(d.graph.sends) == 4)
+        page = [s.body for s in d.graph.sends_to(ACCOUNTS["messenger"])]
+        assert page[0]["message"]["text"].startswith("[gpt-test]")
+        assert page[1]["message"]["attachment"] == {
+            "type": "image", "payload": {"url": menu.url, "is_reusable": True}}
+        wa = [s.body for s in d.graph.sends_to(ACCOUNTS["whatsapp"])]
+        assert wa[1]["type"] == "image" and wa[1]["image"] == {"link": menu.url}
+        # Recorded as the reply's next part, after its text.
+        conv = f"messenger:{ACCOUNTS['messenger']}:S4"
+        await eventually(lambda: _has_attachment(redis, d, conv))
+        stored = [m for m in await d.store().read(d.tenant_id, conv) if m.direction == "out"]
+        assert [m.part for m in stored] == [0, 1]
+        assert stored[1].attachments[0].url == menu.url
+
+
+async def _has_attachment(redis: Redis, d: Desk, conv: str) -> bool:
+    return any(m.attachments for m in await d.store().read(d.tenant_id, conv))

@@ -41,7 +41,7 @@ async def test_a_storm_outlasting_the_budget_ends_the_reply_failed(
         await d.push(event)
         await eventually(lambda: shard.handled == 1, within=30)
         assert d.graph.sends == []
-        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600)
+        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600, cipher=d.cipher())
         assert (await replies.load(d.tenant_id, event.event_id)).state == "failed"
 
 

@@ -10,7 +10,7 @@ from shardkit import ACCOUNTS, APP_ID, desk, eventually
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.core import keys
 from mtdesk.core.events import Echo, Receipt, Status, StatusError, Unsend
-from mtdesk.core.history import OUTSIDE_WINDOW, MessageStore
+from mtdesk.core.history import OUTSIDE_WINDOW
 from mtdesk.core.ports import BotConfig
 from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
@@ -54,7 +54,7 @@ async def test_a_human_agents_echo_pauses_the_bot_for_that_conversation(
         conv = f"messenger:{ACCOUNTS['messenger']}:U1"
         ttl = await redis.ttl(keys.paused(d.tenant_id, conv))
         assert 0 < ttl <= 600
-        history = await MessageStore(redis).read(d.tenant_id, conv)
+        history = await d.store().read(d.tenant_id, conv)
         assert [(m.direction, m.kind, m.reason) for m in history] == [
             ("out", "agent", None), ("in", "message", "paused: human agent")]
 
@@ -76,7 +76,7 @@ async def test_statuses_only_move_forward_and_131047_says_outside_the_window(
         await d.push(Status(event_id="st2", timestamp_ms=_now(), status="delivered", **common))
         await d.push(Status(event_id="st3", timestamp_ms=_now(), status="sent", **common))
         await eventually(lambda: shard.handled == 4)
-        store = MessageStore(redis)
+        store = d.store()
         history = await store.read(d.tenant_id, first.conversation)
         assert [m.status for m in history if m.direction == "out"] == ["read"]
 
@@ -109,7 +109,7 @@ async def test_messenger_read_receipt_marks_messages_up_to_the_watermark(
                              user_id="U1", timestamp_ms=_now(), receipt="read",
                              watermark_ms=_now() + 1000))
         await eventually(lambda: shard.handled == 2)
-        out = [m for m in await MessageStore(redis).read(d.tenant_id, first.conversation)
+        out = [m for m in await d.store().read(d.tenant_id, first.conversation)
                if m.direction == "out"]
         assert [m.status for m in out] == ["read"]
 
@@ -126,10 +126,10 @@ async def test_stale_replays_and_unsends_are_stored_not_answered(redis: Redis, r
         assert d.graph.sends == [] and d.llm.chat_requests == []
         # The stale message was stored (skipped), then the unsend took it out of the
         # history again (docs/channels.md): only the unsend's own record is left.
-        history = await MessageStore(redis).read(d.tenant_id, old.conversation)
+        history = await d.store().read(d.tenant_id, old.conversation)
         assert [(m.kind, m.status, m.reason) for m in history] == [
             ("unsend", "skipped", "unsend")]
-        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load(d.tenant_id,
+        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60, cipher=d.cipher()).load(d.tenant_id,
                                                                           old.event_id)
         assert (record.state, record.reason) == ("skipped", "stale")
 
@@ -146,7 +146,7 @@ async def test_stop_word_restricts_the_user_and_nothing_of_theirs_reaches_a_mode
         await eventually(lambda: shard.handled == 2)
         assert d.llm.chat_requests == [] and d.graph.sends == []
         assert await redis.sismember(keys.restricted(d.tenant_id), "messenger:U7")
-        history = await MessageStore(redis).read(
+        history = await d.store().read(
             d.tenant_id, f"messenger:{ACCOUNTS['messenger']}:U7")
         assert [m.reason for m in history] == ["stop word", "restricted"]
 
@@ -160,7 +160,7 @@ async def test_a_disabled_bot_records_but_does_not_answer(redis: Redis, redis_ur
         await d.push(event)
         await eventually(lambda: shard.handled == 1)
         assert d.graph.sends == [] and d.llm.chat_requests == []
-        history = await MessageStore(redis).read(d.tenant_id, event.conversation)
+        history = await d.store().read(d.tenant_id, event.conversation)
         assert [m.reason for m in history] == ["bot disabled"]
 
 
@@ -178,7 +178,7 @@ async def test_the_echo_of_a_reply_we_recorded_adds_nothing_to_the_transcript(
         await d.push(_echo("U1", sent.message_id, app_id=None,
                            metadata=sent.body.get("metadata")))
         await eventually(lambda: shard.handled == 2)
-        history = await MessageStore(redis).read(d.tenant_id, first.conversation)
+        history = await d.store().read(d.tenant_id, first.conversation)
         assert [(m.direction, m.kind) for m in history] == [("in", "message"), ("out", "reply")]
         assert len(d.graph.sends) == 1
 
@@ -196,7 +196,7 @@ async def test_a_tenant_past_its_monthly_allowance_is_recorded_but_not_answered(
         await d.push(second)
         await eventually(lambda: shard.handled == 2)
         assert len(d.graph.sends) == 1 and len(d.llm.chat_requests) == 1
-        history = await MessageStore(redis).read(d.tenant_id, second.conversation)
+        history = await d.store().read(d.tenant_id, second.conversation)
         assert [m.reason for m in history] == ["quota exceeded"]
 
 

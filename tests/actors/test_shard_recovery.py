@@ -9,7 +9,7 @@ from shardkit import ACCOUNTS, desk, eventually
 from mtdesk.actors.replies import OutgoingReply, ReplyStore
 from mtdesk.channels.outbound import split_text
 from mtdesk.core import keys
-from mtdesk.core.history import MessageStore, StoredMessage
+from mtdesk.core.history import StoredMessage
 from mtdesk.core.redis import Redis
 
 
@@ -59,7 +59,7 @@ async def test_a_half_sent_split_reply_resumes_from_the_next_part_with_the_same_
         long_text = " ".join(f"Sentence number {i} of the stored answer." for i in range(120))
         parts = split_text("messenger", long_text)
         assert len(parts) >= 3
-        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600)
+        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600, cipher=d.cipher())
         now = int(time.time() * 1000)
         await replies.store_inbound(d.tenant_id, event.event_id, StoredMessage(
             direction="in", message_id=event.event_id, kind="message", channel="messenger",
@@ -78,7 +78,7 @@ async def test_a_half_sent_split_reply_resumes_from_the_next_part_with_the_same_
         assert d.llm.chat_requests == []  # the same stored text, not a new answer
         record = await replies.load(d.tenant_id, event.event_id)
         assert record.state == "sent" and record.parts_sent == len(parts)
-        out = [m for m in await MessageStore(redis).read(d.tenant_id, event.conversation)
+        out = [m for m in await d.store().read(d.tenant_id, event.conversation)
                if m.direction == "out"]
         assert [m.part for m in out] == list(range(len(parts)))
 
@@ -121,7 +121,7 @@ async def test_graph_190_is_not_retried_and_disconnects_the_channel(
         await d.push(first)
         await eventually(lambda: shard.handled == 1)
         assert len(d.graph.attempts) == 1 and d.graph.sends == []
-        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load(
+        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60, cipher=d.cipher()).load(
             d.tenant_id, first.event_id)
         assert (record.state, record.reason) == ("failed", "graph error 190")
         status = await redis.hget(keys.channel(d.tenant_id, d.channel_ids["messenger"]), "status")
@@ -131,7 +131,7 @@ async def test_graph_190_is_not_retried_and_disconnects_the_channel(
         await d.push(second)
         await eventually(lambda: shard.handled == 2)
         assert len(d.llm.chat_requests) == 1 and len(d.graph.attempts) == 1
-        history = await MessageStore(redis).read(d.tenant_id, second.conversation)
+        history = await d.store().read(d.tenant_id, second.conversation)
         assert history[-1].reason == "channel disconnected"
 
 
@@ -147,7 +147,7 @@ async def test_a_failing_model_gets_the_fallback_message_and_nothing_crashes(
         await eventually(lambda: shard.handled == 1)
         assert d.texts_to("U1") == ["Sorry, I don't know the answer to that yet. "
                                     "A person will follow up."]
-        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load(
+        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60, cipher=d.cipher()).load(
             d.tenant_id, first.event_id)
         assert record.state == "sent" and record.provider == "fallback"
         assert shard.metrics.count("fallback") == 1

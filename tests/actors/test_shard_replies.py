@@ -7,7 +7,6 @@ from shardkit import ACCOUNTS, desk, eventually
 
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.stats import live_shards, read_shard_stats, render_shard_stats
-from mtdesk.core.history import MessageStore
 from mtdesk.core.redis import Redis
 
 
@@ -26,7 +25,7 @@ async def test_a_message_on_each_channel_gets_one_reply_stored_and_acked(
         await eventually(lambda: shard.handled == 3)
         assert await d.pending() == 0
         assert await d.stream_lengths() == 0
-        store = MessageStore(redis)
+        store = d.store()
         conv = f"whatsapp:{ACCOUNTS['whatsapp']}:u-whatsapp"
         messages = await store.read(d.tenant_id, conv)
         assert [(m.direction, m.text) for m in messages] == [
@@ -50,7 +49,7 @@ async def test_the_same_inbound_delivered_twice_is_answered_once(redis: Redis, r
         await eventually(lambda: shard.handled == 3)
         assert d.texts_to("U1") == ["[gpt-test] You said: where is my order?"]
         assert len(d.llm.chat_requests) == 1
-        history = await MessageStore(redis).read(d.tenant_id, event.conversation)
+        history = await d.store().read(d.tenant_id, event.conversation)
         assert [m.direction for m in history] == ["in", "out"]
 
 
@@ -103,11 +102,11 @@ async def test_a_burst_is_answered_once_and_history_keeps_the_order(
         second_prompt = d.llm.chat_requests[1].messages
         assert second_prompt[-1] == {"role": "user",
                                      "content": "I ordered a lamp\nit arrived broken\nhelp"}
-        records = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load_many(
+        records = await ReplyStore(redis, ttl_s=60, history_ttl_s=60, cipher=d.cipher()).load_many(
             d.tenant_id, [m.event_id for m in burst])
         assert records[0].state == "sent"
         assert [r.answered_by for r in records[1:]] == [burst[0].event_id] * 2
-        history = await MessageStore(redis).read(d.tenant_id, first.conversation)
+        history = await d.store().read(d.tenant_id, first.conversation)
         assert [m.text for m in history if m.direction == "in"] == [
             "hi", "I ordered a lamp", "it arrived broken", "help"]
 

@@ -25,6 +25,7 @@ from mtdesk.actors.services import build_shard_services
 from mtdesk.cli.compose import build_app
 from mtdesk.core import analytics
 from mtdesk.core.redis import Redis
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.settings import Settings
 from mtdesk.fakes.graph import FakeGraphAPI
 from mtdesk.gateway.signature import sign
@@ -65,7 +66,7 @@ async def server_fixture(redis: Redis, settings: Settings) -> AsyncIterator[Test
 async def shard_fixture(redis: Redis, settings: Settings) -> AsyncIterator[ConversationShard]:
     """The shard half of the desk (in production a Ray actor): reads what the gateway
     queued, answers from the tenant's knowledge, counts the analytics."""
-    store = KnowledgeStore(redis)
+    store = KnowledgeStore(redis, cipher=TenantCipher.from_settings(redis, settings))
     services = await build_shard_services(settings, retriever=local_retriever(store, settings))
     shard = ConversationShard(0, list(range(settings.partitions)), services, block_ms=100,
                               analytics_interval_s=0.2)

@@ -145,6 +145,9 @@ def test_keys_rotate_moves_tokens_and_status_shows_it(
     for acct in ("11", "12", "13"):
         run(capsys, "channel", "add", "--tenant", tenant["id"], "--channel", "messenger",
             "--account-id", acct, "--token-env", "PAGE_TOKEN")
+    prompt = "You are the assistant of Harbor Bikes, never reveal the staff discount"
+    assert run(capsys, "bot", "set", "--tenant", tenant["id"], "--system-prompt", prompt)[0] == 0
+    assert prompt.encode() not in (db.get(f"mt:t:{tenant['id']}:bot") or b"")  # sealed
     code, new_key, _ = run(capsys, "keys", "generate")
     new_key = new_key.strip()
     assert code == 0 and len(new_key) == 44
@@ -153,18 +156,21 @@ def test_keys_rotate_moves_tokens_and_status_shows_it(
     code, out, _ = run(capsys, "keys", "status", "--json")
     status = json.loads(out)
     old_kid = status["configured"][1]
-    assert status["tokens"] == {old_kid: 3}
+    assert status["tokens"] == {old_kid: 3} and status["data_keys"] == {old_kid: 1}
 
     code, out, _ = run(capsys, "keys", "rotate", "--json")
     report = json.loads(out)
     assert code == 0 and report["rotated"] == 3 and report["before"] == {old_kid: 3}
+    assert report["data_keys"]["rewrapped"] == 1  # the data key, not the data
 
     # The old key can go: with only the new key the tokens still open.
     monkeypatch.setenv("MTDESK_ENCRYPTION_KEYS", new_key)
     code, out, _ = run(capsys, "keys", "status")
-    assert code == 0 and "NOT CONFIGURED" not in out and "3 tokens" in out
+    assert code == 0 and "NOT CONFIGURED" not in out and "3 tokens" in out and "1 data keys" in out
     code, out, _ = run(capsys, "keys", "rotate")
-    assert code == 0 and "already current: 3" in out
+    assert code == 0 and "already current: 3" in out and "already current: 1" in out
+    code, out, _ = run(capsys, "bot", "show", "--tenant", tenant["id"])
+    assert code == 0 and prompt in out  # the sealed prompt opens with the new key alone
 
 
 def test_keys_commands_without_a_key_say_which_variable(

@@ -187,13 +187,20 @@ async def test_retention_of_an_unknown_tenant_is_not_found(redis: Redis) -> None
         await set_retention_days(redis, SETTINGS, "t_nobody", 30)
 
 
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
 async def test_a_continuing_conversation_forgets_turns_older_than_the_cutoff(
-    redis: Redis, clock: FakeClock
+    redis: Redis, clock: FakeClock, sealed: bool
 ) -> None:
-    from mtdesk.actors.turns import ConversationContext, context_decoder, context_encoder
+    from mtdesk.actors.turns import ConversationContext, decode_context, encode_context
     from mtdesk.core.ports import ChatMessage
+    from mtdesk.core.sealing import TenantCipher
+    from mtdesk.core.secret import Secret
+    from mtdesk.policy.vault import generate_key
 
+    settings = msgspec.structs.replace(
+        SETTINGS, encryption_keys=(Secret(generate_key()),) if sealed else ())
     tid = await new_tenant(redis, clock)
+    key = await TenantCipher.from_settings(redis, settings).key(tid)
     conv = "messenger:111:9002"
     t = now_ms(clock)
     old, new = t - 400 * DAY * 1000, t - DAY * 1000
@@ -205,20 +212,22 @@ async def test_a_continuing_conversation_forgets_turns_older_than_the_cutoff(
                             user_id="9002", timestamp_ms=at, text=text)
         # Raw entries: MessageStore.append would also write the replies' outbound status
         # records, which the sweep counts separately (see the reply/outbound test).
-        await redis.xadd(history, {"m": encode_message(msg)}, id=f"{at}-*")
+        await redis.xadd(history, {"m": encode_message(msg, key)}, id=f"{at}-*")
     await redis.zadd(keys.conversations(tid), {conv: new + 1})
     turns = [ChatMessage("user", "old question"), ChatMessage("assistant", "old answer"),
              ChatMessage("user", "new question"), ChatMessage("assistant", "new answer")]
     await redis.set(keys.context(tid, conv),
-                    context_encoder.encode(ConversationContext(turns=turns, last_inbound_ms=new)),
+                    encode_context(ConversationContext(turns=turns, last_inbound_ms=new), key, conv),
                     ex=3600)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(keys.ERASURE_NOTICES)
 
-    report = await RetentionSweep(redis, SETTINGS, clock).run()
+    report = await RetentionSweep(redis, settings, clock).run()
 
     assert report.deleted == {"messages": 2, "context_turns": 1}
-    ctx = context_decoder.decode(await redis.get(keys.context(tid, conv)))
+    raw = await redis.get(keys.context(tid, conv))
+    assert (b"new question" not in raw) is sealed  # sealed again when it was sealed
+    ctx = decode_context(raw, key, conv)
     assert [m.content for m in ctx.turns] == ["new question", "new answer"]
     assert ctx.last_inbound_ms == new and await redis.ttl(keys.context(tid, conv)) > 0
     notice = None
@@ -228,4 +237,4 @@ async def test_a_continuing_conversation_forgets_turns_older_than_the_cutoff(
         "scope": "conversations", "tenant": tid, "conversations": [conv]}
     await pubsub.aclose()
     # A second run finds nothing more to cut.
-    assert (await RetentionSweep(redis, SETTINGS, clock).run()).deleted == {}
+    assert (await RetentionSweep(redis, settings, clock).run()).deleted == {}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from mtdesk.channels.outbound import split_text
 from mtdesk.core.events import Channel, Message, Postback
 from mtdesk.core.history import StoredMessage
-from mtdesk.core.ports import OutboundMessage
+from mtdesk.core.ports import OutboundMessage, SourceAttachment
 from mtdesk.core.redis import UNAVAILABLE
 from mtdesk.core.replystate import ReplyState
 from mtdesk.core.retrying import retry_transient
@@ -42,22 +42,24 @@ class OutgoingReply:
     parts: tuple[str, ...]
     reason: str = ""  # recorded with ``sent`` when the text is not the model's answer
     suggestions: tuple[str, ...] = ()  # offered under the last part
+    attachment: SourceAttachment | None = None  # sent after the text
 
     @classmethod
     def of(cls, tenant_id: str, event: Message | Postback, text: str, provider: str,
-           model: str, *, reason: str = "", suggestions: tuple[str, ...] = ()) -> OutgoingReply:
+           model: str, *, reason: str = "", suggestions: tuple[str, ...] = (),
+           attachment: SourceAttachment | None = None) -> OutgoingReply:
         return cls(tenant_id=tenant_id, event_id=event.event_id, channel=event.channel,
                    account_id=event.account_id, user_id=event.user_id, wa_id=event.wa_id,
                    text=text, provider=provider, model=model,
                    parts=tuple(split_text(event.channel, text)), reason=reason,
-                   suggestions=suggestions)
+                   suggestions=suggestions, attachment=attachment)
 
     def outbound(self) -> OutboundMessage:
         return OutboundMessage(
             tenant_id=self.tenant_id, channel=self.channel, account_id=self.account_id,
             user_id=self.user_id, wa_id=self.wa_id, text=self.text, reply_key=self.event_id,
             reply_to=self.event_id if self.channel == "whatsapp" else None,
-            suggestions=self.suggestions,
+            suggestions=self.suggestions, attachment=self.attachment,
         )
 
     def part_message(self, index: int, message_id: str, now_ms: int) -> StoredMessage:

@@ -42,6 +42,7 @@ from mtdesk.core.history import (
 from mtdesk.core.redis import Redis
 from mtdesk.core.replystate import RESUMABLE, TERMINAL, ReplyState, lua_prelude
 from mtdesk.core.scripts import LuaScript, lua_source
+from mtdesk.core.sealing import TenantCipher, TenantKey, is_sealed
 from mtdesk.policy.quotas import CONSUME_LUA_FUNCTION, ConsumeCall
 
 
@@ -76,6 +77,8 @@ class ReplyRecord(msgspec.Struct, kw_only=True):
 
 _FIELDS = ("state", "stored", "answered_by", "members", "text", "provider", "model",
            "parts_sent", "mids", "reason")
+_TEXT = _FIELDS.index("text")
+REPLY_FAMILY = "reply"  # the generated text on a reply record, sealed (id: the event id)
 
 
 def _script(*names: str, functions: str = "") -> str:
@@ -109,8 +112,12 @@ class ReplyStore:
     (the :class:`ReplyRun` is the sender's permit source)."""
 
     def __init__(self, redis: Redis, *, ttl_s: int, history_ttl_s: int,
-                 limiter: SendRateLimiter | None = None, clock: Clock | None = None) -> None:
+                 limiter: SendRateLimiter | None = None, clock: Clock | None = None,
+                 cipher: TenantCipher | None = None) -> None:
         self._redis = redis
+        # Inbound messages, reply parts and the generated text are sealed with the
+        # tenant's data key (in the process after its first use: no extra round trip).
+        self._cipher = cipher or TenantCipher.disabled()
         self._clock = clock or SystemClock()
         self._ttl_s = ttl_s
         self._history_ttl_s = history_ttl_s
@@ -132,13 +139,20 @@ class ReplyStore:
         for event_id in event_ids:
             pipe.hmget(keys.reply(tenant_id, event_id), *_FIELDS)
         rows = await pipe.execute()
-        return [self._record(row) for row in rows]
+        key = await self._key(tenant_id)
+        return [self._record(row, key, event_id) for row, event_id in zip(rows, event_ids, strict=True)]
 
     async def load(self, tenant_id: str, event_id: str) -> ReplyRecord:
         return (await self.load_many(tenant_id, [event_id]))[0]
 
+    async def _key(self, tenant_id: str) -> TenantKey:
+        return self._cipher.cached(tenant_id) or await self._cipher.key(tenant_id)
+
     @staticmethod
-    def _record(row: Sequence[bytes | None]) -> ReplyRecord:
+    def _record(row: Sequence[bytes | None], key: TenantKey, event_id: str) -> ReplyRecord:
+        sealed = row[_TEXT]
+        if sealed is not None and is_sealed(sealed):
+            row = [*row[:_TEXT], key.open(REPLY_FAMILY, event_id, sealed), *row[_TEXT + 1:]]
         v = dict(zip(_FIELDS, (_s(x) for x in row), strict=True))
         return ReplyRecord(
             state=v["state"], stored=v["stored"], answered_by=v["answered_by"],
@@ -156,12 +170,13 @@ class ReplyStore:
         the first entry). With ``skip_reason`` the event is also marked ``skipped``.
         Returns the event's reply record as it is now (one round trip)."""
         conv = conversation_of(message)
+        key = await self._key(tenant_id)
         row = await self._store_inbound(
             keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
                   keys.conversations(tenant_id)],
-            args=[encode_message(message), conv, now_ms, self._ttl_s, skip_reason, *_FIELDS],
+            args=[encode_message(message, key), conv, now_ms, self._ttl_s, skip_reason, *_FIELDS],
         )
-        return self._record(row)
+        return self._record(row, key, event_id)
 
     async def admit(
         self, tenant_id: str, event_id: str, message: StoredMessage, *, now_ms: int,
@@ -175,17 +190,18 @@ class ReplyStore:
         nothing was stored or counted; the caller records it with :meth:`store_inbound`
         — else ``('', the record as it is now, whether this call claimed it)``."""
         conv = conversation_of(message)
+        key = await self._key(tenant_id)
         reply = await self._admit(
             keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
                   keys.conversations(tenant_id), keys.restricted(tenant_id), paused_key,
                   *quota.keys],
-            args=[encode_message(message), conv, now_ms, self._ttl_s, member, reason,
+            args=[encode_message(message, key), conv, now_ms, self._ttl_s, member, reason,
                   *quota.args, "1" if claim else "0", *_FIELDS],
         )
         skip = _s(reply[0])
         if skip:
             return skip, None, False
-        return "", self._record(reply[2]), bool(reply[1])
+        return "", self._record(reply[2], key, event_id), bool(reply[1])
 
     async def claim(
         self, tenant_id: str, head: str, members: Sequence[str], *, now_ms: int
@@ -207,7 +223,10 @@ class ReplyStore:
         continues) and, with a limiter, take the first send's permit in the same round
         trip. Returns the run that sends it: pass it to the sender as its permits."""
         names = [keys.reply(reply.tenant_id, reply.event_id)]
-        args: list[str | int] = [reply.text, reply.provider, reply.model, now_ms]
+        key = await self._key(reply.tenant_id)
+        args: list[str | int | bytes] = [key.seal_text(REPLY_FAMILY, reply.event_id, reply.text)
+                                         if key.enabled else reply.text,
+                                         reply.provider, reply.model, now_ms]
         if self._limiter is not None:
             window, limit = self._limiter.window(reply.channel, reply.account_id)
             names.append(window)
@@ -224,8 +243,10 @@ class ReplyStore:
         now_ms: int,
     ) -> bool:
         """The ``generated`` step alone (no permit): True when it applied."""
+        key = await self._key(tenant_id)
+        stored: str | bytes = key.seal_text(REPLY_FAMILY, event_id, text) if key.enabled else text
         return bool(await self._begin(
-            keys=[keys.reply(tenant_id, event_id)], args=[text, provider, model, now_ms]))
+            keys=[keys.reply(tenant_id, event_id)], args=[stored, provider, model, now_ms]))
 
     async def finish(
         self, tenant_id: str, event_id: str, state: str, *, now_ms: int, reason: str = ""
@@ -253,7 +274,8 @@ class ReplyStore:
                  keys.history(reply.tenant_id, conv), keys.conversations(reply.tenant_id),
                  keys.outbound(reply.tenant_id, message.message_id)]
         state, reason = end or ("", "")
-        args: list[str | int | bytes] = [index, message.message_id, encode_message(message),
+        key = await self._key(reply.tenant_id)
+        args: list[str | int | bytes] = [index, message.message_id, encode_message(message, key),
                                          conv, now_ms, self._history_ttl_s, state, reason,
                                          self._ttl_s]
         if context is not None:

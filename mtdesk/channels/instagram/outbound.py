@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from mtdesk.channels.messenger.outbound import render_body, render_signals
+from mtdesk.channels.messenger.outbound import render_attachment, render_body, render_signals
 
 MAX_BYTES: Final = 1000
 
-__all__ = ["MAX_BYTES", "fit", "render_body", "render_signals"]
+__all__ = ["MAX_BYTES", "fit", "render_attachment", "render_body", "render_signals"]
 
 
 def fit(text: str) -> int:

@@ -23,7 +23,7 @@ from mtdesk.channels.suggestions import (
     payload_for,
     title_for,
 )
-from mtdesk.core.ports import OutboundMessage
+from mtdesk.core.ports import OutboundMessage, SourceAttachment
 
 MAX_CHARS: Final = 1999  # "< 2,000 characters"
 METADATA_PREFIX: Final = "mtdesk:"
@@ -52,6 +52,29 @@ class PageSendBody(msgspec.Struct, frozen=True, kw_only=True):
     recipient: _Recipient
     messaging_type: str  # "RESPONSE": an answer to the user's message
     message: _MessageText
+
+
+class _AttachmentPayload(msgspec.Struct, frozen=True):
+    url: str
+    is_reusable: bool = True
+
+
+class _Attachment(msgspec.Struct, frozen=True):
+    type: str  # "image" | "file"
+    payload: _AttachmentPayload
+
+
+class _MessageAttachment(msgspec.Struct, frozen=True):
+    attachment: _Attachment
+    metadata: str
+
+
+class PageAttachmentBody(msgspec.Struct, frozen=True, kw_only=True):
+    """Messenger / Instagram ``POST /{account-id}/messages`` with an attachment by URL."""
+
+    recipient: _Recipient
+    messaging_type: str
+    message: _MessageAttachment
 
 
 class SenderActionBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +126,15 @@ def render_body(message: OutboundMessage, text: str, part: int,
                                  quick_replies(suggestions)),
         )
     )
+
+
+def render_attachment(message: OutboundMessage, attachment: SourceAttachment, part: int) -> bytes:
+    """A picture (``image``) or document (``file``) sent by its URL, with our metadata."""
+    kind = "image" if attachment.type == "image" else "file"
+    return _encoder.encode(PageAttachmentBody(
+        recipient=_Recipient(message.user_id), messaging_type="RESPONSE",
+        message=_MessageAttachment(_Attachment(kind, _AttachmentPayload(attachment.url)),
+                                   metadata_for(message.reply_key, part))))
 
 
 def render_signals(user_id: str, message_id: str, *, read: bool, first: bool) -> list[bytes]:

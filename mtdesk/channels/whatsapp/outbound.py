@@ -23,7 +23,7 @@ from mtdesk.channels.suggestions import (
     payload_for,
     title_for,
 )
-from mtdesk.core.ports import OutboundMessage
+from mtdesk.core.ports import OutboundMessage, SourceAttachment
 
 MAX_CHARS: Final = 4096
 
@@ -120,6 +120,34 @@ def interactive_for(text: str, suggestions: tuple[str, ...]) -> _Interactive | N
         for s in suggestions[:MAX_ROWS])
     return _Interactive("list", _Body(text), _Action(button=LIST_BUTTON,
                                                      sections=(_Section(LIST_SECTION, rows),)))
+
+
+class _Link(msgspec.Struct, frozen=True, omit_defaults=True):
+    link: str
+    filename: str | None = None
+
+
+class WhatsAppMediaBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """WhatsApp ``POST /{phone_number_id}/messages`` of a picture or document by link."""
+
+    messaging_product: str  # "whatsapp"
+    recipient_type: str  # "individual"
+    to: str | None = None
+    recipient: str | None = None
+    type: str  # "image" | "document"
+    image: _Link | None = None
+    document: _Link | None = None
+
+
+def render_attachment(message: OutboundMessage, attachment: SourceAttachment, part: int) -> bytes:
+    """A picture or document sent by its public link (the Cloud API fetches it)."""
+    to, recipient = whatsapp_address(message)
+    image = attachment.type == "image"
+    link = _Link(attachment.url, None if image else attachment.filename)
+    return _encoder.encode(WhatsAppMediaBody(
+        messaging_product="whatsapp", recipient_type="individual", to=to, recipient=recipient,
+        type="image" if image else "document", image=link if image else None,
+        document=None if image else link))
 
 
 class _Typing(msgspec.Struct, frozen=True):

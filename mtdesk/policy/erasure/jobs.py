@@ -53,6 +53,7 @@ from mtdesk.core.redis import (
     as_opt_bytes,
     as_opt_bytes_list,
 )
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.params import (
     KINDS,
@@ -186,6 +187,10 @@ class DeletionJobs:
             pipe.hset(keys.tenant(tenant_id), "status", "deleting")
             # No knowledge is written for it from now on (not only once the job runs).
             pipe.set(keys.erased(tenant_id), b"1", ex=ERASURE_MARK_TTL_S)
+            # Crypto-shredding: with its data key gone, nothing the tenant's customers
+            # wrote opens anywhere any more (Redis, its AOF and snapshots, backups); the
+            # job's sweep that follows is clean-up.
+            pipe.delete(keys.data_key(tenant_id))
             if raw.get(b"api_key_hash"):
                 pipe.delete(keys.api_key(raw[b"api_key_hash"].decode()))
             await pipe.execute()
@@ -406,6 +411,7 @@ class DeletionWorker:
             self._redis, partitions=self._settings.partitions,
             data_dir=self._settings.data_dir, progress=progress, batch=self._batch,
             settle_s=self._settings.deletion_settle_s, settle_poll_s=self._settle_poll_s,
+            cipher=TenantCipher.from_settings(self._redis, self._settings),
         )
         try:
             await self._run(sweep, decode_params(raw.get(b"params", b"{}"), kind))

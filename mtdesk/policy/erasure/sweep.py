@@ -56,7 +56,8 @@ from pathlib import Path
 import msgspec
 
 from mtdesk.core import keys
-from mtdesk.core.events import decode_event
+from mtdesk.core.errors import DecryptionError
+from mtdesk.core.events import EVENT_FAMILY, decode_event
 from mtdesk.core.keys import Erasure, Scope
 from mtdesk.core.redis import (
     Redis,
@@ -65,6 +66,7 @@ from mtdesk.core.redis import (
     as_opt_bytes,
     as_opt_bytes_list,
 )
+from mtdesk.core.sealing import TenantCipher, is_sealed
 from mtdesk.policy.erasure.conversations import ConversationEraser, split_conversation
 from mtdesk.policy.erasure.notices import (
     ChannelNotice,
@@ -116,8 +118,11 @@ class ErasureSweep:
         batch: int = 500,
         settle_s: float = 0.0,
         settle_poll_s: float = 0.5,
+        cipher: TenantCipher | None = None,
     ) -> None:
         self._redis = redis
+        # Opens the sealed inbound events of the tenant whose user or channel is erased.
+        self._cipher = cipher or TenantCipher.disabled()
         self._partitions = partitions
         self._data_dir = Path(data_dir)
         self._progress = progress
@@ -175,16 +180,27 @@ class ErasureSweep:
                 break
         await self._report({"records": removed})
 
-    async def _sweep_inbound(self, match: Callable[[str, object], bool]) -> None:
-        """Queued events (not yet processed by a shard) that ``match(tenant, event)``."""
+    async def _sweep_inbound(self, tenant_id: str, match: Callable[[str, object], bool]) -> None:
+        """Queued events (not yet processed by a shard) that ``match(tenant, event)``. A
+        sealed event is opened with ``tenant_id``'s key when it is that tenant's (one of
+        another tenant, or of a tenant whose key is gone, is matched as ``None``)."""
+        try:
+            sealer = await self._cipher.key(tenant_id, create=False)
+        except DecryptionError:
+            sealer = None  # shredded: its events are matched by their tenant field
         removed = 0
         for p in range(self._partitions):
             def hit(fields: dict[bytes, bytes]) -> bool:
                 tenant = fields.get(b"t", b"").decode("utf-8", "replace")
+                raw = fields.get(b"e", b"")
+                event: object = None
                 try:
-                    event = decode_event(fields.get(b"e", b""))
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    return False
+                    if not is_sealed(raw):
+                        event = decode_event(raw)
+                    elif sealer is not None and tenant == tenant_id:
+                        event = decode_event(sealer.open(EVENT_FAMILY, "", raw))
+                except (msgspec.DecodeError, msgspec.ValidationError, DecryptionError):
+                    event = None
                 return match(tenant, event)
 
             removed += await self._records.stream(keys.inbound(p), hit)
@@ -294,6 +310,7 @@ class ErasureSweep:
         assert pattern is not None
         await self._sweep_tenant_keys(tenant_id, pattern, set(convs))
         await self._sweep_inbound(
+            tenant_id,
             lambda t, e: t == tenant_id and getattr(e, "channel", None) == channel
             and user_id in (getattr(e, "user_id", None), getattr(e, "wa_id", None))
         )
@@ -345,6 +362,7 @@ class ErasureSweep:
         assert pattern is not None
         await self._sweep_tenant_keys(tenant_id, pattern, set(convs), conv_prefix=prefix)
         await self._sweep_inbound(
+            tenant_id,
             lambda t, e: t == tenant_id and getattr(e, "channel", None) == channel
             and getattr(e, "account_id", None) == account_id
         )
@@ -358,6 +376,10 @@ class ErasureSweep:
         notice = TenantNotice(tenant_id)
         r = self._redis
         await r.set(keys.erased(tenant_id), b"1", ex=ERASURE_MARK_TTL_S)
+        # Its data key first (crypto-shredding; already done when the job was scheduled
+        # through DeletionJobs): from here on nothing of the tenant opens anywhere.
+        self._cipher.forget(tenant_id)
+        await self._report({"data_keys": int(await r.delete(keys.data_key(tenant_id)))})
         await self._notify(notice)
         known = set(accounts)
         for raw in as_bytes_set(await r.smembers(keys.channels(tenant_id))):
@@ -379,6 +401,7 @@ class ErasureSweep:
         await self._sweep_global(tenant_id, pattern)  # billing references, pending jobs …
         await self._drop_app_user_links(set())
         await self._sweep_inbound(
+            tenant_id,
             lambda t, e: t == tenant_id
             or (getattr(e, "channel", None), getattr(e, "account_id", None)) in known
         )
