@@ -94,6 +94,9 @@ class Conversation:
         self.answering: dict[str, WorkItem] = {}
         self.unsent: set[str] = set()
         self.revised = asyncio.Event()
+        # A person's echo (Meta's inbox) has arrived and is queued, not yet handled in
+        # order: a bot reply under way must not send another part (records.person_arrived).
+        self.person_waiting = 0
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
@@ -114,6 +117,8 @@ class Conversation:
             records.edit_queued(self, item.event)
         elif isinstance(item.event, Unsend):
             records.unsend_queued(self, item.event)
+        elif isinstance(item.event, Echo):
+            records.echo_queued(self, item.event)
         self.queue.append(item)
         self.last_active = time.monotonic()
         if self._task is None or self._task.done():
