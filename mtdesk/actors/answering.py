@@ -10,7 +10,9 @@ The first reply of a new conversation starts with the bot's greeting, as part of
 reply's stored text, so it is never sent twice. A ``knowledge_only`` LLM bot whose
 tenant has knowledge but none of it scoring ``min_score`` answers its fallback message
 without a model (outcome ``no_knowledge``; docs/retrieval.md); a failed model answers
-the fallback message too (outcome ``fallback``). The text is split into the channel's
+the fallback message too (outcome ``fallback``). The model is told the customer's
+language (:mod:`mtdesk.retrieval.language`, kept on the conversation's context) to
+answer in it whatever the knowledge's language. The text is split into the channel's
 parts once, and a :class:`~mtdesk.actors.replies.ReplyRun` records each part Meta
 accepted before the next is sent, then the reply's end with the conversation's context.
 
@@ -32,7 +34,6 @@ back-off, for up to ``settings.send_retry_for_s`` (docs/delivery.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -42,12 +43,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mtdesk.actors.admission import admit
+from mtdesk.actors.admission import UNSENT_FIRST, admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
-from mtdesk.actors.records import UNSENT_FIRST, thread_lost
+from mtdesk.actors.records import thread_lost
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
 from mtdesk.actors.suggest import suggestions_for
-from mtdesk.actors.turns import encode_context
+from mtdesk.actors.turns import customer_words, encode_context
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
@@ -57,6 +58,7 @@ from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage, Sourc
 from mtdesk.core.replystate import on_delivery
 from mtdesk.policy.threads import OWNED_ELSEWHERE
 from mtdesk.retrieval.extractive import is_extractive
+from mtdesk.retrieval.language import answer_language
 from mtdesk.retrieval.prompt import shown_passages
 
 if TYPE_CHECKING:
@@ -190,26 +192,26 @@ async def _generate_current(
     images: list[str] | None = None,
 ) -> tuple[list[str], Completion, str] | None:
     """The answer to what the burst says now: an edit or unsend of one of its messages
-    arriving while the model works drops that answer, and the revised texts are
-    answered instead (once). None when nothing is left to answer."""
+    arriving while the model works (``Conversation.revise``) cancels that answer, and
+    the revised texts are answered instead (once). None when nothing is left."""
     while True:
-        conv.revised.clear()
+        conv.revised = False
         texts = texts_now()
         if not texts:
             return None
         making = asyncio.ensure_future(_generate(conv, bot, texts, images))
-        revised = asyncio.ensure_future(conv.revised.wait())
+        conv.making = making
         try:
-            await asyncio.wait({making, revised}, return_when=asyncio.FIRST_COMPLETED)
+            completion, outcome = await making
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not conv.revised or (current is not None and current.cancelling()):
+                raise  # the conversation itself is being cancelled
+        else:
+            if not conv.revised:
+                return texts, completion, outcome
         finally:
-            revised.cancel()
-            if not making.done():
-                making.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await making
-        if not conv.revised.is_set() and not making.cancelled():
-            completion, outcome = making.result()
-            return texts, completion, outcome
+            conv.making = None
         conv.services.metrics.outcome("revised")  # the stale answer is dropped
 
 
@@ -232,6 +234,11 @@ async def _generate(
     (``data:`` URLs) go with the message answered, for a bot whose model takes them."""
     s = conv.services
     passages: list[Passage] = []
+    # The customer's language, kept on the conversation: a short "ok" does not flip it.
+    language = answer_language(conv.context.language, customer_words(texts))
+    if language is not None and language != conv.context.language:
+        conv.context.language = language
+        conv.mark_dirty()
     started = time.monotonic()
     try:
         async with asyncio.timeout(s.settings.llm_timeout_s):
@@ -244,7 +251,7 @@ async def _generate(
             if images and bot.vision and prompt and prompt[-1].role == "user":
                 last = prompt[-1]
                 prompt[-1] = ChatMessage(last.role, last.content, tuple(images))
-            completion = await s.chat_model.complete(bot, prompt, passages)
+            completion = await s.chat_model.complete(bot, prompt, passages, language=language)
         s.metrics.observe("llm", time.monotonic() - started)
         if bot.suggestions:
             completion = msgspec.structs.replace(

@@ -10,7 +10,8 @@ eviction, and restored on activation.
 
 Per event (see docs/shards.md for the table) the work is done elsewhere: messages and
 postbacks are answered by :mod:`mtdesk.actors.answering` (admission, bursts, the reply),
-unless they came on ``standby`` (another app owns the thread); everything else is
+unless they came on ``standby`` (another app owns the thread); Instagram comments by
+:mod:`mtdesk.actors.comments` (recorded, maybe a private reply); everything else is
 recorded by :mod:`mtdesk.actors.records` (handovers move the thread's owner, a user id
 change moves the conversation). An edit or unsend is looked at as it arrives
 (:meth:`Conversation.submit`): of a message still queued, or in the burst being
@@ -29,11 +30,13 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Any
 
 import msgspec
 
 from mtdesk.actors import records
 from mtdesk.actors.answering import answer, greeted
+from mtdesk.actors.comments import on_comment
 from mtdesk.actors.turns import (
     ConversationContext,
     PromptBuilder,
@@ -47,6 +50,7 @@ from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
 from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import (
+    Comment,
     Echo,
     Edit,
     Handover,
@@ -90,12 +94,14 @@ class Conversation:
         self._dirty = False
         self.forgotten = False  # its data was erased: never write its context again
         # The burst being answered (event id → item): an edit or unsend of one of them
-        # arriving meanwhile revises what is answered (``revised`` wakes the answer up).
+        # arriving meanwhile revises what is answered (:meth:`revise`); ``unsent``: ids
+        # of messages unsent before they were answered (until their unsend is handled).
         self.answering: dict[str, WorkItem] = {}
         self.unsent: set[str] = set()
-        self.revised = asyncio.Event()
+        self.revised = False
+        self.making: asyncio.Future[Any] | None = None  # the model call under way
         # A person's echo (Meta's inbox) has arrived and is queued, not yet handled in
-        # order: a bot reply under way must not send another part (records.person_arrived).
+        # order: a bot reply under way must not send another part (records.echo_queued).
         self.person_waiting = 0
 
     # --- shard-facing -----------------------------------------------------------------
@@ -177,6 +183,13 @@ class Conversation:
         """The context as it is was just persisted (with a reply's end)."""
         self._dirty = False
 
+    def revise(self) -> None:
+        """What the burst being answered says changed: the answer under way (if the
+        model is still at it) is dropped and made again."""
+        self.revised = True
+        if self.making is not None and not self.making.done():
+            self.making.cancel()
+
     def bounded(self, turns: list[ChatMessage]) -> list[ChatMessage]:
         return bounded(turns, self.services.settings.history_turns)
 
@@ -238,6 +251,9 @@ class Conversation:
             else:
                 await answer(self, item, event)  # hands the item (and its burst) back itself
                 return
+        elif isinstance(event, Comment):
+            await on_comment(self, item, event)  # recorded; maybe a private reply
+            return
         elif isinstance(event, Echo):
             if event.standby:
                 records.thread_seen_elsewhere(self, event.timestamp_ms)
@@ -254,6 +270,6 @@ class Conversation:
             await records.on_receipt(self, event)
         elif isinstance(event, Status):
             await records.on_status(self, event)
-        else:  # reaction, unsend, edit, unsupported: recorded, never answered
+        else:  # reaction, unsend, edit, mention, unsupported: recorded, never answered
             await records.record_only(self, item)
         self.services.ledger.done(item)

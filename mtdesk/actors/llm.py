@@ -105,7 +105,7 @@ def passages_block(passages: list[Passage]) -> str:
 
 def build_messages(
     bot: BotConfig, messages: list[ChatMessage], passages: list[Passage], *,
-    model: str | None = None,
+    model: str | None = None, language: str | None = None,
 ) -> list[dict[str, Any]]:
     """The prompt sent to the provider for ``model`` (default ``bot.model``): one system
     message, then ``messages`` (oldest turns dropped first when they do not fit).
@@ -117,12 +117,14 @@ def build_messages(
     fallback message for questions about the business. (The conversation answers
     ``fallback_message`` itself, without a model, when the tenant has knowledge and none
     of it scores; so this prompt is for a tenant without a knowledge base yet, or one
-    that could not be read.) Everything fits the model's context window
-    (:func:`mtdesk.retrieval.prompt.fit_prompt`).
+    that could not be read.) With ``language`` (the customer's, ISO 639-1) the system
+    message ends with the instruction to answer in it. Everything fits the model's
+    context window (:func:`mtdesk.retrieval.prompt.fit_prompt`).
 
     A message with ``images`` (a vision bot's picture) is sent as OpenAI content parts:
     one ``text`` part, then one ``image_url`` part per picture (a ``data:`` URL)."""
-    fitted = fit_prompt(bot, messages, shown_passages(bot, passages), model=model)
+    fitted = fit_prompt(bot, messages, shown_passages(bot, passages), model=model,
+                        language=language)
     return [_wire_message(m) for m in fitted]
 
 
@@ -189,7 +191,8 @@ class ProviderChatModel:
             await client.close()
 
     async def complete(
-        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage], *,
+        language: str | None = None,
     ) -> Completion:
         chain = [(p, m) for p, m in chain_of(bot) if p != EXTRACTIVE]
         if not chain:
@@ -204,7 +207,7 @@ class ProviderChatModel:
                 last = exc
                 continue
             # Each model gets the prompt that fits its own context window.
-            prompt = build_messages(bot, messages, passages, model=model)
+            prompt = build_messages(bot, messages, passages, model=model, language=language)
             try:
                 completion = await self._call(client, provider, model, bot, prompt)
             except ProviderError as exc:
@@ -278,12 +281,14 @@ class ModelRouter:
         self._offline = offline
 
     async def complete(
-        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage], *,
+        language: str | None = None,
     ) -> Completion:
+        # The offline model quotes the knowledge as written: it is told no language.
         if is_extractive(bot):
             return await self._offline.complete(bot, messages, passages)
         try:
-            return await self._providers.complete(bot, messages, passages)
+            return await self._providers.complete(bot, messages, passages, language=language)
         except ProviderError:
             if any(p == EXTRACTIVE for p, _ in chain_of(bot)[1:]):
                 return await self._offline.complete(bot, messages, passages)

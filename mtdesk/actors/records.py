@@ -30,8 +30,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mtdesk.actors.admission import UNSENT_FIRST
-from mtdesk.actors.turns import ConversationContext, decode_context, encode_context, without_texts
+from mtdesk.actors.turns import (
+    ConversationContext,
+    decode_context,
+    encode_context,
+    user_text,
+    without_texts,
+)
 from mtdesk.actors.window import window_end
 from mtdesk.channels.outbound import is_our_metadata
 from mtdesk.core import keys
@@ -172,12 +177,12 @@ def edit_queued(conv: Conversation, edit: Edit) -> None:
     answering = conv.answering.get(edit.target_id)
     if answering is not None and isinstance(answering.event, Message):
         answering.event = msgspec.structs.replace(answering.event, text=edit.text)
-        conv.revised.set()
+        conv.revise()
 
 
 def unsend_queued(conv: Conversation, unsend: Unsend) -> None:
     """An unsend of a message not answered yet: still queued, it is recorded ``skipped``
-    when its turn comes (:data:`UNSENT_FIRST`), never answered; in the burst being
+    when its turn comes (``unsent before it was answered``), never answered; in the burst being
     answered, the answer is made without it (or not at all). Either way the unsend,
     queued behind it, then takes it out of the history."""
     target = unsend.target_id
@@ -186,7 +191,7 @@ def unsend_queued(conv: Conversation, unsend: Unsend) -> None:
     if queued or target in conv.answering:
         conv.unsent.add(target)
     if target in conv.answering:
-        conv.revised.set()
+        conv.revise()
 
 
 # --- thread control (the handover protocol) ----------------------------------------------
@@ -200,11 +205,15 @@ def thread_seen_elsewhere(conv: Conversation, timestamp_ms: int) -> None:
 
 async def on_standby(conv: Conversation, item: WorkItem, event: Message | Postback) -> None:
     """A message of the person while another app owns the thread: recorded ``skipped``,
-    never answered; Meta's window still counts from it."""
+    never answered; Meta's window still counts from it, and the model will see it
+    (a user turn) once the thread is back."""
     thread_seen_elsewhere(conv, event.timestamp_ms)
     ctx = conv.context
     ctx.last_inbound_ms = max(ctx.last_inbound_ms, event.timestamp_ms)
     ctx.window_until_ms = max(ctx.window_until_ms, window_end(event, item.received_ms))
+    # Remembered like the other app's replies (human echoes are assistant turns): when
+    # the thread comes back the model knows what was said meanwhile.
+    ctx.turns = conv.bounded([*ctx.turns, ChatMessage("user", user_text(event))])
     conv.mark_dirty()
     await conv.services.replies.store_inbound(
         item.tenant_id, event.event_id,

@@ -5,7 +5,8 @@
 (free-form, for bot flows), ``last_inbound_ms``, ``window_until_ms`` (when Meta's
 customer service window ends: :mod:`mtdesk.actors.window`), ``paused_until_ms`` and ``replied``
 (anything was sent to the person: the conversation is no longer new, no greeting),
-``thread_owner`` / ``thread_owner_ms`` (who owns the thread: :mod:`mtdesk.policy.threads`).
+``thread_owner`` / ``thread_owner_ms`` (who owns the thread: :mod:`mtdesk.policy.threads`)
+and ``language`` (the customer's, which answers are made in).
 :func:`build_prompt` is the default prompt builder (recent turns, then the new user
 message(s)); the ChatModel adds the system prompt and the passages itself. The context
 keeps one user turn per answered inbound message and one assistant turn per reply, so
@@ -35,6 +36,9 @@ class ConversationContext(msgspec.Struct, kw_only=True):
     # ``turns`` (which may be kept empty: history_turns 0) it says the conversation is
     # not new, so no greeting.
     replied: bool = False
+    # The customer's language (ISO 639-1) as last clearly detected; "" not known yet.
+    # A short message ("ok") does not change it (mtdesk.retrieval.language).
+    language: str = ""
     # ``turns`` and ``bot_state`` sealed with the tenant's data key (family
     # :data:`CONTEXT_FAMILY`, id: the conversation key) as msgpack ``[turns, bot_state]``;
     # both are empty in the stored form then. Only ever set in Redis, never in memory.
@@ -96,11 +100,14 @@ def build_prompt(
     return [*turns, ChatMessage("user", "\n".join(texts))]
 
 
+_SENT_NOTE = "(The customer sent: "
+
+
 def describe_attachments(message: Message) -> str:
     """What the model is told about an attachment-only message."""
     kinds = ", ".join(a.type for a in message.attachments) or message.type
     captions = " ".join(a.caption for a in message.attachments if a.caption)
-    text = f"(The customer sent: {kinds}"
+    text = f"{_SENT_NOTE}{kinds}"
     if message.location is not None:
         text += f", location {message.location.name or ''} {message.location.address or ''}".rstrip()
     return text + (f", with the caption: {captions})" if captions else ")")
@@ -115,6 +122,12 @@ def user_text(event: Message | Postback) -> str:
     if tapped is not None:
         return tapped
     return event.text or event.quick_reply or event.interactive_id or describe_attachments(event)
+
+
+def customer_words(texts: list[str]) -> list[str]:
+    """``texts`` without our own notes about attachments (the customer's words only: what
+    their language is read from)."""
+    return [t for t in texts if not t.startswith(_SENT_NOTE)]
 
 
 def bounded(turns: list[ChatMessage], limit: int) -> list[ChatMessage]:

@@ -40,9 +40,8 @@ from mtdesk.core.ports import OutboundMessage, SourceAttachment
 
 __all__ = [
     "INSTAGRAM_MAX_BYTES", "MESSENGER_MAX_CHARS", "WHATSAPP_MAX_CHARS", "is_our_metadata",
-    "metadata_for", "render_attachment", "render_body", "render_parts", "render_signals",
-    "split_text",
-    "within_limit",
+    "metadata_for", "one_message", "render_attachment", "render_body", "render_parts",
+    "render_signals", "split_text", "within_limit",
 ]
 
 # Sentence ends: Latin punctuation followed by whitespace (closing quotes/brackets stay
@@ -112,6 +111,22 @@ def split_text(channel: Channel, text: str) -> list[str]:
         parts.append(rest[:end].rstrip())
         rest = rest[start:].lstrip()
     return parts
+
+
+def one_message(channel: Channel, text: str) -> str:
+    """``text`` as ONE message of ``channel`` (where only one may go, e.g. a private reply
+    to a comment): whole when it fits, else its first part (cut as :func:`split_text`
+    cuts) ending with an ellipsis."""
+    parts = split_text(channel, text)
+    if len(parts) <= 1:
+        return parts[0] if parts else ""
+    head = parts[0]
+    room = _CHANNELS[channel].fit(head + " …") - 2  # characters of head that fit with it
+    if room < len(head):
+        cut = head[:room]
+        space = cut.rfind(" ")
+        head = (cut[:space] if space > len(cut) // 2 else cut).rstrip()
+    return head + " …"
 
 
 def render_body(message: OutboundMessage, text: str, part: int, *, last: bool = False) -> bytes:

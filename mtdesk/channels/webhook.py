@@ -15,7 +15,9 @@ channel adapter. Callers may rely on:
 - items of ``entry[].standby[]`` (Messenger/Instagram: another app owns the thread) are
   the events they describe, marked ``standby`` (recorded, never answered);
 - Instagram's App Dashboard "Test" (a messaging item as a ``changes`` value, with a
-  string timestamp in seconds) is read as the message it is.
+  string timestamp in seconds) is read as the message it is;
+- Instagram ``comments``, ``live_comments`` and ``mentions`` changes become ``Comment``
+  and ``Mention`` events (:func:`mtdesk.channels.instagram.inbound.change_events`).
 
 Speed: the common body decodes in one msgspec pass (:data:`_typed_envelope_decoder`);
 only a body that fails it, or that needs a change value in another shape, is decoded
@@ -54,6 +56,7 @@ class _Change(msgspec.Struct, frozen=True, gc=False):
 
 class _Entry(msgspec.Struct, frozen=True, gc=False):
     id: str | int | None = None
+    time: int | float | str | None = None
     messaging: list[msgspec.Raw] | None = None
     changes: list[_Change] | None = None
     standby: list[msgspec.Raw] | None = None
@@ -76,6 +79,7 @@ class _TypedChange(msgspec.Struct, frozen=True, gc=False):
 
 class _TypedEntry(msgspec.Struct, frozen=True, gc=False):
     id: str | int | None = None
+    time: int | float | str | None = None
     messaging: list[MessagingItem] | None = None
     changes: list[_TypedChange] | None = None
     standby: list[msgspec.Raw] | None = None
@@ -163,9 +167,19 @@ def _parse(env: _Envelope | _TypedEnvelope) -> ParsedWebhook:
                     continue
                 events.extend(instagram.instagram_events(entry_id, item, unknown))
                 continue
+            if channel == "instagram" and change.field in instagram.CHANGE_FIELDS:
+                if type(change) is _TypedChange:
+                    raise _NeedsRawItems
+                try:
+                    events.extend(instagram.change_events(
+                        change.field, entry_id, instagram.entry_time_ms(entry.time),
+                        cast(_Change, change).value, unknown))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    malformed += 1
+                continue
             wa_field = change.field == "messages" or change.field in whatsapp.COEXISTENCE_FIELDS
             if channel != "whatsapp" or not wa_field:
-                # Page feed, Instagram comments, WhatsApp template/account updates, …
+                # Page feed, Instagram story insights, WhatsApp template/account updates, …
                 unknown.append(f"{channel}:field:{change.field}"[:64])
                 continue
             if type(change) is _TypedChange:

@@ -47,6 +47,9 @@ def register(sub: Any) -> None:
     put.add_argument("--fallback-message", help="what to say when nothing fits")
     put.add_argument("--min-score", type=float, help="retrieval score needed (0 to 1)")
     put.add_argument("--greeting", help="first message to a new conversation")
+    put.add_argument("--comment-replies", choices=("off", "private"),
+                     help="Instagram comments: only recorded (off), or answered with one "
+                     "private message to the commenter (private)")
     state = put.add_mutually_exclusive_group()
     state.add_argument("--enable", dest="enabled", action="store_const", const=True,
                        help="the bot answers")
@@ -60,7 +63,7 @@ def register(sub: Any) -> None:
 
 
 _OPTIONS = ("provider", "model", "system_prompt", "temperature", "max_tokens", "grounding",
-            "fallback_message", "min_score", "greeting", "enabled")
+            "fallback_message", "min_score", "greeting", "enabled", "comment_replies")
 
 
 def _changes(args: argparse.Namespace) -> BotUpdate:

@@ -202,6 +202,38 @@ class Edit(_Event, frozen=True, tag="edit"):
     version: int = 0
 
 
+class Comment(_Event, frozen=True, tag="comment"):
+    """A comment on the business's Instagram media (webhook field ``comments``, or
+    ``live_comments`` during a live broadcast): ``event_id`` is the comment's id,
+    ``user_id`` its author (Instagram-scoped id) and ``user_name`` the author's username.
+    ``by_business``: the business's own comment (its author is the account itself).
+    Recorded in the author's conversation; answered only by a private reply, when the
+    bot's ``comment_replies`` is ``"private"`` (never the business's own comments)."""
+
+    text: str | None = None
+    media_id: str | None = None
+    media_type: str | None = None  # media_product_type: FEED, REELS, STORY, AD, LIVE …
+    parent_id: str | None = None  # the comment this one replies to
+    live: bool = False  # a comment on a live broadcast (``live_comments``)
+    ad_id: str | None = None  # the ad, when the media is a boosted post or an ad
+    by_business: bool = False
+
+
+class Mention(_Event, frozen=True, tag="mention"):
+    """The business was @mentioned on Instagram (webhook field ``mentions``): in a
+    comment (``comment_id``) or in a caption (``media_id`` only). Meta names neither the
+    author nor the text, so ``user_id`` is :data:`MENTIONS_USER`: an account's mentions
+    are one feed of records. Never answered."""
+
+    media_id: str
+    comment_id: str | None = None
+
+
+# The ``user_id`` of an account's mentions feed (never an Instagram-scoped id: those are
+# digits).
+MENTIONS_USER = "mentions"
+
+
 class Handover(_Event, frozen=True, tag="handover"):
     """Thread control changed hands (Messenger/Instagram ``messaging_handovers``, the
     handover protocol): ``pass`` (control passed, to ``new_owner_app_id``), ``take``
@@ -246,10 +278,10 @@ class Unsupported(_Event, frozen=True, tag="unsupported"):
 
 
 Event = (Message | Postback | Reaction | Echo | Receipt | Status | Unsend | Edit | Handover
-         | UserChanged | Imported | Unsupported)
+         | UserChanged | Imported | Comment | Mention | Unsupported)
 EVENT_KINDS: tuple[str, ...] = (
     "message", "postback", "reaction", "echo", "receipt", "status", "unsend", "edit",
-    "handover", "user_changed", "imported", "unsupported",
+    "handover", "user_changed", "imported", "comment", "mention", "unsupported",
 )
 
 # Encoders/decoders are built once; use these rather than making new ones per call.

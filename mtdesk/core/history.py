@@ -37,7 +37,7 @@ from redis.exceptions import ResponseError
 
 from mtdesk.core import keys
 from mtdesk.core.errors import ValidationError
-from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
+from mtdesk.core.events import Attachment, Comment, Event, Postback, Reaction, Receipt, Status
 from mtdesk.core.media import MediaRecord
 from mtdesk.core.redis import Redis, as_entries, as_hash, as_scored
 from mtdesk.core.scripts import LuaScript, lua_source
@@ -56,12 +56,14 @@ MEDIA_KIND = "media"
 class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One stored message.
 
-    ``message_id`` is the inbound event id (``mid``/``wamid``) or the Graph message id
-    of an outbound one. ``kind``: ``message``, ``postback``, ``reaction``, ``unsend``,
-    ``unsupported`` (inbound); ``reply`` (the bot), ``agent`` (a human agent from the
-    inbox), ``echo`` (our own send seen only through its echo); ``media`` (inbound: what
-    was fetched of the attachments of the message ``reply_to`` names, ``media`` holding
-    the references and ``text`` a voice note's transcript). ``status`` for inbound is
+    ``message_id`` is the inbound event id (``mid``/``wamid``, an Instagram comment's
+    id) or the Graph message id of an outbound one. ``kind``: ``message``, ``postback``,
+    ``reaction``, ``unsend``, ``edit``, ``comment`` (``reply_to``: the comment it
+    answers, if any), ``mention``, ``unsupported`` (inbound); ``reply`` (the bot),
+    ``agent`` (a human agent from the inbox), ``echo`` (our own send seen only through
+    its echo); ``media`` (inbound: what was fetched of the attachments of the message
+    ``reply_to`` names, ``media`` holding the references and ``text`` a voice note's
+    transcript). ``status`` for inbound is
     ``received`` (to be answered) or ``skipped`` with ``reason``; for outbound it is the
     status at the time of storing — :meth:`MessageStore.read` joins the current one.
     """
@@ -81,6 +83,11 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     status: str = "received"
     reason: str | None = None
     part: int = 0  # outbound: index of this part of a split reply
+    # Instagram comments and mentions: the media commented on (or mentioning the
+    # business), the commenter's username, and the comment a mention is in.
+    media_id: str | None = None
+    user_name: str | None = None
+    comment_id: str | None = None
     media: tuple[MediaRecord, ...] = ()  # kind "media": the attachments' references
     entry: str = ""  # the stream entry id; filled in when read, empty when stored
     # ``text``, ``attachments`` and ``media`` (captions, file names, transcripts) sealed
@@ -160,19 +167,22 @@ def inbound_message(
 ) -> StoredMessage:
     """The stored form of an inbound event (text of a postback is its title or payload,
     of a reaction its emoji; ``reply_to`` is the message replied to, reacted to or
-    unsent)."""
+    unsent, or the comment a comment answers)."""
     text: str | None = getattr(event, "text", None)
     if isinstance(event, Postback):
         text = event.title or event.payload
     elif isinstance(event, Reaction):
         text = event.emoji
-    reply_to = getattr(event, "reply_to", None) or getattr(event, "target_id", None)
+    reply_to = (getattr(event, "reply_to", None) or getattr(event, "target_id", None)
+                or getattr(event, "parent_id", None))
     return StoredMessage(
         direction="in", message_id=event.event_id, kind=str(event.__struct_config__.tag),
         channel=event.channel, account_id=event.account_id, user_id=event.user_id,
         timestamp_ms=event.timestamp_ms, text=text,
         attachments=getattr(event, "attachments", ()), reply_to=reply_to,
-        status=status, reason=reason,
+        status=status, reason=reason, media_id=getattr(event, "media_id", None),
+        user_name=event.user_name if isinstance(event, Comment) else None,
+        comment_id=getattr(event, "comment_id", None),
     )
 
 

@@ -60,6 +60,9 @@ class BotConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Mark the person's message read when it is taken up for an answer (Messenger and
     # Instagram still show typing without it; WhatsApp shows typing only with a read).
     read_receipts: bool = True
+    # Instagram comments on the business's media: "off" (recorded only) or "private"
+    # (answered with one private message to the commenter, Meta's Private Replies).
+    comment_replies: str = "off"
     # The model takes images (OpenAI-compatible image content parts): a picture the
     # customer sends is shown to it; otherwise it is told what was sent.
     vision: bool = False
@@ -85,9 +88,11 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
 
 class ChatModel(Protocol):
     async def complete(
-        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage], *,
+        language: str | None = None,
     ) -> Completion:
-        """Answer; tries the bot's fallback chain. Raises ProviderError when all fail."""
+        """Answer; tries the bot's fallback chain. Raises ProviderError when all fail.
+        ``language``: the customer's (ISO 639-1 code), to answer in; None: not known."""
         ...
 
 
@@ -126,6 +131,7 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     reply_key: str  # the inbound event id this answers; put in metadata, used for idempotency
     reply_to: str | None = None  # WhatsApp context message id
+    comment_id: str | None = None  # a private reply: the Instagram comment it answers
     # Offered under the last part as taps (quick replies, WhatsApp buttons or a list).
     suggestions: tuple[str, ...] = ()
     # Sent after the text (a knowledge source's picture or document).

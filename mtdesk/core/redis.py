@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import CrossSlotTransactionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
@@ -54,6 +56,145 @@ def connect(
         decode_responses=False,
         **extra,
     )
+
+
+class _Transaction(ClusterPipeline):
+    """What ``pipeline(transaction=True)`` gives on a cluster: the commands queued after
+    ``multi()`` run as one MULTI/EXEC when their keys share a slot (every tenant-scoped
+    or conversation-scoped transaction: the key layout puts them in the tenant's slot),
+    and as ordered, non-atomic writes otherwise (a transaction mixing a global index
+    with a tenant's keys: docs/redis.md lists them and why a crash between is safe).
+    ``watch()`` only switches to immediate commands (reads before ``multi()``): a
+    cluster has no cross-slot WATCH, so the optimistic check is not made."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        super().__init__(client, transaction=False)
+        self._queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self._immediate = False
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._immediate:
+            return self.cluster_client.execute_command(*args, **kwargs)
+        self._queued.append((args, kwargs))
+        return self
+
+    async def watch(self, *names: Any) -> None:  # type: ignore[override]
+        self._immediate = True
+
+    async def unwatch(self) -> None:  # type: ignore[override]
+        self._immediate = False
+
+    def multi(self) -> None:
+        self._immediate = False
+
+    async def reset(self) -> None:  # type: ignore[override]
+        self._queued = []
+        self._immediate = False
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        queued, self._queued = self._queued, []
+        self._immediate = False
+        if not queued:
+            return []
+        atomic = ClusterPipeline(self.cluster_client, transaction=True)  # type: ignore[abstract]
+        for args, kwargs in queued:
+            atomic.execute_command(*args, **kwargs)
+        try:
+            return list(await atomic.execute(raise_on_error=raise_on_error))
+        except CrossSlotTransactionError:
+            pass  # raised before anything was sent
+        ordered = ClusterPipeline(self.cluster_client, transaction=False)  # type: ignore[abstract]
+        for args, kwargs in queued:
+            ordered.execute_command(*args, **kwargs)
+        return list(await ordered.execute(raise_on_error=raise_on_error))
+
+
+class _Cluster(RedisCluster):
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if transaction:
+            return _Transaction(self)  # type: ignore[abstract]
+        return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+
+
+def connect_cluster(url: str, *, max_connections: int = 4096) -> Redis:
+    """A client for the Redis Cluster that ``url``'s node belongs to (the other nodes and
+    the slot map are discovered from it). redis-py's cluster client follows ``MOVED`` and
+    ``ASK``, reloads the slot map after a failover and splits multi-key commands
+    (``DEL``, ``UNLINK``, ``EXISTS``) by slot. It is typed as :data:`Redis`: the commands
+    the product uses exist on both, with the same replies; what differs (SCAN, WAIT,
+    multi-key reads) goes through the functions below. ``max_connections`` is per node."""
+    client = _Cluster.from_url(
+        url,
+        max_connections=max_connections,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=5.0,
+        decode_responses=False,
+        require_full_coverage=True,
+    )
+    return cast(Redis, client)
+
+
+def connect_to(url: str, *, cluster: bool, max_connections: int = 4096) -> Redis:
+    """:func:`connect_cluster` when ``cluster`` (``MTDESK_REDIS_CLUSTER``), else
+    :func:`connect`."""
+    if cluster:
+        return connect_cluster(url, max_connections=max_connections)
+    return connect(url, max_connections=max_connections)
+
+
+def is_cluster(redis: object) -> bool:
+    """Whether ``redis`` is a Redis Cluster client."""
+    return isinstance(redis, RedisCluster)
+
+
+def primaries(redis: Redis) -> list[Redis | ClusterNode]:
+    """What to send a per-server command to (``CONFIG GET``, ``INFO``, a SCAN): every
+    master of a cluster, or the one server."""
+    if isinstance(redis, RedisCluster):
+        return list(redis.get_primaries())
+    return [redis]
+
+
+async def on_server(redis: Redis, target: Redis | ClusterNode, *args: Any) -> Any:
+    """Run one command on one server of :func:`primaries`."""
+    if isinstance(target, ClusterNode):
+        return await cast(RedisCluster, redis).execute_command(*args, target_nodes=target)
+    return await target.execute_command(*args)
+
+
+async def scan_pages(
+    redis: Redis, *, match: str, count: int = 500, type_: str | None = None
+) -> AsyncIterator[list[bytes]]:
+    """The key names matching ``match``, a SCAN page at a time, on every master of a
+    cluster (a key lives on one of them) or the one server. Names may repeat across
+    pages (SCAN's guarantee: every key present throughout is seen at least once)."""
+    extra: tuple[str, ...] = () if type_ is None else ("TYPE", type_)
+    for target in primaries(redis):
+        cursor = b"0"
+        while True:
+            reply = await on_server(
+                redis, target, "SCAN", cursor, "MATCH", match, "COUNT", count, *extra)
+            cursor, names = reply[0], reply[1]
+            if isinstance(cursor, dict):  # a cluster client's shape: {node: cursor}
+                cursor = next(iter(cursor.values()))
+                names = names if not isinstance(names, dict) else next(iter(names.values()))
+            if names:
+                yield as_bytes_list(names)
+            if int(cursor) == 0:
+                break
+
+
+async def read_many(redis: Redis, names: Sequence[str | bytes]) -> list[bytes | None]:
+    """GET of each of ``names`` (nil where missing), in order: one MGET on a server, one
+    per slot on a cluster (a multi-key command's keys must share a slot)."""
+    if not names:
+        return []
+    if isinstance(redis, RedisCluster):
+        return as_opt_bytes_list(await redis.mget_nonatomic(list(names)))
+    return as_opt_bytes_list(await redis.mget(list(names)))
 
 
 # --- reply types --------------------------------------------------------------------------

@@ -491,6 +491,7 @@ class BotUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     greeting: Annotated[str, Meta(max_length=2_000)] | None | UnsetType = UNSET
     context_tokens: Annotated[int, Meta(ge=0, le=10_000_000)] | UnsetType = UNSET
     read_receipts: bool | UnsetType = UNSET
+    comment_replies: Literal["off", "private"] | UnsetType = UNSET
     vision: bool | UnsetType = UNSET
     voice_reply: Annotated[str, Meta(max_length=2_000)] | UnsetType = UNSET
     suggestions: bool | UnsetType = UNSET

@@ -10,7 +10,10 @@ What it answers (``{version}`` is any ``vNN.N``):
   Text over the channel's limit answers error 100, as Meta does; so do quick replies
   (at most 13, titles ≤ 20) and WhatsApp interactive messages (body ≤ 1,024, at most 3
   reply buttons with unique titles ≤ 20, or a list of ≤ 10 rows, titles ≤ 24,
-  descriptions ≤ 72) that break Meta's limits.
+  descriptions ≤ 72) that break Meta's limits. A private reply to a comment
+  (Messenger / Instagram ``recipient: {"comment_id"}``) is accepted once per comment: a
+  second one answers error 10 (Meta allows one); its answer's ``recipient_id`` is the
+  commenter when :meth:`FakeGraphAPI.comment_by` named one.
   Signals on the same path — a Messenger/Instagram ``sender_action`` (``mark_seen``,
   ``typing_on``, ``typing_off``) answering ``{"recipient_id"}``, a WhatsApp
   ``{"status": "read", "message_id", "typing_indicator"?}`` answering
@@ -188,6 +191,8 @@ class FakeGraphAPI(FakeServer):
         self._download_failures: list[int] = []
         self.downloads: list[str] = []  # media ids / CDN names of every download served
         self._ids = itertools.count(1)
+        self._replied_comments: set[str] = set()  # comments that got their private reply
+        self._comment_authors: dict[str, str] = {}
         self._storm_until = 0.0  # time.monotonic() the storm ends
         self._storm: list[_Failure] = []
         self._storm_turn = itertools.count()
@@ -205,6 +210,11 @@ class FakeGraphAPI(FakeServer):
         account.tokens.add(token)
         if channel is not None:
             account.channel = channel
+
+    def comment_by(self, comment_id: str, user_id: str) -> None:
+        """``comment_id`` was written by ``user_id`` (answered as a private reply's
+        ``recipient_id``, as Meta does)."""
+        self._comment_authors[comment_id] = user_id
 
     def revoke(self, account_id: str) -> None:
         """Every token of the account answers 190 from now on."""
@@ -270,6 +280,7 @@ class FakeGraphAPI(FakeServer):
         self._download_failures.extend([status] * times)
 
     def reset(self) -> None:
+        self._replied_comments.clear()
         self.sends.clear()
         self.attempts.clear()
         self._failures.clear()
@@ -411,6 +422,12 @@ class FakeGraphAPI(FakeServer):
         if problem is not None:
             record.error_code = 100
             return self._error(100, None, 400, f"(#100) {problem}")
+        recipient = body.get("recipient")
+        comment = recipient.get("comment_id") if isinstance(recipient, dict) else None
+        if comment and str(comment) in self._replied_comments:
+            record.error_code = 10
+            return self._error(10, None, 400, "(#10) Only one private reply can be sent to "
+                                              "the author of this comment.")
         n = next(self._ids)
         if body.get("messaging_product") == "whatsapp":
             wamid = "wamid." + base64.b64encode(
@@ -428,6 +445,11 @@ class FakeGraphAPI(FakeServer):
         mid = f"m_fake{n:012d}" + hashlib.sha1(account_id.encode()).hexdigest()[:16]
         record.message_id = mid
         recipient = body.get("recipient") or {}
+        comment = recipient.get("comment_id")
+        if comment:
+            self._replied_comments.add(str(comment))
+            return web.json_response({"recipient_id": self._comment_authors.get(str(comment), ""),
+                                      "message_id": mid})
         return web.json_response({"recipient_id": recipient.get("id"), "message_id": mid})
 
     def refusal(self, account_id: str, body: dict[str, Any]) -> str | None:
@@ -457,7 +479,8 @@ class FakeGraphAPI(FakeServer):
         if channel == "whatsapp":
             return "The parameter messaging_product is required."
         recipient = body.get("recipient")
-        if not isinstance(recipient, dict) or not recipient.get("id"):
+        if not isinstance(recipient, dict) or not (recipient.get("id")
+                                                   or recipient.get("comment_id")):
             return "The parameter recipient is required."
         message = body.get("message")
         if not isinstance(message, dict):

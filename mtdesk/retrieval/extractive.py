@@ -109,10 +109,13 @@ def best_sentences(query: str, text: str, max_tokens: int = MAX_ANSWER_TOKENS) -
 
 
 class ExtractiveModel:
-    """A :class:`~mtdesk.core.ports.ChatModel` for provider ``extractive``."""
+    """A :class:`~mtdesk.core.ports.ChatModel` for provider ``extractive``. It quotes the
+    knowledge as written, in the knowledge's language whatever ``language`` the customer
+    writes in (it cannot translate); it adds nothing that would claim otherwise."""
 
     async def complete(
-        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]
+        self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage], *,
+        language: str | None = None,
     ) -> Completion:
         query = next((m.content for m in reversed(messages) if m.role == "user"), "")
         return Completion(text=self.answer(bot, query, passages), provider=PROVIDER, model=PROVIDER)

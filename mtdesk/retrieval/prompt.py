@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 
 from mtdesk.core.ports import BotConfig, ChatMessage, Passage
+from mtdesk.retrieval.language import language_name
 from mtdesk.retrieval.tokens import count_tokens, trim_to_tokens
 
 DEFAULT_CONTEXT_TOKENS = 8192  # a safe size for a model we do not know
@@ -56,6 +57,18 @@ NO_KNOWLEDGE = (
     "exactly this sentence and nothing else: \"{fallback}\". You may answer greetings "
     "and thanks briefly, and ask the customer what they need."
 )
+
+
+LANGUAGE = (
+    "The customer writes in {name}. Always reply in {name} (language code \"{code}\"), "
+    "whatever the language of the knowledge or of the instructions above: translate what "
+    "you use from the knowledge, and keep names, prices and source names as written."
+)
+
+
+def language_rule(code: str) -> str:
+    """The instruction to answer in the language ``code`` (ISO 639-1) the customer uses."""
+    return LANGUAGE.format(name=language_name(code), code=code)
 
 
 def shown_passages(bot: BotConfig, passages: Sequence[Passage]) -> list[Passage]:
@@ -122,23 +135,27 @@ IMAGE_TOKENS = 1100
 
 def fit_prompt(
     bot: BotConfig, messages: Sequence[ChatMessage], passages: Sequence[Passage], *,
-    budget_tokens: int | None = None, model: str | None = None,
+    budget_tokens: int | None = None, model: str | None = None, language: str | None = None,
 ) -> list[ChatMessage]:
     """The prompt: a system message (the bot's prompt, its grounding rule and the
-    passages that fit), the turns that fit, and the newest message.
+    passages that fit, then the customer's language when known), the turns that fit,
+    and the newest message.
 
     ``messages`` are the conversation, oldest first, ending with the message to answer;
     ``passages`` are the ones the model may be shown, best first. ``budget_tokens``
     defaults to :func:`prompt_budget` for ``model`` (default ``bot.model``).
+    ``language``: the ISO 639-1 code to answer in (:func:`language_rule`, always kept).
     """
     budget = prompt_budget(bot, model) if budget_tokens is None else budget_tokens
+    speak = f"\n\n{language_rule(language)}" if language else ""
     *history, last = list(messages) or [ChatMessage("user", "")]
     with_knowledge = f"{grounding_rules(bot)}\n\nKnowledge:\n"
     if bot.grounding == "general":
         without_knowledge = f"{grounding_rules(bot)}\n\nKnowledge: (nothing relevant was found)"
     else:
         without_knowledge = no_knowledge_rule(bot)
-    rule_cost = max(estimate_tokens(with_knowledge), estimate_tokens(without_knowledge)) + 8
+    rule_cost = (max(estimate_tokens(with_knowledge), estimate_tokens(without_knowledge))
+                 + estimate_tokens(speak) + 8)
     own = _trim(bot.system_prompt.strip(), max(0, (budget - rule_cost) // 2))
     room = budget - rule_cost - estimate_tokens(own)
     # A picture costs a provider up to ~1,100 tokens (OpenAI's high detail of a large one).
@@ -167,7 +184,7 @@ def fit_prompt(
             break
         turns.insert(0, turn)
         room -= cost
-    rule = with_knowledge + "\n".join(knowledge) if knowledge else without_knowledge
+    rule = (with_knowledge + "\n".join(knowledge) if knowledge else without_knowledge) + speak
     system = f"{own}\n\n{rule}" if own else rule
     return [ChatMessage("system", system), *turns, newest]
 

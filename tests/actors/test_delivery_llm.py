@@ -113,7 +113,8 @@ class CannedOffline:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def complete(self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage]) -> Completion:
+    async def complete(self, bot: BotConfig, messages: list[ChatMessage], passages: list[Passage],
+                       *, language: str | None = None) -> Completion:
         self.calls += 1
         return Completion(text=passages[0].text if passages else "offline", provider="extractive", model="")
 

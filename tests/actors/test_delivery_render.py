@@ -14,6 +14,7 @@ from mtdesk.channels.outbound import (
     WHATSAPP_MAX_CHARS,
     is_our_metadata,
     metadata_for,
+    one_message,
     render_parts,
     split_text,
     within_limit,
@@ -122,3 +123,26 @@ def test_metadata_is_capped_and_recognized() -> None:
     assert metadata_for(long_key, 3) != metadata_for(long_key + "x", 3)
     assert is_our_metadata(metadata_for("m", 0)) and not is_our_metadata("agent note")
     assert not is_our_metadata(None)
+
+
+def test_a_private_reply_is_addressed_to_the_comment() -> None:
+    message = OutboundMessage(tenant_id="t", channel="instagram", account_id="IG1",
+                              user_id="7310492856614412", text="Yes, we ship there.",
+                              reply_key="17865799348089039", comment_id="17865799348089039")
+    [body] = render_parts(message)
+    assert json.loads(body) == {
+        "recipient": {"comment_id": "17865799348089039"}, "messaging_type": "RESPONSE",
+        "message": {"text": "Yes, we ship there.", "metadata": "mtdesk:17865799348089039#0"}}
+
+
+@settings(max_examples=60, deadline=None)
+@given(channel=st.sampled_from(["messenger", "instagram", "whatsapp"]),
+       text=st.one_of(prose, st.text(max_size=9000)))
+def test_one_message_is_whole_or_its_first_part_with_an_ellipsis(channel: str, text: str) -> None:
+    one = one_message(channel, text)  # type: ignore[arg-type]
+    assert within_limit(channel, one)  # type: ignore[arg-type]
+    parts = split_text(channel, text)  # type: ignore[arg-type]
+    if len(parts) <= 1:
+        assert one == (parts[0] if parts else "")
+    else:
+        assert one.endswith(" …") and parts[0].startswith(one[:-2].rstrip())

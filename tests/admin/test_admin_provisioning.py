@@ -203,6 +203,20 @@ async def test_an_account_connected_by_another_tenant_is_409(client: TestClient)
                               headers=bearer(a_key))).status == 201
 
 
+async def test_a_whatsapp_number_shared_with_the_business_app_says_so(client: TestClient) -> None:
+    _, key = await new_tenant(client)
+    body = {"channel": "whatsapp", "account_id": "1065", "access_token": "t", "coexistence": True}
+    r = await client.post(f"{API}/channels", json=body, headers=bearer(key))
+    assert r.status == 201 and (await r.json())["coexistence"] is True
+    # Connected again without saying: it stays as it was; saying false turns it off.
+    r = await client.post(f"{API}/channels", json=body | {"coexistence": None}, headers=bearer(key))
+    assert (await r.json())["coexistence"] is True
+    r = await client.post(f"{API}/channels", json=body | {"coexistence": False}, headers=bearer(key))
+    assert "coexistence" not in await r.json()
+    r = await client.post(f"{API}/channels", json=body | {"coexistence": "yes"}, headers=bearer(key))
+    assert r.status == 422 and (await r.json())["error"]["field"] == "coexistence"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "field"),
     [
@@ -350,3 +364,17 @@ async def test_read_receipts_can_be_turned_off_and_a_wrong_type_names_the_field(
     assert (await r.json())["read_receipts"] is False
     r = await client.put(f"{API}/bot", json={"read_receipts": "nope"}, headers=bearer(key))
     assert r.status == 422 and (await r.json())["error"]["field"] == "read_receipts"
+
+
+async def test_comment_replies_are_off_until_the_bot_enables_private_ones(
+    client: TestClient,
+) -> None:
+    _, key = await new_tenant(client)
+    r = await client.get(f"{API}/bot", headers=bearer(key))
+    assert (await r.json()).get("comment_replies", "off") == "off"
+    r = await client.put(f"{API}/bot", json={"comment_replies": "private"}, headers=bearer(key))
+    assert r.status == 200 and (await r.json())["comment_replies"] == "private"
+    r = await client.get(f"{API}/bot", headers=bearer(key))
+    assert (await r.json())["comment_replies"] == "private"
+    r = await client.put(f"{API}/bot", json={"comment_replies": "public"}, headers=bearer(key))
+    assert r.status == 422 and (await r.json())["error"]["field"] == "comment_replies"

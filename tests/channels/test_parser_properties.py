@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mtdesk.channels.messenger.inbound import timestamp_ms
 from mtdesk.channels.webhook import UndecodableBody, parse_webhook
 from mtdesk.channels.whatsapp.inbound import WAFormReply, form_fields, form_text
-from mtdesk.core.events import Message
+from mtdesk.core.events import Comment, Mention, Message
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -74,3 +74,38 @@ def test_any_instagram_change_value_never_raises(value: Any) -> None:
         parse_webhook(body)
     except UndecodableBody:
         pass
+
+
+ids = st.one_of(st.text(alphabet="0123456789", min_size=1, max_size=18),
+                st.integers(min_value=1, max_value=10**18))
+
+
+@given(field=st.sampled_from(["comments", "live_comments", "mentions"]), value=JSON,
+       time=st.one_of(JSON, st.integers(min_value=0, max_value=1 << 62)))
+def test_any_comment_or_mention_value_never_raises(field: str, value: Any, time: Any) -> None:
+    body = json.dumps({"object": "instagram", "entry": [
+        {"id": "17841400000000001", "time": time, "changes": [{"field": field, "value": value}]}]})
+    try:
+        parsed = parse_webhook(body.encode())
+    except UndecodableBody:
+        return
+    kind = Mention if field == "mentions" else Comment
+    assert all(isinstance(e, kind) and e.timestamp_ms >= 0 for e in parsed.events)
+
+
+@given(cid=ids, author=ids, text=st.text(max_size=300), parent=st.none() | ids,
+       media=ids, neighbours=st.lists(JSON, max_size=3))
+def test_a_comment_keeps_its_ids_and_text_whatever_its_neighbours(
+    cid: Any, author: Any, text: str, parent: Any, media: Any, neighbours: list[Any],
+) -> None:
+    value = {"id": cid, "from": {"id": author, "username": "ana"}, "text": text,
+             "media": {"id": media, "media_product_type": "FEED"}, "parent_id": parent}
+    changes = [{"field": "comments", "value": v} for v in neighbours]
+    changes.insert(len(changes) // 2, {"field": "comments", "value": value})
+    body = json.dumps({"object": "instagram", "entry": [
+        {"id": "17841400000000001", "time": 1796179105, "changes": changes}]}).encode()
+    mine = [e for e in parse_webhook(body).events
+            if isinstance(e, Comment) and e.event_id == str(cid) and e.text == text]
+    assert mine and mine[0].user_id == str(author) and mine[0].media_id == str(media)
+    assert mine[0].parent_id == (None if parent is None else str(parent))
+    assert mine[0].timestamp_ms == 1796179105000

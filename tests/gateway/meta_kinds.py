@@ -8,6 +8,7 @@ from pathlib import Path
 KINDS = Path(__file__).resolve().parents[1] / "fixtures" / "meta" / "kinds"
 
 PAGE = "112233445566778"
+IG_ID = "17841400000000001"
 PSID = "6543210987654321"
 PHONE_ID = "106540352242922"
 BSUID = "US.10293847561029384756"

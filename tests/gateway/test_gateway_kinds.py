@@ -8,16 +8,19 @@ import time
 
 from aiohttp.test_utils import TestClient, TestServer
 from gateway_support import FIXTURE_ACCOUNTS, make_settings, route, signed, stream_entries
-from meta_kinds import BSUID, PAGE, PHONE_ID, PSID, WA, load, names
+from meta_kinds import BSUID, IG_ID, PAGE, PHONE_ID, PSID, WA, load, names
 
 from mtdesk.channels.webhook import parse_webhook
 from mtdesk.cli.compose import build_app
 from mtdesk.core import keys
 from mtdesk.core.events import (
+    MENTIONS_USER,
+    Comment,
     ContactCard,
     Edit,
     Event,
     FormField,
+    Mention,
     Message,
     Order,
     OrderItem,
@@ -224,3 +227,40 @@ async def test_every_kind_posted_now_is_queued_fresh_for_its_tenant(redis: Redis
     assert 'mtdesk_gateway_dead_letters_total{reason="malformed_item"} 1.0' in metrics
     texts = [getattr(decode_event(f[b"e"]), "text", None) for f in entries]
     assert "Are you open on Sunday?" in texts and "random_text" in texts
+
+
+# --- Instagram comments and mentions -------------------------------------------------------
+
+
+def test_instagram_comments_are_events_with_author_media_and_text() -> None:
+    [c] = events("instagram_comment")
+    assert isinstance(c, Comment) and c.conversation == f"instagram:{IG_ID}:7310492856614412"
+    assert (c.event_id, c.user_name, c.text) == (
+        "17865799348089039", "ana.surfs", "Do you ship this board to Switzerland?")
+    assert (c.media_id, c.media_type, c.parent_id, c.live, c.by_business) == (
+        "17918195224117851", "FEED", None, False, False)
+    [reply] = events("instagram_comment_reply")
+    assert isinstance(reply, Comment) and reply.parent_id == "17865799348089039"
+    assert reply.media_type == "REELS"
+    [ad] = events("instagram_ad_comment")
+    assert isinstance(ad, Comment) and (ad.media_type, ad.ad_id) == ("AD", "23851234567890123")
+    [live] = events("instagram_live_comment")
+    assert isinstance(live, Comment) and live.live and live.media_type == "LIVE"
+
+
+def test_the_business_own_comment_is_marked_as_its_own() -> None:
+    [own] = events("instagram_own_comment")
+    assert isinstance(own, Comment) and own.by_business and own.user_id == IG_ID
+    assert own.parent_id == "17865799348089039"
+
+
+def test_mentions_are_events_of_the_account_mentions_feed() -> None:
+    [in_comment] = events("instagram_mention_comment")
+    [in_caption] = events("instagram_mention_caption")
+    assert isinstance(in_comment, Mention) and isinstance(in_caption, Mention)
+    assert (in_comment.media_id, in_comment.comment_id) == ("17887498072083520", "17894227972186120")
+    assert (in_caption.media_id, in_caption.comment_id) == ("17887498072083521", None)
+    assert in_comment.user_id == in_caption.user_id == MENTIONS_USER
+    assert in_comment.event_id == f"mention:{IG_ID}:17894227972186120"
+    # Meta may deliver a notification again: the same mention has the same id.
+    assert events("instagram_mention_comment")[0].event_id == in_comment.event_id

@@ -8,6 +8,7 @@ from typing import Any
 from mtdesk.channels.webhook import UndecodableBody, parse_webhook
 from mtdesk.core.events import (
     Attachment,
+    Comment,
     Echo,
     Edit,
     Location,
@@ -253,11 +254,19 @@ def test_instagram_deleted_and_echo() -> None:
     assert isinstance(echo, Echo) and echo.user_id == IGSID and echo.account_id == IG
 
 
-def test_instagram_comments_field_is_counted() -> None:
+def test_instagram_comments_are_events_and_other_changes_are_counted() -> None:
     b = body({"object": "instagram", "entry": [{"id": IG, "time": 1, "changes": [
-        {"field": "comments", "value": {"id": "c1", "text": "nice", "from": {"id": "u"}}}]}]})
+        {"field": "comments", "value": {"id": "c1", "text": "nice", "from": {"id": "u"}}},
+        {"field": "comments", "value": {"id": "c2", "text": "no author"}},
+        {"field": "comments", "value": {"id": ["not", "an", "id"]}},
+        {"field": "story_insights", "value": {"media_id": "m1", "reach": 17}}]}]})
     parsed = parse_webhook(b)
-    assert parsed.events == [] and parsed.unknown == ["instagram:field:comments"]
+    [comment] = parsed.events
+    assert isinstance(comment, Comment) and (comment.event_id, comment.user_id, comment.text) == (
+        "c1", "u", "nice")
+    assert comment.timestamp_ms == 1000  # the entry's time, in seconds
+    assert parsed.unknown == ["instagram:comments:incomplete", "instagram:field:story_insights"]
+    assert parsed.malformed == 1
 
 
 # --- WhatsApp -------------------------------------------------------------------------------

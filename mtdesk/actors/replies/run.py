@@ -41,6 +41,7 @@ class OutgoingReply:
     model: str
     parts: tuple[str, ...]
     reason: str = ""  # recorded with ``sent`` when the text is not the model's answer
+    comment_id: str | None = None  # a private reply: the comment it answers (one part)
     suggestions: tuple[str, ...] = ()  # offered under the last part
     attachment: SourceAttachment | None = None  # sent after the text
 
@@ -59,6 +60,7 @@ class OutgoingReply:
             tenant_id=self.tenant_id, channel=self.channel, account_id=self.account_id,
             user_id=self.user_id, wa_id=self.wa_id, text=self.text, reply_key=self.event_id,
             reply_to=self.event_id if self.channel == "whatsapp" else None,
+            comment_id=self.comment_id,
             suggestions=self.suggestions, attachment=self.attachment,
         )
 

@@ -5,7 +5,9 @@ Callers rely on:
 - :data:`MAX_CHARS` — a Messenger text is under 2,000 characters;
 - :func:`render_body` — the JSON body of ``POST /{page-id}/messages`` for one part, with
   our metadata ``mtdesk:<reply_key>#<part>`` (Meta echoes it back, so
-  :func:`is_our_metadata` recognizes our own sends). Instagram sends the same body.
+  :func:`is_our_metadata` recognizes our own sends). Instagram sends the same body. A
+  private reply to a comment (``message.comment_id``) is addressed
+  ``recipient: {"comment_id": …}`` instead of the person's id.
 - :func:`render_signals` — the ``sender_action`` bodies shown while an answer is made:
   ``mark_seen`` (the first time, when read receipts are on) then ``typing_on``.
 """
@@ -30,8 +32,9 @@ METADATA_PREFIX: Final = "mtdesk:"
 METADATA_MAX_CHARS: Final = 1000  # Meta's cap on message.metadata
 
 
-class _Recipient(msgspec.Struct, frozen=True):
-    id: str
+class _Recipient(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: str | None = None
+    comment_id: str | None = None  # a private reply to a comment (Instagram, Page posts)
 
 
 class QuickReply(msgspec.Struct, frozen=True):
@@ -120,7 +123,8 @@ def render_body(message: OutboundMessage, text: str, part: int,
     ``suggestions`` as quick replies."""
     return _encoder.encode(
         PageSendBody(
-            recipient=_Recipient(message.user_id),
+            recipient=(_Recipient(comment_id=message.comment_id) if message.comment_id
+                       else _Recipient(message.user_id)),
             messaging_type="RESPONSE",
             message=_MessageText(text, metadata_for(message.reply_key, part),
                                  quick_replies(suggestions)),
