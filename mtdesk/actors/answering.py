@@ -53,7 +53,7 @@ from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
-from mtdesk.core.events import Attachment, Message, Postback
+from mtdesk.core.events import Attachment, Channel, Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage, SourceAttachment
 from mtdesk.core.replystate import on_delivery
 from mtdesk.policy.threads import OWNED_ELSEWHERE
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TAKEN_OVER = "a person took over the conversation"
 # The reply's reason when it is not the model's answer (its outcome says which).
 _DONE_REASONS = {"fallback": "model failed: fallback message",
                  "voice_reply": "voice note not heard: the bot's voice reply",
@@ -333,6 +334,20 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
         return [], False
 
 
+class _UnlessTakenOver:
+    """The reply's send permits, refused once a person's echo has arrived for the
+    conversation (Meta's inbox: a person answered while the bot's answer was made)."""
+
+    def __init__(self, conv: Conversation, run: ReplyRun) -> None:
+        self._conv = conv
+        self._run = run
+
+    async def acquire(self, channel: Channel, account_id: str) -> None:
+        if self._conv.person_waiting:
+            raise _Silent(TAKEN_OVER, "taken_over")
+        await self._run.acquire(channel, account_id)
+
+
 async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, start: int,
                    window: int) -> None:
     """Send the reply's parts from ``start`` on, recording each. A retriable Graph error
@@ -342,13 +357,14 @@ async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, s
     s = conv.services
     give_up = time.monotonic() + s.settings.send_retry_for_s
     delay = 1.0
+    permits = _UnlessTakenOver(conv, run)
     while True:
         if conv.now_ms() >= window:
             # The window closed while the answer was made (or before a resumed send).
             raise _Silent(OUTSIDE_WINDOW)
         try:
             async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
-                                                 permits=run)) as accepted:
+                                                 permits=permits)) as accepted:
                 async for index, message_id in accepted:
                     conv.context.replied = True  # the person got something: no greeting again
                     await run.part_sent(index, message_id)

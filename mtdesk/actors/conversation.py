@@ -100,6 +100,9 @@ class Conversation:
         self.unsent: set[str] = set()
         self.revised = False
         self.making: asyncio.Future[Any] | None = None  # the model call under way
+        # A person's echo (Meta's inbox) has arrived and is queued, not yet handled in
+        # order: a bot reply under way must not send another part (records.echo_queued).
+        self.person_waiting = 0
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
@@ -120,6 +123,8 @@ class Conversation:
             records.edit_queued(self, item.event)
         elif isinstance(item.event, Unsend):
             records.unsend_queued(self, item.event)
+        elif isinstance(item.event, Echo):
+            records.echo_queued(self, item.event)
         self.queue.append(item)
         self.last_active = time.monotonic()
         if self._task is None or self._task.done():

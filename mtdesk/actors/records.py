@@ -69,11 +69,27 @@ if TYPE_CHECKING:
     from mtdesk.actors.work import WorkItem
 
 
+def _ours_by_its_marks(conv: Conversation, echo: Echo) -> bool:
+    app_id = conv.services.settings.meta_app_id
+    return is_our_metadata(echo.metadata) or (app_id is not None and echo.app_id == app_id)
+
+
+def echo_queued(conv: Conversation, echo: Echo) -> None:
+    """A person's echo has arrived (it waits behind the message being answered): from now
+    the bot's reply under way sends nothing more (``answering`` checks before each part),
+    before :func:`on_echo` pauses the bot in order. Only with hand-offs on."""
+    if conv.services.settings.handoff_pause_s > 0 and not _ours_by_its_marks(conv, echo):
+        conv.person_waiting += 1
+
+
 async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
     s = conv.services
     recorded = await s.redis.hexists(keys.outbound(item.tenant_id, echo.event_id), "entry")
-    ours = recorded or is_our_metadata(echo.metadata) or (
-        s.settings.meta_app_id is not None and echo.app_id == s.settings.meta_app_id)
+    marked = _ours_by_its_marks(conv, echo)
+    if not marked and s.settings.handoff_pause_s > 0:
+        # handled in order now: the pause below (durable) takes over from the flag
+        conv.person_waiting = max(0, conv.person_waiting - 1)
+    ours = recorded or marked
     if ours:
         s.metrics.outcome("echo")
         if recorded:

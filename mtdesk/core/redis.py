@@ -7,8 +7,14 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    CrossSlotTransactionError,
+    ExecAbortError,
+    RedisClusterException,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import CrossSlotTransactionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
@@ -59,53 +65,85 @@ def connect(
 
 
 class _Transaction(ClusterPipeline):
-    """What ``pipeline(transaction=True)`` gives on a cluster: the commands queued after
-    ``multi()`` run as one MULTI/EXEC when their keys share a slot (every tenant-scoped
-    or conversation-scoped transaction: the key layout puts them in the tenant's slot),
-    and as ordered, non-atomic writes otherwise (a transaction mixing a global index
-    with a tenant's keys: docs/redis.md lists them and why a crash between is safe).
-    ``watch()`` only switches to immediate commands (reads before ``multi()``): a
-    cluster has no cross-slot WATCH, so the optimistic check is not made."""
+    """What ``pipeline(transaction=True)`` gives on a cluster.
 
-    def __init__(self, client: RedisCluster) -> None:
+    Without ``watch()``: the commands run as one MULTI/EXEC when their keys share a slot
+    (every tenant-scoped transaction: the key layout puts them in the tenant's slot), and
+    as a plain pipeline otherwise (a transaction mixing a global index with a tenant's
+    keys: docs/redis.md). With ``watch()``: everything goes on one connection to the
+    master of the watched keys' slot (a plain client's pipeline: WATCH, immediate reads,
+    MULTI, EXEC, ``WatchError`` as on one Redis). A watched transaction that writes
+    outside that slot is refused by Redis as a whole (CROSSSLOT, nothing run) and then
+    runs as a plain pipeline: its optimistic check is not made (docs/redis.md)."""
+
+    def __init__(self, client: _Cluster) -> None:
         super().__init__(client, transaction=False)
+        self._owner = client
         self._queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        self._immediate = False
+        self._pinned: Any = None  # the watched slot's master's pipeline, while watching
+        self._multi = False
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        if self._immediate:
-            return self.cluster_client.execute_command(*args, **kwargs)
+        if self._pinned is not None:
+            if self._multi:
+                self._queued.append((args, kwargs))
+            return self._pinned.execute_command(*args, **kwargs)
         self._queued.append((args, kwargs))
         return self
 
+    def _split_command_across_slots(self, command: str, *keys: Any) -> Any:
+        # DEL / EXISTS / TOUCH / UNLINK: one command on the watched slot's connection
+        # (redis-py's cluster pipeline splits them by slot and returns itself).
+        if self._pinned is not None:
+            return self.execute_command(command, *keys)
+        return super()._split_command_across_slots(command, *keys)
+
     async def watch(self, *names: Any) -> None:  # type: ignore[override]
-        self._immediate = True
+        if self._pinned is None:
+            node = self.cluster_client.get_node_from_key(names[0])
+            if node is None:
+                raise RedisClusterException("no master serves the watched key's slot")
+            self._pinned = self._owner.node_client(node).pipeline(transaction=True)
+        self._multi = False
+        self._queued = []
+        await self._pinned.watch(*names)
 
     async def unwatch(self) -> None:  # type: ignore[override]
-        self._immediate = False
+        if self._pinned is not None:
+            await self._pinned.unwatch()
 
     def multi(self) -> None:
-        self._immediate = False
+        self._multi = True
+        if self._pinned is not None:
+            self._pinned.multi()
 
     async def reset(self) -> None:  # type: ignore[override]
         self._queued = []
-        self._immediate = False
+        self._multi = False
+        if self._pinned is not None:
+            await self._pinned.reset()
 
     def __len__(self) -> int:
         return len(self._queued)
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         queued, self._queued = self._queued, []
-        self._immediate = False
+        self._multi = False
+        if self._pinned is not None:
+            try:
+                return list(await self._pinned.execute(raise_on_error=raise_on_error))
+            except (AskError, ClusterCrossSlotError, ExecAbortError):
+                pass  # a write outside the watched slot (MOVED, CROSSSLOT): nothing ran
         if not queued:
             return []
-        atomic = ClusterPipeline(self.cluster_client, transaction=True)  # type: ignore[abstract]
-        for args, kwargs in queued:
-            atomic.execute_command(*args, **kwargs)
-        try:
-            return list(await atomic.execute(raise_on_error=raise_on_error))
-        except CrossSlotTransactionError:
-            pass  # raised before anything was sent
+        if self._pinned is None:
+            atomic = ClusterPipeline(self.cluster_client, transaction=True)  # type: ignore[abstract]
+            for args, kwargs in queued:
+                atomic.execute_command(*args, **kwargs)
+            try:
+                return list(await atomic.execute(raise_on_error=raise_on_error))
+            except CrossSlotTransactionError:
+                pass  # raised before anything was sent
         ordered = ClusterPipeline(self.cluster_client, transaction=False)  # type: ignore[abstract]
         for args, kwargs in queued:
             ordered.execute_command(*args, **kwargs)
@@ -113,10 +151,29 @@ class _Transaction(ClusterPipeline):
 
 
 class _Cluster(RedisCluster):
+    _node_clients: dict[str, Redis]
+
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if transaction:
             return _Transaction(self)  # type: ignore[abstract]
         return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+
+    def node_client(self, node: ClusterNode) -> Redis:
+        """A plain client of one master (for a watched transaction), made once per node."""
+        clients = self.__dict__.setdefault("_node_clients", {})
+        client = clients.get(node.name)
+        if client is None:
+            kwargs = {k: v for k, v in node.connection_kwargs.items()
+                      if k not in ("host", "port", "event_dispatcher")}
+            pool = aioredis.ConnectionPool(connection_class=node.connection_class,
+                                           host=node.host, port=node.port, **kwargs)
+            client = clients[node.name] = Redis(connection_pool=pool)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self.__dict__.pop("_node_clients", {}).values():
+            await client.aclose()
+        await super().aclose()
 
 
 def connect_cluster(url: str, *, max_connections: int = 4096) -> Redis:
