@@ -34,7 +34,6 @@ back-off, for up to ``settings.send_retry_for_s`` (docs/delivery.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -44,9 +43,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mtdesk.actors.admission import admit
+from mtdesk.actors.admission import UNSENT_FIRST, admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
-from mtdesk.actors.records import UNSENT_FIRST, thread_lost
+from mtdesk.actors.records import thread_lost
 from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
 from mtdesk.actors.suggest import suggestions_for
 from mtdesk.actors.turns import customer_words, encode_context
@@ -54,7 +53,7 @@ from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
-from mtdesk.core.events import Attachment, Message, Postback
+from mtdesk.core.events import Attachment, Channel, Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage, SourceAttachment
 from mtdesk.core.replystate import on_delivery
 from mtdesk.policy.threads import OWNED_ELSEWHERE
@@ -68,6 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TAKEN_OVER = "a person took over the conversation"
 # The reply's reason when it is not the model's answer (its outcome says which).
 _DONE_REASONS = {"fallback": "model failed: fallback message",
                  "voice_reply": "voice note not heard: the bot's voice reply",
@@ -192,26 +192,26 @@ async def _generate_current(
     images: list[str] | None = None,
 ) -> tuple[list[str], Completion, str] | None:
     """The answer to what the burst says now: an edit or unsend of one of its messages
-    arriving while the model works drops that answer, and the revised texts are
-    answered instead (once). None when nothing is left to answer."""
+    arriving while the model works (``Conversation.revise``) cancels that answer, and
+    the revised texts are answered instead (once). None when nothing is left."""
     while True:
-        conv.revised.clear()
+        conv.revised = False
         texts = texts_now()
         if not texts:
             return None
         making = asyncio.ensure_future(_generate(conv, bot, texts, images))
-        revised = asyncio.ensure_future(conv.revised.wait())
+        conv.making = making
         try:
-            await asyncio.wait({making, revised}, return_when=asyncio.FIRST_COMPLETED)
+            completion, outcome = await making
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not conv.revised or (current is not None and current.cancelling()):
+                raise  # the conversation itself is being cancelled
+        else:
+            if not conv.revised:
+                return texts, completion, outcome
         finally:
-            revised.cancel()
-            if not making.done():
-                making.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await making
-        if not conv.revised.is_set() and not making.cancelled():
-            completion, outcome = making.result()
-            return texts, completion, outcome
+            conv.making = None
         conv.services.metrics.outcome("revised")  # the stale answer is dropped
 
 
@@ -334,6 +334,20 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
         return [], False
 
 
+class _UnlessTakenOver:
+    """The reply's send permits, refused once a person's echo has arrived for the
+    conversation (Meta's inbox: a person answered while the bot's answer was made)."""
+
+    def __init__(self, conv: Conversation, run: ReplyRun) -> None:
+        self._conv = conv
+        self._run = run
+
+    async def acquire(self, channel: Channel, account_id: str) -> None:
+        if self._conv.person_waiting:
+            raise _Silent(TAKEN_OVER, "taken_over")
+        await self._run.acquire(channel, account_id)
+
+
 async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, start: int,
                    window: int) -> None:
     """Send the reply's parts from ``start`` on, recording each. A retriable Graph error
@@ -343,13 +357,14 @@ async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, s
     s = conv.services
     give_up = time.monotonic() + s.settings.send_retry_for_s
     delay = 1.0
+    permits = _UnlessTakenOver(conv, run)
     while True:
         if conv.now_ms() >= window:
             # The window closed while the answer was made (or before a resumed send).
             raise _Silent(OUTSIDE_WINDOW)
         try:
             async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
-                                                 permits=run)) as accepted:
+                                                 permits=permits)) as accepted:
                 async for index, message_id in accepted:
                     conv.context.replied = True  # the person got something: no greeting again
                     await run.part_sent(index, message_id)

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Any
 
 import msgspec
 
@@ -93,10 +94,15 @@ class Conversation:
         self._dirty = False
         self.forgotten = False  # its data was erased: never write its context again
         # The burst being answered (event id → item): an edit or unsend of one of them
-        # arriving meanwhile revises what is answered (``revised`` wakes the answer up).
+        # arriving meanwhile revises what is answered (:meth:`revise`); ``unsent``: ids
+        # of messages unsent before they were answered (until their unsend is handled).
         self.answering: dict[str, WorkItem] = {}
         self.unsent: set[str] = set()
-        self.revised = asyncio.Event()
+        self.revised = False
+        self.making: asyncio.Future[Any] | None = None  # the model call under way
+        # A person's echo (Meta's inbox) has arrived and is queued, not yet handled in
+        # order: a bot reply under way must not send another part (records.echo_queued).
+        self.person_waiting = 0
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
@@ -117,6 +123,8 @@ class Conversation:
             records.edit_queued(self, item.event)
         elif isinstance(item.event, Unsend):
             records.unsend_queued(self, item.event)
+        elif isinstance(item.event, Echo):
+            records.echo_queued(self, item.event)
         self.queue.append(item)
         self.last_active = time.monotonic()
         if self._task is None or self._task.done():
@@ -174,6 +182,13 @@ class Conversation:
     def mark_clean(self) -> None:
         """The context as it is was just persisted (with a reply's end)."""
         self._dirty = False
+
+    def revise(self) -> None:
+        """What the burst being answered says changed: the answer under way (if the
+        model is still at it) is dropped and made again."""
+        self.revised = True
+        if self.making is not None and not self.making.done():
+            self.making.cancel()
 
     def bounded(self, turns: list[ChatMessage]) -> list[ChatMessage]:
         return bounded(turns, self.services.settings.history_turns)

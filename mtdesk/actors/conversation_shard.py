@@ -216,6 +216,7 @@ class ConversationShard:
         self._convs.clear()
         for task in self._tasks:
             task.cancel()
+        self._ack_event.set()  # (see _ack_loop)
         for task in self._tasks:
             # A cancellation that lands inside a Redis command can be absorbed by the
             # client (the ack loop then waits for its event forever): cancel again until
@@ -454,7 +455,9 @@ class ConversationShard:
         self._ack_event.set()
 
     async def _ack_loop(self) -> None:
-        while True:
+        # Ends with the shard (stop() flushes what is left itself), also when a
+        # cancellation was lost inside a Redis call: stop() wakes it up to see that.
+        while self._running:
             await self._ack_event.wait()
             await asyncio.sleep(self._ack_delay_s)  # let a batch gather
             try:

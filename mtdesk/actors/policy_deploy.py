@@ -28,7 +28,7 @@ import msgspec
 
 from mtdesk.actors import rayapi
 from mtdesk.core.clock import Clock, SystemClock
-from mtdesk.core.redis import Redis, connect
+from mtdesk.core.redis import Redis, connect_to
 from mtdesk.core.settings import Settings
 from mtdesk.policy import watchdog
 from mtdesk.policy.erasure.jobs import DeletionWorker
@@ -65,7 +65,8 @@ class _LoopHost:
 
     async def ensure_started(self) -> dict[str, Any]:
         if self._task is None or self._task.done():
-            self._redis = self._redis or connect(self._settings.redis_url, max_connections=8)
+            self._redis = self._redis or connect_to(
+                self._settings.redis_url, cluster=self._settings.redis_cluster, max_connections=8)
             self._stop = asyncio.Event()
             self._task = asyncio.create_task(self._loop(self._redis, self._stop), name=self.name)
         return self._info()

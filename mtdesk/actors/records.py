@@ -30,8 +30,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mtdesk.actors.admission import UNSENT_FIRST
-from mtdesk.actors.turns import ConversationContext, decode_context, encode_context, without_texts
+from mtdesk.actors.turns import (
+    ConversationContext,
+    decode_context,
+    encode_context,
+    user_text,
+    without_texts,
+)
 from mtdesk.actors.window import window_end
 from mtdesk.channels.outbound import is_our_metadata
 from mtdesk.core import keys
@@ -64,11 +69,27 @@ if TYPE_CHECKING:
     from mtdesk.actors.work import WorkItem
 
 
+def _ours_by_its_marks(conv: Conversation, echo: Echo) -> bool:
+    app_id = conv.services.settings.meta_app_id
+    return is_our_metadata(echo.metadata) or (app_id is not None and echo.app_id == app_id)
+
+
+def echo_queued(conv: Conversation, echo: Echo) -> None:
+    """A person's echo has arrived (it waits behind the message being answered): from now
+    the bot's reply under way sends nothing more (``answering`` checks before each part),
+    before :func:`on_echo` pauses the bot in order. Only with hand-offs on."""
+    if conv.services.settings.handoff_pause_s > 0 and not _ours_by_its_marks(conv, echo):
+        conv.person_waiting += 1
+
+
 async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
     s = conv.services
     recorded = await s.redis.hexists(keys.outbound(item.tenant_id, echo.event_id), "entry")
-    ours = recorded or is_our_metadata(echo.metadata) or (
-        s.settings.meta_app_id is not None and echo.app_id == s.settings.meta_app_id)
+    marked = _ours_by_its_marks(conv, echo)
+    if not marked and s.settings.handoff_pause_s > 0:
+        # handled in order now: the pause below (durable) takes over from the flag
+        conv.person_waiting = max(0, conv.person_waiting - 1)
+    ours = recorded or marked
     if ours:
         s.metrics.outcome("echo")
         if recorded:
@@ -156,12 +177,12 @@ def edit_queued(conv: Conversation, edit: Edit) -> None:
     answering = conv.answering.get(edit.target_id)
     if answering is not None and isinstance(answering.event, Message):
         answering.event = msgspec.structs.replace(answering.event, text=edit.text)
-        conv.revised.set()
+        conv.revise()
 
 
 def unsend_queued(conv: Conversation, unsend: Unsend) -> None:
     """An unsend of a message not answered yet: still queued, it is recorded ``skipped``
-    when its turn comes (:data:`UNSENT_FIRST`), never answered; in the burst being
+    when its turn comes (``unsent before it was answered``), never answered; in the burst being
     answered, the answer is made without it (or not at all). Either way the unsend,
     queued behind it, then takes it out of the history."""
     target = unsend.target_id
@@ -170,7 +191,7 @@ def unsend_queued(conv: Conversation, unsend: Unsend) -> None:
     if queued or target in conv.answering:
         conv.unsent.add(target)
     if target in conv.answering:
-        conv.revised.set()
+        conv.revise()
 
 
 # --- thread control (the handover protocol) ----------------------------------------------
@@ -184,11 +205,15 @@ def thread_seen_elsewhere(conv: Conversation, timestamp_ms: int) -> None:
 
 async def on_standby(conv: Conversation, item: WorkItem, event: Message | Postback) -> None:
     """A message of the person while another app owns the thread: recorded ``skipped``,
-    never answered; Meta's window still counts from it."""
+    never answered; Meta's window still counts from it, and the model will see it
+    (a user turn) once the thread is back."""
     thread_seen_elsewhere(conv, event.timestamp_ms)
     ctx = conv.context
     ctx.last_inbound_ms = max(ctx.last_inbound_ms, event.timestamp_ms)
     ctx.window_until_ms = max(ctx.window_until_ms, window_end(event, item.received_ms))
+    # Remembered like the other app's replies (human echoes are assistant turns): when
+    # the thread comes back the model knows what was said meanwhile.
+    ctx.turns = conv.bounded([*ctx.turns, ChatMessage("user", user_text(event))])
     conv.mark_dirty()
     await conv.services.replies.store_inbound(
         item.tenant_id, event.event_id,

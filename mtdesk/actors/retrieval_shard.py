@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 
 from mtdesk.core.errors import StoreUnavailable
-from mtdesk.core.redis import Redis, connect
+from mtdesk.core.redis import Redis, connect_to
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.notices import Notice, erased_tenant, listen_for_notices
 from mtdesk.retrieval.index_slice import Hit, IndexSlice, SearchRequest
@@ -57,7 +57,8 @@ class RetrievalShard:
     def _shard(self) -> IndexSlice:
         # Made on first use, inside the actor's own event loop (a client is bound to a loop).
         if self._core is None:
-            self._redis = connect(self.settings.redis_url, max_connections=8)
+            self._redis = connect_to(self.settings.redis_url, cluster=self.settings.redis_cluster,
+                                     max_connections=8)
             self._core = IndexSlice(
                 shard=self.number, n_shards=self.n_shards, block=self.settings.kb_shard_chunks,
                 store=KnowledgeStore(self._redis), data_dir=self.settings.data_dir,

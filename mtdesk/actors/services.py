@@ -28,7 +28,7 @@ from mtdesk.actors.sender import GraphSender
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.history import MessageStore
 from mtdesk.core.media import MediaStore
-from mtdesk.core.pipelined import connect_pipelined
+from mtdesk.core.pipelined import connect_shared
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage, Retriever
 from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.settings import Settings
@@ -67,7 +67,7 @@ async def build_shard_services(
 ) -> ShardServices:
     """Everything one shard needs, opened in the running event loop."""
     # Plain commands of all the shard's conversations share one pipelined connection.
-    redis = connect_pipelined(settings.redis_url)
+    redis = connect_shared(settings.redis_url, cluster=settings.redis_cluster)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
     )

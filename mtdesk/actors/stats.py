@@ -36,7 +36,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from mtdesk.core import keys
-from mtdesk.core.redis import Redis, as_opt_bytes_list
+from mtdesk.core.redis import Redis, read_many, scan_pages
 
 
 class PerRegistry:
@@ -188,11 +188,11 @@ async def read_shard_stats(redis: Redis, shards: int | None = None) -> list[Shar
     if shards is not None:
         found = [keys.shard_stats(i) for i in range(shards)]
     else:
-        async for key in redis.scan_iter(match=keys.shard_stats_pattern(), count=200):
-            found.append(key)
+        async for page in scan_pages(redis, match=keys.shard_stats_pattern(), count=200):
+            found.extend(page)
     if not found:
         return []
-    raw = as_opt_bytes_list(await redis.mget(found))
+    raw = await read_many(redis, found)
     out = []
     for data in raw:
         if data is None:

@@ -113,4 +113,8 @@ def summary(r: dict[str, Any]) -> str:
         f"p99 {r['e2e_p99_ms']:.1f} ms; overhead p50 {r['overhead_p50_ms']:.1f} ms, "
         f"p99 {r['overhead_p99_ms']:.1f} ms (goal ≥ {GOAL['msgs_per_s']:.0f} msgs/s, "
         f"p99 ≤ {GOAL['overhead_p99_ms']:.0f} ms: {'met' if r['meets_goal'] else 'NOT met'})"
+        + (f"; Redis {r['redis_calls_per_msg']:.1f} commands and "
+           f"{r['redis_cpu_us_per_msg']:.0f} µs of CPU per message "
+           f"(~{r['msgs_per_s_per_redis_core']:.0f} msgs/s per Redis core)"
+           if "redis_cpu_us_per_msg" in r and "redis_calls_per_msg" in r else "")
     )

@@ -402,6 +402,7 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         stages_before = await scrape_stages(session, base)
         cpu_before = meter.sample()
         cmds_before = _command_calls(redis_url)
+        redis_cpu_before = _redis_cpu_s(redis_url)
         proc.start()
         log(f"sending {cfg.rate:.0f} msgs/s for {cfg.seconds:.0f} s from {cfg.users} customers…")
         spies = []
@@ -426,6 +427,7 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
             await drill.after(rig, figures)
         cpu_after = meter.sample()
         cmds = _command_calls(redis_url, cmds_before)
+        redis_cpu = _redis_cpu_s(redis_url) - redis_cpu_before
         await asyncio.sleep(1.5)  # a duplicate reply, were there one, would show up here
         stages = stage_quantiles(
             await scrape_settled(session, base, stages_before, len(accepted)), stages_before)
@@ -438,6 +440,11 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
     report = _report(cfg, load, accepted, replies, warm_sends, drained,
                      meter.between(cpu_before, cpu_after), cpu_after["at"] - cpu_before["at"], lag)
     report["stage_ms"] = stages
+    # Redis' own account of its CPU (INFO cpu), whatever machine it runs on.
+    answered = report["messages"] - report["lost"]
+    report["redis_cpu_s"] = round(redis_cpu, 3)
+    report["redis_cpu_us_per_msg"] = round(redis_cpu * 1e6 / answered, 1) if answered else 0.0
+    report["msgs_per_s_per_redis_core"] = round(answered / redis_cpu) if redis_cpu > 0 else 0
     if drill is not None:
         report["drill"] = figures
     if cfg.profile_dir:
@@ -452,6 +459,18 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         report["redis_calls_per_msg_by_command"] = dict(
             sorted(((k, v) for k, v in per.items() if v >= 0.01), key=lambda kv: -kv[1]))
     return report
+
+
+def _redis_cpu_s(url: str) -> float:
+    """CPU seconds the Redis server has used (INFO cpu: used_cpu_user + used_cpu_sys)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info.get("used_cpu_user", 0.0)) + float(info.get("used_cpu_sys", 0.0))
 
 
 def _command_calls(url: str, since: dict[str, int] | None = None) -> dict[str, int]:

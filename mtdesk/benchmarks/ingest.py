@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gc
 import hashlib
 import hmac
@@ -266,13 +267,16 @@ def _bare_main(ready: Any) -> None:
     asyncio.run(_serve(app, ready))
 
 
-def _gateway_main(redis_url: str, ready: Any) -> None:
+def _gateway_main(redis_url: str, durability: str, ready: Any) -> None:
     from mtdesk.cli.compose import build_app
     from mtdesk.core.secret import Secret
     from mtdesk.core.settings import Settings
 
     settings = Settings(
-        redis_url=redis_url, meta_app_secrets=(Secret(BENCH_SECRET),), meta_verify_token=Secret("bench")
+        redis_url=redis_url, meta_app_secrets=(Secret(BENCH_SECRET),), meta_verify_token=Secret("bench"),
+        # As `mtdesk serve` runs it (it refuses to start without): events are sealed.
+        encryption_keys=(Secret(base64.urlsafe_b64encode(os.urandom(32)).decode()),),
+        ack_durability=durability,
     )
     _install_uvloop()
 
@@ -361,9 +365,11 @@ def _count_and_flush(url: str, partitions: int) -> int:
     return total
 
 
-def run(seconds: float, connections: int, redis_url: str, rounds: int = 2) -> dict[str, Any]:
+def run(seconds: float, connections: int, redis_url: str, rounds: int = 2,
+        durability: str = "memory") -> dict[str, Any]:
     """Alternate bare and gateway max-rate runs ``rounds`` times (this machine is shared:
-    the best of each is compared), then load the gateway at half its best rate."""
+    the best of each is compared), then load the gateway at half its best rate; the
+    gateway's webhook 200 waits for ``durability`` (MTDESK_ACK_DURABILITY)."""
     from mtdesk.core.settings import Settings
 
     partitions = Settings().partitions
@@ -371,7 +377,7 @@ def run(seconds: float, connections: int, redis_url: str, rounds: int = 2) -> di
     bares: list[PhaseResult] = []
     fulls: list[PhaseResult] = []
     try:
-        with _Server(_bare_main) as bare_server, _Server(_gateway_main, redis_url) as gw_server:
+        with _Server(_bare_main) as bare_server, _Server(_gateway_main, redis_url, durability) as gw_server:
             for i in range(rounds):
                 bares.append(_load(bare_server, connections, seconds, None, f"bare{i}_"))
                 fulls.append(_load(gw_server, connections, seconds, None, f"max{i}_", redis_url))
@@ -384,6 +390,7 @@ def run(seconds: float, connections: int, redis_url: str, rounds: int = 2) -> di
     bare = max(bares, key=lambda r: r.rate)
     ratio = full.rate / bare.rate if bare.rate else 0.0
     return {
+        "durability": durability,
         "events_per_s": round(full.rate, 1),
         "baseline_events_per_s": round(bare.rate, 1),
         "ratio": round(ratio, 3),
@@ -451,6 +458,12 @@ def register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--rounds", type=int, default=2,
         help="alternating bare/gateway max-rate rounds; the best of each is compared (default 2)",
     )
+    p.add_argument(
+        "--durability", default="memory",
+        help="comma-separated MTDESK_ACK_DURABILITY modes to measure, each against a bare run "
+        "of its own minute (memory, fsync, replica or all; default memory). fsync and replica "
+        "run on redis-servers started for them (AOF with appendfsync always; a master and "
+        "its replica)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     p.add_argument("--report", metavar="DIR", help="write a report to DIR: JSON, a Markdown "
                    "table and PNG plots (rates per round, ack latency distributions)")
@@ -463,13 +476,39 @@ def register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from mtdesk.core.settings import Settings
+    import tempfile
+
+    from mtdesk.cli.localredis import local_redis_for_durability
+    from mtdesk.core.settings import ACK_DURABILITIES, Settings
 
     url = args.redis_url or _with_db(Settings.from_env().redis_url, 14)
     if args.seconds <= 0 or args.connections < 1 or args.rounds < 1:
         print("mtdesk: error: --seconds, --connections and --rounds must be positive", file=sys.stderr)
         return 2
-    report = run(args.seconds, args.connections, url, args.rounds)
+    modes = ACK_DURABILITIES if args.durability == "all" else tuple(
+        m.strip() for m in args.durability.split(",") if m.strip())
+    if not modes or any(m not in ACK_DURABILITIES for m in modes):
+        print(f"mtdesk: error: --durability: each must be one of {', '.join(ACK_DURABILITIES)}",
+              file=sys.stderr)
+        return 2
+    reports: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        if mode == "memory":
+            reports[mode] = run(args.seconds, args.connections, url, args.rounds)
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"mtdesk-bench-{mode}-") as workdir, \
+                local_redis_for_durability(workdir, mode, who="bench ingest") as own:
+            reports[mode] = run(args.seconds, args.connections, own, args.rounds, durability=mode)
+    report = dict(reports[modes[0]])
+    report["modes"] = {m: {k: r[k] for k in ("ratio", "ratio_median", "events_per_s",
+                                             "baseline_events_per_s", "ack_p50_ms", "ack_p99_ms",
+                                             "events_acknowledged", "events_in_streams")}
+                       for m, r in reports.items()}
+    for m, r in reports.items():
+        if len(reports) > 1:
+            print(f"{m}: gateway {r['events_per_s']:.0f} events/s vs bare "
+                  f"{r['baseline_events_per_s']:.0f} req/s (ratio {r['ratio']:.2f}); ack p50 "
+                  f"{r['ack_p50_ms']:.2f} ms, p99 {r['ack_p99_ms']:.2f} ms at half rate")
     print(
         f"gateway {report['events_per_s']:.0f} events/s vs bare {report['baseline_events_per_s']:.0f} req/s"
         f" (ratio {report['ratio']:.2f}); at half rate ({report['half_rate_achieved_per_s']:.0f}/s)"

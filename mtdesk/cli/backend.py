@@ -30,14 +30,14 @@ async def knowledge_shard_services(settings: Settings) -> Any:
     from mtdesk.actors.rayapi import NAMESPACE
     from mtdesk.actors.retrieval_deploy import shard_retriever
     from mtdesk.actors.services import build_shard_services
-    from mtdesk.core.redis import connect
+    from mtdesk.core.redis import connect_to
     from mtdesk.core.sealing import TenantCipher
     from mtdesk.retrieval.extractive import ExtractiveModel
     from mtdesk.retrieval.store import KnowledgeStore
 
     # Default cap: every conversation in flight may look its tenant's knowledge up at once
     # (16 made retrieval fail under load in bench e2e; the bot then answers without it).
-    redis = connect(settings.redis_url)
+    redis = connect_to(settings.redis_url, cluster=settings.redis_cluster)
     store = KnowledgeStore(redis, cipher=TenantCipher.from_settings(redis, settings))
     retriever = shard_retriever(store, settings, settings.retrieval_shards,
                                 namespace=NAMESPACE)
@@ -92,9 +92,10 @@ class Backend:
         from mtdesk.actors.deploy import conversation_shard_name
         from mtdesk.actors.policy_deploy import DELETER_NAME, RETENTION_NAME
         from mtdesk.actors.retrieval_deploy import NAME as RETRIEVAL_NAME
-        from mtdesk.core.redis import connect
+        from mtdesk.core.redis import connect_to
 
-        redis = connect(self.settings.redis_url, max_connections=4)
+        redis = connect_to(self.settings.redis_url, cluster=self.settings.redis_cluster,
+                           max_connections=4)
         reporter = ClusterReporter(redis, self.settings.ray_placement)
         for i, (handle, parts) in enumerate(zip(self.shards.actors, self.shards.partitions,
                                                 strict=True)):

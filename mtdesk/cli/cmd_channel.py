@@ -47,6 +47,10 @@ def register(sub: Any) -> None:
     src.add_argument("--token-stdin", action="store_true",
                      help="read the access token from standard input")
     add.add_argument("--connected-by", help="Meta app-scoped user id of who connected it")
+    add.add_argument("--coexistence", action=argparse.BooleanOptionalAction, default=None,
+                     help="WhatsApp: the number is also used in the WhatsApp Business app "
+                     "(replies paced at 20 messages/s); left out, it is found from the "
+                     "number's Business-app echoes")
     add.add_argument("--json", action="store_true", help="print JSON")
     add.set_defaults(handler=_add)
 
@@ -92,7 +96,8 @@ def _add(args: argparse.Namespace) -> int:
         vault = TokenVault.from_settings(settings)
         channels = Channels(redis, SystemClock(), vault.encrypt)
         return await channels.connect(
-            args.tenant, args.channel, args.account_id, token, args.connected_by
+            args.tenant, args.channel, args.account_id, token, args.connected_by,
+            coexistence=args.coexistence,
         )
 
     _show(run_with_store(job), args.json)

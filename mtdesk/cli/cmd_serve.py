@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def handle(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     settings.require_serve()
+    asyncio.run(prepare_store(settings))
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     if args.workers < 1:
@@ -85,6 +86,27 @@ def handle(args: argparse.Namespace) -> int:
     finally:
         _stop_quietly(stop_backend)
     return 0
+
+
+async def prepare_store(settings: Settings) -> None:
+    """Before anything else runs: keys of an older layout renamed (single Redis), and
+    the acknowledgement durability asked for checked against every master (a
+    ConfigError naming MTDESK_ACK_DURABILITY stops serve with exit 2)."""
+    from mtdesk.core import layout
+    from mtdesk.core.durability import ack_wait
+    from mtdesk.core.errors import StoreUnavailable
+    from mtdesk.core.redis import UNAVAILABLE, connect_to
+
+    redis = connect_to(settings.redis_url, cluster=settings.redis_cluster, max_connections=4)
+    try:
+        moved = await layout.migrate(redis)
+        if moved:
+            sys.stdout.write(f"mtdesk: renamed {moved} keys to the hash-tagged layout\n")
+        await ack_wait(redis, settings.ack_durability, settings.ack_timeout_ms)
+    except UNAVAILABLE as exc:
+        raise StoreUnavailable("Redis (MTDESK_REDIS_URL) does not answer") from exc
+    finally:
+        await redis.aclose()
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

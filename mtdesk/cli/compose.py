@@ -19,7 +19,7 @@ from mtdesk.admin.app import setup_admin
 from mtdesk.core import cluster
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS, cipher_of
 from mtdesk.core.clock import Clock, SystemClock
-from mtdesk.core.redis import Redis, connect
+from mtdesk.core.redis import Redis, connect_to
 from mtdesk.core.settings import Settings
 from mtdesk.gateway.meta_deletion import setup_meta_deletion
 from mtdesk.gateway.routes import add_metrics_source, add_readiness_check, setup_gateway
@@ -34,7 +34,7 @@ def make_redis(settings: Settings) -> Redis:
     Retries are short: when Redis is down the webhook must answer 503 within
     milliseconds (Meta retries), not after the client's default back-off.
     """
-    client = connect(settings.redis_url)
+    client = connect_to(settings.redis_url, cluster=settings.redis_cluster)
     client.set_retry(Retry(ExponentialBackoff(cap=0.05, base=0.005), 2))
     return client
 

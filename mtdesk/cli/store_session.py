@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from mtdesk.core.errors import StoreUnavailable, ValidationError
-from mtdesk.core.redis import UNAVAILABLE, Redis, connect
+from mtdesk.core.redis import UNAVAILABLE, Redis, connect_to
 from mtdesk.core.settings import Settings
 
 T = TypeVar("T")
@@ -21,7 +21,7 @@ def run_with_store(job: Callable[[Redis, Settings], Awaitable[T]]) -> T:
     settings = Settings.from_env()
 
     async def go() -> T:
-        redis = connect(settings.redis_url, max_connections=4)
+        redis = connect_to(settings.redis_url, cluster=settings.redis_cluster, max_connections=4)
         try:
             return await job(redis, settings)
         except ValidationError as exc:

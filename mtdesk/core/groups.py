@@ -20,11 +20,12 @@ What a caller may rely on:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 from redis.exceptions import ResponseError
 
-from mtdesk.core.redis import Redis, as_autoclaim, as_stream_reads
+from mtdesk.core.redis import Redis, StreamReads, as_autoclaim, as_stream_reads, is_cluster
 
 Entry = tuple[str, dict[bytes, bytes]]
 """A stream entry: its id and its fields."""
@@ -43,6 +44,7 @@ class GroupReader:
         self.consumer = consumer
         self.streams = tuple(streams)
         self._by_name = {s.encode(): s for s in self.streams}
+        self._idle_s = 0.0  # a cluster's reads: how long the last empty read slept
 
     def __repr__(self) -> str:
         return f"GroupReader({self.group}/{self.consumer}, {len(self.streams)} streams)"
@@ -75,10 +77,13 @@ class GroupReader:
         that had some; waits up to ``block_ms`` (None: no wait) when none has."""
         if not self.streams:
             return []
-        answer = as_stream_reads(await self._redis.xreadgroup(
-            self.group, self.consumer, dict.fromkeys(self.streams, ">"), count=count,
-            block=block_ms,
-        ))
+        if is_cluster(self._redis) and len(self.streams) > 1:
+            answer = await self._read_slots(count, block_ms)
+        else:
+            answer = as_stream_reads(await self._redis.xreadgroup(
+                self.group, self.consumer, dict.fromkeys(self.streams, ">"), count=count,
+                block=block_ms,
+            ))
         out: list[tuple[str, list[Entry]]] = []
         for raw_stream, rows in answer or []:
             stream = self._name(raw_stream)
@@ -86,6 +91,28 @@ class GroupReader:
             if entries:
                 out.append((stream, entries))
         return out
+
+    async def _read_slots(self, count: int, block_ms: int | None) -> StreamReads:
+        """On a cluster each stream is its own slot, and one XREADGROUP may name streams
+        of one slot only: every stream is read without blocking, one pipeline (a round
+        trip per master). When all were empty the reader sleeps, 1 ms at first and twice
+        as long each empty time up to 50 ms (or ``block_ms``): an idle shard costs its
+        masters ~20 reads per stream per second, and a busy one never sleeps. (Blocking
+        reads, one per stream, would each hold a connection, and cancelling the ones
+        still blocked when another answered could drop what they had just read.)"""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, count=count)
+        replies = await pipe.execute()
+        answer: StreamReads = []
+        for reply in replies:
+            answer.extend(as_stream_reads(reply) or [])
+        if answer:
+            self._idle_s = 0.0
+        elif block_ms:
+            self._idle_s = min(max(self._idle_s * 2, 0.001), 0.05, block_ms / 1000)
+            await asyncio.sleep(self._idle_s)
+        return answer
 
     async def claim_idle(
         self, stream: str, *, min_idle_ms: int, count: int, start: str = "0-0"

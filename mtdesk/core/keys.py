@@ -18,6 +18,10 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from redis.crc import key_slot
 
 ROOT = "mt"
 
@@ -185,6 +189,7 @@ ONE_TIME_LINK = _g("one_time_link", "otl", True, False, _E.OWNED, _R.TTL, "one_t
 CONNECT_STATE = _g("connect_state", "cstate", True, False, _E.OWNED, _R.TTL, "connect_state")
 WATCHDOG = _g("watchdog_status", "watchdog", False, False, _E.NONE, _R.CONFIGURATION,
               "WATCHDOG_STATUS")
+LAYOUT_VERSION = _g("layout", "layout", False, False, _E.NONE, _R.CONFIGURATION, "LAYOUT")
 
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY, MEDIA,
@@ -195,7 +200,7 @@ FAMILIES: tuple[Family, ...] = (
     JOB, JOB_QUEUE,
     KB_PENDING_SET, KB_READING, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
     USER_EMAIL, SESSION, LOGIN_FAILURES, MAIL_COOLDOWN, ONE_TIME_LINK, CONNECT_STATE,
-    WATCHDOG,
+    WATCHDOG, LAYOUT_VERSION,
 )
 
 
@@ -228,13 +233,25 @@ _ROOT_PREFIX = ROOT + ":"
 _TENANT_ROOT = ROOT + ":t:"
 
 
+def _tenant_part(text: str) -> tuple[str, str, str]:
+    """(tenant, ":" or "", rest) of what follows ``mt:t:``: ``{tenant}:rest`` (the hash
+    tag), or ``tenant:rest`` as keys were named before they carried one (still read, so
+    a sweep finds what a migration missed)."""
+    if text.startswith("{"):
+        tenant, close, rest = text[1:].partition("}")
+        if not close or (rest and not rest.startswith(":")):
+            return "", "", ""
+        return tenant, rest[:1], rest[1:]
+    return text.partition(":")
+
+
 def parse(name: str | bytes) -> KeyRef | None:
     """The family (and tenant, id) of a key name; None for a name of no family."""
     text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
     if not text.startswith(_ROOT_PREFIX):
         return None
     if text.startswith(_TENANT_ROOT):
-        tenant, sep, rest = text[len(_TENANT_ROOT):].partition(":")
+        tenant, sep, rest = _tenant_part(text[len(_TENANT_ROOT):])
         if not tenant:
             return None
         if not sep:
@@ -258,9 +275,9 @@ def parse(name: str | bytes) -> KeyRef | None:
 def tenant_pattern(tenant_id: str, family: Family | None = None) -> str:
     """SCAN pattern of a tenant's keys: all of them, or those of one parted family."""
     if family is None:
-        return f"{ROOT}:t:{tenant_id}:*"
+        return f"{ROOT}:t:{{{tenant_id}}}:*"
     assert family.scope is not Scope.GLOBAL and family.parted
-    return f"{ROOT}:t:{tenant_id}:{family.segment}:*"
+    return f"{ROOT}:t:{{{tenant_id}}}:{family.segment}:*"
 
 
 def global_key(family: Family) -> str:
@@ -276,22 +293,62 @@ def global_pattern(family: Family, *parts: str) -> str:
     return f"{ROOT}:{family.segment}:{head}*"
 
 
+# --- hash slots (Redis Cluster) -----------------------------------------------------------
+# Every key carries a hash tag (the part in braces), so what one script or transaction
+# touches is in one slot: a tenant's keys ``mt:t:{tenant}:…`` share the tenant's slot; a
+# partition's stream and its de-duplication markers share ``{partition}``'s. The same
+# names serve a single Redis (docs/redis.md: the layout and the migration of older names).
+SLOTS = 16384
+
+
+def slot_of(key: str | bytes) -> int:
+    """The Redis Cluster hash slot of ``key`` (its hash tag's when it has one)."""
+    return int(key_slot(key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key))
+
+
+def tag_of(key: str) -> str:
+    """The part of ``key`` Redis Cluster hashes: the first ``{…}`` when not empty, else
+    the whole name."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key
+
+
+@cache
+def _aliases() -> tuple[str, ...]:
+    # Line i is the shortest [0-9a-z] name in slot i (made once; tests/core/test_slots.py
+    # checks every line): a list of names is cheaper than searching one at run time.
+    text = resources.files(__package__).joinpath("slot_aliases.txt").read_text("ascii")
+    return tuple(text.split())
+
+
+def slot_alias(tag: str) -> str:
+    """A short name in the same hash slot as the key or tag ``tag``: a key that must sit
+    beside a tenant's keys without naming the tenant is tagged with it."""
+    return _aliases()[slot_of("{" + tag + "}" if "{" not in tag else tag)]
+
+
 # --- queues (global) -------------------------------------------------------------------
 SHARD_GROUP = "shards"  # consumer group of the conversation shards on every inbound stream
 
 
 def inbound(partition: int) -> str:
-    """Partition stream of inbound events; fields: e (msgpack event), t (tenant), s (stale)."""
-    return f"{ROOT}:in:{partition}"
+    """Partition stream of inbound events; fields: e (msgpack event), t (tenant), s (stale).
+    Tagged by the partition: its de-duplication markers share its hash slot."""
+    return f"{ROOT}:in:{{{partition}}}"
 
 
 DEAD_LETTERS = f"{ROOT}:dead"  # signed but undecodable bodies, capped
 
 
-def seen(event_id: str) -> str:
-    """De-duplication marker of one inbound event (kept ≥ 7 days)."""
+def seen(event_id: str, partition: int) -> str:
+    """De-duplication marker of one inbound event (kept ≥ 7 days), in the hash slot of
+    the partition stream the event goes to (:func:`inbound`): one script sets both."""
     digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=12).hexdigest()
-    return f"{ROOT}:seen:{digest}"
+    return f"{ROOT}:seen:{{{partition}}}:{digest}"
 
 
 # --- routing and auth (global) ----------------------------------------------------------
@@ -332,80 +389,80 @@ DELETION_JOBS = f"{ROOT}:jobs"  # stream of job ids for the deletion worker
 
 # --- a tenant's own data ----------------------------------------------------------------
 def tenant_prefix(tenant: str) -> str:
-    return f"{ROOT}:t:{tenant}:"
+    return f"{ROOT}:t:{{{tenant}}}:"
 
 
 def tenant(tenant_id: str) -> str:
     """Hash: name, email, created_ms, status, retention_days, api_key_hash."""
-    return f"{ROOT}:t:{tenant_id}"
+    return f"{ROOT}:t:{{{tenant_id}}}"
 
 
 def channels(tenant_id: str) -> str:
     """Set of the tenant's channel ids."""
-    return f"{ROOT}:t:{tenant_id}:channels"
+    return f"{ROOT}:t:{{{tenant_id}}}:channels"
 
 
 def channel(tenant_id: str, channel_id: str) -> str:
     """Hash: channel, account_id, token (ciphertext), status, connected_ms, connected_by."""
-    return f"{ROOT}:t:{tenant_id}:ch:{channel_id}"
+    return f"{ROOT}:t:{{{tenant_id}}}:ch:{channel_id}"
 
 
 def data_key(tenant_id: str) -> str:
     """String: the tenant's data key, wrapped by a master key (mtdesk.core.sealing).
     Deleting it first is what makes an account's data unreadable everywhere."""
-    return f"{ROOT}:t:{tenant_id}:dk"
+    return f"{ROOT}:t:{{{tenant_id}}}:dk"
 
 
 def bot(tenant_id: str) -> str:
     """JSON of the bot settings."""
-    return f"{ROOT}:t:{tenant_id}:bot"
+    return f"{ROOT}:t:{{{tenant_id}}}:bot"
 
 
 def conversations(tenant_id: str) -> str:
     """Sorted set: conversation key → last activity (ms)."""
-    return f"{ROOT}:t:{tenant_id}:convs"
+    return f"{ROOT}:t:{{{tenant_id}}}:convs"
 
 
 def context(tenant_id: str, conversation: str) -> str:
     """Persisted conversation context (msgpack)."""
-    return f"{ROOT}:t:{tenant_id}:ctx:{conversation}"
+    return f"{ROOT}:t:{{{tenant_id}}}:ctx:{conversation}"
 
 
 def history(tenant_id: str, conversation: str) -> str:
     """Stream of stored messages (inbound and outbound); entry ids are message times."""
-    return f"{ROOT}:t:{tenant_id}:hist:{conversation}"
+    return f"{ROOT}:t:{{{tenant_id}}}:hist:{conversation}"
 
 
 def media(tenant_id: str, conversation: str) -> str:
     """Stream of the media bytes customers sent in a conversation (one entry per
     attachment, entry ids are store times; see :mod:`mtdesk.core.media`). Exported as
     the references the history's messages carry, not as bytes."""
-    return f"{ROOT}:t:{tenant_id}:media:{conversation}"
+    return f"{ROOT}:t:{{{tenant_id}}}:media:{conversation}"
 
 
 def reply(tenant_id: str, event_id: str) -> str:
     """Hash: state (generating|sending|sent|skipped|failed), graph ids, attempts."""
-    return f"{ROOT}:t:{tenant_id}:reply:{event_id}"
+    return f"{ROOT}:t:{{{tenant_id}}}:reply:{event_id}"
 
 
 def outbound(tenant_id: str, graph_message_id: str) -> str:
     """Where a message we sent is stored: {conversation, entry} (for statuses/receipts)."""
-    return f"{ROOT}:t:{tenant_id}:out:{graph_message_id}"
+    return f"{ROOT}:t:{{{tenant_id}}}:out:{graph_message_id}"
 
 
 def paused(tenant_id: str, conversation: str) -> str:
     """Present (with a TTL) while a human agent has the conversation."""
-    return f"{ROOT}:t:{tenant_id}:paused:{conversation}"
+    return f"{ROOT}:t:{{{tenant_id}}}:paused:{conversation}"
 
 
 def restricted(tenant_id: str) -> str:
     """Set of end-user ids (channel:user) whose processing is restricted."""
-    return f"{ROOT}:t:{tenant_id}:restricted"
+    return f"{ROOT}:t:{{{tenant_id}}}:restricted"
 
 
 def knowledge(tenant_id: str, suffix: str) -> str:
     """Knowledge-base keys: sources, chunks, index metadata."""
-    return f"{ROOT}:t:{tenant_id}:kb:{suffix}"
+    return f"{ROOT}:t:{{{tenant_id}}}:kb:{suffix}"
 
 
 # --- knowledge base (all under mt:t:{tenant}:kb:, built on knowledge()) ------------------
@@ -471,9 +528,10 @@ RETENTION_STATUS = f"{ROOT}:retention"  # hash: last run time and deleted counts
 def erased(tenant_id: str) -> str:
     """String: this tenant's account is being (or was, recently) erased; no knowledge
     write for it goes through while it exists. Named by a digest of the tenant id, so the
-    marker itself names no tenant."""
+    marker itself names no tenant; tagged with :func:`slot_alias` so it shares the
+    tenant's hash slot (the knowledge writes watch it in their transaction)."""
     digest = hashlib.blake2b(tenant_id.encode(), digest_size=12, person=b"mtdesk-erased")
-    return f"{ROOT}:erased:{digest.hexdigest()}"
+    return f"{ROOT}:erased:{{{slot_alias(tenant_id)}}}:{digest.hexdigest()}"
 
 
 def deletion_lease(job_id: str) -> str:
@@ -502,23 +560,23 @@ def cluster_report() -> str:
 def billing(tenant_id: str) -> str:
     """Hash: Stripe customer and subscription ids, plan, status, allowance (-1 = unlimited),
     price, period end, last applied subscription event time."""
-    return f"{ROOT}:t:{tenant_id}:billing"
+    return f"{ROOT}:t:{{{tenant_id}}}:billing"
 
 
 def usage(tenant_id: str, month: str) -> str:
     """Counter of the messages answered in ``month`` (``YYYYMM``, UTC), with a TTL."""
-    return f"{ROOT}:t:{tenant_id}:usage:{month}"
+    return f"{ROOT}:t:{{{tenant_id}}}:usage:{month}"
 
 
 def analytics(tenant_id: str, day: str) -> str:
     """Hash of the day's (``YYYYMMDD``, UTC) counts, fields ``{channel}:{metric}``
     (:mod:`mtdesk.core.analytics`), with a TTL."""
-    return f"{ROOT}:t:{tenant_id}:an:{day}"
+    return f"{ROOT}:t:{{{tenant_id}}}:an:{day}"
 
 
 def analytics_conversations(tenant_id: str, day: str, channel: str, kind: str) -> str:
     """HyperLogLog of the day's conversations ``answered`` / answered by a ``human``."""
-    return f"{ROOT}:t:{tenant_id}:anc:{day}:{channel}:{kind}"
+    return f"{ROOT}:t:{{{tenant_id}}}:anc:{day}:{channel}:{kind}"
 
 
 def stripe_customer(customer_id: str) -> str:
@@ -540,17 +598,17 @@ def user_email(email_hash: str) -> str:
 
 def users(tenant_id: str) -> str:
     """Set of the tenant's user ids."""
-    return f"{ROOT}:t:{tenant_id}:users"
+    return f"{ROOT}:t:{{{tenant_id}}}:users"
 
 
 def user(tenant_id: str, user_id: str) -> str:
     """Hash: name, email, role, password (argon2 hash), status, created_ms."""
-    return f"{ROOT}:t:{tenant_id}:user:{user_id}"
+    return f"{ROOT}:t:{{{tenant_id}}}:user:{user_id}"
 
 
 def user_sessions(tenant_id: str, user_id: str) -> str:
     """Set of the session-id hashes a user holds (all ended on a password reset)."""
-    return f"{ROOT}:t:{tenant_id}:usess:{user_id}"
+    return f"{ROOT}:t:{{{tenant_id}}}:usess:{user_id}"
 
 
 def session(session_hash: str) -> str:
@@ -575,7 +633,7 @@ def one_time_link(purpose: str, token_hash: str) -> str:
 
 def api_keys(tenant_id: str) -> str:
     """Hash key id → JSON record (name, sha256, created_ms) of the tenant's API keys."""
-    return f"{ROOT}:t:{tenant_id}:apikeys"
+    return f"{ROOT}:t:{{{tenant_id}}}:apikeys"
 
 
 def connect_state(state_hash: str) -> str:
@@ -584,3 +642,5 @@ def connect_state(state_hash: str) -> str:
 
 
 WATCHDOG_STATUS = f"{ROOT}:watchdog"  # hash: counts and time of the connection watchdog's runs
+
+LAYOUT = f"{ROOT}:layout"  # the key layout's version (mtdesk.core.layout)

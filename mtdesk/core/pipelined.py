@@ -28,7 +28,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 
-from mtdesk.core.redis import connect
+from mtdesk.core.redis import connect, connect_cluster, is_cluster
 from mtdesk.core.resp import Link, RespTarget
 
 # Commands that must not sit on the shared connection: they block it, or change the
@@ -148,9 +148,12 @@ def _has_block(args: tuple[Any, ...]) -> bool:
 def link_for(redis: aioredis.Redis) -> Link | None:
     """The lean link to ``redis``'s server and database: the client's own shared one for
     a :class:`PipelinedRedis` (one connection for the process), a new one otherwise;
-    None when the client's connections are of a kind a link does not speak: use ``redis`` then."""
+    None when the client's connections are of a kind a link does not speak (TLS, a
+    cluster's slot routing): use ``redis`` then."""
     if isinstance(redis, PipelinedRedis):
         return redis.link
+    if is_cluster(redis):
+        return None
     target = RespTarget.of(redis)
     return Link(target) if target is not None else None
 
@@ -161,3 +164,13 @@ def connect_pipelined(url: str, *, max_connections: int = 4096) -> PipelinedRedi
     client = connect(url, max_connections=max_connections, client_class=PipelinedRedis, protocol=2)
     assert isinstance(client, PipelinedRedis)
     return client
+
+
+def connect_shared(url: str, *, cluster: bool, max_connections: int = 4096) -> aioredis.Redis:
+    """The client of a process whose many tasks issue small commands (the shards):
+    :func:`connect_pipelined`, or with ``cluster`` redis-py's cluster client
+    (:func:`mtdesk.core.redis.connect_cluster`: each command to its slot's master,
+    redirections and failovers followed by it)."""
+    if cluster:
+        return connect_cluster(url, max_connections=max_connections)
+    return connect_pipelined(url, max_connections=max_connections)

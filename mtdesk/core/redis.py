@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    CrossSlotTransactionError,
+    ExecAbortError,
+    RedisClusterException,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
@@ -54,6 +62,196 @@ def connect(
         decode_responses=False,
         **extra,
     )
+
+
+class _Transaction(ClusterPipeline):
+    """What ``pipeline(transaction=True)`` gives on a cluster.
+
+    Without ``watch()``: the commands run as one MULTI/EXEC when their keys share a slot
+    (every tenant-scoped transaction: the key layout puts them in the tenant's slot), and
+    as a plain pipeline otherwise (a transaction mixing a global index with a tenant's
+    keys: docs/redis.md). With ``watch()``: everything goes on one connection to the
+    master of the watched keys' slot (a plain client's pipeline: WATCH, immediate reads,
+    MULTI, EXEC, ``WatchError`` as on one Redis). A watched transaction that writes
+    outside that slot is refused by Redis as a whole (CROSSSLOT, nothing run) and then
+    runs as a plain pipeline: its optimistic check is not made (docs/redis.md)."""
+
+    def __init__(self, client: _Cluster) -> None:
+        super().__init__(client, transaction=False)
+        self._owner = client
+        self._queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self._pinned: Any = None  # the watched slot's master's pipeline, while watching
+        self._multi = False
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._pinned is not None:
+            if self._multi:
+                self._queued.append((args, kwargs))
+            return self._pinned.execute_command(*args, **kwargs)
+        self._queued.append((args, kwargs))
+        return self
+
+    def _split_command_across_slots(self, command: str, *keys: Any) -> Any:
+        # DEL / EXISTS / TOUCH / UNLINK: one command on the watched slot's connection
+        # (redis-py's cluster pipeline splits them by slot and returns itself).
+        if self._pinned is not None:
+            return self.execute_command(command, *keys)
+        return super()._split_command_across_slots(command, *keys)
+
+    async def watch(self, *names: Any) -> None:  # type: ignore[override]
+        if self._pinned is None:
+            node = self.cluster_client.get_node_from_key(names[0])
+            if node is None:
+                raise RedisClusterException("no master serves the watched key's slot")
+            self._pinned = self._owner.node_client(node).pipeline(transaction=True)
+        self._multi = False
+        self._queued = []
+        await self._pinned.watch(*names)
+
+    async def unwatch(self) -> None:  # type: ignore[override]
+        if self._pinned is not None:
+            await self._pinned.unwatch()
+
+    def multi(self) -> None:
+        self._multi = True
+        if self._pinned is not None:
+            self._pinned.multi()
+
+    async def reset(self) -> None:  # type: ignore[override]
+        self._queued = []
+        self._multi = False
+        if self._pinned is not None:
+            await self._pinned.reset()
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        queued, self._queued = self._queued, []
+        self._multi = False
+        if self._pinned is not None:
+            try:
+                return list(await self._pinned.execute(raise_on_error=raise_on_error))
+            except (AskError, ClusterCrossSlotError, ExecAbortError):
+                pass  # a write outside the watched slot (MOVED, CROSSSLOT): nothing ran
+        if not queued:
+            return []
+        if self._pinned is None:
+            atomic = ClusterPipeline(self.cluster_client, transaction=True)  # type: ignore[abstract]
+            for args, kwargs in queued:
+                atomic.execute_command(*args, **kwargs)
+            try:
+                return list(await atomic.execute(raise_on_error=raise_on_error))
+            except CrossSlotTransactionError:
+                pass  # raised before anything was sent
+        ordered = ClusterPipeline(self.cluster_client, transaction=False)  # type: ignore[abstract]
+        for args, kwargs in queued:
+            ordered.execute_command(*args, **kwargs)
+        return list(await ordered.execute(raise_on_error=raise_on_error))
+
+
+class _Cluster(RedisCluster):
+    _node_clients: dict[str, Redis]
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if transaction:
+            return _Transaction(self)  # type: ignore[abstract]
+        return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+
+    def node_client(self, node: ClusterNode) -> Redis:
+        """A plain client of one master (for a watched transaction), made once per node."""
+        clients = self.__dict__.setdefault("_node_clients", {})
+        client = clients.get(node.name)
+        if client is None:
+            kwargs = {k: v for k, v in node.connection_kwargs.items()
+                      if k not in ("host", "port", "event_dispatcher")}
+            pool = aioredis.ConnectionPool(connection_class=node.connection_class,
+                                           host=node.host, port=node.port, **kwargs)
+            client = clients[node.name] = Redis(connection_pool=pool)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self.__dict__.pop("_node_clients", {}).values():
+            await client.aclose()
+        await super().aclose()
+
+
+def connect_cluster(url: str, *, max_connections: int = 4096) -> Redis:
+    """A client for the Redis Cluster that ``url``'s node belongs to (the other nodes and
+    the slot map are discovered from it). redis-py's cluster client follows ``MOVED`` and
+    ``ASK``, reloads the slot map after a failover and splits multi-key commands
+    (``DEL``, ``UNLINK``, ``EXISTS``) by slot. It is typed as :data:`Redis`: the commands
+    the product uses exist on both, with the same replies; what differs (SCAN, WAIT,
+    multi-key reads) goes through the functions below. ``max_connections`` is per node."""
+    client = _Cluster.from_url(
+        url,
+        max_connections=max_connections,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=5.0,
+        decode_responses=False,
+        require_full_coverage=True,
+    )
+    return cast(Redis, client)
+
+
+def connect_to(url: str, *, cluster: bool, max_connections: int = 4096) -> Redis:
+    """:func:`connect_cluster` when ``cluster`` (``MTDESK_REDIS_CLUSTER``), else
+    :func:`connect`."""
+    if cluster:
+        return connect_cluster(url, max_connections=max_connections)
+    return connect(url, max_connections=max_connections)
+
+
+def is_cluster(redis: object) -> bool:
+    """Whether ``redis`` is a Redis Cluster client."""
+    return isinstance(redis, RedisCluster)
+
+
+def primaries(redis: Redis) -> list[Redis | ClusterNode]:
+    """What to send a per-server command to (``CONFIG GET``, ``INFO``, a SCAN): every
+    master of a cluster, or the one server."""
+    if isinstance(redis, RedisCluster):
+        return list(redis.get_primaries())
+    return [redis]
+
+
+async def on_server(redis: Redis, target: Redis | ClusterNode, *args: Any) -> Any:
+    """Run one command on one server of :func:`primaries`."""
+    if isinstance(target, ClusterNode):
+        return await cast(RedisCluster, redis).execute_command(*args, target_nodes=target)
+    return await target.execute_command(*args)
+
+
+async def scan_pages(
+    redis: Redis, *, match: str, count: int = 500, type_: str | None = None
+) -> AsyncIterator[list[bytes]]:
+    """The key names matching ``match``, a SCAN page at a time, on every master of a
+    cluster (a key lives on one of them) or the one server. Names may repeat across
+    pages (SCAN's guarantee: every key present throughout is seen at least once)."""
+    extra: tuple[str, ...] = () if type_ is None else ("TYPE", type_)
+    for target in primaries(redis):
+        cursor = b"0"
+        while True:
+            reply = await on_server(
+                redis, target, "SCAN", cursor, "MATCH", match, "COUNT", count, *extra)
+            cursor, names = reply[0], reply[1]
+            if isinstance(cursor, dict):  # a cluster client's shape: {node: cursor}
+                cursor = next(iter(cursor.values()))
+                names = names if not isinstance(names, dict) else next(iter(names.values()))
+            if names:
+                yield as_bytes_list(names)
+            if int(cursor) == 0:
+                break
+
+
+async def read_many(redis: Redis, names: Sequence[str | bytes]) -> list[bytes | None]:
+    """GET of each of ``names`` (nil where missing), in order: one MGET on a server, one
+    per slot on a cluster (a multi-key command's keys must share a slot)."""
+    if not names:
+        return []
+    if isinstance(redis, RedisCluster):
+        return as_opt_bytes_list(await redis.mget_nonatomic(list(names)))
+    return as_opt_bytes_list(await redis.mget(list(names)))
 
 
 # --- reply types --------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 from mtdesk.core.redis import Redis
@@ -87,11 +88,19 @@ class LuaScript:
 
     def load(self, pipe: Pipeline) -> None:
         """Queue ``SCRIPT LOAD`` in ``pipe`` (its reply is the SHA): put it before the
-        :meth:`queue` calls of a pipeline so they never meet ``NOSCRIPT``."""
+        :meth:`queue` calls of a pipeline so they never meet ``NOSCRIPT``. A cluster's
+        pipeline spreads over masters (a load cannot precede every call on its master):
+        there the reply is the SHA still (an ``ECHO``) and :meth:`queue` sends ``EVAL``."""
+        if isinstance(pipe, ClusterPipeline):
+            pipe.execute_command("ECHO", self.sha, target_nodes=pipe.cluster_client.get_default_node())
+            return
         pipe.execute_command("SCRIPT LOAD", self.source)
 
     def queue(self, pipe: Pipeline, keys: Sequence[Key] = (), args: Sequence[Arg] = ()) -> None:
-        """Queue one ``EVALSHA`` of this script in ``pipe``."""
+        """Queue one ``EVALSHA`` of this script in ``pipe`` (``EVAL`` in a cluster's)."""
+        if isinstance(pipe, ClusterPipeline):
+            pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
+            return
         pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
     # --- lean links ---------------------------------------------------------------------

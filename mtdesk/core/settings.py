@@ -28,6 +28,10 @@ PROVIDERS: dict[str, str] = {
 }
 
 
+ACK_DURABILITIES = ("memory", "fsync", "replica")
+"""What a webhook's 200 may wait for: Redis' memory (as fast as it gets), the append-only
+file on disk, or one replica holding the batch."""
+
 MIN_ADMIN_TOKEN_CHARS = 32
 """The operator token opens every tenant: shorter ones are refused at start."""
 
@@ -71,6 +75,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Everything configurable. Build with :meth:`from_env`, or directly in tests."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # MTDESK_REDIS_CLUSTER: the URL names one node of a Redis Cluster (the rest discovered).
+    redis_cluster: bool = False
+    # MTDESK_ACK_DURABILITY: what the webhook's 200 waits for (docs/redis.md).
+    ack_durability: str = "memory"
+    ack_timeout_ms: int = 1000  # replica: how long one batch waits for a replica (then 503)
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""
@@ -359,6 +368,9 @@ def _build(env: Mapping[str, str]) -> Settings:
     stop_words = tuple(w.upper() for w in _csv(env, "MTDESK_STOP_WORDS")) or _DEFAULTS["stop_words"]
     fields: dict[str, Any] = dict(
         redis_url=_redis_url(env, e.url("redis_url", ("redis", "rediss", "unix"))),
+        redis_cluster=e.flag("redis_cluster"),
+        ack_durability=e.choice("ack_durability", ACK_DURABILITIES),
+        ack_timeout_ms=e.whole("ack_timeout_ms", low=10, high=60_000),
         host=e.text("host"),
         port=e.whole("port", low=0, high=65535),
         public_url=e.raw("public_url").rstrip("/"),

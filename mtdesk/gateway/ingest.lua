@@ -1,6 +1,7 @@
 -- MT Desk gateway ingest: resolve tenant, de-duplicate and enqueue, atomically.
+-- (A single Redis; on a cluster the routing hash is another slot: ingest_routed.lua.)
 -- KEYS, per event i (0-based): [3i+1] routing hash mt:acct:{channel}:{account}
---                              [3i+2] dedup marker mt:seen:{hash(event id)}
+--                              [3i+2] dedup marker mt:seen:{p}:{hash(event id)}
 --                              [3i+3] partition stream mt:in:{p}
 -- ARGV[1]: dedup TTL in seconds; per event: [4i+2] msgpack event (sealed or not),
 --          [4i+3] receive ms, [4i+4] "1" when stale, "" otherwise, [4i+5] the tenant the

@@ -34,16 +34,18 @@ import asyncio
 import enum
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from mtdesk.core import keys
+from mtdesk.core.durability import ack_wait
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import EVENT_FAMILY, Event, conversation_key, encode_event, partition_of
 from mtdesk.core.pipelined import PipelinedRedis, link_for
-from mtdesk.core.redis import UNAVAILABLE, Redis
+from mtdesk.core.redis import UNAVAILABLE, Redis, is_cluster
 from mtdesk.core.resp import Arg, Link
 from mtdesk.core.scripts import LuaScript, is_noscript
 from mtdesk.gateway.dead_letters import owner_fields
@@ -52,6 +54,8 @@ from mtdesk.gateway.sealing import ANY_TENANT, Sealing
 log = logging.getLogger(__name__)
 
 SCRIPT = LuaScript.from_file("mtdesk.gateway", "ingest.lua")
+ROUTED = LuaScript.from_file("mtdesk.gateway", "ingest_routed.lua")  # a cluster's, per partition
+ROUTE_TTL_S = 1.0  # how long a cluster gateway trusts an account's tenant it looked up
 DEAD_LETTER_MAXLEN = 10_000
 
 
@@ -114,11 +118,8 @@ def build_call(
             if len(_ACCOUNT) >= _ACCOUNT_MAX:
                 _ACCOUNT.clear()
             account = _ACCOUNT[(channel, acct)] = keys.account(channel, acct)
-        ks += (
-            account,
-            keys.seen(ev.event_id),
-            inbound[partition_of(conversation_key(channel, acct, ev.user_id), partitions)],
-        )
+        part = partition_of(conversation_key(channel, acct, ev.user_id), partitions)
+        ks += (account, keys.seen(ev.event_id, part), inbound[part])
         stale = "1" if 0 < ts < stale_before_ms else ""
         if sealing is None:
             args += (encode_event(ev), r, stale, ANY_TENANT)
@@ -142,10 +143,12 @@ class _Round:
     """One round trip's calls: grouped into script calls (EVALSHA commands) of at most
     ``max_events``."""
 
-    __slots__ = ("batch", "groups", "commands")
+    __slots__ = ("batch", "groups", "commands", "tail")
 
-    def __init__(self, batch: list[_Pending], max_events: int, ttl: str) -> None:
+    def __init__(self, batch: list[_Pending], max_events: int, ttl: str,
+                 tail: tuple[Arg, ...] | None = None, commands: bool = True) -> None:
         self.batch = batch
+        self.tail = tail  # the durability wait sent after the batch (WAIT / WAITAOF)
         groups: list[list[_Pending]] = [[]]
         size = 0
         for p in batch:
@@ -156,6 +159,8 @@ class _Round:
             size += p.call.count
         self.groups = groups
         self.commands: list[tuple[Arg, ...]] = []
+        if not commands:  # a cluster's round builds its commands once routes are known
+            return
         # SCRIPT.evalsha(keys, args) spelled out: the TTL goes in front of the events'
         # arguments without building another list per group (this runs per round trip).
         sha = SCRIPT.sha
@@ -170,6 +175,8 @@ class _Round:
                 ks.extend(p.call.keys)
                 args.extend(p.call.args)
             self.commands.append(("EVALSHA", sha, len(ks), *ks, *args))
+        if tail is not None:
+            self.commands.append(tail)
 
 
 class IngestBatcher:
@@ -193,8 +200,17 @@ class IngestBatcher:
         dedup_ttl_s: int,
         max_events_per_call: int = 1000,
         lean: bool = True,
+        durability: str = "memory",
+        ack_timeout_ms: int = 1000,
     ) -> None:
         self._redis = redis
+        # A cluster: the routing hash is in another slot than the partition's stream, so
+        # tenants are looked up (and cached ROUTE_TTL_S) before one script per partition.
+        self._cluster = is_cluster(redis)
+        self._routes: dict[str, tuple[str | None, float]] = {}
+        self._durability = durability
+        self._ack_timeout_ms = ack_timeout_ms
+        self._tail: tuple[Arg, ...] | None = None  # sent after each batch (durability)
         # The hot path talks RESP on the lean link (mtdesk.core.resp); redis-py when it
         # cannot. A pipelined client lends its own link: one connection for the process.
         self._link = link_for(redis) if lean else None
@@ -210,6 +226,9 @@ class IngestBatcher:
         self.round_trips = 0  # for tests and benchmarks: how much batching happened
 
     async def start(self) -> None:
+        """Start taking calls; with a durability beyond ``memory``, after checking the
+        servers can give it (:class:`mtdesk.core.errors.ConfigError` if not)."""
+        self._tail = await ack_wait(self._redis, self._durability, self._ack_timeout_ms)
         # The loop is kept: asyncio.get_running_loop() costs a getpid() system call.
         self._loop = asyncio.get_running_loop()
 
@@ -252,7 +271,7 @@ class IngestBatcher:
             self._went_idle()
             return
         try:
-            rnd = _Round(batch, self._max, self._ttl)
+            rnd = _Round(batch, self._max, self._ttl, self._tail, commands=not self._cluster)
             link = self._link
             if link is not None and self._loaded:
                 waiter = link.send(rnd.commands)
@@ -287,6 +306,9 @@ class IngestBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _send_slow(self, rnd: _Round) -> None:
+        if self._cluster:
+            await self._send_cluster(rnd)
+            return
         try:
             try:
                 replies = await self._execute(rnd.commands)
@@ -306,10 +328,12 @@ class IngestBatcher:
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: BaseException) -> None:
-        if not isinstance(exc, (RedisError, *UNAVAILABLE)):
+        if not isinstance(exc, (RedisError, StoreUnavailable, *UNAVAILABLE)):
             log.exception("ingest batch failed", exc_info=exc)
-        error = StoreUnavailable(f"ingest failed: {type(exc).__name__}")
-        error.__cause__ = exc
+        error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(
+            f"ingest failed: {type(exc).__name__}")
+        if error is not exc:
+            error.__cause__ = exc
         for p in batch:
             if not p.future.done():
                 p.future.set_exception(error)
@@ -325,7 +349,14 @@ class IngestBatcher:
         if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
-    def _resolve(self, rnd: _Round, replies: list[list[int]]) -> None:
+    def _resolve(self, rnd: _Round, replies: list[Any]) -> None:
+        if len(replies) > len(rnd.groups):  # the durability wait's reply comes last
+            if not _acknowledged(replies[-1]):
+                self._fail(rnd.batch, StoreUnavailable(
+                    f"{self._durability}: the batch was not acknowledged within "
+                    f"{self._ack_timeout_ms} ms"))
+                return
+            replies = replies[:-1]
         self.round_trips += 1
         for group, reply in zip(rnd.groups, replies, strict=True):
             pos = 0
@@ -361,6 +392,129 @@ class IngestBatcher:
         self._loaded = True
         return replies
 
+    # --- a Redis Cluster --------------------------------------------------------------
+
+    async def _send_cluster(self, rnd: _Round) -> None:
+        try:
+            codes = await self._execute_cluster(rnd)
+        except Exception as exc:  # the routing lookup failed: nothing was written
+            self._fail(rnd.batch, exc)
+        else:
+            self.round_trips += 1
+            for p, got in zip(rnd.batch, codes, strict=True):
+                if p.future.done():
+                    continue
+                if any(c < 0 for c in got):  # a master failed or did not acknowledge
+                    p.future.set_exception(StoreUnavailable(
+                        f"ingest: a Redis master did not take the batch ({self._durability})"))
+                else:
+                    p.future.set_result([_OUTCOMES[c] for c in got])
+        self._next()
+
+    async def _tenants(self, accounts: set[str]) -> dict[str, str | None]:
+        """The tenant owning each routing hash (None: unknown account), from the cache
+        when looked up less than ROUTE_TTL_S ago. Unknown accounts are not cached: an
+        account connected a moment ago is routed at once."""
+        now = asyncio.get_running_loop().time()
+        out: dict[str, str | None] = {}
+        missing: list[str] = []
+        for acct in accounts:
+            hit = self._routes.get(acct)
+            if hit is not None and hit[1] > now:
+                out[acct] = hit[0]
+            else:
+                missing.append(acct)
+        if missing:
+            pipe = self._redis.pipeline(transaction=False)
+            for acct in missing:
+                pipe.hget(acct, "tenant")
+            if len(self._routes) >= _ACCOUNT_MAX:
+                self._routes.clear()
+            for acct, raw in zip(missing, await pipe.execute(), strict=True):
+                tenant = raw.decode() if isinstance(raw, bytes) else raw
+                out[acct] = tenant
+                if tenant is not None:
+                    self._routes[acct] = (tenant, now + ROUTE_TTL_S)
+        return out
+
+    async def _execute_cluster(self, rnd: _Round) -> list[list[int]]:
+        """The round on a cluster, as codes per call (-1: not taken, the call fails):
+        tenants looked up, then one script per partition present (its keys in its
+        slot), one pipeline per master, all masters at once, each followed by the
+        durability wait on the connection that wrote (a master that fails, or whose
+        replica does not acknowledge, fails only the calls with events on it)."""
+        tenants = await self._tenants({p.call.keys[3 * i] for p in rnd.batch
+                                       for i in range(p.call.count)})
+        codes: list[list[int]] = [[2] * p.call.count for p in rnd.batch]
+        buckets: dict[str, tuple[list[str], list[Arg], list[tuple[int, int]]]] = {}
+        for b, p in enumerate(rnd.batch):
+            ks, args = p.call.keys, p.call.args
+            for i in range(p.call.count):
+                tenant = tenants.get(ks[3 * i])
+                if tenant is None:
+                    continue  # unknown account: code 2
+                expect = args[4 * i + 3]
+                if expect not in (ANY_TENANT, tenant):  # sealed for another tenant
+                    codes[b][i] = Outcome.REROUTE
+                    continue
+                stream = ks[3 * i + 2]
+                bucket = buckets.get(stream)
+                if bucket is None:
+                    bucket = buckets[stream] = ([], [self._ttl], [])
+                bucket[0].extend((ks[3 * i + 1], stream))
+                bucket[1].extend((args[4 * i], args[4 * i + 1], args[4 * i + 2], tenant))
+                bucket[2].append((b, i))
+        if not buckets:
+            return codes
+        cluster = cast(RedisCluster, self._redis)
+        if not self._loaded:
+            await cluster.script_load(ROUTED.source)  # on every master
+            self._loaded = True
+        by_node: dict[str, list[tuple[list[str], list[Arg], list[tuple[int, int]]]]] = {}
+        nodes: dict[str, ClusterNode] = {}
+        for stream, bucket in buckets.items():
+            node = cluster.get_node_from_key(stream)
+            name = node.name if node is not None else ""
+            if node is not None:
+                nodes[name] = node
+            by_node.setdefault(name, []).append(bucket)
+        results = await asyncio.gather(
+            *(self._run_on(cluster, nodes.get(name), work) for name, work in by_node.items()),
+            return_exceptions=True)
+        for work, result in zip(by_node.values(), results, strict=True):
+            for n, (_, _, where) in enumerate(work):
+                reply = result[n] if isinstance(result, list) else None
+                for j, (b, i) in enumerate(where):
+                    codes[b][i] = int(reply[j]) if isinstance(reply, list) else -1
+        return codes
+
+    async def _run_on(
+        self, cluster: RedisCluster, node: ClusterNode | None,
+        work: list[tuple[list[str], list[Arg], list[tuple[int, int]]]],
+    ) -> list[Any] | None:
+        """One master's scripts and wait; the scripts' replies, or None when the wait
+        was not acknowledged. Raises what the pipeline raises."""
+        for attempt in (1, 2):
+            pipe = cluster.pipeline(transaction=False)
+            for ks, args, _ in work:
+                pipe.execute_command("EVALSHA", ROUTED.sha, len(ks), *ks, *args)
+            if self._tail is not None and node is not None:
+                pipe.execute_command(*self._tail, target_nodes=node)
+            try:
+                replies = list(await pipe.execute())
+            except NoScriptError:
+                # A replica promoted after a failover has no scripts cached.
+                if attempt == 2:
+                    raise
+                await cluster.script_load(ROUTED.source)
+                continue
+            if self._tail is not None and node is not None:
+                if not _acknowledged(replies[-1]):
+                    return None
+                replies = replies[:-1]
+            return replies
+        return None
+
     @classmethod
     async def _execute_lean(
         cls, link: Link, commands: list[tuple[Arg, ...]], load: bool
@@ -370,6 +524,14 @@ class IngestBatcher:
         replies = await link.call_many([SCRIPT.load_command(), *commands] if load else commands)
         cls._check(replies)
         return replies[1:] if load else replies
+
+
+def _acknowledged(reply: object) -> bool:
+    """Whether a WAIT (replicas that have the writes) or WAITAOF ([local, replicas]
+    fsynced) reply says the batch is durable."""
+    if isinstance(reply, list):
+        return bool(reply) and int(reply[0]) >= 1
+    return isinstance(reply, int) and reply >= 1
 
 
 async def dead_letter(redis: Redis, body: bytes, *, received_ms: int, reason: str) -> None:

@@ -278,7 +278,10 @@ def setup_gateway(
     processes serve one port (``/metrics`` then aggregates them all).
     """
     app[METRICS] = GatewayMetrics(registry or CollectorRegistry(), multiprocess_dir=multiprocess_dir)
-    app[BATCHER] = IngestBatcher(app[REDIS], dedup_ttl_s=app[SETTINGS].dedup_ttl_s)
+    settings = app[SETTINGS]
+    app[BATCHER] = IngestBatcher(app[REDIS], dedup_ttl_s=settings.dedup_ttl_s,
+                                 durability=settings.ack_durability,
+                                 ack_timeout_ms=settings.ack_timeout_ms)
     app[SEALER] = InboundSealer(app[REDIS], cipher_of(app))
     app[READINESS] = {"redis": _redis_check(app)}
     app[METRIC_SOURCES] = []

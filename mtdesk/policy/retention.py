@@ -38,7 +38,15 @@ from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import DecryptionError, NotFound, ValidationError
 from mtdesk.core.history import MEDIA_KIND, decode_message
 from mtdesk.core.keys import Retention
-from mtdesk.core.redis import Redis, as_bytes_set, as_entries, as_hash, as_opt_bytes, as_scored
+from mtdesk.core.redis import (
+    Redis,
+    as_bytes_set,
+    as_entries,
+    as_hash,
+    as_opt_bytes,
+    as_scored,
+    scan_pages,
+)
 from mtdesk.core.scripts import LuaScript
 from mtdesk.core.sealing import CONTEXT_FAMILY, TenantCipher, TenantKey
 from mtdesk.core.settings import Settings
@@ -300,9 +308,7 @@ class RetentionSweep:
         self, tenant_id: str, family: keys.Family, cutoff: int, report: RetentionReport
     ) -> None:
         match = keys.tenant_pattern(tenant_id, family)
-        cursor = 0
-        while True:
-            cursor, names = await self._redis.scan(cursor, match=match, count=self._batch)
+        async for names in scan_pages(self._redis, match=match, count=self._batch):
             if names:
                 pipe = self._redis.pipeline(transaction=False)
                 for name in names:
@@ -312,8 +318,6 @@ class RetentionSweep:
                 if old:
                     report.add(_REPORTED_AS.get(family.name, family.name),
                                int(await self._redis.unlink(*old)))
-            if cursor == 0:
-                return
             await self._breathe()
 
     async def _breathe(self) -> None:

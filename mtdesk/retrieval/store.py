@@ -36,6 +36,7 @@ from mtdesk.core.redis import (
     as_hash,
     as_opt_bytes,
     as_opt_bytes_list,
+    scan_pages,
 )
 from mtdesk.core.sealing import TenantCipher, TenantKey, is_sealed
 from mtdesk.retrieval.chunking import Chunk
@@ -422,14 +423,8 @@ class KnowledgeStore:
 
     async def drop_tenant(self, tenant: str) -> None:
         """Remove all knowledge keys of a tenant (account deletion uses the prefix anyway)."""
-        cursor = 0
-        pattern = keys.knowledge(tenant, "*")
-        while True:
-            cursor, found = await self.redis.scan(cursor, match=pattern, count=500)
-            if found:
-                await self.redis.delete(*found)
-            if cursor == 0:
-                break
+        async for found in scan_pages(self.redis, match=keys.knowledge(tenant, "*")):
+            await self.redis.delete(*found)
         stale = [m async for m in self.redis.sscan_iter(keys.KB_PENDING, match=f"{tenant}:*")]
         if stale:
             await self.redis.srem(keys.KB_PENDING, *stale)

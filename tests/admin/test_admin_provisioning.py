@@ -203,6 +203,20 @@ async def test_an_account_connected_by_another_tenant_is_409(client: TestClient)
                               headers=bearer(a_key))).status == 201
 
 
+async def test_a_whatsapp_number_shared_with_the_business_app_says_so(client: TestClient) -> None:
+    _, key = await new_tenant(client)
+    body = {"channel": "whatsapp", "account_id": "1065", "access_token": "t", "coexistence": True}
+    r = await client.post(f"{API}/channels", json=body, headers=bearer(key))
+    assert r.status == 201 and (await r.json())["coexistence"] is True
+    # Connected again without saying: it stays as it was; saying false turns it off.
+    r = await client.post(f"{API}/channels", json=body | {"coexistence": None}, headers=bearer(key))
+    assert (await r.json())["coexistence"] is True
+    r = await client.post(f"{API}/channels", json=body | {"coexistence": False}, headers=bearer(key))
+    assert "coexistence" not in await r.json()
+    r = await client.post(f"{API}/channels", json=body | {"coexistence": "yes"}, headers=bearer(key))
+    assert r.status == 422 and (await r.json())["error"]["field"] == "coexistence"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "field"),
     [

@@ -35,6 +35,11 @@ def test_bench_e2e_answers_every_message_once_and_reports_its_figures(tmp_path) 
     assert report["duplicated"] == 0
     assert report["replied_once"] == report["messages"]
     assert report["offered_rate"] == 15
+    # Redis' CPU per answered message, and the rate one Redis core would carry at that cost
+    assert report["redis_cpu_us_per_msg"] > 0
+    assert report["msgs_per_s_per_redis_core"] == pytest.approx(
+        1e6 / report["redis_cpu_us_per_msg"], rel=0.05)
+    assert "µs of CPU per message" in proc.stdout
     assert "answered once" in proc.stdout
     _the_report_is_there(tmp_path / "report", report)
 

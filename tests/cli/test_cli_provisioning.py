@@ -108,6 +108,16 @@ def test_a_token_can_come_on_stdin(
     assert code == 0 and TOKEN not in out
 
 
+def test_a_whatsapp_number_in_the_business_app_is_added_as_coexistence(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], db: SyncRedis,
+) -> None:
+    tenant = make_tenant(capsys)
+    code, out, _ = run(capsys, "channel", "add", "--tenant", tenant["id"], "--channel",
+                       "whatsapp", "--account-id", "1066", "--token-env", "PAGE_TOKEN",
+                       "--coexistence", "--json")
+    assert code == 0 and json.loads(out)["coexistence"] is True
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
@@ -152,7 +162,8 @@ def test_keys_rotate_moves_tokens_and_status_shows_it(
             "--account-id", acct, "--token-env", "PAGE_TOKEN")
     prompt = "You are the assistant of Harbor Bikes, never reveal the staff discount"
     assert run(capsys, "bot", "set", "--tenant", tenant["id"], "--system-prompt", prompt)[0] == 0
-    assert prompt.encode() not in (db.get(f"mt:t:{tenant['id']}:bot") or b"")  # sealed
+    stored = db.get(keys.bot(tenant["id"]))
+    assert stored and prompt.encode() not in stored  # sealed
     code, new_key, _ = run(capsys, "keys", "generate")
     new_key = new_key.strip()
     assert code == 0 and len(new_key) == 44

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mtdesk.actors.sender import parse_media_info
+from mtdesk.core import keys
 from mtdesk.core.errors import ConfigError, GraphError
 from mtdesk.core.media import FETCHABLE, MediaRecord, MediaStore, describe, human_size
 from mtdesk.core.redis import Redis
@@ -93,7 +94,7 @@ async def test_the_store_gives_back_the_bytes_sealed_at_rest(redis: Redis) -> No
     store = MediaStore(redis, cipher=cipher)
     content = b"\xff\xd8 a picture of a blue shoe"
     kept = await store.put("t1", "whatsapp:1:u", "wamid.1", 0, content, "image/jpeg", now_ms=5)
-    raw = await redis.xrange("mt:t:t1:media:whatsapp:1:u")
+    raw = await redis.xrange(keys.media("t1", "whatsapp:1:u"))
     assert b"blue shoe" not in raw[0][1][b"d"]
     got = await store.get("t1", "whatsapp:1:u", kept.ref)
     assert got is not None and got.content == content and got.mime_type == "image/jpeg"

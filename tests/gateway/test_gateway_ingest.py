@@ -44,7 +44,7 @@ async def test_statuses_and_the_stream_entry_format(batcher: IngestBatcher, redi
     fresh = await redis.xrange(keys.inbound(partition_of(events[1].conversation, PARTITIONS)))
     fields2 = next(f for _id, f in fresh if decode_event(f[b"e"]).event_id == "m_2")
     assert b"s" not in fields2
-    assert not await redis.exists(keys.seen("m_3"))  # unknown accounts leave no marker
+    assert not await redis.exists(keys.seen("m_3", partition_of(events[3].conversation, PARTITIONS)))  # unknown accounts leave no marker
 
 
 async def test_concurrent_calls_share_round_trips(batcher: IngestBatcher, redis: Redis) -> None:

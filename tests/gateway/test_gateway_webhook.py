@@ -69,7 +69,11 @@ async def test_redelivery_is_acknowledged_but_not_queued_twice(
     for _ in range(3):
         assert (await client.post("/webhooks/meta", data=body, headers=signed(body))).status == 200
     assert len(await stream_entries(redis, settings.partitions)) == 1
-    ttl = await redis.ttl(keys.seen("wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="))
+    [entry] = await stream_entries(redis, settings.partitions)
+    event = decode_event(entry[b"e"])
+    assert event.event_id == "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
+    part = partition_of(event.conversation, settings.partitions)
+    ttl = await redis.ttl(keys.seen(event.event_id, part))
     assert ttl >= 7 * 24 * 3600
     metrics = await (await client.get("/metrics")).text()
     assert 'mtdesk_gateway_events_total{channel="whatsapp",kind="message",outcome="duplicate"} 2.0' in metrics

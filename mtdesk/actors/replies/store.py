@@ -39,7 +39,7 @@ from mtdesk.core.history import (
     conversation_of,
     encode_message,
 )
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, is_cluster
 from mtdesk.core.replystate import RESUMABLE, TERMINAL, ReplyState, lua_prelude
 from mtdesk.core.scripts import LuaScript, lua_source
 from mtdesk.core.sealing import TenantCipher, TenantKey, is_sealed
@@ -122,6 +122,7 @@ class ReplyStore:
         self._ttl_s = ttl_s
         self._history_ttl_s = history_ttl_s
         self._limiter = limiter
+        self._cluster = is_cluster(redis)
         self._store_inbound = _STORE_INBOUND.bind(redis)
         self._admit = _ADMIT.bind(redis)
         self._claim = _CLAIM.bind(redis)
@@ -227,7 +228,9 @@ class ReplyStore:
         args: list[str | int | bytes] = [key.seal_text(REPLY_FAMILY, reply.event_id, reply.text)
                                          if key.enabled else reply.text,
                                          reply.provider, reply.model, now_ms]
-        if self._limiter is not None:
+        # The permit rides along where the account's rate window shares a server with
+        # the reply; on a cluster it is another slot, so the sender takes it itself.
+        if self._limiter is not None and not self._cluster:
             window, limit = self._limiter.window(reply.channel, reply.account_id)
             names.append(window)
             args.append(limit)

@@ -20,7 +20,7 @@ import msgspec
 from mtdesk.core import keys
 from mtdesk.core.history import decode_message
 from mtdesk.core.keys import Scope
-from mtdesk.core.redis import Redis, as_bytes_list, as_entries, as_scored
+from mtdesk.core.redis import Redis, as_bytes_list, as_entries, as_scored, scan_pages
 from mtdesk.core.replystate import IN_FLIGHT as REPLY_IN_FLIGHT
 from mtdesk.core.replystate import lua_prelude
 from mtdesk.core.scripts import LuaScript
@@ -99,17 +99,13 @@ class ConversationEraser:
                 break
         # A conversation may have data but no index entry (a crash between writes).
         # One SCAN pass over the tenant's keys finds those.
-        cursor = 0
         match = keys.tenant_pattern(tenant_id)
-        while True:
-            cursor, names = await self._redis.scan(cursor, match=match, count=self._batch)
-            for raw in as_bytes_list(names):
+        async for names in scan_pages(self._redis, match=match, count=self._batch):
+            for raw in names:
                 ref = keys.parse(raw)
                 if (ref is not None and ref.family.scope is Scope.CONVERSATION
                         and ref.part and want(ref.part)):
                     found.append(ref.part)
-            if cursor == 0:
-                break
         return sorted(set(found))
 
     async def erase(self, tenant_id: str, convs: list[str]) -> None:

@@ -61,10 +61,10 @@ from mtdesk.core.events import EVENT_FAMILY, decode_event
 from mtdesk.core.keys import Erasure, Scope
 from mtdesk.core.redis import (
     Redis,
-    as_bytes_list,
     as_bytes_set,
     as_opt_bytes,
     as_opt_bytes_list,
+    scan_pages,
 )
 from mtdesk.core.sealing import TenantCipher, is_sealed
 from mtdesk.policy.erasure.conversations import ConversationEraser, split_conversation
@@ -151,13 +151,11 @@ class ErasureSweep:
     ) -> None:
         """Every tenant key that may name the person, except other conversations' data."""
         removed = 0
-        cursor = 0
         match = keys.tenant_pattern(tenant_id)
-        while True:
-            cursor, names = await self._redis.scan(cursor, match=match, count=self._batch)
+        async for names in scan_pages(self._redis, match=match, count=self._batch):
             todo: list[bytes] = []
             outs: list[bytes] = []
-            for raw in as_bytes_list(names):
+            for raw in names:
                 ref = keys.parse(raw)
                 if ref is not None and ref.family.erasure in _EXACTLY_ELSEWHERE:
                     continue  # not user data, or handled exactly (conversations, flags)
@@ -176,8 +174,6 @@ class ErasureSweep:
                     else:
                         todo.append(raw)
             removed += await self._records.names(todo, pattern)
-            if cursor == 0:
-                break
         await self._report({"records": removed})
 
     async def _sweep_inbound(self, tenant_id: str, match: Callable[[str, object], bool]) -> None:
@@ -228,13 +224,10 @@ class ErasureSweep:
         owned = id_pattern([tenant_id])
         assert owned is not None
         removed = 0
-        cursor = 0
-        while True:
-            cursor, names = await self._redis.scan(cursor, match=f"{keys.ROOT}:*",
-                                                   count=self._batch)
+        async for names in scan_pages(self._redis, match=f"{keys.ROOT}:*", count=self._batch):
             by_owner: list[bytes] = []
             unknown: list[bytes] = []
-            for name in as_bytes_list(names):
+            for name in names:
                 ref = keys.parse(name)
                 if ref is None:
                     unknown.append(name)
@@ -242,35 +235,24 @@ class ErasureSweep:
                     by_owner.append(name)
             removed += await self._records.names(by_owner, owned)
             removed += await self._records.names(unknown, fallback)
-            if cursor == 0:
-                break
         await self._report({"global_records": removed})
 
     async def _drop_app_user_links(self, members: set[str]) -> None:
         removed = 0
-        cursor = 0
-        while True:
-            cursor, names = await self._redis.scan(
-                cursor, match=keys.global_pattern(keys.APP_USER), count=self._batch
-            )
+        async for names in scan_pages(
+                self._redis, match=keys.global_pattern(keys.APP_USER), count=self._batch):
             for name in names:
                 if members:
                     removed += int(await self._redis.srem(name, *members))
                 if await self._redis.scard(name) == 0:
                     await self._redis.delete(name)
-            if cursor == 0:
-                break
         await self._report({"app_user_links": removed})
 
     async def _delete_matching(self, match: str) -> int:
         removed = 0
-        cursor = 0
-        while True:
-            cursor, names = await self._redis.scan(cursor, match=match, count=self._batch)
-            if names:
-                removed += int(await self._redis.unlink(*names))
-            if cursor == 0:
-                return removed
+        async for names in scan_pages(self._redis, match=match, count=self._batch):
+            removed += int(await self._redis.unlink(*names))
+        return removed
 
     async def _drop_routing(self, tenant_id: str, channel: str, account_id: str) -> None:
         route = keys.account(channel, account_id)
@@ -419,11 +401,8 @@ class ErasureSweep:
         records in flight are kept, to be watched)."""
         r = self._redis
         counts: Counts = {}
-        cursor = 0
-        while True:
-            cursor, page = await r.scan(cursor, match=keys.tenant_pattern(tenant_id),
-                                        count=self._batch)
-            names = as_bytes_list(page)
+        async for names in scan_pages(r, match=keys.tenant_pattern(tenant_id),
+                                      count=self._batch):
             if names:
                 refs = [keys.parse(name) for name in names]
                 pipe = r.pipeline(transaction=False)
@@ -449,8 +428,6 @@ class ErasureSweep:
                     counts["records"] -= len(self._conversations.kept) - before  # kept: not deleted yet
                 await self._report(counts)
                 counts = {}
-            if cursor == 0:
-                break
 
     def _erase_files(self, tenant_id: str) -> int:
         """Files and folders under the data directory named with the tenant id."""
