@@ -62,6 +62,7 @@ from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, Retriever
 from mtdesk.core.redis import Redis
+from mtdesk.core.retrying import retry_transient
 from mtdesk.core.sealing import TenantCipher, is_sealed
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.notices import Notice, listen_for_notices
@@ -301,8 +302,18 @@ class ConversationShard:
                 await asyncio.sleep(1.0)
                 await self._recreate_groups()
                 continue
-            for stream, entries in answer:
-                await self._dispatch_many(self._partition_of[stream], entries)
+            try:
+                for stream, entries in answer:
+                    await self._dispatch_many(self._partition_of[stream], entries)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # What was read and not handed to a conversation stays pending in Redis
+                # for this consumer: taken over again by the claim loop once idle. The
+                # loop itself goes on (a read loop that ended here stopped the shard
+                # reading for good: `mtdesk drill redis-restart`).
+                log.exception("dispatching what was read failed; it stays pending")
+                await asyncio.sleep(1.0)
 
     async def _resume_own_pending(self) -> None:
         """Entries this consumer read before a crash/restart and never acknowledged."""
@@ -374,8 +385,12 @@ class ConversationShard:
         item = WorkItem(partition=partition, entry_id=entry_id, tenant_id=tenant_id,
                         event=event, received_ms=received_ms or int(now * 1000),
                         stale=fields.get(b"s") == b"1")
+        # Activating may need Redis (the conversation's stored context, its tenant's key):
+        # a blip is retried in place; the entry is in flight only once a conversation
+        # holds it, so one that could not be handed over is reclaimed like any other.
+        conv = await retry_transient(lambda: self._activate(tenant_id, event.conversation),
+                                     attempts=8, first_s=0.2, max_s=4.0)
         self._inflight.add((partition, entry_id))
-        conv = await self._activate(tenant_id, event.conversation)
         conv.submit(item)
 
     # --- conversations ----------------------------------------------------------------

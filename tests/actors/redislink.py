@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ class RedisLink:
         self._tasks: set[asyncio.Task[None]] = set()
         self.up = True
         self.url = ""
+        self._cut_after: bytes | None = None
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -52,6 +54,16 @@ class RedisLink:
     def restore(self) -> None:
         self.up = True
 
+    def cut_after_reply_with(self, marker: bytes) -> None:
+        """Cut the link right after the next reply from Redis that holds ``marker`` has
+        reached the client: the client has what it read, and its next command fails."""
+        self._cut_after = marker
+
+    def _passed(self, data: bytes) -> None:
+        if self._cut_after is not None and self._cut_after in data:
+            self._cut_after = None
+            self.cut()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
             writer.transport.abort()
@@ -66,7 +78,7 @@ class RedisLink:
         if task is not None:
             self._tasks.add(task)
         try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer, self._passed))
         finally:
             for w in (writer, up_writer):
                 self._open.discard(w)
@@ -75,9 +87,12 @@ class RedisLink:
                 self._tasks.discard(task)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                passed: Callable[[bytes], None] | None = None) -> None:
     with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+            if passed is not None:
+                passed(data)
     writer.transport.abort()

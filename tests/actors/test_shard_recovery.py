@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from shardkit import ACCOUNTS, desk, eventually
@@ -241,3 +242,37 @@ async def test_a_broken_knowledge_base_still_gets_an_answer(redis: Redis, redis_
         await eventually(lambda: len(d.graph.sends) == 1)
         assert d.graph.sends[0].text == "[gpt-test] You said: hello"
         assert shard.metrics.count("retrieval_failed") == 1
+
+
+async def test_a_shard_that_loses_redis_right_after_reading_keeps_reading_and_answers_all(
+    redis: Redis, redis_url: str
+) -> None:
+    """Redis gone between a read and handing the entries to their conversations (a new
+    customer's stored context cannot be fetched): the shard still answers that message
+    once Redis is back, and every message after it; it does not stop reading."""
+    import msgspec
+    from redislink import RedisLink
+
+    from mtdesk.core.events import partition_of
+
+    async with desk(redis, redis_url) as d, RedisLink(redis_url) as link:
+        settings = msgspec.structs.replace(d.settings, redis_url=link.url)
+        shard = await d.shard(settings=settings, claim_idle_ms=2000, claim_interval_s=0.5)
+        await shard.start()
+        await d.push(d.message("warm up", user="w0"))
+        await eventually(lambda: d.texts_to("w0"))
+        caught = d.message("caught mid-read", user="c0")
+        stream = keys.inbound(partition_of(caught.conversation, d.settings.partitions))
+        link.cut_after_reply_with(stream.encode())  # the read's reply names its stream
+        await d.push(caught)
+        await eventually(lambda: not link.up)
+        await asyncio.sleep(1.5)  # down for a while: the shard's retries meet a cut link
+        link.restore()
+        after = [f"n{i}" for i in range(3)]
+        for u in after:
+            await d.push(d.message(f"after from {u}", user=u))
+        await eventually(lambda: all(d.texts_to(u) for u in ["c0", *after]), within=30)
+        assert d.texts_to("c0") == ["[gpt-test] You said: caught mid-read"]
+        for u in after:
+            assert d.texts_to(u) == [f"[gpt-test] You said: after from {u}"]
+        await shard.stop(drain_timeout_s=5)
