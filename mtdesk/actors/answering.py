@@ -19,6 +19,10 @@ While the answer is made the person sees their message read and typing
 part goes out, Meta's customer service window is checked (:mod:`mtdesk.actors.window`):
 outside it nothing is sent and the reply ends ``failed`` with the reason; so do the
 Graph errors that say the same (131047, 131049, 10/2018278), outcome ``outside_window``.
+Every send permit of the bot's reply checks that no person has taken the conversation
+over (``keys.paused``: a reply from the console, or an echo from Meta's own inbox): if
+one has, the rest of the answer is dropped, not sent (``failed``,
+``dropped: a person took over``; outcome ``taken_over``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import msgspec
 
 from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
-from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyState
+from mtdesk.actors.replies import TAKEN_OVER, ContextWrite, OutgoingReply, ReplyState, TakenOver
 from mtdesk.actors.turns import context_encoder, user_text
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
@@ -84,7 +88,7 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
     if move == "resume":  # a restart mid-send: finish the same reply
         reply = OutgoingReply.of(item.tenant_id, event, record.text, record.provider,
                                  record.model)
-        await _send(conv, [item], reply, start=record.parts_sent, window=window)
+        await send_reply(conv, [item], reply, start=record.parts_sent, window=window)
         return
     if claimed_now:  # claimed with its admission: a burst of one
         burst = [item]
@@ -117,7 +121,7 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
             [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
         reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
                                  completion.model, reason=_DONE_REASONS.get(outcome, ""))
-        await _send(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
+        await send_reply(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
         # queue, in order, so none is stranded (they are answered_by the head now).
@@ -173,13 +177,14 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
         return [], False
 
 
-async def _send(
+async def send_reply(
     conv: Conversation, burst: list[WorkItem], reply: OutgoingReply, *, start: int,
     window: int, outcome: str = "sent", begin: bool = False,
 ) -> None:
     """Send ``reply`` from part ``start`` on (``begin``: store its text first), record
     every part and the end, acknowledge the burst. Nothing is sent from ``window`` (epoch
-    ms: when Meta's customer service window ends) on."""
+    ms: when Meta's customer service window ends) on, and nothing more of a bot's reply
+    once a person has taken the conversation over (checked at every send permit)."""
     s = conv.services
     turns = conv.context.turns
     sent_turns = conv.bounded([*turns, ChatMessage("assistant", reply.text)])
@@ -211,6 +216,9 @@ async def _send(
     except _Silent as silent:
         outcome = "outside_window"
         state, reason = ReplyState.FAILED, silent.reason
+    except TakenOver:  # a person has the conversation: the rest of the answer is dropped
+        outcome = "taken_over"
+        state, reason = ReplyState.FAILED, TAKEN_OVER
     except GraphError as exc:
         outcome = "failed"
         s.metrics.graph_error(exc.code)

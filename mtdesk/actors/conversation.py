@@ -10,7 +10,7 @@ eviction, and restored on activation.
 
 Per event (see docs/shards.md for the table) the work is done elsewhere: messages and
 postbacks are answered by :mod:`mtdesk.actors.answering` (admission, bursts, the reply),
-everything else is recorded by :mod:`mtdesk.actors.records`. Every event is handed back
+a person's reply from the console is sent by :mod:`mtdesk.actors.takeover`, everything else is recorded by :mod:`mtdesk.actors.records`. Every event is handed back
 to the shard through ``services.ledger`` (:class:`~mtdesk.actors.work.EventLedger`):
 ``done(item)`` once it is fully handled (the shard acks it then), ``failed(item)`` when
 its handling raised, ``release(item)`` when it was not handled (cancelled, or answered
@@ -29,6 +29,7 @@ from collections import deque
 import msgspec
 
 from mtdesk.actors import records
+from mtdesk.actors.takeover import send_agent_reply
 from mtdesk.actors.answering import answer, greeted
 from mtdesk.actors.turns import (
     ConversationContext,
@@ -41,7 +42,7 @@ from mtdesk.actors.turns import (
 from mtdesk.actors.work import ConversationServices, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
-from mtdesk.core.events import Echo, Edit, Message, Postback, Receipt, Status
+from mtdesk.core.events import AgentReply, Echo, Edit, Message, Postback, Receipt, Status
 from mtdesk.core.ports import ChatMessage
 from mtdesk.core.redis import Redis, as_opt_bytes
 from mtdesk.core.retrying import retry_transient
@@ -196,6 +197,9 @@ class Conversation:
         event = item.event
         if isinstance(event, Message | Postback):
             await answer(self, item, event)  # hands the item (and its burst) back itself
+            return
+        if isinstance(event, AgentReply):  # a person's reply from the console
+            await send_agent_reply(self, item, event)  # hands the item back itself
             return
         if isinstance(event, Echo):
             await records.on_echo(self, item, event)

@@ -47,6 +47,7 @@ from prometheus_client import REGISTRY
 
 from mtdesk.actors.conversation import Conversation
 from mtdesk.actors.ratelimit import SendRateLimiter
+from mtdesk.actors.records import pause_on_arrival
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.shard_erasure import ShardErasure
 from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
@@ -55,7 +56,7 @@ from mtdesk.actors.turns import PromptBuilder, build_prompt
 from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock
-from mtdesk.core.events import decode_event
+from mtdesk.core.events import Echo, decode_event
 from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatModel, Retriever
@@ -340,6 +341,8 @@ class ConversationShard:
         item = WorkItem(partition=partition, entry_id=entry_id, tenant_id=tenant_id,
                         event=event, received_ms=received_ms or int(now * 1000),
                         stale=fields.get(b"s") == b"1")
+        if isinstance(event, Echo):  # before it queues behind an answer under way
+            await pause_on_arrival(self._conv_services, tenant_id, event)
         self._inflight.add((partition, entry_id))
         conv = await self._activate(tenant_id, event.conversation)
         conv.submit(item)

@@ -26,17 +26,32 @@ from mtdesk.core import keys
 from mtdesk.core.events import Echo, Edit, Message, Receipt, Status, Unsend
 from mtdesk.core.history import StoredMessage, inbound_message
 from mtdesk.core.ports import ChatMessage
+from mtdesk.core.settings import Settings
 
 if TYPE_CHECKING:
     from mtdesk.actors.conversation import Conversation
-    from mtdesk.actors.work import WorkItem
+    from mtdesk.actors.work import ConversationServices, WorkItem
+
+
+def _ours_by_its_marks(settings: Settings, echo: Echo) -> bool:
+    app_id = settings.meta_app_id
+    return is_our_metadata(echo.metadata) or (app_id is not None and echo.app_id == app_id)
+
+
+async def pause_on_arrival(services: ConversationServices, tenant_id: str, echo: Echo) -> None:
+    """A person's echo (not ours by its metadata or app id) pauses the bot as soon as the
+    shard reads it, before it waits its turn behind a message being answered: that
+    answer's next send permit sees the pause and drops it. :func:`on_echo` records it
+    in order later (and pauses again, harmlessly)."""
+    pause_s = services.settings.handoff_pause_s
+    if pause_s > 0 and not _ours_by_its_marks(services.settings, echo):
+        await services.redis.set(keys.paused(tenant_id, echo.conversation), b"1", ex=pause_s)
 
 
 async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
     s = conv.services
     recorded = await s.redis.hexists(keys.outbound(item.tenant_id, echo.event_id), "entry")
-    ours = recorded or is_our_metadata(echo.metadata) or (
-        s.settings.meta_app_id is not None and echo.app_id == s.settings.meta_app_id)
+    ours = recorded or _ours_by_its_marks(s.settings, echo)
     if ours:
         s.metrics.outcome("echo")
         if recorded:

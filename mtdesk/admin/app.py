@@ -35,6 +35,7 @@ from mtdesk.policy.vault import VAULT, TokenVault
 ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.provisioning",
     "mtdesk.admin.conversations",
+    "mtdesk.admin.inbox",
     "mtdesk.admin.knowledge",
     "mtdesk.admin.privacy",
     "mtdesk.admin.billing",

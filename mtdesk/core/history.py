@@ -54,7 +54,7 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     ``message_id`` is the inbound event id (``mid``/``wamid``) or the Graph message id
     of an outbound one. ``kind``: ``message``, ``postback``, ``reaction``, ``unsend``,
     ``unsupported`` (inbound); ``reply`` (the bot), ``agent`` (a human agent from the
-    inbox), ``echo`` (our own send seen only through its echo). ``status`` for inbound is
+    inbox, or from our console with its ``author``), ``echo`` (our own send seen only through its echo). ``status`` for inbound is
     ``received`` (to be answered) or ``skipped`` with ``reason``; for outbound it is the
     status at the time of storing — :meth:`MessageStore.read` joins the current one.
     """
@@ -74,6 +74,7 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     status: str = "received"
     reason: str | None = None
     part: int = 0  # outbound: index of this part of a split reply
+    author: str | None = None  # kind ``agent`` sent from the console: the team member
     entry: str = ""  # the stream entry id; filled in when read, empty when stored
 
 
@@ -96,7 +97,8 @@ def decode_message(data: bytes, entry: str = "") -> StoredMessage:
 
 
 # KEYS: outbound hash; ARGV: status, reason, ttl_s, now_ms, conv.
-# Moves status forward only; creates the hash when the status arrives before our record.
+# Moves status forward only; creates the hash when the status arrives before our record;
+# tells the tenant's live channel (keys.live) 's <conv> <entry> <status>'.
 UPDATE_STATUS_LUA = """
 local rank = {sent=1, delivered=2, read=3, failed=9}
 local cur = redis.call('HGET', KEYS[1], 'status')
@@ -107,6 +109,12 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_ms', ARGV[4])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
 if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], 'conv', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+local prefix = string.match(KEYS[1], '^([^:]+:t:[^:]+:)out:')
+local conv = redis.call('HGET', KEYS[1], 'conv')
+if prefix and conv then
+  redis.call('PUBLISH', prefix .. 'live', 's ' .. conv .. ' ' ..
+    (redis.call('HGET', KEYS[1], 'entry') or '') .. ' ' .. ARGV[1])
+end
 return 1
 """
 

@@ -119,6 +119,10 @@ HISTORY = _t("history", "hist", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SEC
              "history", section="conversations", counted_as="conversations", scope=_C)
 PAUSED = _t("paused", "paused", True, True, _E.CONVERSATION, _R.TTL, _X.DERIVED, "paused",
             scope=_C)
+# The inbox's card of a conversation: the person's name and picture (from Meta), the last
+# message's line, unread count, closed, assignee; kept by the history append.
+INBOX_CARD = _t("inbox_card", "inbox", True, True, _E.CONVERSATION, _R.CONVERSATION,
+                _X.DERIVED, "inbox_card", scope=_C)
 REPLY = _t("reply", "reply", True, True, _E.MESSAGE, _R.RECORD_AGE, _X.DERIVED, "reply",
            counted_as="records")
 OUTBOUND = _t("outbound", "out", True, True, _E.MESSAGE, _R.RECORD_AGE, _X.DERIVED, "outbound",
@@ -178,7 +182,7 @@ WATCHDOG = _g("watchdog_status", "watchdog", False, False, _E.NONE, _R.CONFIGURA
 
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY,
-    PAUSED, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, USER_SET, USER,
+    PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, USER_SET, USER,
     USER_SESSIONS, API_KEYS,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
@@ -372,6 +376,21 @@ def outbound(tenant_id: str, graph_message_id: str) -> str:
 def paused(tenant_id: str, conversation: str) -> str:
     """Present (with a TTL) while a human agent has the conversation."""
     return f"{ROOT}:t:{tenant_id}:paused:{conversation}"
+
+
+def inbox_card(tenant_id: str, conversation: str) -> str:
+    """Hash: the conversation as the inbox lists it (channel, name, picture, profile_ms,
+    last_text, last_dir, last_kind, last_entry, last_ms, last_in_ms, unread, closed,
+    assignee); kept by the history append (core/lua/history_append.lua)."""
+    return f"{ROOT}:t:{tenant_id}:inbox:{conversation}"
+
+
+def live(tenant_id: str) -> str:
+    """Pub/sub channel (nothing is stored, so no family) of the tenant's conversation
+    changes: ``m <conversation> <entry>`` (a message stored), ``s <conversation> <entry>
+    <status>`` (a sent message's status moved), ``c <conversation>`` (its card changed).
+    The inbox's live transcript listens to it."""
+    return f"{ROOT}:t:{tenant_id}:live"
 
 
 def restricted(tenant_id: str) -> str:

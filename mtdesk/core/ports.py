@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from mtdesk.core.events import Channel
+from mtdesk.core.events import Channel, TemplateSend
 
 
 class ChatMessage(msgspec.Struct, frozen=True):
@@ -100,6 +100,10 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     reply_key: str  # the inbound event id this answers; put in metadata, used for idempotency
     reply_to: str | None = None  # WhatsApp context message id
+    # A person's reply outside the 24 h window (Messenger/Instagram): ``HUMAN_AGENT``.
+    tag: str | None = None
+    # WhatsApp: an approved template instead of the text (the text describes it).
+    template: TemplateSend | None = None
 
 
 class Sender(Protocol):

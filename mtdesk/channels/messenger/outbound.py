@@ -33,12 +33,15 @@ class _MessageText(msgspec.Struct, frozen=True, omit_defaults=True):
     metadata: str | None = None
 
 
-class PageSendBody(msgspec.Struct, frozen=True, kw_only=True):
+class PageSendBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Messenger / Instagram ``POST /{account-id}/messages``."""
 
     recipient: _Recipient
-    messaging_type: str  # "RESPONSE": an answer to the user's message
+    # "RESPONSE": an answer to the user's message; "MESSAGE_TAG" with ``tag`` (a person's
+    # ``HUMAN_AGENT`` reply, allowed up to 7 days after the user's last message).
+    messaging_type: str
     message: _MessageText
+    tag: str | None = None
 
 
 class SenderActionBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,8 +78,9 @@ def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
     return _encoder.encode(
         PageSendBody(
             recipient=_Recipient(message.user_id),
-            messaging_type="RESPONSE",
+            messaging_type="MESSAGE_TAG" if message.tag else "RESPONSE",
             message=_MessageText(text, metadata_for(message.reply_key, part)),
+            tag=message.tag,
         )
     )
 
