@@ -36,6 +36,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.provisioning",
     "mtdesk.admin.conversations",
     "mtdesk.admin.inbox",
+    "mtdesk.admin.live",
     "mtdesk.admin.knowledge",
     "mtdesk.admin.privacy",
     "mtdesk.admin.billing",

@@ -16,22 +16,24 @@ from __future__ import annotations
 
 from typing import Final
 
+import aiohttp
 from aiohttp import web
 
-from mtdesk.admin.app import API_BASE, admin_routes
+from mtdesk.admin.app import API_BASE, admin_routes, vault_of
 from mtdesk.admin.auth import principal, tenant_scope
 from mtdesk.admin.bodies import Assignment, ConversationAction, HumanReply
 from mtdesk.admin.decode import read_body, read_optional_body
 from mtdesk.core import keys
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
 from mtdesk.core.clock import now_ms
-from mtdesk.core.errors import Conflict, NotFound, ValidationError
+from mtdesk.core.errors import Conflict, GraphError, NotFound, ValidationError
 from mtdesk.core.events import TemplateSend
 from mtdesk.core.history import decode_message
-from mtdesk.core.http import json_response
+from mtdesk.core.http import error_response, json_response
 from mtdesk.core.inbox import Card, Inbox, agent_reply
 from mtdesk.core.redis import Redis, as_bytes, as_entries
-from mtdesk.core.tenants import CONNECTED
+from mtdesk.core.tenants import CONNECTED, channel_token_aad
+from mtdesk.policy.meta_accounts import approved_templates
 
 HOUR_MS: Final = 3_600_000
 WINDOW_MS: Final = 24 * HOUR_MS
@@ -163,6 +165,33 @@ async def mark_read(request: web.Request) -> web.Response:
     return await _acted(request, tid)
 
 
+async def templates(request: web.Request) -> web.Response:
+    """The number's approved WhatsApp templates, from Meta (``GET /{waba-id}/
+    message_templates``): what a reply outside the 24 h window may send."""
+    tid = tenant_scope(request)
+    card = await conversation_card(request, tid)
+    if card.channel != "whatsapp":
+        raise ValidationError("conversation", "templates are WhatsApp's; Messenger and "
+                                              "Instagram replies are text")
+    redis = request.config_dict[REDIS]
+    await _require_connected(redis, tid, card)
+    cid = as_bytes(await redis.hget(keys.account(card.channel, card.account_id),
+                                    "channel_id") or b"").decode()
+    waba, cipher = await redis.hmget(keys.channel(tid, cid), "subscription_id", "token")
+    if not waba or not cipher:
+        raise Conflict("conversation", "the WhatsApp Business Account of this number is not "
+                                       "known: connect the number through Meta's signup "
+                                       "(GET /admin/connect/whatsapp) to list its templates")
+    token = vault_of(request).decrypt(as_bytes(cipher).decode(), channel_token_aad(tid, cid))
+    try:
+        async with aiohttp.ClientSession() as http:
+            found = await approved_templates(http, request.config_dict[SETTINGS],
+                                             as_bytes(waba).decode(), token)
+    except GraphError as exc:
+        return error_response(502, "templates", f"Meta answered error {exc.code}; retry")
+    return json_response({"conversation": card.conversation, "templates": found})
+
+
 def add_routes(admin: web.Application) -> None:
     r = admin_routes(admin)
     base = f"{API_BASE}/conversations/{{key}}"
@@ -172,3 +201,4 @@ def add_routes(admin: web.Application) -> None:
     r.add_post(f"{base}/close", close)
     r.add_post(f"{base}/reopen", reopen)
     r.add_post(f"{base}/read", mark_read)
+    r.add_get(f"{base}/templates", templates)

@@ -174,7 +174,11 @@ def upload_name(raw: str | None) -> str:
 async def _add_file(request: web.Request) -> web.Response:
     tid = await _tenant(request)
     limit = request.config_dict[SETTINGS].kb_max_file_bytes
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError:  # aiohttp: "boundary missed for Content-Type: multipart/form-data"
+        raise ValidationError("file", "the multipart form has no boundary in its "
+                                      "Content-Type") from None
     while True:
         try:
             part = await reader.next()

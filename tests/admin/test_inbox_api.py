@@ -9,8 +9,8 @@ import logging
 from urllib.parse import quote
 
 import pytest
-from admin_harness import bearer, client_fixture, op  # noqa: F401
-from aiohttp.test_utils import TestClient
+from admin_harness import bearer, client_fixture, make_app, op  # noqa: F401
+from aiohttp.test_utils import TestClient, TestServer
 
 from mtdesk.core import keys
 from mtdesk.core.appkeys import CLOCK
@@ -20,6 +20,7 @@ from mtdesk.core.history import MessageStore, StoredMessage
 from mtdesk.core.inbox import Inbox
 from mtdesk.core.redis import Redis
 from mtdesk.core.users import Users
+from mtdesk.fakes.graph import FakeGraphAPI
 
 API = "/admin/api/v1"
 HOUR_MS = 3_600_000
@@ -202,3 +203,28 @@ async def test_assigning_takes_only_a_team_member(client: TestClient, redis: Red
     assert r.status == 400 and (await r.json())["error"]["field"] == "user_id"
     r = await client.post(_path(conv, "assign"), headers=bearer(key), json={"user_id": None})
     assert (await r.json())["assignee"] is None
+
+
+async def test_templates_list_the_numbers_approved_ones_from_meta(redis: Redis) -> None:
+    async with FakeGraphAPI() as graph:
+        graph.add_template("WABA1", "order_update", "en_US", "Hi {{1}}, order {{2}} ships.")
+        graph.add_template("WABA1", "promo", "en_US", "Sale!", status="REJECTED")
+        app = make_app(redis, extra={"MTDESK_GRAPH_API_BASE": graph.base_url})
+        async with TestClient(TestServer(app)) as client:
+            tid, key = await _tenant(client)
+            conv = await _says(redis, tid, "15550001", "hola", at_ms=_now(client),
+                               channel="whatsapp", account="77")
+            r = await client.get(_path(conv, "templates"), headers=bearer(key))
+            assert r.status == 409 and (await r.json())["error"]["field"] == "conversation"
+            # What connecting the number through Meta's signup records: its account.
+            [cid] = [c.decode() for c in await redis.smembers(keys.channels(tid))
+                     if await redis.hget(keys.channel(tid, c.decode()), "channel") == b"whatsapp"]
+            await redis.hset(keys.channel(tid, cid), "subscription_id", "WABA1")
+            r = await client.get(_path(conv, "templates"), headers=bearer(key))
+            assert r.status == 200, await r.text()
+            assert (await r.json())["templates"] == [{
+                "name": "order_update", "language": "en_US", "category": "UTILITY",
+                "body": "Hi {{1}}, order {{2}} ships.", "parameters": 2}]
+            messenger = await _says(redis, tid, "ann", "hi", at_ms=_now(client))
+            r = await client.get(_path(messenger, "templates"), headers=bearer(key))
+            assert r.status == 400
