@@ -1,8 +1,8 @@
 """Admission: whether an inbound message is answered, and its one step into Redis.
 
 Why a message is recorded but not answered, in this order: stale, stop word, outside
-Meta's customer service window (:mod:`mtdesk.actors.window`), restricted, paused
-(hand-off), bot disabled, channel disconnected, quota exceeded (last, so messages
+Meta's customer service window (:mod:`mtdesk.actors.window`), another app owns the
+thread (:mod:`mtdesk.policy.threads`), restricted, paused (hand-off), bot disabled, channel disconnected, quota exceeded (last, so messages
 skipped for other reasons never count against the plan).
 
 - :func:`skip_reason` is the pure part: what is known before Redis is asked (the
@@ -25,12 +25,14 @@ from mtdesk.core.events import Message, Postback
 from mtdesk.core.history import inbound_message
 from mtdesk.core.ports import BotConfig
 from mtdesk.policy.quotas import consume_call
+from mtdesk.policy.threads import OWNED_ELSEWHERE, after_message
 
 if TYPE_CHECKING:
     from mtdesk.actors.conversation import Conversation
     from mtdesk.actors.work import WorkItem
 
 STALE: Final = "stale"
+UNSENT_FIRST: Final = "unsent before it was answered"
 STOP_WORD: Final = "stop word"
 BOT_DISABLED: Final = "bot disabled"
 CHANNEL_DISCONNECTED: Final = "channel disconnected"
@@ -48,11 +50,13 @@ class Skip:
 def skip_reason(
     event: Message | Postback, bot: BotConfig, channel_connected: bool, *,
     stale: bool = False, stop_words: tuple[str, ...] = (), window_open: bool = True,
+    thread_ours: bool = True,
 ) -> Skip | None:
     """Why ``event`` is not answered, as far as it is known without Redis; None: ask the
     store. ``stale``: the gateway found it older than ``max_event_age_s``; a text equal
     (case-insensitively, trimmed) to one of ``stop_words`` (upper case) restricts the
-    sender; ``window_open``: Meta's window still lets us write to the person."""
+    sender; ``window_open``: Meta's window still lets us write to the person;
+    ``thread_ours``: no other app owns the thread (handover protocol)."""
     if stale:
         return Skip(STALE, final=True)
     text = (event.text or "").strip().upper() if isinstance(event, Message) else ""
@@ -60,6 +64,8 @@ def skip_reason(
         return Skip(STOP_WORD, final=True)
     if not window_open:
         return Skip(OUTSIDE_WINDOW, final=True)
+    if not thread_ours:
+        return Skip(OWNED_ELSEWHERE, final=True)
     if not bot.enabled:
         return Skip(BOT_DISABLED, final=False)
     if not channel_connected:
@@ -81,8 +87,14 @@ async def admit(
     verdict: Skip | None
     ctx = conv.context
     window_until = max(ctx.window_until_ms, window_end(event, item.received_ms))
+    # Delivered on ``messaging`` after the thread went to another app: control came back.
+    control = after_message(ctx.thread, event.timestamp_ms, standby=False)
+    if control is not None:
+        ctx.set_thread(control)
     if item.stale:  # neither the bot nor the channel matter then
         verdict = Skip(STALE, final=True)
+    elif event.event_id in conv.unsent:  # the person unsent it before it was answered
+        verdict = Skip(UNSENT_FIRST, final=True)
     else:
         # Cached reads (TenantView, a 2 s cache).
         bot = await s.tenants.bot(tid)
@@ -90,7 +102,8 @@ async def admit(
             tid, event.channel, event.account_id)
         verdict = skip_reason(
             event, bot, connected, stop_words=s.settings.stop_words,
-            window_open=is_open(window_until, ctx.last_inbound_ms, conv.now_ms()))
+            window_open=is_open(window_until, ctx.last_inbound_ms, conv.now_ms()),
+            thread_ours=ctx.thread.ours)
     reason = ""
     record: ReplyRecord | None = None
     claimed = False

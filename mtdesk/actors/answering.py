@@ -23,13 +23,20 @@ Every send permit of the bot's reply checks that no person has taken the convers
 over (``keys.paused``: a reply from the console, or an echo from Meta's own inbox): if
 one has, the rest of the answer is dropped, not sent (``failed``,
 ``dropped: a person took over``; outcome ``taken_over``).
+Nor does anything go when another app took the thread meanwhile (handover protocol),
+or when every message answered was unsent. An edit or unsend of a message of the burst
+arriving while the model works drops that answer: the revised texts are answered,
+once (outcome ``revised`` counts the dropped ones). A WhatsApp number shared with the
+Business app is paced at 20 messages/s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
@@ -37,8 +44,9 @@ import msgspec
 
 from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
+from mtdesk.actors.records import UNSENT_FIRST, thread_lost
 from mtdesk.actors.replies import TAKEN_OVER, ContextWrite, OutgoingReply, ReplyState, TakenOver
-from mtdesk.actors.turns import context_encoder, user_text
+from mtdesk.actors.turns import context_encoder
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
@@ -46,6 +54,7 @@ from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage
 from mtdesk.core.replystate import on_delivery
+from mtdesk.policy.threads import OWNED_ELSEWHERE
 from mtdesk.retrieval.extractive import is_extractive
 from mtdesk.retrieval.prompt import shown_passages
 
@@ -57,15 +66,17 @@ log = logging.getLogger(__name__)
 
 # The reply's reason when it is not the model's answer (its outcome says which).
 _DONE_REASONS = {"fallback": "model failed: fallback message",
+                 "voice_reply": "voice note not heard: the bot's voice reply",
                  "no_knowledge": "no knowledge: fallback message"}
 
 
 class _Silent(Exception):
     """Nothing may be sent (``reason`` says why); the reply ends failed."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, outcome: str = "outside_window") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.outcome = outcome
 
 
 def greeted(bot: BotConfig, text: str) -> str:
@@ -90,30 +101,69 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
                                  record.model)
         await send_reply(conv, [item], reply, start=record.parts_sent, window=window)
         return
+    # From here until the answer is made, an edit or unsend of the burst's messages
+    # revises what is answered (records.edit_queued / unsend_queued).
+    conv.answering = {event.event_id: item}
+    try:
+        await _answer(conv, item, event, record.members, move, claimed_now, window)
+    finally:
+        conv.answering = {}
+
+
+async def _answer(
+    conv: Conversation, item: WorkItem, event: Message | Postback, members: tuple[str, ...],
+    move: str, claimed_now: bool, window: int,
+) -> None:
+    s = conv.services
+    stored: list[str] = []
     if claimed_now:  # claimed with its admission: a burst of one
         burst = [item]
-        texts = [user_text(event)]
     elif move == "generate":
         # A crash while the model was answering: the burst was claimed then, so its
         # members' texts come back from history (their entries follow in the stream
         # and will be acknowledged as answered by this one).
         burst = [item]
-        texts = [user_text(event), *await stored_texts(conv, record.members)]
+        stored = await stored_texts(conv, members)
     else:
         claimed = await claim_burst(conv, item)
         if claimed is None:  # someone else is answering it: look again on redelivery
             return
         burst = claimed
-        texts = texts_of(burst)
+
+    # What the person's media says (transcripts, descriptions), by message.
+    said: dict[str, str] = {}
+
+    def texts_now() -> list[str]:
+        live = [b for b in burst if b.event.event_id not in conv.unsent]
+        return [said.get(b.event.event_id) or t
+                for b, t in zip([b for b in live if isinstance(b.event, Message | Postback)],
+                                texts_of(live), strict=True)] + stored
+
     try:
         bot = await s.tenants.bot(item.tenant_id)
         latest = burst[-1].event
         typing = start_typing(s.sender, bot, latest if isinstance(latest, Message | Postback)
                               else event, interval_s=s.settings.typing_interval_s)
         try:
-            completion, outcome = await _generate(conv, bot, texts)
+            images: list[str] = []
+            made: tuple[list[str], Completion, str] | None
+            if s.media is not None:  # the burst's media fetched, heard, put in words
+                prepared = await s.media.prepare(conv, bot, [b.event for b in burst])
+                said.update(prepared.said)
+                images = prepared.images
+                if prepared.voice_reply:  # nothing but voice notes, nobody to hear them
+                    made = (texts_now(), Completion(text=bot.voice_reply, provider="voice_reply",
+                                                    model="none"), "voice_reply")
+                else:
+                    made = await _generate_current(conv, bot, texts_now, images)
+            else:
+                made = await _generate_current(conv, bot, texts_now, images)
         finally:
             await typing.stop()
+        if made is None:  # every message of the burst was unsent meanwhile
+            await _drop_unsent(conv, burst)
+            return
+        texts, completion, outcome = made
         # The greeting is part of the reply's stored text: a resumed send continues
         # the same text, so it is never sent twice.
         text = greeted(bot, completion.text) if conv.context.new else completion.text
@@ -129,11 +179,51 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
         raise
 
 
+async def _generate_current(
+    conv: Conversation, bot: BotConfig, texts_now: Callable[[], list[str]],
+    images: list[str] | None = None,
+) -> tuple[list[str], Completion, str] | None:
+    """The answer to what the burst says now: an edit or unsend of one of its messages
+    arriving while the model works drops that answer, and the revised texts are
+    answered instead (once). None when nothing is left to answer."""
+    while True:
+        conv.revised.clear()
+        texts = texts_now()
+        if not texts:
+            return None
+        making = asyncio.ensure_future(_generate(conv, bot, texts, images))
+        revised = asyncio.ensure_future(conv.revised.wait())
+        try:
+            await asyncio.wait({making, revised}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            revised.cancel()
+            if not making.done():
+                making.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await making
+        if not conv.revised.is_set() and not making.cancelled():
+            completion, outcome = making.result()
+            return texts, completion, outcome
+        conv.services.metrics.outcome("revised")  # the stale answer is dropped
+
+
+async def _drop_unsent(conv: Conversation, burst: list[WorkItem]) -> None:
+    """Nothing of the burst is left to answer: its reply ends without a send."""
+    s = conv.services
+    head = burst[0]
+    await s.replies.finish(head.tenant_id, head.event.event_id, ReplyState.FAILED.value,
+                           now_ms=conv.now_ms(), reason=UNSENT_FIRST)
+    s.metrics.outcome("unsent")
+    for b in burst:
+        s.ledger.done(b)
+
+
 async def _generate(
-    conv: Conversation, bot: BotConfig, texts: list[str]
+    conv: Conversation, bot: BotConfig, texts: list[str], images: list[str] | None = None,
 ) -> tuple[Completion, str]:
     """The answer and its outcome: ``sent`` (the model's), ``fallback`` (the model
-    failed) or ``no_knowledge`` (see :func:`_search`: no model asked)."""
+    failed) or ``no_knowledge`` (see :func:`_search`: no model asked). ``images``
+    (``data:`` URLs) go with the message answered, for a bot whose model takes them."""
     s = conv.services
     passages: list[Passage] = []
     started = time.monotonic()
@@ -145,6 +235,9 @@ async def _generate(
                     return Completion(text=bot.fallback_message, provider="fallback",
                                       model="no knowledge"), "no_knowledge"
             prompt = s.prompt_builder(bot, list(conv.context.turns), texts, passages)
+            if images and bot.vision and prompt and prompt[-1].role == "user":
+                last = prompt[-1]
+                prompt[-1] = ChatMessage(last.role, last.content, tuple(images))
             completion = await s.chat_model.complete(bot, prompt, passages)
         s.metrics.observe("llm", time.monotonic() - started)
         return completion, "sent"
@@ -198,6 +291,9 @@ async def send_reply(
         return ContextWrite(keys.context(conv.tenant_id, conv.key),
                             context_encoder.encode(updated), s.store.ttl_s)
 
+    if reply.channel == "whatsapp" and s.replies.limiter is not None and \
+            await s.tenants.coexistence(reply.tenant_id, reply.channel, reply.account_id):
+        s.replies.limiter.pace_coexistence(reply.channel, reply.account_id)
     if begin:
         run = await s.replies.begin(reply, now_ms=conv.now_ms(), context=context_at)
     else:
@@ -207,6 +303,11 @@ async def send_reply(
         if conv.now_ms() >= window:
             # The window closed while the answer was made (or before a resumed send).
             raise _Silent(OUTSIDE_WINDOW)
+        if start == 0 and thread_lost(conv):
+            # Another app took the thread while the answer was made.
+            raise _Silent(OWNED_ELSEWHERE, "another_app")
+        if start == 0 and all(b.event.event_id in conv.unsent for b in burst):
+            raise _Silent(UNSENT_FIRST, "unsent")
         async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
                                              permits=run)) as accepted:
             async for index, message_id in accepted:
@@ -214,7 +315,7 @@ async def send_reply(
                 await run.part_sent(index, message_id)
         state, reason = ReplyState.SENT, reply.reason
     except _Silent as silent:
-        outcome = "outside_window"
+        outcome = silent.outcome
         state, reason = ReplyState.FAILED, silent.reason
     except TakenOver:  # a person has the conversation: the rest of the answer is dropped
         outcome = "taken_over"

@@ -122,6 +122,7 @@ async def _collect_into(
                 return burst
             seen.add(nxt.event.event_id)
             burst.append(queue.popleft())
+            conv.answering[nxt.event.event_id] = nxt  # an edit of it now revises the answer
         remaining = deadline - time.monotonic()
         if remaining <= 0 or (queue and not _is_message(queue[0])):
             return burst

@@ -10,7 +10,12 @@ eviction, and restored on activation.
 
 Per event (see docs/shards.md for the table) the work is done elsewhere: messages and
 postbacks are answered by :mod:`mtdesk.actors.answering` (admission, bursts, the reply),
-a person's reply from the console is sent by :mod:`mtdesk.actors.takeover`, everything else is recorded by :mod:`mtdesk.actors.records`. Every event is handed back
+unless they came on ``standby`` (another app owns the thread); a person's reply from the
+console is sent by :mod:`mtdesk.actors.takeover`; everything else is
+recorded by :mod:`mtdesk.actors.records` (handovers move the thread's owner, a user id
+change moves the conversation). An edit or unsend is looked at as it arrives
+(:meth:`Conversation.submit`): of a message still queued, or in the burst being
+answered, it changes what is answered before the answer is made. Every event is handed back
 to the shard through ``services.ledger`` (:class:`~mtdesk.actors.work.EventLedger`):
 ``done(item)`` once it is fully handled (the shard acks it then), ``failed(item)`` when
 its handling raised, ``release(item)`` when it was not handled (cancelled, or answered
@@ -42,7 +47,19 @@ from mtdesk.actors.turns import (
 from mtdesk.actors.work import ConversationServices, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
-from mtdesk.core.events import AgentReply, Echo, Edit, Message, Postback, Receipt, Status
+from mtdesk.core.events import (
+    AgentReply,
+    Echo,
+    Edit,
+    Handover,
+    Imported,
+    Message,
+    Postback,
+    Receipt,
+    Status,
+    Unsend,
+    UserChanged,
+)
 from mtdesk.core.ports import ChatMessage
 from mtdesk.core.redis import Redis, as_opt_bytes
 from mtdesk.core.retrying import retry_transient
@@ -69,6 +86,11 @@ class Conversation:
         self.last_active = time.monotonic()
         self._dirty = False
         self.forgotten = False  # its data was erased: never write its context again
+        # The burst being answered (event id → item): an edit or unsend of one of them
+        # arriving meanwhile revises what is answered (``revised`` wakes the answer up).
+        self.answering: dict[str, WorkItem] = {}
+        self.unsent: set[str] = set()
+        self.revised = asyncio.Event()
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
@@ -85,6 +107,8 @@ class Conversation:
     def submit(self, item: WorkItem) -> None:
         if isinstance(item.event, Edit):
             records.edit_queued(self, item.event)
+        elif isinstance(item.event, Unsend):
+            records.unsend_queued(self, item.event)
         self.queue.append(item)
         self.last_active = time.monotonic()
         if self._task is None or self._task.done():
@@ -196,13 +220,26 @@ class Conversation:
     async def _handle(self, item: WorkItem) -> None:
         event = item.event
         if isinstance(event, Message | Postback):
-            await answer(self, item, event)  # hands the item (and its burst) back itself
-            return
-        if isinstance(event, AgentReply):  # a person's reply from the console
+            if event.standby:  # another app owns the thread: recorded, never answered
+                await records.on_standby(self, item, event)
+            else:
+                await answer(self, item, event)  # hands the item (and its burst) back itself
+                return
+        elif isinstance(event, AgentReply):  # a person's reply from the console
             await send_agent_reply(self, item, event)  # hands the item back itself
             return
-        if isinstance(event, Echo):
+        elif isinstance(event, Echo):
+            if event.standby:
+                records.thread_seen_elsewhere(self, event.timestamp_ms)
+            if event.channel == "whatsapp":  # sent from the WhatsApp Business app
+                await records.mark_coexistence(self, event)
             await records.on_echo(self, item, event)
+        elif isinstance(event, Handover):
+            await records.on_handover(self, item, event)
+        elif isinstance(event, UserChanged):
+            await records.on_user_changed(self, item, event)
+        elif isinstance(event, Imported):
+            await records.on_imported(self, item, event)
         elif isinstance(event, Receipt):
             await records.on_receipt(self, event)
         elif isinstance(event, Status):

@@ -46,6 +46,7 @@ import msgspec
 from prometheus_client import REGISTRY
 
 from mtdesk.actors.conversation import Conversation
+from mtdesk.actors.media import MediaDesk
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.records import pause_on_arrival
 from mtdesk.actors.replies import ReplyStore
@@ -83,6 +84,7 @@ class ShardServices:
     prompt_builder: PromptBuilder = build_prompt
     # Called with a tenant whose account was erased: drop its cached credentials.
     forget_credentials: Callable[[str], None] | None = None
+    media: MediaDesk | None = None
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -142,6 +144,7 @@ class ConversationShard:
             chat_model=services.chat_model, metrics=self.metrics, ledger=self,
             retriever=services.retriever, prompt_builder=services.prompt_builder,
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
+            media=services.media,
         )
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
         self._inflight: set[tuple[int, str]] = set()

@@ -106,7 +106,7 @@ def passages_block(passages: list[Passage]) -> str:
 def build_messages(
     bot: BotConfig, messages: list[ChatMessage], passages: list[Passage], *,
     model: str | None = None,
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """The prompt sent to the provider for ``model`` (default ``bot.model``): one system
     message, then ``messages`` (oldest turns dropped first when they do not fit).
 
@@ -118,9 +118,20 @@ def build_messages(
     ``fallback_message`` itself, without a model, when the tenant has knowledge and none
     of it scores; so this prompt is for a tenant without a knowledge base yet, or one
     that could not be read.) Everything fits the model's context window
-    (:func:`mtdesk.retrieval.prompt.fit_prompt`)."""
+    (:func:`mtdesk.retrieval.prompt.fit_prompt`).
+
+    A message with ``images`` (a vision bot's picture) is sent as OpenAI content parts:
+    one ``text`` part, then one ``image_url`` part per picture (a ``data:`` URL)."""
     fitted = fit_prompt(bot, messages, shown_passages(bot, passages), model=model)
-    return [{"role": m.role, "content": m.content} for m in fitted]
+    return [_wire_message(m) for m in fitted]
+
+
+def _wire_message(m: ChatMessage) -> dict[str, Any]:
+    if not m.images:
+        return {"role": m.role, "content": m.content}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}]
+    parts.extend({"type": "image_url", "image_url": {"url": url}} for url in m.images)
+    return {"role": m.role, "content": parts}
 
 
 def _fallback_worthy(exc: Exception) -> bool:
@@ -216,7 +227,7 @@ class ProviderChatModel:
         provider: str,
         model: str,
         bot: BotConfig,
-        prompt: list[dict[str, str]],
+        prompt: list[dict[str, Any]],
     ) -> Completion:
         started = time.perf_counter()
         try:
@@ -280,3 +291,65 @@ class ModelRouter:
 
     async def aclose(self) -> None:
         await self._providers.aclose()
+
+
+# The file name tells an OpenAI-compatible server the audio's format.
+_AUDIO_EXTENSIONS = {
+    "audio/ogg": "ogg", "audio/opus": "ogg", "audio/mpeg": "mp3", "audio/mp3": "mp3",
+    "audio/mp4": "m4a", "audio/m4a": "m4a", "audio/x-m4a": "m4a", "audio/aac": "aac",
+    "audio/wav": "wav", "audio/x-wav": "wav", "audio/webm": "webm", "audio/amr": "amr",
+    "audio/flac": "flac", "video/mp4": "mp4",
+}
+
+
+def audio_filename(mime_type: str | None) -> str:
+    base = (mime_type or "").split(";")[0].strip().lower()
+    return f"voice.{_AUDIO_EXTENSIONS.get(base, 'ogg')}"
+
+
+class Transcriber:
+    """Voice notes to text: ``POST {provider}/audio/transcriptions`` (multipart ``file``
+    and ``model``) through the openai SDK, for ``MTDESK_TRANSCRIBER=<provider>:<model>``
+    (the provider resolved like the chat providers: ``MTDESK_<PROVIDER>_BASE_URL`` and
+    ``_API_KEY``). :meth:`transcribe` raises :class:`ProviderError` (retriable for
+    timeouts, connection errors, 429 and 5xx) and never returns an empty text."""
+
+    def __init__(self, settings: Settings, spec: str, *, timeout_s: float | None = None) -> None:
+        provider, _, model = spec.partition(":")
+        self.provider = provider
+        self.model = model
+        self._config = settings.provider(provider)
+        self._timeout = timeout_s if timeout_s is not None else settings.llm_timeout_s
+        self._client: openai.AsyncOpenAI | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Transcriber | None:
+        return cls(settings, settings.transcriber) if settings.transcriber else None
+
+    def __repr__(self) -> str:
+        return f"Transcriber({self.provider}:{self.model})"
+
+    async def transcribe(self, content: bytes, mime_type: str | None) -> str:
+        if self._client is None:
+            key = self._config.api_key
+            self._client = openai.AsyncOpenAI(
+                base_url=self._config.base_url, api_key=key.reveal() if key else "unset",
+                timeout=self._timeout, max_retries=0)
+        name = audio_filename(mime_type)
+        try:
+            answer = await self._client.audio.transcriptions.create(
+                model=self.model, file=(name, content, mime_type or "audio/ogg"))
+        except openai.OpenAIError as exc:
+            status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+            log.warning("transcription failed provider=%s status=%s", self.provider, status)
+            raise ProviderError(self.provider, f"transcription failed: {type(exc).__name__}",
+                                retriable=_fallback_worthy(exc)) from exc
+        text = (getattr(answer, "text", "") or "").strip()
+        if not text:
+            raise ProviderError(self.provider, "transcription has no text", retriable=False)
+        return text
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()

@@ -4,7 +4,9 @@ A fixed one-second window per (channel, account): ``keys.rate(channel, account, 
 counts the sends granted in that second. One Lua call both checks and counts, so
 concurrent shards never grant more than the limit in a window. Limits: Messenger and
 Instagram ``settings.page_sends_per_s`` (300) per Page / Instagram account, WhatsApp
-``settings.whatsapp_mps`` (80 by default, up to 1,000) per phone number.
+``settings.whatsapp_mps`` (80 by default, up to 1,000) per phone number, and at most
+:data:`COEXISTENCE_MPS` (20) for a number also used in the WhatsApp Business app
+(coexistence: Meta's limit for such numbers; :meth:`SendRateLimiter.pace_coexistence`).
 
 Callers rely on: ``await limiter.acquire(channel, account_id)`` returns once the send is
 allowed (sleeping, never busy-waiting, until a later window when this one is full), and
@@ -50,6 +52,8 @@ return mt_acquire(KEYS[1], tonumber(ARGV[1]))
 
 Sleep = Callable[[float], Awaitable[None]]
 
+COEXISTENCE_MPS: Final = 20  # messages/s Meta allows a number shared with the Business app
+
 
 class SendPermits(Protocol):
     """Where a sender takes one send permit before each attempt (the limiter itself, or
@@ -89,6 +93,12 @@ class SendRateLimiter:
 
     def set_limit(self, channel: Channel, account_id: str, per_second: int) -> None:
         self._overrides[(channel, account_id)] = per_second
+
+    def pace_coexistence(self, channel: Channel, account_id: str) -> None:
+        """The account is a WhatsApp number shared with the Business app: at most
+        :data:`COEXISTENCE_MPS` sends per second (less if it was limited lower)."""
+        limit = min(self.limit(channel, account_id), COEXISTENCE_MPS)
+        self._overrides[(channel, account_id)] = limit
 
     def window(self, channel: Channel, account_id: str) -> tuple[str, int]:
         """The current window's counter key and this account's limit: what a script

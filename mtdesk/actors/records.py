@@ -11,6 +11,16 @@ kinds that are stored only (reactions, unsends, unsupported messages).
   the turns the model is shown. An edit of a message still queued in the conversation
   changes the text that gets answered (and stored); the edit is recorded after it as
   its version.
+- Thread control (:mod:`mtdesk.policy.threads`): a handover moves the thread's owner in
+  the context; a message on ``standby`` is stored ``skipped`` (another app owns the
+  thread), opens Meta's window like any message of the person, and says another app
+  owns the thread.
+- The WhatsApp Business app on the same number (coexistence): its echoes are a human's
+  messages (the bot pauses), its imported ``history`` is stored with each message's own
+  time and opens no window; either marks the number coexistence (paced at 20/s).
+- A user id change (WhatsApp ``user_changed_number`` / ``user_changed_user_id``) moves
+  the conversation: history, context (turns, window, thread owner), pause and
+  restriction go to the new id, where the change itself is recorded.
 - Every event is stored once per event id (a redelivery is not stored twice).
 """
 
@@ -20,13 +30,34 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mtdesk.actors.turns import without_texts
+from mtdesk.actors.admission import UNSENT_FIRST
+from mtdesk.actors.turns import ConversationContext, context_decoder, context_encoder, without_texts
+from mtdesk.actors.window import window_end
 from mtdesk.channels.outbound import is_our_metadata
 from mtdesk.core import keys
-from mtdesk.core.events import Echo, Edit, Message, Receipt, Status, Unsend
+from mtdesk.core.events import (
+    Echo,
+    Edit,
+    Event,
+    Handover,
+    Imported,
+    Message,
+    Postback,
+    Receipt,
+    Status,
+    Unsend,
+    UserChanged,
+    conversation_key,
+)
 from mtdesk.core.history import StoredMessage, inbound_message
 from mtdesk.core.ports import ChatMessage
+from mtdesk.core.redis import as_opt_bytes
 from mtdesk.core.settings import Settings
+from mtdesk.core.tenants import Channels
+from mtdesk.policy.erasure.notices import ConversationsNotice, publish_notice
+from mtdesk.policy.threads import OWNED_ELSEWHERE, ThreadControl, after_handover, after_message
+
+IMPORTED = "imported from the WhatsApp Business app"
 
 if TYPE_CHECKING:
     from mtdesk.actors.conversation import Conversation
@@ -96,6 +127,7 @@ async def record_only(conv: Conversation, item: WorkItem) -> None:
     kind. An unsend first removes what it names (:func:`forget_unsent`)."""
     if isinstance(item.event, Unsend):
         await forget_unsent(conv, item.event)
+        conv.unsent.discard(item.event.target_id)
     tag = item.event.__struct_config__.tag  # typed str | int | None; ours are str
     reason = tag if isinstance(tag, str) and tag else "other"
     await conv.services.replies.store_inbound(
@@ -107,9 +139,12 @@ async def record_only(conv: Conversation, item: WorkItem) -> None:
 
 
 async def forget_unsent(conv: Conversation, event: Unsend) -> None:
-    """An unsent message (and its edits) leaves the history, so the inbox and exports,
-    and the turns the model is shown."""
+    """An unsent message (and its edits, and its media) leaves the history, so the inbox
+    and exports, and the turns the model is shown."""
     gone = await conv.services.store.unsend(conv.tenant_id, conv.key, event.target_id)
+    if conv.services.media is not None:  # the files it carried go with it
+        await conv.services.media.store.delete_message(conv.tenant_id, conv.key,
+                                                       event.target_id)
     turns = without_texts(conv.context.turns, [m.text for m in gone if m.text])
     if len(turns) != len(conv.context.turns):
         conv.context.turns = turns
@@ -117,11 +152,166 @@ async def forget_unsent(conv: Conversation, event: Unsend) -> None:
 
 
 def edit_queued(conv: Conversation, edit: Edit) -> None:
-    """An edit of a message still waiting in ``conv``'s queue: the new text is what gets
-    answered (and stored; the edit itself is recorded after it as its version)."""
+    """An edit of a message still waiting in ``conv``'s queue, or in the burst being
+    answered: the new text is what gets answered (and, still queued, stored; the edit
+    itself is recorded after it as its version). An answer being made is made again."""
     if edit.text is None:
         return
     for queued in conv.queue:
         event = queued.event
         if isinstance(event, Message) and event.event_id == edit.target_id:
             queued.event = msgspec.structs.replace(event, text=edit.text)
+    answering = conv.answering.get(edit.target_id)
+    if answering is not None and isinstance(answering.event, Message):
+        answering.event = msgspec.structs.replace(answering.event, text=edit.text)
+        conv.revised.set()
+
+
+def unsend_queued(conv: Conversation, unsend: Unsend) -> None:
+    """An unsend of a message not answered yet: still queued, it is recorded ``skipped``
+    when its turn comes (:data:`UNSENT_FIRST`), never answered; in the burst being
+    answered, the answer is made without it (or not at all). Either way the unsend,
+    queued behind it, then takes it out of the history."""
+    target = unsend.target_id
+    queued = any(q.event.event_id == target and isinstance(q.event, Message | Postback)
+                 for q in conv.queue)
+    if queued or target in conv.answering:
+        conv.unsent.add(target)
+    if target in conv.answering:
+        conv.revised.set()
+
+
+# --- thread control (the handover protocol) ----------------------------------------------
+def thread_seen_elsewhere(conv: Conversation, timestamp_ms: int) -> None:
+    """Something of the thread came on ``standby``: another app owns it."""
+    changed = after_message(conv.context.thread, timestamp_ms, standby=True)
+    if changed is not None:
+        conv.context.set_thread(changed)
+        conv.mark_dirty()
+
+
+async def on_standby(conv: Conversation, item: WorkItem, event: Message | Postback) -> None:
+    """A message of the person while another app owns the thread: recorded ``skipped``,
+    never answered; Meta's window still counts from it."""
+    thread_seen_elsewhere(conv, event.timestamp_ms)
+    ctx = conv.context
+    ctx.last_inbound_ms = max(ctx.last_inbound_ms, event.timestamp_ms)
+    ctx.window_until_ms = max(ctx.window_until_ms, window_end(event, item.received_ms))
+    conv.mark_dirty()
+    await conv.services.replies.store_inbound(
+        item.tenant_id, event.event_id,
+        inbound_message(event, status="skipped", reason=OWNED_ELSEWHERE),
+        now_ms=conv.now_ms(), skip_reason=OWNED_ELSEWHERE,
+    )
+    conv.services.metrics.outcome("standby")
+
+
+async def on_handover(conv: Conversation, item: WorkItem, event: Handover) -> None:
+    """Thread control passed, taken or requested: the owner moves (recorded)."""
+    changed = after_handover(conv.context.thread, event, conv.services.settings.meta_app_id)
+    if changed is not None:
+        conv.context.set_thread(changed)
+        conv.mark_dirty()
+    await record_only(conv, item)
+
+
+def thread_lost(conv: Conversation) -> bool:
+    """Whether another app owns the thread, counting the handovers and standby messages
+    already queued (they arrived while the answer was being made)."""
+    control: ThreadControl = conv.context.thread
+    app_id = conv.services.settings.meta_app_id
+    for queued in conv.queue:
+        event = queued.event
+        changed: ThreadControl | None = None
+        if isinstance(event, Handover):
+            changed = after_handover(control, event, app_id)
+        elif event.standby and isinstance(event, Message | Postback | Echo):
+            changed = after_message(control, event.timestamp_ms, standby=True)
+        if changed is not None:
+            control = changed
+    return not control.ours
+
+
+# --- the WhatsApp Business app on the same number (coexistence) ---------------------------
+async def mark_coexistence(conv: Conversation, event: Event) -> None:
+    """The number is also used in the WhatsApp Business app: paced at its 20/s."""
+    s = conv.services
+    known = await s.tenants.coexistence(conv.tenant_id, event.channel, event.account_id)
+    if not known and await Channels(s.redis, s.clock).mark_coexistence(
+            event.channel, event.account_id):
+        s.tenants.forget_channel(conv.tenant_id, event.channel, event.account_id)
+        known = True
+    if known and s.replies.limiter is not None:
+        s.replies.limiter.pace_coexistence(event.channel, event.account_id)
+
+
+async def on_imported(conv: Conversation, item: WorkItem, event: Imported) -> None:
+    """A past message of the Business app's chat: stored with its own time (the
+    person's as ``skipped``, the business's as sent), never answered, no window."""
+    await mark_coexistence(conv, event)
+    inbound = event.direction == "in"
+    message = StoredMessage(
+        direction=event.direction, message_id=event.event_id, kind="imported",
+        channel=event.channel, account_id=event.account_id, user_id=event.user_id,
+        timestamp_ms=event.timestamp_ms, text=event.text, attachments=event.attachments,
+        status="skipped" if inbound else (event.status or "sent"),
+        reason=IMPORTED if inbound else None,
+    )
+    await conv.services.replies.store_inbound(item.tenant_id, event.event_id, message,
+                                              now_ms=conv.now_ms(), skip_reason="imported")
+    conv.services.metrics.outcome("imported")
+
+
+# --- a person's id changed ------------------------------------------------------------
+def _merged(old: ConversationContext, new: ConversationContext, limit: int) -> ConversationContext:
+    """One context of both ids' (the old conversation's first: it is the older)."""
+    turns = [*old.turns, *new.turns]
+    newer = new if new.thread_owner_ms >= old.thread_owner_ms else old
+    return ConversationContext(
+        turns=turns[-limit:] if limit else [],
+        bot_state={**old.bot_state, **new.bot_state},
+        last_inbound_ms=max(old.last_inbound_ms, new.last_inbound_ms),
+        window_until_ms=max(old.window_until_ms, new.window_until_ms),
+        paused_until_ms=max(old.paused_until_ms, new.paused_until_ms),
+        replied=old.replied or new.replied,
+        thread_owner=newer.thread_owner, thread_owner_ms=newer.thread_owner_ms,
+    )
+
+
+async def on_user_changed(conv: Conversation, item: WorkItem, event: UserChanged) -> None:
+    """The person continues under ``event.new_user_id``: the conversation moves there
+    (history, context, pause, restriction), and the change is recorded in it."""
+    s = conv.services
+    tid = conv.tenant_id
+    new_key = conversation_key(event.channel, event.account_id, event.new_user_id)
+    redis = s.redis
+    if new_key != conv.key:
+        await s.store.move(tid, conv.key, new_key)
+        raw = as_opt_bytes(await redis.get(keys.context(tid, new_key)))
+        there = ConversationContext()
+        if raw is not None:
+            try:
+                there = context_decoder.decode(raw)
+            except msgspec.DecodeError:
+                pass
+        merged = _merged(conv.context, there, s.settings.history_turns)
+        await redis.set(keys.context(tid, new_key), context_encoder.encode(merged),
+                        ex=s.store.ttl_s)
+        await redis.delete(keys.context(tid, conv.key))
+        paused_ms = int(await redis.pttl(keys.paused(tid, conv.key)))
+        if paused_ms > 0:
+            await redis.set(keys.paused(tid, new_key), b"1", px=paused_ms)
+            await redis.delete(keys.paused(tid, conv.key))
+        if await redis.sismember(keys.restricted(tid), f"{event.channel}:{event.user_id}"):
+            await redis.sadd(keys.restricted(tid), f"{event.channel}:{event.new_user_id}")
+        # A shard holding the new conversation in memory reads it again from Redis.
+        await publish_notice(redis, ConversationsNotice(tid, (new_key,)))
+        conv.context = ConversationContext()
+        conv.mark_clean()
+    moved = msgspec.structs.replace(event, user_id=event.new_user_id,
+                                    wa_id=event.new_wa_id or event.wa_id)
+    await s.replies.store_inbound(
+        tid, event.event_id, inbound_message(moved, status="skipped", reason="user_changed"),
+        now_ms=conv.now_ms(), skip_reason="user_changed",
+    )
+    s.metrics.outcome("user_changed")

@@ -91,6 +91,18 @@ _answer_decoder = msgspec.json.Decoder(_SendAnswer)
 _media_decoder = msgspec.json.Decoder(_MediaInfo)
 
 
+def parse_media_info(payload: bytes) -> tuple[str, str | None]:
+    """The download URL and MIME type of a ``GET /{media-id}`` answer; :class:`GraphError`
+    (code 0, not retriable) for anything else, whatever the bytes."""
+    try:
+        info = _media_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise GraphError(0, "media answer without a url", http_status=200) from exc
+    if not info.url.startswith(("https://", "http://")):
+        raise GraphError(0, "media answer without a url", http_status=200)
+    return info.url, info.mime_type
+
+
 def _bearer(credentials: ChannelCredentials) -> str:
     token = credentials.access_token
     value = token.reveal() if hasattr(token, "reveal") else str(token)
@@ -256,27 +268,49 @@ class GraphSender:
         self, credentials: ChannelCredentials, media_id: str, *, max_bytes: int = MAX_MEDIA_BYTES
     ) -> bytes:
         """Download WhatsApp media: ``GET /{media-id}`` then its URL, Bearer both times."""
+        content, _mime = await self.download(credentials, media_id=media_id, max_bytes=max_bytes)
+        return content
+
+    async def download(
+        self, credentials: ChannelCredentials, *, media_id: str | None = None,
+        url: str | None = None, max_bytes: int = MAX_MEDIA_BYTES,
+    ) -> tuple[bytes, str | None]:
+        """An attachment's bytes and MIME type: WhatsApp's ``media_id`` (``GET
+        /{media-id}`` for its URL, then the URL, the token as Bearer both times), or a
+        Messenger/Instagram CDN ``url`` (fetched without the token: the signed address
+        is the credential, and the token must not go to another host). Raises
+        :class:`GraphError`: retriable for network errors, timeouts and 5xx; code 0
+        with ``too large`` over ``max_bytes``."""
         headers = {"Authorization": _bearer(credentials)}
+        mime: str | None = None
         try:
-            async with self._session.get(f"{self._base}/{quote(media_id, safe='')}",
-                                         headers=headers, timeout=self._timeout) as response:
-                payload = await response.read()
-                if response.status != 200:
-                    raise graph_error_from_response(response.status, payload)
-            try:
-                info = _media_decoder.decode(payload)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise GraphError(0, "media answer without a url", http_status=200) from exc
-            async with self._session.get(info.url, headers=headers,
+            if media_id is not None:
+                async with self._session.get(f"{self._base}/{quote(media_id, safe='')}",
+                                             headers=headers, timeout=self._timeout) as response:
+                    payload = await response.read()
+                    if response.status != 200:
+                        raise graph_error_from_response(response.status, payload)
+                url, mime = parse_media_info(payload)
+            elif url is None:
+                raise GraphError(100, "an attachment needs a media id or a URL")
+            else:
+                headers = {}
+            async with self._session.get(url, headers=headers,
                                          timeout=self._timeout) as response:
                 if response.status != 200:
-                    raise graph_error_from_response(response.status, await response.read())
+                    body = await response.read()
+                    if media_id is None:  # a CDN answer, not the Graph API's JSON
+                        raise GraphError(0, f"download answered HTTP {response.status}",
+                                         http_status=response.status,
+                                         retriable=response.status >= 500 or response.status == 429)
+                    raise graph_error_from_response(response.status, body)
+                mime = mime or response.headers.get("Content-Type")
                 chunks: list[bytes] = []
                 total = 0
                 async for chunk in response.content.iter_chunked(1 << 16):
                     total += len(chunk)
                     if total > max_bytes:
-                        raise GraphError(0, f"media larger than {max_bytes} bytes",
+                        raise GraphError(0, f"media too large (over {max_bytes} bytes)",
                                          http_status=200)
                     chunks.append(chunk)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -288,4 +322,4 @@ class GraphSender:
                     credentials.channel, credentials.account_id,
                     f"graph error {exc.code}: token invalid")
             raise
-        return b"".join(chunks)
+        return b"".join(chunks), mime

@@ -21,12 +21,16 @@ import aiohttp
 
 from mtdesk.actors.conversation_shard import ShardServices
 from mtdesk.actors.credentials import VaultCredentials
-from mtdesk.actors.llm import ModelRouter, ProviderChatModel
+from mtdesk.actors.llm import ModelRouter, ProviderChatModel, Transcriber
+from mtdesk.actors.media import MediaDesk
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.sender import GraphSender
 from mtdesk.core.clock import Clock, SystemClock
+from mtdesk.core.history import MessageStore
+from mtdesk.core.media import MediaStore
 from mtdesk.core.pipelined import connect_pipelined
 from mtdesk.core.ports import BotConfig, ChatMessage, ChatModel, Completion, Passage, Retriever
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.settings import Settings
 from mtdesk.policy.vault import TokenVault
 from mtdesk.retrieval.extractive import ExtractiveModel
@@ -58,6 +62,7 @@ async def build_shard_services(
     retriever: Retriever | None = None,
     clock: Clock | None = None,
     sender_options: dict[str, Any] | None = None,
+    media_options: dict[str, Any] | None = None,
 ) -> ShardServices:
     """Everything one shard needs, opened in the running event loop."""
     # Plain commands of all the shard's conversations share one pipelined connection.
@@ -71,8 +76,17 @@ async def build_shard_services(
     sender = GraphSender(settings, credentials, limiter, session, **(sender_options or {}))
     providers = ProviderChatModel(settings)
     model = ModelRouter(providers, offline_model or ExtractiveModel())
+    transcriber = Transcriber.from_settings(settings)
+    media = MediaDesk(
+        sender, credentials,
+        MediaStore(redis, cipher=TenantCipher.from_settings(redis, settings)),
+        MessageStore(redis, retention_days=settings.retention_days), transcriber=transcriber,
+        **{"max_bytes": settings.media_max_bytes, "timeout_s": settings.media_fetch_timeout_s,
+           "retries": settings.media_retries, **(media_options or {})})
     services = ShardServices(redis=redis, sender=sender, chat_model=model, settings=settings,
                              clock=clock, retriever=retriever, limiter=limiter,
-                             forget_credentials=credentials.forget_tenant)
-    services.closers = [redis.aclose, session.close, model.aclose]
+                             forget_credentials=credentials.forget_tenant, media=media)
+    services.closers = [redis.aclose, session.close, model.aclose, media.aclose]
+    if transcriber is not None:
+        services.closers.append(transcriber.aclose)
     return services

@@ -1,4 +1,5 @@
-"""A shard's short-lived cache of what tenants configured: bot config and channel status.
+"""A shard's short-lived cache of what tenants configured: bot config and channel status
+(connected; a WhatsApp number in coexistence with the Business app).
 
 Read per message on the hot path, so each answer is kept ``ttl_s`` seconds (default 2):
 a bot change or a disconnect takes effect within that time on every shard. At most
@@ -22,7 +23,8 @@ class TenantView:
         self._redis = redis
         self._bots = Bots(redis)
         self._bot_cache: TTLCache[str, BotConfig] = TTLCache(max_entries, ttl_s)
-        self._channel_cache: TTLCache[tuple[str, str, str], bool] = TTLCache(max_entries, ttl_s)
+        self._channel_cache: TTLCache[tuple[str, str, str], tuple[bool, bool]] = TTLCache(
+            max_entries, ttl_s)
 
     async def bot(self, tenant_id: str) -> BotConfig:
         """The tenant's bot config (the offline default when none was set)."""
@@ -34,6 +36,13 @@ class TenantView:
 
     async def channel_connected(self, tenant_id: str, channel: str, account_id: str) -> bool:
         """False when the channel's status is ``disconnected`` (e.g. Graph error 190)."""
+        return (await self._channel(tenant_id, channel, account_id))[0]
+
+    async def coexistence(self, tenant_id: str, channel: str, account_id: str) -> bool:
+        """The WhatsApp number is also used in the WhatsApp Business app."""
+        return (await self._channel(tenant_id, channel, account_id))[1]
+
+    async def _channel(self, tenant_id: str, channel: str, account_id: str) -> tuple[bool, bool]:
         key = (tenant_id, channel, account_id)
         hit = self._channel_cache.get(key)
         if hit is not None:
@@ -41,12 +50,13 @@ class TenantView:
         channel_id = as_opt_bytes(
             await self._redis.hget(keys.account(channel, account_id), "channel_id")
         )
-        connected = True
+        state = (True, False)
         if channel_id is not None:
-            status = await self._redis.hget(keys.channel(tenant_id, channel_id.decode()), "status")
-            connected = status != DISCONNECTED
-        self._channel_cache[key] = connected
-        return connected
+            status, coexistence = await self._redis.hmget(
+                keys.channel(tenant_id, channel_id.decode()), "status", "coexistence")
+            state = (status != DISCONNECTED, coexistence == b"1")
+        self._channel_cache[key] = state
+        return state
 
     def forget_channel(self, tenant_id: str, channel: str, account_id: str) -> None:
         """Drop the cached status (e.g. right after Graph error 190 disconnected it)."""

@@ -4,7 +4,8 @@
 ``turns`` (the last ``settings.history_turns`` user/assistant messages), ``bot_state``
 (free-form, for bot flows), ``last_inbound_ms``, ``window_until_ms`` (when Meta's
 customer service window ends: :mod:`mtdesk.actors.window`), ``paused_until_ms`` and ``replied``
-(anything was sent to the person: the conversation is no longer new, no greeting).
+(anything was sent to the person: the conversation is no longer new, no greeting),
+``thread_owner`` / ``thread_owner_ms`` (who owns the thread: :mod:`mtdesk.policy.threads`).
 :func:`build_prompt` is the default prompt builder (recent turns, then the new user
 message(s)); the ChatModel adds the system prompt and the passages itself. The context
 keeps one user turn per answered inbound message and one assistant turn per reply, so
@@ -19,6 +20,7 @@ import msgspec
 
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Passage
+from mtdesk.policy.threads import ThreadControl
 
 
 class ConversationContext(msgspec.Struct, kw_only=True):
@@ -31,6 +33,18 @@ class ConversationContext(msgspec.Struct, kw_only=True):
     # ``turns`` (which may be kept empty: history_turns 0) it says the conversation is
     # not new, so no greeting.
     replied: bool = False
+    # Who owns the thread (Messenger/Instagram handover protocol; mtdesk.policy.threads):
+    # "" this app, else the owning app's id; and when that was said.
+    thread_owner: str = ""
+    thread_owner_ms: int = 0
+
+    @property
+    def thread(self) -> ThreadControl:
+        return ThreadControl(thread_owner=self.thread_owner, thread_owner_ms=self.thread_owner_ms)
+
+    def set_thread(self, control: ThreadControl) -> None:
+        self.thread_owner = control.thread_owner
+        self.thread_owner_ms = control.thread_owner_ms
 
     @property
     def new(self) -> bool:

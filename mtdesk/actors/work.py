@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mtdesk.actors.media import MediaDesk
 from mtdesk.actors.ratelimit import SendPermits
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.stats import ShardMetrics
@@ -85,3 +86,5 @@ class ConversationServices:
     # At most this many conversations handle an event at once (the shard's
     # max_concurrent_conversations); the others wait with their events queued.
     slots: asyncio.Semaphore | None = None
+    # Fetches, keeps and describes the media customers send (None: described unseen).
+    media: MediaDesk | None = None

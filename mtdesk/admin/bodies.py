@@ -42,6 +42,9 @@ class NewChannel(TenantScoped, frozen=True, kw_only=True):
     account_id: AccountId
     access_token: Annotated[str, Meta(max_length=4096)]
     connected_by: AccountId | None = None
+    # WhatsApp: the number is also used in the WhatsApp Business app (coexistence):
+    # replies are paced at its 20 messages/s.
+    coexistence: bool | None = None
 
 
 class BotChange(BotUpdate, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -72,7 +72,8 @@ async def create_channel(request: web.Request) -> web.Response:
     )
     with body_errors(NewChannel):
         record = await channels.connect(
-            tid, body.channel, body.account_id, body.access_token, body.connected_by
+            tid, body.channel, body.account_id, body.access_token, body.connected_by,
+            coexistence=body.coexistence,
         )
     return json_response(record, 201)
 

@@ -12,6 +12,8 @@ channel adapter. Callers may rely on:
   are returned, and ``ParsedWebhook.malformed`` says the body should be dead-lettered too.
   That holds for Messenger/Instagram ``messaging`` items and for each message, status
   and contact of a WhatsApp ``value``;
+- items of ``entry[].standby[]`` (Messenger/Instagram: another app owns the thread) are
+  the events they describe, marked ``standby`` (recorded, never answered);
 - Instagram's App Dashboard "Test" (a messaging item as a ``changes`` value, with a
   string timestamp in seconds) is read as the message it is.
 
@@ -161,7 +163,8 @@ def _parse(env: _Envelope | _TypedEnvelope) -> ParsedWebhook:
                     continue
                 events.extend(instagram.instagram_events(entry_id, item, unknown))
                 continue
-            if channel != "whatsapp" or change.field != "messages":
+            wa_field = change.field == "messages" or change.field in whatsapp.COEXISTENCE_FIELDS
+            if channel != "whatsapp" or not wa_field:
                 # Page feed, Instagram comments, WhatsApp template/account updates, …
                 unknown.append(f"{channel}:field:{change.field}"[:64])
                 continue
@@ -184,8 +187,22 @@ def _parse(env: _Envelope | _TypedEnvelope) -> ParsedWebhook:
                     if decoded is None:
                         continue
                     value = decoded
-            events.extend(whatsapp.whatsapp_events(entry_id, value, unknown))
-        if entry.standby:
-            # Handover protocol: another app owns the thread; we only watch.
-            unknown.append(f"{channel}:standby")
+            if change.field == "messages":
+                events.extend(whatsapp.whatsapp_events(entry_id, value, unknown))
+            else:
+                events.extend(whatsapp.coexistence_events(change.field, entry_id, value, unknown))
+        for raw in entry.standby or ():
+            # Handover protocol: another app owns the thread; we record, never answer.
+            if channel == "whatsapp":
+                unknown.append("whatsapp:standby")
+                continue
+            try:
+                item = messaging_item_decoder.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                malformed += 1
+                continue
+            watched = (instagram.instagram_events(entry_id, item, unknown)
+                       if channel == "instagram"
+                       else messaging_events("messenger", entry_id, item, unknown))
+            events.extend(msgspec.structs.replace(ev, standby=True) for ev in watched)
     return ParsedWebhook(object=obj, events=events, unknown=unknown, malformed=malformed)

@@ -104,6 +104,9 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_
     wa_id: str | None = None  # WhatsApp phone-number id of the user, when Meta gave one
     user_name: str | None = None  # WhatsApp contact profile name
     origin: Referral | None = None  # the ad / link / opt-in the person came from, when told
+    # Delivered on Messenger/Instagram's ``standby`` channel: another app (Meta's Page
+    # inbox, Business Agent, another bot) owns the thread; we watch, never answer.
+    standby: bool = False
 
     @property
     def conversation(self) -> str:
@@ -143,7 +146,8 @@ class Reaction(_Event, frozen=True, tag="reaction"):
 
 
 class Echo(_Event, frozen=True, tag="echo"):
-    """The business account's own outgoing message reflected back (Messenger/Instagram).
+    """The business account's own outgoing message reflected back (Messenger/Instagram),
+    or one the business sent from the WhatsApp Business app (``smb_message_echoes``).
 
     ``user_id`` is the recipient. Ours when ``app_id`` is our app or ``metadata`` is ours;
     otherwise a human agent replied from the inbox.
@@ -198,6 +202,43 @@ class Edit(_Event, frozen=True, tag="edit"):
     version: int = 0
 
 
+class Handover(_Event, frozen=True, tag="handover"):
+    """Thread control changed hands (Messenger/Instagram ``messaging_handovers``, the
+    handover protocol): ``pass`` (control passed, to ``new_owner_app_id``), ``take``
+    (taken by ``new_owner_app_id`` from ``previous_owner_app_id``), ``request`` (the app
+    ``requested_owner_app_id`` asks for it). App ids are as Meta sent them (``None``:
+    not said; a previous owner of ``None`` is the idle thread)."""
+
+    action: Literal["pass", "take", "request"]
+    new_owner_app_id: str | None = None
+    previous_owner_app_id: str | None = None
+    requested_owner_app_id: str | None = None
+    metadata: str | None = None
+
+
+class UserChanged(_Event, frozen=True, tag="user_changed"):
+    """The person's id changed (WhatsApp system messages ``user_changed_number`` and
+    ``user_changed_user_id``): the conversation of ``user_id`` continues as that of
+    ``new_user_id`` (``new_wa_id`` is the new phone-based id when Meta gave one)."""
+
+    change: str  # user_changed_number | user_changed_user_id
+    new_user_id: str
+    new_wa_id: str | None = None
+    text: str | None = None  # Meta's own sentence about it ("User … changed from … to …")
+
+
+class Imported(_Event, frozen=True, tag="imported"):
+    """A past message imported from the WhatsApp Business app (coexistence ``history``):
+    ``direction`` ``in`` (the person wrote it) or ``out`` (the business did). Recorded
+    with its own time; never answered, opens no window."""
+
+    direction: Literal["in", "out"]
+    type: str = "text"
+    text: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    status: str | None = None  # Meta's history_context.status (read, delivered, …)
+
+
 class Unsupported(_Event, frozen=True, tag="unsupported"):
     """A message type we do not understand; recorded, counted, not answered."""
 
@@ -226,11 +267,11 @@ class AgentReply(_Event, frozen=True, tag="agent_reply"):
     template: TemplateSend | None = None
 
 
-Event = (Message | Postback | Reaction | Echo | Receipt | Status | Unsend | Edit | Unsupported
-         | AgentReply)
+Event = (Message | Postback | Reaction | Echo | Receipt | Status | Unsend | Edit | Handover
+         | UserChanged | Imported | Unsupported | AgentReply)
 EVENT_KINDS: tuple[str, ...] = (
-    "message", "postback", "reaction", "echo", "receipt", "status", "unsend", "edit", "unsupported",
-    "agent_reply",
+    "message", "postback", "reaction", "echo", "receipt", "status", "unsend", "edit",
+    "handover", "user_changed", "imported", "unsupported", "agent_reply",
 )
 
 # Encoders/decoders are built once; use these rather than making new ones per call.

@@ -38,6 +38,7 @@ from redis.exceptions import ResponseError
 from mtdesk.core import keys
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.events import Attachment, Event, Postback, Reaction, Receipt, Status
+from mtdesk.core.media import MediaRecord
 from mtdesk.core.redis import Redis, as_entries, as_hash, as_scored
 from mtdesk.core.scripts import LuaScript, lua_source
 
@@ -46,6 +47,9 @@ Direction = Literal["in", "out"]
 # Outbound status order; failed is terminal and outranks everything.
 STATUS_RANK: dict[str, int] = {"sent": 1, "delivered": 2, "read": 3, "failed": 9}
 OUTSIDE_WINDOW = "outside the 24 h window"
+# The entry recording what was fetched of an inbound message's attachments (and a voice
+# note's transcript): ``reply_to`` is the message, ``media`` the references.
+MEDIA_KIND = "media"
 
 
 class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -54,7 +58,9 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     ``message_id`` is the inbound event id (``mid``/``wamid``) or the Graph message id
     of an outbound one. ``kind``: ``message``, ``postback``, ``reaction``, ``unsend``,
     ``unsupported`` (inbound); ``reply`` (the bot), ``agent`` (a human agent from the
-    inbox, or from our console with its ``author``), ``echo`` (our own send seen only through its echo). ``status`` for inbound is
+    inbox, or from our console with its ``author``), ``echo`` (our own send seen only through its echo); ``media`` (inbound: what
+    was fetched of the attachments of the message ``reply_to`` names, ``media`` holding
+    the references and ``text`` a voice note's transcript). ``status`` for inbound is
     ``received`` (to be answered) or ``skipped`` with ``reason``; for outbound it is the
     status at the time of storing — :meth:`MessageStore.read` joins the current one.
     """
@@ -75,6 +81,7 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     reason: str | None = None
     part: int = 0  # outbound: index of this part of a split reply
     author: str | None = None  # kind ``agent`` sent from the console: the team member
+    media: tuple[MediaRecord, ...] = ()  # kind "media": the attachments' references
     entry: str = ""  # the stream entry id; filled in when read, empty when stored
 
 
@@ -122,6 +129,7 @@ return 1
 # inbound messages and reply parts in the same step as their reply state.
 HISTORY_APPEND_LUA = lua_source("mtdesk.core", "lua/history_append.lua")
 APPEND_LUA = HISTORY_APPEND_LUA + lua_source("mtdesk.core", "lua/append.lua")
+MOVE_LUA = lua_source("mtdesk.core", "lua/history_move.lua")
 
 
 def inbound_message(
@@ -157,6 +165,7 @@ class MessageStore:
         self._ttl_s = retention_days * 86400
         self._append = LuaScript(APPEND_LUA, name="history_append").bind(redis)
         self._status = LuaScript(UPDATE_STATUS_LUA, name="history_status").bind(redis)
+        self._move = LuaScript(MOVE_LUA, name="history_move").bind(redis)
 
     @property
     def ttl_s(self) -> int:
@@ -264,7 +273,8 @@ class MessageStore:
         self, tenant_id: str, conversation: str, message_id: str, *, scan: int = 1000
     ) -> list[StoredMessage]:
         """The person unsent ``message_id``: its inbound entry and every stored version of
-        it (edits, ``kind == "edit"`` replying to it) leave the history, so neither the
+        it (edits, ``kind == "edit"`` replying to it) and the record of its media leave
+        the history, so neither the
         inbox nor an export shows them again. Looks at the last ``scan`` entries (an
         unsend comes soon after the message: Meta allows it for a limited time). Returns
         what was removed, oldest first."""
@@ -278,13 +288,27 @@ class MessageStore:
             if message.direction != "in":
                 continue
             if message.message_id == message_id or (
-                message.kind == "edit" and message.reply_to == message_id
+                message.kind in ("edit", MEDIA_KIND) and message.reply_to == message_id
             ):
                 ids.append(entry_id)
                 gone.append(message)
         if ids:
             await self._redis.xdel(keys.history(tenant_id, conversation), *ids)
         return gone[::-1]
+
+    async def move(self, tenant_id: str, old: str, new: str) -> int:
+        """The person's id changed: conversation ``old``'s history becomes ``new``'s (or
+        joins it in time order, when ``new`` has some already) and its place in the
+        conversation list moves too. The entries keep their ids (their times) and their
+        contents; its inbox card moves too. Returns how many entries moved."""
+        if old == new:
+            return 0
+        return int(await self._move(
+            keys=[keys.history(tenant_id, old), keys.history(tenant_id, new),
+                  keys.conversations(tenant_id), keys.inbox_card(tenant_id, old),
+                  keys.inbox_card(tenant_id, new)],
+            args=[old, new],
+        ))
 
     # --- reading ----------------------------------------------------------------------
     async def conversations(

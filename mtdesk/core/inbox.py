@@ -9,7 +9,8 @@ back, and :meth:`Inbox.queue_reply`, a person's reply.
 
 A card's ``status``: ``closed`` when closed, else ``human`` while the conversation's pause
 marker (``keys.paused``) exists (a person replied from the console or from Meta's own
-inbox), else ``bot``.
+inbox) or another app owns the Messenger/Instagram thread (the handover protocol: the
+context's ``thread_owner``, ``thread_owner`` on the card), else ``bot``.
 
 Listing (:meth:`Inbox.page`) walks the conversation index (``keys.conversations``, by
 last activity) newest first and reads cards in pipelined batches; filters and the
@@ -65,6 +66,7 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     unread: int = 0
     status: Status = "bot"
     assignee: str | None = None
+    thread_owner: str | None = None  # another app owning the thread (handover protocol)
 
     def matches(self, query: str) -> bool:
         """Whether ``query`` (case-folded) is in the name, the person's id or the last
@@ -93,9 +95,30 @@ def _int(raw: Mapping[bytes, bytes], name: str) -> int:
         return 0
 
 
-def card_of(conversation: str, score: float, raw: Mapping[bytes, bytes], paused: bool) -> Card:
+class _Thread(msgspec.Struct, kw_only=True):
+    """The one field of a conversation's context the inbox reads (the rest is ignored)."""
+
+    thread_owner: str = ""
+
+
+_thread_decoder = msgspec.msgpack.Decoder(_Thread)
+
+
+def thread_owner(context: bytes | None) -> str | None:
+    """The app owning the thread per a stored context; None: ours (or nobody said)."""
+    if not context:
+        return None
+    try:
+        return _thread_decoder.decode(context).thread_owner or None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def card_of(conversation: str, score: float, raw: Mapping[bytes, bytes], paused: bool,
+            owner: str | None = None) -> Card:
     channel, account, user = split_key(conversation) or ("", "", conversation)
-    status: Status = "closed" if raw.get(b"closed") else "human" if paused else "bot"
+    status: Status = ("closed" if raw.get(b"closed") else "human" if paused or owner
+                      else "bot")
     return Card(
         conversation=conversation, channel=_str(raw, "channel") or channel, account_id=account,
         user_id=user, last_activity_ms=int(score), name=_str(raw, "name"),
@@ -103,6 +126,7 @@ def card_of(conversation: str, score: float, raw: Mapping[bytes, bytes], paused:
         last_direction=_str(raw, "last_dir"), last_kind=_str(raw, "last_kind"),
         last_ms=_int(raw, "last_ms"), last_in_ms=_int(raw, "last_in_ms"),
         unread=max(0, _int(raw, "unread")), status=status, assignee=_str(raw, "assignee"),
+        thread_owner=owner,
     )
 
 
@@ -121,8 +145,10 @@ class Inbox:
         for conv, _ in rows:
             pipe.hgetall(keys.inbox_card(tenant_id, conv))
             pipe.exists(keys.paused(tenant_id, conv))
+            pipe.get(keys.context(tenant_id, conv))
         answers = await pipe.execute()
-        return [card_of(conv, score, as_hash(answers[2 * i]), bool(answers[2 * i + 1]))
+        return [card_of(conv, score, as_hash(answers[3 * i]), bool(answers[3 * i + 1]),
+                        thread_owner(answers[3 * i + 2]))
                 for i, (conv, score) in enumerate(rows)]
 
     async def card(self, tenant_id: str, conversation: str) -> Card | None:

@@ -117,6 +117,8 @@ CONTEXT = _t("context", "ctx", True, True, _E.CONVERSATION, _R.CONVERSATION, _X.
              "context", counted_as="contexts", scope=_C)
 HISTORY = _t("history", "hist", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SECTION,
              "history", section="conversations", counted_as="conversations", scope=_C)
+MEDIA = _t("media", "media", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SECTION, "media",
+           section="conversations", counted_as="media", scope=_C)
 PAUSED = _t("paused", "paused", True, True, _E.CONVERSATION, _R.TTL, _X.DERIVED, "paused",
             scope=_C)
 # The inbox's card of a conversation: the person's name and picture (from Meta), the last
@@ -141,6 +143,8 @@ USER = _t("user", "user", True, True, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTI
           section="users")
 USER_SESSIONS = _t("user_sessions", "usess", True, False, _E.WITH_TENANT, _R.CONFIGURATION,
                    _X.SECRET, "user_sessions")
+DATA_KEY = _t("data_key", "dk", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECRET,
+              "data_key")
 API_KEYS = _t("api_keys", "apikeys", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECRET,
               "api_keys")
 
@@ -181,9 +185,9 @@ WATCHDOG = _g("watchdog_status", "watchdog", False, False, _E.NONE, _R.CONFIGURA
               "WATCHDOG_STATUS")
 
 FAMILIES: tuple[Family, ...] = (
-    TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY,
+    TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY, MEDIA,
     PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, USER_SET, USER,
-    USER_SESSIONS, API_KEYS,
+    USER_SESSIONS, API_KEYS, DATA_KEY,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
     KB_PENDING_SET, KB_READING, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
@@ -343,6 +347,12 @@ def channel(tenant_id: str, channel_id: str) -> str:
     return f"{ROOT}:t:{tenant_id}:ch:{channel_id}"
 
 
+def data_key(tenant_id: str) -> str:
+    """String: the tenant's data key, wrapped by a master key (mtdesk.core.sealing).
+    Deleting it first is what makes an account's data unreadable everywhere."""
+    return f"{ROOT}:t:{tenant_id}:dk"
+
+
 def bot(tenant_id: str) -> str:
     """JSON of the bot settings."""
     return f"{ROOT}:t:{tenant_id}:bot"
@@ -361,6 +371,13 @@ def context(tenant_id: str, conversation: str) -> str:
 def history(tenant_id: str, conversation: str) -> str:
     """Stream of stored messages (inbound and outbound); entry ids are message times."""
     return f"{ROOT}:t:{tenant_id}:hist:{conversation}"
+
+
+def media(tenant_id: str, conversation: str) -> str:
+    """Stream of the media bytes customers sent in a conversation (one entry per
+    attachment, entry ids are store times; see :mod:`mtdesk.core.media`). Exported as
+    the references the history's messages carry, not as bytes."""
+    return f"{ROOT}:t:{tenant_id}:media:{conversation}"
 
 
 def reply(tenant_id: str, event_id: str) -> str:

@@ -82,7 +82,7 @@ class PipelinedRedis(aioredis.Redis):
     @property
     def link(self) -> Link | None:
         """The shared connection (made on first use), or None when this client's
-        connections need what a link does not do (TLS): everything is on the pool then."""
+        connections are of a kind a link does not speak: everything is on the pool then."""
         if not self._link_checked:
             target = RespTarget.of(self)
             self._link = Link(target) if target is not None else None
@@ -148,7 +148,7 @@ def _has_block(args: tuple[Any, ...]) -> bool:
 def link_for(redis: aioredis.Redis) -> Link | None:
     """The lean link to ``redis``'s server and database: the client's own shared one for
     a :class:`PipelinedRedis` (one connection for the process), a new one otherwise;
-    None when the client needs what a link does not do (TLS): use ``redis`` then."""
+    None when the client's connections are of a kind a link does not speak: use ``redis`` then."""
     if isinstance(redis, PipelinedRedis):
         return redis.link
     target = RespTarget.of(redis)

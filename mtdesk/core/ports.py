@@ -12,9 +12,12 @@ import msgspec
 from mtdesk.core.events import Channel, TemplateSend
 
 
-class ChatMessage(msgspec.Struct, frozen=True):
+class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     role: str  # "system" | "user" | "assistant"
     content: str
+    # Pictures shown with this message (``data:`` URLs), for a bot whose model takes
+    # images; only ever on the message being answered, never kept in the context.
+    images: tuple[str, ...] = ()
 
 
 class Passage(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +50,15 @@ class BotConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Mark the person's message read when it is taken up for an answer (Messenger and
     # Instagram still show typing without it; WhatsApp shows typing only with a read).
     read_receipts: bool = True
+    # The model takes images (OpenAI-compatible image content parts): a picture the
+    # customer sends is shown to it; otherwise it is told what was sent.
+    vision: bool = False
+    # Sent (once per conversation) when a voice note arrives and no transcriber is set.
+    voice_reply: str = ("Sorry, I can't listen to voice messages yet. "
+                        "Could you write your question instead?")
+    # Offer the answers of related Q&A pairs as tap-to-send suggestions (quick replies,
+    # WhatsApp buttons or a list).
+    suggestions: bool = True
 
 
 class Completion(msgspec.Struct, frozen=True, kw_only=True):

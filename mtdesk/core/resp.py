@@ -22,19 +22,21 @@ What a caller may rely on:
   reconnects. When Redis answers nothing for ``timeout_s`` while commands wait, the link
   closes the connection (a watchdog, ticking each second: no timer per command).
 - It connects to the server and database of a redis-py client, plain TCP or a unix
-  socket (a TLS client stays on redis-py's pool: :meth:`RespTarget.of` says None).
+  socket, or TLS for a ``rediss://`` client (:meth:`RespTarget.of` takes its ssl context).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
 
 Arg = bytes | str | int | float
 
@@ -63,20 +65,28 @@ class RespTarget:
     password: str | None = None
     connect_timeout_s: float = 10.0
     timeout_s: float = 5.0
+    tls: ssl.SSLContext | None = field(default=None, compare=False)  # rediss://
 
     def __repr__(self) -> str:  # never the password
         where = self.path or f"{self.host}:{self.port}"
-        return f"RespTarget({where}/{self.db})"
+        return f"RespTarget({'tls ' if self.tls else ''}{where}/{self.db})"
 
     @classmethod
     def of(cls, redis: aioredis.Redis) -> RespTarget | None:
-        """The server and database of ``redis``'s pool, or None when its connections need
-        what a lean link does not do (TLS)."""
+        """The server and database of ``redis``'s pool (TLS included: the context its own
+        connections would use), or None when its connections are of a kind a lean link
+        does not speak."""
         pool = redis.connection_pool
         kw = pool.connection_kwargs
         cls_name = pool.connection_class.__name__
-        if cls_name not in ("Connection", "UnixDomainSocketConnection"):
+        if cls_name not in ("Connection", "UnixDomainSocketConnection", "SSLConnection"):
             return None
+        tls: ssl.SSLContext | None = None
+        if cls_name == "SSLConnection":
+            # redis-py's own reading of the ssl_* settings: the same CA, client
+            # certificate and checks as the pool's connections (no connection is opened).
+            conn = cast(SSLConnection, pool.connection_class(**kw))
+            tls = conn.ssl_context.get()
         return cls(
             host=str(kw.get("host", "127.0.0.1")),
             port=int(kw.get("port", 6379)),
@@ -86,6 +96,7 @@ class RespTarget:
             password=kw.get("password"),
             connect_timeout_s=float(kw.get("socket_connect_timeout") or 10.0),
             timeout_s=float(kw.get("socket_timeout") or 5.0),
+            tls=tls,
         )
 
     def setup_commands(self) -> list[tuple[Arg, ...]]:
@@ -104,7 +115,10 @@ class RespTarget:
             if self.path:
                 coro = loop.create_unix_connection(factory, self.path)
             else:
-                coro = loop.create_connection(factory, self.host, self.port)
+                coro = loop.create_connection(
+                    factory, self.host, self.port, ssl=self.tls,
+                    server_hostname=self.host if self.tls is not None else None,
+                )
             _t, proto = await asyncio.wait_for(coro, self.connect_timeout_s)
         except (TimeoutError, OSError) as exc:
             raise ConnectionError(f"cannot connect to Redis: {type(exc).__name__}") from exc

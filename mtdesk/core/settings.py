@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # generated or sent (LLM timeout + the sender's retries bound one), then sweeps again.
     deletion_settle_s: float = 300.0
     stop_words: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
+    # Media customers send (docs/channels.md, "Media").
+    transcriber: str = ""  # "<provider>:<model>" for voice notes; "" = none
+    media_max_bytes: int = 25 * 1024 * 1024  # larger attachments are described, not kept
+    media_fetch_timeout_s: float = 15.0  # the answer waits this long for a download
+    media_retries: int = 5  # background download attempts after a failed one
     # Knowledge base.
     kb_embedder: str = ""  # "" = default (openrouter when keyed, else local, else lexical)
     kb_allow_private_urls: bool = False  # tests and closed networks only: turns off SSRF checks
@@ -268,6 +274,41 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     return raw.rstrip("/")
 
 
+TLS_PARAMS = {"MTDESK_REDIS_TLS_CA": "ssl_ca_certs", "MTDESK_REDIS_TLS_CERT": "ssl_certfile",
+              "MTDESK_REDIS_TLS_KEY": "ssl_keyfile"}
+"""The TLS settings of a ``rediss://`` URL as variables, and the URL query parameter
+(redis-py's own) each becomes: the URL carries them to every client and lean link."""
+
+
+def with_tls(url: str, env: Mapping[str, str]) -> str:
+    """``url`` with the ``MTDESK_REDIS_TLS_*`` files of ``env`` as its query parameters
+    (one already in the URL wins). Raises ValueError naming the variable when one is set
+    for a URL that is not ``rediss://`` or names no readable file."""
+    extra: list[str] = []
+    for variable, param in TLS_PARAMS.items():
+        path = env.get(variable, "").strip()
+        if not path:
+            continue
+        if not url.startswith("rediss://"):
+            raise ValueError(f"{variable}: needs a rediss:// MTDESK_REDIS_URL (TLS), got {url.split(':', 1)[0]}://")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{variable}: {path!r} is not a readable file")
+        if f"{param}=" not in url:
+            extra.append(f"{param}={urllib.parse.quote(path, safe='/')}")
+    if not extra:
+        return url
+    return url + ("&" if "?" in url else "?") + "&".join(extra)
+
+
+def _redis_url(env: Mapping[str, str], url: str) -> str:
+    """The URL with MTDESK_REDIS_TLS_CA / _CERT / _KEY as its TLS query parameters."""
+    try:
+        return with_tls(url, env)
+    except ValueError as exc:
+        variable, _, problem = str(exc).partition(": ")
+        raise ConfigError(variable, problem) from None
+
+
 def _csv(env: Mapping[str, str], name: str) -> list[str]:
     return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
 
@@ -315,7 +356,7 @@ def _build(env: Mapping[str, str]) -> Settings:
     e = _Env(env)
     stop_words = tuple(w.upper() for w in _csv(env, "MTDESK_STOP_WORDS")) or _DEFAULTS["stop_words"]
     fields: dict[str, Any] = dict(
-        redis_url=e.url("redis_url", ("redis", "rediss", "unix")),
+        redis_url=_redis_url(env, e.url("redis_url", ("redis", "rediss", "unix"))),
         host=e.text("host"),
         port=e.whole("port", low=0, high=65535),
         public_url=e.raw("public_url").rstrip("/"),
@@ -354,6 +395,10 @@ def _build(env: Mapping[str, str]) -> Settings:
         retention_days=e.whole("retention_days", low=1, high=365),
         deletion_settle_s=e.number("deletion_settle_s", low=0.0),
         stop_words=stop_words,
+        transcriber=_transcriber(e.raw("transcriber"), providers),
+        media_max_bytes=e.whole("media_max_bytes", low=1024, high=1 << 31),
+        media_fetch_timeout_s=e.number("media_fetch_timeout_s", low=0.1),
+        media_retries=e.whole("media_retries", low=0, high=100),
         kb_embedder=e.raw("kb_embedder"),
         kb_allow_private_urls=e.flag("kb_allow_private_urls"),
         kb_max_file_bytes=e.whole("kb_max_file_bytes", low=1024, high=1 << 31),
@@ -367,6 +412,22 @@ def _build(env: Mapping[str, str]) -> Settings:
         accounts=_accounts(e),
     )
     return Settings(**fields)
+
+
+def _transcriber(raw: str, providers: Mapping[str, ProviderConfig]) -> str:
+    """``MTDESK_TRANSCRIBER``: ``<provider>:<model>`` of a configured provider, or empty."""
+    spec = raw.strip()
+    if not spec:
+        return ""
+    provider, sep, model = spec.partition(":")
+    provider = provider.strip().lower()
+    if not sep or not model.strip():
+        raise ConfigError("MTDESK_TRANSCRIBER", f"must be '<provider>:<model>', e.g. "
+                                                f"'openai:whisper-1', got {spec!r}")
+    if provider not in providers:
+        raise ConfigError("MTDESK_TRANSCRIBER", f"unknown provider {provider!r}; one of: "
+                                                f"{', '.join(sorted(providers))}")
+    return f"{provider}:{model.strip()}"
 
 
 def _accounts(e: _Env) -> AccountsConfig:

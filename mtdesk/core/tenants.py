@@ -149,6 +149,9 @@ class ChannelRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     health: str | None = None  # ok | expiring | needs_reconnect
     health_reason: str | None = None
     checked_ms: int | None = None
+    # A WhatsApp number also used in the WhatsApp Business app (coexistence): set by its
+    # connect, or once the number's Business-app echoes or history arrive.
+    coexistence: bool = False
 
 
 # Fields of a channel hash about how it was connected and how it is doing: a new connect
@@ -295,8 +298,12 @@ class Channels:
         account_id: object,
         access_token: object,
         connected_by: object = None,
+        *,
+        coexistence: bool | None = None,
     ) -> ChannelRecord:
-        """Connect (or re-connect, updating the token) an account to a tenant."""
+        """Connect (or re-connect, updating the token) an account to a tenant.
+        ``coexistence``: the WhatsApp number is also used in the Business app (None: as
+        it was)."""
         ch = validate_channel(channel)
         acct = validate_account_id(account_id)
         token = validate_token(access_token)
@@ -337,6 +344,8 @@ class Channels:
                     if asid is not None:
                         fields["connected_by"] = asid
                         pipe.sadd(keys.app_user(asid), f"{tenant_id}:{cid}")
+                    if coexistence is not None:
+                        fields["coexistence"] = "1" if coexistence else "0"
                     pipe.hset(ch_key, mapping=fields)
                     pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason",
                               *CONNECTION_FIELDS)
@@ -380,6 +389,7 @@ class Channels:
             health=_s(raw, "health"),
             health_reason=_s(raw, "health_reason"),
             checked_ms=_i(raw, "checked_ms"),
+            coexistence=_s(raw, "coexistence") == "1",
         )
 
     async def store_token(self, tenant_id: str, channel_id: str, token: Secret) -> None:
@@ -398,6 +408,17 @@ class Channels:
         if fields and await self._redis.exists(key):
             mapping: HashFields = {name: value for name, value in fields.items()}
             await self._redis.hset(key, mapping=mapping)
+
+    async def mark_coexistence(self, channel: str, account_id: str) -> bool:
+        """The routed account's number is in coexistence (its Business-app echoes or
+        history arrived); True when that was news."""
+        route = await self.resolve(channel, account_id)
+        if route is None:
+            return False
+        key = keys.channel(*route)
+        if not await self._redis.exists(key):
+            return False
+        return bool(await self._redis.hsetnx(key, "coexistence", "1"))
 
     async def list(self, tenant_id: str) -> list[ChannelRecord]:
         out: list[ChannelRecord] = []
@@ -469,6 +490,9 @@ class BotUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     greeting: Annotated[str, Meta(max_length=2_000)] | None | UnsetType = UNSET
     context_tokens: Annotated[int, Meta(ge=0, le=10_000_000)] | UnsetType = UNSET
     read_receipts: bool | UnsetType = UNSET
+    vision: bool | UnsetType = UNSET
+    voice_reply: Annotated[str, Meta(max_length=2_000)] | UnsetType = UNSET
+    suggestions: bool | UnsetType = UNSET
 
 
 _BOT_FIELDS = tuple(f.name for f in msgspec.structs.fields(BotConfig))
@@ -511,6 +535,7 @@ def apply_bot_update(
         )
     if cfg.greeting is not None:
         _check_text("greeting", cfg.greeting, 2_000)
+    _check_text("voice_reply", cfg.voice_reply, 2_000)
     for entry in cfg.fallback:
         prov, sep, model = entry.partition(":")
         if entry == EXTRACTIVE:

@@ -23,6 +23,10 @@ What it answers (``{version}`` is any ``vNN.N``):
   filtered by ``?status=``.
 - ``GET /{version}/{media_id}`` — media metadata ``{"url", "mime_type", "sha256",
   "file_size", "id", "messaging_product"}``; the URL downloads the bytes (Bearer needed).
+- ``GET /_fake/cdn/{name}`` — a Messenger/Instagram attachment URL (Meta's CDN, no token,
+  the address itself is the credential): :meth:`FakeGraphAPI.add_attachment` gives one
+  with real bytes; past its ``expires_s`` it answers 403 ``URL signature expired``, as
+  the CDN does.
 - Bearer tokens: an account registered with :meth:`FakeGraphAPI.register` accepts only
   its tokens (anything else answers error 190); unregistered accounts accept any
   non-empty token unless ``strict=True``.
@@ -181,6 +185,9 @@ class FakeGraphAPI(FakeServer):
         self._profiles: dict[str, dict[str, str]] = {}
         self._templates: dict[str, list[dict[str, Any]]] = {}
         self.profile_requests: list[str] = []  # user ids whose profile was asked for
+        self._cdn: dict[str, tuple[_Media, float | None]] = {}
+        self._download_failures: list[int] = []
+        self.downloads: list[str] = []  # media ids / CDN names of every download served
         self._ids = itertools.count(1)
         self.login = FakeMetaLogin(self)  # the login flows (dialogs, OAuth, subscriptions)
 
@@ -251,6 +258,20 @@ class FakeGraphAPI(FakeServer):
             "name": name, "language": language, "status": status, "category": category,
             "id": str(next(self._ids)), "components": [{"type": "BODY", "text": body}]})
 
+    def add_attachment(
+        self, content: bytes, mime_type: str = "image/jpeg", *, expires_s: float | None = None,
+    ) -> str:
+        """A CDN URL serving ``content`` (Messenger/Instagram attachments), valid for
+        ``expires_s`` seconds (None: forever). Downloads are counted in ``downloads``."""
+        name = f"att{next(self._ids)}"
+        expires = None if expires_s is None else time.time() + expires_s
+        self._cdn[name] = (_Media(content, mime_type, None), expires)
+        return f"{self.root_url}/_fake/cdn/{name}?oe={int(expires or 0):x}"
+
+    def fail_next_download(self, times: int = 1, status: int = 500) -> None:
+        """The next ``times`` media downloads (CDN or WhatsApp media URLs) answer ``status``."""
+        self._download_failures.extend([status] * times)
+
     def reset(self) -> None:
         self.sends.clear()
         self.attempts.clear()
@@ -271,6 +292,7 @@ class FakeGraphAPI(FakeServer):
         app.router.add_post("/_fake/fail", self._h_fail)
         self.add_control_routes(app)
         app.router.add_get("/_fake/media/{media_id}", self._h_download)
+        app.router.add_get("/_fake/cdn/{name}", self._h_cdn)
         self.login.add_routes(app)
         app.router.add_post("/{version}/{account_id}/messages", self._h_messages)
         app.router.add_get("/{version}/{waba_id}/message_templates", self._h_templates)
@@ -489,6 +511,22 @@ class FakeGraphAPI(FakeServer):
             return web.Response(status=404)
         if not self._token_ok(media.account_id, self._bearer(request)):
             return web.Response(status=401)
+        if self._download_failures:
+            return web.Response(status=self._download_failures.pop(0))
+        self.downloads.append(request.match_info["media_id"])
+        return web.Response(body=media.content, content_type=media.mime_type)
+
+    async def _h_cdn(self, request: web.Request) -> web.Response:
+        await self._delay()
+        found = self._cdn.get(request.match_info["name"])
+        if found is None:
+            return web.Response(status=404, text="Not Found")
+        media, expires = found
+        if expires is not None and time.time() > expires:
+            return web.Response(status=403, text="URL signature expired")
+        if self._download_failures:
+            return web.Response(status=self._download_failures.pop(0))
+        self.downloads.append(request.match_info["name"])
         return web.Response(body=media.content, content_type=media.mime_type)
 
     # --- control endpoints ----------------------------------------------------------

@@ -10,7 +10,15 @@ Endpoints (under ``/v1``, so ``base_url`` is ``http://127.0.0.1:PORT/v1``):
 - ``POST /v1/embeddings`` — deterministic vectors: each lower-cased word is hashed to
   a few signed positions, summed and L2-normalized; the same text always gives the same
   vector and texts sharing words are close. Dimension: constructor, or ``dimensions``.
+- ``POST /v1/audio/transcriptions`` — multipart ``file`` and ``model``, as the openai SDK
+  sends them; answers ``{"text": …}``: the words the file's bytes spell when read as
+  UTF-8 (a test's "audio" is the sentence it wants heard), else ``"(N bytes of audio)"``.
 - ``GET /v1/models``.
+
+Chat messages may be OpenAI content parts (``[{"type": "text", …}, {"type": "image_url",
+"image_url": {"url": "data:image/jpeg;base64,…"}}]``): the reply then says what it saw,
+``… You said: <text> [saw 1 image: image/jpeg, 1234 bytes]``, and the request's
+``images`` lists each picture's MIME type, size and SHA-256.
 
 A model's context window can be set (``context_tokens``, per model name, or one size for
 all): a chat call whose messages (counted as a provider would roughly: one token per four
@@ -30,6 +38,8 @@ JSON). :meth:`FakeLLM.hold` keeps calls waiting, unanswered, until :meth:`FakeLL
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import itertools
 import json
@@ -39,7 +49,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from mtdesk.fakes._server import FakeProcess, FakeServer, process_arguments, spawn_fake
 
@@ -59,10 +69,11 @@ class RecordedRequest:
     params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, …
     time: float = 0.0
     outcome: str = "ok"  # "ok" | "429" | "500" | ... | "hang" | "malformed"
+    images: list[dict[str, Any]] = field(default_factory=list)  # {mime_type, size, sha256}
 
     def prompt_text(self) -> str:
         """Everything the model was shown, joined (to assert what reached the prompt)."""
-        return "\n".join(str(m.get("content", "")) for m in self.messages)
+        return "\n".join(content_text(m.get("content", "")) for m in self.messages)
 
 
 @dataclass
@@ -72,12 +83,48 @@ class _Failure:
     model: str | None
 
 
+def content_text(content: object) -> str:
+    """The text of a message's content: a string, or the ``text`` of its parts."""
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content
+                         if isinstance(p, dict) and p.get("type") == "text")
+    return str(content)
+
+
+def content_images(content: object) -> list[dict[str, Any]]:
+    """Each ``image_url`` part's picture: MIME type, size and SHA-256 of a ``data:`` URL
+    (a plain URL is reported as such)."""
+    found: list[dict[str, Any]] = []
+    if not isinstance(content, list):
+        return found
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") != "image_url":
+            continue
+        image = part.get("image_url")
+        url = str(image.get("url", "")) if isinstance(image, dict) else ""
+        head, sep, data = url.partition(",")
+        if url.startswith("data:") and sep and head.endswith(";base64"):
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                found.append({"mime_type": "invalid", "size": 0, "sha256": ""})
+                continue
+            found.append({"mime_type": head[5:-7], "size": len(raw),
+                          "sha256": hashlib.sha256(raw).hexdigest()})
+        else:
+            found.append({"mime_type": "url", "size": 0, "sha256": "", "url": url})
+    return found
+
+
 def fake_reply(model: str, messages: list[dict[str, Any]]) -> str:
     """The deterministic answer the fake gives to ``messages``."""
-    last_user = next(
-        (str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), ""
-    )
+    last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    last_user = content_text(last.get("content", ""))
     reply = f"[{model}] You said: {last_user}"
+    images = content_images(last.get("content"))
+    if images:
+        seen = "; ".join(f"{i['mime_type']}, {i['size']} bytes" for i in images)
+        reply += f" [saw {len(images)} image{'s' if len(images) > 1 else ''}: {seen}]"
     for m in messages:
         if m.get("role") == "system":
             found = _PASSAGE.search(str(m.get("content", "")))
@@ -85,6 +132,12 @@ def fake_reply(model: str, messages: list[dict[str, Any]]) -> str:
                 reply += f' Source: "{found.group(1).strip()}"'
                 break
     return reply
+
+
+def fake_transcript(audio: bytes) -> str:
+    """What the fake hears in ``audio``: the words its bytes spell as UTF-8, else its size."""
+    words = _WORD.findall(audio.decode("utf-8", "ignore"))
+    return " ".join(words) if words else f"({len(audio)} bytes of audio)"
 
 
 def fake_embedding(text: str, dimension: int) -> list[float]:
@@ -111,8 +164,9 @@ def provider_tokens(messages: list[dict[str, Any]]) -> int:
     (at least one a word), plus a few per message for the chat format."""
     total = 0
     for m in messages:
-        text = str(m.get("content", ""))
+        text = content_text(m.get("content", ""))
         total += max(math.ceil(len(text) / 4), _tokens(text)) + 4
+        total += 85 * len(content_images(m.get("content")))  # a low-detail picture
     return total
 
 
@@ -175,6 +229,7 @@ class FakeLLM(FakeServer):
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._h_chat)
         app.router.add_post("/v1/embeddings", self._h_embeddings)
+        app.router.add_post("/v1/audio/transcriptions", self._h_transcriptions)
         app.router.add_get("/v1/models", self._h_models)
         app.router.add_get("/_fake/requests", self._h_requests)
         app.router.add_post("/_fake/fail", self._h_fail)
@@ -257,7 +312,9 @@ class FakeLLM(FakeServer):
         params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
         record = RecordedRequest(path=request.path, model=model, messages=messages,
                                  stream=stream, api_key=self._key(request), params=params,
-                                 time=time.time())
+                                 time=time.time(),
+                                 images=[i for m in messages if isinstance(m, dict)
+                                         for i in content_images(m.get("content"))])
         early = await self._begin(request, record)
         if early is not None:
             return early
@@ -268,7 +325,7 @@ class FakeLLM(FakeServer):
         text = fake_reply(model, messages)
         created = int(time.time())
         cid = f"chatcmpl-fake{next(self._ids)}"
-        prompt_tokens = sum(_tokens(str(m.get("content", ""))) for m in messages)
+        prompt_tokens = sum(_tokens(content_text(m.get("content", ""))) for m in messages)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": _tokens(text),
                  "total_tokens": prompt_tokens + _tokens(text)}
         if not stream:
@@ -315,6 +372,41 @@ class FakeLLM(FakeServer):
         tokens = sum(_tokens(t) for t in inputs)
         return web.json_response({"object": "list", "data": data, "model": model,
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _h_transcriptions(self, request: web.Request) -> web.Response:
+        model: str | None = None
+        audio: bytes | None = None
+        filename = ""
+        mime = ""
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    continue
+                if part.name == "model":
+                    model = (await part.text()).strip()
+                elif part.name == "file":
+                    filename = part.filename or ""
+                    mime = part.headers.get("Content-Type", "")
+                    audio = bytes(await part.read())
+        except (ValueError, KeyError, AssertionError):
+            return _error(400, "a multipart body with file and model is required",
+                          "invalid_request_error")
+        if not model or audio is None:
+            return _error(400, "file and model are required", "invalid_request_error")
+        text = fake_transcript(audio)
+        record = RecordedRequest(path=request.path, model=model, input=[text],
+                                 api_key=self._key(request), time=time.time(),
+                                 params={"filename": filename, "mime_type": mime,
+                                         "size": len(audio)})
+        early = await self._begin(request, record)
+        if early is not None:
+            return early
+        return web.json_response({"text": text})
+
+    @property
+    def transcription_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/audio/transcriptions")]
 
     async def _h_models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [

@@ -9,7 +9,8 @@ What a caller may rely on:
   ``now - period``: history entries (``XTRIM MINID``: entry ids are store times), the
   conversation index entry, context and pause marker of a conversation with nothing
   left, the remembered turns of a continuing conversation's context that are older than
-  its retained messages (shards are told to reload it by an erasure notice), reply and
+  its retained messages (shards are told to reload it by an erasure notice), the media
+  bytes customers sent (``keys.media``, trimmed like the history), reply and
   outbound state last updated before the cutoff, and dead letters (raw webhook bodies)
   older than the global maximum. Time comes from the injected clock. No analytics store
   holds personal data (shard stats and usage counters are counts only).
@@ -35,7 +36,7 @@ from prometheus_client.registry import Collector
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.errors import NotFound, ValidationError
-from mtdesk.core.history import decode_message
+from mtdesk.core.history import MEDIA_KIND, decode_message
 from mtdesk.core.keys import Retention
 from mtdesk.core.redis import Redis, as_bytes_set, as_entries, as_hash, as_opt_bytes, as_scored
 from mtdesk.core.scripts import LuaScript
@@ -49,14 +50,14 @@ DAY_MS = 86_400_000
 _REPORTED_AS = {keys.REPLY.name: "replies", keys.OUTBOUND.name: "outbound"}
 _STATE_TIME_FIELDS = (b"updated_ms", b"created_ms")
 
-# KEYS: history, context, paused, conversations, inbox card; ARGV: conversation, cutoff ms.
+# KEYS: history, context, paused, conversations, media, inbox card; ARGV: conversation, cutoff ms.
 # Expire a conversation only while its history is empty and it was not active since.
 _EXPIRE_CONVERSATION = """
 if redis.call('XLEN', KEYS[1]) > 0 then return {0, 0} end
 local last = redis.call('ZSCORE', KEYS[4], ARGV[1])
 if last and tonumber(last) >= tonumber(ARGV[2]) then return {0, 0} end
 local ctx = redis.call('DEL', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[5], KEYS[6])
 return {redis.call('ZREM', KEYS[4], ARGV[1]), ctx}
 """
 
@@ -197,7 +198,11 @@ class RetentionSweep:
         pipe = self._redis.pipeline(transaction=False)
         for conv, _ in convs:
             pipe.xtrim(keys.history(tenant_id, conv), minid=cutoff, approximate=False)
-        trimmed = await pipe.execute()
+            # The media bytes customers sent: their entry ids are store times too.
+            pipe.xtrim(keys.media(tenant_id, conv), minid=cutoff, approximate=False)
+        results = await pipe.execute()
+        trimmed = results[0::2]
+        report.add("media", sum(int(n) for n in results[1::2]))
         pipe = self._redis.pipeline(transaction=False)
         for conv, _ in convs:
             pipe.xlen(keys.history(tenant_id, conv))
@@ -225,7 +230,7 @@ class RetentionSweep:
                 pipe,
                 [keys.history(tenant_id, conv), keys.context(tenant_id, conv),
                  keys.paused(tenant_id, conv), keys.conversations(tenant_id),
-                 keys.inbox_card(tenant_id, conv)],
+                 keys.media(tenant_id, conv), keys.inbox_card(tenant_id, conv)],
                 [conv, cutoff],
             )
         _sha, *expired = await pipe.execute()
@@ -264,7 +269,8 @@ class RetentionSweep:
                     m = decode_message(fields[b"m"])
                 except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
                     continue
-                if (m.direction == "in" and m.status != "skipped") or (
+                if (m.direction == "in" and m.status != "skipped"
+                        and m.kind != MEDIA_KIND) or (
                         m.direction == "out" and m.kind == "reply" and m.part == 0):
                     kept += 1
             if len(page) < 50:

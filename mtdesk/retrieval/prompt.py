@@ -117,6 +117,9 @@ def prompt_budget(bot: BotConfig, model: str | None = None) -> int:
     return max(256, context_window(bot, model) - bot.max_tokens - MARGIN_TOKENS)
 
 
+IMAGE_TOKENS = 1100
+
+
 def fit_prompt(
     bot: BotConfig, messages: Sequence[ChatMessage], passages: Sequence[Passage], *,
     budget_tokens: int | None = None, model: str | None = None,
@@ -138,7 +141,9 @@ def fit_prompt(
     rule_cost = max(estimate_tokens(with_knowledge), estimate_tokens(without_knowledge)) + 8
     own = _trim(bot.system_prompt.strip(), max(0, (budget - rule_cost) // 2))
     room = budget - rule_cost - estimate_tokens(own)
-    newest = ChatMessage(last.role, _trim(last.content, max(16, room // 2)))
+    # A picture costs a provider up to ~1,100 tokens (OpenAI's high detail of a large one).
+    room -= IMAGE_TOKENS * len(last.images)
+    newest = ChatMessage(last.role, _trim(last.content, max(16, room // 2)), last.images)
     room -= estimate_tokens(newest.content) + 4
     knowledge: list[str] = []
     passage_room = max(0, int(room * 0.7)) if history else max(0, room)

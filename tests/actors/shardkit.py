@@ -76,11 +76,13 @@ class Desk:
     async def shard(self, index: int = 0, partitions: list[int] | None = None,
                     settings: Settings | None = None, retriever: Retriever | None = None,
                     sender_options: dict[str, object] | None = None,
-                    clock: Clock | None = None, **options: object) -> ConversationShard:
+                    clock: Clock | None = None, media_options: dict[str, object] | None = None,
+                    **options: object) -> ConversationShard:
         settings = settings or self.settings
         services = await build_shard_services(
             settings, retriever=retriever, clock=clock,
-            sender_options=sender_options or {"base_delay_s": 0.01, "max_attempts": 3})
+            sender_options=sender_options or {"base_delay_s": 0.01, "max_attempts": 3},
+            media_options=media_options)
         shard = ConversationShard(index, partitions if partitions is not None
                                   else list(range(settings.partitions)), services,
                                   block_ms=100, **options)  # type: ignore[arg-type]

@@ -8,10 +8,11 @@ import time
 
 from shardkit import desk, eventually
 
+from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.turns import context_decoder, without_texts
 from mtdesk.core import keys
 from mtdesk.core.clock import SystemClock
-from mtdesk.core.events import Edit, Unsend
+from mtdesk.core.events import Edit, Message, Unsend
 from mtdesk.core.history import MessageStore
 from mtdesk.core.ports import ChatMessage
 from mtdesk.core.redis import Redis
@@ -95,3 +96,91 @@ async def test_an_edit_of_a_message_still_waiting_is_what_gets_answered(
         store = MessageStore(redis)
         await eventually(lambda: _kinds(store, d.tenant_id, typo.conversation, "edit"))
         assert len(d.graph.sends) == 1 and len(d.llm.chat_requests) == 1
+
+
+def _edit(of: Message, text: str, version: int = 1) -> Edit:
+    return Edit(event_id=f"edit:{of.event_id}:{version}", channel="messenger",
+                account_id=of.account_id, user_id=of.user_id, timestamp_ms=_now(),
+                target_id=of.event_id, text=text, version=version)
+
+
+def _unsend(of: Message) -> Unsend:
+    return Unsend(event_id=f"unsend:{of.event_id}", channel="messenger", account_id=of.account_id,
+                  user_id=of.user_id, timestamp_ms=_now(), target_id=of.event_id)
+
+
+async def test_an_edit_while_the_answer_is_being_made_is_what_gets_answered_once(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard()
+        await shard.start()
+        d.llm.hold()
+        typo = d.message("Do you ship to Canda?", user="U9")
+        await d.push(typo)
+        await eventually(lambda: d.llm.waiting == 1)  # the model is working on the typo
+        await d.push(_edit(typo, "Do you ship to Canada?"))
+        # The stale answer is dropped; the model is asked again with the edited text.
+        await eventually(lambda: len(d.llm.chat_requests) == 2)
+        d.llm.release()
+        await eventually(lambda: len(d.graph.sends) == 1)
+        said = [m["content"] for m in d.llm.chat_requests[-1].messages if m["role"] == "user"]
+        assert said == ["Do you ship to Canada?"]
+        store = MessageStore(redis)
+        await eventually(lambda: _kinds(store, d.tenant_id, typo.conversation, "edit"))
+        await eventually(lambda: shard.handled == 2)
+        assert len(d.graph.sends) == 1  # answered once, not once per version
+        raw = await redis.get(keys.context(d.tenant_id, typo.conversation))
+        assert raw is not None
+        turns = context_decoder.decode(raw).turns
+        assert [t.content for t in turns if t.role == "user"] == ["Do you ship to Canada?"]
+
+
+async def test_a_message_unsent_while_the_answer_is_being_made_is_not_answered(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard()
+        await shard.start()
+        d.llm.hold()
+        oops = d.message("my password is hunter2", user="U10")
+        await d.push(oops)
+        await eventually(lambda: d.llm.waiting == 1)
+        await d.push(_unsend(oops))
+        await eventually(lambda: shard.handled == 2)
+        d.llm.release()
+        store = MessageStore(redis)
+        await eventually(lambda: _kinds(store, d.tenant_id, oops.conversation, "unsend"))
+        assert d.graph.sends == []
+        stored = await store.read(d.tenant_id, oops.conversation)
+        assert [(m.direction, m.kind) for m in stored] == [("in", "unsend")]
+        assert not any(m.text and "hunter2" in m.text for m in stored)
+        exported = b"".join([c async for c in export_user(redis, SystemClock(), d.tenant_id,
+                                                           "messenger", "U10")])
+        assert b"hunter2" not in exported
+        raw = await redis.get(keys.context(d.tenant_id, oops.conversation))
+        turns = context_decoder.decode(raw).turns if raw else []
+        assert not any("hunter2" in t.content for t in turns)
+
+        # What the person writes next is answered, and the model never sees the unsent text.
+        await d.push(d.message("hello", user="U10"))
+        await eventually(lambda: len(d.graph.sends) == 1)
+        assert all("hunter2" not in m["content"] for m in d.llm.chat_requests[-1].messages)
+
+
+async def test_a_message_unsent_before_its_turn_is_never_answered_nor_kept(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        first = d.message("call me at 555-0100", user="U11")
+        await d.push(first)
+        await d.push(_unsend(first))  # both arrive before the shard takes the message up
+        shard = await d.shard()
+        await shard.start()
+        await eventually(lambda: shard.handled == 2)
+        assert d.graph.sends == [] and d.llm.chat_requests == [] and d.graph.signals == []
+        stored = await MessageStore(redis).read(d.tenant_id, first.conversation)
+        assert [(m.kind, m.text) for m in stored] == [("unsend", None)]
+        record = await ReplyStore(redis, ttl_s=60, history_ttl_s=60).load(d.tenant_id,
+                                                                          first.event_id)
+        assert record.done  # a late redelivery of it is not answered either

@@ -59,6 +59,7 @@ async def test_a_business_signs_up_connects_its_page_and_resets_its_password(
     await form.locator("[name=password]").fill(PASSWORD)
     await form.locator("button[type=submit]").click()
     await expect(page.locator("#who")).to_contain_text("Ana (owner)")
+    await page.click("#sections a[data-section=channels]")
     await expect(page.locator("#channels-empty")).to_be_visible()
 
     # Connect with Facebook: Meta's dialog (the fake's page), Allow, and back.
@@ -66,12 +67,16 @@ async def test_a_business_signs_up_connects_its_page_and_resets_its_password(
     await expect(page.locator("h1")).to_contain_text("connect your facebook accounts")
     await page.click("button[value=allow]")
     await expect(page.locator("#connect-status")).to_contain_text("Connected 2 account(s)")
+    # back from the dialog on the channels page
+    await expect(page.locator("#channels")).to_be_visible()
+    assert page.url.endswith("/admin/#channels")
     rows = page.locator("#channel-rows tr")
     await expect(rows).to_have_count(2)
     await expect(page.locator("#channel-rows")).to_contain_text("1010")
     await expect(page.locator("#channel-rows")).to_contain_text("facebook_login")
 
     # An API key for a machine: shown once.
+    await page.click("#sections a[data-section=team]")
     await page.fill("#key-form [name=name]", "crm sync")
     await page.click("#key-form button[type=submit]")
     await expect(page.locator("#key-new code")).to_contain_text("mtd_")
@@ -91,6 +96,7 @@ async def test_a_business_signs_up_connects_its_page_and_resets_its_password(
     await page.fill("#link-form [name=password]", "a new long passphrase")
     await page.click("#link-form button[type=submit]")
     await expect(page.locator("#who")).to_contain_text("Ana (owner)")
+    await page.click("#sections a[data-section=channels]")
     await expect(page.locator("#channel-rows tr")).to_have_count(2)
 
 
@@ -104,6 +110,7 @@ async def test_an_invited_agent_sees_no_channel_team_or_key_controls(
                         ("password", PASSWORD)):
         await form.locator(f"[name={name}]").fill(value)
     await form.locator("button[type=submit]").click()
+    await page.click("#sections a[data-section=team]")
     await page.fill("#invite-form [name=name]", "Bo")
     await page.fill("#invite-form [name=email]", "bo@harbor.test")
     await page.click("#invite-form button[type=submit]")
@@ -117,5 +124,11 @@ async def test_an_invited_agent_sees_no_channel_team_or_key_controls(
     await page.click("#link-form button[type=submit]")
     await expect(page.locator("#who")).to_contain_text("Bo B. (agent)")
     await expect(page.locator("#conversations")).to_be_visible()
+    # no Team or Billing page for an agent, not even by typing its address
+    for hidden in ("#sections a[data-section=team]", "#sections a[data-section=billing]"):
+        await expect(page.locator(hidden)).to_be_hidden()
+    await page.goto(str(server.make_url("/admin/")) + "#team")
+    await expect(page.locator("#inbox")).to_be_visible()
+    await page.click("#sections a[data-section=channels]")
     for hidden in ("#connect-facebook", "#channel-form", "#team", "#keys"):
         await expect(page.locator(hidden)).to_be_hidden()

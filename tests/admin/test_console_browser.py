@@ -107,6 +107,14 @@ async def _sign_in(page: Any, server: TestServer, token: str) -> None:
     await page.click("#signin-form button[type=submit]")
 
 
+async def _go(page: Any, section: str) -> None:
+    """Opens one of the console's pages from its navigation, as a person would."""
+    from playwright.async_api import expect
+
+    await page.click(f"#sections a[data-section={section}]")
+    await expect(page.locator(f"section#{section}")).to_be_visible()
+
+
 async def test_a_tenant_runs_its_desk_from_the_console(
     server: TestServer, page: Any, redis: Redis
 ) -> None:
@@ -136,6 +144,7 @@ async def test_a_tenant_runs_its_desk_from_the_console(
     await _sign_in(page, server, key)
     # signed in: the tenant's name, shown as text (not markup), and its channels
     await expect(page.locator("#who")).to_have_text(f"Acme <Shoes> ({tid})")
+    await _go(page, "channels")
     row = page.locator(f"#channel-rows tr[data-id='{gone['id']}']")
     await expect(row).to_contain_text("disconnected")
     await expect(row).to_contain_text("Graph error 190: token expired")
@@ -163,6 +172,8 @@ async def test_a_tenant_runs_its_desk_from_the_console(
         ("whatsapp", "106540352242922", "connected")}
 
     # edit the bot; the API has it, and the field the form does not show is kept
+    await _go(page, "bot")
+    await expect(page.locator("#channels")).to_be_hidden()  # one page at a time
     bot = page.locator("#bot-form")
     await expect(bot.locator("input[name=provider]")).to_have_value("extractive")
     await bot.locator("textarea[name=system_prompt]").fill("You answer for Acme Shoes.")
@@ -185,6 +196,7 @@ async def test_a_tenant_runs_its_desk_from_the_console(
     await expect(page.locator("#bot-status")).to_contain_text("provider:")
 
     # knowledge: a Q&A pair is listed and becomes ready; then it can be deleted
+    await _go(page, "knowledge")
     qa = page.locator("#qa-form")
     await qa.locator("input[name=q]").fill("When are you open?")
     await qa.locator("textarea[name=a]").fill("Monday to Saturday, 10:00-18:00.")
@@ -201,6 +213,7 @@ async def test_a_tenant_runs_its_desk_from_the_console(
     assert sources["sources"] == []
 
     # conversations: the seeded one opens with its messages, text shown as text
+    await _go(page, "inbox")
     conv_row = page.locator("#conversation-rows tr", has_text=conv)
     await conv_row.locator("button", has_text="Open").click()
     await expect(page.locator("#thread-title")).to_have_text(conv)
@@ -240,6 +253,7 @@ async def test_the_operator_picks_a_tenant_and_sees_its_bot(
     await _sign_in(page, server, OPERATOR)
     await expect(page.locator("#who")).to_have_text("operator")
     await expect(page.locator("#tenant-select")).to_have_value(tid)
+    await _go(page, "bot")
     await expect(page.locator("#bot-form textarea[name=system_prompt]")).to_have_value(
         "Acme's own prompt")
 
@@ -254,6 +268,7 @@ async def test_export_saves_a_json_file_with_the_tenants_messages(
     await _seed_conversation(redis, tid, "15557654321", "Do you ship to Lisbon?")
     await _sign_in(page, server, key)
     await expect(page.locator("#conversation-rows tr")).to_have_count(2)
+    await _go(page, "privacy")
 
     async with page.expect_download() as info:
         await page.click("#export-all")
@@ -289,6 +304,7 @@ async def test_erasing_an_end_user_asks_first_then_follows_the_job_to_done(
     kept = await _seed_conversation(redis, tid, "15557654321", "hello")
     await _sign_in(page, server, key)
     await expect(page.locator("#conversation-rows tr")).to_have_count(2)
+    await _go(page, "privacy")
     form = page.locator("#user-form")
     await form.locator("select[name=channel]").select_option("whatsapp")
     await form.locator("input[name=user_id]").fill("15551234567")
@@ -330,6 +346,7 @@ async def test_disconnecting_a_channel_says_what_happens_and_erases_it(
     assert status == 201
     conv = await _seed_conversation(redis, tid, "15551234567", "hi there")
     await _sign_in(page, server, key)
+    await _go(page, "channels")
     row = page.locator(f"#channel-rows tr[data-id='{channel['id']}']")
     await expect(row.locator(".channel-status")).to_have_text("connected")
     await expect(page.locator(f"#conversation-rows tr[data-conversation='{conv}']")).to_have_count(1)
@@ -366,7 +383,9 @@ async def test_uploading_a_file_and_resyncing_it_index_it_and_retention_can_chan
 
     _, key = await _tenant(server)
     await _sign_in(page, server, key)
+    await _go(page, "privacy")
     await expect(page.locator("#retention-now")).to_contain_text("kept 365 days")
+    await _go(page, "knowledge")
 
     upload = page.locator("#file-form")
     # a type the API refuses: its message, naming the field
@@ -400,6 +419,7 @@ async def test_uploading_a_file_and_resyncing_it_index_it_and_retention_can_chan
     await expect(source.locator(".source-status")).to_have_text("ready")
 
     # retention: a bad value names the field; a good one is stored
+    await _go(page, "privacy")
     retention = page.locator("#retention-form")
     await retention.locator("input[name=days]").fill("0")
     await retention.locator("button[type=submit]").click()
@@ -410,3 +430,55 @@ async def test_uploading_a_file_and_resyncing_it_index_it_and_retention_can_chan
     await expect(page.locator("#retention-now")).to_contain_text("kept 30 days")
     _, stored = await _api(server, "GET", f"{API}/retention", key)
     assert stored["days"] == 30
+
+
+async def test_the_console_is_one_app_with_a_page_per_section_at_desk_and_phone_width(
+    server: TestServer, page: Any, redis: Redis
+) -> None:
+    from playwright.async_api import expect
+
+    tid, key = await _tenant(server)
+    await _seed_conversation(redis, tid, "15551234567", "hello")
+    sections = ["inbox", "channels", "bot", "knowledge", "analytics", "billing", "privacy",
+                "team"]
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await _sign_in(page, server, key)
+    # the inbox first; the navigation beside the page, every other page hidden
+    await expect(page.locator("#inbox")).to_be_visible()
+    await expect(page.locator("#sections a[aria-current=page]")).to_have_text("Inbox")
+    nav = await page.locator("#sections").bounding_box()
+    main = await page.locator("#inbox").bounding_box()
+    assert nav is not None and main is not None and nav["x"] + nav["width"] <= main["x"]
+    for name in sections[1:]:
+        await expect(page.locator(f"section#{name}")).to_be_hidden()
+
+    # each page by its link; the address names it, so reload and back come back to it
+    await _go(page, "knowledge")
+    assert page.url.endswith("#knowledge")
+    await expect(page).to_have_title("Knowledge · MT Desk console")
+    await _go(page, "analytics")
+    await page.reload()
+    await expect(page.locator("section#analytics")).to_be_visible()
+    await expect(page.locator("#sections a[aria-current=page]")).to_have_text("Analytics")
+    await page.go_back()
+    await expect(page.locator("section#knowledge")).to_be_visible()
+    await expect(page.locator("section#analytics")).to_be_hidden()
+    # billing off on this server: said so, the usage counted without a limit
+    await _go(page, "billing")
+    await expect(page.locator("#billing-status")).to_contain_text("Billing is not configured")
+    await expect(page.locator("#billing-facts")).to_contain_text("0 (no limit)")
+    await expect(page.locator("#checkout-form")).to_be_hidden()
+
+    # a phone: the navigation above the page, every page fits the width (no sideways scroll)
+    await page.set_viewport_size({"width": 375, "height": 740})
+    for name in sections:
+        link = page.locator(f"#sections a[data-section={name}]")
+        await link.scroll_into_view_if_needed()
+        await link.click()
+        await expect(page.locator(f"section#{name}")).to_be_visible()
+        nav = await page.locator("#sections").bounding_box()
+        main = await page.locator(f"section#{name}").bounding_box()
+        assert nav is not None and main is not None and nav["y"] + nav["height"] <= main["y"]
+        overflow = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the {name} page is wider than the phone by {overflow}px"

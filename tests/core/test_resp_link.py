@@ -123,8 +123,10 @@ async def test_a_pipelined_client_lends_its_own_link(redis_url: str) -> None:
         await plain.aclose()
 
 
-def test_a_tls_client_gets_no_link() -> None:
-    assert link_for(connect("rediss://127.0.0.1:6379/0")) is None
+def test_a_tls_client_gets_a_link_that_speaks_tls() -> None:
+    target = RespTarget.of(connect("rediss://127.0.0.1:6379/0?ssl_cert_reqs=none"))
+    assert target is not None and target.tls is not None and "tls" in repr(target)
+    assert RespTarget.of(connect("redis://127.0.0.1:6379/0")).tls is None  # type: ignore[union-attr]
 
 
 # A plan: per caller, a batch size (0: one command via call) and whether it gives up.

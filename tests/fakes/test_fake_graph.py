@@ -109,3 +109,20 @@ async def test_on_send_sees_each_accepted_send_and_since_skips_old_ones() -> Non
         async with s.get(f"{g.root_url}/_fake/sends?since=1") as r:
             later = [x["body"]["message"]["text"] for x in await r.json()]
     assert seen == ["b", "c"] and later == ["c"]
+
+
+async def test_attachment_urls_serve_real_bytes_until_they_expire() -> None:
+    async with FakeGraphAPI() as g, aiohttp.ClientSession() as session:
+        fresh = g.add_attachment(b"\xff\xd8 picture", "image/jpeg", expires_s=60)
+        stale = g.add_attachment(b"\xff\xd8 old", "image/jpeg", expires_s=-1)
+        async with session.get(fresh) as r:  # no token: the signed address is enough
+            assert r.status == 200 and await r.read() == b"\xff\xd8 picture"
+            assert r.headers["Content-Type"] == "image/jpeg"
+        async with session.get(stale) as r:
+            assert r.status == 403 and "expired" in await r.text()
+        g.fail_next_download(times=1, status=503)
+        async with session.get(fresh) as r:
+            assert r.status == 503
+        async with session.get(fresh) as r:
+            assert r.status == 200
+        assert len(g.downloads) == 2

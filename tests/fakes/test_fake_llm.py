@@ -116,3 +116,41 @@ def test_runs_as_its_own_process_and_reports_requests() -> None:
         with urllib.request.urlopen(proc.root_url + "/_fake/requests") as r:
             recorded = json.loads(r.read())
         assert recorded[0]["messages"][0]["content"] == "yo"
+
+
+async def test_multimodal_chat_reports_the_picture_it_was_shown() -> None:
+    import base64
+    import hashlib
+
+    picture = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
+    url = "data:image/png;base64," + base64.b64encode(picture).decode()
+    async with FakeLLM() as llm:
+        client = _client(llm)
+        r = await client.chat.completions.create(model="m1", messages=[
+            {"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                         {"type": "image_url", "image_url": {"url": url}}]}])
+        await client.close()
+    assert r.choices[0].message.content == (
+        f"[m1] You said: what is this? [saw 1 image: image/png, {len(picture)} bytes]")
+    assert llm.requests[0].images == [{"mime_type": "image/png", "size": len(picture),
+                                       "sha256": hashlib.sha256(picture).hexdigest()}]
+    assert llm.requests[0].prompt_text() == "what is this?"
+
+
+async def test_audio_transcriptions_hear_the_words_the_bytes_spell() -> None:
+    async with FakeLLM() as llm:
+        client = _client(llm)
+        heard = await client.audio.transcriptions.create(
+            model="whisper-1", file=("voice.ogg", b"OggS\x00\x01 hello there", "audio/ogg"))
+        silence = await client.audio.transcriptions.create(
+            model="whisper-1", file=("voice.ogg", b"\x00\x01\x02", "audio/ogg"))
+        llm.fail_next(503)
+        with pytest.raises(openai.InternalServerError):
+            await client.audio.transcriptions.create(
+                model="whisper-1", file=("voice.ogg", b"x", "audio/ogg"))
+        await client.close()
+    assert heard.text == "OggS hello there"
+    assert silence.text == "(3 bytes of audio)"
+    first = llm.transcription_requests[0]
+    assert first.model == "whisper-1" and first.params["filename"] == "voice.ogg"
+    assert first.params["size"] == len(b"OggS\x00\x01 hello there")

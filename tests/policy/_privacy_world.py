@@ -12,7 +12,8 @@ import msgspec
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.events import Message, encode_event, partition_of
-from mtdesk.core.history import MessageStore, StoredMessage
+from mtdesk.core.history import MEDIA_KIND, MessageStore, StoredMessage
+from mtdesk.core.media import MediaRecord, MediaStore
 from mtdesk.core.redis import Redis
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings
@@ -82,6 +83,17 @@ async def store_conversation(
         text=person.text,
     )
     await store.append(tenant_id, inbound, now_ms=at_ms)
+    # A picture the person sent: its bytes (here their words, so a scan finds any copy
+    # left behind) and the history's record of it.
+    media = await MediaStore(redis).put(tenant_id, person.conv, person.mid, 0,
+                                        f"JFIF {person.text}".encode(), "image/jpeg",
+                                        now_ms=at_ms)
+    await store.append(tenant_id, StoredMessage(
+        direction="in", message_id=f"media:{person.mid}", kind=MEDIA_KIND,
+        channel=person.channel, account_id=person.account_id, user_id=person.user_id,
+        timestamp_ms=at_ms, reply_to=person.mid, status="recorded",
+        media=(MediaRecord(index=0, type="image", mime_type="image/jpeg", size=media.size,
+                           sha256=media.sha256, ref=media.ref),)), now_ms=at_ms)
     reply = StoredMessage(
         direction="out", message_id=f"gm_{person.mid}", kind="reply", channel=person.channel,
         account_id=person.account_id, user_id=person.user_id, timestamp_ms=at_ms + 1,
@@ -186,6 +198,8 @@ async def dump_redis(redis: Redis) -> list[tuple[str, bytes]]:
     async for name in redis.scan_iter(count=500):
         kind = (await redis.type(name)).decode()
         parts: list[bytes] = [name]
+        if kind == "none":  # gone between SCAN and TYPE (a lease expiring, a job ending)
+            continue
         if kind == "string":
             parts.append(await redis.get(name) or b"")
         elif kind == "hash":

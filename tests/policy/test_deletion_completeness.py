@@ -79,7 +79,8 @@ async def test_end_user_deletion_leaves_no_trace_of_that_user(
     assert await redis.sismember(keys.restricted(w.a.id), f"whatsapp:{w.bob.user_id}")
     done = await DeletionJobs(redis, FakeClock()).get(job.id)
     assert done.status == "done"
-    assert done.counts["messages"] == 2 and done.counts["conversations"] == 1
+    # her message, the record of her picture, the reply
+    assert done.counts["messages"] == 3 and done.counts["conversations"] == 1
     assert done.counts["inbound_events"] == 1 and done.counts["dead_letters"] == 1
 
 
@@ -136,7 +137,7 @@ async def test_account_deletion_leaves_nothing_of_the_tenant(
     )) == 5  # the chunk, the upload, the index file, the billing hash and customer index
     done = await DeletionJobs(redis, FakeClock()).get(job.id)
     assert done.status == "done" and done.finished_ms is not None
-    assert done.counts["messages"] == 6 and done.counts["files"] == 2
+    assert done.counts["messages"] == 9 and done.counts["files"] == 2
 
 
 async def test_a_second_run_of_a_finished_job_changes_nothing(

@@ -85,7 +85,7 @@ async def test_meta_data_deletion_answers_url_and_code_and_the_page_shows_comple
     await drain(redis, settings)
     page = await client.get(path, headers={"Accept": "application/json"})
     status = await page.json()
-    assert status["status"] == "done" and status["finished_ms"] and status["counts"]["messages"] == 4
+    assert status["status"] == "done" and status["finished_ms"] and status["counts"]["messages"] == 6
     html = await (await client.get(path)).text()
     assert "Your data has been deleted." in html and code in html
     for secret in (w.asid, w.a.id, "1110001", w.alice.user_id):

@@ -45,8 +45,16 @@ async def test_tenant_export_is_complete_json_without_tokens(redis: Redis, world
     assert set(convs) == {w.alice.conv, w.carol.conv, w.bob.conv}
     alice = convs[w.alice.conv]
     assert alice["user_id"] == w.alice.user_id
-    assert [m["text"] for m in alice["messages"]] == [w.alice.text, f"answer for {w.alice.text}"]
-    assert alice["messages"][1]["status"] == "sent"
+    assert [m.get("text") for m in alice["messages"]] == [
+        w.alice.text, None, f"answer for {w.alice.text}"]
+    assert alice["messages"][2]["status"] == "sent"
+    # The picture alice sent is exported as a reference (type, size, digest, ref), never
+    # as its bytes.
+    picture = alice["messages"][1]
+    assert picture["kind"] == "media" and picture["reply_to"] == w.alice.mid
+    [ref] = picture["media"]
+    assert ref["mime_type"] == "image/jpeg" and ref["size"] > 0 and len(ref["sha256"]) == 64
+    assert ref["ref"] and b"JFIF" not in body
     for token in w.tokens.values():
         assert token.encode() not in body
     assert b"v1." not in body and b"token" not in body.replace(b"max_tokens", b"")
@@ -70,7 +78,7 @@ async def test_a_large_tenant_streams_in_many_small_chunks_with_every_message(
                                                  chunk_bytes=4096))
     assert n_chunks > 15  # streamed, not built in one piece
     doc = json.loads(body)
-    texts = [m["text"] for c in doc["conversations"] if c["conversation"] == conv
+    texts = [m.get("text") for c in doc["conversations"] if c["conversation"] == conv
              for m in c["messages"]]
     assert texts == [f"message number {i} " + "x" * 50 for i in range(1200)]
 

@@ -44,8 +44,13 @@
     }, "forgot-status");
 
     // --- links from mail, and Meta's dialog sending the person back -------------------
-    const hash = new URLSearchParams(location.hash.slice(1));
-    if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+    // (A fragment with no "=" names one of the console's pages: console.js routes it.)
+    const hash = new URLSearchParams(location.hash.includes("=") ? location.hash.slice(1) : "");
+    if (location.hash.includes("=")) {
+      // back from Meta's dialog: the outcome is shown on the channels page
+      history.replaceState(null, "", location.pathname + location.search +
+                                     (hash.get("connect") ? "#channels" : ""));
+    }
     const link = hash.get("reset") ? ["reset", hash.get("reset")]
       : (hash.get("invite") ? ["invite", hash.get("invite")] : null);
     if (link) {
@@ -85,7 +90,6 @@
                    "sessions end at once.", "Remove", () => call("DELETE", "/team/" +
                    encodeURIComponent(u.id)).then(loadTeam).catch(failed("team-status"))) },
           "Remove…")))));
-      show($("team"), true);
     }
 
     onSubmit("invite-form", async (form) => {
@@ -109,7 +113,6 @@
             "key-confirm", `Revoke the key "${k.name}"? Machines using it get 401 at once.`,
             "Revoke", () => call("DELETE", "/keys/" + encodeURIComponent(k.id))
               .then(loadKeys).catch(failed("keys-status"))) }, "Revoke…"))))));
-      show($("keys"), true);
     }
 
     function showNewKey(made) {
@@ -129,7 +132,41 @@
       await loadKeys();
     }, "keys-status");
 
-    M.extraLoads.push(loadTeam, loadKeys);
+    // --- billing ----------------------------------------------------------------------------
+    async function loadBilling() {
+      if (state.role === "agent") return;
+      const b = await call("GET", "/billing");
+      const facts = [
+        ["Plan", b.plan], ["Subscription", b.status],
+        [`Messages answered in ${b.month}`,
+         b.quota === null ? `${b.usage} (no limit)` : `${b.usage} of ${b.quota}`],
+        ["Counter resets", when(b.resets_at_ms)],
+      ];
+      if (b.current_period_end_s) {
+        facts.push([b.cancel_at_period_end ? "Ends" : "Renews", when(b.current_period_end_s * 1000)]);
+      }
+      $("billing-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+      show($("billing-portal"), b.billing_enabled && b.has_customer);
+      show($("checkout-form"), b.billing_enabled && !b.subscription);
+      if (!b.billing_enabled) {
+        say("billing-status", "Billing is not configured on this server: usage is counted, " +
+                              "nothing is charged.", "");
+      }
+    }
+
+    $("billing-portal").addEventListener("click", () => {
+      call("POST", "/billing/portal", { body: {} })
+        .then((answer) => { location.assign(answer.url); }).catch(failed("billing-status"));
+    });
+    onSubmit("checkout-form", async (form) => {
+      const answer = await call("POST", "/billing/checkout", { body: values(form) });
+      location.assign(answer.url);
+    }, "billing-status");
+    if (/[?&]billing=success\b/.test(location.search)) {
+      say("billing-status", "Thank you: the subscription starts once Stripe confirms it.", "ok");
+    }
+
+    M.extraLoads.push(loadTeam, loadKeys, () => loadBilling().catch(failed("billing-status")));
     // A link opened in a tab already showing the console changes only the fragment.
     window.addEventListener("hashchange", () => {
       const next = new URLSearchParams(location.hash.slice(1));

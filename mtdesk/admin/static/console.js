@@ -192,6 +192,74 @@
     };
   }
 
+  // --- sections: the app's pages, one shown at a time ---------------------------------
+  // The address's fragment names the page (#inbox, #channels, …), so the browser's back
+  // button, a bookmark or a reload comes back to it. Another script adds to a page with
+  // MTDesk.onSection(name, callback): callback(sectionElement) runs each time the page is
+  // shown, after a sign-in or a change of tenant has loaded the data (and at once if the
+  // page is showing), e.g. to mount a view into #inbox-view. A rejected promise it returns
+  // is shown in the page's "<name>-status" line when there is one.
+  const SECTIONS = ["inbox", "channels", "bot", "knowledge", "analytics", "billing",
+                    "privacy", "team"];
+  const OWNER_SECTIONS = new Set(["billing", "team"]);
+  const LABELS = { inbox: "Inbox", channels: "Channels", bot: "Bot", knowledge: "Knowledge",
+                   analytics: "Analytics", billing: "Billing", privacy: "Privacy", team: "Team" };
+  const sectionHooks = new Map();  // section name -> callbacks run when it is shown
+  let current = null;
+
+  function allowed(name) {
+    return SECTIONS.includes(name) && !(state.role === "agent" && OWNER_SECTIONS.has(name));
+  }
+
+  function wanted() {
+    const name = location.hash.slice(1);
+    return allowed(name) ? name : "inbox";
+  }
+
+  function runHooks(name) {
+    for (const callback of sectionHooks.get(name) || []) {
+      try {
+        const done = callback($(name));
+        if (done && typeof done.catch === "function") {
+          done.catch((err) => ($(name + "-status") ? failed(name + "-status")(err) : console.error(err)));
+        }
+      } catch (err) { console.error(err); }
+    }
+  }
+
+  // `quiet`: signing in shows the page at once; its hooks run once the data has loaded.
+  function showSection(name, quiet) {
+    if (!allowed(name)) name = "inbox";
+    current = name;
+    for (const s of SECTIONS) show($(s), s === name);
+    for (const link of document.querySelectorAll("#sections a")) {
+      if (link.dataset.section === name) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    document.title = LABELS[name] + " · MT Desk console";
+    if (!quiet && !$("console").hidden) runHooks(name);
+  }
+
+  function onSection(name, callback) {
+    if (!sectionHooks.has(name)) sectionHooks.set(name, []);
+    sectionHooks.get(name).push(callback);
+    if (current === name && !$("console").hidden) runHooks(name);
+  }
+
+  // Shows a page and puts its name in the address (a new history entry).
+  function go(name) {
+    if (location.hash === "#" + name) showSection(name);
+    else location.hash = name;
+  }
+
+  function enterConsole() {
+    show($("signin-error"), false);
+    show($("signin"), false);
+    show($("console"), true);
+    show($("signout"), true);
+    showSection(wanted(), true);
+  }
+
   // --- signing in -----------------------------------------------------------------------
   async function signIn(candidate) {
     // The operator token may list tenants; a tenant key gets 403 there; anything else 401.
@@ -204,10 +272,7 @@
     }
     sessionStorage.setItem(TOKEN_KEY, candidate);
     $("token").value = "";
-    show($("signin-error"), false);
-    show($("signin"), false);
-    show($("console"), true);
-    show($("signout"), true);
+    enterConsole();
     if (state.operator) {
       await loadTenants();
     } else {
@@ -224,11 +289,8 @@
   async function enterWithSession(me) {
     Object.assign(state, { operator: false, cookie: true, csrf: me.csrf_token,
                            role: me.role, tenantId: me.tenant_id });
-    show($("signin-error"), false);
-    show($("signin"), false);
-    show($("console"), true);
-    show($("signout"), true);
     document.body.dataset.role = me.role;
+    enterConsole();
     const tenant = await call("GET", "/tenant");
     $("who").textContent = `${me.user.name} (${me.role}) · ${tenant.name}`;
     show($("who"), true);
@@ -249,6 +311,7 @@
     stopJobs();
     Object.assign(state, { operator: false, tenantId: null, bot: null, thread: null });
     show($("console"), false);
+    current = null;
     show($("signout"), false);
     show($("who"), false);
     show($("signin"), true);
@@ -284,6 +347,7 @@
       loadConversations(false).catch(failed("conversations-status")),
       ...extraLoads.map((load) => load().catch(failed("channels-status"))),
     ]);
+    if (current) runHooks(current);
   }
   const extraLoads = [];
 
@@ -567,6 +631,10 @@
       });
     });
     $("signout").addEventListener("click", () => signOut(""));
+    window.addEventListener("hashchange", () => {
+      const name = location.hash.slice(1);
+      if (SECTIONS.includes(name) && !$("console").hidden) showSection(name);
+    });
     $("tenant-select").addEventListener("change", (event) => {
       state.tenantId = event.target.value;
       loadAll();
@@ -604,5 +672,6 @@
   });
 
   window.MTDesk = { $, el, show, say, when, call, ApiError, failed, onSubmit, askFirst,
-                    enterWithSession, state, extraLoads, loadChannels };
+                    enterWithSession, state, extraLoads, loadChannels, onSection, go,
+                    showSection, download };
 })();

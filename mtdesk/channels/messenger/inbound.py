@@ -9,7 +9,8 @@ What callers may rely on: every item yields at least one event or one entry in
 ids are synthesized stably for things without their own id (receipts, reactions), so
 a redelivered webhook maps to the same event ids. Timestamps are epoch milliseconds;
 a string, or a number of seconds (Meta's App Dashboard test samples), is read as what it
-says. A checkbox-plugin opt-in names the person only by ``user_ref``: its user id is
+says. Handover-protocol items (pass / take / request thread control) are
+:class:`~mtdesk.core.events.Handover` events. A checkbox-plugin opt-in names the person only by ``user_ref``: its user id is
 ``user_ref:<ref>`` (never a PSID, so it is its own conversation). Referrals (ads,
 ``m.me`` links, postback referrals, opt-in refs) are kept whole in ``origin``.
 """
@@ -26,6 +27,7 @@ from mtdesk.core.events import (
     Echo,
     Edit,
     Event,
+    Handover,
     Location,
     Message,
     Postback,
@@ -142,6 +144,15 @@ class WireEdit(msgspec.Struct, frozen=True, gc=False):
     num_edit: int | str | None = None
 
 
+class WireThreadControl(msgspec.Struct, frozen=True, gc=False):
+    """``pass_thread_control`` / ``take_thread_control`` / ``request_thread_control``."""
+
+    new_owner_app_id: int | str | None = None
+    previous_owner_app_id: int | str | None = None
+    requested_owner_app_id: int | str | None = None
+    metadata: str | None = None
+
+
 class MessagingItem(msgspec.Struct, frozen=True, gc=False):
     """One element of ``entry[].messaging[]`` (Messenger and Instagram)."""
 
@@ -157,18 +168,19 @@ class MessagingItem(msgspec.Struct, frozen=True, gc=False):
     referral: WireReferral | None = None
     optin: WireOptin | None = None
     account_linking: Any = None
-    pass_thread_control: Any = None
-    take_thread_control: Any = None
-    request_thread_control: Any = None
+    pass_thread_control: WireThreadControl | None = None
+    take_thread_control: WireThreadControl | None = None
+    request_thread_control: WireThreadControl | None = None
     policy_enforcement: Any = None
 
 
 messaging_item_decoder: msgspec.json.Decoder[MessagingItem] = msgspec.json.Decoder(MessagingItem)
 
 # Item kinds we record as Unsupported (not answered), by the field that carries them.
-_OTHER_ITEMS = (
-    "account_linking", "pass_thread_control", "take_thread_control",
-    "request_thread_control", "policy_enforcement",
+_OTHER_ITEMS = ("account_linking", "policy_enforcement")
+_HANDOVERS: tuple[tuple[str, Literal["pass", "take", "request"]], ...] = (
+    ("pass_thread_control", "pass"), ("take_thread_control", "take"),
+    ("request_thread_control", "request"),
 )
 
 
@@ -378,11 +390,23 @@ def messaging_events(
                             origin=origin_of(item.referral), **base)]
     if item.optin is not None:
         return [_optin(channel, account, user, ts, item.optin)]
+    for name, step in _HANDOVERS:
+        control: WireThreadControl | None = getattr(item, name)
+        if control is not None:
+            return [Handover(event_id=f"{name}:{account}:{user}:{ts}", action=step,
+                             new_owner_app_id=_app_id(control.new_owner_app_id),
+                             previous_owner_app_id=_app_id(control.previous_owner_app_id),
+                             requested_owner_app_id=_app_id(control.requested_owner_app_id),
+                             metadata=control.metadata, **base)]
     for name in _OTHER_ITEMS:
         if getattr(item, name) is not None:
             return [Unsupported(event_id=f"{name}:{account}:{user}:{ts}", type=name, **base)]
     unknown.append(f"{channel}:messaging")
     return []
+
+
+def _app_id(value: int | str | None) -> str | None:
+    return None if value is None or value == "" else str(value)
 
 
 def _optin(channel: Channel, account: str, user: str, ts: int, optin: WireOptin) -> Event:

@@ -34,9 +34,11 @@ from mtdesk.core.events import (
     Attachment,
     Channel,
     ContactCard,
+    Echo,
     Edit,
     Event,
     FormField,
+    Imported,
     Location,
     Message,
     Order,
@@ -48,6 +50,7 @@ from mtdesk.core.events import (
     StatusError,
     Unsend,
     Unsupported,
+    UserChanged,
 )
 
 OBJECT = "whatsapp_business_account"
@@ -226,10 +229,28 @@ class WAUnsupported(msgspec.Struct, frozen=True, gc=False):
     type: str | None = None
 
 
+class WASystem(msgspec.Struct, frozen=True, gc=False):
+    """A system message: the person changed their number or their business-scoped id."""
+
+    type: str | None = None  # user_changed_number | user_changed_user_id | …
+    body: str | None = None
+    wa_id: str | None = None  # the new phone-based id (user_changed_number)
+    new_wa_id: str | None = None  # older API versions' name for it
+    user_id: str | None = None  # the new business-scoped id
+    previous_user_id: str | None = None
+
+
+class WAHistoryContext(msgspec.Struct, frozen=True, gc=False):
+    status: str | None = None
+    from_me: bool | None = None
+
+
 class WAMessage(msgspec.Struct, frozen=True, gc=False, rename={"from_": "from"}):
     id: str | None = None
     from_: str | None = None
     from_user_id: str | None = None
+    to: str | None = None  # Business-app echoes and imported history: the person written to
+    to_user_id: str | None = None
     timestamp: str | int | None = None
     type: str = "unknown"
     text: WAText | None = None
@@ -250,6 +271,8 @@ class WAMessage(msgspec.Struct, frozen=True, gc=False, rename={"from_": "from"})
     order: WAOrder | None = None
     revoke: WARevoke | None = None
     edit: WAEdit | None = None
+    system: WASystem | None = None
+    history_context: WAHistoryContext | None = None
 
 
 class WAPricing(msgspec.Struct, frozen=True, gc=False):
@@ -269,14 +292,35 @@ class WAStatus(msgspec.Struct, frozen=True, gc=False):
     pricing: WAPricing | None = None
 
 
+class WAHistoryMeta(msgspec.Struct, frozen=True, gc=False):
+    phase: int | str | None = None
+    chunk_order: int | str | None = None
+    progress: int | str | None = None
+
+
+class WAThread(msgspec.Struct, frozen=True, gc=False):
+    id: str | None = None  # the person's phone number
+    user_id: str | None = None
+    messages: list[WAMessage] | None = None
+
+
+class WAHistoryChunk(msgspec.Struct, frozen=True, gc=False):
+    metadata: WAHistoryMeta | None = None
+    threads: list[WAThread] | None = None
+    errors: list[WAError] | None = None  # e.g. 2593109: the business declined to share
+
+
 class WAValue(msgspec.Struct, frozen=True, gc=False):
-    """``changes[].value`` of ``field == "messages"``."""
+    """``changes[].value`` of ``field == "messages"`` (and of the coexistence fields
+    ``smb_message_echoes`` and ``history``, which add their own lists)."""
 
     metadata: WAMetadata | None = None
     contacts: list[WAContact] | None = None
     messages: list[WAMessage] | None = None
     statuses: list[WAStatus] | None = None
     errors: list[WAError] | None = None
+    message_echoes: list[WAMessage] | None = None
+    history: list[WAHistoryChunk] | None = None
 
 
 value_decoder: msgspec.json.Decoder[WAValue] = msgspec.json.Decoder(WAValue)
@@ -432,6 +476,11 @@ def _message(account: str, contacts: list[WAContact], m: WAMessage, unknown: lis
             text=m.edit.message.new_text() if m.edit.message is not None else None,
             **base,
         )
+    if t == "system" and m.system is not None:
+        changed = _user_changed(m.system, who, base)
+        if changed is not None:
+            return changed
+        return Unsupported(type=f"system:{m.system.type or 'unknown'}"[:64], **base)
     if t == "reaction" and m.reaction is not None:
         emoji = m.reaction.emoji or None
         return Reaction(
@@ -494,8 +543,33 @@ def _message(account: str, contacts: list[WAContact], m: WAMessage, unknown: lis
 
 _KNOWN_TYPES = frozenset((
     "text", *_MEDIA, "location", "interactive", "button", "reaction", "contacts", "order", "revoke",
-    "edit",
+    "edit", "system",
 ))
+USER_CHANGES = frozenset(("user_changed_number", "user_changed_user_id"))
+
+
+def _user_changed(system: WASystem, who: _Who, base: _MessageBase) -> UserChanged | None:
+    """The person's new id after a number or business-scoped id change; None when the
+    message names no change we can follow (or none at all: the id stays)."""
+    if system.type not in USER_CHANGES:
+        return None
+    new_wa_id = system.wa_id or system.new_wa_id
+    if system.type == "user_changed_user_id":
+        new_user = system.user_id
+    elif who.user_id and who.user_id == who.wa_id:
+        # Keyed on the phone-based id: the conversation follows the new number (or the
+        # business-scoped id Meta gives with it).
+        new_user = system.user_id or new_wa_id
+    else:
+        new_user = system.user_id or who.user_id  # keyed on a business-scoped id: it stays
+    old_user = who.user_id or system.previous_user_id or ""
+    if not new_user:
+        return None
+    fields = dict(base)
+    fields["user_id"] = old_user
+    return UserChanged(change=system.type, new_user_id=new_user, new_wa_id=new_wa_id,
+                       text=system.body, **fields)  # type: ignore[arg-type]
+
 
 
 def _origin(ref: WAReferral) -> Referral:
@@ -639,3 +713,89 @@ def whatsapp_events(entry_id: str, value: WAValue, unknown: list[str]) -> list[E
         # Errors about the number or the app, not about a user: counted (and logged by id).
         unknown.append("whatsapp:errors")
     return out
+
+
+# --- coexistence: the WhatsApp Business app on the same number --------------------------
+
+COEXISTENCE_FIELDS = frozenset(("smb_message_echoes", "history", "smb_app_state_sync"))
+
+
+def _content(account: str, m: WAMessage) -> Message | None:
+    """What a message says (text, attachments, type), read as any inbound message is."""
+    scratch: list[str] = []
+    ev = _message(account, [], m, scratch)
+    return ev if isinstance(ev, Message) else None
+
+
+def _digits(number: str | None) -> str:
+    return "".join(ch for ch in number or "" if ch.isdigit())
+
+
+def echo_events(entry_id: str, value: WAValue, unknown: list[str]) -> list[Event]:
+    """``smb_message_echoes``: what the business sent from the WhatsApp Business app (or
+    a linked device). Each is an :class:`Echo` to the person written to (never ours:
+    the bot pauses as for a human agent); an echo that edits or deletes one of the
+    business's messages is recorded as ``Unsupported`` (``echo:edit`` / ``echo:revoke``)."""
+    account = (value.metadata.phone_number_id if value.metadata is not None else None) or entry_id
+    out: list[Event] = []
+    for m in value.message_echoes or ():
+        user = m.to_user_id or m.to or ""
+        ts = _ms(m.timestamp)
+        eid = m.id or f"wecho:{account}:{user}:{ts}"
+        if m.type in ("revoke", "edit"):
+            out.append(Unsupported(event_id=eid, type=f"echo:{m.type}", channel="whatsapp",
+                                   account_id=account, user_id=user, timestamp_ms=ts,
+                                   wa_id=m.to))
+            continue
+        said = _content(account, m)
+        if said is None:
+            unknown.append(f"whatsapp:echo:{m.type}"[:64])
+        out.append(Echo(
+            event_id=eid, channel="whatsapp", account_id=account, user_id=user,
+            timestamp_ms=ts, wa_id=m.to, text=said.text if said is not None else None,
+            attachments=said.attachments if said is not None else (),
+        ))
+    return out
+
+
+def history_events(entry_id: str, value: WAValue, unknown: list[str]) -> list[Event]:
+    """``history``: past messages of the Business app's chats (up to 180 days), each an
+    :class:`Imported` of the thread's person, ``out`` when the business wrote it (its own
+    number as sender, or ``history_context.from_me``). A chunk with ``errors`` (the
+    business declined to share) is counted."""
+    meta = value.metadata
+    account = (meta.phone_number_id if meta is not None else None) or entry_id
+    business = _digits(meta.display_phone_number if meta is not None else None)
+    out: list[Event] = []
+    for chunk in value.history or ():
+        if chunk.errors:
+            unknown.append("whatsapp:history:errors")
+        for thread in chunk.threads or ():
+            for m in thread.messages or ():
+                ctx = m.history_context
+                mine = bool(ctx is not None and ctx.from_me) or (
+                    bool(business) and _digits(m.from_) == business)
+                user = thread.user_id or (m.to_user_id if mine else m.from_user_id) or \
+                    thread.id or (m.to if mine else m.from_) or ""
+                ts = _ms(m.timestamp)
+                said = _content(account, m)
+                out.append(Imported(
+                    event_id=m.id or f"whist:{account}:{user}:{ts}", channel="whatsapp",
+                    account_id=account, user_id=user, timestamp_ms=ts,
+                    wa_id=thread.id, direction="out" if mine else "in", type=m.type,
+                    text=said.text if said is not None else None,
+                    attachments=said.attachments if said is not None else (),
+                    status=ctx.status if ctx is not None else None,
+                ))
+    return out
+
+
+def coexistence_events(field: str, entry_id: str, value: WAValue, unknown: list[str]) -> list[Event]:
+    """Events of a coexistence field; ``smb_app_state_sync`` (the app's contact list)
+    makes none (counted)."""
+    if field == "smb_message_echoes":
+        return echo_events(entry_id, value, unknown)
+    if field == "history":
+        return history_events(entry_id, value, unknown)
+    unknown.append(f"whatsapp:field:{field}"[:64])
+    return []
