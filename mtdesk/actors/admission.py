@@ -125,6 +125,8 @@ async def admit(
             tid, event.event_id, inbound_message(event, status="skipped", reason=reason),
             now_ms=conv.now_ms(), skip_reason=reason,
         )
+    if reason or claimed or not record.state:  # received now (not a redelivery's answer)
+        s.tally.message_in(tid, event.channel, conv.now_ms())
     ctx.last_inbound_ms = max(ctx.last_inbound_ms, event.timestamp_ms)
     ctx.window_until_ms = window_until
     conv.mark_dirty()

@@ -46,6 +46,7 @@ from mtdesk.actors.admission import admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.records import UNSENT_FIRST, thread_lost
 from mtdesk.actors.replies import TAKEN_OVER, ContextWrite, OutgoingReply, ReplyState, TakenOver
+from mtdesk.actors.suggest import suggestions_for
 from mtdesk.actors.turns import context_encoder
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
@@ -164,13 +165,16 @@ async def _answer(
             await _drop_unsent(conv, burst)
             return
         texts, completion, outcome = made
+        s.tally.tokens(item.tenant_id, event.channel, conv.now_ms(),
+                       completion.prompt_tokens, completion.completion_tokens)
         # The greeting is part of the reply's stored text: a resumed send continues
         # the same text, so it is never sent twice.
         text = greeted(bot, completion.text) if conv.context.new else completion.text
         conv.context.turns = conv.bounded(
             [*conv.context.turns, *(ChatMessage("user", t) for t in texts)])
         reply = OutgoingReply.of(item.tenant_id, event, text, completion.provider,
-                                 completion.model, reason=_DONE_REASONS.get(outcome, ""))
+                                 completion.model, reason=_DONE_REASONS.get(outcome, ""),
+                                 suggestions=completion.suggestions)
         await send_reply(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
@@ -240,6 +244,9 @@ async def _generate(
                 prompt[-1] = ChatMessage(last.role, last.content, tuple(images))
             completion = await s.chat_model.complete(bot, prompt, passages)
         s.metrics.observe("llm", time.monotonic() - started)
+        if bot.suggestions:
+            completion = msgspec.structs.replace(
+                completion, suggestions=suggestions_for(bot, passages, texts))
         return completion, "sent"
     except (ProviderError, TimeoutError) as exc:
         s.metrics.observe("llm", time.monotonic() - started)
@@ -343,6 +350,20 @@ async def send_reply(
         conv.mark_clean()
     s.metrics.observe("send", time.monotonic() - started)
     s.metrics.outcome(outcome)
+    _tally(conv, burst, reply, run.ended, reason)
     for b in burst:
         s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
         s.ledger.done(b)
+
+
+def _tally(conv: Conversation, burst: list[WorkItem], reply: OutgoingReply,
+           ended: ReplyState | None, reason: str) -> None:
+    """The reply's analytics: sent (with the time from the customer's first message of
+    the burst to now) or failed (by reason)."""
+    tally, now = conv.services.tally, conv.now_ms()
+    if ended is ReplyState.SENT:
+        first = min((b.event.timestamp_ms for b in burst), default=0)
+        tally.bot_reply(reply.tenant_id, reply.channel, now, conv.key,
+                        now - first if first > 0 else None)
+    elif ended is ReplyState.FAILED:
+        tally.failure(reply.tenant_id, reply.channel, now, reason)

@@ -34,8 +34,8 @@ from collections import deque
 import msgspec
 
 from mtdesk.actors import records
-from mtdesk.actors.takeover import send_agent_reply
 from mtdesk.actors.answering import answer, greeted
+from mtdesk.actors.takeover import send_agent_reply
 from mtdesk.actors.turns import (
     ConversationContext,
     PromptBuilder,

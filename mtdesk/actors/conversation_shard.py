@@ -108,6 +108,7 @@ class ConversationShard:
         claim_interval_s: float = 15.0,
         ack_delay_s: float = 0.005,
         stats_interval_s: float = 5.0,
+        analytics_interval_s: float = 1.0,
         process_metrics: bool = True,
         max_failures: int = 5,
     ) -> None:
@@ -124,6 +125,7 @@ class ConversationShard:
         self._claim_interval_s = claim_interval_s
         self._ack_delay_s = ack_delay_s
         self._stats_interval_s = stats_interval_s
+        self._analytics_interval_s = analytics_interval_s
         # Also publish the process-wide registry (sender, LLM): right for one shard per
         # process (Ray); several shards in one process would report it several times.
         self._process_metrics = process_metrics
@@ -177,6 +179,7 @@ class ConversationShard:
             asyncio.create_task(self._claim_loop(), name=f"{self.consumer}:claim"),
             asyncio.create_task(self._housekeeping_loop(), name=f"{self.consumer}:house"),
             asyncio.create_task(self._purge_loop(), name=f"{self.consumer}:purge"),
+            asyncio.create_task(self._analytics_loop(), name=f"{self.consumer}:analytics"),
         ]
         log.info("shard started", extra={"shard": self.index, "partitions": len(self.partitions)})
 
@@ -206,6 +209,8 @@ class ConversationShard:
                 await task
         self._tasks = []
         self._started = False
+        with contextlib.suppress(Exception):
+            await self._conv_services.tally.flush(self._redis)
         with contextlib.suppress(Exception):
             await self._publish_stats()
 
@@ -485,6 +490,18 @@ class ConversationShard:
                 raise
             except Exception:
                 log.exception("shard housekeeping failed")
+
+    async def _analytics_loop(self) -> None:
+        """Writes the analytics the conversations counted (core/analytics.py), every
+        ``analytics_interval_s``: one pipeline, nothing when nothing was counted."""
+        while self._running:
+            await asyncio.sleep(self._analytics_interval_s)
+            try:
+                await self._conv_services.tally.flush(self._redis)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("analytics not written; kept for the next try")
 
     async def _publish_stats(self) -> None:
         self.metrics.set_active(len(self._convs), len(self._inflight))

@@ -91,11 +91,17 @@ async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
     else:
         kind = "agent"
         pause_s = s.settings.handoff_pause_s
+        took_over = False
         if pause_s > 0:
-            await s.redis.set(keys.paused(item.tenant_id, conv.key), b"1", ex=pause_s)
+            # the old value says whether the bot was answering until now: a hand-off
+            was = await s.redis.set(keys.paused(item.tenant_id, conv.key), b"1", ex=pause_s,
+                                    get=True)
+            took_over = was is None
             conv.context.paused_until_ms = conv.now_ms() + pause_s * 1000
             conv.mark_dirty()
         s.metrics.outcome("handoff")
+        s.tally.human_reply(item.tenant_id, echo.channel, conv.now_ms(), conv.key,
+                            handoff=took_over)
     message = StoredMessage(
         direction="out", message_id=echo.event_id, kind=kind, channel=echo.channel,
         account_id=echo.account_id, user_id=echo.user_id, timestamp_ms=echo.timestamp_ms,

@@ -167,7 +167,7 @@ class GraphSender:
         source = permits if permits is not None else self._limiter
         start = max(0, start)
         for index in range(start, len(parts)):
-            body = render_body(message, parts[index], index)
+            body = render_body(message, parts[index], index, last=index == len(parts) - 1)
             try:
                 message_id = await self._send_part(message, url, body, source)
             except GraphError as exc:

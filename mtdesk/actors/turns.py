@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from mtdesk.channels.suggestions import suggestion_of
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Passage
 from mtdesk.policy.threads import ThreadControl
@@ -79,8 +80,13 @@ def describe_attachments(message: Message) -> str:
 
 
 def user_text(event: Message | Postback) -> str:
+    """What the person said: a tapped suggestion says its whole text (its title may be
+    cut), anything else its text, payload or attachments."""
     if isinstance(event, Postback):
         return event.title or event.payload or ""
+    tapped = suggestion_of(event.quick_reply) or suggestion_of(event.interactive_id)
+    if tapped is not None:
+        return tapped
     return event.text or event.quick_reply or event.interactive_id or describe_attachments(event)
 
 

@@ -24,6 +24,7 @@ from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.stats import ShardMetrics
 from mtdesk.actors.tenantview import TenantView
 from mtdesk.actors.turns import PromptBuilder, build_prompt
+from mtdesk.core.analytics import Tally
 from mtdesk.core.clock import Clock
 from mtdesk.core.events import Channel, Event
 from mtdesk.core.history import MessageStore
@@ -86,5 +87,7 @@ class ConversationServices:
     # At most this many conversations handle an event at once (the shard's
     # max_concurrent_conversations); the others wait with their events queued.
     slots: asyncio.Semaphore | None = None
+    # The analytics counted by the shard's conversations, written every second.
+    tally: Tally = field(default_factory=Tally)
     # Fetches, keeps and describes the media customers send (None: described unseen).
     media: MediaDesk | None = None

@@ -37,6 +37,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.conversations",
     "mtdesk.admin.inbox",
     "mtdesk.admin.live",
+    "mtdesk.admin.analytics",
     "mtdesk.admin.knowledge",
     "mtdesk.admin.privacy",
     "mtdesk.admin.billing",

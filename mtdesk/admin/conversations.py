@@ -10,6 +10,12 @@ filter, ``q`` searches the name, the person's id and the last message.
 ``GET /admin/api/v1/conversations/{key}/messages?limit=&after=`` gives messages oldest
 first; ``after`` is the ``entry`` of the last message already seen (``next``). The key is
 ``channel:account_id:user_id``, URL-encoded.
+
+``GET /admin/api/v1/conversations/{key}/media/{ref}`` gives the bytes of a file the
+customer sent (``ref`` from a ``media`` message's ``media[].ref``): pictures
+(JPEG, PNG, GIF, WebP) inline with their type, anything else as an attachment
+download; never sniffed or run by the browser (``nosniff``, a sandboxing CSP). 404 once
+the file is gone (erased, past retention, unsent).
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ from mtdesk.core.events import CHANNELS
 from mtdesk.core.history import MessageStore
 from mtdesk.core.http import json_response
 from mtdesk.core.inbox import STATUSES, Inbox
+from mtdesk.core.media import MediaStore
+from mtdesk.core.sealing import TenantCipher
+
+# Types a browser may show inline from our origin (never HTML, SVG or scripts).
+_INLINE = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 _ENTRY = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # fullmatch: "$" would take "1-2\n"
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -99,8 +110,35 @@ async def list_messages(request: web.Request) -> web.Response:
     return json_response({"conversation": conv, "messages": messages, "next": nxt})
 
 
+async def get_media(request: web.Request) -> web.Response:
+    tid = tenant_scope(request)
+    conv = request.match_info["key"]
+    ref = request.match_info["ref"]
+    if not _ENTRY.fullmatch(ref):
+        raise ValidationError("ref", "must be the ref of a file from a media message")
+    redis = request.config_dict[REDIS]
+    store = MediaStore(redis, cipher=TenantCipher.from_settings(
+        redis, request.config_dict[SETTINGS]))
+    found = await store.get(tid, conv, ref)
+    if found is None:
+        raise NotFound(f"file {ref!r} not found in conversation {conv!r}")
+    mime = found.mime_type.split(";")[0].strip().lower()
+    inline = mime in _INLINE
+    return web.Response(
+        body=found.content, content_type=mime if inline else "application/octet-stream",
+        headers={
+            "Content-Disposition": "inline" if inline else
+            f'attachment; filename="media-{ref}"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+            "Cache-Control": "private, no-store",
+            "X-Media-Type": mime[:100],
+        })
+
+
 def add_routes(admin: web.Application) -> None:
     r = admin_routes(admin)
     r.add_get(f"{API_BASE}/conversations", list_conversations)
     r.add_get(f"{API_BASE}/conversations/{{key}}", get_conversation)
     r.add_get(f"{API_BASE}/conversations/{{key}}/messages", list_messages)
+    r.add_get(f"{API_BASE}/conversations/{{key}}/media/{{ref}}", get_media)

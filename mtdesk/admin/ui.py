@@ -1,6 +1,7 @@
 """The admin web pages: the console at ``/admin/`` and the API reference at ``/admin/api``.
 
-The console (``static/console.html`` + ``console.js`` + ``accounts.js`` + ``console.css``,
+The console (``static/console.html`` + ``console.js`` + ``accounts.js`` + ``analytics.js``
++ ``console.css``,
 shipped as package data) is a client of the JSON API only: a person signed in with
 e-mail and password rides on the session cookie (:mod:`mtdesk.admin.sessions`), an API
 key or the operator token is held in the tab's sessionStorage; it asks the API for
@@ -67,6 +68,7 @@ STATIC = {
     "console.html": "text/html",
     "console.js": "text/javascript",
     "accounts.js": "text/javascript",
+    "analytics.js": "text/javascript",
     "console.css": "text/css",
 }
 
@@ -93,6 +95,10 @@ async def console_script(request: web.Request) -> web.Response:
 
 async def accounts_script(request: web.Request) -> web.Response:
     return _page(static_text("accounts.js"), STATIC["accounts.js"])
+
+
+async def analytics_script(request: web.Request) -> web.Response:
+    return _page(static_text("analytics.js"), STATIC["analytics.js"])
 
 
 async def console_style(request: web.Request) -> web.Response:
@@ -132,5 +138,6 @@ def add_routes(admin: web.Application) -> None:
     r.add_get("", to_index)
     r.add_get("/console.js", console_script)
     r.add_get("/accounts.js", accounts_script)
+    r.add_get("/analytics.js", analytics_script)
     r.add_get("/console.css", console_style)
     r.add_get("/api", api_reference)

@@ -10,7 +10,9 @@ Callers rely on:
   except for whitespace at the cut points (which is dropped).
 - :func:`render_parts` — the JSON bodies to ``POST /{account_id}/messages``, one per part,
   with our metadata ``mtdesk:<reply_key>#<part>`` on Messenger/Instagram (Meta echoes it
-  back, so :func:`is_our_metadata` recognizes our own sends).
+  back, so :func:`is_our_metadata` recognizes our own sends); the last part offers the
+  message's ``suggestions`` (:mod:`mtdesk.channels.suggestions`: Messenger/Instagram
+  quick replies, WhatsApp reply buttons or a list).
 - :func:`render_signals` — the bodies (same endpoint) that mark the person's message
   read and show typing while an answer is made; ``first``: the first time for this
   answer (a refresh sends only what re-shows typing). Empty when the channel shows
@@ -52,7 +54,8 @@ _MIN_FILL: Final = 0.3
 
 class _Outbound(NamedTuple):
     fit: Callable[[str], int]  # how many leading characters of a text fit one message
-    render: Callable[[OutboundMessage, str, int], bytes]  # (message, part text, part no.)
+    # (message, part text, part no., suggestions to offer under this part)
+    render: Callable[[OutboundMessage, str, int, tuple[str, ...]], bytes]
     signals: Callable[..., list[bytes]]  # (user id, message id, *, read, first)
 
 
@@ -106,15 +109,19 @@ def split_text(channel: Channel, text: str) -> list[str]:
     return parts
 
 
-def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
-    """The JSON body for one part of ``message``."""
-    return _CHANNELS[message.channel].render(message, text, part)
+def render_body(message: OutboundMessage, text: str, part: int, *, last: bool = False) -> bytes:
+    """The JSON body for one part of ``message``; the ``last`` part carries the
+    message's suggestions (when the channel can show them with that text)."""
+    return _CHANNELS[message.channel].render(message, text, part,
+                                             message.suggestions if last else ())
 
 
 def render_parts(message: OutboundMessage) -> list[bytes]:
     """Every body to send for ``message``, in order (empty when the text is blank)."""
     render = _CHANNELS[message.channel].render
-    return [render(message, text, i) for i, text in enumerate(split_text(message.channel, message.text))]
+    parts = split_text(message.channel, message.text)
+    return [render(message, text, i, message.suggestions if i == len(parts) - 1 else ())
+            for i, text in enumerate(parts)]
 
 
 def render_signals(channel: Channel, user_id: str, message_id: str, *, read: bool,

@@ -137,6 +137,12 @@ KNOWLEDGE = _t("knowledge", "kb", True, False, _E.WITH_TENANT, _R.CONFIGURATION,
 BILLING = _t("billing", "billing", False, True, _E.WITH_TENANT, _R.CONFIGURATION,
              _X.OPERATIONAL, "billing")
 USAGE = _t("usage", "usage", True, False, _E.WITH_TENANT, _R.TTL, _X.OPERATIONAL, "usage")
+# Analytics: counts per day and channel, and HyperLogLogs of the conversations answered
+# (they keep no member): no text, no id; a TTL inside the retention promise.
+ANALYTICS = _t("analytics", "an", True, False, _E.WITH_TENANT, _R.TTL, _X.OPERATIONAL,
+               "analytics")
+ANALYTICS_CONVERSATIONS = _t("analytics_conversations", "anc", True, False, _E.WITH_TENANT,
+                             _R.TTL, _X.OPERATIONAL, "analytics_conversations")
 USER_SET = _t("users", "users", False, False, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTION,
               "users", section="users")
 USER = _t("user", "user", True, True, _E.WITH_TENANT, _R.CONFIGURATION, _X.SECTION, "user",
@@ -186,7 +192,8 @@ WATCHDOG = _g("watchdog_status", "watchdog", False, False, _E.NONE, _R.CONFIGURA
 
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY, MEDIA,
-    PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, USER_SET, USER,
+    PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, ANALYTICS,
+    ANALYTICS_CONVERSATIONS, USER_SET, USER,
     USER_SESSIONS, API_KEYS, DATA_KEY,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
@@ -520,6 +527,17 @@ def billing(tenant_id: str) -> str:
 def usage(tenant_id: str, month: str) -> str:
     """Counter of the messages answered in ``month`` (``YYYYMM``, UTC), with a TTL."""
     return f"{ROOT}:t:{tenant_id}:usage:{month}"
+
+
+def analytics(tenant_id: str, day: str) -> str:
+    """Hash of the day's (``YYYYMMDD``, UTC) counts, fields ``{channel}:{metric}``
+    (:mod:`mtdesk.core.analytics`), with a TTL."""
+    return f"{ROOT}:t:{tenant_id}:an:{day}"
+
+
+def analytics_conversations(tenant_id: str, day: str, channel: str, kind: str) -> str:
+    """HyperLogLog of the day's conversations ``answered`` / answered by a ``human``."""
+    return f"{ROOT}:t:{tenant_id}:anc:{day}:{channel}:{kind}"
 
 
 def stripe_customer(customer_id: str) -> str:

@@ -67,6 +67,8 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Follow-up questions to offer the person (the knowledge base's related Q&A).
+    suggestions: tuple[str, ...] = ()
 
 
 class ChatModel(Protocol):
@@ -116,6 +118,8 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     tag: str | None = None
     # WhatsApp: an approved template instead of the text (the text describes it).
     template: TemplateSend | None = None
+    # Offered under the last part as taps (quick replies, WhatsApp buttons or a list).
+    suggestions: tuple[str, ...] = ()
 
 
 class Sender(Protocol):

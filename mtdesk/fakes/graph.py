@@ -7,7 +7,10 @@ What it answers (``{version}`` is any ``vNN.N``):
   ``{"recipient_id", "message_id"}``; a WhatsApp body (``messaging_product: "whatsapp"``,
   ``to`` or ``recipient``, ``type: "text"``, ``text.body``, ``context.message_id``) answers
   ``{"messaging_product": "whatsapp", "contacts": [...], "messages": [{"id": "wamid..."}]}``.
-  Text over the channel's limit answers error 100, as Meta does.
+  Text over the channel's limit answers error 100, as Meta does; so do quick replies
+  (at most 13, titles ≤ 20) and WhatsApp interactive messages (body ≤ 1,024, at most 3
+  reply buttons with unique titles ≤ 20, or a list of ≤ 10 rows, titles ≤ 24,
+  descriptions ≤ 72) that break Meta's limits.
   Signals on the same path — a Messenger/Instagram ``sender_action`` (``mark_seen``,
   ``typing_on``, ``typing_off``) answering ``{"recipient_id"}``, a WhatsApp
   ``{"status": "read", "message_id", "typing_indicator"?}`` answering
@@ -114,8 +117,13 @@ class RecordedSend:
 
     @property
     def text(self) -> str | None:
-        """The text sent, whichever channel's shape the body had."""
+        """The text sent, whichever channel's shape the body had (an interactive
+        message's body text too)."""
         if self.body.get("messaging_product") == "whatsapp":
+            interactive = self.body.get("interactive")
+            if isinstance(interactive, dict):
+                inner = interactive.get("body")
+                return inner.get("text") if isinstance(inner, dict) else None
             text = self.body.get("text")
             return text.get("body") if isinstance(text, dict) else None
         message = self.body.get("message")
@@ -407,7 +415,7 @@ class FakeGraphAPI(FakeServer):
             if failure.code == 0:
                 return web.Response(status=failure.http_status, text="Service Unavailable")
             return self._error(failure.code, failure.subcode, failure.http_status, failure.message)
-        problem = self._invalid(account_id, body)
+        problem = self.refusal(account_id, body)
         if problem is not None:
             record.error_code = 100
             return self._error(100, None, 400, f"(#100) {problem}")
@@ -430,7 +438,7 @@ class FakeGraphAPI(FakeServer):
         recipient = body.get("recipient") or {}
         return web.json_response({"recipient_id": recipient.get("id"), "message_id": mid})
 
-    def _invalid(self, account_id: str, body: dict[str, Any]) -> str | None:
+    def refusal(self, account_id: str, body: dict[str, Any]) -> str | None:
         """What Meta would refuse in this body, or None."""
         channel = self._channel_of(account_id)
         if body.get("messaging_product") == "whatsapp":
@@ -443,6 +451,8 @@ class FakeGraphAPI(FakeServer):
                     return "The parameter text['body'] is required."
                 if len(text_body) > WHATSAPP_MAX_CHARS:
                     return "Param text['body'] must be at most 4096 characters long."
+            if body.get("type") == "interactive":
+                return _invalid_interactive(body.get("interactive"))
             return None
         if channel == "whatsapp":
             return "The parameter messaging_product is required."
@@ -463,6 +473,18 @@ class FakeGraphAPI(FakeServer):
         metadata = message.get("metadata")
         if isinstance(metadata, str) and len(metadata) > 1000:
             return "Param message[metadata] must be at most 1000 characters long."
+        quick = message.get("quick_replies")
+        if quick is not None:
+            if not isinstance(quick, list) or not 1 <= len(quick) <= 13:
+                return "param message[quick_replies] must have between 1 and 13 items"
+            for q in quick:
+                if not isinstance(q, dict) or q.get("content_type") != "text":
+                    return "param message[quick_replies][content_type] must be text"
+                title, payload = q.get("title"), q.get("payload")
+                if not isinstance(title, str) or not 0 < len(title) <= 20:
+                    return "param title must be at most 20 characters"
+                if not isinstance(payload, str) or not 0 < len(payload) <= 1000:
+                    return "param payload must be at most 1000 characters"
         return None
 
     async def _h_media(self, request: web.Request) -> web.Response:
@@ -552,6 +574,63 @@ class FakeGraphAPI(FakeServer):
         )
         return web.json_response({"ok": True})
 
+
+
+def _invalid_interactive(interactive: object) -> str | None:
+    """What the Cloud API refuses in an interactive reply-button or list message."""
+    if not isinstance(interactive, dict):
+        return "The parameter interactive is required."
+    body = interactive.get("body")
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(text, str) or not text:
+        return "The parameter interactive['body']['text'] is required."
+    if len(text) > 1024:
+        return "Param interactive['body']['text'] must be at most 1024 characters long."
+    action = interactive.get("action")
+    if not isinstance(action, dict):
+        return "The parameter interactive['action'] is required."
+    kind = interactive.get("type")
+    if kind == "button":
+        buttons = action.get("buttons")
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+            return "Param interactive['action']['buttons'] must have 1 to 3 buttons."
+        titles = []
+        for b in buttons:
+            reply = b.get("reply") if isinstance(b, dict) else None
+            if not isinstance(reply, dict) or b.get("type") != "reply":
+                return "Param interactive['action']['buttons'][]['reply'] is required."
+            title, ident = reply.get("title"), reply.get("id")
+            if not isinstance(title, str) or not 0 < len(title) <= 20:
+                return "Param button title must be at most 20 characters long."
+            if not isinstance(ident, str) or not 0 < len(ident) <= 256:
+                return "Param button id must be at most 256 characters long."
+            titles.append(title)
+        if len(set(titles)) != len(titles):
+            return "Button titles must be unique."
+        return None
+    if kind == "list":
+        label = action.get("button")
+        if not isinstance(label, str) or not 0 < len(label) <= 20:
+            return "Param interactive['action']['button'] must be at most 20 characters."
+        sections = action.get("sections")
+        if not isinstance(sections, list) or not sections:
+            return "Param interactive['action']['sections'] is required."
+        rows = [r for sec in sections if isinstance(sec, dict)
+                for r in (sec.get("rows") or [])]
+        if not 1 <= len(rows) <= 10:
+            return "A list message holds 1 to 10 rows."
+        for r in rows:
+            if not isinstance(r, dict):
+                return "Param rows must be objects."
+            title, ident, desc = r.get("title"), r.get("id"), r.get("description")
+            if not isinstance(title, str) or not 0 < len(title) <= 24:
+                return "Param row title must be at most 24 characters long."
+            if not isinstance(ident, str) or not 0 < len(ident) <= 200:
+                return "Param row id must be at most 200 characters long."
+            if desc is not None and (not isinstance(desc, str) or len(desc) > 72):
+                return "Param row description must be at most 72 characters long."
+        return None
+    return f"Interactive type {kind!r} is not supported here."
 
 
 def _since(request: web.Request) -> int:

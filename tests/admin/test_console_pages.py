@@ -25,6 +25,7 @@ def _directives(csp: str) -> dict[str, list[str]]:
 
 async def test_the_console_files_are_served_with_their_content_types(client: Client) -> None:
     for path, ctype in (("/admin/", "text/html"), ("/admin/console.js", "text/javascript"),
+                        ("/admin/analytics.js", "text/javascript"),
                         ("/admin/console.css", "text/css"), ("/admin/api", "text/html")):
         r = await client.get(path)
         assert r.status == 200, path
@@ -45,13 +46,14 @@ async def test_the_console_page_loads_only_its_own_script_and_style(client: Clie
     assert csp["base-uri"] == ["'none'"]
     # the page itself obeys it: external scripts of ours, no inline script or handler
     scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page, re.S)
-    assert scripts == [(' src="console.js" defer', ""), (' src="accounts.js" defer', "")]
+    assert scripts == [(' src="console.js" defer', ""), (' src="accounts.js" defer', ""),
+                       (' src="analytics.js" defer', "")]
     assert not re.search(r"\son[a-z]+\s*=", page)
     assert "<style" not in page and "style=" not in page
     assert "http://" not in page and "https://" not in page.replace('placeholder="https://…"', "")
 
 
-@pytest.mark.parametrize("name", ["console.js", "accounts.js"])
+@pytest.mark.parametrize("name", ["console.js", "accounts.js", "analytics.js"])
 async def test_the_console_script_never_writes_html_from_data(client: Client, name: str) -> None:
     script = await (await client.get(f"/admin/{name}")).text()
     assert "innerHTML" not in script and "outerHTML" not in script

@@ -4,12 +4,14 @@ and a dump of ALL of Redis and the data directory to search for identifiers."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from mtdesk.core import keys
+from mtdesk.core.analytics import Tally, day_of
 from mtdesk.core.clock import Clock, now_ms
 from mtdesk.core.events import Message, encode_event, partition_of
 from mtdesk.core.history import MEDIA_KIND, MessageStore, StoredMessage
@@ -161,6 +163,13 @@ async def build_world(redis: Redis, settings: Settings, clock: Clock) -> World:
         await redis.hset(keys.billing(record.id), mapping={"customer": f"cus_{name}1234"})
         await redis.set(keys.stripe_customer(f"cus_{name}1234"), record.id)
         await redis.set(keys.usage(record.id, "202611"), 3)
+        # Analytics: the day's counts and the HyperLogLogs of conversations answered
+        # (today by Redis's clock: they expire 366 days after their day).
+        tally, today = Tally(), int(time.time() * 1000)
+        tally.message_in(record.id, "messenger", today)
+        tally.human_reply(record.id, "messenger", today, f"messenger:x:{name}", handoff=True)
+        await tally.flush(redis)
+        assert await redis.exists(keys.analytics(record.id, day_of(today)))
         # A person who signs in to the console (the global e-mail index names the tenant).
         await Users(redis, clock).add(record.id, f"Owner {name}", f"owner@{name}.example.com",
                                       "owner", None)

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mtdesk.channels.outbound import split_text
-from mtdesk.core.events import AgentReply, Channel, Message, Postback, TemplateSend, conversation_key
+from mtdesk.core.events import (
+    AgentReply,
+    Channel,
+    Message,
+    Postback,
+    TemplateSend,
+    conversation_key,
+)
 from mtdesk.core.history import StoredMessage
 from mtdesk.core.ports import OutboundMessage
 from mtdesk.core.redis import UNAVAILABLE
@@ -41,6 +48,7 @@ class OutgoingReply:
     model: str
     parts: tuple[str, ...]
     reason: str = ""  # recorded with ``sent`` when the text is not the model's answer
+    suggestions: tuple[str, ...] = ()  # offered under the last part
     kind: str = "reply"  # "reply": the bot's; "agent": a person's, from the console
     author: str | None = None  # kind "agent": the team member
     tag: str | None = None  # "HUMAN_AGENT": a person's reply outside the 24 h window
@@ -66,11 +74,12 @@ class OutgoingReply:
 
     @classmethod
     def of(cls, tenant_id: str, event: Message | Postback, text: str, provider: str,
-           model: str, *, reason: str = "") -> OutgoingReply:
+           model: str, *, reason: str = "", suggestions: tuple[str, ...] = ()) -> OutgoingReply:
         return cls(tenant_id=tenant_id, event_id=event.event_id, channel=event.channel,
                    account_id=event.account_id, user_id=event.user_id, wa_id=event.wa_id,
                    text=text, provider=provider, model=model,
-                   parts=tuple(split_text(event.channel, text)), reason=reason)
+                   parts=tuple(split_text(event.channel, text)), reason=reason,
+                   suggestions=suggestions)
 
     def outbound(self) -> OutboundMessage:
         return OutboundMessage(
@@ -78,6 +87,7 @@ class OutgoingReply:
             user_id=self.user_id, wa_id=self.wa_id, text=self.text, reply_key=self.event_id,
             reply_to=self.event_id if self.channel == "whatsapp" and self.kind == "reply"
             else None, tag=self.tag, template=self.template,
+            suggestions=self.suggestions,
         )
 
     def part_message(self, index: int, message_id: str, now_ms: int) -> StoredMessage:

@@ -17,6 +17,12 @@ from typing import Final
 
 import msgspec
 
+from mtdesk.channels.suggestions import (
+    MAX_QUICK_REPLIES,
+    QUICK_REPLY_TITLE,
+    payload_for,
+    title_for,
+)
 from mtdesk.core.ports import OutboundMessage
 
 MAX_CHARS: Final = 1999  # "< 2,000 characters"
@@ -28,9 +34,16 @@ class _Recipient(msgspec.Struct, frozen=True):
     id: str
 
 
+class QuickReply(msgspec.Struct, frozen=True):
+    content_type: str  # "text"
+    title: str  # ≤ 20 characters
+    payload: str  # ≤ 1,000 characters
+
+
 class _MessageText(msgspec.Struct, frozen=True, omit_defaults=True):
     text: str
     metadata: str | None = None
+    quick_replies: tuple[QuickReply, ...] = ()
 
 
 class PageSendBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -73,13 +86,24 @@ def is_our_metadata(metadata: str | None) -> bool:
     return bool(metadata) and metadata.startswith(METADATA_PREFIX)  # type: ignore[union-attr]
 
 
-def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
-    """The JSON body for part ``part`` (text ``text``) of ``message``."""
+def quick_replies(suggestions: tuple[str, ...]) -> tuple[QuickReply, ...]:
+    """Each suggestion as a text quick reply: its title within 20 characters, its whole
+    text in our payload (so a tap answers what it says, not a cut title)."""
+    return tuple(
+        QuickReply("text", title_for(s, QUICK_REPLY_TITLE), payload_for(s, METADATA_MAX_CHARS))
+        for s in suggestions[:MAX_QUICK_REPLIES])
+
+
+def render_body(message: OutboundMessage, text: str, part: int,
+                suggestions: tuple[str, ...] = ()) -> bytes:
+    """The JSON body for part ``part`` (text ``text``) of ``message``, with
+    ``suggestions`` as quick replies."""
     return _encoder.encode(
         PageSendBody(
             recipient=_Recipient(message.user_id),
             messaging_type="MESSAGE_TAG" if message.tag else "RESPONSE",
-            message=_MessageText(text, metadata_for(message.reply_key, part)),
+            message=_MessageText(text, metadata_for(message.reply_key, part),
+                                 quick_replies(suggestions)),
             tag=message.tag,
         )
     )

@@ -13,6 +13,16 @@ from typing import Final
 
 import msgspec
 
+from mtdesk.channels.suggestions import (
+    BUTTON_TITLE,
+    INTERACTIVE_BODY,
+    MAX_BUTTONS,
+    MAX_ROWS,
+    ROW_DESCRIPTION,
+    ROW_TITLE,
+    payload_for,
+    title_for,
+)
 from mtdesk.core.ports import OutboundMessage
 
 MAX_CHARS: Final = 4096
@@ -63,6 +73,76 @@ class WhatsAppSendBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     context: _Context | None = None
 
 
+class _Reply(msgspec.Struct, frozen=True):
+    id: str  # ≤ 256 characters
+    title: str  # ≤ 20 characters
+
+
+class _Button(msgspec.Struct, frozen=True):
+    type: str  # "reply"
+    reply: _Reply
+
+
+class _Row(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: str  # ≤ 200 characters
+    title: str  # ≤ 24 characters
+    description: str | None = None  # ≤ 72 characters
+
+
+class _Section(msgspec.Struct, frozen=True):
+    title: str
+    rows: tuple[_Row, ...]
+
+
+class _Action(msgspec.Struct, frozen=True, omit_defaults=True):
+    buttons: tuple[_Button, ...] = ()
+    button: str | None = None  # a list's button label (≤ 20 characters)
+    sections: tuple[_Section, ...] = ()
+
+
+class _Body(msgspec.Struct, frozen=True):
+    text: str  # ≤ 1,024 characters
+
+
+class _Interactive(msgspec.Struct, frozen=True):
+    type: str  # "button" | "list"
+    body: _Body
+    action: _Action
+
+
+class WhatsAppInteractiveBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """WhatsApp ``POST /{phone_number_id}/messages`` (interactive reply buttons or list)."""
+
+    messaging_product: str  # "whatsapp"
+    recipient_type: str  # "individual"
+    to: str | None = None
+    recipient: str | None = None
+    type: str  # "interactive"
+    interactive: _Interactive
+    context: _Context | None = None
+
+
+LIST_BUTTON = "Options"
+LIST_SECTION = "Related questions"
+
+
+def interactive_for(text: str, suggestions: tuple[str, ...]) -> _Interactive | None:
+    """Reply buttons when at most 3 suggestions each fit a 20-character title, else a
+    list of at most 10 rows (a longer suggestion keeps its words in the row's
+    description); None when ``text`` is too long for an interactive body."""
+    if not suggestions or len(text) > INTERACTIVE_BODY:
+        return None
+    if len(suggestions) <= MAX_BUTTONS and all(len(s) <= BUTTON_TITLE for s in suggestions):
+        buttons = tuple(_Button("reply", _Reply(payload_for(s, 256), s)) for s in suggestions)
+        return _Interactive("button", _Body(text), _Action(buttons=buttons))
+    rows = tuple(
+        _Row(payload_for(s, 200), title_for(s, ROW_TITLE),
+             None if len(s) <= ROW_TITLE else title_for(s, ROW_DESCRIPTION))
+        for s in suggestions[:MAX_ROWS])
+    return _Interactive("list", _Body(text), _Action(button=LIST_BUTTON,
+                                                     sections=(_Section(LIST_SECTION, rows),)))
+
+
 class _Typing(msgspec.Struct, frozen=True):
     type: str  # "text"
 
@@ -93,8 +173,11 @@ def whatsapp_address(message: OutboundMessage) -> tuple[str | None, str | None]:
     return None, message.user_id
 
 
-def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
-    """The JSON body for part ``part`` (text ``text``) of ``message``."""
+def render_body(message: OutboundMessage, text: str, part: int,
+                suggestions: tuple[str, ...] = ()) -> bytes:
+    """The JSON body for part ``part`` (text ``text``) of ``message``; with
+    ``suggestions``, an interactive message (:func:`interactive_for`) when the text fits
+    one, else plain text."""
     to, recipient = whatsapp_address(message)
     if message.template is not None:  # one message: a template is never split
         t = message.template
@@ -105,6 +188,12 @@ def render_body(message: OutboundMessage, text: str, part: int) -> bytes:
             recipient=recipient, type="template",
             template=_Template(t.name, _Language(t.language), components)))
     context = _Context(message.reply_to) if message.reply_to and part == 0 else None
+    interactive = interactive_for(text, suggestions)
+    if interactive is not None:
+        return _encoder.encode(WhatsAppInteractiveBody(
+            messaging_product="whatsapp", recipient_type="individual", to=to,
+            recipient=recipient, type="interactive", interactive=interactive,
+            context=context))
     return _encoder.encode(
         WhatsAppSendBody(
             messaging_product="whatsapp", recipient_type="individual", to=to,
