@@ -220,6 +220,8 @@ class Conversation:
     async def _handle(self, item: WorkItem) -> None:
         event = item.event
         if isinstance(event, Message | Postback):
+            if self.services.profiles is not None:  # the inbox's name for the person
+                self.services.profiles.note(item.tenant_id, event)
             if event.standby:  # another app owns the thread: recorded, never answered
                 await records.on_standby(self, item, event)
             else:

@@ -47,6 +47,7 @@ from prometheus_client import REGISTRY
 
 from mtdesk.actors.conversation import Conversation
 from mtdesk.actors.media import MediaDesk
+from mtdesk.actors.profiles import Profiles
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.records import pause_on_arrival
 from mtdesk.actors.replies import ReplyStore
@@ -56,10 +57,11 @@ from mtdesk.actors.tenantview import TenantView
 from mtdesk.actors.turns import PromptBuilder, build_prompt
 from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
-from mtdesk.core.clock import Clock, SystemClock
+from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.events import Echo, decode_event
 from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
+from mtdesk.core.inbox import Inbox
 from mtdesk.core.ports import ChatModel, Retriever
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
@@ -92,6 +94,15 @@ class ShardServices:
             with contextlib.suppress(Exception):
                 await close()
         self.closers.clear()
+
+
+def _profiles(services: ShardServices) -> Profiles | None:
+    """The inbox's names and pictures, when the sender can ask Meta for a profile."""
+    fetch = getattr(services.sender, "profile", None)
+    if fetch is None:
+        return None
+    clock = services.clock
+    return Profiles(Inbox(services.redis), fetch, lambda: now_ms(clock))
 
 
 class ConversationShard:
@@ -147,6 +158,7 @@ class ConversationShard:
             retriever=services.retriever, prompt_builder=services.prompt_builder,
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
             media=services.media,
+            profiles=_profiles(services),
         )
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
         self._inflight: set[tuple[int, str]] = set()
@@ -209,6 +221,8 @@ class ConversationShard:
                 await task
         self._tasks = []
         self._started = False
+        if self._conv_services.profiles is not None:
+            await self._conv_services.profiles.aclose()
         with contextlib.suppress(Exception):
             await self._conv_services.tally.flush(self._redis)
         with contextlib.suppress(Exception):
@@ -230,6 +244,8 @@ class ConversationShard:
         self._convs.clear()
         self._inflight.clear()
         self._started = False
+        if self._conv_services.profiles is not None:
+            await self._conv_services.profiles.aclose()
 
     async def _drain(self) -> None:
         for conv in list(self._convs.values()):

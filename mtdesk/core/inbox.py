@@ -40,6 +40,7 @@ from mtdesk.core.events import (
     partition_of,
 )
 from mtdesk.core.redis import Redis, as_hash, as_scored
+from mtdesk.core.scripts import LuaScript
 
 Status = Literal["bot", "human", "closed"]
 STATUSES: Final = ("bot", "human", "closed")
@@ -130,11 +131,22 @@ def card_of(conversation: str, score: float, raw: Mapping[bytes, bytes], paused:
     )
 
 
+# KEYS: conversations index, inbox card; ARGV: conversation, live line, live channel,
+# field, value, … . The fields set only while the conversation is in the index.
+_SET_PROFILE = LuaScript("""
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1
+""", name="inbox_set_profile")
+
+
 class Inbox:
     """The inbox over Redis; cheap to build (holds only the client)."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._set_profile = _SET_PROFILE.bind(redis)
 
     # --- reading ----------------------------------------------------------------------
     async def cards(self, tenant_id: str, rows: Sequence[tuple[str, float]]) -> list[Card]:
@@ -236,19 +248,19 @@ class Inbox:
             keys.inbox_card(tenant_id, conversation), "unread", 0))
 
     async def set_profile(self, tenant_id: str, conversation: str, *, name: str | None,
-                          picture: str | None, now_ms: int) -> None:
-        """The person's name and picture as Meta gave them (``profile_ms``: when asked;
-        asked again only after a day)."""
-        card = keys.inbox_card(tenant_id, conversation)
-        fields: dict[str, str | int] = {"profile_ms": now_ms}
+                          picture: str | None, now_ms: int) -> bool:
+        """The person's name and picture as Meta gave them (``profile_ms``: when asked),
+        only while the conversation exists (a late answer never brings an erased one
+        back). True when stored."""
+        fields: list[str | int] = ["profile_ms", now_ms]
         if name:
-            fields["name"] = name[:200]
+            fields += ["name", name[:200]]
         if picture:
-            fields["picture"] = picture[:2000]
-
-        def change(p: Pipeline) -> None:
-            p.hset(card, mapping=fields)  # type: ignore[arg-type]
-        await self._change(tenant_id, conversation, change)
+            fields += ["picture", picture[:2000]]
+        done = await self._set_profile(
+            keys=[keys.conversations(tenant_id), keys.inbox_card(tenant_id, conversation)],
+            args=[conversation, f"c {conversation}", keys.live(tenant_id), *fields])
+        return bool(done)
 
     async def profile_asked_ms(self, tenant_id: str, conversation: str) -> int:
         raw = await self._redis.hget(keys.inbox_card(tenant_id, conversation), "profile_ms")
