@@ -361,6 +361,10 @@ def _tally(conv: Conversation, burst: list[WorkItem], reply: OutgoingReply,
     """The reply's analytics: sent (with the time from the customer's first message of
     the burst to now) or failed (by reason)."""
     tally, now = conv.services.tally, conv.now_ms()
+    if reason == TAKEN_OVER:  # dropped for a person, who is counted by their reply
+        return
+    if ended is ReplyState.SENT and reply.kind != "reply":
+        return  # a person's reply from the console: counted when it was queued
     if ended is ReplyState.SENT:
         first = min((b.event.timestamp_ms for b in burst), default=0)
         tally.bot_reply(reply.tenant_id, reply.channel, now, conv.key,

@@ -96,6 +96,22 @@ class ShardServices:
         self.closers.clear()
 
 
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them to end, cancelling again any still running a
+    second later: Python 3.11 can lose a cancellation that meets a timeout firing inside
+    a Redis call (the loop then waits on its next event forever; seen stopping a shard
+    under load, its ack loop "cancelling" with nothing to wake it)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        while not task.done():
+            await asyncio.wait([task], timeout=1.0)
+            if not task.done():
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
+
+
 def _profiles(services: ShardServices) -> Profiles | None:
     """The inbox's names and pictures, when the sender can ask Meta for a profile."""
     fetch = getattr(services.sender, "profile", None)
@@ -214,11 +230,7 @@ class ConversationShard:
             with contextlib.suppress(Exception):
                 await conv.persist()
         self._convs.clear()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancel_all(self._tasks)
         self._tasks = []
         self._started = False
         if self._conv_services.profiles is not None:

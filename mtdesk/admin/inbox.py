@@ -117,7 +117,8 @@ async def reply(request: web.Request) -> web.Response:
                         template=template)
     settings = cfg[SETTINGS]
     await Inbox(redis).queue_reply(tid, event, pause_s=settings.handoff_pause_s,
-                                   partitions=settings.partitions, now_ms=now)
+                                   partitions=settings.partitions, now_ms=now,
+                                   handoff=card.status != "human")
     return json_response({"id": event.event_id, "conversation": card.conversation,
                           "tag": tag, "status": "queued"}, status=202)
 

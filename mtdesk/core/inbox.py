@@ -31,7 +31,7 @@ from typing import Final, Literal
 import msgspec
 from redis.asyncio.client import Pipeline
 
-from mtdesk.core import keys
+from mtdesk.core import analytics, keys
 from mtdesk.core.events import (
     AgentReply,
     TemplateSend,
@@ -206,13 +206,17 @@ class Inbox:
     # --- a person's actions -----------------------------------------------------------
     async def queue_reply(
         self, tenant_id: str, reply: AgentReply, *, pause_s: int, partitions: int,
-        now_ms: int,
+        now_ms: int, handoff: bool = False,
     ) -> None:
         """Silence the bot in the conversation (its pause marker, ``pause_s``; answers
         under way are dropped at their next send permit) and queue ``reply`` on the
-        conversation's partition stream, where its shard sends it: one transaction."""
+        conversation's partition stream, where its shard sends it, and count it in the
+        day's analytics (``handoff``: the bot had the conversation until now): one
+        transaction."""
         conv = reply.conversation
         pipe = self._redis.pipeline(transaction=True)
+        analytics.count_human_reply(pipe, tenant_id, reply.channel, analytics.day_of(now_ms),
+                                    conv, handoff=handoff)
         pipe.set(keys.paused(tenant_id, conv), b"1", ex=pause_s or CONSOLE_PAUSE_S)
         pipe.hdel(keys.inbox_card(tenant_id, conv), "closed")
         pipe.xadd(keys.inbound(partition_of(conv, partitions)),

@@ -6,6 +6,7 @@ reopen, hand back; bad input named."""
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import quote
 
 import pytest
@@ -228,3 +229,20 @@ async def test_templates_list_the_numbers_approved_ones_from_meta(redis: Redis) 
             messenger = await _says(redis, tid, "ann", "hi", at_ms=_now(client))
             r = await client.get(_path(messenger, "templates"), headers=bearer(key))
             assert r.status == 400
+
+
+async def test_a_reply_counts_in_the_days_analytics_once_with_its_handoff(
+    client: TestClient, redis: Redis
+) -> None:
+    clock = client.server.app[CLOCK]
+    clock.advance(time.time() - clock.now())  # today: analytics keep a year, from the day
+    tid, key = await _tenant(client)
+    conv = await _says(redis, tid, "ann", "help", at_ms=_now(client) - HOUR_MS)
+    for text in ("Ann here.", "One more thing."):
+        r = await client.post(_path(conv, "reply"), headers=bearer(key), json={"text": text})
+        assert r.status == 202
+    today = time.strftime("%Y-%m-%d", time.gmtime(clock.now()))
+    r = await client.get(f"{API}/analytics?from={today}&to={today}", headers=bearer(key))
+    totals = (await r.json())["totals"]
+    assert (totals["human_replies"], totals["handoffs"]) == (2, 1)
+    assert totals["conversations_with_human"] == 1
