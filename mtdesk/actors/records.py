@@ -210,12 +210,15 @@ async def on_standby(conv: Conversation, item: WorkItem, event: Message | Postba
         now_ms=conv.now_ms(), skip_reason=OWNED_ELSEWHERE,
     )
     conv.services.metrics.outcome("standby")
+    conv.services.tally.message_in(item.tenant_id, event.channel, conv.now_ms())
 
 
 async def on_handover(conv: Conversation, item: WorkItem, event: Handover) -> None:
     """Thread control passed, taken or requested: the owner moves (recorded)."""
     changed = after_handover(conv.context.thread, event, conv.services.settings.meta_app_id)
     if changed is not None:
+        if conv.context.thread.ours and not changed.ours:  # the bot gave the thread away
+            conv.services.tally.add(item.tenant_id, event.channel, conv.now_ms(), "handoff")
         conv.context.set_thread(changed)
         conv.mark_dirty()
     await record_only(conv, item)

@@ -10,7 +10,7 @@ import time
 from shardkit import ACCOUNTS, desk, eventually
 
 from mtdesk.core import analytics, keys
-from mtdesk.core.events import Echo
+from mtdesk.core.events import Echo, Handover
 from mtdesk.core.redis import Redis
 
 
@@ -77,6 +77,27 @@ async def test_a_person_answering_from_metas_inbox_is_a_hand_off_and_a_human_rep
         assert (f["bot_replies"], f["human_replies"], f["handoffs"]) == (2, 2, 1)
         assert (f["conversations_answered"], f["conversations_with_human"]) == (2, 1)
         assert f["automation_rate"] == 0.5
+
+
+async def test_thread_control_passed_to_another_app_is_a_hand_off_and_standby_is_in(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard(analytics_interval_s=0.05)
+        await shard.start()
+        now = int(time.time() * 1000)
+        await d.push(Handover(event_id="h1", channel="messenger", account_id=ACCOUNTS["messenger"],
+                              user_id="U1", timestamp_ms=now, action="pass",
+                              new_owner_app_id="263902037430900"))
+        await d.push(d.message("is anyone there?", user="U1", standby=True))
+        await eventually(lambda: shard.handled == 2)
+
+        async def counted() -> bool:
+            return (await _figures(redis, d.tenant_id)).messages_in == 1
+        await eventually(counted)
+        f = await _figures(redis, d.tenant_id)
+        assert (f.handoffs, f.bot_replies) == (1, 0)
+        assert d.graph.sends == []
 
 
 async def test_a_reply_meta_refuses_is_counted_by_reason(redis: Redis, redis_url: str) -> None:

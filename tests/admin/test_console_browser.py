@@ -11,8 +11,10 @@ Needs Debian's chromium (``apt-get install -y chromium``) and the ``playwright``
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from browser_harness import browser_tab, needs_browser
 
 from mtdesk.cli.compose import build_app
 from mtdesk.core import keys
+from mtdesk.core.analytics import Tally
 from mtdesk.core.appkeys import SETTINGS
 from mtdesk.core.clock import SystemClock
 from mtdesk.core.history import MessageStore, StoredMessage
@@ -482,3 +485,52 @@ async def test_the_console_is_one_app_with_a_page_per_section_at_desk_and_phone_
         overflow = await page.evaluate(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"the {name} page is wider than the phone by {overflow}px"
+
+
+async def test_the_analytics_page_charts_the_days_and_names_a_bad_range(
+    server: TestServer, page: Any, redis: Redis
+) -> None:
+    from playwright.async_api import expect
+
+    tid, key = await _tenant(server)
+    now = int(time.time() * 1000)
+    tally = Tally()
+    for _ in range(3):
+        tally.message_in(tid, "messenger", now)
+    tally.message_in(tid, "whatsapp", now - 86_400_000)
+    tally.bot_reply(tid, "messenger", now, "messenger:1:U1", 2_500)
+    tally.human_reply(tid, "messenger", now, "messenger:1:U2", handoff=True)
+    tally.failure(tid, "whatsapp", now - 86_400_000, "graph error 131026")
+    await tally.flush(redis)
+    today = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).date()
+    yesterday = today - dt.timedelta(days=1)
+
+    await _sign_in(page, server, key)
+    await _go(page, "analytics")
+    # the last 14 days, today's bars the tallest, the failures by reason
+    bars = page.locator("#analytics-chart rect.bar-messages_in")
+    await expect(bars).to_have_count(14)
+    await expect(page.locator(f"rect.bar-messages_in[data-day='{today}']")).to_have_attribute(
+        "data-value", "3")
+    await expect(page.locator(f"rect.bar-human_replies[data-day='{today}']")).to_have_attribute(
+        "data-value", "1")
+    await expect(page.locator(f"rect.bar-messages_in[data-day='{yesterday}']")).to_have_attribute(
+        "data-value", "1")
+    await expect(page.locator("#analytics-totals .tile", has_text="Automation")).to_contain_text("0%")
+    await expect(page.locator("#analytics-totals .tile", has_text="Hand-offs")).to_contain_text("1")
+    await expect(page.locator("#analytics-failures")).to_contain_text("graph error 131026: 1")
+    await expect(page.locator("#analytics-chart svg title").first).to_contain_text("14 days")
+
+    # a range that ends before it starts: the API's 400, naming the field
+    form = page.locator("#analytics-form")
+    await form.locator("input[name=from]").fill(today.isoformat())
+    await form.locator("input[name=to]").fill(yesterday.isoformat())
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("#analytics-status")).to_contain_text("from: must not be after to")
+    await expect(page.locator("#analytics-status")).to_contain_text("HTTP 400")
+    # one day: one group of bars
+    await form.locator("input[name=from]").fill(yesterday.isoformat())
+    await form.locator("button[type=submit]").click()
+    await expect(bars).to_have_count(1)
+    await expect(page.locator("#analytics-rows tr")).to_have_count(1)
+    await expect(page.locator("#analytics-failures")).to_contain_text("graph error 131026: 1")
