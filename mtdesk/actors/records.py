@@ -76,7 +76,14 @@ async def pause_on_arrival(services: ConversationServices, tenant_id: str, echo:
     in order later (and pauses again, harmlessly)."""
     pause_s = services.settings.handoff_pause_s
     if pause_s > 0 and not _ours_by_its_marks(services.settings, echo):
-        await services.redis.set(keys.paused(tenant_id, echo.conversation), b"1", ex=pause_s)
+        # Only a pause not there yet, marked as this echo's: on_echo then still knows
+        # the bot was answering until this echo (a hand-off).
+        await services.redis.set(keys.paused(tenant_id, echo.conversation),
+                                 _early_mark(echo), ex=pause_s, nx=True)
+
+
+def _early_mark(echo: Echo) -> bytes:
+    return b"echo:" + echo.event_id.encode()
 
 
 async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
@@ -96,7 +103,7 @@ async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
             # the old value says whether the bot was answering until now: a hand-off
             was = await s.redis.set(keys.paused(item.tenant_id, conv.key), b"1", ex=pause_s,
                                     get=True)
-            took_over = was is None
+            took_over = was is None or was == _early_mark(echo)
             conv.context.paused_until_ms = conv.now_ms() + pause_s * 1000
             conv.mark_dirty()
         s.metrics.outcome("handoff")
