@@ -6,8 +6,9 @@ our ``user_name``); Messenger and Instagram need a Graph call, ``GET /{user-id}`
 (Instagram), made with the channel's token. Either way the result goes on the
 conversation's inbox card (:meth:`mtdesk.core.inbox.Inbox.set_profile`: only while the
 conversation exists, so an erasure is never undone by a late answer), at most once a
-day per conversation (``profile_ms`` on the card), off the answer's path (a task of its
-own: the reply never waits for it), best effort: a failure is counted, never raised.
+day per conversation and shard process (kept in memory: no Redis read per message; a
+profile Meta does not give writes nothing), off the answer's path (a task of its own:
+the reply never waits for it), best effort: a failure is logged by type, never raised.
 Names and pictures never reach the logs.
 """
 
@@ -82,12 +83,12 @@ class Profiles:
                 if not name:
                     return
             else:
-                if now - await self._inbox.profile_asked_ms(tenant_id, conv) < REFRESH_MS:
-                    return
                 profile = await self._fetch(event.channel, event.account_id, event.user_id,
                                             _FIELDS[event.channel])
                 name = name_of(event.channel, profile) if profile else None
                 picture = picture_of(profile) if profile else None
+                if not name and not picture:
+                    return  # nothing to show: nothing written (looked at again tomorrow)
             # The message this came with may not be stored yet (a new conversation is
             # indexed by its admission, in the same moment): wait for it a little.
             for _ in range(_WAIT_TRIES):
