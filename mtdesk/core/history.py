@@ -60,7 +60,8 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     id) or the Graph message id of an outbound one. ``kind``: ``message``, ``postback``,
     ``reaction``, ``unsend``, ``edit``, ``comment`` (``reply_to``: the comment it
     answers, if any), ``mention``, ``unsupported`` (inbound); ``reply`` (the bot),
-    ``agent`` (a human agent from the inbox), ``echo`` (our own send seen only through
+    ``agent`` (a human agent from the inbox, or from our console with its ``author``),
+    ``echo`` (our own send seen only through
     its echo); ``media`` (inbound: what was fetched of the attachments of the message
     ``reply_to`` names, ``media`` holding the references and ``text`` a voice note's
     transcript). ``status`` for inbound is
@@ -88,6 +89,7 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     media_id: str | None = None
     user_name: str | None = None
     comment_id: str | None = None
+    author: str | None = None  # kind ``agent`` sent from the console: the team member
     media: tuple[MediaRecord, ...] = ()  # kind "media": the attachments' references
     entry: str = ""  # the stream entry id; filled in when read, empty when stored
     # ``text``, ``attachments`` and ``media`` (captions, file names, transcripts) sealed
@@ -141,7 +143,8 @@ def open_message(message: StoredMessage, key: TenantKey) -> StoredMessage:
 
 
 # KEYS: outbound hash; ARGV: status, reason, ttl_s, now_ms, conv.
-# Moves status forward only; creates the hash when the status arrives before our record.
+# Moves status forward only; creates the hash when the status arrives before our record;
+# tells the tenant's live channel (keys.live) 's <conv> <entry> <status>'.
 UPDATE_STATUS_LUA = """
 local rank = {sent=1, delivered=2, read=3, failed=9}
 local cur = redis.call('HGET', KEYS[1], 'status')
@@ -152,6 +155,12 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_ms', ARGV[4])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
 if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], 'conv', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+local prefix = string.match(KEYS[1], '^([^:]+:t:[^:]+:)out:')
+local conv = redis.call('HGET', KEYS[1], 'conv')
+if prefix and conv then
+  redis.call('PUBLISH', prefix .. 'live', 's ' .. conv .. ' ' ..
+    (redis.call('HGET', KEYS[1], 'entry') or '') .. ' ' .. ARGV[1])
+end
 return 1
 """
 
@@ -337,12 +346,13 @@ class MessageStore:
         """The person's id changed: conversation ``old``'s history becomes ``new``'s (or
         joins it in time order, when ``new`` has some already) and its place in the
         conversation list moves too. The entries keep their ids (their times) and their
-        contents. Returns how many entries moved."""
+        contents; its inbox card moves too. Returns how many entries moved."""
         if old == new:
             return 0
         return int(await self._move(
             keys=[keys.history(tenant_id, old), keys.history(tenant_id, new),
-                  keys.conversations(tenant_id)],
+                  keys.conversations(tenant_id), keys.inbox_card(tenant_id, old),
+                  keys.inbox_card(tenant_id, new)],
             args=[old, new],
         ))
 
