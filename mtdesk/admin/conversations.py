@@ -79,7 +79,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     query = request.query.get("q", "").strip() or None
     if query is not None and len(query) > 200:
         raise ValidationError("q", "must be at most 200 characters")
-    cards, nxt = await Inbox(request.config_dict[REDIS]).page(
+    cards, nxt = await Inbox(request.config_dict[REDIS], cipher_of(request.config_dict)).page(
         tid, limit=limit, before=before, status=status, channel=channel, query=query)
     return json_response({"conversations": cards, "next": nxt})
 
@@ -87,7 +87,7 @@ async def list_conversations(request: web.Request) -> web.Response:
 async def get_conversation(request: web.Request) -> web.Response:
     tid = tenant_scope(request)
     conv = request.match_info["key"]
-    card = await Inbox(request.config_dict[REDIS]).card(tid, conv)
+    card = await Inbox(request.config_dict[REDIS], cipher_of(request.config_dict)).card(tid, conv)
     if card is None:
         raise NotFound(f"conversation {conv!r} not found")
     return json_response(card)

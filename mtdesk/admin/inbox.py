@@ -24,7 +24,7 @@ from mtdesk.admin.auth import principal, tenant_scope
 from mtdesk.admin.bodies import Assignment, ConversationAction, HumanReply
 from mtdesk.admin.decode import read_body, read_optional_body
 from mtdesk.core import keys
-from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS
+from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS, cipher_of
 from mtdesk.core.clock import now_ms
 from mtdesk.core.errors import Conflict, GraphError, NotFound, ValidationError
 from mtdesk.core.events import TemplateSend
@@ -43,7 +43,8 @@ HUMAN_AGENT_MS: Final = 7 * 24 * HOUR_MS
 async def conversation_card(request: web.Request, tenant_id: str) -> Card:
     """The card of the conversation ``{key}`` names (404 when the tenant has none)."""
     conv = request.match_info["key"]
-    card = await Inbox(request.config_dict[REDIS]).card(tenant_id, conv)
+    card = await Inbox(request.config_dict[REDIS], cipher_of(request.config_dict)).card(
+        tenant_id, conv)
     if card is None:
         raise NotFound(f"conversation {conv!r} not found")
     return card

@@ -31,7 +31,7 @@ from aiohttp import web
 from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import tenant_scope
 from mtdesk.core import keys
-from mtdesk.core.appkeys import REDIS, SETTINGS
+from mtdesk.core.appkeys import REDIS, SETTINGS, cipher_of
 from mtdesk.core.errors import NotFound
 from mtdesk.core.history import MessageStore
 from mtdesk.core.inbox import Inbox
@@ -55,8 +55,9 @@ class _Feed:
         redis = request.config_dict[REDIS]
         self.tenant_id = tenant_id
         self.conversation = conversation
-        self.inbox = Inbox(redis)
-        self.store = MessageStore(redis,
+        cipher = cipher_of(request.config_dict)
+        self.inbox = Inbox(redis, cipher)
+        self.store = MessageStore(redis, cipher=cipher,
                                   retention_days=request.config_dict[SETTINGS].retention_days)
 
     async def events(self, line: str) -> list[bytes]:

@@ -122,6 +122,30 @@ def encode_message(message: StoredMessage, key: TenantKey | None = None) -> byte
     return _encoder.encode(message)
 
 
+CARD_FAMILY = "inbox_card"  # a card's last line, sealed (id: the conversation key)
+CARD_LINE_CHARS = 280
+
+
+def card_fields(message: StoredMessage, key: TenantKey | None = None) -> bytes:
+    """What the history append keeps on the conversation's inbox card from ``message``
+    (see core/lua/history_append.lua): its direction, kind, part, time, channel and its
+    line (a cut of the text, or its first attachment's type), the line sealed with an
+    enabled ``key`` like the message's text (opened by :class:`~mtdesk.core.inbox.Inbox`)."""
+    if message.text is not None:
+        line = message.text[:CARD_LINE_CHARS]
+    elif message.attachments:
+        line = f"[{message.attachments[0].type}]"
+    else:
+        line = ""
+    conv = conversation_of(message)
+    sealed = (key.seal_text(CARD_FAMILY, conv, line) if key is not None and key.enabled
+              else line.encode())
+    head = "\0".join((message.direction, message.kind, str(message.part),
+                       str(message.timestamp_ms), message.channel,
+                       "1" if message.text is not None else "0"))
+    return head.encode() + b"\0" + sealed
+
+
 def decode_message(data: bytes, entry: str = "", key: TenantKey | None = None) -> StoredMessage:
     """A stored message. Sealed text is opened with ``key``; without one it reads as no
     text (ids, kinds, times and statuses are in the clear: enough for retention and
@@ -239,7 +263,7 @@ class MessageStore:
             entry = await self._append(
                 keys=names,
                 args=[encode_message(message, key), conv, now_ms, self._ttl_s, message.status,
-                      "*" if at_ms is None else f"{at_ms}-*"],
+                      "*" if at_ms is None else f"{at_ms}-*", card_fields(message, key)],
             )
         except ResponseError as exc:
             if at_ms is not None and "equal or smaller" in str(exc):

@@ -39,8 +39,11 @@ from mtdesk.core.events import (
     encode_event,
     partition_of,
 )
+from mtdesk.core.errors import DecryptionError
+from mtdesk.core.history import CARD_FAMILY
 from mtdesk.core.redis import Redis, as_hash, as_scored
 from mtdesk.core.scripts import LuaScript
+from mtdesk.core.sealing import TenantCipher, is_sealed
 
 Status = Literal["bot", "human", "closed"]
 STATUSES: Final = ("bot", "human", "closed")
@@ -142,10 +145,13 @@ return 1
 
 
 class Inbox:
-    """The inbox over Redis; cheap to build (holds only the client)."""
+    """The inbox over Redis; cheap to build (holds the client and the cipher). A card's
+    last line is sealed at rest like the message's text: ``cipher`` opens it (without
+    one, or when the tenant's key is gone, a sealed line reads as none)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, cipher: TenantCipher | None = None) -> None:
         self._redis = redis
+        self._cipher = cipher
         self._set_profile = _SET_PROFILE.bind(redis)
 
     # --- reading ----------------------------------------------------------------------
@@ -159,9 +165,27 @@ class Inbox:
             pipe.exists(keys.paused(tenant_id, conv))
             pipe.get(keys.context(tenant_id, conv))
         answers = await pipe.execute()
-        return [card_of(conv, score, as_hash(answers[3 * i]), bool(answers[3 * i + 1]),
+        hashes = [await self._opened(tenant_id, conv, as_hash(answers[3 * i]))
+                  for i, (conv, _) in enumerate(rows)]
+        return [card_of(conv, score, hashes[i], bool(answers[3 * i + 1]),
                         thread_owner(answers[3 * i + 2]))
                 for i, (conv, score) in enumerate(rows)]
+
+    async def _opened(self, tenant_id: str, conversation: str,
+                      raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        """``raw`` with its sealed last line opened (dropped when it cannot be)."""
+        line = raw.get(b"last_text")
+        if line is None or not is_sealed(line):
+            return raw
+        opened = dict(raw)
+        del opened[b"last_text"]
+        if self._cipher is not None:
+            try:
+                key = await self._cipher.key(tenant_id, create=False)
+                opened[b"last_text"] = key.open(CARD_FAMILY, conversation, line)
+            except (DecryptionError, ValueError):
+                pass
+        return opened
 
     async def card(self, tenant_id: str, conversation: str) -> Card | None:
         """The conversation's card; None when the tenant has no such conversation."""

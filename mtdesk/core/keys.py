@@ -463,7 +463,7 @@ def inbox_card(tenant_id: str, conversation: str) -> str:
     """Hash: the conversation as the inbox lists it (channel, name, picture, profile_ms,
     last_text, last_dir, last_kind, last_entry, last_ms, last_in_ms, unread, closed,
     assignee); kept by the history append (core/lua/history_append.lua)."""
-    return f"{ROOT}:t:{tenant_id}:inbox:{conversation}"
+    return f"{ROOT}:t:{{{tenant_id}}}:inbox:{conversation}"
 
 
 def live(tenant_id: str) -> str:
@@ -471,7 +471,7 @@ def live(tenant_id: str) -> str:
     changes: ``m <conversation> <entry>`` (a message stored), ``s <conversation> <entry>
     <status>`` (a sent message's status moved), ``c <conversation>`` (its card changed).
     The inbox's live transcript listens to it."""
-    return f"{ROOT}:t:{tenant_id}:live"
+    return f"{ROOT}:t:{{{tenant_id}}}:live"
 
 
 def restricted(tenant_id: str) -> str:

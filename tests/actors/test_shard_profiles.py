@@ -11,7 +11,7 @@ from mtdesk.core.redis import Redis
 
 
 async def _card_name(d, conv: str) -> str | None:  # type: ignore[no-untyped-def]
-    card = await Inbox(d.redis).card(d.tenant_id, conv)
+    card = await Inbox(d.redis, d.cipher()).card(d.tenant_id, conv)
     return card.name if card else None
 
 
@@ -28,7 +28,7 @@ async def test_messenger_and_instagram_names_come_from_metas_profile_once(
         await d.push(d.message("hola", user="IG1", channel="instagram"))
         await eventually(lambda: _card_name(d, first.conversation))
         assert await _card_name(d, first.conversation) == "Ana Silva"
-        card = await Inbox(redis).card(d.tenant_id, first.conversation)
+        card = await Inbox(redis, d.cipher()).card(d.tenant_id, first.conversation)
         assert card is not None and card.picture == "https://cdn.example/ana.jpg"
         ig = d.message("x", user="IG1", channel="instagram").conversation
         await eventually(lambda: _card_name(d, ig))

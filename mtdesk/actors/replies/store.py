@@ -36,6 +36,7 @@ from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.history import (
     HISTORY_APPEND_LUA,
     StoredMessage,
+    card_fields,
     conversation_of,
     encode_message,
 )
@@ -175,7 +176,8 @@ class ReplyStore:
         row = await self._store_inbound(
             keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
                   keys.conversations(tenant_id)],
-            args=[encode_message(message, key), conv, now_ms, self._ttl_s, skip_reason, *_FIELDS],
+            args=[encode_message(message, key), conv, now_ms, self._ttl_s, skip_reason,
+                  card_fields(message, key), *_FIELDS],
         )
         return self._record(row, key, event_id)
 
@@ -197,7 +199,7 @@ class ReplyStore:
                   keys.conversations(tenant_id), keys.restricted(tenant_id), paused_key,
                   *quota.keys],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, member, reason,
-                  *quota.args, "1" if claim else "0", *_FIELDS],
+                  *quota.args, "1" if claim else "0", card_fields(message, key), *_FIELDS],
         )
         skip = _s(reply[0])
         if skip:
@@ -290,7 +292,7 @@ class ReplyStore:
         key = await self._key(reply.tenant_id)
         args: list[str | int | bytes] = [index, message.message_id, encode_message(message, key),
                                          conv, now_ms, self._history_ttl_s, state, reason,
-                                         self._ttl_s]
+                                         self._ttl_s, card_fields(message, key)]
         if context is not None:
             names.append(context.key)
             args += [context.value, context.ttl_s]
