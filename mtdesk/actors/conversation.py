@@ -52,8 +52,8 @@ from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
 from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import (
-    Comment,
     AgentReply,
+    Comment,
     Echo,
     Edit,
     Handover,

@@ -34,8 +34,6 @@ from mtdesk.core.history import MessageStore
 from mtdesk.core.http import json_response
 from mtdesk.core.inbox import STATUSES, Inbox
 from mtdesk.core.media import MediaStore
-from mtdesk.core.redis import as_scored
-from mtdesk.core.sealing import TenantCipher
 
 # Types a browser may show inline from our origin (never HTML, SVG or scripts).
 _INLINE = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})

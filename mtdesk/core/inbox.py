@@ -32,6 +32,7 @@ import msgspec
 from redis.asyncio.client import Pipeline
 
 from mtdesk.core import analytics, keys
+from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import (
     AgentReply,
     TemplateSend,
@@ -39,7 +40,6 @@ from mtdesk.core.events import (
     encode_event,
     partition_of,
 )
-from mtdesk.core.errors import DecryptionError
 from mtdesk.core.history import CARD_FAMILY
 from mtdesk.core.redis import Redis, as_hash, as_scored
 from mtdesk.core.scripts import LuaScript
