@@ -61,6 +61,12 @@ async def test_a_persons_reply_is_sent_once_stored_as_theirs_and_the_bot_goes_si
         card = await Inbox(redis, d.cipher()).card(d.tenant_id, first.conversation)
         assert card is not None and card.status == "human"
         assert card.last_text == "thanks, waiting" and card.unread == 1
+        # At rest the card's line is sealed like the message, and opens only with the key.
+        stored = await redis.hget(keys.inbox_card(d.tenant_id, first.conversation),  # type: ignore[misc]
+                                  "last_text")
+        assert stored is not None and b"thanks" not in stored
+        unkeyed = await Inbox(redis).card(d.tenant_id, first.conversation)
+        assert unkeyed is not None and unkeyed.last_text is None
 
 
 async def test_an_answer_being_generated_when_a_person_replies_is_dropped_not_sent(
