@@ -21,6 +21,10 @@ While the answer is made the person sees their message read and typing
 part goes out, Meta's customer service window is checked (:mod:`mtdesk.actors.window`):
 outside it nothing is sent and the reply ends ``failed`` with the reason; so do the
 Graph errors that say the same (131047, 131049, 10/2018278), outcome ``outside_window``.
+Every send permit of the bot's reply checks that no person has taken the conversation
+over (``keys.paused``: a reply from the console, or an echo from Meta's own inbox): if
+one has, the rest of the answer is dropped, not sent (``failed``,
+``a person took over the conversation``; outcome ``taken_over``).
 Nor does anything go when another app took the thread meanwhile (handover protocol),
 or when every message answered was unsent. An edit or unsend of a message of the burst
 arriving while the model works drops that answer: the revised texts are answered,
@@ -46,14 +50,21 @@ import msgspec
 from mtdesk.actors.admission import UNSENT_FIRST, admit
 from mtdesk.actors.bursts import can_claim_alone, claim_burst, stored_texts, texts_of
 from mtdesk.actors.records import thread_lost
-from mtdesk.actors.replies import ContextWrite, OutgoingReply, ReplyRun, ReplyState
+from mtdesk.actors.replies import (
+    TAKEN_OVER,
+    ContextWrite,
+    OutgoingReply,
+    ReplyRun,
+    ReplyState,
+    TakenOver,
+)
 from mtdesk.actors.suggest import suggestions_for
 from mtdesk.actors.turns import customer_words, encode_context
 from mtdesk.actors.typing import start_typing
 from mtdesk.actors.window import OUTSIDE_WINDOW, open_until, send_refusal
 from mtdesk.core import keys
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError
-from mtdesk.core.events import Attachment, Channel, Message, Postback
+from mtdesk.core.events import Attachment, Message, Postback
 from mtdesk.core.ports import BotConfig, ChatMessage, Completion, Passage, SourceAttachment
 from mtdesk.core.replystate import on_delivery
 from mtdesk.policy.threads import OWNED_ELSEWHERE
@@ -67,7 +78,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TAKEN_OVER = "a person took over the conversation"
 # The reply's reason when it is not the model's answer (its outcome says which).
 _DONE_REASONS = {"fallback": "model failed: fallback message",
                  "voice_reply": "voice note not heard: the bot's voice reply",
@@ -103,7 +113,7 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
     if move == "resume":  # a restart mid-send: finish the same reply
         reply = OutgoingReply.of(item.tenant_id, event, record.text, record.provider,
                                  record.model)
-        await _send(conv, [item], reply, start=record.parts_sent, window=window)
+        await send_reply(conv, [item], reply, start=record.parts_sent, window=window)
         return
     # From here until the answer is made, an edit or unsend of the burst's messages
     # revises what is answered (records.edit_queued / unsend_queued).
@@ -179,7 +189,7 @@ async def _answer(
                                  completion.model, reason=_DONE_REASONS.get(outcome, ""),
                                  suggestions=completion.suggestions,
                                  attachment=completion.attachment)
-        await _send(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
+        await send_reply(conv, burst, reply, start=0, window=window, outcome=outcome, begin=True)
     except BaseException:
         # The head is retried (or left pending); its members go back in front of the
         # queue, in order, so none is stranded (they are answered_by the head now).
@@ -334,20 +344,6 @@ async def _search(conv: Conversation, bot: BotConfig, query: str) -> tuple[list[
         return [], False
 
 
-class _UnlessTakenOver:
-    """The reply's send permits, refused once a person's echo has arrived for the
-    conversation (Meta's inbox: a person answered while the bot's answer was made)."""
-
-    def __init__(self, conv: Conversation, run: ReplyRun) -> None:
-        self._conv = conv
-        self._run = run
-
-    async def acquire(self, channel: Channel, account_id: str) -> None:
-        if self._conv.person_waiting:
-            raise _Silent(TAKEN_OVER, "taken_over")
-        await self._run.acquire(channel, account_id)
-
-
 async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, start: int,
                    window: int) -> None:
     """Send the reply's parts from ``start`` on, recording each. A retriable Graph error
@@ -357,14 +353,13 @@ async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, s
     s = conv.services
     give_up = time.monotonic() + s.settings.send_retry_for_s
     delay = 1.0
-    permits = _UnlessTakenOver(conv, run)
     while True:
         if conv.now_ms() >= window:
             # The window closed while the answer was made (or before a resumed send).
             raise _Silent(OUTSIDE_WINDOW)
         try:
             async with aclosing(s.sender.deliver(reply.outbound(), reply.parts, start=start,
-                                                 permits=permits)) as accepted:
+                                                 permits=run)) as accepted:
                 async for index, message_id in accepted:
                     conv.context.replied = True  # the person got something: no greeting again
                     await run.part_sent(index, message_id)
@@ -382,13 +377,14 @@ async def _deliver(conv: Conversation, reply: OutgoingReply, run: ReplyRun, *, s
             delay = min(30.0, delay * 2)
 
 
-async def _send(
+async def send_reply(
     conv: Conversation, burst: list[WorkItem], reply: OutgoingReply, *, start: int,
     window: int, outcome: str = "sent", begin: bool = False,
 ) -> None:
     """Send ``reply`` from part ``start`` on (``begin``: store its text first), record
     every part and the end, acknowledge the burst. Nothing is sent from ``window`` (epoch
-    ms: when Meta's customer service window ends) on."""
+    ms: when Meta's customer service window ends) on, and nothing more of a bot's reply
+    once a person has taken the conversation over (checked at every send permit)."""
     s = conv.services
     turns = conv.context.turns
     sent_turns = conv.bounded([*turns, ChatMessage("assistant", reply.text)])
@@ -424,6 +420,9 @@ async def _send(
     except _Silent as silent:
         outcome = silent.outcome
         state, reason = ReplyState.FAILED, silent.reason
+    except TakenOver:  # a person has the conversation: the rest of the answer is dropped
+        outcome = "taken_over"
+        state, reason = ReplyState.FAILED, TAKEN_OVER
     except GraphError as exc:
         outcome = "failed"
         s.metrics.graph_error(exc.code)
@@ -460,6 +459,10 @@ def _tally(conv: Conversation, burst: list[WorkItem], reply: OutgoingReply,
     """The reply's analytics: sent (with the time from the customer's first message of
     the burst to now) or failed (by reason)."""
     tally, now = conv.services.tally, conv.now_ms()
+    if reason == TAKEN_OVER:  # dropped for a person, who is counted by their reply
+        return
+    if ended is ReplyState.SENT and reply.kind != "reply":
+        return  # a person's reply from the console: counted when it was queued
     if ended is ReplyState.SENT:
         first = min((b.event.timestamp_ms for b in burst), default=0)
         tally.bot_reply(reply.tenant_id, reply.channel, now, conv.key,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from mtdesk.actors.admission import BOT_DISABLED, CHANNEL_DISCONNECTED, STALE, Skip
-from mtdesk.actors.answering import _DONE_REASONS, _generate, _send, greeted
+from mtdesk.actors.answering import _DONE_REASONS, _generate, greeted, send_reply
 from mtdesk.actors.replies import OutgoingReply
 from mtdesk.channels.outbound import one_message
 from mtdesk.core import keys
@@ -120,7 +120,7 @@ async def on_comment(conv: Conversation, item: WorkItem, comment: Comment) -> No
     window = private_reply_until(comment, item.received_ms)
     if move == "resume":  # a restart mid-send: finish the same reply
         reply = private_reply(tid, comment, record.text, record.provider, record.model)
-        await _send(conv, [item], reply, start=record.parts_sent, window=window)
+        await send_reply(conv, [item], reply, start=record.parts_sent, window=window)
         return
     if not claimed and move == "answer":
         if await s.replies.claim(tid, comment.event_id, [], now_ms=conv.now_ms()) is None:
@@ -134,4 +134,4 @@ async def on_comment(conv: Conversation, item: WorkItem, comment: Comment) -> No
     conv.context.turns = conv.bounded([*conv.context.turns, ChatMessage("user", text)])
     reply = private_reply(tid, comment, reply_text, completion.provider, completion.model,
                           reason=_DONE_REASONS.get(outcome, ""))
-    await _send(conv, [item], reply, start=0, window=window, outcome=outcome, begin=True)
+    await send_reply(conv, [item], reply, start=0, window=window, outcome=outcome, begin=True)

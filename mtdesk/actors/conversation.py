@@ -11,7 +11,8 @@ eviction, and restored on activation.
 Per event (see docs/shards.md for the table) the work is done elsewhere: messages and
 postbacks are answered by :mod:`mtdesk.actors.answering` (admission, bursts, the reply),
 unless they came on ``standby`` (another app owns the thread); Instagram comments by
-:mod:`mtdesk.actors.comments` (recorded, maybe a private reply); everything else is
+:mod:`mtdesk.actors.comments` (recorded, maybe a private reply); a person's reply from
+the console is sent by :mod:`mtdesk.actors.takeover`; everything else is
 recorded by :mod:`mtdesk.actors.records` (handovers move the thread's owner, a user id
 change moves the conversation). An edit or unsend is looked at as it arrives
 (:meth:`Conversation.submit`): of a message still queued, or in the burst being
@@ -37,6 +38,7 @@ import msgspec
 from mtdesk.actors import records
 from mtdesk.actors.answering import answer, greeted
 from mtdesk.actors.comments import on_comment
+from mtdesk.actors.takeover import send_agent_reply
 from mtdesk.actors.turns import (
     ConversationContext,
     PromptBuilder,
@@ -50,6 +52,7 @@ from mtdesk.core import keys
 from mtdesk.core.clock import now_ms
 from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import (
+    AgentReply,
     Comment,
     Echo,
     Edit,
@@ -100,9 +103,6 @@ class Conversation:
         self.unsent: set[str] = set()
         self.revised = False
         self.making: asyncio.Future[Any] | None = None  # the model call under way
-        # A person's echo (Meta's inbox) has arrived and is queued, not yet handled in
-        # order: a bot reply under way must not send another part (records.echo_queued).
-        self.person_waiting = 0
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
@@ -123,8 +123,6 @@ class Conversation:
             records.edit_queued(self, item.event)
         elif isinstance(item.event, Unsend):
             records.unsend_queued(self, item.event)
-        elif isinstance(item.event, Echo):
-            records.echo_queued(self, item.event)
         self.queue.append(item)
         self.last_active = time.monotonic()
         if self._task is None or self._task.done():
@@ -246,6 +244,8 @@ class Conversation:
     async def _handle(self, item: WorkItem) -> None:
         event = item.event
         if isinstance(event, Message | Postback):
+            if self.services.profiles is not None:  # the inbox's name for the person
+                self.services.profiles.note(item.tenant_id, event)
             if event.standby:  # another app owns the thread: recorded, never answered
                 await records.on_standby(self, item, event)
             else:
@@ -253,6 +253,9 @@ class Conversation:
                 return
         elif isinstance(event, Comment):
             await on_comment(self, item, event)  # recorded; maybe a private reply
+            return
+        elif isinstance(event, AgentReply):  # a person's reply from the console
+            await send_agent_reply(self, item, event)  # hands the item back itself
             return
         elif isinstance(event, Echo):
             if event.standby:

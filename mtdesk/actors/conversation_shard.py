@@ -47,7 +47,9 @@ from prometheus_client import REGISTRY
 
 from mtdesk.actors.conversation import Conversation
 from mtdesk.actors.media import MediaDesk
+from mtdesk.actors.profiles import Profiles
 from mtdesk.actors.ratelimit import SendRateLimiter
+from mtdesk.actors.records import pause_on_arrival
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.shard_erasure import ShardErasure
 from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
@@ -55,11 +57,12 @@ from mtdesk.actors.tenantview import TenantView
 from mtdesk.actors.turns import PromptBuilder, build_prompt
 from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
-from mtdesk.core.clock import Clock, SystemClock
+from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.errors import DecryptionError
-from mtdesk.core.events import EVENT_FAMILY, decode_event
+from mtdesk.core.events import EVENT_FAMILY, Echo, decode_event
 from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
+from mtdesk.core.inbox import Inbox
 from mtdesk.core.ports import ChatModel, Retriever
 from mtdesk.core.redis import Redis
 from mtdesk.core.retrying import retry_transient
@@ -96,6 +99,31 @@ class ShardServices:
             with contextlib.suppress(Exception):
                 await close()
         self.closers.clear()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them to end, cancelling again any still running a
+    second later: Python 3.11 can lose a cancellation that meets a timeout firing inside
+    a Redis call (the loop then waits on its next event forever; seen stopping a shard
+    under load, its ack loop "cancelling" with nothing to wake it)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        while not task.done():
+            await asyncio.wait([task], timeout=1.0)
+            if not task.done():
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
+
+
+def _profiles(services: ShardServices) -> Profiles | None:
+    """The inbox's names and pictures, when the sender can ask Meta for a profile."""
+    fetch = getattr(services.sender, "profile", None)
+    if fetch is None:
+        return None
+    clock = services.clock
+    return Profiles(Inbox(services.redis), fetch, lambda: now_ms(clock))
 
 
 class ConversationShard:
@@ -154,6 +182,7 @@ class ConversationShard:
             retriever=services.retriever, prompt_builder=services.prompt_builder,
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
             media=services.media,
+            profiles=_profiles(services),
         )
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
         self._inflight: set[tuple[int, str]] = set()
@@ -215,20 +244,12 @@ class ConversationShard:
             with contextlib.suppress(Exception):
                 await conv.persist()
         self._convs.clear()
-        for task in self._tasks:
-            task.cancel()
         self._ack_event.set()  # (see _ack_loop)
-        for task in self._tasks:
-            # A cancellation that lands inside a Redis command can be absorbed by the
-            # client (the ack loop then waits for its event forever): cancel again until
-            # the task is done, rather than wait for it unboundedly.
-            while not task.done():
-                await asyncio.wait({task}, timeout=1.0)
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancel_all(self._tasks)
         self._tasks = []
         self._started = False
+        if self._conv_services.profiles is not None:
+            await self._conv_services.profiles.aclose()
         with contextlib.suppress(Exception):
             await self._conv_services.tally.flush(self._redis)
         with contextlib.suppress(Exception):
@@ -250,6 +271,8 @@ class ConversationShard:
         self._convs.clear()
         self._inflight.clear()
         self._started = False
+        if self._conv_services.profiles is not None:
+            await self._conv_services.profiles.aclose()
 
     async def _drain(self) -> None:
         for conv in list(self._convs.values()):
@@ -385,6 +408,8 @@ class ConversationShard:
         item = WorkItem(partition=partition, entry_id=entry_id, tenant_id=tenant_id,
                         event=event, received_ms=received_ms or int(now * 1000),
                         stale=fields.get(b"s") == b"1")
+        if isinstance(event, Echo):  # before it queues behind an answer under way
+            await pause_on_arrival(self._conv_services, tenant_id, event)
         # Activating may need Redis (the conversation's stored context, its tenant's key):
         # a blip is retried in place; the entry is in flight only once a conversation
         # holds it, so one that could not be handed over is reclaimed like any other.

@@ -58,6 +58,7 @@ from mtdesk.core.events import (
 from mtdesk.core.history import StoredMessage, inbound_message
 from mtdesk.core.ports import ChatMessage
 from mtdesk.core.redis import as_opt_bytes
+from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels
 from mtdesk.policy.erasure.notices import ConversationsNotice, publish_notice
 from mtdesk.policy.threads import OWNED_ELSEWHERE, ThreadControl, after_handover, after_message
@@ -66,30 +67,35 @@ IMPORTED = "imported from the WhatsApp Business app"
 
 if TYPE_CHECKING:
     from mtdesk.actors.conversation import Conversation
-    from mtdesk.actors.work import WorkItem
+    from mtdesk.actors.work import ConversationServices, WorkItem
 
 
-def _ours_by_its_marks(conv: Conversation, echo: Echo) -> bool:
-    app_id = conv.services.settings.meta_app_id
+def _ours_by_its_marks(settings: Settings, echo: Echo) -> bool:
+    app_id = settings.meta_app_id
     return is_our_metadata(echo.metadata) or (app_id is not None and echo.app_id == app_id)
 
 
-def echo_queued(conv: Conversation, echo: Echo) -> None:
-    """A person's echo has arrived (it waits behind the message being answered): from now
-    the bot's reply under way sends nothing more (``answering`` checks before each part),
-    before :func:`on_echo` pauses the bot in order. Only with hand-offs on."""
-    if conv.services.settings.handoff_pause_s > 0 and not _ours_by_its_marks(conv, echo):
-        conv.person_waiting += 1
+async def pause_on_arrival(services: ConversationServices, tenant_id: str, echo: Echo) -> None:
+    """A person's echo (not ours by its metadata or app id) pauses the bot as soon as the
+    shard reads it, before it waits its turn behind a message being answered: that
+    answer's next send permit sees the pause and drops it. :func:`on_echo` records it
+    in order later (and pauses again, harmlessly)."""
+    pause_s = services.settings.handoff_pause_s
+    if pause_s > 0 and not _ours_by_its_marks(services.settings, echo):
+        # Only a pause not there yet, marked as this echo's: on_echo then still knows
+        # the bot was answering until this echo (a hand-off).
+        await services.redis.set(keys.paused(tenant_id, echo.conversation),
+                                 _early_mark(echo), ex=pause_s, nx=True)
+
+
+def _early_mark(echo: Echo) -> bytes:
+    return b"echo:" + echo.event_id.encode()
 
 
 async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
     s = conv.services
     recorded = await s.redis.hexists(keys.outbound(item.tenant_id, echo.event_id), "entry")
-    marked = _ours_by_its_marks(conv, echo)
-    if not marked and s.settings.handoff_pause_s > 0:
-        # handled in order now: the pause below (durable) takes over from the flag
-        conv.person_waiting = max(0, conv.person_waiting - 1)
-    ours = recorded or marked
+    ours = recorded or _ours_by_its_marks(s.settings, echo)
     if ours:
         s.metrics.outcome("echo")
         if recorded:
@@ -103,7 +109,7 @@ async def on_echo(conv: Conversation, item: WorkItem, echo: Echo) -> None:
             # the old value says whether the bot was answering until now: a hand-off
             was = await s.redis.set(keys.paused(item.tenant_id, conv.key), b"1", ex=pause_s,
                                     get=True)
-            took_over = was is None
+            took_over = was is None or was == _early_mark(echo)
             conv.context.paused_until_ms = conv.now_ms() + pause_s * 1000
             conv.mark_dirty()
         s.metrics.outcome("handoff")

@@ -279,6 +279,27 @@ class GraphSender:
         self._metrics.signals.labels(channel, "sent").inc(len(bodies))
         return True
 
+    async def profile(self, channel: Channel, account_id: str, user_id: str,
+                      fields: str) -> dict[str, object] | None:
+        """The person's Graph profile (``GET /{user-id}?fields=…`` with the account's
+        token), or None when Meta gives none (an error, a person who blocked it); never
+        raises for Meta's or the network's failures. Nothing of it is logged."""
+        url = f"{self._base}/{quote(user_id, safe='')}"
+        try:
+            credentials = await self._credentials.credentials(channel, account_id)
+            async with self._session.get(url, params={"fields": fields},
+                                         headers={"Authorization": _bearer(credentials)},
+                                         timeout=self._signal_timeout) as response:
+                payload = await response.read()
+                if response.status != 200:
+                    return None
+            found = msgspec.json.decode(payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # network, timeout, no credentials, not JSON: best effort
+            return None
+        return found if isinstance(found, dict) else None
+
     async def fetch_media(
         self, credentials: ChannelCredentials, media_id: str, *, max_bytes: int = MAX_MEDIA_BYTES
     ) -> bytes:

@@ -13,8 +13,8 @@ Series (all with label ``shard``):
 - ``mtdesk_shard_stage_seconds{stage}`` histogram: ``queue`` (gateway receive → shard
   pick-up), ``llm``, ``send``, ``end_to_end`` (gateway receive → reply sent).
 - ``mtdesk_shard_replies_total{outcome}``: sent, fallback, no_knowledge, failed,
-  outside_window, skipped,
-  duplicate, echo, handoff, receipt, status, recorded.
+  outside_window, taken_over, skipped,
+  duplicate, echo, handoff, human, receipt, status, recorded.
 - ``mtdesk_shard_graph_errors_total{code}``: Graph errors that ended a reply.
 - ``mtdesk_shard_active_conversations``, ``mtdesk_shard_inflight_events``.
 - the actor process's own ``mtdesk_*`` series (the Graph sender's errors by code and

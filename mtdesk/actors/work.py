@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mtdesk.actors.media import MediaDesk
+from mtdesk.actors.profiles import Profiles
 from mtdesk.actors.ratelimit import SendPermits
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.actors.stats import ShardMetrics
@@ -95,3 +96,5 @@ class ConversationServices:
     tally: Tally = field(default_factory=Tally)
     # Fetches, keeps and describes the media customers send (None: described unseen).
     media: MediaDesk | None = None
+    # Keeps the inbox cards' names and pictures (None: the inbox shows the person's id).
+    profiles: Profiles | None = None

@@ -35,6 +35,8 @@ from mtdesk.policy.vault import VAULT, TokenVault
 ROUTE_MODULES: tuple[str, ...] = (
     "mtdesk.admin.provisioning",
     "mtdesk.admin.conversations",
+    "mtdesk.admin.inbox",
+    "mtdesk.admin.live",
     "mtdesk.admin.analytics",
     "mtdesk.admin.knowledge",
     "mtdesk.admin.privacy",

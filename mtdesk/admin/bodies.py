@@ -103,3 +103,32 @@ class NewPortal(TenantScoped, frozen=True, kw_only=True):
     """``POST /billing/portal`` (the body is optional)."""
 
     return_url: Short | None = None
+
+
+class TemplateChoice(Body, frozen=True, kw_only=True):
+    """An approved WhatsApp template: ``name``, ``language`` (its code, e.g. ``en_US``)
+    and the body's ``parameters`` in order."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[a-z0-9_]+$")]
+    language: Annotated[str, Meta(min_length=2, max_length=15,
+                                  pattern=r"^[a-z]{2,3}(_[A-Za-z0-9]{2,8})?$")]
+    parameters: Annotated[list[Annotated[str, Meta(min_length=1, max_length=1024)]],
+                          Meta(max_length=20)] = []
+
+
+class HumanReply(TenantScoped, frozen=True, kw_only=True):
+    """``POST /conversations/{key}/reply``: ``text``, or (WhatsApp) a ``template``."""
+
+    text: Annotated[str, Meta(max_length=8_000)] | None = None
+    template: TemplateChoice | None = None
+
+
+class Assignment(TenantScoped, frozen=True, kw_only=True):
+    """``POST /conversations/{key}/assign``: a team member's id, or null to unassign."""
+
+    user_id: Annotated[str, Meta(max_length=64)] | None
+
+
+class ConversationAction(TenantScoped, frozen=True, kw_only=True):
+    """The body (optional) of hand back, close, reopen and read: the operator's
+    ``tenant_id``."""

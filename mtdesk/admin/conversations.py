@@ -1,7 +1,12 @@
 """Conversation routes: a tenant's conversations, newest first, and their messages.
 
-``GET /admin/api/v1/conversations?limit=&before=`` pages by last activity: ``before`` is
-the ``last_activity_ms`` of the last row already seen (answers carry it as ``next``).
+``GET /admin/api/v1/conversations?limit=&before=&status=&channel=&q=`` pages by last
+activity: ``before`` is the ``last_activity_ms`` of the last row already seen (answers
+carry it as ``next``). Each row is the conversation's inbox card
+(:class:`mtdesk.core.inbox.Card`: the person's name and picture, channel, last message,
+status ``bot``/``human``/``closed``, unread count, assignee); ``status`` and ``channel``
+filter, ``q`` searches the name, the person's id and the last message.
+``GET /admin/api/v1/conversations/{key}`` is one card.
 ``GET /admin/api/v1/conversations/{key}/messages?limit=&after=`` gives messages oldest
 first; ``after`` is the ``entry`` of the last message already seen (``next``). The key is
 ``channel:account_id:user_id``, URL-encoded.
@@ -24,10 +29,11 @@ from mtdesk.admin.auth import tenant_scope
 from mtdesk.core import keys
 from mtdesk.core.appkeys import REDIS, SETTINGS, cipher_of
 from mtdesk.core.errors import NotFound, ValidationError
+from mtdesk.core.events import CHANNELS
 from mtdesk.core.history import MessageStore
 from mtdesk.core.http import json_response
+from mtdesk.core.inbox import STATUSES, Inbox
 from mtdesk.core.media import MediaStore
-from mtdesk.core.redis import as_scored
 
 # Types a browser may show inline from our origin (never HTML, SVG or scripts).
 _INLINE = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -48,24 +54,41 @@ def _limit(request: web.Request, default: int = 50, most: int = 200) -> int:
     return value
 
 
+def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise ValidationError(name, f"must be one of {', '.join(allowed)}")
+    return value
+
+
 async def list_conversations(request: web.Request) -> web.Response:
     tid = tenant_scope(request)
     limit = _limit(request)
-    before = request.query.get("before")
-    high = "+inf"
-    if before is not None:
-        if not _DIGITS.fullmatch(before):  # str.isdigit() also takes "١٢" or "²"
+    raw_before = request.query.get("before")
+    before: int | None = None
+    if raw_before is not None:
+        if not _DIGITS.fullmatch(raw_before):  # str.isdigit() also takes "١٢" or "²"
             raise ValidationError("before", "must be a last_activity_ms from a previous page")
-        high = f"({before}"
-    rows = as_scored(await request.config_dict[REDIS].zrevrangebyscore(
-        keys.conversations(tid), high, "-inf", start=0, num=limit, withscores=True
-    ))
-    items = [
-        {"conversation": member.decode(), "last_activity_ms": int(score)}
-        for member, score in rows
-    ]
-    nxt = items[-1]["last_activity_ms"] if len(items) == limit else None
-    return json_response({"conversations": items, "next": nxt})
+        before = int(raw_before)
+    status = _choice(request, "status", STATUSES)
+    channel = _choice(request, "channel", CHANNELS)
+    query = request.query.get("q", "").strip() or None
+    if query is not None and len(query) > 200:
+        raise ValidationError("q", "must be at most 200 characters")
+    cards, nxt = await Inbox(request.config_dict[REDIS], cipher_of(request.config_dict)).page(
+        tid, limit=limit, before=before, status=status, channel=channel, query=query)
+    return json_response({"conversations": cards, "next": nxt})
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    tid = tenant_scope(request)
+    conv = request.match_info["key"]
+    card = await Inbox(request.config_dict[REDIS], cipher_of(request.config_dict)).card(tid, conv)
+    if card is None:
+        raise NotFound(f"conversation {conv!r} not found")
+    return json_response(card)
 
 
 async def list_messages(request: web.Request) -> web.Response:
@@ -115,5 +138,6 @@ async def get_media(request: web.Request) -> web.Response:
 def add_routes(admin: web.Application) -> None:
     r = admin_routes(admin)
     r.add_get(f"{API_BASE}/conversations", list_conversations)
+    r.add_get(f"{API_BASE}/conversations/{{key}}", get_conversation)
     r.add_get(f"{API_BASE}/conversations/{{key}}/messages", list_messages)
     r.add_get(f"{API_BASE}/conversations/{{key}}/media/{{ref}}", get_media)

@@ -68,6 +68,7 @@ STATIC = {
     "console.html": "text/html",
     "console.js": "text/javascript",
     "accounts.js": "text/javascript",
+    "inbox.js": "text/javascript",
     "analytics.js": "text/javascript",
     "console.css": "text/css",
 }
@@ -99,6 +100,10 @@ async def accounts_script(request: web.Request) -> web.Response:
 
 async def analytics_script(request: web.Request) -> web.Response:
     return _page(static_text("analytics.js"), STATIC["analytics.js"])
+
+
+async def inbox_script(request: web.Request) -> web.Response:
+    return _page(static_text("inbox.js"), STATIC["inbox.js"])
 
 
 async def console_style(request: web.Request) -> web.Response:
@@ -138,6 +143,7 @@ def add_routes(admin: web.Application) -> None:
     r.add_get("", to_index)
     r.add_get("/console.js", console_script)
     r.add_get("/accounts.js", accounts_script)
+    r.add_get("/inbox.js", inbox_script)
     r.add_get("/analytics.js", analytics_script)
     r.add_get("/console.css", console_style)
     r.add_get("/api", api_reference)

@@ -277,11 +277,34 @@ class Unsupported(_Event, frozen=True, tag="unsupported"):
     type: str = "unknown"
 
 
+class TemplateSend(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An approved WhatsApp message template to send: its name, language code and the
+    body's parameters, in order."""
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+
+
+class AgentReply(_Event, frozen=True, tag="agent_reply"):
+    """A person's reply from the inbox (never from Meta): queued by the admin API on the
+    conversation's partition stream, so the conversation's shard sends it in order
+    through the same exactly-once sender as the bot. ``author`` is the team member (user
+    id, or ``api`` for an API key); ``tag`` is ``HUMAN_AGENT`` for a Messenger/Instagram
+    reply outside the 24 h window; ``template`` a WhatsApp template instead of text."""
+
+    text: str | None = None
+    author: str = ""
+    tag: str | None = None
+    template: TemplateSend | None = None
+
+
 Event = (Message | Postback | Reaction | Echo | Receipt | Status | Unsend | Edit | Handover
-         | UserChanged | Imported | Comment | Mention | Unsupported)
+         | UserChanged | Imported | Comment | Mention | Unsupported | AgentReply)
 EVENT_KINDS: tuple[str, ...] = (
     "message", "postback", "reaction", "echo", "receipt", "status", "unsend", "edit",
     "handover", "user_changed", "imported", "comment", "mention", "unsupported",
+    "agent_reply",
 )
 
 # Encoders/decoders are built once; use these rather than making new ones per call.

@@ -60,7 +60,8 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     id) or the Graph message id of an outbound one. ``kind``: ``message``, ``postback``,
     ``reaction``, ``unsend``, ``edit``, ``comment`` (``reply_to``: the comment it
     answers, if any), ``mention``, ``unsupported`` (inbound); ``reply`` (the bot),
-    ``agent`` (a human agent from the inbox), ``echo`` (our own send seen only through
+    ``agent`` (a human agent from the inbox, or from our console with its ``author``),
+    ``echo`` (our own send seen only through
     its echo); ``media`` (inbound: what was fetched of the attachments of the message
     ``reply_to`` names, ``media`` holding the references and ``text`` a voice note's
     transcript). ``status`` for inbound is
@@ -88,6 +89,7 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     media_id: str | None = None
     user_name: str | None = None
     comment_id: str | None = None
+    author: str | None = None  # kind ``agent`` sent from the console: the team member
     media: tuple[MediaRecord, ...] = ()  # kind "media": the attachments' references
     entry: str = ""  # the stream entry id; filled in when read, empty when stored
     # ``text``, ``attachments`` and ``media`` (captions, file names, transcripts) sealed
@@ -120,6 +122,30 @@ def encode_message(message: StoredMessage, key: TenantKey | None = None) -> byte
     return _encoder.encode(message)
 
 
+CARD_FAMILY = "inbox_card"  # a card's last line, sealed (id: the conversation key)
+CARD_LINE_CHARS = 280
+
+
+def card_fields(message: StoredMessage, key: TenantKey | None = None) -> bytes:
+    """What the history append keeps on the conversation's inbox card from ``message``
+    (see core/lua/history_append.lua): its direction, kind, part, time, channel and its
+    line (a cut of the text, or its first attachment's type), the line sealed with an
+    enabled ``key`` like the message's text (opened by :class:`~mtdesk.core.inbox.Inbox`)."""
+    if message.text is not None:
+        line = message.text[:CARD_LINE_CHARS]
+    elif message.attachments:
+        line = f"[{message.attachments[0].type}]"
+    else:
+        line = ""
+    conv = conversation_of(message)
+    sealed = (key.seal_text(CARD_FAMILY, conv, line) if key is not None and key.enabled
+              else line.encode())
+    head = "\0".join((message.direction, message.kind, str(message.part),
+                       str(message.timestamp_ms), message.channel,
+                       "1" if message.text is not None else "0"))
+    return head.encode() + b"\0" + sealed
+
+
 def decode_message(data: bytes, entry: str = "", key: TenantKey | None = None) -> StoredMessage:
     """A stored message. Sealed text is opened with ``key``; without one it reads as no
     text (ids, kinds, times and statuses are in the clear: enough for retention and
@@ -141,7 +167,8 @@ def open_message(message: StoredMessage, key: TenantKey) -> StoredMessage:
 
 
 # KEYS: outbound hash; ARGV: status, reason, ttl_s, now_ms, conv.
-# Moves status forward only; creates the hash when the status arrives before our record.
+# Moves status forward only; creates the hash when the status arrives before our record;
+# tells the tenant's live channel (keys.live) 's <conv> <entry> <status>'.
 UPDATE_STATUS_LUA = """
 local rank = {sent=1, delivered=2, read=3, failed=9}
 local cur = redis.call('HGET', KEYS[1], 'status')
@@ -152,6 +179,12 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_ms', ARGV[4])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
 if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], 'conv', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+local prefix = string.match(KEYS[1], '^([^:]+:t:[^:]+:)out:')
+local conv = redis.call('HGET', KEYS[1], 'conv')
+if prefix and conv then
+  redis.call('PUBLISH', prefix .. 'live', 's ' .. conv .. ' ' ..
+    (redis.call('HGET', KEYS[1], 'entry') or '') .. ' ' .. ARGV[1])
+end
 return 1
 """
 
@@ -230,7 +263,7 @@ class MessageStore:
             entry = await self._append(
                 keys=names,
                 args=[encode_message(message, key), conv, now_ms, self._ttl_s, message.status,
-                      "*" if at_ms is None else f"{at_ms}-*"],
+                      "*" if at_ms is None else f"{at_ms}-*", card_fields(message, key)],
             )
         except ResponseError as exc:
             if at_ms is not None and "equal or smaller" in str(exc):
@@ -337,12 +370,13 @@ class MessageStore:
         """The person's id changed: conversation ``old``'s history becomes ``new``'s (or
         joins it in time order, when ``new`` has some already) and its place in the
         conversation list moves too. The entries keep their ids (their times) and their
-        contents. Returns how many entries moved."""
+        contents; its inbox card moves too. Returns how many entries moved."""
         if old == new:
             return 0
         return int(await self._move(
             keys=[keys.history(tenant_id, old), keys.history(tenant_id, new),
-                  keys.conversations(tenant_id)],
+                  keys.conversations(tenant_id), keys.inbox_card(tenant_id, old),
+                  keys.inbox_card(tenant_id, new)],
             args=[old, new],
         ))
 

@@ -125,6 +125,10 @@ MEDIA = _t("media", "media", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SECTIO
            section="conversations", counted_as="media", scope=_C)
 PAUSED = _t("paused", "paused", True, True, _E.CONVERSATION, _R.TTL, _X.DERIVED, "paused",
             scope=_C)
+# The inbox's card of a conversation: the person's name and picture (from Meta), the last
+# message's line, unread count, closed, assignee; kept by the history append.
+INBOX_CARD = _t("inbox_card", "inbox", True, True, _E.CONVERSATION, _R.CONVERSATION,
+                _X.DERIVED, "inbox_card", scope=_C)
 REPLY = _t("reply", "reply", True, True, _E.MESSAGE, _R.RECORD_AGE, _X.DERIVED, "reply",
            counted_as="records")
 OUTBOUND = _t("outbound", "out", True, True, _E.MESSAGE, _R.RECORD_AGE, _X.DERIVED, "outbound",
@@ -193,7 +197,7 @@ LAYOUT_VERSION = _g("layout", "layout", False, False, _E.NONE, _R.CONFIGURATION,
 
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY, MEDIA,
-    PAUSED, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, ANALYTICS,
+    PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, ANALYTICS,
     ANALYTICS_CONVERSATIONS, USER_SET, USER,
     USER_SESSIONS, API_KEYS, DATA_KEY,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
@@ -453,6 +457,21 @@ def outbound(tenant_id: str, graph_message_id: str) -> str:
 def paused(tenant_id: str, conversation: str) -> str:
     """Present (with a TTL) while a human agent has the conversation."""
     return f"{ROOT}:t:{{{tenant_id}}}:paused:{conversation}"
+
+
+def inbox_card(tenant_id: str, conversation: str) -> str:
+    """Hash: the conversation as the inbox lists it (channel, name, picture, profile_ms,
+    last_text, last_dir, last_kind, last_entry, last_ms, last_in_ms, unread, closed,
+    assignee); kept by the history append (core/lua/history_append.lua)."""
+    return f"{ROOT}:t:{{{tenant_id}}}:inbox:{conversation}"
+
+
+def live(tenant_id: str) -> str:
+    """Pub/sub channel (nothing is stored, so no family) of the tenant's conversation
+    changes: ``m <conversation> <entry>`` (a message stored), ``s <conversation> <entry>
+    <status>`` (a sent message's status moved), ``c <conversation>`` (its card changed).
+    The inbox's live transcript listens to it."""
+    return f"{ROOT}:t:{{{tenant_id}}}:live"
 
 
 def restricted(tenant_id: str) -> str:

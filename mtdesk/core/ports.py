@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from mtdesk.core.events import Channel
+from mtdesk.core.events import Channel, TemplateSend
 
 
 class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -132,6 +132,10 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     reply_key: str  # the inbound event id this answers; put in metadata, used for idempotency
     reply_to: str | None = None  # WhatsApp context message id
     comment_id: str | None = None  # a private reply: the Instagram comment it answers
+    # A person's reply outside the 24 h window (Messenger/Instagram): ``HUMAN_AGENT``.
+    tag: str | None = None
+    # WhatsApp: an approved template instead of the text (the text describes it).
+    template: TemplateSend | None = None
     # Offered under the last part as taps (quick replies, WhatsApp buttons or a list).
     suggestions: tuple[str, ...] = ()
     # Sent after the text (a knowledge source's picture or document).

@@ -19,6 +19,14 @@ What it answers (``{version}`` is any ``vNN.N``):
   ``{"status": "read", "message_id", "typing_indicator"?}`` answering
   ``{"success": true}`` — are kept apart in ``signals`` (never in ``sends`` or
   ``attempts``); :meth:`FakeGraphAPI.fail_next_signal` makes them fail.
+- ``GET /{version}/{user_id}?fields=…`` — a person's profile added with
+  :meth:`FakeGraphAPI.add_profile` (Messenger ``first_name``, ``last_name``,
+  ``profile_pic``; Instagram ``name``, ``username``, ``profile_pic``), only the fields
+  asked for; an unknown id answers error 100/33 as Meta does.
+- ``GET /{version}/{waba_id}/message_templates`` — the templates added with
+  :meth:`FakeGraphAPI.add_template`, as Meta's ``{"data": [{"name", "language",
+  "status", "category", "components": [{"type": "BODY", "text"}]}], "paging"}``,
+  filtered by ``?status=``.
 - ``GET /{version}/{media_id}`` — media metadata ``{"url", "mime_type", "sha256",
   "file_size", "id", "messaging_product"}``; the URL downloads the bytes (Bearer needed).
 - ``GET /_fake/cdn/{name}`` — a Messenger/Instagram attachment URL (Meta's CDN, no token,
@@ -187,6 +195,9 @@ class FakeGraphAPI(FakeServer):
         self._accounts: dict[str, _Account] = {}
         self._failures: dict[str, list[_Failure]] = {}
         self._media: dict[str, _Media] = {}
+        self._profiles: dict[str, dict[str, str]] = {}
+        self._templates: dict[str, list[dict[str, Any]]] = {}
+        self.profile_requests: list[str] = []  # user ids whose profile was asked for
         self._cdn: dict[str, tuple[_Media, float | None]] = {}
         self._download_failures: list[int] = []
         self.downloads: list[str] = []  # media ids / CDN names of every download served
@@ -265,6 +276,18 @@ class FakeGraphAPI(FakeServer):
         """Make ``GET /{media_id}`` answer; ``account_id`` restricts the accepted tokens."""
         self._media[media_id] = _Media(content, mime_type, account_id)
 
+    def add_profile(self, user_id: str, **fields: str) -> None:
+        """Make ``GET /{user_id}`` answer these profile fields (``first_name``,
+        ``last_name``, ``name``, ``username``, ``profile_pic``)."""
+        self._profiles[user_id] = dict(fields)
+
+    def add_template(self, waba_id: str, name: str, language: str, body: str, *,
+                     status: str = "APPROVED", category: str = "UTILITY") -> None:
+        """A message template of the WhatsApp Business Account ``waba_id``."""
+        self._templates.setdefault(waba_id, []).append({
+            "name": name, "language": language, "status": status, "category": category,
+            "id": str(next(self._ids)), "components": [{"type": "BODY", "text": body}]})
+
     def add_attachment(
         self, content: bytes, mime_type: str = "image/jpeg", *, expires_s: float | None = None,
     ) -> str:
@@ -305,6 +328,7 @@ class FakeGraphAPI(FakeServer):
         app.router.add_get("/_fake/cdn/{name}", self._h_cdn)
         self.login.add_routes(app)
         app.router.add_post("/{version}/{account_id}/messages", self._h_messages)
+        app.router.add_get("/{version}/{waba_id}/message_templates", self._h_templates)
         app.router.add_get("/{version}/{media_id}", self._h_media)
         return app
 
@@ -525,6 +549,14 @@ class FakeGraphAPI(FakeServer):
         media_id = request.match_info["media_id"]
         media = self._media.get(media_id)
         token = self._bearer(request)
+        if media is None and media_id in self._profiles:
+            if not self._token_ok(None, token):
+                return self._error(190, None, 401)
+            self.profile_requests.append(media_id)
+            profile = self._profiles[media_id]
+            asked = request.query.get("fields", "").split(",")
+            return web.json_response({"id": media_id, **{k: v for k, v in profile.items()
+                                                          if k in asked}})
         if media is None:
             if not self._token_ok(None, token):
                 return self._error(190, None, 401)
@@ -540,6 +572,16 @@ class FakeGraphAPI(FakeServer):
             "file_size": len(media.content),
             "id": media_id,
         })
+
+    async def _h_templates(self, request: web.Request) -> web.Response:
+        await self._delay()
+        if not self._token_ok(None, self._bearer(request)):
+            return self._error(190, None, 401)
+        waba = request.match_info["waba_id"]
+        status = request.query.get("status")
+        data = [t for t in self._templates.get(waba, [])
+                if status is None or t["status"] == status]
+        return web.json_response({"data": data, "paging": {"cursors": {}}})
 
     async def _h_download(self, request: web.Request) -> web.Response:
         await self._delay()

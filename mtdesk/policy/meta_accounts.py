@@ -17,6 +17,7 @@ What a caller may rely on:
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -69,6 +70,73 @@ def _root(base: str) -> str:
     return head if last[:1] == "v" and last[1:2].isdigit() else base
 
 
+async def graph_call(http: aiohttp.ClientSession, method: str, url: str, *,
+                     params: dict[str, str] | None = None, form: dict[str, str] | None = None,
+                     token: Secret | None = None) -> Any:
+    """One Graph call's JSON answer (``token``: sent as the Bearer header); every error
+    as :class:`GraphError` (see the module's contract)."""
+    headers = {"Authorization": f"Bearer {token.reveal()}"} if token is not None else None
+    try:
+        async with http.request(method, url, params=params, data=form, headers=headers,
+                                timeout=TIMEOUT) as resp:
+            raw = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise GraphError(0, f"network: {type(exc).__name__}", retriable=True) from None
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        raise GraphError(0, f"HTTP {status}, not JSON", http_status=status,
+                         retriable=status >= 500) from None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        raise GraphError(int(err.get("code") or 0), str(err.get("message") or "")[:300],
+                         subcode=err.get("error_subcode"), http_status=status,
+                         retriable=bool(err.get("is_transient")))
+    if isinstance(body, dict) and "error_message" in body:  # Instagram's OAuth shape
+        raise GraphError(int(body.get("code") or 400), str(body["error_message"])[:300],
+                         http_status=status)
+    if status >= 400:
+        raise GraphError(0, f"HTTP {status}", http_status=status, retriable=status >= 500)
+    return body
+
+
+class MessageTemplate(msgspec.Struct, frozen=True, kw_only=True):
+    """An approved WhatsApp message template as the inbox offers it: its body text and
+    how many ``{{n}}`` parameters the body takes."""
+
+    name: str
+    language: str
+    category: str | None = None
+    body: str = ""
+    parameters: int = 0
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([0-9]+)\s*\}\}")
+
+
+async def approved_templates(http: aiohttp.ClientSession, settings: Settings, waba_id: str,
+                             token: Secret, *, most: int = 250) -> list[MessageTemplate]:
+    """The WhatsApp Business Account's approved templates (``GET /{waba-id}/
+    message_templates?status=APPROVED``), at most ``most``."""
+    body = await graph_call(http, "GET", f"{settings.graph_api_base}/{waba_id}/message_templates",
+                            params={"status": "APPROVED", "limit": "100",
+                                    "fields": "name,language,status,category,components"},
+                            token=token)
+    out: list[MessageTemplate] = []
+    for item in (body.get("data") or [])[:most] if isinstance(body, dict) else []:
+        if not isinstance(item, dict) or item.get("status", "APPROVED") != "APPROVED":
+            continue
+        text = next((str(c.get("text") or "") for c in item.get("components") or []
+                     if isinstance(c, dict) and str(c.get("type", "")).upper() == "BODY"), "")
+        numbers = {int(n) for n in _PLACEHOLDER.findall(text)}
+        out.append(MessageTemplate(name=str(item.get("name") or ""),
+                                   language=str(item.get("language") or ""),
+                                   category=item.get("category"), body=text,
+                                   parameters=max(numbers, default=0)))
+    return out
+
+
 class MetaAccounts:
     def __init__(self, http: aiohttp.ClientSession, settings: Settings, app_id: str,
                  app_secret: Secret) -> None:
@@ -94,29 +162,7 @@ class MetaAccounts:
 
     async def _call(self, method: str, url: str, *, params: dict[str, str] | None = None,
                     form: dict[str, str] | None = None) -> Any:
-        try:
-            async with self._http.request(method, url, params=params, data=form,
-                                          timeout=TIMEOUT) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise GraphError(0, f"network: {type(exc).__name__}", retriable=True) from None
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            raise GraphError(0, f"HTTP {status}, not JSON", http_status=status,
-                             retriable=status >= 500) from None
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            err = body["error"]
-            raise GraphError(int(err.get("code") or 0), str(err.get("message") or "")[:300],
-                             subcode=err.get("error_subcode"), http_status=status,
-                             retriable=bool(err.get("is_transient")))
-        if isinstance(body, dict) and "error_message" in body:  # Instagram's OAuth shape
-            raise GraphError(int(body.get("code") or 400), str(body["error_message"])[:300],
-                             http_status=status)
-        if status >= 400:
-            raise GraphError(0, f"HTTP {status}", http_status=status, retriable=status >= 500)
-        return body
+        return await graph_call(self._http, method, url, params=params, form=form)
 
     # --- Facebook Login for Business / Embedded Signup --------------------------------
     async def exchange_code(self, code: str, redirect_uri: str) -> IssuedToken:

@@ -59,14 +59,14 @@ DAY_MS = 86_400_000
 _REPORTED_AS = {keys.REPLY.name: "replies", keys.OUTBOUND.name: "outbound"}
 _STATE_TIME_FIELDS = (b"updated_ms", b"created_ms")
 
-# KEYS: history, context, paused, conversations, media; ARGV: conversation, cutoff ms.
+# KEYS: history, context, paused, conversations, media, inbox card; ARGV: conversation, cutoff ms.
 # Expire a conversation only while its history is empty and it was not active since.
 _EXPIRE_CONVERSATION = """
 if redis.call('XLEN', KEYS[1]) > 0 then return {0, 0} end
 local last = redis.call('ZSCORE', KEYS[4], ARGV[1])
 if last and tonumber(last) >= tonumber(ARGV[2]) then return {0, 0} end
 local ctx = redis.call('DEL', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[5], KEYS[6])
 return {redis.call('ZREM', KEYS[4], ARGV[1]), ctx}
 """
 
@@ -240,7 +240,7 @@ class RetentionSweep:
                 pipe,
                 [keys.history(tenant_id, conv), keys.context(tenant_id, conv),
                  keys.paused(tenant_id, conv), keys.conversations(tenant_id),
-                 keys.media(tenant_id, conv)],
+                 keys.media(tenant_id, conv), keys.inbox_card(tenant_id, conv)],
                 [conv, cutoff],
             )
         _sha, *expired = await pipe.execute()

@@ -103,7 +103,10 @@ class _Served:
                                      method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+                ctype = resp.headers.get("Content-Type", "")
+                if ctype.startswith("text/event-stream"):  # a live feed never ends:
+                    return resp.status, ctype, resp.read1()  # its first event will do
+                return resp.status, ctype, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, err.headers.get("Content-Type", ""), err.read()
 

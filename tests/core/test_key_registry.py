@@ -17,7 +17,7 @@ from mtdesk.policy.export import SECTIONS
 
 # Helpers of the registry itself, and names that are not keys.
 _NOT_KEYS = {"parse", "tenant_pattern", "global_pattern", "global_key", "tenant_prefix",
-             "ROOT", "ERASURE_NOTICES", "SHARD_GROUP", "DELETION_GROUP",
+             "ROOT", "ERASURE_NOTICES", "live", "SHARD_GROUP", "DELETION_GROUP",
              "slot_of", "tag_of", "slot_alias"}
 
 

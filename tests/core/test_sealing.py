@@ -23,7 +23,7 @@ def cipher(redis: Redis, *master: str) -> TenantCipher:
 
 async def test_a_sealed_value_opens_only_for_its_tenant_family_and_id(redis: Redis) -> None:
     c = cipher(redis)
-    sealed = await c.seal("t_a", "msg", "m1", "Ana's address is 5 Main St".encode())
+    sealed = await c.seal("t_a", "msg", "m1", b"Ana's address is 5 Main St")
     assert b"Main St" not in sealed and is_sealed(sealed)
     assert await c.open("t_a", "msg", "m1", sealed) == b"Ana's address is 5 Main St"
     await c.seal("t_b", "msg", "m1", b"x")  # t_b gets a key of its own

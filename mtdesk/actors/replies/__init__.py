@@ -7,9 +7,16 @@
   (re-exported here); erasure reads the same :data:`IN_FLIGHT` set.
 """
 
-from mtdesk.actors.replies.run import Context, ContextWrite, OutgoingReply, ReplyRun
+from mtdesk.actors.replies.run import (
+    TAKEN_OVER,
+    Context,
+    ContextWrite,
+    OutgoingReply,
+    ReplyRun,
+    TakenOver,
+)
 from mtdesk.actors.replies.store import ReplyRecord, ReplyStore
 from mtdesk.core.replystate import IN_FLIGHT, RESUMABLE, TERMINAL, ReplyState, Step
 
-__all__ = ["IN_FLIGHT", "RESUMABLE", "TERMINAL", "Context", "ContextWrite", "OutgoingReply",
-           "ReplyRecord", "ReplyRun", "ReplyState", "ReplyStore", "Step"]
+__all__ = ["IN_FLIGHT", "RESUMABLE", "TAKEN_OVER", "TERMINAL", "Context", "ContextWrite", "OutgoingReply",
+           "ReplyRecord", "ReplyRun", "ReplyState", "ReplyStore", "Step", "TakenOver"]

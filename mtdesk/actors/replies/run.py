@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mtdesk.channels.outbound import split_text
-from mtdesk.core.events import Channel, Message, Postback
+from mtdesk.core.events import (
+    AgentReply,
+    Channel,
+    Message,
+    Postback,
+    TemplateSend,
+    conversation_key,
+)
 from mtdesk.core.history import StoredMessage
 from mtdesk.core.ports import OutboundMessage, SourceAttachment
 from mtdesk.core.redis import UNAVAILABLE
@@ -44,6 +51,28 @@ class OutgoingReply:
     comment_id: str | None = None  # a private reply: the comment it answers (one part)
     suggestions: tuple[str, ...] = ()  # offered under the last part
     attachment: SourceAttachment | None = None  # sent after the text
+    kind: str = "reply"  # "reply": the bot's; "agent": a person's, from the console
+    author: str | None = None  # kind "agent": the team member
+    tag: str | None = None  # "HUMAN_AGENT": a person's reply outside the 24 h window
+    template: TemplateSend | None = None  # WhatsApp: a template instead of the text
+
+    @property
+    def conversation(self) -> str:
+        return conversation_key(self.channel, self.account_id, self.user_id)
+
+    @property
+    def silenced_by_person(self) -> bool:
+        """Whether a person's pause (``keys.paused``) drops this reply: the bot's do."""
+        return self.kind == "reply"
+
+    @classmethod
+    def of_agent(cls, tenant_id: str, event: AgentReply, text: str) -> OutgoingReply:
+        """A person's reply (``text`` as stored; a template's is its description)."""
+        parts = (text,) if event.template is not None else tuple(split_text(event.channel, text))
+        return cls(tenant_id=tenant_id, event_id=event.event_id, channel=event.channel,
+                   account_id=event.account_id, user_id=event.user_id, wa_id=event.wa_id,
+                   text=text, provider="inbox", model="person", parts=parts, kind="agent",
+                   author=event.author or None, tag=event.tag, template=event.template)
 
     @classmethod
     def of(cls, tenant_id: str, event: Message | Postback, text: str, provider: str,
@@ -59,18 +88,21 @@ class OutgoingReply:
         return OutboundMessage(
             tenant_id=self.tenant_id, channel=self.channel, account_id=self.account_id,
             user_id=self.user_id, wa_id=self.wa_id, text=self.text, reply_key=self.event_id,
-            reply_to=self.event_id if self.channel == "whatsapp" else None,
-            comment_id=self.comment_id,
+            reply_to=self.event_id if self.channel == "whatsapp" and self.kind == "reply"
+            else None, comment_id=self.comment_id, tag=self.tag, template=self.template,
             suggestions=self.suggestions, attachment=self.attachment,
         )
 
     def part_message(self, index: int, message_id: str, now_ms: int) -> StoredMessage:
         """The history entry of part ``index`` (the whole text is on part 0's entry)."""
         return StoredMessage(
-            direction="out", message_id=message_id, kind="reply", channel=self.channel,
+            direction="out", message_id=message_id, kind=self.kind, channel=self.channel,
             account_id=self.account_id, user_id=self.user_id, timestamp_ms=now_ms,
-            text=self.text if index == 0 else None, reply_to=self.event_id,
-            provider=self.provider, model=self.model, status="sent", part=index,
+            text=self.text if index == 0 else None,
+            reply_to=self.event_id if self.kind == "reply" else None,
+            provider=self.provider if self.kind == "reply" else None,
+            model=self.model if self.kind == "reply" else None, status="sent", part=index,
+            author=self.author,
         )
 
 
@@ -93,27 +125,44 @@ Context = Callable[[ReplyState], ContextWrite | None]
 _RECORD_ATTEMPTS = 8
 
 
+TAKEN_OVER = "a person took over the conversation"
+
+
+class TakenOver(Exception):
+    """A person has the conversation (``keys.paused``): the bot's reply is dropped at
+    its send permit, nothing more of it is sent."""
+
+
 def _redis_blip(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE)
 
 
 class ReplyRun:
     """Implements the sender's ``SendPermits``: the first permit may be prepaid (taken
-    with the stored text), the rest come from the store's limiter."""
+    with the stored text, and the person's pause checked in the same step), the rest
+    come from the store's limiter. Every permit of a bot's reply checks that no person
+    has taken the conversation over (:class:`TakenOver` otherwise)."""
 
     def __init__(self, store: ReplyStore, reply: OutgoingReply, context: Context, *,
-                 prepaid: int) -> None:
+                 prepaid: int, taken_over: bool = False) -> None:
         self.reply = reply
         self._store = store
         self._context = context
         self._prepaid = prepaid
+        self._taken_over = taken_over
         self.ended: ReplyState | None = None  # the state it ended in (recorded)
         self.context_written = False
 
     async def acquire(self, channel: Channel, account_id: str) -> None:
+        if self._taken_over:
+            raise TakenOver(TAKEN_OVER)
         if self._prepaid > 0:
             self._prepaid -= 1
             return
+        if self.reply.silenced_by_person and await self._store.paused(
+                self.reply.tenant_id, self.reply.conversation):
+            self._taken_over = True
+            raise TakenOver(TAKEN_OVER)
         limiter = self._store.limiter
         if limiter is not None:
             await limiter.acquire(channel, account_id)

@@ -36,6 +36,7 @@ from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.history import (
     HISTORY_APPEND_LUA,
     StoredMessage,
+    card_fields,
     conversation_of,
     encode_message,
 )
@@ -175,7 +176,8 @@ class ReplyStore:
         row = await self._store_inbound(
             keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
                   keys.conversations(tenant_id)],
-            args=[encode_message(message, key), conv, now_ms, self._ttl_s, skip_reason, *_FIELDS],
+            args=[encode_message(message, key), conv, now_ms, self._ttl_s, skip_reason,
+                  card_fields(message, key), *_FIELDS],
         )
         return self._record(row, key, event_id)
 
@@ -197,7 +199,7 @@ class ReplyStore:
                   keys.conversations(tenant_id), keys.restricted(tenant_id), paused_key,
                   *quota.keys],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, member, reason,
-                  *quota.args, "1" if claim else "0", *_FIELDS],
+                  *quota.args, "1" if claim else "0", card_fields(message, key), *_FIELDS],
         )
         skip = _s(reply[0])
         if skip:
@@ -222,20 +224,30 @@ class ReplyStore:
     async def begin(self, reply: OutgoingReply, *, now_ms: int, context: Context) -> ReplyRun:
         """Store the generated text (only from ``generating``; it is what a resumed send
         continues) and, with a limiter, take the first send's permit in the same round
-        trip. Returns the run that sends it: pass it to the sender as its permits."""
-        names = [keys.reply(reply.tenant_id, reply.event_id)]
+        trip; a bot's reply also checks there that no person has taken the conversation
+        over (the run then refuses every permit: nothing is sent). Returns the run that
+        sends it: pass it to the sender as its permits."""
+        # The reply and the pause marker share the tenant's slot.
+        names = [keys.reply(reply.tenant_id, reply.event_id),
+                 keys.paused(reply.tenant_id, reply.conversation)]
         key = await self._key(reply.tenant_id)
-        args: list[str | int | bytes] = [key.seal_text(REPLY_FAMILY, reply.event_id, reply.text)
-                                         if key.enabled else reply.text,
-                                         reply.provider, reply.model, now_ms]
+        limit = 0
         # The permit rides along where the account's rate window shares a server with
         # the reply; on a cluster it is another slot, so the sender takes it itself.
         if self._limiter is not None and not self._cluster:
             window, limit = self._limiter.window(reply.channel, reply.account_id)
             names.append(window)
-            args.append(limit)
+        args: list[str | int | bytes] = [
+            key.seal_text(REPLY_FAMILY, reply.event_id, reply.text) if key.enabled
+            else reply.text, reply.provider, reply.model, now_ms, limit,
+            "1" if reply.silenced_by_person else "0"]
         result = int(await self._begin(keys=names, args=args))
-        return ReplyRun(self, reply, context, prepaid=1 if result == 2 else 0)
+        return ReplyRun(self, reply, context, prepaid=1 if result == 2 else 0,
+                        taken_over=result == -1)
+
+    async def paused(self, tenant_id: str, conversation: str) -> bool:
+        """Whether a person has the conversation now (its pause marker is present)."""
+        return bool(await self._redis.exists(keys.paused(tenant_id, conversation)))
 
     def resume(self, reply: OutgoingReply, *, context: Context) -> ReplyRun:
         """The run of a reply whose text is already stored (no round trip)."""
@@ -280,7 +292,7 @@ class ReplyStore:
         key = await self._key(reply.tenant_id)
         args: list[str | int | bytes] = [index, message.message_id, encode_message(message, key),
                                          conv, now_ms, self._history_ttl_s, state, reason,
-                                         self._ttl_s]
+                                         self._ttl_s, card_fields(message, key)]
         if context is not None:
             names.append(context.key)
             args += [context.value, context.ttl_s]

@@ -49,12 +49,15 @@ class _MessageText(msgspec.Struct, frozen=True, omit_defaults=True):
     quick_replies: tuple[QuickReply, ...] = ()
 
 
-class PageSendBody(msgspec.Struct, frozen=True, kw_only=True):
+class PageSendBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Messenger / Instagram ``POST /{account-id}/messages``."""
 
     recipient: _Recipient
-    messaging_type: str  # "RESPONSE": an answer to the user's message
+    # "RESPONSE": an answer to the user's message; "MESSAGE_TAG" with ``tag`` (a person's
+    # ``HUMAN_AGENT`` reply, allowed up to 7 days after the user's last message).
+    messaging_type: str
     message: _MessageText
+    tag: str | None = None
 
 
 class _AttachmentPayload(msgspec.Struct, frozen=True):
@@ -125,9 +128,10 @@ def render_body(message: OutboundMessage, text: str, part: int,
         PageSendBody(
             recipient=(_Recipient(comment_id=message.comment_id) if message.comment_id
                        else _Recipient(message.user_id)),
-            messaging_type="RESPONSE",
+            messaging_type="MESSAGE_TAG" if message.tag else "RESPONSE",
             message=_MessageText(text, metadata_for(message.reply_key, part),
                                  quick_replies(suggestions)),
+            tag=message.tag,
         )
     )
 

@@ -37,6 +37,26 @@ class _Context(msgspec.Struct, frozen=True):
     message_id: str
 
 
+class _Language(msgspec.Struct, frozen=True):
+    code: str
+
+
+class _Parameter(msgspec.Struct, frozen=True):
+    type: str  # "text"
+    text: str
+
+
+class _Component(msgspec.Struct, frozen=True):
+    type: str  # "body"
+    parameters: tuple[_Parameter, ...]
+
+
+class _Template(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    language: _Language
+    components: tuple[_Component, ...] = ()
+
+
 class WhatsAppSendBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """WhatsApp ``POST /{phone_number_id}/messages`` (text).
 
@@ -47,8 +67,9 @@ class WhatsAppSendBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     recipient_type: str  # "individual"
     to: str | None = None
     recipient: str | None = None  # the business-scoped user id, when there is no wa_id
-    type: str  # "text"
-    text: _WhatsAppText
+    type: str  # "text" | "template"
+    text: _WhatsAppText | None = None
+    template: _Template | None = None
     context: _Context | None = None
 
 
@@ -186,6 +207,14 @@ def render_body(message: OutboundMessage, text: str, part: int,
     ``suggestions``, an interactive message (:func:`interactive_for`) when the text fits
     one, else plain text."""
     to, recipient = whatsapp_address(message)
+    if message.template is not None:  # one message: a template is never split
+        t = message.template
+        components = ((_Component("body", tuple(_Parameter("text", p) for p in t.parameters)),)
+                      if t.parameters else ())
+        return _encoder.encode(WhatsAppSendBody(
+            messaging_product="whatsapp", recipient_type="individual", to=to,
+            recipient=recipient, type="template",
+            template=_Template(t.name, _Language(t.language), components)))
     context = _Context(message.reply_to) if message.reply_to and part == 0 else None
     interactive = interactive_for(text, suggestions)
     if interactive is not None:

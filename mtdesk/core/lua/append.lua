@@ -8,4 +8,5 @@ local now_ms = ARGV[3]
 local ttl_out = ARGV[4]
 local status = ARGV[5]
 local id = ARGV[6]  -- '*', or 'ms-*' for an explicit time
-return append_history(history, convs, outbound or false, msg, conv, now_ms, ttl_out, status, id)
+local card = ARGV[7]  -- the inbox card's fields (history.card_fields)
+return append_history(history, convs, outbound or false, msg, card, conv, now_ms, ttl_out, status, id)

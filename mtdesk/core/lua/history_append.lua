@@ -1,10 +1,62 @@
--- append_history(history, convs, outbound, msg, conv, now_ms, ttl_out, status, id)
--- Appends one stored message (msgpack ``msg``) to the conversation's history stream
--- (entry id ``id``, '*' = Redis's clock) and moves the conversation's last activity.
+-- inbox_card(convs, conv, entry, card, now_ms, ttl)
+-- Keeps the conversation's inbox card (keys.inbox_card, a hash next to the index
+-- ``convs``) as a message is stored at ``entry``. ``card`` holds the message's fields the
+-- card needs, given by the caller (the stored message's text may be sealed):
+-- 'direction\0kind\0part\0timestamp_ms\0channel\0has_line\0line' ('' = none), the line
+-- (a cut of the text, or its first attachment's type) sealed with the tenant's key
+-- like the text. The card keeps the last message's line, direction, kind and time; the
+-- person's last message time and unread count (a person's reply from the console reads
+-- them); a customer's message reopens a closed conversation. Then tells the tenant's
+-- live channel (keys.live: pub/sub, nothing stored) 'm <conv> <entry>'.
+local function card_fields(card)
+  local f, pos = {}, 1
+  for i = 1, 6 do
+    local at = string.find(card, '\0', pos, true)
+    if not at then return nil end
+    f[i] = string.sub(card, pos, at - 1)
+    pos = at + 1
+  end
+  f[7] = string.sub(card, pos)
+  return f
+end
+
+local function inbox_card(convs, conv, entry, card, now_ms, ttl)
+  local prefix = string.match(convs, '^([^:]+:t:[^:]+:)convs$')
+  if not prefix then return end
+  local f = card and card_fields(card)
+  if f then
+    local hash = prefix .. 'inbox:' .. conv
+    local dir, kind, part, ts, channel, has_line, line = f[1], f[2], tonumber(f[3]) or 0,
+      tonumber(f[4]) or 0, f[5], f[6] == '1', f[7]
+    local customer = dir == 'in' and (kind == 'message' or kind == 'postback')
+    local ours = dir == 'out' and (kind == 'reply' or kind == 'agent' or kind == 'echo')
+    if (customer or ours) and (has_line or part == 0) then
+      redis.call('HSET', hash, 'last_text', line, 'last_dir', dir,
+        'last_kind', kind, 'last_entry', entry, 'last_ms', now_ms)
+    end
+    if customer then
+      redis.call('HINCRBY', hash, 'unread', 1)
+      if ts > (tonumber(redis.call('HGET', hash, 'last_in_ms')) or 0) then
+        redis.call('HSET', hash, 'last_in_ms', ts)
+      end
+      redis.call('HDEL', hash, 'closed')
+    elseif dir == 'out' and kind == 'agent' then
+      redis.call('HSET', hash, 'unread', 0)
+    end
+    if channel ~= '' then redis.call('HSETNX', hash, 'channel', channel) end
+    if ttl then redis.call('EXPIRE', hash, tonumber(ttl)) end
+  end
+  redis.call('PUBLISH', prefix .. 'live', 'm ' .. conv .. ' ' .. entry)
+end
+
+-- append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, status, id)
+-- Appends one stored message (msgpack ``msg``; ``card``: its inbox card fields) to the conversation's history stream
+-- (entry id ``id``, '*' = Redis's clock) and moves the conversation's last activity
+-- and its inbox card (inbox_card above).
 -- With ``outbound`` (a hash name, or false for an inbound message) links the Graph
 -- message id to its entry without moving a status that already arrived backwards; that
 -- hash lives ``ttl_out`` seconds. Returns the entry id.
-local function append_history(history, convs, outbound, msg, conv, now_ms, ttl_out, status, id)
+local function append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, status, id)
   local entry = redis.call('XADD', history, id or '*', 'm', msg)
   redis.call('ZADD', convs, now_ms, conv)
   if outbound then
@@ -13,5 +65,6 @@ local function append_history(history, convs, outbound, msg, conv, now_ms, ttl_o
     redis.call('HSETNX', outbound, 'updated_ms', now_ms)
     redis.call('EXPIRE', outbound, tonumber(ttl_out))
   end
+  inbox_card(convs, conv, entry, card, now_ms, ttl_out)
   return entry
 end

@@ -1,7 +1,19 @@
--- KEYS: old history, new history, conversations index; ARGV: old conversation, new one.
+-- KEYS: old history, new history, conversations index, old inbox card, new inbox card;
+-- ARGV: old conversation, new one.
 -- The old conversation's history becomes (or joins, in time order) the new one's, and
--- its place in the index moves with it. Returns the entries moved.
+-- its place in the index and its inbox card move with it (joining a card already there:
+-- the new one's fields win, the old one's fill what it lacks). Returns the entries moved.
 local old, new, convs = KEYS[1], KEYS[2], KEYS[3]
+local old_card, new_card = KEYS[4], KEYS[5]
+if old_card and redis.call('EXISTS', old_card) == 1 then
+  if redis.call('EXISTS', new_card) == 0 then
+    redis.call('RENAME', old_card, new_card)
+  else
+    local fields = redis.call('HGETALL', old_card)
+    for i = 1, #fields, 2 do redis.call('HSETNX', new_card, fields[i], fields[i + 1]) end
+    redis.call('DEL', old_card)
+  end
+end
 local moved = 0
 local function parts(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')

@@ -21,13 +21,14 @@ local quota_ttl = ARGV[8]
 local quota_enforce = ARGV[9]
 local quota_default = ARGV[10]
 local claim = ARGV[11] == '1'
-local FIELDS_FROM = 12
+local card = ARGV[12]  -- the inbox card's fields
+local FIELDS_FROM = 13
 if redis.call('SISMEMBER', restricted, member) == 1 then return {'restricted'} end
 if redis.call('EXISTS', paused) == 1 then return {'paused: human agent'} end
 if reason ~= '' then return {reason} end
 local quota = mt_consume(billing, usage, quota_n, quota_ttl, quota_enforce, quota_default)
 if quota[1] == 0 then return {'quota exceeded'} end
-store_once(reply, history, convs, msg, conv, now_ms, ttl)
+store_once(reply, history, convs, msg, card, conv, now_ms, ttl)
 local claimed = 0
 if claim and redis.call('HEXISTS', reply, 'state') == 0 then
   redis.call('HSET', reply, 'state', 'generating', 'members', '', 'updated_ms', now_ms)

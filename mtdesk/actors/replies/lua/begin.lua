@@ -1,15 +1,19 @@
 -- The generated text stored before anything is sent (only from generating) and, when a
--- rate window is given, the first send's permit taken in the same step. Returns 0 (not
--- generating: nothing done), 1 (generated; no permit asked, or the window is full) or
--- 2 (generated and the permit taken).
+-- rate window is given, the first send's permit taken in the same step. With the pause
+-- check asked (ARGV[6] = '1') a person's pause marker present drops the reply instead:
+-- nothing is stored, -1. Returns 0 (not generating: nothing done), 1 (generated; no
+-- permit asked, or the window is full) or 2 (generated and the permit taken).
 local reply = KEYS[1]
-local window = KEYS[2]  -- the send rate window counter; absent = no permit
+local paused = KEYS[2]  -- the person's pause marker (keys.paused); absent = none
+local window = KEYS[3]  -- the send rate window counter; absent = no permit
 local text = ARGV[1]
 local provider = ARGV[2]
 local model = ARGV[3]
 local now_ms = ARGV[4]
 local limit = tonumber(ARGV[5])
+local check_pause = ARGV[6] == '1'
 if redis.call('HGET', reply, 'state') ~= 'generating' then return 0 end
+if check_pause and redis.call('EXISTS', paused) == 1 then return -1 end
 redis.call('HSET', reply, 'state', 'generated', 'text', text, 'provider', provider,
   'model', model, 'parts_sent', 0, 'updated_ms', now_ms)
 if window then return 1 + mt_acquire(window, limit) end

@@ -16,9 +16,10 @@ local ttl_out = ARGV[6]
 local end_state = ARGV[7]  -- '' = not the last part: the reply goes on
 local reason = ARGV[8]
 local reply_ttl = ARGV[9]
-local context_value = ARGV[10]
-local context_ttl = ARGV[11]
-local recorded = record_part(reply, history, convs, outbound, index, mid, msg, conv, now_ms, ttl_out)
+local card = ARGV[10]  -- the inbox card's fields
+local context_value = ARGV[11]
+local context_ttl = ARGV[12]
+local recorded = record_part(reply, history, convs, outbound, index, mid, msg, card, conv, now_ms, ttl_out)
 if context then redis.call('SET', context, context_value, 'EX', tonumber(context_ttl)) end
 if end_state ~= '' then finish(reply, end_state, reason, now_ms, reply_ttl) end
 return recorded

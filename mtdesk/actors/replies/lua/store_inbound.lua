@@ -8,8 +8,9 @@ local conv = ARGV[2]
 local now_ms = ARGV[3]
 local ttl = ARGV[4]
 local skip_reason = ARGV[5]  -- '' = to be answered
-local FIELDS_FROM = 6
-if store_once(reply, history, convs, msg, conv, now_ms, ttl)
+local card = ARGV[6]  -- the inbox card's fields
+local FIELDS_FROM = 7
+if store_once(reply, history, convs, msg, card, conv, now_ms, ttl)
     and skip_reason ~= '' and redis.call('HEXISTS', reply, 'state') == 0 then
   redis.call('HSET', reply, 'state', 'skipped', 'reason', skip_reason)
 end

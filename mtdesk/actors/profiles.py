@@ -1,0 +1,112 @@
+"""Who the person is, for the inbox: their name (and picture where Meta gives one).
+
+WhatsApp puts the contact's profile name on every message (``contacts[].profile.name``,
+our ``user_name``); Messenger and Instagram need a Graph call, ``GET /{user-id}`` with
+``first_name,last_name,profile_pic`` (Messenger) or ``name,username,profile_pic``
+(Instagram), made with the channel's token. Either way the result goes on the
+conversation's inbox card (:meth:`mtdesk.core.inbox.Inbox.set_profile`: only while the
+conversation exists, so an erasure is never undone by a late answer), at most once a
+day per conversation and shard process (kept in memory: no Redis read per message; a
+profile Meta does not give writes nothing), off the answer's path (a task of its own:
+the reply never waits for it), best effort: a failure is logged by type, never raised.
+Names and pictures never reach the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from mtdesk.core.events import Message, Postback
+from mtdesk.core.inbox import Inbox
+
+log = logging.getLogger(__name__)
+
+REFRESH_MS: Final = 24 * 3600 * 1000
+_WAIT_TRIES: Final = 20
+_WAIT_S: Final = 0.5
+_FIELDS: Final = {"messenger": "first_name,last_name,profile_pic",
+                  "instagram": "name,username,profile_pic"}
+
+# (channel, account id, user id, fields) → the profile's JSON object, or None.
+FetchProfile = Callable[[str, str, str, str], Awaitable[dict[str, object] | None]]
+
+
+def name_of(channel: str, profile: dict[str, object]) -> str | None:
+    """The name to show from a Graph profile answer."""
+    def text(key: str) -> str:
+        value = profile.get(key)
+        return value.strip() if isinstance(value, str) else ""
+    if channel == "instagram":
+        return text("name") or (("@" + text("username")) if text("username") else None)
+    full = " ".join(p for p in (text("first_name"), text("last_name")) if p)
+    return full or text("name") or None
+
+
+def picture_of(profile: dict[str, object]) -> str | None:
+    value = profile.get("profile_pic")
+    return value if isinstance(value, str) and value.startswith(("https://", "http://")) else None
+
+
+class Profiles:
+    """One per shard: keeps the inbox cards' names and pictures current."""
+
+    def __init__(self, inbox: Inbox, fetch: FetchProfile, now_ms: Callable[[], int]) -> None:
+        self._inbox = inbox
+        self._fetch = fetch
+        self._now_ms = now_ms
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._asked: dict[str, int] = {}  # "tenant|conversation" -> when looked at (ms)
+
+    def note(self, tenant_id: str, event: Message | Postback) -> None:
+        """A message of the person came in: look their profile up when due (no wait)."""
+        slot = f"{tenant_id}|{event.conversation}"
+        now = self._now_ms()
+        if now - self._asked.get(slot, 0) < REFRESH_MS:
+            return
+        if len(self._asked) > 100_000:  # bounded: forget the oldest half
+            for old in sorted(self._asked, key=self._asked.__getitem__)[:50_000]:
+                del self._asked[old]
+        self._asked[slot] = now
+        task = asyncio.create_task(self._update(tenant_id, event), name="profile")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _update(self, tenant_id: str, event: Message | Postback) -> None:
+        conv = event.conversation
+        try:
+            now = self._now_ms()
+            if event.channel == "whatsapp":
+                name, picture = event.user_name, None
+                if not name:
+                    return
+            else:
+                profile = await self._fetch(event.channel, event.account_id, event.user_id,
+                                            _FIELDS[event.channel])
+                name = name_of(event.channel, profile) if profile else None
+                picture = picture_of(profile) if profile else None
+                if not name and not picture:
+                    return  # nothing to show: nothing written (looked at again tomorrow)
+            # The message this came with may not be stored yet (a new conversation is
+            # indexed by its admission, in the same moment): wait for it a little.
+            for _ in range(_WAIT_TRIES):
+                if await self._inbox.set_profile(tenant_id, conv, name=name, picture=picture,
+                                                 now_ms=now):
+                    return
+                await asyncio.sleep(_WAIT_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # best effort: the inbox shows the id instead
+            log.info("profile not updated channel=%s error=%s", event.channel,
+                     type(exc).__name__)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - cancelled or failed: nothing to keep
+                pass
