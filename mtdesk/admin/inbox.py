@@ -14,6 +14,7 @@ otherwise 409 naming why. ``…/handback``, ``…/assign`` ``{user_id}``, ``…/
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import aiohttp
@@ -146,25 +147,26 @@ async def assign(request: web.Request) -> web.Response:
     return await _acted(request, tid)
 
 
-async def close(request: web.Request) -> web.Response:
+async def _card_action(
+    request: web.Request, action: Callable[[Inbox, str, str], Awaitable[object]]
+) -> web.Response:
+    """Close, reopen or mark read: the same steps, one Inbox method each."""
     tid = tenant_scope(request, await read_optional_body(request, ConversationAction))
     card = await conversation_card(request, tid)
-    await Inbox(request.config_dict[REDIS]).close(tid, card.conversation)
+    await action(Inbox(request.config_dict[REDIS]), tid, card.conversation)
     return await _acted(request, tid)
+
+
+async def close(request: web.Request) -> web.Response:
+    return await _card_action(request, Inbox.close)
 
 
 async def reopen(request: web.Request) -> web.Response:
-    tid = tenant_scope(request, await read_optional_body(request, ConversationAction))
-    card = await conversation_card(request, tid)
-    await Inbox(request.config_dict[REDIS]).reopen(tid, card.conversation)
-    return await _acted(request, tid)
+    return await _card_action(request, Inbox.reopen)
 
 
 async def mark_read(request: web.Request) -> web.Response:
-    tid = tenant_scope(request, await read_optional_body(request, ConversationAction))
-    card = await conversation_card(request, tid)
-    await Inbox(request.config_dict[REDIS]).mark_read(tid, card.conversation)
-    return await _acted(request, tid)
+    return await _card_action(request, Inbox.mark_read)
 
 
 async def templates(request: web.Request) -> web.Response:
