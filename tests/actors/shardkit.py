@@ -121,6 +121,17 @@ class Desk:
                        user_id=user, timestamp_ms=int(time.time() * 1000), text=text,
                        **kw)  # type: ignore[arg-type]
 
+    async def answering(self, text: str, *, user: str = "U1",
+                        **fields: object) -> tuple[ConversationShard, Message]:
+        """A started shard whose model is held answering ``text`` from ``user``."""
+        shard = await self.shard()
+        await shard.start()
+        self.llm.hold()
+        message = self.message(text, user=user, **fields)
+        await self.push(message)
+        await eventually(lambda: self.llm.waiting == 1)
+        return shard, message
+
     async def push(self, event: Event, *, stale: bool = False) -> str:
         """XADD the event to its partition as the gateway does (no dedup)."""
         fields = {b"e": encode_event(event), b"t": self.tenant_id.encode(),

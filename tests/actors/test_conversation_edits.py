@@ -112,12 +112,7 @@ async def test_an_edit_while_the_answer_is_being_made_is_what_gets_answered_once
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d:
-        shard = await d.shard()
-        await shard.start()
-        d.llm.hold()
-        typo = d.message("Do you ship to Canda?", user="U9")
-        await d.push(typo)
-        await eventually(lambda: d.llm.waiting == 1)  # the model is working on the typo
+        shard, typo = await d.answering("Do you ship to Canda?", user="U9")  # the model is working on the typo
         await d.push(_edit(typo, "Do you ship to Canada?"))
         # The stale answer is dropped; the model is asked again with the edited text.
         await eventually(lambda: len(d.llm.chat_requests) == 2)
@@ -139,12 +134,7 @@ async def test_a_message_unsent_while_the_answer_is_being_made_is_not_answered(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d:
-        shard = await d.shard()
-        await shard.start()
-        d.llm.hold()
-        oops = d.message("my password is hunter2", user="U10")
-        await d.push(oops)
-        await eventually(lambda: d.llm.waiting == 1)
+        shard, oops = await d.answering("my password is hunter2", user="U10")
         await d.push(_unsend(oops))
         await eventually(lambda: shard.handled == 2)
         d.llm.release()

@@ -91,12 +91,7 @@ async def test_an_echo_from_metas_inbox_drops_the_answer_being_generated(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d:
-        shard = await d.shard()
-        await shard.start()
-        d.llm.hold()
-        m = d.message("can I speak to someone?", user="U3")
-        await d.push(m)
-        await eventually(lambda: d.llm.waiting == 1)
+        shard, m = await d.answering("can I speak to someone?", user="U3")
         echo = Echo(event_id="m_from_page_inbox", channel="messenger",
                     account_id=ACCOUNTS["messenger"], user_id="U3",
                     timestamp_ms=int(time.time() * 1000), app_id="263902037430900",

@@ -36,12 +36,7 @@ async def test_a_persons_echo_during_the_model_call_drops_the_bots_answer(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d:
-        shard = await d.shard()
-        await shard.start()
-        d.llm.hold()
-        question = d.message("is the blue one in stock?", user="U1")
-        await d.push(question)
-        await eventually(lambda: d.llm.waiting == 1)  # the model is answering
+        shard, question = await d.answering("is the blue one in stock?", user="U1")  # the model is answering
         await d.push(_echo(1))  # ... and a person answers from Meta's inbox
         await _read_by_the_shard(d, 2)  # the echo is read (queued behind the question)
         d.llm.release()
