@@ -89,8 +89,12 @@ def _redis_server(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc, port
+            # Listening, and done loading what it found (a restored copy): PONG, not LOADING.
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    return proc, port
+            time.sleep(0.05)
         except OSError:
             assert proc.poll() is None, "redis-server did not start"
             time.sleep(0.05)
@@ -241,6 +245,15 @@ async def test_nothing_customers_wrote_is_readable_at_rest_and_a_deleted_account
             await eventually(lambda: len(d.llm.chat_requests) >= 2 and sum(
                 1 for s in d.graph.sends if s.action is None and s.status == 200) >= 2, within=30)
         await eventually(lambda: shard.handled == 3)
+        # The inbox names the WhatsApp customer (their profile name, written by the shard
+        # off the answer's path, sealed on the card), before the shard stops.
+        inbox = Inbox(redis, cipher)
+        wa_conv = f"whatsapp:{ACCOUNTS['whatsapp']}:15550009876"
+
+        async def named() -> bool:
+            card = await inbox.card(tid, wa_conv)
+            return card is not None and card.name == CUSTOMER_NAME
+        await eventually(named)
         await shard.stop(drain_timeout_s=5)
 
         # The words did travel: the model saw the message and the knowledge passage, the
@@ -253,14 +266,6 @@ async def test_nothing_customers_wrote_is_readable_at_rest_and_a_deleted_account
         commented = await d.store().read(tid, f"instagram:{ACCOUNTS['instagram']}:IGSID-31")
         assert [(m.kind, m.user_name, m.text) for m in commented] == [
             ("comment", COMMENTER, COMMENT_TEXT)]
-        # The inbox names the WhatsApp customer (their profile name, sealed on the card).
-        inbox = Inbox(redis, cipher)
-        wa_conv = f"whatsapp:{ACCOUNTS['whatsapp']}:15550009876"
-
-        async def named() -> bool:
-            card = await inbox.card(tid, wa_conv)
-            return card is not None and card.name == CUSTOMER_NAME
-        await eventually(named)
         assert [p.text for p in await retriever.search(tid, "spare key fire extinguisher", 3)]
 
         # At rest: no value of Redis, no byte of its append-only file, no file of the data
