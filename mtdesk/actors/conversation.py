@@ -104,6 +104,7 @@ class Conversation:
         self.revised = False
         self.making: asyncio.Future[Any] | None = None  # the model call under way
         self.phone_noted = False  # WhatsApp: the person's number ↔ business-scoped id kept
+        self.partition = -1  # the inbound partition its events come from (set by the shard)
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
