@@ -11,8 +11,8 @@ from mtdesk.actors.replies import OutgoingReply, ReplyStore
 from mtdesk.channels.outbound import split_text
 from mtdesk.core import analytics, keys
 from mtdesk.core.events import conversation_key
-from mtdesk.core.inbox import Inbox
 from mtdesk.core.history import StoredMessage
+from mtdesk.core.inbox import Inbox
 from mtdesk.core.redis import Redis
 
 
