@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import msgspec
 
 from mtdesk.actors.ratelimit import ACQUIRE_LUA_FUNCTION, SendRateLimiter
+from mtdesk.actors.replies.confirm import SendConfirmations
 from mtdesk.actors.replies.run import Context, ContextWrite, OutgoingReply, ReplyRun
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
@@ -130,6 +131,11 @@ class ReplyStore:
         self._begin = _BEGIN.bind(redis)
         self._part_sent = _PART_SENT.bind(redis)
         self._end = _END.bind(redis)
+        # The replies this process is sending (begun or resumed, end not recorded yet),
+        # each with the parts Meta accepted that are not recorded yet; bounded.
+        self._sending: dict[tuple[str, str], dict[int, str]] = {}
+        # Meta's confirmations of our sends, noted by the shard as it reads them.
+        self.confirmations = SendConfirmations()
 
     @property
     def ttl_s(self) -> int:
@@ -250,8 +256,29 @@ class ReplyStore:
         return bool(await self._redis.exists(keys.paused(tenant_id, conversation)))
 
     def resume(self, reply: OutgoingReply, *, context: Context) -> ReplyRun:
-        """The run of a reply whose text is already stored (no round trip)."""
-        return ReplyRun(self, reply, context, prepaid=0)
+        """The run of a reply whose text is already stored (no round trip); it knows the
+        parts this process sent and could not record (:meth:`ReplyRun.recover`)."""
+        known = self._sending.get((reply.tenant_id, reply.event_id))
+        return ReplyRun(self, reply, context, prepaid=0,
+                        unrecorded=dict(known) if known is not None else None)
+
+    # The replies :meth:`sending` remembers at most (the oldest are forgotten first;
+    # a forgotten one resumes as after a crash, from Meta's confirmations).
+    SENDING_CAPACITY = 20_000
+
+    def sending(self, reply: OutgoingReply) -> dict[int, str]:
+        """This process sends ``reply``: its parts accepted and not recorded yet."""
+        key = (reply.tenant_id, reply.event_id)
+        parts = self._sending.get(key)
+        if parts is None:
+            parts = self._sending[key] = {}
+            while len(self._sending) > self.SENDING_CAPACITY:
+                del self._sending[next(iter(self._sending))]
+        return parts
+
+    def settled(self, reply: OutgoingReply) -> None:
+        """The reply's end is recorded: nothing of it is left to remember."""
+        self._sending.pop((reply.tenant_id, reply.event_id), None)
 
     async def generated(
         self, tenant_id: str, event_id: str, text: str, provider: str, model: str, *,
