@@ -19,8 +19,10 @@ its parts, end it) — and the store folds what it can into one round trip: the 
 with the claim of a burst of one, the stored text with the first send's rate-limit
 permit, the last part with the reply's end and the conversation's context. Every part is
 recorded (reply hash + history + outbound hash) in ONE script, so "Meta accepted part i
-and we know it" is a single step; the only window is a crash between Meta's answer and
-that script (docs/shards.md).
+and we know it" is a single step. Between Meta's answer and that script the run keeps
+the part in this store's memory (:meth:`ReplyStore.sending`), and after a crash a
+resume learns it from Meta's confirmation (:attr:`ReplyStore.confirmations`;
+docs/shards.md).
 """
 
 from __future__ import annotations
