@@ -123,7 +123,7 @@ def _profiles(services: ShardServices) -> Profiles | None:
     if fetch is None:
         return None
     clock = services.clock
-    return Profiles(Inbox(services.redis), fetch, lambda: now_ms(clock))
+    return Profiles(Inbox(services.redis, services.cipher), fetch, lambda: now_ms(clock))
 
 
 class ConversationShard:
