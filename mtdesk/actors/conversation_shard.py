@@ -59,7 +59,7 @@ from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.errors import DecryptionError
-from mtdesk.core.events import EVENT_FAMILY, Echo, decode_event
+from mtdesk.core.events import EVENT_FAMILY, Echo, Status, decode_event
 from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
 from mtdesk.core.inbox import Inbox
@@ -71,6 +71,9 @@ from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.notices import Notice, listen_for_notices
 
 log = logging.getLogger(__name__)
+
+# WhatsApp statuses that say Meta accepted the message (a failed one was not delivered).
+_ACCEPTED = frozenset({"sent", "delivered", "read"})
 
 
 @dataclass
@@ -191,6 +194,7 @@ class ConversationShard:
             media=services.media,
             profiles=_profiles(services),
         )
+        self._confirmations = self._conv_services.replies.confirmations
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
         self._inflight: set[tuple[int, str]] = set()
         self._to_ack: dict[int, list[str]] = {}
@@ -437,7 +441,12 @@ class ConversationShard:
                         event=event, received_ms=received_ms or int(now * 1000),
                         stale=fields.get(b"s") == b"1")
         if isinstance(event, Echo):  # before it queues behind an answer under way
+            # Meta's confirmation of one of our sends, noted for a reply resumed after
+            # a crash that cannot tell whether that part went out (no Redis command).
+            self._confirmations.note(event.metadata, event.event_id)
             await pause_on_arrival(self._conv_services, tenant_id, event)
+        elif isinstance(event, Status) and event.status in _ACCEPTED:
+            self._confirmations.note(event.callback_data, event.message_id)
         # Activating may need Redis (the conversation's stored context, its tenant's key):
         # a blip is retried in place; the entry is in flight only once a conversation
         # holds it, so one that could not be handed over is reclaimed like any other.

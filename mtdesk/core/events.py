@@ -175,12 +175,14 @@ class StatusError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 
 
 class Status(_Event, frozen=True, tag="status"):
-    """WhatsApp status of a message we sent: sent < delivered < read; failed is terminal."""
+    """WhatsApp status of a message we sent: sent < delivered < read; failed is terminal.
+    ``callback_data``: the send's ``biz_opaque_callback_data`` (ours: our send's mark)."""
 
     message_id: str
     status: Literal["sent", "delivered", "read", "failed", "deleted", "warning", "played"]
     errors: tuple[StatusError, ...] = ()
     pricing: Pricing | None = None
+    callback_data: str | None = None
 
 
 class Unsend(_Event, frozen=True, tag="unsend"):

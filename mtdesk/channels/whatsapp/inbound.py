@@ -290,6 +290,7 @@ class WAStatus(msgspec.Struct, frozen=True, gc=False):
     recipient_user_id: str | None = None
     errors: list[WAError] | None = None
     pricing: WAPricing | None = None
+    biz_opaque_callback_data: str | None = None  # what our send put there (≤ 512 chars)
 
 
 class WAHistoryMeta(msgspec.Struct, frozen=True, gc=False):
@@ -699,6 +700,7 @@ def _status(account: str, contacts: list[WAContact], s: WAStatus, unknown: list[
         errors=tuple(_error(e) for e in s.errors or ()),
         pricing=None if p is None else Pricing(
             category=p.category, billable=p.billable, model=p.pricing_model, type=p.type),
+        callback_data=s.biz_opaque_callback_data,
         **base,
     )
 
