@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from keystore_server import KeyStoreServer
 
 from mtdesk.core.redis import Redis, connect
 
@@ -40,6 +41,17 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def keystore_server(tmp_path: Path) -> Iterator[KeyStoreServer]:
+    """A started redis-server of the test's own for ``MTDESK_KEYSTORE_URL``."""
+    server = KeyStoreServer(tmp_path / "keystore")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

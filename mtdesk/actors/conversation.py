@@ -103,6 +103,7 @@ class Conversation:
         self.unsent: set[str] = set()
         self.revised = False
         self.making: asyncio.Future[Any] | None = None  # the model call under way
+        self.partition = -1  # the inbound partition its events come from (set by the shard)
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod

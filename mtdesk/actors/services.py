@@ -90,7 +90,7 @@ async def build_shard_services(
                              clock=clock, retriever=retriever, limiter=limiter,
                              forget_credentials=credentials.forget_tenant, media=media,
                              cipher=cipher)
-    services.closers = [redis.aclose, session.close, model.aclose, media.aclose]
+    services.closers = [redis.aclose, session.close, model.aclose, media.aclose, cipher.aclose]
     if transcriber is not None:
         services.closers.append(transcriber.aclose)
     return services

@@ -46,7 +46,8 @@ STATUS_PAGE = "/webhooks/meta/data-deletion/status/"
 
 
 def _jobs(request: web.Request) -> DeletionJobs:
-    return DeletionJobs(request.config_dict[REDIS], request.config_dict[CLOCK])
+    return DeletionJobs(request.config_dict[REDIS], request.config_dict[CLOCK],
+                        cipher=cipher_of(request.config_dict))
 
 
 def _accepted(request: web.Request, job: DeletionJob) -> web.Response:

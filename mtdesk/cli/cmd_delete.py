@@ -17,6 +17,7 @@ from mtdesk.cli.store_session import run_with_store
 from mtdesk.core.clock import Clock, SystemClock
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.redis import Redis
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.settings import Settings
 from mtdesk.core.tenants import Channels
 from mtdesk.policy.erasure.jobs import DeletionJob, DeletionJobs, DeletionWorker
@@ -80,11 +81,14 @@ def _print(job: DeletionJob, as_json: bool) -> None:
 def _run(args: argparse.Namespace, schedule: Any) -> int:
     async def job(redis: Redis, settings: Settings) -> DeletionJob:
         clock = SystemClock()
-        scheduled: DeletionJob = await schedule(redis, clock)
-        if args.no_wait:
-            return scheduled
         worker = DeletionWorker(redis, settings, clock, consumer="cli")
-        return await worker.execute(scheduled.id)
+        try:
+            scheduled: DeletionJob = await schedule(redis, clock, worker.cipher)
+            if args.no_wait:
+                return scheduled
+            return await worker.execute(scheduled.id)
+        finally:
+            await worker.cipher.aclose()
 
     done = run_with_store(job)
     _print(done, args.json)
@@ -94,11 +98,12 @@ def _run(args: argparse.Namespace, schedule: Any) -> int:
 def _account(args: argparse.Namespace) -> int:
     if not args.yes:
         raise ValidationError("--yes", "account deletion cannot be undone; add --yes to confirm")
-    return _run(args, lambda r, c: DeletionJobs(r, c).schedule_account(args.tenant, source="cli"))
+    return _run(args, lambda r, c, k: DeletionJobs(r, c, cipher=k).schedule_account(
+        args.tenant, source="cli"))
 
 
 def _channel(args: argparse.Namespace) -> int:
-    async def schedule(redis: Redis, clock: Clock) -> DeletionJob:
+    async def schedule(redis: Redis, clock: Clock, _cipher: TenantCipher) -> DeletionJob:
         await Channels(redis, clock).disconnect(args.tenant, args.channel,
                                                 reason="data deletion requested")
         return await DeletionJobs(redis, clock).schedule_channel(
@@ -109,7 +114,7 @@ def _channel(args: argparse.Namespace) -> int:
 
 def _user(args: argparse.Namespace) -> int:
     channel, user_id = parse_user(args.user)
-    return _run(args, lambda r, c: DeletionJobs(r, c).schedule_user(
+    return _run(args, lambda r, c, _k: DeletionJobs(r, c).schedule_user(
         args.tenant, channel, user_id, source="cli"))
 
 

@@ -1,4 +1,5 @@
-"""``mtdesk keys generate|status|rotate``: the master keys (MTDESK_ENCRYPTION_KEYS).
+"""``mtdesk keys generate|status|rotate|move``: the master keys (MTDESK_ENCRYPTION_KEYS)
+and where the tenants' data keys live (``move``: into the key store, MTDESK_KEYSTORE_URL).
 
 They encrypt the channel tokens and wrap each tenant's data key (which seals its data).
 Rotation: ``mtdesk keys generate``, put the new key FIRST in MTDESK_ENCRYPTION_KEYS
@@ -48,6 +49,14 @@ def register(sub: Any) -> None:
                               "MTDESK_ENCRYPTION_KEYS, while the service runs. " + _PROCEDURE)
     rotate.add_argument("--json", action="store_true", help="print JSON")
     rotate.set_defaults(handler=_rotate)
+    move = verbs.add_parser("move", help="move the data keys into the key store",
+                            description="Move every tenant data key still in the main Redis "
+                            "into the key store (MTDESK_KEYSTORE_URL) and delete it from the "
+                            "main Redis. Backups of Redis taken before still hold them: "
+                            "rotate the master key afterwards (see 'rotate') to close those "
+                            "too (docs/privacy.md, 'The key store').")
+    move.add_argument("--json", action="store_true", help="print JSON")
+    move.set_defaults(handler=_move)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -64,11 +73,16 @@ def _status(args: argparse.Namespace) -> int:
         return vault, await vault.status(redis), await cipher.status()
 
     vault, counts, data_keys = run_with_store(job)
+    settings = Settings.from_env()
+    where = "keystore" if settings.keystore_url else "redis"
     if args.json:
         print(msgspec.json.encode({"current": vault.current_kid, "configured": vault.key_ids,
-                                   "tokens": counts, "data_keys": data_keys}).decode())
+                                   "tokens": counts, "data_keys": data_keys,
+                                   "data_keys_in": where}).decode())
         return 0
     print(f"current key id: {vault.current_kid}")
+    print("data keys kept in: " + ("the key store (MTDESK_KEYSTORE_URL)" if settings.keystore_url
+          else "the main Redis (its backups carry them; see MTDESK_KEYSTORE_URL)"))
     for kid in vault.key_ids:
         role = "current" if kid == vault.current_kid else "retired: can go when both are 0"
         print(f"  {kid}  {counts.get(kid, 0):>6} tokens  {data_keys.get(kid, 0):>6} data keys"
@@ -105,3 +119,20 @@ def _rotate(args: argparse.Namespace) -> int:
         if report.failed == 0 and rewrap.failed == 0:
             print("Every token and data key is under the current key: older keys can be removed.")
     return 1 if report.failed or rewrap.failed else 0
+
+
+def _move(args: argparse.Namespace) -> int:
+    async def job(redis: Redis, settings: Settings) -> int:
+        cipher = TenantCipher.from_settings(redis, settings)
+        try:
+            return await cipher.move_to_keystore()
+        finally:
+            await cipher.aclose()
+
+    moved = run_with_store(job)
+    if args.json:
+        print(msgspec.json.encode({"moved": moved}).decode())
+    else:
+        print(f"data keys moved into the key store: {moved}. Backups of Redis taken before "
+              "still hold them under the current master key: rotate it to close them.")
+    return 0

@@ -60,9 +60,17 @@ def build_app(
     app[REDIS] = redis if redis is not None else make_redis(settings)
     if owned:
         app.on_cleanup.append(_close_redis)
-    cipher_of(app)  # one cache of tenant data keys for every route of the process
+    cipher = cipher_of(app)  # one cache of tenant data keys for every route of the process
+    app.on_cleanup.append(lambda _app: cipher.aclose())
 
     setup_gateway(app, multiprocess_dir=metrics_dir)
+    keystore = cipher.keystore
+    if keystore is not None:
+        async def keystore_ready() -> None:
+            await keystore.ping()
+
+        # Not ready without it: events of tenants whose key is not cached answer 503.
+        add_readiness_check(app, "keystore", keystore_ready)
     setup_meta_deletion(app)
     setup_stripe_webhook(app)
     setup_admin(app)

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from mtdesk.core.errors import StoreUnavailable, ValidationError
 from mtdesk.core.redis import UNAVAILABLE, Redis, connect_to
-from mtdesk.core.settings import Settings
+from mtdesk.core.settings import Settings, names_server
 
 T = TypeVar("T")
 
@@ -29,6 +29,11 @@ def run_with_store(job: Callable[[Redis, Settings], Awaitable[T]]) -> T:
             flag = _FLAGS.get(exc.field, "--" + exc.field.replace("_", "-"))
             raise ValidationError(flag, exc.problem) from None
         except UNAVAILABLE as exc:
+            if settings.keystore_url and names_server(str(exc), settings.keystore_url):
+                raise StoreUnavailable(
+                    "MTDESK_KEYSTORE_URL: cannot reach the key store at "
+                    f"{settings.keystore_url.split('@')[-1].split('?')[0]}"
+                ) from exc
             raise StoreUnavailable(
                 f"MTDESK_REDIS_URL: cannot reach Redis at {settings.redis_url.split('@')[-1]}"
             ) from exc

@@ -68,6 +68,11 @@ class StoreUnavailable(MTDeskError):
     retriable = True
 
 
+class KeyStoreUnavailable(StoreUnavailable):
+    """The key store (``MTDESK_KEYSTORE_URL``) does not answer: a data key that is not
+    cached cannot be had, so nothing is sealed or opened for that tenant (503, retried)."""
+
+
 class DecryptionError(MTDeskError):
     pass
 

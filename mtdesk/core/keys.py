@@ -182,6 +182,12 @@ STRIPE_CUSTOMER = _g("stripe_customer", "stripe:cust", True, False, _E.OWNED, _R
                      "stripe_customer")
 STRIPE_EVENT = _g("stripe_event", "stripe:evt", True, False, _E.NONE, _R.TTL, "stripe_event")
 CLUSTER = _g("cluster_report", "cluster", False, False, _E.NONE, _R.TTL, "cluster_report")
+OWNERSHIP = _g("shard_ownership", "owners", False, False, _E.NONE, _R.CONFIGURATION,
+               "shard_ownership")
+RESHARD = _g("reshard_request", "reshard", False, False, _E.NONE, _R.CONFIGURATION,
+             "reshard_request")
+OWNER_EPOCH = _g("partition_owner", "own", True, False, _E.NONE, _R.CONFIGURATION,
+                 "partition_owner")
 # Sign-in: an e-mail's user, sessions, one-time links and Meta login states name their
 # tenant (erased with it); failure counters are digests with a TTL.
 USER_EMAIL = _g("user_email", "uemail", True, True, _E.OWNED, _R.CONFIGURATION, "user_email")
@@ -203,6 +209,7 @@ FAMILIES: tuple[Family, ...] = (
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
     KB_PENDING_SET, KB_READING, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
+    OWNERSHIP, RESHARD, OWNER_EPOCH,
     USER_EMAIL, SESSION, LOGIN_FAILURES, MAIL_COOLDOWN, ONE_TIME_LINK, CONNECT_STATE,
     WATCHDOG, LAYOUT_VERSION,
 )
@@ -573,6 +580,23 @@ def shard_stats_pattern() -> str:
 def cluster_report() -> str:
     """Where every actor runs and its queue figures (JSON, short TTL; see core/cluster.py)."""
     return f"{ROOT}:cluster"
+
+
+def shard_ownership() -> str:
+    """Which conversation shard owns each partition, with the epoch of the last handover
+    (JSON; written by the director only, see core/ownership.py)."""
+    return f"{ROOT}:owners"
+
+
+def reshard_request() -> str:
+    """The shard count an operator asked for (JSON; ``mtdesk shards set``, the API)."""
+    return f"{ROOT}:reshard"
+
+
+def partition_owner(partition: int) -> str:
+    """The epoch at which the partition's owner got it: its fence, in the hash slot of the
+    partition's stream (:func:`inbound`), so the acknowledgement script checks it."""
+    return f"{ROOT}:own:{{{partition}}}"
 
 
 # --- billing (Stripe) ---------------------------------------------------------------------

@@ -19,6 +19,17 @@ What a caller may rely on:
   marker; see docs/privacy.md for the migration).
 - :meth:`TenantCipher.destroy` deletes the wrapped key (crypto-shredding): every value of
   the tenant sealed anywhere stops opening; ``open`` raises :class:`DecryptionError`.
+- Where the wrapped keys live: the main Redis (the default), or the key store
+  (``MTDESK_KEYSTORE_URL``): a redis-server of its own holding nothing but wrapped data
+  keys and, for an erased account, a tombstone (its erasure marker's name) that keeps a
+  new key from being made for it. So a copy of the main Redis (its AOF, snapshots, a
+  backup) and of the data directory holds no data key at all; once a key is destroyed
+  in the key store, such a copy opens nothing of that tenant with any master key. A key
+  found only in the main Redis (written before the key store was configured) is moved
+  into the key store when first read (:meth:`TenantCipher.move_to_keystore` moves them
+  all). A key store that cannot be reached raises what an unreachable Redis raises
+  (``redis.exceptions.ConnectionError``): the gateway answers 503, a shard leaves the
+  entry pending; nothing is ever stored in the clear for want of a key.
 - Without ``MTDESK_ENCRYPTION_KEYS`` (:meth:`TenantCipher.disabled`: tests and tools that
   build the stores themselves) ``seal`` returns the plaintext. ``mtdesk serve`` refuses
   to start without keys and ``mtdesk demo`` makes one, so a service always seals.
@@ -30,22 +41,28 @@ master key named by its id, associated data ``mtdesk-dk\\0<tenant>``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
+import logging
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from redis.exceptions import ResponseError
 
 from mtdesk.core import keys
 from mtdesk.core.errors import ConfigError, DecryptionError
-from mtdesk.core.redis import Redis, as_bytes_set, as_opt_bytes
+from mtdesk.core.redis import Redis, as_bytes_set, as_opt_bytes, connect
 from mtdesk.core.secret import Secret
 from mtdesk.core.settings import Settings, parse_encryption_key
+
+log = logging.getLogger(__name__)
 
 # The families of sealed values (part of each value's associated data).
 CONTEXT_FAMILY = "context"  # a conversation context's turns and bot state; id: conversation key
@@ -68,6 +85,26 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 1 end
 return 0
 """
+# Crypto-shredding in the key store: the key goes, and a tombstone (named as the erasure
+# marker, kept as long) keeps a new one from being made while the account is erased.
+_SHRED = """
+local n = redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+return n
+"""
+# A key of the main Redis moved into the key store (unless the account was erased there).
+_ADOPT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return 1
+"""
+_DEL_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+TOMBSTONE_TTL_S = 30 * 24 * 3600
+"""How long the key store remembers an erased account (as the erasure marker)."""
+
 _CAS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2])
@@ -75,6 +112,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+KEYSTORE_MAX_CONNECTIONS = 64
+"""A process reads the key store only on a tenant's first use within :data:`CACHE_TTL_S`."""
+
+
+def connect_keystore(url: str) -> Redis:
+    """A client of the key store (``MTDESK_KEYSTORE_URL``, a single redis-server)."""
+    return connect(url, max_connections=KEYSTORE_MAX_CONNECTIONS)
 
 
 def is_sealed(value: bytes) -> bool:
@@ -211,9 +257,14 @@ class TenantCipher:
     def __init__(
         self, redis: Redis | None, ring: KeyRing | None, *,
         cache_size: int = CACHE_SIZE, ttl_s: float = CACHE_TTL_S,
+        keystore: Redis | None = None, owns_keystore: bool = False,
     ) -> None:
         self._redis = redis
         self._ring = ring
+        # Where the wrapped keys are read and written: the key store, or the main Redis.
+        self._store = keystore if keystore is not None else redis
+        self._keystore = keystore
+        self._owns_keystore = owns_keystore
         self._cache: TTLCache[str, TenantKey] = TTLCache(maxsize=cache_size, ttl=ttl_s)
         self.reads = 0  # data keys read from Redis (cache misses), for tests and benchmarks
 
@@ -227,7 +278,20 @@ class TenantCipher:
         """Sealing with ``MTDESK_ENCRYPTION_KEYS``; :meth:`disabled` when none is set."""
         if not settings.encryption_keys:
             return cls.disabled()
+        if settings.keystore_url:
+            return cls(redis, KeyRing(settings.encryption_keys),
+                       keystore=connect_keystore(settings.keystore_url), owns_keystore=True)
         return cls(redis, KeyRing(settings.encryption_keys))
+
+    @property
+    def keystore(self) -> Redis | None:
+        """The key store's client (None: the keys live in the main Redis)."""
+        return self._keystore
+
+    async def aclose(self) -> None:
+        """Close the key store's client when this cipher made it."""
+        if self._keystore is not None and self._owns_keystore:
+            await self._keystore.aclose()
 
     @property
     def enabled(self) -> bool:
@@ -238,7 +302,8 @@ class TenantCipher:
         return self._ring
 
     def __repr__(self) -> str:
-        return f"TenantCipher(enabled={self.enabled}, cached={len(self._cache)})"
+        where = "keystore" if self._keystore is not None else "redis"
+        return f"TenantCipher(enabled={self.enabled}, keys_in={where!r}, cached={len(self._cache)})"
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("TenantCipher is not picklable; build one per process from settings")
@@ -257,21 +322,26 @@ class TenantCipher:
         found = self.cached(tenant)
         if found is not None:
             return found
-        assert self._redis is not None and self._ring is not None
+        assert self._redis is not None and self._store is not None and self._ring is not None
         name = keys.data_key(tenant)
         for _attempt in range(3):
             self.reads += 1
-            wrapped = as_opt_bytes(await self._redis.get(name))
+            wrapped = as_opt_bytes(await self._store.get(name))
+            if wrapped is None and self._keystore is not None:
+                wrapped = await self._adopt(tenant)
             if wrapped is not None:
                 key = TenantKey(tenant, self._ring.unwrap(tenant, wrapped))
                 self._cache[tenant] = key
                 return key
             if not create:
                 raise DecryptionError(f"tenant {tenant!r} has no data key (erased, or never written)")
-            made = await self._redis.eval(
-                _CREATE, 2, name, keys.erased(tenant), self._ring.wrap(tenant, os.urandom(32))
-            )
-            if int(made) == -1:
+            made = -1 if (self._keystore is not None
+                          and await self._redis.exists(keys.erased(tenant))) else 0
+            if made == 0:
+                made = int(await self._store.eval(
+                    _CREATE, 2, name, keys.erased(tenant), self._ring.wrap(tenant, os.urandom(32))
+                ))
+            if made == -1:
                 # Being erased: what is still written (a reply in flight) is sealed under
                 # a key that is never stored, so it is unreadable from the start; the
                 # erasure's sweep removes it.
@@ -291,9 +361,9 @@ class TenantCipher:
             else:
                 out[t] = k
         if missing:
-            assert self._redis is not None and self._ring is not None
+            assert self._store is not None and self._ring is not None
             unique = list(dict.fromkeys(missing))
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = self._store.pipeline(transaction=False)
             for t in unique:
                 pipe.get(keys.data_key(t))
             self.reads += 1
@@ -319,16 +389,79 @@ class TenantCipher:
         self._cache.pop(tenant, None)
 
     async def destroy(self, tenant: str) -> bool:
-        """Crypto-shredding: delete the tenant's wrapped data key. True when one existed."""
+        """Crypto-shredding: delete the tenant's wrapped data key (in the key store first,
+        with its tombstone, then any copy left in the main Redis). True when one existed."""
         self._cache.pop(tenant, None)
         if self._redis is None:
             return False
-        return bool(await self._redis.delete(keys.data_key(tenant)))
+        found = await self.shred_in_keystore(tenant)
+        return bool(await self._redis.delete(keys.data_key(tenant))) or bool(found)
+
+    async def shred_in_keystore(self, tenant: str) -> int:
+        """Delete the tenant's key in the key store and leave its tombstone there (1 when a
+        key was deleted; 0, doing nothing, without a key store). What erases an account
+        calls this before anything else."""
+        self._cache.pop(tenant, None)
+        if self._keystore is None:
+            return 0
+        return int(await self._keystore.eval(
+            _SHRED, 2, keys.data_key(tenant), keys.erased(tenant), TOMBSTONE_TTL_S))
+
+    async def compact_keystore(self, *, wait_s: float = 10.0) -> bool:
+        """Have the key store rewrite its files (``BGREWRITEAOF``, or ``BGSAVE`` when its
+        append-only file is off), so a key deleted before no longer sits in them. A
+        rewrite already running is waited for (it may have started before the delete),
+        up to ``wait_s``. False, with a WARNING, when the key store refused (a managed
+        Redis may rename the command): its files then hold the key until their next
+        rewrite. Nothing to do without a key store."""
+        if self._keystore is None:
+            return False
+        try:
+            info = await self._keystore.info("persistence")
+        except ResponseError:
+            info = {"aof_enabled": 1}  # INFO refused: the likelier setup for a key store
+        command = "BGREWRITEAOF" if int(info.get("aof_enabled", 0)) else "BGSAVE"
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                await self._keystore.execute_command(command)
+                return True
+            except ResponseError as exc:
+                if "in progress" not in str(exc) or time.monotonic() > deadline:
+                    log.warning("key store: %s refused (%s); its files keep deleted keys until "
+                                "their next rewrite", command, exc)
+                    return False
+            await asyncio.sleep(0.1)
+
+    async def _adopt(self, tenant: str) -> bytes | None:
+        """A key the main Redis still holds (written before the key store was configured)
+        moved into the key store; None when there is none or the account was erased."""
+        assert self._redis is not None and self._keystore is not None
+        name = keys.data_key(tenant)
+        legacy = as_opt_bytes(await self._redis.get(name))
+        if legacy is None:
+            return None
+        if int(await self._keystore.eval(_ADOPT, 2, name, keys.erased(tenant), legacy)) == -1:
+            return None
+        await self._redis.eval(_DEL_IF, 1, name, legacy)
+        return as_opt_bytes(await self._keystore.get(name))
+
+    async def move_to_keystore(self) -> int:
+        """Every data key still in the main Redis moved into the key store (and deleted
+        from the main Redis). Returns how many were moved."""
+        if self._redis is None or self._keystore is None:
+            raise ConfigError("MTDESK_KEYSTORE_URL", "is required to move data keys into a key store")
+        tenants = sorted(t.decode() for t in as_bytes_set(await self._redis.smembers(keys.TENANTS)))
+        moved = 0
+        for tenant in tenants:
+            if await self._redis.exists(keys.data_key(tenant)):
+                moved += await self._adopt(tenant) is not None
+        return moved
 
     async def _wrapped(self) -> AsyncIterator[tuple[str, bytes]]:
-        assert self._redis is not None
+        assert self._redis is not None and self._store is not None
         tenants = sorted(t.decode() for t in as_bytes_set(await self._redis.smembers(keys.TENANTS)))
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._store.pipeline(transaction=False)
         for t in tenants:
             pipe.get(keys.data_key(t))
         for t, wrapped in zip(tenants, await pipe.execute(), strict=True):
@@ -336,7 +469,7 @@ class TenantCipher:
                 yield t, wrapped
 
     async def status(self) -> dict[str, int]:
-        """Data keys per master key id."""
+        """Data keys per master key id (where they live: the key store when configured)."""
         counts: dict[str, int] = {}
         if self._redis is None:
             return counts
@@ -348,7 +481,7 @@ class TenantCipher:
     async def rewrap(self) -> RewrapReport:
         """Every tenant's data key wrapped again under the current master key (the data
         itself is not touched). Compare-and-set: a key destroyed meanwhile stays gone."""
-        if self._redis is None or self._ring is None:
+        if self._store is None or self._ring is None:
             raise ConfigError("MTDESK_ENCRYPTION_KEYS", "is required to re-wrap data keys")
         report = RewrapReport(current_kid=self._ring.current_kid)
         async for tenant, wrapped in self._wrapped():
@@ -362,6 +495,6 @@ class TenantCipher:
                 report.failed += 1
                 report.failures.append(f"{tenant}: {exc}")
                 continue
-            if await self._redis.eval(_CAS, 1, keys.data_key(tenant), wrapped, fresh):
+            if await self._store.eval(_CAS, 1, keys.data_key(tenant), wrapped, fresh):
                 report.rewrapped += 1
         return report

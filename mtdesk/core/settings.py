@@ -92,6 +92,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stripe_webhook_secret: Secret | None = None
     stripe_api_base: str = "https://api.stripe.com"
     encryption_keys: tuple[Secret, ...] = ()
+    # MTDESK_KEYSTORE_URL: a redis-server of its own holding only the wrapped data keys
+    # (docs/privacy.md, "The key store"); "" = kept in the main Redis.
+    keystore_url: str = ""
     admin_token: Secret | None = None
     # Failed bearer tokens per key prefix (x10 per client address) within the window → 429.
     auth_failures: int = 20
@@ -290,18 +293,25 @@ TLS_PARAMS = {"MTDESK_REDIS_TLS_CA": "ssl_ca_certs", "MTDESK_REDIS_TLS_CERT": "s
 """The TLS settings of a ``rediss://`` URL as variables, and the URL query parameter
 (redis-py's own) each becomes: the URL carries them to every client and lean link."""
 
+KEYSTORE_TLS_PARAMS = {"MTDESK_KEYSTORE_TLS_CA": "ssl_ca_certs",
+                       "MTDESK_KEYSTORE_TLS_CERT": "ssl_certfile",
+                       "MTDESK_KEYSTORE_TLS_KEY": "ssl_keyfile"}
+"""The same for ``MTDESK_KEYSTORE_URL`` (its own CA and client certificate)."""
 
-def with_tls(url: str, env: Mapping[str, str]) -> str:
-    """``url`` with the ``MTDESK_REDIS_TLS_*`` files of ``env`` as its query parameters
-    (one already in the URL wins). Raises ValueError naming the variable when one is set
-    for a URL that is not ``rediss://`` or names no readable file."""
+
+def with_tls(url: str, env: Mapping[str, str], params: Mapping[str, str] = TLS_PARAMS,
+             url_variable: str = "MTDESK_REDIS_URL") -> str:
+    """``url`` with the ``MTDESK_REDIS_TLS_*`` files of ``env`` (or those of ``params``)
+    as its query parameters (one already in the URL wins). Raises ValueError naming the
+    variable when one is set for a URL that is not ``rediss://`` or names no readable
+    file."""
     extra: list[str] = []
-    for variable, param in TLS_PARAMS.items():
+    for variable, param in params.items():
         path = env.get(variable, "").strip()
         if not path:
             continue
         if not url.startswith("rediss://"):
-            raise ValueError(f"{variable}: needs a rediss:// MTDESK_REDIS_URL (TLS), got {url.split(':', 1)[0]}://")
+            raise ValueError(f"{variable}: needs a rediss:// {url_variable} (TLS), got {url.split(':', 1)[0]}://")
         if not os.access(path, os.R_OK):
             raise ValueError(f"{variable}: {path!r} is not a readable file")
         if f"{param}=" not in url:
@@ -318,6 +328,48 @@ def _redis_url(env: Mapping[str, str], url: str) -> str:
     except ValueError as exc:
         variable, _, problem = str(exc).partition(": ")
         raise ConfigError(variable, problem) from None
+
+
+def _server_of(url: str) -> tuple[str, str]:
+    """Which redis-server a URL names (host and port, or the socket path), whatever its DB."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        return ("unix", parts.path)
+    host = (parts.hostname or "127.0.0.1").lower()
+    if host in ("localhost", "::1"):
+        host = "127.0.0.1"
+    return (host, str(parts.port or 6379))
+
+
+def names_server(text: str, url: str) -> bool:
+    """Whether ``text`` (an error message) names the redis-server of ``url``."""
+    host, port = _server_of(url)
+    return (port in text) if host == "unix" else (f"{host}:{port}" in text
+                                                  or f"localhost:{port}" in text)
+
+
+def _keystore_url(env: Mapping[str, str], redis_url: str) -> str:
+    """``MTDESK_KEYSTORE_URL`` with its TLS files, refused when it names the main Redis'
+    server: another DB of the same server is in the same AOF, snapshots and backups."""
+    variable = "MTDESK_KEYSTORE_URL"
+    raw = env.get(variable, "").strip()
+    if not raw:
+        for tls_variable in KEYSTORE_TLS_PARAMS:
+            if env.get(tls_variable, "").strip():
+                raise ConfigError(tls_variable, f"is set, but {variable} is not")
+        return ""
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(variable, "must be a URL starting with redis://, rediss:// or unix://")
+    try:
+        url = with_tls(raw.rstrip("/"), env, KEYSTORE_TLS_PARAMS, variable)
+    except ValueError as exc:
+        tls_variable, _, problem = str(exc).partition(": ")
+        raise ConfigError(tls_variable, problem) from None
+    if _server_of(url) == _server_of(redis_url):
+        raise ConfigError(variable, "names the same redis-server as MTDESK_REDIS_URL (another "
+                                    "DB is not enough: one AOF and one backup hold every DB); "
+                                    "give the key store a redis-server of its own")
+    return url
 
 
 def _csv(env: Mapping[str, str], name: str) -> list[str]:
@@ -367,7 +419,8 @@ def _build(env: Mapping[str, str]) -> Settings:
     e = _Env(env)
     stop_words = tuple(w.upper() for w in _csv(env, "MTDESK_STOP_WORDS")) or _DEFAULTS["stop_words"]
     fields: dict[str, Any] = dict(
-        redis_url=_redis_url(env, e.url("redis_url", ("redis", "rediss", "unix"))),
+        redis_url=(redis_url := _redis_url(env, e.url("redis_url", ("redis", "rediss", "unix")))),
+        keystore_url=_keystore_url(env, redis_url),
         redis_cluster=e.flag("redis_cluster"),
         ack_durability=e.choice("ack_durability", ACK_DURABILITIES),
         ack_timeout_ms=e.whole("ack_timeout_ms", low=10, high=60_000),

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from mtdesk.channels.webhook import UndecodableBody, parse_webhook
 from mtdesk.core.appkeys import CLOCK, REDIS, SETTINGS, cipher_of
-from mtdesk.core.errors import StoreUnavailable
+from mtdesk.core.errors import KeyStoreUnavailable, StoreUnavailable
 from mtdesk.core.events import Event
 from mtdesk.core.http import error_response, read_body
 from mtdesk.core.redis import UNAVAILABLE
@@ -115,9 +115,11 @@ async def post_webhook(request: web.Request) -> web.Response:
         try:
             outcomes, call = await _ingest(hot, events, received_ms, stale_before_ms)
         except StoreUnavailable as exc:
-            metrics.redis_errors.labels("ingest").inc()
-            log.warning("ingest: Redis unavailable (%s), %d events refused with 503", exc.__cause__, len(events))
-            return _acked(metrics, started, error_response(503, "redis", "store unavailable, retry later"))
+            store = "keystore" if isinstance(exc, KeyStoreUnavailable) else "redis"
+            metrics.redis_errors.labels("ingest" if store == "redis" else "keystore").inc()
+            log.warning("ingest: %s unavailable (%s), %d events refused with 503", store,
+                        exc.__cause__, len(events))
+            return _acked(metrics, started, error_response(503, store, "store unavailable, retry later"))
         count = metrics.event
         for i, ev in enumerate(events):
             outcome = outcomes[i]

@@ -16,8 +16,9 @@ import time
 from collections.abc import Sequence
 
 from mtdesk.core import keys
+from mtdesk.core.errors import KeyStoreUnavailable
 from mtdesk.core.events import Event
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import UNAVAILABLE, Redis
 from mtdesk.core.sealing import TenantCipher, TenantKey
 
 ROUTE_TTL_S = 60.0
@@ -74,7 +75,13 @@ class InboundSealer:
                 pipe.hget(keys.account(channel, account), "tenant")
             self.lookups += 1
             tenants = [t.decode() if t else "" for t in await pipe.execute()]
-            sealers = await self._cipher.keys_of([t for t in tenants if t])
+            try:
+                sealers = await self._cipher.keys_of([t for t in tenants if t])
+            except UNAVAILABLE as exc:
+                if self._cipher.keystore is None:
+                    raise
+                # Never stored in the clear: the event is refused (503) and Meta retries.
+                raise KeyStoreUnavailable("the key store does not answer") from exc
             if len(self._routes) + len(missing) > self._size:
                 self._routes.clear()  # bounded: the busy accounts come back at once
             until = time.monotonic() + self._ttl_s

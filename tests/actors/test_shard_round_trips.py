@@ -12,30 +12,41 @@ from collections import Counter
 from shardkit import desk, eventually
 
 from mtdesk.core import keys
+from mtdesk.core.groups import FENCED_ACK
 from mtdesk.core.redis import Redis
 
 # Stream plumbing and the test's own pushes: batched per shard, not per message.
-_PLUMBING = {"XREADGROUP", "XACK", "XDEL", "XADD"}
+_PLUMBING = {"XREADGROUP", "XACK", "XDEL", "XADD", "FENCED_ACK", "BACKGROUND"}
 
 
 def _name(command: dict[str, object]) -> str:
-    return str(command.get("command", "")).split(" ", 1)[0].strip('"').upper()
+    words = str(command.get("command", "")).split(" ", 4)
+    name = words[0].strip('"').upper()
+    if name == "EVALSHA" and len(words) > 3 and words[1].strip('"') == FENCED_ACK.sha:
+        name = "FENCED_ACK"  # acknowledgements: batched, like XACK + XDEL were
+    elif name == "EVALSHA" and len(words) > 3 and ":reply:" not in words[3]:
+        name = "BACKGROUND"  # analytics, erasure checks: per second, not per message
+    return name
 
 
 async def _watch(redis_url: str, seen: Counter[str], ready: asyncio.Event,
                  inside: Counter[str] | None = None) -> None:
+    """Commands as clients sent them (``seen``) and, with ``inside``, those the reply
+    scripts ran (MONITOR shows a script's commands right after its call)."""
     from mtdesk.core.redis import connect
 
     client = connect(redis_url)
     try:
         async with client.monitor() as monitor:
             ready.set()
+            caller = ""
             async for command in monitor.listen():
                 if command.get("client_type") == "lua":  # run inside a script: no round trip
-                    if inside is not None:
+                    if inside is not None and caller in {"EVALSHA", "EVAL"}:
                         inside[_name(command)] += 1
                     continue
-                seen[_name(command)] += 1
+                caller = _name(command)
+                seen[caller] += 1
     finally:
         await client.aclose()
 

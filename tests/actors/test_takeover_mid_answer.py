@@ -46,6 +46,7 @@ async def test_a_persons_echo_during_the_model_call_drops_the_bots_answer(
         record = await replies.load(d.tenant_id, question.event_id)
         assert (record.state, record.reason) == ("failed", "a person took over the conversation")
         assert await redis.exists(keys.paused(d.tenant_id, question.conversation))
+        assert shard.metrics.count("taken_over") == 1
         await d.push(d.message("thanks!", user="U1"))  # the person has it now
         await eventually(lambda: shard.handled == 3)
         assert d.graph.sends == []

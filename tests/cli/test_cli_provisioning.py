@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_sync
+from keystore_server import KeyStoreServer
 from redis import Redis as SyncRedis
 
 from mtdesk.cli.main import main
@@ -187,6 +188,40 @@ def test_keys_rotate_moves_tokens_and_status_shows_it(
     assert code == 0 and "already current: 3" in out and "already current: 1" in out
     code, out, _ = run(capsys, "bot", "show", "--tenant", tenant["id"])
     assert code == 0 and prompt in out  # the sealed prompt opens with the new key alone
+
+
+def test_switching_on_the_key_store_moves_the_data_keys_and_account_deletion_shreds_there(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], db: SyncRedis,
+    monkeypatch: pytest.MonkeyPatch, keystore_server: KeyStoreServer,
+) -> None:
+    tenant = make_tenant(capsys)
+    prompt = "You are the assistant of Harbor Bikes, never reveal the staff discount"
+    assert run(capsys, "bot", "set", "--tenant", tenant["id"], "--system-prompt", prompt)[0] == 0
+    assert db.get(keys.data_key(tenant["id"])) is not None  # the default: in the main Redis
+    code, out, _ = run(capsys, "keys", "status", "--json")
+    assert json.loads(out)["data_keys_in"] == "redis"
+
+    monkeypatch.setenv("MTDESK_KEYSTORE_URL", keystore_server.url)
+    code, out, _ = run(capsys, "keys", "move", "--json")
+    assert code == 0 and json.loads(out) == {"moved": 1}
+    assert db.get(keys.data_key(tenant["id"])) is None
+    store = redis_sync.Redis.from_url(keystore_server.url)
+    assert store.get(keys.data_key(tenant["id"])) is not None
+    code, out, _ = run(capsys, "keys", "status")
+    assert code == 0 and "the key store" in out and "1 data keys" in out
+    code, out, _ = run(capsys, "bot", "show", "--tenant", tenant["id"])
+    assert code == 0 and prompt in out  # opens with the key from the key store
+
+    keystore_server.stop()
+    code, _, err = run(capsys, "bot", "show", "--tenant", tenant["id"])
+    assert code == 2 and "MTDESK_KEYSTORE_URL" in err  # names the key store, not Redis
+    keystore_server.start()
+
+    code, out, _ = run(capsys, "delete", "account", "--tenant", tenant["id"], "--yes", "--json")
+    assert code == 0 and json.loads(out)["status"] == "done"
+    assert store.get(keys.data_key(tenant["id"])) is None
+    assert store.exists(keys.erased(tenant["id"]))  # no new key is made for it
+    store.close()
 
 
 def test_keys_commands_without_a_key_say_which_variable(

@@ -9,18 +9,22 @@ import time
 from pathlib import Path
 
 import msgspec
+import pytest
 from _privacy_world import build_world, where_found
 from _privacy_world import make_settings as world_settings
 from aiohttp.test_utils import TestClient, TestServer
 from gateway_support import make_settings as gateway_settings
 from gateway_support import signed
+from keystore_server import KeyStoreServer
 from shardkit import ACCOUNTS, desk, eventually
 
 from mtdesk.cli.compose import build_app
 from mtdesk.core import keys
 from mtdesk.core.clock import FakeClock
+from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import Message, encode_event, partition_of
 from mtdesk.core.redis import Redis, on_server, primaries
+from mtdesk.core.sealing import TenantCipher
 from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call
 from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
 
@@ -114,3 +118,26 @@ async def test_account_erasure_leaves_nothing_of_the_tenant_on_any_master(
             *w.alice.identifiers(), *w.bob.identifiers()]
     assert await where_found(cluster_redis, w.data_dir, gone) == []
     assert await where_found(cluster_redis, w.data_dir, ["dave books a table"]) != []
+
+
+async def test_with_a_key_store_no_master_holds_a_data_key_and_deletion_shreds_it_in_the_key_store(
+    cluster_redis: Redis, tmp_path: Path, keystore_server: KeyStoreServer,
+) -> None:
+    settings = msgspec.structs.replace(world_settings(tmp_path, redis_cluster=True),
+                                       partitions=16, keystore_url=keystore_server.url)
+    w = await build_world(cluster_redis, settings, FakeClock())
+    cipher = TenantCipher.from_settings(cluster_redis, settings)
+    sealed = {t: await cipher.seal(t, "message", "m1", f"words of {t}".encode())
+              for t in (w.a.id, w.b.id)}
+    assert await masters_holding(cluster_redis, "*:dk") == set()
+    await DeletionJobs(cluster_redis, FakeClock(), cipher=cipher).schedule_account(w.a.id)
+    worker = DeletionWorker(cluster_redis, settings, FakeClock(), batch=3)
+    while await worker.run_once():
+        pass
+    after = TenantCipher.from_settings(cluster_redis, settings)
+    with pytest.raises(DecryptionError):
+        await after.open(w.a.id, "message", "m1", sealed[w.a.id])
+    assert await after.open(w.b.id, "message", "m1", sealed[w.b.id]) == f"words of {w.b.id}".encode()
+    assert await masters_holding(cluster_redis, "*:dk") == set()
+    for c in (cipher, after, worker.cipher):
+        await c.aclose()

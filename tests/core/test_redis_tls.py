@@ -116,3 +116,37 @@ def test_tls_settings_name_the_variable_when_wrong(tmp_path: Path) -> None:
                                "MTDESK_REDIS_TLS_CA": str(tmp_path)}, dotenv=None)
     assert given.redis_url == "rediss://h:1/0?ssl_ca_certs=/etc/ca.pem"  # the URL's own wins
     assert Settings.from_env({"MTDESK_REDIS_URL": "redis://h:1/0"}, dotenv=None).redis_url == "redis://h:1/0"
+
+
+async def test_the_key_store_talks_tls_with_its_own_settings(
+    tls_server: tuple[TlsFiles, int], redis_url: str,
+) -> None:
+    """MTDESK_KEYSTORE_URL as rediss:// with MTDESK_KEYSTORE_TLS_*: the data keys are
+    written to and read from the TLS-only key store (the main Redis here is plain)."""
+    from mtdesk.core.sealing import TenantCipher
+    from mtdesk.policy.vault import generate_key
+
+    files, port = tls_server
+    settings = Settings.from_env({
+        "MTDESK_REDIS_URL": redis_url,
+        "MTDESK_ENCRYPTION_KEYS": generate_key(),
+        "MTDESK_KEYSTORE_URL": f"rediss://127.0.0.1:{port}/3",
+        "MTDESK_KEYSTORE_TLS_CA": str(files.ca),
+        "MTDESK_KEYSTORE_TLS_CERT": str(files.client_cert),
+        "MTDESK_KEYSTORE_TLS_KEY": str(files.client_key),
+    }, dotenv=None)
+    redis = connect(redis_url)
+    cipher = TenantCipher.from_settings(redis, settings)
+    reader = TenantCipher.from_settings(redis, settings)
+    try:
+        sealed = await cipher.seal("t_tls", "message", "m1", b"over tls")
+        assert cipher.keystore is not None
+        assert await cipher.keystore.get(keys.data_key("t_tls")) is not None
+        assert await redis.get(keys.data_key("t_tls")) is None
+        assert await reader.open("t_tls", "message", "m1", sealed) == b"over tls"
+        assert await cipher.destroy("t_tls")
+        await cipher.keystore.delete(keys.erased("t_tls"))
+    finally:
+        await cipher.aclose()
+        await reader.aclose()
+        await redis.aclose()

@@ -33,6 +33,7 @@ from aiohttp.test_utils import TestClient, TestServer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "actors"))
 
 from _privacy_world import dump_files, dump_redis  # noqa: E402
+from keystore_server import KeyStoreServer  # noqa: E402
 from shardkit import ACCOUNTS, desk, eventually  # noqa: E402
 
 from mtdesk.actors.turns import decode_context  # noqa: E402
@@ -172,16 +173,25 @@ async def _sealed_values_of(restored: Redis, tenant: str, cipher: TenantCipher) 
     return opened
 
 
+def _files(directory: Path) -> list[tuple[str, bytes]]:
+    return [(str(p), p.read_bytes()) for p in directory.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("keys_in", ["redis", "keystore"])
 async def test_nothing_customers_wrote_is_readable_at_rest_and_a_deleted_account_stays_unreadable(
-    aof_redis: tuple[str, Path], tmp_path: Path,
+    aof_redis: tuple[str, Path], tmp_path: Path, keys_in: str, request: pytest.FixtureRequest,
 ) -> None:
     redis_url, redis_dir = aof_redis
     data_dir = tmp_path / "data"
     redis = connect(redis_url)
     bot = BotConfig(provider="openai", model="gpt-test", system_prompt=PROMPT, grounding="general",
                     min_score=0.0)
+    keystore: KeyStoreServer | None = None
+    if keys_in == "keystore":  # MTDESK_KEYSTORE_URL: a redis-server of its own, AOF on
+        keystore = request.getfixturevalue("keystore_server")
     async with desk(redis, redis_url, bot=bot, data_dir=str(data_dir), kb_embedder="lexical",
-                    meta_app_secrets=(Secret(APP_SECRET),)) as d:
+                    meta_app_secrets=(Secret(APP_SECRET),),
+                    keystore_url=keystore.url if keystore else "") as d:
         tid = d.tenant_id
         cipher = d.cipher()
         # A second tenant, whose data must stay readable through all of this.
@@ -239,11 +249,27 @@ async def test_nothing_customers_wrote_is_readable_at_rest_and_a_deleted_account
         shutil.copytree(redis_dir, backup / "redis")
         shutil.copytree(data_dir, backup / "data")
 
-        scheduled = await DeletionJobs(redis, SystemClock()).schedule_account(tid)
-        assert await redis.get(keys.data_key(tid)) is None  # destroyed before anything else
+        live = d.cipher()  # the service's data keys (in the key store when configured)
+        store_of_keys = live.keystore or redis
+        wrapped = await store_of_keys.get(keys.data_key(tid))
+        assert wrapped is not None
+        if keystore is not None:
+            # The main Redis, its AOF and the data directory hold no data key at all.
+            assert [k async for k in redis.scan_iter(match="*:dk")] == []
+            assert _found(_aof(redis_dir) + dump_files(data_dir), [wrapped.decode()]) == []
+            assert _found(_files(keystore.directory), [wrapped.decode()])
+
+        scheduled = await DeletionJobs(redis, SystemClock(), cipher=live).schedule_account(tid)
+        assert await store_of_keys.get(keys.data_key(tid)) is None  # destroyed before anything else
         worker = DeletionWorker(redis, d.settings, SystemClock(), settle_poll_s=0.05)
         assert await asyncio.wait_for(worker.run_once(), 60) == 1
         assert (await DeletionJobs(redis, SystemClock()).get(scheduled.id)).status == "done"
+        if keystore is not None:
+            # The key store's own files (its AOF is rewritten after a shredding) no longer
+            # hold the destroyed key either.
+            assert keystore.directory is not None
+            await eventually(lambda: not _found(_files(keystore.directory), [wrapped.decode()]),
+                             within=30)
 
         proc, port = _redis_server(backup / "redis")  # the backup, restored
         restored = connect(f"redis://127.0.0.1:{port}/0")
@@ -251,7 +277,7 @@ async def test_nothing_customers_wrote_is_readable_at_rest_and_a_deleted_account
             assert await restored.exists(keys.history(tid, conv))  # the copy holds the data
             # With the keys that remain (the live data keys), none of it opens; the other
             # tenant's values in the same copy still do.
-            remaining = TenantCipher(redis, KeyRing(d.settings.encryption_keys))
+            remaining = d.cipher()  # the master key, and the key store, as they are now
             assert await _sealed_values_of(restored, tid, remaining) == []
             assert await _sealed_values_of(restored, other.id, remaining) == [f"bot: {OTHER_PROMPT}"]
             upload_copy = [p for p in (backup / "data").rglob("keys.txt")]
@@ -260,22 +286,28 @@ async def test_nothing_customers_wrote_is_readable_at_rest_and_a_deleted_account
                 await remaining.open(tid, "kb_upload", upload.id,
                                      upload_copy[0].read_bytes().removeprefix(SEALED_FILE))
 
-            # The copy also holds the tenant's data key, wrapped by the master key: with
-            # the master key it opens (the honest limit of a backup), until the master key
-            # that wrapped it is retired: rotate (re-wrap the live data keys under a new
-            # master key), then drop the old one.
             old_ring = KeyRing(d.settings.encryption_keys)
-            assert await _sealed_values_of(restored, tid, TenantCipher(restored, old_ring))
-            new_key = Secret(generate_key())
-            report = await TenantCipher(redis, KeyRing([new_key, *d.settings.encryption_keys])).rewrap()
-            assert report.rewrapped == 1 and report.failed == 0  # the other tenant's key
-            new_ring = KeyRing([new_key])
-            with pytest.raises(DecryptionError, match="not in MTDESK_ENCRYPTION_KEYS"):
-                await TenantCipher(restored, new_ring).key(tid, create=False)
-            assert await _sealed_values_of(restored, tid, TenantCipher(restored, new_ring)) == []
-            # The live service reads the other tenant with the new master key alone.
-            assert (await Bots(redis, TenantCipher(redis, new_ring)).get(other.id)).system_prompt \
-                == OTHER_PROMPT
+            if keystore is not None:
+                # The copy holds no data key: with the master key itself, read against
+                # the copy alone, nothing of the deleted tenant opens either.
+                assert [k async for k in restored.scan_iter(match="*:dk")] == []
+                assert await _sealed_values_of(restored, tid, TenantCipher(restored, old_ring)) == []
+            else:
+                # The copy also holds the tenant's data key, wrapped by the master key: with
+                # the master key it opens (the honest limit of a backup without a key store),
+                # until the master key that wrapped it is retired: rotate (re-wrap the live
+                # data keys under a new master key), then drop the old one.
+                assert await _sealed_values_of(restored, tid, TenantCipher(restored, old_ring))
+                new_key = Secret(generate_key())
+                report = await TenantCipher(redis, KeyRing([new_key, *d.settings.encryption_keys])).rewrap()
+                assert report.rewrapped == 1 and report.failed == 0  # the other tenant's key
+                new_ring = KeyRing([new_key])
+                with pytest.raises(DecryptionError, match="not in MTDESK_ENCRYPTION_KEYS"):
+                    await TenantCipher(restored, new_ring).key(tid, create=False)
+                assert await _sealed_values_of(restored, tid, TenantCipher(restored, new_ring)) == []
+                # The live service reads the other tenant with the new master key alone.
+                assert (await Bots(redis, TenantCipher(redis, new_ring)).get(other.id)).system_prompt \
+                    == OTHER_PROMPT
         finally:
             await restored.aclose()
             proc.terminate()

@@ -142,9 +142,11 @@ def _valid_job_id(job_id: str) -> bool:
 class DeletionJobs:
     """Schedules jobs and reads their audit records."""
 
-    def __init__(self, redis: Redis, clock: Clock) -> None:
+    def __init__(self, redis: Redis, clock: Clock, *, cipher: TenantCipher | None = None) -> None:
         self._redis = redis
         self._clock = clock
+        # With a key store (MTDESK_KEYSTORE_URL), an account's key is shredded there first.
+        self._cipher = cipher
 
     async def _schedule(
         self, params: JobParams, *, source: str, owner: str | None,
@@ -183,6 +185,10 @@ class DeletionJobs:
             ))
             if raw_ch and raw_acct:
                 accounts.append((raw_ch.decode(), raw_acct.decode()))
+        if self._cipher is not None:
+            # The key store first: once this returns, no copy of anything opens (a key
+            # store that cannot be reached fails the request, and nothing is changed).
+            await self._cipher.shred_in_keystore(tenant_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.tenant(tenant_id), "status", "deleting")
             # No knowledge is written for it from now on (not only once the job runs).
@@ -304,8 +310,16 @@ class DeletionWorker:
         self._lease_ms = lease_ms
         self._retry_s = retry_s
         self._settle_poll_s = settle_poll_s
+        self._cipher: TenantCipher | None = None  # one per worker (a key store's client)
         self._reader = GroupReader(redis, keys.DELETION_GROUP, consumer, [keys.DELETION_JOBS])
         self.processed = 0
+
+    @property
+    def cipher(self) -> TenantCipher:
+        """The data keys the jobs destroy (made on first use, then kept)."""
+        if self._cipher is None:
+            self._cipher = TenantCipher.from_settings(self._redis, self._settings)
+        return self._cipher
 
     async def ensure_group(self) -> None:
         await self._reader.ensure_groups()
@@ -411,7 +425,7 @@ class DeletionWorker:
             self._redis, partitions=self._settings.partitions,
             data_dir=self._settings.data_dir, progress=progress, batch=self._batch,
             settle_s=self._settings.deletion_settle_s, settle_poll_s=self._settle_poll_s,
-            cipher=TenantCipher.from_settings(self._redis, self._settings),
+            cipher=self.cipher,
         )
         try:
             await self._run(sweep, decode_params(raw.get(b"params", b"{}"), kind))

@@ -360,8 +360,10 @@ class ErasureSweep:
         await r.set(keys.erased(tenant_id), b"1", ex=ERASURE_MARK_TTL_S)
         # Its data key first (crypto-shredding; already done when the job was scheduled
         # through DeletionJobs): from here on nothing of the tenant opens anywhere.
-        self._cipher.forget(tenant_id)
-        await self._report({"data_keys": int(await r.delete(keys.data_key(tenant_id)))})
+        shredded = await self._cipher.shred_in_keystore(tenant_id)  # the key store's first
+        await self._report({"data_keys": shredded + int(await r.delete(keys.data_key(tenant_id)))})
+        # The key store's own files lose the key too (a rewrite of a few kilobytes).
+        await self._cipher.compact_keystore()
         await self._notify(notice)
         known = set(accounts)
         for raw in as_bytes_set(await r.smembers(keys.channels(tenant_id))):
