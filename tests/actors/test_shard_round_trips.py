@@ -16,16 +16,19 @@ from mtdesk.core.groups import FENCED_ACK
 from mtdesk.core.redis import Redis
 
 # Stream plumbing and the test's own pushes: batched per shard, not per message.
-_PLUMBING = {"XREADGROUP", "XACK", "XDEL", "XADD", "FENCED_ACK", "BACKGROUND"}
+_PLUMBING = {"XREADGROUP", "XACK", "XDEL", "XADD", "FENCED_ACK", "BACKGROUND", "CACHE"}
 
 
-def _name(command: dict[str, object]) -> str:
+def _name(command: dict[str, object], *, outside: bool = True) -> str:
     words = str(command.get("command", "")).split(" ", 4)
     name = words[0].strip('"').upper()
     if name == "EVALSHA" and len(words) > 3 and words[1].strip('"') == FENCED_ACK.sha:
         name = "FENCED_ACK"  # acknowledgements: batched, like XACK + XDEL were
     elif name == "EVALSHA" and len(words) > 3 and ":reply:" not in words[3]:
         name = "BACKGROUND"  # analytics, erasure checks: per second, not per message
+    elif outside and (name in {"HGET", "HMGET", "HGETALL"} or (
+            name == "GET" and len(words) > 1 and ":ctx:" not in words[1])):
+        name = "CACHE"  # bot, channel, credentials: one per tenant/account every 1-2 s
     return name
 
 
@@ -43,7 +46,7 @@ async def _watch(redis_url: str, seen: Counter[str], ready: asyncio.Event,
             async for command in monitor.listen():
                 if command.get("client_type") == "lua":  # run inside a script: no round trip
                     if inside is not None and caller in {"EVALSHA", "EVAL"}:
-                        inside[_name(command)] += 1
+                        inside[_name(command, outside=False)] += 1
                     continue
                 caller = _name(command)
                 seen[caller] += 1
@@ -118,7 +121,8 @@ async def test_an_answered_message_runs_few_commands_inside_its_scripts(
         assert per_message <= 30, (dict(inside), dict(seen))
         # Each step reads its reply record once (and the card once); TTLs set when made.
         assert inside["HGET"] + inside["HMGET"] <= 4 * len(users), dict(inside)
-        assert inside["EXPIRE"] <= 3 * len(users), dict(inside)
+        # (and a send window's counter gets its own with its second's first permit)
+        assert inside["EXPIRE"] <= 3 * len(users) + 2, dict(inside)
 
 
 async def test_what_an_answer_writes_expires_though_its_ttl_is_set_once(
