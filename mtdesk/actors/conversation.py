@@ -38,6 +38,7 @@ import msgspec
 from mtdesk.actors import records
 from mtdesk.actors.answering import answer, greeted
 from mtdesk.actors.comments import on_comment
+from mtdesk.actors.replies import PartitionLost
 from mtdesk.actors.takeover import send_agent_reply
 from mtdesk.actors.turns import (
     ConversationContext,
@@ -58,6 +59,7 @@ from mtdesk.core.events import (
     Edit,
     Handover,
     Imported,
+    Mention,
     Message,
     Postback,
     Receipt,
@@ -103,6 +105,7 @@ class Conversation:
         self.unsent: set[str] = set()
         self.revised = False
         self.making: asyncio.Future[Any] | None = None  # the model call under way
+        self.phone_noted = False  # WhatsApp: the person's number ↔ business-scoped id kept
         self.partition = -1  # the inbound partition its events come from (set by the shard)
 
     # --- shard-facing -----------------------------------------------------------------
@@ -120,9 +123,9 @@ class Conversation:
             return ConversationContext()
 
     def submit(self, item: WorkItem) -> None:
-        if isinstance(item.event, Edit):
+        if isinstance(item.event, Edit) and not item.event.by_business:
             records.edit_queued(self, item.event)
-        elif isinstance(item.event, Unsend):
+        elif isinstance(item.event, Unsend) and not item.event.by_business:
             records.unsend_queued(self, item.event)
         self.queue.append(item)
         self.last_active = time.monotonic()
@@ -228,6 +231,9 @@ class Conversation:
         except asyncio.CancelledError:
             self.services.ledger.release(item)
             raise
+        except PartitionLost:  # its new owner answers it; nothing more from here
+            self.services.ledger.release(item)
+            self.services.ledger.lost(item.partition)
         except Exception:
             log.exception("event failed, left pending for redelivery",
                           extra={"entry": item.entry_id, "conv": self.key})
@@ -247,6 +253,9 @@ class Conversation:
         if isinstance(event, Message | Postback):
             if self.services.profiles is not None:  # the inbox's name for the person
                 self.services.profiles.note(item.tenant_id, event)
+            if not self.phone_noted and event.wa_id and event.wa_id != event.user_id:
+                await records.note_phone(self, event)  # imported history joins here
+                self.phone_noted = True
             if event.standby:  # another app owns the thread: recorded, never answered
                 await records.on_standby(self, item, event)
             else:
@@ -274,6 +283,10 @@ class Conversation:
             await records.on_receipt(self, event)
         elif isinstance(event, Status):
             await records.on_status(self, event)
+        elif isinstance(event, Mention):  # recorded; what it says is read off the worker
+            await records.record_only(self, item)
+            if self.services.mentions is not None:
+                self.services.mentions.note(self, event)
         else:  # reaction, unsend, edit, mention, unsupported: recorded, never answered
             await records.record_only(self, item)
         self.services.ledger.done(item)

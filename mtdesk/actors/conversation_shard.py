@@ -47,6 +47,7 @@ from prometheus_client import REGISTRY
 
 from mtdesk.actors.conversation import Conversation
 from mtdesk.actors.media import MediaDesk
+from mtdesk.actors.mentions import Mentions
 from mtdesk.actors.profiles import Profiles
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.records import pause_on_arrival
@@ -59,7 +60,7 @@ from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.errors import DecryptionError
-from mtdesk.core.events import EVENT_FAMILY, Echo, decode_event
+from mtdesk.core.events import EVENT_FAMILY, Echo, Status, decode_event
 from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
 from mtdesk.core.inbox import Inbox
@@ -71,6 +72,9 @@ from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.notices import Notice, listen_for_notices
 
 log = logging.getLogger(__name__)
+
+# WhatsApp statuses that say Meta accepted the message (a failed one was not delivered).
+_ACCEPTED = frozenset({"sent", "delivered", "read"})
 
 
 @dataclass
@@ -117,13 +121,19 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
             task.result()
 
 
+def _mentions(services: ShardServices) -> Mentions | None:
+    """Reading Instagram @mentions, when the sender can ask Meta for them."""
+    fetch = getattr(services.sender, "mention", None)
+    return Mentions(fetch) if fetch is not None else None
+
+
 def _profiles(services: ShardServices) -> Profiles | None:
     """The inbox's names and pictures, when the sender can ask Meta for a profile."""
     fetch = getattr(services.sender, "profile", None)
     if fetch is None:
         return None
     clock = services.clock
-    return Profiles(Inbox(services.redis), fetch, lambda: now_ms(clock))
+    return Profiles(Inbox(services.redis, services.cipher), fetch, lambda: now_ms(clock))
 
 
 class ConversationShard:
@@ -199,7 +209,9 @@ class ConversationShard:
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
             media=services.media,
             profiles=_profiles(services),
+            mentions=_mentions(services),
         )
+        self._confirmations = self._conv_services.replies.confirmations
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
         self._inflight: set[tuple[int, str]] = set()
         self._to_ack: dict[int, list[str]] = {}
@@ -267,6 +279,8 @@ class ConversationShard:
         self._started = False
         if self._conv_services.profiles is not None:
             await self._conv_services.profiles.aclose()
+        if self._conv_services.mentions is not None:
+            await self._conv_services.mentions.aclose()
         with contextlib.suppress(Exception):
             await self._conv_services.tally.flush(self._redis)
         with contextlib.suppress(Exception):
@@ -290,6 +304,8 @@ class ConversationShard:
         self._started = False
         if self._conv_services.profiles is not None:
             await self._conv_services.profiles.aclose()
+        if self._conv_services.mentions is not None:
+            await self._conv_services.mentions.aclose()
 
     async def _drain(self) -> None:
         for conv in list(self._convs.values()):
@@ -447,7 +463,12 @@ class ConversationShard:
                         event=event, received_ms=received_ms or int(now * 1000),
                         stale=fields.get(b"s") == b"1")
         if isinstance(event, Echo):  # before it queues behind an answer under way
+            # Meta's confirmation of one of our sends, noted for a reply resumed after
+            # a crash that cannot tell whether that part went out (no Redis command).
+            self._confirmations.note(event.metadata, event.event_id)
             await pause_on_arrival(self._conv_services, tenant_id, event)
+        elif isinstance(event, Status) and event.status in _ACCEPTED:
+            self._confirmations.note(event.callback_data, event.message_id)
         # Activating may need Redis (the conversation's stored context, its tenant's key):
         # a blip is retried in place; the entry is in flight only once a conversation
         # holds it, so one that could not be handed over is reclaimed like any other.
@@ -505,6 +526,15 @@ class ConversationShard:
     def idle(self) -> None:
         """A conversation's worker stopped: a read waiting for capacity may go on."""
         self._wake_capacity()
+
+    def fence(self, partition: int) -> tuple[str, str] | None:
+        epoch = self.epochs.get(partition)
+        return None if epoch is None else (keys.partition_owner(partition), str(epoch))
+
+    def lost(self, partition: int) -> None:
+        log.warning("partition %d was handed over; this shard lets it go", partition,
+                    extra={"shard": self.index})
+        asyncio.ensure_future(self._lost(partition))
 
     def release(self, item: WorkItem) -> None:
         """Handling failed: keep the entry pending (reclaimed after ``claim_idle_ms``)."""

@@ -66,6 +66,9 @@ def register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="seconds to wait for the last replies after sending (default 60)")
     p.add_argument("--connections", type=int, default=64,
                    help="load generator keep-alive connections (default 64)")
+    p.add_argument("--meta-webhooks", action="store_true",
+                   help="the fake Graph API posts Meta's echo / status of every message sent "
+                   "back to the gateway, as Meta does (default off; see docs/benchmarks.md)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     p.add_argument("--report", metavar="DIR", help="write a report to DIR: JSON, a Markdown "
                    "table and PNG plots (throughput over time, latency distribution, stages)")
@@ -122,7 +125,7 @@ def _handle(args: argparse.Namespace) -> int:
         shards=args.shards, duplicate_fraction=args.duplicates,
         drain_timeout_s=args.drain_timeout, connections=args.connections,
         redis_url=args.redis_url, profile_dir=args.profile,
-        new_fraction=args.new_customers, cluster=args.cluster,
+        new_fraction=args.new_customers, cluster=args.cluster, meta_webhooks=args.meta_webhooks,
     )
     # SIGTERM unwinds like Ctrl-C, so everything the bench started is stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -70,6 +70,10 @@ class BenchConfig:
     new_fraction: float | None = None
     # --cluster: a Redis Cluster of the bench's own (3 masters, 1 replica each).
     cluster: bool = False
+    # The fake Graph API posts the echo (Messenger/Instagram) or status (WhatsApp) of every
+    # message sent back to the gateway, as Meta does: what a reply resumed after a crash
+    # learns from whether its part went out (docs/delivery.md).
+    meta_webhooks: bool = False
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -352,8 +356,11 @@ async def _run(cfg: BenchConfig, log: Log, drill: Drill | None = None) -> dict[s
                     workdir, who="mtdesk bench e2e", prefer_own="always", pid_out=redis_pids))
             servers = servers or [redis_url]
             llm = stack.enter_context(spawn_llm(latency_ms=cfg.llm_latency_ms))
-            graph = stack.enter_context(spawn_graph(latency_ms=cfg.graph_latency_ms))
             port = free_port()
+            graph = stack.enter_context(spawn_graph(
+                latency_ms=cfg.graph_latency_ms,
+                webhook_url=f"http://127.0.0.1:{port}/webhooks/meta" if cfg.meta_webhooks
+                else None, app_secret=APP_SECRET if cfg.meta_webhooks else ""))
             env = _bench_env(redis_url, graph.root_url, llm.root_url, port,
                              os.path.join(workdir, "data"), cfg.shards)
             if cfg.cluster:
@@ -533,6 +540,10 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         stages = stage_quantiles(
             await scrape_settled(session, base, stages_before, len(accepted)), stages_before)
         await replies.poll(session)
+        webhooks = None
+        if cfg.meta_webhooks:  # what the fake posted back (echoes / statuses)
+            async with session.get(f"{graph_root}/_fake/webhooks") as resp:
+                webhooks = await resp.json()
         stop_lag.set()
         await lag_task
         for spy in spies:
@@ -543,6 +554,8 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
     report["stage_ms"] = stages
     report["customers_answered"] = len(replies.answered_customers)
     report["redis_servers"] = servers
+    if webhooks is not None:
+        report["meta_webhooks"] = webhooks
     # Redis' own account of its CPU (INFO cpu), whatever machine it runs on.
     answered = report["messages"] - report["lost"]
     report["redis_cpu_s"] = round(redis_cpu, 3)
@@ -738,7 +751,8 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
                    "llm_latency_ms": cfg.llm_latency_ms, "graph_latency_ms": cfg.graph_latency_ms,
                    "duplicate_fraction": cfg.duplicate_fraction, "connections": cfg.connections,
                    "accounts_per_channel": ACCOUNTS_PER_CHANNEL, "nodes": cfg.nodes,
-                   "new_customers": cfg.new_fraction, "redis_cluster": cfg.cluster},
+                   "new_customers": cfg.new_fraction, "redis_cluster": cfg.cluster,
+                   "meta_webhooks": cfg.meta_webhooks},
         "cpus": os.cpu_count(),
         "goal": {"lost": 0, "duplicated": 0, "msgs_per_s": 300.0, "overhead_p99_ms": 50.0},
     }

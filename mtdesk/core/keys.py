@@ -123,6 +123,15 @@ HISTORY = _t("history", "hist", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SEC
              "history", section="conversations", counted_as="conversations", scope=_C)
 MEDIA = _t("media", "media", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SECTION, "media",
            section="conversations", counted_as="media", scope=_C)
+# Imported history (WhatsApp Business app): its entries' message times (entry id → the
+# time the message was written), so retention counts from when it was written.
+IMPORTED = _t("imported", "imported", True, True, _E.CONVERSATION, _R.MESSAGES, _X.DERIVED,
+              "imported", scope=_C)
+# A WhatsApp number's business-scoped user id (the person's phone number → ``US.…``),
+# learnt from live messages that carry both: imported history, keyed by the number,
+# joins the conversation of the business-scoped id. Expires with the retention period.
+PHONE_ALIAS = _t("phone_alias", "waid", True, True, _E.NAMED, _R.TTL, _X.DERIVED,
+                 "phone_alias")
 PAUSED = _t("paused", "paused", True, True, _E.CONVERSATION, _R.TTL, _X.DERIVED, "paused",
             scope=_C)
 # The inbox's card of a conversation: the person's name and picture (from Meta), the last
@@ -203,7 +212,7 @@ LAYOUT_VERSION = _g("layout", "layout", False, False, _E.NONE, _R.CONFIGURATION,
 
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY, MEDIA,
-    PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, ANALYTICS,
+    IMPORTED, PHONE_ALIAS, PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, ANALYTICS,
     ANALYTICS_CONVERSATIONS, USER_SET, USER,
     USER_SESSIONS, API_KEYS, DATA_KEY,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
@@ -449,6 +458,18 @@ def media(tenant_id: str, conversation: str) -> str:
     attachment, entry ids are store times; see :mod:`mtdesk.core.media`). Exported as
     the references the history's messages carry, not as bytes."""
     return f"{ROOT}:t:{{{tenant_id}}}:media:{conversation}"
+
+
+def imported(tenant_id: str, conversation: str) -> str:
+    """Sorted set: the history entry ids of a conversation's imported messages (WhatsApp
+    Business app history), each scored by the time the message was written (ms)."""
+    return f"{ROOT}:t:{{{tenant_id}}}:imported:{conversation}"
+
+
+def phone_alias(tenant_id: str, account_id: str, wa_id: str) -> str:
+    """String: the business-scoped user id of the WhatsApp number ``wa_id`` writing to
+    the business number ``account_id`` (its phone_number_id)."""
+    return f"{ROOT}:t:{{{tenant_id}}}:waid:{account_id}:{wa_id}"
 
 
 def reply(tenant_id: str, event_id: str) -> str:

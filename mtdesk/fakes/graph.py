@@ -40,6 +40,9 @@ What it answers (``{version}`` is any ``vNN.N``):
   ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``;
   :meth:`FakeGraphAPI.storm` answers every message send with errors for a while.
 - Latency: ``latency_s`` (settable at any time) delays every answer.
+- Webhooks back to the product, as Meta posts them (off unless configured): the echo of
+  every Messenger / Instagram message sent, a ``sent`` status of every WhatsApp one,
+  signed with the app secret; see :mod:`mtdesk.fakes.graph_webhooks`.
 - Meta's login flows (dialogs, code exchange, ``debug_token``, ``/me/accounts``,
   ``subscribed_apps``, Instagram Login): :attr:`FakeGraphAPI.login`, see
   :mod:`mtdesk.fakes.meta_login`.
@@ -48,7 +51,9 @@ Control endpoints for a fake running in another process (``python -m mtdesk.fake
 ``GET /_fake/sends`` (accepted sends), ``GET /_fake/signals`` (read marks and typing),
 ``GET /_fake/attempts`` (every call; these take
 ``?since=N`` to skip the first N),
-``POST /_fake/accounts`` ``{"account_id", "token", "channel"?}``, ``POST /_fake/fail``
+``POST /_fake/accounts`` ``{"account_id", "token", "channel"?}``,
+``POST /_fake/webhooks`` ``{"url", "app_secret", "delay_ms"?, "app_id"?}`` (``url`` null:
+off) and ``GET /_fake/webhooks`` (what was posted), ``POST /_fake/fail``
 (the arguments of ``fail_next``), ``POST /_fake/storm`` ``{"seconds", "errors": [{"code",
 "subcode"?, "http_status"?}]}``, ``POST /_fake/latency`` ``{"ms"}``, ``POST /_fake/reset``.
 """
@@ -60,6 +65,7 @@ import base64
 import hashlib
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -68,6 +74,7 @@ from typing import Any
 from aiohttp import web
 
 from mtdesk.fakes._server import FakeProcess, FakeServer, process_arguments, spawn_fake
+from mtdesk.fakes.graph_webhooks import MetaWebhooks
 from mtdesk.fakes.meta_login import FakeMetaLogin
 
 DEFAULT_VERSION = "v25.0"
@@ -96,6 +103,12 @@ _ERROR_TEXT: dict[int, tuple[str, str]] = {
 MESSENGER_MAX_CHARS = 1999
 INSTAGRAM_MAX_BYTES = 1000
 WHATSAPP_MAX_CHARS = 4096
+
+
+# A mention read: mentioned_comment.comment_id(<id>){<fields>} / mentioned_media.media_id(…){…}
+_MENTION_FIELDS = re.compile(
+    r"(?P<edge>mentioned_comment|mentioned_media)\.(?:comment_id|media_id)"
+    r"\((?P<id>[0-9A-Za-z_]+)\)\{(?P<fields>[^}]*(?:\{[^}]*\}[^}]*)*)\}")
 
 
 @dataclass
@@ -183,9 +196,15 @@ class FakeGraphAPI(FakeServer):
         on_send: Callable[[RecordedSend], None] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        webhook_url: str | None = None,
+        app_secret: str = "",
+        webhook_delay_s: float = 0.05,
     ) -> None:
         super().__init__(host=host, port=port, latency_s=latency_s)
         self.on_send = on_send  # called for every accepted send (the demo prints them)
+        # Echoes / statuses of accepted sends posted to the product (off without a URL).
+        self.webhooks = MetaWebhooks()
+        self.webhooks.configure(webhook_url, app_secret, delay_s=webhook_delay_s)
         self.version = version
         self.strict = strict
         self.sends: list[RecordedSend] = []
@@ -198,6 +217,9 @@ class FakeGraphAPI(FakeServer):
         self._profiles: dict[str, dict[str, str]] = {}
         self._templates: dict[str, list[dict[str, Any]]] = {}
         self.profile_requests: list[str] = []  # user ids whose profile was asked for
+        # (ig user id, fields) of each mention read; what add_mention registered.
+        self.mention_requests: list[tuple[str, str]] = []
+        self._mentions: dict[tuple[str, str, str], dict[str, object]] = {}
         self._cdn: dict[str, tuple[_Media, float | None]] = {}
         self._download_failures: list[int] = []
         self.downloads: list[str] = []  # media ids / CDN names of every download served
@@ -281,6 +303,20 @@ class FakeGraphAPI(FakeServer):
         ``last_name``, ``name``, ``username``, ``profile_pic``)."""
         self._profiles[user_id] = dict(fields)
 
+    def add_mention(self, account_id: str, *, comment_id: str | None = None,
+                    media_id: str | None = None, **fields: object) -> None:
+        """Make ``GET /{account_id}?fields=mentioned_comment.comment_id({comment_id}){…}``
+        (or ``mentioned_media.media_id({media_id}){…}``) answer these fields of the IG
+        Comment (``text``, ``timestamp``, ``like_count``, ``media``) or IG Media
+        (``caption``, ``media_type``, ``media_url``, ``timestamp``, ``username``), as
+        Instagram's Mentioned Comment / Mentioned Media references document them."""
+        if comment_id is not None:
+            self._mentions[(account_id, "mentioned_comment", comment_id)] = {
+                "id": comment_id, **fields}
+        elif media_id is not None:
+            self._mentions[(account_id, "mentioned_media", media_id)] = {
+                "id": media_id, **fields}
+
     def add_template(self, waba_id: str, name: str, language: str, body: str, *,
                      status: str = "APPROVED", category: str = "UTILITY") -> None:
         """A message template of the WhatsApp Business Account ``waba_id``."""
@@ -323,6 +359,8 @@ class FakeGraphAPI(FakeServer):
         app.router.add_post("/_fake/accounts", self._h_register)
         app.router.add_post("/_fake/fail", self._h_fail)
         app.router.add_post("/_fake/storm", self._h_storm)
+        app.router.add_post("/_fake/webhooks", self._h_webhooks)
+        app.router.add_get("/_fake/webhooks", self._h_webhook_stats)
         self.add_control_routes(app)
         app.router.add_get("/_fake/media/{media_id}", self._h_download)
         app.router.add_get("/_fake/cdn/{name}", self._h_cdn)
@@ -405,6 +443,14 @@ class FakeGraphAPI(FakeServer):
             self.sends.append(record)
             if self.on_send is not None:
                 self.on_send(record)
+            recipient = body.get("recipient")
+            if isinstance(recipient, dict):  # Messenger / Instagram: the person
+                who = recipient.get("id") or self._comment_authors.get(
+                    str(recipient.get("comment_id")))
+            else:
+                who = None
+            self.webhooks.sent(self._channel_of(account_id), account_id, body,
+                               record.message_id or "", who)
         return response
 
     def _answer_signal(self, account_id: str, token: str | None, body: dict[str, Any],
@@ -549,6 +595,20 @@ class FakeGraphAPI(FakeServer):
         media_id = request.match_info["media_id"]
         media = self._media.get(media_id)
         token = self._bearer(request)
+        mention = _MENTION_FIELDS.fullmatch(request.query.get("fields", ""))
+        if media is None and mention is not None:
+            account = self._accounts.get(media_id)
+            if account is None or token not in account.tokens:
+                return self._error(190, None, 401)
+            self.mention_requests.append((media_id, request.query["fields"]))
+            edge, target = mention["edge"], mention["id"]
+            wanted = mention["fields"].split(",")
+            found = self._mentions.get((media_id, edge, target))
+            if found is None:
+                return self._error(100, None, 400, "Invalid parameter")
+            names = {w.split("{", 1)[0] for w in wanted}
+            return web.json_response({edge: {k: v for k, v in found.items()
+                                             if k in names or k == "id"}, "id": media_id})
         if media is None and media_id in self._profiles:
             if not self._token_ok(None, token):
                 return self._error(190, None, 401)
@@ -631,6 +691,20 @@ class FakeGraphAPI(FakeServer):
         )
         return web.json_response({"ok": True})
 
+    async def _h_webhooks(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.webhooks.configure(data.get("url"), str(data.get("app_secret") or ""),
+                                delay_s=float(data.get("delay_ms", 50)) / 1000.0,
+                                app_id=data.get("app_id"))
+        return web.json_response({"ok": True})
+
+    async def _h_webhook_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.webhooks.stats())
+
+    async def stop(self) -> None:
+        await self.webhooks.aclose()
+        await super().stop()
+
     async def _h_storm(self, request: web.Request) -> web.Response:
         data = await request.json()
         self.storm(float(data["seconds"]), [
@@ -705,20 +779,39 @@ def _since(request: web.Request) -> int:
         return 0
 
 
-def spawn_graph(*, latency_ms: float = 0.0, strict: bool = False) -> FakeProcess:
-    """Run the fake Graph API in a child process; its base URL is ``root_url + '/v25.0'``."""
+def spawn_graph(*, latency_ms: float = 0.0, strict: bool = False,
+                webhook_url: str | None = None, app_secret: str = "",
+                webhook_delay_ms: float = 50.0) -> FakeProcess:
+    """Run the fake Graph API in a child process; its base URL is ``root_url + '/v25.0'``.
+    With ``webhook_url`` and ``app_secret`` it posts Meta's echoes / statuses there."""
     args = ["--latency-ms", str(latency_ms)]
     if strict:
         args.append("--strict")
+    if webhook_url:
+        args += ["--webhook-url", webhook_url, "--webhook-delay-ms", str(webhook_delay_ms)]
+    if app_secret:  # passed in the environment, not on a command line others can read
+        return spawn_fake("mtdesk.fakes.graph", *args,
+                          env={_APP_SECRET_VARIABLE: app_secret})
     return spawn_fake("mtdesk.fakes.graph", *args)
 
 
+_APP_SECRET_VARIABLE = "MTDESK_FAKE_GRAPH_APP_SECRET"
+
+
 def main(argv: list[str] | None = None) -> None:
+    import os
+
     parser = process_arguments("Fake Meta Graph API (records sends; error injection)")
     parser.add_argument("--strict", action="store_true", help="unregistered accounts answer 190")
+    parser.add_argument("--webhook-url", default=None,
+                        help="post Meta's echoes / statuses of accepted sends here")
+    parser.add_argument("--webhook-delay-ms", type=float, default=50.0,
+                        help="delay before each webhook (default 50)")
     args = parser.parse_args(argv)
     fake = FakeGraphAPI(latency_s=args.latency_ms / 1000.0, strict=args.strict,
-                        host=args.host, port=args.port)
+                        host=args.host, port=args.port, webhook_url=args.webhook_url,
+                        app_secret=os.environ.get(_APP_SECRET_VARIABLE, ""),
+                        webhook_delay_s=args.webhook_delay_ms / 1000.0)
     asyncio.run(fake.serve_forever())
 
 

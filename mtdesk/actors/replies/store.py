@@ -19,8 +19,10 @@ its parts, end it) — and the store folds what it can into one round trip: the 
 with the claim of a burst of one, the stored text with the first send's rate-limit
 permit, the last part with the reply's end and the conversation's context. Every part is
 recorded (reply hash + history + outbound hash) in ONE script, so "Meta accepted part i
-and we know it" is a single step; the only window is a crash between Meta's answer and
-that script (docs/shards.md).
+and we know it" is a single step. Between Meta's answer and that script the run keeps
+the part in this store's memory (:meth:`ReplyStore.sending`), and after a crash a
+resume learns it from Meta's confirmation (:attr:`ReplyStore.confirmations`;
+docs/shards.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from collections.abc import Sequence
 import msgspec
 
 from mtdesk.actors.ratelimit import ACQUIRE_LUA_FUNCTION, SendRateLimiter
-from mtdesk.actors.replies.run import Context, ContextWrite, OutgoingReply, ReplyRun
+from mtdesk.actors.replies.confirm import SendConfirmations
+from mtdesk.actors.replies.run import (
+    Context,
+    ContextWrite,
+    OutgoingReply,
+    PartitionLost,
+    ReplyRun,
+)
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.history import (
@@ -130,6 +139,11 @@ class ReplyStore:
         self._begin = _BEGIN.bind(redis)
         self._part_sent = _PART_SENT.bind(redis)
         self._end = _END.bind(redis)
+        # The replies this process is sending (begun or resumed, end not recorded yet),
+        # each with the parts Meta accepted that are not recorded yet; bounded.
+        self._sending: dict[tuple[str, str], dict[int, str]] = {}
+        # Meta's confirmations of our sends, noted by the shard as it reads them.
+        self.confirmations = SendConfirmations()
 
     @property
     def ttl_s(self) -> int:
@@ -222,12 +236,16 @@ class ReplyStore:
         return [_s(x) for x in result]
 
     # --- the reply --------------------------------------------------------------------
-    async def begin(self, reply: OutgoingReply, *, now_ms: int, context: Context) -> ReplyRun:
+    async def begin(self, reply: OutgoingReply, *, now_ms: int, context: Context,
+                    fence: tuple[str, str] | None = None) -> ReplyRun:
         """Store the generated text (only from ``generating``; it is what a resumed send
         continues) and, with a limiter, take the first send's permit in the same round
         trip; a bot's reply also checks there that no person has taken the conversation
-        over (the run then refuses every permit: nothing is sent). Returns the run that
-        sends it: pass it to the sender as its permits."""
+        over (the run then refuses every permit: nothing is sent). With ``fence`` (the
+        partition's owner key and the epoch the shard holds it at) on one Redis server,
+        a partition handed over meanwhile stores nothing and raises
+        :class:`~mtdesk.actors.replies.run.PartitionLost`. Returns the run that sends it: pass
+        it to the sender as its permits."""
         # The reply and the pause marker share the tenant's slot.
         names = [keys.reply(reply.tenant_id, reply.event_id),
                  keys.paused(reply.tenant_id, reply.conversation)]
@@ -242,7 +260,12 @@ class ReplyStore:
             key.seal_text(REPLY_FAMILY, reply.event_id, reply.text) if key.enabled
             else reply.text, reply.provider, reply.model, now_ms, limit,
             "1" if reply.silenced_by_person else "0"]
+        if fence is not None and not self._cluster:  # the owner key: another slot on a cluster
+            names.append(fence[0])
+            args.append(fence[1])
         result = int(await self._begin(keys=names, args=args))
+        if result == -2:
+            raise PartitionLost(reply.event_id)
         return ReplyRun(self, reply, context, prepaid=1 if result == 2 else 0,
                         taken_over=result == -1)
 
@@ -251,8 +274,29 @@ class ReplyStore:
         return bool(await self._redis.exists(keys.paused(tenant_id, conversation)))
 
     def resume(self, reply: OutgoingReply, *, context: Context) -> ReplyRun:
-        """The run of a reply whose text is already stored (no round trip)."""
-        return ReplyRun(self, reply, context, prepaid=0)
+        """The run of a reply whose text is already stored (no round trip); it knows the
+        parts this process sent and could not record (:meth:`ReplyRun.recover`)."""
+        known = self._sending.get((reply.tenant_id, reply.event_id))
+        return ReplyRun(self, reply, context, prepaid=0,
+                        unrecorded=dict(known) if known is not None else None)
+
+    # The replies :meth:`sending` remembers at most (the oldest are forgotten first;
+    # a forgotten one resumes as after a crash, from Meta's confirmations).
+    SENDING_CAPACITY = 20_000
+
+    def sending(self, reply: OutgoingReply) -> dict[int, str]:
+        """This process sends ``reply``: its parts accepted and not recorded yet."""
+        key = (reply.tenant_id, reply.event_id)
+        parts = self._sending.get(key)
+        if parts is None:
+            parts = self._sending[key] = {}
+            while len(self._sending) > self.SENDING_CAPACITY:
+                del self._sending[next(iter(self._sending))]
+        return parts
+
+    def settled(self, reply: OutgoingReply) -> None:
+        """The reply's end is recorded: nothing of it is left to remember."""
+        self._sending.pop((reply.tenant_id, reply.event_id), None)
 
     async def generated(
         self, tenant_id: str, event_id: str, text: str, provider: str, model: str, *,
