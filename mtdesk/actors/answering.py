@@ -405,17 +405,27 @@ async def send_reply(
         run = await s.replies.begin(reply, now_ms=conv.now_ms(), context=context_at)
     else:
         run = s.replies.resume(reply, context=context_at)
+        # A part Meta accepted before the resume (a record that failed, a crash between
+        # Meta's answer and the record) is recorded now, not sent again.
+        recovered = await run.recover(start, wait_s=s.settings.send_confirm_wait_s)
+        if recovered > start:
+            conv.context.replied = True
+            s.metrics.outcome("part_recovered")
+            start = recovered
     started = time.monotonic()
     try:
-        if conv.now_ms() >= window:
+        if start >= len(reply.parts):
+            pass  # every part went out before the resume: the last one's record ended it
+        elif conv.now_ms() >= window:
             # The window closed while the answer was made (or before a resumed send).
             raise _Silent(OUTSIDE_WINDOW)
-        if start == 0 and thread_lost(conv):
+        elif start == 0 and thread_lost(conv):
             # Another app took the thread while the answer was made.
             raise _Silent(OWNED_ELSEWHERE, "another_app")
-        if start == 0 and all(b.event.event_id in conv.unsent for b in burst):
+        elif start == 0 and all(b.event.event_id in conv.unsent for b in burst):
             raise _Silent(UNSENT_FIRST, "unsent")
-        await _deliver(conv, reply, run, start=start, window=window)
+        else:
+            await _deliver(conv, reply, run, start=start, window=window)
         state, reason = ReplyState.SENT, reply.reason
     except _Silent as silent:
         outcome = silent.outcome

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtdesk.actors import rayapi
-from mtdesk.core import cluster, keys
+from mtdesk.core import cluster, keys, ownership
 from mtdesk.core.cluster import ActorInfo, ActorKind, ClusterReport, NodeInfo
 from mtdesk.core.redis import Redis
 
@@ -92,6 +92,9 @@ class ClusterReporter:
         self._ping_timeout_s = ping_timeout_s
         self.watched: list[Watched] = []
 
+    def unwatch(self, kind: ActorKind) -> None:
+        self.watched = [w for w in self.watched if w.kind != kind]
+
     def watch(self, kind: ActorKind, name: str, handle: Any,
               partitions: Sequence[int] | None = None) -> None:
         self.watched.append(Watched(kind, name, handle,
@@ -104,14 +107,15 @@ class ClusterReporter:
             return cluster.UNPLACED
 
     async def collect(self) -> ClusterReport:
-        where = await asyncio.gather(*(self._where(w) for w in self.watched))
+        watched = list(self.watched)  # re-sharding may re-list the shards meanwhile
+        where = await asyncio.gather(*(self._where(w) for w in watched))
         table = await asyncio.to_thread(rayapi.nodes)
         now_ms = int(time.time() * 1000)
-        partitions = sorted({p for w in self.watched for p in (w.partitions or ())})
+        partitions = sorted({p for w in watched for p in (w.partitions or ())})
         figures = await queue_figures(self._redis, partitions, now_ms)
         nodes = {n["node_id"]: NodeInfo(node_id=n["node_id"], alive=n["alive"],
                                         address=n["address"]) for n in table}
-        for w, node_id in zip(self.watched, where, strict=True):
+        for w, node_id in zip(watched, where, strict=True):
             info = ActorInfo(kind=w.kind, name=w.name)
             if w.partitions is not None:
                 info.partitions = list(w.partitions)
@@ -124,7 +128,9 @@ class ClusterReporter:
             node.actors.append(info)
         ordered = sorted(nodes.values(), key=lambda n: (n.node_id == cluster.UNPLACED,
                                                         not n.alive, n.address, n.node_id))
-        return ClusterReport(time=now_ms / 1000, placement=self._placement, nodes=ordered)
+        return ClusterReport(time=now_ms / 1000, placement=self._placement, nodes=ordered,
+                             ownership=cluster.ownership_summary(
+                                 await ownership.read(self._redis)))
 
     async def publish_once(self) -> ClusterReport:
         report = await self.collect()

@@ -103,6 +103,8 @@ class Conversation:
         self.unsent: set[str] = set()
         self.revised = False
         self.making: asyncio.Future[Any] | None = None  # the model call under way
+        self.phone_noted = False  # WhatsApp: the person's number ↔ business-scoped id kept
+        self.partition = -1  # the inbound partition its events come from (set by the shard)
 
     # --- shard-facing -----------------------------------------------------------------
     @staticmethod
@@ -119,9 +121,9 @@ class Conversation:
             return ConversationContext()
 
     def submit(self, item: WorkItem) -> None:
-        if isinstance(item.event, Edit):
+        if isinstance(item.event, Edit) and not item.event.by_business:
             records.edit_queued(self, item.event)
-        elif isinstance(item.event, Unsend):
+        elif isinstance(item.event, Unsend) and not item.event.by_business:
             records.unsend_queued(self, item.event)
         self.queue.append(item)
         self.last_active = time.monotonic()
@@ -246,6 +248,9 @@ class Conversation:
         if isinstance(event, Message | Postback):
             if self.services.profiles is not None:  # the inbox's name for the person
                 self.services.profiles.note(item.tenant_id, event)
+            if not self.phone_noted and event.wa_id and event.wa_id != event.user_id:
+                await records.note_phone(self, event)  # imported history joins here
+                self.phone_noted = True
             if event.standby:  # another app owns the thread: recorded, never answered
                 await records.on_standby(self, item, event)
             else:

@@ -59,7 +59,7 @@ from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.errors import DecryptionError
-from mtdesk.core.events import EVENT_FAMILY, Echo, decode_event
+from mtdesk.core.events import EVENT_FAMILY, Echo, Status, decode_event
 from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
 from mtdesk.core.inbox import Inbox
@@ -71,6 +71,9 @@ from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.notices import Notice, listen_for_notices
 
 log = logging.getLogger(__name__)
+
+# WhatsApp statuses that say Meta accepted the message (a failed one was not delivered).
+_ACCEPTED = frozenset({"sent", "delivered", "read"})
 
 
 @dataclass
@@ -123,7 +126,7 @@ def _profiles(services: ShardServices) -> Profiles | None:
     if fetch is None:
         return None
     clock = services.clock
-    return Profiles(Inbox(services.redis), fetch, lambda: now_ms(clock))
+    return Profiles(Inbox(services.redis, services.cipher), fetch, lambda: now_ms(clock))
 
 
 class ConversationShard:
@@ -143,9 +146,14 @@ class ConversationShard:
         analytics_interval_s: float = 1.0,
         process_metrics: bool = True,
         max_failures: int = 5,
+        epochs: dict[int, int] | None = None,
+        release_timeout_s: float = 30.0,
     ) -> None:
         self.index = index
         self.partitions = sorted(partitions)
+        # The epoch each partition is held at (core/ownership.py); none: unfenced.
+        self.epochs = {p: e for p, e in (epochs or {}).items() if p in self.partitions}
+        self._release_timeout_s = release_timeout_s
         self.consumer = f"shard-{index}"
         self._svc = services
         self._redis = services.redis
@@ -167,6 +175,8 @@ class ConversationShard:
         self._reader = GroupReader(services.redis, keys.SHARD_GROUP, self.consumer,
                                    [keys.inbound(p) for p in self.partitions])
         self._partition_of = {keys.inbound(p): p for p in self.partitions}
+        # Held while reading or claiming: a partition joins or leaves between two reads.
+        self._read_lock = asyncio.Lock()
         self.metrics = ShardMetrics(index)
         settings = services.settings
         self._conv_services = ConversationServices(
@@ -184,6 +194,7 @@ class ConversationShard:
             media=services.media,
             profiles=_profiles(services),
         )
+        self._confirmations = self._conv_services.replies.confirmations
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
         self._inflight: set[tuple[int, str]] = set()
         self._to_ack: dict[int, list[str]] = {}
@@ -282,7 +293,7 @@ class ConversationShard:
     def ping(self) -> dict[str, Any]:
         return {"shard": self.index, "partitions": self.partitions, "running": self._running,
                 "active": len(self._convs), "inflight": len(self._inflight),
-                "handled": self.handled}
+                "handled": self.handled, "epochs": dict(self.epochs)}
 
     @property
     def active_conversations(self) -> int:
@@ -308,35 +319,44 @@ class ConversationShard:
                 log.exception("re-reading own pending entries failed; retrying")
                 await asyncio.sleep(1.0)
                 await self._recreate_groups()
-        if not self.partitions:  # more shards than partitions: nothing to read
-            return
         while self._running:
             room = self._max_inflight - len(self._inflight)
             if room <= 0:
                 await self._wait_capacity()
                 continue
-            per_stream = max(1, min(self._batch, room // max(1, len(self.partitions))))
-            try:
-                answer = await self._reader.read_new(count=per_stream, block_ms=self._block_ms)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reading the inbound streams failed; retrying")
-                await asyncio.sleep(1.0)
-                await self._recreate_groups()
+            if not self.partitions:  # every partition handed over: wait for one
+                await asyncio.sleep(self._block_ms / 1000)
                 continue
-            try:
-                for stream, entries in answer:
-                    await self._dispatch_many(self._partition_of[stream], entries)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # What was read and not handed to a conversation stays pending in Redis
-                # for this consumer: taken over again by the claim loop once idle. The
-                # loop itself goes on (a read loop that ended here stopped the shard
-                # reading for good: `mtdesk drill redis-restart`).
-                log.exception("dispatching what was read failed; it stays pending")
+            async with self._read_lock:
+                failed = await self._read_once(room)
+            if failed:
                 await asyncio.sleep(1.0)
+                if failed == "read":
+                    await self._recreate_groups()
+
+    async def _read_once(self, room: int) -> str:
+        """One read and its dispatch; "" or what failed ("read", "dispatch")."""
+        per_stream = max(1, min(self._batch, room // max(1, len(self.partitions))))
+        try:
+            answer = await self._reader.read_new(count=per_stream, block_ms=self._block_ms)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reading the inbound streams failed; retrying")
+            return "read"
+        try:
+            for stream, entries in answer:
+                await self._dispatch_many(self._partition_of[stream], entries)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # What was read and not handed to a conversation stays pending in Redis
+            # for this consumer: taken over again by the claim loop once idle. The
+            # loop itself goes on (a read loop that ended here stopped the shard
+            # reading for good: `mtdesk drill redis-restart`).
+            log.exception("dispatching what was read failed; it stays pending")
+            return "dispatch"
+        return ""
 
     async def _resume_own_pending(self) -> None:
         """Entries this consumer read before a crash/restart and never acknowledged."""
@@ -360,20 +380,32 @@ class ConversationShard:
     async def claim_stale(self) -> int:
         """Take over entries idle past ``claim_idle_ms`` on this shard's partitions."""
         claimed = 0
-        for p in self.partitions:
-            start = "0-0"
-            for _ in range(100):  # bounded pages per round
-                if len(self._inflight) >= self._max_inflight:
-                    return claimed
-                start, entries = await self._reader.claim_idle(
-                    keys.inbound(p), min_idle_ms=self._claim_idle_ms, count=self._batch,
-                    start=start)
-                fresh = [e for e in entries if (p, e[0]) not in self._inflight]
-                claimed += len(fresh)
-                await self._dispatch_many(p, fresh)
-                if start == "0-0":
-                    break
+        for p in list(self.partitions):
+            async with self._read_lock:
+                if p not in self.partitions:  # handed over meanwhile
+                    continue
+                count, full = await self._claim_partition(p, self._claim_idle_ms)
+            claimed += count
+            if full:
+                break
         return claimed
+
+    async def _claim_partition(self, p: int, min_idle_ms: int) -> tuple[int, bool]:
+        """Take over (and dispatch, in id order) entries of ``p`` pending on any consumer
+        for longer than ``min_idle_ms``; (how many, whether the shard is full)."""
+        claimed = 0
+        start = "0-0"
+        for _ in range(100):  # bounded pages per round
+            if len(self._inflight) >= self._max_inflight:
+                return claimed, True
+            start, entries = await self._reader.claim_idle(
+                keys.inbound(p), min_idle_ms=min_idle_ms, count=self._batch, start=start)
+            fresh = [e for e in entries if (p, e[0]) not in self._inflight]
+            claimed += len(fresh)
+            await self._dispatch_many(p, fresh)
+            if start == "0-0":
+                break
+        return claimed, False
 
     async def _dispatch_many(self, partition: int, entries: list[Entry]) -> None:
         async with self._dispatch_lock:
@@ -409,13 +441,19 @@ class ConversationShard:
                         event=event, received_ms=received_ms or int(now * 1000),
                         stale=fields.get(b"s") == b"1")
         if isinstance(event, Echo):  # before it queues behind an answer under way
+            # Meta's confirmation of one of our sends, noted for a reply resumed after
+            # a crash that cannot tell whether that part went out (no Redis command).
+            self._confirmations.note(event.metadata, event.event_id)
             await pause_on_arrival(self._conv_services, tenant_id, event)
+        elif isinstance(event, Status) and event.status in _ACCEPTED:
+            self._confirmations.note(event.callback_data, event.message_id)
         # Activating may need Redis (the conversation's stored context, its tenant's key):
         # a blip is retried in place; the entry is in flight only once a conversation
         # holds it, so one that could not be handed over is reclaimed like any other.
         conv = await retry_transient(lambda: self._activate(tenant_id, event.conversation),
                                      attempts=8, first_s=0.2, max_s=4.0)
         self._inflight.add((partition, entry_id))
+        conv.partition = partition
         conv.submit(item)
 
     # --- conversations ----------------------------------------------------------------
@@ -514,17 +552,108 @@ class ConversationShard:
             return
         batch, self._to_ack = self._to_ack, {}
         try:
-            await self._reader.ack({keys.inbound(p): ids for p, ids in batch.items()})
+            refused = await self._reader.ack_fenced({
+                keys.inbound(p): (keys.partition_owner(p), str(self.epochs.get(p, "")), ids)
+                for p, ids in batch.items()})
         except Exception:
             for partition, ids in batch.items():  # put back, retried by the loop
                 self._to_ack.setdefault(partition, []).extend(ids)
             self._ack_event.set()
             raise
+        for stream in refused:
+            lost = self._partition_of.get(stream)
+            if lost is None:
+                lost = next(p for p in batch if keys.inbound(p) == stream)
+            # Handed over behind this shard's back (it did not answer in time): the new
+            # owner takes these entries over, and finds them answered.
+            log.warning("partition %d was handed over; its acknowledgements are dropped",
+                        lost, extra={"shard": self.index})
+            batch.pop(lost, None)
+            asyncio.ensure_future(self._lost(lost))
         for partition, ids in batch.items():
             for entry_id in ids:
                 self._inflight.discard((partition, entry_id))
             self.handled += len(ids)
         self._wake_capacity()
+
+    # --- partition ownership (core/ownership.py) ----------------------------------------
+    def _set_partitions(self, partitions: list[int]) -> None:
+        self.partitions = sorted(partitions)
+        self._reader = GroupReader(self._redis, keys.SHARD_GROUP, self.consumer,
+                                   [keys.inbound(p) for p in self.partitions])
+        self._partition_of = {keys.inbound(p): p for p in self.partitions}
+
+    async def release_partitions(self, partitions: list[int], *,
+                                 timeout_s: float | None = None) -> dict[str, Any]:
+        """Hand ``partitions`` over: stop reading them, let their conversations finish
+        what they hold (up to ``timeout_s``; what is left is cancelled and stays pending
+        for the next owner), acknowledge, persist their contexts and drop them from
+        memory. Idempotent (a partition not held is already released)."""
+        gone = set(partitions) & set(self.partitions)
+        if not gone:
+            return {"released": [], "left_pending": 0}
+        async with self._read_lock:
+            self._set_partitions([p for p in self.partitions if p not in gone])
+        budget = self._release_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + budget
+        while any(p in gone for p, _ in self._inflight) and time.monotonic() < deadline:
+            await self._flush_acks_quietly()
+            await asyncio.sleep(0.02)
+        left = sum(1 for p, _ in self._inflight if p in gone)
+        await self._drop_conversations(gone, persist=True)
+        await self._flush_acks_quietly()
+        for p in gone:
+            self.epochs.pop(p, None)
+        self._failures = {k: v for k, v in self._failures.items() if k[0] not in gone}
+        self._wake_capacity()
+        log.info("partitions released", extra={"shard": self.index, "partitions": len(gone),
+                                                "left_pending": left})
+        return {"released": sorted(gone), "left_pending": left}
+
+    async def take_partitions(self, held: dict[int, int]) -> dict[str, Any]:
+        """Take ``held`` (partition → epoch) over: every entry pending on them, whoever
+        read it, is claimed and dispatched in order, before anything new is read."""
+        fresh = {p: e for p, e in held.items() if p not in self.partitions}
+        self.epochs.update(held)
+        claimed = 0
+        async with self._read_lock:
+            if fresh:
+                self._set_partitions([*self.partitions, *fresh])
+                await GroupReader(self._redis, keys.SHARD_GROUP, self.consumer,
+                                  [keys.inbound(p) for p in fresh]).ensure_groups()
+            for p in sorted(held):
+                count, _full = await self._claim_partition(p, 0)
+                claimed += count
+        log.info("partitions taken", extra={"shard": self.index, "partitions": len(fresh),
+                                             "claimed": claimed})
+        return {"taken": sorted(fresh), "claimed": claimed}
+
+    async def _lost(self, partition: int) -> None:
+        """A partition handed over without this shard releasing it: stop at once, write
+        nothing back (the new owner's contexts are the ones that count)."""
+        if partition not in self.partitions:
+            return
+        async with self._read_lock:
+            self._set_partitions([p for p in self.partitions if p != partition])
+        self.epochs.pop(partition, None)
+        await self._drop_conversations({partition}, persist=False)
+        self._inflight = {k for k in self._inflight if k[0] != partition}
+        self._to_ack.pop(partition, None)
+
+    async def _drop_conversations(self, partitions: set[int], *, persist: bool) -> None:
+        for slot, conv in list(self._convs.items()):
+            if conv.partition not in partitions:
+                continue
+            if not conv.idle:
+                await conv.cancel()
+            del self._convs[slot]
+            if persist:
+                with contextlib.suppress(Exception):
+                    await conv.persist()
+
+    async def _flush_acks_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._flush_acks()
 
     # --- erasure notices (mtdesk.actors.shard_erasure) -------------------------------------
     async def _purge_loop(self) -> None:

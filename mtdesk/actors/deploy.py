@@ -29,12 +29,15 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from mtdesk.actors import rayapi
 from mtdesk.actors.conversation_shard import ConversationShard, ShardServices
 from mtdesk.actors.services import build_shard_services
+from mtdesk.core import keys, ownership
+from mtdesk.core.redis import Redis, connect_to
 from mtdesk.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = rayapi.NAMESPACE
 ServicesFactory = Callable[[Settings], Awaitable[ShardServices]]
 ray_init_kwargs = rayapi.init_kwargs
+T = TypeVar("T")
 
 
 def assign_partitions(partitions: int, shards: int) -> list[list[int]]:
@@ -50,7 +54,7 @@ def assign_partitions(partitions: int, shards: int) -> list[list[int]]:
 
 
 def conversation_shard_name(index: int) -> str:
-    return f"mtdesk-shard-{index}"
+    return ownership.shard_name(index)
 
 
 def _wait_names_free(count: int, timeout_s: float = 10.0) -> None:
@@ -81,17 +85,38 @@ class ShardHost:
         async with self._lock:
             if self._shard is None:
                 self._services = await self._factory(self._settings)
+                # A restarted actor holds what the ownership map gives it now, not what
+                # it was created with (partitions move while the deployment runs).
+                held = await _held_now(self._services, self._index)
+                if held is not None:
+                    self._partitions = sorted(held)
                 shard = ConversationShard(self._index, self._partitions, self._services,
-                                          **self._options)
+                                          epochs=held, **self._options)
                 await shard.start()
                 self._shard = shard
         return self._shard.ping()
+
+    async def release(self, partitions: list[int], timeout_s: float = 30.0) -> dict[str, Any]:
+        """Hand ``partitions`` over (see :meth:`ConversationShard.release_partitions`)."""
+        await self.ensure_started()
+        assert self._shard is not None
+        out = await self._shard.release_partitions(partitions, timeout_s=timeout_s)
+        self._partitions = list(self._shard.partitions)
+        return out
+
+    async def take(self, held: dict[int, int]) -> dict[str, Any]:
+        """Take partitions over at their epochs (:meth:`ConversationShard.take_partitions`)."""
+        await self.ensure_started()
+        assert self._shard is not None
+        out = await self._shard.take_partitions(held)
+        self._partitions = list(self._shard.partitions)
+        return out
 
     async def ping(self) -> dict[str, Any]:
         info = await self.ensure_started()
         info["pid"] = os.getpid()
         info["node_id"] = rayapi.current_node_id()
-        info["partitions"] = list(self._partitions)
+        info["partitions"] = list(self._shard.partitions if self._shard else self._partitions)
         return info
 
     async def stop(self, drain_timeout_s: float = 10.0) -> dict[str, Any]:
@@ -103,6 +128,15 @@ class ShardHost:
             await self._services.aclose()
         info = shard.ping()
         return info
+
+
+async def _held_now(services: ShardServices, index: int) -> dict[int, int] | None:
+    """What the ownership map says shard ``index`` holds (partition → epoch), None when
+    there is no map (a deployment of an older version, or a test's bare shard)."""
+    current = await ownership.read(services.redis)
+    if current is None or len(current.owners) != services.settings.partitions:
+        return None
+    return current.held(index)
 
 
 # num_cpus=0 (rayapi's default): shards are I/O bound and may outnumber the cores; the
@@ -130,6 +164,9 @@ class Deployment:
         self._healthy: list[bool] = []
         self._thread: threading.Thread | None = None
         self._stop_thread = threading.Event()
+        self._grown: list[rayapi.ActorGroup] = []  # places of shards added while running
+        self._resharding = asyncio.Lock()
+        self.ownership: ownership.Ownership | None = None
 
     def _create_actors(self) -> None:
         s = self._settings
@@ -139,7 +176,8 @@ class Deployment:
         if count < s.shards:
             log.warning("MTDESK_SHARDS=%d exceeds MTDESK_PARTITIONS=%d; starting %d shards",
                         s.shards, s.partitions, count)
-        self.partitions = assign_partitions(s.partitions, count)
+        self.ownership = _run_in_thread(_publish_initial(s, count))
+        self.partitions = [self.ownership.partitions_of(i) for i in range(count)]
         self._group = rayapi.actor_group("conversation_shard", s, count,
                                          detached=self._detached)
         for index, partitions in enumerate(self.partitions):
@@ -216,6 +254,8 @@ class Deployment:
             infos = await self.ping_all(timeout_s=max(5.0, self._watch_interval_s * 5))
             for index, info in enumerate(infos):
                 ok = info is not None
+                if index >= len(self._healthy):  # shards removed meanwhile
+                    break
                 if ok != self._healthy[index]:
                     log.warning("shard %s is %s", index, "back" if ok else "not answering")
                 self._healthy[index] = ok
@@ -239,6 +279,176 @@ class Deployment:
         await asyncio.gather(*(one(a) for a in self.actors))
         if wait_names:
             await asyncio.to_thread(_wait_names_free, len(self.actors))
-            rayapi.remove_group(self._group)  # not when exiting: Ray may be going with us
-            self._group = None
+            for group in [self._group, *self._grown]:  # not when exiting (Ray may be going)
+                rayapi.remove_group(group)
+            self._group, self._grown = None, []
         self.actors = []
+
+    # --- live re-sharding -------------------------------------------------------------
+    async def reshard(
+        self, shards: int, *, release_timeout_s: float = 30.0, answer_timeout_s: float = 120.0,
+        on_step: Callable[[ownership.Ownership], Awaitable[None]] | None = None,
+    ) -> ownership.Ownership:
+        """Change the number of conversation shards to ``shards`` while they run.
+
+        New shards are started first (placed like the others); then partitions move one
+        at a time, the fewest that balance the shards (:func:`ownership.plan`): the old
+        owner releases it (stops reading it, its conversations finish or persist, its
+        acknowledgements are flushed), the epoch grows and fences the partition, the map
+        is written, and the new owner takes it (claims every entry left pending on it,
+        in order, before reading new ones). Shards left without a partition are stopped
+        last. A shard that does not answer (restarting) is asked again for up to
+        ``answer_timeout_s``; then the re-sharding stops where it is, its reason in the
+        map's ``error``. ``on_step`` runs after every write of the map."""
+        s = self._settings
+        shards = max(1, min(shards, s.partitions))
+        async with self._resharding:
+            redis = connect_to(s.redis_url, cluster=s.redis_cluster, max_connections=4)
+            try:
+                return await self._reshard(redis, shards, release_timeout_s,
+                                           answer_timeout_s, on_step)
+            finally:
+                await redis.aclose()
+
+    async def _reshard(
+        self, redis: Redis, shards: int, release_timeout_s: float, answer_timeout_s: float,
+        on_step: Callable[[ownership.Ownership], Awaitable[None]] | None,
+    ) -> ownership.Ownership:
+        current = await ownership.read(redis) or self.ownership
+        assert current is not None, "start() first"
+
+        async def publish() -> None:
+            await ownership.write(redis, current)
+            self.ownership = current
+            self.partitions = [current.partitions_of(i) for i in range(len(self.actors))]
+            if on_step is not None:
+                await on_step(current)
+
+        if shards == len(self.actors) and current.target is None:
+            return current
+        log.info("re-sharding: %d → %d conversation shards", len(self.actors), shards)
+        current.target, current.error = shards, ""
+        if shards > len(self.actors):
+            await self._grow(shards)
+        await publish()
+        target = ownership.plan(current.owners, shards)
+        for partition, source, dest in ownership.moves(current.owners, target):
+            current.moving = partition
+            await publish()
+            try:
+                await self._ask(source, "release", answer_timeout_s, release_timeout_s + 10,
+                                [partition], release_timeout_s)
+            except TimeoutError:
+                current.moving, current.target = None, None
+                current.error = (f"shard {source} did not release partition {partition} "
+                                 f"within {answer_timeout_s:.0f} s")
+                await publish()
+                raise
+            current.epoch += 1
+            await ownership.fence(redis, partition, current.epoch)
+            current.owners[partition] = dest
+            current.epochs[partition] = current.epoch
+            await publish()
+            # The map names the new owner now: a restart of it takes the partition too.
+            with contextlib.suppress(TimeoutError):
+                await self._ask(dest, "take", answer_timeout_s, 60.0,
+                                {partition: current.epoch})
+        current.moving = None
+        if shards < len(self.actors):
+            await self._shrink(shards)
+        current.shards, current.target = shards, None
+        await publish()
+        log.info("re-sharding done: %d conversation shards, epoch %d", shards, current.epoch)
+        return current
+
+    async def _ask(self, index: int, method: str, within_s: float, call_timeout_s: float,
+                   *args: Any) -> Any:
+        """Call ``method`` on shard ``index`` until it answers (a restarting actor does
+        once Ray has it back), up to ``within_s``."""
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                ref = getattr(self.actors[index], method).remote(*args)
+                return await asyncio.wait_for(ref, call_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - dead or restarting: ask again
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"shard {index} did not answer {method}") from exc
+                log.warning("shard %d did not answer %s (%s); asking again", index, method,
+                            type(exc).__name__)
+                await asyncio.sleep(0.5)
+
+    async def _grow(self, shards: int) -> None:
+        s = self._settings
+        first = len(self.actors)
+        names = [conversation_shard_name(i) for i in range(first, shards)]
+        await asyncio.to_thread(rayapi.wait_names_free, names, 30.0)
+        group = rayapi.actor_group("conversation_shard", s, shards - first,
+                                   detached=self._detached)
+        self._grown.append(group)
+        added = [rayapi.create(ShardActor, conversation_shard_name(i), group, i - first,
+                               s, i, [], self._factory, self._shard_options,
+                               detached=self._detached)
+                 for i in range(first, shards)]
+        await asyncio.gather(*(a.ensure_started.remote() for a in added))
+        self.actors.extend(added)
+        self._healthy.extend([True] * len(added))
+        self.partitions.extend([] for _ in added)
+
+    async def _shrink(self, shards: int) -> None:
+        leaving = self.actors[shards:]
+        self.actors = self.actors[:shards]
+        self._healthy = self._healthy[:shards]
+        self.partitions = self.partitions[:shards]
+
+        async def one(actor: Any) -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(actor.stop.remote(5.0), 15.0)
+            with contextlib.suppress(Exception):
+                rayapi.kill(actor)
+
+        await asyncio.gather(*(one(a) for a in leaving))
+
+
+def _run_in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end on a loop of its own (callers may be inside a loop)."""
+    box: list[T] = []
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            box.append(asyncio.run(coro))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=body, name="mtdesk-ownership")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return box[0]
+
+
+async def _publish_initial(settings: Settings, count: int) -> ownership.Ownership:
+    """The ownership map a deployment starts with: the last one's owners re-balanced over
+    ``count`` shards (round-robin for the first), each partition fenced at a new epoch;
+    the operator's wanted count becomes ``count`` (the environment wins at start)."""
+    redis = connect_to(settings.redis_url, cluster=settings.redis_cluster, max_connections=4)
+    try:
+        last = await ownership.read(redis)
+        if last is not None and len(last.owners) == settings.partitions:
+            owners = ownership.plan(last.owners, count)
+            epoch = last.epoch + 1
+        else:
+            owners = ownership.round_robin(settings.partitions, count)
+            epoch = (last.epoch + 1) if last is not None else 1
+        current = ownership.Ownership(epoch=epoch, owners=owners,
+                                      epochs=[epoch] * settings.partitions, shards=count)
+        pipe = redis.pipeline(transaction=False)
+        for p in range(settings.partitions):
+            pipe.set(keys.partition_owner(p), str(epoch))
+        await pipe.execute()
+        await ownership.write(redis, current)
+        await ownership.request(redis, count)
+        return current
+    finally:
+        await redis.aclose()

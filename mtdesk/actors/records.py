@@ -35,6 +35,7 @@ from mtdesk.actors.turns import (
     decode_context,
     encode_context,
     user_text,
+    with_text_edited,
     without_texts,
 )
 from mtdesk.actors.window import window_end
@@ -143,29 +144,58 @@ async def on_status(conv: Conversation, status: Status) -> None:
 
 async def record_only(conv: Conversation, item: WorkItem) -> None:
     """A reaction, unsend, edit or unsupported message: stored as ``skipped`` with its
-    kind. An unsend first removes what it names (:func:`forget_unsent`)."""
-    if isinstance(item.event, Unsend):
-        await forget_unsent(conv, item.event)
-        conv.unsent.discard(item.event.target_id)
-    tag = item.event.__struct_config__.tag  # typed str | int | None; ours are str
+    kind. An unsend first removes what it names (:func:`forget_unsent`). The business's
+    own edit or unsend (WhatsApp Business app echoes) is stored as the business's
+    (direction ``out``), applied to its message (:func:`business_edited`)."""
+    event = item.event
+    if isinstance(event, Unsend):
+        await forget_unsent(conv, event)
+        conv.unsent.discard(event.target_id)
+    tag = event.__struct_config__.tag  # typed str | int | None; ours are str
     reason = tag if isinstance(tag, str) and tag else "other"
+    message = inbound_message(event, status="skipped", reason=reason)
+    if isinstance(event, Edit | Unsend) and event.by_business:
+        if isinstance(event, Edit):
+            await business_edited(conv, event)
+        message = msgspec.structs.replace(message, direction="out", status="sent",
+                                          reason=None)
     await conv.services.replies.store_inbound(
-        item.tenant_id, item.event.event_id,
-        inbound_message(item.event, status="skipped", reason=reason),
-        now_ms=conv.now_ms(), skip_reason=reason,
+        item.tenant_id, event.event_id, message, now_ms=conv.now_ms(), skip_reason=reason,
     )
     conv.services.metrics.outcome("recorded")
 
 
 async def forget_unsent(conv: Conversation, event: Unsend) -> None:
     """An unsent message (and its edits, and its media) leaves the history, so the inbox
-    and exports, and the turns the model is shown."""
-    gone = await conv.services.store.unsend(conv.tenant_id, conv.key, event.target_id)
-    if conv.services.media is not None:  # the files it carried go with it
-        await conv.services.media.store.delete_message(conv.tenant_id, conv.key,
-                                                       event.target_id)
-    turns = without_texts(conv.context.turns, [m.text for m in gone if m.text])
+    and exports, and the turns the model is shown. The business's own (``by_business``)
+    leaves the history and the model's turns as the business's."""
+    if event.by_business:
+        gone = await conv.services.store.unsend(conv.tenant_id, conv.key, event.target_id,
+                                                direction="out")
+        turns = without_texts(conv.context.turns, [m.text for m in gone if m.text],
+                              role="assistant")
+    else:
+        gone = await conv.services.store.unsend(conv.tenant_id, conv.key, event.target_id)
+        if conv.services.media is not None:  # the files it carried go with it
+            await conv.services.media.store.delete_message(conv.tenant_id, conv.key,
+                                                           event.target_id)
+        turns = without_texts(conv.context.turns, [m.text for m in gone if m.text])
     if len(turns) != len(conv.context.turns):
+        conv.context.turns = turns
+        conv.mark_dirty()
+
+
+async def business_edited(conv: Conversation, edit: Edit) -> None:
+    """The business edited its own message in the Business app: the model's turn of it
+    says the new text (the history keeps both: the edit is stored as its version)."""
+    if edit.text is None:
+        return
+    before = await conv.services.store.find(conv.tenant_id, conv.key, edit.target_id,
+                                            direction="out")
+    if before is None or before.text is None:
+        return
+    turns = with_text_edited(conv.context.turns, before.text, edit.text)
+    if turns != conv.context.turns:
         conv.context.turns = turns
         conv.mark_dirty()
 
@@ -273,19 +303,79 @@ async def mark_coexistence(conv: Conversation, event: Event) -> None:
 
 async def on_imported(conv: Conversation, item: WorkItem, event: Imported) -> None:
     """A past message of the Business app's chat: stored with its own time (the
-    person's as ``skipped``, the business's as sent), never answered, no window."""
+    person's as ``skipped``, the business's as sent), never answered, no window.
+    Retention counts from that time (``keys.imported``). History comes keyed by the
+    person's number: when live messages told us the number's business-scoped id, it is
+    stored in that conversation instead (:func:`note_phone`)."""
+    s = conv.services
     await mark_coexistence(conv, event)
+    phone = _phone_of(event)
+    user = event.user_id
+    if phone:
+        user = await _alias_of(s, conv.tenant_id, event.account_id, phone) or user
     inbound = event.direction == "in"
     message = StoredMessage(
         direction=event.direction, message_id=event.event_id, kind="imported",
-        channel=event.channel, account_id=event.account_id, user_id=event.user_id,
+        channel=event.channel, account_id=event.account_id, user_id=user,
         timestamp_ms=event.timestamp_ms, text=event.text, attachments=event.attachments,
         status="skipped" if inbound else (event.status or "sent"),
         reason=IMPORTED if inbound else None,
     )
-    await conv.services.replies.store_inbound(item.tenant_id, event.event_id, message,
-                                              now_ms=conv.now_ms(), skip_reason="imported")
-    conv.services.metrics.outcome("imported")
+    record = await s.replies.store_inbound(item.tenant_id, event.event_id, message,
+                                           now_ms=conv.now_ms(), skip_reason="imported")
+    stored_in = conversation_key(event.channel, event.account_id, user)
+    await s.store.note_imported(item.tenant_id, stored_in, record.stored, event.timestamp_ms)
+    if phone and user == event.user_id:
+        # The person's business-scoped id may have been learnt meanwhile (a live
+        # message between the look-up and the store): then join it now.
+        alias = await _alias_of(s, conv.tenant_id, event.account_id, phone)
+        if alias:
+            await s.store.move(item.tenant_id, stored_in,
+                               conversation_key(event.channel, event.account_id, alias))
+    s.metrics.outcome("imported")
+
+
+def _phone_of(event: Imported) -> str:
+    """The person's number when the import is keyed by it (not by a business-scoped id)."""
+    return event.user_id if event.user_id.isdigit() else ""
+
+
+async def _alias_of(s: ConversationServices, tenant_id: str, account_id: str,
+                    phone: str) -> str:
+    raw = as_opt_bytes(await s.redis.get(keys.phone_alias(tenant_id, account_id, phone)))
+    return raw.decode() if raw else ""
+
+
+async def note_phone(conv: Conversation, event: Message | Postback) -> None:
+    """A live WhatsApp message carrying both the person's business-scoped id and their
+    number: remember which id the number has (imported history, keyed by the number,
+    then joins this conversation), and the first time, bring what is already stored
+    under the number here (history in time order, its imported messages' times, the
+    remembered turns)."""
+    wa_id = event.wa_id
+    if event.channel != "whatsapp" or not wa_id or wa_id == event.user_id:
+        return
+    s = conv.services
+    tid = conv.tenant_id
+    was = await s.redis.set(keys.phone_alias(tid, event.account_id, wa_id), event.user_id,
+                            ex=s.store.ttl_s, get=True)
+    if was == event.user_id.encode():
+        return
+    by_number = conversation_key(event.channel, event.account_id, wa_id)
+    if not await s.redis.exists(keys.history(tid, by_number), keys.context(tid, by_number)):
+        return
+    await s.store.move(tid, by_number, conv.key)
+    raw = as_opt_bytes(await s.redis.get(keys.context(tid, by_number)))
+    if raw is not None:
+        try:
+            there = decode_context(raw, conv.sealer, by_number)
+        except (msgspec.DecodeError, DecryptionError):
+            there = ConversationContext()
+        conv.context = _merged(there, conv.context, s.settings.history_turns)
+        conv.mark_dirty()
+        await s.redis.delete(keys.context(tid, by_number))
+    # A shard holding the number's conversation in memory forgets it.
+    await publish_notice(s.redis, ConversationsNotice(tid, (by_number,)))
 
 
 # --- a person's id changed ------------------------------------------------------------

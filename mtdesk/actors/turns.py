@@ -135,13 +135,26 @@ def bounded(turns: list[ChatMessage], limit: int) -> list[ChatMessage]:
     return turns[-limit:] if limit else []
 
 
-def without_texts(turns: list[ChatMessage], texts: list[str]) -> list[ChatMessage]:
-    """``turns`` without the person's turn of each of ``texts`` (the latest one that
-    says it: an unsent message is a recent one; an older turn with the same words stays)."""
+def without_texts(turns: list[ChatMessage], texts: list[str], *,
+                  role: str = "user") -> list[ChatMessage]:
+    """``turns`` without the ``role``'s turn of each of ``texts`` (the person's by
+    default; the latest one that says it: an unsent message is a recent one; an older
+    turn with the same words stays)."""
     kept = list(turns)
     for text in texts:
         for i in range(len(kept) - 1, -1, -1):
-            if kept[i].role == "user" and kept[i].content == text:
+            if kept[i].role == role and kept[i].content == text:
                 del kept[i]
                 break
     return kept
+
+
+def with_text_edited(turns: list[ChatMessage], old: str, new: str, *,
+                     role: str = "assistant") -> list[ChatMessage]:
+    """``turns`` with the latest ``role`` turn saying ``old`` saying ``new`` instead."""
+    edited = list(turns)
+    for i in range(len(edited) - 1, -1, -1):
+        if edited[i].role == role and edited[i].content == old:
+            edited[i] = ChatMessage(role, new)
+            break
+    return edited

@@ -132,3 +132,10 @@ class Assignment(TenantScoped, frozen=True, kw_only=True):
 class ConversationAction(TenantScoped, frozen=True, kw_only=True):
     """The body (optional) of hand back, close, reopen and read: the operator's
     ``tenant_id``."""
+
+
+class ShardCounts(Body, frozen=True, kw_only=True):
+    """``POST /cluster/shards`` (operator): the conversation shard count wanted."""
+
+    conversation: Annotated[int, Meta(ge=1, le=4096)]
+    retrieval: Annotated[int, Meta(ge=1, le=1024)] | None = None

@@ -54,9 +54,9 @@ class NodeKill(Drill):
             return BenchConfig(seconds=8, rate=20, users=40, llm_latency_ms=50, shards=2,
                                duplicate_fraction=0.1, drain_timeout_s=120, connections=8,
                                warmup_messages=10, nodes=2, kill_node_after_s=2.0,
-                               node_failure_s=3.0)
+                               node_failure_s=3.0, meta_webhooks=True)
         return BenchConfig(seconds=30, rate=300, users=3000, shards=2, drain_timeout_s=180,
-                           nodes=2, kill_node_after_s=10.0)
+                           nodes=2, kill_node_after_s=10.0, meta_webhooks=True)
 
     async def blow(self, rig: Rig, out: dict[str, Any]) -> None:
         """After ``kill_node_after_s`` kill the worker node with the most conversation

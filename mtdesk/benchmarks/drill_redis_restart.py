@@ -75,9 +75,10 @@ class RedisRestart(Drill):
         if self.short:
             return BenchConfig(seconds=7, rate=20, users=40, llm_latency_ms=50, shards=1,
                                duplicate_fraction=0.1, drain_timeout_s=240, connections=8,
-                               warmup_messages=10, retry_rejected=True, kill_node_after_s=2.0)
+                               warmup_messages=10, retry_rejected=True, kill_node_after_s=2.0,
+                               meta_webhooks=True)
         return BenchConfig(seconds=30, rate=300, users=3000, shards=2, drain_timeout_s=300,
-                           retry_rejected=True, kill_node_after_s=10.0)
+                           retry_rejected=True, kill_node_after_s=10.0, meta_webhooks=True)
 
     @property
     def down_s(self) -> float:

@@ -2,7 +2,10 @@
 
 Simulated customers: ``users`` distinct senders spread round-robin over Messenger,
 Instagram and WhatsApp (and over each channel's accounts); message ``n`` comes from user
-``n % users``, so one person writes every ``users / rate`` seconds. Each text carries a
+``n % users``, so one person writes every ``users / rate`` seconds. With
+``new_fraction`` F, that share of the messages (spread evenly: message ``n`` is one when
+``floor((n + 1) F) > floor(n F)``) comes instead from a customer of its own, never seen
+before (user ``users + n``): a first contact, a new conversation. Each text carries a
 unique token (``tk<n>k``) that the fake LLM echoes into the reply, which is how replies
 are matched to messages. Bodies are the real formats, signed as Meta signs them.
 
@@ -34,9 +37,22 @@ CHANNELS = ("messenger", "instagram", "whatsapp")
 TOKEN = re.compile(r"\b([a-z]{2})(\d+)k\b")
 
 
-def user_of(n: int, users: int, accounts: dict[str, list[str]]) -> tuple[str, str, str]:
+def is_new_customer(n: int, new_fraction: float) -> bool:
+    """Whether message ``n`` comes from a customer never seen before (see the module
+    docstring): ``floor(N * new_fraction)`` of the first ``N`` messages, evenly spread."""
+    return new_fraction > 0 and int((n + 1) * new_fraction) > int(n * new_fraction)
+
+
+def customer_of(n: int, users: int, new_fraction: float = 0.0) -> int:
+    """The customer number of message ``n``'s sender: ``n % users`` from the pool, or
+    ``users + n`` (no one else's) for a message from a new customer."""
+    return users + n if is_new_customer(n, new_fraction) else n % users
+
+
+def user_of(n: int, users: int, accounts: dict[str, list[str]],
+            new_fraction: float = 0.0) -> tuple[str, str, str]:
     """(channel, business account id, customer id) of the sender of message ``n``."""
-    u = n % users
+    u = customer_of(n, users, new_fraction)
     channel = CHANNELS[u % 3]
     pool = accounts[channel]
     account = pool[(u // 3) % len(pool)]
@@ -50,12 +66,13 @@ def message_text(prefix: str, n: int) -> str:
 
 
 def build_request(n: int, *, prefix: str, run_id: str, users: int, accounts: dict[str, list[str]],
-                  secret: str, timestamp_ms: int | None = None) -> bytes:
+                  secret: str, timestamp_ms: int | None = None,
+                  new_fraction: float = 0.0) -> bytes:
     """The raw HTTP request carrying message ``n`` (the same bytes on a redelivery), sent
     now or, with ``timestamp_ms``, at that time (a backlog Meta replays)."""
     from mtdesk.fakes.meta import meta_json, sign, text_payload
 
-    channel, account, user = user_of(n, users, accounts)
+    channel, account, user = user_of(n, users, accounts, new_fraction)
     mid = (f"wamid.B{run_id}{prefix}{n}" if channel == "whatsapp" else f"m_B{run_id}{prefix}{n}")
     payload = text_payload(channel, account, user, message_text(prefix, n),  # type: ignore[arg-type]
                            timestamp_ms=int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
@@ -87,6 +104,7 @@ class LoadConfig:
     redelivery_window_s: float = 2.0
     retry_rejected: bool = False
     retry_for_s: float = 60.0
+    new_fraction: float = 0.0  # share of messages from customers never seen before
 
 
 @dataclass
@@ -198,7 +216,8 @@ async def generate(cfg: LoadConfig) -> LoadResult:
         if due - now > 0.001:
             await asyncio.sleep(due - now)
         raw = build_request(n, prefix=cfg.prefix, run_id=cfg.run_id, users=cfg.users,
-                            accounts=cfg.accounts, secret=cfg.secret)
+                            accounts=cfg.accounts, secret=cfg.secret,
+                            new_fraction=cfg.new_fraction)
         spawn(deliver(n, raw, due, True))
         if rng.random() < cfg.duplicate_fraction:
             for _copy in range(cfg.extra_copies):

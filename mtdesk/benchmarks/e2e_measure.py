@@ -80,7 +80,9 @@ class CpuMeter:
         self.named = named  # component → pids
 
     def sample(self) -> dict[str, Any]:
-        pids = {p: _cpu_s(p) for p in _descendants(os.getpid()) | {os.getpid()}}
+        # named processes need not be descendants (a daemonized Redis Cluster node)
+        named = {p for pids in self.named.values() for p in pids}
+        pids = {p: _cpu_s(p) for p in _descendants(os.getpid()) | {os.getpid()} | named}
         return {"at": time.monotonic(), "pids": pids, "machine": _machine_busy_s()}
 
     def between(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:

@@ -83,8 +83,16 @@ ROWS = (("messages", "messages"), ("answered once", "replied_once"), ("lost", "l
         ("duplicated", "duplicated"), ("offered msgs/s", "offered_rate"),
         ("sustained msgs/s", "msgs_per_s"), ("overhead p50 ms", "overhead_p50_ms"),
         ("overhead p99 ms", "overhead_p99_ms"), ("e2e p99 ms", "e2e_p99_ms"),
-        ("ack p99 ms", "ack_p99_ms"), ("product CPU ms/msg", "cpu_ms_per_msg_product"),
+        ("ack p99 ms", "ack_p99_ms"), ("first contacts (share)", "first_contact_share"),
+        ("overhead p99 ms, first contacts", "overhead_first_contact_p99_ms"),
+        ("overhead p99 ms, known customers", "overhead_known_p99_ms"),
+        ("product CPU ms/msg", "cpu_ms_per_msg_product"),
+        ("Redis commands/msg", "redis_calls_per_msg"),
+        ("Redis CPU µs/msg", "redis_cpu_us_per_msg"),
         ("busy cores (machine)", "machine_busy_cores"))
+
+
+PLOTS = ("throughput", "latency", "stages")
 
 
 def plots(report: dict[str, Any], label: str = "e2e") -> list[Plot]:
@@ -108,7 +116,9 @@ def plots(report: dict[str, Any], label: str = "e2e") -> list[Plot]:
     return out
 
 
-def write_report(directory: str, report: dict[str, Any]) -> list[Any]:
+def write_report(directory: str, report: dict[str, Any],
+                 only: list[str] | None = None) -> list[Any]:
+    """``only``: the names of :data:`PLOTS` to draw (default all)."""
     rows = [(name, report.get(key, "")) for name, key in ROWS]
     for stage, f in sorted(report.get("stage_ms", {}).items()):
         rows.append((f"stage {stage} p50 / p99 ms", f"{f['p50_ms']} / {f['p99_ms']}"))
@@ -117,4 +127,5 @@ def write_report(directory: str, report: dict[str, Any]) -> list[Any]:
     cfg = report.get("config", {})
     notes = [f"config: {', '.join(f'{k} {v}' for k, v in cfg.items())}"] if cfg else []
     return write(directory, "e2e", report, header=("figure", "value"), rows=rows,
-                 plots=plots(report), notes=notes)
+                 plots=[p for p in plots(report) if only is None or p.name in only],
+                 notes=notes)

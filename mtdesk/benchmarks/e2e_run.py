@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mtdesk.benchmarks.e2e_load import TOKEN, LoadConfig, build_request, loadgen_main
+from mtdesk.benchmarks.e2e_load import TOKEN, LoadConfig, build_request, customer_of, loadgen_main
 from mtdesk.benchmarks.e2e_measure import CpuMeter
 
 if TYPE_CHECKING:
@@ -63,6 +63,17 @@ class BenchConfig:
     redelivery_copies: int = 1
     redelivery_window_s: float = 2.0
     retry_rejected: bool = False
+    # --new-customers: this share of the load's messages from customers never seen before,
+    # the others from the --users customers, each of whom has written once before the load
+    # (None: no such introduction; a customer's first message in the load is a first
+    # contact too).
+    new_fraction: float | None = None
+    # --cluster: a Redis Cluster of the bench's own (3 masters, 1 replica each).
+    cluster: bool = False
+    # The fake Graph API posts the echo (Messenger/Instagram) or status (WhatsApp) of every
+    # message sent back to the gateway, as Meta does: what a reply resumed after a crash
+    # learns from whether its part went out (docs/delivery.md).
+    meta_webhooks: bool = False
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -159,6 +170,7 @@ class Replies:
         self.unmatched = 0
         self.last_time = 0.0
         self.to: dict[str, list[tuple[float, str]]] = {}  # recipient → [(time, text)]
+        self.answered_customers: set[str] = set()  # recipients of the load's replies
 
     async def poll(self, session: Any) -> int:
         async with session.get(self.url, params={"since": str(self.seen)}) as resp:
@@ -176,6 +188,8 @@ class Replies:
             self.sends += 1
             self.unmatched += not found
             self.multi += len(found) > 1
+            if any(prefix == "tk" for prefix, _n in found):
+                self.answered_customers.add(str(who))
             for token in found:
                 self.count[token] = self.count.get(token, 0) + 1
                 self.first.setdefault(token, float(rec["time"]))
@@ -220,18 +234,55 @@ async def _warmup(session: Any, port: int, replies: Replies, accounts: dict[str,
         raise RuntimeError("warm-up messages were not answered within 60 s")
 
 
+async def _introduce(cfg: BenchConfig, log: Log, ctx: Any, out: Any, port: int,
+                     accounts: dict[str, list[str]], run_id: str, replies: Replies,
+                     session: Any) -> None:
+    """``--new-customers``: each of the ``--users`` customers writes once (at ``--rate``,
+    answered before the load starts), so that the load's messages from them are from
+    customers with a conversation, and only the new customers' are first contacts."""
+    intro = LoadConfig(port=port, rate=cfg.rate, seconds=cfg.users / cfg.rate, users=cfg.users,
+                       accounts=accounts, secret=APP_SECRET, run_id=run_id, prefix="in",
+                       duplicate_fraction=0.0, connections=cfg.connections)
+    log(f"introducing the {cfg.users} known customers (one message each)…")
+    proc = ctx.Process(target=loadgen_main, args=(intro, out), daemon=True)
+    proc.start()
+    load = await _collect_load(proc, out, replies, session, cfg)
+    accepted = [int(n) for n in load["sent_at"] if int(n) not in load["rejected"]]
+    if len(accepted) < cfg.users or not await _wait_answered(
+            session, replies, "in", accepted, max(60.0, cfg.drain_timeout_s)):
+        raise RuntimeError("the known customers' first messages were not all answered")
+
+
+def _first_contacts(cfg: BenchConfig, accepted: list[int]) -> set[int]:
+    """The load's messages whose sender had not written before (in the warm-up, the
+    introduction of ``--new-customers`` or earlier in the load)."""
+    fraction = cfg.new_fraction or 0.0
+    seen = {n % cfg.users for n in range(cfg.warmup_messages)}
+    if cfg.new_fraction is not None:
+        seen.update(range(cfg.users))
+    first: set[int] = set()
+    for n in sorted(accepted):
+        who = customer_of(n, cfg.users, fraction)
+        if who not in seen:
+            seen.add(who)
+            first.add(n)
+    return first
+
+
 # --- queue lag ------------------------------------------------------------------------------
 
 
 async def _sample_lag(redis_url: str, partitions: int, stop: asyncio.Event,
-                      out: list[tuple[int, int]]) -> None:
+                      out: list[tuple[int, int]], cluster: bool = False) -> None:
     """(lag, pending) summed over the partitions every second: entries not yet read by a
     shard, and read but not yet acknowledged."""
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
     from mtdesk.core import keys
 
-    client = aioredis.Redis.from_url(redis_url)
+    client: Any = (RedisCluster.from_url(redis_url) if cluster
+                   else aioredis.Redis.from_url(redis_url))
     try:
         while not stop.is_set():
             pipe = client.pipeline(transaction=False)
@@ -280,11 +331,18 @@ async def _run(cfg: BenchConfig, log: Log, drill: Drill | None = None) -> dict[s
 
     workdir = tempfile.mkdtemp(prefix="mtdesk-bench-e2e-")
     redis_pids: list[int] = []
+    replica_pids: list[int] = []
+    servers: list[str] = []  # what INFO is read from: the one server, or every master
     try:
         with contextlib.ExitStack() as stack:
             own = drill.redis(workdir) if drill is not None else None
             if own is not None:
                 redis_url = stack.enter_context(own)
+            elif cfg.cluster:
+                redis_url, masters, replicas = stack.enter_context(_cluster(workdir))
+                servers = [f"redis://127.0.0.1:{port}/0" for port in masters]
+                redis_pids.extend(masters.values())
+                replica_pids.extend(replicas.values())
             elif cfg.redis_url:
                 redis_url = cfg.redis_url
                 _flush(redis_url)
@@ -292,11 +350,17 @@ async def _run(cfg: BenchConfig, log: Log, drill: Drill | None = None) -> dict[s
             else:
                 redis_url = stack.enter_context(local_redis(
                     workdir, who="mtdesk bench e2e", prefer_own="always", pid_out=redis_pids))
+            servers = servers or [redis_url]
             llm = stack.enter_context(spawn_llm(latency_ms=cfg.llm_latency_ms))
-            graph = stack.enter_context(spawn_graph(latency_ms=cfg.graph_latency_ms))
             port = free_port()
+            graph = stack.enter_context(spawn_graph(
+                latency_ms=cfg.graph_latency_ms,
+                webhook_url=f"http://127.0.0.1:{port}/webhooks/meta" if cfg.meta_webhooks
+                else None, app_secret=APP_SECRET if cfg.meta_webhooks else ""))
             env = _bench_env(redis_url, graph.root_url, llm.root_url, port,
                              os.path.join(workdir, "data"), cfg.shards)
+            if cfg.cluster:
+                env["MTDESK_REDIS_CLUSTER"] = "true"
             if drill is not None:
                 drill.tune(env, stack)
             gateway = stack.enter_context(_gateway(env, port, workdir, cfg.gateway_workers))
@@ -319,15 +383,42 @@ async def _run(cfg: BenchConfig, log: Log, drill: Drill | None = None) -> dict[s
             shard_pids = _shard_pids(cfg.shards)
             named = {"gateway": [gateway.pid], "shards": shard_pids, "fake_llm": [llm.pid],
                      "fake_graph": [graph.pid], "redis": redis_pids}
+            if replica_pids:
+                named["redis_replicas"] = replica_pids
             from mtdesk.benchmarks.drill import Rig
 
             rig = Rig(cfg=cfg, log=log, port=port, env=env, redis_url=redis_url,
                       graph_root=graph.root_url, llm_root=llm.root_url, gateway=gateway,
                       cluster=cluster, workdir=workdir, llm=llm, stack=stack)
             return await _measure(cfg, log, settings, port, graph.root_url, redis_url, named,
-                                  rig, drill)
+                                  rig, drill, servers)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _cluster(workdir: str) -> Iterator[tuple[str, dict[int, int], dict[int, int]]]:
+    """A Redis Cluster of the bench's own (3 masters with a replica each, on free ports,
+    stopped by pid on the way out): (a node's URL, master port → pid, replica port → pid).
+    The node timeout is long (15 s): on a busy machine a master slow to answer must not be
+    failed over in the middle of a measurement."""
+    import redis
+
+    from mtdesk.cli.localredis import local_cluster
+
+    pids: list[int] = []
+    with local_cluster(workdir, who="mtdesk bench e2e", pid_out=pids,
+                       node_timeout_ms=15000) as (url, ports):
+        masters: dict[int, int] = {}
+        replicas: dict[int, int] = {}
+        for port, pid in zip(ports, pids, strict=True):
+            client = redis.Redis(port=port)
+            try:
+                role = client.info("replication").get("role")
+            finally:
+                client.close()
+            (masters if role == "master" else replicas)[port] = pid
+        yield url, masters, replicas
 
 
 def _shard_pids(shards: int) -> list[int]:
@@ -364,7 +455,8 @@ async def _wait_healthy(session: Any, base: str, timeout_s: float = 60.0) -> Non
 
 async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_root: str,
                    redis_url: str, named: dict[str, list[int]],
-                   rig: Any = None, drill: Drill | None = None) -> dict[str, Any]:
+                   rig: Any = None, drill: Drill | None = None,
+                   servers: list[str] | None = None) -> dict[str, Any]:
     import multiprocessing
 
     import aiohttp
@@ -382,27 +474,33 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
             await drill.provision(rig)
         log("provisioned 1 tenant on 6 accounts; warming up…")
         await _warmup(session, port, replies, accounts, cfg, run_id)
-        warm_sends = replies.sends
-
         ctx = multiprocessing.get_context("spawn")
         out = ctx.Queue()
+        if cfg.new_fraction is not None:
+            await _introduce(cfg, log, ctx, out, port, accounts, run_id, replies, session)
+        warm_sends = replies.sends
+
         load_cfg = LoadConfig(port=port, rate=cfg.rate, seconds=cfg.seconds, users=cfg.users,
                               accounts=accounts, secret=APP_SECRET, run_id=run_id,
                               duplicate_fraction=cfg.duplicate_fraction,
                               connections=cfg.connections, extra_copies=cfg.redelivery_copies,
                               redelivery_window_s=cfg.redelivery_window_s,
-                              retry_rejected=cfg.retry_rejected)
+                              retry_rejected=cfg.retry_rejected,
+                              new_fraction=cfg.new_fraction or 0.0)
         meter = CpuMeter(named)
         proc = ctx.Process(target=loadgen_main, args=(load_cfg, out), daemon=True)
         stop_lag = asyncio.Event()
         lag: list[tuple[int, int]] = []
-        lag_task = asyncio.create_task(_sample_lag(redis_url, settings.partitions, stop_lag, lag))
+        lag_task = asyncio.create_task(_sample_lag(redis_url, settings.partitions, stop_lag, lag,
+                                                   cluster=cfg.cluster))
         from mtdesk.benchmarks.e2e_report import scrape_settled, scrape_stages, stage_quantiles
 
         stages_before = await scrape_stages(session, base)
         cpu_before = meter.sample()
-        cmds_before = _command_calls(redis_url)
-        redis_cpu_before = _redis_cpu_s(redis_url)
+        servers = servers or [redis_url]
+        each_before = {url: _command_calls([url]) for url in servers}
+        cmds_before = _command_calls(servers)
+        redis_cpu_before = _redis_cpu_s(servers)
         proc.start()
         log(f"sending {cfg.rate:.0f} msgs/s for {cfg.seconds:.0f} s from {cfg.users} customers…")
         spies = []
@@ -426,12 +524,17 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
         if drill is not None:
             await drill.after(rig, figures)
         cpu_after = meter.sample()
-        cmds = _command_calls(redis_url, cmds_before)
-        redis_cpu = _redis_cpu_s(redis_url) - redis_cpu_before
+        cmds = _command_calls(servers, cmds_before)
+        each = {url: sum(_command_calls([url], each_before[url]).values()) for url in servers}
+        redis_cpu = _redis_cpu_s(servers) - redis_cpu_before
         await asyncio.sleep(1.5)  # a duplicate reply, were there one, would show up here
         stages = stage_quantiles(
             await scrape_settled(session, base, stages_before, len(accepted)), stages_before)
         await replies.poll(session)
+        webhooks = None
+        if cfg.meta_webhooks:  # what the fake posted back (echoes / statuses)
+            async with session.get(f"{graph_root}/_fake/webhooks") as resp:
+                webhooks = await resp.json()
         stop_lag.set()
         await lag_task
         for spy in spies:
@@ -440,6 +543,10 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
     report = _report(cfg, load, accepted, replies, warm_sends, drained,
                      meter.between(cpu_before, cpu_after), cpu_after["at"] - cpu_before["at"], lag)
     report["stage_ms"] = stages
+    report["customers_answered"] = len(replies.answered_customers)
+    report["redis_servers"] = servers
+    if webhooks is not None:
+        report["meta_webhooks"] = webhooks
     # Redis' own account of its CPU (INFO cpu), whatever machine it runs on.
     answered = report["messages"] - report["lost"]
     report["redis_cpu_s"] = round(redis_cpu, 3)
@@ -456,34 +563,42 @@ async def _measure(cfg: BenchConfig, log: Log, settings: Any, port: int, graph_r
     if report["messages"]:
         per = {k: round(v / report["messages"], 2) for k, v in cmds.items()}
         report["redis_calls_per_msg"] = round(sum(per.values()), 2)
+        # per server (each master of a cluster): the keys' slots spread the work
+        report["redis_calls_per_msg_by_server"] = {
+            url: round(v / report["messages"], 2) for url, v in each.items()}
         report["redis_calls_per_msg_by_command"] = dict(
             sorted(((k, v) for k, v in per.items() if v >= 0.01), key=lambda kv: -kv[1]))
     return report
 
 
-def _redis_cpu_s(url: str) -> float:
-    """CPU seconds the Redis server has used (INFO cpu: used_cpu_user + used_cpu_sys)."""
+def _info(url: str, section: str) -> dict[str, Any]:
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        info = client.info("cpu")
+        return dict(client.info(section))
     finally:
         client.close()
-    return float(info.get("used_cpu_user", 0.0)) + float(info.get("used_cpu_sys", 0.0))
 
 
-def _command_calls(url: str, since: dict[str, int] | None = None) -> dict[str, int]:
-    """Commands Redis executed, by name (INFO commandstats; minus ``since``). Scripts
-    count as one ``evalsha`` each, whatever they do inside."""
-    import redis
+def _redis_cpu_s(urls: list[str]) -> float:
+    """CPU seconds the Redis servers have used (INFO cpu: used_cpu_user + used_cpu_sys),
+    summed over ``urls`` (the one server, or every master of a cluster)."""
+    total = 0.0
+    for url in urls:
+        info = _info(url, "cpu")
+        total += float(info.get("used_cpu_user", 0.0)) + float(info.get("used_cpu_sys", 0.0))
+    return total
 
-    client = redis.Redis.from_url(url)
-    try:
-        stats = client.info("commandstats")
-    finally:
-        client.close()
-    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+def _command_calls(urls: list[str], since: dict[str, int] | None = None) -> dict[str, int]:
+    """Commands the Redis servers of ``urls`` executed, by name, summed (INFO
+    commandstats; minus ``since``), counting those run inside scripts too."""
+    calls: dict[str, int] = {}
+    for url in urls:
+        for k, v in _info(url, "commandstats").items():
+            name = k.removeprefix("cmdstat_")
+            calls[name] = calls.get(name, 0) + int(v["calls"])
     if since is not None:
         calls = {k: v - since.get(k, 0) for k, v in calls.items() if v - since.get(k, 0) > 0}
     return calls
@@ -519,6 +634,12 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
         if t is not None:
             e2e.append((t - sent_at[n]) * 1000)
     overhead = [x - knobs_ms for x in e2e]
+    first_contact = _first_contacts(cfg, accepted)
+    by_kind: dict[bool, list[float]] = {True: [], False: []}
+    for n in accepted:
+        t = replies.first.get(("tk", n))
+        if t is not None:
+            by_kind[n in first_contact].append((t - sent_at[n]) * 1000 - knobs_ms)
     first_at = min((sent_at[n] for n in accepted), default=0.0)
     by_second: dict[int, list[float]] = {}
     for n in accepted:
@@ -566,6 +687,13 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
         "overhead_p50_ms": _pct(overhead, 0.50),
         "overhead_p90_ms": _pct(overhead, 0.90),
         "overhead_p99_ms": _pct(overhead, 0.99),
+        # first contacts (a new conversation) and the others (a customer who wrote before)
+        "first_contact_messages": len(first_contact),
+        "first_contact_share": round(len(first_contact) / len(accepted), 4) if accepted else 0.0,
+        "overhead_first_contact_p50_ms": _pct(by_kind[True], 0.50),
+        "overhead_first_contact_p99_ms": _pct(by_kind[True], 0.99),
+        "overhead_known_p50_ms": _pct(by_kind[False], 0.50),
+        "overhead_known_p99_ms": _pct(by_kind[False], 0.99),
         # [second of sending, messages sent then, overhead p50, p99]: stalls show here
         "overhead_by_second": [[sec, len(xs), _pct(xs, 0.5), _pct(xs, 0.99)]
                                for sec, xs in sorted(by_second.items())],
@@ -611,7 +739,9 @@ def _report(cfg: BenchConfig, load: dict[str, Any], accepted: list[int], replies
         "config": {"seconds": cfg.seconds, "users": cfg.users, "shards": cfg.shards,
                    "llm_latency_ms": cfg.llm_latency_ms, "graph_latency_ms": cfg.graph_latency_ms,
                    "duplicate_fraction": cfg.duplicate_fraction, "connections": cfg.connections,
-                   "accounts_per_channel": ACCOUNTS_PER_CHANNEL, "nodes": cfg.nodes},
+                   "accounts_per_channel": ACCOUNTS_PER_CHANNEL, "nodes": cfg.nodes,
+                   "new_customers": cfg.new_fraction, "redis_cluster": cfg.cluster,
+                   "meta_webhooks": cfg.meta_webhooks},
         "cpus": os.cpu_count(),
         "goal": {"lost": 0, "duplicated": 0, "msgs_per_s": 300.0, "overhead_p99_ms": 50.0},
     }

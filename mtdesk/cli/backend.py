@@ -62,6 +62,8 @@ class Backend:
         self._owns_ray = False
         self._report_stop: asyncio.Event | None = None
         self._report_task: asyncio.Future[None] | None = None
+        self._reporter: Any = None
+        self._follow_task: asyncio.Future[None] | None = None
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = 180.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
@@ -89,7 +91,6 @@ class Backend:
     async def _start_reporter(self) -> None:
         """Publish where every actor runs (core/cluster.py) until :meth:`stop`."""
         from mtdesk.actors.cluster_report import ClusterReporter
-        from mtdesk.actors.deploy import conversation_shard_name
         from mtdesk.actors.policy_deploy import DELETER_NAME, RETENTION_NAME
         from mtdesk.actors.retrieval_deploy import NAME as RETRIEVAL_NAME
         from mtdesk.core.redis import connect_to
@@ -97,9 +98,8 @@ class Backend:
         redis = connect_to(self.settings.redis_url, cluster=self.settings.redis_cluster,
                            max_connections=4)
         reporter = ClusterReporter(redis, self.settings.ray_placement)
-        for i, (handle, parts) in enumerate(zip(self.shards.actors, self.shards.partitions,
-                                                strict=True)):
-            reporter.watch("conversation_shard", conversation_shard_name(i), handle, parts)
+        self._reporter = reporter
+        self._watch_shards()
         for i, handle in enumerate(self.retrieval):
             reporter.watch("retrieval_shard", RETRIEVAL_NAME.format(i), handle)
         if self.policy is not None:
@@ -117,6 +117,47 @@ class Backend:
                 await redis.aclose()
 
         self._report_task = asyncio.ensure_future(run())
+        self._follow_task = asyncio.ensure_future(self._follow_requests(redis))
+
+    def _watch_shards(self) -> None:
+        """(Re)list the conversation shards in the cluster report, as they are now."""
+        from mtdesk.actors.deploy import conversation_shard_name
+
+        reporter = self._reporter
+        if reporter is None or self.shards is None:
+            return
+        reporter.unwatch("conversation_shard")
+        for i, (handle, parts) in enumerate(zip(self.shards.actors, self.shards.partitions,
+                                                strict=True)):
+            reporter.watch("conversation_shard", conversation_shard_name(i), handle, parts)
+
+    async def _follow_requests(self, redis: Any, interval_s: float = 1.0) -> None:
+        """Re-shard when an operator asks for another conversation shard count
+        (``mtdesk shards set N``, ``POST /admin/api/v1/cluster/shards``: core/ownership.py)."""
+        from mtdesk.core import ownership
+
+        assert self._report_stop is not None
+        while not self._report_stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._report_stop.wait(), interval_s)
+            if self._report_stop.is_set():
+                return
+            try:
+                wanted = await ownership.read_request(redis)
+                if wanted is None or wanted.conversation == len(self.shards.actors):
+                    continue
+                await self.reshard(wanted.conversation)
+            except Exception as exc:  # noqa: BLE001 - logged; the map says why, retried
+                log.warning("re-sharding stopped (%s: %s)", type(exc).__name__, exc)
+                await asyncio.sleep(5 * interval_s)
+
+    async def reshard(self, shards: int) -> Any:
+        async def step(_current: Any) -> None:
+            self._watch_shards()
+            with contextlib.suppress(Exception):
+                await self._reporter.publish_once()
+
+        return await self.shards.reshard(shards, on_step=step)
 
     async def _ready(self) -> bool:
         ok = await self.shards.ready() if self.shards else False
@@ -146,6 +187,10 @@ class Backend:
                 self._report_stop.set()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._report_task, 5)
+            if self._follow_task is not None:
+                self._follow_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(self._follow_task, 5)
             stops = ([self.shards.stop(drain_timeout_s=budget_s / 2, wait_names=False)]
                      if self.shards else [])
             if self.policy is not None:

@@ -22,7 +22,8 @@ def register(sub: Any) -> None:
         description="The last cluster report of the running deployment (published every few "
         "seconds by the process that started the actors): each Ray node, alive or not, and "
         "the actors on it; conversation shards with their partitions, unfinished entries "
-        "and the age of the oldest. Exit status 1 when no deployment reports.",
+        "and the age of the oldest; the partition ownership (epoch, partitions per shard, "
+        "a re-sharding under way). Exit status 1 when no deployment reports.",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_status)
@@ -44,6 +45,18 @@ def render(report: ClusterReport, now: float | None = None) -> str:
                 extra = (f"  partitions {len(a.partitions)}, pending {a.pending or 0}, "
                          f"lag {a.lag_ms or 0} ms")
             lines.append(f"  {a.kind:<18} {a.name}{extra}")
+    own = report.ownership
+    if own is not None:
+        head = f"partition ownership: epoch {own.epoch}, {own.shards} conversation shard(s)"
+        if own.target is not None:
+            head += f"; re-sharding to {own.target}"
+            if own.moving is not None:
+                head += f", handing over partition {own.moving}"
+        lines.append(head)
+        if own.error:
+            lines.append(f"  last re-sharding stopped: {own.error}")
+        for name, parts in own.partitions.items():
+            lines.append(f"  {name:<18} {' '.join(str(p) for p in parts)}")
     return "\n".join(lines)
 
 

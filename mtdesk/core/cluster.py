@@ -11,12 +11,18 @@ The JSON shape (public contract)::
 
     {"time": <unix s>, "placement": "spread"|"pack",
      "nodes": [{"node_id", "alive", "address",
-                "actors": [{"kind", "name", "partitions"?, "pending"?, "lag_ms"?}]}]}
+                "actors": [{"kind", "name", "partitions"?, "pending"?, "lag_ms"?}]}],
+     "ownership": {"epoch", "shards", "partitions": {"<shard name>": [p, …]},
+                   "target"?, "moving"?, "error"?} | null}
 
 ``kind`` is ``conversation_shard``, ``retrieval_shard``, ``deletion`` or ``retention``.
 ``pending``: the shard's entries not yet finished (read but unacknowledged, plus not yet
 read); ``lag_ms``: age of the oldest of them (0 when none). An actor that did not answer
 its ping is listed under ``node_id`` ``""`` (``alive`` false): it is being restarted.
+``ownership`` is the partition ownership map (:mod:`mtdesk.core.ownership`) as the report
+was made: its epoch, the shard count, the partitions of each conversation shard, and while
+a re-sharding runs its ``target`` count and the partition ``moving`` now; ``error``: why
+the last re-sharding stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import msgspec
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from mtdesk.core import keys
+from mtdesk.core.ownership import Ownership, shard_name
 from mtdesk.core.redis import Redis, as_opt_bytes
 
 ActorKind = Literal["conversation_shard", "retrieval_shard", "deletion", "retention"]
@@ -49,13 +56,34 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     actors: list[ActorInfo] = msgspec.field(default_factory=list)
 
 
+class OwnershipInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    epoch: int
+    shards: int
+    partitions: dict[str, list[int]]
+    target: int | None = None
+    moving: int | None = None
+    error: str = ""
+
+
 class ClusterReport(msgspec.Struct, kw_only=True):
     time: float
     placement: str
     nodes: list[NodeInfo]
+    ownership: OwnershipInfo | None = None
 
     def actors(self) -> list[tuple[NodeInfo, ActorInfo]]:
         return [(node, actor) for node in self.nodes for actor in node.actors]
+
+
+def ownership_summary(current: Ownership | None) -> OwnershipInfo | None:
+    """The report's ``ownership`` from the map (None: no map)."""
+    if current is None:
+        return None
+    return OwnershipInfo(
+        epoch=current.epoch, shards=current.shards, target=current.target,
+        moving=current.moving, error=current.error,
+        partitions={shard_name(i): ps
+                    for i, ps in sorted(current.per_shard().items())})
 
 
 _encoder = msgspec.json.Encoder()
@@ -86,7 +114,8 @@ def render_metrics(report: ClusterReport | None, now: float | None = None) -> by
     """Prometheus text: ``mtdesk_cluster_nodes{alive}``,
     ``mtdesk_cluster_actor_up{kind,name,node_id}``, per conversation shard
     ``mtdesk_cluster_shard_pending{name}`` / ``mtdesk_cluster_shard_lag_ms{name}`` /
-    ``mtdesk_cluster_shard_partitions{name}``, and ``mtdesk_cluster_report_age_seconds``."""
+    ``mtdesk_cluster_shard_partitions{name}``, ``mtdesk_cluster_ownership_epoch``,
+    ``mtdesk_cluster_resharding``, and ``mtdesk_cluster_report_age_seconds``."""
     registry = CollectorRegistry(auto_describe=False)
     if report is None:
         return b""
@@ -114,5 +143,10 @@ def render_metrics(report: ClusterReport | None, now: float | None = None) -> by
             lag.labels(name=actor.name).set(actor.lag_ms)
         if actor.partitions is not None:
             parts.labels(name=actor.name).set(len(actor.partitions))
+    if report.ownership is not None:
+        Gauge("mtdesk_cluster_ownership_epoch", "epoch of the partition ownership map",
+              registry=registry).set(report.ownership.epoch)
+        Gauge("mtdesk_cluster_resharding", "1 while partitions are being handed over",
+              registry=registry).set(0 if report.ownership.target is None else 1)
     age.set(max(0.0, (time.time() if now is None else now) - report.time))
     return generate_latest(registry)

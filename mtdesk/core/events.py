@@ -175,31 +175,38 @@ class StatusError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 
 
 class Status(_Event, frozen=True, tag="status"):
-    """WhatsApp status of a message we sent: sent < delivered < read; failed is terminal."""
+    """WhatsApp status of a message we sent: sent < delivered < read; failed is terminal.
+    ``callback_data``: the send's ``biz_opaque_callback_data`` (ours: our send's mark)."""
 
     message_id: str
     status: Literal["sent", "delivered", "read", "failed", "deleted", "warning", "played"]
     errors: tuple[StatusError, ...] = ()
     pricing: Pricing | None = None
+    callback_data: str | None = None
 
 
 class Unsend(_Event, frozen=True, tag="unsend"):
     """The end user deleted (unsent) one of their messages (Messenger/Instagram
     ``is_deleted``, WhatsApp ``revoke`` or status ``deleted``); ``target_id`` is the
-    original's id, and the event id ``unsend:{target_id}``, whichever way it came."""
+    original's id, and the event id ``unsend:{target_id}``, whichever way it came.
+    ``by_business``: the business deleted one of its own messages (a WhatsApp Business
+    app echo of type ``revoke``, coexistence)."""
 
     target_id: str
+    by_business: bool = False
 
 
 class Edit(_Event, frozen=True, tag="edit"):
     """The end user edited one of their messages (Messenger/Instagram ``message_edit``,
     WhatsApp ``edit``): ``text`` is the new version of ``target_id``; ``version`` counts
     the edits when Meta says (Messenger ``num_edit``). Recorded as a version of the
-    original; never answered on its own."""
+    original; never answered on its own. ``by_business``: the business edited one of its
+    own messages (a WhatsApp Business app echo of type ``edit``, coexistence)."""
 
     target_id: str
     text: str | None = None
     version: int = 0
+    by_business: bool = False
 
 
 class Comment(_Event, frozen=True, tag="comment"):

@@ -13,7 +13,9 @@ What a caller may rely on:
 - :meth:`GroupReader.claim_idle` takes over entries pending longer than ``min_idle_ms``
   on ANY consumer (one that crashed or no longer exists), a page at a time.
 - :meth:`GroupReader.ack` acknowledges handled entries and deletes them from their
-  stream, all streams in one pipeline (a transaction when asked).
+  stream, all streams in one pipeline (a transaction when asked);
+  :meth:`GroupReader.ack_fenced` does the same only where the stream's owner key still
+  holds the caller's epoch (a partition handed over is refused, see core/ownership.py).
 - An entry deleted from its stream while pending is acknowledged on sight and never
   returned: every entry handed out has its fields. Ids are returned as ``str``.
 """
@@ -23,9 +25,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from mtdesk.core.redis import Redis, StreamReads, as_autoclaim, as_stream_reads, is_cluster
+from mtdesk.core.scripts import LuaScript
+
+FENCED_ACK = LuaScript.from_file("mtdesk.core", "lua/fenced_ack.lua")
 
 Entry = tuple[str, dict[bytes, bytes]]
 """A stream entry: its id and its fields."""
@@ -139,6 +144,34 @@ class GroupReader:
                 pipe.xack(stream, self.group, *ids)
                 pipe.xdel(stream, *ids)
         await pipe.execute()
+
+    async def ack_fenced(
+        self, handled: Mapping[str, tuple[str, str, Sequence[str]]]
+    ) -> list[str]:
+        """Acknowledge and delete ``handled`` (stream → (owner key, epoch, entry ids)) in
+        one pipeline, each stream only while its owner key holds that epoch (or is
+        absent; an empty epoch is never refused). Returns the streams refused."""
+        todo = [(stream, fence) for stream, fence in handled.items() if fence[2]]
+        if not todo:
+            return []
+        replies = await self._fenced_acks(todo, load=False)
+        if any(isinstance(r, NoScriptError) for r in replies):  # nothing ran: send again
+            replies = await self._fenced_acks(todo, load=True)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [stream for (stream, _), reply in zip(todo, replies, strict=True)
+                if reply == -1]
+
+    async def _fenced_acks(self, todo: Sequence[tuple[str, tuple[str, str, Sequence[str]]]],
+                           *, load: bool) -> list[object]:
+        pipe = self._redis.pipeline(transaction=False)
+        if load:
+            FENCED_ACK.load(pipe)
+        for stream, (owner, epoch, ids) in todo:
+            FENCED_ACK.queue(pipe, [stream, owner], [self.group, epoch, *ids])
+        replies = list(await pipe.execute(raise_on_error=False))
+        return replies[1:] if load else replies
 
     async def _live(
         self, stream: str, rows: Sequence[tuple[bytes, dict[bytes, bytes] | None]]

@@ -10,6 +10,12 @@ conversation is ``DEL``. Each entry has one field ``m``: a msgpack :class:`Store
 Entries are never rewritten; an outbound message's *current* delivery status lives in
 the outbound hash below (joined by :meth:`MessageStore.read`).
 
+``keys.imported(tid, conv)`` — a **sorted set** of the conversation's imported messages
+(WhatsApp Business app history, kind ``imported``): entry id → the time the message was
+written. Their entry ids are import times, months after some were written; retention
+removes them by this time (:meth:`MessageStore.expire_imported`), so "kept at most 12
+months" counts from when each was written.
+
 ``keys.conversations(tid)`` — a **sorted set**: conversation key → last activity (ms).
 Conversation keys are ``"{channel}:{account_id}:{user_id}"``
 (:func:`mtdesk.core.events.conversation_key`). Retention/deletion should ``ZREM`` a
@@ -92,9 +98,9 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     author: str | None = None  # kind ``agent`` sent from the console: the team member
     media: tuple[MediaRecord, ...] = ()  # kind "media": the attachments' references
     entry: str = ""  # the stream entry id; filled in when read, empty when stored
-    # ``text``, ``attachments`` and ``media`` (captions, file names, transcripts) sealed
-    # with the tenant's data key (family "message", id ``message_id``); all three are
-    # empty in the stored form then. None: stored in the
+    # ``text``, ``attachments``, ``media`` (captions, file names, transcripts) and
+    # ``user_name`` (a commenter's username) sealed with the tenant's data key (family
+    # "message", id ``message_id``); all are empty in the stored form then. None: stored in the
     # clear (written before sealing, or by a process without MTDESK_ENCRYPTION_KEYS).
     sealed: bytes | None = None
 
@@ -106,18 +112,32 @@ class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StoredMessage)
-_private_decoder = msgspec.msgpack.Decoder(
-    tuple[str | None, tuple[Attachment, ...], tuple[MediaRecord, ...]])
 SEALED_FAMILY = "message"
 
 
+class _Private(msgspec.Struct, frozen=True, array_like=True):
+    """What of a message is sealed, as one msgpack array (older sealed forms have no
+    ``user_name``: it reads as None)."""
+
+    text: str | None
+    attachments: tuple[Attachment, ...]
+    media: tuple[MediaRecord, ...]
+    user_name: str | None = None
+
+
+_private_decoder = msgspec.msgpack.Decoder(_Private)
+
+
 def encode_message(message: StoredMessage, key: TenantKey | None = None) -> bytes:
-    """The stored form; with an enabled ``key`` the text and attachments are sealed."""
+    """The stored form; with an enabled ``key`` the text, attachments, media references
+    and a commenter's username are sealed."""
     if key is not None and key.enabled and (
-            message.text is not None or message.attachments or message.media):
-        private = _encoder.encode((message.text, message.attachments, message.media))
+            message.text is not None or message.attachments or message.media
+            or message.user_name is not None):
+        private = _encoder.encode(_Private(message.text, message.attachments, message.media,
+                                           message.user_name))
         message = msgspec.structs.replace(
-            message, text=None, attachments=(), media=(),
+            message, text=None, attachments=(), media=(), user_name=None,
             sealed=key.seal(SEALED_FAMILY, message.message_id, private))
     return _encoder.encode(message)
 
@@ -160,10 +180,12 @@ def open_message(message: StoredMessage, key: TenantKey) -> StoredMessage:
     """``message`` with its sealed text and attachments opened (as it is when not sealed)."""
     if message.sealed is None:
         return message
-    text, attachments, media = _private_decoder.decode(
+    private = _private_decoder.decode(
         key.open(SEALED_FAMILY, message.message_id, message.sealed))
-    return msgspec.structs.replace(message, text=text, attachments=attachments, media=media,
-                                   sealed=None)
+    return msgspec.structs.replace(
+        message, text=private.text, attachments=private.attachments, media=private.media,
+        user_name=private.user_name if private.user_name is not None else message.user_name,
+        sealed=None)
 
 
 # KEYS: outbound hash; ARGV: status, reason, ttl_s, now_ms, conv.
@@ -193,6 +215,17 @@ return 1
 HISTORY_APPEND_LUA = lua_source("mtdesk.core", "lua/history_append.lua")
 APPEND_LUA = HISTORY_APPEND_LUA + lua_source("mtdesk.core", "lua/append.lua")
 MOVE_LUA = lua_source("mtdesk.core", "lua/history_move.lua")
+
+
+# KEYS: an inbox card; ARGV: entry ids removed. The card's line goes when it is one of them.
+FORGET_LINE_LUA = """
+local last = redis.call('HGET', KEYS[1], 'last_entry')
+if not last then return 0 end
+for i = 1, #ARGV do
+  if ARGV[i] == last then return redis.call('HDEL', KEYS[1], 'last_text') end
+end
+return 0
+"""
 
 
 def inbound_message(
@@ -235,6 +268,7 @@ class MessageStore:
         self._append = LuaScript(APPEND_LUA, name="history_append").bind(redis)
         self._status = LuaScript(UPDATE_STATUS_LUA, name="history_status").bind(redis)
         self._move = LuaScript(MOVE_LUA, name="history_move").bind(redis)
+        self._forget_line = LuaScript(FORGET_LINE_LUA, name="card_forget_line").bind(redis)
 
     @property
     def ttl_s(self) -> int:
@@ -340,14 +374,16 @@ class MessageStore:
                                         reason=reason, conversation=conversation)
 
     async def unsend(
-        self, tenant_id: str, conversation: str, message_id: str, *, scan: int = 1000
+        self, tenant_id: str, conversation: str, message_id: str, *, scan: int = 1000,
+        direction: Direction = "in",
     ) -> list[StoredMessage]:
         """The person unsent ``message_id``: its inbound entry and every stored version of
         it (edits, ``kind == "edit"`` replying to it) and the record of its media leave
         the history, so neither the
-        inbox nor an export shows them again. Looks at the last ``scan`` entries (an
-        unsend comes soon after the message: Meta allows it for a limited time). Returns
-        what was removed, oldest first."""
+        inbox nor an export shows them again. With ``direction="out"`` it is one of the
+        business's own messages (and its edits) that goes. Looks at the last ``scan``
+        entries (an unsend comes soon after the message: Meta allows it for a limited
+        time). Returns what was removed, oldest first."""
         entries = as_entries(
             await self._redis.xrevrange(keys.history(tenant_id, conversation), count=scan)
         )
@@ -355,7 +391,7 @@ class MessageStore:
         ids: list[bytes] = []
         for entry_id, fields in entries:
             message = decode_message(fields[b"m"])
-            if message.direction != "in":
+            if message.direction != direction:
                 continue
             if message.message_id == message_id or (
                 message.kind in ("edit", MEDIA_KIND) and message.reply_to == message_id
@@ -364,19 +400,58 @@ class MessageStore:
                 gone.append(message)
         if ids:
             await self._redis.xdel(keys.history(tenant_id, conversation), *ids)
+            # The inbox card's line, when it is one of them, goes too.
+            await self._forget_line(keys=[keys.inbox_card(tenant_id, conversation)], args=ids)
         return await self.opened(tenant_id, gone[::-1])
+
+    async def find(
+        self, tenant_id: str, conversation: str, message_id: str, *,
+        direction: Direction, scan: int = 1000,
+    ) -> StoredMessage | None:
+        """The latest stored version of ``message_id`` (its latest edit's text, else its
+        own) among the last ``scan`` entries of ``conversation``, opened; None if absent."""
+        entries = as_entries(
+            await self._redis.xrevrange(keys.history(tenant_id, conversation), count=scan)
+        )
+        for _entry_id, fields in entries:
+            message = decode_message(fields[b"m"])
+            if message.direction == direction and (
+                    message.message_id == message_id
+                    or (message.kind == "edit" and message.reply_to == message_id)):
+                return (await self.opened(tenant_id, [message]))[0]
+        return None
+
+    async def note_imported(self, tenant_id: str, conversation: str, entry: str,
+                            written_ms: int) -> None:
+        """Entry ``entry`` of ``conversation`` is an imported message written at
+        ``written_ms``: retention counts from then, not from the import."""
+        if entry:
+            await self._redis.zadd(keys.imported(tenant_id, conversation),
+                                   {entry: max(0, written_ms)})
+
+    async def expire_imported(self, tenant_id: str, conversation: str, cutoff_ms: int) -> int:
+        """Remove the imported messages of ``conversation`` written before ``cutoff_ms``
+        (whenever they were imported); returns how many history entries went."""
+        index = keys.imported(tenant_id, conversation)
+        old = await self._redis.zrangebyscore(index, "-inf", f"({cutoff_ms}")
+        removed = 0
+        if old:
+            removed = int(await self._redis.xdel(keys.history(tenant_id, conversation), *old))
+            await self._redis.zrem(index, *old)
+        return removed
 
     async def move(self, tenant_id: str, old: str, new: str) -> int:
         """The person's id changed: conversation ``old``'s history becomes ``new``'s (or
         joins it in time order, when ``new`` has some already) and its place in the
         conversation list moves too. The entries keep their ids (their times) and their
-        contents; its inbox card moves too. Returns how many entries moved."""
+        contents; its inbox card and its imported messages' times move too. Returns how many entries moved."""
         if old == new:
             return 0
         return int(await self._move(
             keys=[keys.history(tenant_id, old), keys.history(tenant_id, new),
                   keys.conversations(tenant_id), keys.inbox_card(tenant_id, old),
-                  keys.inbox_card(tenant_id, new)],
+                  keys.inbox_card(tenant_id, new), keys.imported(tenant_id, old),
+                  keys.imported(tenant_id, new)],
             args=[old, new],
         ))
 

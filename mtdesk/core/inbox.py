@@ -45,6 +45,12 @@ from mtdesk.core.redis import Redis, as_hash, as_scored
 from mtdesk.core.scripts import LuaScript
 from mtdesk.core.sealing import TenantCipher, is_sealed
 
+# The person's name and picture on a card, sealed with the tenant's key (id: the
+# conversation key) like the card's last line.
+PROFILE_FAMILY: Final = "inbox_profile"
+_SEALED_CARD_FIELDS: Final = {b"last_text": CARD_FAMILY, b"name": PROFILE_FAMILY,
+                              b"picture": PROFILE_FAMILY}
+
 Status = Literal["bot", "human", "closed"]
 STATUSES: Final = ("bot", "human", "closed")
 # A console reply pauses the bot this long when MTDESK_HANDOFF_PAUSE_S is 0 (echo
@@ -146,8 +152,9 @@ return 1
 
 class Inbox:
     """The inbox over Redis; cheap to build (holds the client and the cipher). A card's
-    last line is sealed at rest like the message's text: ``cipher`` opens it (without
-    one, or when the tenant's key is gone, a sealed line reads as none)."""
+    last line, and the person's name and picture, are sealed at rest like the message's
+    text: ``cipher`` seals and opens them (without one, or when the tenant's key is gone,
+    a sealed field reads as none)."""
 
     def __init__(self, redis: Redis, cipher: TenantCipher | None = None) -> None:
         self._redis = redis
@@ -173,18 +180,22 @@ class Inbox:
 
     async def _opened(self, tenant_id: str, conversation: str,
                       raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
-        """``raw`` with its sealed last line opened (dropped when it cannot be)."""
-        line = raw.get(b"last_text")
-        if line is None or not is_sealed(line):
+        """``raw`` with its sealed last line, name and picture opened (each dropped when
+        it cannot be)."""
+        sealed = {f: raw[f] for f in _SEALED_CARD_FIELDS if f in raw and is_sealed(raw[f])}
+        if not sealed:
             return raw
-        opened = dict(raw)
-        del opened[b"last_text"]
+        opened = {f: v for f, v in raw.items() if f not in sealed}
         if self._cipher is not None:
             try:
                 key = await self._cipher.key(tenant_id, create=False)
-                opened[b"last_text"] = key.open(CARD_FAMILY, conversation, line)
             except (DecryptionError, ValueError):
-                pass
+                return opened
+            for field, value in sealed.items():
+                try:
+                    opened[field] = key.open(_SEALED_CARD_FIELDS[field], conversation, value)
+                except (DecryptionError, ValueError):
+                    pass
         return opened
 
     async def card(self, tenant_id: str, conversation: str) -> Card | None:
@@ -280,11 +291,18 @@ class Inbox:
         """The person's name and picture as Meta gave them (``profile_ms``: when asked),
         only while the conversation exists (a late answer never brings an erased one
         back). True when stored."""
-        fields: list[str | int] = ["profile_ms", now_ms]
+        fields: list[str | int | bytes] = ["profile_ms", now_ms]
+        key = (await self._cipher.key(tenant_id)
+               if self._cipher is not None and self._cipher.enabled and (name or picture)
+               else None)
+
+        def sealed(text: str) -> str | bytes:
+            return key.seal_text(PROFILE_FAMILY, conversation, text) if key else text
+
         if name:
-            fields += ["name", name[:200]]
+            fields += ["name", sealed(name[:200])]
         if picture:
-            fields += ["picture", picture[:2000]]
+            fields += ["picture", sealed(picture[:2000])]
         done = await self._set_profile(
             keys=[keys.conversations(tenant_id), keys.inbox_card(tenant_id, conversation)],
             args=[conversation, f"c {conversation}", keys.live(tenant_id), *fields])

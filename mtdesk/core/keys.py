@@ -123,6 +123,15 @@ HISTORY = _t("history", "hist", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SEC
              "history", section="conversations", counted_as="conversations", scope=_C)
 MEDIA = _t("media", "media", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SECTION, "media",
            section="conversations", counted_as="media", scope=_C)
+# Imported history (WhatsApp Business app): its entries' message times (entry id → the
+# time the message was written), so retention counts from when it was written.
+IMPORTED = _t("imported", "imported", True, True, _E.CONVERSATION, _R.MESSAGES, _X.DERIVED,
+              "imported", scope=_C)
+# A WhatsApp number's business-scoped user id (the person's phone number → ``US.…``),
+# learnt from live messages that carry both: imported history, keyed by the number,
+# joins the conversation of the business-scoped id. Expires with the retention period.
+PHONE_ALIAS = _t("phone_alias", "waid", True, True, _E.NAMED, _R.TTL, _X.DERIVED,
+                 "phone_alias")
 PAUSED = _t("paused", "paused", True, True, _E.CONVERSATION, _R.TTL, _X.DERIVED, "paused",
             scope=_C)
 # The inbox's card of a conversation: the person's name and picture (from Meta), the last
@@ -182,6 +191,12 @@ STRIPE_CUSTOMER = _g("stripe_customer", "stripe:cust", True, False, _E.OWNED, _R
                      "stripe_customer")
 STRIPE_EVENT = _g("stripe_event", "stripe:evt", True, False, _E.NONE, _R.TTL, "stripe_event")
 CLUSTER = _g("cluster_report", "cluster", False, False, _E.NONE, _R.TTL, "cluster_report")
+OWNERSHIP = _g("shard_ownership", "owners", False, False, _E.NONE, _R.CONFIGURATION,
+               "shard_ownership")
+RESHARD = _g("reshard_request", "reshard", False, False, _E.NONE, _R.CONFIGURATION,
+             "reshard_request")
+OWNER_EPOCH = _g("partition_owner", "own", True, False, _E.NONE, _R.CONFIGURATION,
+                 "partition_owner")
 # Sign-in: an e-mail's user, sessions, one-time links and Meta login states name their
 # tenant (erased with it); failure counters are digests with a TTL.
 USER_EMAIL = _g("user_email", "uemail", True, True, _E.OWNED, _R.CONFIGURATION, "user_email")
@@ -197,12 +212,13 @@ LAYOUT_VERSION = _g("layout", "layout", False, False, _E.NONE, _R.CONFIGURATION,
 
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY, MEDIA,
-    PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, ANALYTICS,
+    IMPORTED, PHONE_ALIAS, PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, ANALYTICS,
     ANALYTICS_CONVERSATIONS, USER_SET, USER,
     USER_SESSIONS, API_KEYS, DATA_KEY,
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
     KB_PENDING_SET, KB_READING, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
+    OWNERSHIP, RESHARD, OWNER_EPOCH,
     USER_EMAIL, SESSION, LOGIN_FAILURES, MAIL_COOLDOWN, ONE_TIME_LINK, CONNECT_STATE,
     WATCHDOG, LAYOUT_VERSION,
 )
@@ -444,6 +460,18 @@ def media(tenant_id: str, conversation: str) -> str:
     return f"{ROOT}:t:{{{tenant_id}}}:media:{conversation}"
 
 
+def imported(tenant_id: str, conversation: str) -> str:
+    """Sorted set: the history entry ids of a conversation's imported messages (WhatsApp
+    Business app history), each scored by the time the message was written (ms)."""
+    return f"{ROOT}:t:{{{tenant_id}}}:imported:{conversation}"
+
+
+def phone_alias(tenant_id: str, account_id: str, wa_id: str) -> str:
+    """String: the business-scoped user id of the WhatsApp number ``wa_id`` writing to
+    the business number ``account_id`` (its phone_number_id)."""
+    return f"{ROOT}:t:{{{tenant_id}}}:waid:{account_id}:{wa_id}"
+
+
 def reply(tenant_id: str, event_id: str) -> str:
     """Hash: state (generating|sending|sent|skipped|failed), graph ids, attempts."""
     return f"{ROOT}:t:{{{tenant_id}}}:reply:{event_id}"
@@ -573,6 +601,23 @@ def shard_stats_pattern() -> str:
 def cluster_report() -> str:
     """Where every actor runs and its queue figures (JSON, short TTL; see core/cluster.py)."""
     return f"{ROOT}:cluster"
+
+
+def shard_ownership() -> str:
+    """Which conversation shard owns each partition, with the epoch of the last handover
+    (JSON; written by the director only, see core/ownership.py)."""
+    return f"{ROOT}:owners"
+
+
+def reshard_request() -> str:
+    """The shard count an operator asked for (JSON; ``mtdesk shards set``, the API)."""
+    return f"{ROOT}:reshard"
+
+
+def partition_owner(partition: int) -> str:
+    """The epoch at which the partition's owner got it: its fence, in the hash slot of the
+    partition's stream (:func:`inbound`), so the acknowledgement script checks it."""
+    return f"{ROOT}:own:{{{partition}}}"
 
 
 # --- billing (Stripe) ---------------------------------------------------------------------

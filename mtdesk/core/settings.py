@@ -122,6 +122,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     llm_timeout_s: float = 30.0
     # A reply the Graph API keeps refusing with retriable errors is tried this long.
     send_retry_for_s: float = 120.0
+    # A reply resumed after a crash waits this long for Meta's confirmation (echo or
+    # status) of the part that may have gone out just before it, before sending it.
+    send_confirm_wait_s: float = 3.0
     page_sends_per_s: int = 300
     whatsapp_mps: int = 80
     # Privacy.
@@ -458,6 +461,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         history_turns=e.whole("history_turns", low=0, high=1000),
         llm_timeout_s=e.number("llm_timeout_s", low=0.1),
         send_retry_for_s=e.number("send_retry_for_s", low=0.0),
+        send_confirm_wait_s=e.number("send_confirm_wait_s", low=0.0),
         page_sends_per_s=e.whole("page_sends_per_s", low=1, high=100_000),
         whatsapp_mps=e.whole("whatsapp_mps", low=1, high=1000),
         retention_days=e.whole("retention_days", low=1, high=365),

@@ -153,14 +153,16 @@ class FakeProcess:
         self.stop()
 
 
-def spawn_fake(module: str, *args: str, timeout: float = 20.0) -> FakeProcess:
-    """Start ``python -m <module> --port 0 <args>`` and wait until it listens."""
+def spawn_fake(module: str, *args: str, timeout: float = 20.0,
+               env: dict[str, str] | None = None) -> FakeProcess:
+    """Start ``python -m <module> --port 0 <args>`` and wait until it listens (``env``:
+    variables added to this process's environment for it)."""
     popen = subprocess.Popen(
         [sys.executable, "-m", module, "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=None,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     root = _read_ready_line(popen.stdout, popen, timeout)
     return FakeProcess(popen, root)

@@ -40,6 +40,9 @@ What it answers (``{version}`` is any ``vNN.N``):
   ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``;
   :meth:`FakeGraphAPI.storm` answers every message send with errors for a while.
 - Latency: ``latency_s`` (settable at any time) delays every answer.
+- Webhooks back to the product, as Meta posts them (off unless configured): the echo of
+  every Messenger / Instagram message sent, a ``sent`` status of every WhatsApp one,
+  signed with the app secret; see :mod:`mtdesk.fakes.graph_webhooks`.
 - Meta's login flows (dialogs, code exchange, ``debug_token``, ``/me/accounts``,
   ``subscribed_apps``, Instagram Login): :attr:`FakeGraphAPI.login`, see
   :mod:`mtdesk.fakes.meta_login`.
@@ -48,7 +51,9 @@ Control endpoints for a fake running in another process (``python -m mtdesk.fake
 ``GET /_fake/sends`` (accepted sends), ``GET /_fake/signals`` (read marks and typing),
 ``GET /_fake/attempts`` (every call; these take
 ``?since=N`` to skip the first N),
-``POST /_fake/accounts`` ``{"account_id", "token", "channel"?}``, ``POST /_fake/fail``
+``POST /_fake/accounts`` ``{"account_id", "token", "channel"?}``,
+``POST /_fake/webhooks`` ``{"url", "app_secret", "delay_ms"?, "app_id"?}`` (``url`` null:
+off) and ``GET /_fake/webhooks`` (what was posted), ``POST /_fake/fail``
 (the arguments of ``fail_next``), ``POST /_fake/storm`` ``{"seconds", "errors": [{"code",
 "subcode"?, "http_status"?}]}``, ``POST /_fake/latency`` ``{"ms"}``, ``POST /_fake/reset``.
 """
@@ -68,6 +73,7 @@ from typing import Any
 from aiohttp import web
 
 from mtdesk.fakes._server import FakeProcess, FakeServer, process_arguments, spawn_fake
+from mtdesk.fakes.graph_webhooks import MetaWebhooks
 from mtdesk.fakes.meta_login import FakeMetaLogin
 
 DEFAULT_VERSION = "v25.0"
@@ -183,9 +189,15 @@ class FakeGraphAPI(FakeServer):
         on_send: Callable[[RecordedSend], None] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        webhook_url: str | None = None,
+        app_secret: str = "",
+        webhook_delay_s: float = 0.05,
     ) -> None:
         super().__init__(host=host, port=port, latency_s=latency_s)
         self.on_send = on_send  # called for every accepted send (the demo prints them)
+        # Echoes / statuses of accepted sends posted to the product (off without a URL).
+        self.webhooks = MetaWebhooks()
+        self.webhooks.configure(webhook_url, app_secret, delay_s=webhook_delay_s)
         self.version = version
         self.strict = strict
         self.sends: list[RecordedSend] = []
@@ -323,6 +335,8 @@ class FakeGraphAPI(FakeServer):
         app.router.add_post("/_fake/accounts", self._h_register)
         app.router.add_post("/_fake/fail", self._h_fail)
         app.router.add_post("/_fake/storm", self._h_storm)
+        app.router.add_post("/_fake/webhooks", self._h_webhooks)
+        app.router.add_get("/_fake/webhooks", self._h_webhook_stats)
         self.add_control_routes(app)
         app.router.add_get("/_fake/media/{media_id}", self._h_download)
         app.router.add_get("/_fake/cdn/{name}", self._h_cdn)
@@ -405,6 +419,14 @@ class FakeGraphAPI(FakeServer):
             self.sends.append(record)
             if self.on_send is not None:
                 self.on_send(record)
+            recipient = body.get("recipient")
+            if isinstance(recipient, dict):  # Messenger / Instagram: the person
+                who = recipient.get("id") or self._comment_authors.get(
+                    str(recipient.get("comment_id")))
+            else:
+                who = None
+            self.webhooks.sent(self._channel_of(account_id), account_id, body,
+                               record.message_id or "", who)
         return response
 
     def _answer_signal(self, account_id: str, token: str | None, body: dict[str, Any],
@@ -631,6 +653,20 @@ class FakeGraphAPI(FakeServer):
         )
         return web.json_response({"ok": True})
 
+    async def _h_webhooks(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.webhooks.configure(data.get("url"), str(data.get("app_secret") or ""),
+                                delay_s=float(data.get("delay_ms", 50)) / 1000.0,
+                                app_id=data.get("app_id"))
+        return web.json_response({"ok": True})
+
+    async def _h_webhook_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.webhooks.stats())
+
+    async def stop(self) -> None:
+        await self.webhooks.aclose()
+        await super().stop()
+
     async def _h_storm(self, request: web.Request) -> web.Response:
         data = await request.json()
         self.storm(float(data["seconds"]), [
@@ -705,20 +741,39 @@ def _since(request: web.Request) -> int:
         return 0
 
 
-def spawn_graph(*, latency_ms: float = 0.0, strict: bool = False) -> FakeProcess:
-    """Run the fake Graph API in a child process; its base URL is ``root_url + '/v25.0'``."""
+def spawn_graph(*, latency_ms: float = 0.0, strict: bool = False,
+                webhook_url: str | None = None, app_secret: str = "",
+                webhook_delay_ms: float = 50.0) -> FakeProcess:
+    """Run the fake Graph API in a child process; its base URL is ``root_url + '/v25.0'``.
+    With ``webhook_url`` and ``app_secret`` it posts Meta's echoes / statuses there."""
     args = ["--latency-ms", str(latency_ms)]
     if strict:
         args.append("--strict")
+    if webhook_url:
+        args += ["--webhook-url", webhook_url, "--webhook-delay-ms", str(webhook_delay_ms)]
+    if app_secret:  # passed in the environment, not on a command line others can read
+        return spawn_fake("mtdesk.fakes.graph", *args,
+                          env={_APP_SECRET_VARIABLE: app_secret})
     return spawn_fake("mtdesk.fakes.graph", *args)
 
 
+_APP_SECRET_VARIABLE = "MTDESK_FAKE_GRAPH_APP_SECRET"
+
+
 def main(argv: list[str] | None = None) -> None:
+    import os
+
     parser = process_arguments("Fake Meta Graph API (records sends; error injection)")
     parser.add_argument("--strict", action="store_true", help="unregistered accounts answer 190")
+    parser.add_argument("--webhook-url", default=None,
+                        help="post Meta's echoes / statuses of accepted sends here")
+    parser.add_argument("--webhook-delay-ms", type=float, default=50.0,
+                        help="delay before each webhook (default 50)")
     args = parser.parse_args(argv)
     fake = FakeGraphAPI(latency_s=args.latency_ms / 1000.0, strict=args.strict,
-                        host=args.host, port=args.port)
+                        host=args.host, port=args.port, webhook_url=args.webhook_url,
+                        app_secret=os.environ.get(_APP_SECRET_VARIABLE, ""),
+                        webhook_delay_s=args.webhook_delay_ms / 1000.0)
     asyncio.run(fake.serve_forever())
 
 

@@ -6,7 +6,9 @@ What a caller may rely on:
   policy's 12 months); a tenant may set less with :func:`set_retention_days` (field
   ``retention_days`` of the tenant hash). :func:`effective_retention_days` is what applies.
 - :meth:`RetentionSweep.run` deletes, per tenant, everything stored before
-  ``now - period``: history entries (``XTRIM MINID``: entry ids are store times), the
+  ``now - period``: history entries (``XTRIM MINID``: entry ids are store times), and
+  imported history (WhatsApp Business app) written before then, whenever imported
+  (``keys.imported``: each entry's message time), the
   conversation index entry, context and pause marker of a conversation with nothing
   left, the remembered turns of a continuing conversation's context that are older than
   its retained messages (shards are told to reload it by an erasure notice), the media
@@ -59,14 +61,14 @@ DAY_MS = 86_400_000
 _REPORTED_AS = {keys.REPLY.name: "replies", keys.OUTBOUND.name: "outbound"}
 _STATE_TIME_FIELDS = (b"updated_ms", b"created_ms")
 
-# KEYS: history, context, paused, conversations, media, inbox card; ARGV: conversation, cutoff ms.
+# KEYS: history, context, paused, conversations, media, inbox card, imported; ARGV: conversation, cutoff ms.
 # Expire a conversation only while its history is empty and it was not active since.
 _EXPIRE_CONVERSATION = """
 if redis.call('XLEN', KEYS[1]) > 0 then return {0, 0} end
 local last = redis.call('ZSCORE', KEYS[4], ARGV[1])
 if last and tonumber(last) >= tonumber(ARGV[2]) then return {0, 0} end
 local ctx = redis.call('DEL', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[5], KEYS[6], KEYS[7])
 return {redis.call('ZREM', KEYS[4], ARGV[1]), ctx}
 """
 
@@ -210,9 +212,21 @@ class RetentionSweep:
             pipe.xtrim(keys.history(tenant_id, conv), minid=cutoff, approximate=False)
             # The media bytes customers sent: their entry ids are store times too.
             pipe.xtrim(keys.media(tenant_id, conv), minid=cutoff, approximate=False)
+            # Imported history: entry ids are import times; it goes by when it was written.
+            pipe.zrangebyscore(keys.imported(tenant_id, conv), "-inf", f"({cutoff}")
         results = await pipe.execute()
-        trimmed = results[0::2]
-        report.add("media", sum(int(n) for n in results[1::2]))
+        trimmed = [int(n) for n in results[0::3]]
+        report.add("media", sum(int(n) for n in results[1::3]))
+        old_imports = results[2::3]
+        if any(old_imports):
+            pipe = self._redis.pipeline(transaction=False)
+            for (conv, _), ids in zip(convs, old_imports, strict=True):
+                if ids:
+                    pipe.xdel(keys.history(tenant_id, conv), *ids)
+                    pipe.zrem(keys.imported(tenant_id, conv), *ids)
+            deleted = iter((await pipe.execute())[0::2])  # the XDELs' counts
+            trimmed = [cut + int(next(deleted)) if ids else cut
+                       for cut, ids in zip(trimmed, old_imports, strict=True)]
         pipe = self._redis.pipeline(transaction=False)
         for conv, _ in convs:
             pipe.xlen(keys.history(tenant_id, conv))
@@ -240,7 +254,8 @@ class RetentionSweep:
                 pipe,
                 [keys.history(tenant_id, conv), keys.context(tenant_id, conv),
                  keys.paused(tenant_id, conv), keys.conversations(tenant_id),
-                 keys.media(tenant_id, conv), keys.inbox_card(tenant_id, conv)],
+                 keys.media(tenant_id, conv), keys.inbox_card(tenant_id, conv),
+                 keys.imported(tenant_id, conv)],
                 [conv, cutoff],
             )
         _sha, *expired = await pipe.execute()

@@ -65,7 +65,8 @@ async def test_while_meta_agent_owns_the_thread_the_bot_is_silent_and_answers_on
         await d.push(d.message("thanks, one more question", user="U20"))
         await eventually(lambda: len(d.graph.sends) == 1)
         assert d.texts_to("U20")
-        assert (await read_thread_control(redis, d.tenant_id, conv)).ours
+        # The stored context says so once the reply's end persisted it (after the send).
+        await eventually(lambda: _owner(redis, d.tenant_id, conv, ""))
         # The model knows what the person told the agent meanwhile.
         said = [m["content"] for m in d.llm.chat_requests[-1].messages if m["role"] == "user"]
         assert said == ["where is my parcel?", "thanks, one more question"]

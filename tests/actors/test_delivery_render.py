@@ -100,12 +100,22 @@ def test_messenger_body_is_a_response_with_our_metadata() -> None:
                                 "message": {"text": "Hi there.", "metadata": "mtdesk:mid.1#0"}}
 
 
+def test_whatsapp_parts_carry_our_mark_within_512_characters() -> None:
+    """Meta returns ``biz_opaque_callback_data`` in the message's statuses; it takes 512."""
+    long_key = "wamid." + "A" * 600
+    bodies = render_parts(_msg(channel="whatsapp", wa_id="4471", reply_key=long_key,
+                               text="x " * 3000))
+    marks = [json.loads(b)["biz_opaque_callback_data"] for b in bodies]
+    assert len(marks) == 2 and all(len(m) <= 512 for m in marks)
+    assert marks[0].startswith("mtdesk:h:") and marks[0].endswith("#0") and marks[1].endswith("#1")
+
+
 def test_whatsapp_body_addresses_wa_id_or_business_scoped_user() -> None:
     [by_phone] = render_parts(_msg(channel="whatsapp", user_id="US.77", wa_id="4471", reply_to="wamid.X"))
     assert json.loads(by_phone) == {
         "messaging_product": "whatsapp", "recipient_type": "individual", "to": "4471",
         "type": "text", "text": {"body": "Hi there.", "preview_url": False},
-        "context": {"message_id": "wamid.X"}}
+        "context": {"message_id": "wamid.X"}, "biz_opaque_callback_data": "mtdesk:mid.1#0"}
     [by_user] = render_parts(_msg(channel="whatsapp", user_id="US.77"))
     decoded = json.loads(by_user)
     assert decoded["recipient"] == "US.77" and "to" not in decoded

@@ -10,10 +10,11 @@ from collections import Counter
 
 from shardkit import desk, eventually
 
+from mtdesk.core.groups import FENCED_ACK
 from mtdesk.core.redis import Redis
 
 # Stream plumbing and the test's own pushes: batched per shard, not per message.
-_PLUMBING = {"XREADGROUP", "XACK", "XDEL", "XADD"}
+_PLUMBING = {"XREADGROUP", "XACK", "XDEL", "XADD", "FENCED_ACK", "BACKGROUND"}
 
 
 async def _watch(redis_url: str, seen: Counter[str], ready: asyncio.Event) -> None:
@@ -26,7 +27,13 @@ async def _watch(redis_url: str, seen: Counter[str], ready: asyncio.Event) -> No
             async for command in monitor.listen():
                 if command.get("client_type") == "lua":  # run inside a script: no round trip
                     continue
-                seen[str(command.get("command", "")).split(" ", 1)[0].strip('"').upper()] += 1
+                words = str(command.get("command", "")).split(" ", 4)
+                name = words[0].strip('"').upper()
+                if name == "EVALSHA" and len(words) > 3 and words[1].strip('"') == FENCED_ACK.sha:
+                    name = "FENCED_ACK"  # acknowledgements: batched, like XACK + XDEL were
+                elif name == "EVALSHA" and len(words) > 3 and ":reply:" not in words[3]:
+                    name = "BACKGROUND"  # analytics, erasure checks: per second, not per message
+                seen[name] += 1
     finally:
         await client.aclose()
 

@@ -13,7 +13,18 @@ from hypothesis import strategies as st
 from meta_kinds import BSUID, PAGE, PHONE_ID, PSID, WA, load
 
 from mtdesk.channels.webhook import UndecodableBody, parse_webhook
-from mtdesk.core.events import Echo, Event, Handover, Imported, Message, UserChanged
+from mtdesk.core.events import (
+    Echo,
+    Edit,
+    Event,
+    Handover,
+    Imported,
+    Message,
+    Unsend,
+    UserChanged,
+)
+
+ECHOED = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJFQ0hPRUNITzEyMzQ1Njc4OQA="  # the echo fixture's id
 
 
 def events(name: str) -> list[Event]:
@@ -50,6 +61,24 @@ def test_business_app_echoes_are_the_business_writing_to_the_person() -> None:
     assert (echo.account_id, echo.user_id, echo.wa_id) == (PHONE_ID, BSUID, WA)
     assert echo.app_id is None and echo.metadata is None  # never taken for our own send
     assert echo.text == "Here's the info you requested! https://www.example.com/quest-3/"
+
+
+def test_business_app_edits_and_deletes_name_the_business_message_they_change() -> None:
+    [edit] = events("whatsapp_smb_echo_edit")
+    assert isinstance(edit, Edit) and edit.by_business
+    assert (edit.account_id, edit.user_id, edit.wa_id, edit.target_id) == (
+        PHONE_ID, BSUID, WA, ECHOED)
+    assert edit.text == "Here's the info you requested! https://www.example.com/quest-3s/"
+    [unsend] = events("whatsapp_smb_echo_revoke")
+    assert isinstance(unsend, Unsend) and unsend.by_business
+    assert (unsend.user_id, unsend.target_id, unsend.event_id) == (BSUID, ECHOED,
+                                                                  f"unsend:{ECHOED}")
+
+
+def test_a_live_message_names_both_the_number_and_the_business_scoped_id() -> None:
+    [message] = events("whatsapp_text_bsuid")
+    assert isinstance(message, Message)
+    assert (message.user_id, message.wa_id) == (BSUID, WA)  # what imported history joins by
 
 
 def test_imported_history_says_who_wrote_each_message() -> None:

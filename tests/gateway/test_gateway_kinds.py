@@ -264,3 +264,17 @@ def test_mentions_are_events_of_the_account_mentions_feed() -> None:
     assert in_comment.event_id == f"mention:{IG_ID}:17894227972186120"
     # Meta may deliver a notification again: the same mention has the same id.
     assert events("instagram_mention_comment")[0].event_id == in_comment.event_id
+
+
+def test_a_whatsapp_status_carries_the_mark_our_send_put_on_it() -> None:
+    """``biz_opaque_callback_data`` comes back in the statuses of the message it was sent
+    with: the resumed reply reads it as Meta's confirmation of that part."""
+    body = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "messages", "value": {"metadata": {"phone_number_id": PHONE_ID},
+                                       "statuses": [{"id": "wamid.S1", "status": "sent",
+                                                     "timestamp": "1", "recipient_id": WA,
+                                                     "biz_opaque_callback_data":
+                                                         "mtdesk:wamid.IN#1"}]}}]}]}
+    [status] = parse_webhook(json.dumps(body).encode()).events
+    assert isinstance(status, Status)
+    assert status.callback_data == "mtdesk:wamid.IN#1" and status.message_id == "wamid.S1"

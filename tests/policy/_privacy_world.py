@@ -102,6 +102,18 @@ async def store_conversation(
         text=f"answer for {person.text}", reply_to=person.mid, status="sent",
     )
     await store.append(tenant_id, reply, now_ms=at_ms + 1)
+    if person.wa_id:  # WhatsApp: a message imported from the Business app, and the
+        # number's business-scoped id (imported history keyed by the number joins here)
+        imported = StoredMessage(
+            direction="in", message_id=f"{person.mid}_imported", kind="imported",
+            channel=person.channel, account_id=person.account_id, user_id=person.user_id,
+            # written yesterday (by the real clock: retention's imported index reads it)
+            timestamp_ms=int(time.time() * 1000) - 86_400_000, text=f"imported {person.text}",
+            status="skipped")
+        entry = await store.append(tenant_id, imported, now_ms=at_ms + 2)
+        await store.note_imported(tenant_id, person.conv, entry, imported.timestamp_ms)
+        await redis.set(keys.phone_alias(tenant_id, person.account_id, person.wa_id),
+                        person.user_id, ex=3600)
     ctx = msgspec.msgpack.encode(
         {"user_id": person.user_id, "wa_id": person.wa_id, "turns": [person.text]}
     )

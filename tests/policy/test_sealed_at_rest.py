@@ -42,6 +42,7 @@ from mtdesk.core import keys  # noqa: E402
 from mtdesk.core.clock import SystemClock  # noqa: E402
 from mtdesk.core.errors import DecryptionError  # noqa: E402
 from mtdesk.core.history import MessageStore  # noqa: E402
+from mtdesk.core.inbox import Inbox  # noqa: E402
 from mtdesk.core.ports import BotConfig  # noqa: E402
 from mtdesk.core.redis import Redis, connect  # noqa: E402
 from mtdesk.core.sealing import KeyRing, TenantCipher  # noqa: E402
@@ -58,11 +59,13 @@ APP_SECRET = "sealed-test-app-secret"
 MESSENGER_TEXT = "my locker code is 4471 and I live at 12 Juniper Lane"
 WHATSAPP_TEXT = "please deliver to the blue door behind the bakery"
 CUSTOMER_NAME = "Ottilie Quartermaine"
+COMMENT_TEXT = "does the oat flat white come in a litre jug"
+COMMENTER = "ottilie.roasts.beans"
 QA_ANSWER = "Members get the Tuesday espresso tasting for free"
 FILE_TEXT = "The spare key hangs under the third floor fire extinguisher"
 PROMPT = "You are Juniper Coffee's assistant; never mention the supplier Brightbean"
 OTHER_PROMPT = "Second tenant's confidential greeting about the Ravensworth merger"
-NEEDLES = [MESSENGER_TEXT, WHATSAPP_TEXT, CUSTOMER_NAME, QA_ANSWER, FILE_TEXT, PROMPT,
+NEEDLES = [MESSENGER_TEXT, WHATSAPP_TEXT, CUSTOMER_NAME, COMMENT_TEXT, COMMENTER, QA_ANSWER, FILE_TEXT, PROMPT,
            OTHER_PROMPT, "locker code", "Juniper Lane", "blue door", "espresso tasting",
            "fire extinguisher", "Brightbean"]
 
@@ -86,8 +89,12 @@ def _redis_server(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc, port
+            # Listening, and done loading what it found (a restored copy): PONG, not LOADING.
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    return proc, port
+            time.sleep(0.05)
         except OSError:
             assert proc.poll() is None, "redis-server did not start"
             time.sleep(0.05)
@@ -133,6 +140,17 @@ def _whatsapp(wamid: str, text: str, name: str) -> bytes:
             "contacts": [{"profile": {"name": name}, "wa_id": "15550009876"}],
             "messages": [{"from": "15550009876", "id": wamid, "timestamp": str(int(time.time())),
                           "type": "text", "text": {"body": text}}]}}]}]}).encode()
+
+
+def _instagram_comment(comment_id: str, text: str, username: str) -> bytes:
+    """A comment on the business's post, as Meta's Instagram ``comments`` webhook
+    carries it (Webhook notification examples, "Comments payload")."""
+    return json.dumps({"object": "instagram", "entry": [{
+        "id": ACCOUNTS["instagram"], "time": int(time.time()), "changes": [{
+            "field": "comments", "value": {
+                "id": comment_id, "from": {"id": "IGSID-31", "username": username},
+                "text": text, "media": {"id": "17918195224117851",
+                                        "media_product_type": "FEED"}}}]}]}).encode()
 
 
 async def _post(client: TestClient, body: bytes) -> None:
@@ -221,11 +239,21 @@ async def test_nothing_customers_wrote_is_readable_at_rest_and_a_deleted_account
         async with TestClient(TestServer(app)) as client:
             await _post(client, _messenger("m.sealed.1", MESSENGER_TEXT + " Do members get the tasting?"))
             await _post(client, _whatsapp("wamid.SEALED1", WHATSAPP_TEXT, CUSTOMER_NAME))
+            await _post(client, _instagram_comment("17865799348089931", COMMENT_TEXT, COMMENTER))
             # Both answered: two replies (read marks and typing are sends too, so the
             # count of sends alone can be reached before the second customer's answer).
             await eventually(lambda: len(d.llm.chat_requests) >= 2 and sum(
                 1 for s in d.graph.sends if s.action is None and s.status == 200) >= 2, within=30)
-        await eventually(lambda: shard.handled == 2)
+        await eventually(lambda: shard.handled == 3)
+        # The inbox names the WhatsApp customer (their profile name, written by the shard
+        # off the answer's path, sealed on the card), before the shard stops.
+        inbox = Inbox(redis, cipher)
+        wa_conv = f"whatsapp:{ACCOUNTS['whatsapp']}:15550009876"
+
+        async def named() -> bool:
+            card = await inbox.card(tid, wa_conv)
+            return card is not None and card.name == CUSTOMER_NAME
+        await eventually(named)
         await shard.stop(drain_timeout_s=5)
 
         # The words did travel: the model saw the message and the knowledge passage, the
@@ -235,6 +263,9 @@ async def test_nothing_customers_wrote_is_readable_at_rest_and_a_deleted_account
         conv = f"messenger:{ACCOUNTS['messenger']}:PSID-77"
         shown = await d.store().read(tid, conv)
         assert shown[0].text is not None and MESSENGER_TEXT in shown[0].text
+        commented = await d.store().read(tid, f"instagram:{ACCOUNTS['instagram']}:IGSID-31")
+        assert [(m.kind, m.user_name, m.text) for m in commented] == [
+            ("comment", COMMENTER, COMMENT_TEXT)]
         assert [p.text for p in await retriever.search(tid, "spare key fire extinguisher", 3)]
 
         # At rest: no value of Redis, no byte of its append-only file, no file of the data

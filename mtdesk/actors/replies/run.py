@@ -6,6 +6,12 @@ gives a :class:`ReplyRun`. The caller sends ``reply.parts`` (split once, by
 :meth:`ReplyRun.part_sent` after each part Meta accepted, before the next, and
 :meth:`ReplyRun.end` once the send is over. The run folds the last part's record, the
 reply's end and the context write into one round trip; ``end`` then costs nothing.
+
+A part Meta accepted is never sent again because its record failed: the run keeps it
+(in the store's memory of the replies this process is sending) until the record goes
+through, and :meth:`ReplyRun.recover` on a resume records it instead of sending it.
+After a crash that memory is gone; ``recover`` then learns from Meta's confirmation of
+the part (:mod:`mtdesk.actors.replies.confirm`), waiting a bounded time for it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mtdesk.channels.outbound import split_text
+from mtdesk.channels.outbound import metadata_for, split_text
 from mtdesk.core.events import (
     AgentReply,
     Channel,
@@ -144,12 +150,18 @@ class ReplyRun:
     has taken the conversation over (:class:`TakenOver` otherwise)."""
 
     def __init__(self, store: ReplyStore, reply: OutgoingReply, context: Context, *,
-                 prepaid: int, taken_over: bool = False) -> None:
+                 prepaid: int, taken_over: bool = False,
+                 unrecorded: dict[int, str] | None = None) -> None:
         self.reply = reply
         self._store = store
         self._context = context
         self._prepaid = prepaid
         self._taken_over = taken_over
+        # On a resume: the parts this process sent and could not record (None: this
+        # process never sent this reply, e.g. it resumes another's after a crash).
+        self._unrecorded = unrecorded
+        # Parts Meta accepted, kept until recorded (shared with the store's memory).
+        self._accepted = store.sending(reply)
         self.ended: ReplyState | None = None  # the state it ended in (recorded)
         self.context_written = False
 
@@ -181,11 +193,35 @@ class ReplyRun:
                 context=context)
             return context
 
+        # Kept until recorded: if the record fails for good, a resume in this process
+        # records the part (recover) instead of sending it again.
+        self._accepted[index] = message_id
         context = await retry_transient(record, attempts=_RECORD_ATTEMPTS, first_s=0.05,
                                         max_s=2.0, transient=_redis_blip)
+        self._accepted.pop(index, None)
         if last:
             self.ended = ReplyState.SENT
             self.context_written = context is not None
+            self._store.settled(self.reply)
+
+    async def recover(self, start: int, *, wait_s: float) -> int:
+        """On a resume from ``start`` (the parts recorded), the first part still to send.
+        Part ``start`` may have been accepted by Meta and not recorded: this process
+        knows when it sent it (a Redis outage kept the record from going through);
+        after a crash Meta's confirmation of it says so, waited for up to ``wait_s``.
+        Such a part is recorded now (the last one ends the reply), not sent again."""
+        if start >= len(self.reply.parts):
+            return start
+        mark = metadata_for(self.reply.event_id, start)
+        confirmations = self._store.confirmations
+        if self._unrecorded is not None:
+            message_id = self._unrecorded.get(start) or confirmations.get(mark)
+        else:
+            message_id = await confirmations.wait(mark, wait_s)
+        if message_id is None:
+            return start
+        await self.part_sent(start, message_id)
+        return start + 1
 
     async def end(self, state: ReplyState, reason: str) -> None:
         """End the reply in ``state`` (``sent`` or ``failed``) with the context of that
@@ -197,3 +233,4 @@ class ReplyRun:
                               context=context)
         self.ended = state
         self.context_written = context is not None
+        self._store.settled(self.reply)

@@ -19,8 +19,10 @@ its parts, end it) — and the store folds what it can into one round trip: the 
 with the claim of a burst of one, the stored text with the first send's rate-limit
 permit, the last part with the reply's end and the conversation's context. Every part is
 recorded (reply hash + history + outbound hash) in ONE script, so "Meta accepted part i
-and we know it" is a single step; the only window is a crash between Meta's answer and
-that script (docs/shards.md).
+and we know it" is a single step. Between Meta's answer and that script the run keeps
+the part in this store's memory (:meth:`ReplyStore.sending`), and after a crash a
+resume learns it from Meta's confirmation (:attr:`ReplyStore.confirmations`;
+docs/shards.md).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 import msgspec
 
 from mtdesk.actors.ratelimit import ACQUIRE_LUA_FUNCTION, SendRateLimiter
+from mtdesk.actors.replies.confirm import SendConfirmations
 from mtdesk.actors.replies.run import Context, ContextWrite, OutgoingReply, ReplyRun
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
@@ -130,6 +133,11 @@ class ReplyStore:
         self._begin = _BEGIN.bind(redis)
         self._part_sent = _PART_SENT.bind(redis)
         self._end = _END.bind(redis)
+        # The replies this process is sending (begun or resumed, end not recorded yet),
+        # each with the parts Meta accepted that are not recorded yet; bounded.
+        self._sending: dict[tuple[str, str], dict[int, str]] = {}
+        # Meta's confirmations of our sends, noted by the shard as it reads them.
+        self.confirmations = SendConfirmations()
 
     @property
     def ttl_s(self) -> int:
@@ -250,8 +258,29 @@ class ReplyStore:
         return bool(await self._redis.exists(keys.paused(tenant_id, conversation)))
 
     def resume(self, reply: OutgoingReply, *, context: Context) -> ReplyRun:
-        """The run of a reply whose text is already stored (no round trip)."""
-        return ReplyRun(self, reply, context, prepaid=0)
+        """The run of a reply whose text is already stored (no round trip); it knows the
+        parts this process sent and could not record (:meth:`ReplyRun.recover`)."""
+        known = self._sending.get((reply.tenant_id, reply.event_id))
+        return ReplyRun(self, reply, context, prepaid=0,
+                        unrecorded=dict(known) if known is not None else None)
+
+    # The replies :meth:`sending` remembers at most (the oldest are forgotten first;
+    # a forgotten one resumes as after a crash, from Meta's confirmations).
+    SENDING_CAPACITY = 20_000
+
+    def sending(self, reply: OutgoingReply) -> dict[int, str]:
+        """This process sends ``reply``: its parts accepted and not recorded yet."""
+        key = (reply.tenant_id, reply.event_id)
+        parts = self._sending.get(key)
+        if parts is None:
+            parts = self._sending[key] = {}
+            while len(self._sending) > self.SENDING_CAPACITY:
+                del self._sending[next(iter(self._sending))]
+        return parts
+
+    def settled(self, reply: OutgoingReply) -> None:
+        """The reply's end is recorded: nothing of it is left to remember."""
+        self._sending.pop((reply.tenant_id, reply.event_id), None)
 
     async def generated(
         self, tenant_id: str, event_id: str, text: str, provider: str, model: str, *,

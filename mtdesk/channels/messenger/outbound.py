@@ -98,10 +98,11 @@ def fit(text: str) -> int:
     return min(len(text), MAX_CHARS)
 
 
-def metadata_for(reply_key: str, part: int) -> str:
-    """Our ``metadata`` for part ``part`` of the reply to ``reply_key`` (≤ 1,000 chars)."""
+def metadata_for(reply_key: str, part: int, *, max_chars: int = METADATA_MAX_CHARS) -> str:
+    """Our ``metadata`` for part ``part`` of the reply to ``reply_key`` (≤ ``max_chars``:
+    Meta's 1,000; WhatsApp's ``biz_opaque_callback_data`` takes 512)."""
     value = f"{METADATA_PREFIX}{reply_key}#{part}"
-    if len(value) <= METADATA_MAX_CHARS:
+    if len(value) <= max_chars:
         return value
     digest = hashlib.blake2b(reply_key.encode("utf-8"), digest_size=16).hexdigest()
     return f"{METADATA_PREFIX}h:{digest}#{part}"

@@ -290,6 +290,7 @@ class WAStatus(msgspec.Struct, frozen=True, gc=False):
     recipient_user_id: str | None = None
     errors: list[WAError] | None = None
     pricing: WAPricing | None = None
+    biz_opaque_callback_data: str | None = None  # what our send put there (≤ 512 chars)
 
 
 class WAHistoryMeta(msgspec.Struct, frozen=True, gc=False):
@@ -699,6 +700,7 @@ def _status(account: str, contacts: list[WAContact], s: WAStatus, unknown: list[
         errors=tuple(_error(e) for e in s.errors or ()),
         pricing=None if p is None else Pricing(
             category=p.category, billable=p.billable, model=p.pricing_model, type=p.type),
+        callback_data=s.biz_opaque_callback_data,
         **base,
     )
 
@@ -735,14 +737,28 @@ def echo_events(entry_id: str, value: WAValue, unknown: list[str]) -> list[Event
     """``smb_message_echoes``: what the business sent from the WhatsApp Business app (or
     a linked device). Each is an :class:`Echo` to the person written to (never ours:
     the bot pauses as for a human agent); an echo that edits or deletes one of the
-    business's messages is recorded as ``Unsupported`` (``echo:edit`` / ``echo:revoke``)."""
+    business's messages is an :class:`Edit` / :class:`Unsend` of it, ``by_business``
+    (one that names no message is ``Unsupported`` ``echo:edit`` / ``echo:revoke``)."""
     account = (value.metadata.phone_number_id if value.metadata is not None else None) or entry_id
     out: list[Event] = []
     for m in value.message_echoes or ():
         user = m.to_user_id or m.to or ""
         ts = _ms(m.timestamp)
         eid = m.id or f"wecho:{account}:{user}:{ts}"
-        if m.type in ("revoke", "edit"):
+        if m.type == "revoke" and m.revoke is not None and m.revoke.original_message_id:
+            original = m.revoke.original_message_id
+            out.append(Unsend(event_id=f"unsend:{original}", target_id=original,
+                              by_business=True, channel="whatsapp", account_id=account,
+                              user_id=user, timestamp_ms=ts, wa_id=m.to))
+            continue
+        if m.type == "edit" and m.edit is not None and m.edit.original_message_id:
+            out.append(Edit(
+                event_id=eid, target_id=m.edit.original_message_id, by_business=True,
+                text=m.edit.message.new_text() if m.edit.message is not None else None,
+                channel="whatsapp", account_id=account, user_id=user, timestamp_ms=ts,
+                wa_id=m.to))
+            continue
+        if m.type in ("revoke", "edit"):  # without the message it names
             out.append(Unsupported(event_id=eid, type=f"echo:{m.type}", channel="whatsapp",
                                    account_id=account, user_id=user, timestamp_ms=ts,
                                    wa_id=m.to))

@@ -2,7 +2,9 @@
 
 Callers rely on :data:`MAX_CHARS` (4,096 characters), :func:`whatsapp_address` (the
 phone number when known, else the business-scoped user id) and :func:`render_body`
-(the first part quotes the message answered, via ``context``), and
+(the first part quotes the message answered, via ``context``; every part carries our
+mark ``mtdesk:<reply_key>#<part>`` as ``biz_opaque_callback_data``, which Meta returns
+in the message's ``statuses`` webhooks, at most 512 characters), and
 :func:`render_signals` (the message marked read with a typing indicator: WhatsApp shows
 typing only together with a read mark, so with read receipts off it shows nothing).
 """
@@ -13,6 +15,7 @@ from typing import Final
 
 import msgspec
 
+from mtdesk.channels.messenger.outbound import metadata_for
 from mtdesk.channels.suggestions import (
     BUTTON_TITLE,
     INTERACTIVE_BODY,
@@ -26,6 +29,14 @@ from mtdesk.channels.suggestions import (
 from mtdesk.core.ports import OutboundMessage, SourceAttachment
 
 MAX_CHARS: Final = 4096
+CALLBACK_DATA_MAX_CHARS: Final = 512  # biz_opaque_callback_data
+
+
+def callback_data_for(message: OutboundMessage, part: int) -> str | None:
+    """Our mark on part ``part`` of ``message`` (None for a message of no reply)."""
+    if not message.reply_key:
+        return None
+    return metadata_for(message.reply_key, part, max_chars=CALLBACK_DATA_MAX_CHARS)
 
 
 class _WhatsAppText(msgspec.Struct, frozen=True):
@@ -71,6 +82,7 @@ class WhatsAppSendBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     text: _WhatsAppText | None = None
     template: _Template | None = None
     context: _Context | None = None
+    biz_opaque_callback_data: str | None = None
 
 
 class _Reply(msgspec.Struct, frozen=True):
@@ -120,6 +132,7 @@ class WhatsAppInteractiveBody(msgspec.Struct, frozen=True, kw_only=True, omit_de
     type: str  # "interactive"
     interactive: _Interactive
     context: _Context | None = None
+    biz_opaque_callback_data: str | None = None
 
 
 LIST_BUTTON = "Options"
@@ -214,18 +227,20 @@ def render_body(message: OutboundMessage, text: str, part: int,
         return _encoder.encode(WhatsAppSendBody(
             messaging_product="whatsapp", recipient_type="individual", to=to,
             recipient=recipient, type="template",
-            template=_Template(t.name, _Language(t.language), components)))
+            template=_Template(t.name, _Language(t.language), components),
+            biz_opaque_callback_data=callback_data_for(message, part)))
     context = _Context(message.reply_to) if message.reply_to and part == 0 else None
     interactive = interactive_for(text, suggestions)
     if interactive is not None:
         return _encoder.encode(WhatsAppInteractiveBody(
             messaging_product="whatsapp", recipient_type="individual", to=to,
             recipient=recipient, type="interactive", interactive=interactive,
-            context=context))
+            context=context, biz_opaque_callback_data=callback_data_for(message, part)))
     return _encoder.encode(
         WhatsAppSendBody(
             messaging_product="whatsapp", recipient_type="individual", to=to,
             recipient=recipient, type="text", text=_WhatsAppText(text), context=context,
+            biz_opaque_callback_data=callback_data_for(message, part),
         )
     )
 

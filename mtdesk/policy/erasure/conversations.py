@@ -47,7 +47,7 @@ end
 return kept
 """
 
-# KEYS: history, context, pause marker, index, media, inbox card; ARGV: conversation, force ('1':
+# KEYS: history, context, pause marker, index, media, inbox card, imported; ARGV: conversation, force ('1':
 # even with entries left). The conversation's remaining keys (its media bytes too), once
 # its history stream is empty (else -1: a message came in after the last page read,
 # page through it again). Returns whether a context was deleted.
@@ -55,7 +55,7 @@ _DROP_CONVERSATION = """
 if ARGV[2] ~= '1' and redis.call('XLEN', KEYS[1]) > 0 then return -1 end
 redis.call('DEL', KEYS[1])
 local ctx = redis.call('DEL', KEYS[2])
-redis.call('DEL', KEYS[3], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return ctx
 """
@@ -126,7 +126,7 @@ class ConversationEraser:
                 ctx = int(await self._drop_conversation(
                     keys=[hist, keys.context(tenant_id, conv), keys.paused(tenant_id, conv),
                           keys.conversations(tenant_id), keys.media(tenant_id, conv),
-                          keys.inbox_card(tenant_id, conv)],
+                          keys.inbox_card(tenant_id, conv), keys.imported(tenant_id, conv)],
                     args=[conv, "1" if rereads >= 3 else "0"],
                 ))
                 if ctx >= 0:

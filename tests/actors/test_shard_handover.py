@@ -1,0 +1,110 @@
+"""Handing a partition from one shard to another (the plain shard class, real Redis, the
+fake LLM and Graph API): what the old owner held is answered once, by one of them; a
+stale owner's acknowledgements are refused and it lets the partition go."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shardkit import desk, eventually
+
+from mtdesk.core import keys, ownership
+from mtdesk.core.events import partition_of
+from mtdesk.core.redis import Redis
+
+ALL = [0, 1, 2, 3]
+
+
+async def test_a_released_partition_s_conversation_finishes_on_the_old_owner_and_the_new_one_answers_what_follows(
+    redis: Redis, redis_url: str,
+) -> None:
+    async with desk(redis, redis_url) as d:
+        a = await d.shard(0, ALL, epochs=dict.fromkeys(ALL, 1))
+        await a.start()
+        d.llm.hold()
+        first = d.message("one", user="h1")
+        await d.push(first)
+        p = partition_of(first.conversation, d.settings.partitions)
+        await eventually(lambda: d.llm.waiting == 1)
+        releasing = asyncio.create_task(a.release_partitions([p], timeout_s=10))
+        await eventually(lambda: p not in a.partitions)
+        await d.push(d.message("two", user="h1"))  # arrives while the handover runs
+        d.llm.release()
+        assert (await releasing) == {"released": [p], "left_pending": 0}
+        assert d.texts_to("h1") == ["[gpt-test] You said: one"]  # the old owner finished
+        context = await d.stored_context(first.conversation)
+        assert context is not None and context.turns  # persisted before letting go
+
+        await ownership.fence(redis, p, 2)
+        b = await d.shard(1, [], epochs={})
+        await b.start()
+        assert (await b.take_partitions({p: 2}))["taken"] == [p]
+        await eventually(lambda: len(d.texts_to("h1")) == 2)
+        assert d.texts_to("h1")[1] == "[gpt-test] You said: two"
+
+        async def settled() -> bool:
+            return await d.pending() == 0
+
+        await eventually(settled)
+        assert b.ping()["epochs"] == {p: 2}
+
+
+async def test_what_a_release_cannot_finish_in_time_stays_pending_and_the_new_owner_answers_it_once(
+    redis: Redis, redis_url: str,
+) -> None:
+    async with desk(redis, redis_url) as d:
+        a = await d.shard(0, ALL, epochs=dict.fromkeys(ALL, 1))
+        await a.start()
+        d.llm.hold()
+        held = d.message("slow one", user="h2")
+        await d.push(held)
+        p = partition_of(held.conversation, d.settings.partitions)
+        await eventually(lambda: d.llm.waiting == 1)
+        out = await a.release_partitions([p], timeout_s=0.3)
+        assert out == {"released": [p], "left_pending": 1}
+        await ownership.fence(redis, p, 2)
+        d.llm.release()
+        b = await d.shard(1, [], epochs={})
+        await b.start()
+        assert (await b.take_partitions({p: 2}))["claimed"] == 1
+        await eventually(lambda: d.texts_to("h2") == ["[gpt-test] You said: slow one"])
+
+        async def settled() -> bool:
+            return await d.pending() == 0
+
+        await eventually(settled)
+        assert d.texts_to("h2") == ["[gpt-test] You said: slow one"]
+
+
+async def test_a_stale_owner_s_acknowledgements_are_refused_and_it_stops_reading_the_partition(
+    redis: Redis, redis_url: str,
+) -> None:
+    async with desk(redis, redis_url) as d:
+        a = await d.shard(0, ALL, epochs=dict.fromkeys(ALL, 1))
+        for q in ALL:
+            await ownership.fence(redis, q, 1)
+        await a.start()
+        d.llm.hold()
+        msg = d.message("hello", user="h3")
+        await d.push(msg)
+        p = partition_of(msg.conversation, d.settings.partitions)
+        await eventually(lambda: d.llm.waiting == 1)
+        await ownership.fence(redis, p, 2)  # handed over behind its back
+        d.llm.release()
+        await eventually(lambda: p not in a.partitions)
+        assert p not in a.ping()["epochs"]
+        pending = await redis.xpending(keys.inbound(p), keys.SHARD_GROUP)
+        assert pending["pending"] == 1  # not acknowledged by the stale owner
+        b = await d.shard(1, [], epochs={})
+        await b.start()
+        await b.take_partitions({p: 2})
+
+        async def settled() -> bool:
+            return await d.pending() == 0
+
+        await eventually(settled)
+        # the entry was answered once; the new owner found it answered and acknowledged it
+        assert d.texts_to("h3") == ["[gpt-test] You said: hello"]
+        await d.push(d.message("again", user="h3"))
+        await eventually(lambda: len(d.texts_to("h3")) == 2)
+        assert a.handled == 0
