@@ -402,7 +402,8 @@ async def send_reply(
             await s.tenants.coexistence(reply.tenant_id, reply.channel, reply.account_id):
         s.replies.limiter.pace_coexistence(reply.channel, reply.account_id)
     if begin:
-        run = await s.replies.begin(reply, now_ms=conv.now_ms(), context=context_at)
+        run = await s.replies.begin(reply, now_ms=conv.now_ms(), context=context_at,
+                                    fence=s.ledger.fence(burst[0].partition))
     else:
         run = s.replies.resume(reply, context=context_at)
         # A part Meta accepted before the resume (a record that failed, a crash between

@@ -38,6 +38,7 @@ import msgspec
 from mtdesk.actors import records
 from mtdesk.actors.answering import answer, greeted
 from mtdesk.actors.comments import on_comment
+from mtdesk.actors.replies import PartitionLost
 from mtdesk.actors.takeover import send_agent_reply
 from mtdesk.actors.turns import (
     ConversationContext,
@@ -229,6 +230,9 @@ class Conversation:
         except asyncio.CancelledError:
             self.services.ledger.release(item)
             raise
+        except PartitionLost:  # its new owner answers it; nothing more from here
+            self.services.ledger.release(item)
+            self.services.ledger.lost(item.partition)
         except Exception:
             log.exception("event failed, left pending for redelivery",
                           extra={"entry": item.entry_id, "conv": self.key})

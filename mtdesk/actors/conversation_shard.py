@@ -505,6 +505,15 @@ class ConversationShard:
         """A conversation's worker stopped: a read waiting for capacity may go on."""
         self._wake_capacity()
 
+    def fence(self, partition: int) -> tuple[str, str] | None:
+        epoch = self.epochs.get(partition)
+        return None if epoch is None else (keys.partition_owner(partition), str(epoch))
+
+    def lost(self, partition: int) -> None:
+        log.warning("partition %d was handed over; this shard lets it go", partition,
+                    extra={"shard": self.index})
+        asyncio.ensure_future(self._lost(partition))
+
     def release(self, item: WorkItem) -> None:
         """Handling failed: keep the entry pending (reclaimed after ``claim_idle_ms``)."""
         self._inflight.discard((item.partition, item.entry_id))

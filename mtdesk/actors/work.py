@@ -56,6 +56,15 @@ class EventLedger(Protocol):
 
     def idle(self) -> None: ...
 
+    def fence(self, partition: int) -> tuple[str, str] | None:
+        """The partition's owner key and the epoch this shard holds it at (None: not
+        fenced), checked by the reply's send permit."""
+        ...
+
+    def lost(self, partition: int) -> None:
+        """A fence refused this shard: let the partition go at once."""
+        ...
+
 
 class ReplySender(Protocol):
     """The Graph sender as a conversation uses it (:class:`~mtdesk.actors.sender.GraphSender`)."""

@@ -1,6 +1,6 @@
 """Handing a partition from one shard to another (the plain shard class, real Redis, the
 fake LLM and Graph API): what the old owner held is answered once, by one of them; a
-stale owner's acknowledgements are refused and it lets the partition go."""
+stale owner's send permit and acknowledgements are refused and it lets the partition go."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ async def test_what_a_release_cannot_finish_in_time_stays_pending_and_the_new_ow
         assert d.texts_to("h2") == ["[gpt-test] You said: slow one"]
 
 
-async def test_a_stale_owner_s_acknowledgements_are_refused_and_it_stops_reading_the_partition(
+async def test_a_stale_owner_sends_nothing_acknowledges_nothing_and_stops_reading_the_partition(
     redis: Redis, redis_url: str,
 ) -> None:
     async with desk(redis, redis_url) as d:
@@ -93,6 +93,7 @@ async def test_a_stale_owner_s_acknowledgements_are_refused_and_it_stops_reading
         d.llm.release()
         await eventually(lambda: p not in a.partitions)
         assert p not in a.ping()["epochs"]
+        assert d.texts_to("h3") == []  # its send permit was refused: nothing went out
         pending = await redis.xpending(keys.inbound(p), keys.SHARD_GROUP)
         assert pending["pending"] == 1  # not acknowledged by the stale owner
         b = await d.shard(1, [], epochs={})
@@ -103,7 +104,7 @@ async def test_a_stale_owner_s_acknowledgements_are_refused_and_it_stops_reading
             return await d.pending() == 0
 
         await eventually(settled)
-        # the entry was answered once; the new owner found it answered and acknowledged it
+        # answered once, by the new owner (the reply made again from its generating state)
         assert d.texts_to("h3") == ["[gpt-test] You said: hello"]
         await d.push(d.message("again", user="h3"))
         await eventually(lambda: len(d.texts_to("h3")) == 2)

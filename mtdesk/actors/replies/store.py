@@ -33,7 +33,13 @@ import msgspec
 
 from mtdesk.actors.ratelimit import ACQUIRE_LUA_FUNCTION, SendRateLimiter
 from mtdesk.actors.replies.confirm import SendConfirmations
-from mtdesk.actors.replies.run import Context, ContextWrite, OutgoingReply, ReplyRun
+from mtdesk.actors.replies.run import (
+    Context,
+    ContextWrite,
+    OutgoingReply,
+    PartitionLost,
+    ReplyRun,
+)
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.history import (
@@ -229,12 +235,16 @@ class ReplyStore:
         return [_s(x) for x in result]
 
     # --- the reply --------------------------------------------------------------------
-    async def begin(self, reply: OutgoingReply, *, now_ms: int, context: Context) -> ReplyRun:
+    async def begin(self, reply: OutgoingReply, *, now_ms: int, context: Context,
+                    fence: tuple[str, str] | None = None) -> ReplyRun:
         """Store the generated text (only from ``generating``; it is what a resumed send
         continues) and, with a limiter, take the first send's permit in the same round
         trip; a bot's reply also checks there that no person has taken the conversation
-        over (the run then refuses every permit: nothing is sent). Returns the run that
-        sends it: pass it to the sender as its permits."""
+        over (the run then refuses every permit: nothing is sent). With ``fence`` (the
+        partition's owner key and the epoch the shard holds it at) on one Redis server,
+        a partition handed over meanwhile stores nothing and raises
+        :class:`~mtdesk.actors.replies.run.PartitionLost`. Returns the run that sends it: pass
+        it to the sender as its permits."""
         # The reply and the pause marker share the tenant's slot.
         names = [keys.reply(reply.tenant_id, reply.event_id),
                  keys.paused(reply.tenant_id, reply.conversation)]
@@ -249,7 +259,12 @@ class ReplyStore:
             key.seal_text(REPLY_FAMILY, reply.event_id, reply.text) if key.enabled
             else reply.text, reply.provider, reply.model, now_ms, limit,
             "1" if reply.silenced_by_person else "0"]
+        if fence is not None and not self._cluster:  # the owner key: another slot on a cluster
+            names.append(fence[0])
+            args.append(fence[1])
         result = int(await self._begin(keys=names, args=args))
+        if result == -2:
+            raise PartitionLost(reply.event_id)
         return ReplyRun(self, reply, context, prepaid=1 if result == 2 else 0,
                         taken_over=result == -1)
 
