@@ -47,6 +47,7 @@ from prometheus_client import REGISTRY
 
 from mtdesk.actors.conversation import Conversation
 from mtdesk.actors.media import MediaDesk
+from mtdesk.actors.mentions import Mentions
 from mtdesk.actors.profiles import Profiles
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.records import pause_on_arrival
@@ -118,6 +119,12 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
                 task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             task.result()
+
+
+def _mentions(services: ShardServices) -> Mentions | None:
+    """Reading Instagram @mentions, when the sender can ask Meta for them."""
+    fetch = getattr(services.sender, "mention", None)
+    return Mentions(fetch) if fetch is not None else None
 
 
 def _profiles(services: ShardServices) -> Profiles | None:
@@ -193,6 +200,7 @@ class ConversationShard:
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
             media=services.media,
             profiles=_profiles(services),
+            mentions=_mentions(services),
         )
         self._confirmations = self._conv_services.replies.confirmations
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
@@ -261,6 +269,8 @@ class ConversationShard:
         self._started = False
         if self._conv_services.profiles is not None:
             await self._conv_services.profiles.aclose()
+        if self._conv_services.mentions is not None:
+            await self._conv_services.mentions.aclose()
         with contextlib.suppress(Exception):
             await self._conv_services.tally.flush(self._redis)
         with contextlib.suppress(Exception):
@@ -284,6 +294,8 @@ class ConversationShard:
         self._started = False
         if self._conv_services.profiles is not None:
             await self._conv_services.profiles.aclose()
+        if self._conv_services.mentions is not None:
+            await self._conv_services.mentions.aclose()
 
     async def _drain(self) -> None:
         for conv in list(self._convs.values()):
