@@ -594,15 +594,22 @@ class ConversationShard:
 
     async def release_partitions(self, partitions: list[int], *,
                                  timeout_s: float | None = None) -> dict[str, Any]:
-        """Hand ``partitions`` over: stop reading them, let their conversations finish
-        what they hold (up to ``timeout_s``; what is left is cancelled and stays pending
-        for the next owner), acknowledge, persist their contexts and drop them from
-        memory. Idempotent (a partition not held is already released)."""
+        """Hand ``partitions`` over: stop reading them, hand back what their conversations
+        have queued but not started, let them finish the event each is handling (up to
+        ``timeout_s``; what is left is cancelled), acknowledge, persist their contexts and
+        drop them from memory. Everything not finished stays pending for the next owner.
+        Idempotent (a partition not held is already released)."""
         gone = set(partitions) & set(self.partitions)
         if not gone:
             return {"released": [], "left_pending": 0}
         async with self._read_lock:
             self._set_partitions([p for p in self.partitions if p not in gone])
+        # What is queued and not started stays pending for the next owner, which takes
+        # it in order; only what a conversation is handling now is finished here (a
+        # shard behind its load would otherwise hold the handover for its whole backlog).
+        for conv in list(self._convs.values()):
+            if conv.partition in gone:
+                conv.release_queued()
         budget = self._release_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget
         while any(p in gone for p, _ in self._inflight) and time.monotonic() < deadline:
