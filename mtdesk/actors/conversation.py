@@ -59,6 +59,7 @@ from mtdesk.core.events import (
     Edit,
     Handover,
     Imported,
+    Mention,
     Message,
     Postback,
     Receipt,
@@ -289,6 +290,10 @@ class Conversation:
             await records.on_receipt(self, event)
         elif isinstance(event, Status):
             await records.on_status(self, event)
+        elif isinstance(event, Mention):  # recorded; what it says is read off the worker
+            await records.record_only(self, item)
+            if self.services.mentions is not None:
+                self.services.mentions.note(self, event)
         else:  # reaction, unsend, edit, mention, unsupported: recorded, never answered
             await records.record_only(self, item)
         self.services.ledger.done(item)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mtdesk.actors.media import MediaDesk
+from mtdesk.actors.mentions import Mentions
 from mtdesk.actors.profiles import Profiles
 from mtdesk.actors.ratelimit import SendPermits
 from mtdesk.actors.replies import ReplyStore
@@ -107,3 +108,5 @@ class ConversationServices:
     media: MediaDesk | None = None
     # Keeps the inbox cards' names and pictures (None: the inbox shows the person's id).
     profiles: Profiles | None = None
+    # Reads what Instagram @mentions say, after they are recorded (None: ids only).
+    mentions: Mentions | None = None
