@@ -148,7 +148,8 @@ class ConversationShard:
         max_inflight: int = 2048,
         claim_idle_ms: int = 60_000,
         claim_interval_s: float = 15.0,
-        ack_delay_s: float = 0.005,
+        ack_delay_s: float = 0.5,
+        ack_batch: int = 256,
         stats_interval_s: float = 5.0,
         analytics_interval_s: float = 1.0,
         process_metrics: bool = True,
@@ -171,7 +172,15 @@ class ConversationShard:
         self._max_inflight = max(1, max_inflight)
         self._claim_idle_ms = claim_idle_ms
         self._claim_interval_s = claim_interval_s
+        # Acknowledgements wait up to ack_delay_s, or until ack_batch are queued: each
+        # flush costs a script per partition touched (XACK + XDEL behind the fence), and
+        # the 64 partitions spread a second's few hundred entries thin (at 5 ms a flush
+        # held one entry: ~4 commands per message; at 0.5 s about one). A handled entry
+        # left pending by a crash meanwhile is found answered when it is read again.
         self._ack_delay_s = ack_delay_s
+        self._ack_batch = max(1, ack_batch)
+        self._acks_queued = 0
+        self._ack_full = asyncio.Event()
         self._stats_interval_s = stats_interval_s
         self._analytics_interval_s = analytics_interval_s
         # Also publish the process-wide registry (sender, LLM): right for one shard per
@@ -264,6 +273,7 @@ class ConversationShard:
                 await conv.persist()
         self._convs.clear()
         self._ack_event.set()  # (see _ack_loop)
+        self._ack_full.set()
         await _cancel_all(self._tasks)
         self._tasks = []
         self._started = False
@@ -288,7 +298,7 @@ class ConversationShard:
         for task in [*self._tasks, *(c.task for c in self._convs.values() if c.task)]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._tasks, self._to_ack = [], {}
+        self._tasks, self._to_ack, self._acks_queued = [], {}, 0
         self._convs.clear()
         self._inflight.clear()
         self._started = False
@@ -551,6 +561,9 @@ class ConversationShard:
 
     def _queue_ack(self, partition: int, entry_id: str) -> None:
         self._to_ack.setdefault(partition, []).append(entry_id)
+        self._acks_queued += 1
+        if self._acks_queued >= self._ack_batch:
+            self._ack_full.set()
         self._ack_event.set()
 
     async def _ack_loop(self) -> None:
@@ -558,7 +571,10 @@ class ConversationShard:
         # cancellation was lost inside a Redis call: stop() wakes it up to see that.
         while self._running:
             await self._ack_event.wait()
-            await asyncio.sleep(self._ack_delay_s)  # let a batch gather
+            if self._acks_queued < self._ack_batch:  # let a batch gather
+                self._ack_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ack_full.wait(), self._ack_delay_s)
             try:
                 await self._flush_acks()
             except asyncio.CancelledError:
@@ -572,6 +588,7 @@ class ConversationShard:
         if not self._to_ack:
             return
         batch, self._to_ack = self._to_ack, {}
+        self._acks_queued = 0
         try:
             refused = await self._reader.ack_fenced({
                 keys.inbound(p): (keys.partition_owner(p), str(self.epochs.get(p, "")), ids)
@@ -579,6 +596,7 @@ class ConversationShard:
         except Exception:
             for partition, ids in batch.items():  # put back, retried by the loop
                 self._to_ack.setdefault(partition, []).extend(ids)
+                self._acks_queued += len(ids)
             self._ack_event.set()
             raise
         for stream in refused:
@@ -659,7 +677,7 @@ class ConversationShard:
         self.epochs.pop(partition, None)
         await self._drop_conversations({partition}, persist=False)
         self._inflight = {k for k in self._inflight if k[0] != partition}
-        self._to_ack.pop(partition, None)
+        self._acks_queued -= len(self._to_ack.pop(partition, []))
 
     async def _drop_conversations(self, partitions: set[int], *, persist: bool) -> None:
         for slot, conv in list(self._convs.items()):

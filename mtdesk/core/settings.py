@@ -151,6 +151,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_extract_timeout_s: float = 60.0  # reading one upload takes at most this
     accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
 
+    def __repr__(self) -> str:
+        """Every field, with a password or token inside a Redis or key store URL masked (the
+        other secrets are :class:`Secret` and mask themselves)."""
+        fields = ", ".join(
+            f"{name}={mask_url(v) if name in _URL_FIELDS else v!r}"
+            for name in self.__struct_fields__ for v in (getattr(self, name),)
+        )
+        return f"Settings({fields})"
+
     @property
     def billing_enabled(self) -> bool:
         return self.stripe_api_key is not None
@@ -198,6 +207,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             merged.update(_read_dotenv(Path(dotenv)))
         merged.update(os.environ if env is None else env)
         return _build(merged)
+
+
+_URL_FIELDS = frozenset({"redis_url", "keystore_url"})
+
+
+def mask_url(url: str) -> str:
+    """``url`` as a repr with the password of its user info (``redis://:pw@host``) replaced
+    by ``***``; a URL without one is shown as it is."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return repr(url)
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return repr(urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}")))
+
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:

@@ -106,7 +106,7 @@ _STORE_INBOUND = _lua("store_inbound", "store_once", "store_inbound")
 _ADMIT = _lua("admit", "store_once", "admit", functions=CONSUME_LUA_FUNCTION)
 _CLAIM = _lua("claim", "claim")
 _BEGIN = _lua("begin", "begin", functions=ACQUIRE_LUA_FUNCTION)
-_PART_SENT = _lua("part_sent", "finish", "record_part", "part_sent")
+_PART_SENT = _lua("part_sent", "record_part", "part_sent")
 _END = _lua("end", "finish", "end")
 
 
@@ -191,7 +191,7 @@ class ReplyStore:
             keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
                   keys.conversations(tenant_id)],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, skip_reason,
-                  card_fields(message, key), *_FIELDS],
+                  card_fields(message, key), self._history_ttl_s, *_FIELDS],
         )
         return self._record(row, key, event_id)
 
@@ -213,7 +213,8 @@ class ReplyStore:
                   keys.conversations(tenant_id), keys.restricted(tenant_id), paused_key,
                   *quota.keys],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, member, reason,
-                  *quota.args, "1" if claim else "0", card_fields(message, key), *_FIELDS],
+                  *quota.args, "1" if claim else "0", card_fields(message, key),
+                  self._history_ttl_s, *_FIELDS],
         )
         skip = _s(reply[0])
         if skip:
