@@ -18,8 +18,9 @@ def free_port() -> int:
 
 
 class KeyStoreServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         self.directory = directory
+        self.extra = extra  # more redis-server options, e.g. a renamed command
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -33,7 +34,7 @@ class KeyStoreServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

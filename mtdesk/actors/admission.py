@@ -24,7 +24,7 @@ from mtdesk.core import keys
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.history import inbound_message
 from mtdesk.core.ports import BotConfig
-from mtdesk.policy.quotas import consume_call
+from mtdesk.policy.quotas import consume_call, usage_counter
 from mtdesk.policy.threads import OWNED_ELSEWHERE, after_message
 
 if TYPE_CHECKING:
@@ -73,6 +73,11 @@ def skip_reason(
     return None
 
 
+def _usage(tenant_id: str, now_ms: int) -> tuple[str, int, int]:
+    key, expire_at_s = usage_counter(tenant_id, now_ms=now_ms)
+    return key, 1, expire_at_s
+
+
 async def admit(
     conv: Conversation, item: WorkItem, *, claim: bool = False
 ) -> tuple[str, ReplyRecord, bool]:
@@ -113,13 +118,18 @@ async def admit(
             await s.redis.sadd(keys.restricted(tid), member)
     else:
         now = conv.now_ms()
+        # With billing on the allowance is taken in the script (atomic across shards);
+        # off, nothing is refused and the count goes with the shard's tally.
+        enforce = s.settings.billing_enabled
         reason, record, claimed = await s.replies.admit(
             tid, event.event_id, inbound_message(event), now_ms=now, member=member,
             paused_key=keys.paused(tid, conv.key),
             reason=verdict.reason if verdict is not None else "",
-            quota=consume_call(tid, 1, now_ms=now, enforce=s.settings.billing_enabled),
+            quota=consume_call(tid, 1 if enforce else 0, now_ms=now, enforce=enforce),
             claim=claim,
         )
+        if not enforce and record is not None and (claimed or not record.state):
+            s.tally.counter(tid, *_usage(tid, now))
     if record is None:  # skipped: stored as such (nothing was counted)
         record = await s.replies.store_inbound(
             tid, event.event_id, inbound_message(event, status="skipped", reason=reason),

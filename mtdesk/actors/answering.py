@@ -10,7 +10,9 @@ The first reply of a new conversation starts with the bot's greeting, as part of
 reply's stored text, so it is never sent twice. A ``knowledge_only`` LLM bot whose
 tenant has knowledge but none of it scoring ``min_score`` answers its fallback message
 without a model (outcome ``no_knowledge``; docs/retrieval.md); a failed model answers
-the fallback message too (outcome ``fallback``). The model is told the customer's
+the fallback message too (outcome ``fallback``), and then the conversation is handed to
+a person (the bot pauses in it: the inbox card's status is ``human``; a hand-off in the
+analytics). The model is told the customer's
 language (:mod:`mtdesk.retrieval.language`, kept on the conversation's context) to
 answer in it whatever the knowledge's language. The text is split into the channel's
 parts once, and a :class:`~mtdesk.actors.replies.ReplyRun` records each part Meta
@@ -43,7 +45,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
@@ -402,7 +404,8 @@ async def send_reply(
             await s.tenants.coexistence(reply.tenant_id, reply.channel, reply.account_id):
         s.replies.limiter.pace_coexistence(reply.channel, reply.account_id)
     if begin:
-        run = await s.replies.begin(reply, now_ms=conv.now_ms(), context=context_at)
+        run = await s.replies.begin(reply, now_ms=conv.now_ms(), context=context_at,
+                                    fence=s.ledger.fence(burst[0].partition))
     else:
         run = s.replies.resume(reply, context=context_at)
         # A part Meta accepted before the resume (a record that failed, a crash between
@@ -457,11 +460,35 @@ async def send_reply(
     s.metrics.observe("send", time.monotonic() - started)
     s.metrics.outcome(outcome)
     _tally(conv, burst, reply, run.ended, reason)
+    if run.ended is ReplyState.SENT and outcome == "fallback":
+        await _hand_to_a_person(conv, reply)
     if run.ended is ReplyState.SENT and reply.attachment is not None:
         await _send_attachment(conv, reply)
     for b in burst:
         s.metrics.observe("end_to_end", time.time() - b.received_ms / 1000)
         s.ledger.done(b)
+
+
+FALLBACK_PAUSE: Final = b"fallback"  # the pause marker's value: set by the model's failure
+
+
+async def _hand_to_a_person(conv: Conversation, reply: OutgoingReply) -> None:
+    """Every model failed and the fallback message went ("a person will follow up"):
+    the conversation is a person's now. The bot pauses in it as after a hand-off
+    (``keys.paused`` for ``settings.handoff_pause_s``: the inbox card says ``human``, the
+    bot answers nothing until a person hands it back or the pause ends), counted once as
+    a hand-off. ``MTDESK_HANDOFF_PAUSE_S=0`` (hand-offs off) leaves the bot answering."""
+    s = conv.services
+    pause_s = s.settings.handoff_pause_s
+    if pause_s <= 0 or conv.forgotten:
+        return
+    now = conv.now_ms()
+    if await s.redis.set(keys.paused(conv.tenant_id, conv.key), FALLBACK_PAUSE, ex=pause_s,
+                         nx=True):
+        s.tally.add(conv.tenant_id, reply.channel, now, "handoff")
+    conv.context.paused_until_ms = max(conv.context.paused_until_ms, now + pause_s * 1000)
+    conv.mark_dirty()
+    s.metrics.outcome("handoff")
 
 
 def _tally(conv: Conversation, burst: list[WorkItem], reply: OutgoingReply,

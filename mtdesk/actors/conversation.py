@@ -38,6 +38,7 @@ import msgspec
 from mtdesk.actors import records
 from mtdesk.actors.answering import answer, greeted
 from mtdesk.actors.comments import on_comment
+from mtdesk.actors.replies import PartitionLost
 from mtdesk.actors.takeover import send_agent_reply
 from mtdesk.actors.turns import (
     ConversationContext,
@@ -58,6 +59,7 @@ from mtdesk.core.events import (
     Edit,
     Handover,
     Imported,
+    Mention,
     Message,
     Postback,
     Receipt,
@@ -162,6 +164,13 @@ class Conversation:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 
+    def release_queued(self) -> None:
+        """Hand back every queued event not started yet (its partition is handed over):
+        the one being handled, if any, goes on."""
+        for item in self.queue:
+            self.services.ledger.release(item)
+        self.queue.clear()
+
     async def cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -229,6 +238,9 @@ class Conversation:
         except asyncio.CancelledError:
             self.services.ledger.release(item)
             raise
+        except PartitionLost:  # its new owner answers it; nothing more from here
+            self.services.ledger.release(item)
+            self.services.ledger.lost(item.partition)
         except Exception:
             log.exception("event failed, left pending for redelivery",
                           extra={"entry": item.entry_id, "conv": self.key})
@@ -278,6 +290,10 @@ class Conversation:
             await records.on_receipt(self, event)
         elif isinstance(event, Status):
             await records.on_status(self, event)
+        elif isinstance(event, Mention):  # recorded; what it says is read off the worker
+            await records.record_only(self, item)
+            if self.services.mentions is not None:
+                self.services.mentions.note(self, event)
         else:  # reaction, unsend, edit, mention, unsupported: recorded, never answered
             await records.record_only(self, item)
         self.services.ledger.done(item)

@@ -47,6 +47,7 @@ from prometheus_client import REGISTRY
 
 from mtdesk.actors.conversation import Conversation
 from mtdesk.actors.media import MediaDesk
+from mtdesk.actors.mentions import Mentions
 from mtdesk.actors.profiles import Profiles
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.records import pause_on_arrival
@@ -120,6 +121,12 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
             task.result()
 
 
+def _mentions(services: ShardServices) -> Mentions | None:
+    """Reading Instagram @mentions, when the sender can ask Meta for them."""
+    fetch = getattr(services.sender, "mention", None)
+    return Mentions(fetch) if fetch is not None else None
+
+
 def _profiles(services: ShardServices) -> Profiles | None:
     """The inbox's names and pictures, when the sender can ask Meta for a profile."""
     fetch = getattr(services.sender, "profile", None)
@@ -141,7 +148,8 @@ class ConversationShard:
         max_inflight: int = 2048,
         claim_idle_ms: int = 60_000,
         claim_interval_s: float = 15.0,
-        ack_delay_s: float = 0.005,
+        ack_delay_s: float = 0.5,
+        ack_batch: int = 256,
         stats_interval_s: float = 5.0,
         analytics_interval_s: float = 1.0,
         process_metrics: bool = True,
@@ -164,7 +172,15 @@ class ConversationShard:
         self._max_inflight = max(1, max_inflight)
         self._claim_idle_ms = claim_idle_ms
         self._claim_interval_s = claim_interval_s
+        # Acknowledgements wait up to ack_delay_s, or until ack_batch are queued: each
+        # flush costs a script per partition touched (XACK + XDEL behind the fence), and
+        # the 64 partitions spread a second's few hundred entries thin (at 5 ms a flush
+        # held one entry: ~4 commands per message; at 0.5 s about one). A handled entry
+        # left pending by a crash meanwhile is found answered when it is read again.
         self._ack_delay_s = ack_delay_s
+        self._ack_batch = max(1, ack_batch)
+        self._acks_queued = 0
+        self._ack_full = asyncio.Event()
         self._stats_interval_s = stats_interval_s
         self._analytics_interval_s = analytics_interval_s
         # Also publish the process-wide registry (sender, LLM): right for one shard per
@@ -175,8 +191,8 @@ class ConversationShard:
         self._reader = GroupReader(services.redis, keys.SHARD_GROUP, self.consumer,
                                    [keys.inbound(p) for p in self.partitions])
         self._partition_of = {keys.inbound(p): p for p in self.partitions}
-        # Held while reading or claiming: a partition joins or leaves between two reads.
-        self._read_lock = asyncio.Lock()
+        self._held = set(self.partitions)  # what is dispatched (a release ends it at once)
+        self._read_lock = asyncio.Lock()  # one read or claim at a time
         self.metrics = ShardMetrics(index)
         settings = services.settings
         self._conv_services = ConversationServices(
@@ -193,6 +209,7 @@ class ConversationShard:
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
             media=services.media,
             profiles=_profiles(services),
+            mentions=_mentions(services),
         )
         self._confirmations = self._conv_services.replies.confirmations
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
@@ -256,11 +273,14 @@ class ConversationShard:
                 await conv.persist()
         self._convs.clear()
         self._ack_event.set()  # (see _ack_loop)
+        self._ack_full.set()
         await _cancel_all(self._tasks)
         self._tasks = []
         self._started = False
         if self._conv_services.profiles is not None:
             await self._conv_services.profiles.aclose()
+        if self._conv_services.mentions is not None:
+            await self._conv_services.mentions.aclose()
         with contextlib.suppress(Exception):
             await self._conv_services.tally.flush(self._redis)
         with contextlib.suppress(Exception):
@@ -278,12 +298,14 @@ class ConversationShard:
         for task in [*self._tasks, *(c.task for c in self._convs.values() if c.task)]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._tasks, self._to_ack = [], {}
+        self._tasks, self._to_ack, self._acks_queued = [], {}, 0
         self._convs.clear()
         self._inflight.clear()
         self._started = False
         if self._conv_services.profiles is not None:
             await self._conv_services.profiles.aclose()
+        if self._conv_services.mentions is not None:
+            await self._conv_services.mentions.aclose()
 
     async def _drain(self) -> None:
         for conv in list(self._convs.values()):
@@ -346,7 +368,9 @@ class ConversationShard:
             return "read"
         try:
             for stream, entries in answer:
-                await self._dispatch_many(self._partition_of[stream], entries)
+                partition = self._partition_of.get(stream)
+                if partition is not None:  # else released during the read: left pending
+                    await self._dispatch_many(partition, entries)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -414,6 +438,8 @@ class ConversationShard:
 
     async def _dispatch(self, partition: int, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
         if (partition, entry_id) in self._inflight:
+            return
+        if partition not in self._held:  # handed over: stays pending for its new owner
             return
         if not fields:  # deleted while pending: nothing to do but acknowledge
             self._queue_ack(partition, entry_id)
@@ -505,6 +531,15 @@ class ConversationShard:
         """A conversation's worker stopped: a read waiting for capacity may go on."""
         self._wake_capacity()
 
+    def fence(self, partition: int) -> tuple[str, str] | None:
+        epoch = self.epochs.get(partition)
+        return None if epoch is None else (keys.partition_owner(partition), str(epoch))
+
+    def lost(self, partition: int) -> None:
+        log.warning("partition %d was handed over; this shard lets it go", partition,
+                    extra={"shard": self.index})
+        asyncio.ensure_future(self._lost(partition))
+
     def release(self, item: WorkItem) -> None:
         """Handling failed: keep the entry pending (reclaimed after ``claim_idle_ms``)."""
         self._inflight.discard((item.partition, item.entry_id))
@@ -530,6 +565,9 @@ class ConversationShard:
 
     def _queue_ack(self, partition: int, entry_id: str) -> None:
         self._to_ack.setdefault(partition, []).append(entry_id)
+        self._acks_queued += 1
+        if self._acks_queued >= self._ack_batch:
+            self._ack_full.set()
         self._ack_event.set()
 
     async def _ack_loop(self) -> None:
@@ -537,7 +575,10 @@ class ConversationShard:
         # cancellation was lost inside a Redis call: stop() wakes it up to see that.
         while self._running:
             await self._ack_event.wait()
-            await asyncio.sleep(self._ack_delay_s)  # let a batch gather
+            if self._acks_queued < self._ack_batch:  # let a batch gather
+                self._ack_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ack_full.wait(), self._ack_delay_s)
             try:
                 await self._flush_acks()
             except asyncio.CancelledError:
@@ -551,6 +592,7 @@ class ConversationShard:
         if not self._to_ack:
             return
         batch, self._to_ack = self._to_ack, {}
+        self._acks_queued = 0
         try:
             refused = await self._reader.ack_fenced({
                 keys.inbound(p): (keys.partition_owner(p), str(self.epochs.get(p, "")), ids)
@@ -558,6 +600,7 @@ class ConversationShard:
         except Exception:
             for partition, ids in batch.items():  # put back, retried by the loop
                 self._to_ack.setdefault(partition, []).extend(ids)
+                self._acks_queued += len(ids)
             self._ack_event.set()
             raise
         for stream in refused:
@@ -585,15 +628,24 @@ class ConversationShard:
 
     async def release_partitions(self, partitions: list[int], *,
                                  timeout_s: float | None = None) -> dict[str, Any]:
-        """Hand ``partitions`` over: stop reading them, let their conversations finish
-        what they hold (up to ``timeout_s``; what is left is cancelled and stays pending
-        for the next owner), acknowledge, persist their contexts and drop them from
-        memory. Idempotent (a partition not held is already released)."""
+        """Hand ``partitions`` over: stop reading them, hand back what their conversations
+        have queued but not started, let them finish the event each is handling (up to
+        ``timeout_s``; what is left is cancelled), acknowledge, persist their contexts and
+        drop them from memory. Everything not finished stays pending for the next owner.
+        Idempotent (a partition not held is already released)."""
         gone = set(partitions) & set(self.partitions)
         if not gone:
             return {"released": [], "left_pending": 0}
-        async with self._read_lock:
-            self._set_partitions([p for p in self.partitions if p not in gone])
+        # No wait for a read under way: what it returns of these partitions is not
+        # dispatched (it stays pending, the next owner's).
+        self._held -= gone
+        self._set_partitions([p for p in self.partitions if p not in gone])
+        # What is queued and not started stays pending for the next owner, which takes
+        # it in order; only what a conversation is handling now is finished here (a
+        # shard behind its load would otherwise hold the handover for its whole backlog).
+        for conv in list(self._convs.values()):
+            if conv.partition in gone:
+                conv.release_queued()
         budget = self._release_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget
         while any(p in gone for p, _ in self._inflight) and time.monotonic() < deadline:
@@ -615,15 +667,18 @@ class ConversationShard:
         read it, is claimed and dispatched in order, before anything new is read."""
         fresh = {p: e for p, e in held.items() if p not in self.partitions}
         self.epochs.update(held)
+        self._held |= set(held)
         claimed = 0
-        async with self._read_lock:
-            if fresh:
-                self._set_partitions([*self.partitions, *fresh])
-                await GroupReader(self._redis, keys.SHARD_GROUP, self.consumer,
-                                  [keys.inbound(p) for p in fresh]).ensure_groups()
-            for p in sorted(held):
-                count, _full = await self._claim_partition(p, 0)
-                claimed += count
+        if fresh:
+            await GroupReader(self._redis, keys.SHARD_GROUP, self.consumer,
+                              [keys.inbound(p) for p in fresh]).ensure_groups()
+        # The pending entries first, then the partitions join the reads: nothing newer
+        # of them is dispatched before what the old owner left.
+        for p in sorted(held):
+            count, _full = await self._claim_partition(p, 0)
+            claimed += count
+        if fresh:
+            self._set_partitions([*self.partitions, *fresh])
         log.info("partitions taken", extra={"shard": self.index, "partitions": len(fresh),
                                              "claimed": claimed})
         return {"taken": sorted(fresh), "claimed": claimed}
@@ -631,14 +686,14 @@ class ConversationShard:
     async def _lost(self, partition: int) -> None:
         """A partition handed over without this shard releasing it: stop at once, write
         nothing back (the new owner's contexts are the ones that count)."""
-        if partition not in self.partitions:
+        if partition not in self._held:
             return
-        async with self._read_lock:
-            self._set_partitions([p for p in self.partitions if p != partition])
+        self._held.discard(partition)
+        self._set_partitions([p for p in self.partitions if p != partition])
         self.epochs.pop(partition, None)
         await self._drop_conversations({partition}, persist=False)
         self._inflight = {k for k in self._inflight if k[0] != partition}
-        self._to_ack.pop(partition, None)
+        self._acks_queued -= len(self._to_ack.pop(partition, []))
 
     async def _drop_conversations(self, partitions: set[int], *, persist: bool) -> None:
         for slot, conv in list(self._convs.items()):

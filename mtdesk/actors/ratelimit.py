@@ -30,15 +30,17 @@ from mtdesk.core.settings import Settings
 
 # A Lua function, so another script can take a send permit in its own round trip:
 # mt_acquire(window counter key, limit (number)) -> 1 when granted (and counted), else 0.
-# The counter lives 2 s: long enough for late callers of that second, then gone.
+# Counted first and taken back when the window is full (one command per permit, not a
+# read and a write); the counter lives 2 s from its first count: long enough for late
+# callers of that second, then gone.
 ACQUIRE_LUA_FUNCTION: Final = """
 local function mt_acquire(key, limit)
-  local used = tonumber(redis.call('GET', key) or '0')
-  if used >= limit then
+  local used = redis.call('INCR', key)
+  if used > limit then
+    if used == 1 then redis.call('DEL', key) else redis.call('DECR', key) end
     return 0
   end
-  redis.call('INCR', key)
-  if used == 0 then
+  if used == 1 then
     redis.call('EXPIRE', key, 2)
   end
   return 1

@@ -300,6 +300,13 @@ class GraphSender:
             return None
         return found if isinstance(found, dict) else None
 
+    async def mention(self, account_id: str, fields: str) -> dict[str, object] | None:
+        """What an Instagram @mention of ``account_id`` says (``GET /{ig-user-id}?fields=
+        mentioned_comment…`` / ``mentioned_media…``, :mod:`mtdesk.actors.mentions`), or
+        None when Meta gives nothing; never raises for Meta's or the network's failures.
+        Nothing of it is logged."""
+        return await self.profile("instagram", account_id, account_id, fields)
+
     async def fetch_media(
         self, credentials: ChannelCredentials, media_id: str, *, max_bytes: int = MAX_MEDIA_BYTES
     ) -> bytes:

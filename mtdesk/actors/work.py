@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mtdesk.actors.media import MediaDesk
+from mtdesk.actors.mentions import Mentions
 from mtdesk.actors.profiles import Profiles
 from mtdesk.actors.ratelimit import SendPermits
 from mtdesk.actors.replies import ReplyStore
@@ -55,6 +56,15 @@ class EventLedger(Protocol):
     def failed(self, item: WorkItem) -> None: ...
 
     def idle(self) -> None: ...
+
+    def fence(self, partition: int) -> tuple[str, str] | None:
+        """The partition's owner key and the epoch this shard holds it at (None: not
+        fenced), checked by the reply's send permit."""
+        ...
+
+    def lost(self, partition: int) -> None:
+        """A fence refused this shard: let the partition go at once."""
+        ...
 
 
 class ReplySender(Protocol):
@@ -98,3 +108,5 @@ class ConversationServices:
     media: MediaDesk | None = None
     # Keeps the inbox cards' names and pictures (None: the inbox shows the person's id).
     profiles: Profiles | None = None
+    # Reads what Instagram @mentions say, after they are recorded (None: ids only).
+    mentions: Mentions | None = None

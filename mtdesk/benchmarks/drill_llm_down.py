@@ -5,11 +5,12 @@ provider (``fireworks``, another fake LLM process, model ``bench-fallback``). So
 into the load the primary's process is killed (-9): calls under way fail, new ones are
 refused, and the fallback answers them (the fake's reply names the model, so each reply
 shows who answered). Once the load is answered the fallback is killed too and new
-customers write: each gets the bot's fallback message, exactly once. (Marking those
-conversations for a person belongs to the inbox's conversation cards, not on this
-main yet: ``marked_for_a_person`` is reported as null until they are.) Figures: answers by each provider,
-the recovery time (kill → the first answer from the fallback), and for the all-down
-phase: messages in, fallback messages, lost, duplicated, conversations marked.
+customers write: each gets the bot's fallback message, exactly once, and their
+conversation is handed to a person (the inbox card's status ``human``, read through
+``GET /admin/api/v1/conversations/{key}``; one hand-off each in ``GET
+/admin/api/v1/analytics``). Figures: answers by each provider, the recovery time (kill →
+the first answer from the fallback), and for the all-down phase: messages in, fallback
+messages, lost, duplicated, conversations marked for a person, hand-offs counted.
 
 ``--short``: 20 msgs/s for 8 s from 40 customers, the primary killed after 2 s, 10
 customers in the all-down phase. The full form: 300 msgs/s for 30 s from 3,000
@@ -91,6 +92,7 @@ class LlmDown(Drill):
         rig.log(f"fallback provider answered {len(by_fallback)}; killing it too "
                 f"(pid {self.fallback.pid})…")
         os.kill(self.fallback.pid, signal.SIGKILL)
+        out["_handoffs_before"] = await _handoffs(rig)
         k = self.all_down_customers
         ns = [NEW_USERS_FROM + i for i in range(k)]
         raws = [rig.message(n, "fb", users=NEW_USERS_FROM * 10) for n in ns]
@@ -101,7 +103,9 @@ class LlmDown(Drill):
         await asyncio.sleep(1.5)  # a second reply, were there one
         await rig.replies.poll(rig.session)
         got = [rig.replies.to.get(r, []) for r in recipients]
-        marked = await _marked_for_a_person(rig, recipients)
+        handoffs_before = out.pop("_handoffs_before", 0)
+        marked = await _marked_for_a_person(rig, ns)
+        handoffs = await _handoffs(rig) - handoffs_before
         out["all_down"] = {
             "in": k, "statuses": {str(s): c for s, c in statuses.items()},
             "fallback_message_once": sum(1 for g in got if [x for _t, x in g]
@@ -110,6 +114,7 @@ class LlmDown(Drill):
             "duplicated": sum(1 for g in got if len(g) > 1),
             "other_text": sum(1 for g in got if g and g[0][1] != FALLBACK_MESSAGE),
             "marked_for_a_person": marked,
+            "handoffs": handoffs,
         }
 
     def passed(self, result: dict[str, Any]) -> bool:
@@ -118,7 +123,7 @@ class LlmDown(Drill):
         return (super().passed(result) and result.get("answered_by_fallback", 0) > 0
                 and down.get("fallback_message_once") == down.get("in")
                 and down.get("lost") == 0 and down.get("duplicated") == 0
-                and (marked is None or marked == down.get("in")))
+                and marked == down.get("in") and down.get("handoffs") == down.get("in"))
 
     def summary(self, r: dict[str, Any]) -> str:
         d = r.get("all_down", {})
@@ -126,7 +131,9 @@ class LlmDown(Drill):
                 f"answered by the primary {r.get('answered_by_primary')}, by the fallback "
                 f"{r.get('answered_by_fallback')}; all providers down: {d.get('in')} in, "
                 f"{d.get('fallback_message_once')} got the fallback message once, "
-                f"{d.get('lost')} lost, {d.get('duplicated')} duplicated")
+                f"{d.get('lost')} lost, {d.get('duplicated')} duplicated, "
+                f"{d.get('marked_for_a_person')} marked for a person, "
+                f"{d.get('handoffs')} hand-offs counted")
 
 
 def _recipient(rig: Rig, n: int) -> str:
@@ -135,10 +142,33 @@ def _recipient(rig: Rig, n: int) -> str:
     return user_of(n, NEW_USERS_FROM * 10, rig.accounts)[2]
 
 
-async def _marked_for_a_person(rig: Rig, recipients: list[str]) -> int | None:
-    """How many of these customers' conversations the inbox lists as needing a person;
-    None while the conversation list has no such mark."""
-    return None
+async def _marked_for_a_person(rig: Rig, ns: list[int]) -> int:
+    """How many of these customers' conversations the inbox shows as a person's
+    (card status ``human``), as the console reads them."""
+    from urllib.parse import quote
+
+    from mtdesk.benchmarks.e2e_load import user_of
+
+    marked = 0
+    for n in ns:
+        key = ":".join(user_of(n, NEW_USERS_FROM * 10, rig.accounts))
+        card = await rig.admin("GET", f"/conversations/{quote(key, safe='')}")
+        marked += card.get("status") == "human"
+    return marked
+
+
+async def _handoffs(rig: Rig, within_s: float = 10.0) -> int:
+    """Today's hand-offs in the tenant's analytics (the shards flush their counts every
+    few seconds: read until two reads agree, at most ``within_s``)."""
+    deadline = time.monotonic() + within_s
+    last = -1
+    while True:
+        totals = (await rig.admin("GET", "/analytics"))["totals"]
+        now = int(totals.get("handoffs", 0))
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+        await asyncio.sleep(2.5)
 
 
 register_drill = LlmDown.register

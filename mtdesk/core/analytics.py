@@ -57,8 +57,8 @@ _PFADD_CHUNK: Final = 1000  # members per PFADD (a Lua unpack has a stack limit)
 # One tenant's tally written, unless the tenant is being erased (its marker exists: the
 # counts of a tenant erased meanwhile are dropped, never written after the erasure).
 # KEYS[1] the erasure marker, KEYS[2..] the tenant's analytics keys; ARGV per key: 'h'
-# (hash) or 'p' (HyperLogLog), EXPIREAT seconds, n, then n field/increment pairs or n
-# members.
+# (hash), 'p' (HyperLogLog) or 'c' (a counter), EXPIREAT seconds, n, then n
+# field/increment pairs, n members, or nothing (the counter grows by n).
 _WRITE = LuaScript("""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local a = 1
@@ -68,6 +68,8 @@ for k = 2, #KEYS do
   if kind == 'h' then
     for i = 0, n - 1 do redis.call('HINCRBY', KEYS[k], ARGV[a + 2 * i], ARGV[a + 2 * i + 1]) end
     a = a + 2 * n
+  elseif kind == 'c' then
+    redis.call('INCRBY', KEYS[k], n)
   else
     redis.call('PFADD', KEYS[k], unpack(ARGV, a, a + n - 1))
     a = a + n
@@ -151,6 +153,9 @@ class Tally:
         default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     conversations: dict[tuple[str, str, str, str], set[str]] = field(
         default_factory=lambda: defaultdict(set))
+    # (tenant, counter key) -> [increment, EXPIREAT seconds]: a tenant's counter kept
+    # elsewhere (e.g. the plan's usage with billing off), written with the rest.
+    counters: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
     def add(self, tenant: str, channel: str, at_ms: int, metric: str, n: int = 1) -> None:
         if n:
@@ -186,8 +191,16 @@ class Tally:
         self.add(tenant, channel, at_ms, "tok_in", max(0, prompt))
         self.add(tenant, channel, at_ms, "tok_out", max(0, completion))
 
+    def counter(self, tenant: str, key: str, n: int, expire_at_s: int) -> None:
+        """``key`` (one of the tenant's, a plain counter) += ``n``, expiring at
+        ``expire_at_s`` (epoch seconds)."""
+        if n:
+            held = self.counters.setdefault((tenant, key), [0, expire_at_s])
+            held[0] += n
+            held[1] = max(held[1], expire_at_s)
+
     def __bool__(self) -> bool:
-        return bool(self.counts or self.conversations)
+        return bool(self.counts or self.conversations or self.counters)
 
     def queue(self, pipe: Pipeline) -> int:
         """Queue everything counted so far on ``pipe`` (one script call per tenant, after
@@ -195,6 +208,7 @@ class Tally:
         commands = self._queue_into(pipe)
         self.counts = defaultdict(lambda: defaultdict(int))
         self.conversations = defaultdict(set)
+        self.counters = {}
         return commands
 
     def _queue_into(self, pipe: Pipeline) -> int:
@@ -215,6 +229,11 @@ class Tally:
                 names.append(keys.analytics_conversations(tenant, day, channel, kind))
                 args += ["p", _expire_at_s(day), len(chunk), *chunk]
                 commands += 2
+        for (tenant, key), (n, expire_at_s) in self.counters.items():
+            names, args = per_tenant[tenant]
+            names.append(key)
+            args += ["c", expire_at_s, n]
+            commands += 2
         if per_tenant:
             _WRITE.load(pipe)
         for tenant, (names, args) in per_tenant.items():
@@ -228,15 +247,18 @@ class Tally:
                 self.counts[at][name_field] += n
         for where, members in other.conversations.items():
             self.conversations[where] |= members
+        for (tenant, key), (n, expire_at_s) in other.counters.items():
+            self.counter(tenant, key, n, expire_at_s)
 
     async def flush(self, redis: Redis) -> int:
         """Write what was counted in one pipeline; on failure the counts are kept for the
         next flush (and the error raised). Returns the commands sent."""
         if not self:
             return 0
-        pending = Tally(self.counts, self.conversations)
+        pending = Tally(self.counts, self.conversations, self.counters)
         self.counts = defaultdict(lambda: defaultdict(int))
         self.conversations = defaultdict(set)
+        self.counters = {}
         pipe = redis.pipeline(transaction=False)
         commands = pending._queue_into(pipe)
         try:

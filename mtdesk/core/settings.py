@@ -108,6 +108,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     partitions: int = 64
     shards: int = 2
     retrieval_shards: int = 1
+    # The autoscaling rule (mtdesk/actors/autoscale.py): on when shards_max > 0.
+    shards_min: int = 1
+    shards_max: int = 0
+    shards_lag_ms: int = 5000
+    shards_scale_after_s: float = 30.0
     max_body_bytes: int = 10 * 1024 * 1024
     dedup_ttl_s: int = 8 * 24 * 3600
     max_event_age_s: int = 6 * 3600
@@ -150,6 +155,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kb_extract_memory_mb: int = 768  # address space of the process that reads one upload
     kb_extract_timeout_s: float = 60.0  # reading one upload takes at most this
     accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
+
+    def __repr__(self) -> str:
+        """Every field, with a password or token inside a Redis or key store URL masked (the
+        other secrets are :class:`Secret` and mask themselves)."""
+        fields = ", ".join(
+            f"{name}={mask_url(v) if name in _URL_FIELDS else v!r}"
+            for name in self.__struct_fields__ for v in (getattr(self, name),)
+        )
+        return f"Settings({fields})"
 
     @property
     def billing_enabled(self) -> bool:
@@ -198,6 +212,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             merged.update(_read_dotenv(Path(dotenv)))
         merged.update(os.environ if env is None else env)
         return _build(merged)
+
+
+_URL_FIELDS = frozenset({"redis_url", "keystore_url"})
+
+
+def mask_url(url: str) -> str:
+    """``url`` as a repr with the password of its user info (``redis://:pw@host``) replaced
+    by ``***``; a URL without one is shown as it is."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return repr(url)
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return repr(urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}")))
+
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -449,6 +478,10 @@ def _build(env: Mapping[str, str]) -> Settings:
         partitions=e.whole("partitions", low=1, high=4096),
         shards=e.whole("shards", low=1, high=1024),
         retrieval_shards=e.whole("retrieval_shards", low=1, high=1024),
+        shards_min=e.whole("shards_min", low=1, high=1024),
+        shards_max=e.whole("shards_max", low=0, high=1024),
+        shards_lag_ms=e.whole("shards_lag_ms", low=1, high=86_400_000),
+        shards_scale_after_s=e.number("shards_scale_after_s", low=1.0),
         max_body_bytes=e.whole("max_body_bytes", low=1024, high=1 << 30),
         dedup_ttl_s=e.whole("dedup_ttl_s", low=7 * 24 * 3600, high=1 << 31),
         max_event_age_s=e.whole("max_event_age_s", low=1, high=1 << 31),

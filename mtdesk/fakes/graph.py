@@ -65,6 +65,7 @@ import base64
 import hashlib
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -102,6 +103,12 @@ _ERROR_TEXT: dict[int, tuple[str, str]] = {
 MESSENGER_MAX_CHARS = 1999
 INSTAGRAM_MAX_BYTES = 1000
 WHATSAPP_MAX_CHARS = 4096
+
+
+# A mention read: mentioned_comment.comment_id(<id>){<fields>} / mentioned_media.media_id(…){…}
+_MENTION_FIELDS = re.compile(
+    r"(?P<edge>mentioned_comment|mentioned_media)\.(?:comment_id|media_id)"
+    r"\((?P<id>[0-9A-Za-z_]+)\)\{(?P<fields>[^}]*(?:\{[^}]*\}[^}]*)*)\}")
 
 
 @dataclass
@@ -210,6 +217,9 @@ class FakeGraphAPI(FakeServer):
         self._profiles: dict[str, dict[str, str]] = {}
         self._templates: dict[str, list[dict[str, Any]]] = {}
         self.profile_requests: list[str] = []  # user ids whose profile was asked for
+        # (ig user id, fields) of each mention read; what add_mention registered.
+        self.mention_requests: list[tuple[str, str]] = []
+        self._mentions: dict[tuple[str, str, str], dict[str, object]] = {}
         self._cdn: dict[str, tuple[_Media, float | None]] = {}
         self._download_failures: list[int] = []
         self.downloads: list[str] = []  # media ids / CDN names of every download served
@@ -292,6 +302,20 @@ class FakeGraphAPI(FakeServer):
         """Make ``GET /{user_id}`` answer these profile fields (``first_name``,
         ``last_name``, ``name``, ``username``, ``profile_pic``)."""
         self._profiles[user_id] = dict(fields)
+
+    def add_mention(self, account_id: str, *, comment_id: str | None = None,
+                    media_id: str | None = None, **fields: object) -> None:
+        """Make ``GET /{account_id}?fields=mentioned_comment.comment_id({comment_id}){…}``
+        (or ``mentioned_media.media_id({media_id}){…}``) answer these fields of the IG
+        Comment (``text``, ``timestamp``, ``like_count``, ``media``) or IG Media
+        (``caption``, ``media_type``, ``media_url``, ``timestamp``, ``username``), as
+        Instagram's Mentioned Comment / Mentioned Media references document them."""
+        if comment_id is not None:
+            self._mentions[(account_id, "mentioned_comment", comment_id)] = {
+                "id": comment_id, **fields}
+        elif media_id is not None:
+            self._mentions[(account_id, "mentioned_media", media_id)] = {
+                "id": media_id, **fields}
 
     def add_template(self, waba_id: str, name: str, language: str, body: str, *,
                      status: str = "APPROVED", category: str = "UTILITY") -> None:
@@ -571,6 +595,20 @@ class FakeGraphAPI(FakeServer):
         media_id = request.match_info["media_id"]
         media = self._media.get(media_id)
         token = self._bearer(request)
+        mention = _MENTION_FIELDS.fullmatch(request.query.get("fields", ""))
+        if media is None and mention is not None:
+            account = self._accounts.get(media_id)
+            if account is None or token not in account.tokens:
+                return self._error(190, None, 401)
+            self.mention_requests.append((media_id, request.query["fields"]))
+            edge, target = mention["edge"], mention["id"]
+            wanted = mention["fields"].split(",")
+            found = self._mentions.get((media_id, edge, target))
+            if found is None:
+                return self._error(100, None, 400, "Invalid parameter")
+            names = {w.split("{", 1)[0] for w in wanted}
+            return web.json_response({edge: {k: v for k, v in found.items()
+                                             if k in names or k == "id"}, "id": media_id})
         if media is None and media_id in self._profiles:
             if not self._token_ok(None, token):
                 return self._error(190, None, 401)

@@ -9,7 +9,8 @@ What a caller may rely on:
   overrides the allowance. A price naming no known plan gets the ``starter`` allowance
   (the customer pays: never fewer messages than the smallest paid plan).
 - With billing **off** (no ``MTDESK_STRIPE_API_KEY``) every tenant is unlimited; usage is
-  still counted so operators can see it. With billing **on**, a tenant without an entitled
+  still counted so operators can see it (the shards count it in memory and write it
+  every second with their analytics, :func:`usage_counter`: no command per message). With billing **on**, a tenant without an entitled
   subscription (status ``active``, ``trialing`` or ``past_due``) is on ``free``.
 - Usage is counted per calendar month in UTC (``keys.usage(tenant, "YYYYMM")``); a new
   month starts at zero. Counters expire ~40 days after their month ends.
@@ -109,14 +110,18 @@ local function mt_consume(billing, usage, n, ttl, enforce, default)
     local a = redis.call('HGET', billing, 'allowance')
     limit = tonumber(a or default) or tonumber(default)
   end
-  local used = tonumber(redis.call('GET', usage) or '0')
-  if n > 0 and limit >= 0 and used + n > limit then
-    return {0, used, limit}
+  if n <= 0 then
+    return {1, tonumber(redis.call('GET', usage) or '0'), limit}
   end
-  if n > 0 then
-    used = redis.call('INCRBY', usage, n)
-    redis.call('EXPIRE', usage, ttl)
+  -- Counted first (one command, not a read and a write); taken back when it does not
+  -- fit, so a refused request consumes nothing. The expiry is set with the month's
+  -- first count: every call of a month gives the same deadline.
+  local used = redis.call('INCRBY', usage, n)
+  if limit >= 0 and used > limit then
+    if used == n then redis.call('DEL', usage) else redis.call('DECRBY', usage, n) end
+    return {0, used - n, limit}
   end
+  if used == n then redis.call('EXPIRE', usage, ttl) end
   return {1, used, limit}
 end
 """
@@ -146,6 +151,13 @@ def consume_call(tenant_id: str, n: int, *, now_ms: int, enforce: bool) -> Consu
     free = FREE.monthly_messages if FREE.monthly_messages is not None else UNLIMITED
     return ConsumeCall((keys.billing(tenant_id), keys.usage(tenant_id, month)),
                        (n, ttl_s, 1 if enforce else 0, free), month, resets)
+
+
+def usage_counter(tenant_id: str, *, now_ms: int) -> tuple[str, int]:
+    """This month's usage counter and when it expires (epoch seconds): what a caller
+    that counts without enforcing (billing off) adds to, e.g. the shards' tally."""
+    resets = next_month_start_ms(now_ms)
+    return keys.usage(tenant_id, month_of(now_ms)), resets // 1000 + _USAGE_GRACE_S
 
 
 def decision_of(call: ConsumeCall, reply: Sequence[int]) -> QuotaDecision:

@@ -145,3 +145,83 @@ async def test_mentions_are_recorded_in_the_accounts_mentions_feed(
         assert (stored.kind, stored.media_id, stored.comment_id, stored.status) == (
             "mention", "17887498072083520", "c-9", "skipped")
         assert d.graph.sends == [] and d.llm.chat_requests == []
+
+
+def _mention_events(name: str) -> list[Mention]:
+    """Meta's ``mentions`` webhook fixture ``name``, for the desk's Instagram account."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
+    from meta_kinds import IG_ID, load
+
+    from mtdesk.channels.webhook import parse_webhook
+
+    parsed = parse_webhook(load(name).replace(IG_ID.encode(), IG.encode()))
+    assert all(isinstance(e, Mention) for e in parsed.events) and parsed.events
+    return [e for e in parsed.events if isinstance(e, Mention)]
+
+
+async def test_what_a_mention_says_is_read_from_graph_stored_sealed_and_shown(
+    redis: Redis, redis_url: str,
+) -> None:
+    async with desk(redis, redis_url) as d:
+        # What Meta answers for the mentioned comment and the mentioned caption
+        # (Instagram Platform › IG User › Mentioned Comment / Mentioned Media).
+        d.graph.add_mention(IG, comment_id="17894227972186120",
+                            text="@juniper.coffee your oat flat white saved my morning",
+                            timestamp="2026-12-02T06:09:08+0000", like_count=3,
+                            media={"id": "17887498072083520",
+                                   "permalink": "https://www.instagram.com/p/DAbc123/"})
+        d.graph.add_mention(IG, media_id="17887498072083521",
+                            caption="Sunday brunch at @juniper.coffee", media_type="IMAGE",
+                            media_url="https://scontent.cdninstagram.com/v/t51/brunch.jpg",
+                            timestamp="2026-12-02T05:40:00+0000", username="ottilie.brunches")
+        shard = await d.shard()
+        await shard.start()
+        [in_comment] = _mention_events("instagram_mention_comment")
+        [in_caption] = _mention_events("instagram_mention_caption")
+        await d.push(in_comment)
+        await d.push(in_caption)
+
+        async def read_both() -> bool:
+            kinds = [m.kind for m in await _history(d, MENTIONS_USER)]
+            return kinds.count("mention_content") == 2
+        await eventually(read_both)
+        stored = await _history(d, MENTIONS_USER)
+        said = {m.reply_to: m for m in stored if m.kind == "mention_content"}
+        comment_says, caption_says = said[in_comment.event_id], said[in_caption.event_id]
+        assert comment_says.text == "@juniper.coffee your oat flat white saved my morning"
+        assert comment_says.comment_id == "17894227972186120"
+        assert [a.url for a in comment_says.attachments] == ["https://www.instagram.com/p/DAbc123/"]
+        assert (caption_says.text, caption_says.user_name) == (
+            "Sunday brunch at @juniper.coffee", "ottilie.brunches")
+        assert [(a.type, a.url) for a in caption_says.attachments] == [
+            ("image", "https://scontent.cdninstagram.com/v/t51/brunch.jpg")]
+        # Asked with the account's token for the documented fields, never answered.
+        assert sorted(f.split(".")[0] for _a, f in d.graph.mention_requests) == [
+            "mentioned_comment", "mentioned_media"]
+        assert all(account == IG for account, _f in d.graph.mention_requests)
+        assert d.graph.sends == [] and d.llm.chat_requests == []
+        # Sealed at rest: the stored entries hold neither the words nor the username.
+        raw = b"".join(f[b"m"] for _e, f in await redis.xrange(
+            keys.history(d.tenant_id, conversation_key("instagram", IG, MENTIONS_USER))))
+        assert b"oat flat white" not in raw and b"ottilie.brunches" not in raw
+        assert b"Sunday brunch" not in raw
+        # A redelivered mention is read again but stored once.
+        await d.push(in_caption)
+        await eventually(lambda: shard.metrics.count("mention_read") == 3)
+        again = [m.kind for m in await _history(d, MENTIONS_USER)]
+        assert again.count("mention_content") == 2
+
+
+async def test_a_mention_meta_will_not_show_stays_recorded_without_its_content(
+    redis: Redis, redis_url: str,
+) -> None:
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard()
+        await shard.start()
+        [in_comment] = _mention_events("instagram_mention_comment")  # nothing registered
+        await d.push(in_comment)
+        await eventually(lambda: shard.metrics.count("mention_unread") == 1)
+        assert [m.kind for m in await _history(d, MENTIONS_USER)] == ["mention"]

@@ -9,8 +9,10 @@ from shardkit import ACCOUNTS, desk, eventually
 
 from mtdesk.actors.replies import OutgoingReply, ReplyStore
 from mtdesk.channels.outbound import split_text
-from mtdesk.core import keys
+from mtdesk.core import analytics, keys
+from mtdesk.core.events import conversation_key
 from mtdesk.core.history import StoredMessage
+from mtdesk.core.inbox import Inbox
 from mtdesk.core.redis import Redis
 
 
@@ -136,11 +138,11 @@ async def test_graph_190_is_not_retried_and_disconnects_the_channel(
         assert history[-1].reason == "channel disconnected"
 
 
-async def test_a_failing_model_gets_the_fallback_message_and_nothing_crashes(
+async def test_a_failing_model_gets_the_fallback_message_and_a_person_and_nothing_crashes(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d:
-        shard = await d.shard()
+        shard = await d.shard(analytics_interval_s=0.05)
         await shard.start()
         d.llm.fail_next(500)
         first = d.message("hello")
@@ -152,9 +154,23 @@ async def test_a_failing_model_gets_the_fallback_message_and_nothing_crashes(
             d.tenant_id, first.event_id)
         assert record.state == "sent" and record.provider == "fallback"
         assert shard.metrics.count("fallback") == 1
-        await d.push(d.message("and now?"))  # the shard carries on
+        # "A person will follow up": the conversation is a person's now, in the inbox and
+        # in the analytics, and the bot says nothing more in it.
+        conv = conversation_key("messenger", ACCOUNTS["messenger"], "U1")
+        card = await Inbox(redis, d.cipher()).card(d.tenant_id, conv)
+        assert card is not None and card.status == "human"
+
+        async def handed_off() -> bool:
+            day = analytics.day_of(int(time.time() * 1000))
+            return (await analytics.read(redis, d.tenant_id, [day], ("messenger",)))[0] \
+                .handoffs == 1
+        await eventually(handed_off)
+        await d.push(d.message("still there?"))
+        await eventually(lambda: shard.handled == 2)
+        assert len(d.texts_to("U1")) == 1
+        await d.push(d.message("and now?", user="U2"))  # the shard carries on
         await eventually(lambda: len(d.graph.sends) == 2)
-        assert d.graph.sends[1].text == "[gpt-test] You said: and now?"
+        assert d.texts_to("U2") == ["[gpt-test] You said: and now?"]
 
 
 async def test_entries_left_by_a_shard_that_no_longer_exists_are_claimed(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from shardkit import ACCOUNTS, Desk, desk, eventually
+from shardkit import Desk, desk, eventually
 
 from mtdesk.core import keys
 from mtdesk.core.events import TemplateSend

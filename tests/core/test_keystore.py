@@ -6,6 +6,9 @@ refused when it names the main Redis' own server."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 from keystore_server import KeyStoreServer
 
@@ -146,3 +149,22 @@ def test_the_key_store_setting_is_read_with_its_tls_files_and_refused_on_the_mai
     tls = Settings.from_env({**base, "MTDESK_KEYSTORE_URL": "rediss://10.0.0.9:6380/0",
                              "MTDESK_KEYSTORE_TLS_CA": "/etc/hostname"}, dotenv=None)
     assert tls.keystore_url == "rediss://10.0.0.9:6380/0?ssl_ca_certs=/etc/hostname"
+
+
+async def test_a_key_store_that_refuses_to_rewrite_its_files_is_reported_and_shredding_still_holds(
+    redis: Redis, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = KeyStoreServer(tmp_path / "ks", "--rename-command", "BGREWRITEAOF", "")
+    server.start()
+    try:
+        cipher = TenantCipher.from_settings(redis, _settings(redis_url, server.url))
+        sealed = await cipher.seal("t_a", "message", "m1", b"words")
+        assert await cipher.destroy("t_a")
+        with caplog.at_level(logging.WARNING, logger="mtdesk.core.sealing"):
+            assert await cipher.compact_keystore() is False
+        assert "BGREWRITEAOF refused" in caplog.text and "t_a" not in caplog.text
+        with pytest.raises(DecryptionError):
+            await cipher.open("t_a", "message", "m1", sealed)
+        await cipher.aclose()
+    finally:
+        server.stop()

@@ -58,3 +58,15 @@ def test_serve_refuses_an_operator_token_shorter_than_32_characters() -> None:
     assert "32" in caught.value.problem
     Settings.from_env(_serve_env(MTDESK_ADMIN_TOKEN="x" * 32), dotenv=None).require_serve()
     Settings.from_env(_serve_env(), dotenv=None).require_serve()  # no operator token: no admin
+
+
+def test_the_settings_repr_masks_the_password_of_the_redis_and_key_store_urls() -> None:
+    settings = Settings.from_env({
+        "MTDESK_REDIS_URL": "redis://mtdesk:hunter2-redis@10.0.0.5:6379/0",
+        "MTDESK_KEYSTORE_URL": "rediss://:hunter2-keys@10.0.0.9:6380/0",
+    }, dotenv=None)
+    shown = repr(settings)
+    assert "hunter2" not in shown
+    assert "redis://mtdesk:***@10.0.0.5:6379/0" in shown
+    assert "rediss://:***@10.0.0.9:6380/0" in shown
+    assert settings.redis_url == "redis://mtdesk:hunter2-redis@10.0.0.5:6379/0"  # kept to connect

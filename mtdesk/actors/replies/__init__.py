@@ -12,6 +12,7 @@ from mtdesk.actors.replies.run import (
     Context,
     ContextWrite,
     OutgoingReply,
+    PartitionLost,
     ReplyRun,
     TakenOver,
 )
@@ -19,4 +20,4 @@ from mtdesk.actors.replies.store import ReplyRecord, ReplyStore
 from mtdesk.core.replystate import IN_FLIGHT, RESUMABLE, TERMINAL, ReplyState, Step
 
 __all__ = ["IN_FLIGHT", "RESUMABLE", "TAKEN_OVER", "TERMINAL", "Context", "ContextWrite", "OutgoingReply",
-           "ReplyRecord", "ReplyRun", "ReplyState", "ReplyStore", "Step", "TakenOver"]
+           "PartitionLost", "ReplyRecord", "ReplyRun", "ReplyState", "ReplyStore", "Step", "TakenOver"]

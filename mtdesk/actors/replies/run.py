@@ -134,6 +134,11 @@ _RECORD_ATTEMPTS = 8
 TAKEN_OVER = "a person took over the conversation"
 
 
+class PartitionLost(Exception):
+    """The partition was handed over to another shard (its fence names another epoch):
+    nothing more is sent or acknowledged for it here."""
+
+
 class TakenOver(Exception):
     """A person has the conversation (``keys.paused``): the bot's reply is dropped at
     its send permit, nothing more of it is sent."""

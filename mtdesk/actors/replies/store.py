@@ -33,7 +33,13 @@ import msgspec
 
 from mtdesk.actors.ratelimit import ACQUIRE_LUA_FUNCTION, SendRateLimiter
 from mtdesk.actors.replies.confirm import SendConfirmations
-from mtdesk.actors.replies.run import Context, ContextWrite, OutgoingReply, ReplyRun
+from mtdesk.actors.replies.run import (
+    Context,
+    ContextWrite,
+    OutgoingReply,
+    PartitionLost,
+    ReplyRun,
+)
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.history import (
@@ -100,7 +106,7 @@ _STORE_INBOUND = _lua("store_inbound", "store_once", "store_inbound")
 _ADMIT = _lua("admit", "store_once", "admit", functions=CONSUME_LUA_FUNCTION)
 _CLAIM = _lua("claim", "claim")
 _BEGIN = _lua("begin", "begin", functions=ACQUIRE_LUA_FUNCTION)
-_PART_SENT = _lua("part_sent", "finish", "record_part", "part_sent")
+_PART_SENT = _lua("part_sent", "record_part", "part_sent")
 _END = _lua("end", "finish", "end")
 
 
@@ -185,7 +191,7 @@ class ReplyStore:
             keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
                   keys.conversations(tenant_id)],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, skip_reason,
-                  card_fields(message, key), *_FIELDS],
+                  card_fields(message, key), self._history_ttl_s, *_FIELDS],
         )
         return self._record(row, key, event_id)
 
@@ -207,7 +213,8 @@ class ReplyStore:
                   keys.conversations(tenant_id), keys.restricted(tenant_id), paused_key,
                   *quota.keys],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, member, reason,
-                  *quota.args, "1" if claim else "0", card_fields(message, key), *_FIELDS],
+                  *quota.args, "1" if claim else "0", card_fields(message, key),
+                  self._history_ttl_s, *_FIELDS],
         )
         skip = _s(reply[0])
         if skip:
@@ -229,12 +236,16 @@ class ReplyStore:
         return [_s(x) for x in result]
 
     # --- the reply --------------------------------------------------------------------
-    async def begin(self, reply: OutgoingReply, *, now_ms: int, context: Context) -> ReplyRun:
+    async def begin(self, reply: OutgoingReply, *, now_ms: int, context: Context,
+                    fence: tuple[str, str] | None = None) -> ReplyRun:
         """Store the generated text (only from ``generating``; it is what a resumed send
         continues) and, with a limiter, take the first send's permit in the same round
         trip; a bot's reply also checks there that no person has taken the conversation
-        over (the run then refuses every permit: nothing is sent). Returns the run that
-        sends it: pass it to the sender as its permits."""
+        over (the run then refuses every permit: nothing is sent). With ``fence`` (the
+        partition's owner key and the epoch the shard holds it at) on one Redis server,
+        a partition handed over meanwhile stores nothing and raises
+        :class:`~mtdesk.actors.replies.run.PartitionLost`. Returns the run that sends it: pass
+        it to the sender as its permits."""
         # The reply and the pause marker share the tenant's slot.
         names = [keys.reply(reply.tenant_id, reply.event_id),
                  keys.paused(reply.tenant_id, reply.conversation)]
@@ -249,7 +260,12 @@ class ReplyStore:
             key.seal_text(REPLY_FAMILY, reply.event_id, reply.text) if key.enabled
             else reply.text, reply.provider, reply.model, now_ms, limit,
             "1" if reply.silenced_by_person else "0"]
+        if fence is not None and not self._cluster:  # the owner key: another slot on a cluster
+            names.append(fence[0])
+            args.append(fence[1])
         result = int(await self._begin(keys=names, args=args))
+        if result == -2:
+            raise PartitionLost(reply.event_id)
         return ReplyRun(self, reply, context, prepaid=1 if result == 2 else 0,
                         taken_over=result == -1)
 

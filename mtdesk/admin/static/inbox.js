@@ -152,7 +152,8 @@
 
   // --- one conversation ----------------------------------------------------------------
   function messageItem(m) {
-    const who = m.direction === "in" ? "customer" : m.kind === "agent" ? (m.author ? "person (" + m.author + ")" : "person") : m.kind === "reply" ? "bot" : m.kind;
+    const who = m.kind === "mention_content" ? "mention" + (m.user_name ? " by @" + m.user_name : "")
+      : m.direction === "in" ? "customer" : m.kind === "agent" ? (m.author ? "person (" + m.author + ")" : "person") : m.kind === "reply" ? "bot" : m.kind;
     const mark = m.direction === "out" ? (MARKS[m.status] || m.status || "") : "";
     return el("li", { className: (m.direction === "in" ? "in" : "out") + " kind-" + m.kind,
                       dataset: { entry: m.entry, messageId: m.message_id || "" } },

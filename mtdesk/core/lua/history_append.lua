@@ -8,6 +8,11 @@
 -- person's last message time and unread count (a person's reply from the console reads
 -- them); a customer's message reopens a closed conversation. Then tells the tenant's
 -- live channel (keys.live: pub/sub, nothing stored) 'm <conv> <entry>'.
+-- Its TTL (``ttl`` seconds, when given; the retention sweep removes a card with its
+-- conversation, the TTL is the backstop): a customer's message sets it once a day
+-- (``ttl_day`` on the card), two days longer than ``ttl`` so it outlives every message
+-- of that day; the bot's reply, which follows a customer's message, leaves it; any
+-- other message sets it.
 local function card_fields(card)
   local f, pos = {}, 1
   for i = 1, 6 do
@@ -30,20 +35,53 @@ local function inbox_card(convs, conv, entry, card, now_ms, ttl)
       tonumber(f[4]) or 0, f[5], f[6] == '1', f[7]
     local customer = dir == 'in' and (kind == 'message' or kind == 'postback')
     local ours = dir == 'out' and (kind == 'reply' or kind == 'agent' or kind == 'echo')
+    -- Everything the card takes from this message in one HSET (a customer's message
+    -- reads the card once first): a few commands per message, not one per field.
+    local set = {}
     if (customer or ours) and (has_line or part == 0) then
-      redis.call('HSET', hash, 'last_text', line, 'last_dir', dir,
-        'last_kind', kind, 'last_entry', entry, 'last_ms', now_ms)
+      set = {'last_text', line, 'last_dir', dir, 'last_kind', kind, 'last_entry', entry,
+             'last_ms', now_ms}
     end
     if customer then
-      redis.call('HINCRBY', hash, 'unread', 1)
-      if ts > (tonumber(redis.call('HGET', hash, 'last_in_ms')) or 0) then
-        redis.call('HSET', hash, 'last_in_ms', ts)
+      local cur = redis.call('HMGET', hash, 'unread', 'last_in_ms', 'closed', 'channel',
+        'ttl_day')
+      set[#set + 1] = 'unread'
+      set[#set + 1] = (tonumber(cur[1]) or 0) + 1
+      if ts > (tonumber(cur[2]) or 0) then
+        set[#set + 1] = 'last_in_ms'
+        set[#set + 1] = ts
       end
-      redis.call('HDEL', hash, 'closed')
+      if cur[3] then redis.call('HDEL', hash, 'closed') end
+      if channel ~= '' and not cur[4] then
+        set[#set + 1] = 'channel'
+        set[#set + 1] = channel
+        channel = ''
+      end
+      if ttl then
+        local day = tostring(math.floor(tonumber(now_ms) / 86400000))
+        if cur[5] == day then
+          ttl = nil
+        else
+          set[#set + 1] = 'ttl_day'
+          set[#set + 1] = day
+          ttl = tonumber(ttl) + 2 * 86400
+        end
+      end
     elseif dir == 'out' and kind == 'agent' then
-      redis.call('HSET', hash, 'unread', 0)
+      set[#set + 1] = 'unread'
+      set[#set + 1] = 0
+    elseif dir == 'out' and kind == 'reply' then
+      ttl = nil
     end
-    if channel ~= '' then redis.call('HSETNX', hash, 'channel', channel) end
+    if channel ~= '' and #set > 0 then
+      -- A card's channel is its conversation's (the card's name holds it): written
+      -- again it is the same value, so it rides in the same HSET.
+      set[#set + 1] = 'channel'
+      set[#set + 1] = channel
+    elseif channel ~= '' then
+      redis.call('HSETNX', hash, 'channel', channel)
+    end
+    if #set > 0 then redis.call('HSET', hash, unpack(set)) end
     if ttl then redis.call('EXPIRE', hash, tonumber(ttl)) end
   end
   redis.call('PUBLISH', prefix .. 'live', 'm ' .. conv .. ' ' .. entry)
@@ -60,9 +98,12 @@ local function append_history(history, convs, outbound, msg, card, conv, now_ms,
   local entry = redis.call('XADD', history, id or '*', 'm', msg)
   redis.call('ZADD', convs, now_ms, conv)
   if outbound then
-    redis.call('HSET', outbound, 'conv', conv, 'entry', entry)
-    redis.call('HSETNX', outbound, 'status', status)
-    redis.call('HSETNX', outbound, 'updated_ms', now_ms)
+    -- A status that arrived before this record keeps its place (and its time).
+    if redis.call('HSETNX', outbound, 'status', status) == 1 then
+      redis.call('HSET', outbound, 'conv', conv, 'entry', entry, 'updated_ms', now_ms)
+    else
+      redis.call('HSET', outbound, 'conv', conv, 'entry', entry)
+    end
     redis.call('EXPIRE', outbound, tonumber(ttl_out))
   end
   inbox_card(convs, conv, entry, card, now_ms, ttl_out)

@@ -22,17 +22,28 @@ local quota_enforce = ARGV[9]
 local quota_default = ARGV[10]
 local claim = ARGV[11] == '1'
 local card = ARGV[12]  -- the inbox card's fields
-local FIELDS_FROM = 13
+local card_ttl = ARGV[13]  -- the history's retention (s): the card's TTL
+local FIELDS_FROM = 14
 if redis.call('SISMEMBER', restricted, member) == 1 then return {'restricted'} end
 if redis.call('EXISTS', paused) == 1 then return {'paused: human agent'} end
 if reason ~= '' then return {reason} end
-local quota = mt_consume(billing, usage, quota_n, quota_ttl, quota_enforce, quota_default)
-if quota[1] == 0 then return {'quota exceeded'} end
-store_once(reply, history, convs, msg, card, conv, now_ms, ttl)
+if quota_n > 0 then  -- 0: counted elsewhere (billing off: the shard's tally)
+  local quota = mt_consume(billing, usage, quota_n, quota_ttl, quota_enforce, quota_default)
+  if quota[1] == 0 then return {'quota exceeded'} end
+end
+local rec, at = record_of(reply, FIELDS_FROM)
+local new = not rec[at.state] and not rec[at.stored]
+local set = {}
+store_once(rec, at, set, history, convs, msg, card, conv, now_ms, card_ttl)
 local claimed = 0
-if claim and redis.call('HEXISTS', reply, 'state') == 0 then
-  redis.call('HSET', reply, 'state', 'generating', 'members', '', 'updated_ms', now_ms)
-  redis.call('EXPIRE', reply, tonumber(ttl))
+if claim and not rec[at.state] then
+  set[#set + 1] = 'state'
+  set[#set + 1] = 'generating'
+  set[#set + 1] = 'members'
+  set[#set + 1] = ''
+  rec[at.state] = 'generating'
+  rec[at.members] = ''
   claimed = 1
 end
-return {'', claimed, redis.call('HMGET', reply, unpack(ARGV, FIELDS_FROM))}
+write_record(reply, set, new, ttl, now_ms)
+return {'', claimed, rec}

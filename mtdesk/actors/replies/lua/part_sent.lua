@@ -1,7 +1,7 @@
 -- A part Meta accepted recorded (record_part); for the reply's last part also its end
--- (finish) and the conversation's context written, in the same step. Idempotent: a part
--- already recorded is not recorded again, a terminal state is never left, the context
--- is written either way. Returns 1 when the part was recorded now.
+-- and the conversation's context written, in the same step. Idempotent: a part already
+-- recorded is not recorded again, a terminal state is never left, the context is
+-- written either way. Returns 1 when the part was recorded now.
 local reply = KEYS[1]
 local history = KEYS[2]
 local convs = KEYS[3]
@@ -19,7 +19,7 @@ local reply_ttl = ARGV[9]
 local card = ARGV[10]  -- the inbox card's fields
 local context_value = ARGV[11]
 local context_ttl = ARGV[12]
-local recorded = record_part(reply, history, convs, outbound, index, mid, msg, card, conv, now_ms, ttl_out)
+local recorded = record_part(reply, history, convs, outbound, index, mid, msg, card, conv,
+                             now_ms, ttl_out, end_state, reason, reply_ttl)
 if context then redis.call('SET', context, context_value, 'EX', tonumber(context_ttl)) end
-if end_state ~= '' then finish(reply, end_state, reason, now_ms, reply_ttl) end
 return recorded

@@ -1,15 +1,40 @@
--- record_part(reply, history, convs, outbound, index, mid, msg, card, conv, now_ms, ttl_out):
--- part ``index`` of the reply (Graph id ``mid``, stored message ``msg``) was accepted by
--- Meta: its progress, its history entry and its outbound status hash, once (a part
--- already recorded returns 0). A terminal reply keeps its state; its part is recorded.
-local function record_part(reply, history, convs, outbound, index, mid, msg, card, conv, now_ms, ttl_out)
-  local sent = tonumber(redis.call('HGET', reply, 'parts_sent') or '0')
-  if sent > index then return 0 end
-  local mids = redis.call('HGET', reply, 'mids')
-  if mids and mids ~= '' then mids = mids .. ' ' .. mid else mids = mid end
-  redis.call('HSET', reply, 'parts_sent', index + 1, 'mids', mids, 'updated_ms', now_ms)
-  local state = redis.call('HGET', reply, 'state')
-  if not (state and TERMINAL[state]) then redis.call('HSET', reply, 'state', 'sending') end
-  append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, 'sent')
-  return 1
+-- record_part(reply, history, convs, outbound, index, mid, msg, card, conv, now_ms,
+-- ttl_out, end_state, reason, reply_ttl): part ``index`` of the reply (Graph id ``mid``,
+-- stored message ``msg``) was accepted by Meta: its progress, its history entry and its
+-- outbound status hash, once (a part already recorded is not recorded again); with
+-- ``end_state`` (not '') also the reply's end unless it is terminal. One read and one
+-- write of the record. A terminal reply keeps its state; its part is recorded. A record
+-- that was gone (erased mid-send) gets its TTL again. Returns 1 when the part was
+-- recorded now, else 0.
+local function record_part(reply, history, convs, outbound, index, mid, msg, card, conv,
+                           now_ms, ttl_out, end_state, reason, reply_ttl)
+  local rec = redis.call('HMGET', reply, 'parts_sent', 'mids', 'state')
+  local state = rec[3]
+  local terminal = state and TERMINAL[state]
+  local set = {}
+  local recorded = 0
+  if tonumber(rec[1] or '0') <= index then
+    local mids = rec[2]
+    if mids and mids ~= '' then mids = mids .. ' ' .. mid else mids = mid end
+    set = {'parts_sent', index + 1, 'mids', mids}
+    if not terminal then
+      set[#set + 1] = 'state'
+      set[#set + 1] = 'sending'
+    end
+    append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, 'sent')
+    recorded = 1
+  end
+  if end_state ~= '' and not terminal then
+    set[#set + 1] = 'state'  -- after 'sending' above: the later value wins
+    set[#set + 1] = end_state
+    set[#set + 1] = 'reason'
+    set[#set + 1] = reason
+  end
+  if #set > 0 then
+    set[#set + 1] = 'updated_ms'
+    set[#set + 1] = now_ms
+    redis.call('HSET', reply, unpack(set))
+    if not state then redis.call('EXPIRE', reply, tonumber(reply_ttl)) end
+  end
+  return recorded
 end
