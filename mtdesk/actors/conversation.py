@@ -164,6 +164,13 @@ class Conversation:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 
+    def release_queued(self) -> None:
+        """Hand back every queued event not started yet (its partition is handed over):
+        the one being handled, if any, goes on."""
+        for item in self.queue:
+            self.services.ledger.release(item)
+        self.queue.clear()
+
     async def cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()

@@ -191,8 +191,8 @@ class ConversationShard:
         self._reader = GroupReader(services.redis, keys.SHARD_GROUP, self.consumer,
                                    [keys.inbound(p) for p in self.partitions])
         self._partition_of = {keys.inbound(p): p for p in self.partitions}
-        # Held while reading or claiming: a partition joins or leaves between two reads.
-        self._read_lock = asyncio.Lock()
+        self._held = set(self.partitions)  # what is dispatched (a release ends it at once)
+        self._read_lock = asyncio.Lock()  # one read or claim at a time
         self.metrics = ShardMetrics(index)
         settings = services.settings
         self._conv_services = ConversationServices(
@@ -368,7 +368,9 @@ class ConversationShard:
             return "read"
         try:
             for stream, entries in answer:
-                await self._dispatch_many(self._partition_of[stream], entries)
+                partition = self._partition_of.get(stream)
+                if partition is not None:  # else released during the read: left pending
+                    await self._dispatch_many(partition, entries)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -436,6 +438,8 @@ class ConversationShard:
 
     async def _dispatch(self, partition: int, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
         if (partition, entry_id) in self._inflight:
+            return
+        if partition not in self._held:  # handed over: stays pending for its new owner
             return
         if not fields:  # deleted while pending: nothing to do but acknowledge
             self._queue_ack(partition, entry_id)
@@ -624,15 +628,24 @@ class ConversationShard:
 
     async def release_partitions(self, partitions: list[int], *,
                                  timeout_s: float | None = None) -> dict[str, Any]:
-        """Hand ``partitions`` over: stop reading them, let their conversations finish
-        what they hold (up to ``timeout_s``; what is left is cancelled and stays pending
-        for the next owner), acknowledge, persist their contexts and drop them from
-        memory. Idempotent (a partition not held is already released)."""
+        """Hand ``partitions`` over: stop reading them, hand back what their conversations
+        have queued but not started, let them finish the event each is handling (up to
+        ``timeout_s``; what is left is cancelled), acknowledge, persist their contexts and
+        drop them from memory. Everything not finished stays pending for the next owner.
+        Idempotent (a partition not held is already released)."""
         gone = set(partitions) & set(self.partitions)
         if not gone:
             return {"released": [], "left_pending": 0}
-        async with self._read_lock:
-            self._set_partitions([p for p in self.partitions if p not in gone])
+        # No wait for a read under way: what it returns of these partitions is not
+        # dispatched (it stays pending, the next owner's).
+        self._held -= gone
+        self._set_partitions([p for p in self.partitions if p not in gone])
+        # What is queued and not started stays pending for the next owner, which takes
+        # it in order; only what a conversation is handling now is finished here (a
+        # shard behind its load would otherwise hold the handover for its whole backlog).
+        for conv in list(self._convs.values()):
+            if conv.partition in gone:
+                conv.release_queued()
         budget = self._release_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget
         while any(p in gone for p, _ in self._inflight) and time.monotonic() < deadline:
@@ -654,15 +667,18 @@ class ConversationShard:
         read it, is claimed and dispatched in order, before anything new is read."""
         fresh = {p: e for p, e in held.items() if p not in self.partitions}
         self.epochs.update(held)
+        self._held |= set(held)
         claimed = 0
-        async with self._read_lock:
-            if fresh:
-                self._set_partitions([*self.partitions, *fresh])
-                await GroupReader(self._redis, keys.SHARD_GROUP, self.consumer,
-                                  [keys.inbound(p) for p in fresh]).ensure_groups()
-            for p in sorted(held):
-                count, _full = await self._claim_partition(p, 0)
-                claimed += count
+        if fresh:
+            await GroupReader(self._redis, keys.SHARD_GROUP, self.consumer,
+                              [keys.inbound(p) for p in fresh]).ensure_groups()
+        # The pending entries first, then the partitions join the reads: nothing newer
+        # of them is dispatched before what the old owner left.
+        for p in sorted(held):
+            count, _full = await self._claim_partition(p, 0)
+            claimed += count
+        if fresh:
+            self._set_partitions([*self.partitions, *fresh])
         log.info("partitions taken", extra={"shard": self.index, "partitions": len(fresh),
                                              "claimed": claimed})
         return {"taken": sorted(fresh), "claimed": claimed}
@@ -670,10 +686,10 @@ class ConversationShard:
     async def _lost(self, partition: int) -> None:
         """A partition handed over without this shard releasing it: stop at once, write
         nothing back (the new owner's contexts are the ones that count)."""
-        if partition not in self.partitions:
+        if partition not in self._held:
             return
-        async with self._read_lock:
-            self._set_partitions([p for p in self.partitions if p != partition])
+        self._held.discard(partition)
+        self._set_partitions([p for p in self.partitions if p != partition])
         self.epochs.pop(partition, None)
         await self._drop_conversations({partition}, persist=False)
         self._inflight = {k for k in self._inflight if k[0] != partition}

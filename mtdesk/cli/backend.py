@@ -134,8 +134,13 @@ class Backend:
     async def _follow_requests(self, redis: Any, interval_s: float = 1.0) -> None:
         """Re-shard when an operator asks for another conversation shard count
         (``mtdesk shards set N``, ``POST /admin/api/v1/cluster/shards``: core/ownership.py)."""
+        from mtdesk.actors.autoscale import LagRule
         from mtdesk.core import ownership
 
+        s = self.settings
+        rule = (LagRule(min_shards=s.shards_min, max_shards=min(s.shards_max, s.partitions),
+                        lag_ms=s.shards_lag_ms, after_s=s.shards_scale_after_s)
+                if s.shards_max > 0 else None)
         assert self._report_stop is not None
         while not self._report_stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
@@ -143,6 +148,8 @@ class Backend:
             if self._report_stop.is_set():
                 return
             try:
+                if rule is not None:
+                    await self._autoscale(redis, rule)
                 wanted = await ownership.read_request(redis)
                 if wanted is None or wanted.conversation == len(self.shards.actors):
                     continue
@@ -150,6 +157,23 @@ class Backend:
             except Exception as exc:  # noqa: BLE001 - logged; the map says why, retried
                 log.warning("re-sharding stopped (%s: %s)", type(exc).__name__, exc)
                 await asyncio.sleep(5 * interval_s)
+
+    async def _autoscale(self, redis: Any, rule: Any) -> None:
+        """Ask for the count the lag rule wants (as an operator's request would)."""
+        import time
+
+        from mtdesk.core import cluster, ownership
+
+        report = await cluster.read(redis)
+        if report is None:
+            return
+        lag = max((a.lag_ms or 0 for _, a in report.actors()
+                   if a.kind == "conversation_shard"), default=0)
+        wanted = rule.observe(len(self.shards.actors), lag, time.monotonic())
+        if wanted is not None and wanted != len(self.shards.actors):
+            log.info("autoscaling: %d → %d conversation shards (lag %d ms)",
+                     len(self.shards.actors), wanted, lag)
+            await ownership.request(redis, wanted)
 
     async def reshard(self, shards: int) -> Any:
         async def step(_current: Any) -> None:

@@ -108,6 +108,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     partitions: int = 64
     shards: int = 2
     retrieval_shards: int = 1
+    # The autoscaling rule (mtdesk/actors/autoscale.py): on when shards_max > 0.
+    shards_min: int = 1
+    shards_max: int = 0
+    shards_lag_ms: int = 5000
+    shards_scale_after_s: float = 30.0
     max_body_bytes: int = 10 * 1024 * 1024
     dedup_ttl_s: int = 8 * 24 * 3600
     max_event_age_s: int = 6 * 3600
@@ -473,6 +478,10 @@ def _build(env: Mapping[str, str]) -> Settings:
         partitions=e.whole("partitions", low=1, high=4096),
         shards=e.whole("shards", low=1, high=1024),
         retrieval_shards=e.whole("retrieval_shards", low=1, high=1024),
+        shards_min=e.whole("shards_min", low=1, high=1024),
+        shards_max=e.whole("shards_max", low=0, high=1024),
+        shards_lag_ms=e.whole("shards_lag_ms", low=1, high=86_400_000),
+        shards_scale_after_s=e.number("shards_scale_after_s", low=1.0),
         max_body_bytes=e.whole("max_body_bytes", low=1024, high=1 << 30),
         dedup_ttl_s=e.whole("dedup_ttl_s", low=7 * 24 * 3600, high=1 << 31),
         max_event_age_s=e.whole("max_event_age_s", low=1, high=1 << 31),
