@@ -32,7 +32,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
@@ -61,13 +61,32 @@ def is_initialized() -> bool:
     return bool(ray.is_initialized())
 
 
+_StartT = TypeVar("_StartT")
+
+
+def _started(start: Callable[[], _StartT], undo: Callable[[], None]) -> _StartT:
+    """``start()``, tried once more when Ray's node start-up timed out: Ray gives a
+    starting raylet a fixed 30 s, which a machine saturated by other work can miss
+    (seen on the project's shared 2-core machine at a load of 20+). ``undo`` clears
+    what the failed try left before the second one."""
+    try:
+        return start()
+    except Exception as exc:
+        if "timed out during startup" not in str(exc):
+            raise
+        logging.getLogger(__name__).warning("Ray's node start-up timed out; trying once more")
+        with contextlib.suppress(Exception):
+            undo()
+    return start()
+
+
 def init(settings: Settings) -> bool:
     """Start or join Ray unless this process already did; True when this call did it
     (the caller then owns the instance and shuts it down with :func:`shutdown`)."""
     if ray.is_initialized():
         return False
     rayauth.say_once(rayauth.prepare(settings.ray_address))
-    ray.init(**init_kwargs(settings))
+    _started(lambda: ray.init(**init_kwargs(settings)), ray.shutdown)
     return True
 
 
@@ -288,10 +307,11 @@ def local_cluster(nodes: int, *, cpus_per_node: float = 1,
         head["_system_config"] = {"health_check_period_ms": period_ms,
                                   "health_check_timeout_ms": period_ms,
                                   "health_check_failure_threshold": 3}
-    cluster = Cluster(initialize_head=True, head_node_args=head)
+    cluster = Cluster()
     try:
+        _started(lambda: cluster.add_node(**head), cluster.shutdown)
         for _ in range(nodes - 1):
-            cluster.add_node(num_cpus=cpus_per_node)
+            _started(lambda: cluster.add_node(num_cpus=cpus_per_node), lambda: None)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
         try:
