@@ -349,8 +349,7 @@ class ConversationShard:
             if not self.partitions:  # every partition handed over: wait for one
                 await asyncio.sleep(self._block_ms / 1000)
                 continue
-            async with self._read_lock:
-                failed = await self._read_once(room)
+            failed = await self._read_once(room)
             if failed:
                 await asyncio.sleep(1.0)
                 if failed == "read":
@@ -360,7 +359,8 @@ class ConversationShard:
         """One read and its dispatch; "" or what failed ("read", "dispatch")."""
         per_stream = max(1, min(self._batch, room // max(1, len(self.partitions))))
         try:
-            answer = await self._reader.read_new(count=per_stream, block_ms=self._block_ms)
+            async with self._read_lock:  # a release waits for this read, not its dispatch
+                answer = await self._reader.read_new(count=per_stream, block_ms=self._block_ms)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -405,10 +405,9 @@ class ConversationShard:
         """Take over entries idle past ``claim_idle_ms`` on this shard's partitions."""
         claimed = 0
         for p in list(self.partitions):
-            async with self._read_lock:
-                if p not in self.partitions:  # handed over meanwhile
-                    continue
-                count, full = await self._claim_partition(p, self._claim_idle_ms)
+            if p not in self._held:  # handed over meanwhile
+                continue
+            count, full = await self._claim_partition(p, self._claim_idle_ms)
             claimed += count
             if full:
                 break
@@ -422,8 +421,9 @@ class ConversationShard:
         for _ in range(100):  # bounded pages per round
             if len(self._inflight) >= self._max_inflight:
                 return claimed, True
-            start, entries = await self._reader.claim_idle(
-                keys.inbound(p), min_idle_ms=min_idle_ms, count=self._batch, start=start)
+            async with self._read_lock:  # a release waits for this claim, not its dispatch
+                start, entries = await self._reader.claim_idle(
+                    keys.inbound(p), min_idle_ms=min_idle_ms, count=self._batch, start=start)
             fresh = [e for e in entries if (p, e[0]) not in self._inflight]
             claimed += len(fresh)
             await self._dispatch_many(p, fresh)
@@ -636,10 +636,13 @@ class ConversationShard:
         gone = set(partitions) & set(self.partitions)
         if not gone:
             return {"released": [], "left_pending": 0}
-        # No wait for a read under way: what it returns of these partitions is not
-        # dispatched (it stays pending, the next owner's).
+        # What a read or claim under way returns of these partitions is not dispatched:
+        # it stays pending, and waiting for that call to end (not for its dispatch) puts
+        # it on this consumer's pending list before the next owner claims the list.
         self._held -= gone
         self._set_partitions([p for p in self.partitions if p not in gone])
+        async with self._read_lock:
+            pass
         # What is queued and not started stays pending for the next owner, which takes
         # it in order; only what a conversation is handling now is finished here (a
         # shard behind its load would otherwise hold the handover for its whole backlog).

@@ -7,7 +7,8 @@ as ``mtdesk shards set 3`` does); once the director reports the handover done, f
 Partitions are handed over one at a time while messages keep arriving. The figures:
 messages in, answered once, lost, duplicated; each handover's duration, partitions moved
 and epochs; the reply overhead's p99 over the seconds the handovers ran (the highest
-per-second p99 among them) beside the whole run's.
+per-second p99 among them) beside the same figure for the seconds before the first
+handover (the baseline, same run) and the whole run's.
 
 ``--short`` (what the tests run): 12 partitions, 20 msgs/s for 30 s from 60 customers.
 The full form: 64 partitions, 300 msgs/s for 75 s from 3,000 customers.
@@ -91,10 +92,14 @@ class Reshard(Drill):
         out = super().result(report)
         steps = out.get("handovers") or []
         windows = [(s["started_s"], s["ended_s"]) for s in steps]
-        during = [row for row in report.get("overhead_by_second", [])
-                  if any(a - 1 <= row[0] <= b for a, b in windows)]
+        rows = report.get("overhead_by_second", [])
+        during = [row for row in rows if any(a - 1 <= row[0] <= b for a, b in windows)]
         out["handover_messages"] = sum(row[1] for row in during)
         out["handover_overhead_p99_ms"] = max((row[3] for row in during), default=None)
+        # The same run before the first handover (from its second second): the baseline.
+        first = windows[0][0] if windows else 0.0
+        before = [row for row in rows if 1 <= row[0] < first - 1]
+        out["before_overhead_p99_ms"] = max((row[3] for row in before), default=None)
         out["overhead_p99_ms"] = report.get("overhead_p99_ms")
         return out
 
@@ -108,7 +113,8 @@ class Reshard(Drill):
                           "partitions moved)" for s in r.get("handovers") or [])
         return (f"{NAME}: {r['in']} messages in, {r['answered_once']} answered once, "
                 f"{r['lost']} lost, {r['duplicated']} duplicated; {steps or 'no handover'}; "
-                f"overhead p99 {r.get('handover_overhead_p99_ms')} ms during the handovers "
+                f"overhead p99 {r.get('handover_overhead_p99_ms')} ms during the handovers, "
+                f"{r.get('before_overhead_p99_ms')} ms before them "
                 f"({r.get('overhead_p99_ms')} ms over the run)")
 
 
