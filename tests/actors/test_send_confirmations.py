@@ -12,9 +12,10 @@ import msgspec
 from redislink import RedisLink
 from shardkit import ACCOUNTS, APP_ID, Desk, desk, eventually
 
+from mtdesk.actors.conversation_shard import ConversationShard
 from mtdesk.actors.replies import ReplyStore
 from mtdesk.channels.outbound import split_text
-from mtdesk.core.events import Echo, Status
+from mtdesk.core.events import Echo, Message, Status
 from mtdesk.core.redis import Redis
 from mtdesk.fakes.graph import RecordedSend
 
@@ -40,6 +41,21 @@ def cut_on_first_send(d: Desk, link: RedisLink) -> list[RecordedSend]:
     return caught
 
 
+async def cut_mid_send(d: Desk, link: RedisLink, text: str, *, user: str,
+                       channel: str = "messenger") -> tuple[ConversationShard, Message,
+                                                            list[RecordedSend]]:
+    """A started shard talking to Redis through ``link``, ``text`` from ``user`` pushed,
+    and the link cut as Meta accepts the reply's first part (waited for)."""
+    settings = msgspec.structs.replace(d.settings, redis_url=link.url)
+    shard = await d.shard(settings=settings)
+    await shard.start()
+    caught = cut_on_first_send(d, link)
+    message = d.message(text, user=user, channel=channel)
+    await d.push(message)
+    await eventually(lambda: caught)
+    return shard, message, caught
+
+
 def echo_of(send: RecordedSend, user: str) -> Echo:
     """The ``message_echoes`` webhook Meta sends for ``send``, as the gateway queues it."""
     message = send.body["message"]
@@ -53,13 +69,7 @@ async def test_a_part_accepted_as_redis_went_down_is_recorded_when_it_is_back_no
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d, RedisLink(redis_url) as link:
-        settings = msgspec.structs.replace(d.settings, redis_url=link.url)
-        shard = await d.shard(settings=settings)
-        await shard.start()
-        caught = cut_on_first_send(d, link)
-        message = d.message(LONG, user="r1")
-        await d.push(message)
-        await eventually(lambda: caught)
+        shard, message, caught = await cut_mid_send(d, link, LONG, user="r1")
         # Down longer than a part's record is retried in place (~5 s): the record fails
         # for good and the conversation tries the whole event again once Redis answers.
         await asyncio.sleep(7.0)
@@ -80,13 +90,7 @@ async def test_after_a_crash_a_part_meta_echoed_is_recorded_not_sent_again(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d, RedisLink(redis_url) as link:
-        settings = msgspec.structs.replace(d.settings, redis_url=link.url)
-        first = await d.shard(settings=settings)
-        await first.start()
-        caught = cut_on_first_send(d, link)
-        message = d.message(LONG, user="c1")
-        await d.push(message)
-        await eventually(lambda: caught)
+        first, message, caught = await cut_mid_send(d, link, LONG, user="c1")
         await first.abort()  # the crash: what the shard knew is gone with it
         link.restore()
         await d.push(echo_of(caught[0], "c1"))  # Meta's echo of part 0 reaches us
@@ -108,14 +112,9 @@ async def test_after_a_crash_a_whatsapp_part_is_recovered_from_its_status(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d, RedisLink(redis_url) as link:
-        settings = msgspec.structs.replace(d.settings, redis_url=link.url)
-        first = await d.shard(settings=settings)
-        await first.start()
-        caught = cut_on_first_send(d, link)
         long_wa = " ".join(f"Sentence number {i} of a long question." for i in range(120))
-        message = d.message(long_wa, user="15550001111", channel="whatsapp")
-        await d.push(message)
-        await eventually(lambda: caught)
+        first, message, caught = await cut_mid_send(d, link, long_wa, user="15550001111",
+                                                    channel="whatsapp")
         await first.abort()
         link.restore()
         mark = caught[0].body.get("biz_opaque_callback_data")
@@ -142,13 +141,7 @@ async def test_after_a_crash_with_no_confirmation_the_part_is_sent_after_the_wai
     MTDESK_SEND_CONFIRM_WAIT_S, then sends the part, and the reply ends sent."""
     async with desk(redis, redis_url, send_confirm_wait_s=0.5) as d, \
             RedisLink(redis_url) as link:
-        settings = msgspec.structs.replace(d.settings, redis_url=link.url)
-        first = await d.shard(settings=settings)
-        await first.start()
-        caught = cut_on_first_send(d, link)
-        message = d.message(LONG, user="n1")
-        await d.push(message)
-        await eventually(lambda: caught)
+        first, message, caught = await cut_mid_send(d, link, LONG, user="n1")
         await first.abort()
         link.restore()
         again = await d.shard()
