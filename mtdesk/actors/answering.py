@@ -113,8 +113,9 @@ async def answer(conv: Conversation, item: WorkItem, event: Message | Postback) 
         s.ledger.done(item)
         return
     if move == "resume":  # a restart mid-send: finish the same reply
+        # The taps stored with the text still go with the last part.
         reply = OutgoingReply.of(item.tenant_id, event, record.text, record.provider,
-                                 record.model)
+                                 record.model, suggestions=record.suggestions)
         await send_reply(conv, [item], reply, start=record.parts_sent, window=window)
         return
     # From here until the answer is made, an edit or unsend of the burst's messages

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 from shardkit import ACCOUNTS, Desk, desk, eventually
 
 from mtdesk.actors.replies import ReplyStore
+from mtdesk.actors.replies.run import OutgoingReply
 from mtdesk.core import keys
 from mtdesk.core.events import Message
 from mtdesk.core.history import StoredMessage
@@ -70,3 +72,32 @@ async def test_a_reply_already_sent_before_the_crash_is_not_sent_again(
         await eventually(lambda: shard.handled == 1)
         assert d.graph.sends == [] and d.llm.chat_requests == []
         assert await d.pending() == 0
+
+
+async def test_a_send_resumed_after_a_crash_still_offers_the_suggested_replies(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        event = d.message("how long does shipping take", user="R7")
+        await _read_by_shard0(d, [event])
+        replies = ReplyStore(redis, ttl_s=3600, history_ttl_s=3600, cipher=d.cipher())
+        now = int(time.time() * 1000)
+        await replies.store_inbound(d.tenant_id, event.event_id, _stored(event), now_ms=now)
+        await replies.claim(d.tenant_id, event.event_id, [], now_ms=now)
+        offered = ("How much does shipping cost?", "Do you ship abroad?")
+        text = "Orders arrive in 3 to 5 business days. " * 80  # two Messenger parts
+        reply = OutgoingReply.of(d.tenant_id, event, text, "openai", "m", suggestions=offered)
+        run = await replies.begin(reply, now_ms=now, context=lambda state: None)
+        await run.part_sent(0, "m_part0")
+        # ... and the process died after Meta accepted the first part.
+        raw = await redis.hget(keys.reply(d.tenant_id, event.event_id), "suggest")
+        assert raw is not None and b"shipping" not in raw  # sealed like the text
+
+        settings = msgspec.structs.replace(d.settings, send_confirm_wait_s=0.1)
+        shard = await d.shard(settings=settings)
+        await shard.start()
+        await eventually(lambda: shard.handled == 1)
+        [send] = d.graph.sends  # the second part only, with the taps under it
+        assert send.text == reply.parts[1]
+        titles = [q["title"] for q in send.body["message"]["quick_replies"]]
+        assert titles == ["How much does…", "Do you ship abroad?"]

@@ -8,6 +8,8 @@ window, ``settings.dedup_ttl_s``), fields:
 ``answered_by`` burst members: the event id whose reply answered them all
 ``members``     burst head: the other event ids it answers (space-separated)
 ``text``, ``provider``, ``model``   the generated reply, stored BEFORE the first send
+``suggest``     the suggested replies offered under its last part (a JSON list, sealed
+                like the text), stored with the text: a resumed send still offers them
 ``parts_sent``  how many parts of the split reply Meta accepted (and we recorded)
 ``mids``        their Graph message ids (space-separated)
 ``reason``      why skipped/failed (or how a sent reply was made); ``updated_ms``
@@ -67,6 +69,7 @@ class ReplyRecord(msgspec.Struct, kw_only=True):
     parts_sent: int = 0
     mids: tuple[str, ...] = ()
     reason: str = ""
+    suggestions: tuple[str, ...] = ()
 
     @property
     def phase(self) -> ReplyState:
@@ -86,9 +89,16 @@ class ReplyRecord(msgspec.Struct, kw_only=True):
 
 
 _FIELDS = ("state", "stored", "answered_by", "members", "text", "provider", "model",
-           "parts_sent", "mids", "reason")
+           "parts_sent", "mids", "reason", "suggest")  # "suggest" last: bytes, read apart
 _TEXT = _FIELDS.index("text")
+_SUGGEST = _FIELDS.index("suggest")
 REPLY_FAMILY = "reply"  # the generated text on a reply record, sealed (id: the event id)
+_suggestions = msgspec.json.Decoder(tuple[str, ...])
+
+
+def _suggest_id(event_id: str) -> str:
+    """The sealing id of a reply's suggestions (its text's is the event id)."""
+    return f"{event_id}\x00suggest"
 
 
 def _script(*names: str, functions: str = "") -> str:
@@ -169,12 +179,16 @@ class ReplyStore:
         sealed = row[_TEXT]
         if sealed is not None and is_sealed(sealed):
             row = [*row[:_TEXT], key.open(REPLY_FAMILY, event_id, sealed), *row[_TEXT + 1:]]
-        v = dict(zip(_FIELDS, (_s(x) for x in row), strict=True))
+        offered = row[_SUGGEST]
+        if offered is not None and is_sealed(offered):
+            offered = key.open(REPLY_FAMILY, _suggest_id(event_id), offered)
+        v = dict(zip(_FIELDS, (_s(x) for x in row[:_SUGGEST]), strict=False))
         return ReplyRecord(
             state=v["state"], stored=v["stored"], answered_by=v["answered_by"],
             members=tuple(v["members"].split()), text=v["text"], provider=v["provider"],
             model=v["model"], parts_sent=int(v["parts_sent"] or 0),
             mids=tuple(v["mids"].split()), reason=v["reason"],
+            suggestions=_suggestions.decode(offered) if offered else (),
         )
 
     # --- admission --------------------------------------------------------------------
@@ -260,9 +274,14 @@ class ReplyStore:
             key.seal_text(REPLY_FAMILY, reply.event_id, reply.text) if key.enabled
             else reply.text, reply.provider, reply.model, now_ms, limit,
             "1" if reply.silenced_by_person else "0"]
+        epoch = ""
         if fence is not None and not self._cluster:  # the owner key: another slot on a cluster
             names.append(fence[0])
-            args.append(fence[1])
+            epoch = fence[1]
+        offered = msgspec.json.encode(reply.suggestions) if reply.suggestions else b""
+        if offered and key.enabled:
+            offered = key.seal(REPLY_FAMILY, _suggest_id(reply.event_id), offered)
+        args += [epoch, offered]
         result = int(await self._begin(keys=names, args=args))
         if result == -2:
             raise PartitionLost(reply.event_id)

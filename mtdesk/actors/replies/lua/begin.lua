@@ -3,7 +3,8 @@
 -- check asked (ARGV[6] = '1') a person's pause marker present drops the reply instead:
 -- nothing is stored, -1. With a fence (ARGV[7], the epoch the shard holds the
 -- partition at; the last key is the partition's owner key) another epoch there means
--- the partition was handed over: nothing is stored, -2. Returns 0 (not generating:
+-- the partition was handed over: nothing is stored, -2. ARGV[8] (optional): the
+-- suggested replies offered under the last part, kept with the text. Returns 0 (not generating:
 -- nothing done), 1 (generated; no permit asked, or the window is full) or 2 (generated
 -- and the permit taken).
 local reply = KEYS[1]
@@ -21,9 +22,11 @@ local model = ARGV[3]
 local now_ms = ARGV[4]
 local limit = tonumber(ARGV[5])
 local check_pause = ARGV[6] == '1'
+local suggest = ARGV[8] or ''
 if redis.call('HGET', reply, 'state') ~= 'generating' then return 0 end
 if check_pause and redis.call('EXISTS', paused) == 1 then return -1 end
 redis.call('HSET', reply, 'state', 'generated', 'text', text, 'provider', provider,
   'model', model, 'parts_sent', 0, 'updated_ms', now_ms)
+if suggest ~= '' then redis.call('HSET', reply, 'suggest', suggest) end
 if window then return 1 + mt_acquire(window, limit) end
 return 1
