@@ -65,7 +65,7 @@ from mtdesk.core.groups import Entry, GroupReader
 from mtdesk.core.history import MessageStore
 from mtdesk.core.inbox import Inbox
 from mtdesk.core.ports import ChatModel, Retriever
-from mtdesk.core.redis import Redis
+from mtdesk.core.redis import Redis, as_bytes
 from mtdesk.core.retrying import retry_transient
 from mtdesk.core.sealing import TenantCipher, is_sealed
 from mtdesk.core.settings import Settings
@@ -334,6 +334,7 @@ class ConversationShard:
         while self._running:
             try:
                 await self._resume_own_pending()
+                await self._resume_media()
                 break
             except asyncio.CancelledError:
                 raise
@@ -390,6 +391,18 @@ class ConversationShard:
                 after, entries = await self._reader.own_pending(
                     keys.inbound(p), count=self._batch, after=after)
                 await self._dispatch_many(p, entries)
+
+    async def _resume_media(self) -> None:
+        """The media downloads being retried in this shard's partitions before a restart
+        (or by their previous owner) go on here, with the tries they have left."""
+        media = self._conv_services.media
+        if media is None or not self.partitions:
+            return
+        tenants = sorted(as_bytes(t).decode()
+                         for t in await self._redis.smembers(keys.TENANTS))
+        taken = await media.resume(tenants, self.partitions, self._settings.partitions)
+        if taken:
+            log.info("media downloads taken up", extra={"shard": self.index, "count": taken})
 
     async def _claim_loop(self) -> None:
         while self._running:

@@ -11,8 +11,13 @@ entry naming the message (``reply_to``) with the references and a voice note's
 transcript. The whole step waits at most ``settings.media_fetch_timeout_s``: what is not
 in by then is described as not downloaded, the message is answered anyway, and the
 download is retried in the background (exponential back-off, ``settings.media_retries``
-attempts; a success records a further ``media`` entry). A retry stops when the
-conversation was erased meanwhile.
+attempts; a success records a further ``media`` entry). Each retry is listed in the
+tenant's retry index (:meth:`~mtdesk.core.media.MediaStore.note_retry`) with the
+attempts made, so a restarted shard takes up those of its partitions
+(:meth:`MediaDesk.resume`) within what is left of the budget. Whoever unlists a
+download records it, so a file is recorded once even if two shards fetched it. A retry
+stops when the conversation was erased (its index fields go with it) or the message
+unsent meanwhile.
 
 What the model gets instead of a placeholder: a voice note's transcript (through
 ``MTDESK_TRANSCRIBER``) as if typed; a picture as an image content part when the bot
@@ -28,14 +33,15 @@ import asyncio
 import base64
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 from mtdesk.core.errors import GraphError, MTDeskError, ProviderError, TenantErased
-from mtdesk.core.events import Attachment, Event, Message, Postback
+from mtdesk.core.events import Attachment, Event, Message, Postback, partition_of
 from mtdesk.core.history import MEDIA_KIND, MessageStore, StoredMessage
 from mtdesk.core.media import FETCHABLE, MediaRecord, MediaStore, describe
 from mtdesk.core.ports import BotConfig, ChannelCredentials, CredentialSource
@@ -63,6 +69,40 @@ class VoiceTranscriber(Protocol):
     """Voice notes to text (:class:`mtdesk.actors.llm.Transcriber`)."""
 
     async def transcribe(self, content: bytes, mime_type: str | None) -> str: ...
+
+
+class Owner(Protocol):
+    """The conversation a download belongs to (a :class:`Conversation`, or
+    :class:`_Listed` for one taken up from the retry index)."""
+
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def forgotten(self) -> bool: ...
+    def now_ms(self) -> int: ...
+
+
+@dataclass
+class _Listed:
+    tenant_id: str
+    key: str
+    forgotten: bool = False
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+
+class _Pending(msgspec.Struct, frozen=True):
+    """A listed download: the message (only the attachment retried) and tries made."""
+
+    event: Message
+    attempts: int = 0
+
+
+_pending_decoder = msgspec.msgpack.Decoder(_Pending)
+_encoder = msgspec.msgpack.Encoder()
 
 
 @dataclass
@@ -96,6 +136,7 @@ class MediaDesk:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._retrying: set[asyncio.Task[None]] = set()
+        self._listed: set[str] = set()  # retry index fields this process is retrying
 
     @property
     def retrying(self) -> int:
@@ -185,7 +226,7 @@ class MediaDesk:
         return records, contents
 
     async def _one(
-        self, conv: Conversation, creds: ChannelCredentials | None, event: Message, index: int,
+        self, conv: Owner, creds: ChannelCredentials | None, event: Message, index: int,
         attachment: Attachment,
     ) -> tuple[MediaRecord, bytes | None]:
         if creds is None:
@@ -201,7 +242,7 @@ class MediaDesk:
         return await self._keep(conv, event, index, attachment, content, mime), content
 
     async def _keep(
-        self, conv: Conversation, event: Message, index: int, attachment: Attachment,
+        self, conv: Owner, event: Message, index: int, attachment: Attachment,
         content: bytes, mime: str | None,
     ) -> MediaRecord:
         mime_type = attachment.mime_type or mime or "application/octet-stream"
@@ -219,7 +260,7 @@ class MediaDesk:
                 record = msgspec.structs.replace(record, transcript=transcript)
         return record
 
-    async def _record(self, conv: Conversation, event: Message,
+    async def _record(self, conv: Owner, event: Message,
                       records: list[MediaRecord]) -> None:
         if conv.forgotten or not records:
             return
@@ -232,37 +273,104 @@ class MediaDesk:
         await self.history.append(conv.tenant_id, entry, now_ms=conv.now_ms())
 
     # --- background retries ---------------------------------------------------------------
-    def _retry_later(self, conv: Conversation, creds: ChannelCredentials, event: Message,
-                     index: int, attachment: Attachment) -> None:
-        task = asyncio.create_task(self._retry(conv, creds, event, index, attachment),
-                                   name=f"media-retry:{event.event_id}:{index}")
+    def _retry_later(self, conv: Owner, creds: ChannelCredentials | None, event: Message,
+                     index: int, attachment: Attachment, *, attempts: int = 0,
+                     listed: bool = False) -> None:
+        field = self.store.retry_field(conv.key, event.event_id, index)
+        if field in self._listed:
+            return
+        self._listed.add(field)
+        task = asyncio.create_task(
+            self._retry(conv, creds, event, index, attachment, attempts, listed),
+            name=f"media-retry:{event.event_id}:{index}")
         self._retrying.add(task)
-        task.add_done_callback(self._retrying.discard)
 
-    async def _retry(self, conv: Conversation, creds: ChannelCredentials, event: Message,
-                     index: int, attachment: Attachment) -> None:
-        for attempt in range(self.retries):
+        def finished(done: asyncio.Task[None]) -> None:
+            self._retrying.discard(done)
+            self._listed.discard(field)
+        task.add_done_callback(finished)
+
+    async def _list(self, conv: Owner, event: Message, index: int, attachment: Attachment,
+                    attempts: int) -> bool:
+        """The download listed with ``attempts`` made; True when it was not listed."""
+        pending = _Pending(msgspec.structs.replace(event, text=None, attachments=(attachment,)),
+                           attempts)
+        return await self.store.note_retry(conv.tenant_id, conv.key, event.event_id, index,
+                                           _encoder.encode(pending))
+
+    async def _retry(self, conv: Owner, creds: ChannelCredentials | None, event: Message,
+                     index: int, attachment: Attachment, first: int, listed: bool) -> None:
+        tenant, key = conv.tenant_id, conv.key
+        try:
+            if not listed:
+                await self._list(conv, event, index, attachment, first)
+                listed = True
+        except Exception as exc:  # noqa: BLE001 - retried in this process regardless
+            log.warning("media retry not listed", extra={"tenant": tenant,
+                                                         "error": type(exc).__name__})
+        for attempt in range(first, self.retries):
             delay = self.retry_base_s * (2 ** attempt)
             await self._sleep(delay * (0.5 + self._rng.random() / 2))
             if conv.forgotten:  # erased meanwhile: nothing of it may be written again
                 return
             try:
+                # Listed again with this try counted: a field found gone was erased
+                # (or the message unsent) meanwhile.
+                if listed and await self._list(conv, event, index, attachment, attempt + 1):
+                    await self.store.retry_done(tenant, key, event.event_id, index)
+                    return
+                if creds is None:
+                    creds = await self.credentials.credentials(event.channel, event.account_id)
                 record, _content = await self._one(conv, creds, event, index, attachment)
             except TenantErased:
                 return
             except Exception as exc:  # noqa: BLE001 - a background retry must not die loud
-                log.warning("media retry failed", extra={"tenant": conv.tenant_id,
+                log.warning("media retry failed", extra={"tenant": tenant,
                                                          "error": type(exc).__name__})
                 continue
             if record.status == "failed":
                 continue
-            if conv.forgotten:
-                await self.store.delete(conv.tenant_id, conv.key, [record.ref])
+            # Whoever unlists the download records it: once, even if two shards got it.
+            won = not listed or await self.store.retry_done(tenant, key, event.event_id, index)
+            if conv.forgotten or not won:
+                if record.ref:
+                    await self.store.delete(tenant, key, [record.ref])
                 return
             await self._record(conv, event, [record])
             return
         log.warning("media not downloaded after retries",
-                    extra={"tenant": conv.tenant_id, "attempts": self.retries})
+                    extra={"tenant": tenant, "attempts": self.retries})
+        if listed:
+            await self.store.retry_done(tenant, key, event.event_id, index)
+
+    async def resume(self, tenants: Iterable[str], partitions: Iterable[int],
+                     partition_count: int) -> int:
+        """Take up the listed downloads of the conversations on ``partitions`` (after a
+        restart or a handover) with the tries they have left; returns how many."""
+        owned = set(partitions)
+        taken = 0
+        for tenant in tenants:
+            for conversation, message_id, index, value in await self.store.retries(tenant):
+                if partition_of(conversation, partition_count) not in owned:
+                    continue
+                field = self.store.retry_field(conversation, message_id, index)
+                if field in self._listed:
+                    continue
+                try:
+                    pending = _pending_decoder.decode(value)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    await self.store.retry_done(tenant, conversation, message_id, index)
+                    continue
+                event, attachments = pending.event, pending.event.attachments
+                if (pending.attempts >= self.retries or not attachments
+                        or await self.store.has(tenant, conversation, message_id, index)):
+                    # Out of tries, or the process before got it (and recorded it).
+                    await self.store.retry_done(tenant, conversation, message_id, index)
+                    continue
+                self._retry_later(_Listed(tenant, conversation), None, event, index,
+                                  attachments[0], attempts=pending.attempts, listed=True)
+                taken += 1
+        return taken
 
 
 def _record(index: int, attachment: Attachment, *, status: str, reason: str = "",

@@ -179,6 +179,8 @@ async def forget_unsent(conv: Conversation, event: Unsend) -> None:
         if conv.services.media is not None:  # the files it carried go with it
             await conv.services.media.store.delete_message(conv.tenant_id, conv.key,
                                                            event.target_id)
+            await conv.services.media.store.drop_retries(conv.tenant_id, conv.key,
+                                                         event.target_id)
         turns = without_texts(conv.context.turns, [m.text for m in gone if m.text])
     if len(turns) != len(conv.context.turns):
         conv.context.turns = turns

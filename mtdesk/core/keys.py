@@ -123,6 +123,10 @@ HISTORY = _t("history", "hist", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SEC
              "history", section="conversations", counted_as="conversations", scope=_C)
 MEDIA = _t("media", "media", True, True, _E.CONVERSATION, _R.MESSAGES, _X.SECTION, "media",
            section="conversations", counted_as="media", scope=_C)
+# Downloads of customers' media being retried (one field per attachment, naming its
+# conversation): a restarted shard retries those of its partitions.
+MEDIA_RETRY = _t("media_retry", "mretry", False, True, _E.MEMBERS, _R.TTL, _X.DERIVED,
+                 "media_retries")
 # Imported history (WhatsApp Business app): its entries' message times (entry id → the
 # time the message was written), so retention counts from when it was written.
 IMPORTED = _t("imported", "imported", True, True, _E.CONVERSATION, _R.MESSAGES, _X.DERIVED,
@@ -212,6 +216,7 @@ LAYOUT_VERSION = _g("layout", "layout", False, False, _E.NONE, _R.CONFIGURATION,
 
 FAMILIES: tuple[Family, ...] = (
     TENANT_RECORD, CHANNEL_SET, CHANNEL_RECORD, BOT, CONVERSATION_INDEX, CONTEXT, HISTORY, MEDIA,
+    MEDIA_RETRY,
     IMPORTED, PHONE_ALIAS, PAUSED, INBOX_CARD, REPLY, OUTBOUND, KNOWLEDGE, RESTRICTED, BILLING, USAGE, ANALYTICS,
     ANALYTICS_CONVERSATIONS, USER_SET, USER,
     USER_SESSIONS, API_KEYS, DATA_KEY,
@@ -458,6 +463,13 @@ def media(tenant_id: str, conversation: str) -> str:
     attachment, entry ids are store times; see :mod:`mtdesk.core.media`). Exported as
     the references the history's messages carry, not as bytes."""
     return f"{ROOT}:t:{{{tenant_id}}}:media:{conversation}"
+
+
+def media_retries(tenant_id: str) -> str:
+    """Hash: the media downloads being retried, field ``{conversation} {message id}
+    {index}`` → the attachment to fetch (sealed; :mod:`mtdesk.actors.media`). Expires a
+    day after its last write; a conversation's fields go with the conversation."""
+    return f"{ROOT}:t:{{{tenant_id}}}:mretry"
 
 
 def imported(tenant_id: str, conversation: str) -> str:

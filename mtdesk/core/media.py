@@ -15,6 +15,11 @@ What a caller may rely on:
   the bytes): its position, type, MIME type, size, SHA-256, the ``ref`` of its stored
   bytes (``""`` when not stored), ``status`` (``stored`` | ``failed`` | ``too_large``)
   and, for a voice note, the ``transcript``. Exports carry these references.
+- The retry index (``keys.media_retries(tenant)``, a hash) names the downloads being
+  retried, one field ``{conversation} {message id} {index}`` each, the value (what to
+  fetch) sealed like the bytes: ``note_retry`` / ``retry_done`` / ``drop_retries`` /
+  ``retries``. It expires :data:`RETRY_INDEX_TTL_S` after its last write; erasing a
+  conversation removes its fields.
 - :func:`describe` is the sentence the model gets instead of the file ("The customer
   sent a picture (image/jpeg, 120 KB)."); pure, never raises.
 """
@@ -26,7 +31,8 @@ import hashlib
 import msgspec
 
 from mtdesk.core import keys
-from mtdesk.core.redis import Redis, as_entries
+from mtdesk.core.errors import DecryptionError
+from mtdesk.core.redis import Redis, as_bytes, as_entries
 from mtdesk.core.sealing import TenantCipher
 
 # What the Graph API can give us bytes for; the other attachment types (location, share,
@@ -39,6 +45,7 @@ _NOUNS: dict[str, str] = {
     "video": "a video", "file": "a document", "document": "a document",
 }
 SEAL_FAMILY = "media"
+RETRY_INDEX_TTL_S = 86_400  # a download still listed a day after its last try is dropped
 
 
 class MediaRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -184,6 +191,69 @@ class MediaStore:
             meta = _meta_decoder.decode(fields[b"m"])
             out.append(msgspec.structs.replace(meta, ref=entry.decode()))
         return out
+
+
+    # --- the retry index ---------------------------------------------------------------
+    @staticmethod
+    def retry_field(conversation: str, message_id: str, index: int) -> str:
+        return f"{conversation} {message_id} {index}"
+
+    async def note_retry(self, tenant_id: str, conversation: str, message_id: str,
+                         index: int, value: bytes) -> bool:
+        """List (or update) a download being retried; True when the field was new."""
+        field = self.retry_field(conversation, message_id, index)
+        sealed = await self._cipher.seal(tenant_id, SEAL_FAMILY, f"retry\x00{field}", value)
+        name = keys.media_retries(tenant_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(name, field, sealed)
+        pipe.expire(name, RETRY_INDEX_TTL_S)
+        added, _ = await pipe.execute()
+        return bool(added)
+
+    async def retry_done(self, tenant_id: str, conversation: str, message_id: str,
+                         index: int) -> bool:
+        """Unlist a download; True when this call removed it (it was still listed)."""
+        field = self.retry_field(conversation, message_id, index)
+        return bool(await self._redis.hdel(keys.media_retries(tenant_id), field))
+
+    async def drop_retries(self, tenant_id: str, conversation: str, message_id: str) -> int:
+        """Unlist every download of ``message_id`` (an unsent message)."""
+        name = keys.media_retries(tenant_id)
+        prefix = f"{conversation} {message_id} ".encode()
+        doomed = [f for f in await self._redis.hkeys(name) if as_bytes(f).startswith(prefix)]
+        return int(await self._redis.hdel(name, *doomed)) if doomed else 0
+
+    async def retries(self, tenant_id: str) -> list[tuple[str, str, int, bytes]]:
+        """The tenant's listed downloads: (conversation, message id, index, value)."""
+        out = []
+        for raw, sealed in (await self._redis.hgetall(keys.media_retries(tenant_id))).items():
+            field = as_bytes(raw).decode()
+            parts = field.rsplit(" ", 2)
+            if len(parts) != 3 or not parts[2].isdigit():
+                continue
+            conversation, message_id, index = parts
+            try:
+                value = await self._cipher.open(tenant_id, SEAL_FAMILY, f"retry\x00{field}",
+                                                as_bytes(sealed))
+            except DecryptionError:
+                continue
+            out.append((conversation, message_id, int(index), value))
+        return out
+
+    async def has(self, tenant_id: str, conversation: str, message_id: str, index: int, *,
+                  scan: int = 1000) -> bool:
+        """Whether the bytes of attachment ``index`` of ``message_id`` are stored (among
+        the conversation's last ``scan``)."""
+        rows = as_entries(await self._redis.xrevrange(keys.media(tenant_id, conversation),
+                                                      count=scan))
+        for _entry, fields in rows:
+            try:
+                meta = _meta_decoder.decode(fields[b"m"])
+            except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if meta.message_id == message_id and meta.index == index:
+                return True
+        return False
 
 
 def _is_entry_id(ref: str) -> bool:

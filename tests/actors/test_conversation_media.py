@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from shardkit import ACCOUNTS, Desk, desk, eventually
 
+from mtdesk.core import keys
 from mtdesk.core.events import Attachment, Message, Unsend
 from mtdesk.core.history import MEDIA_KIND, StoredMessage
 from mtdesk.core.media import MediaStore
@@ -168,6 +169,41 @@ async def test_a_failed_download_is_answered_with_a_description_and_retried(
         assert len(d.llm.chat_requests) == 1  # not answered twice
 
 
+async def test_a_download_being_retried_is_taken_up_by_the_shard_started_after(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        d.graph.add_media("DOC7", b"%PDF-1.7 receipt", "application/pdf",
+                          account_id=ACCOUNTS["whatsapp"])
+        d.graph.fail_next_download(times=1, status=503)
+        first = await d.shard(media_options={"retry_base_s": 60.0})  # no retry before it stops
+        await first.start()
+        msg = d.message(None, user="U9", channel="whatsapp", type="document",
+                        attachments=(Attachment(type="document", media_id="DOC7",
+                                                mime_type="application/pdf",
+                                                filename="receipt.pdf"),))
+        await d.push(msg)
+        await eventually(lambda: d.texts_to("U9"))
+        # Meta delivers the same message again: still de-duplicated, not answered twice.
+        await d.push(msg)
+        await eventually(_acknowledged(d))
+        assert len(d.texts_to("U9")) == 1
+        listed = await redis.hgetall(keys.media_retries(d.tenant_id))
+        assert len(listed) == 1 and b"receipt" not in b"".join(listed.values())  # sealed
+
+        await first.stop()  # the process goes, its retry with it
+        services = d.shards[0][1]
+        assert services.media is not None
+        await services.media.aclose()
+        second = await d.shard(media_options=FAST_RETRY)
+        await second.start()
+        await eventually(lambda: _stored(redis, d, msg.conversation))
+        await eventually(lambda: _unlisted(redis, d))
+        statuses = [e.media[0].status for e in await media_entries(redis, d, msg.conversation)]
+        assert statuses == ["failed", "stored"]  # recorded once
+        assert len(d.llm.chat_requests) == 1 and len(d.texts_to("U9")) == 1
+
+
 async def test_an_expired_attachment_url_still_gets_an_answer(
     redis: Redis, redis_url: str
 ) -> None:
@@ -209,6 +245,10 @@ def _acknowledged(d: Desk) -> Callable[[], Awaitable[bool]]:
 
 async def _stored(redis: Redis, d: Desk, conv: str) -> bool:
     return any(e.media and e.media[0].status == "stored" for e in await media_entries(redis, d, conv))
+
+
+async def _unlisted(redis: Redis, d: Desk) -> bool:
+    return not await redis.hgetall(keys.media_retries(d.tenant_id))
 
 
 async def _no_media(store: MediaStore, d: Desk, conv: str) -> bool:

@@ -90,6 +90,9 @@ async def store_conversation(
     media = await MediaStore(redis).put(tenant_id, person.conv, person.mid, 0,
                                         f"JFIF {person.text}".encode(), "image/jpeg",
                                         now_ms=at_ms)
+    # A second file of it whose download is being retried (listed with what to fetch).
+    await MediaStore(redis).note_retry(tenant_id, person.conv, person.mid, 1,
+                                       f"https://cdn.example/{person.text}".encode())
     await store.append(tenant_id, StoredMessage(
         direction="in", message_id=f"media:{person.mid}", kind=MEDIA_KIND,
         channel=person.channel, account_id=person.account_id, user_id=person.user_id,

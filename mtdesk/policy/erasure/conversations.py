@@ -47,7 +47,8 @@ end
 return kept
 """
 
-# KEYS: history, context, pause marker, index, media, inbox card, imported; ARGV: conversation, force ('1':
+# KEYS: history, context, pause marker, index, media, inbox card, imported, media retries;
+# ARGV: conversation, force ('1':
 # even with entries left). The conversation's remaining keys (its media bytes too), once
 # its history stream is empty (else -1: a message came in after the last page read,
 # page through it again). Returns whether a context was deleted.
@@ -57,6 +58,10 @@ redis.call('DEL', KEYS[1])
 local ctx = redis.call('DEL', KEYS[2])
 redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7])
 redis.call('ZREM', KEYS[4], ARGV[1])
+local prefix = ARGV[1] .. ' '
+for _, field in ipairs(redis.call('HKEYS', KEYS[8])) do
+  if string.sub(field, 1, #prefix) == prefix then redis.call('HDEL', KEYS[8], field) end
+end
 return ctx
 """
 
@@ -113,8 +118,8 @@ class ConversationEraser:
             await self._erase_one(tenant_id, conv)
 
     async def _erase_one(self, tenant_id: str, conv: str) -> None:
-        """History, context, pause, index entry, media, inbox card and the per-message reply/outbound
-        state."""
+        """History, context, pause, index entry, media (and its retries), inbox card and the
+        per-message reply/outbound state."""
         hist = keys.history(tenant_id, conv)
         counts: Counts = {"conversations": 1}
         ctx = 0
@@ -126,7 +131,8 @@ class ConversationEraser:
                 ctx = int(await self._drop_conversation(
                     keys=[hist, keys.context(tenant_id, conv), keys.paused(tenant_id, conv),
                           keys.conversations(tenant_id), keys.media(tenant_id, conv),
-                          keys.inbox_card(tenant_id, conv), keys.imported(tenant_id, conv)],
+                          keys.inbox_card(tenant_id, conv), keys.imported(tenant_id, conv),
+                          keys.media_retries(tenant_id)],
                     args=[conv, "1" if rereads >= 3 else "0"],
                 ))
                 if ctx >= 0:
