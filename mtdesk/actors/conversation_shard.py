@@ -334,7 +334,6 @@ class ConversationShard:
         while self._running:
             try:
                 await self._resume_own_pending()
-                await self._resume_media()
                 break
             except asyncio.CancelledError:
                 raise
@@ -342,6 +341,11 @@ class ConversationShard:
                 log.exception("re-reading own pending entries failed; retrying")
                 await asyncio.sleep(1.0)
                 await self._recreate_groups()
+        try:
+            await self._resume_media()
+        except Exception as exc:  # noqa: BLE001 - reading goes on; the listing expires
+            log.warning("media downloads not taken up",
+                        extra={"shard": self.index, "error": type(exc).__name__})
         while self._running:
             room = self._max_inflight - len(self._inflight)
             if room <= 0:
@@ -392,15 +396,16 @@ class ConversationShard:
                     keys.inbound(p), count=self._batch, after=after)
                 await self._dispatch_many(p, entries)
 
-    async def _resume_media(self) -> None:
-        """The media downloads being retried in this shard's partitions before a restart
-        (or by their previous owner) go on here, with the tries they have left."""
+    async def _resume_media(self, partitions: list[int] | None = None) -> None:
+        """The media downloads being retried in this shard's partitions (or ``partitions``)
+        before a restart, or by their previous owner, go on here with the tries left."""
         media = self._conv_services.media
-        if media is None or not self.partitions:
+        partitions = self.partitions if partitions is None else partitions
+        if media is None or not partitions:
             return
         tenants = sorted(as_bytes(t).decode()
                          for t in await self._redis.smembers(keys.TENANTS))
-        taken = await media.resume(tenants, self.partitions, self._settings.partitions)
+        taken = await media.resume(tenants, partitions, self._settings.partitions)
         if taken:
             log.info("media downloads taken up", extra={"shard": self.index, "count": taken})
 
@@ -695,6 +700,11 @@ class ConversationShard:
             claimed += count
         if fresh:
             self._set_partitions([*self.partitions, *fresh])
+            try:
+                await self._resume_media(sorted(fresh))
+            except Exception as exc:  # noqa: BLE001 - the partitions are taken regardless
+                log.warning("media downloads not taken up", extra={
+                    "shard": self.index, "error": type(exc).__name__})
         log.info("partitions taken", extra={"shard": self.index, "partitions": len(fresh),
                                              "claimed": claimed})
         return {"taken": sorted(fresh), "claimed": claimed}
