@@ -81,6 +81,7 @@ async def desk(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[_D
             encryption_keys=(Secret(generate_key()),), admin_token=Secret(OPERATOR),
             meta_app_secrets=(Secret(APP_SECRET),), meta_verify_token=Secret("verify"),
             partitions=4, shards=1, llm_timeout_s=5.0, data_dir=str(tmp_path / "data"),
+            transcriber="openai:whisper-1",
         )
         services = await build_shard_services(
             settings, sender_options={"base_delay_s": 0.01, "max_attempts": 3})
@@ -147,3 +148,15 @@ async def test_a_person_watches_live_takes_over_and_the_bot_stays_silent(desk: _
         await expect(page.locator("#inbox-badge")).to_have_text("bot")
         await desk.customer_says("One more question")
         await expect(page.locator("#inbox-messages li.kind-reply")).to_have_count(2)
+
+        # A voice note: heard, answered, and its transcript shown under it.
+        voice = desk.graph.add_attachment(b"OggS do you ship to Porto", "audio/mp4",
+                                          expires_s=600)
+        await desk.webhook({"sender": {"id": "PSID7"}, "recipient": {"id": PAGE},
+                            "timestamp": int(time.time() * 1000),
+                            "message": {"mid": "m_voice_1", "attachments": [
+                                {"type": "audio", "payload": {"url": voice}}]}})
+        note = page.locator("#inbox-messages li[data-message-id='m_voice_1']")
+        await expect(note.locator(".transcript")).to_have_text(
+            "Transcript: OggS do you ship to Porto")
+        await expect(page.locator("#inbox-messages li.kind-reply")).to_have_count(3)

@@ -163,9 +163,46 @@
         mark + (m.status === "failed" && m.reason ? ": " + m.reason : "")) : null);
   }
 
+  // What was fetched of a message's files (a "media" entry): shown under that message,
+  // a voice note with its transcript. A later entry (a retried download) replaces the
+  // file of the same position.
+  const MEDIA_STATUS = { failed: "could not be downloaded", too_large: "too large to keep" };
+
+  function mediaItem(conv, r) {
+    const name = r.filename || r.type || "file";
+    const status = MEDIA_STATUS[r.status];
+    const file = r.status === "stored" && r.ref
+      ? el("button", { type: "button", className: "link",
+                       onclick: () => M.download(path(conv, "media/" + r.ref), name).catch(problem) },
+        "[" + name + "]")
+      : el("span", {}, "[" + name + "]" + (status ? " " + status : ""));
+    return el("div", { className: "media-item", dataset: { index: String(r.index), status: r.status || "" } },
+      file, r.transcript ? el("div", { className: "transcript" }, "Transcript: " + r.transcript) : null);
+  }
+
+  function showMedia(m) {
+    const li = document.querySelector(`#inbox-messages li[data-message-id="${CSS.escape(m.reply_to || "")}"]`);
+    if (!li) return;
+    let box = li.querySelector(".media");
+    if (!box) {
+      box = el("div", { className: "media" });
+      li.append(box);
+    }
+    for (const r of m.media || []) {
+      const item = mediaItem(inbox.open, r);
+      const old = box.querySelector(`.media-item[data-index="${r.index}"]`);
+      if (old) old.replaceWith(item); else box.append(item);
+    }
+  }
+
   function addMessage(m) {
     if (!m.entry || document.querySelector(`#inbox-messages li[data-entry="${CSS.escape(m.entry)}"]`)) return;
-    if (m.kind === "media" || m.kind === "user_changed") return;
+    if (m.kind === "media") {
+      showMedia(m);
+      inbox.lastEntry = m.entry;
+      return;
+    }
+    if (m.kind === "user_changed") return;
     $("inbox-messages").append(messageItem(m));
     inbox.lastEntry = m.entry;
     const list = $("inbox-messages");
