@@ -237,6 +237,28 @@ async def test_media_leaves_with_an_unsent_message(redis: Redis, redis_url: str)
         assert await media_entries(redis, d, msg.conversation) == []
 
 
+async def test_an_unsent_message_stops_its_download_retry(redis: Redis, redis_url: str) -> None:
+    async with desk(redis, redis_url) as d:
+        d.graph.add_media("IMG5", JPEG, "image/jpeg", account_id=ACCOUNTS["whatsapp"])
+        d.graph.fail_next_download(times=1, status=503)
+        shard = await d.shard(media_options={"retry_base_s": 0.5})
+        await shard.start()
+        msg = whatsapp_media(d, "IMG5", "image", "image/jpeg", user="U10")
+        await d.push(msg)
+        await eventually(lambda: d.texts_to("U10"))
+        assert await redis.hlen(keys.media_retries(d.tenant_id)) == 1
+        await d.push(Unsend(event_id=f"unsend:{msg.event_id}", channel="whatsapp",
+                            account_id=msg.account_id, user_id="U10",
+                            timestamp_ms=msg.timestamp_ms + 5, target_id=msg.event_id))
+        await eventually(lambda: _unlisted(redis, d))
+        services = d.shards[0][1]
+        assert services.media is not None
+        await eventually(lambda: services.media is not None and services.media.retrying == 0)
+        # The retry found the listing gone: nothing of the message came back.
+        assert await media_entries(redis, d, msg.conversation) == []
+        assert not await MediaStore(redis).refs(d.tenant_id, msg.conversation)
+
+
 def _acknowledged(d: Desk) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return await d.pending() == 0
