@@ -349,7 +349,7 @@ class MediaDesk:
         restart or a handover) with the tries they have left; returns how many."""
         owned = set(partitions)
         taken = 0
-        for tenant in tenants:
+        for tenant in await self.store.listing(list(tenants)):
             for conversation, message_id, index, value in await self.store.retries(tenant):
                 if partition_of(conversation, partition_count) not in owned:
                     continue

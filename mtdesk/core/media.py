@@ -223,6 +223,17 @@ class MediaStore:
         doomed = [f for f in await self._redis.hkeys(name) if as_bytes(f).startswith(prefix)]
         return int(await self._redis.hdel(name, *doomed)) if doomed else 0
 
+    async def listing(self, tenants: list[str], *, page: int = 500) -> list[str]:
+        """Those of ``tenants`` with downloads listed (pipelined, ``page`` at a time)."""
+        found: list[str] = []
+        for start in range(0, len(tenants), page):
+            chunk = tenants[start:start + page]
+            pipe = self._redis.pipeline(transaction=False)
+            for tenant in chunk:
+                pipe.exists(keys.media_retries(tenant))
+            found += [t for t, n in zip(chunk, await pipe.execute(), strict=True) if n]
+        return found
+
     async def retries(self, tenant_id: str) -> list[tuple[str, str, int, bytes]]:
         """The tenant's listed downloads: (conversation, message id, index, value)."""
         out = []
