@@ -2,8 +2,9 @@
 ports: the app (gateway and admin) over the test Redis, a conversation shard answering
 in this process, the fake Graph API with Meta's login dialog. Ana signs up, connects her
 Page through Meta's (fake) dialog, adds a Q&A pair; a customer writes on Messenger (a
-signed webhook); Ana sees the message and the bot's answer from her Q&A in the inbox,
-then today's bars in the analytics chart."""
+signed webhook); Ana sees the message and the bot's answer from her Q&A arrive live in
+the inbox, replies as a person, sees the bot stay silent for the customer's next
+message, then today's bars in the analytics chart."""
 
 from __future__ import annotations
 
@@ -132,28 +133,32 @@ async def test_a_person_signs_up_connects_a_page_trains_the_bot_and_sees_the_day
         await expect(page.locator("#source-rows tr").first.locator(".source-status")).to_have_text(
             "ready")
 
-        # a customer writes; the message and the bot's answer are in the inbox
-        await _customer_writes(server, graph.login.app_secret, "Hi! When are you open?")
+        # a customer writes: the conversation and the bot's answer arrive live (no reload)
         await _go(page, "inbox")
-        row = page.locator("#conversation-rows tr", has_text=CUSTOMER)
-        for _ in range(100):
-            await page.click("#conversations-refresh")
-            if await row.count():
-                break
-            await asyncio.sleep(0.1)
-        await row.locator("button", has_text="Open").click()
-        messages = page.locator("#messages li")
+        await expect(page.locator("#inbox-live")).to_contain_text("Live")
+        await _customer_writes(server, graph.login.app_secret, "Hi! When are you open?")
+        row = page.locator(f"#inbox-rows li[data-conversation='messenger:{PAGE}:{CUSTOMER}']")
+        await row.locator("button").click()
+        messages = page.locator("#inbox-messages li")
         await expect(messages.first).to_contain_text("Hi! When are you open?")
-        for _ in range(100):
-            if await messages.count() >= 2:
-                break
-            await page.click("#conversations-refresh")
-            await row.locator("button", has_text="Open").click()
-            await asyncio.sleep(0.1)
-        await expect(messages.nth(1)).to_contain_text("Monday to Saturday")
-        await expect(messages.nth(1)).to_have_class("out")
+        replies = page.locator("#inbox-messages li.kind-reply")
+        await expect(replies).to_have_count(1)
+        await expect(replies).to_contain_text("Monday to Saturday")
         sent = [s for s in graph.sends if s.text and "Monday to Saturday" in s.text]
         assert len(sent) == 1  # Meta got the answer once
+
+        # Ana replies as a person; the bot stays silent for the customer's next message
+        await page.fill("#inbox-text", "Hi, this is Ana: we open at 9 on Saturday too.")
+        await page.click("#inbox-send")
+        await expect(page.locator("#inbox-messages li.kind-agent")).to_contain_text(
+            "we open at 9 on Saturday")
+        await expect(page.locator("#inbox-badge")).to_have_text("human")
+        await _customer_writes(server, graph.login.app_secret, "When are you open?")
+        await expect(messages.last).to_contain_text("When are you open?")
+        await expect(replies).to_have_count(1)
+        texts = [s.text for s in graph.sends if s.text]
+        assert texts[-1] == "Hi, this is Ana: we open at 9 on Saturday too."
+        assert sum("Monday to Saturday" in t for t in texts) == 1  # the bot said nothing more
 
         # the day's chart: the shard has written today's counts (within its second)
         tenant = (await (await page.request.get(str(server.make_url(
@@ -161,19 +166,21 @@ async def test_a_person_signs_up_connects_a_page_trains_the_bot_and_sees_the_day
         today = analytics.day_of(int(time.time() * 1000))
         for _ in range(100):
             f = (await analytics.read(redis, tenant, [today]))[0]
-            if f.bot_replies:
+            if f.bot_replies and f.human_replies and f.messages_in == 2:
                 break
             await asyncio.sleep(0.1)
         await _go(page, "analytics")
         iso = f"{today[:4]}-{today[4:6]}-{today[6:]}"
         await expect(page.locator(f"#analytics-chart rect.bar-messages_in[data-day='{iso}']")
-                     ).to_have_attribute("data-value", "1")
+                     ).to_have_attribute("data-value", "2")
         await expect(page.locator(f"#analytics-chart rect.bar-bot_replies[data-day='{iso}']")
                      ).to_have_attribute("data-value", "1")
+        await expect(page.locator(f"#analytics-chart rect.bar-human_replies[data-day='{iso}']")
+                     ).to_have_attribute("data-value", "1")
         tiles = page.locator("#analytics-totals")
-        await expect(tiles.locator(".tile", has_text="Messages in")).to_contain_text("1")
-        await expect(tiles.locator(".tile", has_text="Automation")).to_contain_text("100%")
-        await expect(page.locator(f"#analytics-rows tr[data-day='{iso}']")).to_contain_text("1")
+        await expect(tiles.locator(".tile", has_text="Messages in")).to_contain_text("2")
+        await expect(tiles.locator(".tile", has_text="Automation")).to_contain_text("0%")
+        await expect(page.locator(f"#analytics-rows tr[data-day='{iso}']")).to_contain_text("2")
         height = await page.locator(
             f"#analytics-chart rect.bar-messages_in[data-day='{iso}']").get_attribute("height")
         assert height is not None and float(height) > 0
