@@ -1,7 +1,7 @@
 """A person takes a conversation over: their reply goes out once through the bot's own
 sender, the bot is silent from that moment (an answer being generated is dropped, not
 sent; for a person's echo from Meta's own inbox see test_takeover_mid_answer.py), and
-comes back on a hand back. Real shard, real Redis, the fake Graph API and LLM."""
+comes back on a hand back or when MTDESK_HANDOFF_PAUSE_S runs out. Real shard, real Redis, the fake Graph API and LLM."""
 
 from __future__ import annotations
 
@@ -143,3 +143,32 @@ async def test_a_whatsapp_template_is_sent_with_its_parameters(
                 {"type": "text", "text": "Ann"}, {"type": "text", "text": "#1234"}]}]}
         history = await d.store().read(d.tenant_id, m.conversation)
         assert history[-1].text == "[template order_update (en_US): Ann, #1234]"
+
+
+async def test_after_the_hand_off_pause_the_bot_answers_again_by_itself(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url, handoff_pause_s=1) as d:  # MTDESK_HANDOFF_PAUSE_S=1
+        await (await d.shard()).start()
+        m = d.message("hi", user="U9")
+        await d.push(m)
+        await eventually(lambda: len(d.graph.sends) == 1)
+        reply_id = await _person_replies(d, m.conversation, "Ann here.")
+        await eventually(lambda: _ended(d, reply_id))
+        during = d.message("are you there?", user="U9")
+        await d.push(during)
+        await eventually(lambda: _ended(d, during.event_id))
+        assert (await _reply(d, during.event_id))["reason"] == "paused: human agent"
+        # nobody handed back: the pause runs out on its own and the bot is back
+        await eventually(lambda: _paused_over(d, m.conversation))
+        after = d.message("hello again", user="U9")
+        await d.push(after)
+        await eventually(lambda: _ended(d, after.event_id))
+        assert (await _reply(d, after.event_id))["state"] == "sent"
+        assert len(d.graph.sends) == 3
+        card = await Inbox(redis, d.cipher()).card(d.tenant_id, m.conversation)
+        assert card is not None and card.status == "bot"
+
+
+async def _paused_over(d: Desk, conversation: str) -> bool:
+    return not await d.redis.exists(keys.paused(d.tenant_id, conversation))
