@@ -1,7 +1,8 @@
 """A person takes a conversation over: their reply goes out once through the bot's own
 sender, the bot is silent from that moment (an answer being generated is dropped, not
 sent; for a person's echo from Meta's own inbox see test_takeover_mid_answer.py), and
-comes back on a hand back or when MTDESK_HANDOFF_PAUSE_S runs out. Real shard, real Redis, the fake Graph API and LLM."""
+comes back on a hand back or when MTDESK_HANDOFF_PAUSE_S runs out. Real shard, real Redis,
+the fake Graph API and LLM."""
 
 from __future__ import annotations
 
