@@ -10,6 +10,14 @@ day per conversation and shard process (kept in memory: no Redis read per messag
 profile Meta does not give writes nothing), off the answer's path (a task of its own:
 the reply never waits for it), best effort: a failure is logged by type, never raised.
 Names and pictures never reach the logs.
+
+The picture itself (Meta's profile_pic address expires within days, and the console
+loads nothing from another host) is kept with the conversation's media
+(:class:`~mtdesk.core.media.MediaStore`, sealed like a customer's file, message id
+:data:`PICTURE_ID`) when ``keep_picture`` is given: the card names it (``picture_ref``),
+the console shows it through ``…/media/{ref}``, and it goes with the conversation's
+media: trimmed by retention, erased with the person. Only while the conversation exists
+(the bytes stored after the erasure are removed again), the day's previous copy dropped.
 """
 
 from __future__ import annotations
@@ -30,8 +38,16 @@ _WAIT_S: Final = 0.5
 _FIELDS: Final = {"messenger": "first_name,last_name,profile_pic",
                   "instagram": "name,username,profile_pic"}
 
+PICTURE_ID: Final = "profile-picture"
+PICTURE_MAX_BYTES: Final = 1024 * 1024
+PICTURE_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
 # (channel, account id, user id, fields) → the profile's JSON object, or None.
 FetchProfile = Callable[[str, str, str, str], Awaitable[dict[str, object] | None]]
+# (tenant, conversation, picture URL) → the ref of the stored picture, or None.
+KeepPicture = Callable[[str, str, str], Awaitable[str | None]]
+# (tenant, conversation, ref) → the stored picture removed.
+DropPicture = Callable[[str, str, str], Awaitable[None]]
 
 
 def name_of(channel: str, profile: dict[str, object]) -> str | None:
@@ -53,9 +69,13 @@ def picture_of(profile: dict[str, object]) -> str | None:
 class Profiles:
     """One per shard: keeps the inbox cards' names and pictures current."""
 
-    def __init__(self, inbox: Inbox, fetch: FetchProfile, now_ms: Callable[[], int]) -> None:
+    def __init__(self, inbox: Inbox, fetch: FetchProfile, now_ms: Callable[[], int], *,
+                 keep_picture: KeepPicture | None = None,
+                 drop_picture: DropPicture | None = None) -> None:
         self._inbox = inbox
         self._fetch = fetch
+        self._keep_picture = keep_picture
+        self._drop_picture = drop_picture
         self._now_ms = now_ms
         self._tasks: set[asyncio.Task[None]] = set()
         self._asked: dict[str, int] = {}  # "tenant|conversation" -> when looked at (ms)
@@ -92,15 +112,44 @@ class Profiles:
             # The message this came with may not be stored yet (a new conversation is
             # indexed by its admission, in the same moment): wait for it a little.
             for _ in range(_WAIT_TRIES):
-                if await self._inbox.set_profile(tenant_id, conv, name=name, picture=picture,
-                                                 now_ms=now):
-                    return
+                if await self._inbox.exists(tenant_id, conv):
+                    break
                 await asyncio.sleep(_WAIT_S)
+            else:
+                return
+            before = await self._inbox.picture_ref(tenant_id, conv) if picture else None
+            ref = await self._keep(tenant_id, conv, picture) if picture else None
+            if await self._inbox.set_profile(tenant_id, conv, name=name, picture=picture,
+                                             now_ms=now, picture_ref=ref):
+                if ref and before and before != ref:
+                    await self._drop(tenant_id, conv, before)
+            elif ref:  # erased meanwhile: take the copy away again
+                await self._drop(tenant_id, conv, ref)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # best effort: the inbox shows the id instead
             log.info("profile not updated channel=%s error=%s", event.channel,
                      type(exc).__name__)
+
+    async def _keep(self, tenant_id: str, conv: str, url: str) -> str | None:
+        if self._keep_picture is None:
+            return None
+        try:
+            return await self._keep_picture(tenant_id, conv, url)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the name still shows; the picture waits for tomorrow
+            log.info("profile picture not kept error=%s", type(exc).__name__)
+            return None
+
+    async def _drop(self, tenant_id: str, conv: str, ref: str) -> None:
+        if self._drop_picture is not None:
+            await self._drop_picture(tenant_id, conv, ref)
+
+    async def settled(self) -> None:
+        """Wait for the look-ups under way to end."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

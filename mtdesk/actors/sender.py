@@ -315,7 +315,7 @@ class GraphSender:
         return content
 
     async def download(
-        self, credentials: ChannelCredentials, *, media_id: str | None = None,
+        self, credentials: ChannelCredentials | None, *, media_id: str | None = None,
         url: str | None = None, max_bytes: int = MAX_MEDIA_BYTES,
     ) -> tuple[bytes, str | None]:
         """An attachment's bytes and MIME type: WhatsApp's ``media_id`` (``GET
@@ -323,11 +323,14 @@ class GraphSender:
         Messenger/Instagram CDN ``url`` (fetched without the token: the signed address
         is the credential, and the token must not go to another host). Raises
         :class:`GraphError`: retriable for network errors, timeouts and 5xx; code 0
-        with ``too large`` over ``max_bytes``."""
-        headers = {"Authorization": _bearer(credentials)}
+        with ``too large`` over ``max_bytes``. ``credentials`` may be None for a CDN
+        ``url`` (a person's profile picture)."""
+        headers = {"Authorization": _bearer(credentials)} if credentials is not None else {}
         mime: str | None = None
         try:
             if media_id is not None:
+                if credentials is None:
+                    raise GraphError(100, "a media id needs the channel's credentials")
                 async with self._session.get(f"{self._base}/{quote(media_id, safe='')}",
                                              headers=headers, timeout=self._timeout) as response:
                     payload = await response.read()
@@ -359,7 +362,7 @@ class GraphSender:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise GraphError(0, f"network error: {type(exc).__name__}", retriable=True) from exc
         except GraphError as exc:
-            if classify(exc.code, exc.http_status).disconnect:
+            if credentials is not None and classify(exc.code, exc.http_status).disconnect:
                 self._metrics.disconnects.labels(credentials.channel).inc()
                 await self._credentials.mark_disconnected(
                     credentials.channel, credentials.account_id,

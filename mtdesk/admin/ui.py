@@ -55,7 +55,7 @@ curl -X PUT {base}{api}/bot -H "Authorization: Bearer $API_KEY" \\
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "img-src 'self' blob:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 _SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,

@@ -68,6 +68,7 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     last_activity_ms: int
     name: str | None = None
     picture: str | None = None
+    picture_ref: str | None = None  # the picture kept with the conversation's media
     last_text: str | None = None
     last_direction: str | None = None
     last_kind: str | None = None
@@ -132,7 +133,7 @@ def card_of(conversation: str, score: float, raw: Mapping[bytes, bytes], paused:
     return Card(
         conversation=conversation, channel=_str(raw, "channel") or channel, account_id=account,
         user_id=user, last_activity_ms=int(score), name=_str(raw, "name"),
-        picture=_str(raw, "picture"), last_text=_str(raw, "last_text"),
+        picture=_str(raw, "picture"), picture_ref=_str(raw, "picture_ref"), last_text=_str(raw, "last_text"),
         last_direction=_str(raw, "last_dir"), last_kind=_str(raw, "last_kind"),
         last_ms=_int(raw, "last_ms"), last_in_ms=_int(raw, "last_in_ms"),
         unread=max(0, _int(raw, "unread")), status=status, assignee=_str(raw, "assignee"),
@@ -287,7 +288,8 @@ class Inbox:
             keys.inbox_card(tenant_id, conversation), "unread", 0))
 
     async def set_profile(self, tenant_id: str, conversation: str, *, name: str | None,
-                          picture: str | None, now_ms: int) -> bool:
+                          picture: str | None, now_ms: int,
+                          picture_ref: str | None = None) -> bool:
         """The person's name and picture as Meta gave them (``profile_ms``: when asked),
         only while the conversation exists (a late answer never brings an erased one
         back). True when stored."""
@@ -303,10 +305,20 @@ class Inbox:
             fields += ["name", sealed(name[:200])]
         if picture:
             fields += ["picture", sealed(picture[:2000])]
+        if picture_ref:
+            fields += ["picture_ref", picture_ref]
         done = await self._set_profile(
             keys=[keys.conversations(tenant_id), keys.inbox_card(tenant_id, conversation)],
             args=[conversation, f"c {conversation}", keys.live(tenant_id), *fields])
         return bool(done)
+
+    async def exists(self, tenant_id: str, conversation: str) -> bool:
+        """Whether the conversation is in the tenant's index (not erased, not expired)."""
+        return await self._redis.zscore(keys.conversations(tenant_id), conversation) is not None
+
+    async def picture_ref(self, tenant_id: str, conversation: str) -> str | None:
+        raw = await self._redis.hget(keys.inbox_card(tenant_id, conversation), "picture_ref")
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     async def profile_asked_ms(self, tenant_id: str, conversation: str) -> int:
         raw = await self._redis.hget(keys.inbox_card(tenant_id, conversation), "profile_ms")

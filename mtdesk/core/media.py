@@ -33,7 +33,16 @@ import msgspec
 from mtdesk.core import keys
 from mtdesk.core.errors import DecryptionError
 from mtdesk.core.redis import Redis, as_bytes, as_entries
+from mtdesk.core.scripts import LuaScript
 from mtdesk.core.sealing import TenantCipher
+
+# KEYS: a conversation's media stream; ARGV: entry ids. The entries deleted, and the
+# stream with them when nothing is left (no empty key outlives an erased conversation).
+_DROP = LuaScript("""
+local n = redis.call('XDEL', KEYS[1], unpack(ARGV))
+if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
+return n
+""", name="media_drop")
 
 # What the Graph API can give us bytes for; the other attachment types (location, share,
 # fallback links, templates, story mentions…) carry their content in the event itself.
@@ -166,6 +175,13 @@ class MediaStore:
         if not good:
             return 0
         return int(await self._redis.xdel(keys.media(tenant_id, conversation), *good))
+
+    async def drop(self, tenant_id: str, conversation: str, ref: str) -> int:
+        """One stored file removed, and the stream when it held nothing else."""
+        if not _is_entry_id(ref):
+            return 0
+        return int(await _DROP.bind(self._redis)(keys=[keys.media(tenant_id, conversation)],
+                                                 args=[ref]))
 
     async def delete_message(
         self, tenant_id: str, conversation: str, message_id: str, *, scan: int = 1000

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from shardkit import desk, eventually
 
+from mtdesk.actors.profiles import FetchProfile, KeepPicture, Profiles
+from mtdesk.core import keys
+from mtdesk.core.events import Message
 from mtdesk.core.inbox import Inbox
+from mtdesk.core.media import MediaStore
 from mtdesk.core.redis import Redis
+from mtdesk.fakes.graph import FakeGraphAPI
 
 
 async def _card_name(d, conv: str) -> str | None:  # type: ignore[no-untyped-def]
@@ -52,3 +57,81 @@ async def test_a_profile_for_a_conversation_no_longer_there_is_not_kept(redis: R
     stored = await Inbox(redis).set_profile("t_gone", "messenger:1:PS9", name="Late",
                                             picture=None, now_ms=1)
     assert stored is False and await redis.keys("*") == []
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"ana's face" * 20
+
+
+async def test_a_persons_picture_is_kept_sealed_with_the_conversation_and_replaced_daily(
+    redis: Redis, redis_url: str
+) -> None:
+    async with desk(redis, redis_url) as d:
+        url = d.graph.add_attachment(PNG, "image/png")
+        d.graph.add_profile("PS2", first_name="Ana", profile_pic=url)
+        await (await d.shard()).start()
+        m = d.message("hi", user="PS2")
+        await d.push(m)
+        inbox = Inbox(redis, d.cipher())
+
+        async def ref() -> str | None:
+            card = await inbox.card(d.tenant_id, m.conversation)
+            return card.picture_ref if card else None
+
+        await eventually(ref)
+        first = await ref()
+        assert first is not None
+        store = MediaStore(redis, cipher=d.cipher())
+        kept = await store.get(d.tenant_id, m.conversation, first)
+        assert kept is not None and kept.content == PNG and kept.mime_type == "image/png"
+        raw = await redis.xrange(keys.media(d.tenant_id, m.conversation))
+        assert PNG not in b"".join(v for _, f in raw for v in f.values())  # sealed at rest
+
+        # The next day's look-up keeps the new copy and drops the old one.
+        profiles = Profiles(inbox, _profile_of(d.graph, "PS2"), lambda: 4_000_000_000_000,
+                            keep_picture=_keeper(store, url_bytes=PNG + b"!"),
+                            drop_picture=lambda t, c, r: _drop(store, t, c, r))
+        profiles.note(d.tenant_id, m)
+        await profiles.settled()
+        second = await ref()
+        assert second is not None and second != first
+        assert await store.get(d.tenant_id, m.conversation, first) is None
+        assert [s.ref for s in await store.refs(d.tenant_id, m.conversation)] == [second]
+
+
+async def test_a_picture_for_a_conversation_erased_meanwhile_leaves_nothing(redis: Redis) -> None:
+    store = MediaStore(redis)
+    inbox = Inbox(redis)
+    conv = "messenger:1:PS9"
+
+    async def fetch(*_: str) -> dict[str, object]:
+        return {"first_name": "Late", "profile_pic": "https://cdn.example/late.png"}
+
+    async def erase_then_keep(tenant: str, c: str, url: str) -> str | None:
+        await redis.zrem(keys.conversations(tenant), c)  # erased while the picture came
+        return (await store.put(tenant, c, "profile-picture", 0, PNG, "image/png",
+                                now_ms=1)).ref
+
+    await redis.zadd(keys.conversations("t_gone"), {conv: 1})
+    profiles = Profiles(inbox, fetch, lambda: 4_000_000_000_000, keep_picture=erase_then_keep,
+                        drop_picture=lambda t, c, r: _drop(store, t, c, r))
+    profiles.note("t_gone", Message(event_id="m1", channel="messenger", account_id="1",
+                                    user_id="PS9", timestamp_ms=1, text="x"))
+    await profiles.settled()
+    assert await redis.keys("*") == []
+
+
+def _profile_of(graph: FakeGraphAPI, user: str) -> FetchProfile:
+    async def fetch(channel: str, account: str, user_id: str, fields: str) -> dict[str, object]:
+        return {"first_name": "Ana", "profile_pic": graph.add_attachment(b"new", "image/png")}
+    return fetch
+
+
+def _keeper(store: MediaStore, *, url_bytes: bytes) -> KeepPicture:
+    async def keep(tenant: str, conv: str, url: str) -> str | None:
+        return (await store.put(tenant, conv, "profile-picture", 0, url_bytes, "image/png",
+                                now_ms=2)).ref
+    return keep
+
+
+async def _drop(store: MediaStore, tenant: str, conv: str, ref: str) -> None:
+    await store.drop(tenant, conv, ref)

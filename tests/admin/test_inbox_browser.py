@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,15 @@ APP_SECRET = "inbox-browser-app-secret"
 PAGE = "1001"
 TOKEN = "EAAB-inbox-page-token"
 API = "/admin/api/v1"
+
+
+def _one_pixel_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1, 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00\x1f\x6f\xeb")) + chunk(b"IEND", b""))
 
 
 class _Desk:
@@ -105,7 +117,8 @@ async def test_a_person_watches_live_takes_over_and_the_bot_stays_silent(desk: _
     await desk.api("POST", "/channels", key,
                    {"channel": "messenger", "account_id": PAGE, "access_token": TOKEN})
     desk.graph.register(PAGE, TOKEN, channel="messenger")
-    desk.graph.add_profile("PSID7", first_name="Ana", last_name="Silva")
+    desk.graph.add_profile("PSID7", first_name="Ana", last_name="Silva",
+                           profile_pic=desk.graph.add_attachment(_one_pixel_png(), "image/png"))
     await desk.api("PUT", "/bot", key, {"provider": "openai", "model": "gpt-test"})
 
     async with browser_tab() as page:
@@ -118,6 +131,12 @@ async def test_a_person_watches_live_takes_over_and_the_bot_stays_silent(desk: _
         await desk.customer_says("Where is my parcel?")
         row = page.locator("#inbox-rows li[data-conversation='messenger:1001:PSID7']")
         await expect(row).to_contain_text("Ana Silva")
+        # Her picture, kept by us and shown from our own route (never Meta's address).
+        avatar = row.locator("img.avatar")
+        await expect(avatar).to_have_attribute("src", re.compile(r"^blob:"))
+        await page.wait_for_function(
+            "() => { const i = document.querySelector('#inbox-rows img.avatar');"
+            " return i && i.complete && i.naturalWidth === 1; }")
         await row.locator("button").click()
         messages = page.locator("#inbox-messages li")
         await expect(messages.first).to_contain_text("Where is my parcel?")

@@ -126,6 +126,19 @@
     return { name, size: blob.size };
   }
 
+  // A picture the API gives (a person's, on an inbox card) as a Blob URL an <img> can
+  // show: the token goes in a header, which an <img src> cannot send. Kept per path for
+  // the page's life (a picture changes at most daily, under a new ref).
+  const pictures = new Map();
+  function pictureUrl(path) {
+    if (!pictures.has(path)) {
+      pictures.set(path, request("GET", path).then((r) => r.blob())
+        .then((blob) => URL.createObjectURL(blob))
+        .catch((err) => { pictures.delete(path); throw err; }));
+    }
+    return pictures.get(path);
+  }
+
   // --- confirmations and deletion jobs --------------------------------------------------
   // A destructive action runs only after its own "confirm" button in the box is clicked;
   // Cancel (or asking again) closes the box and does nothing.
@@ -673,5 +686,5 @@
 
   window.MTDesk = { $, el, show, say, when, call, ApiError, failed, onSubmit, askFirst,
                     enterWithSession, state, extraLoads, loadChannels, onSection, go,
-                    showSection, download };
+                    showSection, download, pictureUrl };
 })();

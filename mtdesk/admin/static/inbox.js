@@ -111,11 +111,22 @@
     return true;
   }
 
+  // The person's picture, when the shard kept one with the conversation (never loaded
+  // from Meta's address: the console loads nothing from another host).
+  function avatar(card) {
+    if (!card.picture_ref) return null;
+    const img = el("img", { className: "avatar", alt: "" });
+    M.pictureUrl(path(card.conversation, "media/" + card.picture_ref))
+      .then((url) => { img.src = url; })
+      .catch(() => img.remove());
+    return img;
+  }
+
   function rowOf(card) {
     const li = el("li", { dataset: { conversation: card.conversation, status: card.status },
                           className: "inbox-row" + (inbox.open === card.conversation ? " open" : "") },
       el("button", { type: "button", className: "inbox-open", onclick: () => openConversation(card.conversation).catch(problem) },
-        el("span", { className: "who" }, label(card)),
+        el("span", { className: "who" }, avatar(card), label(card)),
         el("span", { className: "channel" }, card.channel),
         el("span", { className: "badge " + card.status }, card.status),
         card.unread ? el("span", { className: "unread", title: "unread" }, String(card.unread)) : null,
