@@ -48,7 +48,7 @@ from prometheus_client import REGISTRY
 from mtdesk.actors.conversation import Conversation
 from mtdesk.actors.media import MediaDesk
 from mtdesk.actors.mentions import Mentions
-from mtdesk.actors.profiles import PICTURE_ID, PICTURE_MAX_BYTES, PICTURE_TYPES, Profiles
+from mtdesk.actors.profiles import Pictures, Profiles
 from mtdesk.actors.ratelimit import SendRateLimiter
 from mtdesk.actors.records import pause_on_arrival
 from mtdesk.actors.replies import ReplyStore
@@ -133,26 +133,11 @@ def _profiles(services: ShardServices) -> Profiles | None:
     if fetch is None:
         return None
     clock = services.clock
-    media = services.media
     download = getattr(services.sender, "download", None)
-    if media is None or download is None:
-        return Profiles(Inbox(services.redis, services.cipher), fetch, lambda: now_ms(clock))
-    store = media.store
-
-    async def keep_picture(tenant_id: str, conversation: str, url: str) -> str | None:
-        content, mime = await download(None, url=url, max_bytes=PICTURE_MAX_BYTES)
-        kind = (mime or "").split(";")[0].strip().lower()
-        if kind not in PICTURE_TYPES:
-            return None
-        stored = await store.put(tenant_id, conversation, PICTURE_ID, 0, content, kind,
-                                 now_ms=now_ms(clock))
-        return stored.ref
-
-    async def drop_picture(tenant_id: str, conversation: str, ref: str) -> None:
-        await store.drop(tenant_id, conversation, ref)
-
+    pictures = (Pictures(download, services.media.store, lambda: now_ms(clock))
+                if services.media is not None and download is not None else None)
     return Profiles(Inbox(services.redis, services.cipher), fetch, lambda: now_ms(clock),
-                    keep_picture=keep_picture, drop_picture=drop_picture)
+                    pictures=pictures)
 
 
 class ConversationShard:

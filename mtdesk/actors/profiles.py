@@ -14,7 +14,7 @@ Names and pictures never reach the logs.
 The picture itself (Meta's profile_pic address expires within days, and the console
 loads nothing from another host) is kept with the conversation's media
 (:class:`~mtdesk.core.media.MediaStore`, sealed like a customer's file, message id
-:data:`PICTURE_ID`) when ``keep_picture`` is given: the card names it (``picture_ref``),
+:data:`PICTURE_ID`) when :class:`Pictures` are given: the card names it (``picture_ref``),
 the console shows it through ``…/media/{ref}``, and it goes with the conversation's
 media: trimmed by retention, erased with the person. Only while the conversation exists
 (the bytes stored after the erasure are removed again), the day's previous copy dropped.
@@ -29,6 +29,7 @@ from typing import Final
 
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.inbox import Inbox
+from mtdesk.core.media import MediaStore
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,8 @@ PICTURE_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image
 
 # (channel, account id, user id, fields) → the profile's JSON object, or None.
 FetchProfile = Callable[[str, str, str, str], Awaitable[dict[str, object] | None]]
-# (tenant, conversation, picture URL) → the ref of the stored picture, or None.
-KeepPicture = Callable[[str, str, str], Awaitable[str | None]]
-# (tenant, conversation, ref) → the stored picture removed.
-DropPicture = Callable[[str, str, str], Awaitable[None]]
+# (credentials, url=, max_bytes=) → the bytes and MIME type (GraphSender.download).
+Download = Callable[..., Awaitable[tuple[bytes, str | None]]]
 
 
 def name_of(channel: str, profile: dict[str, object]) -> str | None:
@@ -66,16 +65,36 @@ def picture_of(profile: dict[str, object]) -> str | None:
     return value if isinstance(value, str) and value.startswith(("https://", "http://")) else None
 
 
+class Pictures:
+    """People's pictures kept with their conversation's media."""
+
+    def __init__(self, download: Download, store: MediaStore, now_ms: Callable[[], int]) -> None:
+        self._download = download
+        self._store = store
+        self._now_ms = now_ms
+
+    async def keep(self, tenant_id: str, conversation: str, url: str) -> str | None:
+        """The picture at Meta's ``url`` stored; its ref (None: not a picture)."""
+        content, mime = await self._download(None, url=url, max_bytes=PICTURE_MAX_BYTES)
+        kind = (mime or "").split(";")[0].strip().lower()
+        if kind not in PICTURE_TYPES:
+            return None
+        stored = await self._store.put(tenant_id, conversation, PICTURE_ID, 0, content, kind,
+                                       now_ms=self._now_ms())
+        return stored.ref
+
+    async def drop(self, tenant_id: str, conversation: str, ref: str) -> None:
+        await self._store.drop(tenant_id, conversation, ref)
+
+
 class Profiles:
     """One per shard: keeps the inbox cards' names and pictures current."""
 
     def __init__(self, inbox: Inbox, fetch: FetchProfile, now_ms: Callable[[], int], *,
-                 keep_picture: KeepPicture | None = None,
-                 drop_picture: DropPicture | None = None) -> None:
+                 pictures: Pictures | None = None) -> None:
         self._inbox = inbox
         self._fetch = fetch
-        self._keep_picture = keep_picture
-        self._drop_picture = drop_picture
+        self._pictures = pictures
         self._now_ms = now_ms
         self._tasks: set[asyncio.Task[None]] = set()
         self._asked: dict[str, int] = {}  # "tenant|conversation" -> when looked at (ms)
@@ -117,34 +136,31 @@ class Profiles:
                 await asyncio.sleep(_WAIT_S)
             else:
                 return
-            before = await self._inbox.picture_ref(tenant_id, conv) if picture else None
-            ref = await self._keep(tenant_id, conv, picture) if picture else None
-            if await self._inbox.set_profile(tenant_id, conv, name=name, picture=picture,
-                                             now_ms=now, picture_ref=ref):
-                if ref and before and before != ref:
-                    await self._drop(tenant_id, conv, before)
-            elif ref:  # erased meanwhile: take the copy away again
-                await self._drop(tenant_id, conv, ref)
+            pictures, before, ref = self._pictures, None, None
+            if pictures is not None and picture:
+                before = await self._inbox.picture_ref(tenant_id, conv)
+                ref = await self._keep(pictures, tenant_id, conv, picture)
+            stored = await self._inbox.set_profile(tenant_id, conv, name=name, picture=picture,
+                                                   now_ms=now, picture_ref=ref)
+            if pictures is not None and ref and not stored:  # erased meanwhile
+                await pictures.drop(tenant_id, conv, ref)
+            elif pictures is not None and ref and before and before != ref:  # the day's old copy
+                await pictures.drop(tenant_id, conv, before)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # best effort: the inbox shows the id instead
             log.info("profile not updated channel=%s error=%s", event.channel,
                      type(exc).__name__)
 
-    async def _keep(self, tenant_id: str, conv: str, url: str) -> str | None:
-        if self._keep_picture is None:
-            return None
+    @staticmethod
+    async def _keep(pictures: Pictures, tenant_id: str, conv: str, url: str) -> str | None:
         try:
-            return await self._keep_picture(tenant_id, conv, url)
+            return await pictures.keep(tenant_id, conv, url)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the name still shows; the picture waits for tomorrow
             log.info("profile picture not kept error=%s", type(exc).__name__)
             return None
-
-    async def _drop(self, tenant_id: str, conv: str, ref: str) -> None:
-        if self._drop_picture is not None:
-            await self._drop_picture(tenant_id, conv, ref)
 
     async def settled(self) -> None:
         """Wait for the look-ups under way to end."""

@@ -143,19 +143,26 @@ async def test_without_a_transcriber_the_customer_is_asked_to_write_once(
             "stored", "stored"]
 
 
+def _failing_pdf(d: Desk, user: str, name: str, *, failures: int) -> Message:
+    """A WhatsApp document ``{name}.pdf`` from ``user`` whose first ``failures``
+    downloads Meta answers 503."""
+    media_id = f"DOC-{user}"
+    d.graph.add_media(media_id, b"%PDF-1.7 " + name.encode(), "application/pdf",
+                      account_id=ACCOUNTS["whatsapp"])
+    d.graph.fail_next_download(times=failures, status=503)
+    return d.message(None, user=user, channel="whatsapp", type="document",
+                     attachments=(Attachment(type="document", media_id=media_id,
+                                             mime_type="application/pdf",
+                                             filename=f"{name}.pdf"),))
+
+
 async def test_a_failed_download_is_answered_with_a_description_and_retried(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d:
-        d.graph.add_media("DOC1", b"%PDF-1.7 invoice", "application/pdf",
-                          account_id=ACCOUNTS["whatsapp"])
-        d.graph.fail_next_download(times=2, status=503)
+        msg = _failing_pdf(d, "U5", "invoice", failures=2)
         shard = await d.shard(media_options=FAST_RETRY)
         await shard.start()
-        msg = d.message(None, user="U5", channel="whatsapp", type="document",
-                        attachments=(Attachment(type="document", media_id="DOC1",
-                                                mime_type="application/pdf",
-                                                filename="invoice.pdf"),))
         await d.push(msg)
         await eventually(lambda: d.texts_to("U5"))
         [request] = d.llm.chat_requests
@@ -173,15 +180,9 @@ async def test_a_download_being_retried_is_taken_up_by_the_shard_started_after(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d:
-        d.graph.add_media("DOC7", b"%PDF-1.7 receipt", "application/pdf",
-                          account_id=ACCOUNTS["whatsapp"])
-        d.graph.fail_next_download(times=1, status=503)
+        msg = _failing_pdf(d, "U9", "receipt", failures=1)
         first = await d.shard(media_options={"retry_base_s": 60.0})  # no retry before it stops
         await first.start()
-        msg = d.message(None, user="U9", channel="whatsapp", type="document",
-                        attachments=(Attachment(type="document", media_id="DOC7",
-                                                mime_type="application/pdf",
-                                                filename="receipt.pdf"),))
         await d.push(msg)
         await eventually(lambda: d.texts_to("U9"))
         # Meta delivers the same message again: still de-duplicated, not answered twice.

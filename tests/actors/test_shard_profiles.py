@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from shardkit import desk, eventually
 
-from mtdesk.actors.profiles import FetchProfile, KeepPicture, Profiles
+from mtdesk.actors.profiles import FetchProfile, Pictures, Profiles
 from mtdesk.core import keys
 from mtdesk.core.events import Message
 from mtdesk.core.inbox import Inbox
@@ -87,15 +87,17 @@ async def test_a_persons_picture_is_kept_sealed_with_the_conversation_and_replac
         assert PNG not in b"".join(v for _, f in raw for v in f.values())  # sealed at rest
 
         # The next day's look-up keeps the new copy and drops the old one.
-        profiles = Profiles(inbox, _profile_of(d.graph, "PS2"), lambda: 4_000_000_000_000,
-                            keep_picture=_keeper(store, url_bytes=PNG + b"!"),
-                            drop_picture=lambda t, c, r: _drop(store, t, c, r))
+        sender = d.shards[0][1].sender
+        profiles = Profiles(inbox, _profile_of(d.graph, PNG + b"!"), lambda: 4_000_000_000_000,
+                            pictures=Pictures(sender.download, store, lambda: 2))
         profiles.note(d.tenant_id, m)
         await profiles.settled()
         second = await ref()
         assert second is not None and second != first
         assert await store.get(d.tenant_id, m.conversation, first) is None
         assert [s.ref for s in await store.refs(d.tenant_id, m.conversation)] == [second]
+        fresh = await store.get(d.tenant_id, m.conversation, second)
+        assert fresh is not None and fresh.content == PNG + b"!"
 
 
 async def test_a_picture_for_a_conversation_erased_meanwhile_leaves_nothing(redis: Redis) -> None:
@@ -106,32 +108,20 @@ async def test_a_picture_for_a_conversation_erased_meanwhile_leaves_nothing(redi
     async def fetch(*_: str) -> dict[str, object]:
         return {"first_name": "Late", "profile_pic": "https://cdn.example/late.png"}
 
-    async def erase_then_keep(tenant: str, c: str, url: str) -> str | None:
-        await redis.zrem(keys.conversations(tenant), c)  # erased while the picture came
-        return (await store.put(tenant, c, "profile-picture", 0, PNG, "image/png",
-                                now_ms=1)).ref
+    async def download_while_erased(_: object, **__: object) -> tuple[bytes, str]:
+        await redis.zrem(keys.conversations("t_gone"), conv)  # erased while the picture came
+        return PNG, "image/png"
 
     await redis.zadd(keys.conversations("t_gone"), {conv: 1})
-    profiles = Profiles(inbox, fetch, lambda: 4_000_000_000_000, keep_picture=erase_then_keep,
-                        drop_picture=lambda t, c, r: _drop(store, t, c, r))
+    profiles = Profiles(inbox, fetch, lambda: 4_000_000_000_000,
+                        pictures=Pictures(download_while_erased, store, lambda: 1))
     profiles.note("t_gone", Message(event_id="m1", channel="messenger", account_id="1",
                                     user_id="PS9", timestamp_ms=1, text="x"))
     await profiles.settled()
     assert await redis.keys("*") == []
 
 
-def _profile_of(graph: FakeGraphAPI, user: str) -> FetchProfile:
+def _profile_of(graph: FakeGraphAPI, picture: bytes) -> FetchProfile:
     async def fetch(channel: str, account: str, user_id: str, fields: str) -> dict[str, object]:
-        return {"first_name": "Ana", "profile_pic": graph.add_attachment(b"new", "image/png")}
+        return {"first_name": "Ana", "profile_pic": graph.add_attachment(picture, "image/png")}
     return fetch
-
-
-def _keeper(store: MediaStore, *, url_bytes: bytes) -> KeepPicture:
-    async def keep(tenant: str, conv: str, url: str) -> str | None:
-        return (await store.put(tenant, conv, "profile-picture", 0, url_bytes, "image/png",
-                                now_ms=2)).ref
-    return keep
-
-
-async def _drop(store: MediaStore, tenant: str, conv: str, ref: str) -> None:
-    await store.drop(tenant, conv, ref)

@@ -11,7 +11,7 @@ import time
 from shardkit import Desk, desk, eventually
 
 from mtdesk.core import keys
-from mtdesk.core.events import TemplateSend
+from mtdesk.core.events import Message, TemplateSend
 from mtdesk.core.inbox import Inbox, agent_reply
 from mtdesk.core.redis import Redis
 
@@ -37,16 +37,24 @@ async def _person_replies(d: Desk, conv: str, text: str | None, *, tag: str | No
     return event.event_id
 
 
+async def _person_takes_over(d: Desk, user: str, first: str, text: str) -> tuple[Message, str]:
+    """A started shard answers ``first`` from ``user``; a person then replies ``text`` and
+    the reply ends. The customer's message and the person's reply id."""
+    await (await d.shard()).start()
+    m = d.message(first, user=user)
+    await d.push(m)
+    await eventually(lambda: len(d.graph.sends) == 1)
+    reply_id = await _person_replies(d, m.conversation, text)
+    await eventually(lambda: _ended(d, reply_id))
+    return m, reply_id
+
+
 async def test_a_persons_reply_is_sent_once_stored_as_theirs_and_the_bot_goes_silent(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url) as d:
-        await (await d.shard()).start()
-        first = d.message("hello?", user="U1")
-        await d.push(first)
-        await eventually(lambda: len(d.graph.sends) == 1)
-        reply_id = await _person_replies(d, first.conversation, "Hi, Ann here. Let me look.")
-        await eventually(lambda: _ended(d, reply_id))
+        first, reply_id = await _person_takes_over(d, "U1", "hello?",
+                                                   "Hi, Ann here. Let me look.")
         assert d.texts_to("U1")[-1] == "Hi, Ann here. Let me look."
         assert (await _reply(d, reply_id))["state"] == "sent"
         # Next customer message: recorded, not answered.
@@ -90,12 +98,7 @@ async def test_an_answer_being_generated_when_a_person_replies_is_dropped_not_se
 
 async def test_after_a_hand_back_the_bot_answers_again(redis: Redis, redis_url: str) -> None:
     async with desk(redis, redis_url) as d:
-        await (await d.shard()).start()
-        m = d.message("hi", user="U4")
-        await d.push(m)
-        await eventually(lambda: len(d.graph.sends) == 1)
-        reply_id = await _person_replies(d, m.conversation, "Ann here.")
-        await eventually(lambda: _ended(d, reply_id))
+        m, _ = await _person_takes_over(d, "U4", "hi", "Ann here.")
         await Inbox(redis).hand_back(d.tenant_id, m.conversation)
         again = d.message("one more question", user="U4")
         await d.push(again)
@@ -150,12 +153,7 @@ async def test_after_the_hand_off_pause_the_bot_answers_again_by_itself(
     redis: Redis, redis_url: str
 ) -> None:
     async with desk(redis, redis_url, handoff_pause_s=1) as d:  # MTDESK_HANDOFF_PAUSE_S=1
-        await (await d.shard()).start()
-        m = d.message("hi", user="U9")
-        await d.push(m)
-        await eventually(lambda: len(d.graph.sends) == 1)
-        reply_id = await _person_replies(d, m.conversation, "Ann here.")
-        await eventually(lambda: _ended(d, reply_id))
+        m, _ = await _person_takes_over(d, "U9", "hi", "Ann here.")
         during = d.message("are you there?", user="U9")
         await d.push(during)
         await eventually(lambda: _ended(d, during.event_id))

@@ -182,7 +182,7 @@ class ReplyStore:
         offered = row[_SUGGEST]
         if offered is not None and is_sealed(offered):
             offered = key.open(REPLY_FAMILY, _suggest_id(event_id), offered)
-        v = dict(zip(_FIELDS, (_s(x) for x in row[:_SUGGEST]), strict=False))
+        v = dict(zip(_FIELDS[:_SUGGEST], (_s(x) for x in row[:_SUGGEST]), strict=True))
         return ReplyRecord(
             state=v["state"], stored=v["stored"], answered_by=v["answered_by"],
             members=tuple(v["members"].split()), text=v["text"], provider=v["provider"],

@@ -25,8 +25,9 @@ local check_pause = ARGV[6] == '1'
 local suggest = ARGV[8] or ''
 if redis.call('HGET', reply, 'state') ~= 'generating' then return 0 end
 if check_pause and redis.call('EXISTS', paused) == 1 then return -1 end
-redis.call('HSET', reply, 'state', 'generated', 'text', text, 'provider', provider,
-  'model', model, 'parts_sent', 0, 'updated_ms', now_ms)
-if suggest ~= '' then redis.call('HSET', reply, 'suggest', suggest) end
+local fields = {'state', 'generated', 'text', text, 'provider', provider, 'model', model,
+  'parts_sent', 0, 'updated_ms', now_ms}
+if suggest ~= '' then fields[#fields + 1] = 'suggest'; fields[#fields + 1] = suggest end
+redis.call('HSET', reply, unpack(fields))
 if window then return 1 + mt_acquire(window, limit) end
 return 1
