@@ -131,36 +131,39 @@ class Profiles:
             # The message this came with may not be stored yet (a new conversation is
             # indexed by its admission, in the same moment): wait for it a little.
             for _ in range(_WAIT_TRIES):
-                if await self._inbox.exists(tenant_id, conv):
+                if await self._inbox.set_profile(tenant_id, conv, name=name, picture=picture,
+                                                 now_ms=now):
                     break
                 await asyncio.sleep(_WAIT_S)
             else:
                 return
-            pictures, before, ref = self._pictures, None, None
-            if pictures is not None and picture:
-                before = await self._inbox.picture_ref(tenant_id, conv)
-                ref = await self._keep(pictures, tenant_id, conv, picture)
-            stored = await self._inbox.set_profile(tenant_id, conv, name=name, picture=picture,
-                                                   now_ms=now, picture_ref=ref)
-            if pictures is not None and ref and not stored:  # erased meanwhile
-                await pictures.drop(tenant_id, conv, ref)
-            elif pictures is not None and ref and before and before != ref:  # the day's old copy
-                await pictures.drop(tenant_id, conv, before)
+            if self._pictures is not None and picture:
+                await self._keep(self._pictures, tenant_id, conv, picture, now)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # best effort: the inbox shows the id instead
             log.info("profile not updated channel=%s error=%s", event.channel,
                      type(exc).__name__)
 
-    @staticmethod
-    async def _keep(pictures: Pictures, tenant_id: str, conv: str, url: str) -> str | None:
+    async def _keep(self, pictures: Pictures, tenant_id: str, conv: str, url: str,
+                    now: int) -> None:
+        """The picture stored and named on the card; the day's previous copy dropped, or
+        this one when the conversation was erased meanwhile."""
+        before = await self._inbox.picture_ref(tenant_id, conv)
         try:
-            return await pictures.keep(tenant_id, conv, url)
+            ref = await pictures.keep(tenant_id, conv, url)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the name still shows; the picture waits for tomorrow
             log.info("profile picture not kept error=%s", type(exc).__name__)
-            return None
+            return
+        if ref is None:
+            return
+        if not await self._inbox.set_profile(tenant_id, conv, name=None, picture=None,
+                                             now_ms=now, picture_ref=ref):
+            await pictures.drop(tenant_id, conv, ref)  # erased meanwhile
+        elif before and before != ref:
+            await pictures.drop(tenant_id, conv, before)
 
     async def settled(self) -> None:
         """Wait for the look-ups under way to end."""

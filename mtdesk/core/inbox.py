@@ -312,10 +312,6 @@ class Inbox:
             args=[conversation, f"c {conversation}", keys.live(tenant_id), *fields])
         return bool(done)
 
-    async def exists(self, tenant_id: str, conversation: str) -> bool:
-        """Whether the conversation is in the tenant's index (not erased, not expired)."""
-        return await self._redis.zscore(keys.conversations(tenant_id), conversation) is not None
-
     async def picture_ref(self, tenant_id: str, conversation: str) -> str | None:
         raw = await self._redis.hget(keys.inbox_card(tenant_id, conversation), "picture_ref")
         return raw.decode() if isinstance(raw, bytes) else raw

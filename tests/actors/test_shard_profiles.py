@@ -109,7 +109,9 @@ async def test_a_picture_for_a_conversation_erased_meanwhile_leaves_nothing(redi
         return {"first_name": "Late", "profile_pic": "https://cdn.example/late.png"}
 
     async def download_while_erased(_: object, **__: object) -> tuple[bytes, str]:
-        await redis.zrem(keys.conversations("t_gone"), conv)  # erased while the picture came
+        # erased while the picture came (the index and the card go, as erasure does)
+        await redis.zrem(keys.conversations("t_gone"), conv)
+        await redis.delete(keys.inbox_card("t_gone", conv))
         return PNG, "image/png"
 
     await redis.zadd(keys.conversations("t_gone"), {conv: 1})
