@@ -76,6 +76,8 @@ def request(served: Served, method: str, path: str, body: bytes | None,
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body)
         resp = conn.getresponse()
+        if (resp.getheader("Content-Type") or "").startswith("text/event-stream"):
+            return resp.status, resp.read(16)  # a live feed never ends: its first bytes
         return resp.status, resp.read()
     except TimeoutError:
         raise AssertionError(f"{method} {path}: no answer within {TIMEOUT_S} s") from None
