@@ -72,14 +72,17 @@ class Sessions:
         sid = secrets.token_urlsafe(32)
         session = Session(key=_digest(sid), tenant_id=tenant_id, user_id=user_id, role=role,
                           csrf=secrets.token_urlsafe(32))
+        # The user's list of sessions first, then the session: on a Redis Cluster the two
+        # are in different slots and run one after the other, and a crash between them
+        # must not leave a session that ending the user's sessions would not find.
         async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(keys.user_sessions(tenant_id, user_id), session.key)
+            pipe.expire(keys.user_sessions(tenant_id, user_id), self._ttl)
             pipe.hset(keys.session(session.key), mapping={
                 "tenant": tenant_id, "user": user_id, "role": role, "csrf": session.csrf,
                 "created_ms": now_ms(self._clock),
             })
             pipe.expire(keys.session(session.key), self._ttl)
-            pipe.sadd(keys.user_sessions(tenant_id, user_id), session.key)
-            pipe.expire(keys.user_sessions(tenant_id, user_id), self._ttl)
             await pipe.execute()
         return sid, session
 

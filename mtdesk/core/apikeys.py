@@ -78,9 +78,11 @@ class ApiKeys:
         kid = "k_" + secrets.token_hex(6)
         record = _Stored(name=clean, prefix=key[:8], created_ms=now_ms(self._clock),
                          sha256=hash_api_key(key))
+        # Listed first, then valid (on a cluster the two run one after the other): a
+        # crash between them must not leave a key that works but cannot be revoked.
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.api_key(record.sha256), tenant_id)
             pipe.hset(keys.api_keys(tenant_id), kid, msgspec.json.encode(record))
+            pipe.set(keys.api_key(record.sha256), tenant_id)
             if old is not None and replacing is not None:
                 self._drop(pipe, tenant_id, replacing, old)
             await pipe.execute()

@@ -69,12 +69,14 @@ class _Transaction(ClusterPipeline):
 
     Without ``watch()``: the commands run as one MULTI/EXEC when their keys share a slot
     (every tenant-scoped transaction: the key layout puts them in the tenant's slot), and
-    as a plain pipeline otherwise (a transaction mixing a global index with a tenant's
-    keys: docs/redis.md). With ``watch()``: everything goes on one connection to the
+    otherwise (a transaction mixing a global index with a tenant's keys: docs/redis.md)
+    in the order queued, one slot's run of commands after another (``_in_order``). With
+    ``watch()``: everything goes on one connection to the
     master of the watched keys' slot (a plain client's pipeline: WATCH, immediate reads,
     MULTI, EXEC, ``WatchError`` as on one Redis). A watched transaction that writes
     outside that slot is refused by Redis as a whole (CROSSSLOT, nothing run) and then
-    runs as a plain pipeline: its optimistic check is not made (docs/redis.md)."""
+    runs in order without its optimistic check (a caller needing one across slots claims
+    first with a script of its own: ``Channels.connect``)."""
 
     def __init__(self, client: _Cluster) -> None:
         super().__init__(client, transaction=False)
@@ -144,10 +146,37 @@ class _Transaction(ClusterPipeline):
                 return list(await atomic.execute(raise_on_error=raise_on_error))
             except CrossSlotTransactionError:
                 pass  # raised before anything was sent
-        ordered = ClusterPipeline(self.cluster_client, transaction=False)  # type: ignore[abstract]
-        for args, kwargs in queued:
-            ordered.execute_command(*args, **kwargs)
-        return list(await ordered.execute(raise_on_error=raise_on_error))
+        return await self._in_order(queued, raise_on_error)
+
+    def _slot_of(self, args: tuple[Any, ...]) -> int | None:
+        # Every command queued here names its key first (DEL/UNLINK of many keys were
+        # split by slot before they were queued).
+        return self.cluster_client.keyslot(args[1]) if len(args) > 1 else None
+
+    async def _in_order(self, queued: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                        raise_on_error: bool) -> list[Any]:
+        """Commands of several slots, in the order they were queued: each run of
+        consecutive commands of one slot as one MULTI/EXEC, the next run only after it.
+        A crash in between leaves a prefix done, never a later write without an earlier
+        one: the callers queue what finds a thing (an index, a list one can revoke from)
+        before what grants it, and remove a grant before its index entry
+        (docs/redis.md)."""
+        out: list[Any] = []
+        run: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        run_slot: int | None = None
+        for args, kwargs in [*queued, ((), {})]:
+            slot = self._slot_of(args) if args else None
+            if run and (not args or slot is None or slot != run_slot):
+                step = ClusterPipeline(self.cluster_client,  # type: ignore[abstract]
+                                       transaction=run_slot is not None)
+                for a, k in run:
+                    step.execute_command(*a, **k)
+                out.extend(await step.execute(raise_on_error=raise_on_error))
+                run = []
+            if args:
+                run.append((args, kwargs))
+                run_slot = slot
+        return out
 
 
 class _Cluster(RedisCluster):

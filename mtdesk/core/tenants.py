@@ -24,7 +24,6 @@ from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
-from redis.exceptions import WatchError
 
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, now_ms
@@ -208,12 +207,16 @@ class Tenants:
             "status": record.status,
         }
         api_key = API_KEY_PREFIX + secrets.token_urlsafe(32) if with_key else None
+        # Listed, then stored, then its key valid (on a cluster these run one after the
+        # other): a crash part way leaves a tenant the sweeps find, never a tenant they
+        # miss or a key to a tenant not stored.
         async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(keys.TENANTS, record.id)
             if api_key is not None:
                 fields["api_key_hash"] = hash_api_key(api_key)
-                pipe.set(keys.api_key(hash_api_key(api_key)), record.id)
             pipe.hset(keys.tenant(record.id), mapping=fields)
-            pipe.sadd(keys.TENANTS, record.id)
+            if api_key is not None:
+                pipe.set(keys.api_key(hash_api_key(api_key)), record.id)
             await pipe.execute()
         return record, None if api_key is None else Secret(api_key)
 
@@ -270,15 +273,38 @@ class Tenants:
 
 
 # --- channels ---------------------------------------------------------------------------
-# Drop the routing only while it still points at this channel; keep the hash as a record.
-_DISCONNECT = """
+# An account's routing (keys.account, outside every tenant's slot) is claimed by a script
+# of its own before the tenant's channel keys are written, and dropped by one before the
+# channel record is marked: on a Redis Cluster no script or transaction may span both
+# slots, and the order makes a crash between the two steps harmless (a claim without its
+# record is taken back by the next connect; a dropped route with its record still saying
+# connected is finished by the next disconnect).
+#
+# Claim KEYS[1] (the route) for tenant ARGV[1] at ARGV[4] (ms): kept as it is when it is
+# already that tenant's; taken with channel id ARGV[2] when nobody holds it, or when it
+# is held by ARGV[3] (a holder the caller found holds no such channel) since at least
+# ARGV[5] ms (the leftover of a connect that died part way, not one under way).
+# Returns {1, channel id} or {0, the holder}.
+_CLAIM = """
+local held = redis.call('HMGET', KEYS[1], 'tenant', 'channel_id', 'claimed_ms')
+local owner, cid = held[1], held[2]
+if owner == ARGV[1] and cid then return {1, cid} end
+if owner and (owner ~= ARGV[3]
+              or tonumber(ARGV[4]) - (tonumber(held[3]) or 0) < tonumber(ARGV[5])) then
+  return {0, owner}
+end
+redis.call('HSET', KEYS[1], 'tenant', ARGV[1], 'channel_id', ARGV[2], 'claimed_ms', ARGV[4])
+return {1, ARGV[2]}
+"""
+# How old a claim without its channel must be before another tenant may take it over.
+CLAIM_GRACE_MS = 60_000
+
+# Drop the routing only while it still points at this channel.
+_UNROUTE = """
 if redis.call('HGET', KEYS[1], 'tenant') == ARGV[1]
    and redis.call('HGET', KEYS[1], 'channel_id') == ARGV[2] then
   redis.call('DEL', KEYS[1])
 end
-redis.call('HSET', KEYS[2], 'status', 'disconnected', 'disconnected_ms', ARGV[3],
-           'disconnected_reason', ARGV[4])
-redis.call('HDEL', KEYS[2], 'token')
 return 1
 """
 
@@ -290,7 +316,8 @@ class Channels:
         self._redis = redis
         self._clock = clock
         self._encrypt = encrypt
-        self._disconnect = LuaScript(_DISCONNECT, name="disconnect").bind(redis)
+        self._claim = LuaScript(_CLAIM, name="claim_account").bind(redis)
+        self._unroute = LuaScript(_UNROUTE, name="unroute_account").bind(redis)
 
     async def connect(
         self,
@@ -315,46 +342,50 @@ class Channels:
         if tenant.status != "active":
             raise Conflict("tenant_id", f"tenant is {tenant.status}")
         route = keys.account(ch, acct)
+        candidate = await self._find(tenant_id, ch, acct) or "ch_" + secrets.token_hex(6)
+        stale = ""
+        while True:
+            won, raw_held = await self._claim(
+                keys=[route], args=[tenant_id, candidate, stale, now_ms(self._clock),
+                                    CLAIM_GRACE_MS])
+            held = as_bytes(raw_held).decode()
+            if int(won) == 1:
+                cid = held
+                break
+            if held == stale or await self._holds(held, ch, acct):
+                raise Conflict(
+                    "account_id",
+                    f"this {ch} account is already connected to another tenant; "
+                    "it must be disconnected there first",
+                )
+            stale = held  # a claim whose channel was never written: taken over
+        sealed = self._encrypt(token, channel_token_aad(tenant_id, cid))
+        at = now_ms(self._clock)
+        ch_key = keys.channel(tenant_id, cid)
+        fields: HashFields = {
+            "channel": ch,
+            "account_id": acct,
+            "token": sealed,
+            "status": CONNECTED,
+            "connected_ms": at,
+        }
+        if asid is not None:
+            fields["connected_by"] = asid
+            # The app user's index before the record it finds (another slot on a cluster).
+            await self._redis.sadd(keys.app_user(asid), f"{tenant_id}:{cid}")
+        if coexistence is not None:
+            fields["coexistence"] = "1" if coexistence else "0"
         async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(route)
-                    owner = as_hash(await pipe.hgetall(route))
-                    owner_tid = _s(owner, "tenant")
-                    if owner_tid is not None and owner_tid != tenant_id:
-                        raise Conflict(
-                            "account_id",
-                            f"this {ch} account is already connected to another tenant; "
-                            "it must be disconnected there first",
-                        )
-                    cid = _s(owner, "channel_id") or await self._find(tenant_id, ch, acct)
-                    cid = cid or "ch_" + secrets.token_hex(6)
-                    sealed = self._encrypt(token, channel_token_aad(tenant_id, cid))
-                    at = now_ms(self._clock)
-                    ch_key = keys.channel(tenant_id, cid)
-                    pipe.multi()
-                    pipe.hset(route, mapping={"tenant": tenant_id, "channel_id": cid})
-                    pipe.sadd(keys.channels(tenant_id), cid)
-                    fields: HashFields = {
-                        "channel": ch,
-                        "account_id": acct,
-                        "token": sealed,
-                        "status": CONNECTED,
-                        "connected_ms": at,
-                    }
-                    if asid is not None:
-                        fields["connected_by"] = asid
-                        pipe.sadd(keys.app_user(asid), f"{tenant_id}:{cid}")
-                    if coexistence is not None:
-                        fields["coexistence"] = "1" if coexistence else "0"
-                    pipe.hset(ch_key, mapping=fields)
-                    pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason",
-                              *CONNECTION_FIELDS)
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
+            pipe.sadd(keys.channels(tenant_id), cid)
+            pipe.hset(ch_key, mapping=fields)
+            pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason", *CONNECTION_FIELDS)
+            await pipe.execute()
         return await self.get(tenant_id, cid)
+
+    async def _holds(self, tenant_id: str, channel: str, account_id: str) -> bool:
+        """Whether ``tenant_id`` has a channel record of this account (connected or not:
+        a channel whose token died keeps its routing)."""
+        return await self._find(tenant_id, channel, account_id) is not None
 
     async def _find(self, tenant_id: str, channel: str, account_id: str) -> str | None:
         """A channel id this tenant used before for the same account (re-connect)."""
@@ -435,11 +466,15 @@ class Channels:
     ) -> ChannelRecord:
         """Stop routing the account to this tenant and drop its token; keep the record."""
         record = await self.get(tenant_id, channel_id)
-        await self._disconnect(
-            keys=[keys.account(record.channel, record.account_id),
-                  keys.channel(tenant_id, channel_id)],
-            args=[tenant_id, channel_id, now_ms(self._clock), reason[:200]],
-        )
+        # The routing first (no message is routed here from now on), then the record.
+        await self._unroute(keys=[keys.account(record.channel, record.account_id)],
+                            args=[tenant_id, channel_id])
+        key = keys.channel(tenant_id, channel_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"status": DISCONNECTED, "disconnected_ms": now_ms(self._clock),
+                                    "disconnected_reason": reason[:200]})
+            pipe.hdel(key, "token")
+            await pipe.execute()
         return await self.get(tenant_id, channel_id)
 
     async def mark_token_invalid(self, tenant_id: str, channel_id: str, reason: str) -> None:

@@ -89,7 +89,7 @@ async def test_connect_routes_the_account_and_stores_the_token_encrypted(
     rec = await channels.connect(tenant.id, "whatsapp", "106540352242922", "EAAtoken1", "5551")
     assert rec.status == "connected" and rec.token_kid == vault.current_kid
     route = await redis.hgetall(keys.account("whatsapp", "106540352242922"))
-    assert route == {b"tenant": tenant.id.encode(), b"channel_id": rec.id.encode()}
+    assert (route[b"tenant"], route[b"channel_id"]) == (tenant.id.encode(), rec.id.encode())
     assert await redis.smembers(keys.app_user("5551")) == {f"{tenant.id}:{rec.id}".encode()}
     assert b"EAAtoken1" not in await dump(redis)
     sealed = await channels.token_ciphertext(tenant.id, rec.id)
