@@ -404,11 +404,12 @@ async def send_reply(
     if reply.channel == "whatsapp" and s.replies.limiter is not None and \
             await s.tenants.coexistence(reply.tenant_id, reply.channel, reply.account_id):
         s.replies.limiter.pace_coexistence(reply.channel, reply.account_id)
+    fence = s.ledger.fence(burst[0].partition)
     if begin:
         run = await s.replies.begin(reply, now_ms=conv.now_ms(), context=context_at,
-                                    fence=s.ledger.fence(burst[0].partition))
+                                    fence=fence)
     else:
-        run = s.replies.resume(reply, context=context_at)
+        run = s.replies.resume(reply, context=context_at, fence=fence)
         # A part Meta accepted before the resume (a record that failed, a crash between
         # Meta's answer and the record) is recorded now, not sent again.
         recovered = await run.recover(start, wait_s=s.settings.send_confirm_wait_s)

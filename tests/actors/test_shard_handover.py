@@ -1,12 +1,16 @@
 """Handing a partition from one shard to another (the plain shard class, real Redis, the
 fake LLM and Graph API): what the old owner held is answered once, by one of them; a
-stale owner's send permit and acknowledgements are refused and it lets the partition go."""
+stale owner's send permits (the first and every later one) and acknowledgements are
+refused and it lets the partition go."""
 
 from __future__ import annotations
 
 import asyncio
 
+import redis as redis_sync
 from shardkit import desk, eventually
+
+from mtdesk.channels.outbound import split_text
 
 from mtdesk.core import keys, ownership
 from mtdesk.core.events import partition_of
@@ -115,3 +119,42 @@ async def test_a_stale_owner_sends_nothing_acknowledges_nothing_and_stops_readin
         await d.push(d.message("again", user="h3"))
         await eventually(lambda: len(d.texts_to("h3")) == 2)
         assert a.handled == 0
+
+
+async def test_a_stale_owner_sending_a_long_reply_stops_after_the_part_under_way_and_the_new_owner_sends_the_rest_once(
+    redis: Redis, redis_url: str,
+) -> None:
+    # Three parts on Messenger: the partition is handed over behind the owner's back
+    # while Meta takes its first part; its next permit is refused (fenced), so nothing
+    # after that part goes out from it, and the new owner sends the rest, each once.
+    words = " ".join(f"w{i}" for i in range(1100))  # ~5,500 characters
+    async with desk(redis, redis_url, send_confirm_wait_s=0.2) as d:
+        a = await d.shard(0, ALL, epochs=dict.fromkeys(ALL, 1))
+        for q in ALL:
+            await ownership.fence(redis, q, 1)
+        msg = d.message(words, user="h4")
+        p = partition_of(msg.conversation, d.settings.partitions)
+        sync = redis_sync.Redis.from_url(redis_url)
+
+        def hand_over_at_the_first_part(sent: object) -> None:
+            if len(d.texts_to("h4")) == 1:  # before Meta's answer reaches the shard
+                sync.set(keys.partition_owner(p), b"2")
+
+        d.graph.on_send = hand_over_at_the_first_part
+        await a.start()
+        await d.push(msg)
+        await eventually(lambda: p not in a.partitions)
+        parts = split_text("messenger", f"[gpt-test] You said: {words}")
+        assert len(parts) == 3
+        assert d.texts_to("h4") == parts[:1]  # the part under way, nothing after it
+        d.graph.on_send = None
+        b = await d.shard(1, [], epochs={})
+        await b.start()
+        await b.take_partitions({p: 2})
+
+        async def settled() -> bool:
+            return await d.pending() == 0
+
+        await eventually(settled)
+        assert d.texts_to("h4") == parts  # every part once, in order
+        sync.close()

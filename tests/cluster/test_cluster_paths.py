@@ -4,6 +4,7 @@ erasure that leaves nothing of the tenant on any master."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from keystore_server import KeyStoreServer
 from shardkit import ACCOUNTS, desk, eventually
 
 from mtdesk.cli.compose import build_app
-from mtdesk.core import keys
+from mtdesk.core import keys, ownership
 from mtdesk.core.clock import FakeClock
 from mtdesk.core.errors import DecryptionError
 from mtdesk.core.events import Message, encode_event, partition_of
@@ -141,3 +142,35 @@ async def test_with_a_key_store_no_master_holds_a_data_key_and_deletion_shreds_i
     assert await masters_holding(cluster_redis, "*:dk") == set()
     for c in (cipher, after, worker.cipher):
         await c.aclose()
+
+
+async def test_a_stale_owner_sends_nothing_on_a_cluster(
+    cluster_redis: Redis, redis_cluster: object,
+) -> None:
+    # On a cluster the first send permit is not taken with the stored text (the rate
+    # window is another slot), so the fence is checked with the permit itself: a shard
+    # whose partition was handed over behind its back sends nothing, and the new owner
+    # answers once.
+    url = redis_cluster.url  # type: ignore[attr-defined]
+    every = list(range(8))
+    async with desk(cluster_redis, url, redis_cluster=True, partitions=8,
+                    send_confirm_wait_s=0.2) as d:
+        a = await d.shard(0, every, epochs=dict.fromkeys(every, 1))
+        for q in every:
+            await ownership.fence(cluster_redis, q, 1)
+        await a.start()
+        d.llm.hold()
+        msg = d.message("hello", user="stale1")
+        await d.push(msg)
+        p = partition_of(msg.conversation, 8)
+        await eventually(lambda: d.llm.waiting == 1)
+        await ownership.fence(cluster_redis, p, 2)  # handed over behind its back
+        d.llm.release()
+        await eventually(lambda: p not in a.partitions)
+        assert d.texts_to("stale1") == []
+        b = await d.shard(1, [], epochs={})
+        await b.start()
+        await b.take_partitions({p: 2})
+        await eventually(lambda: d.texts_to("stale1") == ["[gpt-test] You said: hello"])
+        await asyncio.sleep(0.3)
+        assert d.texts_to("stale1") == ["[gpt-test] You said: hello"]

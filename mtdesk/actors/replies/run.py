@@ -16,6 +16,7 @@ the part (:mod:`mtdesk.actors.replies.confirm`), waiting a bounded time for it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -144,6 +145,10 @@ class TakenOver(Exception):
     its send permit, nothing more of it is sent."""
 
 
+async def _no() -> bool:
+    return False
+
+
 def _redis_blip(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE)
 
@@ -152,12 +157,19 @@ class ReplyRun:
     """Implements the sender's ``SendPermits``: the first permit may be prepaid (taken
     with the stored text, and the person's pause checked in the same step), the rest
     come from the store's limiter. Every permit of a bot's reply checks that no person
-    has taken the conversation over (:class:`TakenOver` otherwise)."""
+    has taken the conversation over (:class:`TakenOver` otherwise). With ``fence`` (the
+    partition's owner key and the epoch this shard holds it at), every permit not
+    prepaid checks first that the partition is still this shard's
+    (:class:`PartitionLost` otherwise: nothing more is sent from here, the new owner
+    continues from the parts recorded). Both checks go out together, in one round trip
+    on the shards' pipelined link."""
 
     def __init__(self, store: ReplyStore, reply: OutgoingReply, context: Context, *,
                  prepaid: int, taken_over: bool = False,
-                 unrecorded: dict[int, str] | None = None) -> None:
+                 unrecorded: dict[int, str] | None = None,
+                 fence: tuple[str, str] | None = None) -> None:
         self.reply = reply
+        self._fence = fence
         self._store = store
         self._context = context
         self._prepaid = prepaid
@@ -176,8 +188,18 @@ class ReplyRun:
         if self._prepaid > 0:
             self._prepaid -= 1
             return
-        if self.reply.silenced_by_person and await self._store.paused(
-                self.reply.tenant_id, self.reply.conversation):
+        pause = self.reply.silenced_by_person
+        if self._fence is not None:
+            held, paused = await asyncio.gather(
+                self._store.holds(self._fence),
+                self._store.paused(self.reply.tenant_id, self.reply.conversation) if pause
+                else _no())
+            if not held:
+                raise PartitionLost(self.reply.event_id)
+        else:
+            paused = pause and await self._store.paused(self.reply.tenant_id,
+                                                        self.reply.conversation)
+        if paused:
             self._taken_over = True
             raise TakenOver(TAKEN_OVER)
         limiter = self._store.limiter

@@ -286,18 +286,26 @@ class ReplyStore:
         if result == -2:
             raise PartitionLost(reply.event_id)
         return ReplyRun(self, reply, context, prepaid=1 if result == 2 else 0,
-                        taken_over=result == -1)
+                        taken_over=result == -1, fence=fence)
 
     async def paused(self, tenant_id: str, conversation: str) -> bool:
         """Whether a person has the conversation now (its pause marker is present)."""
         return bool(await self._redis.exists(keys.paused(tenant_id, conversation)))
 
-    def resume(self, reply: OutgoingReply, *, context: Context) -> ReplyRun:
+    async def holds(self, fence: tuple[str, str]) -> bool:
+        """Whether the partition's owner key (``fence``: key, epoch) still names this
+        epoch (an absent key fences nothing, as in the begin script)."""
+        held = await self._redis.get(fence[0])
+        return held is None or bytes(held).decode() == fence[1]
+
+    def resume(self, reply: OutgoingReply, *, context: Context,
+               fence: tuple[str, str] | None = None) -> ReplyRun:
         """The run of a reply whose text is already stored (no round trip); it knows the
-        parts this process sent and could not record (:meth:`ReplyRun.recover`)."""
+        parts this process sent and could not record (:meth:`ReplyRun.recover`). Its
+        permits are checked against ``fence`` (see :class:`ReplyRun`)."""
         known = self._sending.get((reply.tenant_id, reply.event_id))
         return ReplyRun(self, reply, context, prepaid=0,
-                        unrecorded=dict(known) if known is not None else None)
+                        unrecorded=dict(known) if known is not None else None, fence=fence)
 
     # The replies :meth:`sending` remembers at most (the oldest are forgotten first;
     # a forgotten one resumes as after a crash, from Meta's confirmations).
