@@ -51,7 +51,7 @@ from mtdesk.core.history import (
     conversation_of,
     encode_message,
 )
-from mtdesk.core.redis import Redis, is_cluster
+from mtdesk.core.redis import Redis, as_bytes, is_cluster
 from mtdesk.core.replystate import RESUMABLE, TERMINAL, ReplyState, lua_prelude
 from mtdesk.core.scripts import LuaScript, lua_source
 from mtdesk.core.sealing import TenantCipher, TenantKey, is_sealed
@@ -296,7 +296,7 @@ class ReplyStore:
         """Whether the partition's owner key (``fence``: key, epoch) still names this
         epoch (an absent key fences nothing, as in the begin script)."""
         held = await self._redis.get(fence[0])
-        return held is None or bytes(held).decode() == fence[1]
+        return held is None or as_bytes(held).decode() == fence[1]
 
     def resume(self, reply: OutgoingReply, *, context: Context,
                fence: tuple[str, str] | None = None) -> ReplyRun:
