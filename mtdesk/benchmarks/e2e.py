@@ -85,6 +85,11 @@ def register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--plots", metavar="NAMES",
                    help="with --report: only these plots, comma-separated, of "
                    "throughput,latency,stages (default all)")
+    p.add_argument("--redis-cost", type=float, metavar="SECONDS",
+                   help="capture the commands Redis runs for SECONDS of the load and replay "
+                        "them on a fresh Redis of their own: Redis' CPU per message away "
+                        "from the machine's other work (redis_cost in the JSON; see "
+                        "docs/redis.md)")
     p.add_argument("--profile", metavar="DIR",
                    help="record py-spy profiles (raw collapsed stacks) of the gateway and the "
                    "shards during the load into DIR")
@@ -100,7 +105,8 @@ def _handle(args: argparse.Namespace) -> int:
               ("--connections", args.connections >= 1),
               ("--llm-latency-ms", args.llm_latency_ms >= 0),
               ("--graph-latency-ms", args.graph_latency_ms >= 0),
-              ("--new-customers", args.new_customers is None or 0 <= args.new_customers <= 1)]
+              ("--new-customers", args.new_customers is None or 0 <= args.new_customers <= 1),
+              ("--redis-cost", args.redis_cost is None or args.redis_cost > 0)]
     for name, ok in checks:
         if not ok:
             print(f"mtdesk: error: {name}: out of range", file=sys.stderr)
@@ -129,7 +135,18 @@ def _handle(args: argparse.Namespace) -> int:
     )
     # SIGTERM unwinds like Ctrl-C, so everything the bench started is stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    report = run(cfg, log=lambda line: print(f"bench e2e: {line}", file=sys.stderr, flush=True))
+    cost = None
+    if args.redis_cost is not None:
+        if args.cluster:
+            print("mtdesk: error: --redis-cost: one Redis only, not with --cluster", file=sys.stderr)
+            return 2
+        from mtdesk.benchmarks.redis_cost import RedisCost
+
+        cost = RedisCost(args.redis_cost)
+    report = run(cfg, log=lambda line: print(f"bench e2e: {line}", file=sys.stderr, flush=True),
+                 drill=cost)
+    if cost is not None:
+        report["redis_cost"] = report.pop("drill", {})
     print(summary(report))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
@@ -157,4 +174,7 @@ def summary(r: dict[str, Any]) -> str:
            if "redis_cpu_us_per_msg" in r and "redis_calls_per_msg" in r else "")
         + ("; Redis Cluster of 3 masters (figures summed over them)"
            if r.get("config", {}).get("redis_cluster") else "")
+        + (f"; replayed alone, Redis spends {r['redis_cost']['replay_cpu_us_per_msg']:.0f} µs "
+           f"of CPU per message"
+           if "replay_cpu_us_per_msg" in r.get("redis_cost", {}) else "")
     )

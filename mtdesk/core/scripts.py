@@ -58,10 +58,18 @@ class LuaScript:
 
     __slots__ = ("name", "source", "sha")
 
+    _registry: dict[str, LuaScript] = {}
+
     def __init__(self, source: str | bytes, *, name: str = "script") -> None:
         self.source: bytes = source.encode() if isinstance(source, str) else source
         self.sha: str = hashlib.sha1(self.source).hexdigest()
         self.name = name  # for messages and reprs; never sent to Redis
+        LuaScript._registry.setdefault(self.sha, self)
+
+    @classmethod
+    def registered(cls) -> list[LuaScript]:
+        """Every script made so far in this process (one per text)."""
+        return list(cls._registry.values())
 
     @classmethod
     def from_file(cls, package: str, filename: str) -> LuaScript:

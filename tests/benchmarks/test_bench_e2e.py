@@ -138,9 +138,32 @@ def test_bench_e2e_cluster_runs_on_three_masters_and_stops_them(tmp_path) -> Non
     (["--new-customers", "1.5"], "--new-customers"),
     (["--cluster", "--redis-url", "redis://127.0.0.1:1/0"], "--cluster"),
     (["--plots", "throughput,pie"], "--plots"),
+    (["--redis-cost", "0"], "--redis-cost"),
+    (["--redis-cost", "3", "--cluster"], "--redis-cost"),
 ])
 def test_bench_e2e_rejects_a_bad_new_option_naming_it(args, named, capsys) -> None:  # type: ignore[no-untyped-def]
     from mtdesk.cli.main import main
 
     assert main(["bench", "e2e", *args]) == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_bench_e2e_redis_cost_replays_the_load_s_commands_on_a_redis_of_its_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "e2e.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTDESK_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtdesk", "bench", "e2e", "--seconds", "4", "--rate", "15",
+         "--users", "12", "--llm-latency-ms", "50", "--shards", "1", "--redis-cost", "2",
+         "--json", str(out)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["lost"] == 0 and report["duplicated"] == 0
+    cost = report["redis_cost"]
+    assert cost["captured"]["messages"] > 0 and cost["captured"]["commands"] > 0
+    assert cost["replay_errors"] == {}  # every command ran again, as the product sent it
+    assert cost["replay_cpu_us_per_msg"] > 0
+    assert "evalsha" in cost["replay_us_per_msg_by_command"]  # the reply scripts ran again
+    assert "replayed alone" in proc.stdout
