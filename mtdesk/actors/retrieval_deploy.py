@@ -184,12 +184,10 @@ class ActorRetriever(KnowledgeRetriever):
             # the same search on the new generation. Otherwise a real failure.
             if not self.follow:
                 raise
-            if self.shards is shards:
-                try:
-                    moved = await self._follow()
-                except Exception:  # noqa: BLE001 - the search's own error says more
-                    moved = False
-                if not moved:
+            if self.shards is shards:  # (else another search moved meanwhile)
+                with contextlib.suppress(Exception):  # the search's own error says more
+                    await self._follow()
+                if self.shards is shards:
                     raise
             return await self._search_on(self.shards, tenant_id, vector, k, max_id)
 
