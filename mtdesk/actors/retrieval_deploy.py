@@ -36,11 +36,11 @@ from mtdesk.actors import rayapi
 from mtdesk.actors.retrieval_shard import ENCODER, RESULTS, RetrievalShard
 from mtdesk.core import retrieval_layout
 from mtdesk.core.errors import StoreUnavailable
+from mtdesk.core.ports import Passage
 from mtdesk.core.redis import Redis
 from mtdesk.core.retrieval_layout import RetrievalLayout
 from mtdesk.core.settings import Settings
 from mtdesk.policy.erasure.notices import TenantNotice
-from mtdesk.core.ports import Passage
 from mtdesk.retrieval.index_slice import Hit, SearchRequest
 from mtdesk.retrieval.search import Embedders, KnowledgeRetriever, ShardClient
 from mtdesk.retrieval.store import KnowledgeStore
