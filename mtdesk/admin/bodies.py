@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from msgspec import Meta
 
 from mtdesk.admin.decode import Body, TenantScoped
+from mtdesk.core import retrieval_layout
 from mtdesk.core.tenants import BotUpdate
 
 Text = Annotated[str, Meta(max_length=20_000)]
@@ -135,7 +136,8 @@ class ConversationAction(TenantScoped, frozen=True, kw_only=True):
 
 
 class ShardCounts(Body, frozen=True, kw_only=True):
-    """``POST /cluster/shards`` (operator): the conversation shard count wanted."""
+    """``POST /cluster/shards`` (operator): the conversation shard count wanted, and the
+    retrieval shard count (None: as they are)."""
 
     conversation: Annotated[int, Meta(ge=1, le=4096)]
-    retrieval: Annotated[int, Meta(ge=1, le=1024)] | None = None
+    retrieval: Annotated[int, Meta(ge=1, le=retrieval_layout.MAX_SHARDS)] | None = None

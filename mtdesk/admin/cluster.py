@@ -1,6 +1,7 @@
 """``GET /admin/api/v1/cluster`` (operator token): where every actor runs; and
 ``GET``/``POST /admin/api/v1/cluster/shards``: the conversation shard count and the
-partition ownership, and a request for another count (live re-sharding).
+partition ownership, the retrieval shard count and generation, and a request for other
+counts (live re-sharding).
 
 The cluster answers the last report the director published (shape in
 :mod:`mtdesk.core.cluster`), so any gateway worker answers it without joining Ray. No
@@ -8,7 +9,9 @@ report within its TTL (no actors running, or the director cannot reach Redis) is
 saying so. A re-sharding request is written to Redis (:mod:`mtdesk.core.ownership`); the
 director follows it within a second and hands the partitions over one at a time: the
 answer is 202 with the count asked for and the map as it is now; ``GET …/shards`` shows
-the progress (``target``, ``moving``, ``epoch``).
+the progress (``target``, ``moving``, ``epoch``). A ``retrieval`` count starts a new
+generation of retrieval shards beside the old one (core/retrieval_layout.py):
+``retrieval`` in the answer shows its ``generation``, ``shards`` and ``target``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from mtdesk.admin.app import API_BASE, admin_routes
 from mtdesk.admin.auth import require_operator
 from mtdesk.admin.bodies import ShardCounts
 from mtdesk.admin.decode import read_body
-from mtdesk.core import cluster, ownership
+from mtdesk.core import cluster, ownership, retrieval_layout
 from mtdesk.core.appkeys import REDIS, SETTINGS
-from mtdesk.core.errors import Conflict, StoreUnavailable, ValidationError
+from mtdesk.core.errors import StoreUnavailable, ValidationError
 from mtdesk.core.http import json_response
 
 NO_REPORT = ("no cluster report: no actors are running (mtdesk serve starts them) or they "
@@ -42,8 +45,11 @@ async def _state(request: web.Request) -> dict[str, Any]:
     redis = request.config_dict[REDIS]
     current = await ownership.read(redis)
     wanted = await ownership.read_request(redis)
+    layout = await retrieval_layout.read(redis)
     return {"ownership": cluster.ownership_summary(current),
-            "requested": wanted.conversation if wanted is not None else None}
+            "requested": wanted.conversation if wanted is not None else None,
+            "retrieval": layout,
+            "requested_retrieval": wanted.retrieval if wanted is not None else None}
 
 
 async def get_shards(request: web.Request) -> web.Response:
@@ -58,14 +64,10 @@ async def set_shards(request: web.Request) -> web.Response:
     if body.conversation > settings.partitions:
         raise ValidationError("conversation", f"at most MTDESK_PARTITIONS "
                               f"({settings.partitions}) shards: a shard owns partitions")
-    if body.retrieval is not None and body.retrieval != settings.retrieval_shards:
-        raise Conflict("retrieval", "retrieval shards are not re-sharded live (each holds a "
-                       "slice of every knowledge index): set MTDESK_RETRIEVAL_SHARDS and "
-                       "restart")
     redis = request.config_dict[REDIS]
     if await cluster.read(redis) is None:
         raise StoreUnavailable(NO_REPORT)
-    await ownership.request(redis, body.conversation)
+    await ownership.request(redis, body.conversation, body.retrieval)
     return json_response(await _state(request), status=202)
 
 

@@ -28,7 +28,7 @@ async def knowledge_shard_services(settings: Settings) -> Any:
     """A conversation shard's services with the knowledge base wired in. Runs inside the
     shard's actor process (Ray pickles this function by reference)."""
     from mtdesk.actors.rayapi import NAMESPACE
-    from mtdesk.actors.retrieval_deploy import shard_retriever
+    from mtdesk.actors.retrieval_deploy import following_retriever
     from mtdesk.actors.services import build_shard_services
     from mtdesk.core.redis import connect_to
     from mtdesk.core.sealing import TenantCipher
@@ -39,8 +39,9 @@ async def knowledge_shard_services(settings: Settings) -> Any:
     # (16 made retrieval fail under load in bench e2e; the bot then answers without it).
     redis = connect_to(settings.redis_url, cluster=settings.redis_cluster)
     store = KnowledgeStore(redis, cipher=TenantCipher.from_settings(redis, settings))
-    retriever = shard_retriever(store, settings, settings.retrieval_shards,
-                                namespace=NAMESPACE)
+    # The retrieval actors of the generation the stored layout names; the retriever
+    # follows later generations (live re-sharding of retrieval shards).
+    retriever = await following_retriever(store, settings, namespace=NAMESPACE)
     services = await build_shard_services(settings, offline_model=ExtractiveModel(),
                                           retriever=retriever)
     services.closers.append(store.redis.aclose)
@@ -58,7 +59,9 @@ class Backend:
                                         name="mtdesk-backend", daemon=True)
         self.shards: Any = None
         self.policy: Any = None
-        self.retrieval: list[Any] = []
+        self.retrieval: list[Any] = []  # the retrieval shard actors serving now
+        self.retrieval_deployment: Any = None
+        self._retrieval_redis: Any = None
         self._owns_ray = False
         self._report_stop: asyncio.Event | None = None
         self._report_task: asyncio.Future[None] | None = None
@@ -72,13 +75,9 @@ class Backend:
         from mtdesk.actors import rayapi
         from mtdesk.actors.deploy import Deployment
         from mtdesk.actors.policy_deploy import PolicyDeployment
-        from mtdesk.actors.retrieval_deploy import create_retrieval_shards
-
         self._owns_ray = rayapi.init(self.settings)
         self._thread.start()
-        self.retrieval = create_retrieval_shards(
-            self.settings, self.settings.retrieval_shards, namespace=rayapi.NAMESPACE)
-        rayapi.get([h.ping.remote() for h in self.retrieval], 180)
+        self._run(self._start_retrieval())
         self.shards = Deployment(self.settings, factory=knowledge_shard_services)
         self._run(self.shards.start())
         if self._policy_enabled:
@@ -88,11 +87,24 @@ class Backend:
         log.info("backend started: %d conversation shards, %d retrieval shards",
                  self.settings.shards, len(self.retrieval))
 
+    async def _start_retrieval(self) -> None:
+        """The retrieval shards of the stored layout (generation and count; none stored:
+        generation 0 with ``MTDESK_RETRIEVAL_SHARDS``), once every one answers."""
+        from mtdesk.actors import rayapi
+        from mtdesk.actors.retrieval_deploy import RetrievalDeployment
+        from mtdesk.core.redis import connect_to
+
+        self._retrieval_redis = connect_to(self.settings.redis_url,
+                                           cluster=self.settings.redis_cluster, max_connections=4)
+        self.retrieval_deployment = RetrievalDeployment(
+            self.settings, self._retrieval_redis, namespace=rayapi.NAMESPACE)
+        await self.retrieval_deployment.start()
+        self.retrieval = list(self.retrieval_deployment.handles)
+
     async def _start_reporter(self) -> None:
         """Publish where every actor runs (core/cluster.py) until :meth:`stop`."""
         from mtdesk.actors.cluster_report import ClusterReporter
         from mtdesk.actors.policy_deploy import DELETER_NAME, RETENTION_NAME
-        from mtdesk.actors.retrieval_deploy import NAME as RETRIEVAL_NAME
         from mtdesk.core.redis import connect_to
 
         redis = connect_to(self.settings.redis_url, cluster=self.settings.redis_cluster,
@@ -100,8 +112,7 @@ class Backend:
         reporter = ClusterReporter(redis, self.settings.ray_placement)
         self._reporter = reporter
         self._watch_shards()
-        for i, handle in enumerate(self.retrieval):
-            reporter.watch("retrieval_shard", RETRIEVAL_NAME.format(i), handle)
+        self._watch_retrieval()
         if self.policy is not None:
             reporter.watch("deletion", DELETER_NAME, self.policy.deleter)
             reporter.watch("retention", RETENTION_NAME, self.policy.retention)
@@ -131,9 +142,19 @@ class Backend:
                                                 strict=True)):
             reporter.watch("conversation_shard", conversation_shard_name(i), handle, parts)
 
+    def _watch_retrieval(self) -> None:
+        """(Re)list the retrieval shards serving now in the cluster report."""
+        reporter, deployment = self._reporter, self.retrieval_deployment
+        if reporter is None or deployment is None:
+            return
+        reporter.unwatch("retrieval_shard")
+        for name, handle in zip(deployment.names(), deployment.handles, strict=True):
+            reporter.watch("retrieval_shard", name, handle)
+
     async def _follow_requests(self, redis: Any, interval_s: float = 1.0) -> None:
-        """Re-shard when an operator asks for another conversation shard count
-        (``mtdesk shards set N``, ``POST /admin/api/v1/cluster/shards``: core/ownership.py)."""
+        """Re-shard when an operator asks for another conversation or retrieval shard count
+        (``mtdesk shards set N [--retrieval M]``, ``POST /admin/api/v1/cluster/shards``:
+        core/ownership.py, core/retrieval_layout.py)."""
         from mtdesk.actors.autoscale import LagRule
         from mtdesk.core import ownership
 
@@ -151,9 +172,13 @@ class Backend:
                 if rule is not None:
                     await self._autoscale(redis, rule)
                 wanted = await ownership.read_request(redis)
-                if wanted is None or wanted.conversation == len(self.shards.actors):
+                if wanted is None:
                     continue
-                await self.reshard(wanted.conversation)
+                if wanted.conversation != len(self.shards.actors):
+                    await self.reshard(wanted.conversation)
+                if (wanted.retrieval is not None and self.retrieval_deployment is not None
+                        and wanted.retrieval != self.retrieval_deployment.layout.shards):
+                    await self.reshard_retrieval(wanted.retrieval)
             except Exception as exc:  # noqa: BLE001 - logged; the map says why, retried
                 log.warning("re-sharding stopped (%s: %s)", type(exc).__name__, exc)
                 await asyncio.sleep(5 * interval_s)
@@ -182,6 +207,17 @@ class Backend:
             self._watch_shards()
 
         return await self.shards.reshard(shards, on_step=step)
+
+    async def reshard_retrieval(self, shards: int) -> Any:
+        """A new generation of ``shards`` retrieval shards, warmed, then serving; the old
+        one killed after its grace period (actors/retrieval_deploy.py)."""
+        async def switched(_layout: Any) -> None:
+            self.retrieval = list(self.retrieval_deployment.handles)
+            self._watch_retrieval()
+
+        layout = await self.retrieval_deployment.reshard(shards, on_switch=switched)
+        self.retrieval = list(self.retrieval_deployment.handles)
+        return layout
 
     async def _ready(self) -> bool:
         ok = await self.shards.ready() if self.shards else False
@@ -220,6 +256,9 @@ class Backend:
             if self.policy is not None:
                 stops.append(self.policy.stop())
             await asyncio.wait_for(asyncio.gather(*stops, return_exceptions=True), budget_s)
+            if self._retrieval_redis is not None:
+                with contextlib.suppress(Exception):
+                    await self._retrieval_redis.aclose()
 
         if self._thread.is_alive():
             try:

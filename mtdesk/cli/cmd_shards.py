@@ -1,10 +1,14 @@
-"""``mtdesk shards [show]`` and ``mtdesk shards set N [--wait]``: the conversation shard
-count of the running deployment and its partition ownership (core/ownership.py).
+"""``mtdesk shards [show]`` and ``mtdesk shards set N [--retrieval M] [--wait]``: the
+conversation shard count of the running deployment and its partition ownership
+(core/ownership.py), and its retrieval shards' count and generation
+(core/retrieval_layout.py).
 
 ``set`` asks the running deployment for ``N`` conversation shards (what
 ``POST /admin/api/v1/cluster/shards`` does): the director hands the partitions over one
-at a time while traffic flows. With ``--wait`` the command follows the handover until it
-is done (exit 0) or stopped (exit 1, the reason printed).
+at a time while traffic flows; with ``--retrieval M`` also for ``M`` retrieval shards (a
+new generation started, warmed, switched to, the old one stopped). With ``--wait`` the
+command follows the change until it is done (exit 0) or stopped (exit 1, the reason
+printed).
 """
 
 from __future__ import annotations
@@ -15,21 +19,26 @@ import sys
 import time
 from typing import Any
 
+import msgspec
+
 from mtdesk.cli.store_session import run_with_store
-from mtdesk.core import cluster, ownership
+from mtdesk.core import cluster, ownership, retrieval_layout
 from mtdesk.core.errors import ValidationError
 from mtdesk.core.ownership import Ownership
 from mtdesk.core.redis import Redis
+from mtdesk.core.retrieval_layout import RetrievalLayout
 from mtdesk.core.settings import Settings
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
-        "shards", help="conversation shards: show the partition ownership, or set the count",
+        "shards", help="conversation and retrieval shards: show them, or set the counts",
         description="The running deployment's conversation shards and the partitions each "
-        "owns (with the ownership epoch), or a new shard count handed over live.")
+        "owns (with the ownership epoch) and its retrieval shards (count and generation), "
+        "or new shard counts handed over live.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-    show = verbs.add_parser("show", help="the partitions of each shard and the epoch")
+    show = verbs.add_parser("show", help="the partitions of each shard and the epoch, and "
+                            "the retrieval shards")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_show)
     change = verbs.add_parser(
@@ -39,8 +48,8 @@ def register(sub: Any) -> None:
         "and releases the partition, the new owner resumes its pending entries.")
     change.add_argument("count", metavar="N", type=int, help="conversation shards wanted")
     change.add_argument("--retrieval", type=int, metavar="M",
-                        help="retrieval shards (only the running count: they are not "
-                        "re-sharded live)")
+                        help="retrieval shards wanted (a new generation is started and "
+                        f"warmed before it serves; 1 to {retrieval_layout.MAX_SHARDS})")
     change.add_argument("--wait", action="store_true", help="follow the handover to its end")
     change.add_argument("--timeout", type=float, default=600.0,
                         help="with --wait: give up after this many seconds (default 600)")
@@ -63,15 +72,32 @@ def render(current: Ownership | None) -> str:
     return "\n".join(lines)
 
 
-def _show(args: argparse.Namespace) -> int:
-    async def job(redis: Redis, settings: Settings) -> Ownership | None:
-        return await ownership.read(redis)
+def render_retrieval(layout: RetrievalLayout | None) -> str:
+    if layout is None:
+        return "retrieval shards: none started yet (mtdesk serve starts them)"
+    line = f"{layout.shards} retrieval shard(s), generation {layout.generation}"
+    if layout.target is not None:
+        line += f"; re-sharding to {layout.target}"
+    if layout.error:
+        line += f"\nlast retrieval re-sharding stopped: {layout.error}"
+    return line
 
-    current = run_with_store(job)
+
+def _show(args: argparse.Namespace) -> int:
+    async def job(redis: Redis, settings: Settings
+                  ) -> tuple[Ownership | None, RetrievalLayout | None]:
+        return await ownership.read(redis), await retrieval_layout.read(redis)
+
+    current, layout = run_with_store(job)
     if args.json:
-        print(ownership.to_json(current).decode() if current else "null")
+        # The map as before, with the retrieval layout under "retrieval".
+        shown = msgspec.json.decode(ownership.to_json(current)) if current else None
+        if shown is not None:
+            shown["retrieval"] = msgspec.to_builtins(layout)
+        print(msgspec.json.encode(shown).decode())
     else:
         print(render(current))
+        print(render_retrieval(layout))
     return 0 if current is not None else 1
 
 
@@ -80,18 +106,22 @@ def _set(args: argparse.Namespace) -> int:
         if not 1 <= args.count <= settings.partitions:
             raise ValidationError("count", f"must be between 1 and MTDESK_PARTITIONS "
                                   f"({settings.partitions})")
-        if args.retrieval is not None and args.retrieval != settings.retrieval_shards:
-            raise ValidationError("retrieval", "retrieval shards are not re-sharded live (each "
-                                  "holds a slice of every knowledge index): set "
-                                  "MTDESK_RETRIEVAL_SHARDS and restart")
+        if args.retrieval is not None and not 1 <= args.retrieval <= retrieval_layout.MAX_SHARDS:
+            raise ValidationError("retrieval", f"must be between 1 and "
+                                  f"{retrieval_layout.MAX_SHARDS}")
         if await cluster.read(redis) is None:
             return False, ("no deployment is running (mtdesk serve starts one), or it cannot "
                            "reach this Redis (MTDESK_REDIS_URL)")
-        asked = await ownership.request(redis, args.count)
-        print(f"asked for {args.count} conversation shard(s)", flush=True)
+        asked = await ownership.request(redis, args.count, args.retrieval)
+        print(f"asked for {args.count} conversation shard(s)"
+              + (f" and {args.retrieval} retrieval shard(s)" if args.retrieval else ""),
+              flush=True)
         if not args.wait:
             return True, ""
-        return await _follow(redis, asked.time, args.count, args.timeout)
+        ok, problem = await _follow(redis, asked.time, args.count, args.timeout)
+        if ok and args.retrieval is not None:
+            return await _follow_retrieval(redis, asked.time, args.retrieval, args.timeout)
+        return ok, problem
 
     ok, problem = run_with_store(job)
     if not ok:
@@ -112,6 +142,26 @@ async def _follow(redis: Redis, asked_at: float, count: int, timeout_s: float) -
                 print(render(current))
                 return True, ""
             line = render(current).splitlines()[0]
+            if line != shown:
+                print(line, flush=True)
+                shown = line
+        await asyncio.sleep(0.5)
+    return False, f"not done after {timeout_s:.0f} s (mtdesk shards show says where it is)"
+
+
+async def _follow_retrieval(redis: Redis, asked_at: float, count: int,
+                            timeout_s: float) -> tuple[bool, str]:
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    while time.monotonic() < deadline:
+        layout = await retrieval_layout.read(redis)
+        if layout is not None:
+            if layout.error and layout.time >= asked_at and layout.target is None:
+                return False, f"retrieval re-sharding stopped: {layout.error}"
+            if layout.shards == count and layout.target is None:
+                print(render_retrieval(layout))
+                return True, ""
+            line = render_retrieval(layout).splitlines()[0]
             if line != shown:
                 print(line, flush=True)
                 shown = line

@@ -199,6 +199,10 @@ OWNERSHIP = _g("shard_ownership", "owners", False, False, _E.NONE, _R.CONFIGURAT
                "shard_ownership")
 RESHARD = _g("reshard_request", "reshard", False, False, _E.NONE, _R.CONFIGURATION,
              "reshard_request")
+# The running generation of retrieval shard actors and their count (JSON, the director's;
+# core/retrieval_layout.py): conversation shards follow it to the new actors.
+RETRIEVAL_LAYOUT = _g("retrieval_layout", "retrieval", False, False, _E.NONE,
+                      _R.CONFIGURATION, "retrieval_layout")
 OWNER_EPOCH = _g("partition_owner", "own", True, False, _E.NONE, _R.CONFIGURATION,
                  "partition_owner")
 # Sign-in: an e-mail's user, sessions, one-time links and Meta login states name their
@@ -223,7 +227,7 @@ FAMILIES: tuple[Family, ...] = (
     INBOUND, DEAD_LETTER, SEEN, TENANT_SET, ROUTING, API_KEY, APP_USER, RATE, META_CALLBACK,
     JOB, JOB_QUEUE,
     KB_PENDING_SET, KB_READING, RETENTION, ERASED, SHARD_STATS, STRIPE_CUSTOMER, STRIPE_EVENT, CLUSTER,
-    OWNERSHIP, RESHARD, OWNER_EPOCH,
+    OWNERSHIP, RESHARD, OWNER_EPOCH, RETRIEVAL_LAYOUT,
     USER_EMAIL, SESSION, LOGIN_FAILURES, MAIL_COOLDOWN, ONE_TIME_LINK, CONNECT_STATE,
     WATCHDOG, LAYOUT_VERSION,
 )
@@ -624,6 +628,12 @@ def shard_ownership() -> str:
 def reshard_request() -> str:
     """The shard count an operator asked for (JSON; ``mtdesk shards set``, the API)."""
     return f"{ROOT}:reshard"
+
+
+def retrieval_layout() -> str:
+    """The retrieval shards' generation and count (JSON; written by the director only, see
+    core/retrieval_layout.py)."""
+    return f"{ROOT}:retrieval"
 
 
 def partition_owner(partition: int) -> str:

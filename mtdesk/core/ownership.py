@@ -15,7 +15,8 @@ rely on:
 - :func:`plan` is pure: the fewest partitions moved to give ``shards`` shards a balanced
   share (every count within one of the others); :func:`moves` lists them.
 - :class:`ReshardRequest` at ``keys.reshard_request()``: the count an operator asked for
-  (``mtdesk shards set N``, ``POST /admin/api/v1/cluster/shards``); the director follows it.
+  (``mtdesk shards set N``, ``POST /admin/api/v1/cluster/shards``), and the retrieval shard
+  count if one was asked for (core/retrieval_layout.py); the director follows it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Ownership(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class ReshardRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     conversation: int
+    retrieval: int | None = None  # retrieval shards wanted (None: as they are)
     time: float = 0.0
 
 
@@ -137,8 +139,14 @@ async def fence(redis: Redis, partition: int, epoch: int) -> None:
     await redis.set(keys.partition_owner(partition), str(epoch))
 
 
-async def request(redis: Redis, conversation: int) -> ReshardRequest:
-    wanted = ReshardRequest(conversation=conversation, time=time.time())
+async def request(redis: Redis, conversation: int, retrieval: int | None = None) -> ReshardRequest:
+    """Ask for ``conversation`` shards (and ``retrieval`` shards: None keeps the retrieval
+    count asked for before, if any, so a request for conversation shards alone, e.g. the
+    autoscaler's, does not cancel one for retrieval shards)."""
+    if retrieval is None:
+        before = await read_request(redis)
+        retrieval = before.retrieval if before is not None else None
+    wanted = ReshardRequest(conversation=conversation, retrieval=retrieval, time=time.time())
     await redis.set(keys.reshard_request(), _encode(wanted))
     return wanted
 

@@ -22,6 +22,7 @@ deployment both use it. Not thread-safe; one event loop drives it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -87,6 +88,9 @@ class IndexSlice:
         self.hnsw_threshold = hnsw_threshold
         self.layout = layout(shard, n_shards, block)
         self._parts: dict[str, _Part] = {}
+        # tenant → its first load under way: concurrent searches and syncs share it (a
+        # search must not see the tenant half loaded, as no passages).
+        self._loading: dict[str, asyncio.Future[_Part]] = {}
 
     # -- the query path --------------------------------------------------------------------
     async def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
@@ -126,6 +130,7 @@ class IndexSlice:
         """Forget the tenant: its index leaves memory and its snapshot file is deleted
         (account deletion). A later search loads it again from whatever Redis holds."""
         self._parts.pop(tenant, None)
+        self._loading.pop(tenant, None)  # a load under way keeps nothing
         path = self._path(tenant)
         if path is not None:
             path.unlink(missing_ok=True)
@@ -204,6 +209,21 @@ class IndexSlice:
         return part
 
     async def _load(self, tenant: str) -> _Part:
+        pending = self._loading.get(tenant)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load_now(tenant))
+            self._loading[tenant] = pending
+            pending.add_done_callback(lambda done: self._loaded(tenant, done))
+        # shield: one caller cancelled must not cancel the load the others wait for.
+        return await asyncio.shield(pending)
+
+    def _loaded(self, tenant: str, done: asyncio.Future[_Part]) -> None:
+        if self._loading.get(tenant) is done:
+            del self._loading[tenant]
+        if not done.cancelled():
+            done.exception()  # seen: every waiter may have gone (it is theirs to raise)
+
+    async def _load_now(self, tenant: str) -> _Part:
         part = _Part(None)
         path = self._path(tenant)
         if path is not None and path.is_file():
@@ -217,11 +237,12 @@ class IndexSlice:
                 # Another layout's part of the tenant (or an older file that does not say).
                 log.info("kb snapshot of another shard layout, rebuilding", extra={"shard": self.shard})
                 part.index, part.log_id = None, None
-        self._parts[tenant] = part
         if part.index is None:
             await self._rebuild(tenant, part)
         else:
             await self._catch_up(tenant, part)
+        if self._loading.get(tenant) is asyncio.current_task():  # not dropped meanwhile
+            self._parts[tenant] = part
         return part
 
     async def _rebuild(self, tenant: str, part: _Part) -> None:

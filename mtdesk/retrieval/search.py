@@ -113,11 +113,19 @@ class KnowledgeRetriever:
         vector = (await self.embedders.get(state.spec).embed([query]))[0]
         return await self.search_vector(tenant_id, vector.tobytes(), k, state.max_id)
 
+    async def _current(self) -> list[ShardClient]:
+        """The shards to ask now (a subclass may follow a changing set of them)."""
+        return self.shards
+
     async def search_vector(self, tenant_id: str, vector: bytes, k: int, max_id: int) -> list[Passage]:
+        return await self._search_on(await self._current(), tenant_id, vector, k, max_id)
+
+    async def _search_on(self, shards: Sequence[ShardClient], tenant_id: str, vector: bytes,
+                         k: int, max_id: int) -> list[Passage]:
         self._loaded.add(tenant_id)
-        targets = shards_for(tenant_id, max_id, len(self.shards), self.block)
+        targets = shards_for(tenant_id, max_id, len(shards), self.block)
         request = SearchRequest(tenant_id, vector, k)
-        results = await asyncio.gather(*(self.shards[s].search_batch([request]) for s in targets))
+        results = await asyncio.gather(*(shards[s].search_batch([request]) for s in targets))
         hits = sorted((h for r in results for h in r[0]), key=lambda h: -h.score)[:k]
         records = await self.store.chunks(tenant_id, [h.id for h in hits])
         return [
@@ -132,7 +140,7 @@ class KnowledgeRetriever:
         self._meta.pop(tenant_id, None)
         self._refreshing.pop(tenant_id, None)  # a read under way may predate the change
         self._loaded.add(tenant_id)
-        await asyncio.gather(*(s.sync(tenant_id) for s in self.shards))
+        await asyncio.gather(*(s.sync(tenant_id) for s in await self._current()))
 
     def held(self) -> set[str]:
         """The tenants this retriever holds anything of: cached index state, or an index
@@ -146,7 +154,7 @@ class KnowledgeRetriever:
         self._meta.pop(tenant_id, None)
         self._refreshing.pop(tenant_id, None)
         self._loaded.discard(tenant_id)
-        await asyncio.gather(*(s.drop(tenant_id) for s in self.shards))
+        await asyncio.gather(*(s.drop(tenant_id) for s in await self._current()))
 
     async def prune(self) -> list[str]:
         """Forget every tenant held whose account erasure began or whose knowledge base

@@ -374,6 +374,22 @@ class KnowledgeStore:
         return IndexState(spec=spec.decode() if spec else "", max_id=int(seq or 0),
                           chunks=int(chunks or 0))
 
+    async def tenants_with_knowledge(self) -> list[str]:
+        """Every tenant with a knowledge base (index metadata) in Redis, sorted: what a new
+        set of retrieval shards loads before it serves searches. A SCAN over the key space
+        (every master of a cluster): for the director, never on a search path."""
+        prefix, suffix = keys.kb_meta("\0").split("\0")
+        found: set[str] = set()
+        try:
+            async for page in scan_pages(self.redis, match=keys.kb_meta("*"), type_="hash"):
+                for name in page:
+                    text = name.decode()
+                    if text.startswith(prefix) and text.endswith(suffix):
+                        found.add(text[len(prefix):len(text) - len(suffix)])
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable("redis unreachable") from exc
+        return sorted(found)
+
     async def without_knowledge(self, tenants: Iterable[str]) -> list[str]:
         """Those of ``tenants`` whose account erasure has begun or that have no knowledge
         base in Redis at all (no index metadata, vectors or change log): what a process

@@ -1,16 +1,18 @@
-"""``mtdesk shards``: the ownership map as an operator reads it, ``set N`` asking the
-running deployment (and saying plainly when none runs or N is out of range), and
-``mtdesk status`` showing the epoch and each shard's partitions."""
+"""``mtdesk shards``: the ownership map and the retrieval shards as an operator reads
+them, ``set N [--retrieval M]`` asking the running deployment (and saying plainly when
+none runs or a count is out of range), and ``mtdesk status`` showing the epoch and each
+shard's partitions."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 
 from mtdesk.cli.main import main
-from mtdesk.core import cluster, ownership
+from mtdesk.core import cluster, ownership, retrieval_layout
 from mtdesk.core.cluster import ClusterReport
 from mtdesk.core.ownership import Ownership
 from mtdesk.core.redis import Redis
@@ -40,6 +42,21 @@ async def test_set_asks_the_running_deployment_and_show_and_status_print_the_own
     out = capsys.readouterr().out
     assert "2 conversation shard(s), epoch 7; re-sharding to 3, handing over partition 1" in out
     assert "mtdesk-shard-1     2 partitions: 1 3" in out
+    await retrieval_layout.write(redis, retrieval_layout.RetrievalLayout(generation=0, shards=1))
+    assert await asyncio.to_thread(main, ["shards", "set", "3", "--retrieval", "2"]) == 0
+    assert "asked for 3 conversation shard(s) and 2 retrieval shard(s)" in capsys.readouterr().out
+    wanted = await ownership.read_request(redis)
+    assert wanted is not None and (wanted.conversation, wanted.retrieval) == (3, 2)
+    await retrieval_layout.write(redis, retrieval_layout.RetrievalLayout(
+        generation=0, shards=1, target=2))
+    assert await asyncio.to_thread(main, ["shards", "show"]) == 0
+    assert "1 retrieval shard(s), generation 0; re-sharding to 2" in capsys.readouterr().out
+    await retrieval_layout.write(redis, retrieval_layout.RetrievalLayout(generation=1, shards=2))
+    assert await asyncio.to_thread(main, ["shards", "show", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["epoch"] == 7 and shown["retrieval"]["generation"] == 1
+    assert shown["retrieval"]["shards"] == 2
+
     assert await asyncio.to_thread(main, ["status"]) == 0
     out = capsys.readouterr().out
     assert "partition ownership: epoch 7, 2 conversation shard(s); re-sharding to 3" in out
@@ -47,7 +64,8 @@ async def test_set_asks_the_running_deployment_and_show_and_status_print_the_own
 
 
 @pytest.mark.parametrize("argv", [["shards", "set", "0"], ["shards", "set", "5"],
-                                  ["shards", "set", "2", "--retrieval", "3"]])
+                                  ["shards", "set", "2", "--retrieval", "0"],
+                                  ["shards", "set", "2", "--retrieval", "1025"]])
 async def test_a_count_out_of_range_is_refused_naming_the_option(
     redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], argv: list[str],

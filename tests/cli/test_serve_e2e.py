@@ -107,6 +107,7 @@ async def test_serve_answers_a_provisioned_page_once_and_stops_on_sigterm(
             await asyncio.sleep(1.0)
             assert len(graph.sends) == 1
             assert "Daily from 9 to 5." in (graph.sends[0].text or "")
+            await _reshards_retrieval_live(http, base, op, graph)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)  # the whole group, as systemd does
             try:
@@ -117,6 +118,45 @@ async def test_serve_answers_a_provisioned_page_once_and_stops_on_sigterm(
             finally:
                 log.close()
         assert code in (0, -signal.SIGTERM), code
+
+
+async def _reshards_retrieval_live(http, base, op, graph) -> None:  # type: ignore[no-untyped-def]
+    """An operator asks for 2 retrieval shards: a new generation serves, the old actor is
+    stopped, and the next customer is answered from the knowledge as before."""
+    api = f"{base}/admin/api/v1/cluster/shards"
+    async with http.post(api, headers=op, json={"conversation": 2, "retrieval": 2}) as r:
+        assert r.status == 202, await r.text()
+        body = await r.json()
+    assert body["requested_retrieval"] == 2
+    assert (body["retrieval"]["generation"], body["retrieval"]["shards"]) == (0, 1)
+
+    async def switched() -> bool:
+        async with http.get(api, headers=op) as r:
+            layout = (await r.json())["retrieval"]
+        return (layout["generation"], layout["shards"]) == (1, 2)
+
+    await _until(switched)
+
+    async def reported() -> bool:
+        async with http.get(f"{base}/admin/api/v1/cluster", headers=op) as r:
+            report = await r.json()
+        names = sorted(a["name"] for n in report["nodes"] for a in n["actors"]
+                       if a["kind"] == "retrieval_shard")
+        return names == ["mtdesk-retrieval-g1-0", "mtdesk-retrieval-g1-1"]
+
+    await _until(reported)
+    await asyncio.sleep(11.0)  # the old generation's grace period: it is gone now
+    body = meta_json(text_payload("messenger", PAGE, "6543210987654322", "when are you open?",
+                                  timestamp_ms=int(time.time() * 1000)))
+    async with http.post(f"{base}/webhooks/meta", data=body,
+                         headers={"X-Hub-Signature-256": sign(body, SECRET)}) as r:
+        assert r.status == 200
+
+    async def answered_again() -> bool:
+        return len(graph.sends) >= 2
+
+    await _until(answered_again)
+    assert "Daily from 9 to 5." in (graph.sends[1].text or "")
 
 
 async def _sees_where_every_actor_runs(http, base, op, env, cwd) -> None:  # type: ignore[no-untyped-def]
