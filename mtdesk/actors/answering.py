@@ -412,7 +412,10 @@ async def send_reply(
         run = s.replies.resume(reply, context=context_at, fence=fence)
         # A part Meta accepted before the resume (a record that failed, a crash between
         # Meta's answer and the record) is recorded now, not sent again.
-        recovered = await run.recover(start, wait_s=s.settings.send_confirm_wait_s)
+        item = burst[0]
+        recovered = await run.recover(
+            start, wait_s=s.settings.send_confirm_wait_s,
+            look=lambda: s.ledger.look_ahead(item.partition, item.entry_id))
         if recovered > start:
             conv.context.replied = True
             s.metrics.outcome("part_recovered")

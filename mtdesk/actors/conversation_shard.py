@@ -75,6 +75,14 @@ log = logging.getLogger(__name__)
 
 # WhatsApp statuses that say Meta accepted the message (a failed one was not delivered).
 _ACCEPTED = frozenset({"sent", "delivered", "read"})
+# look_ahead: entries per XRANGE, pages per call.
+_LOOK_PAGE = 256
+_LOOK_PAGES = 40
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms or 0), int(seq or 0)
 
 
 @dataclass
@@ -216,6 +224,8 @@ class ConversationShard:
             mentions=_mentions(services),
         )
         self._confirmations = self._conv_services.replies.confirmations
+        self._looked: dict[int, str] = {}  # look_ahead: the last entry looked at
+        self._look_locks: dict[int, asyncio.Lock] = {}
         self._convs: OrderedDict[str, Conversation] = OrderedDict()
         self._inflight: set[tuple[int, str]] = set()
         self._to_ack: dict[int, list[str]] = {}
@@ -467,13 +477,7 @@ class ConversationShard:
             self._queue_ack(partition, entry_id)
             return
         try:
-            tenant_id = fields[b"t"].decode()
-            raw = fields[b"e"]
-            if is_sealed(raw):  # sealed by the gateway with the tenant's data key
-                sealer = self._cipher.cached(tenant_id) or await self._cipher.key(
-                    tenant_id, create=False)
-                raw = sealer.open(EVENT_FAMILY, "", raw)
-            event = decode_event(raw)
+            tenant_id, event = await self._open(fields)
             received_ms = int(fields.get(b"r", b"0") or 0)
         except (KeyError, ValueError, msgspec.DecodeError, DecryptionError) as exc:
             # A DecryptionError: the tenant's data key is gone (its account was erased).
@@ -488,13 +492,9 @@ class ConversationShard:
         item = WorkItem(partition=partition, entry_id=entry_id, tenant_id=tenant_id,
                         event=event, received_ms=received_ms or int(now * 1000),
                         stale=fields.get(b"s") == b"1")
-        if isinstance(event, Echo):  # before it queues behind an answer under way
-            # Meta's confirmation of one of our sends, noted for a reply resumed after
-            # a crash that cannot tell whether that part went out (no Redis command).
-            self._confirmations.note(event.metadata, event.event_id)
+        self._note_confirmation(event)  # before it queues behind an answer under way
+        if isinstance(event, Echo):
             await pause_on_arrival(self._conv_services, tenant_id, event)
-        elif isinstance(event, Status) and event.status in _ACCEPTED:
-            self._confirmations.note(event.callback_data, event.message_id)
         # Activating may need Redis (the conversation's stored context, its tenant's key):
         # a blip is retried in place; the entry is in flight only once a conversation
         # holds it, so one that could not be handed over is reclaimed like any other.
@@ -503,6 +503,51 @@ class ConversationShard:
         self._inflight.add((partition, entry_id))
         conv.partition = partition
         conv.submit(item)
+
+    async def _open(self, fields: dict[bytes, bytes]) -> tuple[str, Any]:
+        """An inbound entry's tenant and event (raises what decoding raises)."""
+        tenant_id = fields[b"t"].decode()
+        raw = fields[b"e"]
+        if is_sealed(raw):  # sealed by the gateway with the tenant's data key
+            sealer = self._cipher.cached(tenant_id) or await self._cipher.key(
+                tenant_id, create=False)
+            raw = sealer.open(EVENT_FAMILY, "", raw)
+        return tenant_id, decode_event(raw)
+
+    def _note_confirmation(self, event: object) -> None:
+        """Meta's confirmation of one of our sends (an echo, a WhatsApp status), noted
+        for a reply resumed after a crash that cannot tell whether that part went out
+        (no Redis command)."""
+        if isinstance(event, Echo):
+            self._confirmations.note(event.metadata, event.event_id)
+        elif isinstance(event, Status) and event.status in _ACCEPTED:
+            self._confirmations.note(event.callback_data, event.message_id)
+
+    async def look_ahead(self, partition: int, after: str) -> None:
+        """Note the confirmations waiting in the partition's stream after entry
+        ``after`` that this shard has not read yet: a shard behind its load (its reads
+        held back while ``max_inflight`` entries are in hand) would read them only after
+        a resumed reply's wait for them ran out, and send its part again. Each entry is
+        looked at once per process (the scan goes on from where the last one ended), at
+        most ``_LOOK_PAGES`` pages of ``_LOOK_PAGE`` a call; nothing is dispatched."""
+        lock = self._look_locks.setdefault(partition, asyncio.Lock())
+        async with lock:
+            start = max(after, self._looked.get(partition, "0-0"), key=_stream_id)
+            for _ in range(_LOOK_PAGES):
+                rows = await self._redis.xrange(keys.inbound(partition), min=f"({start}",
+                                                max="+", count=_LOOK_PAGE)
+                if not rows:
+                    break
+                for raw_id, fields in rows:
+                    if not fields:
+                        continue
+                    with contextlib.suppress(KeyError, ValueError, msgspec.DecodeError,
+                                             DecryptionError):
+                        entry = {as_bytes(k): as_bytes(v) for k, v in fields.items()}
+                        self._note_confirmation((await self._open(entry))[1])
+                last = rows[-1][0]
+                start = as_bytes(last).decode() if last is not None else start
+            self._looked[partition] = start
 
     # --- conversations ----------------------------------------------------------------
     async def _activate(self, tenant_id: str, conversation: str) -> Conversation:

@@ -66,6 +66,11 @@ class EventLedger(Protocol):
         """A fence refused this shard: let the partition go at once."""
         ...
 
+    async def look_ahead(self, partition: int, after: str) -> None:
+        """Note Meta's confirmations of our sends that wait in the partition's stream
+        after entry ``after``, not read yet (a resumed reply asks: docs/delivery.md)."""
+        ...
+
 
 class ReplySender(Protocol):
     """The Graph sender as a conversation uses it (:class:`~mtdesk.actors.sender.GraphSender`)."""

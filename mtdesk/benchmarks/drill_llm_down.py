@@ -40,8 +40,8 @@ class LlmDown(Drill):
     name = NAME
     help = "the primary LLM provider down (the fallback answers), then every provider"
 
-    def __init__(self, short: bool) -> None:
-        super().__init__(short)
+    def __init__(self, short: bool, rate: float | None = None) -> None:
+        super().__init__(short, rate)
         self.fallback: Any = None
 
     def config(self) -> BenchConfig:

@@ -64,8 +64,8 @@ class RedisRestart(Drill):
     name = NAME
     help = "kill -9 and restart Redis under load, AOF everysec then always"
 
-    def __init__(self, short: bool, mode: str = "everysec") -> None:
-        super().__init__(short)
+    def __init__(self, short: bool, rate: float | None = None, mode: str = "everysec") -> None:
+        super().__init__(short, rate)
         self.mode = mode
         self.port = 0
         self.args: list[str] = []
@@ -163,7 +163,7 @@ class RedisRestart(Drill):
 
         modes: dict[str, Any] = {}
         for mode in MODES:
-            drill = RedisRestart(self.short, mode)
+            drill = RedisRestart(self.short, self.rate, mode)
             result = drill.result(e2e_run.run(drill.config(), log, drill))
             result.pop("drill"), result.pop("short")
             modes[mode] = result

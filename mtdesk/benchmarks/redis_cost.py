@@ -9,12 +9,12 @@ the cost of the commands themselves. This captures the commands the product sent
 time on), then replays them, in order, against a fresh Redis of its own that nothing else
 uses, and reports that server's CPU per message accepted in the window:
 
-- ``redis_cost.replay_cpu_us_per_msg``: ``INFO cpu`` of the replay over the messages the
-  gateway enqueued during the capture (each is answered in the same window, at a steady
-  rate, so the window holds as many answers as messages);
+- ``redis_cost.replay_cpu_us_per_msg``: ``INFO cpu`` of the replay over the replies that
+  ended in the window (each writes its conversation's context with its last part; at a
+  rate the shards keep up with, as many as the messages the gateway enqueued meanwhile);
 - ``redis_cost.replay_us_per_msg_by_command``: ``INFO commandstats`` of the replay, by
   command (a script's own commands are inside its ``evalsha``), µs per message;
-- ``redis_cost.captured``: commands, messages, seconds.
+- ``redis_cost.captured``: commands, messages enqueued, answers, seconds.
 
 The replay runs in pipelines of 256, so it leaves out the per-round-trip cost of the live
 connections (their reads and writes): it is the cost of the commands. Blocking reads are
@@ -140,6 +140,13 @@ def messages_in(commands: list[tuple[bool, list[bytes]]]) -> int:
                if inside and words[0].upper() == b"XADD" and words[1].startswith(b"mt:in:"))
 
 
+def answers_in(commands: list[tuple[bool, list[bytes]]]) -> int:
+    """Replies that ended in the window: each writes its conversation's context with its
+    last part's record (a ``SET`` of ``keys.context`` inside that script)."""
+    return sum(1 for inside, words in commands
+               if inside and words[0].upper() == b"SET" and b":ctx:" in words[1])
+
+
 def _groups(commands: list[list[bytes]]) -> set[tuple[bytes, bytes]]:
     """(stream, group) of every consumer-group command replayed."""
     out: set[tuple[bytes, bytes]] = set()
@@ -228,11 +235,14 @@ class RedisCost(Drill):
         out["captured_s"] = window
 
     async def after(self, rig: Rig, out: dict[str, Any]) -> None:
-        messages = messages_in(self._commands)
+        # Per answered message: a window in which the shards fell behind holds fewer
+        # answers than messages taken in, and the commands of those answers.
+        answers = answers_in(self._commands)
         commands = replayable(self._commands)
-        out["captured"] = {"commands": len(commands), "messages": messages,
-                           "seconds": out.pop("captured_s", self.seconds)}
-        if messages:
-            out.update(await replay(commands, messages))
+        out["captured"] = {"commands": len(commands), "messages": messages_in(self._commands),
+                           "answers": answers, "seconds": out.pop("captured_s", self.seconds)}
+        if answers:
+            out.update(await replay(commands, answers))
         rig.log(f"Redis cost, replayed alone: {out.get('replay_cpu_us_per_msg', '?')} µs "
-                f"of CPU per message ({messages} messages, {len(commands)} commands captured)")
+                f"of CPU per answered message ({answers} answers, {len(commands)} commands "
+                f"captured)")

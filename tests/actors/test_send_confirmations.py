@@ -108,6 +108,26 @@ async def test_after_a_crash_a_part_meta_echoed_is_recorded_not_sent_again(
         assert [m.part for m in out] == list(range(len(parts)))  # the echo not stored twice
 
 
+async def test_a_shard_too_busy_to_read_the_echo_in_time_still_finds_it_and_sends_nothing_twice(
+    redis: Redis, redis_url: str
+) -> None:
+    # The shard that resumes the reply holds as many entries as it may (max_inflight 1:
+    # the message itself), so it reads nothing more until the reply is done; the echo
+    # waiting behind it in the stream is found by looking ahead, within the wait.
+    async with desk(redis, redis_url, send_confirm_wait_s=1.0) as d, \
+            RedisLink(redis_url) as link:
+        first, message, caught = await cut_mid_send(d, link, LONG, user="b1")
+        await first.abort()
+        link.restore()
+        await d.push(echo_of(caught[0], "b1"))
+        again = await d.shard(max_inflight=1)
+        await again.start()
+        parts = reply_parts()
+        await eventually(lambda: again.handled >= 2)  # the message, then the echo
+        assert d.texts_to("b1") == parts  # part 0 once: not sent again after the wait
+        assert again.metrics.count("part_recovered") == 1
+
+
 async def test_after_a_crash_a_whatsapp_part_is_recovered_from_its_status(
     redis: Redis, redis_url: str
 ) -> None:

@@ -162,7 +162,7 @@ def test_bench_e2e_redis_cost_replays_the_load_s_commands_on_a_redis_of_its_own(
     report = json.loads(out.read_text())
     assert report["lost"] == 0 and report["duplicated"] == 0
     cost = report["redis_cost"]
-    assert cost["captured"]["messages"] > 0 and cost["captured"]["commands"] > 0
+    assert cost["captured"]["answers"] > 0 and cost["captured"]["commands"] > 0
     assert cost["replay_errors"] == {}  # every command ran again, as the product sent it
     assert cost["replay_cpu_us_per_msg"] > 0
     assert "evalsha" in cost["replay_us_per_msg_by_command"]  # the reply scripts ran again

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mtdesk.benchmarks.redis_cost import messages_in, parse_monitor_line, replayable
+from mtdesk.benchmarks.redis_cost import answers_in, messages_in, parse_monitor_line, replayable
 
 
 def _monitor_escape(word: bytes) -> str:
@@ -56,9 +56,11 @@ def test_replayable_keeps_what_clients_sent_and_drops_blocking() -> None:
                  b"STREAMS", b"mt:in:{3}", b">"]),
         (False, [b"SUBSCRIBE", b"mt:notices"]),
         (False, [b"INFO", b"cpu"]),
+        (True, [b"SET", b"mt:t:{t_1}:ctx:messenger:1:2", b"x", b"EX", b"60"]),  # a reply's end
     ]
     assert replayable(feed) == [
         [b"EVALSHA", b"abc", b"1", b"mt:in:{3}", b"x"],
         [b"XREADGROUP", b"GROUP", b"g", b"c", b"COUNT", b"5", b"STREAMS", b"mt:in:{3}", b">"],
     ]
     assert messages_in(feed) == 1
+    assert answers_in(feed) == 1

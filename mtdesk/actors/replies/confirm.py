@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from mtdesk.channels.outbound import is_our_metadata
 
@@ -56,8 +57,13 @@ class SendConfirmations:
     def get(self, mark: str) -> str | None:
         return self._seen.get(mark)
 
-    async def wait(self, mark: str, timeout_s: float) -> str | None:
-        """The message id of the send marked ``mark``, waiting up to ``timeout_s``."""
+    async def wait(self, mark: str, timeout_s: float, *,
+                   look: Callable[[], Awaitable[None]] | None = None,
+                   look_every_s: float = 0.5) -> str | None:
+        """The message id of the send marked ``mark``, waiting up to ``timeout_s``.
+        ``look`` (the shard's look into its partition stream for confirmations it has
+        not read yet: a shard behind its load reads them late) runs first and then every
+        ``look_every_s`` while waiting; what it finds it notes here."""
         found = self._seen.get(mark)
         if found is not None or timeout_s <= 0:
             return found
@@ -65,9 +71,18 @@ class SendConfirmations:
         if waiter is None or waiter.done():
             waiter = asyncio.get_running_loop().create_future()
             self._waiting[mark] = waiter
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         try:
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+            while (left := deadline - loop.time()) > 0:
+                if look is not None:
+                    with contextlib.suppress(Exception):  # best effort: the wait goes on
+                        await look()
+                    if (found := self._seen.get(mark)) is not None:
+                        return found
+                step = min(left, look_every_s) if look is not None else left
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(waiter), step)
             return self._seen.get(mark)
         finally:
             if self._waiting.get(mark) is waiter:

@@ -17,7 +17,7 @@ the part (:mod:`mtdesk.actors.replies.confirm`), waiting a bounded time for it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -231,7 +231,8 @@ class ReplyRun:
             self.context_written = context is not None
             self._store.settled(self.reply)
 
-    async def recover(self, start: int, *, wait_s: float) -> int:
+    async def recover(self, start: int, *, wait_s: float,
+                      look: Callable[[], Awaitable[None]] | None = None) -> int:
         """On a resume from ``start`` (the parts recorded), the first part still to send.
         Part ``start`` may have been accepted by Meta and not recorded: this process
         knows when it sent it (a Redis outage kept the record from going through);
@@ -244,7 +245,7 @@ class ReplyRun:
         if self._unrecorded is not None:
             message_id = self._unrecorded.get(start) or confirmations.get(mark)
         else:
-            message_id = await confirmations.wait(mark, wait_s)
+            message_id = await confirmations.wait(mark, wait_s, look=look)
         if message_id is None:
             return start
         await self.part_sent(start, message_id)
