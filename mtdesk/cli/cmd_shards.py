@@ -17,7 +17,8 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -130,40 +131,38 @@ def _set(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _follow(redis: Redis, asked_at: float, count: int, timeout_s: float) -> tuple[bool, str]:
+_State = TypeVar("_State", Ownership, RetrievalLayout)
+
+
+async def _follow_until(read: Callable[[], Awaitable[_State | None]],
+                        render_one: Callable[[_State], str], what: str, asked_at: float,
+                        count: int, timeout_s: float) -> tuple[bool, str]:
+    """Print the state's first line as it changes until it holds ``count`` shards and no
+    target (then the whole state), or its error for this request, or the timeout."""
     deadline = time.monotonic() + timeout_s
     shown = ""
     while time.monotonic() < deadline:
-        current = await ownership.read(redis)
+        current = await read()
         if current is not None:
             if current.error and current.time >= asked_at and current.target is None:
-                return False, f"re-sharding stopped: {current.error}"
+                return False, f"{what} stopped: {current.error}"
             if current.shards == count and current.target is None:
-                print(render(current))
+                print(render_one(current))
                 return True, ""
-            line = render(current).splitlines()[0]
+            line = render_one(current).splitlines()[0]
             if line != shown:
                 print(line, flush=True)
                 shown = line
         await asyncio.sleep(0.5)
     return False, f"not done after {timeout_s:.0f} s (mtdesk shards show says where it is)"
+
+
+async def _follow(redis: Redis, asked_at: float, count: int, timeout_s: float) -> tuple[bool, str]:
+    return await _follow_until(lambda: ownership.read(redis), render, "re-sharding",
+                               asked_at, count, timeout_s)
 
 
 async def _follow_retrieval(redis: Redis, asked_at: float, count: int,
                             timeout_s: float) -> tuple[bool, str]:
-    deadline = time.monotonic() + timeout_s
-    shown = ""
-    while time.monotonic() < deadline:
-        layout = await retrieval_layout.read(redis)
-        if layout is not None:
-            if layout.error and layout.time >= asked_at and layout.target is None:
-                return False, f"retrieval re-sharding stopped: {layout.error}"
-            if layout.shards == count and layout.target is None:
-                print(render_retrieval(layout))
-                return True, ""
-            line = render_retrieval(layout).splitlines()[0]
-            if line != shown:
-                print(line, flush=True)
-                shown = line
-        await asyncio.sleep(0.5)
-    return False, f"not done after {timeout_s:.0f} s (mtdesk shards show says where it is)"
+    return await _follow_until(lambda: retrieval_layout.read(redis), render_retrieval,
+                               "retrieval re-sharding", asked_at, count, timeout_s)

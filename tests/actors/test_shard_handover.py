@@ -8,15 +8,30 @@ from __future__ import annotations
 import asyncio
 
 import redis as redis_sync
-from shardkit import desk, eventually
+from shardkit import Desk, desk, eventually
 
 from mtdesk.channels.outbound import split_text
 
+from mtdesk.actors.conversation_shard import ConversationShard
 from mtdesk.core import keys, ownership
 from mtdesk.core.events import partition_of
 from mtdesk.core.redis import Redis
 
 ALL = [0, 1, 2, 3]
+
+
+async def _new_owner_settles(d: Desk, p: int) -> ConversationShard:
+    """A second shard takes partition ``p`` at epoch 2 and everything pending is
+    handled (acknowledged)."""
+    b = await d.shard(1, [], epochs={})
+    await b.start()
+    await b.take_partitions({p: 2})
+
+    async def settled() -> bool:
+        return await d.pending() == 0
+
+    await eventually(settled)
+    return b
 
 
 async def test_a_released_partition_s_conversation_finishes_its_answer_on_the_old_owner_and_the_new_one_answers_the_rest_in_order(
@@ -106,14 +121,7 @@ async def test_a_stale_owner_sends_nothing_acknowledges_nothing_and_stops_readin
         assert d.texts_to("h3") == []  # its send permit was refused: nothing went out
         pending = await redis.xpending(keys.inbound(p), keys.SHARD_GROUP)
         assert pending["pending"] == 1  # not acknowledged by the stale owner
-        b = await d.shard(1, [], epochs={})
-        await b.start()
-        await b.take_partitions({p: 2})
-
-        async def settled() -> bool:
-            return await d.pending() == 0
-
-        await eventually(settled)
+        await _new_owner_settles(d, p)
         # answered once, by the new owner (the reply made again from its generating state)
         assert d.texts_to("h3") == ["[gpt-test] You said: hello"]
         await d.push(d.message("again", user="h3"))
@@ -148,13 +156,6 @@ async def test_a_stale_owner_sending_a_long_reply_stops_after_the_part_under_way
         assert len(parts) == 3
         assert d.texts_to("h4") == parts[:1]  # the part under way, nothing after it
         d.graph.on_send = None
-        b = await d.shard(1, [], epochs={})
-        await b.start()
-        await b.take_partitions({p: 2})
-
-        async def settled() -> bool:
-            return await d.pending() == 0
-
-        await eventually(settled)
+        await _new_owner_settles(d, p)
         assert d.texts_to("h4") == parts  # every part once, in order
         sync.close()

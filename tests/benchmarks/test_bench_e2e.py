@@ -23,7 +23,7 @@ def test_bench_e2e_answers_every_message_once_and_reports_its_figures(tmp_path) 
     proc = subprocess.run(
         [sys.executable, "-m", "mtdesk", "bench", "e2e", "--seconds", "2", "--rate", "15",
          "--users", "12", "--llm-latency-ms", "50", "--duplicates", "0.3", "--shards", "2",
-         "--json", str(out), "--report", str(tmp_path / "report")],
+         "--json", str(out), "--report", str(tmp_path / "report"), "--redis-cost", "1"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -42,6 +42,13 @@ def test_bench_e2e_answers_every_message_once_and_reports_its_figures(tmp_path) 
     assert "µs of CPU per message" in proc.stdout
     assert "answered once" in proc.stdout
     _the_report_is_there(tmp_path / "report", report)
+    # --redis-cost: a second of the load's commands replayed on a Redis of its own
+    cost = report["redis_cost"]
+    assert cost["captured"]["answers"] > 0 and cost["captured"]["commands"] > 0
+    assert cost["replay_errors"] == {}  # every command ran again, as the product sent it
+    assert cost["replay_cpu_us_per_msg"] > 0
+    assert "evalsha" in cost["replay_us_per_msg_by_command"]  # the reply scripts ran again
+    assert "replayed alone" in proc.stdout
 
 
 def _the_report_is_there(directory, report) -> None:  # type: ignore[no-untyped-def]
@@ -147,23 +154,3 @@ def test_bench_e2e_rejects_a_bad_new_option_naming_it(args, named, capsys) -> No
     assert main(["bench", "e2e", *args]) == 2
     assert named in capsys.readouterr().err
 
-
-@pytest.mark.ray
-def test_bench_e2e_redis_cost_replays_the_load_s_commands_on_a_redis_of_its_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    out = tmp_path / "e2e.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MTDESK_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mtdesk", "bench", "e2e", "--seconds", "4", "--rate", "15",
-         "--users", "12", "--llm-latency-ms", "50", "--shards", "1", "--redis-cost", "2",
-         "--json", str(out)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(out.read_text())
-    assert report["lost"] == 0 and report["duplicated"] == 0
-    cost = report["redis_cost"]
-    assert cost["captured"]["answers"] > 0 and cost["captured"]["commands"] > 0
-    assert cost["replay_errors"] == {}  # every command ran again, as the product sent it
-    assert cost["replay_cpu_us_per_msg"] > 0
-    assert "evalsha" in cost["replay_us_per_msg_by_command"]  # the reply scripts ran again
-    assert "replayed alone" in proc.stdout
