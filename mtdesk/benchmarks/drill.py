@@ -209,11 +209,13 @@ class Drill:
     def run(self, log: Log) -> dict[str, Any]:
         from mtdesk.benchmarks import e2e_run
 
-        cfg = self.config()
-        if self.rate is not None:
-            cfg = dataclasses.replace(cfg, rate=self.rate)
-        report = e2e_run.run(cfg, log, self)
+        report = e2e_run.run(self.form(), log, self)
         return self.result(report)
+
+    def form(self) -> BenchConfig:
+        """The form's bench configuration, at ``--rate`` when one was given."""
+        cfg = self.config()
+        return cfg if self.rate is None else dataclasses.replace(cfg, rate=self.rate)
 
     def result(self, report: dict[str, Any]) -> dict[str, Any]:
         figures = dict(report.get("drill", {}))

@@ -164,7 +164,7 @@ class RedisRestart(Drill):
         modes: dict[str, Any] = {}
         for mode in MODES:
             drill = RedisRestart(self.short, self.rate, mode)
-            result = drill.result(e2e_run.run(drill.config(), log, drill))
+            result = drill.result(e2e_run.run(drill.form(), log, drill))
             result.pop("drill"), result.pop("short")
             modes[mode] = result
         total = {k: sum(m[k] for m in modes.values())
