@@ -9,9 +9,11 @@ import sys
 import time
 from typing import Any
 
+from mtdesk.cli.cmd_shards import render_retrieval
 from mtdesk.cli.store_session import run_with_store
-from mtdesk.core import cluster
+from mtdesk.core import cluster, retrieval_layout
 from mtdesk.core.cluster import ClusterReport
+from mtdesk.core.retrieval_layout import RetrievalLayout
 from mtdesk.core.redis import Redis
 from mtdesk.core.settings import Settings
 
@@ -23,7 +25,8 @@ def register(sub: Any) -> None:
         "seconds by the process that started the actors): each Ray node, alive or not, and "
         "the actors on it; conversation shards with their partitions, unfinished entries "
         "and the age of the oldest; the partition ownership (epoch, partitions per shard, "
-        "a re-sharding under way). Exit status 1 when no deployment reports.",
+        "a re-sharding under way); the retrieval shards' generation and count. Exit "
+        "status 1 when no deployment reports.",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_status)
@@ -61,13 +64,18 @@ def render(report: ClusterReport, now: float | None = None) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    async def job(redis: Redis, settings: Settings) -> ClusterReport | None:
-        return await cluster.read(redis)
+    async def job(redis: Redis, settings: Settings
+                  ) -> tuple[ClusterReport | None, RetrievalLayout | None]:
+        return await cluster.read(redis), await retrieval_layout.read(redis)
 
-    report = run_with_store(job)
+    report, layout = run_with_store(job)
     if report is None:
         print("mtdesk: no cluster report: no deployment is running (mtdesk serve starts the "
               "actors), or it cannot reach this Redis (MTDESK_REDIS_URL)", file=sys.stderr)
         return 1
-    print(cluster.to_json(report).decode() if args.json else render(report))
+    if args.json:
+        print(cluster.to_json(report).decode())
+    else:
+        # The retrieval shards' generation and count (a live re-sharding under way).
+        print(render(report) + ("\n" + render_retrieval(layout) if layout is not None else ""))
     return 0

@@ -61,6 +61,7 @@ async def test_set_asks_the_running_deployment_and_show_and_status_print_the_own
     out = capsys.readouterr().out
     assert "partition ownership: epoch 7, 2 conversation shard(s); re-sharding to 3" in out
     assert "mtdesk-shard-0     0 2" in out
+    assert "2 retrieval shard(s), generation 1" in out
 
 
 @pytest.mark.parametrize("argv", [["shards", "set", "0"], ["shards", "set", "5"],
