@@ -47,7 +47,6 @@ from mtdesk.retrieval.store import KnowledgeStore
 
 log = logging.getLogger(__name__)
 
-NAME = "mtdesk-retrieval-{}"  # generation 0 (retrieval_layout.shard_name names them all)
 MAX_BATCH = 512
 # A search is retried twice on a restarted actor (a query is cheap to repeat, and one that
 # keeps killing its actor must not loop for ever); 64 concurrent batches per actor.
@@ -200,13 +199,17 @@ def actor_retriever(store: KnowledgeStore, settings: Settings, handles: Sequence
                           namespace=namespace, follow=follow)
 
 
+def _names(generation: int, n: int) -> list[str]:
+    return [retrieval_layout.shard_name(generation, i) for i in range(n)]
+
+
 def find_retrieval_shards(n: int, *, namespace: str | None = None,
                           generation: int = 0) -> list[Any] | None:
     """Handles of the ``n`` running shard actors of ``generation`` (by name), or None when
     any is missing."""
     handles = []
-    for i in range(n):
-        handle = rayapi.find(retrieval_layout.shard_name(generation, i), namespace)
+    for name in _names(generation, n):
+        handle = rayapi.find(name, namespace)
         if handle is None:
             return None
         handles.append(handle)
@@ -263,8 +266,7 @@ class RetrievalDeployment:
         self._group: rayapi.ActorGroup | None = None
 
     def names(self) -> list[str]:
-        return [retrieval_layout.shard_name(self.layout.generation, i)
-                for i in range(len(self.handles))]
+        return _names(self.layout.generation, len(self.handles))
 
     async def start(self, timeout_s: float = 180.0) -> RetrievalLayout:
         """Start (or find, by name) the generation the stored layout names, with its count;
@@ -287,7 +289,7 @@ class RetrievalDeployment:
         try:
             await asyncio.wait_for(asyncio.gather(*(h.ping.remote() for h in handles)), timeout_s)
         except BaseException:
-            await self._kill(handles, group, generation)
+            await self._kill(handles, group, _names(generation, n))
             raise
         return group, handles
 
@@ -309,7 +311,7 @@ class RetrievalDeployment:
             generation=old.generation, shards=old.shards, target=n))
         try:
             # Leftovers of an earlier try of this generation were made for another count.
-            names = [retrieval_layout.shard_name(generation, i) for i in range(n)]
+            names = _names(generation, n)
             await self._kill([h for name in names
                               if (h := rayapi.find(name, self.namespace)) is not None],
                              None, names)
@@ -317,7 +319,7 @@ class RetrievalDeployment:
             try:
                 await asyncio.wait_for(self._warm(handles), self.warm_timeout_s)
             except BaseException:
-                await self._kill(handles, group, generation)
+                await self._kill(handles, group, names)
                 raise
         except Exception as exc:
             await retrieval_layout.write(self.redis, RetrievalLayout(
@@ -334,7 +336,7 @@ class RetrievalDeployment:
             with contextlib.suppress(Exception):
                 await on_switch(new)
         await asyncio.sleep(self.grace_s)
-        await self._kill(old_handles, old_group, old.generation)
+        await self._kill(old_handles, old_group, _names(old.generation, len(old_handles)))
         return new
 
     async def _warm(self, handles: Sequence[Any]) -> None:
@@ -344,16 +346,15 @@ class RetrievalDeployment:
             await asyncio.gather(*(h.sync.remote(tenant) for h in handles))
 
     async def _kill(self, handles: Sequence[Any], group: rayapi.ActorGroup | None,
-                    generation: int | list[str]) -> None:
+                    names: list[str]) -> None:
+        """Kill ``handles``, wait until ``names`` are free, drop their placement group."""
         for h in handles:
             with contextlib.suppress(Exception):
                 rayapi.kill(h)
-        names = (generation if isinstance(generation, list) else
-                 [retrieval_layout.shard_name(generation, i) for i in range(len(handles))])
         await asyncio.to_thread(rayapi.wait_names_free, names, 10.0, self.namespace)
         rayapi.remove_group(group)
 
     async def stop(self) -> None:
         """Kill the actors serving now (the layout stays: the next start uses it)."""
-        await self._kill(self.handles, self._group, self.layout.generation)
+        await self._kill(self.handles, self._group, self.names())
         self.handles, self._group = [], None

@@ -49,7 +49,8 @@ _SCRIPT_MODULES = (
 _SKIP = frozenset({b"MONITOR", b"SUBSCRIBE", b"PSUBSCRIBE", b"SSUBSCRIBE", b"UNSUBSCRIBE",
                    b"PUNSUBSCRIBE", b"INFO", b"HELLO", b"CLIENT", b"SELECT", b"AUTH",
                    b"CONFIG", b"PING", b"SCRIPT", b"QUIT", b"RESET", b"READONLY", b"WAIT",
-                   b"FLUSHDB", b"FLUSHALL", b"DBSIZE", b"SLOWLOG", b"COMMAND"})
+                   b"FLUSHDB", b"FLUSHALL", b"DBSIZE", b"SLOWLOG", b"COMMAND",
+                   b"BLPOP", b"BRPOP", b"BZPOPMIN"})
 _ESCAPES = {"n": 10, "r": 13, "t": 9, "a": 7, "b": 8, '"': 34, "\\": 92}
 _PIPELINE = 256
 
@@ -123,13 +124,10 @@ def replayable(commands: list[tuple[bool, list[bytes]]]) -> list[list[bytes]]:
         name = words[0].upper()
         if inside or name in _SKIP:
             continue
-        if name in (b"XREADGROUP", b"XREAD", b"BLPOP", b"BRPOP", b"BZPOPMIN"):
-            if name not in (b"XREADGROUP", b"XREAD"):
-                continue
-            upper = [w.upper() for w in words]
-            if b"BLOCK" in upper:
-                at = upper.index(b"BLOCK")
-                words = words[:at] + words[at + 2:]
+        upper = [w.upper() for w in words]
+        if name in (b"XREADGROUP", b"XREAD") and b"BLOCK" in upper:
+            at = upper.index(b"BLOCK")
+            words = words[:at] + words[at + 2:]
         out.append(words)
     return out
 

@@ -59,7 +59,6 @@ class Backend:
                                         name="mtdesk-backend", daemon=True)
         self.shards: Any = None
         self.policy: Any = None
-        self.retrieval: list[Any] = []  # the retrieval shard actors serving now
         self.retrieval_deployment: Any = None
         self._retrieval_redis: Any = None
         self._owns_ray = False
@@ -99,7 +98,12 @@ class Backend:
         self.retrieval_deployment = RetrievalDeployment(
             self.settings, self._retrieval_redis, namespace=rayapi.NAMESPACE)
         await self.retrieval_deployment.start()
-        self.retrieval = list(self.retrieval_deployment.handles)
+
+    @property
+    def retrieval(self) -> list[Any]:
+        """The retrieval shard actors serving now."""
+        deployment = self.retrieval_deployment
+        return list(deployment.handles) if deployment is not None else []
 
     async def _start_reporter(self) -> None:
         """Publish where every actor runs (core/cluster.py) until :meth:`stop`."""
@@ -212,12 +216,9 @@ class Backend:
         """A new generation of ``shards`` retrieval shards, warmed, then serving; the old
         one killed after its grace period (actors/retrieval_deploy.py)."""
         async def switched(_layout: Any) -> None:
-            self.retrieval = list(self.retrieval_deployment.handles)
             self._watch_retrieval()
 
-        layout = await self.retrieval_deployment.reshard(shards, on_switch=switched)
-        self.retrieval = list(self.retrieval_deployment.handles)
-        return layout
+        return await self.retrieval_deployment.reshard(shards, on_switch=switched)
 
     async def _ready(self) -> bool:
         ok = await self.shards.ready() if self.shards else False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -162,20 +163,12 @@ class _Transaction(ClusterPipeline):
         before what grants it, and remove a grant before its index entry
         (docs/redis.md)."""
         out: list[Any] = []
-        run: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        run_slot: int | None = None
-        for args, kwargs in [*queued, ((), {})]:
-            slot = self._slot_of(args) if args else None
-            if run and (not args or slot is None or slot != run_slot):
-                step = ClusterPipeline(self.cluster_client,  # type: ignore[abstract]
-                                       transaction=run_slot is not None)
-                for a, k in run:
-                    step.execute_command(*a, **k)
-                out.extend(await step.execute(raise_on_error=raise_on_error))
-                run = []
-            if args:
-                run.append((args, kwargs))
-                run_slot = slot
+        for slot, run in itertools.groupby(queued, key=lambda command: self._slot_of(command[0])):
+            step = ClusterPipeline(self.cluster_client,  # type: ignore[abstract]
+                                   transaction=slot is not None)
+            for args, kwargs in run:
+                step.execute_command(*args, **kwargs)
+            out.extend(await step.execute(raise_on_error=raise_on_error))
         return out
 
 

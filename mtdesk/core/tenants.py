@@ -352,7 +352,9 @@ class Channels:
             if int(won) == 1:
                 cid = held
                 break
-            if held == stale or await self._holds(held, ch, acct):
+            # A holder with a record of this account (connected or not: a channel whose
+            # token died keeps its routing) keeps it.
+            if held == stale or await self._find(held, ch, acct) is not None:
                 raise Conflict(
                     "account_id",
                     f"this {ch} account is already connected to another tenant; "
@@ -381,11 +383,6 @@ class Channels:
             pipe.hdel(ch_key, "disconnected_ms", "disconnected_reason", *CONNECTION_FIELDS)
             await pipe.execute()
         return await self.get(tenant_id, cid)
-
-    async def _holds(self, tenant_id: str, channel: str, account_id: str) -> bool:
-        """Whether ``tenant_id`` has a channel record of this account (connected or not:
-        a channel whose token died keeps its routing)."""
-        return await self._find(tenant_id, channel, account_id) is not None
 
     async def _find(self, tenant_id: str, channel: str, account_id: str) -> str | None:
         """A channel id this tenant used before for the same account (re-connect)."""

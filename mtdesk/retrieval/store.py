@@ -378,14 +378,13 @@ class KnowledgeStore:
         """Every tenant with a knowledge base (index metadata) in Redis, sorted: what a new
         set of retrieval shards loads before it serves searches. A SCAN over the key space
         (every master of a cluster): for the director, never on a search path."""
-        prefix, suffix = keys.kb_meta("\0").split("\0")
         found: set[str] = set()
         try:
             async for page in scan_pages(self.redis, match=keys.kb_meta("*"), type_="hash"):
                 for name in page:
-                    text = name.decode()
-                    if text.startswith(prefix) and text.endswith(suffix):
-                        found.add(text[len(prefix):len(text) - len(suffix)])
+                    ref = keys.parse(name)  # keys.kb_meta: the "meta" part of KNOWLEDGE
+                    if ref is not None and ref.family is keys.KNOWLEDGE and ref.part == "meta":
+                        found.add(ref.tenant)
         except UNAVAILABLE as exc:
             raise StoreUnavailable("redis unreachable") from exc
         return sorted(found)
