@@ -20,7 +20,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable, Collection, Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -307,6 +307,23 @@ if redis.call('HGET', KEYS[1], 'tenant') == ARGV[1]
 end
 return 1
 """
+
+
+# Drop the routing only while it still names this tenant: the check and the delete in
+# one step, so an account another tenant connects in between keeps its routing.
+_UNROUTE_TENANT: Final = LuaScript("""
+if redis.call('HGET', KEYS[1], 'tenant') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+""", name="unroute_tenant")
+
+
+async def unroute_tenant(redis: Redis, channel: str, account_id: str, tenant_id: str) -> int:
+    """Stop routing ``channel``/``account_id`` to ``tenant_id`` (1), or leave the routing
+    of whoever holds it now (0)."""
+    return int(await _UNROUTE_TENANT.run(redis, keys=[keys.account(channel, account_id)],
+                                         args=[tenant_id]))
 
 
 class Channels:

@@ -12,8 +12,9 @@ from mtdesk.core import keys
 from mtdesk.core.clock import FakeClock
 from mtdesk.core.history import MessageStore
 from mtdesk.core.redis import Redis
-from mtdesk.core.tenants import Tenants
+from mtdesk.core.tenants import Channels, Tenants
 from mtdesk.policy.erasure.jobs import DeletionJobs, DeletionWorker
+from mtdesk.policy.vault import TokenVault
 
 
 @pytest.fixture
@@ -220,3 +221,23 @@ async def test_a_job_held_by_a_live_worker_is_not_run_twice_and_is_freed_by_its_
     while await second.run_once():
         pass
     assert await redis.xlen(keys.DELETION_JOBS) == 0
+
+
+async def test_an_account_another_tenant_connected_meanwhile_keeps_its_routing_through_the_erasure(
+    redis: Redis, world: World, tmp_path: Path
+) -> None:
+    # Tenant a is deleted; before its erasure runs, tenant b connects a's old Page (its
+    # routing was dropped at once, so the Page is free). The erasure clears a's data of
+    # that Page but must leave b's routing: b's customers keep being answered.
+    w = world
+    await DeletionJobs(redis, FakeClock()).schedule_account(w.a.id)
+    assert not await redis.exists(keys.account("messenger", "1110001"))
+    vault = TokenVault.from_settings(make_settings(tmp_path))
+    rec = await Channels(redis, FakeClock(), vault.encrypt).connect(
+        w.b.id, "messenger", "1110001", "EAAB" + "b" * 40)
+
+    await run_all(redis, tmp_path)
+
+    route = await redis.hgetall(keys.account("messenger", "1110001"))
+    assert route[b"tenant"].decode() == w.b.id
+    assert route[b"channel_id"].decode() == rec.id

@@ -55,6 +55,7 @@ from mtdesk.core.redis import (
 )
 from mtdesk.core.sealing import TenantCipher
 from mtdesk.core.settings import Settings
+from mtdesk.core.tenants import unroute_tenant
 from mtdesk.policy.erasure.params import (
     KINDS,
     AccountErasure,
@@ -202,9 +203,7 @@ class DeletionJobs:
             await pipe.execute()
         # Stop routing its accounts now, so no new message arrives while the job runs.
         for ch, acct in accounts:
-            route = keys.account(ch, acct)
-            if await self._redis.hget(route, "tenant") == tenant_id.encode():
-                await self._redis.delete(route)
+            await unroute_tenant(self._redis, ch, acct, tenant_id)
         job = await self._schedule(
             AccountErasure(tenant=tenant_id, accounts=tuple(sorted(accounts))),
             source=source, owner=tenant_id,

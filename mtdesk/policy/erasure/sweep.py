@@ -67,6 +67,7 @@ from mtdesk.core.redis import (
     scan_pages,
 )
 from mtdesk.core.sealing import TenantCipher, is_sealed
+from mtdesk.core.tenants import unroute_tenant
 from mtdesk.policy.erasure.conversations import ConversationEraser, split_conversation
 from mtdesk.policy.erasure.notices import (
     ChannelNotice,
@@ -255,11 +256,7 @@ class ErasureSweep:
         return removed
 
     async def _drop_routing(self, tenant_id: str, channel: str, account_id: str) -> None:
-        route = keys.account(channel, account_id)
-        owner = as_opt_bytes(await self._redis.hget(route, "tenant"))
-        removed = 0
-        if owner is not None and owner.decode() == tenant_id:
-            removed = int(await self._redis.delete(route))
+        removed = await unroute_tenant(self._redis, channel, account_id, tenant_id)
         await self._delete_matching(keys.global_pattern(keys.RATE, channel, account_id))
         await self._report({"routing": removed})
 
