@@ -299,31 +299,24 @@ return {1, ARGV[2]}
 # How old a claim without its channel must be before another tenant may take it over.
 CLAIM_GRACE_MS = 60_000
 
-# Drop the routing only while it still points at this channel.
-_UNROUTE = """
-if redis.call('HGET', KEYS[1], 'tenant') == ARGV[1]
-   and redis.call('HGET', KEYS[1], 'channel_id') == ARGV[2] then
-  redis.call('DEL', KEYS[1])
-end
-return 1
-"""
-
-
-# Drop the routing only while it still names this tenant: the check and the delete in
-# one step, so an account another tenant connects in between keeps its routing.
-_UNROUTE_TENANT: Final = LuaScript("""
-if redis.call('HGET', KEYS[1], 'tenant') == ARGV[1] then
+# Drop the routing only while it still names this tenant (and this channel, when
+# given): the check and the delete in one step, so an account another tenant connects
+# in between keeps its routing.
+_UNROUTE: Final = LuaScript("""
+local route = redis.call('HMGET', KEYS[1], 'tenant', 'channel_id')
+if route[1] == ARGV[1] and (ARGV[2] == '' or route[2] == ARGV[2]) then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-""", name="unroute_tenant")
+""", name="unroute_account")
 
 
-async def unroute_tenant(redis: Redis, channel: str, account_id: str, tenant_id: str) -> int:
-    """Stop routing ``channel``/``account_id`` to ``tenant_id`` (1), or leave the routing
-    of whoever holds it now (0)."""
-    return int(await _UNROUTE_TENANT.run(redis, keys=[keys.account(channel, account_id)],
-                                         args=[tenant_id]))
+async def unroute_tenant(redis: Redis, channel: str, account_id: str, tenant_id: str,
+                         channel_id: str = "") -> int:
+    """Stop routing ``channel``/``account_id`` to ``tenant_id`` (its channel
+    ``channel_id``, when given): 1, or 0 leaving the routing of whoever holds it now."""
+    return int(await _UNROUTE.run(redis, keys=[keys.account(channel, account_id)],
+                                  args=[tenant_id, channel_id]))
 
 
 class Channels:
@@ -334,7 +327,6 @@ class Channels:
         self._clock = clock
         self._encrypt = encrypt
         self._claim = LuaScript(_CLAIM, name="claim_account").bind(redis)
-        self._unroute = LuaScript(_UNROUTE, name="unroute_account").bind(redis)
 
     async def connect(
         self,
@@ -481,8 +473,8 @@ class Channels:
         """Stop routing the account to this tenant and drop its token; keep the record."""
         record = await self.get(tenant_id, channel_id)
         # The routing first (no message is routed here from now on), then the record.
-        await self._unroute(keys=[keys.account(record.channel, record.account_id)],
-                            args=[tenant_id, channel_id])
+        await unroute_tenant(self._redis, record.channel, record.account_id, tenant_id,
+                             channel_id)
         key = keys.channel(tenant_id, channel_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"status": DISCONNECTED, "disconnected_ms": now_ms(self._clock),
