@@ -18,6 +18,11 @@ What a caller (the CLI, which starts Ray through :mod:`mtdesk.actors.rayapi`) ma
   resumes from its consumer's pending entries. Nothing lost; the reply state makes sure
   nothing is answered twice.
 - A ping says the shard's ``node_id``, ``pid``, ``partitions`` and its figures.
+- ``settings.shard_spares`` warm spares (``spares``): shards started with no partition,
+  named after the active ones (``mtdesk-shard-{S}``, …). A re-sharding that adds shards
+  takes them first, so it starts no process while traffic waits; the spares are made
+  again in the background once the handover is done. Shrinking keeps the shards it
+  emptied as the spares (their processes stay) and stops the rest.
 - Ray calls are control calls only (start, ping, stop, stats): messages travel through
   the Redis streams in batches, never one actor call per message.
 """
@@ -39,6 +44,7 @@ from mtdesk.actors.services import build_shard_services
 from mtdesk.core import keys, ownership
 from mtdesk.core.redis import Redis, connect_to
 from mtdesk.core.settings import Settings
+from mtdesk.retrieval.language import detect_language
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,7 @@ class ShardHost:
                 held = await _held_now(self._services, self._index)
                 if held is not None:
                     self._partitions = sorted(held)
+                await _warm(self._services)
                 shard = ConversationShard(self._index, self._partitions, self._services,
                                           epochs=held, **self._options)
                 await shard.start()
@@ -167,6 +174,10 @@ class Deployment:
         self._grown: list[rayapi.ActorGroup] = []  # places of shards added while running
         self._resharding = asyncio.Lock()
         self.ownership: ownership.Ownership | None = None
+        # Warm spares: started shards without a partition, indexes len(actors) onwards.
+        self.spares: list[Any] = []
+        self._refill: asyncio.Task[None] | None = None
+        self.on_spares: Callable[[], None] | None = None  # told when spares were made
 
     def _create_actors(self) -> None:
         s = self._settings
@@ -191,6 +202,7 @@ class Deployment:
         """Create the shards, start every loop, then watch them (in this event loop)."""
         self._create_actors()
         await asyncio.gather(*(a.ensure_started.remote() for a in self.actors))
+        await self._fill_spares()
         self._watchdog = asyncio.create_task(self._watch(), name="mtdesk-shard-watchdog")
         log.info("shards started: %d shards, %d partitions", len(self.actors),
                  self._settings.partitions)
@@ -199,6 +211,7 @@ class Deployment:
         """:meth:`start` for synchronous callers (the CLI): the watchdog is a thread."""
         self._create_actors()
         rayapi.get([a.ensure_started.remote() for a in self.actors], timeout_s)
+        _run_in_thread(self._fill_spares())
         self._stop_thread = threading.Event()
         self._thread = threading.Thread(target=self._watch_blocking, name="mtdesk-shard-watchdog",
                                         daemon=True)
@@ -222,16 +235,18 @@ class Deployment:
             self._stop_thread.set()
             self._thread.join(timeout=self._watch_interval_s * 10 + 10)
             self._thread = None
-        refs = [a.stop.remote(drain_timeout_s) for a in self.actors]
+        every = [*self.actors, *self.spares]
+        refs = [a.stop.remote(drain_timeout_s) for a in every]
         with contextlib.suppress(Exception):
             rayapi.get(refs, drain_timeout_s + 5)
-        for actor in self.actors:
+        for actor in every:
             with contextlib.suppress(Exception):
                 rayapi.kill(actor)
-        _wait_names_free(len(self.actors))
-        rayapi.remove_group(self._group)
-        self._group = None
-        self.actors = []
+        _wait_names_free(len(every))
+        for group in [self._group, *self._grown]:
+            rayapi.remove_group(group)
+        self._group, self._grown = None, []
+        self.actors, self.spares = [], []
 
     async def ping_all(self, timeout_s: float = 5.0) -> list[dict[str, Any] | None]:
         async def one(actor: Any) -> dict[str, Any] | None:
@@ -259,6 +274,8 @@ class Deployment:
                 if ok != self._healthy[index]:
                     log.warning("shard %s is %s", index, "back" if ok else "not answering")
                 self._healthy[index] = ok
+            # A spare Ray restarted (its node lost) is warm again before it is needed.
+            await asyncio.gather(*(_ping_quietly(a) for a in list(self.spares)))
 
     async def stop(self, drain_timeout_s: float = 10.0, *, wait_names: bool = True) -> None:
         """Drain and remove the shards. ``wait_names``: wait until their names are free so a
@@ -269,6 +286,11 @@ class Deployment:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
             self._watchdog = None
+        if self._refill is not None:
+            self._refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refill
+            self._refill = None
 
         async def one(actor: Any) -> None:
             with contextlib.suppress(Exception):
@@ -276,13 +298,14 @@ class Deployment:
             with contextlib.suppress(Exception):
                 rayapi.kill(actor)
 
-        await asyncio.gather(*(one(a) for a in self.actors))
+        every = [*self.actors, *self.spares]
+        await asyncio.gather(*(one(a) for a in every))
         if wait_names:
-            await asyncio.to_thread(_wait_names_free, len(self.actors))
+            await asyncio.to_thread(_wait_names_free, len(every))
             for group in [self._group, *self._grown]:  # not when exiting (Ray may be going)
                 rayapi.remove_group(group)
             self._group, self._grown = None, []
-        self.actors = []
+        self.actors, self.spares = [], []
 
     # --- live re-sharding -------------------------------------------------------------
     async def reshard(
@@ -309,6 +332,10 @@ class Deployment:
                                            answer_timeout_s, on_step)
             finally:
                 await redis.aclose()
+                if len(self.spares) < self._settings.shard_spares and (
+                        self._refill is None or self._refill.done()):
+                    self._refill = asyncio.create_task(self._refill_spares(),
+                                                       name="mtdesk-shard-spares")
 
     async def _reshard(
         self, redis: Redis, shards: int, release_timeout_s: float, answer_timeout_s: float,
@@ -377,28 +404,64 @@ class Deployment:
                             type(exc).__name__)
                 await asyncio.sleep(0.5)
 
-    async def _grow(self, shards: int) -> None:
+    async def _start_shards(self, first: int, count: int) -> list[Any]:
+        """Start shards ``first`` … ``first + count - 1`` with no partition, placed like
+        the others (a place group of their own), and wait until each runs."""
         s = self._settings
-        first = len(self.actors)
-        names = [conversation_shard_name(i) for i in range(first, shards)]
+        names = [conversation_shard_name(i) for i in range(first, first + count)]
         await asyncio.to_thread(rayapi.wait_names_free, names, 30.0)
-        group = rayapi.actor_group("conversation_shard", s, shards - first,
-                                   detached=self._detached)
+        group = await asyncio.to_thread(rayapi.actor_group, "conversation_shard", s, count,
+                                        detached=self._detached)
         self._grown.append(group)
-        added = [rayapi.create(ShardActor, conversation_shard_name(i), group, i - first,
-                               s, i, [], self._factory, self._shard_options,
-                               detached=self._detached)
-                 for i in range(first, shards)]
+        added = [rayapi.create(ShardActor, name, group, k, s, first + k, [], self._factory,
+                               self._shard_options, detached=self._detached)
+                 for k, name in enumerate(names)]
         await asyncio.gather(*(a.ensure_started.remote() for a in added))
+        return added
+
+    async def _fill_spares(self) -> None:
+        """Start the spares missing (``settings.shard_spares``), after the active shards
+        and the spares there are."""
+        missing = self._settings.shard_spares - len(self.spares)
+        if missing > 0:
+            first = len(self.actors) + len(self.spares)
+            self.spares.extend(await self._start_shards(first, missing))
+            log.info("warm spare shards: %d (mtdesk-shard-%d onwards)", len(self.spares),
+                     len(self.actors))
+            if self.on_spares is not None:
+                self.on_spares()
+
+    async def _refill_spares(self) -> None:
+        """After a re-sharding took spares: make them again, between re-shardings."""
+        try:
+            async with self._resharding:
+                await self._fill_spares()
+        except Exception as exc:  # noqa: BLE001 - the next re-sharding tries again
+            log.warning("warm spare shards not started (%s: %s)", type(exc).__name__, exc)
+
+    async def _grow(self, shards: int) -> None:
+        first = len(self.actors)
+        taken, self.spares = self.spares[:shards - first], self.spares[shards - first:]
+        # The spares are the next indexes: what they do not cover comes after them.
+        added = [*taken, *(await self._start_shards(first + len(taken),
+                                                    shards - first - len(taken))
+                           if shards - first > len(taken) else [])]
+        if taken:
+            log.info("re-sharding took %d warm spare shard(s)", len(taken))
         self.actors.extend(added)
         self._healthy.extend([True] * len(added))
         self.partitions.extend([] for _ in added)
 
     async def _shrink(self, shards: int) -> None:
-        leaving = self.actors[shards:]
+        emptied = self.actors[shards:]
         self.actors = self.actors[:shards]
         self._healthy = self._healthy[:shards]
         self.partitions = self.partitions[:shards]
+        # The shards just emptied become the spares (their indexes follow the active
+        # ones'); the spares beyond those, and the emptied past the count, stop.
+        pool = [*emptied, *self.spares]
+        keep = self._settings.shard_spares
+        self.spares, leaving = pool[:keep], pool[keep:]
 
         async def one(actor: Any) -> None:
             with contextlib.suppress(Exception):
@@ -407,6 +470,22 @@ class Deployment:
                 rayapi.kill(actor)
 
         await asyncio.gather(*(one(a) for a in leaving))
+
+
+async def _warm(services: ShardServices) -> None:
+    """What a shard would otherwise load on its first message, loaded now: the language
+    model (~0.15 s of a core here, more on a busy machine) and the providers' SDK
+    clients. A spare or a shard added by a re-sharding pays it before it holds a
+    partition, not a customer waiting on it."""
+    warm = getattr(services.chat_model, "warm", None)
+    if callable(warm):
+        warm()
+    await asyncio.to_thread(detect_language, "warming the language model up")
+
+
+async def _ping_quietly(actor: Any, timeout_s: float = 5.0) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(actor.ping.remote(), timeout_s)
 
 
 def _run_in_thread(coro: Coroutine[Any, Any, T]) -> T:

@@ -24,6 +24,7 @@ the fallback chain is the retry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Final
@@ -185,6 +186,17 @@ class ProviderChatModel:
         client = self._clients[provider] = openai.AsyncOpenAI(**kwargs)
         return client
 
+    def warm(self) -> int:
+        """Make the client of every provider with an API key now (in the running loop),
+        so a shard's first answer does not pay for it. Returns how many."""
+        made = 0
+        for name, config in self._settings.providers.items():
+            if config.api_key is not None:
+                with contextlib.suppress(ProviderError):
+                    self._client(name)
+                    made += 1
+        return made
+
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
@@ -293,6 +305,9 @@ class ModelRouter:
             if any(p == EXTRACTIVE for p, _ in chain_of(bot)[1:]):
                 return await self._offline.complete(bot, messages, passages)
             raise
+
+    def warm(self) -> int:
+        return self._providers.warm()
 
     async def aclose(self) -> None:
         await self._providers.aclose()

@@ -199,6 +199,13 @@ class Drill:
     async def provision(self, rig: Rig) -> None:
         pass
 
+    @classmethod
+    def add_options(cls, parser: argparse.ArgumentParser) -> None:
+        """The drill's own command-line options (read back in :meth:`apply`)."""
+
+    def apply(self, args: argparse.Namespace) -> None:
+        pass
+
     async def blow(self, rig: Rig, out: dict[str, Any]) -> None:
         pass
 
@@ -248,6 +255,7 @@ class Drill:
                        help="offer the load at this rate instead of the form's own (e.g. "
                             "the full form on a machine that does not sustain 300 msgs/s); "
                             "the seconds and the moments of the blow stay the form's")
+        cls.add_options(p)
         p.set_defaults(handler=cls._handle)
 
     @classmethod
@@ -257,6 +265,7 @@ class Drill:
             return 2
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         drill = cls(args.short, args.rate)
+        drill.apply(args)
         started = time.monotonic()
         result = drill.run(log=lambda line: print(f"drill {cls.name}: {line}", file=sys.stderr,
                                                   flush=True))

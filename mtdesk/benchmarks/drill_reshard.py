@@ -11,11 +11,14 @@ per-second p99 among them) beside the same figure for the seconds before the fir
 handover (the baseline, same run) and the whole run's.
 
 ``--short`` (what the tests run): 12 partitions, 20 msgs/s for 30 s from 60 customers.
-The full form: 64 partitions, 300 msgs/s for 75 s from 3,000 customers.
+The full form: 64 partitions, 300 msgs/s for 75 s from 3,000 customers. ``--spares N``
+(default 1): the deployment's warm spare shards (``MTDESK_SHARD_SPARES``), so the
+2 → 3 step takes a running shard; ``--spares 0`` starts its process under the load.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import time
@@ -47,8 +50,19 @@ class Reshard(Drill):
     def first_after_s(self) -> float:
         return 3.0 if self.short else 10.0
 
+    spares = 1
+
+    @classmethod
+    def add_options(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--spares", type=int, default=1, choices=range(0, 9), metavar="N",
+                            help="warm spare shards (MTDESK_SHARD_SPARES, 0-8; default 1)")
+
+    def apply(self, args: argparse.Namespace) -> None:
+        self.spares = args.spares
+
     def tune(self, env: dict[str, str], stack: contextlib.ExitStack) -> None:
         env["MTDESK_PARTITIONS"] = str(self.partitions)
+        env["MTDESK_SHARD_SPARES"] = str(self.spares)
 
     async def blow(self, rig: Rig, out: dict[str, Any]) -> None:
         await asyncio.sleep(self.first_after_s)
@@ -101,6 +115,7 @@ class Reshard(Drill):
         before = [row for row in rows if 1 <= row[0] < first - 1]
         out["before_overhead_p99_ms"] = max((row[3] for row in before), default=None)
         out["overhead_p99_ms"] = report.get("overhead_p99_ms")
+        out["spares"] = self.spares
         return out
 
     def passed(self, result: dict[str, Any]) -> bool:
@@ -112,7 +127,8 @@ class Reshard(Drill):
         steps = "; ".join(f"to {s['to']} in {s['duration_s']} s ({s['partitions_moved']} "
                           "partitions moved)" for s in r.get("handovers") or [])
         return (f"{NAME}: {r['in']} messages in, {r['answered_once']} answered once, "
-                f"{r['lost']} lost, {r['duplicated']} duplicated; {steps or 'no handover'}; "
+                f"{r['lost']} lost, {r['duplicated']} duplicated; {steps or 'no handover'} "
+                f"({r.get('spares', 0)} warm spare); "
                 f"overhead p99 {r.get('handover_overhead_p99_ms')} ms during the handovers, "
                 f"{r.get('before_overhead_p99_ms')} ms before them "
                 f"({r.get('overhead_p99_ms')} ms over the run)")

@@ -78,6 +78,7 @@ class Backend:
         self._thread.start()
         self._run(self._start_retrieval())
         self.shards = Deployment(self.settings, factory=knowledge_shard_services)
+        self.shards.on_spares = self._watch_shards
         self._run(self.shards.start())
         if self._policy_enabled:
             self.policy = PolicyDeployment(self.settings)
@@ -145,6 +146,9 @@ class Backend:
         for i, (handle, parts) in enumerate(zip(self.shards.actors, self.shards.partitions,
                                                 strict=True)):
             reporter.watch("conversation_shard", conversation_shard_name(i), handle, parts)
+        first = len(self.shards.actors)  # warm spares: shards with no partition
+        for k, handle in enumerate(self.shards.spares):
+            reporter.watch("conversation_shard", conversation_shard_name(first + k), handle, [])
 
     def _watch_retrieval(self) -> None:
         """(Re)list the retrieval shards serving now in the cluster report."""

@@ -111,6 +111,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # The autoscaling rule (mtdesk/actors/autoscale.py): on when shards_max > 0.
     shards_min: int = 1
     shards_max: int = 0
+    # Conversation shards kept started without a partition, so a re-sharding that adds
+    # shards starts no process (mtdesk/actors/deploy.py, docs/shards.md).
+    shard_spares: int = 0
     shards_lag_ms: int = 5000
     shards_scale_after_s: float = 30.0
     max_body_bytes: int = 10 * 1024 * 1024
@@ -480,6 +483,7 @@ def _build(env: Mapping[str, str]) -> Settings:
         retrieval_shards=e.whole("retrieval_shards", low=1, high=1024),
         shards_min=e.whole("shards_min", low=1, high=1024),
         shards_max=e.whole("shards_max", low=0, high=1024),
+        shard_spares=e.whole("shard_spares", low=0, high=8),
         shards_lag_ms=e.whole("shards_lag_ms", low=1, high=86_400_000),
         shards_scale_after_s=e.number("shards_scale_after_s", low=1.0),
         max_body_bytes=e.whole("max_body_bytes", low=1024, high=1 << 30),
