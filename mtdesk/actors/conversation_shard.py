@@ -56,6 +56,7 @@ from mtdesk.actors.shard_erasure import ShardErasure
 from mtdesk.actors.stats import ShardMetrics, publish_shard_stats
 from mtdesk.actors.tenantview import TenantView
 from mtdesk.actors.turns import PromptBuilder, build_prompt
+from mtdesk.actors.watchers import LiveWatchers
 from mtdesk.actors.work import ConversationServices, ReplySender, WorkItem
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
@@ -135,7 +136,8 @@ def _mentions(services: ShardServices) -> Mentions | None:
     return Mentions(fetch) if fetch is not None else None
 
 
-def _profiles(services: ShardServices) -> Profiles | None:
+def _profiles(services: ShardServices,
+              watched: Callable[[str], bool] | None = None) -> Profiles | None:
     """The inbox's names and pictures, when the sender can ask Meta for a profile."""
     fetch = getattr(services.sender, "profile", None)
     if fetch is None:
@@ -145,7 +147,7 @@ def _profiles(services: ShardServices) -> Profiles | None:
     pictures = (Pictures(download, services.media.store, lambda: now_ms(clock))
                 if services.media is not None and download is not None else None)
     return Profiles(Inbox(services.redis, services.cipher), fetch, lambda: now_ms(clock),
-                    pictures=pictures)
+                    pictures=pictures, watched=watched)
 
 
 class ConversationShard:
@@ -207,6 +209,7 @@ class ConversationShard:
         self._read_lock = asyncio.Lock()  # one read or claim at a time
         self.metrics = ShardMetrics(index)
         settings = services.settings
+        self._watchers = LiveWatchers(services.redis)
         self._conv_services = ConversationServices(
             redis=services.redis, settings=settings, clock=services.clock,
             store=MessageStore(services.redis, retention_days=settings.retention_days,
@@ -214,13 +217,13 @@ class ConversationShard:
             replies=ReplyStore(services.redis, ttl_s=settings.dedup_ttl_s,
                                history_ttl_s=settings.retention_days * 86400,
                                limiter=services.limiter, clock=services.clock,
-                               cipher=services.cipher),
+                               cipher=services.cipher, watched=self._watchers.watched),
             tenants=TenantView(services.redis, cipher=services.cipher), sender=services.sender,
             chat_model=services.chat_model, metrics=self.metrics, ledger=self,
             retriever=services.retriever, prompt_builder=services.prompt_builder,
             slots=asyncio.Semaphore(max(1, settings.max_concurrent_conversations)),
             media=services.media,
-            profiles=_profiles(services),
+            profiles=_profiles(services, self._watchers.watched),
             mentions=_mentions(services),
         )
         self._confirmations = self._conv_services.replies.confirmations
@@ -264,6 +267,7 @@ class ConversationShard:
             asyncio.create_task(self._housekeeping_loop(), name=f"{self.consumer}:house"),
             asyncio.create_task(self._purge_loop(), name=f"{self.consumer}:purge"),
             asyncio.create_task(self._analytics_loop(), name=f"{self.consumer}:analytics"),
+            asyncio.create_task(self._watchers.run(asyncio.Event()), name=f"{self.consumer}:live"),
         ]
         log.info("shard started", extra={"shard": self.index, "partitions": len(self.partitions)})
 

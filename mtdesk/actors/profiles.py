@@ -91,8 +91,10 @@ class Profiles:
     """One per shard: keeps the inbox cards' names and pictures current."""
 
     def __init__(self, inbox: Inbox, fetch: FetchProfile, now_ms: Callable[[], int], *,
-                 pictures: Pictures | None = None) -> None:
+                 pictures: Pictures | None = None,
+                 watched: Callable[[str], bool] | None = None) -> None:
         self._inbox = inbox
+        self._watched = watched  # an inbox listens on the tenant's live channel
         self._fetch = fetch
         self._pictures = pictures
         self._now_ms = now_ms
@@ -132,7 +134,7 @@ class Profiles:
             # indexed by its admission, in the same moment): wait for it a little.
             for _ in range(_WAIT_TRIES):
                 if await self._inbox.set_profile(tenant_id, conv, name=name, picture=picture,
-                                                 now_ms=now):
+                                                 now_ms=now, told=self._told(tenant_id)):
                     break
                 await asyncio.sleep(_WAIT_S)
             else:
@@ -160,10 +162,14 @@ class Profiles:
         if ref is None:
             return
         if not await self._inbox.set_profile(tenant_id, conv, name=None, picture=None,
-                                             now_ms=now, picture_ref=ref):
+                                             now_ms=now, picture_ref=ref,
+                                             told=self._told(tenant_id)):
             await pictures.drop(tenant_id, conv, ref)  # erased meanwhile
         elif before and before != ref:
             await pictures.drop(tenant_id, conv, before)
+
+    def _told(self, tenant_id: str) -> bool:
+        return self._watched is None or self._watched(tenant_id)
 
     async def settled(self) -> None:
         """Wait for the look-ups under way to end."""

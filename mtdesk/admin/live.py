@@ -17,12 +17,21 @@ publish one line on the tenant's pub/sub channel (``keys.live``), which this han
 subscribes to; nothing more is stored. A browser reconnecting with ``Last-Event-ID`` to a
 conversation's feed gets the messages stored after that entry first (from the history,
 at most 200). A comment line every 15 s keeps proxies from closing an idle stream.
+
+The shards tell the live channel only while someone listens (they ask Redis every half
+second who does: mtdesk/actors/watchers.py), so a feed just opened can miss what was
+stored before they noticed it. It makes that good itself: :data:`CATCH_UP_S` in, it
+reads once what was stored from :data:`CATCH_UP_BEFORE_MS` before it subscribed (the
+conversations changed since, at most :data:`CATCH_UP_MOST`: their messages and cards) and
+sends what it has not sent yet; a message is never sent twice by one feed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import time
 from typing import Any, Final
 
 import msgspec
@@ -38,6 +47,12 @@ from mtdesk.core.inbox import Inbox
 
 KEEPALIVE_S: Final = 15.0
 REPLAY_MOST: Final = 200
+CATCH_UP_S: Final = 2.5  # the shards see a new listener within 0.5 s (1.5 s at worst)
+CATCH_UP_BEFORE_MS: Final = 2000
+CATCH_UP_MOST: Final = 100
+# After the catch-up, the live events of what it read may still be on their way: a
+# message stored before it is checked against what was sent for this much longer.
+_DEDUPE_AFTER_S: Final = 10.0
 _ENTRY = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _encoder = msgspec.json.Encoder()
 
@@ -59,6 +74,45 @@ class _Feed:
         self.inbox = Inbox(redis, cipher)
         self.store = MessageStore(redis, cipher=cipher,
                                   retention_days=request.config_dict[SETTINGS].retention_days)
+        self.redis = redis
+        self._sent: set[tuple[str, str]] = set()  # (conversation, entry) sent, for a while
+        self._checked_upto_ms: int | None = None  # None: still before the catch-up
+
+    def _fresh(self, conv: str, entry: str) -> bool:
+        """False when this feed sent the message already (around its catch-up)."""
+        if self._checked_upto_ms is not None:
+            head = entry.partition("-")[0]
+            if not head.isdigit() or int(head) > self._checked_upto_ms:
+                return True  # stored after the catch-up read: it cannot have sent it
+        if (conv, entry) in self._sent:
+            return False
+        self._sent.add((conv, entry))
+        return True
+
+    async def catch_up(self, since_ms: int) -> list[bytes]:
+        """What was stored from ``since_ms`` on and not sent by this feed yet: the
+        messages and cards of the conversations changed since then."""
+        self._checked_upto_ms = int(time.time() * 1000)
+        index = keys.conversations(self.tenant_id)
+        if self.conversation is not None:
+            score = await self.redis.zscore(index, self.conversation)
+            convs = [self.conversation] if score is not None and score >= since_ms else []
+        else:
+            convs = [c.decode() if isinstance(c, bytes) else str(c)
+                     for c in await self.redis.zrangebyscore(index, since_ms, "+inf", start=0,
+                                                             num=CATCH_UP_MOST)]
+        out: list[bytes] = []
+        for conv in convs:
+            out += await self.messages(conv, f"{since_ms}-0", count=REPLAY_MOST)
+            card = await self.inbox.card(self.tenant_id, conv)
+            if card is not None and self.conversation is None:
+                out.append(sse("conversation", card))
+        return out
+
+    def forget_sent(self) -> None:
+        """The catch-up's live events have come: nothing more to check."""
+        self._sent.clear()
+        self._checked_upto_ms = 0
 
     async def events(self, line: str) -> list[bytes]:
         kind, _, rest = line.partition(" ")
@@ -83,7 +137,7 @@ class _Feed:
                        count: int | None = None) -> list[bytes]:
         found = await self.store.read(self.tenant_id, conv, start=start, end=end, count=count)
         return [sse("message", {"conversation": conv, "message": m}, event_id=m.entry)
-                for m in found]
+                for m in found if m.entry is None or self._fresh(conv, m.entry)]
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -95,6 +149,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     feed = _Feed(request, tid, conv)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(keys.live(tid))
+    since_ms = int(time.time() * 1000) - CATCH_UP_BEFORE_MS
+    loop = asyncio.get_running_loop()
+    catch_up_at: float | None = loop.time() + CATCH_UP_S
+    forget_at: float | None = None
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-store",
         "X-Accel-Buffering": "no"})
@@ -105,10 +163,22 @@ async def events(request: web.Request) -> web.StreamResponse:
         if conv is not None and _ENTRY.fullmatch(last):
             for chunk in await feed.messages(conv, f"({last}", count=REPLAY_MOST):
                 await response.write(chunk)
+        keepalive_at = loop.time() + KEEPALIVE_S
         while True:
-            message = await pubsub.get_message(timeout=KEEPALIVE_S)
-            if message is None:
+            now = loop.time()
+            if catch_up_at is not None and now >= catch_up_at:
+                catch_up_at, forget_at = None, now + _DEDUPE_AFTER_S
+                for chunk in await feed.catch_up(since_ms):
+                    await response.write(chunk)
+            elif forget_at is not None and now >= forget_at:
+                forget_at = None
+                feed.forget_sent()
+            if now >= keepalive_at:
                 await response.write(b": keepalive\n\n")
+                keepalive_at = now + KEEPALIVE_S
+            due = min(t for t in (catch_up_at, forget_at, keepalive_at) if t is not None)
+            message = await pubsub.get_message(timeout=max(0.01, due - loop.time()))
+            if message is None:
                 continue
             data = message.get("data")
             if not isinstance(data, bytes):

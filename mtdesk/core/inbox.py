@@ -141,12 +141,13 @@ def card_of(conversation: str, score: float, raw: Mapping[bytes, bytes], paused:
     )
 
 
-# KEYS: conversations index, inbox card; ARGV: conversation, live line, live channel,
-# field, value, … . The fields set only while the conversation is in the index.
+# KEYS: conversations index, inbox card; ARGV: conversation, live line, live channel
+# ('' = not told), field, value, … . The fields set only while the conversation is in
+# the index.
 _SET_PROFILE = LuaScript("""
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 4))
-redis.call('PUBLISH', ARGV[3], ARGV[2])
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
 return 1
 """, name="inbox_set_profile")
 
@@ -289,10 +290,11 @@ class Inbox:
 
     async def set_profile(self, tenant_id: str, conversation: str, *, name: str | None,
                           picture: str | None, now_ms: int,
-                          picture_ref: str | None = None) -> bool:
+                          picture_ref: str | None = None, told: bool = True) -> bool:
         """The person's name and picture as Meta gave them (``profile_ms``: when asked),
         only while the conversation exists (a late answer never brings an erased one
-        back). True when stored."""
+        back). True when stored. ``told=False``: not published on the live channel (no
+        inbox listens: mtdesk/actors/watchers.py)."""
         fields: list[str | int | bytes] = ["profile_ms", now_ms]
         key = (await self._cipher.key(tenant_id)
                if self._cipher is not None and self._cipher.enabled and (name or picture)
@@ -309,7 +311,8 @@ class Inbox:
             fields += ["picture_ref", picture_ref]
         done = await self._set_profile(
             keys=[keys.conversations(tenant_id), keys.inbox_card(tenant_id, conversation)],
-            args=[conversation, f"c {conversation}", keys.live(tenant_id), *fields])
+            args=[conversation, f"c {conversation}", keys.live(tenant_id) if told else "",
+                  *fields])
         return bool(done)
 
     async def picture_ref(self, tenant_id: str, conversation: str) -> str | None:

@@ -148,3 +148,47 @@ async def test_what_an_answer_writes_expires_though_its_ttl_is_set_once(
         assert len(names) == 5, names
         for name in names:
             assert await redis.ttl(name) > 0, name
+
+
+async def test_a_stored_message_is_told_on_the_live_channel_only_while_an_inbox_listens(
+    redis: Redis, redis_url: str
+) -> None:
+    """Nobody listening on the tenant's live channel: the reply scripts publish nothing
+    (two commands of every answered message, a cluster-wide message on a cluster).
+    An inbox subscribing is seen within a poll, and both the customer's message and
+    the reply are told again."""
+    async with desk(redis, redis_url) as d:
+        shard = await d.shard(analytics_interval_s=3600.0)
+        await shard.start()
+        await d.push(d.message("warm up", user="lw0"))
+        await eventually(lambda: shard.handled == 1)
+        await asyncio.sleep(1.2)  # a poll asked about the tenant: nobody listens
+        seen: Counter[str] = Counter()
+        inside: Counter[str] = Counter()
+        ready = asyncio.Event()
+        watcher = asyncio.create_task(_watch(redis_url, seen, ready, inside))
+        await ready.wait()
+        await d.push(d.message("nobody is looking", user="lw1"))
+        await eventually(lambda: d.texts_to("lw1"))
+        await asyncio.sleep(0.2)  # the monitor's lines trail the commands
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        assert inside["XADD"] == 2 and inside["PUBLISH"] == 0, dict(inside)
+
+        told: list[str] = []
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(keys.live(d.tenant_id))
+        try:
+            await asyncio.sleep(1.2)  # the shard's next poll sees the listener
+            message = d.message("now someone is", user="lw2")
+            await d.push(message)
+            await eventually(lambda: d.texts_to("lw2"))
+            deadline = asyncio.get_running_loop().time() + 5
+            while len(told) < 2 and asyncio.get_running_loop().time() < deadline:
+                got = await pubsub.get_message(timeout=0.2)
+                if got is not None:
+                    told.append(got["data"].decode())
+        finally:
+            await pubsub.aclose()
+        assert [line.split(" ")[:2] for line in told] == [["m", message.conversation]] * 2

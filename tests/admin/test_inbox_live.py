@@ -5,7 +5,9 @@ reconnect with Last-Event-ID gets what it missed; another tenant's events never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +16,8 @@ from admin_harness import bearer, client_fixture, op  # noqa: F401
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from mtdesk.actors.replies.store import ReplyStore
+from mtdesk.admin import live
 from mtdesk.core.history import MessageStore, StoredMessage
 from mtdesk.core.inbox import Inbox
 from mtdesk.core.redis import Redis
@@ -111,6 +115,36 @@ async def test_the_tenant_feed_carries_every_conversation_and_no_other_tenants(
         await store.append(tid, _message("cat", "meow"), now_ms=2)
         _, _, data = await _next(stream, "message")
         assert (data["conversation"], data["message"]["text"]) == ("messenger:9:cat", "meow")
+
+
+async def test_a_message_stored_untold_as_the_feed_opened_still_comes_once(
+    client: TestClient, redis: Redis
+) -> None:
+    """The shards tell the live channel only once they have seen a listener (within a
+    poll): a message they stored untold just as the feed opened comes anyway, a couple
+    of seconds in, with its card; one that was told is not sent a second time."""
+    tid, key = await _tenant(client)
+    now = int(time.time() * 1000)
+    untold = ReplyStore(redis, ttl_s=3600, history_ttl_s=86400, watched=lambda _tid: False)
+    store = MessageStore(redis)
+    got: list[tuple[str, str, Any]] = []
+    async with client.get(f"{API}/inbox/events", headers=bearer(key)) as r:
+        stream = _events(r)
+        await _next(stream, "ready")
+        await untold.store_inbound(tid, "mid.dan.1", _message("dan", "anyone there?",
+                                                             mid="mid.dan.1"), now_ms=now)
+        await store.append(tid, _message("eve", "hello"), now_ms=now)
+
+        async def collect() -> None:
+            async for event in stream:
+                got.append(event)
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(collect(), live.CATCH_UP_S + 2)
+    texts = [data["message"]["text"] for kind, _, data in got if kind == "message"]
+    assert texts == ["hello", "anyone there?"]  # told at once; then by the catch-up
+    cards = [data["conversation"] for kind, _, data in got if kind == "conversation"]
+    assert "messenger:9:dan" in cards
 
 
 async def test_a_reconnect_with_last_event_id_gets_what_it_missed(

@@ -29,7 +29,7 @@ docs/shards.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -42,6 +42,7 @@ from mtdesk.actors.replies.run import (
     PartitionLost,
     ReplyRun,
 )
+from mtdesk.actors.watchers import QUIET
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.history import (
@@ -133,8 +134,12 @@ class ReplyStore:
 
     def __init__(self, redis: Redis, *, ttl_s: int, history_ttl_s: int,
                  limiter: SendRateLimiter | None = None, clock: Clock | None = None,
-                 cipher: TenantCipher | None = None) -> None:
+                 cipher: TenantCipher | None = None,
+                 watched: Callable[[str], bool] | None = None) -> None:
         self._redis = redis
+        # Whether the tenant's inbox is open (mtdesk/actors/watchers.py): the messages
+        # stored are told on its live channel only then. None: always told.
+        self._watched = watched
         # Inbound messages, reply parts and the generated text are sealed with the
         # tenant's data key (in the process after its first use: no extra round trip).
         self._cipher = cipher or TenantCipher.disabled()
@@ -191,6 +196,12 @@ class ReplyStore:
             suggestions=_suggestions.decode(offered) if offered else (),
         )
 
+    def _card(self, tenant_id: str, message: StoredMessage, key: TenantKey) -> bytes:
+        card = card_fields(message, key)
+        if self._watched is not None and not self._watched(tenant_id):
+            return QUIET + card
+        return card
+
     # --- admission --------------------------------------------------------------------
     async def store_inbound(
         self, tenant_id: str, event_id: str, message: StoredMessage, *, now_ms: int,
@@ -205,7 +216,7 @@ class ReplyStore:
             keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
                   keys.conversations(tenant_id)],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, skip_reason,
-                  card_fields(message, key), self._history_ttl_s, *_FIELDS],
+                  self._card(tenant_id, message, key), self._history_ttl_s, *_FIELDS],
         )
         return self._record(row, key, event_id)
 
@@ -227,7 +238,7 @@ class ReplyStore:
                   keys.conversations(tenant_id), keys.restricted(tenant_id), paused_key,
                   *quota.keys],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, member, reason,
-                  *quota.args, "1" if claim else "0", card_fields(message, key),
+                  *quota.args, "1" if claim else "0", self._card(tenant_id, message, key),
                   self._history_ttl_s, *_FIELDS],
         )
         skip = _s(reply[0])
@@ -364,7 +375,8 @@ class ReplyStore:
         key = await self._key(reply.tenant_id)
         args: list[str | int | bytes] = [index, message.message_id, encode_message(message, key),
                                          conv, now_ms, self._history_ttl_s, state, reason,
-                                         self._ttl_s, card_fields(message, key)]
+                                         self._ttl_s,
+                                         self._card(reply.tenant_id, message, key)]
         if context is not None:
             names.append(context.key)
             args += [context.value, context.ttl_s]

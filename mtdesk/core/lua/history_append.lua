@@ -12,7 +12,8 @@
 -- conversation, the TTL is the backstop): a customer's message sets it once a day
 -- (``ttl_day`` on the card), two days longer than ``ttl`` so it outlives every message
 -- of that day; the bot's reply, which follows a customer's message, leaves it; any
--- other message sets it.
+-- other message sets it. A ``card`` starting with byte 1 (the shard saw no inbox open on
+-- the tenant: mtdesk/actors/watchers.py) is the same card, not told on the live channel.
 local function card_fields(card)
   local f, pos = {}, 1
   for i = 1, 6 do
@@ -28,6 +29,8 @@ end
 local function inbox_card(convs, conv, entry, card, now_ms, ttl)
   local prefix = string.match(convs, '^([^:]+:t:[^:]+:)convs$')
   if not prefix then return end
+  local quiet = card and string.byte(card, 1) == 1
+  if quiet then card = string.sub(card, 2) end
   local f = card and card_fields(card)
   if f then
     local hash = prefix .. 'inbox:' .. conv
@@ -84,7 +87,7 @@ local function inbox_card(convs, conv, entry, card, now_ms, ttl)
     if #set > 0 then redis.call('HSET', hash, unpack(set)) end
     if ttl then redis.call('EXPIRE', hash, tonumber(ttl)) end
   end
-  redis.call('PUBLISH', prefix .. 'live', 'm ' .. conv .. ' ' .. entry)
+  if not quiet then redis.call('PUBLISH', prefix .. 'live', 'm ' .. conv .. ' ' .. entry) end
 end
 
 -- append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, status, id)
