@@ -177,6 +177,7 @@ class Deployment:
         # Warm spares: started shards without a partition, indexes len(actors) onwards.
         self.spares: list[Any] = []
         self._refill: asyncio.Task[None] | None = None
+        self._starting: list[Any] = []  # created, not yet running (stop() removes them)
         self.on_spares: Callable[[], None] | None = None  # told when spares were made
 
     def _create_actors(self) -> None:
@@ -286,6 +287,7 @@ class Deployment:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
             self._watchdog = None
+        starting = list(self._starting)  # a refill cancelled now leaves these behind
         if self._refill is not None:
             self._refill.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -298,7 +300,7 @@ class Deployment:
             with contextlib.suppress(Exception):
                 rayapi.kill(actor)
 
-        every = [*self.actors, *self.spares]
+        every = [*self.actors, *self.spares, *starting]
         await asyncio.gather(*(one(a) for a in every))
         if wait_names:
             await asyncio.to_thread(_wait_names_free, len(every))
@@ -416,7 +418,11 @@ class Deployment:
         added = [rayapi.create(ShardActor, name, group, k, s, first + k, [], self._factory,
                                self._shard_options, detached=self._detached)
                  for k, name in enumerate(names)]
-        await asyncio.gather(*(a.ensure_started.remote() for a in added))
+        self._starting.extend(added)
+        try:
+            await asyncio.gather(*(a.ensure_started.remote() for a in added))
+        finally:
+            self._starting = [a for a in self._starting if a not in added]
         return added
 
     async def _fill_spares(self) -> None:
