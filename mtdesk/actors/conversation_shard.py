@@ -267,7 +267,7 @@ class ConversationShard:
             asyncio.create_task(self._housekeeping_loop(), name=f"{self.consumer}:house"),
             asyncio.create_task(self._purge_loop(), name=f"{self.consumer}:purge"),
             asyncio.create_task(self._analytics_loop(), name=f"{self.consumer}:analytics"),
-            asyncio.create_task(self._watchers.run(asyncio.Event()), name=f"{self.consumer}:live"),
+            asyncio.create_task(self._watchers.run(), name=f"{self.consumer}:live"),
         ]
         log.info("shard started", extra={"shard": self.index, "partitions": len(self.partitions)})
 

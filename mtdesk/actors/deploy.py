@@ -447,13 +447,12 @@ class Deployment:
 
     async def _grow(self, shards: int) -> None:
         first = len(self.actors)
-        taken, self.spares = self.spares[:shards - first], self.spares[shards - first:]
+        added, self.spares = self.spares[:shards - first], self.spares[shards - first:]
+        if added:
+            log.info("re-sharding took %d warm spare shard(s)", len(added))
         # The spares are the next indexes: what they do not cover comes after them.
-        added = [*taken, *(await self._start_shards(first + len(taken),
-                                                    shards - first - len(taken))
-                           if shards - first > len(taken) else [])]
-        if taken:
-            log.info("re-sharding took %d warm spare shard(s)", len(taken))
+        if len(added) < shards - first:
+            added += await self._start_shards(first + len(added), shards - first - len(added))
         self.actors.extend(added)
         self._healthy.extend([True] * len(added))
         self.partitions.extend([] for _ in added)

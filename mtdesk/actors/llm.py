@@ -186,16 +186,13 @@ class ProviderChatModel:
         client = self._clients[provider] = openai.AsyncOpenAI(**kwargs)
         return client
 
-    def warm(self) -> int:
+    def warm(self) -> None:
         """Make the client of every provider with an API key now (in the running loop),
-        so a shard's first answer does not pay for it. Returns how many."""
-        made = 0
+        so a shard's first answer does not pay for it."""
         for name, config in self._settings.providers.items():
             if config.api_key is not None:
                 with contextlib.suppress(ProviderError):
                     self._client(name)
-                    made += 1
-        return made
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -306,8 +303,8 @@ class ModelRouter:
                 return await self._offline.complete(bot, messages, passages)
             raise
 
-    def warm(self) -> int:
-        return self._providers.warm()
+    def warm(self) -> None:
+        self._providers.warm()
 
     async def aclose(self) -> None:
         await self._providers.aclose()

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from mtdesk.actors.watchers import always
 from mtdesk.core.events import Message, Postback
 from mtdesk.core.inbox import Inbox
 from mtdesk.core.media import MediaStore
@@ -94,7 +95,7 @@ class Profiles:
                  pictures: Pictures | None = None,
                  watched: Callable[[str], bool] | None = None) -> None:
         self._inbox = inbox
-        self._watched = watched  # an inbox listens on the tenant's live channel
+        self._watched = watched or always  # an inbox listens on the tenant's live channel
         self._fetch = fetch
         self._pictures = pictures
         self._now_ms = now_ms
@@ -134,7 +135,7 @@ class Profiles:
             # indexed by its admission, in the same moment): wait for it a little.
             for _ in range(_WAIT_TRIES):
                 if await self._inbox.set_profile(tenant_id, conv, name=name, picture=picture,
-                                                 now_ms=now, told=self._told(tenant_id)):
+                                                 now_ms=now, told=self._watched(tenant_id)):
                     break
                 await asyncio.sleep(_WAIT_S)
             else:
@@ -163,13 +164,10 @@ class Profiles:
             return
         if not await self._inbox.set_profile(tenant_id, conv, name=None, picture=None,
                                              now_ms=now, picture_ref=ref,
-                                             told=self._told(tenant_id)):
+                                             told=self._watched(tenant_id)):
             await pictures.drop(tenant_id, conv, ref)  # erased meanwhile
         elif before and before != ref:
             await pictures.drop(tenant_id, conv, before)
-
-    def _told(self, tenant_id: str) -> bool:
-        return self._watched is None or self._watched(tenant_id)
 
     async def settled(self) -> None:
         """Wait for the look-ups under way to end."""

@@ -17,8 +17,10 @@ What callers rely on:
   (tell) for a tenant the last poll did not ask about (first seen, or beyond the
   ``most`` tenants polled) and whenever the last poll was sent more than ``valid_s`` ago
   (the poll failing or the shard's loop behind): when in doubt, publish.
-- :meth:`LiveWatchers.run` polls until stopped; a failed poll is logged at DEBUG and
+- :meth:`LiveWatchers.run` polls until cancelled; a failed poll is logged at DEBUG and
   retried at the next interval.
+- :func:`always` is the answer where nothing polls (a store built without watchers):
+  everything is told.
 - A feed that subscribes just after a poll misses what is stored before the next one
   is seen; the feed makes that good itself (``mtdesk/admin/live.py``: it reads once
   what was stored around its start, a few seconds in).
@@ -27,7 +29,6 @@ What callers rely on:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 # The first byte of a card the reply scripts do not tell the live channel about.
 QUIET: Final = b"\x01"
+
+
+def always(_tenant_id: str) -> bool:
+    return True
 
 
 class LiveWatchers:
@@ -60,7 +65,6 @@ class LiveWatchers:
         self._asked: frozenset[str] = frozenset()  # the tenants the last poll asked about
         self._listening: frozenset[str] = frozenset()
         self._polled_at = float("-inf")  # when the last poll that answered was sent
-        self.polls = 0
 
     def watched(self, tenant_id: str) -> bool:
         """Whether what is stored for ``tenant_id`` now should be told live."""
@@ -86,13 +90,11 @@ class LiveWatchers:
                     listening.add(channels[name])
         self._asked, self._listening = frozenset(tenants), frozenset(listening)
         self._polled_at = sent
-        self.polls += 1
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def run(self) -> None:
+        while True:
             try:
                 await self.poll()
             except Exception as exc:  # noqa: BLE001 - watched() publishes meanwhile
                 log.debug("live watchers poll failed: %s", type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
+            await asyncio.sleep(self._interval)

@@ -42,7 +42,7 @@ from mtdesk.actors.replies.run import (
     PartitionLost,
     ReplyRun,
 )
-from mtdesk.actors.watchers import QUIET
+from mtdesk.actors.watchers import QUIET, always
 from mtdesk.core import keys
 from mtdesk.core.clock import Clock, SystemClock, now_ms
 from mtdesk.core.history import (
@@ -139,7 +139,7 @@ class ReplyStore:
         self._redis = redis
         # Whether the tenant's inbox is open (mtdesk/actors/watchers.py): the messages
         # stored are told on its live channel only then. None: always told.
-        self._watched = watched
+        self._watched = watched or always
         # Inbound messages, reply parts and the generated text are sealed with the
         # tenant's data key (in the process after its first use: no extra round trip).
         self._cipher = cipher or TenantCipher.disabled()
@@ -198,9 +198,7 @@ class ReplyStore:
 
     def _card(self, tenant_id: str, message: StoredMessage, key: TenantKey) -> bytes:
         card = card_fields(message, key)
-        if self._watched is not None and not self._watched(tenant_id):
-            return QUIET + card
-        return card
+        return card if self._watched(tenant_id) else QUIET + card
 
     # --- admission --------------------------------------------------------------------
     async def store_inbound(
