@@ -137,6 +137,11 @@ class Conversation:
         return not self.queue and (self._task is None or self._task.done())
 
     @property
+    def dirty(self) -> bool:
+        """The context changed since it was last persisted."""
+        return self._dirty
+
+    @property
     def settled(self) -> bool:
         """Idle, and its context is what it last persisted: something in it while the
         stored context is gone means the stored one was erased (or expired)."""

@@ -573,7 +573,8 @@ class ConversationShard:
         for slot, conv in self._convs.items():  # least recently used first
             if conv.idle and (older_than is None or conv.last_active < older_than):
                 del self._convs[slot]
-                await conv.persist()
+                if conv.dirty:  # else Redis holds it as it is (the reply's end wrote it)
+                    await conv.persist()
                 return True
         return False
 

@@ -24,9 +24,12 @@ conversation whose stream is gone.
 ``keys.outbound(tid, graph_message_id)`` — a **hash** per message we (or a human agent)
 sent: ``conv`` (conversation key), ``entry`` (its history entry id; may be empty when a
 status arrived before our own record of the send), ``status`` (``sent`` < ``delivered`` <
-``read``; ``failed`` is terminal), ``reason`` (e.g. ``"outside the 24 h window"`` for
-WhatsApp error 131047), ``updated_ms``. Status only moves forward (a Lua script); the
-hash expires after the retention period, like the data it describes.
+``read``; ``failed`` is terminal; absent until Meta reports one: the stored message's
+own status stands), ``reason`` (e.g. ``"outside the 24 h window"`` for WhatsApp error
+131047), ``updated_ms``. Status only moves forward (a Lua script). Storing a message
+writes only the link and its time (one ``HSET``); the retention sweep removes the hash
+by its last update (``keys.OUTBOUND``, by record age), like the history entry it names,
+and a status sets the retention period as its TTL.
 
 Inbound messages of end users who restricted processing are stored like any other (the
 restriction forbids processing, not keeping); the privacy module's export/erasure reads
@@ -296,7 +299,7 @@ class MessageStore:
         try:
             entry = await self._append(
                 keys=names,
-                args=[encode_message(message, key), conv, now_ms, self._ttl_s, message.status,
+                args=[encode_message(message, key), conv, now_ms, self._ttl_s,
                       "*" if at_ms is None else f"{at_ms}-*", card_fields(message, key)],
             )
         except ResponseError as exc:

@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 from collections import Counter
 
+import msgspec
+
 from shardkit import desk, eventually
 
 from mtdesk.core import keys
@@ -129,8 +131,10 @@ async def test_what_an_answer_writes_expires_though_its_ttl_is_set_once(
     redis: Redis, redis_url: str
 ) -> None:
     """A TTL is set when a record is made, not on every write: the reply record, the
-    outbound status, the inbox card and the context of an answered message all expire
-    (a redelivered message's second pass sets none and the TTLs stay)."""
+    inbox card and the context of an answered message all expire (a redelivered
+    message's second pass sets none and the TTLs stay). The replies' outbound links
+    carry none (the retention sweep removes them by their entry's time:
+    tests/policy/test_retention.py)."""
     async with desk(redis, redis_url) as d:
         shard = await d.shard()
         await shard.start()
@@ -144,10 +148,12 @@ async def test_what_an_answer_writes_expires_though_its_ttl_is_set_once(
         tid, conv = d.tenant_id, first.conversation
         names = [keys.reply(tid, first.event_id), keys.inbox_card(tid, conv),
                  keys.context(tid, conv)]
-        names += [k.decode() async for k in redis.scan_iter(match=keys.outbound(tid, "*"))]
-        assert len(names) == 5, names
         for name in names:
             assert await redis.ttl(name) > 0, name
+        links = [k.decode() async for k in redis.scan_iter(match=keys.outbound(tid, "*"))]
+        assert len(links) == 2, links
+        for link in links:
+            assert await redis.hget(link, "entry"), link
 
 
 async def test_a_stored_message_is_told_on_the_live_channel_only_while_an_inbox_listens(
@@ -192,3 +198,47 @@ async def test_a_stored_message_is_told_on_the_live_channel_only_while_an_inbox_
         finally:
             await pubsub.aclose()
         assert [line.split(" ")[:2] for line in told] == [["m", message.conversation]] * 2
+
+
+async def test_a_conversation_leaves_memory_without_writing_what_redis_already_holds(
+    redis: Redis, redis_url: str
+) -> None:
+    """The reply's end wrote the context: evicting the idle conversation writes nothing
+    more (one command per conversation before), and its next message is answered from
+    the context Redis holds, the earlier turn remembered."""
+    from mtdesk.core.redis import connect
+
+    async with desk(redis, redis_url) as d:
+        settings = msgspec.structs.replace(d.settings, conversation_idle_s=1.5)
+        shard = await d.shard(settings=settings, analytics_interval_s=3600.0)
+        await shard.start()
+        writes: list[str] = []
+        ready = asyncio.Event()
+
+        async def watch() -> None:
+            client = connect(redis_url)
+            try:
+                async with client.monitor() as monitor:
+                    ready.set()
+                    async for command in monitor.listen():
+                        text = str(command.get("command", ""))
+                        if ":ctx:" in text and text.startswith("SET"):
+                            writes.append(f"{command.get('client_type')} {text[:60]}")
+            finally:
+                await client.aclose()
+
+        watcher = asyncio.create_task(watch())
+        await ready.wait()
+        first = d.message("my order number is 4711", user="ev1")
+        await d.push(first)
+        await eventually(lambda: d.texts_to("ev1"))
+        await eventually(lambda: not shard._convs)  # evicted once idle
+        await asyncio.sleep(0.2)  # the monitor's lines trail the commands
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        # The reply's end (inside its script), not the eviction.
+        assert [w.split()[0] for w in writes] == ["lua"], writes
+        await d.push(d.message("where is it?", user="ev1"))
+        await eventually(lambda: len(d.texts_to("ev1")) == 2)
+        assert "4711" in d.llm.chat_requests[-1].prompt_text()

@@ -42,7 +42,7 @@ async def test_messages_read_back_in_order_with_the_current_status(redis: Redis)
     assert [(m.direction, m.text, m.status) for m in messages] == [
         ("in", "hi", "received"), ("out", "hello!", "delivered")]
     assert messages[1].entry == entry
-    # The outbound hash expires with the retention period, like the data.
+    # Once Meta reported a status, the outbound hash expires with the retention period.
     ttl = await redis.ttl(keys.outbound(T, "wamid.out1"))
     assert 29 * 86400 < ttl <= 30 * 86400
     assert (await store.conversations(T))[0].conversation == CONV
@@ -60,6 +60,18 @@ async def test_status_moves_only_forward_and_failed_is_terminal(redis: Redis) ->
     assert not await store.update_status(T, "wamid.out2", "read", now_ms=7)
     status = await store.status_of(T, "wamid.out2")
     assert (status["status"], status["reason"]) == ("failed", OUTSIDE_WINDOW)
+
+
+async def test_a_message_sent_shows_sent_until_meta_reports_more(redis: Redis) -> None:
+    """Storing a sent message writes only its link (the status is the stored one until
+    a webhook moves it): the console shows it sent, and the first status moves it."""
+    store = MessageStore(redis)
+    await store.append(T, _out("wamid.plain", "hello"), now_ms=1)
+    assert (await store.read(T, CONV))[0].status == "sent"
+    assert await store.update_status(T, "wamid.plain", "sent", now_ms=2)
+    assert not await store.update_status(T, "wamid.plain", "sent", now_ms=3)
+    assert await store.update_status(T, "wamid.plain", "delivered", now_ms=4)
+    assert (await store.read(T, CONV))[0].status == "delivered"
 
 
 async def test_a_status_arriving_before_our_record_is_kept(redis: Redis) -> None:

@@ -131,6 +131,29 @@ async def test_reply_and_outbound_state_older_than_the_cutoff_goes(
     assert await redis.exists(keys.reply(tid, "m_new"), keys.outbound(tid, "gm_new")) == 2
 
 
+async def test_a_sent_messages_link_goes_with_its_history_entry(
+    redis: Redis, clock: FakeClock
+) -> None:
+    """A stored reply's outbound link has no TTL of its own and no status until Meta
+    reports one: the sweep removes it by its entry's time, with the entry."""
+    tid = await new_tenant(redis, clock)
+    await set_retention_days(redis, SETTINGS, tid, 7)
+    t = now_ms(clock)
+    store = MessageStore(redis)
+    conv = "whatsapp:1003:W1"
+    for mid, at in (("wamid.old", t - 8 * DAY * 1000), ("wamid.new", t - DAY * 1000)):
+        await store.append(tid, StoredMessage(
+            direction="out", message_id=mid, kind="reply", channel="whatsapp",
+            account_id="1003", user_id="W1", timestamp_ms=at, text="hello",
+            status="sent"), now_ms=at, at_ms=at)
+    assert await redis.ttl(keys.outbound(tid, "wamid.old")) == -1
+    report = await RetentionSweep(redis, SETTINGS, clock).run()
+    assert report.deleted["outbound"] == 1
+    assert not await redis.exists(keys.outbound(tid, "wamid.old"))
+    assert await redis.hget(keys.outbound(tid, "wamid.new"), "conv") == conv.encode()
+    assert [m.message_id for m in await store.read(tid, conv)] == ["wamid.new"]
+
+
 async def test_old_dead_letters_are_trimmed(redis: Redis, clock: FakeClock) -> None:
     t = now_ms(clock)
     await redis.xadd(keys.DEAD_LETTERS, {"b": b"old body"}, id=f"{t - 400 * DAY * 1000}-0")

@@ -90,25 +90,22 @@ local function inbox_card(convs, conv, entry, card, now_ms, ttl)
   if not quiet then redis.call('PUBLISH', prefix .. 'live', 'm ' .. conv .. ' ' .. entry) end
 end
 
--- append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, status, id)
+-- append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, id)
 -- Appends one stored message (msgpack ``msg``; ``card``: its inbox card fields) to the conversation's history stream
 -- (entry id ``id``, '*' = Redis's clock) and moves the conversation's last activity
 -- and its inbox card (inbox_card above).
 -- With ``outbound`` (a hash name, or false for an inbound message) links the Graph
--- message id to its entry without moving a status that already arrived backwards; that
--- hash lives ``ttl_out`` seconds. Returns the entry id.
-local function append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, status, id)
+-- message id to its entry, with the time (``updated_ms``): one HSET. Its status is the
+-- stored message's own until Meta reports one (the status script writes it; a status
+-- that arrived before this record keeps its place). The retention sweep removes the
+-- link by that time (keys.OUTBOUND: by record age), like the history entry it names;
+-- once a status came it also expires with the retention period. ``ttl_out`` is the
+-- card's.
+-- Returns the entry id.
+local function append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, id)
   local entry = redis.call('XADD', history, id or '*', 'm', msg)
   redis.call('ZADD', convs, now_ms, conv)
-  if outbound then
-    -- A status that arrived before this record keeps its place (and its time).
-    if redis.call('HSETNX', outbound, 'status', status) == 1 then
-      redis.call('HSET', outbound, 'conv', conv, 'entry', entry, 'updated_ms', now_ms)
-    else
-      redis.call('HSET', outbound, 'conv', conv, 'entry', entry)
-    end
-    redis.call('EXPIRE', outbound, tonumber(ttl_out))
-  end
+  if outbound then redis.call('HSET', outbound, 'conv', conv, 'entry', entry, 'updated_ms', now_ms) end
   inbox_card(convs, conv, entry, card, now_ms, ttl_out)
   return entry
 end

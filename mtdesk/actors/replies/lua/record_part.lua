@@ -1,7 +1,7 @@
 -- record_part(reply, history, convs, outbound, index, mid, msg, card, conv, now_ms,
 -- ttl_out, end_state, reason, reply_ttl): part ``index`` of the reply (Graph id ``mid``,
 -- stored message ``msg``) was accepted by Meta: its progress, its history entry and its
--- outbound status hash, once (a part already recorded is not recorded again); with
+-- outbound link, once (a part already recorded is not recorded again); with
 -- ``end_state`` (not '') also the reply's end unless it is terminal. One read and one
 -- write of the record. A terminal reply keeps its state; its part is recorded. A record
 -- that was gone (erased mid-send) gets its TTL again. Returns 1 when the part was
@@ -21,7 +21,7 @@ local function record_part(reply, history, convs, outbound, index, mid, msg, car
       set[#set + 1] = 'state'
       set[#set + 1] = 'sending'
     end
-    append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out, 'sent')
+    append_history(history, convs, outbound, msg, card, conv, now_ms, ttl_out)
     recorded = 1
   end
   if end_state ~= '' and not terminal then
