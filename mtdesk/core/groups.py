@@ -15,7 +15,8 @@ What a caller may rely on:
 - :meth:`GroupReader.ack` acknowledges handled entries and deletes them from their
   stream, all streams in one pipeline (a transaction when asked);
   :meth:`GroupReader.ack_fenced` does the same only where the stream's owner key still
-  holds the caller's epoch (a partition handed over is refused, see core/ownership.py).
+  holds the caller's epoch (a partition handed over is refused, see core/ownership.py):
+  one script for all the streams on a single Redis, one per stream on a cluster.
 - An entry deleted from its stream while pending is acknowledged on sight and never
   returned: every entry handed out has its fields. Ids are returned as ``str``.
 """
@@ -31,6 +32,9 @@ from mtdesk.core.redis import Redis, StreamReads, as_autoclaim, as_stream_reads,
 from mtdesk.core.scripts import LuaScript
 
 FENCED_ACK = LuaScript.from_file("mtdesk.core", "lua/fenced_ack.lua")
+# The same for every stream of a flush in one call, on a single Redis (on a cluster each
+# partition's keys are in a slot of their own: one FENCED_ACK per partition).
+FENCED_ACK_MANY = LuaScript.from_file("mtdesk.core", "lua/fenced_ack_many.lua")
 
 Entry = tuple[str, dict[bytes, bytes]]
 """A stream entry: its id and its fields."""
@@ -165,6 +169,8 @@ class GroupReader:
 
     async def _fenced_acks(self, todo: Sequence[tuple[str, tuple[str, str, Sequence[str]]]],
                            *, load: bool) -> list[object]:
+        if len(todo) > 1 and not is_cluster(self._redis):
+            return await self._fenced_acks_at_once(todo, load=load)
         pipe = self._redis.pipeline(transaction=False)
         if load:
             FENCED_ACK.load(pipe)
@@ -172,6 +178,24 @@ class GroupReader:
             FENCED_ACK.queue(pipe, [stream, owner], [self.group, epoch, *ids])
         replies = list(await pipe.execute(raise_on_error=False))
         return replies[1:] if load else replies
+
+    async def _fenced_acks_at_once(
+        self, todo: Sequence[tuple[str, tuple[str, str, Sequence[str]]]], *, load: bool
+    ) -> list[object]:
+        """One script for all of ``todo`` (a single Redis); its answer per stream."""
+        names: list[str] = []
+        args: list[str] = [self.group]
+        for stream, (owner, epoch, ids) in todo:
+            names += [stream, owner]
+            args += [epoch, str(len(ids)), *ids]
+        pipe = self._redis.pipeline(transaction=False)
+        if load:
+            FENCED_ACK_MANY.load(pipe)
+        FENCED_ACK_MANY.queue(pipe, names, args)
+        reply = (await pipe.execute(raise_on_error=False))[-1]
+        if isinstance(reply, Exception):
+            return [reply] * len(todo)
+        return [int(r) for r in reply]
 
     async def _live(
         self, stream: str, rows: Sequence[tuple[bytes, dict[bytes, bytes] | None]]

@@ -14,7 +14,7 @@ import msgspec
 from shardkit import desk, eventually
 
 from mtdesk.core import keys
-from mtdesk.core.groups import FENCED_ACK
+from mtdesk.core.groups import FENCED_ACK, FENCED_ACK_MANY
 from mtdesk.core.redis import Redis
 
 # Stream plumbing and the test's own pushes: batched per shard, not per message.
@@ -24,7 +24,8 @@ _PLUMBING = {"XREADGROUP", "XACK", "XDEL", "XADD", "FENCED_ACK", "BACKGROUND", "
 def _name(command: dict[str, object], *, outside: bool = True) -> str:
     words = str(command.get("command", "")).split(" ", 4)
     name = words[0].strip('"').upper()
-    if name == "EVALSHA" and len(words) > 3 and words[1].strip('"') == FENCED_ACK.sha:
+    if name == "EVALSHA" and len(words) > 3 and words[1].strip('"') in {
+            FENCED_ACK.sha, FENCED_ACK_MANY.sha}:
         name = "FENCED_ACK"  # acknowledgements: batched, like XACK + XDEL were
     elif name == "EVALSHA" and len(words) > 3 and ":reply:" not in words[3]:
         name = "BACKGROUND"  # analytics, erasure checks: per second, not per message

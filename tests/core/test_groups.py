@@ -81,3 +81,34 @@ async def test_ack_removes_the_entries_from_the_group_and_the_stream(redis: Redi
     await reader.ack({S1: []})  # nothing to do
     assert await redis.xlen(S1) == 0 and await redis.xlen(S2) == 0
     assert (await redis.xpending(S1, "g"))["pending"] == 0
+
+
+async def test_a_fenced_flush_over_several_streams_refuses_only_the_one_handed_over(
+    redis: Redis,
+) -> None:
+    """Three partitions acknowledged in one flush: the one whose owner key names another
+    epoch keeps its entries pending and stored (its new owner answers them), the others
+    are acknowledged and deleted; on a single Redis that is one script call, not three."""
+    streams = ["in:{1}", "in:{2}", "in:{3}"]
+    reader = GroupReader(redis, "g", "c1", streams)
+    await reader.ensure_groups()
+    ids = {s: await _add(redis, s, 2) for s in streams}
+    await reader.read_new(count=10)
+    for s in streams:
+        await redis.set(f"own:{s}", "7")
+    await redis.set("own:in:{2}", "8")  # handed over to epoch 8
+    calls = await _script_calls(redis)
+    refused = await reader.ack_fenced({s: (f"own:{s}", "7", ids[s]) for s in streams})
+    assert refused == ["in:{2}"]
+    assert await _script_calls(redis) - calls == 1
+    assert [await redis.xlen(s) for s in streams] == [0, 2, 0]
+    assert [(await redis.xpending(s, "g"))["pending"] for s in streams] == [0, 2, 0]
+    # Unfenced (no epoch given) and a stream with nothing to acknowledge: done as asked.
+    assert await reader.ack_fenced({"in:{2}": ("own:in:{2}", "", ids["in:{2}"]),
+                                    "in:{3}": ("own:in:{3}", "7", [])}) == []
+    assert await redis.xlen("in:{2}") == 0
+
+
+async def _script_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in {"cmdstat_evalsha", "cmdstat_eval"})
