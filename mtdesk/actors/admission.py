@@ -112,6 +112,8 @@ async def admit(
     reason = ""
     record: ReplyRecord | None = None
     claimed = False
+    # WhatsApp's name for the person rides on the card write of the message itself.
+    name = s.profiles.with_message(tid, event) if s.profiles is not None else None
     if verdict is not None and verdict.final:
         reason = verdict.reason
         if reason == STOP_WORD:
@@ -126,14 +128,14 @@ async def admit(
             paused_key=keys.paused(tid, conv.key),
             reason=verdict.reason if verdict is not None else "",
             quota=consume_call(tid, 1 if enforce else 0, now_ms=now, enforce=enforce),
-            claim=claim,
+            claim=claim, name=name,
         )
         if not enforce and record is not None and (claimed or not record.state):
             s.tally.counter(tid, *_usage(tid, now))
     if record is None:  # skipped: stored as such (nothing was counted)
         record = await s.replies.store_inbound(
             tid, event.event_id, inbound_message(event, status="skipped", reason=reason),
-            now_ms=conv.now_ms(), skip_reason=reason,
+            now_ms=conv.now_ms(), skip_reason=reason, name=name,
         )
     if reason or claimed or not record.state:  # received now (not a redelivery's answer)
         s.tally.message_in(tid, event.channel, conv.now_ms())

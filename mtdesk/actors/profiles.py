@@ -1,7 +1,9 @@
 """Who the person is, for the inbox: their name (and picture where Meta gives one).
 
 WhatsApp puts the contact's profile name on every message (``contacts[].profile.name``,
-our ``user_name``); Messenger and Instagram need a Graph call, ``GET /{user-id}`` with
+our ``user_name``): it goes on the card in the same script that stores the message
+(:meth:`Profiles.with_message`, called by admission; no command of its own). Messenger
+and Instagram need a Graph call, ``GET /{user-id}`` with
 ``first_name,last_name,profile_pic`` (Messenger) or ``name,username,profile_pic``
 (Instagram), made with the channel's token. Either way the result goes on the
 conversation's inbox card (:meth:`mtdesk.core.inbox.Inbox.set_profile`: only while the
@@ -103,34 +105,45 @@ class Profiles:
         self._asked: dict[str, int] = {}  # "tenant|conversation" -> when looked at (ms)
 
     def note(self, tenant_id: str, event: Message | Postback) -> None:
-        """A message of the person came in: look their profile up when due (no wait)."""
+        """A message of the person came in: look their profile up when due (no wait).
+        WhatsApp's name comes with the message: :meth:`with_message` gives it to the
+        message's own store instead."""
+        if event.channel == "whatsapp" or not self._due(tenant_id, event):
+            return
+        task = asyncio.create_task(self._update(tenant_id, event), name="profile")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def with_message(self, tenant_id: str, event: Message | Postback) -> str | None:
+        """The name to put on the inbox card in the same write as the message (WhatsApp:
+        ``contacts[].profile.name``), when due (once a day per conversation, as a
+        lookup); None otherwise. No command, no round trip of its own."""
+        if event.channel != "whatsapp" or not event.user_name:
+            return None
+        return event.user_name if self._due(tenant_id, event) else None
+
+    def _due(self, tenant_id: str, event: Message | Postback) -> bool:
+        """Whether the person's profile is due now; noted as looked at if so."""
         slot = f"{tenant_id}|{event.conversation}"
         now = self._now_ms()
         if now - self._asked.get(slot, 0) < REFRESH_MS:
-            return
+            return False
         if len(self._asked) > 100_000:  # bounded: forget the oldest half
             for old in sorted(self._asked, key=self._asked.__getitem__)[:50_000]:
                 del self._asked[old]
         self._asked[slot] = now
-        task = asyncio.create_task(self._update(tenant_id, event), name="profile")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return True
 
     async def _update(self, tenant_id: str, event: Message | Postback) -> None:
         conv = event.conversation
         try:
             now = self._now_ms()
-            if event.channel == "whatsapp":
-                name, picture = event.user_name, None
-                if not name:
-                    return
-            else:
-                profile = await self._fetch(event.channel, event.account_id, event.user_id,
-                                            _FIELDS[event.channel])
-                name = name_of(event.channel, profile) if profile else None
-                picture = picture_of(profile) if profile else None
-                if not name and not picture:
-                    return  # nothing to show: nothing written (looked at again tomorrow)
+            profile = await self._fetch(event.channel, event.account_id, event.user_id,
+                                        _FIELDS[event.channel])
+            name = name_of(event.channel, profile) if profile else None
+            picture = picture_of(profile) if profile else None
+            if not name and not picture:
+                return  # nothing to show: nothing written (looked at again tomorrow)
             # The message this came with may not be stored yet (a new conversation is
             # indexed by its admission, in the same moment): wait for it a little.
             for _ in range(_WAIT_TRIES):

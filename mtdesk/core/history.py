@@ -146,14 +146,19 @@ def encode_message(message: StoredMessage, key: TenantKey | None = None) -> byte
 
 
 CARD_FAMILY = "inbox_card"  # a card's last line, sealed (id: the conversation key)
+PROFILE_FAMILY = "inbox_profile"  # a card's name and picture, sealed (id: the same)
 CARD_LINE_CHARS = 280
 
 
-def card_fields(message: StoredMessage, key: TenantKey | None = None) -> bytes:
+def card_fields(message: StoredMessage, key: TenantKey | None = None, *,
+                name: str | None = None) -> bytes:
     """What the history append keeps on the conversation's inbox card from ``message``
     (see core/lua/history_append.lua): its direction, kind, part, time, channel and its
     line (a cut of the text, or its first attachment's type), the line sealed with an
-    enabled ``key`` like the message's text (opened by :class:`~mtdesk.core.inbox.Inbox`)."""
+    enabled ``key`` like the message's text (opened by :class:`~mtdesk.core.inbox.Inbox`).
+    With ``name`` (a customer's message: the person's name as the message gave it,
+    WhatsApp's profile name) the card takes it too, sealed like
+    :meth:`~mtdesk.core.inbox.Inbox.set_profile` seals it, in the same write."""
     if message.text is not None:
         line = message.text[:CARD_LINE_CHARS]
     elif message.attachments:
@@ -166,7 +171,13 @@ def card_fields(message: StoredMessage, key: TenantKey | None = None) -> bytes:
     head = "\0".join((message.direction, message.kind, str(message.part),
                        str(message.timestamp_ms), message.channel,
                        "1" if message.text is not None else "0"))
-    return head.encode() + b"\0" + sealed
+    fields = head.encode() + b"\0" + sealed
+    if not name:
+        return fields
+    cut = name[:200]
+    blob = (key.seal_text(PROFILE_FAMILY, conv, cut) if key is not None and key.enabled
+            else cut.encode())
+    return b"\x02" + str(len(blob)).encode() + b"\0" + blob + fields
 
 
 def decode_message(data: bytes, entry: str = "", key: TenantKey | None = None) -> StoredMessage:

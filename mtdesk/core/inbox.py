@@ -40,14 +40,13 @@ from mtdesk.core.events import (
     encode_event,
     partition_of,
 )
-from mtdesk.core.history import CARD_FAMILY
+from mtdesk.core.history import CARD_FAMILY, PROFILE_FAMILY
 from mtdesk.core.redis import Redis, as_hash, as_scored
 from mtdesk.core.scripts import LuaScript
 from mtdesk.core.sealing import TenantCipher, is_sealed
 
 # The person's name and picture on a card, sealed with the tenant's key (id: the
 # conversation key) like the card's last line.
-PROFILE_FAMILY: Final = "inbox_profile"
 _SEALED_CARD_FIELDS: Final = {b"last_text": CARD_FAMILY, b"name": PROFILE_FAMILY,
                               b"picture": PROFILE_FAMILY}
 

@@ -4,6 +4,8 @@ erased conversation. Real shard, real Redis, the fake Graph API and LLM."""
 
 from __future__ import annotations
 
+import asyncio
+
 from shardkit import desk, eventually
 
 from mtdesk.actors.profiles import FetchProfile, Pictures, Profiles
@@ -44,13 +46,32 @@ async def test_messenger_and_instagram_names_come_from_metas_profile_once(
 
 
 async def test_whatsapp_names_come_with_the_message(redis: Redis, redis_url: str) -> None:
+    """WhatsApp's contact name goes on the card in the script that stores the message:
+    there as soon as the message is (no write of its own, no Graph call), sealed like
+    every name, and once a day: the person's next message leaves it."""
     async with desk(redis, redis_url) as d:
         await (await d.shard()).start()
         m = d.message("hola", user="15550003333", channel="whatsapp", user_name="Caio")
+        zscores = await _calls(redis, "zscore")
         await d.push(m)
-        await eventually(lambda: _card_name(d, m.conversation))
+        await eventually(lambda: d.texts_to("15550003333"))
+        await asyncio.sleep(0.3)  # a profile task, were there one, would have written
+        assert await _calls(redis, "zscore") == zscores  # no profile script ran
         assert await _card_name(d, m.conversation) == "Caio"
+        card = keys.inbox_card(d.tenant_id, m.conversation)
+        stamped = await redis.hget(card, "profile_ms")
+        assert stamped
+        assert b"Caio" not in (await redis.hget(card, "name") or b"")  # sealed
+        await d.push(d.message("otra", user="15550003333", channel="whatsapp",
+                               user_name="Caio"))
+        await eventually(lambda: len(d.texts_to("15550003333")) == 2)
+        assert await redis.hget(card, "profile_ms") == stamped
         assert d.graph.profile_requests == []
+
+
+async def _calls(redis: Redis, command: str) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 async def test_a_profile_for_a_conversation_no_longer_there_is_not_kept(redis: Redis) -> None:

@@ -196,17 +196,19 @@ class ReplyStore:
             suggestions=_suggestions.decode(offered) if offered else (),
         )
 
-    def _card(self, tenant_id: str, message: StoredMessage, key: TenantKey) -> bytes:
-        card = card_fields(message, key)
+    def _card(self, tenant_id: str, message: StoredMessage, key: TenantKey,
+              name: str | None = None) -> bytes:
+        card = card_fields(message, key, name=name)
         return card if self._watched(tenant_id) else QUIET + card
 
     # --- admission --------------------------------------------------------------------
     async def store_inbound(
         self, tenant_id: str, event_id: str, message: StoredMessage, *, now_ms: int,
-        skip_reason: str = "",
+        skip_reason: str = "", name: str | None = None,
     ) -> ReplyRecord:
         """Append the inbound message to history once per event id (a redelivery keeps
-        the first entry). With ``skip_reason`` the event is also marked ``skipped``.
+        the first entry). With ``skip_reason`` the event is also marked ``skipped``; with
+        ``name`` the inbox card takes the person's name with the message.
         Returns the event's reply record as it is now (one round trip)."""
         conv = conversation_of(message)
         key = await self._key(tenant_id)
@@ -214,13 +216,14 @@ class ReplyStore:
             keys=[keys.reply(tenant_id, event_id), keys.history(tenant_id, conv),
                   keys.conversations(tenant_id)],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, skip_reason,
-                  self._card(tenant_id, message, key), self._history_ttl_s, *_FIELDS],
+                  self._card(tenant_id, message, key, name), self._history_ttl_s, *_FIELDS],
         )
         return self._record(row, key, event_id)
 
     async def admit(
         self, tenant_id: str, event_id: str, message: StoredMessage, *, now_ms: int,
         member: str, paused_key: str, reason: str, quota: ConsumeCall, claim: bool,
+        name: str | None = None,
     ) -> tuple[str, ReplyRecord | None, bool]:
         """The skip checks, the plan's allowance, :meth:`store_inbound` and (with
         ``claim``) :meth:`claim` with no members, as ONE step. Checks, in order:
@@ -228,7 +231,8 @@ class ReplyStore:
         (one the caller found, e.g. ``bot disabled``), then ``quota`` (counted only when
         nothing else skips). Returns ``(skip reason, None, False)`` when skipped —
         nothing was stored or counted; the caller records it with :meth:`store_inbound`
-        — else ``('', the record as it is now, whether this call claimed it)``."""
+        — else ``('', the record as it is now, whether this call claimed it)``. ``name``:
+        as for :meth:`store_inbound`."""
         conv = conversation_of(message)
         key = await self._key(tenant_id)
         reply = await self._admit(
@@ -236,7 +240,7 @@ class ReplyStore:
                   keys.conversations(tenant_id), keys.restricted(tenant_id), paused_key,
                   *quota.keys],
             args=[encode_message(message, key), conv, now_ms, self._ttl_s, member, reason,
-                  *quota.args, "1" if claim else "0", self._card(tenant_id, message, key),
+                  *quota.args, "1" if claim else "0", self._card(tenant_id, message, key, name),
                   self._history_ttl_s, *_FIELDS],
         )
         skip = _s(reply[0])

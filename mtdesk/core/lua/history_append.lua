@@ -14,6 +14,8 @@
 -- of that day; the bot's reply, which follows a customer's message, leaves it; any
 -- other message sets it. A ``card`` starting with byte 1 (the shard saw no inbox open on
 -- the tenant: mtdesk/actors/watchers.py) is the same card, not told on the live channel.
+-- Then byte 2, the length of a name and the name (sealed like Inbox.set_profile's): a
+-- customer's message puts the person's name on the card too (``profile_ms`` = now).
 local function card_fields(card)
   local f, pos = {}, 1
   for i = 1, 6 do
@@ -31,6 +33,15 @@ local function inbox_card(convs, conv, entry, card, now_ms, ttl)
   if not prefix then return end
   local quiet = card and string.byte(card, 1) == 1
   if quiet then card = string.sub(card, 2) end
+  local name
+  if card and string.byte(card, 1) == 2 then  -- the person's name, its length first
+    local sep = string.find(card, '\0', 2, true)
+    local n = sep and tonumber(string.sub(card, 2, sep - 1))
+    if n then
+      name = string.sub(card, sep + 1, sep + n)
+      card = string.sub(card, sep + n + 1)
+    end
+  end
   local f = card and card_fields(card)
   if f then
     local hash = prefix .. 'inbox:' .. conv
@@ -55,6 +66,12 @@ local function inbox_card(convs, conv, entry, card, now_ms, ttl)
         set[#set + 1] = ts
       end
       if cur[3] then redis.call('HDEL', hash, 'closed') end
+      if name then
+        set[#set + 1] = 'name'
+        set[#set + 1] = name
+        set[#set + 1] = 'profile_ms'
+        set[#set + 1] = now_ms
+      end
       if channel ~= '' and not cur[4] then
         set[#set + 1] = 'channel'
         set[#set + 1] = channel
