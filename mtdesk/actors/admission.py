@@ -113,7 +113,8 @@ async def admit(
     record: ReplyRecord | None = None
     claimed = False
     # WhatsApp's name for the person rides on the card write of the message itself.
-    name = s.profiles.with_message(tid, event) if s.profiles is not None else None
+    profiles = s.profiles
+    name = profiles.with_message(tid, event) if profiles is not None else None
     if verdict is not None and verdict.final:
         reason = verdict.reason
         if reason == STOP_WORD:
@@ -137,6 +138,8 @@ async def admit(
             tid, event.event_id, inbound_message(event, status="skipped", reason=reason),
             now_ms=conv.now_ms(), skip_reason=reason, name=name,
         )
+    if name and profiles is not None:
+        profiles.written(tid, event)  # stored: the card has it for today
     if reason or claimed or not record.state:  # received now (not a redelivery's answer)
         s.tally.message_in(tid, event.channel, conv.now_ms())
     ctx.last_inbound_ms = max(ctx.last_inbound_ms, event.timestamp_ms)

@@ -117,21 +117,29 @@ class Profiles:
     def with_message(self, tenant_id: str, event: Message | Postback) -> str | None:
         """The name to put on the inbox card in the same write as the message (WhatsApp:
         ``contacts[].profile.name``), when due (once a day per conversation, as a
-        lookup); None otherwise. No command, no round trip of its own."""
+        lookup); None otherwise. No command, no round trip of its own. Noted as written
+        by :meth:`written` once the message is stored (a store that failed and is
+        retried takes the name again)."""
         if event.channel != "whatsapp" or not event.user_name:
             return None
-        return event.user_name if self._due(tenant_id, event) else None
+        return event.user_name if self._is_due(tenant_id, event) else None
+
+    def written(self, tenant_id: str, event: Message | Postback) -> None:
+        """The name :meth:`with_message` gave went on the card with the message."""
+        self._due(tenant_id, event)
+
+    def _is_due(self, tenant_id: str, event: Message | Postback) -> bool:
+        last = self._asked.get(f"{tenant_id}|{event.conversation}", 0)
+        return self._now_ms() - last >= REFRESH_MS
 
     def _due(self, tenant_id: str, event: Message | Postback) -> bool:
         """Whether the person's profile is due now; noted as looked at if so."""
-        slot = f"{tenant_id}|{event.conversation}"
-        now = self._now_ms()
-        if now - self._asked.get(slot, 0) < REFRESH_MS:
+        if not self._is_due(tenant_id, event):
             return False
         if len(self._asked) > 100_000:  # bounded: forget the oldest half
             for old in sorted(self._asked, key=self._asked.__getitem__)[:50_000]:
                 del self._asked[old]
-        self._asked[slot] = now
+        self._asked[f"{tenant_id}|{event.conversation}"] = self._now_ms()
         return True
 
     async def _update(self, tenant_id: str, event: Message | Postback) -> None:

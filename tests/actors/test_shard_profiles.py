@@ -148,3 +148,23 @@ def _profile_of(graph: FakeGraphAPI, picture: bytes) -> FetchProfile:
     async def fetch(channel: str, account: str, user_id: str, fields: str) -> dict[str, object]:
         return {"first_name": "Ana", "profile_pic": graph.add_attachment(picture, "image/png")}
     return fetch
+
+
+async def test_a_whatsapp_name_whose_store_failed_is_given_again_until_written(
+    redis: Redis,
+) -> None:
+    """The name is noted as written only once its message is stored: a store that failed
+    (and is retried) takes it again; after it, not again that day."""
+    async def no_fetch(*_: object) -> None:
+        return None
+
+    clock = [1_800_000_000_000]  # ms: a 2027 date
+    profiles = Profiles(Inbox(redis), no_fetch, lambda: clock[0])
+    event = Message(event_id="wamid.r1", channel="whatsapp", account_id="1003",
+                    user_id="15550009999", timestamp_ms=1, text="hola", user_name="Rui")
+    assert profiles.with_message("t_x", event) == "Rui"
+    assert profiles.with_message("t_x", event) == "Rui"  # the first store failed
+    profiles.written("t_x", event)
+    assert profiles.with_message("t_x", event) is None
+    clock[0] += 24 * 3600 * 1000
+    assert profiles.with_message("t_x", event) == "Rui"  # a day later
