@@ -542,7 +542,7 @@ class ConversationShard:
                                                 max="+", count=_LOOK_PAGE)
                 if not rows:
                     break
-                for raw_id, fields in rows:
+                for _raw_id, fields in rows:
                     if not fields:
                         continue
                     with contextlib.suppress(KeyError, ValueError, msgspec.DecodeError,

@@ -45,7 +45,7 @@ class FailureWindows:
                 pipe.ttl(key)
             replies = await pipe.execute()
         waits = [max(1, int(ttl)) for (_, limit), count, ttl
-                 in zip(counters, replies[0::2], replies[1::2]) if int(count or 0) >= limit]
+                 in zip(counters, replies[0::2], replies[1::2], strict=True) if int(count or 0) >= limit]
         return max(waits, default=0)
 
     async def failed(self, *counter_keys: str) -> None:

@@ -13,8 +13,8 @@ from mtdesk.cli.cmd_shards import render_retrieval
 from mtdesk.cli.store_session import run_with_store
 from mtdesk.core import cluster, retrieval_layout
 from mtdesk.core.cluster import ClusterReport
-from mtdesk.core.retrieval_layout import RetrievalLayout
 from mtdesk.core.redis import Redis
+from mtdesk.core.retrieval_layout import RetrievalLayout
 from mtdesk.core.settings import Settings
 
 

@@ -10,9 +10,8 @@ import asyncio
 import redis as redis_sync
 from shardkit import Desk, desk, eventually
 
-from mtdesk.channels.outbound import split_text
-
 from mtdesk.actors.conversation_shard import ConversationShard
+from mtdesk.channels.outbound import split_text
 from mtdesk.core import keys, ownership
 from mtdesk.core.events import partition_of
 from mtdesk.core.redis import Redis

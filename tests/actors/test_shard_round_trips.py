@@ -10,7 +10,6 @@ import contextlib
 from collections import Counter
 
 import msgspec
-
 from shardkit import desk, eventually
 
 from mtdesk.core import keys
