@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from mtdesk.actors import rayapi
 from mtdesk.actors.conversation_shard import ConversationShard, ShardServices
 from mtdesk.actors.services import build_shard_services
-from mtdesk.core import keys, ownership
+from mtdesk.core import gctune, keys, ownership
 from mtdesk.core.redis import Redis, connect_to
 from mtdesk.core.settings import Settings
 from mtdesk.retrieval.language import detect_language
@@ -101,6 +101,9 @@ class ShardHost:
                                           epochs=held, **self._options)
                 await shard.start()
                 self._shard = shard
+                # Start-up is over: what it built is kept out of the collector's scans
+                # (a full collection over it held messages up for tens of ms).
+                gctune.settle()
         return self._shard.ping()
 
     async def release(self, partitions: list[int], timeout_s: float = 30.0) -> dict[str, Any]:

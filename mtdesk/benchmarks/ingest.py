@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import gc
 import hashlib
 import hmac
 import json
@@ -38,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mtdesk.benchmarks.rawhttp import Connection
+from mtdesk.core import gctune
 
 BENCH_SECRET = "bench-app-secret"
 TENANT = "bench-tenant"
@@ -246,7 +246,7 @@ async def _serve(app: Any, ready: Any) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
     await site.start()
-    gc.freeze()  # as mtdesk serve does
+    gctune.settle()  # as mtdesk serve does
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     ready.put(runner.addresses[0][1])

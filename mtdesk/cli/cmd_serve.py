@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -21,6 +20,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 
+from mtdesk.core import gctune
 from mtdesk.core.settings import Settings
 
 
@@ -170,7 +170,7 @@ async def _serve(
     await site.start()
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # collector's scans (full collections otherwise walk it again and again under load).
-    gc.freeze()
+    gctune.settle()
     # One write per line (print writes the text and the newline apart), so the lines of
     # --workers processes sharing one stdout never run into each other.
     sys.stdout.write(f"mtdesk: serving on http://{host}:{port} (pid {os.getpid()})\n")
