@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+from mtdesk.core import gctune
+
 
 def _run(body: str) -> str:
     code = "import gc\nfrom mtdesk.core import gctune\n" + textwrap.dedent(body)
@@ -39,7 +41,7 @@ def test_what_start_up_built_is_never_scanned_again_and_later_cycles_are_still_f
     """)
     alive, young = out.split()
     assert alive == "0"  # every unreachable cycle was freed
-    assert int(young) == 10_000
+    assert int(young) == gctune.YOUNG_THRESHOLD
 
 
 def test_cycles_are_collected_without_being_asked_while_serving() -> None:
@@ -60,4 +62,4 @@ def test_cycles_are_collected_without_being_asked_while_serving() -> None:
                 most = max(most, len(gc.get_objects(generation=0)))
         print(most)
     """)
-    assert int(out) <= 2 * 10_000
+    assert int(out) <= 2 * gctune.YOUNG_THRESHOLD
