@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from typing import cast
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
 
 from mtdesk.core.redis import Redis, StreamReads, as_autoclaim, as_stream_reads, is_cluster
 from mtdesk.core.scripts import LuaScript
@@ -110,8 +112,22 @@ class GroupReader:
         reads, one per stream, would each hold a connection, and cancelling the ones
         still blocked when another answered could drop what they had just read.)"""
         pipe = self._redis.pipeline(transaction=False)
+        cluster = cast(RedisCluster, self._redis)
         for stream in self.streams:
-            pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, count=count)
+            # Sent to the master the slot cache names: XREADGROUP's keys follow STREAMS,
+            # which redis-py resolves with a COMMAND GETKEYS round trip per read unless
+            # told where to go. A MOVED answer (failover, migration) still re-routes the
+            # read by its key; before the first topology refresh the key routes it.
+            try:
+                node = cluster.get_node_from_key(stream)
+            except SlotNotCoveredError:
+                node = None
+            args = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                    "STREAMS", stream, ">")
+            if node is not None:
+                pipe.execute_command(*args, target_nodes=node)
+            else:
+                pipe.execute_command(*args)
         replies = await pipe.execute()
         answer: StreamReads = []
         for reply in replies:

@@ -1,0 +1,59 @@
+"""A conversation shard's reads on a real Redis Cluster: one partition stream per slot,
+read in one pipeline, sent straight to each stream's master."""
+
+from __future__ import annotations
+
+from mtdesk.core.groups import GroupReader
+from mtdesk.core.redis import Redis, on_server, primaries
+
+STREAMS = [f"in:{{{p}}}" for p in range(6)]
+
+
+async def _getkeys_calls(redis: Redis) -> int:
+    total = 0
+    for node in primaries(redis):
+        stats = await on_server(redis, node, "INFO", "commandstats")
+        if isinstance(stats, dict) and len(stats) == 1:  # keyed by the node answering
+            stats = next(iter(stats.values()))
+        assert "cmdstat_xreadgroup" in stats or "cmdstat_info" in stats, stats
+        total += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+    return total
+
+
+async def test_partitions_on_every_master_are_read_without_asking_where_their_keys_are(
+    cluster_redis: Redis,
+) -> None:
+    """Every partition's new entries come back in one read, and resolving where each
+    stream lives costs the masters no COMMAND GETKEYS per poll (it used to: one per
+    stream per read, doubling what an idle shard asks of the cluster)."""
+    cluster = cluster_redis
+    owners = {str(cluster.get_node_from_key(s)) for s in STREAMS}  # type: ignore[attr-defined]
+    assert len(owners) == 3  # the partitions are spread over all three masters
+    reader = GroupReader(cluster, "g", "c1", STREAMS)
+    await reader.ensure_groups()
+    added = {s: [await cluster.xadd(s, {"n": str(i)}) for i in range(2)] for s in STREAMS}
+    before = await _getkeys_calls(cluster)
+    got: dict[str, list[str]] = {}
+    for _ in range(3):
+        for stream, entries in await reader.read_new(count=10):
+            got.setdefault(stream, []).extend(e for e, _ in entries)
+    assert got == {s: [i.decode() for i in ids] for s, ids in added.items()}
+    assert await _getkeys_calls(cluster) == before
+
+
+async def test_a_read_sent_to_a_master_that_no_longer_holds_the_slot_follows_it(
+    cluster_redis: Redis,
+) -> None:
+    """A stale slot map (a failover or a migration not yet seen) sends the read to the
+    wrong master; its MOVED answer re-routes the read and nothing is missed."""
+    cluster = cluster_redis
+    reader = GroupReader(cluster, "g", "c1", STREAMS[:2])
+    await reader.ensure_groups()
+    entry = (await cluster.xadd(STREAMS[0], {"n": "1"})).decode()
+    slot = cluster.keyslot(STREAMS[0])  # type: ignore[attr-defined]
+    right = cluster.get_node_from_key(STREAMS[0])  # type: ignore[attr-defined]
+    wrong = next(n for n in primaries(cluster) if n.name != right.name)
+    cluster.nodes_manager.slots_cache[slot] = [wrong]  # type: ignore[attr-defined]
+    got = [e for _, entries in await reader.read_new(count=10) for e, _ in entries]
+    assert got == [entry]
+    assert cluster.get_node_from_key(STREAMS[0]).name == right.name  # type: ignore[attr-defined]
