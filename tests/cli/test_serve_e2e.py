@@ -178,8 +178,10 @@ async def _sees_where_every_actor_runs(http, base, op, env, cwd) -> None:  # typ
         metrics = await r.text()
     assert 'mtdesk_cluster_actor_up{kind="conversation_shard",name="mtdesk-shard-1"' in metrics
     assert 'mtdesk_cluster_nodes{alive="true"} 1.0' in metrics
-    status = subprocess.run([sys.executable, "-m", "mtdesk", "status"], env=env, cwd=cwd,
-                            capture_output=True, text=True, timeout=60)
+    # In a thread, so this test's event loop (its HTTP session) is not blocked meanwhile.
+    status = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "mtdesk", "status"], env=env, cwd=cwd,
+        capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert "1 node(s) alive" in status.stdout and "mtdesk-shard-0" in status.stdout
     assert "mtdesk-retrieval-0" in status.stdout and "mtdesk-deleter" in status.stdout
