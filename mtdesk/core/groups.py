@@ -9,7 +9,8 @@ What a caller may rely on:
 - :meth:`GroupReader.own_pending` pages through what THIS consumer read and never
   acknowledged (a crash, a restart): at-least-once delivery resumes there.
 - :meth:`GroupReader.read_new` reads entries never delivered to anyone (``>``), blocking
-  up to ``block_ms`` when there are none.
+  up to ``block_ms`` when there are none. On a cluster a master that fails fails only
+  its own streams' reads; the read raises only when every master failed.
 - :meth:`GroupReader.claim_idle` takes over entries pending longer than ``min_idle_ms``
   on ANY consumer (one that crashed or no longer exists), a page at a time.
 - :meth:`GroupReader.ack` acknowledges handled entries and deletes them from their
@@ -24,14 +25,19 @@ What a caller may rely on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import Any, cast
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
 
 from mtdesk.core.redis import Redis, StreamReads, as_autoclaim, as_stream_reads, is_cluster
 from mtdesk.core.scripts import LuaScript
+
+log = logging.getLogger(__name__)
 
 FENCED_ACK = LuaScript.from_file("mtdesk.core", "lua/fenced_ack.lua")
 # The same for every stream of a flush in one call, on a single Redis (on a cluster each
@@ -56,13 +62,17 @@ class GroupReader:
         self.streams = tuple(streams)
         self._by_name = {s.encode(): s for s in self.streams}
         self._idle_s = 0.0  # a cluster's reads: how long the last empty read slept
+        self._warned_at = float("-inf")  # a cluster's reads: the last failing master told
 
     def __repr__(self) -> str:
         return f"GroupReader({self.group}/{self.consumer}, {len(self.streams)} streams)"
 
     async def ensure_groups(self) -> None:
         """Create the group on each stream (and the stream) unless it exists."""
-        for stream in self.streams:
+        await self._create_groups(self.streams)
+
+    async def _create_groups(self, streams: Sequence[str]) -> None:
+        for stream in streams:
             try:
                 await self._redis.xgroup_create(stream, self.group, id="0", mkstream=True)
             except ResponseError as exc:
@@ -105,39 +115,76 @@ class GroupReader:
 
     async def _read_slots(self, count: int, block_ms: int | None) -> StreamReads:
         """On a cluster each stream is its own slot, and one XREADGROUP may name streams
-        of one slot only: every stream is read without blocking, one pipeline (a round
-        trip per master). When all were empty the reader sleeps, 1 ms at first and twice
-        as long each empty time up to 50 ms (or ``block_ms``): an idle shard costs its
-        masters ~20 reads per stream per second, and a busy one never sleeps. (Blocking
-        reads, one per stream, would each hold a connection, and cancelling the ones
-        still blocked when another answered could drop what they had just read.)"""
-        pipe = self._redis.pipeline(transaction=False)
+        of one slot only: every stream is read without blocking, one pipeline per master,
+        all masters at once. When all were empty the reader sleeps, 1 ms at first and
+        twice as long each empty time up to 50 ms (or ``block_ms``): an idle shard costs
+        its masters ~20 reads per stream per second, and a busy one never sleeps.
+        (Blocking reads, one per stream, would each hold a connection, and cancelling the
+        ones still blocked when another answered could drop what they had just read.)
+
+        A master that fails (dead, failing over) fails only its own streams' reads: what
+        the others returned is handed out (one pipeline for all would raise and drop it,
+        those entries left pending until the idle claim, a minute later), and its streams
+        are read again next time. Only when every master failed does this raise. A stream
+        that lost its group (NOGROUP) has it made again."""
         cluster = cast(RedisCluster, self._redis)
+        by_node: dict[str, list[str]] = {}
+        nodes: dict[str, ClusterNode | None] = {}
         for stream in self.streams:
-            # Sent to the master the slot cache names: XREADGROUP's keys follow STREAMS,
-            # which redis-py resolves with a COMMAND GETKEYS round trip per read unless
-            # told where to go. A MOVED answer (failover, migration) still re-routes the
-            # read by its key; before the first topology refresh the key routes it.
             try:
                 node = cluster.get_node_from_key(stream)
-            except SlotNotCoveredError:
+            except SlotNotCoveredError:  # no topology yet: routed by the key
                 node = None
-            args = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
-                    "STREAMS", stream, ">")
-            if node is not None:
-                pipe.execute_command(*args, target_nodes=node)
-            else:
-                pipe.execute_command(*args)
-        replies = await pipe.execute()
+            name = node.name if node is not None else ""
+            nodes[name] = node
+            by_node.setdefault(name, []).append(stream)
+        results = await asyncio.gather(
+            *(self._read_on(cluster, nodes[name], streams, count)
+              for name, streams in by_node.items()),
+            return_exceptions=True)
         answer: StreamReads = []
-        for reply in replies:
-            answer.extend(as_stream_reads(reply) or [])
+        failed: list[tuple[list[str], BaseException]] = []
+        for streams, result in zip(by_node.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):  # cancelled: not a read failure
+                    raise result
+                failed.append((streams, result))
+                continue
+            for reply in result:
+                answer.extend(as_stream_reads(reply) or [])
+        if failed and len(failed) == len(by_node):
+            raise failed[0][1]
+        for streams, exc in failed:
+            now = time.monotonic()
+            if now - self._warned_at > 5.0:  # polls go on ~20 times a second meanwhile
+                self._warned_at = now
+                log.warning("reading %d streams failed on one master (%s); the others were "
+                            "read", len(streams), type(exc).__name__)
+            if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                with contextlib.suppress(Exception):
+                    await self._create_groups(streams)
         if answer:
             self._idle_s = 0.0
         elif block_ms:
             self._idle_s = min(max(self._idle_s * 2, 0.001), 0.05, block_ms / 1000)
             await asyncio.sleep(self._idle_s)
         return answer
+
+    async def _read_on(self, cluster: RedisCluster, node: ClusterNode | None,
+                       streams: Sequence[str], count: int) -> list[Any]:
+        """One master's streams, one pipeline. Each read names its master (the slot
+        map's): XREADGROUP's keys follow STREAMS, which redis-py would otherwise resolve
+        with a COMMAND GETKEYS round trip per read. A MOVED answer (failover, migration)
+        still re-routes the read by its key."""
+        pipe = cluster.pipeline(transaction=False)
+        for stream in streams:
+            args = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                    "STREAMS", stream, ">")
+            if node is not None:
+                pipe.execute_command(*args, target_nodes=node)
+            else:
+                pipe.execute_command(*args)
+        return list(await pipe.execute())
 
     async def claim_idle(
         self, stream: str, *, min_idle_ms: int, count: int, start: str = "0-0"

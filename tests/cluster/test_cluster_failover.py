@@ -20,6 +20,7 @@ from mtdesk.cli.localredis import cluster_ok, local_cluster, start_cluster_node
 from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import Message, decode_event
+from mtdesk.core.groups import GroupReader
 from mtdesk.core.redis import connect_cluster
 from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call
 
@@ -132,3 +133,43 @@ async def test_no_acknowledged_event_is_lost_when_a_master_dies(doomed_cluster: 
     await redis.aclose()
     assert sorted(stored) == sorted(acked)  # every acknowledged event, once
     assert after_kill_on_victim > 0  # and the dead master's partitions took events again
+
+
+@pytest.fixture
+def slow_failover_cluster() -> Iterator[Doomed]:
+    """A cluster whose nodes wait 20 s before failing a silent master over: longer than
+    redis-py's retries of a command sent to it."""
+    with tempfile.TemporaryDirectory(prefix="mtdesk-failover-") as workdir:
+        pids: list[int] = []
+        with local_cluster(workdir, pid_out=pids, who="tests", node_timeout_ms=20000) as (url, ports):
+            yield Doomed(workdir, url, ports, pids)
+
+
+async def test_a_shard_reading_every_master_goes_on_reading_the_live_ones_when_one_dies(
+    slow_failover_cluster: Doomed,
+) -> None:
+    """A shard's partitions are spread over the masters. One master dies and is not yet
+    failed over: a read still hands out what the live masters hold, and nothing it
+    read is lost. (One pipeline for all the masters failed as a whole once redis-py's
+    retries of the dead one ran out, and what the live ones had delivered waited a
+    minute for the idle claim: `mtdesk drill master-kill`.)"""
+    url, ports, pids = (slow_failover_cluster.url, slow_failover_cluster.ports,
+                        slow_failover_cluster.pids)
+    redis = connect_cluster(url)
+    streams = [keys.inbound(p) for p in range(PARTITIONS)]
+    reader = GroupReader(redis, "shards", "shard-0", streams)
+    await reader.ensure_groups()
+    added = {stream: (await redis.xadd(stream, {"n": stream})).decode() for stream in streams}
+    victim = next(n for n in redis.get_primaries()  # type: ignore[attr-defined]
+                  if n.port != int(url.rsplit(":", 1)[1].split("/")[0]))
+    on_victim = {s for s in streams if redis.get_node_from_key(s).port == victim.port}  # type: ignore[attr-defined]
+    assert on_victim and len(on_victim) < len(streams)
+    os.kill(pids[ports.index(victim.port)], signal.SIGKILL)
+    try:
+        first = await reader.read_new(count=10)
+        again = await reader.read_new(count=10)  # nothing new: nothing handed out twice
+    finally:
+        await redis.aclose()
+    assert {s: [e for e, _ in entries] for s, entries in first} == {
+        s: [added[s]] for s in streams if s not in on_victim}
+    assert again == []
