@@ -125,8 +125,8 @@ class GroupReader:
         A master that fails (dead, failing over) fails only its own streams' reads: what
         the others returned is handed out (one pipeline for all would raise and drop it,
         those entries left pending until the idle claim, a minute later), and its streams
-        are read again next time. Only when every master failed does this raise. A stream
-        that lost its group (NOGROUP) has it made again."""
+        are read again next time. Only when every read failed does this raise. A stream
+        that lost its group (NOGROUP) has it made again, the other streams read as usual."""
         cluster = cast(RedisCluster, self._redis)
         by_node: dict[str, list[str]] = {}
         nodes: dict[str, ClusterNode | None] = {}
@@ -148,21 +148,25 @@ class GroupReader:
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):  # cancelled: not a read failure
                     raise result
-                failed.append((streams, result))
+                failed.append((streams, result))  # the master failed: read again next time
                 continue
-            for reply in result:
-                answer.extend(as_stream_reads(reply) or [])
-        if failed and len(failed) == len(by_node):
-            raise failed[0][1]
+            for stream, reply in zip(streams, result, strict=True):
+                if isinstance(reply, Exception):  # this stream's read alone (NOGROUP)
+                    failed.append(([stream], reply))
+                else:
+                    answer.extend(as_stream_reads(reply) or [])
+        if failed and sum(len(streams) for streams, _ in failed) == len(self.streams):
+            raise failed[0][1]  # nothing could be read: the caller's retry applies
         for streams, exc in failed:
+            if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                with contextlib.suppress(Exception):
+                    await self._create_groups(streams)
+                continue
             now = time.monotonic()
             if now - self._warned_at > 5.0:  # polls go on ~20 times a second meanwhile
                 self._warned_at = now
                 log.warning("reading %d streams failed on one master (%s); the others were "
                             "read", len(streams), type(exc).__name__)
-            if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
-                with contextlib.suppress(Exception):
-                    await self._create_groups(streams)
         if answer:
             self._idle_s = 0.0
         elif block_ms:
@@ -184,7 +188,9 @@ class GroupReader:
                 pipe.execute_command(*args, target_nodes=node)
             else:
                 pipe.execute_command(*args)
-        return list(await pipe.execute())
+        # A read that failed alone (NOGROUP) comes back as its error, the others' entries
+        # with it; a master that fails raises.
+        return list(await pipe.execute(raise_on_error=False))
 
     async def claim_idle(
         self, stream: str, *, min_idle_ms: int, count: int, start: str = "0-0"

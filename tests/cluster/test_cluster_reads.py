@@ -57,3 +57,22 @@ async def test_a_read_sent_to_a_master_that_no_longer_holds_the_slot_follows_it(
     got = [e for _, entries in await reader.read_new(count=10) for e, _ in entries]
     assert got == [entry]
     assert cluster.get_node_from_key(STREAMS[0]).name == right.name  # type: ignore[attr-defined]
+
+
+async def test_a_partition_stream_deleted_wholesale_gets_its_group_back_and_the_others_read_on(
+    cluster_redis: Redis,
+) -> None:
+    """An operator deletes one partition's stream (its group goes with it): that read
+    answers NOGROUP, the other partitions' entries, on the same master too, are handed
+    out in the same read, and the group is made again so the partition is read on."""
+    cluster = cluster_redis
+    reader = GroupReader(cluster, "g", "c1", STREAMS)
+    await reader.ensure_groups()
+    doomed = STREAMS[0]
+    await cluster.delete(doomed)
+    added = {s: (await cluster.xadd(s, {"n": "1"})).decode() for s in STREAMS[1:]}
+    got = {s: [e for e, _ in entries] for s, entries in await reader.read_new(count=10)}
+    assert got == {s: [i] for s, i in added.items()}
+    later = (await cluster.xadd(doomed, {"n": "2"})).decode()
+    assert [(s, [e for e, _ in entries]) for s, entries in await reader.read_new(count=10)] \
+        == [(doomed, [later])]
