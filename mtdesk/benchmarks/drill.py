@@ -176,6 +176,18 @@ def first_reply_after(replies: Replies, t: float) -> float | None:
     return min(times) if times else None
 
 
+def answered_after(replies: Replies, t: float | None) -> tuple[float | None, float | None]:
+    """Seconds from wall time ``t`` (a restart, a failover) to the first reply sent after
+    it, and to the last of the load's messages being answered (None: none after ``t``)."""
+    if t is None:
+        return None, None
+    first = first_reply_after(replies, t)
+    last = max((when for (prefix, _n), when in replies.first.items() if prefix == "tk"),
+               default=None)
+    return (round(first - t, 2) if first is not None else None,
+            round(last - t, 2) if last is not None and last > t else None)
+
+
 class Drill:
     """One drill: its name, its forms and its hooks (see the module docstring)."""
 
@@ -294,4 +306,5 @@ def stopped_on_exit(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[
                 proc.wait(5)
 
 
-__all__ = ["ADMIN_TOKEN", "Drill", "Rig", "first_reply_after", "stopped_on_exit"]
+__all__ = ["ADMIN_TOKEN", "Drill", "Rig", "answered_after", "first_reply_after",
+           "stopped_on_exit"]

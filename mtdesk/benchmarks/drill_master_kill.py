@@ -34,20 +34,21 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from mtdesk.benchmarks.drill import Drill, Rig, first_reply_after
+from mtdesk.benchmarks.drill import Drill, Rig, answered_after
 from mtdesk.benchmarks.e2e_run import BenchConfig
 
 NAME = "master-kill"
 
 
-def _role(port: int) -> str:
+def _replication(port: int) -> dict[str, Any]:
+    """The node's INFO replication ({} when it does not answer)."""
     import redis
 
     client = redis.Redis(port=port, socket_connect_timeout=1)
     try:
-        return str(client.info("replication").get("role", ""))
-    except Exception:  # noqa: BLE001 - not answering
-        return ""
+        return dict(client.info("replication"))
+    except Exception:  # noqa: BLE001 - not answering (yet)
+        return {}
     finally:
         client.close()
 
@@ -73,15 +74,7 @@ def _failed_over(survivor: int, dead: int) -> bool:
 
 def _replica_linked(port: int) -> bool:
     """Whether the node on ``port`` is a replica whose link to its master is up."""
-    import redis
-
-    client = redis.Redis(port=port, socket_connect_timeout=1)
-    try:
-        info = client.info("replication")
-    except Exception:  # noqa: BLE001 - not answering yet
-        return False
-    finally:
-        client.close()
+    info = _replication(port)
     return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
 
@@ -136,10 +129,11 @@ class MasterKill(Drill):
         env["MTDESK_ACK_DURABILITY"] = "replica"
 
     async def blow(self, rig: Rig, out: dict[str, Any]) -> None:
-        from mtdesk.cli.localredis import start_cluster_node
+        from mtdesk.cli.localredis import start_cluster_node, stop_pids
 
         assert rig.cfg.kill_node_after_s is not None
-        masters = [p for p in self.ports if await asyncio.to_thread(_role, p) == "master"]
+        masters = [p for p in self.ports
+                   if (await asyncio.to_thread(_replication, p)).get("role") == "master"]
         victim = next(p for p in masters if p != self.ports[0])  # not the product's URL
         survivor = next(p for p in masters if p != victim)
         await asyncio.sleep(rig.cfg.kill_node_after_s)
@@ -161,25 +155,22 @@ class MasterKill(Drill):
         pid = await asyncio.to_thread(start_cluster_node, self.workdir, victim,
                                       node_timeout_ms=self.node_timeout_ms,
                                       who=f"mtdesk drill {NAME}")
-        rig.stack.callback(_stop_pid, pid)  # before the cluster's own nodes are stopped
-        while not await asyncio.to_thread(_replica_linked, victim):
-            if time.monotonic() - killed_at > 180:
+        rig.stack.callback(stop_pids, [pid])  # before the cluster's own nodes are stopped
+        out["recovery_s"] = out["failover_s"]
+        out["replica_again_s"] = None  # not linked within 180 s of the kill
+        while time.monotonic() - killed_at < 180:
+            if await asyncio.to_thread(_replica_linked, victim):
+                out["replica_again_s"] = round(time.monotonic() - killed_at, 2)
                 break
             await asyncio.sleep(0.1)
-        out["replica_again_s"] = round(time.monotonic() - killed_at, 2)
-        out["recovery_s"] = out["failover_s"]
         rig.log(f"the dead node is a linked replica again {out['replica_again_s']} s after "
                 "the kill")
 
     async def after(self, rig: Rig, out: dict[str, Any]) -> None:
         assert rig.replies is not None
-        failed_over = out.pop("_failed_over_wall", None)
-        first = first_reply_after(rig.replies, failed_over) if failed_over else None
-        out["first_reply_after_failover_s"] = round(first - failed_over, 2) if first else None
-        last = max((t for (prefix, _n), t in rig.replies.first.items() if prefix == "tk"),
-                   default=None)
-        out["all_answered_after_failover_s"] = round(last - failed_over, 2) \
-            if last is not None and failed_over and last > failed_over else None
+        (out["first_reply_after_failover_s"],
+         out["all_answered_after_failover_s"]) = answered_after(
+            rig.replies, out.pop("_failed_over_wall", None))
 
     def passed(self, result: dict[str, Any]) -> bool:
         return bool(result["lost"] == 0 and result["duplicated"] == 0
@@ -193,18 +184,6 @@ class MasterKill(Drill):
                 f"the dead node a replica again after {r.get('replica_again_s')} s; first "
                 f"reply {r.get('first_reply_after_failover_s')} s and every message "
                 f"answered {r.get('all_answered_after_failover_s')} s after the failover")
-
-
-def _stop_pid(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
 
 
 register_drill = MasterKill.register

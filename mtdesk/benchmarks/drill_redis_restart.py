@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from mtdesk.benchmarks.drill import Drill, Rig, first_reply_after
+from mtdesk.benchmarks.drill import Drill, Rig, answered_after
 from mtdesk.benchmarks.e2e_run import BenchConfig, Log
 
 NAME = "redis-restart"
@@ -149,14 +149,10 @@ class RedisRestart(Drill):
 
     async def after(self, rig: Rig, out: dict[str, Any]) -> None:
         assert rig.replies is not None
-        restarted = out.pop("_restarted_wall", None)
-        first = first_reply_after(rig.replies, restarted) if restarted else None
-        out["first_reply_after_restart_s"] = round(first - restarted, 2) if first else None
-        last = max((t for (prefix, _n), t in rig.replies.first.items() if prefix == "tk"),
-                   default=None)
         # every message answered (those caught by the outage included), after the restart
-        out["all_answered_after_restart_s"] = round(last - restarted, 2) \
-            if last is not None and restarted and last > restarted else None
+        (out["first_reply_after_restart_s"],
+         out["all_answered_after_restart_s"]) = answered_after(
+            rig.replies, out.pop("_restarted_wall", None))
 
     def run(self, log: Log) -> dict[str, Any]:
         from mtdesk.benchmarks import e2e_run

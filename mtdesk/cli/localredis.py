@@ -163,17 +163,23 @@ def local_cluster(
             time.sleep(0.1)
         yield f"redis://127.0.0.1:{ports[0]}/0", ports
     finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 15)
-        deadline = time.monotonic() + 10
-        for pid in pids:  # gone before the caller removes workdir (they write on exit)
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
+        stop_pids(pids)
+
+
+def stop_pids(pids: list[int], timeout_s: float = 10.0) -> None:
+    """SIGTERM each of ``pids`` (daemonized redis-servers), then wait up to ``timeout_s``
+    for all to be gone: they write their files on exit, before the caller removes them."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 15)
+    deadline = time.monotonic() + timeout_s
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -34,7 +34,14 @@ from typing import Any, cast
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
 
-from mtdesk.core.redis import Redis, StreamReads, as_autoclaim, as_stream_reads, is_cluster
+from mtdesk.core.redis import (
+    Redis,
+    StreamReads,
+    as_autoclaim,
+    as_stream_reads,
+    by_master,
+    is_cluster,
+)
 from mtdesk.core.scripts import LuaScript
 
 log = logging.getLogger(__name__)
@@ -128,23 +135,17 @@ class GroupReader:
         are read again next time. Only when every read failed does this raise. A stream
         that lost its group (NOGROUP) has it made again, the other streams read as usual."""
         cluster = cast(RedisCluster, self._redis)
-        by_node: dict[str, list[str]] = {}
-        nodes: dict[str, ClusterNode | None] = {}
-        for stream in self.streams:
-            try:
-                node = cluster.get_node_from_key(stream)
-            except SlotNotCoveredError:  # no topology yet: routed by the key
-                node = None
-            name = node.name if node is not None else ""
-            nodes[name] = node
-            by_node.setdefault(name, []).append(stream)
+        try:
+            by_node: list[tuple[ClusterNode | None, list[str]]] = list(
+                by_master(cluster, ((s, s) for s in self.streams)))
+        except SlotNotCoveredError:  # no slot map yet: one pipeline, routed by the keys
+            by_node = [(None, list(self.streams))]
         results = await asyncio.gather(
-            *(self._read_on(cluster, nodes[name], streams, count)
-              for name, streams in by_node.items()),
+            *(self._read_on(cluster, node, streams, count) for node, streams in by_node),
             return_exceptions=True)
         answer: StreamReads = []
         failed: list[tuple[list[str], BaseException]] = []
-        for streams, result in zip(by_node.values(), results, strict=True):
+        for (_, streams), result in zip(by_node, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):  # cancelled: not a read failure
                     raise result

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
@@ -14,12 +14,14 @@ from redis.exceptions import (
     CrossSlotTransactionError,
     ExecAbortError,
     RedisClusterException,
+    SlotNotCoveredError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 Redis = aioredis.Redis
+_T = TypeVar("_T")
 
 # What "Redis is unreachable" looks like from redis-py; callers map it to StoreUnavailable.
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -222,6 +224,22 @@ def connect_to(url: str, *, cluster: bool, max_connections: int = 4096) -> Redis
     if cluster:
         return connect_cluster(url, max_connections=max_connections)
     return connect(url, max_connections=max_connections)
+
+
+def by_master(
+    cluster: RedisCluster, keyed: Iterable[tuple[KeyT, _T]]
+) -> list[tuple[ClusterNode, list[_T]]]:
+    """``keyed`` (key, item) grouped by the master the client's slot map names for each
+    key, in the order first seen: one pipeline per master, sent to it by name (a stale
+    map gets MOVED, and redis-py sends the command again by its key). Raises
+    SlotNotCoveredError when the map does not cover a key's slot (not loaded yet)."""
+    groups: dict[str, tuple[ClusterNode, list[_T]]] = {}
+    for key, item in keyed:
+        node = cluster.get_node_from_key(key)  # type: ignore[arg-type]
+        if node is None:  # only asked of a replica; a master is always named
+            raise SlotNotCoveredError(f"no master for {key!r}")
+        groups.setdefault(node.name, (node, []))[1].append(item)
+    return list(groups.values())
 
 
 def is_cluster(redis: object) -> bool:

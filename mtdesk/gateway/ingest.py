@@ -45,7 +45,7 @@ from mtdesk.core.durability import ack_wait
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import EVENT_FAMILY, Event, conversation_key, encode_event, partition_of
 from mtdesk.core.pipelined import PipelinedRedis, link_for
-from mtdesk.core.redis import UNAVAILABLE, Redis, is_cluster
+from mtdesk.core.redis import UNAVAILABLE, Redis, by_master, is_cluster
 from mtdesk.core.resp import Arg, Link
 from mtdesk.core.scripts import LuaScript, is_noscript
 from mtdesk.gateway.dead_letters import owner_fields
@@ -470,18 +470,11 @@ class IngestBatcher:
         if not self._loaded:
             await cluster.script_load(ROUTED.source)  # on every master
             self._loaded = True
-        by_node: dict[str, list[tuple[list[str], list[Arg], list[tuple[int, int]]]]] = {}
-        nodes: dict[str, ClusterNode] = {}
-        for stream, bucket in buckets.items():
-            node = cluster.get_node_from_key(stream)
-            name = node.name if node is not None else ""
-            if node is not None:
-                nodes[name] = node
-            by_node.setdefault(name, []).append(bucket)
+        by_node = by_master(cluster, buckets.items())
         results = await asyncio.gather(
-            *(self._run_on(cluster, nodes.get(name), work) for name, work in by_node.items()),
+            *(self._run_on(cluster, node, work) for node, work in by_node),
             return_exceptions=True)
-        for work, result in zip(by_node.values(), results, strict=True):
+        for (_, work), result in zip(by_node, results, strict=True):
             for n, (_, _, where) in enumerate(work):
                 reply = result[n] if isinstance(result, list) else None
                 for j, (b, i) in enumerate(where):
@@ -489,7 +482,7 @@ class IngestBatcher:
         return codes
 
     async def _run_on(
-        self, cluster: RedisCluster, node: ClusterNode | None,
+        self, cluster: RedisCluster, node: ClusterNode,
         work: list[tuple[list[str], list[Arg], list[tuple[int, int]]]],
     ) -> list[Any] | None:
         """One master's scripts and wait; the scripts' replies, or None when the wait
@@ -498,7 +491,7 @@ class IngestBatcher:
             pipe = cluster.pipeline(transaction=False)
             for ks, args, _ in work:
                 pipe.execute_command("EVALSHA", ROUTED.sha, len(ks), *ks, *args)
-            if self._tail is not None and node is not None:
+            if self._tail is not None:
                 pipe.execute_command(*self._tail, target_nodes=node)
             try:
                 replies = list(await pipe.execute())
@@ -508,7 +501,7 @@ class IngestBatcher:
                     raise
                 await cluster.script_load(ROUTED.source)
                 continue
-            if self._tail is not None and node is not None:
+            if self._tail is not None:
                 if not _acknowledged(replies[-1]):
                     return None
                 replies = replies[:-1]
