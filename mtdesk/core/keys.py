@@ -400,7 +400,11 @@ def app_user(app_scoped_user_id: str) -> str:
 
 
 def rate(channel: str, account_id: str, second: int) -> str:
-    return f"{ROOT}:rl:{channel}:{account_id}:{second}"
+    """The account's send permits counted in ``second``. Tagged by the account: on a
+    cluster every second of one account is on one master (untagged, each second's
+    window landed on another, and a master's failure refused an account's sends one
+    second in three)."""
+    return f"{ROOT}:rl:{{{channel}:{account_id}}}:{second}"
 
 
 def meta_callback(kind: str, digest: str) -> str:
