@@ -38,7 +38,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -666,30 +666,44 @@ class ConversationShard:
         batch, self._to_ack = self._to_ack, {}
         self._acks_queued = 0
         try:
-            refused = await self._reader.ack_fenced({
+            outcome = await self._reader.ack_fenced({
                 keys.inbound(p): (keys.partition_owner(p), str(self.epochs.get(p, "")), ids)
                 for p, ids in batch.items()})
         except Exception:
-            for partition, ids in batch.items():  # put back, retried by the loop
-                self._to_ack.setdefault(partition, []).extend(ids)
-                self._acks_queued += len(ids)
-            self._ack_event.set()
+            self._put_back(batch)  # nothing known acknowledged: retried by the loop
             raise
-        for stream in refused:
-            lost = self._partition_of.get(stream)
-            if lost is None:
-                lost = next(p for p in batch if keys.inbound(p) == stream)
+        for stream in outcome.refused:
+            lost = self._stream_partition(stream, batch)
             # Handed over behind this shard's back (it did not answer in time): the new
             # owner takes these entries over, and finds them answered.
             log.warning("partition %d was handed over; its acknowledgements are dropped",
                         lost, extra={"shard": self.index})
             batch.pop(lost, None)
             asyncio.ensure_future(self._lost(lost))
+        # A cluster master that failed: its partitions' acknowledgements are sent again
+        # (the loop's next flush); the other masters' are done, and their entries leave
+        # the in-flight count, so reading the live partitions goes on past the cap.
+        self._put_back({p: batch.pop(p) for p in
+                        {self._stream_partition(s, batch) for s in outcome.failed}})
         for partition, ids in batch.items():
             for entry_id in ids:
                 self._inflight.discard((partition, entry_id))
             self.handled += len(ids)
         self._wake_capacity()
+
+    def _put_back(self, acks: dict[int, list[str]]) -> None:
+        """Acknowledgements not done queued again for the ack loop's next flush."""
+        for partition, ids in acks.items():
+            self._to_ack.setdefault(partition, []).extend(ids)
+            self._acks_queued += len(ids)
+        if acks:
+            self._ack_event.set()
+
+    def _stream_partition(self, stream: str, batch: Mapping[int, object]) -> int:
+        partition = self._partition_of.get(stream)
+        if partition is None:  # released meanwhile
+            partition = next(p for p in batch if keys.inbound(p) == stream)
+        return partition
 
     # --- partition ownership (core/ownership.py) ----------------------------------------
     def _set_partitions(self, partitions: list[int]) -> None:

@@ -17,7 +17,9 @@ What a caller may rely on:
   stream, all streams in one pipeline (a transaction when asked);
   :meth:`GroupReader.ack_fenced` does the same only where the stream's owner key still
   holds the caller's epoch (a partition handed over is refused, see core/ownership.py):
-  one script for all the streams on a single Redis, one per stream on a cluster.
+  one script for all the streams on a single Redis, one per stream on a cluster, where
+  a master that fails fails only its own streams' acknowledgements (named in
+  :attr:`FencedAcks.failed`, to be sent again); it raises only when every one failed.
 - An entry deleted from its stream while pending is acknowledged on sight and never
   returned: every entry handed out has its fields. Ids are returned as ``str``.
 """
@@ -29,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
@@ -55,6 +57,16 @@ Entry = tuple[str, dict[bytes, bytes]]
 """A stream entry: its id and its fields."""
 
 
+class FencedAcks(NamedTuple):
+    """What :meth:`GroupReader.ack_fenced` did not acknowledge: ``refused``, the streams
+    whose owner key holds another epoch (handed over: drop those acknowledgements), and
+    ``failed``, the streams whose master failed meanwhile (not known acknowledged: send
+    them again). Every other stream's entries are acknowledged and deleted."""
+
+    refused: list[str]
+    failed: list[str]
+
+
 def _s(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
@@ -70,6 +82,7 @@ class GroupReader:
         self._by_name = {s.encode(): s for s in self.streams}
         self._idle_s = 0.0  # a cluster's reads: how long the last empty read slept
         self._warned_at = float("-inf")  # a cluster's reads: the last failing master told
+        self._ack_warned_at = float("-inf")  # and its acknowledgements
 
     def __repr__(self) -> str:
         return f"GroupReader({self.group}/{self.consumer}, {len(self.streams)} streams)"
@@ -221,25 +234,40 @@ class GroupReader:
 
     async def ack_fenced(
         self, handled: Mapping[str, tuple[str, str, Sequence[str]]]
-    ) -> list[str]:
-        """Acknowledge and delete ``handled`` (stream → (owner key, epoch, entry ids)) in
-        one pipeline, each stream only while its owner key holds that epoch (or is
-        absent; an empty epoch is never refused). Returns the streams refused."""
+    ) -> FencedAcks:
+        """Acknowledge and delete ``handled`` (stream → (owner key, epoch, entry ids)),
+        each stream only while its owner key holds that epoch (or is absent; an empty
+        epoch is never refused). On a cluster one pipeline per master, all at once: a
+        master that fails (dead, failing over) leaves only its own streams
+        unacknowledged, listed in ``failed``. Raises when nothing could be sent (every
+        stream failed: then nothing is known acknowledged)."""
         todo = [(stream, fence) for stream, fence in handled.items() if fence[2]]
         if not todo:
-            return []
+            return FencedAcks([], [])
         replies = await self._fenced_acks(todo, load=False)
         if any(isinstance(r, NoScriptError) for r in replies):  # nothing ran: send again
             replies = await self._fenced_acks(todo, load=True)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return [stream for (stream, _), reply in zip(todo, replies, strict=True)
-                if reply == -1]
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors and len(errors) == len(replies):
+            raise errors[0]
+        if errors:
+            now = time.monotonic()
+            if now - self._ack_warned_at > 5.0:
+                self._ack_warned_at = now
+                log.warning("acknowledging %d of %d streams failed on a master (%s); the "
+                            "others were acknowledged", len(errors), len(replies),
+                            type(errors[0]).__name__)
+        return FencedAcks(
+            refused=[s for (s, _), r in zip(todo, replies, strict=True) if r == -1],
+            failed=[s for (s, _), r in zip(todo, replies, strict=True)
+                    if isinstance(r, Exception)])
 
     async def _fenced_acks(self, todo: Sequence[tuple[str, tuple[str, str, Sequence[str]]]],
                            *, load: bool) -> list[object]:
-        if len(todo) > 1 and not is_cluster(self._redis):
+        """Each of ``todo``'s answer (the script's, or the exception that stopped it)."""
+        if is_cluster(self._redis):
+            return await self._fenced_acks_by_master(todo)
+        if len(todo) > 1:
             return await self._fenced_acks_at_once(todo, load=load)
         pipe = self._redis.pipeline(transaction=False)
         if load:
@@ -248,6 +276,37 @@ class GroupReader:
             FENCED_ACK.queue(pipe, [stream, owner], [self.group, epoch, *ids])
         replies = list(await pipe.execute(raise_on_error=False))
         return replies[1:] if load else replies
+
+    async def _fenced_acks_by_master(
+        self, todo: Sequence[tuple[str, tuple[str, str, Sequence[str]]]]
+    ) -> list[object]:
+        """A cluster's: one pipeline per master (each stream's script names its keys, so
+        a stale slot map is corrected by MOVED), the masters at once; a master that
+        raises gives its exception as the answer of each of its streams. (A cluster's
+        pipeline sends the script's source: no NOSCRIPT.)"""
+        cluster = cast(RedisCluster, self._redis)
+        try:
+            groups = by_master(cluster, ((stream, i) for i, (stream, _) in enumerate(todo)))
+            parts = [items for _, items in groups]
+        except SlotNotCoveredError:  # no slot map yet: one pipeline, routed by the keys
+            parts = [list(range(len(todo)))]
+
+        async def run(items: list[int]) -> list[object]:
+            pipe = cluster.pipeline(transaction=False)
+            for i in items:
+                stream, (owner, epoch, ids) = todo[i]
+                FENCED_ACK.queue(pipe, [stream, owner], [self.group, epoch, *ids])
+            return list(await pipe.execute(raise_on_error=False))
+
+        results = await asyncio.gather(*(run(items) for items in parts),
+                                       return_exceptions=True)
+        replies: list[object] = [None] * len(todo)
+        for items, result in zip(parts, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled: not a master's failure
+            for n, i in enumerate(items):
+                replies[i] = result if isinstance(result, Exception) else result[n]
+        return replies
 
     async def _fenced_acks_at_once(
         self, todo: Sequence[tuple[str, tuple[str, str, Sequence[str]]]], *, load: bool

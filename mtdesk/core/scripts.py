@@ -94,7 +94,7 @@ class LuaScript:
 
     # --- pipelines ----------------------------------------------------------------------
 
-    def load(self, pipe: Pipeline) -> None:
+    def load(self, pipe: Pipeline | ClusterPipeline) -> None:
         """Queue ``SCRIPT LOAD`` in ``pipe`` (its reply is the SHA): put it before the
         :meth:`queue` calls of a pipeline so they never meet ``NOSCRIPT``. A cluster's
         pipeline spreads over masters (a load cannot precede every call on its master):
@@ -104,7 +104,7 @@ class LuaScript:
             return
         pipe.execute_command("SCRIPT LOAD", self.source)
 
-    def queue(self, pipe: Pipeline, keys: Sequence[Key] = (), args: Sequence[Arg] = ()) -> None:
+    def queue(self, pipe: Pipeline | ClusterPipeline, keys: Sequence[Key] = (), args: Sequence[Arg] = ()) -> None:
         """Queue one ``EVALSHA`` of this script in ``pipe`` (``EVAL`` in a cluster's)."""
         if isinstance(pipe, ClusterPipeline):
             pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)

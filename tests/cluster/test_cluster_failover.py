@@ -15,11 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis as redis_sync
+from shardkit import ACCOUNTS, desk, eventually
 
 from mtdesk.cli.localredis import cluster_ok, local_cluster, start_cluster_node
 from mtdesk.core import keys
 from mtdesk.core.errors import StoreUnavailable
-from mtdesk.core.events import Message, decode_event
+from mtdesk.core.events import Message, decode_event, partition_of
 from mtdesk.core.groups import GroupReader
 from mtdesk.core.redis import connect_cluster
 from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call
@@ -145,12 +146,13 @@ def slow_failover_cluster() -> Iterator[Doomed]:
             yield Doomed(workdir, url, ports, pids)
 
 
-async def test_a_shard_reading_every_master_goes_on_reading_the_live_ones_when_one_dies(
+async def test_a_shard_reading_every_master_goes_on_reading_and_acknowledging_the_live_ones_when_one_dies(
     slow_failover_cluster: Doomed,
 ) -> None:
     """A shard's partitions are spread over the masters. One master dies and is not yet
-    failed over: a read still hands out what the live masters hold, and nothing it
-    read is lost. (One pipeline for all the masters failed as a whole once redis-py's
+    failed over: a read still hands out what the live masters hold, nothing it read is
+    lost, and acknowledging them is done on the live masters, the dead one's streams
+    named to be acknowledged again. (One pipeline for all the masters failed as a whole once redis-py's
     retries of the dead one ran out, and what the live ones had delivered waited a
     minute for the idle claim: `mtdesk drill master-kill`.)"""
     url, ports, pids = (slow_failover_cluster.url, slow_failover_cluster.ports,
@@ -168,8 +170,83 @@ async def test_a_shard_reading_every_master_goes_on_reading_the_live_ones_when_o
     try:
         first = await reader.read_new(count=10)
         again = await reader.read_new(count=10)  # nothing new: nothing handed out twice
+        # Acknowledging every stream: the live masters' are done, the dead one's named.
+        acks = await reader.ack_fenced({s: (f"own:{s}", "", [added[s]]) for s in streams})
+        live = [s for s in streams if s not in on_victim]
+        pending = [(await redis.xpending(s, "shards"))["pending"] for s in live]
+        lengths = [await redis.xlen(s) for s in live]
     finally:
         await redis.aclose()
     assert {s: [e for e, _ in entries] for s, entries in first} == {
         s: [added[s]] for s in streams if s not in on_victim}
     assert again == []
+    assert acks.refused == [] and sorted(acks.failed) == sorted(on_victim)
+    assert pending == [0] * len(live) and lengths == [0] * len(live)
+
+
+def is_master(port: int, asked: int) -> bool:
+    """Whether the node on ``asked`` still lists the node on ``port`` as a master that
+    has not failed (its replica not promoted yet)."""
+    table = redis_sync.Redis(port=asked).execute_command("CLUSTER NODES")
+    flags = next((str(v.get("flags", "")) for k, v in table.items()
+                  if str(k).split("@")[0].endswith(f":{port}")), "")
+    return "master" in flags and "fail" not in flags.replace("fail?", "")
+
+
+async def test_a_shard_answers_the_live_masters_partitions_past_its_cap_while_one_is_down(
+    slow_failover_cluster: Doomed,
+) -> None:
+    """A shard acknowledged a message of a partition on a master that then dies (not
+    failed over yet, for 20 s). Its acknowledgement fails and is sent again until the
+    failover; meanwhile the messages of partitions on the live masters are answered and
+    acknowledged, more of them than the shard's in-flight cap, all before the failover.
+    (One acknowledgement pipeline for all the masters failed as a whole: the live ones'
+    entries stayed counted in flight, and at the cap the shard read nothing more until
+    the dead master's replica took over.)"""
+    url, ports, pids = (slow_failover_cluster.url, slow_failover_cluster.ports,
+                        slow_failover_cluster.pids)
+    url_port = int(url.rsplit(":", 1)[1].split("/")[0])
+    redis = connect_cluster(url)
+    await redis.initialize()  # type: ignore[attr-defined]
+    try:
+        async with desk(redis, url, redis_cluster=True, partitions=8) as d:
+            def port_of(key: str) -> int:
+                return int(redis.get_node_from_key(key).port)  # type: ignore[attr-defined]
+
+            # A victim holding none of what answering needs but the partitions' own
+            # keys: not the node the URL names, the tenant's keys, the channel's send
+            # permits or its routing.
+            masters = sorted(int(n.port) for n in redis.get_primaries())  # type: ignore[attr-defined]
+            channel, victim = next(
+                (ch, m) for ch in ACCOUNTS for m in masters
+                if m not in {url_port, port_of(keys.tenant(d.tenant_id)),
+                             port_of(keys.rate(ch, ACCOUNTS[ch], 0)),
+                             port_of(keys.account(ch, ACCOUNTS[ch]))})
+
+            def partition_port(user: str) -> int:
+                conv = d.message("x", user=user, channel=channel).conversation
+                return port_of(keys.inbound(partition_of(conv, 8)))
+
+            users = [f"U{i}" for i in range(200)]
+            on_victim = next(u for u in users if partition_port(u) == victim)
+            live = [u for u in users if partition_port(u) != victim][:4]
+            shard = await d.shard(max_inflight=3, ack_batch=2, ack_delay_s=2.0)
+            await shard.start()
+            await d.push(d.message("before", user=on_victim, channel=channel))
+            await eventually(lambda: d.texts_to(on_victim))
+            # Its acknowledgement waits for a second one (or 2 s): the master dies first.
+            os.kill(pids[ports.index(victim)], signal.SIGKILL)
+            for user in live:
+                await d.push(d.message("while down", user=user, channel=channel))
+            await eventually(lambda: all(d.texts_to(u) for u in live), within=60)
+            survivor = next(p for p in masters if p != victim)
+            still_down = await asyncio.to_thread(is_master, victim, survivor)
+            assert still_down  # answered before the failover, not after it
+            await eventually(lambda: shard.handled >= len(live), within=10)
+            for user in live:
+                conv = d.message("x", user=user, channel=channel).conversation
+                stream = keys.inbound(partition_of(conv, 8))
+                assert (await redis.xpending(stream, keys.SHARD_GROUP))["pending"] == 0
+            assert sorted(len(d.texts_to(u)) for u in live) == [1] * len(live)
+    finally:
+        await redis.aclose()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from mtdesk.core.groups import FENCED_ACK_MANY, GroupReader
+from mtdesk.core.groups import FENCED_ACK_MANY, FencedAcks, GroupReader
 from mtdesk.core.redis import Redis
 
 S1, S2 = "in:1", "in:2"
@@ -101,14 +101,14 @@ async def test_a_fenced_flush_over_several_streams_refuses_only_the_one_handed_o
     # a first call would add the NOSCRIPT answer and the EVAL that follows it).
     await redis.script_load(FENCED_ACK_MANY.source)
     calls = await _script_calls(redis)
-    refused = await reader.ack_fenced({s: (f"own:{s}", "7", ids[s]) for s in streams})
-    assert refused == ["in:{2}"]
+    outcome = await reader.ack_fenced({s: (f"own:{s}", "7", ids[s]) for s in streams})
+    assert outcome == FencedAcks(refused=["in:{2}"], failed=[])
     assert await _script_calls(redis) - calls == 1
     assert [await redis.xlen(s) for s in streams] == [0, 2, 0]
     assert [(await redis.xpending(s, "g"))["pending"] for s in streams] == [0, 2, 0]
     # Unfenced (no epoch given) and a stream with nothing to acknowledge: done as asked.
     assert await reader.ack_fenced({"in:{2}": ("own:in:{2}", "", ids["in:{2}"]),
-                                    "in:{3}": ("own:in:{3}", "7", [])}) == []
+                                    "in:{3}": ("own:in:{3}", "7", [])}) == ([], [])
     assert await redis.xlen("in:{2}") == 0
 
 
