@@ -52,6 +52,16 @@ def test_a_partition_s_stream_and_its_markers_share_a_slot(partition: int, event
     assert keys.slot_of(keys.seen(event_id, partition)) == keys.slot_of(keys.inbound(partition))
 
 
+@given(channel=st.sampled_from(["messenger", "instagram", "whatsapp"]),
+       account=st.from_regex(r"[0-9]{1,20}", fullmatch=True),
+       seconds=st.lists(st.integers(0, 2**40), min_size=2, max_size=5))
+def test_an_account_s_send_windows_stay_on_one_master(channel: str, account: str,
+                                                     seconds: list[int]) -> None:
+    """Every second's window of one account in one slot: a master's failure stops the
+    sends of the accounts it holds, not every account's one second in three."""
+    assert len({key_slot(keys.rate(channel, account, s).encode()) for s in seconds}) == 1
+
+
 def test_the_slot_is_redis_cluster_s_own_computation() -> None:
     for key in ("mt:t:{t_1}:hist:x", "mt:in:{7}", "plain", "a{}b", "{x}{y}"):
         assert keys.slot_of(key) == key_slot(key.encode())
