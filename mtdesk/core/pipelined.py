@@ -17,6 +17,14 @@ the pool, as redis-py would retry it on a new connection.
 The shared connection speaks RESP2 (as :func:`mtdesk.core.redis.connect` asks of the pool),
 so redis-py's reply callbacks see the same shapes either way. Plain TCP and unix
 sockets; a TLS client (``rediss://``) stays on the pool.
+
+On a Redis Cluster, :class:`PipelinedCluster` does the same with one shared connection
+per master: a command whose key (the first one; a script's first key) the slot map
+places on a master goes on that master's connection; everything else, and a command
+the master answers with a redirection (``MOVED``, ``ASK``: it did not run) or whose
+connection breaks, goes redis-py's cluster way, which follows the redirection, reloads
+the slot map and retries. :meth:`PipelinedCluster.call_on` sends a batch of commands to
+one master the same way (the shards' reads of their partitions on it).
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import SlotNotCoveredError
 
-from mtdesk.core.redis import connect, connect_cluster, is_cluster
+from mtdesk.core.redis import ClusterClient, connect, connect_cluster, is_cluster
 from mtdesk.core.resp import Link, RespTarget
 
 # Commands that must not sit on the shared connection: they block it, or change the
@@ -145,6 +155,120 @@ def _has_block(args: tuple[Any, ...]) -> bool:
     return False
 
 
+# Commands whose one key is their first argument (the shards' and the stores' plain
+# commands): on a cluster they go on the key's master's shared connection. Those that
+# may name several keys (EXISTS, DEL, UNLINK) only with one.
+_FIRST_KEY = frozenset({
+    "GET", "SET", "SETEX", "SETNX", "GETDEL", "GETEX", "INCR", "INCRBY", "DECR", "DECRBY",
+    "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "TTL", "PTTL", "PERSIST", "TYPE",
+    "HGET", "HSET", "HMGET", "HMSET", "HGETALL", "HDEL", "HINCRBY", "HEXISTS", "HLEN",
+    "HSETNX", "HKEYS", "HVALS", "SISMEMBER", "SMISMEMBER", "SADD", "SREM", "SMEMBERS",
+    "SCARD", "ZADD", "ZREM", "ZSCORE", "ZCARD", "ZINCRBY", "ZRANGE", "ZREVRANGE",
+    "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "XADD", "XACK", "XDEL", "XLEN", "XRANGE",
+    "XREVRANGE", "XPENDING", "XCLAIM", "XAUTOCLAIM", "PFADD", "PFCOUNT", "LPUSH", "RPUSH",
+    "LRANGE", "LLEN", "LTRIM", "STRLEN", "APPEND", "GETRANGE",
+})
+_ONE_KEY = frozenset({"EXISTS", "DEL", "UNLINK"})
+_SCRIPTS = frozenset({"EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO"})
+# A master's answer that means the command did not run there: redis-py's way runs it.
+_NOT_RUN = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN")
+
+
+def _routing_key(upper: str, args: tuple[Any, ...]) -> Any:
+    """The key a cluster routes the command by, or None (redis-py's way)."""
+    if upper in _FIRST_KEY or (upper in _ONE_KEY and len(args) == 2):
+        return args[1] if len(args) > 1 else None
+    if upper in _SCRIPTS and len(args) > 3:
+        try:
+            return args[3] if int(args[2]) > 0 else None
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+class PipelinedCluster(ClusterClient):
+    """The cluster client whose plain keyed commands share one auto-pipelined connection
+    per master (see the module's docstring). Speaks RESP2 (:func:`connect_shared` asks
+    for it), so redis-py's reply callbacks see the shapes the link reads."""
+
+    def _link_to(self, node: ClusterNode) -> Link | None:
+        links: dict[str, Link | None] = self.__dict__.setdefault("_links", {})
+        if node.name in links:
+            return links[node.name]
+        link = None
+        if node.connection_class.__name__ == "Connection" and not self.__dict__.get("_closed_links"):
+            kw = node.connection_kwargs
+            link = Link(RespTarget(
+                host=str(node.host), port=int(node.port),
+                username=kw.get("username"), password=kw.get("password"),
+                connect_timeout_s=float(kw.get("socket_connect_timeout") or 10.0),
+                timeout_s=float(kw.get("socket_timeout") or 5.0)))
+        links[node.name] = link
+        return link
+
+    def _master_of(self, key: Any) -> ClusterNode | None:
+        try:
+            return self.get_node_from_key(key)
+        except (SlotNotCoveredError, KeyError, IndexError):  # no slot map yet
+            return None
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        name = args[0]
+        upper = name.upper() if isinstance(name, str) else name.decode().upper()
+        key = None if "target_nodes" in kwargs else _routing_key(upper, args)
+        node = self._master_of(key) if key is not None else None
+        link = self._link_to(node) if node is not None else None
+        if link is None:
+            return await super().execute_command(*args, **kwargs)
+        try:
+            reply = await link.call(args)
+        except ConnectionError:  # the master's connection broke: redis-py's retries
+            return await super().execute_command(*args, **kwargs)
+        if isinstance(reply, hiredis.ReplyError):
+            message = str(reply)
+            if message.startswith(_NOT_RUN):
+                return await super().execute_command(*args, **kwargs)
+            if _EMPTY_RESPONSE in kwargs:
+                return kwargs[_EMPTY_RESPONSE]
+            raise error_of(message)
+        return self._parsed(upper, reply, kwargs)
+
+    def _parsed(self, upper: str, reply: Any, options: dict[str, Any]) -> Any:
+        options.pop(_EMPTY_RESPONSE, None)
+        for option in _NOT_FOR_CALLBACKS:
+            options.pop(option, None)
+        callback = self.response_callbacks.get(upper)
+        return reply if callback is None else callback(reply, **options)
+
+    async def call_on(self, node: ClusterNode,
+                      commands: list[tuple[Any, ...]]) -> list[Any] | None:
+        """``commands`` sent to ``node`` on its shared connection in one write: each
+        one's parsed reply, or the exception its error reply stands for (a redirection
+        among them: that command did not run there). None when there is no shared
+        connection to it (use a pipeline); ConnectionError when it broke meanwhile
+        (what ran is not known)."""
+        link = self._link_to(node)
+        if link is None:
+            return None
+        replies = await link.call_many(commands)
+        out: list[Any] = []
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(reply, hiredis.ReplyError):
+                out.append(error_of(str(reply)))
+            else:
+                name = command[0]
+                upper = name.upper() if isinstance(name, str) else name.decode().upper()
+                out.append(self._parsed(upper, reply, {}))
+        return out
+
+    async def aclose(self) -> None:
+        self.__dict__["_closed_links"] = True
+        for link in self.__dict__.pop("_links", {}).values():
+            if link is not None:
+                link.close()
+        await super().aclose()
+
+
 def link_for(redis: aioredis.Redis) -> Link | None:
     """The lean link to ``redis``'s server and database: the client's own shared one for
     a :class:`PipelinedRedis` (one connection for the process), a new one otherwise;
@@ -168,9 +292,10 @@ def connect_pipelined(url: str, *, max_connections: int = 4096) -> PipelinedRedi
 
 def connect_shared(url: str, *, cluster: bool, max_connections: int = 4096) -> aioredis.Redis:
     """The client of a process whose many tasks issue small commands (the shards):
-    :func:`connect_pipelined`, or with ``cluster`` redis-py's cluster client
-    (:func:`mtdesk.core.redis.connect_cluster`: each command to its slot's master,
-    redirections and failovers followed by it)."""
+    :func:`connect_pipelined`, or with ``cluster`` a :class:`PipelinedCluster` (each
+    command to its slot's master, on one shared connection per master; redirections and
+    failovers followed by redis-py's cluster client)."""
     if cluster:
-        return connect_cluster(url, max_connections=max_connections)
+        return connect_cluster(url, max_connections=max_connections,
+                               client_class=PipelinedCluster, protocol=2)
     return connect_pipelined(url, max_connections=max_connections)

@@ -81,7 +81,7 @@ class _Transaction(ClusterPipeline):
     runs in order without its optimistic check (a caller needing one across slots claims
     first with a script of its own: ``Channels.connect``)."""
 
-    def __init__(self, client: _Cluster) -> None:
+    def __init__(self, client: ClusterClient) -> None:
         super().__init__(client, transaction=False)
         self._owner = client
         self._queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -174,7 +174,10 @@ class _Transaction(ClusterPipeline):
         return out
 
 
-class _Cluster(RedisCluster):
+class ClusterClient(RedisCluster):
+    """redis-py's cluster client with this product's transactions (:class:`_Transaction`)
+    and a plain client per master for watched ones."""
+
     _node_clients: dict[str, Redis]
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
@@ -200,16 +203,22 @@ class _Cluster(RedisCluster):
         await super().aclose()
 
 
-def connect_cluster(url: str, *, max_connections: int = 4096) -> Redis:
+def connect_cluster(url: str, *, max_connections: int = 4096,
+                    client_class: type[RedisCluster] | None = None,
+                    protocol: int | None = None) -> Redis:
     """A client for the Redis Cluster that ``url``'s node belongs to (the other nodes and
     the slot map are discovered from it). redis-py's cluster client follows ``MOVED`` and
     ``ASK``, reloads the slot map after a failover and splits multi-key commands
     (``DEL``, ``UNLINK``, ``EXISTS``) by slot. It is typed as :data:`Redis`: the commands
     the product uses exist on both, with the same replies; what differs (SCAN, WAIT,
-    multi-key reads) goes through the functions below. ``max_connections`` is per node."""
-    client = _Cluster.from_url(
+    multi-key reads) goes through the functions below. ``max_connections`` is per node;
+    ``client_class``/``protocol`` as for :func:`connect` (a subclass of this module's
+    cluster client, such as the shards' pipelined one)."""
+    extra: dict[str, Any] = {} if protocol is None else {"protocol": protocol}
+    client = (client_class or ClusterClient).from_url(
         url,
         max_connections=max_connections,
+        **extra,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=5.0,
         decode_responses=False,

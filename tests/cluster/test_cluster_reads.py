@@ -3,10 +3,31 @@ read in one pipeline, sent straight to each stream's master."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
+
 from mtdesk.core.groups import GroupReader
+from mtdesk.core.pipelined import PipelinedCluster, connect_shared
 from mtdesk.core.redis import Redis, on_server, primaries
 
 STREAMS = [f"in:{{{p}}}" for p in range(6)]
+
+
+@pytest.fixture(params=["cluster client", "shards' client"])
+async def cluster(request: pytest.FixtureRequest, cluster_redis: Redis,
+                  redis_cluster: object) -> AsyncIterator[Redis]:
+    """redis-py's cluster client (pipelines), and the shards' (each master's shared
+    connection)."""
+    if request.param == "cluster client":
+        yield cluster_redis
+        return
+    client = connect_shared(redis_cluster.url, cluster=True)  # type: ignore[attr-defined]
+    await client.initialize()  # type: ignore[attr-defined]
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def _getkeys_calls(redis: Redis) -> int:
@@ -21,12 +42,11 @@ async def _getkeys_calls(redis: Redis) -> int:
 
 
 async def test_partitions_on_every_master_are_read_without_asking_where_their_keys_are(
-    cluster_redis: Redis,
+    cluster: Redis,
 ) -> None:
     """Every partition's new entries come back in one read, and resolving where each
     stream lives costs the masters no COMMAND GETKEYS per poll (it used to: one per
     stream per read, doubling what an idle shard asks of the cluster)."""
-    cluster = cluster_redis
     owners = {str(cluster.get_node_from_key(s)) for s in STREAMS}  # type: ignore[attr-defined]
     assert len(owners) == 3  # the partitions are spread over all three masters
     reader = GroupReader(cluster, "g", "c1", STREAMS)
@@ -39,14 +59,15 @@ async def test_partitions_on_every_master_are_read_without_asking_where_their_ke
             got.setdefault(stream, []).extend(e for e, _ in entries)
     assert got == {s: [i.decode() for i in ids] for s, ids in added.items()}
     assert await _getkeys_calls(cluster) == before
+    if isinstance(cluster, PipelinedCluster):  # on each master's shared connection
+        assert all(link.writes > 0 for link in cluster.__dict__["_links"].values())
 
 
 async def test_a_read_sent_to_a_master_that_no_longer_holds_the_slot_follows_it(
-    cluster_redis: Redis,
+    cluster: Redis,
 ) -> None:
     """A stale slot map (a failover or a migration not yet seen) sends the read to the
     wrong master; its MOVED answer re-routes the read and nothing is missed."""
-    cluster = cluster_redis
     reader = GroupReader(cluster, "g", "c1", STREAMS[:2])
     await reader.ensure_groups()
     entry = (await cluster.xadd(STREAMS[0], {"n": "1"})).decode()
@@ -60,12 +81,11 @@ async def test_a_read_sent_to_a_master_that_no_longer_holds_the_slot_follows_it(
 
 
 async def test_a_partition_stream_deleted_wholesale_gets_its_group_back_and_the_others_read_on(
-    cluster_redis: Redis,
+    cluster: Redis,
 ) -> None:
     """An operator deletes one partition's stream (its group goes with it): that read
     answers NOGROUP, the other partitions' entries, on the same master too, are handed
     out in the same read, and the group is made again so the partition is read on."""
-    cluster = cluster_redis
     reader = GroupReader(cluster, "g", "c1", STREAMS)
     await reader.ensure_groups()
     doomed = STREAMS[0]
