@@ -130,17 +130,58 @@ def _proc_cpu_s(pid: int) -> float:
         return float("nan")
 
 
+_CLUSTER_MARK = "#cluster"  # appended to a node's URL: the gateway runs on its cluster
+
+
+def _sync_client(url: str) -> Any:
+    """A blocking client of ``url``'s server, or of its whole cluster when the URL ends
+    in ``#cluster`` (how this module passes a Redis Cluster around)."""
+    import redis as redis_sync
+    from redis.cluster import RedisCluster as SyncCluster
+
+    if url.endswith(_CLUSTER_MARK):
+        return SyncCluster.from_url(url[: -len(_CLUSTER_MARK)])
+    return redis_sync.Redis.from_url(url)
+
+
+def _masters(r: Any) -> list[Any]:
+    """(client, node) pairs to send a per-server command to: every master of a cluster."""
+    from redis.cluster import RedisCluster as SyncCluster
+
+    if isinstance(r, SyncCluster):
+        return list(r.get_primaries())
+    return [None]
+
+
+def _on(r: Any, node: Any, *args: Any) -> Any:
+    if node is None:
+        return r.execute_command(*args)
+    return r.execute_command(*args, target_nodes=node)
+
+
 def _redis_cpu_s(redis_url: str | None) -> float:
     if redis_url is None:
         return float("nan")
-    import redis as redis_sync
-
-    r = redis_sync.Redis.from_url(redis_url)
+    r = _sync_client(redis_url)
     try:
-        info = r.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        total = 0.0
+        for node in _masters(r):
+            info = _on(r, node, "INFO", "cpu")
+            if isinstance(info, bytes):
+                info = _parse_info(info)
+            total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return total
     finally:
         r.close()
+
+
+def _parse_info(raw: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in raw.decode().splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, _, v = line.partition(":")
+            out[k] = v
+    return out
 
 
 def _cpu_sample(server_pid: int, redis_url: str | None) -> dict[str, float]:
@@ -272,8 +313,11 @@ def _gateway_main(redis_url: str, durability: str, ready: Any) -> None:
     from mtdesk.core.secret import Secret
     from mtdesk.core.settings import Settings
 
+    cluster = redis_url.endswith(_CLUSTER_MARK)
     settings = Settings(
-        redis_url=redis_url, meta_app_secrets=(Secret(BENCH_SECRET),), meta_verify_token=Secret("bench"),
+        redis_url=redis_url[: -len(_CLUSTER_MARK)] if cluster else redis_url,
+        redis_cluster=cluster,
+        meta_app_secrets=(Secret(BENCH_SECRET),), meta_verify_token=Secret("bench"),
         # As `mtdesk serve` runs it (it refuses to start without): events are sealed.
         encryption_keys=(Secret(base64.urlsafe_b64encode(os.urandom(32)).decode()),),
         ack_durability=durability,
@@ -342,25 +386,23 @@ def _with_db(url: str, db: int) -> str:
 
 
 def _prepare_redis(url: str) -> None:
-    import redis as redis_sync
-
     from mtdesk.core import keys
 
-    r = redis_sync.Redis.from_url(url)
-    r.flushdb()
+    r = _sync_client(url)
+    for node in _masters(r):
+        _on(r, node, "FLUSHDB")
     for channel, acct in ACCOUNTS.items():
         r.hset(keys.account(channel, acct), mapping={"tenant": TENANT, "channel_id": f"bench-{channel}"})
     r.close()
 
 
 def _count_and_flush(url: str, partitions: int) -> int:
-    import redis as redis_sync
-
     from mtdesk.core import keys
 
-    r = redis_sync.Redis.from_url(url)
+    r = _sync_client(url)
     total = sum(int(r.xlen(keys.inbound(p))) for p in range(partitions))
-    r.flushdb()
+    for node in _masters(r):
+        _on(r, node, "FLUSHDB")
     r.close()
     return total
 
@@ -472,6 +514,11 @@ def register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="Redis to use; its database is FLUSHED before and after "
         "(default: MTDESK_REDIS_URL with database 14)",
     )
+    p.add_argument(
+        "--cluster", action="store_true",
+        help="the gateway on a Redis Cluster of the bench's own (3 masters with a replica "
+        "each, on free ports; MTDESK_REDIS_CLUSTER=true), for --durability memory or "
+        "replica; Redis CPU is summed over the masters")
     p.set_defaults(handler=_handle)
 
 
@@ -492,7 +539,20 @@ def _handle(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     reports: dict[str, dict[str, Any]] = {}
-    for mode in modes:
+    if args.cluster:
+        if args.redis_url or "fsync" in modes:
+            print("mtdesk: error: --cluster runs a cluster of its own, for --durability "
+                  "memory or replica (not with --redis-url, not fsync)", file=sys.stderr)
+            return 2
+        from mtdesk.cli.localredis import local_cluster
+
+        with tempfile.TemporaryDirectory(prefix="mtdesk-bench-cluster-") as workdir, \
+                local_cluster(workdir, who="bench ingest") as (cluster_url, _ports):
+            for mode in modes:
+                reports[mode] = run(args.seconds, args.connections, cluster_url + _CLUSTER_MARK,
+                                    args.rounds, durability=mode)
+                reports[mode]["cluster"] = True
+    for mode in modes if not args.cluster else ():
         if mode == "memory":
             reports[mode] = run(args.seconds, args.connections, url, args.rounds)
             continue
