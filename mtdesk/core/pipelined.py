@@ -30,12 +30,12 @@ one master the same way (the shards' reads of their partitions on it).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import SlotNotCoveredError
 
 from mtdesk.core.redis import ClusterClient, connect, connect_cluster, is_cluster
@@ -186,17 +186,22 @@ def _routing_key(upper: str, args: tuple[Any, ...]) -> Any:
     return None
 
 
-class PipelinedCluster(ClusterClient):
-    """The cluster client whose plain keyed commands share one auto-pipelined connection
-    per master (see the module's docstring). Speaks RESP2 (:func:`connect_shared` asks
-    for it), so redis-py's reply callbacks see the shapes the link reads."""
+class ClusterLinks:
+    """One lean link per master of ``cluster`` (made on first use, plain TCP only: None
+    for a node of another kind, such as TLS), for a hot path that sends its own batches
+    to a master it picked from the slot map."""
 
-    def _link_to(self, node: ClusterNode) -> Link | None:
-        links: dict[str, Link | None] = self.__dict__.setdefault("_links", {})
+    def __init__(self, cluster: RedisCluster) -> None:
+        self._cluster = cluster
+        self._links: dict[str, Link | None] = {}
+        self._closed = False
+
+    def to(self, node: ClusterNode) -> Link | None:
+        links = self._links
         if node.name in links:
             return links[node.name]
         link = None
-        if node.connection_class.__name__ == "Connection" and not self.__dict__.get("_closed_links"):
+        if node.connection_class.__name__ == "Connection" and not self._closed:
             kw = node.connection_kwargs
             link = Link(RespTarget(
                 host=str(node.host), port=int(node.port),
@@ -205,6 +210,32 @@ class PipelinedCluster(ClusterClient):
                 timeout_s=float(kw.get("socket_timeout") or 5.0)))
         links[node.name] = link
         return link
+
+    @property
+    def made(self) -> dict[str, Link]:
+        """The links made so far, by node name."""
+        return {name: link for name, link in self._links.items() if link is not None}
+
+    def close(self) -> None:
+        self._closed = True
+        for link in self._links.values():
+            if link is not None:
+                link.close()
+        self._links.clear()
+
+
+class PipelinedCluster(ClusterClient):
+    """The cluster client whose plain keyed commands share one auto-pipelined connection
+    per master (see the module's docstring). Speaks RESP2 (:func:`connect_shared` asks
+    for it), so redis-py's reply callbacks see the shapes the link reads."""
+
+    @property
+    def links(self) -> ClusterLinks:
+        """This client's shared connections, one per master."""
+        links = self.__dict__.get("_links")
+        if links is None:
+            links = self.__dict__["_links"] = ClusterLinks(self)
+        return cast(ClusterLinks, links)
 
     def _master_of(self, key: Any) -> ClusterNode | None:
         try:
@@ -217,7 +248,7 @@ class PipelinedCluster(ClusterClient):
         upper = name.upper() if isinstance(name, str) else name.decode().upper()
         key = None if "target_nodes" in kwargs else _routing_key(upper, args)
         node = self._master_of(key) if key is not None else None
-        link = self._link_to(node) if node is not None else None
+        link = self.links.to(node) if node is not None else None
         if link is None:
             return await super().execute_command(*args, **kwargs)
         try:
@@ -247,7 +278,7 @@ class PipelinedCluster(ClusterClient):
         among them: that command did not run there). None when there is no shared
         connection to it (use a pipeline); ConnectionError when it broke meanwhile
         (what ran is not known)."""
-        link = self._link_to(node)
+        link = self.links.to(node)
         if link is None:
             return None
         replies = await link.call_many(commands)
@@ -262,10 +293,7 @@ class PipelinedCluster(ClusterClient):
         return out
 
     async def aclose(self) -> None:
-        self.__dict__["_closed_links"] = True
-        for link in self.__dict__.pop("_links", {}).values():
-            if link is not None:
-                link.close()
+        self.links.close()
         await super().aclose()
 
 

@@ -44,7 +44,7 @@ from mtdesk.core import keys
 from mtdesk.core.durability import ack_wait
 from mtdesk.core.errors import StoreUnavailable
 from mtdesk.core.events import EVENT_FAMILY, Event, conversation_key, encode_event, partition_of
-from mtdesk.core.pipelined import PipelinedRedis, link_for
+from mtdesk.core.pipelined import ClusterLinks, PipelinedRedis, link_for
 from mtdesk.core.redis import UNAVAILABLE, Redis, by_master, is_cluster
 from mtdesk.core.resp import Arg, Link
 from mtdesk.core.scripts import LuaScript, is_noscript
@@ -215,6 +215,8 @@ class IngestBatcher:
         # cannot. A pipelined client lends its own link: one connection for the process.
         self._link = link_for(redis) if lean else None
         self._own_link = not isinstance(redis, PipelinedRedis)
+        # A cluster: a lean link per master (its scripts and wait in one write on it).
+        self._links = ClusterLinks(cast(RedisCluster, redis)) if self._cluster and lean else None
         self._ttl = str(dedup_ttl_s)
         self._max = max_events_per_call
         self._loaded = False  # SCRIPT LOAD seen to succeed (EVALSHA alone then)
@@ -244,6 +246,8 @@ class IngestBatcher:
             await self._idle
         if self._link is not None and self._own_link:
             self._link.close()
+        if self._links is not None:
+            self._links.close()
 
     def submit(self, call: IngestCall) -> asyncio.Future[list[Outcome]]:
         """A future of one :class:`Outcome` per event of ``call`` (await it; a plain
@@ -486,7 +490,38 @@ class IngestBatcher:
         work: list[tuple[list[str], list[Arg], list[tuple[int, int]]]],
     ) -> list[Any] | None:
         """One master's scripts and wait; the scripts' replies, or None when the wait
-        was not acknowledged. Raises what the pipeline raises."""
+        was not acknowledged. Raises what the pipeline raises. On the master's lean
+        link when there is one: what it did not run there (a redirection, NOSCRIPT),
+        and all of it when the link broke (a re-run finds its markers: "duplicate"),
+        goes redis-py's way."""
+        link = self._links.to(node) if self._links is not None else None
+        if link is None:
+            return await self._run_pipelined(cluster, node, work)
+        commands: list[tuple[Arg, ...]] = [
+            ("EVALSHA", ROUTED.sha, len(ks), *ks, *args) for ks, args, _ in work]
+        if self._tail is not None:
+            commands.append(self._tail)
+        try:
+            replies = await link.call_many(commands)
+        except ConnectionError:
+            return await self._run_pipelined(cluster, node, work)
+        if self._tail is not None:
+            if not _acknowledged(replies[-1]):
+                return None
+            replies = replies[:-1]
+        redo = [n for n, r in enumerate(replies) if isinstance(r, hiredis.ReplyError)]
+        if redo:
+            again = await self._run_pipelined(cluster, node, [work[n] for n in redo])
+            if again is None:
+                return None
+            for n, reply in zip(redo, again, strict=True):
+                replies[n] = reply
+        return replies
+
+    async def _run_pipelined(
+        self, cluster: RedisCluster, node: ClusterNode,
+        work: list[tuple[list[str], list[Arg], list[tuple[int, int]]]],
+    ) -> list[Any] | None:
         for attempt in (1, 2):
             pipe = cluster.pipeline(transaction=False)
             for ks, args, _ in work:

@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from mtdesk.core import keys
+from mtdesk.core.events import Message, decode_event, partition_of
 from mtdesk.core.pipelined import PipelinedCluster, connect_shared
 from mtdesk.core.redis import Redis, primaries
 from mtdesk.core.scripts import LuaScript
+from mtdesk.gateway.ingest import IngestBatcher, Outcome, build_call
 
 KEYS = [f"k:{{{i}}}" for i in range(6)]  # spread over the three masters
 _SCRIPT = LuaScript("""
@@ -64,7 +67,7 @@ async def test_replies_are_those_of_redis_py_s_cluster_client(
     plain = [await _replies(cluster_redis, key, 1) for key in KEYS]
     lean = [await _replies(shared, key, 1) for key in KEYS]
     assert lean == plain
-    links = shared.__dict__["_links"]
+    links = shared.links.made
     assert len(links) == 3 and all(link.writes > 0 for link in links.values())
 
 
@@ -83,3 +86,38 @@ async def test_a_command_sent_with_a_stale_slot_map_is_run_where_the_slot_is(
     assert await shared.incr(f"n:{{{0}}}") == 1  # a write runs once
     assert shared.get_node_from_key(key).name == right.name
     assert await cluster_redis.get(f"n:{{{0}}}") == b"1"
+
+
+async def test_the_gateway_s_ingest_sent_with_a_stale_slot_map_enqueues_each_event_once(
+    cluster_redis: Redis,
+) -> None:
+    """The ingest's scripts go on each master's lean link; a master that no longer holds
+    a partition's slot answers MOVED (nothing ran): the event is enqueued once on the
+    slot's master, and delivered again it is a duplicate."""
+    await cluster_redis.hset(keys.account("messenger", "page-1"), mapping={"tenant": "t_1"})
+    batcher = IngestBatcher(cluster_redis, dedup_ttl_s=3600)
+    await batcher.start()
+    events = [Message(event_id=f"m_{i}", channel="messenger", account_id="page-1",
+                      user_id=f"U{i}", timestamp_ms=1, text="hi") for i in range(12)]
+    partitions = {partition_of(e.conversation, 8) for e in events}
+    stale = keys.inbound(min(partitions))
+    slot = cluster_redis.keyslot(stale)  # type: ignore[attr-defined]
+    right = cluster_redis.get_node_from_key(stale)  # type: ignore[attr-defined]
+    wrong = next(n for n in primaries(cluster_redis) if n.name != right.name)  # type: ignore[union-attr]
+    try:
+        first = build_call(events, partitions=8, received_ms=1, stale_before_ms=0)
+        assert await batcher.submit(first) == [Outcome.ENQUEUED] * 12
+        cluster_redis.nodes_manager.slots_cache[slot] = [wrong]  # type: ignore[attr-defined]
+        more = [Message(event_id=f"n_{i}", channel="messenger", account_id="page-1",
+                        user_id=f"U{i}", timestamp_ms=1, text="hi") for i in range(12)]
+        again = build_call([*events, *more], partitions=8, received_ms=2, stale_before_ms=0)
+        assert await batcher.submit(again) == [Outcome.DUPLICATE] * 12 + [Outcome.ENQUEUED] * 12
+        assert batcher._links is not None and batcher._links.made  # the lean way was taken
+    finally:
+        await batcher.aclose()
+    stored = []
+    for p in range(8):
+        stored += [decode_event(f[b"e"]).event_id
+                   for _, f in await cluster_redis.xrange(keys.inbound(p))]
+    stored.sort()
+    assert stored == sorted(e.event_id for e in [*events, *more])

@@ -60,7 +60,7 @@ async def test_partitions_on_every_master_are_read_without_asking_where_their_ke
     assert got == {s: [i.decode() for i in ids] for s, ids in added.items()}
     assert await _getkeys_calls(cluster) == before
     if isinstance(cluster, PipelinedCluster):  # on each master's shared connection
-        assert all(link.writes > 0 for link in cluster.__dict__["_links"].values())
+        assert all(link.writes > 0 for link in cluster.links.made.values())
 
 
 async def test_a_read_sent_to_a_master_that_no_longer_holds_the_slot_follows_it(
