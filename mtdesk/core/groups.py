@@ -334,28 +334,51 @@ class GroupReader:
     async def _fenced_acks_by_master(
         self, todo: Sequence[tuple[str, tuple[str, str, Sequence[str]]]]
     ) -> list[object]:
-        """A cluster's: one pipeline per master (each stream's script names its keys, so
-        a stale slot map is corrected by MOVED), the masters at once; a master that
-        raises gives its exception as the answer of each of its streams. (A cluster's
-        pipeline sends the script's source: no NOSCRIPT.)"""
+        """A cluster's: the masters at once, each on its shared connection (the shards'
+        client) or in one pipeline (each stream's script names its keys, so a stale
+        slot map is corrected by MOVED; a cluster's pipeline sends the script's source:
+        no NOSCRIPT); a master that raises gives its exception as the answer of each of
+        its streams."""
         cluster = cast(RedisCluster, self._redis)
+        parts: list[tuple[ClusterNode | None, list[int]]]
         try:
-            groups = by_master(cluster, ((stream, i) for i, (stream, _) in enumerate(todo)))
-            parts = [items for _, items in groups]
+            parts = list(by_master(cluster, ((stream, i) for i, (stream, _) in enumerate(todo))))
         except SlotNotCoveredError:  # no slot map yet: one pipeline, routed by the keys
-            parts = [list(range(len(todo)))]
+            parts = [(None, list(range(len(todo))))]
 
-        async def run(items: list[int]) -> list[object]:
+        async def pipelined(items: list[int]) -> list[object]:
             pipe = cluster.pipeline(transaction=False)
             for i in items:
                 stream, (owner, epoch, ids) = todo[i]
                 FENCED_ACK.queue(pipe, [stream, owner], [self.group, epoch, *ids])
             return list(await pipe.execute(raise_on_error=False))
 
-        results = await asyncio.gather(*(run(items) for items in parts),
+        async def run(node: ClusterNode | None, items: list[int]) -> list[object]:
+            if node is None or not isinstance(cluster, PipelinedCluster):
+                return await pipelined(items)
+            # The master's shared connection; what it did not run there (NOSCRIPT, a
+            # redirection) and all of it when the connection broke go the pipeline's
+            # way (acknowledging again is harmless).
+            try:
+                replies = await cluster.call_on(node, [FENCED_ACK.evalsha(
+                    [todo[i][0], todo[i][1][0]], [self.group, todo[i][1][1], *todo[i][1][2]])
+                    for i in items])
+            except ConnectionError:
+                replies = None
+            if replies is None:
+                return await pipelined(items)
+            redo = [n for n, r in enumerate(replies)
+                    if isinstance(r, (NoScriptError, *_NOT_RUN))]
+            if redo:
+                again = await pipelined([items[n] for n in redo])
+                for n, reply in zip(redo, again, strict=True):
+                    replies[n] = reply
+            return list(replies)
+
+        results = await asyncio.gather(*(run(node, items) for node, items in parts),
                                        return_exceptions=True)
         replies: list[object] = [None] * len(todo)
-        for items, result in zip(parts, results, strict=True):
+        for (_, items), result in zip(parts, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancelled: not a master's failure
             for n, i in enumerate(items):

@@ -96,3 +96,26 @@ async def test_a_partition_stream_deleted_wholesale_gets_its_group_back_and_the_
     later = (await cluster.xadd(doomed, {"n": "2"})).decode()
     assert [(s, [e for e, _ in entries]) for s, entries in await reader.read_new(count=10)] \
         == [(doomed, [later])]
+
+
+async def test_acknowledgements_on_every_master_are_fenced_and_follow_a_moved_slot(
+    cluster: Redis,
+) -> None:
+    """A flush acknowledges the partitions of every master, refuses the one handed over
+    (its owner key holds another epoch), and one whose slot the client's map places on
+    the wrong master is acknowledged where it is."""
+    reader = GroupReader(cluster, "g", "c1", STREAMS)
+    await reader.ensure_groups()
+    ids = {s: (await cluster.xadd(s, {"n": "1"})).decode() for s in STREAMS}
+    await reader.read_new(count=10)
+    for s in STREAMS:
+        await cluster.set(f"own:{s}", "7")
+    await cluster.set(f"own:{STREAMS[1]}", "8")  # handed over to epoch 8
+    slot = cluster.keyslot(STREAMS[2])  # type: ignore[attr-defined]
+    right = cluster.get_node_from_key(STREAMS[2])  # type: ignore[attr-defined]
+    wrong = next(n for n in primaries(cluster) if n.name != right.name)
+    cluster.nodes_manager.slots_cache[slot] = [wrong]  # type: ignore[attr-defined]
+    outcome = await reader.ack_fenced({s: (f"own:{s}", "7", [ids[s]]) for s in STREAMS})
+    assert outcome.refused == [STREAMS[1]] and outcome.failed == []
+    pending = [(await cluster.xpending(s, "g"))["pending"] for s in STREAMS]
+    assert pending == [0, 1, 0, 0, 0, 0]
