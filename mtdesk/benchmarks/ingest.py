@@ -145,7 +145,8 @@ def _sync_client(url: str) -> Any:
 
 
 def _masters(r: Any) -> list[Any]:
-    """(client, node) pairs to send a per-server command to: every master of a cluster."""
+    """The targets of a per-server command on ``r`` (:func:`_on`): every master of a
+    cluster, or None for the one server."""
     from redis.cluster import RedisCluster as SyncCluster
 
     if isinstance(r, SyncCluster):
@@ -167,21 +168,10 @@ def _redis_cpu_s(redis_url: str | None) -> float:
         total = 0.0
         for node in _masters(r):
             info = _on(r, node, "INFO", "cpu")
-            if isinstance(info, bytes):
-                info = _parse_info(info)
             total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
         return total
     finally:
         r.close()
-
-
-def _parse_info(raw: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in raw.decode().splitlines():
-        if ":" in line and not line.startswith("#"):
-            k, _, v = line.partition(":")
-            out[k] = v
-    return out
 
 
 def _cpu_sample(server_pid: int, redis_url: str | None) -> dict[str, float]:
@@ -523,9 +513,6 @@ def register_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _handle(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from mtdesk.cli.localredis import local_redis_for_durability
     from mtdesk.core.settings import ACK_DURABILITIES, Settings
 
     url = args.redis_url or _with_db(Settings.from_env().redis_url, 14)
@@ -538,27 +525,11 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"mtdesk: error: --durability: each must be one of {', '.join(ACK_DURABILITIES)}",
               file=sys.stderr)
         return 2
-    reports: dict[str, dict[str, Any]] = {}
-    if args.cluster:
-        if args.redis_url or "fsync" in modes:
-            print("mtdesk: error: --cluster runs a cluster of its own, for --durability "
-                  "memory or replica (not with --redis-url, not fsync)", file=sys.stderr)
-            return 2
-        from mtdesk.cli.localredis import local_cluster
-
-        with tempfile.TemporaryDirectory(prefix="mtdesk-bench-cluster-") as workdir, \
-                local_cluster(workdir, who="bench ingest") as (cluster_url, _ports):
-            for mode in modes:
-                reports[mode] = run(args.seconds, args.connections, cluster_url + _CLUSTER_MARK,
-                                    args.rounds, durability=mode)
-                reports[mode]["cluster"] = True
-    for mode in modes if not args.cluster else ():
-        if mode == "memory":
-            reports[mode] = run(args.seconds, args.connections, url, args.rounds)
-            continue
-        with tempfile.TemporaryDirectory(prefix=f"mtdesk-bench-{mode}-") as workdir, \
-                local_redis_for_durability(workdir, mode, who="bench ingest") as own:
-            reports[mode] = run(args.seconds, args.connections, own, args.rounds, durability=mode)
+    if args.cluster and (args.redis_url or "fsync" in modes):
+        print("mtdesk: error: --cluster runs a cluster of its own, for --durability "
+              "memory or replica (not with --redis-url, not fsync)", file=sys.stderr)
+        return 2
+    reports = _run_on_cluster(args, modes) if args.cluster else _run_each(args, modes, url)
     report = dict(reports[modes[0]])
     report["modes"] = {m: {k: r[k] for k in ("ratio", "ratio_median", "events_per_s",
                                              "baseline_events_per_s", "ack_p50_ms", "ack_p99_ms",
@@ -582,6 +553,39 @@ def _handle(args: argparse.Namespace) -> int:
         for path in write_report(args.report, report):
             print(f"bench ingest: wrote {path}", file=sys.stderr)
     return 0
+
+
+def _run_each(args: argparse.Namespace, modes: tuple[str, ...], url: str) -> dict[str, dict[str, Any]]:
+    """``memory`` on ``url``; each other mode on a redis-server started for it."""
+    import tempfile
+
+    from mtdesk.cli.localredis import local_redis_for_durability
+
+    reports: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        if mode == "memory":
+            reports[mode] = run(args.seconds, args.connections, url, args.rounds)
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"mtdesk-bench-{mode}-") as workdir, \
+                local_redis_for_durability(workdir, mode, who="bench ingest") as own:
+            reports[mode] = run(args.seconds, args.connections, own, args.rounds, durability=mode)
+    return reports
+
+
+def _run_on_cluster(args: argparse.Namespace, modes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Each mode on one Redis Cluster of the bench's own (3 masters, a replica each)."""
+    import tempfile
+
+    from mtdesk.cli.localredis import local_cluster
+
+    reports: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="mtdesk-bench-cluster-") as workdir, \
+            local_cluster(workdir, who="bench ingest") as (cluster_url, _ports):
+        for mode in modes:
+            reports[mode] = run(args.seconds, args.connections, cluster_url + _CLUSTER_MARK,
+                                args.rounds, durability=mode)
+            reports[mode]["cluster"] = True
+    return reports
 
 
 def write_report(directory: str, report: dict[str, Any]) -> list[Any]:

@@ -34,15 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import (
-    AskError,
-    ClusterDownError,
-    MovedError,
-    NoScriptError,
-    ResponseError,
-    SlotNotCoveredError,
-    TryAgainError,
-)
+from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
 
 from mtdesk.core.pipelined import PipelinedCluster
 from mtdesk.core.redis import (
@@ -65,9 +57,6 @@ FENCED_ACK_MANY = LuaScript.from_file("mtdesk.core", "lua/fenced_ack_many.lua")
 # On a cluster, how long a stream read empty may be left out of a busy reader's polls
 # (an entry arriving there meanwhile waits up to this long).
 _STREAM_GAP_MAX_S = 0.008
-
-# A master's answers that mean a read did not run there (redis-py's way follows them).
-_NOT_RUN = (MovedError, AskError, TryAgainError, ClusterDownError)
 
 Entry = tuple[str, dict[bytes, bytes]]
 """A stream entry: its id and its fields."""
@@ -239,11 +228,6 @@ class GroupReader:
             except ConnectionError:
                 replies = None  # broken or refused: redis-py's way notices a failover
             if replies is not None:
-                redo = [i for i, r in enumerate(replies) if isinstance(r, _NOT_RUN)]
-                if redo:  # MOVED, ASK…: not read there; redis-py's way follows them
-                    again = await self._pipelined(cluster, None, [commands[i] for i in redo])
-                    for i, reply in zip(redo, again, strict=True):
-                        replies[i] = reply
                 return replies
         return await self._pipelined(cluster, node, commands)
 
@@ -356,24 +340,16 @@ class GroupReader:
         async def run(node: ClusterNode | None, items: list[int]) -> list[object]:
             if node is None or not isinstance(cluster, PipelinedCluster):
                 return await pipelined(items)
-            # The master's shared connection; what it did not run there (NOSCRIPT, a
-            # redirection) and all of it when the connection broke go the pipeline's
-            # way (acknowledging again is harmless).
+            # The master's shared connection (the script's source: a flush every half
+            # second, never NOSCRIPT); when it broke, the pipeline's way (acknowledging
+            # again is harmless).
             try:
-                replies = await cluster.call_on(node, [FENCED_ACK.evalsha(
+                replies = await cluster.call_on(node, [FENCED_ACK.eval(
                     [todo[i][0], todo[i][1][0]], [self.group, todo[i][1][1], *todo[i][1][2]])
                     for i in items])
             except ConnectionError:
                 replies = None
-            if replies is None:
-                return await pipelined(items)
-            redo = [n for n, r in enumerate(replies)
-                    if isinstance(r, (NoScriptError, *_NOT_RUN))]
-            if redo:
-                again = await pipelined([items[n] for n in redo])
-                for n, reply in zip(redo, again, strict=True):
-                    replies[n] = reply
-            return list(replies)
+            return await pipelined(items) if replies is None else replies
 
         results = await asyncio.gather(*(run(node, items) for node, items in parts),
                                        return_exceptions=True)

@@ -30,12 +30,12 @@ one master the same way (the shards' reads of their partitions on it).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import SlotNotCoveredError
 
 from mtdesk.core.redis import ClusterClient, connect, connect_cluster, is_cluster
@@ -100,8 +100,7 @@ class PipelinedRedis(aioredis.Redis):
         return self._link
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        name = args[0]
-        upper = name.upper() if isinstance(name, str) else name.decode().upper()
+        upper = _upper(args[0])
         if upper in _POOL_ONLY or (upper in _MAYBE_BLOCKING and _has_block(args)):
             return await super().execute_command(*args, **options)
         link = self._link if self._link_checked else self.link
@@ -148,6 +147,11 @@ def error_of(message: str) -> Exception:
     return error(rest)
 
 
+def _upper(name: str | bytes) -> str:
+    """A command's name as the reply callbacks and the tables here spell it."""
+    return name.upper() if isinstance(name, str) else name.decode().upper()
+
+
 def _has_block(args: tuple[Any, ...]) -> bool:
     for a in args[1:]:
         if (isinstance(a, str) and a.upper() == "BLOCK") or (isinstance(a, bytes) and a.upper() == b"BLOCK"):
@@ -187,12 +191,11 @@ def _routing_key(upper: str, args: tuple[Any, ...]) -> Any:
 
 
 class ClusterLinks:
-    """One lean link per master of ``cluster`` (made on first use, plain TCP only: None
-    for a node of another kind, such as TLS), for a hot path that sends its own batches
-    to a master it picked from the slot map."""
+    """One lean link per master (made on first use, plain TCP only: None for a node of
+    another kind, such as TLS), for a hot path that sends its own batches to a master
+    it picked from the slot map."""
 
-    def __init__(self, cluster: RedisCluster) -> None:
-        self._cluster = cluster
+    def __init__(self) -> None:
         self._links: dict[str, Link | None] = {}
         self._closed = False
 
@@ -229,13 +232,9 @@ class PipelinedCluster(ClusterClient):
     per master (see the module's docstring). Speaks RESP2 (:func:`connect_shared` asks
     for it), so redis-py's reply callbacks see the shapes the link reads."""
 
-    @property
-    def links(self) -> ClusterLinks:
-        """This client's shared connections, one per master."""
-        links = self.__dict__.get("_links")
-        if links is None:
-            links = self.__dict__["_links"] = ClusterLinks(self)
-        return cast(ClusterLinks, links)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.links = ClusterLinks()  # this client's shared connections, one per master
 
     def _master_of(self, key: Any) -> ClusterNode | None:
         try:
@@ -244,8 +243,7 @@ class PipelinedCluster(ClusterClient):
             return None
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        name = args[0]
-        upper = name.upper() if isinstance(name, str) else name.decode().upper()
+        upper = _upper(args[0])
         key = None if "target_nodes" in kwargs else _routing_key(upper, args)
         node = self._master_of(key) if key is not None else None
         link = self.links.to(node) if node is not None else None
@@ -274,22 +272,25 @@ class PipelinedCluster(ClusterClient):
     async def call_on(self, node: ClusterNode,
                       commands: list[tuple[Any, ...]]) -> list[Any] | None:
         """``commands`` sent to ``node`` on its shared connection in one write: each
-        one's parsed reply, or the exception its error reply stands for (a redirection
-        among them: that command did not run there). None when there is no shared
-        connection to it (use a pipeline); ConnectionError when it broke meanwhile
-        (what ran is not known)."""
+        one's parsed reply, or the exception its error reply stands for. What the master
+        did not run there (a redirection: a stale slot map) is run redis-py's way, which
+        follows it. None when there is no shared connection to it (use a pipeline);
+        ConnectionError when it broke meanwhile (what ran is not known)."""
         link = self.links.to(node)
         if link is None:
             return None
         replies = await link.call_many(commands)
         out: list[Any] = []
         for command, reply in zip(commands, replies, strict=True):
-            if isinstance(reply, hiredis.ReplyError):
-                out.append(error_of(str(reply)))
+            if not isinstance(reply, hiredis.ReplyError):
+                out.append(self._parsed(_upper(command[0]), reply, {}))
+            elif str(reply).startswith(_NOT_RUN):
+                try:
+                    out.append(await super().execute_command(*command))
+                except Exception as exc:  # noqa: BLE001 - the caller's to judge, as an error reply
+                    out.append(exc)
             else:
-                name = command[0]
-                upper = name.upper() if isinstance(name, str) else name.decode().upper()
-                out.append(self._parsed(upper, reply, {}))
+                out.append(error_of(str(reply)))
         return out
 
     async def aclose(self) -> None:

@@ -107,15 +107,20 @@ class LuaScript:
     def queue(self, pipe: Pipeline | ClusterPipeline, keys: Sequence[Key] = (), args: Sequence[Arg] = ()) -> None:
         """Queue one ``EVALSHA`` of this script in ``pipe`` (``EVAL`` in a cluster's)."""
         if isinstance(pipe, ClusterPipeline):
-            pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
+            pipe.execute_command(*self.eval(keys, args))
             return
-        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        pipe.execute_command(*self.evalsha(keys, args))
 
     # --- lean links ---------------------------------------------------------------------
 
     def evalsha(self, keys: Sequence[Key], args: Sequence[Arg]) -> tuple[Arg, ...]:
         """The ``EVALSHA`` command as a tuple of arguments, for a lean link."""
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def eval(self, keys: Sequence[Key], args: Sequence[Arg]) -> tuple[Arg, ...]:
+        """The ``EVAL`` command (the source itself: never NOSCRIPT) as a tuple of
+        arguments."""
+        return ("EVAL", self.source, len(keys), *keys, *args)
 
     def load_command(self) -> tuple[Arg, ...]:
         """The ``SCRIPT LOAD`` command for a lean link (send it before the ``EVALSHA``

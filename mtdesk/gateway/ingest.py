@@ -216,7 +216,7 @@ class IngestBatcher:
         self._link = link_for(redis) if lean else None
         self._own_link = not isinstance(redis, PipelinedRedis)
         # A cluster: a lean link per master (its scripts and wait in one write on it).
-        self._links = ClusterLinks(cast(RedisCluster, redis)) if self._cluster and lean else None
+        self._links = ClusterLinks() if self._cluster and lean else None
         self._ttl = str(dedup_ttl_s)
         self._max = max_events_per_call
         self._loaded = False  # SCRIPT LOAD seen to succeed (EVALSHA alone then)

@@ -55,13 +55,21 @@ def doomed_cluster() -> Iterator[Doomed]:
                         time.sleep(0.05)
 
 
+def flags_of(port: int, asked: int) -> str:
+    """The flags the node on ``asked`` gives the node on ``port`` (CLUSTER NODES)."""
+    node = redis_sync.Redis(port=asked)
+    try:
+        table = node.execute_command("CLUSTER NODES")  # parsed: {"host:port": {"flags": …}}
+    finally:
+        node.close()
+    return next((str(v.get("flags", "")) for k, v in table.items()
+                 if str(k).split("@")[0].endswith(f":{port}")), "")
+
+
 def wait_failed_over(survivor: int, dead: int) -> None:
     """Until the node on ``survivor`` sees the node on ``dead`` failed and the cluster ok."""
-    node = redis_sync.Redis(port=survivor)
     for _ in range(600):
-        table = node.execute_command("CLUSTER NODES")  # parsed: {"host:port": {"flags": …}}
-        flags = next((str(v.get("flags", "")) for k, v in table.items()
-                      if str(k).split("@")[0].endswith(f":{dead}")), "")
+        flags = flags_of(dead, survivor)
         if "fail" in flags and "fail?" not in flags and cluster_ok(survivor):
             return
         time.sleep(0.05)
@@ -187,9 +195,7 @@ async def test_a_shard_reading_every_master_goes_on_reading_and_acknowledging_th
 def is_master(port: int, asked: int) -> bool:
     """Whether the node on ``asked`` still lists the node on ``port`` as a master that
     has not failed (its replica not promoted yet)."""
-    table = redis_sync.Redis(port=asked).execute_command("CLUSTER NODES")
-    flags = next((str(v.get("flags", "")) for k, v in table.items()
-                  if str(k).split("@")[0].endswith(f":{port}")), "")
+    flags = flags_of(port, asked)
     return "master" in flags and "fail" not in flags.replace("fail?", "")
 
 
